@@ -1,0 +1,46 @@
+//! Gateway settings the edge uses (the CLI builds this from flags, env and TOML).
+
+use crate::auth::PartyAuth;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Largest WebSocket frame or message accepted; over it the socket closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Frames queued per connection before it counts as a slow consumer (closed with 1013).
+    pub send_queue_frames: usize,
+    /// Sustained messages per second one connection may send (token bucket)…
+    pub messages_per_second: f64,
+    /// …and the burst above it. Over the limit the socket closes with 1008.
+    pub message_burst: f64,
+    /// Protocol-level ping interval; a client silent for two intervals is closed.
+    pub ping_interval: Duration,
+    /// Largest HTTP request body forwarded to a room.
+    pub max_http_body_bytes: usize,
+    /// How long a socket write may block before the client is dropped.
+    pub write_timeout: Duration,
+    /// How long to wait for the node to answer an admission or HTTP request.
+    pub node_timeout: Duration,
+    /// Longest accepted `_pk` connection id, in bytes.
+    pub max_conn_id_bytes: usize,
+    /// JWT checks per party name.
+    pub auth: HashMap<String, PartyAuth>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 1024 * 1024,
+            send_queue_frames: 1024,
+            messages_per_second: 100.0,
+            message_burst: 200.0,
+            ping_interval: Duration::from_secs(15),
+            max_http_body_bytes: 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
+            node_timeout: Duration::from_secs(10),
+            max_conn_id_bytes: 256,
+            auth: HashMap::new(),
+        }
+    }
+}

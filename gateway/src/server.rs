@@ -1,0 +1,267 @@
+//! HTTP entry point: routes room URLs to WebSocket upgrades or HTTP forwarding.
+
+use crate::link::NodeLink;
+use crate::route::{parse_room_path, query_value, RouteError};
+use crate::socket::{self, SocketParams};
+use crate::GatewayConfig;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use conclave_proto::wire::{gateway_event, node_event, Admit, Header, HttpRequest};
+use conclave_proto::{GatewaySide, RoomKey, SocketId};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tracing::{debug, warn};
+
+/// A gateway in front of one node link (`conclave dev`; cluster routing arrives with the
+/// placement ring).
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<GatewayConfig>,
+    link: Arc<NodeLink>,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig, node: GatewaySide) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config: Arc::new(config),
+                link: NodeLink::start(node),
+            }),
+        }
+    }
+
+    /// Serves room URLs; everything else is 404.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .fallback(handle)
+            .with_state(self.inner.clone())
+    }
+}
+
+fn plain(status: u16, body: impl Into<String>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+fn wire_headers(headers: &HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(n, v)| Header {
+            name: n.as_str().to_string(),
+            value: Bytes::copy_from_slice(v.as_bytes()),
+        })
+        .collect()
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The URL the room sees, with PartyKit's `http://` scheme.
+fn room_uri(req: &Request) -> String {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    format!("http://{host}{pq}")
+}
+
+async fn handle(State(gw): State<Arc<Inner>>, req: Request) -> Response {
+    let key = match parse_room_path(req.uri().path()) {
+        Ok(k) => k,
+        Err(RouteError::NotARoom) => return plain(404, "Not found: use /parties/:party/:room"),
+        Err(RouteError::BadName(e)) => return plain(400, format!("Invalid room URL: {e}")),
+    };
+    if let Some(auth) = gw.config.auth.get(key.party.as_str()) {
+        let token = query_value(req.uri().query(), "token");
+        let token = token.as_deref().or_else(|| bearer(req.headers()));
+        if let Err(e) = auth.check(token, key.party.as_str(), key.room.as_str()) {
+            debug!(room = %key, error = %e, "rejected by auth");
+            return plain(e.status(), e.to_string());
+        }
+    }
+    if is_upgrade(req.headers()) {
+        upgrade(gw, key, req).await
+    } else {
+        forward_http(gw, key, req).await
+    }
+}
+
+async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
+    if req.method() != http::Method::GET {
+        return plain(405, "WebSocket upgrades must use GET");
+    }
+    let Some(ws_key) = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
+        return plain(400, "Missing Sec-WebSocket-Key");
+    };
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        != Some("13")
+    {
+        return plain(426, "Unsupported WebSocket version (need 13)");
+    }
+    let conn_id = match query_value(req.uri().query(), "_pk").filter(|s| !s.is_empty()) {
+        Some(pk) if pk.len() > gw.config.max_conn_id_bytes => {
+            return plain(
+                400,
+                format!("_pk is longer than {} bytes", gw.config.max_conn_id_bytes),
+            );
+        }
+        Some(pk) => pk,
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let uri = room_uri(&req);
+    let headers = wire_headers(req.headers());
+    let request_id = gw.link.next_id();
+    let admit = Admit {
+        request_id,
+        room: Some(key.to_wire()),
+        conn_id: conn_id.clone(),
+        uri: uri.clone(),
+        headers: headers.clone(),
+    };
+    let reply = tokio::time::timeout(
+        gw.config.node_timeout,
+        gw.link.call(request_id, gateway_event::Event::Admit(admit)),
+    )
+    .await;
+    match reply {
+        Ok(Ok(node_event::Event::AdmitReply(r))) if r.status == 0 => {}
+        Ok(Ok(node_event::Event::AdmitReply(r))) => return plain(r.status as u16, r.body),
+        Ok(_) => return plain(503, "The room's node is unavailable"),
+        Err(_) => return plain(504, "The room's node did not answer in time"),
+    }
+    // Echo the first offered subprotocol (PartyKit does not, which breaks `ws` clients).
+    let protocol = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
+        .and_then(|p| HeaderValue::from_str(p).ok());
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let socket = SocketId(gw.link.next_id());
+    let params = SocketParams {
+        socket,
+        room: key,
+        conn_id,
+        uri,
+        headers,
+    };
+    let (config, link) = (gw.config.clone(), gw.link.clone());
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => socket::run(config, link, upgraded, params).await,
+            Err(e) => debug!(error = %e, "upgrade failed"),
+        }
+    });
+
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&ws_key) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = protocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    resp
+}
+
+async fn forward_http(gw: Arc<Inner>, key: RoomKey, req: Request) -> Response {
+    let uri = room_uri(&req);
+    let method = req.method().to_string();
+    let headers = wire_headers(req.headers());
+    let body = match axum::body::to_bytes(req.into_body(), gw.config.max_http_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return plain(
+                413,
+                format!("Request body over {} bytes", gw.config.max_http_body_bytes),
+            )
+        }
+    };
+    let request_id = gw.link.next_id();
+    let request = HttpRequest {
+        request_id,
+        room: Some(key.to_wire()),
+        method,
+        uri,
+        headers,
+        body,
+    };
+    let reply = tokio::time::timeout(
+        gw.config.node_timeout,
+        gw.link
+            .call(request_id, gateway_event::Event::HttpRequest(request)),
+    )
+    .await;
+    let r = match reply {
+        Ok(Ok(node_event::Event::HttpReply(r))) => r,
+        Ok(_) => return plain(503, "The room's node is unavailable"),
+        Err(_) => {
+            warn!(room = %key, "HTTP request timed out at the node");
+            return plain(504, "The room did not answer in time");
+        }
+    };
+    let mut resp = Response::new(Body::from(r.body));
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for h in r.headers {
+        let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(&h.value),
+        ) else {
+            continue;
+        };
+        if n == header::CONTENT_LENGTH || n == header::TRANSFER_ENCODING || n == header::CONNECTION
+        {
+            continue;
+        }
+        resp.headers_mut().append(n, v);
+    }
+    resp
+}

@@ -1,0 +1,231 @@
+//! One client WebSocket after the upgrade: a reader (this task) and a writer task.
+//!
+//! The reader enforces the rate limit and maps protocol errors to close codes (1009 too
+//! big, 1007 bad UTF-8, 1002 protocol). The writer drains the bounded send queue,
+//! coalescing queued frames into one flush, and sends keepalive pings. Either side, the
+//! node, or a full queue can ask for a close through the socket's [`CloseSignal`].
+
+use crate::limits::TokenBucket;
+use crate::link::{CloseSignal, NodeLink, SocketEntry};
+use crate::GatewayConfig;
+use conclave_proto::wire::{gateway_event, Closed, Frame, Header, Open};
+use conclave_proto::{RoomKey, SocketId};
+use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::{
+    frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig,
+};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::WebSocketStream;
+use tracing::debug;
+
+/// Frames written per flush at most (coalescing without starving the ping timer).
+const MAX_FRAMES_PER_FLUSH: usize = 256;
+
+pub(crate) struct SocketParams {
+    pub socket: SocketId,
+    pub room: RoomKey,
+    pub conn_id: String,
+    pub uri: String,
+    pub headers: Vec<Header>,
+}
+
+pub(crate) fn ws_config(config: &GatewayConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(8192)
+        .max_write_buffer_size(config.max_frame_bytes * 2 + 65_536)
+        .max_frame_size(Some(config.max_frame_bytes))
+        .max_message_size(Some(config.max_frame_bytes))
+}
+
+pub(crate) async fn run(
+    config: Arc<GatewayConfig>,
+    link: Arc<NodeLink>,
+    upgraded: hyper::upgrade::Upgraded,
+    p: SocketParams,
+) {
+    let ws = WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        Some(ws_config(&config)),
+    )
+    .await;
+    let (tx, rx) = mpsc::channel(config.send_queue_frames);
+    let close = Arc::new(CloseSignal::default());
+    link.register(
+        p.socket,
+        SocketEntry {
+            room: p.room.clone(),
+            tx,
+            close: close.clone(),
+        },
+    );
+    metrics::gauge!("conclave_gateway_connections").increment(1.0);
+    let open = Open {
+        socket: p.socket.0,
+        room: Some(p.room.to_wire()),
+        conn_id: p.conn_id.clone(),
+        uri: p.uri,
+        headers: p.headers,
+    };
+    if link.send(gateway_event::Event::Open(open)).await.is_err() {
+        close.trigger(1012, "Node unavailable");
+    }
+
+    let started = Instant::now();
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let (sink, mut stream) = ws.split();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        close.clone(),
+        config.clone(),
+        started,
+        last_seen.clone(),
+    ));
+
+    let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
+    let room = Some(p.room.to_wire());
+    // What the node hears when the socket ends: (code, reason, error).
+    let (code, reason, error) = loop {
+        let next = tokio::select! {
+            biased;
+            (code, reason) = close.wait() => break (code, reason, String::new()),
+            next = stream.next() => next,
+        };
+        last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let (payload, binary) = match next {
+            Some(Ok(WsMessage::Text(t))) => (bytes::Bytes::from(t), false),
+            Some(Ok(WsMessage::Binary(b))) => (b, true),
+            Some(Ok(WsMessage::Close(frame))) => {
+                let (code, reason) = frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                close.trigger(code, &reason);
+                break (code, reason, String::new());
+            }
+            Some(Ok(_)) => continue, // ping, pong: liveness only
+            Some(Err(e)) => match protocol_close(&e) {
+                Some((code, reason)) => {
+                    close.trigger(code, reason);
+                    continue;
+                }
+                None => break (1006, String::new(), e.to_string()),
+            },
+            None => break (1006, String::new(), "connection lost".into()),
+        };
+        if !bucket.take() {
+            close.trigger(1008, "Message rate limit exceeded");
+            continue;
+        }
+        metrics::counter!("conclave_gateway_messages_in_total").increment(1);
+        let frame = Frame {
+            socket: p.socket.0,
+            room: room.clone(),
+            payload,
+            binary,
+        };
+        if link.send(gateway_event::Event::Frame(frame)).await.is_err() {
+            close.trigger(1012, "Node unavailable");
+        }
+    };
+    debug!(socket = p.socket.0, code, "socket closed");
+    close.trigger(code, &reason);
+    link.unregister(p.socket);
+    metrics::gauge!("conclave_gateway_connections").decrement(1.0);
+    let _ = link
+        .send(gateway_event::Event::Closed(Closed {
+            socket: p.socket.0,
+            room,
+            code: code.into(),
+            reason,
+            error,
+        }))
+        .await;
+    let _ = tokio::time::timeout(config.write_timeout, writer).await;
+}
+
+/// Close codes for errors the client caused.
+fn protocol_close(e: &WsError) -> Option<(u16, &'static str)> {
+    match e {
+        WsError::Capacity(_) => Some((1009, "Message too big")),
+        WsError::Utf8(_) => Some((1007, "Invalid UTF-8 in text message")),
+        WsError::Protocol(_) => Some((1002, "WebSocket protocol error")),
+        _ => None,
+    }
+}
+
+type Sink =
+    futures::stream::SplitSink<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, WsMessage>;
+
+async fn write_loop(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<WsMessage>,
+    close: Arc<CloseSignal>,
+    config: Arc<GatewayConfig>,
+    started: Instant,
+    last_seen: Arc<AtomicU64>,
+) {
+    let timeout = config.write_timeout;
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    loop {
+        tokio::select! {
+            biased;
+            (code, reason) = close.wait() => {
+                let frame = close_frame(code, &reason);
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = sink.send(WsMessage::Close(frame)).await;
+                    let _ = sink.close().await;
+                }).await;
+                return;
+            }
+            msg = rx.recv() => {
+                let Some(msg) = msg else { return };
+                let ok = tokio::time::timeout(timeout, async {
+                    sink.feed(msg).await?;
+                    for _ in 1..MAX_FRAMES_PER_FLUSH {
+                        match rx.try_recv() {
+                            Ok(m) => sink.feed(m).await?,
+                            Err(_) => break,
+                        }
+                    }
+                    sink.flush().await
+                }).await;
+                if !matches!(ok, Ok(Ok(()))) {
+                    close.trigger(1006, "write failed");
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                let silent_ms = (started.elapsed().as_millis() as u64).saturating_sub(last_seen.load(Ordering::Relaxed));
+                if silent_ms > 2 * config.ping_interval.as_millis() as u64 {
+                    close.trigger(1001, "Keepalive timeout");
+                    continue;
+                }
+                let ok = tokio::time::timeout(timeout, sink.send(WsMessage::Ping(bytes::Bytes::new()))).await;
+                if !matches!(ok, Ok(Ok(()))) {
+                    close.trigger(1006, "write failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn close_frame(code: u16, reason: &str) -> Option<CloseFrame> {
+    // 1005/1006 are never sent on the wire.
+    if matches!(code, 1005 | 1006) {
+        return None;
+    }
+    Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_string().into(),
+    })
+}

@@ -1,0 +1,26 @@
+//! Node settings the runtime uses (the CLI builds this from flags, env and TOML).
+
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// A room with no event for this long leaves memory (hibernates); its connections stay.
+    pub hibernate_after: Duration,
+    /// Connections one room accepts; past it new sockets get HTTP 503 before the upgrade.
+    pub max_connections_per_room: usize,
+    /// Events queued per room before the sender waits.
+    pub room_mailbox: usize,
+    /// How long a room-to-room `fetch` waits for the answer.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            hibernate_after: Duration::from_secs(30),
+            max_connections_per_room: 10_000,
+            room_mailbox: 4096,
+            fetch_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The room host: which rooms are live on this node, and how events reach them.
+
+use crate::party::{ConnectRequest, PartyRegistry, Request, Response};
+use crate::room::{spawn_room, FetchError, Room, RoomEvent, RoomFetcher};
+use crate::storage::{Storage, Store};
+use crate::NodeConfig;
+use conclave_proto::wire::NodeEvent;
+use conclave_proto::RoomKey;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Index of a gateway link on this node.
+pub(crate) type GatewayId = usize;
+
+/// The senders towards each attached gateway.
+#[derive(Default)]
+pub(crate) struct Links {
+    senders: RwLock<Vec<Option<mpsc::Sender<NodeEvent>>>>,
+}
+
+impl Links {
+    pub fn add(&self, tx: mpsc::Sender<NodeEvent>) -> GatewayId {
+        let mut s = self.senders.write().unwrap_or_else(|e| e.into_inner());
+        s.push(Some(tx));
+        s.len() - 1
+    }
+
+    pub fn remove(&self, id: GatewayId) {
+        let mut s = self.senders.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = s.get_mut(id) {
+            *slot = None;
+        }
+    }
+
+    pub fn get(&self, id: GatewayId) -> Option<mpsc::Sender<NodeEvent>> {
+        let s = self.senders.read().unwrap_or_else(|e| e.into_inner());
+        s.get(id).cloned().flatten()
+    }
+}
+
+struct RoomHandle {
+    tx: mpsc::Sender<RoomEvent>,
+    conns: Arc<AtomicUsize>,
+}
+
+pub(crate) struct HostInner {
+    pub config: NodeConfig,
+    pub parties: PartyRegistry,
+    pub store: Arc<dyn Store>,
+    pub links: Arc<Links>,
+    pub alarms_changed: Notify,
+    rooms: Mutex<HashMap<RoomKey, RoomHandle>>,
+    weak_self: std::sync::Weak<HostInner>,
+}
+
+/// Why an event could not reach a room.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DispatchError {
+    #[error("Party {0} not found")]
+    UnknownParty(String),
+}
+
+impl HostInner {
+    pub fn new(config: NodeConfig, parties: PartyRegistry, store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new_cyclic(|weak| Self {
+            config,
+            parties,
+            store,
+            links: Arc::new(Links::default()),
+            alarms_changed: Notify::new(),
+            rooms: Mutex::new(HashMap::new()),
+            weak_self: weak.clone(),
+        })
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomKey, RoomHandle>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn new_room(&self, key: RoomKey) -> Room {
+        let storage = Storage::new(key.clone(), self.store.clone());
+        Room::new(
+            key,
+            storage,
+            self.links.clone(),
+            RoomFetcher {
+                host: self.weak_self.clone(),
+            },
+        )
+    }
+
+    /// The mailbox of a room, starting its actor if needed.
+    fn mailbox(self: &Arc<Self>, key: &RoomKey) -> Result<mpsc::Sender<RoomEvent>, DispatchError> {
+        let mut rooms = self.rooms();
+        if let Some(h) = rooms.get(key) {
+            return Ok(h.tx.clone());
+        }
+        let factory = self
+            .parties
+            .get(key.party.as_str())
+            .ok_or_else(|| DispatchError::UnknownParty(key.party.to_string()))?
+            .clone();
+        let (tx, rx) = mpsc::channel(self.config.room_mailbox);
+        rooms.insert(
+            key.clone(),
+            RoomHandle {
+                tx: tx.clone(),
+                conns: Arc::new(AtomicUsize::new(0)),
+            },
+        );
+        metrics::gauge!("conclave_rooms_hibernated").increment(1.0);
+        spawn_room(self.clone(), key.clone(), factory, rx);
+        Ok(tx)
+    }
+
+    /// Delivers an event to its room, in order with the caller's earlier events.
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        key: &RoomKey,
+        mut event: RoomEvent,
+    ) -> Result<(), DispatchError> {
+        loop {
+            let tx = self.mailbox(key)?;
+            match tx.send(event).await {
+                Ok(()) => return Ok(()),
+                // The actor retired between lookup and send; a fresh one takes the event.
+                Err(mpsc::error::SendError(ev)) => event = ev,
+            }
+        }
+    }
+
+    pub fn redispatch(self: Arc<Self>, key: RoomKey, event: RoomEvent) {
+        tokio::spawn(async move {
+            let _ = self.dispatch(&key, event).await;
+        });
+    }
+
+    /// Removes an idle room with no connections, unless events are waiting for it.
+    pub fn retire(&self, key: &RoomKey, rx: &mut mpsc::Receiver<RoomEvent>) -> bool {
+        let mut rooms = self.rooms();
+        if !rx.is_empty() {
+            return false;
+        }
+        if let Some(h) = rooms.get(key) {
+            if h.conns.load(Ordering::Relaxed) > 0 {
+                return false;
+            }
+        }
+        rooms.remove(key);
+        rx.close();
+        true
+    }
+
+    pub fn room_retired(&self) {
+        metrics::gauge!("conclave_rooms_hibernated").decrement(1.0);
+    }
+
+    pub fn metrics_room_entered_memory(&self) {
+        metrics::gauge!("conclave_rooms_hibernated").decrement(1.0);
+        metrics::gauge!("conclave_rooms_active").increment(1.0);
+    }
+
+    pub fn metrics_room_left_memory(&self) {
+        metrics::gauge!("conclave_rooms_active").decrement(1.0);
+        metrics::gauge!("conclave_rooms_hibernated").increment(1.0);
+    }
+
+    /// The live connection counter of a room (a detached counter if it is not live).
+    pub fn conn_count(&self, key: &RoomKey) -> Arc<AtomicUsize> {
+        self.rooms()
+            .get(key)
+            .map(|h| h.conns.clone())
+            .unwrap_or_default()
+    }
+
+    /// Decides whether a socket may open; `Err((status, body))` refuses it.
+    pub fn admit(&self, key: &RoomKey, req: &ConnectRequest<'_>) -> Result<(), (u16, String)> {
+        let Some(factory) = self.parties.get(key.party.as_str()) else {
+            return Err((404, format!("Party {} not found", key.party)));
+        };
+        factory
+            .before_connect(req)
+            .map_err(|r| (r.status, r.body))?;
+        let count = self
+            .rooms()
+            .get(key)
+            .map(|h| h.conns.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        if count >= self.config.max_connections_per_room {
+            return Err((
+                503,
+                format!(
+                    "Room is full ({} connections)",
+                    self.config.max_connections_per_room
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// An HTTP request to a room, answered by its `on_request`.
+    pub async fn request(
+        self: &Arc<Self>,
+        key: RoomKey,
+        req: Request,
+    ) -> Result<Response, FetchError> {
+        let (reply, rx) = oneshot::channel();
+        self.dispatch(&key, RoomEvent::Request { req, reply })
+            .await
+            .map_err(|DispatchError::UnknownParty(p)| FetchError::UnknownParty(p))?;
+        match tokio::time::timeout(self.config.fetch_timeout, rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(FetchError::Closed),
+            Err(_) => Err(FetchError::Timeout),
+        }
+    }
+
+    /// Rooms live on this node, and how many connections they hold.
+    pub fn room_count(&self) -> usize {
+        self.rooms().len()
+    }
+}

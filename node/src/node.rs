@@ -1,0 +1,223 @@
+//! A node: the room host plus the relay links to gateways.
+
+use crate::alarms;
+use crate::host::{GatewayId, HostInner};
+use crate::party::{ConnectRequest, Message, PartyRegistry};
+use crate::room::RoomEvent;
+use crate::storage::Store;
+use crate::NodeConfig;
+use bytes::Bytes;
+use conclave_proto::wire::{gateway_event, node_event, AdmitReply, Header, HttpReply, NodeEvent};
+use conclave_proto::{ConnId, NodeSide, RoomKey, SocketId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::{debug, warn};
+
+/// Hosts rooms. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    host: Arc<HostInner>,
+}
+
+impl Node {
+    /// Starts a node over `store` (and its alarm scheduler).
+    pub fn start(config: NodeConfig, parties: PartyRegistry, store: Arc<dyn Store>) -> Self {
+        let host = HostInner::new(config, parties, store);
+        tokio::spawn(alarms::run(Arc::downgrade(&host)));
+        Self { host }
+    }
+
+    /// Serves one gateway over a relay link until the link closes.
+    pub fn attach_gateway(&self, side: NodeSide) {
+        let gateway = self.host.links.add(side.to_gateway.clone());
+        tokio::spawn(serve_link(self.host.clone(), gateway, side));
+    }
+
+    /// Rooms this node holds (active or hibernated).
+    pub fn room_count(&self) -> usize {
+        self.host.room_count()
+    }
+
+    /// The party names this node serves.
+    pub fn party_names(&self) -> Vec<String> {
+        self.host.parties.names()
+    }
+}
+
+fn header_map(headers: &[Header]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for h in headers {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(&h.value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
+async fn reply(host: &HostInner, gateway: GatewayId, event: node_event::Event) {
+    if let Some(tx) = host.links.get(gateway) {
+        let _ = tx.send(NodeEvent { event: Some(event) }).await;
+    }
+}
+
+async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide) {
+    // Which room each socket of this gateway is in: frames carry only the socket.
+    let mut sockets: HashMap<u64, RoomKey> = HashMap::new();
+    while let Some(ev) = side.from_gateway.recv().await {
+        let Some(ev) = ev.event else { continue };
+        match ev {
+            gateway_event::Event::Admit(a) => {
+                let decision = match a.room.as_ref().map(RoomKey::from_wire) {
+                    Some(Ok(key)) => {
+                        let headers = header_map(&a.headers);
+                        let req = ConnectRequest {
+                            party: key.party.as_str(),
+                            room: key.room.as_str(),
+                            conn_id: &a.conn_id,
+                            uri: &a.uri,
+                            headers: &headers,
+                        };
+                        host.admit(&key, &req)
+                    }
+                    Some(Err(e)) => Err((400, e.to_string())),
+                    None => Err((400, "missing room".into())),
+                };
+                let (status, body) = match decision {
+                    Ok(()) => (0, String::new()),
+                    Err((s, b)) => (s as u32, b),
+                };
+                reply(
+                    &host,
+                    gateway,
+                    node_event::Event::AdmitReply(AdmitReply {
+                        request_id: a.request_id,
+                        status,
+                        body,
+                    }),
+                )
+                .await;
+            }
+            gateway_event::Event::Open(o) => {
+                let Some(Ok(key)) = o.room.as_ref().map(RoomKey::from_wire) else {
+                    warn!(socket = o.socket, "open with an invalid room");
+                    continue;
+                };
+                sockets.insert(o.socket, key.clone());
+                let event = RoomEvent::Open {
+                    socket: SocketId(o.socket),
+                    gateway,
+                    conn_id: ConnId::new(&o.conn_id),
+                    uri: Arc::from(o.uri.as_str()),
+                };
+                if let Err(e) = host.dispatch(&key, event).await {
+                    debug!(error = %e, "open for an unknown party");
+                }
+            }
+            gateway_event::Event::Frame(f) => {
+                let Some(key) = sockets.get(&f.socket) else {
+                    continue;
+                };
+                let msg = if f.binary {
+                    Message::binary(f.payload)
+                } else {
+                    match Message::text_from_bytes(f.payload) {
+                        Some(m) => m,
+                        None => continue, // the gateway already validated UTF-8
+                    }
+                };
+                let _ = host
+                    .dispatch(
+                        key,
+                        RoomEvent::Frame {
+                            socket: SocketId(f.socket),
+                            msg,
+                        },
+                    )
+                    .await;
+            }
+            gateway_event::Event::Closed(c) => {
+                let Some(key) = sockets.remove(&c.socket) else {
+                    continue;
+                };
+                let error = (!c.error.is_empty()).then_some(c.error);
+                let event = RoomEvent::Closed {
+                    socket: SocketId(c.socket),
+                    code: c.code as u16,
+                    reason: c.reason,
+                    error,
+                };
+                let _ = host.dispatch(&key, event).await;
+            }
+            gateway_event::Event::HttpRequest(r) => {
+                let host = host.clone();
+                tokio::spawn(async move {
+                    let request_id = r.request_id;
+                    let (status, headers, body) = match http_request(&host, r).await {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16() as u32;
+                            let headers = resp
+                                .headers()
+                                .iter()
+                                .map(|(n, v)| Header {
+                                    name: n.to_string(),
+                                    value: Bytes::copy_from_slice(v.as_bytes()),
+                                })
+                                .collect();
+                            (status, headers, resp.into_body())
+                        }
+                        Err((status, msg)) => (status as u32, Vec::new(), Bytes::from(msg)),
+                    };
+                    reply(
+                        &host,
+                        gateway,
+                        node_event::Event::HttpReply(HttpReply {
+                            request_id,
+                            status,
+                            headers,
+                            body,
+                        }),
+                    )
+                    .await;
+                });
+            }
+        }
+    }
+    // The gateway is gone: its sockets are gone with it.
+    host.links.remove(gateway);
+    for (socket, key) in sockets {
+        let event = RoomEvent::Closed {
+            socket: SocketId(socket),
+            code: 1006,
+            reason: String::new(),
+            error: Some("gateway link lost".into()),
+        };
+        let _ = host.dispatch(&key, event).await;
+    }
+}
+
+async fn http_request(
+    host: &Arc<HostInner>,
+    r: conclave_proto::wire::HttpRequest,
+) -> Result<crate::Response, (u16, String)> {
+    let key = r
+        .room
+        .as_ref()
+        .map(RoomKey::from_wire)
+        .ok_or((400, "missing room".to_string()))?
+        .map_err(|e| (400, e.to_string()))?;
+    let mut builder = http::Request::builder()
+        .method(r.method.as_str())
+        .uri(r.uri.as_str());
+    if let Some(h) = builder.headers_mut() {
+        *h = header_map(&r.headers);
+    }
+    let req = builder.body(r.body).map_err(|e| (400, e.to_string()))?;
+    host.request(key, req).await.map_err(|e| match e {
+        crate::room::FetchError::UnknownParty(p) => (404, format!("Party {p} not found")),
+        crate::room::FetchError::Timeout => (504, "The room did not answer in time".into()),
+        other => (503, other.to_string()),
+    })
+}

@@ -1,0 +1,258 @@
+//! The Party API: what a room's code implements.
+
+use crate::room::{Connection, Room};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// An HTTP request to a room (`on_request`), or between rooms (`fetch`).
+pub type Request = http::Request<Bytes>;
+/// The answer to a [`Request`].
+pub type Response = http::Response<Bytes>;
+
+/// An error from party code. The runtime logs it with the room and connection ids and
+/// discards the handler's writes and held messages.
+pub type PartyError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A WebSocket message: text (valid UTF-8) or binary. Cheap to clone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    payload: Bytes,
+    binary: bool,
+}
+
+impl Message {
+    /// A text message.
+    pub fn text(s: impl Into<String>) -> Self {
+        Self {
+            payload: Bytes::from(s.into()),
+            binary: false,
+        }
+    }
+
+    /// A binary message.
+    pub fn binary(b: impl Into<Bytes>) -> Self {
+        Self {
+            payload: b.into(),
+            binary: true,
+        }
+    }
+
+    /// A text message from bytes; `None` if they are not UTF-8.
+    pub fn text_from_bytes(b: Bytes) -> Option<Self> {
+        std::str::from_utf8(&b).ok()?;
+        Some(Self {
+            payload: b,
+            binary: false,
+        })
+    }
+
+    /// The text, if this is a text message.
+    pub fn as_text(&self) -> Option<&str> {
+        if self.binary {
+            None
+        } else {
+            // Checked at construction.
+            std::str::from_utf8(&self.payload).ok()
+        }
+    }
+
+    pub fn is_binary(&self) -> bool {
+        self.binary
+    }
+
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.as_text() {
+            Some(t) => write!(f, "Text({t:?})"),
+            None => write!(f, "Binary({} bytes)", self.payload.len()),
+        }
+    }
+}
+
+/// What `before_connect` sees: the room, the would-be connection id and the upgrade request.
+pub struct ConnectRequest<'a> {
+    pub party: &'a str,
+    pub room: &'a str,
+    pub conn_id: &'a str,
+    pub uri: &'a str,
+    pub headers: &'a http::HeaderMap,
+}
+
+/// Why a connection was refused before the upgrade: the HTTP status and body the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Rejection {
+    pub fn unauthorized(body: impl Into<String>) -> Self {
+        Self {
+            status: 401,
+            body: body.into(),
+        }
+    }
+    pub fn forbidden(body: impl Into<String>) -> Self {
+        Self {
+            status: 403,
+            body: body.into(),
+        }
+    }
+}
+
+/// A room's code. One instance per active room; its handlers never run concurrently.
+///
+/// Writes made through [`Room::storage`] in one handler commit atomically when the handler
+/// returns, and everything the handler sends is held until that commit is durable (the
+/// output gate). If a handler returns an error or the commit fails, the writes and the held
+/// messages are discarded, and after a failed commit the instance is dropped and rebuilt
+/// (`on_start` runs again).
+///
+/// ```
+/// use conclave_node::{async_trait, Connection, Message, Party, PartyError, Room};
+///
+/// /// Echoes every message back to its sender and counts messages in storage.
+/// #[derive(Default)]
+/// struct Echo;
+///
+/// #[async_trait]
+/// impl Party for Echo {
+///     async fn on_message(&mut self, room: &mut Room, conn: &Connection, msg: Message) -> Result<(), PartyError> {
+///         let seen: u64 = room.storage().get_json("seen").await?.unwrap_or(0);
+///         room.storage().put_json("seen", &(seen + 1))?;
+///         conn.send(msg);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Party: Send + 'static {
+    /// Runs once before the first event after the room (re)activates.
+    async fn on_start(&mut self, _room: &mut Room) -> Result<(), PartyError> {
+        Ok(())
+    }
+
+    /// Tags for a new connection, queried before `on_connect` (at most 10, 256 bytes
+    /// each). The connection id is always the first tag.
+    fn connection_tags(&self, _conn: &Connection) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// A socket joined the room. An error closes it with 1011.
+    async fn on_connect(&mut self, _room: &mut Room, _conn: &Connection) -> Result<(), PartyError> {
+        Ok(())
+    }
+
+    /// A message from a connection.
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError>;
+
+    /// A connection closed (client close, newer socket with the same id, or server close).
+    async fn on_close(
+        &mut self,
+        _room: &mut Room,
+        _conn: &Connection,
+        _code: u16,
+        _reason: &str,
+    ) -> Result<(), PartyError> {
+        Ok(())
+    }
+
+    /// A connection failed.
+    async fn on_error(
+        &mut self,
+        _room: &mut Room,
+        _conn: &Connection,
+        _error: &str,
+    ) -> Result<(), PartyError> {
+        Ok(())
+    }
+
+    /// An HTTP request to the room. The default answers 404.
+    async fn on_request(
+        &mut self,
+        _room: &mut Room,
+        _req: Request,
+    ) -> Result<Response, PartyError> {
+        Ok(crate::room::text_response(
+            404,
+            "This party does not handle HTTP requests",
+        ))
+    }
+
+    /// The room's alarm is due.
+    async fn on_alarm(&mut self, _room: &mut Room) -> Result<(), PartyError> {
+        Ok(())
+    }
+}
+
+/// Builds party instances for one party name, and optionally vets connections before the
+/// upgrade (the room is not activated for that).
+pub trait PartyFactory: Send + Sync + 'static {
+    fn create(&self) -> Box<dyn Party>;
+
+    /// Accept or refuse a WebSocket before it is upgraded. Refusals become HTTP 401/403.
+    fn before_connect(&self, _req: &ConnectRequest<'_>) -> Result<(), Rejection> {
+        Ok(())
+    }
+}
+
+impl<F> PartyFactory for F
+where
+    F: Fn() -> Box<dyn Party> + Send + Sync + 'static,
+{
+    fn create(&self) -> Box<dyn Party> {
+        self()
+    }
+}
+
+/// Party names and what serves them.
+#[derive(Clone, Default)]
+pub struct PartyRegistry {
+    parties: HashMap<String, Arc<dyn PartyFactory>>,
+}
+
+impl PartyRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves `name` with `P::default()` instances.
+    pub fn with<P: Party + Default>(self, name: &str) -> Self {
+        self.with_factory(name, || Box::new(P::default()) as Box<dyn Party>)
+    }
+
+    /// Serves `name` with a custom factory (for `before_connect` or configured instances).
+    pub fn with_factory(mut self, name: &str, factory: impl PartyFactory) -> Self {
+        self.parties.insert(name.to_string(), Arc::new(factory));
+        self
+    }
+
+    /// Serves `name` with an already boxed factory (see [`crate::parties::builtin`]).
+    pub fn with_boxed_factory(mut self, name: &str, factory: Box<dyn PartyFactory>) -> Self {
+        self.parties.insert(name.to_string(), Arc::from(factory));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn PartyFactory>> {
+        self.parties.get(name)
+    }
+
+    /// Party names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.parties.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,390 @@
+//! The room actor: one task per active room, handling its events one at a time.
+//!
+//! Each event is a step: run the handler, commit its writes (the storage gate), then
+//! release its messages (the output gate). A handler error discards the step's writes and
+//! messages; a failed commit also drops the party instance, so the next event starts from
+//! `on_start` and storage. An idle room drops its party instance (hibernation) but keeps its
+//! connection table; with no connections left, the actor retires entirely.
+
+use super::{text_response, truncate_reason, ConnEntry, Connection, Room};
+use crate::host::{GatewayId, HostInner};
+use crate::party::{Message, Party, PartyError, PartyFactory, Request, Response};
+use crate::time::now_ms;
+use conclave_proto::wire::{node_event, Accepted, CloseSocket};
+use conclave_proto::{ConnId, RoomKey, SocketId};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn, Instrument};
+
+/// Alarms retried this many times after a failure, then dropped (as Durable Objects do).
+pub const MAX_ALARM_RETRIES: u32 = 6;
+
+pub(crate) enum RoomEvent {
+    Open {
+        socket: SocketId,
+        gateway: GatewayId,
+        conn_id: ConnId,
+        uri: Arc<str>,
+    },
+    Frame {
+        socket: SocketId,
+        msg: Message,
+    },
+    Closed {
+        socket: SocketId,
+        code: u16,
+        reason: String,
+        error: Option<String>,
+    },
+    Request {
+        req: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    Alarm {
+        attempt: u32,
+        reply: oneshot::Sender<AlarmOutcome>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AlarmOutcome {
+    /// Ran and committed (or was no longer due).
+    Done,
+    /// Failed; retry later.
+    Failed,
+}
+
+struct RoomActor {
+    room: Room,
+    factory: Arc<dyn PartyFactory>,
+    party: Option<Box<dyn Party>>,
+    host: Arc<HostInner>,
+}
+
+pub(crate) fn spawn_room(
+    host: Arc<HostInner>,
+    key: RoomKey,
+    factory: Arc<dyn PartyFactory>,
+    rx: mpsc::Receiver<RoomEvent>,
+) {
+    let span = tracing::info_span!("room", party = %key.party, room = %key.room);
+    let room = host.new_room(key);
+    let actor = RoomActor {
+        room,
+        factory,
+        party: None,
+        host,
+    };
+    tokio::spawn(actor.run(rx).instrument(span));
+}
+
+impl RoomActor {
+    async fn run(mut self, mut rx: mpsc::Receiver<RoomEvent>) {
+        let idle = self.host.config.hibernate_after;
+        loop {
+            let event = if self.party.is_some() || self.room.connection_count() == 0 {
+                match tokio::time::timeout(idle, rx.recv()).await {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => break,
+                    Err(_) => {
+                        if self.party.is_some() {
+                            self.hibernate();
+                            continue;
+                        }
+                        if self.host.retire(self.room.key(), &mut rx) {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                // Hibernated with connections: nothing to time out, wait for the next event.
+                match rx.recv().await {
+                    Some(ev) => ev,
+                    None => break,
+                }
+            };
+            self.handle(event).await;
+        }
+        if self.party.is_some() {
+            self.host.metrics_room_left_memory();
+        }
+        self.host.room_retired();
+        // Anything that slipped in between retiring and closing goes to a fresh actor.
+        while let Ok(ev) = rx.try_recv() {
+            self.host.clone().redispatch(self.room.key().clone(), ev);
+        }
+    }
+
+    fn hibernate(&mut self) {
+        debug!("hibernating");
+        self.party = None;
+        self.host.metrics_room_left_memory();
+    }
+
+    /// Makes sure a party instance exists and has run `on_start`.
+    async fn ensure_started(&mut self) -> Result<(), PartyError> {
+        if self.party.is_some() {
+            return Ok(());
+        }
+        let mut party = self.factory.create();
+        let r = party.on_start(&mut self.room).await;
+        self.party = Some(party);
+        self.host.metrics_room_entered_memory();
+        self.finish(r).await
+    }
+
+    /// Commits the step's writes and releases its messages, or discards both.
+    async fn finish(&mut self, result: Result<(), PartyError>) -> Result<(), PartyError> {
+        if let Err(e) = result {
+            self.room.discard();
+            return Err(e);
+        }
+        match self.room.commit().await {
+            Ok(alarm_changed) => {
+                if alarm_changed {
+                    self.host.alarms_changed.notify_one();
+                }
+                self.room.flush().await;
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "commit failed; dropping held messages and resetting the room");
+                self.room.discard();
+                if self.party.take().is_some() {
+                    self.host.metrics_room_left_memory();
+                }
+                Err(Box::new(e))
+            }
+        }
+    }
+
+    /// Takes the started party out while one of its handlers runs (it needs `&mut self.room`).
+    fn take_party(&mut self) -> Box<dyn Party> {
+        self.party.take().unwrap_or_else(|| self.factory.create())
+    }
+
+    async fn handle(&mut self, event: RoomEvent) {
+        match event {
+            RoomEvent::Open {
+                socket,
+                gateway,
+                conn_id,
+                uri,
+            } => self.open(socket, gateway, conn_id, uri).await,
+            RoomEvent::Frame { socket, msg } => {
+                let Some(conn) = self.conn(socket) else {
+                    return;
+                };
+                if let Err(e) = self.ensure_started().await {
+                    warn!(conn = %conn.id(), error = %e, "on_start failed; message dropped");
+                    return;
+                }
+                let mut p = self.take_party();
+                let r = p.on_message(&mut self.room, &conn, msg).await;
+                self.party = Some(p);
+                if let Err(e) = self.finish(r).await {
+                    warn!(conn = %conn.id(), error = %e, "on_message failed; its writes and messages were discarded");
+                }
+            }
+            RoomEvent::Closed {
+                socket,
+                code,
+                reason,
+                error,
+            } => {
+                let entry = self.room.shared().conns().remove(socket);
+                self.host
+                    .conn_count(self.room.key())
+                    .fetch_sub(entry.is_some() as usize, Ordering::Relaxed);
+                let Some(entry) = entry else { return };
+                let conn = Connection::from_entry(&entry, self.room.shared());
+                self.closed(conn, code, &reason, error.as_deref()).await;
+            }
+            RoomEvent::Request { req, reply } => {
+                let resp = match self.ensure_started().await {
+                    Err(e) => {
+                        warn!(error = %e, "on_start failed");
+                        text_response(500, "The room failed to start")
+                    }
+                    Ok(()) => {
+                        let mut p = self.take_party();
+                        let r = p.on_request(&mut self.room, req).await;
+                        self.party = Some(p);
+                        match r {
+                            Ok(resp) => match self.finish(Ok(())).await {
+                                Ok(()) => resp,
+                                Err(_) => {
+                                    text_response(500, "The room could not commit its writes")
+                                }
+                            },
+                            Err(e) => {
+                                let _ = self.finish(Err(e.to_string().into())).await;
+                                warn!(error = %e, "on_request failed");
+                                text_response(500, "The room failed to handle the request")
+                            }
+                        }
+                    }
+                };
+                let _ = reply.send(resp);
+            }
+            RoomEvent::Alarm { attempt, reply } => {
+                let outcome = self.alarm(attempt).await;
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    fn conn(&self, socket: SocketId) -> Option<Connection> {
+        let conns = self.room.shared().conns();
+        conns
+            .get(socket)
+            .map(|e| Connection::from_entry(e, self.room.shared()))
+    }
+
+    async fn open(&mut self, socket: SocketId, gateway: GatewayId, conn_id: ConnId, uri: Arc<str>) {
+        let tags: Arc<[String]> = Arc::from(vec![conn_id.to_string()]);
+        let entry = ConnEntry {
+            id: conn_id.clone(),
+            socket,
+            gateway,
+            uri,
+            tags,
+            state: None,
+        };
+        let replaced = self.room.shared().conns().insert(entry);
+        if replaced.is_none() {
+            self.host
+                .conn_count(self.room.key())
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(old) = replaced {
+            // Newest wins: the older socket with the same id is closed and leaves first.
+            self.room.shared().push(
+                old.gateway,
+                node_event::Event::CloseSocket(CloseSocket {
+                    socket: old.socket.0,
+                    code: 1000,
+                    reason: "Replaced by a newer connection with the same id".into(),
+                }),
+            );
+            let old_conn = Connection::from_entry(&old, self.room.shared());
+            self.closed(old_conn, 1000, "replaced", None).await;
+        }
+        if let Err(e) = self.ensure_started().await {
+            self.reject_open(socket, gateway, &format!("Room failed to start: {e}"))
+                .await;
+            return;
+        }
+        let Some(conn) = self.conn(socket) else {
+            return;
+        };
+        let extra = self
+            .party
+            .as_ref()
+            .map(|p| p.connection_tags(&conn))
+            .unwrap_or_default();
+        let mut tags = vec![conn_id.to_string()];
+        tags.extend(
+            extra
+                .into_iter()
+                .filter(|t| !t.is_empty() && t.len() <= 256)
+                .take(9),
+        );
+        self.room.shared().conns().set_tags(socket, Arc::from(tags));
+        let Some(conn) = self.conn(socket) else {
+            return;
+        };
+        self.room.shared().push(
+            gateway,
+            node_event::Event::Accepted(Accepted { socket: socket.0 }),
+        );
+        let mut p = self.take_party();
+        let r = p.on_connect(&mut self.room, &conn).await;
+        self.party = Some(p);
+        if let Err(e) = self.finish(r).await {
+            warn!(conn = %conn_id, error = %e, "on_connect failed; closing with 1011");
+            self.reject_open(socket, gateway, &e.to_string()).await;
+        }
+    }
+
+    /// Accept-then-close with 1011, as PartyKit does when `onConnect` throws.
+    async fn reject_open(&mut self, socket: SocketId, gateway: GatewayId, why: &str) {
+        if self.room.shared().conns().remove(socket).is_some() {
+            self.host
+                .conn_count(self.room.key())
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        let shared = self.room.shared().clone();
+        shared.push(
+            gateway,
+            node_event::Event::Accepted(Accepted { socket: socket.0 }),
+        );
+        shared.push(
+            gateway,
+            node_event::Event::CloseSocket(CloseSocket {
+                socket: socket.0,
+                code: 1011,
+                reason: truncate_reason(why),
+            }),
+        );
+        self.room.flush().await;
+    }
+
+    async fn closed(&mut self, conn: Connection, code: u16, reason: &str, error: Option<&str>) {
+        if let Err(e) = self.ensure_started().await {
+            warn!(conn = %conn.id(), error = %e, "on_start failed; close not delivered to the party");
+            return;
+        }
+        let mut p = self.take_party();
+        let r = match error {
+            Some(err) => p.on_error(&mut self.room, &conn, err).await,
+            None => p.on_close(&mut self.room, &conn, code, reason).await,
+        };
+        self.party = Some(p);
+        if let Err(e) = self.finish(r).await {
+            warn!(conn = %conn.id(), error = %e, "on_close failed");
+        }
+    }
+
+    async fn alarm(&mut self, attempt: u32) -> AlarmOutcome {
+        let due = match self.room.storage().get_alarm().await {
+            Ok(Some(at)) if at <= now_ms() => at,
+            Ok(_) => return AlarmOutcome::Done,
+            Err(e) => {
+                warn!(error = %e, "cannot read alarm");
+                return AlarmOutcome::Failed;
+            }
+        };
+        if let Err(e) = self.ensure_started().await {
+            warn!(error = %e, "on_start failed before alarm");
+            return self.alarm_failed(attempt).await;
+        }
+        // Cleared in the same commit as the handler's writes, unless the handler sets a new one.
+        self.room.storage().delete_alarm();
+        let mut p = self.take_party();
+        let r = p.on_alarm(&mut self.room).await;
+        self.party = Some(p);
+        match self.finish(r).await {
+            Ok(()) => AlarmOutcome::Done,
+            Err(e) => {
+                warn!(due, attempt, error = %e, "on_alarm failed");
+                self.alarm_failed(attempt).await
+            }
+        }
+    }
+
+    async fn alarm_failed(&mut self, attempt: u32) -> AlarmOutcome {
+        if attempt < MAX_ALARM_RETRIES {
+            return AlarmOutcome::Failed;
+        }
+        warn!(
+            attempts = attempt + 1,
+            "alarm failed every retry; dropping it"
+        );
+        self.room.storage().delete_alarm();
+        let _ = self.finish(Ok(())).await;
+        AlarmOutcome::Done
+    }
+}

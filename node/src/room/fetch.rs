@@ -1,0 +1,64 @@
+//! Room-to-room requests: `room.parties("chat").get("lobby").fetch(req)`.
+
+use crate::host::HostInner;
+use crate::party::{Request, Response};
+use conclave_proto::RoomKey;
+use std::sync::Weak;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("invalid room name: {0}")]
+    Name(#[from] conclave_proto::NameError),
+    #[error("Party {0} not found")]
+    UnknownParty(String),
+    #[error("the room did not answer in time")]
+    Timeout,
+    #[error("the node is shutting down")]
+    Closed,
+}
+
+/// A handle for calling other rooms on this node's cluster.
+#[derive(Clone)]
+pub struct RoomFetcher {
+    pub(crate) host: Weak<HostInner>,
+}
+
+impl RoomFetcher {
+    pub fn party(&self, party: &str) -> PartyStub<'_> {
+        PartyStub {
+            fetcher: self,
+            party: party.to_string(),
+        }
+    }
+}
+
+pub struct PartyStub<'a> {
+    fetcher: &'a RoomFetcher,
+    party: String,
+}
+
+impl<'a> PartyStub<'a> {
+    pub fn get(&self, room: &str) -> RoomStub<'a> {
+        RoomStub {
+            fetcher: self.fetcher,
+            party: self.party.clone(),
+            room: room.to_string(),
+        }
+    }
+}
+
+pub struct RoomStub<'a> {
+    fetcher: &'a RoomFetcher,
+    party: String,
+    room: String,
+}
+
+impl RoomStub<'_> {
+    /// Sends an HTTP request to the room's `on_request`. A room must not fetch itself, nor
+    /// wait on a room that is waiting on it: the call would time out.
+    pub async fn fetch(&self, req: Request) -> Result<Response, FetchError> {
+        let key = RoomKey::new(&self.party, &self.room)?;
+        let host = self.fetcher.host.upgrade().ok_or(FetchError::Closed)?;
+        host.request(key, req).await
+    }
+}

@@ -1,0 +1,94 @@
+//! Key layout, tuple-encoded so that names are never used raw and byte order equals the
+//! order of the user's string keys:
+//!
+//! - `("r", party, room, "k", key)` → value
+//! - `("r", party, room, "a")`      → alarm time (i64 ms, big-endian)
+//! - `("alarms", due_ms, party, room)` → empty: the global index of due alarms
+
+use conclave_proto::RoomKey;
+use foundationdb_tuple::{pack, unpack};
+
+pub fn kv_prefix(room: &RoomKey) -> Vec<u8> {
+    pack(&("r", room.party.as_str(), room.room.as_str(), "k"))
+}
+
+pub fn kv_key(prefix: &[u8], key: &str) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&pack(&key));
+    k
+}
+
+/// The user key of an encoded kv key under `prefix`.
+pub fn user_key(prefix: &[u8], encoded: &[u8]) -> Option<String> {
+    unpack::<String>(encoded.get(prefix.len()..)?).ok()
+}
+
+/// The encoding of `s` as a tuple element without its terminator: every key that starts
+/// with `s` encodes to bytes that start with this.
+pub fn string_prefix(prefix: &[u8], s: &str) -> Vec<u8> {
+    let mut k = kv_key(prefix, s);
+    k.pop(); // the 0x00 terminator
+    k
+}
+
+/// The smallest byte string greater than every string starting with `p`.
+pub fn strinc(p: &[u8]) -> Vec<u8> {
+    let mut v = p.to_vec();
+    while let Some(last) = v.pop() {
+        if last < 0xff {
+            v.push(last + 1);
+            return v;
+        }
+    }
+    vec![0xff; p.len() + 1]
+}
+
+pub fn alarm_key(room: &RoomKey) -> Vec<u8> {
+    pack(&("r", room.party.as_str(), room.room.as_str(), "a"))
+}
+
+pub fn alarm_index_key(due_ms: i64, room: &RoomKey) -> Vec<u8> {
+    pack(&("alarms", due_ms, room.party.as_str(), room.room.as_str()))
+}
+
+/// Sorts after every index entry due before `due_ms` and before every other.
+pub fn alarm_index_bound(due_ms: i64) -> Vec<u8> {
+    pack(&("alarms", due_ms))
+}
+
+pub fn alarm_index_prefix() -> Vec<u8> {
+    pack(&("alarms",))
+}
+
+/// `(due_ms, room)` of an alarm index key.
+pub fn parse_alarm_index(k: &[u8]) -> Option<(i64, RoomKey)> {
+    let (_, due, party, room) = unpack::<(String, i64, String, String)>(k).ok()?;
+    Some((due, RoomKey::new(&party, &room).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_order_matches_string_order_and_prefixes() {
+        let room = RoomKey::new("main", "r/../x").unwrap();
+        let p = kv_prefix(&room);
+        let mut keys = vec!["b", "a\u{0}", "a", "", "ab", "é", "a\u{0}b"];
+        let mut encoded: Vec<Vec<u8>> = keys.iter().map(|k| kv_key(&p, k)).collect();
+        keys.sort();
+        encoded.sort();
+        let decoded: Vec<String> = encoded.iter().map(|e| user_key(&p, e).unwrap()).collect();
+        assert_eq!(decoded, keys);
+        let sp = string_prefix(&p, "a");
+        for k in ["a", "a\u{0}", "ab", "a\u{0}b"] {
+            assert!(kv_key(&p, k).starts_with(&sp), "{k:?}");
+        }
+        assert!(!kv_key(&p, "b").starts_with(&sp));
+        // Rooms never share a prefix, whatever their names.
+        let other = kv_prefix(&RoomKey::new("main", "r").unwrap());
+        assert!(!p.starts_with(&other) && !other.starts_with(&p));
+        let idx = alarm_index_key(42, &room);
+        assert_eq!(parse_alarm_index(&idx), Some((42, room)));
+    }
+}

@@ -1,0 +1,314 @@
+//! The embedded backend: one redb file, one table of tuple-encoded keys.
+//!
+//! Group commit: every room commit goes to one committer thread, which takes whatever is
+//! queued (up to [`MAX_GROUP`] commits), applies it all in one write transaction and
+//! fsyncs once. Rooms committing at the same time share the fsync instead of queueing for
+//! one each.
+
+use super::keys;
+use super::{ListOptions, RoomCommit, StorageError, Store};
+use async_trait::async_trait;
+use bytes::Bytes;
+use conclave_proto::RoomKey;
+use redb::{Database, ReadableDatabase, TableDefinition};
+use std::path::Path;
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
+
+/// Room commits applied in one write transaction at most.
+pub const MAX_GROUP: usize = 1024;
+
+type Reply = oneshot::Sender<Result<(), StorageError>>;
+
+struct Pending {
+    room: RoomKey,
+    commit: RoomCommit,
+    reply: Reply,
+}
+
+pub struct RedbStore {
+    db: Arc<Database>,
+    committer: std_mpsc::Sender<Pending>,
+}
+
+fn backend<E: std::fmt::Display>(e: E) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StorageError::Backend(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| StorageError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(backend)?;
+        txn.open_table(DATA).map_err(backend)?;
+        txn.commit().map_err(backend)?;
+        let db = Arc::new(db);
+        let (tx, rx) = std_mpsc::channel();
+        let thread_db = db.clone();
+        std::thread::Builder::new()
+            .name("redb-committer".into())
+            .spawn(move || run_committer(&thread_db, rx))
+            .map_err(backend)?;
+        Ok(Self { db, committer: tx })
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, StorageError>
+            + Send
+            + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(DATA).map_err(backend)?;
+            f(&table)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn run_committer(db: &Database, rx: std_mpsc::Receiver<Pending>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(p) => group.push(p),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let result = apply_group(db, &group);
+        metrics::histogram!("conclave_storage_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("conclave_storage_commit_group_size").record(group.len() as f64);
+        for p in group {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StorageError::Backend(e.clone())),
+            };
+            let _ = p.reply.send(r);
+        }
+    }
+}
+
+fn apply_group(db: &Database, group: &[Pending]) -> Result<(), String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut table = txn.open_table(DATA).map_err(|e| e.to_string())?;
+        for p in group {
+            apply_one(&mut table, &p.room, &p.commit)
+                .map_err(|e| format!("room {}: {e}", p.room))?;
+        }
+    }
+    txn.commit().map_err(|e| e.to_string())
+}
+
+fn apply_one(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    room: &RoomKey,
+    c: &RoomCommit,
+) -> Result<(), redb::StorageError> {
+    let prefix = keys::kv_prefix(room);
+    if c.delete_all {
+        let end = keys::strinc(&prefix);
+        table.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)?;
+    }
+    for (k, v) in &c.writes {
+        let key = keys::kv_key(&prefix, k);
+        match v {
+            Some(v) => {
+                table.insert(key.as_slice(), v.as_ref())?;
+            }
+            None => {
+                table.remove(key.as_slice())?;
+            }
+        }
+    }
+    if let Some(alarm) = c.alarm {
+        let akey = keys::alarm_key(room);
+        let old = table.remove(akey.as_slice())?.map(|v| decode_ms(v.value()));
+        if let Some(old) = old.flatten() {
+            table.remove(keys::alarm_index_key(old, room).as_slice())?;
+        }
+        if let Some(at) = alarm {
+            table.insert(akey.as_slice(), at.to_be_bytes().as_slice())?;
+            table.insert(keys::alarm_index_key(at, room).as_slice(), [].as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+fn decode_ms(v: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(v.try_into().ok()?))
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    async fn get(
+        &self,
+        room: &RoomKey,
+        wanted: &[String],
+    ) -> Result<Vec<Option<Bytes>>, StorageError> {
+        let prefix = keys::kv_prefix(room);
+        let wanted = wanted.to_vec();
+        self.read(move |t| {
+            wanted
+                .iter()
+                .map(|k| {
+                    let v = t
+                        .get(keys::kv_key(&prefix, k).as_slice())
+                        .map_err(backend)?;
+                    Ok(v.map(|v| Bytes::copy_from_slice(v.value())))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        room: &RoomKey,
+        opts: &ListOptions,
+    ) -> Result<Vec<(String, Bytes)>, StorageError> {
+        let prefix = keys::kv_prefix(room);
+        let opts = opts.clone();
+        self.read(move |t| {
+            let (lo, hi) = byte_range(&prefix, &opts);
+            if lo >= hi {
+                return Ok(Vec::new());
+            }
+            let range = t
+                .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+                .map_err(backend)?;
+            let limit = opts.limit.unwrap_or(usize::MAX);
+            let mut out = Vec::new();
+            let mut push = |item: Result<
+                (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>),
+                redb::StorageError,
+            >| {
+                let (k, v) = item.map_err(backend)?;
+                let key = keys::user_key(&prefix, k.value()).ok_or_else(|| {
+                    StorageError::Backend("undecodable key in room subspace".into())
+                })?;
+                if opts.contains(&key) {
+                    out.push((key, Bytes::copy_from_slice(v.value())));
+                }
+                Ok::<_, StorageError>(out.len() >= limit)
+            };
+            if opts.reverse {
+                for item in range.rev() {
+                    if push(item)? {
+                        break;
+                    }
+                }
+            } else {
+                for item in range {
+                    if push(item)? {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {
+        let key = keys::alarm_key(room);
+        self.read(move |t| {
+            Ok(t.get(key.as_slice())
+                .map_err(backend)?
+                .and_then(|v| decode_ms(v.value())))
+        })
+        .await
+    }
+
+    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.committer
+            .send(Pending {
+                room: room.clone(),
+                commit,
+                reply,
+            })
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    async fn due_alarms(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        self.read(move |t| {
+            let lo = keys::alarm_index_prefix();
+            let hi = keys::alarm_index_bound(now_ms.saturating_add(1));
+            let mut out = Vec::new();
+            for item in t
+                .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+                .map_err(backend)?
+            {
+                let (k, _) = item.map_err(backend)?;
+                if let Some((due, room)) = keys::parse_alarm_index(k.value()) {
+                    if due <= now_ms {
+                        out.push((room, due));
+                    }
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
+        self.read(move |t| {
+            let lo = keys::alarm_index_prefix();
+            let hi = keys::strinc(&lo);
+            let mut range = t
+                .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+                .map_err(backend)?;
+            match range.next() {
+                Some(item) => {
+                    let (k, _) = item.map_err(backend)?;
+                    Ok(keys::parse_alarm_index(k.value()).map(|(due, _)| due))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+}
+
+/// The byte range `[lo, hi)` that holds every key `opts` can match (a superset; exact
+/// bounds are re-checked per key).
+fn byte_range(prefix: &[u8], opts: &ListOptions) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = prefix.to_vec();
+    let mut hi = keys::strinc(prefix);
+    if let Some(p) = &opts.prefix {
+        let sp = keys::string_prefix(prefix, p);
+        lo = lo.max(sp.clone());
+        hi = hi.min(keys::strinc(&sp));
+    }
+    if let Some(s) = opts.start.as_ref().or(opts.start_after.as_ref()) {
+        lo = lo.max(keys::kv_key(prefix, s));
+    }
+    if let Some(e) = &opts.end {
+        hi = hi.min(keys::kv_key(prefix, e));
+    }
+    (lo, hi)
+}

@@ -1,0 +1,261 @@
+//! The storage API party code uses, buffered per handler.
+//!
+//! Writes land in an in-memory buffer; reads see the buffer first (a room always reads its
+//! own writes). When the handler returns, the runtime commits the buffer as one atomic
+//! [`RoomCommit`] and only then releases the messages the handler sent.
+
+use super::limits::{check_batch, check_key, check_value};
+use super::{ListOptions, RoomCommit, StorageError, Store};
+use bytes::Bytes;
+use conclave_proto::RoomKey;
+use futures::future::BoxFuture;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A room's storage: ordered string keys, byte values, one alarm.
+pub struct Storage {
+    room: RoomKey,
+    store: Arc<dyn Store>,
+    pending: BTreeMap<String, Option<Bytes>>,
+    cleared: bool,
+    alarm: Option<Option<i64>>,
+}
+
+#[derive(Clone)]
+struct Savepoint {
+    pending: BTreeMap<String, Option<Bytes>>,
+    cleared: bool,
+    alarm: Option<Option<i64>>,
+}
+
+impl Storage {
+    pub(crate) fn new(room: RoomKey, store: Arc<dyn Store>) -> Self {
+        Self {
+            room,
+            store,
+            pending: BTreeMap::new(),
+            cleared: false,
+            alarm: None,
+        }
+    }
+
+    /// The value of `key`, if any.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        check_key(key)?;
+        Ok(self.get_many(&[key]).await?.pop().flatten())
+    }
+
+    /// The values of up to 128 keys, in the order asked.
+    pub async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, StorageError> {
+        check_batch(keys.len())?;
+        let mut out: Vec<Option<Option<Bytes>>> = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for k in keys {
+            check_key(k)?;
+            match self.pending.get(*k) {
+                Some(v) => out.push(Some(v.clone())),
+                None if self.cleared => out.push(Some(None)),
+                None => {
+                    out.push(None);
+                    missing.push(k.to_string());
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let mut fetched = self.store.get(&self.room, &missing).await?.into_iter();
+            for slot in out.iter_mut().filter(|s| s.is_none()) {
+                *slot = Some(fetched.next().flatten());
+            }
+        }
+        Ok(out.into_iter().map(Option::flatten).collect())
+    }
+
+    /// Stores `value` under `key` (committed when the handler returns).
+    pub fn put(&mut self, key: &str, value: impl Into<Bytes>) -> Result<(), StorageError> {
+        let value = value.into();
+        check_key(key)?;
+        check_value(key, value.len())?;
+        self.pending.insert(key.to_string(), Some(value));
+        Ok(())
+    }
+
+    /// Stores up to 128 entries; all or none are accepted.
+    pub fn put_many<K: AsRef<str>, V: Into<Bytes>>(
+        &mut self,
+        entries: Vec<(K, V)>,
+    ) -> Result<(), StorageError> {
+        check_batch(entries.len())?;
+        let entries: Vec<(K, Bytes)> = entries.into_iter().map(|(k, v)| (k, v.into())).collect();
+        for (k, v) in &entries {
+            check_key(k.as_ref())?;
+            check_value(k.as_ref(), v.len())?;
+        }
+        for (k, v) in entries {
+            self.pending.insert(k.as_ref().to_string(), Some(v));
+        }
+        Ok(())
+    }
+
+    pub fn delete(&mut self, key: &str) -> Result<(), StorageError> {
+        check_key(key)?;
+        self.pending.insert(key.to_string(), None);
+        Ok(())
+    }
+
+    pub fn delete_many(&mut self, keys: &[&str]) -> Result<(), StorageError> {
+        check_batch(keys.len())?;
+        for k in keys {
+            check_key(k)?;
+        }
+        for k in keys {
+            self.pending.insert(k.to_string(), None);
+        }
+        Ok(())
+    }
+
+    /// Removes every key of the room (the alarm stays).
+    pub fn delete_all(&mut self) {
+        self.pending.clear();
+        self.cleared = true;
+    }
+
+    /// Entries in key order (or reverse), as selected by `opts`.
+    pub async fn list(&self, opts: &ListOptions) -> Result<Vec<(String, Bytes)>, StorageError> {
+        let limit = opts.limit.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut merged: BTreeMap<String, Bytes> = BTreeMap::new();
+        if !self.cleared {
+            // Each buffered delete hides at most one stored entry: ask for that many more.
+            let hidden = self
+                .pending
+                .iter()
+                .filter(|(k, v)| v.is_none() && opts.contains(k))
+                .count();
+            let mut backend_opts = opts.clone();
+            backend_opts.limit = opts.limit.map(|l| l.saturating_add(hidden));
+            for (k, v) in self.store.list(&self.room, &backend_opts).await? {
+                merged.insert(k, v);
+            }
+        }
+        for (k, v) in self.pending.iter().filter(|(k, _)| opts.contains(k)) {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        let iter: Box<dyn Iterator<Item = (String, Bytes)>> = if opts.reverse {
+            Box::new(merged.into_iter().rev())
+        } else {
+            Box::new(merged.into_iter())
+        };
+        Ok(iter.take(limit).collect())
+    }
+
+    /// Runs `f` as a unit: if it returns an error, its writes are undone.
+    ///
+    /// ```
+    /// # use conclave_node::{Storage, StorageError};
+    /// async fn transfer(storage: &mut Storage) -> Result<(), StorageError> {
+    ///     storage
+    ///         .transaction(|txn| {
+    ///             Box::pin(async move {
+    ///                 let a: i64 = txn.get_json("a").await?.unwrap_or(0);
+    ///                 txn.put_json("a", &(a - 1))?;
+    ///                 txn.put_json("b", &1)?;
+    ///                 Ok::<_, StorageError>(())
+    ///             })
+    ///         })
+    ///         .await
+    /// }
+    /// ```
+    pub async fn transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: for<'a> FnOnce(&'a mut Storage) -> BoxFuture<'a, Result<T, E>>,
+    {
+        let save = Savepoint {
+            pending: self.pending.clone(),
+            cleared: self.cleared,
+            alarm: self.alarm,
+        };
+        let result = f(self).await;
+        if result.is_err() {
+            self.pending = save.pending;
+            self.cleared = save.cleared;
+            self.alarm = save.alarm;
+        }
+        result
+    }
+
+    /// When the alarm will fire (ms since the Unix epoch), if one is set.
+    pub async fn get_alarm(&self) -> Result<Option<i64>, StorageError> {
+        match self.alarm {
+            Some(a) => Ok(a),
+            None => self.store.get_alarm(&self.room).await,
+        }
+    }
+
+    /// Sets the room's one alarm, replacing any other. It fires at least once, even if
+    /// the room is hibernated or the process restarts.
+    pub fn set_alarm(&mut self, at_ms: i64) {
+        self.alarm = Some(Some(at_ms));
+    }
+
+    pub fn delete_alarm(&mut self) {
+        self.alarm = Some(None);
+    }
+
+    /// `get` decoded from JSON.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StorageError::Decode {
+                    key: key.chars().take(64).collect(),
+                    error: e.to_string(),
+                }),
+        }
+    }
+
+    /// `put` encoded as JSON.
+    pub fn put_json<T: Serialize + ?Sized>(
+        &mut self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let v = serde_json::to_vec(value).map_err(|e| StorageError::Encode(e.to_string()))?;
+        self.put(key, v)
+    }
+
+    /// Whether the handler has written anything not yet committed.
+    pub fn has_pending_writes(&self) -> bool {
+        self.cleared || !self.pending.is_empty() || self.alarm.is_some()
+    }
+
+    /// Takes the buffered writes as one commit, leaving the buffer empty.
+    pub(crate) fn take_commit(&mut self) -> RoomCommit {
+        let writes = std::mem::take(&mut self.pending).into_iter().collect();
+        RoomCommit {
+            delete_all: std::mem::take(&mut self.cleared),
+            writes,
+            alarm: self.alarm.take(),
+        }
+    }
+
+    /// Drops the buffered writes.
+    pub(crate) fn discard(&mut self) {
+        self.pending.clear();
+        self.cleared = false;
+        self.alarm = None;
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}

@@ -1,0 +1,16 @@
+//! What gateways and nodes share: the relay wire types, the typed ids, and the link that
+//! carries relay events (in-process channels in `conclave dev`, a gRPC stream in a cluster).
+
+mod link;
+mod names;
+
+/// Generated relay protocol types (`proto/relay.proto`).
+pub mod wire {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("conclave.relay.v1");
+}
+
+pub use link::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
+pub use names::{
+    ConnId, NameError, PartyName, RoomKey, RoomName, SocketId, MAX_PARTY_LEN, MAX_ROOM_LEN,
+};

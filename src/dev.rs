@@ -1,0 +1,91 @@
+//! `conclave dev`: gateway and node in one process, joined by an in-process relay link
+//! (the same events a cluster sends over gRPC), with the embedded redb store.
+
+use crate::config::FileParty;
+use axum::routing::get;
+use axum::Router;
+use conclave_gateway::{Gateway, GatewayConfig};
+use conclave_node::storage::{RedbStore, Store};
+use conclave_node::{Node, NodeConfig, PartyRegistry};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug)]
+pub struct DevConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub gateway: GatewayConfig,
+    pub node: NodeConfig,
+    pub parties: BTreeMap<String, FileParty>,
+}
+
+impl DevConfig {
+    /// The built-in parties named in the config.
+    pub fn registry(&self) -> PartyRegistry {
+        self.parties
+            .iter()
+            .fold(
+                PartyRegistry::new(),
+                |reg, (name, p)| match conclave_node::parties::builtin(&p.kind) {
+                    Some(factory) => reg.with_boxed_factory(name, factory),
+                    None => reg,
+                },
+            )
+    }
+}
+
+/// A running single-process server.
+pub struct DevServer {
+    pub addr: SocketAddr,
+    pub node: Node,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl DevServer {
+    /// Opens the store in `config.data_dir` and starts serving `parties`.
+    pub async fn start(config: DevConfig, parties: PartyRegistry) -> anyhow::Result<Self> {
+        let store: Arc<dyn Store> =
+            Arc::new(RedbStore::open(&config.data_dir.join("conclave.redb"))?);
+        Self::start_with_store(config, parties, store).await
+    }
+
+    /// Like [`DevServer::start`] over any store.
+    pub async fn start_with_store(
+        config: DevConfig,
+        parties: PartyRegistry,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Self> {
+        let node = Node::start(config.node.clone(), parties, store);
+        let (gateway_side, node_side) =
+            conclave_proto::in_process_link(conclave_proto::LINK_CAPACITY);
+        node.attach_gateway(node_side);
+        let gateway = Gateway::new(config.gateway.clone(), gateway_side);
+        let metrics = crate::telemetry::metrics();
+        let app = Router::new()
+            .route("/metrics", get(move || async move { metrics.render() }))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ok" }))
+            .merge(gateway.router());
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { addr, node, server })
+    }
+
+    /// Serves until the server fails or the process is interrupted.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        tokio::select! {
+            r = self.server => Ok(r??),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    }
+
+    pub fn abort(&self) {
+        self.server.abort();
+    }
+}

@@ -1,0 +1,9 @@
+//! The `conclave` binary's wiring, also usable as a library to embed Conclave with your
+//! own parties (see `examples/custom-party`).
+
+pub mod config;
+pub mod dev;
+pub mod telemetry;
+
+pub use config::{DevOpts, FileConfig};
+pub use dev::{DevConfig, DevServer};

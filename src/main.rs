@@ -1,0 +1,54 @@
+//! `conclave`: one binary, one subcommand per role.
+
+use clap::{Parser, Subcommand};
+use conclave::{DevOpts, DevServer};
+
+#[derive(Parser)]
+#[command(
+    name = "conclave",
+    version,
+    about = "Self-hosted, clustered room server for PartyKit-style apps"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text (filter with RUST_LOG)
+    #[arg(long, global = true, env = "CONCLAVE_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gateway, node and embedded storage in one process (like `partykit dev`)
+    Dev(DevOpts),
+    /// Drive a PartySocket-compatible server with a load scenario
+    Loadtest(conclave_loadtest::LoadtestOpts),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    conclave::telemetry::init_logs(cli.log_json);
+    match cli.command {
+        Command::Dev(opts) => {
+            let config = opts.resolve()?;
+            let registry = config.registry();
+            let server = DevServer::start(config.clone(), registry).await?;
+            println!("conclave dev listening on http://{}", server.addr);
+            println!("data: {}", config.data_dir.display());
+            for (name, p) in &config.parties {
+                let auth = if config.gateway.auth.contains_key(name) {
+                    " (JWT)"
+                } else {
+                    ""
+                };
+                println!(
+                    "  ws://{}/parties/{name}/:room  [{}]{auth}",
+                    server.addr, p.kind
+                );
+            }
+            server.wait().await
+        }
+        Command::Loadtest(opts) => conclave_loadtest::run(opts).await,
+    }
+}
