@@ -5,6 +5,9 @@
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+/// Clock skew tolerated on `exp`/`nbf` between the token issuer and this gateway.
+pub const CLOCK_SKEW_SECS: u64 = 30;
+
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 pub enum JwtAlgorithm {
     HS256,
@@ -87,6 +90,7 @@ impl PartyAuth {
         let mut validation = Validation::new(alg);
         validation.required_spec_claims.clear();
         validation.validate_exp = true;
+        validation.leeway = CLOCK_SKEW_SECS;
         validation.validate_aud = audience.is_some();
         if let Some(a) = audience {
             validation.set_audience(&[a]);

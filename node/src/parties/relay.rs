@@ -1,7 +1,8 @@
 //! relay: every message goes unchanged to every other connection of the room.
-//! `GET` → `{"party","room","connections"}`; `POST` → the body is broadcast to everyone.
+//! `GET` → `{"party","room","connections"}` (plus `"tagged": N` for `?tag=`); `POST` → the
+//! body is broadcast to everyone. A connection's tags come from `?tags=a,b`.
 
-use super::json_response;
+use super::{json_response, query_param};
 use crate::party::{Message, Party, PartyError, Request, Response};
 use crate::room::{text_response, Connection, Room};
 use async_trait::async_trait;
@@ -11,6 +12,10 @@ pub struct Relay;
 
 #[async_trait]
 impl Party for Relay {
+    fn connection_tags(&self, conn: &Connection) -> Vec<String> {
+        query_param(conn.uri(), "tags").map(|t| t.split(',').map(str::to_string).collect()).unwrap_or_default()
+    }
+
     async fn on_message(
         &mut self,
         room: &mut Room,
@@ -23,10 +28,13 @@ impl Party for Relay {
 
     async fn on_request(&mut self, room: &mut Room, req: Request) -> Result<Response, PartyError> {
         match *req.method() {
-            http::Method::GET => Ok(json_response(
-                200,
-                &serde_json::json!({"party": room.party(), "room": room.id(), "connections": room.connection_count()}),
-            )),
+            http::Method::GET => {
+                let mut info = serde_json::json!({"party": room.party(), "room": room.id(), "connections": room.connection_count()});
+                if let Some(tag) = query_param(&req.uri().to_string(), "tag") {
+                    info["tagged"] = room.connections(Some(&tag)).len().into();
+                }
+                Ok(json_response(200, &info))
+            }
             http::Method::POST => {
                 let body = req.into_body();
                 let msg =

@@ -1,0 +1,122 @@
+// Starts real Conclave processes for the compatibility suite: free port (--port 0),
+// a temporary data dir, stopped after each test file.
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import WS from "ws";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const binDir = process.env.CONCLAVE_BIN_DIR ?? resolve(here, "../../target/debug");
+
+export function tempDir() {
+  return mkdtempSync(join(tmpdir(), "conclave-compat-"));
+}
+
+export function writeConfig(dir, toml) {
+  const path = join(dir, "conclave.toml");
+  writeFileSync(path, toml);
+  return path;
+}
+
+/** Starts `conclave dev` (or another binary taking the same flags) and waits for its URL. */
+export async function startServer({ bin = "conclave", args = [], dataDir = tempDir() } = {}) {
+  const argv = bin === "conclave" ? ["dev", "--port", "0", "--data-dir", dataDir, ...args] : ["--port", "0", "--data-dir", dataDir, ...args];
+  const proc = spawn(join(binDir, bin), argv, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
+  let stderr = "";
+  proc.stderr.on("data", (d) => (stderr += d));
+  const host = await new Promise((ok, fail) => {
+    let out = "";
+    const timer = setTimeout(() => fail(new Error(`server did not start: ${out}${stderr}`)), 20000);
+    proc.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/listening on http:\/\/(\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        ok(m[1]);
+      }
+    });
+    proc.on("exit", (code) => fail(new Error(`server exited with ${code}: ${out}${stderr}`)));
+  });
+  return {
+    host,
+    dataDir,
+    proc,
+    stderr: () => stderr,
+    async stop() {
+      if (proc.exitCode !== null) return;
+      const exited = new Promise((ok) => proc.on("exit", ok));
+      proc.kill("SIGINT");
+      await exited;
+    },
+    cleanup() {
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Resolves with the next message event's data, or rejects after `ms`. */
+export function nextMessage(socket, ms = 5000, filter = () => true) {
+  return new Promise((ok, fail) => {
+    const timer = setTimeout(() => {
+      socket.removeEventListener("message", on);
+      fail(new Error("no message in time"));
+    }, ms);
+    function on(e) {
+      if (!filter(e.data)) return;
+      clearTimeout(timer);
+      socket.removeEventListener("message", on);
+      ok(e.data);
+    }
+    socket.addEventListener("message", on);
+  });
+}
+
+/** Collects messages for `ms` milliseconds. */
+export function collect(socket, ms) {
+  const got = [];
+  const on = (e) => got.push(e.data);
+  socket.addEventListener("message", on);
+  return new Promise((ok) =>
+    setTimeout(() => {
+      socket.removeEventListener("message", on);
+      ok(got);
+    }, ms),
+  );
+}
+
+export function opened(socket, ms = 5000) {
+  if (socket.readyState === 1) return Promise.resolve();
+  return new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error("socket did not open")), ms);
+    socket.addEventListener("open", () => (clearTimeout(timer), ok()), { once: true });
+  });
+}
+
+/** A raw `ws` connection: resolves with {status} when the handshake is refused. */
+export function rawConnect(url, protocols) {
+  return new Promise((ok) => {
+    const ws = new WS(url, protocols);
+    ws.on("open", () => ok({ ws, status: 101 }));
+    ws.on("unexpected-response", (_req, res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => ok({ status: res.statusCode, body }));
+    });
+    ws.on("error", () => {});
+  });
+}
+
+export function closed(ws) {
+  return new Promise((ok) => ws.on("close", (code, reason) => ok({ code, reason: reason.toString() })));
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The bytes of a binary message, whatever type the client delivered it as. */
+export async function bytesOf(data) {
+  if (data instanceof Blob) return new Uint8Array(await data.arrayBuffer());
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
