@@ -31,7 +31,18 @@ struct Pending {
 
 pub struct RedbStore {
     db: Arc<Database>,
-    committer: std_mpsc::Sender<Pending>,
+    committer: Option<std_mpsc::Sender<Pending>>,
+    committer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RedbStore {
+    /// Lets queued commits finish and releases the file, so it can be reopened at once.
+    fn drop(&mut self) {
+        self.committer.take();
+        if let Some(t) = self.committer_thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn backend<E: std::fmt::Display>(e: E) -> StorageError {
@@ -54,11 +65,11 @@ impl RedbStore {
         let db = Arc::new(db);
         let (tx, rx) = std_mpsc::channel();
         let thread_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("redb-committer".into())
             .spawn(move || run_committer(&thread_db, rx))
             .map_err(backend)?;
-        Ok(Self { db, committer: tx })
+        Ok(Self { db, committer: Some(tx), committer_thread: Some(thread) })
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
@@ -238,6 +249,8 @@ impl Store for RedbStore {
     async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
         let (reply, rx) = oneshot::channel();
         self.committer
+            .as_ref()
+            .ok_or(StorageError::Closed)?
             .send(Pending {
                 room: room.clone(),
                 commit,

@@ -30,7 +30,9 @@ struct Savepoint {
 }
 
 impl Storage {
-    pub(crate) fn new(room: RoomKey, store: Arc<dyn Store>) -> Self {
+    /// A room's storage over `store`. The runtime makes one per room; tools and tests may
+    /// too, then commit with [`Storage::commit`].
+    pub fn new(room: RoomKey, store: Arc<dyn Store>) -> Self {
         Self {
             room,
             store,
@@ -246,6 +248,16 @@ impl Storage {
             writes,
             alarm: self.alarm.take(),
         }
+    }
+
+    /// Commits the buffered writes now, atomically (the runtime does this when a handler
+    /// returns).
+    pub async fn commit(&mut self) -> Result<(), StorageError> {
+        if !self.has_pending_writes() {
+            return Ok(());
+        }
+        let commit = self.take_commit();
+        self.store.commit(&self.room, commit).await
     }
 
     /// Drops the buffered writes.

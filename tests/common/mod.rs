@@ -1,0 +1,150 @@
+//! Test harness: a real `conclave dev` server in-process on a free port, and real
+//! WebSocket/HTTP clients speaking to it over loopback.
+#![allow(dead_code)]
+
+use conclave::config::{default_parties, DevOpts};
+use conclave::{DevConfig, DevServer};
+use conclave_node::storage::{RedbStore, Store};
+use conclave_node::PartyRegistry;
+use futures::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct TestServer {
+    pub server: DevServer,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+/// A dev config on a free port with test-friendly limits; `edit` adjusts it.
+pub fn config(dir: &std::path::Path, edit: impl FnOnce(&mut DevConfig)) -> DevConfig {
+    let opts = DevOpts { port: Some(0), data_dir: Some(dir.to_path_buf()), ..Default::default() };
+    let mut c = opts.resolve().expect("default config resolves");
+    c.parties = default_parties();
+    edit(&mut c);
+    c
+}
+
+pub async fn start(edit: impl FnOnce(&mut DevConfig), parties: impl FnOnce(PartyRegistry) -> PartyRegistry) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), edit);
+    let registry = parties(c.registry());
+    let server = DevServer::start(c, registry).await.unwrap();
+    let addr = server.addr;
+    TestServer { server, addr, dir }
+}
+
+pub async fn start_with_store(
+    edit: impl FnOnce(&mut DevConfig),
+    parties: impl FnOnce(PartyRegistry) -> PartyRegistry,
+    store: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), edit);
+    let registry = parties(c.registry());
+    let redb: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("conclave.redb")).unwrap());
+    let server = DevServer::start_with_store(c, registry, store(redb)).await.unwrap();
+    let addr = server.addr;
+    TestServer { server, addr, dir }
+}
+
+impl TestServer {
+    pub async fn connect(&self, path: &str) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{}", self.addr, path)).await.unwrap();
+        ws
+    }
+
+    /// The HTTP status of a refused upgrade (or 101).
+    pub async fn connect_status(&self, path: &str) -> u16 {
+        match tokio_tungstenite::connect_async(format!("ws://{}{}", self.addr, path)).await {
+            Ok(_) => 101,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            Err(e) => panic!("unexpected connect error: {e}"),
+        }
+    }
+
+    /// A raw HTTP/1.1 exchange; returns (status, body).
+    pub async fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        raw_http(self.addr, &format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+        .await
+    }
+}
+
+pub async fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The next text message, failing after 5 s.
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("no message in time");
+        match msg.expect("socket ended").expect("socket error") {
+            Message::Text(t) => return t.to_string(),
+            Message::Close(f) => panic!("closed: {f:?}"),
+            _ => continue,
+        }
+    }
+}
+
+pub async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    serde_json::from_str(&next_text(ws).await).unwrap()
+}
+
+/// Whether any data message arrives within `ms`.
+pub async fn silent_for(ws: &mut Ws, ms: u64) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return true,
+            Ok(Some(Ok(Message::Text(_) | Message::Binary(_)))) => return false,
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => return true,
+        }
+    }
+}
+
+/// The close code the server sends, failing after 5 s.
+pub async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("no close in time");
+        match msg {
+            Some(Ok(Message::Close(Some(f)))) => return f.code.into(),
+            Some(Ok(Message::Close(None))) => return 1005,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("socket error before close frame: {e}"),
+            None => return 1006,
+        }
+    }
+}
+
+pub async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+}
+
+/// Polls `f` until it returns true, for up to 5 s.
+pub async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -1,0 +1,294 @@
+//! The room runtime through real sockets: output gate, hibernation, alarms, room-to-room
+//! fetch, newest-wins ids, handler failures.
+
+mod common;
+
+use conclave_node::async_trait;
+use bytes::Bytes;
+use common::*;
+use conclave_node::storage::{RoomCommit, Store};
+use conclave_node::ListOptions;
+use conclave_node::{Connection, Message, Party, PartyError, Request, Response, Room, StorageError};
+use conclave_proto::RoomKey;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The real store, with commits that fail while `failing` is set (a disk that errors).
+struct FailingCommits {
+    inner: Arc<dyn Store>,
+    failing: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Store for FailingCommits {
+    async fn get(&self, room: &RoomKey, keys: &[String]) -> Result<Vec<Option<Bytes>>, StorageError> {
+        self.inner.get(room, keys).await
+    }
+    async fn list(&self, room: &RoomKey, opts: &ListOptions) -> Result<Vec<(String, Bytes)>, StorageError> {
+        self.inner.list(room, opts).await
+    }
+    async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {
+        self.inner.get_alarm(room).await
+    }
+    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StorageError::Backend("injected: disk error".into()));
+        }
+        self.inner.commit(room, commit).await
+    }
+    async fn due_alarms(&self, now_ms: i64, limit: usize) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        self.inner.due_alarms(now_ms, limit).await
+    }
+    async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
+        self.inner.next_alarm().await
+    }
+}
+
+/// Broadcasts every message to everyone, then records it in storage.
+#[derive(Default)]
+struct Journal;
+
+#[async_trait]
+impl Party for Journal {
+    async fn on_message(&mut self, room: &mut Room, _conn: &Connection, msg: Message) -> Result<(), PartyError> {
+        room.broadcast(&msg, &[]);
+        let n: u64 = room.storage().get_json("n").await?.unwrap_or(0);
+        room.storage().put_json("n", &(n + 1))?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn output_gate_holds_messages_until_commit_and_drops_them_on_failure() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let f = failing.clone();
+    let server = start_with_store(|_| {}, |r| r.with::<Journal>("journal"), move |inner| Arc::new(FailingCommits { inner, failing: f })).await;
+
+    let mut counter = server.connect("/parties/counter/c?_pk=a").await;
+    send(&mut counter, "incr").await;
+    assert_eq!(next_json(&mut counter).await, json!({"type": "count", "value": 1}));
+
+    let mut j1 = server.connect("/parties/journal/j?_pk=j1").await;
+    let mut j2 = server.connect("/parties/journal/j?_pk=j2").await;
+    send(&mut j1, "committed").await;
+    assert_eq!(next_text(&mut j2).await, "committed");
+    assert_eq!(next_text(&mut j1).await, "committed");
+
+    failing.store(true, Ordering::SeqCst);
+    send(&mut counter, "incr").await;
+    send(&mut j1, "never-durable").await;
+    assert!(silent_for(&mut counter, 500).await, "count sent for a write that did not commit");
+    assert!(silent_for(&mut j2, 300).await, "broadcast released for a write that did not commit");
+    assert!(silent_for(&mut j1, 100).await);
+
+    // Rooms that write nothing keep working; the failed room recovers from storage.
+    let mut r1 = server.connect("/parties/main/plain?_pk=r1").await;
+    let mut r2 = server.connect("/parties/main/plain?_pk=r2").await;
+    send(&mut r1, "relay ok").await;
+    assert_eq!(next_text(&mut r2).await, "relay ok");
+
+    failing.store(false, Ordering::SeqCst);
+    send(&mut counter, "get").await;
+    assert_eq!(next_json(&mut counter).await, json!({"type": "count", "value": 1}));
+    send(&mut counter, "incr").await;
+    assert_eq!(next_json(&mut counter).await, json!({"type": "count", "value": 2}));
+    send(&mut j1, "after").await;
+    assert_eq!(next_text(&mut j2).await, "after");
+}
+
+/// Reports how often it started, and the room's connections with tags and state.
+struct Probe {
+    starts: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Party for Probe {
+    async fn on_start(&mut self, _room: &mut Room) -> Result<(), PartyError> {
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn connection_tags(&self, conn: &Connection) -> Vec<String> {
+        vec![format!("group:{}", if conn.id().starts_with('a') { "a" } else { "b" })]
+    }
+
+    async fn on_connect(&mut self, _room: &mut Room, conn: &Connection) -> Result<(), PartyError> {
+        conn.set_state(&json!({"joined_as": conn.id()}))?;
+        Ok(())
+    }
+
+    async fn on_message(&mut self, room: &mut Room, conn: &Connection, _msg: Message) -> Result<(), PartyError> {
+        let mut conns: Vec<_> = room
+            .connections(None)
+            .iter()
+            .map(|c| json!({"id": c.id(), "tags": c.tags(), "state": c.state::<serde_json::Value>()}))
+            .collect();
+        conns.sort_by_key(|c| c["id"].as_str().map(String::from));
+        let group_a = room.connections(Some("group:a")).len();
+        conn.send(Message::text(json!({"conns": conns, "group_a": group_a}).to_string()));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn hibernated_room_wakes_with_connections_tags_and_state() {
+    let starts = Arc::new(AtomicUsize::new(0));
+    let s = starts.clone();
+    let server = start(
+        |c| c.node.hibernate_after = Duration::from_millis(200),
+        move |r| r.with_factory("probe", move || Box::new(Probe { starts: s.clone() }) as Box<dyn Party>),
+    )
+    .await;
+    let mut a = server.connect("/parties/probe/room?_pk=a1").await;
+    let _b = server.connect("/parties/probe/room?_pk=b1").await;
+    send(&mut a, "?").await;
+    let before = next_json(&mut a).await;
+    assert_eq!(starts.load(Ordering::SeqCst), 1);
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    send(&mut a, "?").await;
+    let after = next_json(&mut a).await;
+    assert_eq!(starts.load(Ordering::SeqCst), 2, "the room should have left memory and started again");
+    assert_eq!(before, after);
+    assert_eq!(
+        after,
+        json!({"conns": [
+            {"id": "a1", "tags": ["a1", "group:a"], "state": {"joined_as": "a1"}},
+            {"id": "b1", "tags": ["b1", "group:b"], "state": {"joined_as": "b1"}},
+        ], "group_a": 1})
+    );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// `set:<ms>` sets the alarm; the alarm broadcasts `fired:<n>`. Fails its first
+/// `fail_first` alarm runs.
+struct AlarmProbe {
+    fail_first: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Party for AlarmProbe {
+    async fn on_message(&mut self, room: &mut Room, conn: &Connection, msg: Message) -> Result<(), PartyError> {
+        let ms: i64 = msg.as_text().and_then(|t| t.strip_prefix("set:")).and_then(|v| v.parse().ok()).ok_or("bad")?;
+        room.storage().set_alarm(now_ms() + ms);
+        conn.send(Message::text("set"));
+        Ok(())
+    }
+
+    async fn on_alarm(&mut self, room: &mut Room) -> Result<(), PartyError> {
+        if self.fail_first.load(Ordering::SeqCst) > 0 {
+            self.fail_first.fetch_sub(1, Ordering::SeqCst);
+            return Err("alarm handler failed on purpose".into());
+        }
+        let n: u64 = room.storage().get_json("fired").await?.unwrap_or(0) + 1;
+        room.storage().put_json("fired", &n)?;
+        room.broadcast(&Message::text(format!("fired:{n}")), &[]);
+        Ok(())
+    }
+}
+
+async fn alarm_server(fail_first: usize) -> TestServer {
+    let fail = Arc::new(AtomicUsize::new(fail_first));
+    start(
+        |c| c.node.hibernate_after = Duration::from_millis(100),
+        move |r| r.with_factory("alarm", move || Box::new(AlarmProbe { fail_first: fail.clone() }) as Box<dyn Party>),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn alarm_fires_once_even_when_the_room_hibernated_first() {
+    let server = alarm_server(0).await;
+    let mut ws = server.connect("/parties/alarm/a?_pk=x").await;
+    send(&mut ws, "set:600").await;
+    assert_eq!(next_text(&mut ws).await, "set");
+    // The room hibernates after 100 ms; the alarm wakes it.
+    assert_eq!(next_text(&mut ws).await, "fired:1");
+    assert!(silent_for(&mut ws, 1500).await, "an alarm fired twice");
+}
+
+#[tokio::test]
+async fn failed_alarm_is_retried_with_backoff() {
+    let server = alarm_server(1).await;
+    let mut ws = server.connect("/parties/alarm/b?_pk=x").await;
+    send(&mut ws, "set:50").await;
+    assert_eq!(next_text(&mut ws).await, "set");
+    let started = std::time::Instant::now();
+    assert_eq!(next_text(&mut ws).await, "fired:1");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "retry came before its backoff");
+}
+
+/// Answers HTTP requests with what another room says.
+#[derive(Default)]
+struct Caller;
+
+#[async_trait]
+impl Party for Caller {
+    async fn on_message(&mut self, _room: &mut Room, _conn: &Connection, _msg: Message) -> Result<(), PartyError> {
+        Ok(())
+    }
+    async fn on_request(&mut self, room: &mut Room, _req: Request) -> Result<Response, PartyError> {
+        let req = http::Request::get("/parties/counter/shared").body(Bytes::new())?;
+        let answer = room.parties("counter").get("shared").fetch(req).await?;
+        Ok(http::Response::new(answer.into_body()))
+    }
+}
+
+#[tokio::test]
+async fn rooms_call_other_rooms() {
+    let server = start(|_| {}, |r| r.with::<Caller>("caller")).await;
+    let mut c = server.connect("/parties/counter/shared?_pk=x").await;
+    send(&mut c, "incr").await;
+    next_json(&mut c).await;
+    let (status, body) = server.http("GET", "/parties/caller/any", "").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"value":1}"#));
+}
+
+#[tokio::test]
+async fn newest_connection_with_the_same_id_wins() {
+    let server = start(|_| {}, |r| r).await;
+    let mut old = server.connect("/parties/presence/p?_pk=same&name=Old").await;
+    next_json(&mut old).await;
+    let mut new = server.connect("/parties/presence/p?_pk=same&name=New").await;
+    assert_eq!(close_code(&mut old).await, 1000);
+    let mut last = next_json(&mut new).await;
+    while let Some(more) = tokio::time::timeout(Duration::from_millis(300), next_json(&mut new)).await.ok() {
+        last = more;
+    }
+    assert_eq!(last, json!({"type": "presence", "users": {"same": {"name": "New", "status": "online"}}}));
+}
+
+#[derive(Default)]
+struct Grumpy;
+
+#[async_trait]
+impl Party for Grumpy {
+    async fn on_connect(&mut self, room: &mut Room, conn: &Connection) -> Result<(), PartyError> {
+        room.storage().put("visited", "yes")?;
+        conn.send(Message::text("welcome"));
+        Err("no entry".into())
+    }
+    async fn on_message(&mut self, _room: &mut Room, _conn: &Connection, _msg: Message) -> Result<(), PartyError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn on_connect_error_closes_with_1011_and_discards_the_step() {
+    let server = start(|_| {}, |r| r.with::<Grumpy>("grumpy")).await;
+    let mut ws = server.connect("/parties/grumpy/g").await;
+    // "welcome" was held behind the failed step: the first thing seen is the close.
+    let msg = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut ws)).await.unwrap().unwrap().unwrap();
+    match msg {
+        tokio_tungstenite::tungstenite::Message::Close(Some(f)) => {
+            assert_eq!(u16::from(f.code), 1011);
+            assert_eq!(f.reason.as_str(), "no entry");
+        }
+        other => panic!("expected close 1011, got {other:?}"),
+    }
+}
