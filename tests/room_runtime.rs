@@ -3,12 +3,14 @@
 
 mod common;
 
-use conclave_node::async_trait;
 use bytes::Bytes;
 use common::*;
+use conclave_node::async_trait;
 use conclave_node::storage::{RoomCommit, Store};
 use conclave_node::ListOptions;
-use conclave_node::{Connection, Message, Party, PartyError, Request, Response, Room, StorageError};
+use conclave_node::{
+    Connection, Message, Party, PartyError, Request, Response, Room, StorageError,
+};
 use conclave_proto::RoomKey;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,10 +25,18 @@ struct FailingCommits {
 
 #[async_trait]
 impl Store for FailingCommits {
-    async fn get(&self, room: &RoomKey, keys: &[String]) -> Result<Vec<Option<Bytes>>, StorageError> {
+    async fn get(
+        &self,
+        room: &RoomKey,
+        keys: &[String],
+    ) -> Result<Vec<Option<Bytes>>, StorageError> {
         self.inner.get(room, keys).await
     }
-    async fn list(&self, room: &RoomKey, opts: &ListOptions) -> Result<Vec<(String, Bytes)>, StorageError> {
+    async fn list(
+        &self,
+        room: &RoomKey,
+        opts: &ListOptions,
+    ) -> Result<Vec<(String, Bytes)>, StorageError> {
         self.inner.list(room, opts).await
     }
     async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {
@@ -38,7 +48,11 @@ impl Store for FailingCommits {
         }
         self.inner.commit(room, commit).await
     }
-    async fn due_alarms(&self, now_ms: i64, limit: usize) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+    async fn due_alarms(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
         self.inner.due_alarms(now_ms, limit).await
     }
     async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
@@ -52,7 +66,12 @@ struct Journal;
 
 #[async_trait]
 impl Party for Journal {
-    async fn on_message(&mut self, room: &mut Room, _conn: &Connection, msg: Message) -> Result<(), PartyError> {
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        _conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError> {
         room.broadcast(&msg, &[]);
         let n: u64 = room.storage().get_json("n").await?.unwrap_or(0);
         room.storage().put_json("n", &(n + 1))?;
@@ -64,11 +83,19 @@ impl Party for Journal {
 async fn output_gate_holds_messages_until_commit_and_drops_them_on_failure() {
     let failing = Arc::new(AtomicBool::new(false));
     let f = failing.clone();
-    let server = start_with_store(|_| {}, |r| r.with::<Journal>("journal"), move |inner| Arc::new(FailingCommits { inner, failing: f })).await;
+    let server = start_with_store(
+        |_| {},
+        |r| r.with::<Journal>("journal"),
+        move |inner| Arc::new(FailingCommits { inner, failing: f }),
+    )
+    .await;
 
     let mut counter = server.connect("/parties/counter/c?_pk=a").await;
     send(&mut counter, "incr").await;
-    assert_eq!(next_json(&mut counter).await, json!({"type": "count", "value": 1}));
+    assert_eq!(
+        next_json(&mut counter).await,
+        json!({"type": "count", "value": 1})
+    );
 
     let mut j1 = server.connect("/parties/journal/j?_pk=j1").await;
     let mut j2 = server.connect("/parties/journal/j?_pk=j2").await;
@@ -79,8 +106,14 @@ async fn output_gate_holds_messages_until_commit_and_drops_them_on_failure() {
     failing.store(true, Ordering::SeqCst);
     send(&mut counter, "incr").await;
     send(&mut j1, "never-durable").await;
-    assert!(silent_for(&mut counter, 500).await, "count sent for a write that did not commit");
-    assert!(silent_for(&mut j2, 300).await, "broadcast released for a write that did not commit");
+    assert!(
+        silent_for(&mut counter, 500).await,
+        "count sent for a write that did not commit"
+    );
+    assert!(
+        silent_for(&mut j2, 300).await,
+        "broadcast released for a write that did not commit"
+    );
     assert!(silent_for(&mut j1, 100).await);
 
     // Rooms that write nothing keep working; the failed room recovers from storage.
@@ -91,9 +124,15 @@ async fn output_gate_holds_messages_until_commit_and_drops_them_on_failure() {
 
     failing.store(false, Ordering::SeqCst);
     send(&mut counter, "get").await;
-    assert_eq!(next_json(&mut counter).await, json!({"type": "count", "value": 1}));
+    assert_eq!(
+        next_json(&mut counter).await,
+        json!({"type": "count", "value": 1})
+    );
     send(&mut counter, "incr").await;
-    assert_eq!(next_json(&mut counter).await, json!({"type": "count", "value": 2}));
+    assert_eq!(
+        next_json(&mut counter).await,
+        json!({"type": "count", "value": 2})
+    );
     send(&mut j1, "after").await;
     assert_eq!(next_text(&mut j2).await, "after");
 }
@@ -111,7 +150,10 @@ impl Party for Probe {
     }
 
     fn connection_tags(&self, conn: &Connection) -> Vec<String> {
-        vec![format!("group:{}", if conn.id().starts_with('a') { "a" } else { "b" })]
+        vec![format!(
+            "group:{}",
+            if conn.id().starts_with('a') { "a" } else { "b" }
+        )]
     }
 
     async fn on_connect(&mut self, _room: &mut Room, conn: &Connection) -> Result<(), PartyError> {
@@ -119,7 +161,12 @@ impl Party for Probe {
         Ok(())
     }
 
-    async fn on_message(&mut self, room: &mut Room, conn: &Connection, _msg: Message) -> Result<(), PartyError> {
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        _msg: Message,
+    ) -> Result<(), PartyError> {
         let mut conns: Vec<_> = room
             .connections(None)
             .iter()
@@ -127,7 +174,9 @@ impl Party for Probe {
             .collect();
         conns.sort_by_key(|c| c["id"].as_str().map(String::from));
         let group_a = room.connections(Some("group:a")).len();
-        conn.send(Message::text(json!({"conns": conns, "group_a": group_a}).to_string()));
+        conn.send(Message::text(
+            json!({"conns": conns, "group_a": group_a}).to_string(),
+        ));
         Ok(())
     }
 }
@@ -138,7 +187,11 @@ async fn hibernated_room_wakes_with_connections_tags_and_state() {
     let s = starts.clone();
     let server = start(
         |c| c.node.hibernate_after = Duration::from_millis(200),
-        move |r| r.with_factory("probe", move || Box::new(Probe { starts: s.clone() }) as Box<dyn Party>),
+        move |r| {
+            r.with_factory("probe", move || {
+                Box::new(Probe { starts: s.clone() }) as Box<dyn Party>
+            })
+        },
     )
     .await;
     let mut a = server.connect("/parties/probe/room?_pk=a1").await;
@@ -150,7 +203,11 @@ async fn hibernated_room_wakes_with_connections_tags_and_state() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     send(&mut a, "?").await;
     let after = next_json(&mut a).await;
-    assert_eq!(starts.load(Ordering::SeqCst), 2, "the room should have left memory and started again");
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        2,
+        "the room should have left memory and started again"
+    );
     assert_eq!(before, after);
     assert_eq!(
         after,
@@ -162,7 +219,10 @@ async fn hibernated_room_wakes_with_connections_tags_and_state() {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// `set:<ms>` sets the alarm; the alarm broadcasts `fired:<n>`. Fails its first
@@ -173,8 +233,17 @@ struct AlarmProbe {
 
 #[async_trait]
 impl Party for AlarmProbe {
-    async fn on_message(&mut self, room: &mut Room, conn: &Connection, msg: Message) -> Result<(), PartyError> {
-        let ms: i64 = msg.as_text().and_then(|t| t.strip_prefix("set:")).and_then(|v| v.parse().ok()).ok_or("bad")?;
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError> {
+        let ms: i64 = msg
+            .as_text()
+            .and_then(|t| t.strip_prefix("set:"))
+            .and_then(|v| v.parse().ok())
+            .ok_or("bad")?;
         room.storage().set_alarm(now_ms() + ms);
         conn.send(Message::text("set"));
         Ok(())
@@ -196,7 +265,13 @@ async fn alarm_server(fail_first: usize) -> TestServer {
     let fail = Arc::new(AtomicUsize::new(fail_first));
     start(
         |c| c.node.hibernate_after = Duration::from_millis(100),
-        move |r| r.with_factory("alarm", move || Box::new(AlarmProbe { fail_first: fail.clone() }) as Box<dyn Party>),
+        move |r| {
+            r.with_factory("alarm", move || {
+                Box::new(AlarmProbe {
+                    fail_first: fail.clone(),
+                }) as Box<dyn Party>
+            })
+        },
     )
     .await
 }
@@ -220,7 +295,10 @@ async fn failed_alarm_is_retried_with_backoff() {
     assert_eq!(next_text(&mut ws).await, "set");
     let started = std::time::Instant::now();
     assert_eq!(next_text(&mut ws).await, "fired:1");
-    assert!(started.elapsed() >= Duration::from_millis(1500), "retry came before its backoff");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "retry came before its backoff"
+    );
 }
 
 /// Answers HTTP requests with what another room says.
@@ -229,7 +307,12 @@ struct Caller;
 
 #[async_trait]
 impl Party for Caller {
-    async fn on_message(&mut self, _room: &mut Room, _conn: &Connection, _msg: Message) -> Result<(), PartyError> {
+    async fn on_message(
+        &mut self,
+        _room: &mut Room,
+        _conn: &Connection,
+        _msg: Message,
+    ) -> Result<(), PartyError> {
         Ok(())
     }
     async fn on_request(&mut self, room: &mut Room, _req: Request) -> Result<Response, PartyError> {
@@ -252,15 +335,23 @@ async fn rooms_call_other_rooms() {
 #[tokio::test]
 async fn newest_connection_with_the_same_id_wins() {
     let server = start(|_| {}, |r| r).await;
-    let mut old = server.connect("/parties/presence/p?_pk=same&name=Old").await;
+    let mut old = server
+        .connect("/parties/presence/p?_pk=same&name=Old")
+        .await;
     next_json(&mut old).await;
-    let mut new = server.connect("/parties/presence/p?_pk=same&name=New").await;
+    let mut new = server
+        .connect("/parties/presence/p?_pk=same&name=New")
+        .await;
     assert_eq!(close_code(&mut old).await, 1000);
     let mut last = next_json(&mut new).await;
-    while let Some(more) = tokio::time::timeout(Duration::from_millis(300), next_json(&mut new)).await.ok() {
+    while let Ok(more) = tokio::time::timeout(Duration::from_millis(300), next_json(&mut new)).await
+    {
         last = more;
     }
-    assert_eq!(last, json!({"type": "presence", "users": {"same": {"name": "New", "status": "online"}}}));
+    assert_eq!(
+        last,
+        json!({"type": "presence", "users": {"same": {"name": "New", "status": "online"}}})
+    );
 }
 
 #[derive(Default)]
@@ -273,7 +364,12 @@ impl Party for Grumpy {
         conn.send(Message::text("welcome"));
         Err("no entry".into())
     }
-    async fn on_message(&mut self, _room: &mut Room, _conn: &Connection, _msg: Message) -> Result<(), PartyError> {
+    async fn on_message(
+        &mut self,
+        _room: &mut Room,
+        _conn: &Connection,
+        _msg: Message,
+    ) -> Result<(), PartyError> {
         Ok(())
     }
 }
@@ -283,7 +379,11 @@ async fn on_connect_error_closes_with_1011_and_discards_the_step() {
     let server = start(|_| {}, |r| r.with::<Grumpy>("grumpy")).await;
     let mut ws = server.connect("/parties/grumpy/g").await;
     // "welcome" was held behind the failed step: the first thing seen is the close.
-    let msg = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut ws)).await.unwrap().unwrap().unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut ws))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     match msg {
         tokio_tungstenite::tungstenite::Message::Close(Some(f)) => {
             assert_eq!(u16::from(f.code), 1011);

@@ -28,19 +28,43 @@ async fn reads_see_own_writes_and_commits_persist_across_reopen() {
         s.put_json("j", &serde_json::json!({"x": 1})).unwrap();
         assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
         // Not visible to another handle before commit.
-        assert_eq!(Storage::new(room("r"), store.clone()).get("a").await.unwrap(), None);
+        assert_eq!(
+            Storage::new(room("r"), store.clone())
+                .get("a")
+                .await
+                .unwrap(),
+            None
+        );
         s.commit().await.unwrap();
         s.delete("a").unwrap();
         assert_eq!(s.get("a").await.unwrap(), None);
         // Another room never sees this room's keys.
-        assert_eq!(Storage::new(room("r2"), store.clone()).get("j").await.unwrap(), None);
+        assert_eq!(
+            Storage::new(room("r2"), store.clone())
+                .get("j")
+                .await
+                .unwrap(),
+            None
+        );
     }
     let store = open(&dir);
     let s = Storage::new(room("r"), store);
-    assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"1"[..]), "uncommitted delete must not persist");
+    assert_eq!(
+        s.get("a").await.unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "uncommitted delete must not persist"
+    );
     let j: serde_json::Value = s.get_json("j").await.unwrap().unwrap();
     assert_eq!(j["x"], 1);
-    assert_eq!(s.get_many(&["a", "missing", "j"]).await.unwrap().iter().map(Option::is_some).collect::<Vec<_>>(), [true, false, true]);
+    assert_eq!(
+        s.get_many(&["a", "missing", "j"])
+            .await
+            .unwrap()
+            .iter()
+            .map(Option::is_some)
+            .collect::<Vec<_>>(),
+        [true, false, true]
+    );
 }
 
 #[tokio::test]
@@ -58,17 +82,41 @@ async fn list_honours_prefix_range_reverse_limit_over_buffered_writes() {
 
     let all = s.list(&ListOptions::default()).await.unwrap();
     assert_eq!(keys(&all), ["a", "b1", "b3", "b4", "c", "d"]);
-    assert_eq!(keys(&s.list(&ListOptions::prefix("b")).await.unwrap()), ["b1", "b3", "b4"]);
-    let o = ListOptions { start: Some("b1".into()), end: Some("c".into()), ..Default::default() };
+    assert_eq!(
+        keys(&s.list(&ListOptions::prefix("b")).await.unwrap()),
+        ["b1", "b3", "b4"]
+    );
+    let o = ListOptions {
+        start: Some("b1".into()),
+        end: Some("c".into()),
+        ..Default::default()
+    };
     assert_eq!(keys(&s.list(&o).await.unwrap()), ["b1", "b3", "b4"]);
-    let o = ListOptions { start_after: Some("b1".into()), limit: Some(2), ..Default::default() };
+    let o = ListOptions {
+        start_after: Some("b1".into()),
+        limit: Some(2),
+        ..Default::default()
+    };
     assert_eq!(keys(&s.list(&o).await.unwrap()), ["b3", "b4"]);
-    let o = ListOptions { reverse: true, limit: Some(3), ..Default::default() };
+    let o = ListOptions {
+        reverse: true,
+        limit: Some(3),
+        ..Default::default()
+    };
     assert_eq!(keys(&s.list(&o).await.unwrap()), ["d", "c", "b4"]);
-    let o = ListOptions { prefix: Some("b".into()), reverse: true, limit: Some(2), ..Default::default() };
+    let o = ListOptions {
+        prefix: Some("b".into()),
+        reverse: true,
+        limit: Some(2),
+        ..Default::default()
+    };
     assert_eq!(keys(&s.list(&o).await.unwrap()), ["b4", "b3"]);
     // limit counts results after hiding buffered deletes.
-    let o = ListOptions { prefix: Some("b".into()), limit: Some(2), ..Default::default() };
+    let o = ListOptions {
+        prefix: Some("b".into()),
+        limit: Some(2),
+        ..Default::default()
+    };
     assert_eq!(keys(&s.list(&o).await.unwrap()), ["b1", "b3"]);
 
     s.delete_all();
@@ -83,23 +131,52 @@ async fn limits_are_errors_not_truncations() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Storage::new(room("limits"), open(&dir));
     let long_key = "k".repeat(MAX_KEY_BYTES + 1);
-    assert!(matches!(s.put(&long_key, "v"), Err(StorageError::KeyTooLarge { .. })));
-    assert!(matches!(s.get(&long_key).await, Err(StorageError::KeyTooLarge { .. })));
+    assert!(matches!(
+        s.put(&long_key, "v"),
+        Err(StorageError::KeyTooLarge { .. })
+    ));
+    assert!(matches!(
+        s.get(&long_key).await,
+        Err(StorageError::KeyTooLarge { .. })
+    ));
     s.put(&"k".repeat(MAX_KEY_BYTES), "ok").unwrap();
-    assert!(matches!(s.put("big", vec![0u8; MAX_VALUE_BYTES + 1]), Err(StorageError::ValueTooLarge { .. })));
+    assert!(matches!(
+        s.put("big", vec![0u8; MAX_VALUE_BYTES + 1]),
+        Err(StorageError::ValueTooLarge { .. })
+    ));
     s.put("max", vec![7u8; MAX_VALUE_BYTES]).unwrap();
-    let too_many: Vec<(String, Bytes)> = (0..=MAX_BATCH_KEYS).map(|i| (format!("k{i}"), Bytes::from_static(b"v"))).collect();
-    assert!(matches!(s.put_many(too_many.clone()), Err(StorageError::TooManyKeys { .. })));
-    assert!(s.get("k0").await.unwrap().is_none(), "a refused batch writes nothing");
+    let too_many: Vec<(String, Bytes)> = (0..=MAX_BATCH_KEYS)
+        .map(|i| (format!("k{i}"), Bytes::from_static(b"v")))
+        .collect();
+    assert!(matches!(
+        s.put_many(too_many.clone()),
+        Err(StorageError::TooManyKeys { .. })
+    ));
+    assert!(
+        s.get("k0").await.unwrap().is_none(),
+        "a refused batch writes nothing"
+    );
     s.put_many(too_many[..MAX_BATCH_KEYS].to_vec()).unwrap();
     let names: Vec<String> = (0..=MAX_BATCH_KEYS).map(|i| format!("k{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    assert!(matches!(s.get_many(&refs).await, Err(StorageError::TooManyKeys { .. })));
-    assert!(matches!(s.delete_many(&refs), Err(StorageError::TooManyKeys { .. })));
+    assert!(matches!(
+        s.get_many(&refs).await,
+        Err(StorageError::TooManyKeys { .. })
+    ));
+    assert!(matches!(
+        s.delete_many(&refs),
+        Err(StorageError::TooManyKeys { .. })
+    ));
     s.commit().await.unwrap();
     assert_eq!(s.get("max").await.unwrap().unwrap().len(), MAX_VALUE_BYTES);
-    let err = s.put("big", vec![0u8; MAX_VALUE_BYTES + 1]).unwrap_err().to_string();
-    assert!(err.contains("131073 bytes") && err.contains("131072"), "{err}");
+    let err = s
+        .put("big", vec![0u8; MAX_VALUE_BYTES + 1])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("131073 bytes") && err.contains("131072"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -119,7 +196,9 @@ async fn transaction_rolls_back_on_error() {
     assert!(r.is_err());
     assert!(s.get("inside").await.unwrap().is_none());
     assert!(s.get("kept").await.unwrap().is_some());
-    s.transaction(|t| Box::pin(async move { t.put("inside", "y") })).await.unwrap();
+    s.transaction(|t| Box::pin(async move { t.put("inside", "y") }))
+        .await
+        .unwrap();
     s.commit().await.unwrap();
     assert_eq!(s.get("inside").await.unwrap().as_deref(), Some(&b"y"[..]));
 }
@@ -135,12 +214,18 @@ async fn alarms_are_indexed_by_due_time_and_replaced() {
     a.commit().await.unwrap();
     b.commit().await.unwrap();
     assert_eq!(store.next_alarm().await.unwrap(), Some(1_000));
-    assert_eq!(store.due_alarms(1_500, 10).await.unwrap(), vec![(room("b"), 1_000)]);
+    assert_eq!(
+        store.due_alarms(1_500, 10).await.unwrap(),
+        vec![(room("b"), 1_000)]
+    );
     assert_eq!(store.due_alarms(5_000, 10).await.unwrap().len(), 2);
     // Setting again replaces the old entry; deleting removes it from the index.
     b.set_alarm(3_000);
     b.commit().await.unwrap();
-    assert_eq!(store.due_alarms(2_500, 10).await.unwrap(), vec![(room("a"), 2_000)]);
+    assert_eq!(
+        store.due_alarms(2_500, 10).await.unwrap(),
+        vec![(room("a"), 2_000)]
+    );
     a.delete_alarm();
     a.commit().await.unwrap();
     assert_eq!(a.get_alarm().await.unwrap(), None);

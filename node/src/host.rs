@@ -207,7 +207,7 @@ impl HostInner {
         req: Request,
     ) -> Result<Response, FetchError> {
         let (reply, rx) = oneshot::channel();
-        self.dispatch(&key, RoomEvent::Request { req, reply })
+        self.dispatch(&key, RoomEvent::Request { req: Box::new(req), reply })
             .await
             .map_err(|DispatchError::UnknownParty(p)| FetchError::UnknownParty(p))?;
         match tokio::time::timeout(self.config.fetch_timeout, rx).await {

@@ -25,14 +25,21 @@ pub struct TestServer {
 
 /// A dev config on a free port with test-friendly limits; `edit` adjusts it.
 pub fn config(dir: &std::path::Path, edit: impl FnOnce(&mut DevConfig)) -> DevConfig {
-    let opts = DevOpts { port: Some(0), data_dir: Some(dir.to_path_buf()), ..Default::default() };
+    let opts = DevOpts {
+        port: Some(0),
+        data_dir: Some(dir.to_path_buf()),
+        ..Default::default()
+    };
     let mut c = opts.resolve().expect("default config resolves");
     c.parties = default_parties();
     edit(&mut c);
     c
 }
 
-pub async fn start(edit: impl FnOnce(&mut DevConfig), parties: impl FnOnce(PartyRegistry) -> PartyRegistry) -> TestServer {
+pub async fn start(
+    edit: impl FnOnce(&mut DevConfig),
+    parties: impl FnOnce(PartyRegistry) -> PartyRegistry,
+) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path(), edit);
     let registry = parties(c.registry());
@@ -49,15 +56,20 @@ pub async fn start_with_store(
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path(), edit);
     let registry = parties(c.registry());
-    let redb: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("conclave.redb")).unwrap());
-    let server = DevServer::start_with_store(c, registry, store(redb)).await.unwrap();
+    let redb: Arc<dyn Store> =
+        Arc::new(RedbStore::open(&dir.path().join("conclave.redb")).unwrap());
+    let server = DevServer::start_with_store(c, registry, store(redb))
+        .await
+        .unwrap();
     let addr = server.addr;
     TestServer { server, addr, dir }
 }
 
 impl TestServer {
     pub async fn connect(&self, path: &str) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{}", self.addr, path)).await.unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{}", self.addr, path))
+            .await
+            .unwrap();
         ws
     }
 
@@ -86,15 +98,24 @@ pub async fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// The next text message, failing after 5 s.
 pub async fn next_text(ws: &mut Ws) -> String {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("no message in time");
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no message in time");
         match msg.expect("socket ended").expect("socket error") {
             Message::Text(t) => return t.to_string(),
             Message::Close(f) => panic!("closed: {f:?}"),
@@ -123,7 +144,9 @@ pub async fn silent_for(ws: &mut Ws, ms: u64) -> bool {
 /// The close code the server sends, failing after 5 s.
 pub async fn close_code(ws: &mut Ws) -> u16 {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("no close in time");
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no close in time");
         match msg {
             Some(Ok(Message::Close(Some(f)))) => return f.code.into(),
             Some(Ok(Message::Close(None))) => return 1005,

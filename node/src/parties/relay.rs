@@ -13,7 +13,9 @@ pub struct Relay;
 #[async_trait]
 impl Party for Relay {
     fn connection_tags(&self, conn: &Connection) -> Vec<String> {
-        query_param(conn.uri(), "tags").map(|t| t.split(',').map(str::to_string).collect()).unwrap_or_default()
+        query_param(conn.uri(), "tags")
+            .map(|t| t.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
     }
 
     async fn on_message(

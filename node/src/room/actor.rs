@@ -38,7 +38,7 @@ pub(crate) enum RoomEvent {
         error: Option<String>,
     },
     Request {
-        req: Request,
+        req: Box<Request>,
         reply: oneshot::Sender<Response>,
     },
     Alarm {
@@ -210,7 +210,7 @@ impl RoomActor {
                     }
                     Ok(()) => {
                         let mut p = self.take_party();
-                        let r = p.on_request(&mut self.room, req).await;
+                        let r = p.on_request(&mut self.room, *req).await;
                         self.party = Some(p);
                         match r {
                             Ok(resp) => match self.finish(Ok(())).await {

@@ -69,7 +69,11 @@ impl RedbStore {
             .name("redb-committer".into())
             .spawn(move || run_committer(&thread_db, rx))
             .map_err(backend)?;
-        Ok(Self { db, committer: Some(tx), committer_thread: Some(thread) })
+        Ok(Self {
+            db,
+            committer: Some(tx),
+            committer_thread: Some(thread),
+        })
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StorageError>

@@ -1,0 +1,200 @@
+//! Bad input from clients: each gets a clear status or close code, and the process keeps
+//! serving other rooms.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Two fresh sockets in a fresh room still exchange messages.
+async fn assert_serving(server: &TestServer) {
+    let room = format!("/parties/main/health-{}", rand_suffix());
+    let mut a = server.connect(&format!("{room}?_pk=a")).await;
+    let mut b = server.connect(&format!("{room}?_pk=b")).await;
+    send(&mut a, "still serving").await;
+    assert_eq!(next_text(&mut b).await, "still serving");
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A WebSocket opened by hand, to send frames no client library would.
+async fn raw_ws(server: &TestServer, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A masked client frame.
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// The close code of the server's close frame (None if the socket just ended).
+async fn read_close_code(s: &mut TcpStream) -> Option<u16> {
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    // Skip ping frames; find the close frame (opcode 0x8).
+    let mut i = 0;
+    while i + 2 <= buf.len() {
+        let (op, len) = (buf[i] & 0x0f, (buf[i + 1] & 0x7f) as usize);
+        if op == 0x8 && len >= 2 && i + 4 <= buf.len() {
+            return Some(u16::from_be_bytes([buf[i + 2], buf[i + 3]]));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+#[tokio::test]
+async fn garbage_frames_close_with_1002() {
+    let server = start(|_| {}, |r| r).await;
+    let mut s = raw_ws(&server, "/parties/main/garbage").await;
+    // Reserved opcode 0x3 with RSV bits set, unmasked: three protocol violations.
+    s.write_all(&[0xF3, 0x05, b'h', b'e', b'l', b'l', b'o'])
+        .await
+        .unwrap();
+    assert_eq!(read_close_code(&mut s).await, Some(1002));
+    assert_serving(&server).await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_closes_with_1007() {
+    let server = start(|_| {}, |r| r).await;
+    let mut s = raw_ws(&server, "/parties/main/utf8").await;
+    s.write_all(&frame(0x1, &[0xC3, 0x28, 0xFF])).await.unwrap();
+    assert_eq!(read_close_code(&mut s).await, Some(1007));
+    assert_serving(&server).await;
+}
+
+#[tokio::test]
+async fn http_garbage_and_huge_headers_are_refused() {
+    let server = start(|_| {}, |r| r).await;
+    let (status, _) = raw_http(server.addr, "NOT HTTP AT ALL\r\n\r\n").await;
+    assert_eq!(status, 400);
+    let huge = "x".repeat(1024 * 1024);
+    let (status, _) = raw_http(
+        server.addr,
+        &format!("GET /parties/main/r HTTP/1.1\r\nHost: t\r\nX-Big: {huge}\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 431);
+    assert_serving(&server).await;
+}
+
+#[tokio::test]
+async fn invalid_room_urls_are_400_or_404() {
+    let server = start(|_| {}, |r| r).await;
+    for (path, want) in [
+        ("/parties/main/%FF%FE", 400),
+        ("/parties/ma%01in/r", 400),
+        (&format!("/parties/main/{}", "r".repeat(600)) as &str, 400),
+        ("/parties/main/", 404),
+        ("/elsewhere", 404),
+        ("/parties/unknown/r", 404),
+    ] {
+        assert_eq!(server.connect_status(path).await, want, "{path}");
+    }
+    let (status, body) = server.http("GET", "/parties/main/%FF", "").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("not valid UTF-8"), "{body}");
+    assert_serving(&server).await;
+}
+
+#[tokio::test]
+async fn message_flood_closes_with_1008() {
+    let server = start(
+        |c| {
+            c.gateway.messages_per_second = 5.0;
+            c.gateway.message_burst = 5.0;
+        },
+        |r| r,
+    )
+    .await;
+    let mut ws = server.connect("/parties/main/flood?_pk=f").await;
+    for i in 0..50 {
+        if futures::SinkExt::send(
+            &mut ws,
+            tokio_tungstenite::tungstenite::Message::text(format!("m{i}")),
+        )
+        .await
+        .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut ws).await, 1008);
+    assert_serving(&server).await;
+}
+
+#[tokio::test]
+async fn full_room_is_503_before_the_upgrade() {
+    let server = start(|c| c.node.max_connections_per_room = 2, |r| r).await;
+    let _a = server.connect("/parties/main/full?_pk=a").await;
+    let _b = server.connect("/parties/main/full?_pk=b").await;
+    assert_eq!(server.connect_status("/parties/main/full?_pk=c").await, 503);
+    assert_serving(&server).await;
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed_with_1013_without_holding_memory() {
+    let server = start(|c| c.gateway.send_queue_frames = 8, |r| r).await;
+    // Never reads: the kernel buffers fill, then the gateway's queue.
+    let _slow = raw_ws(&server, "/parties/main/slow?_pk=slow").await;
+    let payload = "p".repeat(60_000);
+    let mut closed = false;
+    for _ in 0..1000 {
+        server.http("POST", "/parties/main/slow", &payload).await;
+        let (_, body) = server.http("GET", "/parties/main/slow", "").await;
+        if body.contains("\"connections\":0") {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the slow consumer was never closed");
+    // Closed for its full queue (1013), not for anything else.
+    let metrics = conclave::telemetry::metrics().render();
+    let closes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("conclave_gateway_slow_consumer_closes_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(
+        closes.unwrap_or(0.0) >= 1.0,
+        "no slow-consumer close counted:\n{metrics}"
+    );
+    assert_serving(&server).await;
+}
