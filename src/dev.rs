@@ -41,6 +41,7 @@ impl DevConfig {
 pub struct DevServer {
     pub addr: SocketAddr,
     pub node: Node,
+    gateway: Gateway,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -58,12 +59,13 @@ impl DevServer {
         parties: PartyRegistry,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Self> {
+        // Installed first: components take their metric handles when they start.
+        let metrics = crate::telemetry::metrics();
         let node = Node::start(config.node.clone(), parties, store);
         let (gateway_side, node_side) =
             conclave_proto::in_process_link(conclave_proto::LINK_CAPACITY);
         node.attach_gateway(node_side);
         let gateway = Gateway::new(config.gateway.clone(), gateway_side);
-        let metrics = crate::telemetry::metrics();
         let app = Router::new()
             .route("/metrics", get(move || async move { metrics.render() }))
             .route("/healthz", get(|| async { "ok" }))
@@ -74,15 +76,28 @@ impl DevServer {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(Self { addr, node, server })
+        Ok(Self {
+            addr,
+            node,
+            gateway,
+            server,
+        })
     }
 
-    /// Serves until the server fails or the process is interrupted.
+    /// Serves until the server fails or the process gets SIGINT/SIGTERM; then closes client
+    /// sockets with 1001. Every acknowledged write is already durable.
     pub async fn wait(self) -> anyhow::Result<()> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = self.server => Ok(r??),
-            _ = tokio::signal::ctrl_c() => Ok(()),
+            r = self.server => return Ok(r??),
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
         }
+        tracing::info!("shutting down");
+        self.gateway
+            .shutdown(std::time::Duration::from_secs(2))
+            .await;
+        Ok(())
     }
 
     pub fn abort(&self) {

@@ -74,6 +74,8 @@ struct Registry {
 /// One relay link to a node.
 pub(crate) struct NodeLink {
     to_node: mpsc::Sender<GatewayEvent>,
+    /// Counted once per node event, not per frame: the fan-out loop is the hot path.
+    messages_out: metrics::Counter,
     registry: Mutex<Registry>,
     pending: Mutex<HashMap<u64, oneshot::Sender<node_event::Event>>>,
     next_id: AtomicU64,
@@ -89,6 +91,7 @@ impl NodeLink {
     pub fn start(side: GatewaySide) -> Arc<Self> {
         let link = Arc::new(Self {
             to_node: side.to_node,
+            messages_out: metrics::counter!("conclave_gateway_messages_out_total"),
             registry: Mutex::default(),
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
@@ -135,6 +138,19 @@ impl NodeLink {
         reply
     }
 
+    /// Asks every socket to close with `code`; returns how many were open.
+    pub fn close_all(&self, code: u16, reason: &str) -> usize {
+        let reg = self.registry();
+        for e in reg.sockets.values() {
+            e.close.trigger(code, reason);
+        }
+        reg.sockets.len()
+    }
+
+    pub fn socket_count(&self) -> usize {
+        self.registry().sockets.len()
+    }
+
     pub fn register(&self, socket: SocketId, entry: SocketEntry) {
         self.registry().sockets.insert(socket.0, entry);
     }
@@ -152,16 +168,20 @@ impl NodeLink {
     }
 
     /// Queues a frame for one socket; a full queue marks a slow consumer and closes it.
-    fn enqueue(entry: &SocketEntry, msg: WsMessage) {
+    /// Returns whether the frame was queued.
+    fn enqueue(entry: &SocketEntry, msg: WsMessage) -> bool {
         match entry.tx.try_send(msg) {
-            Ok(()) => metrics::counter!("conclave_gateway_messages_out_total").increment(1),
+            Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("conclave_gateway_slow_consumer_closes_total").increment(1);
+                if entry.close.requested().is_none() {
+                    metrics::counter!("conclave_gateway_slow_consumer_closes_total").increment(1);
+                }
                 entry
                     .close
                     .trigger(1013, "Send queue full: client is not reading fast enough");
+                false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }
@@ -192,7 +212,9 @@ async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<Node
                 };
                 let reg = link.registry();
                 if let Some(e) = reg.sockets.get(&s.socket) {
-                    NodeLink::enqueue(e, msg);
+                    if NodeLink::enqueue(e, msg) {
+                        link.messages_out.increment(1);
+                    }
                 }
             }
             node_event::Event::Deliver(d) => {
@@ -206,14 +228,16 @@ async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<Node
                 let Some(members) = reg.rooms.get(&room) else {
                     continue;
                 };
+                let mut queued = 0;
                 for socket in members {
                     if d.exclude.contains(socket) {
                         continue;
                     }
                     if let Some(e) = reg.sockets.get(socket) {
-                        NodeLink::enqueue(e, msg.clone());
+                        queued += NodeLink::enqueue(e, msg.clone()) as u64;
                     }
                 }
+                link.messages_out.increment(queued);
             }
             node_event::Event::CloseSocket(c) => {
                 let reg = link.registry();

@@ -38,6 +38,18 @@ impl Gateway {
         }
     }
 
+    /// Closes every client socket with 1001 (going away) and waits up to `grace` for them
+    /// to finish closing, so clients reconnect at once instead of timing out.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        if self.inner.link.close_all(1001, "Server shutting down") == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.inner.link.socket_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Serves room URLs; everything else is 404.
     pub fn router(&self) -> Router {
         Router::new()

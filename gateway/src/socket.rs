@@ -92,11 +92,13 @@ pub(crate) async fn run(
 
     let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
     let room = Some(p.room.to_wire());
+    let close_requested = close.wait();
+    tokio::pin!(close_requested);
     // What the node hears when the socket ends: (code, reason, error).
     let (code, reason, error) = loop {
         let next = tokio::select! {
             biased;
-            (code, reason) = close.wait() => break (code, reason, String::new()),
+            (code, reason) = &mut close_requested => break (code, reason, String::new()),
             next = stream.next() => next,
         };
         last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -175,10 +177,12 @@ async fn write_loop(
     let timeout = config.write_timeout;
     let mut ping =
         tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    let close_requested = close.wait();
+    tokio::pin!(close_requested);
     loop {
         tokio::select! {
             biased;
-            (code, reason) = close.wait() => {
+            (code, reason) = &mut close_requested => {
                 let frame = close_frame(code, &reason);
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
                     let _ = sink.send(WsMessage::Close(frame)).await;
@@ -188,7 +192,7 @@ async fn write_loop(
             }
             msg = rx.recv() => {
                 let Some(msg) = msg else { return };
-                let ok = tokio::time::timeout(timeout, async {
+                let write = async {
                     sink.feed(msg).await?;
                     for _ in 1..MAX_FRAMES_PER_FLUSH {
                         match rx.try_recv() {
@@ -197,7 +201,13 @@ async fn write_loop(
                         }
                     }
                     sink.flush().await
-                }).await;
+                };
+                tokio::pin!(write);
+                // Most writes complete at once; only a blocked socket pays for a timer.
+                let ok = match futures::poll!(&mut write) {
+                    std::task::Poll::Ready(r) => Ok(r),
+                    std::task::Poll::Pending => tokio::time::timeout(timeout, write).await,
+                };
                 if !matches!(ok, Ok(Ok(()))) {
                     close.trigger(1006, "write failed");
                     return;

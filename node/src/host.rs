@@ -207,9 +207,15 @@ impl HostInner {
         req: Request,
     ) -> Result<Response, FetchError> {
         let (reply, rx) = oneshot::channel();
-        self.dispatch(&key, RoomEvent::Request { req: Box::new(req), reply })
-            .await
-            .map_err(|DispatchError::UnknownParty(p)| FetchError::UnknownParty(p))?;
+        self.dispatch(
+            &key,
+            RoomEvent::Request {
+                req: Box::new(req),
+                reply,
+            },
+        )
+        .await
+        .map_err(|DispatchError::UnknownParty(p)| FetchError::UnknownParty(p))?;
         match tokio::time::timeout(self.config.fetch_timeout, rx).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) => Err(FetchError::Closed),

@@ -1,0 +1,2 @@
+pub mod hot_room;
+pub mod idle_hold;
