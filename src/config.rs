@@ -35,6 +35,9 @@ pub struct DevOpts {
     /// Frames queued per connection before it is closed as a slow consumer (1013) [default: 1024]
     #[arg(long, env = "CONCLAVE_SEND_QUEUE_FRAMES")]
     pub send_queue_frames: Option<usize>,
+    /// Bytes queued per connection before it is closed as a slow consumer (1013) [default: 4194304]
+    #[arg(long, env = "CONCLAVE_SEND_QUEUE_BYTES")]
+    pub send_queue_bytes: Option<usize>,
     /// Messages per second a connection may send, sustained; over closes with 1008 [default: 100]
     #[arg(long, env = "CONCLAVE_MESSAGES_PER_SECOND")]
     pub messages_per_second: Option<f64>,
@@ -72,6 +75,7 @@ pub struct FileConfig {
 pub struct FileLimits {
     pub max_frame_bytes: Option<usize>,
     pub send_queue_frames: Option<usize>,
+    pub send_queue_bytes: Option<usize>,
     pub messages_per_second: Option<f64>,
     pub message_burst: Option<f64>,
     pub max_connections_per_room: Option<usize>,
@@ -185,6 +189,10 @@ impl DevOpts {
             .send_queue_frames
             .or(l.send_queue_frames)
             .unwrap_or(gateway.send_queue_frames);
+        gateway.send_queue_bytes = self
+            .send_queue_bytes
+            .or(l.send_queue_bytes)
+            .unwrap_or(gateway.send_queue_bytes);
         gateway.messages_per_second = self
             .messages_per_second
             .or(l.messages_per_second)
@@ -236,6 +244,9 @@ impl DevOpts {
 fn validate(g: &GatewayConfig, n: &NodeConfig) -> anyhow::Result<()> {
     if g.max_frame_bytes < 125 {
         bail!("max_frame_bytes must be at least 125");
+    }
+    if g.send_queue_bytes < g.max_frame_bytes {
+        bail!("send_queue_bytes must be at least max_frame_bytes");
     }
     if g.send_queue_frames == 0 || g.messages_per_second <= 0.0 || g.message_burst < 1.0 {
         bail!("send_queue_frames, messages_per_second and message_burst must be positive");

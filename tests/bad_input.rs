@@ -170,9 +170,8 @@ async fn full_room_is_503_before_the_upgrade() {
     assert_serving(&server).await;
 }
 
-#[tokio::test]
-async fn slow_consumer_is_closed_with_1013_without_holding_memory() {
-    let server = start(|c| c.gateway.send_queue_frames = 8, |r| r).await;
+async fn assert_slow_consumer_closed(edit: impl FnOnce(&mut conclave::DevConfig)) {
+    let server = start(edit, |r| r).await;
     // Never reads: the kernel buffers fill, then the gateway's queue.
     let _slow = raw_ws(&server, "/parties/main/slow?_pk=slow").await;
     let payload = "p".repeat(60_000);
@@ -186,15 +185,56 @@ async fn slow_consumer_is_closed_with_1013_without_holding_memory() {
         }
     }
     assert!(closed, "the slow consumer was never closed");
-    // Closed for its full queue (1013), not for anything else.
-    let metrics = conclave::telemetry::metrics().render();
-    let closes = metrics
+    assert_serving(&server).await;
+}
+
+fn slow_consumer_closes() -> f64 {
+    conclave::telemetry::metrics()
+        .render()
         .lines()
         .find_map(|l| l.strip_prefix("conclave_gateway_slow_consumer_closes_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok());
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed_with_1013_when_its_queue_is_full() {
+    let before = slow_consumer_closes();
+    assert_slow_consumer_closed(|c| c.gateway.send_queue_frames = 8).await;
     assert!(
-        closes.unwrap_or(0.0) >= 1.0,
-        "no slow-consumer close counted:\n{metrics}"
+        slow_consumer_closes() > before,
+        "closed for something other than a full queue"
     );
-    assert_serving(&server).await;
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed_when_its_queued_bytes_reach_the_limit() {
+    let before = slow_consumer_closes();
+    assert_slow_consumer_closed(|c| {
+        c.gateway.send_queue_frames = 1_000_000;
+        c.gateway.send_queue_bytes = 256 * 1024;
+        c.gateway.max_frame_bytes = 128 * 1024;
+    })
+    .await;
+    assert!(
+        slow_consumer_closes() > before,
+        "closed for something other than a full queue"
+    );
+}
+
+#[tokio::test]
+async fn clients_that_stop_answering_pings_are_closed() {
+    let server = start(
+        |c| c.gateway.ping_interval = Duration::from_millis(200),
+        |r| r,
+    )
+    .await;
+    // A raw socket never answers pings.
+    let mut silent = raw_ws(&server, "/parties/main/keepalive?_pk=quiet").await;
+    assert_eq!(read_close_code(&mut silent).await, Some(1001));
+    // A client library answers them and stays.
+    let mut live = server.connect("/parties/main/keepalive?_pk=live").await;
+    assert!(silent_for(&mut live, 1000).await);
+    let (_, body) = server.http("GET", "/parties/main/keepalive", "").await;
+    assert!(body.contains("\"connections\":1"), "{body}");
 }

@@ -392,3 +392,47 @@ async fn on_connect_error_closes_with_1011_and_discards_the_step() {
         other => panic!("expected close 1011, got {other:?}"),
     }
 }
+
+/// Lets in only sockets that present `x-api-key: let-me-in`.
+struct Guarded;
+
+impl conclave_node::PartyFactory for Guarded {
+    fn create(&self) -> Box<dyn Party> {
+        Box::new(Caller)
+    }
+
+    fn before_connect(
+        &self,
+        req: &conclave_node::ConnectRequest<'_>,
+    ) -> Result<(), conclave_node::Rejection> {
+        match req.headers.get("x-api-key").map(|v| v.as_bytes()) {
+            Some(b"let-me-in") => Ok(()),
+            Some(_) => Err(conclave_node::Rejection::forbidden("wrong key")),
+            None => Err(conclave_node::Rejection::unauthorized("missing x-api-key")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn before_connect_hook_refuses_before_the_upgrade() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = start(|_| {}, |r| r.with_factory("guarded", Guarded)).await;
+    assert_eq!(server.connect_status("/parties/guarded/room").await, 401);
+    let with_key = |key: &'static str| {
+        let mut req = format!("ws://{}/parties/guarded/room", server.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("x-api-key", http::HeaderValue::from_static(key));
+        req
+    };
+    match tokio_tungstenite::connect_async(with_key("guess")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403)
+        }
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    assert!(tokio_tungstenite::connect_async(with_key("let-me-in"))
+        .await
+        .is_ok());
+}

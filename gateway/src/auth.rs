@@ -155,4 +155,54 @@ mod tests {
             Err(AuthError::WrongRoom)
         );
     }
+
+    // A throwaway P-256 key pair, for this test only.
+    const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg6GefV6UE/wePB0Gq
+FUcc3w9mCQf+pKAidwqT141s4Y6hRANCAAQAysZPB65rDCGKNa/sUtzhu3xLQD7E
+ak9MkZ9k/7uOBiwQlxiSTarYMKx/wDfPcHYKBrmo+xuMkWwhCSC47eDS
+-----END PRIVATE KEY-----
+";
+    const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEAMrGTweuawwhijWv7FLc4bt8S0A+
+xGpPTJGfZP+7jgYsEJcYkk2q2DCsf8A3z3B2Cga5qPsbjJFsIQkguO3g0g==
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn es256_public_key_verifies_and_checks_issuer() {
+        let auth = PartyAuth::new(
+            JwtAlgorithm::ES256,
+            EC_PUBLIC,
+            Some("issuer-a"),
+            Some("conclave"),
+        )
+        .unwrap();
+        let key = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
+        let sign = |claims: serde_json::Value| {
+            encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap()
+        };
+        let good = sign(
+            serde_json::json!({"iss": "issuer-a", "aud": "conclave", "exp": 4_000_000_000u64}),
+        );
+        assert_eq!(auth.check(Some(&good), "main", "r"), Ok(()));
+        let wrong_issuer = sign(serde_json::json!({"iss": "issuer-b", "aud": "conclave"}));
+        assert!(matches!(
+            auth.check(Some(&wrong_issuer), "main", "r"),
+            Err(AuthError::Invalid(_))
+        ));
+        // An HS256 token cannot pass as ES256.
+        let hs = token(
+            "anything",
+            serde_json::json!({"iss": "issuer-a", "aud": "conclave"}),
+        );
+        assert!(matches!(
+            auth.check(Some(&hs), "main", "r"),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            PartyAuth::new(JwtAlgorithm::ES256, "not a pem", None, None),
+            Err(AuthError::Config(_))
+        ));
+    }
 }

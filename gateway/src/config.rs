@@ -10,6 +10,8 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Frames queued per connection before it counts as a slow consumer (closed with 1013).
     pub send_queue_frames: usize,
+    /// Bytes queued per connection before it counts as a slow consumer (closed with 1013).
+    pub send_queue_bytes: usize,
     /// Sustained messages per second one connection may send (token bucket)…
     pub messages_per_second: f64,
     /// …and the burst above it. Over the limit the socket closes with 1008.
@@ -33,6 +35,7 @@ impl Default for GatewayConfig {
         Self {
             max_frame_bytes: 1024 * 1024,
             send_queue_frames: 1024,
+            send_queue_bytes: 4 * 1024 * 1024,
             messages_per_second: 100.0,
             message_burst: 200.0,
             ping_interval: Duration::from_secs(15),

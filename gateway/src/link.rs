@@ -4,7 +4,7 @@
 use conclave_proto::wire::{gateway_event, node_event, GatewayEvent, NodeEvent};
 use conclave_proto::{GatewaySide, RoomKey, SocketId};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
@@ -62,6 +62,9 @@ pub(crate) struct SocketEntry {
     pub room: RoomKey,
     pub tx: mpsc::Sender<WsMessage>,
     pub close: Arc<CloseSignal>,
+    /// Payload bytes in `tx`, decremented by the writer as it takes frames.
+    pub queued_bytes: Arc<AtomicUsize>,
+    pub max_queued_bytes: usize,
 }
 
 #[derive(Default)]
@@ -170,7 +173,17 @@ impl NodeLink {
     /// Queues a frame for one socket; a full queue marks a slow consumer and closes it.
     /// Returns whether the frame was queued.
     fn enqueue(entry: &SocketEntry, msg: WsMessage) -> bool {
-        match entry.tx.try_send(msg) {
+        let len = msg.len();
+        let before = entry.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let result = if before + len > entry.max_queued_bytes {
+            Err(mpsc::error::TrySendError::Full(msg))
+        } else {
+            entry.tx.try_send(msg)
+        };
+        if result.is_err() {
+            entry.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
+        match result {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if entry.close.requested().is_none() {

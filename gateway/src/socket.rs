@@ -12,7 +12,7 @@ use conclave_proto::wire::{gateway_event, Closed, Frame, Header, Open};
 use conclave_proto::{RoomKey, SocketId};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -58,14 +58,15 @@ pub(crate) async fn run(
     .await;
     let (tx, rx) = mpsc::channel(config.send_queue_frames);
     let close = Arc::new(CloseSignal::default());
-    link.register(
-        p.socket,
-        SocketEntry {
-            room: p.room.clone(),
-            tx,
-            close: close.clone(),
-        },
-    );
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let entry = SocketEntry {
+        room: p.room.clone(),
+        tx,
+        close: close.clone(),
+        queued_bytes: queued_bytes.clone(),
+        max_queued_bytes: config.send_queue_bytes,
+    };
+    link.register(p.socket, entry);
     metrics::gauge!("conclave_gateway_connections").increment(1.0);
     let open = Open {
         socket: p.socket.0,
@@ -84,6 +85,7 @@ pub(crate) async fn run(
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
+        queued_bytes,
         close.clone(),
         config.clone(),
         started,
@@ -169,6 +171,7 @@ type Sink =
 async fn write_loop(
     mut sink: Sink,
     mut rx: mpsc::Receiver<WsMessage>,
+    queued_bytes: Arc<AtomicUsize>,
     close: Arc<CloseSignal>,
     config: Arc<GatewayConfig>,
     started: Instant,
@@ -193,10 +196,14 @@ async fn write_loop(
             msg = rx.recv() => {
                 let Some(msg) = msg else { return };
                 let write = async {
+                    queued_bytes.fetch_sub(msg.len(), Ordering::Relaxed);
                     sink.feed(msg).await?;
                     for _ in 1..MAX_FRAMES_PER_FLUSH {
                         match rx.try_recv() {
-                            Ok(m) => sink.feed(m).await?,
+                            Ok(m) => {
+                                queued_bytes.fetch_sub(m.len(), Ordering::Relaxed);
+                                sink.feed(m).await?
+                            }
                             Err(_) => break,
                         }
                     }

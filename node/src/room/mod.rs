@@ -111,7 +111,21 @@ impl Connection {
         serde_json::from_value(v.clone()).ok()
     }
 
-    /// Attaches state to the connection (at most 16 KiB serialized).
+    /// Attaches state to the connection (at most 16 KiB serialized). It stays with the
+    /// connection while the room hibernates.
+    ///
+    /// ```
+    /// # use conclave_node::{Connection, StateError};
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Player { name: String, score: u32 }
+    ///
+    /// fn score(conn: &Connection) -> Result<u32, StateError> {
+    ///     let mut p: Player = conn.state().unwrap_or(Player { name: conn.id().into(), score: 0 });
+    ///     p.score += 1;
+    ///     conn.set_state(&p)?;
+    ///     Ok(p.score)
+    /// }
+    /// ```
     pub fn set_state<T: Serialize>(&self, state: &T) -> Result<(), StateError> {
         let v = serde_json::to_value(state).map_err(|e| StateError::Encode(e.to_string()))?;
         let len = serde_json::to_vec(&v)
@@ -225,6 +239,13 @@ impl Room {
 
     /// Sends `msg` to every connection except those whose id is in `exclude`. Fans out at
     /// the gateways: one delivery per gateway that holds members.
+    ///
+    /// ```
+    /// # use conclave_node::{Connection, Message, Room};
+    /// fn relay(room: &Room, sender: &Connection, msg: &Message) {
+    ///     room.broadcast(msg, &[sender.id()]);
+    /// }
+    /// ```
     pub fn broadcast(&self, msg: &Message, exclude: &[&str]) {
         let mut per_gateway: BTreeMap<GatewayId, Vec<u64>> = BTreeMap::new();
         {
@@ -258,6 +279,15 @@ impl Room {
     }
 
     /// Connections that carry `tag`, or all connections for `None`.
+    ///
+    /// ```
+    /// # use conclave_node::{Message, Room};
+    /// fn notify_admins(room: &Room, text: &str) {
+    ///     for conn in room.connections(Some("admin")) {
+    ///         conn.send(Message::text(text));
+    ///     }
+    /// }
+    /// ```
     pub fn connections(&self, tag: Option<&str>) -> Vec<Connection> {
         let conns = self.shared.conns();
         conns
@@ -271,8 +301,16 @@ impl Room {
         self.shared.conns().len()
     }
 
-    /// Another party's rooms, for room-to-room requests:
-    /// `room.parties("chat").get("lobby").fetch(request).await`.
+    /// Another party's rooms, for room-to-room requests.
+    ///
+    /// ```
+    /// # use conclave_node::{PartyError, Room};
+    /// async fn lobby_history(room: &Room) -> Result<bytes::Bytes, PartyError> {
+    ///     let req = http::Request::get("/parties/chat/lobby").body(bytes::Bytes::new())?;
+    ///     let resp = room.parties("chat").get("lobby").fetch(req).await?;
+    ///     Ok(resp.into_body())
+    /// }
+    /// ```
     pub fn parties(&self, party: &str) -> PartyStub<'_> {
         self.fetcher.party(party)
     }
