@@ -28,18 +28,6 @@ pub(crate) fn parse_room_path(path: &str) -> Result<RoomKey, RouteError> {
     Ok(RoomKey { party, room })
 }
 
-/// The first value of `name` in a query string, percent-decoded.
-pub(crate) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| {
-            percent_encoding::percent_decode_str(v)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,14 +45,5 @@ mod tests {
             parse_room_path("/parties/main/%FF"),
             Err(RouteError::BadName(_))
         ));
-    }
-
-    #[test]
-    fn first_pk_wins() {
-        assert_eq!(
-            query_value(Some("a=1&_pk=x%20y&_pk=z"), "_pk").as_deref(),
-            Some("x y")
-        );
-        assert_eq!(query_value(None, "_pk"), None);
     }
 }

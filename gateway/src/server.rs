@@ -1,7 +1,7 @@
 //! HTTP entry point: routes room URLs to WebSocket upgrades or HTTP forwarding.
 
 use crate::link::NodeLink;
-use crate::route::{parse_room_path, query_value, RouteError};
+use crate::route::{parse_room_path, RouteError};
 use crate::socket::{self, SocketParams};
 use crate::GatewayConfig;
 use axum::body::Body;
@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
+use conclave_proto::query_param;
 use conclave_proto::wire::{gateway_event, node_event, Admit, Header, HttpRequest};
 use conclave_proto::{GatewaySide, RoomKey, SocketId};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -120,7 +121,7 @@ async fn handle(State(gw): State<Arc<Inner>>, req: Request) -> Response {
         Err(RouteError::BadName(e)) => return plain(400, format!("Invalid room URL: {e}")),
     };
     if let Some(auth) = gw.config.auth.get(key.party.as_str()) {
-        let token = query_value(req.uri().query(), "token");
+        let token = req.uri().query().and_then(|q| query_param(q, "token"));
         let token = token.as_deref().or_else(|| bearer(req.headers()));
         if let Err(e) = auth.check(token, key.party.as_str(), key.room.as_str()) {
             debug!(room = %key, error = %e, "rejected by auth");
@@ -153,7 +154,12 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
     {
         return plain(426, "Unsupported WebSocket version (need 13)");
     }
-    let conn_id = match query_value(req.uri().query(), "_pk").filter(|s| !s.is_empty()) {
+    let conn_id = match req
+        .uri()
+        .query()
+        .and_then(|q| query_param(q, "_pk"))
+        .filter(|s| !s.is_empty())
+    {
         Some(pk) if pk.len() > gw.config.max_conn_id_bytes => {
             return plain(
                 400,

@@ -3,6 +3,7 @@
 
 mod link;
 mod names;
+mod query;
 
 /// Generated relay protocol types (`proto/relay.proto`).
 pub mod wire {
@@ -14,3 +15,4 @@ pub use link::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
 pub use names::{
     ConnId, NameError, PartyName, RoomKey, RoomName, SocketId, MAX_PARTY_LEN, MAX_ROOM_LEN,
 };
+pub use query::query_param;

@@ -41,32 +41,4 @@ pub fn json_response(status: u16, value: &serde_json::Value) -> Response {
     r
 }
 
-/// The first value of query parameter `name` in `uri`, percent-decoded.
-pub fn query_param(uri: &str, name: &str) -> Option<String> {
-    let query = uri.split_once('?')?.1;
-    let query = query.split('#').next().unwrap_or(query);
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k != name {
-            return None;
-        }
-        let v = v.replace('+', " ");
-        Some(
-            percent_encoding::percent_decode_str(&v)
-                .decode_utf8_lossy()
-                .into_owned(),
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn query_param_decodes() {
-        assert_eq!(
-            super::query_param("http://h/p?_pk=a&name=J%C3%BCrg+X", "name").as_deref(),
-            Some("Jürg X")
-        );
-        assert_eq!(super::query_param("http://h/p?_pk=a", "name"), None);
-    }
-}
+pub use conclave_proto::query_param;
