@@ -1,6 +1,7 @@
 //! Settings: command-line flags, then `CONCLAVE_*` environment variables, then the TOML
-//! file (`--config`), then defaults. `DevOpts` (clap) + `FileConfig` (TOML) resolve into
-//! the `*Config` types the roles use.
+//! file (`--config`), then defaults. Each role's clap `*Opts` plus the [`FileConfig`]
+//! resolve into the `*Config` types the roles use. Gateway and node limits are option
+//! groups shared by `dev` and the cluster roles.
 
 use crate::dev::DevConfig;
 use anyhow::{bail, Context};
@@ -10,25 +11,12 @@ use conclave_node::NodeConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Settings of `conclave dev`. Each flag also reads `CONCLAVE_<NAME>`; the TOML file
-/// gives the value when neither is set.
+/// Edge limits (gateway). Each flag also reads `CONCLAVE_<NAME>`.
 #[derive(Args, Debug, Default, Clone)]
-pub struct DevOpts {
-    /// Address to listen on [default: 127.0.0.1]
-    #[arg(long, env = "CONCLAVE_HOST")]
-    pub host: Option<IpAddr>,
-    /// Port to listen on (0 picks a free one) [default: 1999]
-    #[arg(long, env = "CONCLAVE_PORT")]
-    pub port: Option<u16>,
-    /// Directory of the embedded database [default: .conclave]
-    #[arg(long, env = "CONCLAVE_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// TOML config file: parties, auth, limits (see README "Configuration")
-    #[arg(long, env = "CONCLAVE_CONFIG")]
-    pub config: Option<PathBuf>,
+pub struct GatewayLimitOpts {
     /// Largest WebSocket message in bytes; larger closes the socket with 1009 [default: 1048576]
     #[arg(long, env = "CONCLAVE_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
@@ -44,15 +32,83 @@ pub struct DevOpts {
     /// Burst of messages above the sustained rate [default: 200]
     #[arg(long, env = "CONCLAVE_MESSAGE_BURST")]
     pub message_burst: Option<f64>,
-    /// Connections per room; more get HTTP 503 before the upgrade [default: 10000]
-    #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS_PER_ROOM")]
-    pub max_connections_per_room: Option<usize>,
     /// Keepalive ping interval in ms; clients silent for two intervals are closed [default: 15000]
     #[arg(long, env = "CONCLAVE_PING_INTERVAL_MS")]
     pub ping_interval_ms: Option<u64>,
+}
+
+/// Room runtime limits (node). Each flag also reads `CONCLAVE_<NAME>`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct NodeLimitOpts {
+    /// Connections per room; more get HTTP 503 before the upgrade [default: 10000]
+    #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS_PER_ROOM")]
+    pub max_connections_per_room: Option<usize>,
     /// Idle time in ms after which a room leaves memory (hibernates) [default: 30000]
     #[arg(long, env = "CONCLAVE_HIBERNATE_AFTER_MS")]
     pub hibernate_after_ms: Option<u64>,
+}
+
+/// Settings of `conclave dev`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct DevOpts {
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "CONCLAVE_HOST")]
+    pub host: Option<IpAddr>,
+    /// Port to listen on (0 picks a free one) [default: 1999]
+    #[arg(long, env = "CONCLAVE_PORT")]
+    pub port: Option<u16>,
+    /// Directory of the embedded database [default: .conclave]
+    #[arg(long, env = "CONCLAVE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file: parties, auth, limits (see README "Configuration")
+    #[arg(long, env = "CONCLAVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub gateway: GatewayLimitOpts,
+    #[command(flatten)]
+    pub node: NodeLimitOpts,
+}
+
+/// Settings of `conclave node`: hosts rooms, serves gateways over gRPC.
+#[derive(Args, Debug, Default, Clone)]
+pub struct NodeOpts {
+    /// This node's id, as gateways name it in their node list [default: node]
+    #[arg(long, env = "CONCLAVE_NODE_ID")]
+    pub id: Option<String>,
+    /// Address of the relay gRPC service gateways connect to (port 0 picks one) [default: 127.0.0.1:7100]
+    #[arg(long, env = "CONCLAVE_RELAY_LISTEN")]
+    pub relay_listen: Option<SocketAddr>,
+    /// Address of /metrics, /healthz and /readyz [default: 127.0.0.1:7101]
+    #[arg(long, env = "CONCLAVE_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Directory of the embedded database [default: .conclave]
+    #[arg(long, env = "CONCLAVE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file (the same file for every role of a cluster)
+    #[arg(long, env = "CONCLAVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeLimitOpts,
+}
+
+/// Settings of `conclave gateway`: the client-facing edge in front of nodes.
+#[derive(Args, Debug, Default, Clone)]
+pub struct GatewayOpts {
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "CONCLAVE_HOST")]
+    pub host: Option<IpAddr>,
+    /// Port to listen on (0 picks a free one) [default: 1999]
+    #[arg(long, env = "CONCLAVE_PORT")]
+    pub port: Option<u16>,
+    /// Nodes as id=http://host:port, comma separated; rooms are spread over them by
+    /// consistent hashing (also `[nodes]` in the TOML file)
+    #[arg(long, env = "CONCLAVE_NODES", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// TOML config file (the same file for every role of a cluster)
+    #[arg(long, env = "CONCLAVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub gateway: GatewayLimitOpts,
 }
 
 /// The TOML file.
@@ -68,6 +124,9 @@ pub struct FileConfig {
     /// (`main` = relay, `chat`, `presence`, `counter`).
     #[serde(default)]
     pub parties: BTreeMap<String, FileParty>,
+    /// Node id → relay address, for gateways.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -107,10 +166,31 @@ pub struct FileAuth {
 }
 
 impl FileConfig {
-    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    fn load_opt(path: Option<&PathBuf>) -> anyhow::Result<Self> {
+        path.map_or_else(|| Ok(Self::default()), |p| Self::load(p))
+    }
+
+    /// The party table: defaults, then the file's entries, each checked.
+    pub fn parties(&self) -> anyhow::Result<BTreeMap<String, FileParty>> {
+        let mut parties = default_parties();
+        parties.extend(self.parties.clone());
+        for (name, p) in &parties {
+            conclave_proto::PartyName::new(name).with_context(|| format!("party name {name:?}"))?;
+            if !conclave_node::parties::BUILTIN_KINDS.contains(&p.kind.as_str()) {
+                bail!(
+                    "party {name}: unknown kind {:?} (built-in kinds: {:?})",
+                    p.kind,
+                    conclave_node::parties::BUILTIN_KINDS
+                );
+            }
+        }
+        Ok(parties)
     }
 }
 
@@ -161,103 +241,183 @@ fn party_auth(name: &str, a: &FileAuth) -> anyhow::Result<PartyAuth> {
     .with_context(|| format!("party {name}"))
 }
 
+impl GatewayLimitOpts {
+    /// The gateway's settings, with per-party auth from the file.
+    pub fn resolve(&self, file: &FileConfig) -> anyhow::Result<GatewayConfig> {
+        let l = &file.limits;
+        let d = GatewayConfig::default();
+        let mut g = GatewayConfig {
+            max_frame_bytes: self
+                .max_frame_bytes
+                .or(l.max_frame_bytes)
+                .unwrap_or(d.max_frame_bytes),
+            send_queue_frames: self
+                .send_queue_frames
+                .or(l.send_queue_frames)
+                .unwrap_or(d.send_queue_frames),
+            send_queue_bytes: self
+                .send_queue_bytes
+                .or(l.send_queue_bytes)
+                .unwrap_or(d.send_queue_bytes),
+            messages_per_second: self
+                .messages_per_second
+                .or(l.messages_per_second)
+                .unwrap_or(d.messages_per_second),
+            message_burst: self
+                .message_burst
+                .or(l.message_burst)
+                .unwrap_or(d.message_burst),
+            ping_interval: self
+                .ping_interval_ms
+                .or(l.ping_interval_ms)
+                .map_or(d.ping_interval, Duration::from_millis),
+            max_http_body_bytes: l.max_http_body_bytes.unwrap_or(d.max_http_body_bytes),
+            ..d
+        };
+        for (name, p) in file.parties()? {
+            if let Some(a) = &p.auth {
+                g.auth.insert(name.clone(), party_auth(&name, a)?);
+            }
+        }
+        if g.max_frame_bytes < 125 {
+            bail!("max_frame_bytes must be at least 125");
+        }
+        if g.send_queue_bytes < g.max_frame_bytes {
+            bail!("send_queue_bytes must be at least max_frame_bytes");
+        }
+        if g.send_queue_frames == 0 || g.messages_per_second <= 0.0 || g.message_burst < 1.0 {
+            bail!("send_queue_frames, messages_per_second and message_burst must be positive");
+        }
+        if g.ping_interval < Duration::from_millis(100) {
+            bail!("ping_interval_ms must be at least 100");
+        }
+        Ok(g)
+    }
+}
+
+impl NodeLimitOpts {
+    pub fn resolve(&self, file: &FileConfig) -> anyhow::Result<NodeConfig> {
+        let l = &file.limits;
+        let d = NodeConfig::default();
+        let n = NodeConfig {
+            max_connections_per_room: self
+                .max_connections_per_room
+                .or(l.max_connections_per_room)
+                .unwrap_or(d.max_connections_per_room),
+            hibernate_after: self
+                .hibernate_after_ms
+                .or(l.hibernate_after_ms)
+                .map_or(d.hibernate_after, Duration::from_millis),
+            ..d
+        };
+        if n.max_connections_per_room == 0 {
+            bail!("max_connections_per_room must be positive");
+        }
+        Ok(n)
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".conclave")
+}
+
 impl DevOpts {
     /// Resolves flags/env over the TOML file over defaults.
     pub fn resolve(&self) -> anyhow::Result<DevConfig> {
-        let file = match &self.config {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
-        };
-        let l = &file.limits;
+        let file = FileConfig::load_opt(self.config.as_ref())?;
         let host = self
             .host
             .or(file.host)
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let port = self.port.or(file.port).unwrap_or(1999);
-        let data_dir = self
-            .data_dir
-            .clone()
-            .or(file.data_dir.clone())
-            .unwrap_or_else(|| PathBuf::from(".conclave"));
-
-        let mut gateway = GatewayConfig::default();
-        gateway.max_frame_bytes = self
-            .max_frame_bytes
-            .or(l.max_frame_bytes)
-            .unwrap_or(gateway.max_frame_bytes);
-        gateway.send_queue_frames = self
-            .send_queue_frames
-            .or(l.send_queue_frames)
-            .unwrap_or(gateway.send_queue_frames);
-        gateway.send_queue_bytes = self
-            .send_queue_bytes
-            .or(l.send_queue_bytes)
-            .unwrap_or(gateway.send_queue_bytes);
-        gateway.messages_per_second = self
-            .messages_per_second
-            .or(l.messages_per_second)
-            .unwrap_or(gateway.messages_per_second);
-        gateway.message_burst = self
-            .message_burst
-            .or(l.message_burst)
-            .unwrap_or(gateway.message_burst);
-        if let Some(ms) = self.ping_interval_ms.or(l.ping_interval_ms) {
-            gateway.ping_interval = Duration::from_millis(ms);
-        }
-        gateway.max_http_body_bytes = l.max_http_body_bytes.unwrap_or(gateway.max_http_body_bytes);
-
-        let mut node = NodeConfig::default();
-        node.max_connections_per_room = self
-            .max_connections_per_room
-            .or(l.max_connections_per_room)
-            .unwrap_or(node.max_connections_per_room);
-        if let Some(ms) = self.hibernate_after_ms.or(l.hibernate_after_ms) {
-            node.hibernate_after = Duration::from_millis(ms);
-        }
-
-        let mut parties = default_parties();
-        parties.extend(file.parties);
-        for (name, p) in &parties {
-            conclave_proto::PartyName::new(name).with_context(|| format!("party name {name:?}"))?;
-            if !conclave_node::parties::BUILTIN_KINDS.contains(&p.kind.as_str()) {
-                bail!(
-                    "party {name}: unknown kind {:?} (built-in kinds: {:?})",
-                    p.kind,
-                    conclave_node::parties::BUILTIN_KINDS
-                );
-            }
-            if let Some(a) = &p.auth {
-                gateway.auth.insert(name.clone(), party_auth(name, a)?);
-            }
-        }
-        validate(&gateway, &node)?;
         Ok(DevConfig {
             listen: SocketAddr::new(host, port),
-            data_dir,
-            gateway,
-            node,
-            parties,
+            data_dir: self
+                .data_dir
+                .clone()
+                .or(file.data_dir.clone())
+                .unwrap_or_else(default_data_dir),
+            gateway: self.gateway.resolve(&file)?,
+            node: self.node.resolve(&file)?,
+            parties: file.parties()?,
         })
     }
 }
 
-fn validate(g: &GatewayConfig, n: &NodeConfig) -> anyhow::Result<()> {
-    if g.max_frame_bytes < 125 {
-        bail!("max_frame_bytes must be at least 125");
+/// What `conclave node` runs with.
+#[derive(Clone, Debug)]
+pub struct NodeRoleConfig {
+    pub id: String,
+    pub relay_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub node: NodeConfig,
+    pub parties: BTreeMap<String, FileParty>,
+}
+
+impl NodeOpts {
+    pub fn resolve(&self) -> anyhow::Result<NodeRoleConfig> {
+        let file = FileConfig::load_opt(self.config.as_ref())?;
+        Ok(NodeRoleConfig {
+            id: self.id.clone().unwrap_or_else(|| "node".into()),
+            relay_listen: self
+                .relay_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7100))),
+            http_listen: self
+                .http_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7101))),
+            data_dir: self
+                .data_dir
+                .clone()
+                .or(file.data_dir.clone())
+                .unwrap_or_else(default_data_dir),
+            node: self.node.resolve(&file)?,
+            parties: file.parties()?,
+        })
     }
-    if g.send_queue_bytes < g.max_frame_bytes {
-        bail!("send_queue_bytes must be at least max_frame_bytes");
+}
+
+/// What `conclave gateway` runs with.
+#[derive(Clone, Debug)]
+pub struct GatewayRoleConfig {
+    pub listen: SocketAddr,
+    pub gateway: GatewayConfig,
+    /// Node id → relay URL.
+    pub nodes: BTreeMap<String, String>,
+}
+
+impl GatewayOpts {
+    pub fn resolve(&self) -> anyhow::Result<GatewayRoleConfig> {
+        let file = FileConfig::load_opt(self.config.as_ref())?;
+        let host = self
+            .host
+            .or(file.host)
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let port = self.port.or(file.port).unwrap_or(1999);
+        let mut nodes = BTreeMap::new();
+        for spec in &self.nodes {
+            let (id, url) = spec
+                .split_once('=')
+                .with_context(|| format!("--nodes entry {spec:?} is not id=url"))?;
+            nodes.insert(id.trim().to_string(), url.trim().to_string());
+        }
+        if nodes.is_empty() {
+            nodes = file.nodes.clone();
+        }
+        if nodes.is_empty() {
+            bail!("a gateway needs at least one node: --nodes id=http://host:port,… or [nodes] in the config");
+        }
+        for (id, url) in &nodes {
+            if !url.starts_with("http://") {
+                bail!("node {id}: address {url:?} must start with http://");
+            }
+        }
+        Ok(GatewayRoleConfig {
+            listen: SocketAddr::new(host, port),
+            gateway: self.gateway.resolve(&file)?,
+            nodes,
+        })
     }
-    if g.send_queue_frames == 0 || g.messages_per_second <= 0.0 || g.message_burst < 1.0 {
-        bail!("send_queue_frames, messages_per_second and message_burst must be positive");
-    }
-    if g.ping_interval < Duration::from_millis(100) {
-        bail!("ping_interval_ms must be at least 100");
-    }
-    if n.max_connections_per_room == 0 {
-        bail!("max_connections_per_room must be positive");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -275,7 +435,10 @@ mod tests {
         .unwrap();
         let opts = DevOpts {
             config: Some(path),
-            max_frame_bytes: Some(2048),
+            gateway: GatewayLimitOpts {
+                max_frame_bytes: Some(2048),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let c = opts.resolve().unwrap();

@@ -2,8 +2,6 @@
 //! (the same events a cluster sends over gRPC), with the embedded redb store.
 
 use crate::config::FileParty;
-use axum::routing::get;
-use axum::Router;
 use conclave_gateway::{Gateway, GatewayConfig};
 use conclave_node::storage::{RedbStore, Store};
 use conclave_node::{Node, NodeConfig, PartyRegistry};
@@ -25,16 +23,19 @@ pub struct DevConfig {
 impl DevConfig {
     /// The built-in parties named in the config.
     pub fn registry(&self) -> PartyRegistry {
-        self.parties
-            .iter()
-            .fold(
-                PartyRegistry::new(),
-                |reg, (name, p)| match conclave_node::parties::builtin(&p.kind) {
-                    Some(factory) => reg.with_boxed_factory(name, factory),
-                    None => reg,
-                },
-            )
+        registry_for(&self.parties)
     }
+}
+
+/// A registry serving each configured party with its built-in kind.
+pub fn registry_for(parties: &BTreeMap<String, FileParty>) -> PartyRegistry {
+    parties.iter().fold(
+        PartyRegistry::new(),
+        |reg, (name, p)| match conclave_node::parties::builtin(&p.kind) {
+            Some(factory) => reg.with_boxed_factory(name, factory),
+            None => reg,
+        },
+    )
 }
 
 /// A running single-process server.
@@ -60,17 +61,13 @@ impl DevServer {
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Self> {
         // Installed first: components take their metric handles when they start.
-        let metrics = crate::telemetry::metrics();
+        crate::telemetry::metrics();
         let node = Node::start(config.node.clone(), parties, store);
         let (gateway_side, node_side) =
             conclave_proto::in_process_link(conclave_proto::LINK_CAPACITY);
         node.attach_gateway(node_side);
         let gateway = Gateway::new(config.gateway.clone(), gateway_side);
-        let app = Router::new()
-            .route("/metrics", get(move || async move { metrics.render() }))
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ok" }))
-            .merge(gateway.router());
+        let app = crate::telemetry::ops_router().merge(gateway.router());
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -87,11 +84,9 @@ impl DevServer {
     /// Serves until the server fails or the process gets SIGINT/SIGTERM; then closes client
     /// sockets with 1001. Every acknowledged write is already durable.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             r = self.server => return Ok(r??),
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = crate::roles::shutdown_signal() => {}
         }
         tracing::info!("shutting down");
         self.gateway

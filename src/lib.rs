@@ -3,7 +3,8 @@
 
 pub mod config;
 pub mod dev;
+pub mod roles;
 pub mod telemetry;
 
-pub use config::{DevOpts, FileConfig};
+pub use config::{DevOpts, FileConfig, GatewayOpts, NodeOpts};
 pub use dev::{DevConfig, DevServer};

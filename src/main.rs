@@ -21,6 +21,10 @@ struct Cli {
 enum Command {
     /// Gateway, node and embedded storage in one process (like `partykit dev`)
     Dev(DevOpts),
+    /// Host rooms and their storage; gateways reach this node over gRPC
+    Node(conclave::NodeOpts),
+    /// Client-facing WebSocket/HTTP edge in front of nodes
+    Gateway(conclave::GatewayOpts),
     /// Drive a PartySocket-compatible server with a load scenario
     Loadtest(conclave_loadtest::LoadtestOpts),
 }
@@ -49,6 +53,8 @@ async fn main() -> anyhow::Result<()> {
             }
             server.wait().await
         }
+        Command::Node(opts) => conclave::roles::run_node(opts.resolve()?).await,
+        Command::Gateway(opts) => conclave::roles::run_gateway(opts.resolve()?).await,
         Command::Loadtest(opts) => conclave_loadtest::run(opts).await,
     }
 }

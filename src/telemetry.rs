@@ -1,5 +1,7 @@
 //! Logs (`tracing`, `RUST_LOG`) and the Prometheus recorder behind `/metrics`.
 
+use axum::routing::get;
+use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -27,4 +29,13 @@ pub fn metrics() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+/// `/metrics`, `/healthz` (the process is up) and `/readyz` (it serves), on every role.
+pub fn ops_router() -> Router {
+    let handle = metrics();
+    Router::new()
+        .route("/metrics", get(move || async move { handle.render() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
 }

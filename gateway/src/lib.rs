@@ -9,10 +9,12 @@ mod auth;
 mod config;
 mod limits;
 mod link;
+mod nodes;
 mod route;
 mod server;
 mod socket;
 
 pub use auth::{AuthError, JwtAlgorithm, PartyAuth};
 pub use config::GatewayConfig;
+pub use nodes::{GrpcNodes, NodeConnector};
 pub use server::Gateway;

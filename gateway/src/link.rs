@@ -4,7 +4,7 @@
 use conclave_proto::wire::{gateway_event, node_event, GatewayEvent, NodeEvent};
 use conclave_proto::{GatewaySide, RoomKey, SocketId};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
@@ -82,6 +82,8 @@ pub(crate) struct NodeLink {
     registry: Mutex<Registry>,
     pending: Mutex<HashMap<u64, oneshot::Sender<node_event::Event>>>,
     next_id: AtomicU64,
+    /// Cleared when the node's side of the link ends.
+    alive: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,7 @@ impl NodeLink {
             registry: Mutex::default(),
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
+            alive: AtomicBool::new(true),
         });
         tokio::spawn(run_node_events(link.clone(), side.from_node));
         link
@@ -105,6 +108,10 @@ impl NodeLink {
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
     }
 
     pub fn next_id(&self) -> u64 {
@@ -261,6 +268,11 @@ async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<Node
         }
     }
     // The node is gone: close every socket so clients reconnect (1012: service restart).
+    link.alive.store(false, Ordering::Release);
+    link.pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
     let reg = link.registry();
     for e in reg.sockets.values() {
         e.close.trigger(1012, "Node unavailable");

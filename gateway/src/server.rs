@@ -1,6 +1,6 @@
 //! HTTP entry point: routes room URLs to WebSocket upgrades or HTTP forwarding.
 
-use crate::link::NodeLink;
+use crate::nodes::{NodeConnector, NodeSet};
 use crate::route::{parse_room_path, RouteError};
 use crate::socket::{self, SocketParams};
 use crate::GatewayConfig;
@@ -11,14 +11,14 @@ use axum::Router;
 use bytes::Bytes;
 use conclave_proto::query_param;
 use conclave_proto::wire::{gateway_event, node_event, Admit, Header, HttpRequest};
-use conclave_proto::{GatewaySide, RoomKey, SocketId};
+use conclave_proto::{GatewaySide, Ring, RoomKey, SocketId};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{debug, warn};
 
-/// A gateway in front of one node link (`conclave dev`; cluster routing arrives with the
-/// placement ring).
+/// The WebSocket/HTTP edge. Each room is served by the node that owns it on the gateway's
+/// ring; a socket stays on that node's relay link for its lifetime.
 #[derive(Clone)]
 pub struct Gateway {
     inner: Arc<Inner>,
@@ -26,15 +26,25 @@ pub struct Gateway {
 
 struct Inner {
     config: Arc<GatewayConfig>,
-    link: Arc<NodeLink>,
+    nodes: NodeSet,
 }
 
 impl Gateway {
+    /// A gateway in front of one node in the same process (`conclave dev`).
     pub fn new(config: GatewayConfig, node: GatewaySide) -> Self {
+        Self::build(config, NodeSet::single(node))
+    }
+
+    /// A gateway in front of the nodes of `ring`, reached through `connector`.
+    pub fn with_nodes(config: GatewayConfig, ring: Ring, connector: impl NodeConnector) -> Self {
+        Self::build(config, NodeSet::new(ring, Box::new(connector)))
+    }
+
+    fn build(config: GatewayConfig, nodes: NodeSet) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config: Arc::new(config),
-                link: NodeLink::start(node),
+                nodes,
             }),
         }
     }
@@ -42,11 +52,16 @@ impl Gateway {
     /// Closes every client socket with 1001 (going away) and waits up to `grace` for them
     /// to finish closing, so clients reconnect at once instead of timing out.
     pub async fn shutdown(&self, grace: std::time::Duration) {
-        if self.inner.link.close_all(1001, "Server shutting down") == 0 {
+        let links = self.inner.nodes.all();
+        let open: usize = links
+            .iter()
+            .map(|l| l.close_all(1001, "Server shutting down"))
+            .sum();
+        if open == 0 {
             return;
         }
         let deadline = tokio::time::Instant::now() + grace;
-        while self.inner.link.socket_count() > 0 && tokio::time::Instant::now() < deadline {
+        while links.iter().any(|l| l.socket_count() > 0) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -169,9 +184,12 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
         Some(pk) => pk,
         None => uuid::Uuid::new_v4().to_string(),
     };
+    let Ok(link) = gw.nodes.link_for(&key).await else {
+        return plain(503, "The room's node is unavailable");
+    };
     let uri = room_uri(&req);
     let headers = wire_headers(req.headers());
-    let request_id = gw.link.next_id();
+    let request_id = link.next_id();
     let admit = Admit {
         request_id,
         room: Some(key.to_wire()),
@@ -181,7 +199,7 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
     };
     let reply = tokio::time::timeout(
         gw.config.node_timeout,
-        gw.link.call(request_id, gateway_event::Event::Admit(admit)),
+        link.call(request_id, gateway_event::Event::Admit(admit)),
     )
     .await;
     match reply {
@@ -199,7 +217,7 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
         .and_then(|p| HeaderValue::from_str(p).ok());
 
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let socket = SocketId(gw.link.next_id());
+    let socket = SocketId(link.next_id());
     let params = SocketParams {
         socket,
         room: key,
@@ -207,7 +225,7 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
         uri,
         headers,
     };
-    let (config, link) = (gw.config.clone(), gw.link.clone());
+    let config = gw.config.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => socket::run(config, link, upgraded, params).await,
@@ -242,7 +260,10 @@ async fn forward_http(gw: Arc<Inner>, key: RoomKey, req: Request) -> Response {
             )
         }
     };
-    let request_id = gw.link.next_id();
+    let Ok(link) = gw.nodes.link_for(&key).await else {
+        return plain(503, "The room's node is unavailable");
+    };
+    let request_id = link.next_id();
     let request = HttpRequest {
         request_id,
         room: Some(key.to_wire()),
@@ -253,8 +274,7 @@ async fn forward_http(gw: Arc<Inner>, key: RoomKey, req: Request) -> Response {
     };
     let reply = tokio::time::timeout(
         gw.config.node_timeout,
-        gw.link
-            .call(request_id, gateway_event::Event::HttpRequest(request)),
+        link.call(request_id, gateway_event::Event::HttpRequest(request)),
     )
     .await;
     let r = match reply {

@@ -3,7 +3,7 @@
 use crate::alarms;
 use crate::host::{GatewayId, HostInner};
 use crate::party::{ConnectRequest, Message, PartyRegistry};
-use crate::room::RoomEvent;
+use crate::room::{Peer, RoomEvent};
 use crate::storage::Store;
 use crate::NodeConfig;
 use bytes::Bytes;
@@ -107,8 +107,10 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                 };
                 sockets.insert(o.socket, key.clone());
                 let event = RoomEvent::Open {
-                    socket: SocketId(o.socket),
-                    gateway,
+                    peer: Peer {
+                        gateway,
+                        socket: SocketId(o.socket),
+                    },
                     conn_id: ConnId::new(&o.conn_id),
                     uri: Arc::from(o.uri.as_str()),
                 };
@@ -132,7 +134,10 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                     .dispatch(
                         key,
                         RoomEvent::Frame {
-                            socket: SocketId(f.socket),
+                            peer: Peer {
+                                gateway,
+                                socket: SocketId(f.socket),
+                            },
                             msg,
                         },
                     )
@@ -144,7 +149,10 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                 };
                 let error = (!c.error.is_empty()).then_some(c.error);
                 let event = RoomEvent::Closed {
-                    socket: SocketId(c.socket),
+                    peer: Peer {
+                        gateway,
+                        socket: SocketId(c.socket),
+                    },
                     code: c.code as u16,
                     reason: c.reason,
                     error,
@@ -189,7 +197,10 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
     host.links.remove(gateway);
     for (socket, key) in sockets {
         let event = RoomEvent::Closed {
-            socket: SocketId(socket),
+            peer: Peer {
+                gateway,
+                socket: SocketId(socket),
+            },
             code: 1006,
             reason: String::new(),
             error: Some("gateway link lost".into()),

@@ -1,11 +1,8 @@
 //! Placement: which node owns which room.
 //!
-//! A [`Ring`] is a consistent-hash ring with virtual nodes. Any two processes holding the
-//! same ring version compute the same owner for every room, across builds and CPUs
-//! (hashring's SipHash-2-4 with fixed keys; pinned by the test vector below). The
-//! placement service that publishes versioned rings from Redis liveness arrives with
-//! cluster mode; `conclave dev` uses a one-node ring.
+//! The ring itself ([`Ring`]) lives in `conclave-proto`, because gateways and nodes compute
+//! owners from it on their hot paths. This crate will hold the placement service that
+//! watches node liveness in Redis and publishes versioned rings; until then a cluster runs
+//! on a static ring built from the configured node list.
 
-mod ring;
-
-pub use ring::{Ring, RingVersion, VNODES_PER_NODE};
+pub use conclave_proto::{Ring, RingVersion, VNODES_PER_NODE};

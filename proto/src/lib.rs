@@ -1,9 +1,11 @@
 //! What gateways and nodes share: the relay wire types, the typed ids, and the link that
 //! carries relay events (in-process channels in `conclave dev`, a gRPC stream in a cluster).
 
+pub mod grpc;
 mod link;
 mod names;
 mod query;
+mod ring;
 
 /// Generated relay protocol types (`proto/relay.proto`).
 pub mod wire {
@@ -16,3 +18,4 @@ pub use names::{
     ConnId, NameError, PartyName, RoomKey, RoomName, SocketId, MAX_PARTY_LEN, MAX_ROOM_LEN,
 };
 pub use query::query_param;
+pub use ring::{Ring, RingVersion, VNODES_PER_NODE};

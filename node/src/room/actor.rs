@@ -6,12 +6,12 @@
 //! `on_start` and storage. An idle room drops its party instance (hibernation) but keeps its
 //! connection table; with no connections left, the actor retires entirely.
 
-use super::{text_response, truncate_reason, ConnEntry, Connection, Room};
-use crate::host::{GatewayId, HostInner};
+use super::{text_response, truncate_reason, ConnEntry, Connection, Peer, Room};
+use crate::host::HostInner;
 use crate::party::{Message, Party, PartyError, PartyFactory, Request, Response};
 use crate::time::now_ms;
 use conclave_proto::wire::{node_event, Accepted, CloseSocket};
-use conclave_proto::{ConnId, RoomKey, SocketId};
+use conclave_proto::{ConnId, RoomKey};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -22,17 +22,16 @@ pub const MAX_ALARM_RETRIES: u32 = 6;
 
 pub(crate) enum RoomEvent {
     Open {
-        socket: SocketId,
-        gateway: GatewayId,
+        peer: Peer,
         conn_id: ConnId,
         uri: Arc<str>,
     },
     Frame {
-        socket: SocketId,
+        peer: Peer,
         msg: Message,
     },
     Closed {
-        socket: SocketId,
+        peer: Peer,
         code: u16,
         reason: String,
         error: Option<String>,
@@ -167,14 +166,9 @@ impl RoomActor {
 
     async fn handle(&mut self, event: RoomEvent) {
         match event {
-            RoomEvent::Open {
-                socket,
-                gateway,
-                conn_id,
-                uri,
-            } => self.open(socket, gateway, conn_id, uri).await,
-            RoomEvent::Frame { socket, msg } => {
-                let Some(conn) = self.conn(socket) else {
+            RoomEvent::Open { peer, conn_id, uri } => self.open(peer, conn_id, uri).await,
+            RoomEvent::Frame { peer, msg } => {
+                let Some(conn) = self.conn(peer) else {
                     return;
                 };
                 if let Err(e) = self.ensure_started().await {
@@ -189,12 +183,12 @@ impl RoomActor {
                 }
             }
             RoomEvent::Closed {
-                socket,
+                peer,
                 code,
                 reason,
                 error,
             } => {
-                let entry = self.room.shared().conns().remove(socket);
+                let entry = self.room.shared().conns().remove(peer);
                 self.host
                     .conn_count(self.room.key())
                     .fetch_sub(entry.is_some() as usize, Ordering::Relaxed);
@@ -236,19 +230,19 @@ impl RoomActor {
         }
     }
 
-    fn conn(&self, socket: SocketId) -> Option<Connection> {
+    fn conn(&self, peer: Peer) -> Option<Connection> {
         let conns = self.room.shared().conns();
         conns
-            .get(socket)
+            .get(peer)
             .map(|e| Connection::from_entry(e, self.room.shared()))
     }
 
-    async fn open(&mut self, socket: SocketId, gateway: GatewayId, conn_id: ConnId, uri: Arc<str>) {
+    async fn open(&mut self, peer: Peer, conn_id: ConnId, uri: Arc<str>) {
         let tags: Arc<[String]> = Arc::from(vec![conn_id.to_string()]);
         let entry = ConnEntry {
             id: conn_id.clone(),
-            socket,
-            gateway,
+            socket: peer.socket,
+            gateway: peer.gateway,
             uri,
             tags,
             state: None,
@@ -273,11 +267,11 @@ impl RoomActor {
             self.closed(old_conn, 1000, "replaced", None).await;
         }
         if let Err(e) = self.ensure_started().await {
-            self.reject_open(socket, gateway, &format!("Room failed to start: {e}"))
+            self.reject_open(peer, &format!("Room failed to start: {e}"))
                 .await;
             return;
         }
-        let Some(conn) = self.conn(socket) else {
+        let Some(conn) = self.conn(peer) else {
             return;
         };
         let extra = self
@@ -292,26 +286,29 @@ impl RoomActor {
                 .filter(|t| !t.is_empty() && t.len() <= 256)
                 .take(9),
         );
-        self.room.shared().conns().set_tags(socket, Arc::from(tags));
-        let Some(conn) = self.conn(socket) else {
+        self.room.shared().conns().set_tags(peer, Arc::from(tags));
+        let Some(conn) = self.conn(peer) else {
             return;
         };
         self.room.shared().push(
-            gateway,
-            node_event::Event::Accepted(Accepted { socket: socket.0 }),
+            peer.gateway,
+            node_event::Event::Accepted(Accepted {
+                socket: peer.socket.0,
+            }),
         );
         let mut p = self.take_party();
         let r = p.on_connect(&mut self.room, &conn).await;
         self.party = Some(p);
         if let Err(e) = self.finish(r).await {
             warn!(conn = %conn_id, error = %e, "on_connect failed; closing with 1011");
-            self.reject_open(socket, gateway, &e.to_string()).await;
+            self.reject_open(peer, &e.to_string()).await;
         }
     }
 
     /// Accept-then-close with 1011, as PartyKit does when `onConnect` throws.
-    async fn reject_open(&mut self, socket: SocketId, gateway: GatewayId, why: &str) {
-        if self.room.shared().conns().remove(socket).is_some() {
+    async fn reject_open(&mut self, peer: Peer, why: &str) {
+        let Peer { gateway, socket } = peer;
+        if self.room.shared().conns().remove(peer).is_some() {
             self.host
                 .conn_count(self.room.key())
                 .fetch_sub(1, Ordering::Relaxed);

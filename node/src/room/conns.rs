@@ -6,6 +6,14 @@ use conclave_proto::{ConnId, SocketId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// A socket as the node knows it. Socket ids are unique per gateway, so the pair is
+/// unique on the node.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Peer {
+    pub gateway: GatewayId,
+    pub socket: SocketId,
+}
+
 pub(crate) struct ConnEntry {
     pub id: ConnId,
     pub socket: SocketId,
@@ -15,10 +23,19 @@ pub(crate) struct ConnEntry {
     pub state: Option<serde_json::Value>,
 }
 
+impl ConnEntry {
+    pub fn peer(&self) -> Peer {
+        Peer {
+            gateway: self.gateway,
+            socket: self.socket,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct ConnTable {
-    by_socket: HashMap<SocketId, ConnEntry>,
-    by_id: HashMap<ConnId, SocketId>,
+    by_peer: HashMap<Peer, ConnEntry>,
+    by_id: HashMap<ConnId, Peer>,
 }
 
 impl ConnTable {
@@ -27,45 +44,45 @@ impl ConnTable {
     pub fn insert(&mut self, entry: ConnEntry) -> Option<ConnEntry> {
         let replaced = self
             .by_id
-            .insert(entry.id.clone(), entry.socket)
-            .and_then(|old| self.by_socket.remove(&old));
-        self.by_socket.insert(entry.socket, entry);
+            .insert(entry.id.clone(), entry.peer())
+            .and_then(|old| self.by_peer.remove(&old));
+        self.by_peer.insert(entry.peer(), entry);
         replaced
     }
 
-    pub fn remove(&mut self, socket: SocketId) -> Option<ConnEntry> {
-        let e = self.by_socket.remove(&socket)?;
-        if self.by_id.get(&e.id) == Some(&socket) {
+    pub fn remove(&mut self, peer: Peer) -> Option<ConnEntry> {
+        let e = self.by_peer.remove(&peer)?;
+        if self.by_id.get(&e.id) == Some(&peer) {
             self.by_id.remove(&e.id);
         }
         Some(e)
     }
 
-    pub fn get(&self, socket: SocketId) -> Option<&ConnEntry> {
-        self.by_socket.get(&socket)
+    pub fn get(&self, peer: Peer) -> Option<&ConnEntry> {
+        self.by_peer.get(&peer)
     }
 
-    pub fn get_mut(&mut self, socket: SocketId) -> Option<&mut ConnEntry> {
-        self.by_socket.get_mut(&socket)
+    pub fn get_mut(&mut self, peer: Peer) -> Option<&mut ConnEntry> {
+        self.by_peer.get_mut(&peer)
     }
 
     pub fn by_id(&self, id: &str) -> Option<&ConnEntry> {
         self.by_id
             .get(&ConnId::new(id))
-            .and_then(|s| self.by_socket.get(s))
+            .and_then(|s| self.by_peer.get(s))
     }
 
-    pub fn set_tags(&mut self, socket: SocketId, tags: Arc<[String]>) {
-        if let Some(e) = self.by_socket.get_mut(&socket) {
+    pub fn set_tags(&mut self, peer: Peer, tags: Arc<[String]>) {
+        if let Some(e) = self.by_peer.get_mut(&peer) {
             e.tags = tags;
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ConnEntry> {
-        self.by_socket.values()
+        self.by_peer.values()
     }
 
     pub fn len(&self) -> usize {
-        self.by_socket.len()
+        self.by_peer.len()
     }
 }

@@ -8,7 +8,7 @@ mod conns;
 mod fetch;
 
 pub(crate) use actor::{spawn_room, AlarmOutcome, RoomEvent};
-pub(crate) use conns::{ConnEntry, ConnTable};
+pub(crate) use conns::{ConnEntry, ConnTable, Peer};
 pub use fetch::{FetchError, PartyStub, RoomFetcher, RoomStub};
 
 use crate::host::{GatewayId, Links};
@@ -89,6 +89,13 @@ impl Connection {
         }
     }
 
+    fn peer(&self) -> Peer {
+        Peer {
+            gateway: self.gateway,
+            socket: self.socket,
+        }
+    }
+
     /// The connection id: the client's `_pk`, else a generated UUID.
     pub fn id(&self) -> &str {
         self.id.as_str()
@@ -107,7 +114,7 @@ impl Connection {
     /// The state last stored with `set_state`, decoded. It survives hibernation.
     pub fn state<T: DeserializeOwned>(&self) -> Option<T> {
         let conns = self.shared.conns();
-        let v = conns.get(self.socket)?.state.as_ref()?;
+        let v = conns.get(self.peer())?.state.as_ref()?;
         serde_json::from_value(v.clone()).ok()
     }
 
@@ -138,7 +145,7 @@ impl Connection {
             });
         }
         let mut conns = self.shared.conns();
-        let entry = conns.get_mut(self.socket).ok_or(StateError::Gone)?;
+        let entry = conns.get_mut(self.peer()).ok_or(StateError::Gone)?;
         entry.state = Some(v);
         Ok(())
     }

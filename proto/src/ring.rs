@@ -1,6 +1,6 @@
 //! Consistent hashing with virtual nodes.
 
-use conclave_proto::RoomKey;
+use crate::RoomKey;
 use hashring::HashRing;
 
 /// Virtual nodes per physical node: max/avg load ≈ 1.1 at this count.

@@ -1,0 +1,118 @@
+//! The nodes behind a gateway: which node owns a room (the ring) and the relay link to it.
+//! Links are opened on first use and reopened after a node drops its stream.
+
+use crate::link::{LinkError, NodeLink};
+use conclave_proto::{GatewaySide, Ring, RingVersion, RoomKey};
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tracing::warn;
+
+/// Opens relay links to nodes by node id.
+pub trait NodeConnector: Send + Sync + 'static {
+    fn connect(&self, node: &str) -> BoxFuture<'static, Result<GatewaySide, String>>;
+}
+
+/// Nodes reached over gRPC at fixed addresses (node id → `http://host:port`).
+pub struct GrpcNodes {
+    urls: HashMap<String, String>,
+}
+
+impl GrpcNodes {
+    pub fn new(urls: HashMap<String, String>) -> Self {
+        Self { urls }
+    }
+}
+
+impl NodeConnector for GrpcNodes {
+    fn connect(&self, node: &str) -> BoxFuture<'static, Result<GatewaySide, String>> {
+        let url = self.urls.get(node).cloned();
+        let node = node.to_string();
+        Box::pin(async move {
+            let url = url.ok_or_else(|| format!("no address for node {node}"))?;
+            conclave_proto::grpc::connect_relay(&url)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// One node in the same process (`conclave dev`): its link can be taken once.
+pub(crate) struct InProcessNode(Mutex<Option<GatewaySide>>);
+
+impl InProcessNode {
+    pub const ID: &'static str = "local";
+
+    pub fn new(side: GatewaySide) -> Self {
+        Self(Mutex::new(Some(side)))
+    }
+}
+
+impl NodeConnector for InProcessNode {
+    fn connect(&self, _node: &str) -> BoxFuture<'static, Result<GatewaySide, String>> {
+        let side = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Box::pin(async move { side.ok_or_else(|| "the in-process node has stopped".to_string()) })
+    }
+}
+
+pub(crate) struct NodeSet {
+    ring: Ring,
+    links: Mutex<HashMap<String, Arc<NodeLink>>>,
+    /// One connection attempt at a time, so concurrent sockets share the new link.
+    connecting: tokio::sync::Mutex<()>,
+    connector: Box<dyn NodeConnector>,
+}
+
+impl NodeSet {
+    pub fn new(ring: Ring, connector: Box<dyn NodeConnector>) -> Self {
+        Self {
+            ring,
+            links: Mutex::default(),
+            connecting: tokio::sync::Mutex::new(()),
+            connector,
+        }
+    }
+
+    pub fn single(side: GatewaySide) -> Self {
+        Self::new(
+            Ring::new(RingVersion(1), [InProcessNode::ID.to_string()]),
+            Box::new(InProcessNode::new(side)),
+        )
+    }
+
+    fn live(&self, node: &str) -> Option<Arc<NodeLink>> {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.get(node).filter(|l| l.is_alive()).cloned()
+    }
+
+    /// The link to the node that owns `room`, connecting if needed.
+    pub async fn link_for(&self, room: &RoomKey) -> Result<Arc<NodeLink>, LinkError> {
+        let node = self.ring.owner(room).ok_or(LinkError::Unavailable)?;
+        if let Some(l) = self.live(node) {
+            return Ok(l);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(l) = self.live(node) {
+            return Ok(l);
+        }
+        let side = self.connector.connect(node).await.map_err(|e| {
+            warn!(node, error = %e, "cannot reach node");
+            LinkError::Unavailable
+        })?;
+        let link = NodeLink::start(side);
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.to_string(), link.clone());
+        Ok(link)
+    }
+
+    pub fn all(&self) -> Vec<Arc<NodeLink>> {
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}

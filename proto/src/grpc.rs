@@ -1,0 +1,159 @@
+//! The relay link over the network: one bidirectional gRPC stream per gateway↔node pair.
+//!
+//! Both ends turn the stream back into the same channel pair an in-process link has
+//! ([`GatewaySide`] / [`NodeSide`]), so gateway and node code never know which transport
+//! carries their events. Events are batched per write: whatever is queued (up to
+//! [`MAX_BATCH_EVENTS`] or about [`MAX_BATCH_BYTES`]) goes in one message.
+
+use crate::link::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
+use crate::wire::relay_client::RelayClient;
+use crate::wire::relay_server::{Relay, RelayServer};
+use crate::wire::{gateway_event, node_event, GatewayBatch, GatewayEvent, NodeBatch, NodeEvent};
+use futures::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+pub const MAX_BATCH_EVENTS: usize = 512;
+/// A batch stops growing past this many payload bytes.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Largest gRPC message accepted: a full batch plus one maximal frame.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("invalid node address {0:?}: {1}")]
+    Address(String, String),
+    #[error("cannot connect to node {0}: {1}")]
+    Connect(String, String),
+}
+
+/// Rough payload size of an event, for batch sizing.
+trait Weight {
+    fn weight(&self) -> usize;
+}
+
+impl Weight for GatewayEvent {
+    fn weight(&self) -> usize {
+        match &self.event {
+            Some(gateway_event::Event::Frame(f)) => f.payload.len(),
+            Some(gateway_event::Event::HttpRequest(r)) => r.body.len(),
+            _ => 64,
+        }
+    }
+}
+
+impl Weight for NodeEvent {
+    fn weight(&self) -> usize {
+        match &self.event {
+            Some(node_event::Event::Send(s)) => s.payload.len(),
+            Some(node_event::Event::Deliver(d)) => d.payload.len(),
+            Some(node_event::Event::HttpReply(r)) => r.body.len(),
+            _ => 64,
+        }
+    }
+}
+
+/// Turns a queue of events into a stream of batches: waits for one event, then takes
+/// whatever else is already queued.
+fn batches<T: Weight + Send + 'static>(rx: mpsc::Receiver<T>) -> impl Stream<Item = Vec<T>> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut bytes = first.weight();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(ev) => {
+                    bytes += ev.weight();
+                    batch.push(ev);
+                }
+                Err(_) => break,
+            }
+        }
+        Some((batch, rx))
+    })
+}
+
+type NodeBatchStream = Pin<Box<dyn Stream<Item = Result<NodeBatch, Status>> + Send>>;
+
+struct RelayService {
+    on_attach: Arc<dyn Fn(NodeSide) + Send + Sync>,
+}
+
+#[tonic::async_trait]
+impl Relay for RelayService {
+    type AttachStream = NodeBatchStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<GatewayBatch>>,
+    ) -> Result<Response<NodeBatchStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (gateway_side, node_side) = in_process_link(LINK_CAPACITY);
+        (self.on_attach)(node_side);
+        let GatewaySide { to_node, from_node } = gateway_side;
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = inbound.message().await {
+                for ev in batch.events {
+                    if to_node.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            // Dropping `to_node` ends the node's side of the link: it closes the gateway's
+            // connections in their rooms.
+        });
+        let out = batches(from_node).map(|events| Ok(NodeBatch { events }));
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// The relay gRPC service of a node: every gateway that attaches becomes a [`NodeSide`]
+/// handed to `on_attach`.
+pub fn relay_service(
+    on_attach: impl Fn(NodeSide) + Send + Sync + 'static,
+) -> RelayServer<impl Relay> {
+    RelayServer::new(RelayService {
+        on_attach: Arc::new(on_attach),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Opens a relay stream to the node at `url` (`http://host:port`).
+pub async fn connect_relay(url: &str) -> Result<GatewaySide, RelayError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| RelayError::Address(url.to_string(), e.to_string()))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(3))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| RelayError::Connect(url.to_string(), e.to_string()))?;
+    let mut client = RelayClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (to_node, to_node_rx) = mpsc::channel(LINK_CAPACITY);
+    let (from_node_tx, from_node) = mpsc::channel(LINK_CAPACITY);
+    let outbound = batches(to_node_rx).map(|events| GatewayBatch { events });
+    let mut inbound = client
+        .attach(outbound)
+        .await
+        .map_err(|s| RelayError::Connect(url.to_string(), s.message().to_string()))?
+        .into_inner();
+    tokio::spawn(async move {
+        while let Ok(Some(batch)) = inbound.message().await {
+            for ev in batch.events {
+                if from_node_tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        }
+        // Dropping `from_node_tx` tells the gateway the node is gone.
+    });
+    Ok(GatewaySide { to_node, from_node })
+}

@@ -1,0 +1,223 @@
+//! A static cluster of real processes: two `conclave node`s and two `conclave gateway`s
+//! on free ports, talking gRPC; clients on different gateways share rooms.
+
+mod common;
+
+use common::*;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+struct Proc {
+    child: Child,
+    /// The addresses the process printed (`... on http://ADDR` / `listening on http://ADDR`).
+    addrs: Vec<String>,
+}
+
+async fn spawn(args: &[&str], wait_lines: usize) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addrs = Vec::new();
+    while addrs.len() < wait_lines {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("process did not start in time")
+            .unwrap()
+            .expect("process exited before printing its address");
+        if let Some((_, addr)) = line.split_once("http://") {
+            addrs.push(addr.trim().to_string());
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Proc { child, addrs }
+}
+
+struct Cluster {
+    nodes: Vec<Proc>,
+    gateways: Vec<Proc>,
+    node_args: Vec<Vec<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        let mut node_args = Vec::new();
+        for id in ["a", "b"] {
+            // Fixed relay ports would collide between test runs: bind :0, read it back.
+            let data = dir.path().join(id);
+            let args: Vec<String> = [
+                "node",
+                "--id",
+                id,
+                "--relay-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([data.display().to_string()])
+            .collect();
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.push(spawn(&refs, 2).await);
+            node_args.push(args);
+        }
+        let list = format!(
+            "a=http://{},b=http://{}",
+            nodes[0].addrs[0], nodes[1].addrs[0]
+        );
+        let mut gateways = Vec::new();
+        for _ in 0..2 {
+            gateways.push(spawn(&["gateway", "--port", "0", "--nodes", &list], 1).await);
+        }
+        Self {
+            nodes,
+            gateways,
+            node_args,
+            _dir: dir,
+        }
+    }
+
+    fn gateway(&self, i: usize) -> &str {
+        &self.gateways[i].addrs[0]
+    }
+
+    /// Restarts node `i` on the same relay port and data dir.
+    async fn restart_node(&mut self, i: usize) {
+        let relay = self.nodes[i].addrs[0].clone();
+        let mut args = self.node_args[i].clone();
+        args[4] = relay;
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes[i] = spawn(&refs, 2).await;
+    }
+}
+
+async fn ws(gateway: &str, path: &str) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://{gateway}{path}"))
+        .await
+        .unwrap()
+        .0
+}
+
+async fn get(addr: &str, path: &str) -> String {
+    raw_http(
+        addr.parse().unwrap(),
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+    .1
+}
+
+#[tokio::test]
+async fn clients_on_different_gateways_share_rooms() {
+    let cluster = Cluster::start().await;
+    // relay
+    let mut a = ws(cluster.gateway(0), "/parties/main/shared?_pk=alice").await;
+    let mut b = ws(cluster.gateway(1), "/parties/main/shared?_pk=bob").await;
+    send(&mut a, "hello from gateway 0").await;
+    assert_eq!(next_text(&mut b).await, "hello from gateway 0");
+    send(&mut b, "hello from gateway 1").await;
+    assert_eq!(next_text(&mut a).await, "hello from gateway 1");
+    assert!(
+        silent_for(&mut a, 200).await,
+        "the sender got its own message"
+    );
+
+    // chat: both see the message, with one id sequence
+    let mut c1 = ws(cluster.gateway(0), "/parties/chat/lobby?_pk=c1").await;
+    let mut c2 = ws(cluster.gateway(1), "/parties/chat/lobby?_pk=c2").await;
+    next_json(&mut c1).await;
+    next_json(&mut c2).await;
+    send(&mut c2, r#"{"type":"message","text":"hi all"}"#).await;
+    let m1 = next_json(&mut c1).await;
+    let m2 = next_json(&mut c2).await;
+    assert_eq!(m1, m2);
+    assert_eq!(
+        (m1["from"].as_str(), m1["id"].as_u64()),
+        (Some("c2"), Some(1))
+    );
+
+    // HTTP through either gateway reaches the same room
+    let body = get(cluster.gateway(1), "/parties/main/shared").await;
+    assert!(body.contains("\"connections\":2"), "{body}");
+}
+
+#[tokio::test]
+async fn rooms_spread_over_nodes_and_survive_a_node_restart() {
+    let mut cluster = Cluster::start().await;
+    for i in 0..20 {
+        let mut c = ws(
+            cluster.gateway(i % 2),
+            &format!("/parties/counter/c{i}?_pk=x"),
+        )
+        .await;
+        send(&mut c, "incr").await;
+        assert_eq!(next_json(&mut c).await["value"], 1);
+    }
+    let rooms_on = |body: String| -> f64 {
+        ["conclave_rooms_active", "conclave_rooms_hibernated"]
+            .iter()
+            .filter_map(|m| {
+                body.lines().find_map(|l| {
+                    l.strip_prefix(m)?
+                        .strip_prefix(' ')?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+            })
+            .sum()
+    };
+    let on_a = rooms_on(get(&cluster.nodes[0].addrs[1], "/metrics").await);
+    let on_b = rooms_on(get(&cluster.nodes[1].addrs[1], "/metrics").await);
+    assert_eq!(on_a + on_b, 20.0);
+    assert!(
+        on_a > 0.0 && on_b > 0.0,
+        "all rooms on one node: a={on_a} b={on_b}"
+    );
+
+    // kill -9 node a: its clients are closed with 1012 (service restart), not left hanging.
+    let mut sockets = Vec::new();
+    for i in 0..20 {
+        sockets.push(ws(cluster.gateway(0), &format!("/parties/counter/c{i}?_pk=y")).await);
+    }
+    cluster.nodes[0].child.kill().await.unwrap();
+    let mut closed_1012 = 0;
+    for s in sockets.iter_mut() {
+        if tokio::time::timeout(Duration::from_millis(300), close_code(s)).await == Ok(1012) {
+            closed_1012 += 1;
+        }
+    }
+    assert!(
+        closed_1012 > 0 && closed_1012 < 20,
+        "{closed_1012} of 20 sockets closed with 1012"
+    );
+
+    // Restarted on the same data, every room answers with its durable state.
+    cluster.restart_node(0).await;
+    let mut ok = false;
+    for _ in 0..50 {
+        let body = get(cluster.gateway(0), "/parties/counter/c0").await;
+        if body == r#"{"value":1}"# {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "room did not come back after the node restart");
+    for i in 0..20 {
+        let body = get(cluster.gateway(1), &format!("/parties/counter/c{i}")).await;
+        assert_eq!(body, r#"{"value":1}"#, "room c{i}");
+    }
+}
