@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit/integration/doc tests, then the PartySocket
 # compatibility suite (real npm clients against real `conclave dev` processes).
-# Needs: cargo, node >= 18 with npm. Installs the npm test clients itself.
+# Needs cargo; installs Node.js, npm and PostgreSQL when missing (scripts/test-deps.sh) and
+# the npm test clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/test-deps.sh
 
 cargo build --workspace --locked
 (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error)

@@ -60,6 +60,9 @@ pub struct DevOpts {
     /// Directory of the embedded database [default: .conclave]
     #[arg(long, env = "CONCLAVE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep room storage in PostgreSQL instead of the embedded file: postgres://user@host:port/db
+    #[arg(long, env = "CONCLAVE_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
     /// TOML config file: parties, auth, limits (see README "Configuration")
     #[arg(long, env = "CONCLAVE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -84,6 +87,9 @@ pub struct NodeOpts {
     /// Directory of the embedded database [default: .conclave]
     #[arg(long, env = "CONCLAVE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep room storage in PostgreSQL instead of the embedded file: postgres://user@host:port/db
+    #[arg(long, env = "CONCLAVE_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
     /// TOML config file (the same file for every role of a cluster)
     #[arg(long, env = "CONCLAVE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -118,6 +124,7 @@ pub struct FileConfig {
     pub host: Option<IpAddr>,
     pub port: Option<u16>,
     pub data_dir: Option<PathBuf>,
+    pub postgres_url: Option<String>,
     #[serde(default)]
     pub limits: FileLimits,
     /// Party name → what serves it. Merged over the defaults
@@ -337,6 +344,7 @@ impl DevOpts {
                 .clone()
                 .or(file.data_dir.clone())
                 .unwrap_or_else(default_data_dir),
+            postgres_url: self.postgres_url.clone().or(file.postgres_url.clone()),
             gateway: self.gateway.resolve(&file)?,
             node: self.node.resolve(&file)?,
             parties: file.parties()?,
@@ -351,6 +359,7 @@ pub struct NodeRoleConfig {
     pub relay_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub postgres_url: Option<String>,
     pub node: NodeConfig,
     pub parties: BTreeMap<String, FileParty>,
 }
@@ -371,6 +380,7 @@ impl NodeOpts {
                 .clone()
                 .or(file.data_dir.clone())
                 .unwrap_or_else(default_data_dir),
+            postgres_url: self.postgres_url.clone().or(file.postgres_url.clone()),
             node: self.node.resolve(&file)?,
             parties: file.parties()?,
         })

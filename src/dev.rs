@@ -3,11 +3,11 @@
 
 use crate::config::FileParty;
 use conclave_gateway::{Gateway, GatewayConfig};
-use conclave_node::storage::{RedbStore, Store};
+use conclave_node::storage::{PostgresStore, RedbStore, Store, POSTGRES_POOL_SIZE};
 use conclave_node::{Node, NodeConfig, PartyRegistry};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 pub struct DevConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Room storage in PostgreSQL instead of `data_dir`.
+    pub postgres_url: Option<String>,
     pub gateway: GatewayConfig,
     pub node: NodeConfig,
     pub parties: BTreeMap<String, FileParty>,
@@ -25,6 +27,17 @@ impl DevConfig {
     pub fn registry(&self) -> PartyRegistry {
         registry_for(&self.parties)
     }
+}
+
+/// The room store: PostgreSQL when a URL is given, else the redb file in `data_dir`.
+pub async fn open_store(
+    data_dir: &Path,
+    postgres_url: Option<&str>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match postgres_url {
+        Some(url) => Arc::new(PostgresStore::connect(url, POSTGRES_POOL_SIZE).await?),
+        None => Arc::new(RedbStore::open(&data_dir.join("conclave.redb"))?),
+    })
 }
 
 /// A registry serving each configured party with its built-in kind.
@@ -49,8 +62,7 @@ pub struct DevServer {
 impl DevServer {
     /// Opens the store in `config.data_dir` and starts serving `parties`.
     pub async fn start(config: DevConfig, parties: PartyRegistry) -> anyhow::Result<Self> {
-        let store: Arc<dyn Store> =
-            Arc::new(RedbStore::open(&config.data_dir.join("conclave.redb"))?);
+        let store = open_store(&config.data_dir, config.postgres_url.as_deref()).await?;
         Self::start_with_store(config, parties, store).await
     }
 

@@ -6,13 +6,11 @@
 //! arrive with the placement service.
 
 use crate::config::{GatewayRoleConfig, NodeRoleConfig};
-use crate::dev::registry_for;
+use crate::dev::{open_store, registry_for};
 use conclave_gateway::{Gateway, GrpcNodes};
-use conclave_node::storage::{RedbStore, Store};
 use conclave_node::Node;
 use conclave_proto::{Ring, RingVersion};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -37,7 +35,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 /// Runs a node until SIGINT/SIGTERM.
 pub async fn run_node(config: NodeRoleConfig) -> anyhow::Result<()> {
     crate::telemetry::metrics();
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data_dir.join("conclave.redb"))?);
+    let store = open_store(&config.data_dir, config.postgres_url.as_deref()).await?;
     let node = Node::start(config.node.clone(), registry_for(&config.parties), store);
     let relay = bind(config.relay_listen, "the relay").await?;
     let http = bind(config.http_listen, "metrics and health").await?;

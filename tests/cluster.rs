@@ -1,5 +1,6 @@
-//! A static cluster of real processes: two `conclave node`s and two `conclave gateway`s
-//! on free ports, talking gRPC; clients on different gateways share rooms.
+//! A static cluster of real processes: two `conclave node`s sharing one real PostgreSQL
+//! database and two `conclave gateway`s, on free ports, talking gRPC; clients on
+//! different gateways share rooms.
 
 mod common;
 
@@ -44,12 +45,13 @@ struct Cluster {
     nodes: Vec<Proc>,
     gateways: Vec<Proc>,
     node_args: Vec<Vec<String>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Cluster {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let postgres = common::postgres::fresh_database().await;
         let mut nodes = Vec::new();
         let mut node_args = Vec::new();
         for id in ["a", "b"] {
@@ -67,7 +69,11 @@ impl Cluster {
             ]
             .iter()
             .map(|s| s.to_string())
-            .chain([data.display().to_string()])
+            .chain([
+                data.display().to_string(),
+                "--postgres-url".into(),
+                postgres.clone(),
+            ])
             .collect();
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
             nodes.push(spawn(&refs, 2).await);
@@ -85,7 +91,7 @@ impl Cluster {
             nodes,
             gateways,
             node_args,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -204,7 +210,7 @@ async fn rooms_spread_over_nodes_and_survive_a_node_restart() {
         "{closed_1012} of 20 sockets closed with 1012"
     );
 
-    // Restarted on the same data, every room answers with its durable state.
+    // Restarted, every room answers with its durable state (kept in PostgreSQL).
     cluster.restart_node(0).await;
     let mut ok = false;
     for _ in 0..50 {
@@ -216,6 +222,10 @@ async fn rooms_spread_over_nodes_and_survive_a_node_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "room did not come back after the node restart");
+    assert!(
+        !cluster.dir.path().join("a/conclave.redb").exists(),
+        "node a should store rooms in PostgreSQL"
+    );
     for i in 0..20 {
         let body = get(cluster.gateway(1), &format!("/parties/counter/c{i}")).await;
         assert_eq!(body, r#"{"value":1}"#, "room c{i}");

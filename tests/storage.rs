@@ -1,13 +1,45 @@
-//! The storage API and its limits, against the real embedded backend.
+//! The storage API and its limits: one suite, run against every backend available here
+//! (the embedded redb file and a real PostgreSQL server started by the harness).
+
+mod common;
 
 use bytes::Bytes;
-use conclave_node::storage::{RedbStore, Store, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use conclave_node::storage::{
+    PostgresStore, RedbStore, Store, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+};
 use conclave_node::{ListOptions, Storage, StorageError};
 use conclave_proto::RoomKey;
 use std::sync::Arc;
 
-fn open(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-    Arc::new(RedbStore::open(&dir.path().join("db.redb")).unwrap())
+/// Where one run of a test keeps its data; `open` may be called again to reopen it.
+enum Backend {
+    Redb(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Backend {
+    async fn all() -> Vec<Backend> {
+        vec![
+            Backend::Redb(tempfile::tempdir().unwrap()),
+            Backend::Postgres(common::postgres::fresh_database().await),
+        ]
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Redb(dir) => Arc::new(RedbStore::open(&dir.path().join("db.redb")).unwrap()),
+            Backend::Postgres(url) => Arc::new(PostgresStore::connect(url, 4).await.unwrap()),
+        }
+    }
+}
+
+/// Runs `body` once per backend.
+macro_rules! for_each_backend {
+    (|$b:ident| $body:block) => {
+        for $b in Backend::all().await {
+            $body
+        }
+    };
 }
 
 fn room(name: &str) -> RoomKey {
@@ -20,9 +52,12 @@ fn keys(entries: &[(String, Bytes)]) -> Vec<&str> {
 
 #[tokio::test]
 async fn reads_see_own_writes_and_commits_persist_across_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    for_each_backend!(|backend| { reads_and_reopen(&backend).await });
+}
+
+async fn reads_and_reopen(backend: &Backend) {
     {
-        let store = open(&dir);
+        let store = backend.open().await;
         let mut s = Storage::new(room("r"), store.clone());
         s.put("a", "1").unwrap();
         s.put_json("j", &serde_json::json!({"x": 1})).unwrap();
@@ -47,7 +82,7 @@ async fn reads_see_own_writes_and_commits_persist_across_reopen() {
             None
         );
     }
-    let store = open(&dir);
+    let store = backend.open().await;
     let s = Storage::new(room("r"), store);
     assert_eq!(
         s.get("a").await.unwrap().as_deref(),
@@ -69,8 +104,13 @@ async fn reads_see_own_writes_and_commits_persist_across_reopen() {
 
 #[tokio::test]
 async fn list_honours_prefix_range_reverse_limit_over_buffered_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    for_each_backend!(|backend| {
+        list_honours_prefix_range_reverse_limit_over_buffered_writes_on(&backend).await
+    });
+}
+
+async fn list_honours_prefix_range_reverse_limit_over_buffered_writes_on(backend: &Backend) {
+    let store = backend.open().await;
     let mut s = Storage::new(room("list"), store);
     for k in ["a", "b1", "b2", "b3", "c", "d"] {
         s.put(k, k.to_string()).unwrap();
@@ -128,8 +168,11 @@ async fn list_honours_prefix_range_reverse_limit_over_buffered_writes() {
 
 #[tokio::test]
 async fn limits_are_errors_not_truncations() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Storage::new(room("limits"), open(&dir));
+    for_each_backend!(|backend| { limits_are_errors_not_truncations_on(&backend).await });
+}
+
+async fn limits_are_errors_not_truncations_on(backend: &Backend) {
+    let mut s = Storage::new(room("limits"), backend.open().await);
     let long_key = "k".repeat(MAX_KEY_BYTES + 1);
     assert!(matches!(
         s.put(&long_key, "v"),
@@ -181,8 +224,11 @@ async fn limits_are_errors_not_truncations() {
 
 #[tokio::test]
 async fn transaction_rolls_back_on_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Storage::new(room("txn"), open(&dir));
+    for_each_backend!(|backend| { transaction_rolls_back_on_error_on(&backend).await });
+}
+
+async fn transaction_rolls_back_on_error_on(backend: &Backend) {
+    let mut s = Storage::new(room("txn"), backend.open().await);
     s.put("kept", "1").unwrap();
     let r: Result<(), StorageError> = s
         .transaction(|t| {
@@ -205,8 +251,11 @@ async fn transaction_rolls_back_on_error() {
 
 #[tokio::test]
 async fn alarms_are_indexed_by_due_time_and_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    for_each_backend!(|backend| { alarms_are_indexed_by_due_time_and_replaced_on(&backend).await });
+}
+
+async fn alarms_are_indexed_by_due_time_and_replaced_on(backend: &Backend) {
+    let store = backend.open().await;
     let mut a = Storage::new(room("a"), store.clone());
     let mut b = Storage::new(room("b"), store.clone());
     a.set_alarm(2_000);
@@ -235,8 +284,11 @@ async fn alarms_are_indexed_by_due_time_and_replaced() {
 
 #[tokio::test]
 async fn many_rooms_committing_at_once_all_land() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    for_each_backend!(|backend| { many_rooms_committing_at_once_all_land_on(&backend).await });
+}
+
+async fn many_rooms_committing_at_once_all_land_on(backend: &Backend) {
+    let store = backend.open().await;
     let tasks: Vec<_> = (0..300)
         .map(|i| {
             let store = store.clone();
@@ -251,7 +303,7 @@ async fn many_rooms_committing_at_once_all_land() {
         t.await.unwrap();
     }
     drop(store);
-    let store = open(&dir);
+    let store = backend.open().await;
     for i in 0..300 {
         let s = Storage::new(room(&format!("room-{i}")), store.clone());
         assert_eq!(s.get("n").await.unwrap().unwrap(), i.to_string().as_bytes());

@@ -2,6 +2,8 @@
 //! WebSocket/HTTP clients speaking to it over loopback.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use conclave::config::{default_parties, DevOpts};
 use conclave::{DevConfig, DevServer};
 use conclave_node::storage::{RedbStore, Store};

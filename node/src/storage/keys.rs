@@ -5,6 +5,7 @@
 //! - `("r", party, room, "a")`      → alarm time (i64 ms, big-endian)
 //! - `("alarms", due_ms, party, room)` → empty: the global index of due alarms
 
+use super::ListOptions;
 use conclave_proto::RoomKey;
 use foundationdb_tuple::{pack, unpack};
 
@@ -64,6 +65,25 @@ pub fn alarm_index_prefix() -> Vec<u8> {
 pub fn parse_alarm_index(k: &[u8]) -> Option<(i64, RoomKey)> {
     let (_, due, party, room) = unpack::<(String, i64, String, String)>(k).ok()?;
     Some((due, RoomKey::new(&party, &room).ok()?))
+}
+
+/// The byte range `[lo, hi)` that holds every key `opts` can match (a superset; exact
+/// bounds are re-checked per key).
+pub fn list_range(prefix: &[u8], opts: &ListOptions) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = prefix.to_vec();
+    let mut hi = strinc(prefix);
+    if let Some(p) = &opts.prefix {
+        let sp = string_prefix(prefix, p);
+        lo = lo.max(sp.clone());
+        hi = hi.min(strinc(&sp));
+    }
+    if let Some(s) = opts.start.as_ref().or(opts.start_after.as_ref()) {
+        lo = lo.max(kv_key(prefix, s));
+    }
+    if let Some(e) = &opts.end {
+        hi = hi.min(kv_key(prefix, e));
+    }
+    (lo, hi)
 }
 
 #[cfg(test)]

@@ -1,15 +1,18 @@
 //! Room storage: one transactional key-value interface, several backends.
 //!
 //! - [`Store`] is the backend contract: ordered keys per room, atomic room commits,
-//!   alarms with a global due-time index. Backends: [`RedbStore`] (embedded, default).
+//!   alarms with a global due-time index.
 //! - [`Storage`] is what party code uses: the Durable Object storage API, buffered per
 //!   handler so each handler's writes commit atomically (see `room::actor`).
+//! - Backends: [`RedbStore`] (embedded, the default) and [`PostgresStore`].
 
 mod keys;
 mod limits;
+mod postgres;
 mod redb;
 mod room_storage;
 
+pub use self::postgres::{PostgresStore, DEFAULT_POOL_SIZE as POSTGRES_POOL_SIZE};
 pub use self::redb::RedbStore;
 pub use limits::{MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use room_storage::Storage;

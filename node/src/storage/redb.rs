@@ -200,7 +200,7 @@ impl Store for RedbStore {
         let prefix = keys::kv_prefix(room);
         let opts = opts.clone();
         self.read(move |t| {
-            let (lo, hi) = byte_range(&prefix, &opts);
+            let (lo, hi) = keys::list_range(&prefix, &opts);
             if lo >= hi {
                 return Ok(Vec::new());
             }
@@ -309,23 +309,4 @@ impl Store for RedbStore {
         })
         .await
     }
-}
-
-/// The byte range `[lo, hi)` that holds every key `opts` can match (a superset; exact
-/// bounds are re-checked per key).
-fn byte_range(prefix: &[u8], opts: &ListOptions) -> (Vec<u8>, Vec<u8>) {
-    let mut lo = prefix.to_vec();
-    let mut hi = keys::strinc(prefix);
-    if let Some(p) = &opts.prefix {
-        let sp = keys::string_prefix(prefix, p);
-        lo = lo.max(sp.clone());
-        hi = hi.min(keys::strinc(&sp));
-    }
-    if let Some(s) = opts.start.as_ref().or(opts.start_after.as_ref()) {
-        lo = lo.max(keys::kv_key(prefix, s));
-    }
-    if let Some(e) = &opts.end {
-        hi = hi.min(keys::kv_key(prefix, e));
-    }
-    (lo, hi)
 }

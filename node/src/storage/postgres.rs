@@ -1,0 +1,293 @@
+//! The PostgreSQL backend, for clusters whose nodes share state through a Postgres they
+//! already run. One table of tuple-encoded keys (the same layout as redb; `bytea` sorts
+//! bytewise, so key order is the same):
+//!
+//! ```sql
+//! CREATE TABLE conclave_kv (k bytea PRIMARY KEY, v bytea NOT NULL)
+//! ```
+//!
+//! Each room commit is one transaction. Commits of many rooms run concurrently on the
+//! pool's connections, and PostgreSQL flushes their WAL together (its own group commit).
+//! Transactions that fail with a serialization failure or deadlock are retried.
+
+use super::keys;
+use super::{ListOptions, RoomCommit, StorageError, Store};
+use async_trait::async_trait;
+use bytes::Bytes;
+use conclave_proto::RoomKey;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+/// Connections per node by default.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+const COMMIT_ATTEMPTS: usize = 5;
+
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+fn backend<E: std::fmt::Display>(e: E) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+fn pg(e: tokio_postgres::Error) -> StorageError {
+    match e.as_db_error() {
+        Some(db) => {
+            StorageError::Backend(format!("postgres: {} ({})", db.message(), db.code().code()))
+        }
+        None => StorageError::Backend(format!("postgres: {e}")),
+    }
+}
+
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and creates the table if needed.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StorageError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StorageError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(backend)?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| StorageError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
+        // Nodes may start together: create the table under an advisory lock.
+        let txn = client.transaction().await.map_err(pg)?;
+        txn.batch_execute(
+            "SELECT pg_advisory_xact_lock(7364002161);
+             CREATE TABLE IF NOT EXISTS conclave_kv (k bytea PRIMARY KEY, v bytea NOT NULL);",
+        )
+        .await
+        .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        Ok(Self { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
+        self.pool.get().await.map_err(backend)
+    }
+
+    async fn first_alarm_in(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+        limit: i64,
+    ) -> Result<Vec<(i64, RoomKey)>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT k FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+                &[&lo, &hi, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| keys::parse_alarm_index(r.get::<_, &[u8]>(0)))
+            .collect())
+    }
+}
+
+async fn apply(
+    txn: &tokio_postgres::Transaction<'_>,
+    room: &RoomKey,
+    c: &RoomCommit,
+) -> Result<(), tokio_postgres::Error> {
+    let prefix = keys::kv_prefix(room);
+    if c.delete_all {
+        let end = keys::strinc(&prefix);
+        txn.execute(
+            "DELETE FROM conclave_kv WHERE k >= $1 AND k < $2",
+            &[&prefix, &end],
+        )
+        .await?;
+    }
+    let mut put_k: Vec<Vec<u8>> = Vec::new();
+    let mut put_v: Vec<&[u8]> = Vec::new();
+    let mut del_k: Vec<Vec<u8>> = Vec::new();
+    for (k, v) in &c.writes {
+        let key = keys::kv_key(&prefix, k);
+        match v {
+            Some(v) => {
+                put_k.push(key);
+                put_v.push(v.as_ref());
+            }
+            None => del_k.push(key),
+        }
+    }
+    if !del_k.is_empty() {
+        txn.execute("DELETE FROM conclave_kv WHERE k = ANY($1)", &[&del_k])
+            .await?;
+    }
+    if !put_k.is_empty() {
+        txn.execute(
+            "INSERT INTO conclave_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
+             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+            &[&put_k, &put_v],
+        )
+        .await?;
+    }
+    if let Some(alarm) = c.alarm {
+        let akey = keys::alarm_key(room);
+        let old = txn
+            .query_opt("DELETE FROM conclave_kv WHERE k = $1 RETURNING v", &[&akey])
+            .await?;
+        if let Some(at) = old.and_then(|r| decode_ms(r.get(0))) {
+            txn.execute(
+                "DELETE FROM conclave_kv WHERE k = $1",
+                &[&keys::alarm_index_key(at, room)],
+            )
+            .await?;
+        }
+        if let Some(at) = alarm {
+            txn.execute(
+                "INSERT INTO conclave_kv (k, v) VALUES ($1, $2), ($3, ''::bytea)",
+                &[
+                    &akey,
+                    &at.to_be_bytes().as_slice(),
+                    &keys::alarm_index_key(at, room),
+                ],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn decode_ms(v: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(v.try_into().ok()?))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn get(
+        &self,
+        room: &RoomKey,
+        wanted: &[String],
+    ) -> Result<Vec<Option<Bytes>>, StorageError> {
+        let prefix = keys::kv_prefix(room);
+        let encoded: Vec<Vec<u8>> = wanted.iter().map(|k| keys::kv_key(&prefix, k)).collect();
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT k, v FROM conclave_kv WHERE k = ANY($1)",
+                &[&encoded],
+            )
+            .await
+            .map_err(pg)?;
+        let found: std::collections::HashMap<&[u8], &[u8]> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(encoded
+            .iter()
+            .map(|k| found.get(k.as_slice()).map(|v| Bytes::copy_from_slice(v)))
+            .collect())
+    }
+
+    async fn list(
+        &self,
+        room: &RoomKey,
+        opts: &ListOptions,
+    ) -> Result<Vec<(String, Bytes)>, StorageError> {
+        let prefix = keys::kv_prefix(room);
+        let (lo, hi) = keys::list_range(&prefix, opts);
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let limit = opts.limit.unwrap_or(usize::MAX);
+        // `start_after` is inclusive in the byte range; fetch one more to make up for it.
+        let sql_limit = i64::try_from(limit.saturating_add(opts.start_after.is_some() as usize))
+            .unwrap_or(i64::MAX);
+        let order = if opts.reverse { "DESC" } else { "ASC" };
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k {order} LIMIT $3"),
+                &[&lo, &hi, &sql_limit],
+            )
+            .await
+            .map_err(pg)?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let key = keys::user_key(&prefix, r.get(0))
+                .ok_or_else(|| StorageError::Backend("undecodable key in room subspace".into()))?;
+            if opts.contains(&key) {
+                out.push((key, Bytes::copy_from_slice(r.get(1))));
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT v FROM conclave_kv WHERE k = $1",
+                &[&keys::alarm_key(room)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.and_then(|r| decode_ms(r.get(0))))
+    }
+
+    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
+        let mut client = self.client().await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let txn = client.transaction().await?;
+                apply(&txn, room, &commit).await?;
+                txn.commit().await
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if retryable(&e) && attempt < COMMIT_ATTEMPTS => continue,
+                Err(e) => return Err(pg(e)),
+            }
+        }
+    }
+
+    async fn due_alarms(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        let lo = keys::alarm_index_prefix();
+        let hi = keys::alarm_index_bound(now_ms.saturating_add(1));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
+            .first_alarm_in(&lo, &hi, limit)
+            .await?
+            .into_iter()
+            .map(|(due, room)| (room, due))
+            .collect())
+    }
+
+    async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
+        let lo = keys::alarm_index_prefix();
+        let hi = keys::strinc(&lo);
+        Ok(self
+            .first_alarm_in(&lo, &hi, 1)
+            .await?
+            .first()
+            .map(|(due, _)| *due))
+    }
+}

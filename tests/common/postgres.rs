@@ -1,0 +1,186 @@
+//! A real PostgreSQL server for the tests: one per test process, on a free port, in a
+//! temporary directory, started by the harness and killed when the process exits
+//! (parent-death signal). Each test gets a database of its own.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub struct PgServer {
+    pub port: u16,
+}
+
+fn bin_dir() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed (apt-get install postgresql)")
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .expect("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+/// `cmd` as the postgres user when we are root (initdb and postgres refuse root).
+fn as_postgres(program: PathBuf, pdeathsig: bool) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]);
+        if pdeathsig {
+            c.arg("--pdeathsig=KILL");
+        }
+        c.arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Data dirs of earlier test processes that are gone.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(pid) = name.strip_prefix("conclave-pg-") {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+pub fn server() -> &'static PgServer {
+    static SERVER: OnceLock<PgServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let bin = bin_dir();
+        remove_stale_dirs();
+        let dir = std::env::temp_dir().join(format!("conclave-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "cannot chown the PostgreSQL test dir");
+        }
+        let data = dir.join("data");
+        let out = as_postgres(bin.join("initdb"), false)
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sock_dir = dir.clone();
+        // The server dies with this thread (pdeathsig), which lives as long as the process.
+        std::thread::spawn(move || {
+            let child = as_postgres(bin.join("postgres"), true)
+                .args([
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-p",
+                    &port.to_string(),
+                    "-k",
+                    sock_dir.to_str().unwrap(),
+                ])
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "max_connections=300",
+                    "-c",
+                    "fsync=off",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            match child {
+                Ok(mut c) => {
+                    tx.send(Ok(())).ok();
+                    let _ = c.wait();
+                }
+                Err(e) => {
+                    tx.send(Err(e.to_string())).ok();
+                }
+            }
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().unwrap().expect("cannot start postgres");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PgServer { port }
+    })
+}
+
+/// A fresh, empty database on the test server; returns its URL.
+pub async fn fresh_database() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let port = tokio::task::spawn_blocking(|| server().port).await.unwrap();
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    // The server may still be finishing start-up: retry briefly.
+    let mut last_err = String::new();
+    for _ in 0..100 {
+        match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap();
+                return format!("postgres://postgres@127.0.0.1:{port}/{name}");
+            }
+            Err(e) => last_err = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot connect to the test postgres: {last_err}");
+}
