@@ -32,6 +32,19 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"))
 }
 
+/// Accepted relay connections with Nagle off: tonic sets TCP_NODELAY only on listeners it
+/// binds itself, and small relay frames must not wait for the peer's ACK.
+fn nodelay_incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
+    })
+}
+
 /// Runs a node until SIGINT/SIGTERM.
 pub async fn run_node(config: NodeRoleConfig) -> anyhow::Result<()> {
     crate::telemetry::metrics();
@@ -56,10 +69,7 @@ pub async fn run_node(config: NodeRoleConfig) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .add_service(service)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(relay),
-            shutdown_signal(),
-        )
+        .serve_with_incoming_shutdown(nodelay_incoming(relay), shutdown_signal())
         .await?;
     ops.abort();
     Ok(())
