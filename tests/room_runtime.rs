@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use conclave_node::async_trait;
-use conclave_node::storage::{RoomCommit, Store};
+use conclave_node::storage::{Claim, Owner, RoomCommit, Store};
 use conclave_node::ListOptions;
 use conclave_node::{
     Connection, Message, Party, PartyError, Request, Response, Room, StorageError,
@@ -57,6 +57,15 @@ impl Store for FailingCommits {
     }
     async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
         self.inner.next_alarm().await
+    }
+    async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
+        self.inner.claim(room, claim).await
+    }
+    async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError> {
+        self.inner.release(room, owner).await
+    }
+    async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
+        self.inner.owner(room).await
     }
 }
 

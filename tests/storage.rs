@@ -5,7 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use conclave_node::storage::{
-    PostgresStore, RedbStore, Store, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    Claim, PostgresStore, RedbStore, Store, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 use conclave_node::{ListOptions, Storage, StorageError};
 use conclave_proto::RoomKey;
@@ -308,4 +308,108 @@ async fn many_rooms_committing_at_once_all_land_on(backend: &Backend) {
         let s = Storage::new(room(&format!("room-{i}")), store.clone());
         assert_eq!(s.get("n").await.unwrap().unwrap(), i.to_string().as_bytes());
     }
+}
+
+fn claim(node: &str, incarnation: u64, live: &[&str]) -> Claim {
+    Claim {
+        node: node.into(),
+        incarnation,
+        live_nodes: live.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn ownership_is_claimed_in_storage_and_stale_owners_are_fenced() {
+    for_each_backend!(|backend| { ownership_on(&backend).await });
+}
+
+async fn ownership_on(backend: &Backend) {
+    let store = backend.open().await;
+    let r = room("owned");
+    let a1 = store.claim(&r, &claim("a", 1, &["a", "b"])).await.unwrap();
+    assert_eq!((a1.node.as_str(), a1.epoch), ("a", 1));
+    assert_eq!(
+        store.claim(&r, &claim("a", 1, &["a", "b"])).await.unwrap(),
+        a1,
+        "re-claiming keeps the epoch"
+    );
+    assert!(matches!(
+        store.claim(&r, &claim("b", 9, &["a", "b"])).await,
+        Err(StorageError::Held { .. })
+    ));
+
+    let mut stale = Storage::new(r.clone(), store.clone());
+    stale.set_fence(Some(a1.clone()));
+    stale.put("k", "from a1").unwrap();
+    stale.commit().await.unwrap();
+
+    // The node restarts: its new process takes over from the old one.
+    let a2 = store.claim(&r, &claim("a", 2, &["a", "b"])).await.unwrap();
+    assert_eq!(a2.epoch, 2);
+    stale.put("k", "late write from a1").unwrap();
+    stale.set_alarm(1);
+    assert!(matches!(
+        stale.commit().await,
+        Err(StorageError::Fenced { .. })
+    ));
+    assert_eq!(
+        store.get(&r, &["k".into()]).await.unwrap()[0].as_deref(),
+        Some(&b"from a1"[..])
+    );
+    assert_eq!(
+        store.next_alarm().await.unwrap(),
+        None,
+        "a fenced commit writes nothing"
+    );
+
+    // Node a leaves the ring: b takes over, a's commits are fenced.
+    let b1 = store.claim(&r, &claim("b", 9, &["b"])).await.unwrap();
+    assert_eq!(b1.epoch, 3);
+    let mut a = Storage::new(r.clone(), store.clone());
+    a.set_fence(Some(a2.clone()));
+    a.put("k", "a2").unwrap();
+    assert!(matches!(a.commit().await, Err(StorageError::Fenced { .. })));
+
+    // A released room may be claimed by any node; releasing someone else's claim does nothing.
+    store.release(&r, &a2).await.unwrap();
+    assert_eq!(store.owner(&r).await.unwrap(), Some(b1.clone()));
+    store.release(&r, &b1).await.unwrap();
+    let mut released = Storage::new(r.clone(), store.clone());
+    released.set_fence(Some(b1.clone()));
+    released.put("k", "after release").unwrap();
+    assert!(matches!(
+        released.commit().await,
+        Err(StorageError::Fenced { .. })
+    ));
+    let a3 = store.claim(&r, &claim("a", 2, &["a", "b"])).await.unwrap();
+    assert_eq!((a3.node.as_str(), a3.epoch), ("a", 4));
+}
+
+#[tokio::test]
+async fn concurrent_first_claims_have_one_winner() {
+    for_each_backend!(|backend| {
+        let store = backend.open().await;
+        let nodes: Vec<String> = (0..16).map(|i| format!("n{i}")).collect();
+        let live: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        let tasks: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let (store, c) = (store.clone(), claim(n, 1, &live));
+                tokio::spawn(async move { store.claim(&room("contested"), &c).await })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(owner) => winners.push(owner),
+                Err(StorageError::Held { .. }) => {}
+                Err(e) => panic!("unexpected claim error: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        assert_eq!(
+            store.owner(&room("contested")).await.unwrap().as_ref(),
+            winners.first()
+        );
+    });
 }

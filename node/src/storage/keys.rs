@@ -3,6 +3,7 @@
 //!
 //! - `("r", party, room, "k", key)` → value
 //! - `("r", party, room, "a")`      → alarm time (i64 ms, big-endian)
+//! - `("r", party, room, "o")`      → owner record (JSON [`super::Owner`])
 //! - `("alarms", due_ms, party, room)` → empty: the global index of due alarms
 
 use super::ListOptions;
@@ -42,6 +43,18 @@ pub fn strinc(p: &[u8]) -> Vec<u8> {
         }
     }
     vec![0xff; p.len() + 1]
+}
+
+pub fn owner_key(room: &RoomKey) -> Vec<u8> {
+    pack(&("r", room.party.as_str(), room.room.as_str(), "o"))
+}
+
+pub fn encode_owner(o: &super::Owner) -> Vec<u8> {
+    serde_json::to_vec(o).unwrap_or_default()
+}
+
+pub fn decode_owner(v: &[u8]) -> Option<super::Owner> {
+    serde_json::from_slice(v).ok()
 }
 
 pub fn alarm_key(room: &RoomKey) -> Vec<u8> {

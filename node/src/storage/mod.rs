@@ -37,6 +37,12 @@ pub enum StorageError {
     Backend(String),
     #[error("storage is shutting down")]
     Closed,
+    /// The room's owner record changed since this node claimed it: its writes are refused.
+    #[error("fenced: room is now held by {}", holder.as_ref().map_or("nobody".to_string(), Owner::to_string))]
+    Fenced { holder: Option<Owner> },
+    /// Another live node holds the room.
+    #[error("room is held by {holder}")]
+    Held { holder: Owner },
 }
 
 /// Options of [`Storage::list`], as in Durable Objects.
@@ -88,6 +94,75 @@ impl ListOptions {
     }
 }
 
+/// Who holds a room: a node, its process incarnation, and the epoch of the claim. Stored
+/// with the room; every fenced commit re-reads it in the same transaction.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Owner {
+    pub node: String,
+    pub incarnation: u64,
+    pub epoch: u64,
+    /// Set when the holder let go of the room; anyone may claim it then.
+    #[serde(default)]
+    pub released: bool,
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node {} (incarnation {}, epoch {})",
+            self.node, self.incarnation, self.epoch
+        )?;
+        if self.released {
+            f.write_str(", released")?;
+        }
+        Ok(())
+    }
+}
+
+/// A node asking to own a room.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub node: String,
+    pub incarnation: u64,
+    /// Nodes currently in the ring: a room held by a node outside it may be taken over.
+    pub live_nodes: Vec<String>,
+}
+
+impl Claim {
+    /// The owner record after this claim, given the current one; `Held` if another live
+    /// node holds the room. Re-claiming a room this process already holds keeps its epoch.
+    pub fn decide(&self, current: Option<&Owner>) -> Result<Owner, StorageError> {
+        let next = |epoch| Owner {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            epoch,
+            released: false,
+        };
+        match current {
+            None => Ok(next(1)),
+            Some(c) if c.node == self.node && c.incarnation == self.incarnation && !c.released => {
+                Ok(c.clone())
+            }
+            // Released, an earlier process of this node, or a node that left the ring.
+            Some(c) if c.released || c.node == self.node || !self.live_nodes.contains(&c.node) => {
+                Ok(next(c.epoch + 1))
+            }
+            Some(c) => Err(StorageError::Held { holder: c.clone() }),
+        }
+    }
+}
+
+/// Whether a commit fenced by `fence` may apply, given the stored owner.
+pub(crate) fn check_fence(current: Option<&Owner>, fence: &Owner) -> Result<(), StorageError> {
+    match current {
+        Some(c) if c == fence && !c.released => Ok(()),
+        other => Err(StorageError::Fenced {
+            holder: other.cloned(),
+        }),
+    }
+}
+
 /// Everything one room commits at once: applied atomically, in this order.
 #[derive(Clone, Debug, Default)]
 pub struct RoomCommit {
@@ -97,6 +172,8 @@ pub struct RoomCommit {
     pub writes: Vec<(String, Option<Bytes>)>,
     /// `Some(Some(t))` sets the alarm to `t` (ms since the epoch), `Some(None)` clears it.
     pub alarm: Option<Option<i64>>,
+    /// When set, the commit applies only if the room's owner record is still exactly this.
+    pub fence: Option<Owner>,
 }
 
 impl RoomCommit {
@@ -121,6 +198,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(String, Bytes)>, StorageError>;
     async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError>;
     async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError>;
+    /// Takes ownership of a room (see [`Claim::decide`]), atomically with reading the
+    /// current owner.
+    async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError>;
+    /// Lets go of a room this owner still holds (no-op otherwise).
+    async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError>;
+    /// The room's owner record.
+    async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError>;
     /// Rooms whose alarm is due at or before `now_ms`, earliest first.
     async fn due_alarms(
         &self,

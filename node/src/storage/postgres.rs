@@ -11,7 +11,7 @@
 //! Transactions that fail with a serialization failure or deadlock are retried.
 
 use super::keys;
-use super::{ListOptions, RoomCommit, StorageError, Store};
+use super::{check_fence, Claim, ListOptions, Owner, RoomCommit, StorageError, Store};
 use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
@@ -168,6 +168,48 @@ async fn apply(
     Ok(())
 }
 
+/// A transaction's failure: the database's, or a refusal decided inside it.
+enum TxnError {
+    Pg(tokio_postgres::Error),
+    Refused(StorageError),
+}
+
+impl From<tokio_postgres::Error> for TxnError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TxnError::Pg(e)
+    }
+}
+
+impl From<StorageError> for TxnError {
+    fn from(e: StorageError) -> Self {
+        TxnError::Refused(e)
+    }
+}
+
+impl TxnError {
+    fn into_storage(self) -> StorageError {
+        match self {
+            TxnError::Pg(e) => pg(e),
+            TxnError::Refused(e) => e,
+        }
+    }
+}
+
+/// The owner record, locked as `lock` says (`FOR SHARE` / `FOR UPDATE`).
+async fn read_owner(
+    txn: &tokio_postgres::Transaction<'_>,
+    room: &RoomKey,
+    lock: &str,
+) -> Result<Option<Owner>, tokio_postgres::Error> {
+    let row = txn
+        .query_opt(
+            &format!("SELECT v FROM conclave_kv WHERE k = $1 {lock}"),
+            &[&keys::owner_key(room)],
+        )
+        .await?;
+    Ok(row.and_then(|r| keys::decode_owner(r.get(0))))
+}
+
 fn decode_ms(v: &[u8]) -> Option<i64> {
     Some(i64::from_be_bytes(v.try_into().ok()?))
 }
@@ -248,21 +290,97 @@ impl Store for PostgresStore {
 
     async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
         let mut client = self.client().await?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = async {
+        for attempt in 1.. {
+            let result: Result<(), TxnError> = async {
                 let txn = client.transaction().await?;
+                if let Some(fence) = &commit.fence {
+                    // FOR SHARE: a concurrent claim (FOR UPDATE) waits for us, or we see it.
+                    check_fence(read_owner(&txn, room, "FOR SHARE").await?.as_ref(), fence)?;
+                }
                 apply(&txn, room, &commit).await?;
-                txn.commit().await
+                Ok(txn.commit().await?)
             }
             .await;
             match result {
-                Ok(()) => return Ok(()),
-                Err(e) if retryable(&e) && attempt < COMMIT_ATTEMPTS => continue,
-                Err(e) => return Err(pg(e)),
+                Err(TxnError::Pg(e)) if retryable(&e) && attempt < COMMIT_ATTEMPTS => continue,
+                other => return other.map_err(TxnError::into_storage),
             }
         }
+        unreachable!("the loop returns")
+    }
+
+    async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
+        let mut client = self.client().await?;
+        let key = keys::owner_key(room);
+        for attempt in 1.. {
+            let result: Result<Option<Owner>, TxnError> = async {
+                let txn = client.transaction().await?;
+                let current = read_owner(&txn, room, "FOR UPDATE").await?;
+                let next = claim.decide(current.as_ref())?;
+                let inserted = if current.is_some() {
+                    txn.execute(
+                        "UPDATE conclave_kv SET v = $2 WHERE k = $1",
+                        &[&key, &keys::encode_owner(&next)],
+                    )
+                    .await?
+                } else {
+                    // No row to lock yet: a concurrent first claim makes this insert a no-op.
+                    txn.execute(
+                        "INSERT INTO conclave_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING",
+                        &[&key, &keys::encode_owner(&next)],
+                    )
+                    .await?
+                };
+                txn.commit().await?;
+                Ok((inserted == 1).then_some(next))
+            }
+            .await;
+            match result {
+                Ok(Some(owner)) => return Ok(owner),
+                Ok(None) if attempt < COMMIT_ATTEMPTS => continue,
+                Err(TxnError::Pg(e)) if retryable(&e) && attempt < COMMIT_ATTEMPTS => continue,
+                Ok(None) => {
+                    return Err(StorageError::Backend(
+                        "claim kept racing with other claims".into(),
+                    ))
+                }
+                Err(e) => return Err(e.into_storage()),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError> {
+        let mut client = self.client().await?;
+        let result: Result<(), TxnError> = async {
+            let txn = client.transaction().await?;
+            if read_owner(&txn, room, "FOR UPDATE").await?.as_ref() == Some(owner) {
+                let released = Owner {
+                    released: true,
+                    ..owner.clone()
+                };
+                txn.execute(
+                    "UPDATE conclave_kv SET v = $2 WHERE k = $1",
+                    &[&keys::owner_key(room), &keys::encode_owner(&released)],
+                )
+                .await?;
+            }
+            Ok(txn.commit().await?)
+        }
+        .await;
+        result.map_err(TxnError::into_storage)
+    }
+
+    async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT v FROM conclave_kv WHERE k = $1",
+                &[&keys::owner_key(room)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.and_then(|r| keys::decode_owner(r.get(0))))
     }
 
     async fn due_alarms(

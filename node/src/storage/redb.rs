@@ -6,11 +6,11 @@
 //! one each.
 
 use super::keys;
-use super::{ListOptions, RoomCommit, StorageError, Store};
+use super::{check_fence, Claim, ListOptions, Owner, RoomCommit, StorageError, Store};
 use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Instant;
@@ -21,12 +21,20 @@ const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
 /// Room commits applied in one write transaction at most.
 pub const MAX_GROUP: usize = 1024;
 
-type Reply = oneshot::Sender<Result<(), StorageError>>;
+/// A write for the committer thread.
+enum Op {
+    Commit(RoomCommit),
+    Claim(Claim),
+    Release(Owner),
+}
+
+/// What a write produced: the owner record for claims.
+type OpResult = Result<Option<Owner>, StorageError>;
 
 struct Pending {
     room: RoomKey,
-    commit: RoomCommit,
-    reply: Reply,
+    op: Op,
+    reply: oneshot::Sender<OpResult>,
 }
 
 pub struct RedbStore {
@@ -76,6 +84,21 @@ impl RedbStore {
         })
     }
 
+    /// Queues a write for the committer thread and waits until it is durable.
+    async fn write(&self, room: &RoomKey, op: Op) -> OpResult {
+        let (reply, rx) = oneshot::channel();
+        self.committer
+            .as_ref()
+            .ok_or(StorageError::Closed)?
+            .send(Pending {
+                room: room.clone(),
+                op,
+                reply,
+            })
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
     async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
@@ -104,30 +127,90 @@ fn run_committer(db: &Database, rx: std_mpsc::Receiver<Pending>) {
             }
         }
         let started = Instant::now();
-        let result = apply_group(db, &group);
+        let results = apply_group(db, &group);
         metrics::histogram!("conclave_storage_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("conclave_storage_commit_group_size").record(group.len() as f64);
-        for p in group {
-            let r = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StorageError::Backend(e.clone())),
-            };
-            let _ = p.reply.send(r);
+        match results {
+            Ok(results) => {
+                for (p, r) in group.into_iter().zip(results) {
+                    let _ = p.reply.send(r);
+                }
+            }
+            Err(e) => {
+                for p in group {
+                    let _ = p.reply.send(Err(StorageError::Backend(e.clone())));
+                }
+            }
         }
     }
 }
 
-fn apply_group(db: &Database, group: &[Pending]) -> Result<(), String> {
+/// Applies every op in one write transaction. An op refused on its own (fenced, held)
+/// writes nothing and does not fail the others; an I/O error fails the whole group.
+fn apply_group(db: &Database, group: &[Pending]) -> Result<Vec<OpResult>, String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
+    let mut results = Vec::with_capacity(group.len());
     {
         let mut table = txn.open_table(DATA).map_err(|e| e.to_string())?;
         for p in group {
-            apply_one(&mut table, &p.room, &p.commit)
+            let r = apply_op(&mut table, &p.room, &p.op)
                 .map_err(|e| format!("room {}: {e}", p.room))?;
+            results.push(r);
         }
     }
-    txn.commit().map_err(|e| e.to_string())
+    txn.commit().map_err(|e| e.to_string())?;
+    Ok(results)
+}
+
+fn read_owner(
+    table: &redb::Table<&[u8], &[u8]>,
+    room: &RoomKey,
+) -> Result<Option<Owner>, redb::StorageError> {
+    Ok(table
+        .get(keys::owner_key(room).as_slice())?
+        .and_then(|v| keys::decode_owner(v.value())))
+}
+
+fn apply_op(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    room: &RoomKey,
+    op: &Op,
+) -> Result<OpResult, redb::StorageError> {
+    match op {
+        Op::Commit(c) => {
+            if let Some(fence) = &c.fence {
+                if let Err(e) = check_fence(read_owner(table, room)?.as_ref(), fence) {
+                    return Ok(Err(e));
+                }
+            }
+            apply_one(table, room, c)?;
+            Ok(Ok(None))
+        }
+        Op::Claim(claim) => match claim.decide(read_owner(table, room)?.as_ref()) {
+            Ok(owner) => {
+                table.insert(
+                    keys::owner_key(room).as_slice(),
+                    keys::encode_owner(&owner).as_slice(),
+                )?;
+                Ok(Ok(Some(owner)))
+            }
+            Err(e) => Ok(Err(e)),
+        },
+        Op::Release(owner) => {
+            if read_owner(table, room)?.as_ref() == Some(owner) {
+                let released = Owner {
+                    released: true,
+                    ..owner.clone()
+                };
+                table.insert(
+                    keys::owner_key(room).as_slice(),
+                    keys::encode_owner(&released).as_slice(),
+                )?;
+            }
+            Ok(Ok(None))
+        }
+    }
 }
 
 fn apply_one(
@@ -251,17 +334,29 @@ impl Store for RedbStore {
     }
 
     async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
-        let (reply, rx) = oneshot::channel();
-        self.committer
-            .as_ref()
-            .ok_or(StorageError::Closed)?
-            .send(Pending {
-                room: room.clone(),
-                commit,
-                reply,
-            })
-            .map_err(|_| StorageError::Closed)?;
-        rx.await.map_err(|_| StorageError::Closed)?
+        self.write(room, Op::Commit(commit)).await.map(|_| ())
+    }
+
+    async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
+        self.write(room, Op::Claim(claim.clone()))
+            .await?
+            .ok_or_else(|| StorageError::Backend("claim returned no owner".into()))
+    }
+
+    async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError> {
+        self.write(room, Op::Release(owner.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
+        let key = keys::owner_key(room);
+        self.read(move |t| {
+            Ok(t.get(key.as_slice())
+                .map_err(backend)?
+                .and_then(|v| keys::decode_owner(v.value())))
+        })
+        .await
     }
 
     async fn due_alarms(

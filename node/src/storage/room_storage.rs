@@ -5,7 +5,7 @@
 //! [`RoomCommit`] and only then releases the messages the handler sent.
 
 use super::limits::{check_batch, check_key, check_value};
-use super::{ListOptions, RoomCommit, StorageError, Store};
+use super::{ListOptions, Owner, RoomCommit, StorageError, Store};
 use bytes::Bytes;
 use conclave_proto::RoomKey;
 use futures::future::BoxFuture;
@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct Storage {
     room: RoomKey,
     store: Arc<dyn Store>,
+    /// The claim this room's commits are fenced by (set once the node owns the room).
+    fence: Option<Owner>,
     pending: BTreeMap<String, Option<Bytes>>,
     cleared: bool,
     alarm: Option<Option<i64>>,
@@ -36,6 +38,7 @@ impl Storage {
         Self {
             room,
             store,
+            fence: None,
             pending: BTreeMap::new(),
             cleared: false,
             alarm: None,
@@ -247,6 +250,7 @@ impl Storage {
             delete_all: std::mem::take(&mut self.cleared),
             writes,
             alarm: self.alarm.take(),
+            fence: self.fence.clone(),
         }
     }
 
@@ -258,6 +262,15 @@ impl Storage {
         }
         let commit = self.take_commit();
         self.store.commit(&self.room, commit).await
+    }
+
+    /// Fences every later commit by `owner`: they apply only while it still holds the room.
+    pub fn set_fence(&mut self, owner: Option<Owner>) {
+        self.fence = owner;
+    }
+
+    pub fn fence(&self) -> Option<&Owner> {
+        self.fence.as_ref()
     }
 
     /// Drops the buffered writes.
