@@ -218,14 +218,17 @@ async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<Node
     while let Some(ev) = from_node.recv().await {
         let Some(ev) = ev.event else { continue };
         match ev {
-            node_event::Event::AdmitReply(ref r) => reply(&link, r.request_id, ev.clone()),
-            node_event::Event::HttpReply(ref r) => reply(&link, r.request_id, ev.clone()),
-            node_event::Event::Accepted(a) => {
-                let mut reg = link.registry();
-                if let Some(room) = reg.sockets.get(&a.socket).map(|e| e.room.clone()) {
-                    reg.rooms.entry(room).or_default().insert(a.socket);
+            node_event::Event::AdmitReply(ref r) => {
+                if r.status == 0 {
+                    // In the room from now on: later deliveries include this socket.
+                    let mut reg = link.registry();
+                    if let Some(room) = reg.sockets.get(&r.socket).map(|e| e.room.clone()) {
+                        reg.rooms.entry(room).or_default().insert(r.socket);
+                    }
                 }
+                reply(&link, r.request_id, ev.clone())
             }
+            node_event::Event::HttpReply(ref r) => reply(&link, r.request_id, ev.clone()),
             node_event::Event::Send(s) => {
                 let Some(msg) = ws_message(s.payload, s.binary) else {
                     continue;

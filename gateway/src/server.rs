@@ -2,7 +2,7 @@
 
 use crate::nodes::{NodeConnector, NodeSet};
 use crate::route::{parse_room_path, RouteError};
-use crate::socket::{self, SocketParams};
+use crate::socket::{self, PendingSocket};
 use crate::GatewayConfig;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -11,7 +11,7 @@ use axum::Router;
 use bytes::Bytes;
 use conclave_proto::query_param;
 use conclave_proto::wire::{gateway_event, node_event, Admit, Header, HttpRequest};
-use conclave_proto::{GatewaySide, Ring, RoomKey, SocketId};
+use conclave_proto::{GatewaySide, Ring, RoomKey};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -187,16 +187,17 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
     let Ok(link) = gw.nodes.link_for(&key).await else {
         return plain(503, "The room's node is unavailable");
     };
-    let uri = room_uri(&req);
-    let headers = wire_headers(req.headers());
+    let pending = PendingSocket::register(&gw.config, &link, key.clone());
     let request_id = link.next_id();
     let admit = Admit {
         request_id,
         room: Some(key.to_wire()),
-        conn_id: conn_id.clone(),
-        uri: uri.clone(),
-        headers: headers.clone(),
+        conn_id,
+        uri: room_uri(&req),
+        headers: wire_headers(req.headers()),
+        socket: pending.socket.0,
     };
+    // The node answers once the socket is in the room (on_connect has run) or refuses it.
     let reply = tokio::time::timeout(
         gw.config.node_timeout,
         link.call(request_id, gateway_event::Event::Admit(admit)),
@@ -204,9 +205,18 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
     .await;
     match reply {
         Ok(Ok(node_event::Event::AdmitReply(r))) if r.status == 0 => {}
-        Ok(Ok(node_event::Event::AdmitReply(r))) => return plain(r.status as u16, r.body),
-        Ok(_) => return plain(503, "The room's node is unavailable"),
-        Err(_) => return plain(504, "The room's node did not answer in time"),
+        Ok(Ok(node_event::Event::AdmitReply(r))) => {
+            link.unregister(pending.socket);
+            return plain(r.status as u16, r.body);
+        }
+        Ok(_) => {
+            pending.abandon(&link, "node unavailable").await;
+            return plain(503, "The room's node is unavailable");
+        }
+        Err(_) => {
+            pending.abandon(&link, "admission timed out").await;
+            return plain(504, "The room's node did not answer in time");
+        }
     }
     // Echo the first offered subprotocol (PartyKit does not, which breaks `ws` clients).
     let protocol = req
@@ -217,19 +227,14 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
         .and_then(|p| HeaderValue::from_str(p).ok());
 
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let socket = SocketId(link.next_id());
-    let params = SocketParams {
-        socket,
-        room: key,
-        conn_id,
-        uri,
-        headers,
-    };
     let config = gw.config.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => socket::run(config, link, upgraded, params).await,
-            Err(e) => debug!(error = %e, "upgrade failed"),
+            Ok(upgraded) => socket::run(config, link, upgraded, pending).await,
+            Err(e) => {
+                debug!(error = %e, "upgrade failed");
+                pending.abandon(&link, "upgrade failed").await;
+            }
         }
     });
 

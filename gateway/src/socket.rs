@@ -8,7 +8,7 @@
 use crate::limits::TokenBucket;
 use crate::link::{CloseSignal, NodeLink, SocketEntry};
 use crate::GatewayConfig;
-use conclave_proto::wire::{gateway_event, Closed, Frame, Header, Open};
+use conclave_proto::wire::{gateway_event, Closed, Frame};
 use conclave_proto::{RoomKey, SocketId};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
@@ -27,12 +27,52 @@ use tracing::debug;
 /// Frames written per flush at most (coalescing without starving the ping timer).
 const MAX_FRAMES_PER_FLUSH: usize = 256;
 
-pub(crate) struct SocketParams {
+/// A socket registered with its link before the upgrade, so that what the party sends in
+/// `on_connect` is already queued when the client sees "open".
+pub(crate) struct PendingSocket {
     pub socket: SocketId,
     pub room: RoomKey,
-    pub conn_id: String,
-    pub uri: String,
-    pub headers: Vec<Header>,
+    rx: mpsc::Receiver<WsMessage>,
+    close: Arc<CloseSignal>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl PendingSocket {
+    pub fn register(config: &GatewayConfig, link: &NodeLink, room: RoomKey) -> Self {
+        let socket = SocketId(link.next_id());
+        let (tx, rx) = mpsc::channel(config.send_queue_frames);
+        let close = Arc::new(CloseSignal::default());
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let entry = SocketEntry {
+            room: room.clone(),
+            tx,
+            close: close.clone(),
+            queued_bytes: queued_bytes.clone(),
+            max_queued_bytes: config.send_queue_bytes,
+        };
+        link.register(socket, entry);
+        Self {
+            socket,
+            room,
+            rx,
+            close,
+            queued_bytes,
+        }
+    }
+
+    /// The socket never became a connection (refused, or the upgrade failed): forget it,
+    /// and tell the node in case it had joined it.
+    pub async fn abandon(self, link: &NodeLink, why: &str) {
+        link.unregister(self.socket);
+        let closed = Closed {
+            socket: self.socket.0,
+            room: Some(self.room.to_wire()),
+            code: 1006,
+            reason: String::new(),
+            error: why.to_string(),
+        };
+        let _ = link.send(gateway_event::Event::Closed(closed)).await;
+    }
 }
 
 pub(crate) fn ws_config(config: &GatewayConfig) -> WebSocketConfig {
@@ -48,7 +88,7 @@ pub(crate) async fn run(
     config: Arc<GatewayConfig>,
     link: Arc<NodeLink>,
     upgraded: hyper::upgrade::Upgraded,
-    p: SocketParams,
+    p: PendingSocket,
 ) {
     let ws = WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
@@ -56,28 +96,14 @@ pub(crate) async fn run(
         Some(ws_config(&config)),
     )
     .await;
-    let (tx, rx) = mpsc::channel(config.send_queue_frames);
-    let close = Arc::new(CloseSignal::default());
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
-    let entry = SocketEntry {
-        room: p.room.clone(),
-        tx,
-        close: close.clone(),
-        queued_bytes: queued_bytes.clone(),
-        max_queued_bytes: config.send_queue_bytes,
-    };
-    link.register(p.socket, entry);
+    let PendingSocket {
+        socket,
+        room,
+        rx,
+        close,
+        queued_bytes,
+    } = p;
     metrics::gauge!("conclave_gateway_connections").increment(1.0);
-    let open = Open {
-        socket: p.socket.0,
-        room: Some(p.room.to_wire()),
-        conn_id: p.conn_id.clone(),
-        uri: p.uri,
-        headers: p.headers,
-    };
-    if link.send(gateway_event::Event::Open(open)).await.is_err() {
-        close.trigger(1012, "Node unavailable");
-    }
 
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
@@ -93,7 +119,7 @@ pub(crate) async fn run(
     ));
 
     let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
-    let room = Some(p.room.to_wire());
+    let room = Some(room.to_wire());
     let close_requested = close.wait();
     tokio::pin!(close_requested);
     // What the node hears when the socket ends: (code, reason, error).
@@ -130,7 +156,7 @@ pub(crate) async fn run(
         }
         metrics::counter!("conclave_gateway_messages_in_total").increment(1);
         let frame = Frame {
-            socket: p.socket.0,
+            socket: socket.0,
             room: room.clone(),
             payload,
             binary,
@@ -139,13 +165,13 @@ pub(crate) async fn run(
             close.trigger(1012, "Node unavailable");
         }
     };
-    debug!(socket = p.socket.0, code, "socket closed");
+    debug!(socket = socket.0, code, "socket closed");
     close.trigger(code, &reason);
-    link.unregister(p.socket);
+    link.unregister(socket);
     metrics::gauge!("conclave_gateway_connections").decrement(1.0);
     let _ = link
         .send(gateway_event::Event::Closed(Closed {
-            socket: p.socket.0,
+            socket: socket.0,
             room,
             code: code.into(),
             reason,

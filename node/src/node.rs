@@ -11,7 +11,6 @@ use conclave_proto::wire::{gateway_event, node_event, AdmitReply, Header, HttpRe
 use conclave_proto::{ConnId, NodeSide, RoomKey, SocketId};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tracing::{debug, warn};
 
 /// Hosts rooms. Cheap to clone.
 #[derive(Clone)]
@@ -57,6 +56,23 @@ fn header_map(headers: &[Header]) -> http::HeaderMap {
     map
 }
 
+/// Answers an admission with an HTTP status instead of an upgrade.
+async fn refuse(
+    host: &HostInner,
+    gateway: GatewayId,
+    a: &conclave_proto::wire::Admit,
+    status: u16,
+    body: String,
+) {
+    let event = AdmitReply {
+        request_id: a.request_id,
+        status: status.into(),
+        body,
+        socket: a.socket,
+    };
+    reply(host, gateway, node_event::Event::AdmitReply(event)).await;
+}
+
 async fn reply(host: &HostInner, gateway: GatewayId, event: node_event::Event) {
     if let Some(tx) = host.links.get(gateway) {
         let _ = tx.send(NodeEvent { event: Some(event) }).await;
@@ -70,52 +86,43 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
         let Some(ev) = ev.event else { continue };
         match ev {
             gateway_event::Event::Admit(a) => {
-                let decision = match a.room.as_ref().map(RoomKey::from_wire) {
-                    Some(Ok(key)) => {
-                        let headers = header_map(&a.headers);
-                        let req = ConnectRequest {
-                            party: key.party.as_str(),
-                            room: key.room.as_str(),
-                            conn_id: &a.conn_id,
-                            uri: &a.uri,
-                            headers: &headers,
-                        };
-                        host.admit(&key, &req)
+                let key = match a.room.as_ref().map(RoomKey::from_wire) {
+                    Some(Ok(key)) => key,
+                    Some(Err(e)) => {
+                        refuse(&host, gateway, &a, 400, e.to_string()).await;
+                        continue;
                     }
-                    Some(Err(e)) => Err((400, e.to_string())),
-                    None => Err((400, "missing room".into())),
+                    None => {
+                        refuse(&host, gateway, &a, 400, "missing room".into()).await;
+                        continue;
+                    }
                 };
-                let (status, body) = match decision {
-                    Ok(()) => (0, String::new()),
-                    Err((s, b)) => (s as u32, b),
+                let headers = header_map(&a.headers);
+                let req = ConnectRequest {
+                    party: key.party.as_str(),
+                    room: key.room.as_str(),
+                    conn_id: &a.conn_id,
+                    uri: &a.uri,
+                    headers: &headers,
                 };
-                reply(
-                    &host,
-                    gateway,
-                    node_event::Event::AdmitReply(AdmitReply {
-                        request_id: a.request_id,
-                        status,
-                        body,
-                    }),
-                )
-                .await;
-            }
-            gateway_event::Event::Open(o) => {
-                let Some(Ok(key)) = o.room.as_ref().map(RoomKey::from_wire) else {
-                    warn!(socket = o.socket, "open with an invalid room");
+                if let Err((status, body)) = host.admit(&key, &req) {
+                    refuse(&host, gateway, &a, status, body).await;
                     continue;
-                };
-                sockets.insert(o.socket, key.clone());
+                }
+                // The room answers the admission itself, once the socket has joined.
+                sockets.insert(a.socket, key.clone());
                 let event = RoomEvent::Open {
                     peer: Peer {
                         gateway,
-                        socket: SocketId(o.socket),
+                        socket: SocketId(a.socket),
                     },
-                    conn_id: ConnId::new(&o.conn_id),
-                    uri: Arc::from(o.uri.as_str()),
+                    conn_id: ConnId::new(&a.conn_id),
+                    uri: Arc::from(a.uri.as_str()),
+                    request_id: a.request_id,
                 };
                 if let Err(e) = host.dispatch(&key, event).await {
-                    debug!(error = %e, "open for an unknown party");
+                    sockets.remove(&a.socket);
+                    refuse(&host, gateway, &a, 404, e.to_string()).await;
                 }
             }
             gateway_event::Event::Frame(f) => {

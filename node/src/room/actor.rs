@@ -10,7 +10,7 @@ use super::{text_response, truncate_reason, ConnEntry, Connection, Peer, Room};
 use crate::host::HostInner;
 use crate::party::{Message, Party, PartyError, PartyFactory, Request, Response};
 use crate::time::now_ms;
-use conclave_proto::wire::{node_event, Accepted, CloseSocket};
+use conclave_proto::wire::{node_event, AdmitReply, CloseSocket};
 use conclave_proto::{ConnId, RoomKey};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,11 +20,23 @@ use tracing::{debug, warn, Instrument};
 /// Alarms retried this many times after a failure, then dropped (as Durable Objects do).
 pub const MAX_ALARM_RETRIES: u32 = 6;
 
+/// The admission answer that tells the gateway the socket is in the room.
+fn admitted(request_id: u64, peer: Peer) -> node_event::Event {
+    node_event::Event::AdmitReply(AdmitReply {
+        request_id,
+        status: 0,
+        body: String::new(),
+        socket: peer.socket.0,
+    })
+}
+
 pub(crate) enum RoomEvent {
     Open {
         peer: Peer,
         conn_id: ConnId,
         uri: Arc<str>,
+        /// The admission this open answers.
+        request_id: u64,
     },
     Frame {
         peer: Peer,
@@ -166,7 +178,12 @@ impl RoomActor {
 
     async fn handle(&mut self, event: RoomEvent) {
         match event {
-            RoomEvent::Open { peer, conn_id, uri } => self.open(peer, conn_id, uri).await,
+            RoomEvent::Open {
+                peer,
+                conn_id,
+                uri,
+                request_id,
+            } => self.open(peer, conn_id, uri, request_id).await,
             RoomEvent::Frame { peer, msg } => {
                 let Some(conn) = self.conn(peer) else {
                     return;
@@ -237,7 +254,7 @@ impl RoomActor {
             .map(|e| Connection::from_entry(e, self.room.shared()))
     }
 
-    async fn open(&mut self, peer: Peer, conn_id: ConnId, uri: Arc<str>) {
+    async fn open(&mut self, peer: Peer, conn_id: ConnId, uri: Arc<str>, request_id: u64) {
         let tags: Arc<[String]> = Arc::from(vec![conn_id.to_string()]);
         let entry = ConnEntry {
             id: conn_id.clone(),
@@ -267,7 +284,7 @@ impl RoomActor {
             self.closed(old_conn, 1000, "replaced", None).await;
         }
         if let Err(e) = self.ensure_started().await {
-            self.reject_open(peer, &format!("Room failed to start: {e}"))
+            self.reject_open(peer, request_id, &format!("Room failed to start: {e}"))
                 .await;
             return;
         }
@@ -290,23 +307,20 @@ impl RoomActor {
         let Some(conn) = self.conn(peer) else {
             return;
         };
-        self.room.shared().push(
-            peer.gateway,
-            node_event::Event::Accepted(Accepted {
-                socket: peer.socket.0,
-            }),
-        );
+        self.room
+            .shared()
+            .push(peer.gateway, admitted(request_id, peer));
         let mut p = self.take_party();
         let r = p.on_connect(&mut self.room, &conn).await;
         self.party = Some(p);
         if let Err(e) = self.finish(r).await {
             warn!(conn = %conn_id, error = %e, "on_connect failed; closing with 1011");
-            self.reject_open(peer, &e.to_string()).await;
+            self.reject_open(peer, request_id, &e.to_string()).await;
         }
     }
 
     /// Accept-then-close with 1011, as PartyKit does when `onConnect` throws.
-    async fn reject_open(&mut self, peer: Peer, why: &str) {
+    async fn reject_open(&mut self, peer: Peer, request_id: u64, why: &str) {
         let Peer { gateway, socket } = peer;
         if self.room.shared().conns().remove(peer).is_some() {
             self.host
@@ -314,10 +328,7 @@ impl RoomActor {
                 .fetch_sub(1, Ordering::Relaxed);
         }
         let shared = self.room.shared().clone();
-        shared.push(
-            gateway,
-            node_event::Event::Accepted(Accepted { socket: socket.0 }),
-        );
+        shared.push(gateway, admitted(request_id, peer));
         shared.push(
             gateway,
             node_event::Event::CloseSocket(CloseSocket {
