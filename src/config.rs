@@ -93,6 +93,10 @@ pub struct NodeOpts {
     /// TOML config file (the same file for every role of a cluster)
     #[arg(long, env = "CONCLAVE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Every node of the cluster as id or id=http://host:port, comma separated (the same
+    /// list the gateways get; also `[nodes]` in the TOML file) [default: this node alone]
+    #[arg(long, env = "CONCLAVE_NODES", value_delimiter = ',')]
+    pub nodes: Vec<String>,
     #[command(flatten)]
     pub node: NodeLimitOpts,
 }
@@ -367,8 +371,27 @@ pub struct NodeRoleConfig {
 impl NodeOpts {
     pub fn resolve(&self) -> anyhow::Result<NodeRoleConfig> {
         let file = FileConfig::load_opt(self.config.as_ref())?;
+        let id = self.id.clone().unwrap_or_else(|| "node".into());
+        let mut node = self.node.resolve(&file)?;
+        node.node_id = id.clone();
+        node.nodes = if self.nodes.is_empty() {
+            file.nodes.keys().cloned().collect()
+        } else {
+            self.nodes
+                .iter()
+                .map(|n| {
+                    n.split_once('=')
+                        .map_or(n.as_str(), |(id, _)| id)
+                        .trim()
+                        .to_string()
+                })
+                .collect()
+        };
+        if !node.nodes.contains(&id) {
+            node.nodes.push(id.clone());
+        }
         Ok(NodeRoleConfig {
-            id: self.id.clone().unwrap_or_else(|| "node".into()),
+            id,
             relay_listen: self
                 .relay_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7100))),
@@ -381,7 +404,7 @@ impl NodeOpts {
                 .or(file.data_dir.clone())
                 .unwrap_or_else(default_data_dir),
             postgres_url: self.postgres_url.clone().or(file.postgres_url.clone()),
-            node: self.node.resolve(&file)?,
+            node,
             parties: file.parties()?,
         })
     }

@@ -231,3 +231,80 @@ async fn rooms_spread_over_nodes_and_survive_a_node_restart() {
         assert_eq!(body, r#"{"value":1}"#, "room c{i}");
     }
 }
+
+#[tokio::test]
+async fn a_stale_process_is_fenced_and_its_late_writes_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = common::postgres::fresh_database().await;
+    let node = |data: &str| {
+        let data = dir.path().join(data).display().to_string();
+        let pg = postgres.clone();
+        async move {
+            let args = [
+                "node",
+                "--id",
+                "a",
+                "--relay-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ];
+            let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            args.extend(["--data-dir".into(), data, "--postgres-url".into(), pg]);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            spawn(&refs, 2).await
+        }
+    };
+    // Two processes claiming to be node "a" (say, a stalled one and its replacement),
+    // each behind its own gateway, over one database.
+    let old = node("old").await;
+    let old_gw = spawn(
+        &[
+            "gateway",
+            "--port",
+            "0",
+            "--nodes",
+            &format!("a=http://{}", old.addrs[0]),
+        ],
+        1,
+    )
+    .await;
+    let mut stale = ws(&old_gw.addrs[0], "/parties/counter/x?_pk=stale").await;
+    send(&mut stale, "incr").await;
+    assert_eq!(next_json(&mut stale).await["value"], 1);
+
+    let new = node("new").await;
+    let new_gw = spawn(
+        &[
+            "gateway",
+            "--port",
+            "0",
+            "--nodes",
+            &format!("a=http://{}", new.addrs[0]),
+        ],
+        1,
+    )
+    .await;
+    let mut fresh = ws(&new_gw.addrs[0], "/parties/counter/x?_pk=fresh").await;
+    send(&mut fresh, "incr").await;
+    assert_eq!(
+        next_json(&mut fresh).await["value"],
+        2,
+        "the new process reads the durable value"
+    );
+
+    // The old process still thinks it owns the room: its write is refused, its client is
+    // never told a count, and it is closed with 1012 so it reconnects.
+    send(&mut stale, "incr").await;
+    assert_eq!(close_code(&mut stale).await, 1012);
+    send(&mut fresh, "get").await;
+    assert_eq!(
+        next_json(&mut fresh).await["value"],
+        2,
+        "a fenced write must not land"
+    );
+    assert_eq!(
+        get(&new_gw.addrs[0], "/parties/counter/x").await,
+        r#"{"value":2}"#
+    );
+}

@@ -51,9 +51,10 @@ impl Store for FailingCommits {
     async fn due_alarms(
         &self,
         now_ms: i64,
+        after: Option<(RoomKey, i64)>,
         limit: usize,
     ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
-        self.inner.due_alarms(now_ms, limit).await
+        self.inner.due_alarms(now_ms, after, limit).await
     }
     async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
         self.inner.next_alarm().await

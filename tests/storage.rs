@@ -264,15 +264,23 @@ async fn alarms_are_indexed_by_due_time_and_replaced_on(backend: &Backend) {
     b.commit().await.unwrap();
     assert_eq!(store.next_alarm().await.unwrap(), Some(1_000));
     assert_eq!(
-        store.due_alarms(1_500, 10).await.unwrap(),
+        store.due_alarms(1_500, None, 10).await.unwrap(),
         vec![(room("b"), 1_000)]
     );
-    assert_eq!(store.due_alarms(5_000, 10).await.unwrap().len(), 2);
+    assert_eq!(store.due_alarms(5_000, None, 10).await.unwrap().len(), 2);
+    // Paging: the page after the first entry holds the second.
+    let first = store.due_alarms(5_000, None, 1).await.unwrap();
+    assert_eq!(first, vec![(room("b"), 1_000)]);
+    let second = store
+        .due_alarms(5_000, first.last().cloned(), 10)
+        .await
+        .unwrap();
+    assert_eq!(second, vec![(room("a"), 2_000)]);
     // Setting again replaces the old entry; deleting removes it from the index.
     b.set_alarm(3_000);
     b.commit().await.unwrap();
     assert_eq!(
-        store.due_alarms(2_500, 10).await.unwrap(),
+        store.due_alarms(2_500, None, 10).await.unwrap(),
         vec![(room("a"), 2_000)]
     );
     a.delete_alarm();

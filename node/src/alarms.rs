@@ -19,6 +19,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Sleep while due alarms are all running or backing off.
 const BUSY_SLEEP: Duration = Duration::from_millis(100);
 const BATCH: usize = 256;
+/// Pages of due alarms looked at per pass.
+const MAX_PAGES: usize = 64;
 
 struct Retry {
     attempt: u32,
@@ -32,38 +34,52 @@ pub(crate) async fn run(host: Weak<HostInner>) {
     loop {
         let Some(h) = host.upgrade() else { return };
         let now = now_ms();
-        match h.store.due_alarms(now, BATCH).await {
-            Ok(due) => {
-                for (room, _) in due {
-                    if running.contains(&room) {
-                        continue;
-                    }
-                    let attempt = match retries.get(&room) {
-                        Some(r) if r.not_before > Instant::now() => continue,
-                        Some(r) => r.attempt,
-                        None => 0,
-                    };
-                    running.insert(room.clone());
-                    let (reply, rx) = oneshot::channel();
-                    let done = done_tx.clone();
-                    let host = h.clone();
-                    tokio::spawn(async move {
-                        let outcome = match host
-                            .dispatch(&room, RoomEvent::Alarm { attempt, reply })
-                            .await
-                        {
-                            Ok(()) => rx.await.unwrap_or(AlarmOutcome::Failed),
-                            Err(e) => {
-                                warn!(%room, error = %e, "alarm for a party this node does not serve");
-                                AlarmOutcome::Failed
-                            }
-                        };
-                        let _ = done.send((room, outcome));
-                    });
+        // Page through the due alarms: other nodes' overdue alarms (a node that is down)
+        // must not hide this node's.
+        let mut after = None;
+        for _ in 0..MAX_PAGES {
+            let page = match h.store.due_alarms(now, after.clone(), BATCH).await {
+                Ok(page) => page,
+                Err(e) => {
+                    warn!(error = %e, "cannot read due alarms");
+                    break;
                 }
+            };
+            let full = page.len() == BATCH;
+            after = page.last().cloned();
+            for (room, _) in page {
+                // Every node sees the shared index; each runs its own rooms' alarms.
+                if running.contains(&room) || !h.places_here(&room) {
+                    continue;
+                }
+                let attempt = match retries.get(&room) {
+                    Some(r) if r.not_before > Instant::now() => continue,
+                    Some(r) => r.attempt,
+                    None => 0,
+                };
+                running.insert(room.clone());
+                let (reply, rx) = oneshot::channel();
+                let done = done_tx.clone();
+                let host = h.clone();
+                tokio::spawn(async move {
+                    let outcome = match host
+                        .dispatch(&room, RoomEvent::Alarm { attempt, reply })
+                        .await
+                    {
+                        Ok(()) => rx.await.unwrap_or(AlarmOutcome::Failed),
+                        Err(e) => {
+                            warn!(%room, error = %e, "alarm for a party this node does not serve");
+                            AlarmOutcome::Failed
+                        }
+                    };
+                    let _ = done.send((room, outcome));
+                });
             }
-            Err(e) => warn!(error = %e, "cannot read due alarms"),
+            if !full {
+                break;
+            }
         }
+
         let sleep = match h.store.next_alarm().await {
             Ok(Some(at)) if at <= now => BUSY_SLEEP,
             Ok(Some(at)) => Duration::from_millis((at - now) as u64).min(MAX_SLEEP),

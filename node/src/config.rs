@@ -4,6 +4,11 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
+    /// This node's id in the cluster (`local` in `conclave dev`).
+    pub node_id: String,
+    /// Every node of the cluster, this one included: the ring rooms are placed on. A room
+    /// held by a node outside it may be taken over.
+    pub nodes: Vec<String>,
     /// A room with no event for this long leaves memory (hibernates); its connections stay.
     pub hibernate_after: Duration,
     /// Connections one room accepts; past it new sockets get HTTP 503 before the upgrade.
@@ -17,6 +22,8 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
+            node_id: "local".into(),
+            nodes: vec!["local".into()],
             hibernate_after: Duration::from_secs(30),
             max_connections_per_room: 10_000,
             room_mailbox: 4096,

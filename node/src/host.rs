@@ -2,14 +2,25 @@
 
 use crate::party::{ConnectRequest, PartyRegistry, Request, Response};
 use crate::room::{spawn_room, FetchError, Room, RoomEvent, RoomFetcher};
-use crate::storage::{Storage, Store};
+use crate::storage::{Claim, Storage, Store};
 use crate::NodeConfig;
 use conclave_proto::wire::NodeEvent;
 use conclave_proto::RoomKey;
+use conclave_proto::{Ring, RingVersion};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, Notify};
+
+/// A number no earlier process of this node used: nanoseconds since the epoch, mixed with
+/// the process id.
+fn new_incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ ((std::process::id() as u64) << 48)
+}
 
 /// Index of a gateway link on this node.
 pub(crate) type GatewayId = usize;
@@ -47,6 +58,10 @@ struct RoomHandle {
 
 pub(crate) struct HostInner {
     pub config: NodeConfig,
+    /// This process's incarnation: tells its claims apart from an earlier run's.
+    pub incarnation: u64,
+    /// The ring this node places rooms on (which alarms it runs, whose rooms it may take).
+    ring: RwLock<Ring>,
     pub parties: PartyRegistry,
     pub store: Arc<dyn Store>,
     pub links: Arc<Links>,
@@ -64,7 +79,13 @@ pub(crate) enum DispatchError {
 
 impl HostInner {
     pub fn new(config: NodeConfig, parties: PartyRegistry, store: Arc<dyn Store>) -> Arc<Self> {
+        let ring = Ring::new(
+            RingVersion(1),
+            config.nodes.iter().cloned().chain([config.node_id.clone()]),
+        );
         Arc::new_cyclic(|weak| Self {
+            incarnation: new_incarnation(),
+            ring: RwLock::new(ring),
             config,
             parties,
             store,
@@ -73,6 +94,27 @@ impl HostInner {
             rooms: Mutex::new(HashMap::new()),
             weak_self: weak.clone(),
         })
+    }
+
+    /// This node's claim on a room.
+    pub fn claim(&self) -> Claim {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        Claim {
+            node: self.config.node_id.clone(),
+            incarnation: self.incarnation,
+            live_nodes: ring.nodes().to_vec(),
+        }
+    }
+
+    /// Whether `room` belongs on this node under its ring.
+    pub fn places_here(&self, room: &RoomKey) -> bool {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        ring.owner(room) == Some(self.config.node_id.as_str())
+    }
+
+    /// Drops a room's actor from the registry at once (it was fenced).
+    pub fn evict(&self, key: &RoomKey) {
+        self.rooms().remove(key);
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomKey, RoomHandle>> {

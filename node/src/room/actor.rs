@@ -9,6 +9,7 @@
 use super::{text_response, truncate_reason, ConnEntry, Connection, Peer, Room};
 use crate::host::HostInner;
 use crate::party::{Message, Party, PartyError, PartyFactory, Request, Response};
+use crate::storage::StorageError;
 use crate::time::now_ms;
 use conclave_proto::wire::{node_event, AdmitReply, CloseSocket};
 use conclave_proto::{ConnId, RoomKey};
@@ -71,6 +72,8 @@ struct RoomActor {
     factory: Arc<dyn PartyFactory>,
     party: Option<Box<dyn Party>>,
     host: Arc<HostInner>,
+    /// Set when a commit found another owner: the actor tears down after this event.
+    fenced: bool,
 }
 
 pub(crate) fn spawn_room(
@@ -86,6 +89,7 @@ pub(crate) fn spawn_room(
         factory,
         party: None,
         host,
+        fenced: false,
     };
     tokio::spawn(actor.run(rx).instrument(span));
 }
@@ -103,6 +107,9 @@ impl RoomActor {
                             self.hibernate();
                             continue;
                         }
+                        // Idle with no connections: let go of the room, then leave, unless
+                        // events arrived meanwhile (the next one claims the room again).
+                        self.release().await;
                         if self.host.retire(self.room.key(), &mut rx) {
                             break;
                         }
@@ -117,12 +124,17 @@ impl RoomActor {
                 }
             };
             self.handle(event).await;
+            if self.fenced {
+                self.tear_down().await;
+                break;
+            }
         }
         if self.party.is_some() {
             self.host.metrics_room_left_memory();
         }
         self.host.room_retired();
         // Anything that slipped in between retiring and closing goes to a fresh actor.
+        rx.close();
         while let Ok(ev) = rx.try_recv() {
             self.host.clone().redispatch(self.room.key().clone(), ev);
         }
@@ -134,11 +146,62 @@ impl RoomActor {
         self.host.metrics_room_left_memory();
     }
 
-    /// Makes sure a party instance exists and has run `on_start`.
+    /// Owns the room in storage before anything runs: claims it unless this actor already
+    /// holds the claim.
+    async fn ensure_owned(&mut self) -> Result<(), PartyError> {
+        if self.room.storage().fence().is_some() {
+            return Ok(());
+        }
+        let claim = self.host.claim();
+        let store = self.room.storage().store().clone();
+        let owner = store.claim(self.room.key(), &claim).await?;
+        debug!(epoch = owner.epoch, "claimed");
+        self.room.storage().set_fence(Some(owner));
+        Ok(())
+    }
+
+    async fn release(&mut self) {
+        let Some(owner) = self.room.storage().fence().cloned() else {
+            return;
+        };
+        self.room.storage().set_fence(None);
+        let store = self.room.storage().store().clone();
+        if let Err(e) = store.release(self.room.key(), &owner).await {
+            warn!(error = %e, "cannot release the room");
+        }
+    }
+
+    /// Another owner took the room: this actor must not serve it any more. Its clients are
+    /// closed with 1012 so they reconnect (and reach the new owner).
+    async fn tear_down(&mut self) {
+        warn!("fenced: another owner holds this room; closing its connections here");
+        let entries: Vec<(crate::host::GatewayId, u64)> = self
+            .room
+            .shared()
+            .conns()
+            .iter()
+            .map(|e| (e.gateway, e.socket.0))
+            .collect();
+        for (gateway, socket) in entries {
+            self.room.shared().push(
+                gateway,
+                node_event::Event::CloseSocket(CloseSocket {
+                    socket,
+                    code: 1012,
+                    reason: "Room moved to another node".into(),
+                }),
+            );
+        }
+        self.room.flush().await;
+        self.host.evict(self.room.key());
+    }
+
+    /// Makes sure the room is owned and a party instance exists and has run `on_start`.
     async fn ensure_started(&mut self) -> Result<(), PartyError> {
         if self.party.is_some() {
             return Ok(());
         }
+        self.ensure_owned().await?;
         let mut party = self.factory.create();
         let r = party.on_start(&mut self.room).await;
         self.party = Some(party);
@@ -161,6 +224,9 @@ impl RoomActor {
                 Ok(())
             }
             Err(e) => {
+                if matches!(e, StorageError::Fenced { .. }) {
+                    self.fenced = true;
+                }
                 warn!(error = %e, "commit failed; dropping held messages and resetting the room");
                 self.room.discard();
                 if self.party.take().is_some() {

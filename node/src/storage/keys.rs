@@ -70,6 +70,18 @@ pub fn alarm_index_bound(due_ms: i64) -> Vec<u8> {
     pack(&("alarms", due_ms))
 }
 
+/// Where a scan of due alarms starts: the index start, or just after `after`'s entry.
+pub fn alarm_scan_start(after: Option<&(RoomKey, i64)>) -> Vec<u8> {
+    match after {
+        Some((room, due)) => {
+            let mut k = alarm_index_key(*due, room);
+            k.push(0);
+            k
+        }
+        None => alarm_index_prefix(),
+    }
+}
+
 pub fn alarm_index_prefix() -> Vec<u8> {
     pack(&("alarms",))
 }

@@ -205,10 +205,12 @@ pub trait Store: Send + Sync + 'static {
     async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError>;
     /// The room's owner record.
     async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError>;
-    /// Rooms whose alarm is due at or before `now_ms`, earliest first.
+    /// Rooms whose alarm is due at or before `now_ms`, earliest first, starting after the
+    /// entry `after` (a page's last) when given.
     async fn due_alarms(
         &self,
         now_ms: i64,
+        after: Option<(RoomKey, i64)>,
         limit: usize,
     ) -> Result<Vec<(RoomKey, i64)>, StorageError>;
     /// The earliest alarm of any room.

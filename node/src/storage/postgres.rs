@@ -386,17 +386,14 @@ impl Store for PostgresStore {
     async fn due_alarms(
         &self,
         now_ms: i64,
+        after: Option<(RoomKey, i64)>,
         limit: usize,
     ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
-        let lo = keys::alarm_index_prefix();
+        let lo = keys::alarm_scan_start(after.as_ref());
         let hi = keys::alarm_index_bound(now_ms.saturating_add(1));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        Ok(self
-            .first_alarm_in(&lo, &hi, limit)
-            .await?
-            .into_iter()
-            .map(|(due, room)| (room, due))
-            .collect())
+        let due = self.first_alarm_in(&lo, &hi, limit).await?;
+        Ok(due.into_iter().map(|(due, room)| (room, due)).collect())
     }
 
     async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {

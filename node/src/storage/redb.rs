@@ -362,10 +362,11 @@ impl Store for RedbStore {
     async fn due_alarms(
         &self,
         now_ms: i64,
+        after: Option<(RoomKey, i64)>,
         limit: usize,
     ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
         self.read(move |t| {
-            let lo = keys::alarm_index_prefix();
+            let lo = keys::alarm_scan_start(after.as_ref());
             let hi = keys::alarm_index_bound(now_ms.saturating_add(1));
             let mut out = Vec::new();
             for item in t
