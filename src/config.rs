@@ -48,6 +48,42 @@ pub struct NodeLimitOpts {
     pub hibernate_after_ms: Option<u64>,
 }
 
+/// Liveness timing (nodes and placement must agree). Each flag also reads `CONCLAVE_<NAME>`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct LivenessOpts {
+    /// How often a node renews its heartbeat in Redis, in ms [default: 500]
+    #[arg(long, env = "CONCLAVE_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// How long a heartbeat lives; a node that cannot renew fences itself at 3/4 of it [default: 2000]
+    #[arg(long, env = "CONCLAVE_HEARTBEAT_TTL_MS")]
+    pub heartbeat_ttl_ms: Option<u64>,
+}
+
+impl LivenessOpts {
+    pub fn resolve(&self) -> anyhow::Result<conclave_placement::LivenessTiming> {
+        let t = conclave_placement::LivenessTiming::from_heartbeat_and_ttl(
+            Duration::from_millis(self.heartbeat_ms.unwrap_or(500)),
+            Duration::from_millis(self.heartbeat_ttl_ms.unwrap_or(2000)),
+        );
+        t.check()
+            .map_err(|e| anyhow::anyhow!("liveness timing: {e}"))?;
+        Ok(t)
+    }
+}
+
+/// Settings of `conclave placement`: publishes rings from node liveness in Redis.
+#[derive(Args, Debug, Default, Clone)]
+pub struct PlacementOpts {
+    /// Redis holding node heartbeats: redis://host:port
+    #[arg(long, env = "CONCLAVE_REDIS_URL")]
+    pub redis_url: String,
+    /// Address of the placement gRPC service (port 0 picks one) [default: 127.0.0.1:7300]
+    #[arg(long, env = "CONCLAVE_PLACEMENT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub liveness: LivenessOpts,
+}
+
 /// Settings of `conclave dev`.
 #[derive(Args, Debug, Default, Clone)]
 pub struct DevOpts {
@@ -97,6 +133,17 @@ pub struct NodeOpts {
     /// list the gateways get; also `[nodes]` in the TOML file) [default: this node alone]
     #[arg(long, env = "CONCLAVE_NODES", value_delimiter = ',')]
     pub nodes: Vec<String>,
+    /// Redis for the liveness heartbeat (with --placement: a dynamic cluster)
+    #[arg(long, env = "CONCLAVE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Placement replicas to follow for the ring, comma separated http:// URLs
+    #[arg(long, env = "CONCLAVE_PLACEMENT", value_delimiter = ',')]
+    pub placement: Vec<String>,
+    /// The relay URL gateways should use for this node [default: http://<relay address>]
+    #[arg(long, env = "CONCLAVE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    #[command(flatten)]
+    pub liveness: LivenessOpts,
     #[command(flatten)]
     pub node: NodeLimitOpts,
 }
@@ -111,9 +158,12 @@ pub struct GatewayOpts {
     #[arg(long, env = "CONCLAVE_PORT")]
     pub port: Option<u16>,
     /// Nodes as id=http://host:port, comma separated; rooms are spread over them by
-    /// consistent hashing (also `[nodes]` in the TOML file)
+    /// consistent hashing (also `[nodes]` in the TOML file). Not needed with --placement
     #[arg(long, env = "CONCLAVE_NODES", value_delimiter = ',')]
     pub nodes: Vec<String>,
+    /// Placement replicas to follow for the ring, comma separated http:// URLs
+    #[arg(long, env = "CONCLAVE_PLACEMENT", value_delimiter = ',')]
+    pub placement: Vec<String>,
     /// TOML config file (the same file for every role of a cluster)
     #[arg(long, env = "CONCLAVE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -360,6 +410,10 @@ impl DevOpts {
 #[derive(Clone, Debug)]
 pub struct NodeRoleConfig {
     pub id: String,
+    pub redis_url: Option<String>,
+    pub placement: Vec<String>,
+    pub advertise_url: Option<String>,
+    pub liveness: conclave_placement::LivenessTiming,
     pub relay_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -390,8 +444,15 @@ impl NodeOpts {
         if !node.nodes.contains(&id) {
             node.nodes.push(id.clone());
         }
+        if self.redis_url.is_some() == self.placement.is_empty() {
+            bail!("a dynamic cluster needs both --redis-url and --placement");
+        }
         Ok(NodeRoleConfig {
             id,
+            redis_url: self.redis_url.clone(),
+            placement: self.placement.clone(),
+            advertise_url: self.advertise_url.clone(),
+            liveness: self.liveness.resolve()?,
             relay_listen: self
                 .relay_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7100))),
@@ -410,10 +471,31 @@ impl NodeOpts {
     }
 }
 
+/// What `conclave placement` runs with.
+#[derive(Clone, Debug)]
+pub struct PlacementRoleConfig {
+    pub redis_url: String,
+    pub listen: SocketAddr,
+    pub liveness: conclave_placement::LivenessTiming,
+}
+
+impl PlacementOpts {
+    pub fn resolve(&self) -> anyhow::Result<PlacementRoleConfig> {
+        Ok(PlacementRoleConfig {
+            redis_url: self.redis_url.clone(),
+            listen: self
+                .listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7300))),
+            liveness: self.liveness.resolve()?,
+        })
+    }
+}
+
 /// What `conclave gateway` runs with.
 #[derive(Clone, Debug)]
 pub struct GatewayRoleConfig {
     pub listen: SocketAddr,
+    pub placement: Vec<String>,
     pub gateway: GatewayConfig,
     /// Node id → relay URL.
     pub nodes: BTreeMap<String, String>,
@@ -437,8 +519,8 @@ impl GatewayOpts {
         if nodes.is_empty() {
             nodes = file.nodes.clone();
         }
-        if nodes.is_empty() {
-            bail!("a gateway needs at least one node: --nodes id=http://host:port,… or [nodes] in the config");
+        if nodes.is_empty() && self.placement.is_empty() {
+            bail!("a gateway needs --placement URL,… or its nodes: --nodes id=http://host:port,… or [nodes] in the config");
         }
         for (id, url) in &nodes {
             if !url.starts_with("http://") {
@@ -447,6 +529,7 @@ impl GatewayOpts {
         }
         Ok(GatewayRoleConfig {
             listen: SocketAddr::new(host, port),
+            placement: self.placement.clone(),
             gateway: self.gateway.resolve(&file)?,
             nodes,
         })

@@ -6,5 +6,5 @@ pub mod dev;
 pub mod roles;
 pub mod telemetry;
 
-pub use config::{DevOpts, FileConfig, GatewayOpts, NodeOpts};
+pub use config::{DevOpts, FileConfig, GatewayOpts, NodeOpts, PlacementOpts};
 pub use dev::{DevConfig, DevServer};

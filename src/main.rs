@@ -25,6 +25,8 @@ enum Command {
     Node(conclave::NodeOpts),
     /// Client-facing WebSocket/HTTP edge in front of nodes
     Gateway(conclave::GatewayOpts),
+    /// Publish rings of live nodes (from their Redis heartbeats) to gateways and nodes
+    Placement(conclave::PlacementOpts),
     /// Drive a PartySocket-compatible server with a load scenario
     Loadtest(conclave_loadtest::LoadtestOpts),
 }
@@ -55,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Node(opts) => conclave::roles::run_node(opts.resolve()?).await,
         Command::Gateway(opts) => conclave::roles::run_gateway(opts.resolve()?).await,
+        Command::Placement(opts) => conclave::roles::run_placement(opts.resolve()?).await,
         Command::Loadtest(opts) => conclave_loadtest::run(opts).await,
     }
 }

@@ -11,22 +11,32 @@ use tracing::warn;
 /// Opens relay links to nodes by node id.
 pub trait NodeConnector: Send + Sync + 'static {
     fn connect(&self, node: &str) -> BoxFuture<'static, Result<GatewaySide, String>>;
+
+    /// New node addresses (node id → relay URL) from placement.
+    fn set_addresses(&self, _urls: HashMap<String, String>) {}
 }
 
 /// Nodes reached over gRPC at fixed addresses (node id → `http://host:port`).
 pub struct GrpcNodes {
-    urls: HashMap<String, String>,
+    urls: Mutex<HashMap<String, String>>,
 }
 
 impl GrpcNodes {
     pub fn new(urls: HashMap<String, String>) -> Self {
-        Self { urls }
+        Self {
+            urls: Mutex::new(urls),
+        }
     }
 }
 
 impl NodeConnector for GrpcNodes {
     fn connect(&self, node: &str) -> BoxFuture<'static, Result<GatewaySide, String>> {
-        let url = self.urls.get(node).cloned();
+        let url = self
+            .urls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned();
         let node = node.to_string();
         Box::pin(async move {
             let url = url.ok_or_else(|| format!("no address for node {node}"))?;
@@ -34,6 +44,10 @@ impl NodeConnector for GrpcNodes {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn set_addresses(&self, urls: HashMap<String, String>) {
+        *self.urls.lock().unwrap_or_else(|e| e.into_inner()) = urls;
     }
 }
 
@@ -56,7 +70,7 @@ impl NodeConnector for InProcessNode {
 }
 
 pub(crate) struct NodeSet {
-    ring: Ring,
+    ring: std::sync::RwLock<Ring>,
     links: Mutex<HashMap<String, Arc<NodeLink>>>,
     /// One connection attempt at a time, so concurrent sockets share the new link.
     connecting: tokio::sync::Mutex<()>,
@@ -66,7 +80,7 @@ pub(crate) struct NodeSet {
 impl NodeSet {
     pub fn new(ring: Ring, connector: Box<dyn NodeConnector>) -> Self {
         Self {
-            ring,
+            ring: std::sync::RwLock::new(ring),
             links: Mutex::default(),
             connecting: tokio::sync::Mutex::new(()),
             connector,
@@ -86,8 +100,18 @@ impl NodeSet {
     }
 
     /// The link to the node that owns `room`, connecting if needed.
+    /// Routes rooms by a new ring version (and its node addresses) from now on.
+    pub fn set_ring(&self, ring: Ring, urls: HashMap<String, String>) {
+        self.connector.set_addresses(urls);
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
+    }
+
     pub async fn link_for(&self, room: &RoomKey) -> Result<Arc<NodeLink>, LinkError> {
-        let node = self.ring.owner(room).ok_or(LinkError::Unavailable)?;
+        let node = {
+            let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+            ring.owner(room).ok_or(LinkError::Unavailable)?.to_string()
+        };
+        let node = node.as_str();
         if let Some(l) = self.live(node) {
             return Ok(l);
         }

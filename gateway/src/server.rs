@@ -49,6 +49,13 @@ impl Gateway {
         }
     }
 
+    /// Routes by a new ring version from placement (node id → relay URL).
+    pub fn set_ring(&self, view: &conclave_proto::RingView) {
+        self.inner
+            .nodes
+            .set_ring(view.ring(), view.members.clone().into_iter().collect());
+    }
+
     /// Closes every client socket with 1001 (going away) and waits up to `grace` for them
     /// to finish closing, so clients reconnect at once instead of timing out.
     pub async fn shutdown(&self, grace: std::time::Duration) {

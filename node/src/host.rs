@@ -62,6 +62,8 @@ pub(crate) struct HostInner {
     pub incarnation: u64,
     /// The ring this node places rooms on (which alarms it runs, whose rooms it may take).
     ring: RwLock<Ring>,
+    /// Cleared while the node is fenced (its liveness lapsed): no room may run here.
+    serving: std::sync::atomic::AtomicBool,
     pub parties: PartyRegistry,
     pub store: Arc<dyn Store>,
     pub links: Arc<Links>,
@@ -86,6 +88,7 @@ impl HostInner {
         Arc::new_cyclic(|weak| Self {
             incarnation: new_incarnation(),
             ring: RwLock::new(ring),
+            serving: std::sync::atomic::AtomicBool::new(true),
             config,
             parties,
             store,
@@ -110,6 +113,31 @@ impl HostInner {
     pub fn places_here(&self, room: &RoomKey) -> bool {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         ring.owner(room) == Some(self.config.node_id.as_str())
+    }
+
+    pub fn set_ring(&self, ring: Ring) {
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// Stops (or resumes) serving rooms. Stopping tears every room down at once: its
+    /// clients are closed with 1012 and nothing more is committed from here.
+    pub fn set_serving(self: &Arc<Self>, serving: bool) {
+        let was = self.serving.swap(serving, Ordering::AcqRel);
+        if was && !serving {
+            let rooms: Vec<(RoomKey, mpsc::Sender<RoomEvent>)> = self
+                .rooms()
+                .iter()
+                .map(|(k, h)| (k.clone(), h.tx.clone()))
+                .collect();
+            for (_, tx) in rooms {
+                // A full mailbox still sees the fence: the actor checks it before each event.
+                let _ = tx.try_send(RoomEvent::Fence);
+            }
+        }
     }
 
     /// Drops a room's actor from the registry at once (it was fenced).
@@ -219,6 +247,12 @@ impl HostInner {
 
     /// Decides whether a socket may open; `Err((status, body))` refuses it.
     pub fn admit(&self, key: &RoomKey, req: &ConnectRequest<'_>) -> Result<(), (u16, String)> {
+        if !self.is_serving() {
+            return Err((
+                503,
+                "This node is not serving rooms right now; retry".into(),
+            ));
+        }
         let Some(factory) = self.parties.get(key.party.as_str()) else {
             return Err((404, format!("Party {} not found", key.party)));
         };

@@ -32,6 +32,21 @@ impl Node {
         tokio::spawn(serve_link(self.host.clone(), gateway, side));
     }
 
+    /// Places rooms on `ring` from now on (a new version from placement).
+    pub fn set_ring(&self, ring: conclave_proto::Ring) {
+        self.host.set_ring(ring);
+    }
+
+    /// Fences (false) or unfences (true) the node; see the liveness heartbeat.
+    pub fn set_serving(&self, serving: bool) {
+        self.host.set_serving(serving);
+    }
+
+    /// This process's incarnation (fresh on every start).
+    pub fn incarnation(&self) -> u64 {
+        self.host.incarnation
+    }
+
     /// Rooms this node holds (active or hibernated).
     pub fn room_count(&self) -> usize {
         self.host.room_count()

@@ -1,8 +1,26 @@
-//! Placement: which node owns which room.
+//! Placement: which nodes are alive, and the ring rooms are placed on.
 //!
-//! The ring itself ([`Ring`]) lives in `conclave-proto`, because gateways and nodes compute
-//! owners from it on their hot paths. This crate will hold the placement service that
-//! watches node liveness in Redis and publishes versioned rings; until then a cluster runs
-//! on a static ring built from the configured node list.
+//! - [`heartbeat`]: a node renews its key in Redis with a TTL; when it cannot renew in
+//!   time it fences itself (stops serving) before anyone may take its rooms.
+//! - [`publisher`]: placement replicas watch those keys and agree, through one
+//!   compare-and-set in Redis, on numbered ring versions, which they stream to gateways
+//!   and nodes (`conclave_proto::grpc::placement_service`).
+//! - [`LivenessTiming`]: the durations whose order all of this relies on.
+//!
+//! The ring itself ([`Ring`]) lives in `conclave-proto`: gateways and nodes compute owners
+//! from it on their hot paths.
 
-pub use conclave_proto::{Ring, RingVersion, VNODES_PER_NODE};
+pub mod heartbeat;
+pub mod publisher;
+mod timing;
+
+pub use conclave_proto::{Ring, RingVersion, RingView, VNODES_PER_NODE};
+pub use timing::LivenessTiming;
+
+/// The Redis key of a node's heartbeat.
+pub fn node_key(id: &str) -> String {
+    format!("conclave:node:{id}")
+}
+
+/// The Redis key holding the current ring version.
+pub const RING_KEY: &str = "conclave:ring";

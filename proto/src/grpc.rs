@@ -157,3 +157,120 @@ pub async fn connect_relay(url: &str) -> Result<GatewaySide, RelayError> {
     });
     Ok(GatewaySide { to_node, from_node })
 }
+
+// --- placement ----------------------------------------------------------------------------
+
+use crate::ring::{Ring, RingVersion};
+use crate::wire::placement_client::PlacementClient;
+use crate::wire::placement_server::{Placement, PlacementServer};
+use crate::wire::{RingMember, RingUpdate, WatchRingRequest};
+use std::collections::BTreeMap;
+use tokio::sync::watch;
+
+/// One published ring: its version and where each live node's relay listens.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RingView {
+    pub version: u64,
+    /// Node id → relay URL.
+    pub members: BTreeMap<String, String>,
+}
+
+impl RingView {
+    pub fn ring(&self) -> Ring {
+        Ring::new(RingVersion(self.version), self.members.keys().cloned())
+    }
+
+    fn to_wire(&self) -> RingUpdate {
+        RingUpdate {
+            version: self.version,
+            members: self
+                .members
+                .iter()
+                .map(|(id, url)| RingMember {
+                    id: id.clone(),
+                    relay_url: url.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn from_wire(u: RingUpdate) -> Self {
+        Self {
+            version: u.version,
+            members: u.members.into_iter().map(|m| (m.id, m.relay_url)).collect(),
+        }
+    }
+}
+
+struct PlacementService {
+    rings: watch::Receiver<RingView>,
+}
+
+type RingStream = Pin<Box<dyn Stream<Item = Result<RingUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Placement for PlacementService {
+    type WatchRingStream = RingStream;
+
+    async fn watch_ring(
+        &self,
+        _: Request<WatchRingRequest>,
+    ) -> Result<Response<RingStream>, Status> {
+        let updates =
+            tokio_stream::wrappers::WatchStream::new(self.rings.clone()).map(|v| Ok(v.to_wire()));
+        Ok(Response::new(Box::pin(updates)))
+    }
+}
+
+/// The placement gRPC service: streams every ring `rings` takes.
+pub fn placement_service(rings: watch::Receiver<RingView>) -> PlacementServer<impl Placement> {
+    PlacementServer::new(PlacementService { rings })
+}
+
+/// Follows the rings published by any of the placement replicas at `urls`, reconnecting
+/// (to the next replica) when a stream ends. The receiver keeps the last ring seen while
+/// no replica answers; it holds `None` until the first one arrives.
+pub fn watch_placement(urls: Vec<String>) -> watch::Receiver<Option<RingView>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut next = 0usize;
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            let url = &urls[next % urls.len().max(1)];
+            next += 1;
+            if let Err(e) = follow(url, &tx).await {
+                tracing::debug!(url, error = %e, "placement stream ended");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    rx
+}
+
+async fn follow(url: &str, tx: &watch::Sender<Option<RingView>>) -> Result<(), String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let mut stream = PlacementClient::new(channel)
+        .watch_ring(WatchRingRequest {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    while let Some(update) = stream.message().await.map_err(|e| e.to_string())? {
+        let view = RingView::from_wire(update);
+        // Replicas agree on versions; never step back to an older one.
+        tx.send_if_modified(|current| match current {
+            Some(c) if c.version >= view.version => false,
+            _ => {
+                *current = Some(view.clone());
+                true
+            }
+        });
+    }
+    Ok(())
+}

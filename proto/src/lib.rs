@@ -13,6 +13,7 @@ pub mod wire {
     tonic::include_proto!("conclave.relay.v1");
 }
 
+pub use grpc::RingView;
 pub use link::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
 pub use names::{
     ConnId, NameError, PartyName, RoomKey, RoomName, SocketId, MAX_PARTY_LEN, MAX_ROOM_LEN,

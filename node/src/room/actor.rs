@@ -53,6 +53,8 @@ pub(crate) enum RoomEvent {
         req: Box<Request>,
         reply: oneshot::Sender<Response>,
     },
+    /// The node stopped serving: close everything here and leave.
+    Fence,
     Alarm {
         attempt: u32,
         reply: oneshot::Sender<AlarmOutcome>,
@@ -123,7 +125,11 @@ impl RoomActor {
                     None => break,
                 }
             };
-            self.handle(event).await;
+            if matches!(event, RoomEvent::Fence) || !self.host.is_serving() {
+                self.fenced = true;
+            } else {
+                self.handle(event).await;
+            }
             if self.fenced {
                 self.tear_down().await;
                 break;
@@ -149,6 +155,9 @@ impl RoomActor {
     /// Owns the room in storage before anything runs: claims it unless this actor already
     /// holds the claim.
     async fn ensure_owned(&mut self) -> Result<(), PartyError> {
+        if !self.host.is_serving() {
+            return Err("this node is fenced: its liveness lapsed".into());
+        }
         if self.room.storage().fence().is_some() {
             return Ok(());
         }
@@ -165,6 +174,9 @@ impl RoomActor {
             return;
         };
         self.room.storage().set_fence(None);
+        if !self.host.is_serving() {
+            return; // a fenced node writes nothing
+        }
         let store = self.room.storage().store().clone();
         if let Err(e) = store.release(self.room.key(), &owner).await {
             warn!(error = %e, "cannot release the room");
@@ -174,7 +186,7 @@ impl RoomActor {
     /// Another owner took the room: this actor must not serve it any more. Its clients are
     /// closed with 1012 so they reconnect (and reach the new owner).
     async fn tear_down(&mut self) {
-        warn!("fenced: another owner holds this room; closing its connections here");
+        warn!("this node may no longer serve the room (fenced, or another owner holds it); closing its connections here");
         let entries: Vec<(crate::host::GatewayId, u64)> = self
             .room
             .shared()
@@ -306,6 +318,7 @@ impl RoomActor {
                 };
                 let _ = reply.send(resp);
             }
+            RoomEvent::Fence => self.fenced = true,
             RoomEvent::Alarm { attempt, reply } => {
                 let outcome = self.alarm(attempt).await;
                 let _ = reply.send(outcome);

@@ -1,0 +1,81 @@
+//! A node's liveness: renew `conclave:node:<id>` with a TTL; fence itself when it cannot.
+
+use crate::{node_key, LivenessTiming};
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// What a node announces about itself.
+#[derive(Clone, Debug)]
+pub struct Beat {
+    pub id: String,
+    /// Where gateways reach the node's relay service.
+    pub relay_url: String,
+    pub incarnation: u64,
+}
+
+async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
+        .set_response_timeout(Some(std::time::Duration::from_millis(500)))
+        .set_number_of_retries(1);
+    ConnectionManager::new_with_config(client, config).await
+}
+
+/// Renews the heartbeat forever. `on_fence(true)` is called when no renewal succeeded for
+/// `timing.self_fence_after` (the node must stop serving), `on_fence(false)` when renewals
+/// succeed again. The node starts fenced until its first renewal.
+pub async fn run(
+    redis_url: String,
+    beat: Beat,
+    timing: LivenessTiming,
+    on_fence: impl Fn(bool) + Send + 'static,
+) {
+    let key = node_key(&beat.id);
+    let value = serde_json::json!({"relay_url": beat.relay_url, "incarnation": beat.incarnation})
+        .to_string();
+    let ttl_ms = timing.ttl.as_millis() as u64;
+    let mut conn: Option<ConnectionManager> = None;
+    let mut last_ok: Option<Instant> = None;
+    let mut fenced = true;
+    on_fence(true);
+    loop {
+        let sent = Instant::now();
+        if conn.is_none() {
+            conn = tokio::time::timeout(timing.heartbeat, connect(&redis_url))
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        let renewed = match conn.as_mut() {
+            Some(c) => {
+                let mut set = redis::cmd("SET");
+                set.arg(&key).arg(&value).arg("PX").arg(ttl_ms);
+                matches!(
+                    tokio::time::timeout(timing.heartbeat, set.query_async::<()>(c)).await,
+                    Ok(Ok(()))
+                )
+            }
+            None => false,
+        };
+        if renewed {
+            // The key's TTL started no earlier than `sent`: count from there.
+            last_ok = Some(sent);
+            if fenced {
+                fenced = false;
+                info!(node = %beat.id, "heartbeat renewed: serving");
+                on_fence(false);
+            }
+        } else if conn.is_some() {
+            warn!(node = %beat.id, "heartbeat renewal failed");
+        }
+        let stale = last_ok.is_none_or(|t| t.elapsed() >= timing.self_fence_after);
+        if stale && !fenced {
+            fenced = true;
+            warn!(node = %beat.id, "heartbeat not renewed in time: fencing (no room is served until it is)");
+            on_fence(true);
+        }
+        tokio::time::sleep_until(sent + timing.heartbeat).await;
+    }
+}
