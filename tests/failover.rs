@@ -64,6 +64,7 @@ fn args(list: &[&str]) -> Vec<String> {
 struct Cluster {
     redis: redis::RedisServer,
     nodes: Vec<Proc>,
+    node_args: Vec<Vec<String>>,
     gateway: Proc,
     _placement: Proc,
     _dir: tempfile::TempDir,
@@ -85,6 +86,7 @@ impl Cluster {
         let placement = spawn(&p, 1).await;
         let placement_url = format!("http://{}", placement.addrs[0]);
         let mut nodes = Vec::new();
+        let mut node_args = Vec::new();
         for id in ["a", "b"] {
             let mut n = args(&[
                 "node",
@@ -106,6 +108,7 @@ impl Cluster {
             n.extend(args(&["--data-dir", dir.path().join(id).to_str().unwrap()]));
             n.extend(args(HEARTBEAT));
             nodes.push(spawn(&n, 2).await);
+            node_args.push(n);
         }
         let gateway = spawn(
             &args(&["gateway", "--port", "0", "--placement", &placement_url]),
@@ -115,6 +118,7 @@ impl Cluster {
         let cluster = Self {
             redis,
             nodes,
+            node_args,
             gateway,
             _placement: placement,
             _dir: dir,
@@ -189,7 +193,7 @@ fn room_on(id: &str) -> String {
 
 #[tokio::test]
 async fn killed_owner_rooms_serve_again_on_the_other_node_with_their_state() {
-    let cluster = Cluster::start().await;
+    let mut cluster = Cluster::start().await;
     let room = room_on("a");
     assert_eq!(cluster.incr(&room).await, 1);
     let mut client =
@@ -208,6 +212,19 @@ async fn killed_owner_rooms_serve_again_on_the_other_node_with_their_state() {
         2,
         "no acknowledged increment lost, none repeated"
     );
+
+    // The node comes back: the ring places the room on it again, the other node hands it
+    // over, and its count goes on from where it was.
+    let mut on_b =
+        tokio_tungstenite::connect_async(format!("ws://{}/parties/counter/{room}", cluster.gw()))
+            .await
+            .unwrap()
+            .0;
+    let args = cluster.node_args[0].clone();
+    cluster.nodes[0] = spawn(&args, 2).await;
+    assert_eq!(close_code(&mut on_b).await, 1012, "the room left node b");
+    assert_eq!(cluster.incr(&room).await, 3);
+    assert_eq!(cluster.incr(&room).await, 4);
 }
 
 #[tokio::test]

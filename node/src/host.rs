@@ -115,8 +115,20 @@ impl HostInner {
         ring.owner(room) == Some(self.config.node_id.as_str())
     }
 
+    /// Places rooms on a new ring. Rooms that now belong on another node are handed off:
+    /// they release their claim (so the new owner may take them) and their clients are
+    /// closed with 1012 to reconnect there.
     pub fn set_ring(&self, ring: Ring) {
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
+        let moving: Vec<mpsc::Sender<RoomEvent>> = self
+            .rooms()
+            .iter()
+            .filter(|(k, _)| !self.places_here(k))
+            .map(|(_, h)| h.tx.clone())
+            .collect();
+        for tx in moving {
+            let _ = tx.try_send(RoomEvent::Handoff);
+        }
     }
 
     pub fn is_serving(&self) -> bool {

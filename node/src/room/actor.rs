@@ -18,6 +18,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn, Instrument};
 
+/// How long a claim waits for another live holder to hand the room over.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Alarms retried this many times after a failure, then dropped (as Durable Objects do).
 pub const MAX_ALARM_RETRIES: u32 = 6;
 
@@ -55,6 +58,8 @@ pub(crate) enum RoomEvent {
     },
     /// The node stopped serving: close everything here and leave.
     Fence,
+    /// The ring placed the room on another node: release it and leave.
+    Handoff,
     Alarm {
         attempt: u32,
         reply: oneshot::Sender<AlarmOutcome>,
@@ -127,6 +132,12 @@ impl RoomActor {
             };
             if matches!(event, RoomEvent::Fence) || !self.host.is_serving() {
                 self.fenced = true;
+            } else if matches!(event, RoomEvent::Handoff) {
+                if self.host.places_here(self.room.key()) {
+                    continue; // the ring moved back before we got here
+                }
+                self.release().await;
+                self.fenced = true;
             } else {
                 self.handle(event).await;
             }
@@ -161,9 +172,17 @@ impl RoomActor {
         if self.room.storage().fence().is_some() {
             return Ok(());
         }
-        let claim = self.host.claim();
         let store = self.room.storage().store().clone();
-        let owner = store.claim(self.room.key(), &claim).await?;
+        // A node handing the room to us releases it in a moment: wait for that, briefly.
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+        let owner = loop {
+            match store.claim(self.room.key(), &self.host.claim()).await {
+                Err(StorageError::Held { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => break other?,
+            }
+        };
         debug!(epoch = owner.epoch, "claimed");
         self.room.storage().set_fence(Some(owner));
         Ok(())
@@ -318,7 +337,7 @@ impl RoomActor {
                 };
                 let _ = reply.send(resp);
             }
-            RoomEvent::Fence => self.fenced = true,
+            RoomEvent::Fence | RoomEvent::Handoff => self.fenced = true,
             RoomEvent::Alarm { attempt, reply } => {
                 let outcome = self.alarm(attempt).await;
                 let _ = reply.send(outcome);
