@@ -6,7 +6,7 @@ use conclave_proto::{GatewaySide, Ring, RingVersion, RoomKey};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Opens relay links to nodes by node id.
 pub trait NodeConnector: Send + Sync + 'static {
@@ -75,7 +75,11 @@ pub(crate) struct NodeSet {
     /// One connection attempt at a time, so concurrent sockets share the new link.
     connecting: tokio::sync::Mutex<()>,
     connector: Box<dyn NodeConnector>,
+    /// When each unreachable node was last logged at warn level.
+    last_warned: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+const UNREACHABLE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl NodeSet {
     pub fn new(ring: Ring, connector: Box<dyn NodeConnector>) -> Self {
@@ -84,6 +88,7 @@ impl NodeSet {
             links: Mutex::default(),
             connecting: tokio::sync::Mutex::new(()),
             connector,
+            last_warned: Mutex::default(),
         }
     }
 
@@ -119,10 +124,29 @@ impl NodeSet {
         if let Some(l) = self.live(node) {
             return Ok(l);
         }
-        let side = self.connector.connect(node).await.map_err(|e| {
-            warn!(node, error = %e, "cannot reach node");
-            LinkError::Unavailable
-        })?;
+        let side = match self.connector.connect(node).await {
+            Ok(side) => {
+                self.last_warned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(node);
+                side
+            }
+            Err(e) => {
+                // Every client of a dead node retries: say so once in a while, not each time.
+                let mut warned = self.last_warned.lock().unwrap_or_else(|e| e.into_inner());
+                if warned
+                    .get(node)
+                    .is_none_or(|t| t.elapsed() >= UNREACHABLE_LOG_EVERY)
+                {
+                    warn!(node, error = %e, "cannot reach node");
+                    warned.insert(node.to_string(), std::time::Instant::now());
+                } else {
+                    debug!(node, error = %e, "cannot reach node");
+                }
+                return Err(LinkError::Unavailable);
+            }
+        };
         let link = NodeLink::start(side);
         self.links
             .lock()
