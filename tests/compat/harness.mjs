@@ -56,6 +56,35 @@ export async function startServer({ bin = "conclave", args = [], dataDir = tempD
   };
 }
 
+/** Starts any `conclave` role with `args`; resolves once it printed `lines` addresses. */
+export async function startRole(args, lines = 1) {
+  const proc = spawn(join(binDir, "conclave"), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
+  let stderr = "";
+  proc.stderr.on("data", (d) => (stderr += d));
+  const addrs = await new Promise((ok, fail) => {
+    let out = "";
+    const timer = setTimeout(() => fail(new Error(`${args[0]} did not start: ${out}${stderr}`)), 20000);
+    proc.stdout.on("data", (d) => {
+      out += d;
+      const found = [...out.matchAll(/http:\/\/(\S+)/g)].map((m) => m[1]);
+      if (found.length >= lines) {
+        clearTimeout(timer);
+        ok(found);
+      }
+    });
+    proc.on("exit", (code) => fail(new Error(`${args[0]} exited with ${code}: ${out}${stderr}`)));
+  });
+  return {
+    addrs,
+    async stop() {
+      if (proc.exitCode !== null) return;
+      const exited = new Promise((ok) => proc.on("exit", ok));
+      proc.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
 /** Resolves with the next message event's data, or rejects after `ms`. */
 export function nextMessage(socket, ms = 5000, filter = () => true) {
   return new Promise((ok, fail) => {

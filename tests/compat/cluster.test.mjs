@@ -1,0 +1,66 @@
+// PartySocket clients on different gateways of one cluster (two nodes, two gateways,
+// static ring) share rooms.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import { PartySocket } from "partysocket";
+import WS from "ws";
+import { startRole, tempDir, nextMessage, opened } from "./harness.mjs";
+
+let procs = [];
+let gateways = [];
+const dir = tempDir();
+
+before(async () => {
+  const nodes = [];
+  for (const id of ["a", "b"]) {
+    const n = await startRole(
+      ["node", "--id", id, "--nodes", "a,b", "--relay-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", `${dir}/${id}`],
+      2,
+    );
+    nodes.push(n);
+  }
+  const list = `a=http://${nodes[0].addrs[0]},b=http://${nodes[1].addrs[0]}`;
+  for (let i = 0; i < 2; i++) gateways.push(await startRole(["gateway", "--port", "0", "--nodes", list]));
+  procs = [...gateways, ...nodes];
+});
+
+after(async () => {
+  for (const p of procs) await p.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const sock = (g, opts) => new PartySocket({ host: gateways[g].addrs[0], WebSocket: WS, ...opts });
+
+test("relay between clients on different gateways", async () => {
+  for (const room of ["cross-1", "cross-2", "cross-3", "cross-4"]) {
+    const a = sock(0, { room, id: "a" });
+    const b = sock(1, { room, id: "b" });
+    await Promise.all([opened(a), opened(b)]);
+    const got = nextMessage(b);
+    a.send(`hello ${room}`);
+    assert.equal(await got, `hello ${room}`);
+    const back = nextMessage(a);
+    b.send("and back");
+    assert.equal(await back, "and back");
+    a.close();
+    b.close();
+  }
+});
+
+test("chat between clients on different gateways", async () => {
+  const a = sock(0, { party: "chat", room: "cluster-lobby", id: "ann" });
+  const b = sock(1, { party: "chat", room: "cluster-lobby", id: "ben" });
+  await Promise.all([nextMessage(a), nextMessage(b)]); // histories
+  const seenByA = nextMessage(a);
+  const seenByB = nextMessage(b);
+  b.send(JSON.stringify({ type: "message", text: "hi from gateway 1" }));
+  const [ma, mb] = (await Promise.all([seenByA, seenByB])).map((m) => JSON.parse(m));
+  assert.deepEqual(ma, mb);
+  assert.equal(ma.from, "ben");
+  assert.equal(ma.text, "hi from gateway 1");
+  const res = await PartySocket.fetch({ host: gateways[0].addrs[0], party: "chat", room: "cluster-lobby" }, {});
+  assert.equal((await res.json()).messages.length, 1);
+  a.close();
+  b.close();
+});
