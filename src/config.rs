@@ -142,6 +142,9 @@ pub struct NodeOpts {
     /// The relay URL gateways should use for this node [default: http://<relay address>]
     #[arg(long, env = "CONCLAVE_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// Bearer token for the admin endpoints (POST /admin/drain); without it they are off
+    #[arg(long, env = "CONCLAVE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     #[command(flatten)]
     pub liveness: LivenessOpts,
     #[command(flatten)]
@@ -413,6 +416,7 @@ pub struct NodeRoleConfig {
     pub redis_url: Option<String>,
     pub placement: Vec<String>,
     pub advertise_url: Option<String>,
+    pub admin_token: Option<String>,
     pub liveness: conclave_placement::LivenessTiming,
     pub relay_listen: SocketAddr,
     pub http_listen: SocketAddr,
@@ -452,6 +456,7 @@ impl NodeOpts {
             redis_url: self.redis_url.clone(),
             placement: self.placement.clone(),
             advertise_url: self.advertise_url.clone(),
+            admin_token: self.admin_token.clone(),
             liveness: self.liveness.resolve()?,
             relay_listen: self
                 .relay_listen

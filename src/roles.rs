@@ -63,18 +63,50 @@ pub async fn run_node(config: NodeRoleConfig) -> anyhow::Result<()> {
         config.id,
         http.local_addr()?
     );
-    let ops = tokio::spawn(async move { axum::serve(http, crate::telemetry::ops_router()).await });
-    if let Some(redis_url) = config.redis_url.clone() {
-        follow_cluster(&node, &config, redis_url, relay.local_addr()?);
-    }
+    let drain_requested = Arc::new(tokio::sync::Notify::new());
+    let ops_routes = crate::telemetry::ops_router().merge(crate::admin::node_router(
+        config.admin_token.clone(),
+        drain_requested.clone(),
+    ));
+    let ops = tokio::spawn(async move { axum::serve(http, ops_routes).await });
+    let membership = match config.redis_url.clone() {
+        Some(redis_url) => Some(follow_cluster(
+            &node,
+            &config,
+            redis_url,
+            relay.local_addr()?,
+        )),
+        None => None,
+    };
+    let drain_node = node.clone();
+    let (drained, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = drain_requested.notified() => {}
+        }
+        if let Some(m) = membership {
+            tracing::info!("draining: handing every room to other nodes");
+            m.drain(&drain_node).await;
+        }
+        let _ = drained.send(());
+    };
     let attach = node.clone();
     let service = conclave_proto::grpc::relay_service(move |side| attach.attach_gateway(side));
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .add_service(service)
-        .serve_with_incoming_shutdown(nodelay_incoming(relay), shutdown_signal())
-        .await?;
+        .serve_with_incoming_shutdown(nodelay_incoming(relay), shutdown);
+    // Relay streams are long-lived and would hold a graceful shutdown open forever: once
+    // the rooms are gone, give in-flight frames a moment, then stop.
+    tokio::select! {
+        r = server => r?,
+        _ = async {
+            let _ = drained_rx.await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        } => {}
+    }
     ops.abort();
     Ok(())
 }
@@ -83,7 +115,12 @@ pub async fn run_node(config: NodeRoleConfig) -> anyhow::Result<()> {
 /// publishes. The node serves only while its heartbeat is fresh *and* it holds a ring that
 /// includes it: before that, its view of who is alive could let it take rooms that live
 /// nodes hold.
-fn follow_cluster(node: &Node, config: &NodeRoleConfig, redis_url: String, relay: SocketAddr) {
+fn follow_cluster(
+    node: &Node,
+    config: &NodeRoleConfig,
+    redis_url: String,
+    relay: SocketAddr,
+) -> Membership {
     #[derive(Default)]
     struct Gate {
         alive: bool,
@@ -108,13 +145,20 @@ fn follow_cluster(node: &Node, config: &NodeRoleConfig, redis_url: String, relay
         incarnation: node.incarnation(),
     };
     let on_fence = update.clone();
+    let (leave, leave_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(conclave_placement::heartbeat::run(
         redis_url,
         beat,
         config.liveness,
         move |fenced| on_fence(&|g| g.alive = !fenced),
+        leave_rx,
     ));
     let mut rings = conclave_proto::grpc::watch_placement(config.placement.clone());
+    let membership = Membership {
+        leave,
+        rings: rings.clone(),
+        id: config.id.clone(),
+    };
     let (node, id) = (node.clone(), config.id.clone());
     tokio::spawn(async move {
         while rings.changed().await.is_ok() {
@@ -126,7 +170,38 @@ fn follow_cluster(node: &Node, config: &NodeRoleConfig, redis_url: String, relay
             }
         }
     });
+    membership
 }
+
+/// A node's place in a dynamic cluster, for leaving it.
+struct Membership {
+    leave: tokio::sync::watch::Sender<bool>,
+    rings: tokio::sync::watch::Receiver<Option<conclave_proto::RingView>>,
+    id: String,
+}
+
+impl Membership {
+    /// Leaves the ring (deletes the heartbeat) and waits until placement published a ring
+    /// without this node: by then its rooms have been handed off and their clients told to
+    /// reconnect to their new owners.
+    async fn drain(mut self, node: &Node) {
+        let _ = self.leave.send(true);
+        let id = self.id.clone();
+        let gone = self
+            .rings
+            .wait_for(|r| r.as_ref().is_some_and(|v| !v.members.contains_key(&id)));
+        if tokio::time::timeout(DRAIN_TIMEOUT, gone).await.is_err() {
+            tracing::warn!("placement did not drop this node in time; closing its rooms anyway");
+        }
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while node.room_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// How long a drain waits for placement, then for rooms to leave.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs a placement replica until SIGINT/SIGTERM.
 pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {

@@ -107,6 +107,7 @@ impl Cluster {
             ]));
             n.extend(args(&["--data-dir", dir.path().join(id).to_str().unwrap()]));
             n.extend(args(HEARTBEAT));
+            n.extend(args(&["--admin-token", "test-admin-token"]));
             nodes.push(spawn(&n, 2).await);
             node_args.push(n);
         }
@@ -266,4 +267,38 @@ async fn a_stalled_owner_is_replaced_and_fenced_when_it_resumes() {
         seen.push(cluster.incr(&room).await);
     }
     assert_eq!(seen, vec![3, 4, 5, 6], "values handed out twice or skipped");
+}
+
+#[tokio::test]
+async fn draining_a_node_hands_its_rooms_over_and_exits() {
+    let mut cluster = Cluster::start().await;
+    let room = room_on("a");
+    assert_eq!(cluster.incr(&room).await, 1);
+    let mut client =
+        tokio_tungstenite::connect_async(format!("ws://{}/parties/counter/{room}", cluster.gw()))
+            .await
+            .unwrap()
+            .0;
+    let admin: std::net::SocketAddr = cluster.nodes[0].addrs[1].parse().unwrap();
+    let drain = |token: &str| {
+        format!("POST /admin/drain HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    };
+    assert_eq!(raw_http(admin, &drain("wrong")).await.0, 401);
+    assert_eq!(raw_http(admin, &drain("test-admin-token")).await.0, 202);
+
+    assert_eq!(
+        close_code(&mut client).await,
+        1012,
+        "clients are sent to the new owner"
+    );
+    assert_eq!(
+        cluster.incr(&room).await,
+        2,
+        "the room moved with its state"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(15), cluster.nodes[0].child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "a drained node exits cleanly: {status}");
 }

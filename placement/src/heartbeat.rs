@@ -23,7 +23,8 @@ async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
     ConnectionManager::new_with_config(client, config).await
 }
 
-/// Renews the heartbeat forever. `on_fence(true)` is called when no renewal succeeded for
+/// Renews the heartbeat until `leave` turns true; then deletes the key, so placement drops
+/// the node at its next poll instead of after the TTL (a drain). `on_fence(true)` is called when no renewal succeeded for
 /// `timing.self_fence_after` (the node must stop serving), `on_fence(false)` when renewals
 /// succeed again. The node starts fenced until its first renewal.
 pub async fn run(
@@ -31,6 +32,7 @@ pub async fn run(
     beat: Beat,
     timing: LivenessTiming,
     on_fence: impl Fn(bool) + Send + 'static,
+    mut leave: tokio::sync::watch::Receiver<bool>,
 ) {
     let key = node_key(&beat.id);
     let value = serde_json::json!({"relay_url": beat.relay_url, "incarnation": beat.incarnation})
@@ -76,6 +78,17 @@ pub async fn run(
             warn!(node = %beat.id, "heartbeat not renewed in time: fencing (no room is served until it is)");
             on_fence(true);
         }
-        tokio::time::sleep_until(sent + timing.heartbeat).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(sent + timing.heartbeat) => {}
+            _ = async { leave.wait_for(|l| *l).await.is_ok() } => {
+                if let Some(c) = conn.as_mut() {
+                    let mut del = redis::cmd("DEL");
+                    del.arg(&key);
+                    let _ = tokio::time::timeout(timing.heartbeat, del.query_async::<()>(c)).await;
+                }
+                info!(node = %beat.id, "left the cluster");
+                return;
+            }
+        }
     }
 }
