@@ -4,46 +4,13 @@
 
 mod common;
 
+use common::process::{spawn_role, RoleProcess};
 use common::*;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-struct Proc {
-    child: Child,
-    /// The addresses the process printed (`... on http://ADDR` / `listening on http://ADDR`).
-    addrs: Vec<String>,
-}
-
-async fn spawn(args: &[&str], wait_lines: usize) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_conclave"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addrs = Vec::new();
-    while addrs.len() < wait_lines {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("process did not start in time")
-            .unwrap()
-            .expect("process exited before printing its address");
-        if let Some((_, addr)) = line.split_once("http://") {
-            addrs.push(addr.trim().to_string());
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Proc { child, addrs }
-}
 
 struct Cluster {
-    nodes: Vec<Proc>,
-    gateways: Vec<Proc>,
+    nodes: Vec<RoleProcess>,
+    gateways: Vec<RoleProcess>,
     node_args: Vec<Vec<String>>,
     dir: tempfile::TempDir,
 }
@@ -76,7 +43,7 @@ impl Cluster {
             ])
             .collect();
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            nodes.push(spawn(&refs, 2).await);
+            nodes.push(spawn_role(&refs, 2).await);
             node_args.push(args);
         }
         let list = format!(
@@ -85,7 +52,7 @@ impl Cluster {
         );
         let mut gateways = Vec::new();
         for _ in 0..2 {
-            gateways.push(spawn(&["gateway", "--port", "0", "--nodes", &list], 1).await);
+            gateways.push(spawn_role(&["gateway", "--port", "0", "--nodes", &list], 1).await);
         }
         Self {
             nodes,
@@ -105,7 +72,7 @@ impl Cluster {
         let mut args = self.node_args[i].clone();
         args[4] = relay;
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.nodes[i] = spawn(&refs, 2).await;
+        self.nodes[i] = spawn_role(&refs, 2).await;
     }
 }
 
@@ -252,13 +219,13 @@ async fn a_stale_process_is_fenced_and_its_late_writes_rejected() {
             let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
             args.extend(["--data-dir".into(), data, "--postgres-url".into(), pg]);
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            spawn(&refs, 2).await
+            spawn_role(&refs, 2).await
         }
     };
     // Two processes claiming to be node "a" (say, a stalled one and its replacement),
     // each behind its own gateway, over one database.
     let old = node("old").await;
-    let old_gw = spawn(
+    let old_gw = spawn_role(
         &[
             "gateway",
             "--port",
@@ -274,7 +241,7 @@ async fn a_stale_process_is_fenced_and_its_late_writes_rejected() {
     assert_eq!(next_json(&mut stale).await["value"], 1);
 
     let new = node("new").await;
-    let new_gw = spawn(
+    let new_gw = spawn_role(
         &[
             "gateway",
             "--port",

@@ -4,58 +4,12 @@
 
 mod common;
 
+use common::process::{spawn_role, RoleProcess};
 use common::*;
 use conclave_proto::{Ring, RingVersion, RoomKey};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const HEARTBEAT: &[&str] = &["--heartbeat-ms", "200", "--heartbeat-ttl-ms", "1000"];
-
-struct Proc {
-    child: Child,
-    addrs: Vec<String>,
-}
-
-impl Proc {
-    fn pid(&self) -> String {
-        self.child.id().expect("running").to_string()
-    }
-
-    fn signal(&self, sig: &str) {
-        assert!(std::process::Command::new("kill")
-            .args([sig, &self.pid()])
-            .status()
-            .unwrap()
-            .success());
-    }
-}
-
-async fn spawn(args: &[String], wait_lines: usize) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_conclave"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addrs = Vec::new();
-    while addrs.len() < wait_lines {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("process did not start in time")
-            .unwrap()
-            .expect("process exited before printing its address");
-        if let Some((_, addr)) = line.split_once("http://") {
-            addrs.push(addr.trim().to_string());
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Proc { child, addrs }
-}
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -63,10 +17,10 @@ fn args(list: &[&str]) -> Vec<String> {
 
 struct Cluster {
     redis: redis::RedisServer,
-    nodes: Vec<Proc>,
+    nodes: Vec<RoleProcess>,
     node_args: Vec<Vec<String>>,
-    gateway: Proc,
-    _placement: Proc,
+    gateway: RoleProcess,
+    _placement: RoleProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -83,7 +37,7 @@ impl Cluster {
             &redis.url(),
         ]);
         p.extend(args(HEARTBEAT));
-        let placement = spawn(&p, 1).await;
+        let placement = spawn_role(&p, 1).await;
         let placement_url = format!("http://{}", placement.addrs[0]);
         let mut nodes = Vec::new();
         let mut node_args = Vec::new();
@@ -108,10 +62,10 @@ impl Cluster {
             n.extend(args(&["--data-dir", dir.path().join(id).to_str().unwrap()]));
             n.extend(args(HEARTBEAT));
             n.extend(args(&["--admin-token", "test-admin-token"]));
-            nodes.push(spawn(&n, 2).await);
+            nodes.push(spawn_role(&n, 2).await);
             node_args.push(n);
         }
-        let gateway = spawn(
+        let gateway = spawn_role(
             &args(&["gateway", "--port", "0", "--placement", &placement_url]),
             1,
         )
@@ -222,7 +176,7 @@ async fn killed_owner_rooms_serve_again_on_the_other_node_with_their_state() {
             .unwrap()
             .0;
     let args = cluster.node_args[0].clone();
-    cluster.nodes[0] = spawn(&args, 2).await;
+    cluster.nodes[0] = spawn_role(&args, 2).await;
     assert_eq!(close_code(&mut on_b).await, 1012, "the room left node b");
     assert_eq!(cluster.incr(&room).await, 3);
     assert_eq!(cluster.incr(&room).await, 4);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod process;
 pub mod redis;
 
 use conclave::config::{default_parties, DevOpts};
