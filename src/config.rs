@@ -84,21 +84,58 @@ pub struct PlacementOpts {
     pub liveness: LivenessOpts,
 }
 
-/// Settings of `conclave dev`.
+/// Where the client-facing server listens (`dev`, `gateway`).
 #[derive(Args, Debug, Default, Clone)]
-pub struct DevOpts {
+pub struct ListenOpts {
     /// Address to listen on [default: 127.0.0.1]
     #[arg(long, env = "CONCLAVE_HOST")]
     pub host: Option<IpAddr>,
     /// Port to listen on (0 picks a free one) [default: 1999]
     #[arg(long, env = "CONCLAVE_PORT")]
     pub port: Option<u16>,
+}
+
+impl ListenOpts {
+    pub fn resolve(&self, file: &FileConfig) -> SocketAddr {
+        let host = self
+            .host
+            .or(file.host)
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        SocketAddr::new(host, self.port.or(file.port).unwrap_or(1999))
+    }
+}
+
+/// Where rooms are stored (`dev`, `node`).
+#[derive(Args, Debug, Default, Clone)]
+pub struct StorageOpts {
     /// Directory of the embedded database [default: .conclave]
     #[arg(long, env = "CONCLAVE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Keep room storage in PostgreSQL instead of the embedded file: postgres://user@host:port/db
     #[arg(long, env = "CONCLAVE_POSTGRES_URL")]
     pub postgres_url: Option<String>,
+}
+
+impl StorageOpts {
+    pub fn data_dir(&self, file: &FileConfig) -> PathBuf {
+        self.data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(".conclave"))
+    }
+
+    pub fn postgres_url(&self, file: &FileConfig) -> Option<String> {
+        self.postgres_url.clone().or(file.postgres_url.clone())
+    }
+}
+
+/// Settings of `conclave dev`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct DevOpts {
+    #[command(flatten)]
+    pub listen: ListenOpts,
+    #[command(flatten)]
+    pub storage: StorageOpts,
     /// TOML config file: parties, auth, limits (see README "Configuration")
     #[arg(long, env = "CONCLAVE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -120,12 +157,8 @@ pub struct NodeOpts {
     /// Address of /metrics, /healthz and /readyz [default: 127.0.0.1:7101]
     #[arg(long, env = "CONCLAVE_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
-    /// Directory of the embedded database [default: .conclave]
-    #[arg(long, env = "CONCLAVE_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Keep room storage in PostgreSQL instead of the embedded file: postgres://user@host:port/db
-    #[arg(long, env = "CONCLAVE_POSTGRES_URL")]
-    pub postgres_url: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageOpts,
     /// TOML config file (the same file for every role of a cluster)
     #[arg(long, env = "CONCLAVE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -154,12 +187,8 @@ pub struct NodeOpts {
 /// Settings of `conclave gateway`: the client-facing edge in front of nodes.
 #[derive(Args, Debug, Default, Clone)]
 pub struct GatewayOpts {
-    /// Address to listen on [default: 127.0.0.1]
-    #[arg(long, env = "CONCLAVE_HOST")]
-    pub host: Option<IpAddr>,
-    /// Port to listen on (0 picks a free one) [default: 1999]
-    #[arg(long, env = "CONCLAVE_PORT")]
-    pub port: Option<u16>,
+    #[command(flatten)]
+    pub listen: ListenOpts,
     /// Nodes as id=http://host:port, comma separated; rooms are spread over them by
     /// consistent hashing (also `[nodes]` in the TOML file). Not needed with --placement
     #[arg(long, env = "CONCLAVE_NODES", value_delimiter = ',')]
@@ -381,27 +410,14 @@ impl NodeLimitOpts {
     }
 }
 
-fn default_data_dir() -> PathBuf {
-    PathBuf::from(".conclave")
-}
-
 impl DevOpts {
     /// Resolves flags/env over the TOML file over defaults.
     pub fn resolve(&self) -> anyhow::Result<DevConfig> {
         let file = FileConfig::load_opt(self.config.as_ref())?;
-        let host = self
-            .host
-            .or(file.host)
-            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let port = self.port.or(file.port).unwrap_or(1999);
         Ok(DevConfig {
-            listen: SocketAddr::new(host, port),
-            data_dir: self
-                .data_dir
-                .clone()
-                .or(file.data_dir.clone())
-                .unwrap_or_else(default_data_dir),
-            postgres_url: self.postgres_url.clone().or(file.postgres_url.clone()),
+            listen: self.listen.resolve(&file),
+            data_dir: self.storage.data_dir(&file),
+            postgres_url: self.storage.postgres_url(&file),
             gateway: self.gateway.resolve(&file)?,
             node: self.node.resolve(&file)?,
             parties: file.parties()?,
@@ -464,12 +480,8 @@ impl NodeOpts {
             http_listen: self
                 .http_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7101))),
-            data_dir: self
-                .data_dir
-                .clone()
-                .or(file.data_dir.clone())
-                .unwrap_or_else(default_data_dir),
-            postgres_url: self.postgres_url.clone().or(file.postgres_url.clone()),
+            data_dir: self.storage.data_dir(&file),
+            postgres_url: self.storage.postgres_url(&file),
             node,
             parties: file.parties()?,
         })
@@ -509,11 +521,6 @@ pub struct GatewayRoleConfig {
 impl GatewayOpts {
     pub fn resolve(&self) -> anyhow::Result<GatewayRoleConfig> {
         let file = FileConfig::load_opt(self.config.as_ref())?;
-        let host = self
-            .host
-            .or(file.host)
-            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let port = self.port.or(file.port).unwrap_or(1999);
         let mut nodes = BTreeMap::new();
         for spec in &self.nodes {
             let (id, url) = spec
@@ -533,7 +540,7 @@ impl GatewayOpts {
             }
         }
         Ok(GatewayRoleConfig {
-            listen: SocketAddr::new(host, port),
+            listen: self.listen.resolve(&file),
             placement: self.placement.clone(),
             gateway: self.gateway.resolve(&file)?,
             nodes,

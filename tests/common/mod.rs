@@ -6,7 +6,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 
-use conclave::config::{default_parties, DevOpts};
+use conclave::config::{default_parties, DevOpts, ListenOpts, StorageOpts};
 use conclave::{DevConfig, DevServer};
 use conclave_node::storage::{RedbStore, Store};
 use conclave_node::PartyRegistry;
@@ -30,8 +30,14 @@ pub struct TestServer {
 /// A dev config on a free port with test-friendly limits; `edit` adjusts it.
 pub fn config(dir: &std::path::Path, edit: impl FnOnce(&mut DevConfig)) -> DevConfig {
     let opts = DevOpts {
-        port: Some(0),
-        data_dir: Some(dir.to_path_buf()),
+        listen: ListenOpts {
+            port: Some(0),
+            ..Default::default()
+        },
+        storage: StorageOpts {
+            data_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut c = opts.resolve().expect("default config resolves");
