@@ -14,9 +14,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Edge limits (gateway). Each flag also reads `CONCLAVE_<NAME>`.
+/// Edge settings (gateway). Each flag also reads `CONCLAVE_<NAME>`.
 #[derive(Args, Debug, Default, Clone)]
 pub struct GatewayLimitOpts {
+    /// Bearer token for /admin/cluster and /admin/rooms/:party/:room; without it they are off
+    #[arg(long, env = "CONCLAVE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Largest WebSocket message in bytes; larger closes the socket with 1009 [default: 1048576]
     #[arg(long, env = "CONCLAVE_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
@@ -365,6 +368,7 @@ impl GatewayLimitOpts {
                 .or(l.ping_interval_ms)
                 .map_or(d.ping_interval, Duration::from_millis),
             max_http_body_bytes: l.max_http_body_bytes.unwrap_or(d.max_http_body_bytes),
+            admin_token: self.admin_token.clone(),
             ..d
         };
         for (name, p) in file.parties()? {

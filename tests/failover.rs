@@ -66,7 +66,15 @@ impl Cluster {
             node_args.push(n);
         }
         let gateway = spawn_role(
-            &args(&["gateway", "--port", "0", "--placement", &placement_url]),
+            &args(&[
+                "gateway",
+                "--port",
+                "0",
+                "--placement",
+                &placement_url,
+                "--admin-token",
+                "test-admin-token",
+            ]),
             1,
         )
         .await;
@@ -255,4 +263,41 @@ async fn draining_a_node_hands_its_rooms_over_and_exits() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "a drained node exits cleanly: {status}");
+}
+
+#[tokio::test]
+async fn admin_endpoints_show_the_ring_and_room_owners() {
+    let cluster = Cluster::start().await;
+    let room = room_on("b");
+    assert_eq!(cluster.incr(&room).await, 1);
+    let gw: std::net::SocketAddr = cluster.gw().parse().unwrap();
+    let get = |path: &str, token: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+    };
+    assert_eq!(raw_http(gw, &get("/admin/cluster", "nope")).await.0, 401);
+
+    let (status, body) = raw_http(gw, &get("/admin/cluster", "test-admin-token")).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["ring_version"].as_u64().unwrap() >= 1);
+    let ids: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+
+    let (status, body) = raw_http(
+        gw,
+        &get(&format!("/admin/rooms/counter/{room}"), "test-admin-token"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ring_owner"], "b");
+    assert_eq!(v["node"]["node"], "b");
+    assert_eq!(v["node"]["owner"]["node"], "b");
+    assert!(v["node"]["owner"]["epoch"].as_u64().unwrap() >= 1);
+    assert_eq!(v["node"]["owner"]["released"], false);
 }

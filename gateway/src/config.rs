@@ -28,6 +28,8 @@ pub struct GatewayConfig {
     pub max_conn_id_bytes: usize,
     /// JWT checks per party name.
     pub auth: HashMap<String, PartyAuth>,
+    /// Bearer token for `/admin/*`; without one those routes answer 404.
+    pub admin_token: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -44,6 +46,7 @@ impl Default for GatewayConfig {
             node_timeout: Duration::from_secs(10),
             max_conn_id_bytes: 256,
             auth: HashMap::new(),
+            admin_token: None,
         }
     }
 }

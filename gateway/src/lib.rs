@@ -5,6 +5,7 @@
 //! owns the room over a relay link. Broadcasts fan out here: the node sends one delivery
 //! per room and the gateway writes it to its local sockets.
 
+mod admin;
 mod auth;
 mod config;
 mod limits;
@@ -14,6 +15,7 @@ mod route;
 mod server;
 mod socket;
 
+pub use admin::check_admin_token;
 pub use auth::{AuthError, JwtAlgorithm, PartyAuth};
 pub use config::GatewayConfig;
 pub use nodes::{GrpcNodes, NodeConnector};

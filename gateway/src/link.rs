@@ -161,6 +161,16 @@ impl NodeLink {
         self.registry().sockets.len()
     }
 
+    /// Rooms with sockets on this link.
+    pub fn room_count(&self) -> usize {
+        self.registry().rooms.len()
+    }
+
+    /// Sockets of `room` on this link.
+    pub fn sockets_in(&self, room: &RoomKey) -> usize {
+        self.registry().rooms.get(room).map_or(0, HashSet::len)
+    }
+
     pub fn register(&self, socket: SocketId, entry: SocketEntry) {
         self.registry().sockets.insert(socket.0, entry);
     }
@@ -229,6 +239,7 @@ async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<Node
                 reply(&link, r.request_id, ev.clone())
             }
             node_event::Event::HttpReply(ref r) => reply(&link, r.request_id, ev.clone()),
+            node_event::Event::RoomInfoReply(ref r) => reply(&link, r.request_id, ev.clone()),
             node_event::Event::Send(s) => {
                 let Some(msg) = ws_message(s.payload, s.binary) else {
                     continue;

@@ -155,6 +155,27 @@ impl NodeSet {
         Ok(link)
     }
 
+    /// The ring version and, per node of the ring, its link (if one was opened).
+    pub fn describe(&self) -> (u64, Vec<(String, Option<Arc<NodeLink>>)>) {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        let nodes = ring
+            .nodes()
+            .iter()
+            .map(|n| (n.clone(), links.get(n).cloned()))
+            .collect();
+        (ring.version().0, nodes)
+    }
+
+    /// The node the ring places `room` on.
+    pub fn owner_of(&self, room: &RoomKey) -> Option<String> {
+        self.ring
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .owner(room)
+            .map(str::to_string)
+    }
+
     pub fn all(&self) -> Vec<Arc<NodeLink>> {
         self.links
             .lock()

@@ -24,9 +24,9 @@ pub struct Gateway {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: Arc<GatewayConfig>,
-    nodes: NodeSet,
+pub(crate) struct Inner {
+    pub(crate) config: Arc<GatewayConfig>,
+    pub(crate) nodes: NodeSet,
 }
 
 impl Gateway {
@@ -75,7 +75,7 @@ impl Gateway {
 
     /// Serves room URLs; everything else is 404.
     pub fn router(&self) -> Router {
-        Router::new()
+        crate::admin::router()
             .fallback(handle)
             .with_state(self.inner.clone())
     }

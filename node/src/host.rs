@@ -311,7 +311,12 @@ impl HostInner {
         }
     }
 
-    /// Rooms live on this node, and how many connections they hold.
+    /// Whether the room has an actor on this node (active or hibernated).
+    pub fn is_live(&self, key: &RoomKey) -> bool {
+        self.rooms().contains_key(key)
+    }
+
+    /// Rooms live on this node.
     pub fn room_count(&self) -> usize {
         self.rooms().len()
     }

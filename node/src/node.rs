@@ -181,6 +181,18 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                 };
                 let _ = host.dispatch(&key, event).await;
             }
+            gateway_event::Event::RoomInfo(q) => {
+                let host = host.clone();
+                tokio::spawn(async move {
+                    let json = room_info(&host, q.room.as_ref()).await.to_string();
+                    let event =
+                        node_event::Event::RoomInfoReply(conclave_proto::wire::RoomInfoReply {
+                            request_id: q.request_id,
+                            json,
+                        });
+                    reply(&host, gateway, event).await;
+                });
+            }
             gateway_event::Event::HttpRequest(r) => {
                 let host = host.clone();
                 tokio::spawn(async move {
@@ -252,5 +264,28 @@ async fn http_request(
         crate::room::FetchError::UnknownParty(p) => (404, format!("Party {p} not found")),
         crate::room::FetchError::Timeout => (504, "The room did not answer in time".into()),
         other => (503, other.to_string()),
+    })
+}
+
+/// What this node knows about a room, for the admin endpoint.
+async fn room_info(
+    host: &HostInner,
+    room: Option<&conclave_proto::wire::RoomRef>,
+) -> serde_json::Value {
+    let key = match room.map(RoomKey::from_wire) {
+        Some(Ok(k)) => k,
+        Some(Err(e)) => return serde_json::json!({"error": e.to_string()}),
+        None => return serde_json::json!({"error": "missing room"}),
+    };
+    let owner = match host.store.owner(&key).await {
+        Ok(o) => serde_json::to_value(o).unwrap_or_default(),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    serde_json::json!({
+        "node": host.config.node_id,
+        "placed_here": host.places_here(&key),
+        "live_here": host.is_live(&key),
+        "connections_here": host.conn_count(&key).load(std::sync::atomic::Ordering::Relaxed),
+        "owner": owner,
     })
 }
