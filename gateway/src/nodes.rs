@@ -69,6 +69,9 @@ impl NodeConnector for InProcessNode {
     }
 }
 
+/// A node of the ring and this gateway's link to it, if one was opened.
+pub(crate) type NodeView = (String, Option<Arc<NodeLink>>);
+
 pub(crate) struct NodeSet {
     ring: std::sync::RwLock<Ring>,
     links: Mutex<HashMap<String, Arc<NodeLink>>>,
@@ -156,7 +159,7 @@ impl NodeSet {
     }
 
     /// The ring version and, per node of the ring, its link (if one was opened).
-    pub fn describe(&self) -> (u64, Vec<(String, Option<Arc<NodeLink>>)>) {
+    pub fn describe(&self) -> (u64, Vec<NodeView>) {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         let nodes = ring
