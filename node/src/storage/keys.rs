@@ -57,6 +57,15 @@ pub fn decode_owner(v: &[u8]) -> Option<super::Owner> {
     serde_json::from_slice(v).ok()
 }
 
+/// An alarm time as stored under [`alarm_key`].
+pub fn encode_alarm(at_ms: i64) -> [u8; 8] {
+    at_ms.to_be_bytes()
+}
+
+pub fn decode_alarm(v: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(v.try_into().ok()?))
+}
+
 pub fn alarm_key(room: &RoomKey) -> Vec<u8> {
     pack(&("r", room.party.as_str(), room.room.as_str(), "a"))
 }

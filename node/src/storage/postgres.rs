@@ -146,7 +146,7 @@ async fn apply(
         let old = txn
             .query_opt("DELETE FROM conclave_kv WHERE k = $1 RETURNING v", &[&akey])
             .await?;
-        if let Some(at) = old.and_then(|r| decode_ms(r.get(0))) {
+        if let Some(at) = old.and_then(|r| keys::decode_alarm(r.get(0))) {
             txn.execute(
                 "DELETE FROM conclave_kv WHERE k = $1",
                 &[&keys::alarm_index_key(at, room)],
@@ -158,7 +158,7 @@ async fn apply(
                 "INSERT INTO conclave_kv (k, v) VALUES ($1, $2), ($3, ''::bytea)",
                 &[
                     &akey,
-                    &at.to_be_bytes().as_slice(),
+                    &keys::encode_alarm(at).as_slice(),
                     &keys::alarm_index_key(at, room),
                 ],
             )
@@ -208,10 +208,6 @@ async fn read_owner(
         )
         .await?;
     Ok(row.and_then(|r| keys::decode_owner(r.get(0))))
-}
-
-fn decode_ms(v: &[u8]) -> Option<i64> {
-    Some(i64::from_be_bytes(v.try_into().ok()?))
 }
 
 #[async_trait]
@@ -285,7 +281,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg)?;
-        Ok(row.and_then(|r| decode_ms(r.get(0))))
+        Ok(row.and_then(|r| keys::decode_alarm(r.get(0))))
     }
 
     async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {

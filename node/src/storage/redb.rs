@@ -236,20 +236,18 @@ fn apply_one(
     }
     if let Some(alarm) = c.alarm {
         let akey = keys::alarm_key(room);
-        let old = table.remove(akey.as_slice())?.map(|v| decode_ms(v.value()));
+        let old = table
+            .remove(akey.as_slice())?
+            .map(|v| keys::decode_alarm(v.value()));
         if let Some(old) = old.flatten() {
             table.remove(keys::alarm_index_key(old, room).as_slice())?;
         }
         if let Some(at) = alarm {
-            table.insert(akey.as_slice(), at.to_be_bytes().as_slice())?;
+            table.insert(akey.as_slice(), keys::encode_alarm(at).as_slice())?;
             table.insert(keys::alarm_index_key(at, room).as_slice(), [].as_slice())?;
         }
     }
     Ok(())
-}
-
-fn decode_ms(v: &[u8]) -> Option<i64> {
-    Some(i64::from_be_bytes(v.try_into().ok()?))
 }
 
 #[async_trait]
@@ -328,7 +326,7 @@ impl Store for RedbStore {
         self.read(move |t| {
             Ok(t.get(key.as_slice())
                 .map_err(backend)?
-                .and_then(|v| decode_ms(v.value())))
+                .and_then(|v| keys::decode_alarm(v.value())))
         })
         .await
     }
