@@ -301,3 +301,84 @@ async fn admin_endpoints_show_the_ring_and_room_owners() {
     assert!(v["node"]["owner"]["epoch"].as_u64().unwrap() >= 1);
     assert_eq!(v["node"]["owner"]["released"], false);
 }
+
+/// Increments the counter room in a loop until `until`, reconnecting whenever the socket
+/// closes; returns every value the room acknowledged.
+async fn increment_until(gw: String, room: String, until: Instant) -> Vec<i64> {
+    let mut acked = Vec::new();
+    while Instant::now() < until {
+        let Ok((mut ws, _)) =
+            tokio_tungstenite::connect_async(format!("ws://{gw}/parties/counter/{room}")).await
+        else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        while Instant::now() < until {
+            if futures::SinkExt::send(
+                &mut ws,
+                tokio_tungstenite::tungstenite::Message::text("incr"),
+            )
+            .await
+            .is_err()
+            {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(3), futures::StreamExt::next(&mut ws))
+                .await
+            {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    acked.push(v["value"].as_i64().unwrap());
+                }
+                Ok(Some(Ok(_))) => {}
+                _ => break, // closed or stuck: reconnect
+            }
+        }
+    }
+    acked
+}
+
+#[tokio::test]
+async fn concurrent_counter_checker_through_a_kill_finds_no_duplicate_and_no_lost_increment() {
+    let cluster = Cluster::start().await;
+    let room = room_on("a");
+    let until = Instant::now() + Duration::from_secs(4);
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(increment_until(
+                cluster.gw().to_string(),
+                room.clone(),
+                until,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.nodes[0].signal("-KILL");
+    let mut acked = Vec::new();
+    for w in workers {
+        acked.extend(w.await.unwrap());
+    }
+    let total = acked.len();
+    acked.sort();
+    acked.dedup();
+    assert_eq!(acked.len(), total, "a value was handed out twice");
+    assert!(
+        total > 20,
+        "too few increments acknowledged to mean anything: {total}"
+    );
+    // Every acknowledged increment is in the final value (unacknowledged ones may be too).
+    let body = raw_http(
+        cluster.gw().parse().unwrap(),
+        &format!("GET /parties/counter/{room} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+    .1;
+    let final_value = serde_json::from_str::<serde_json::Value>(&body).unwrap()["value"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        final_value >= total as i64,
+        "{total} increments acknowledged, counter at {final_value}"
+    );
+    assert!(final_value >= *acked.last().unwrap());
+}
