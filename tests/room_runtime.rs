@@ -446,3 +446,39 @@ async fn before_connect_hook_refuses_before_the_upgrade() {
         .await
         .is_ok());
 }
+
+/// `set:X` stores X as connection state, `fail:X` stores it and then fails, `get` answers
+/// the state.
+#[derive(Default)]
+struct Moody;
+
+#[async_trait]
+impl Party for Moody {
+    async fn on_message(
+        &mut self,
+        _room: &mut Room,
+        conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError> {
+        let text = msg.as_text().unwrap_or_default().to_string();
+        if let Some(v) = text.strip_prefix("set:") {
+            conn.set_state(&v)?;
+        } else if let Some(v) = text.strip_prefix("fail:") {
+            conn.set_state(&v)?;
+            return Err("failing after set_state".into());
+        } else {
+            conn.send(Message::text(conn.state::<String>().unwrap_or_default()));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn connection_state_set_in_a_failed_step_is_undone() {
+    let server = start(|_| {}, |r| r.with::<Moody>("moody")).await;
+    let mut ws = server.connect("/parties/moody/m?_pk=x").await;
+    send(&mut ws, "set:kept").await;
+    send(&mut ws, "fail:dropped").await;
+    send(&mut ws, "get").await;
+    assert_eq!(next_text(&mut ws).await, "kept");
+}

@@ -31,6 +31,9 @@ pub const MAX_CONNECTION_STATE_BYTES: usize = 16 * 1024;
 pub(crate) struct RoomShared {
     conns: Mutex<ConnTable>,
     outbox: Mutex<Vec<(GatewayId, NodeEvent)>>,
+    /// Connection states as they were before this step's `set_state` calls, newest last:
+    /// a discarded step puts them back.
+    state_undo: Mutex<Vec<(Peer, Option<serde_json::Value>)>>,
 }
 
 impl RoomShared {
@@ -53,6 +56,26 @@ impl RoomShared {
 
     pub(crate) fn clear_outbox(&self) {
         self.outbox().clear();
+    }
+
+    fn state_undo(&self) -> MutexGuard<'_, Vec<(Peer, Option<serde_json::Value>)>> {
+        self.state_undo.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The step's connection states are kept.
+    fn keep_states(&self) {
+        self.state_undo().clear();
+    }
+
+    /// The step's connection state changes are undone.
+    fn revert_states(&self) {
+        let undo = std::mem::take(&mut *self.state_undo());
+        let mut conns = self.conns();
+        for (peer, old) in undo.into_iter().rev() {
+            if let Some(e) = conns.get_mut(peer) {
+                e.state = old;
+            }
+        }
     }
 }
 
@@ -119,7 +142,8 @@ impl Connection {
     }
 
     /// Attaches state to the connection (at most 16 KiB serialized). It stays with the
-    /// connection while the room hibernates.
+    /// connection while the room hibernates; like storage writes, it is undone if the
+    /// handler fails or its commit does.
     ///
     /// ```
     /// # use conclave_node::{Connection, StateError};
@@ -146,7 +170,8 @@ impl Connection {
         }
         let mut conns = self.shared.conns();
         let entry = conns.get_mut(self.peer()).ok_or(StateError::Gone)?;
-        entry.state = Some(v);
+        let old = entry.state.replace(v);
+        self.shared.state_undo().push((self.peer(), old));
         Ok(())
     }
 
@@ -349,6 +374,7 @@ impl Room {
 
     /// Releases held messages to the gateways, in order.
     pub(crate) async fn flush(&self) {
+        self.shared.keep_states();
         for (gateway, event) in self.shared.take_outbox() {
             if let Some(tx) = self.links.get(gateway) {
                 // A gateway that went away has no sockets left to deliver to.
@@ -360,5 +386,6 @@ impl Room {
     pub(crate) fn discard(&mut self) {
         self.storage.discard();
         self.shared.clear_outbox();
+        self.shared.revert_states();
     }
 }
