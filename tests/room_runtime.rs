@@ -482,3 +482,48 @@ async fn connection_state_set_in_a_failed_step_is_undone() {
     send(&mut ws, "get").await;
     assert_eq!(next_text(&mut ws).await, "kept");
 }
+
+/// Panics on `boom`, echoes anything else.
+#[derive(Default)]
+struct Panicky;
+
+#[async_trait]
+impl Party for Panicky {
+    async fn on_message(
+        &mut self,
+        _room: &mut Room,
+        conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError> {
+        if msg.as_text() == Some("boom") {
+            panic!("party code panicked on purpose");
+        }
+        conn.send(msg);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_room_whose_actor_died_starts_afresh_for_the_next_event() {
+    let server = start(|_| {}, |r| r.with::<Panicky>("panicky")).await;
+    let mut first = server.connect("/parties/panicky/p?_pk=first").await;
+    send(&mut first, "boom").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Events for the dead actor must neither hang nor spin: a fresh actor serves the room.
+    let mut second = tokio::time::timeout(
+        Duration::from_secs(5),
+        server.connect("/parties/panicky/p?_pk=second"),
+    )
+    .await
+    .expect("the room did not come back after its actor died");
+    send(&mut second, "still alive").await;
+    assert_eq!(next_text(&mut second).await, "still alive");
+    assert_serving_main(&server).await;
+}
+
+async fn assert_serving_main(server: &TestServer) {
+    let mut a = server.connect("/parties/main/after-panic?_pk=a").await;
+    let mut b = server.connect("/parties/main/after-panic?_pk=b").await;
+    send(&mut a, "ok").await;
+    assert_eq!(next_text(&mut b).await, "ok");
+}

@@ -77,7 +77,12 @@ pub(crate) struct HostInner {
 pub(crate) enum DispatchError {
     #[error("Party {0} not found")]
     UnknownParty(String),
+    #[error("room {0} has no running actor (the node is shutting down?)")]
+    Unreachable(String),
 }
+
+/// Fresh actors a dispatch tries before giving up.
+const DISPATCH_ATTEMPTS: usize = 4;
 
 impl HostInner {
     pub fn new(config: NodeConfig, parties: PartyRegistry, store: Arc<dyn Store>) -> Arc<Self> {
@@ -203,14 +208,26 @@ impl HostInner {
         key: &RoomKey,
         mut event: RoomEvent,
     ) -> Result<(), DispatchError> {
-        loop {
+        for _ in 0..DISPATCH_ATTEMPTS {
             let tx = self.mailbox(key)?;
             match tx.send(event).await {
                 Ok(()) => return Ok(()),
-                // The actor retired between lookup and send; a fresh one takes the event.
-                Err(mpsc::error::SendError(ev)) => event = ev,
+                // The actor retired (or died) between lookup and send: forget its stale
+                // entry, and a fresh actor takes the event.
+                Err(mpsc::error::SendError(ev)) => {
+                    event = ev;
+                    {
+                        let mut rooms = self.rooms();
+                        if rooms.get(key).is_some_and(|h| h.tx.is_closed()) {
+                            rooms.remove(key);
+                        }
+                    }
+                    // A runtime that is shutting down cancels new actors at once: do not spin.
+                    tokio::task::yield_now().await;
+                }
             }
         }
+        Err(DispatchError::Unreachable(key.to_string()))
     }
 
     pub fn redispatch(self: Arc<Self>, key: RoomKey, event: RoomEvent) {
@@ -303,7 +320,10 @@ impl HostInner {
             },
         )
         .await
-        .map_err(|DispatchError::UnknownParty(p)| FetchError::UnknownParty(p))?;
+        .map_err(|e| match e {
+            DispatchError::UnknownParty(p) => FetchError::UnknownParty(p),
+            DispatchError::Unreachable(_) => FetchError::Closed,
+        })?;
         match tokio::time::timeout(self.config.fetch_timeout, rx).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) => Err(FetchError::Closed),
