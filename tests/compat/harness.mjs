@@ -20,6 +20,19 @@ export function writeConfig(dir, toml) {
   return path;
 }
 
+/** Sends `signal` and waits for the exit; a process still running 10 s later is killed
+ * and the test fails (a server that does not stop is a bug, and must not hang CI). */
+async function stopProcess(proc, signal) {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((ok) => proc.on("exit", () => ok(true)));
+  proc.kill(signal);
+  const inTime = await Promise.race([exited, new Promise((ok) => setTimeout(() => ok(false), 10000))]);
+  if (!inTime) {
+    proc.kill("SIGKILL");
+    throw new Error(`process ${proc.pid} did not exit within 10 s of ${signal}`);
+  }
+}
+
 /** Starts `conclave dev` (or another binary taking the same flags) and waits for its URL. */
 export async function startServer({ bin = "conclave", args = [], dataDir = tempDir() } = {}) {
   const argv = bin === "conclave" ? ["dev", "--port", "0", "--data-dir", dataDir, ...args] : ["--port", "0", "--data-dir", dataDir, ...args];
@@ -45,10 +58,7 @@ export async function startServer({ bin = "conclave", args = [], dataDir = tempD
     proc,
     stderr: () => stderr,
     async stop() {
-      if (proc.exitCode !== null) return;
-      const exited = new Promise((ok) => proc.on("exit", ok));
-      proc.kill("SIGINT");
-      await exited;
+      await stopProcess(proc, "SIGINT");
     },
     cleanup() {
       rmSync(dataDir, { recursive: true, force: true });
@@ -77,10 +87,7 @@ export async function startRole(args, lines = 1) {
   return {
     addrs,
     async stop() {
-      if (proc.exitCode !== null) return;
-      const exited = new Promise((ok) => proc.on("exit", ok));
-      proc.kill("SIGTERM");
-      await exited;
+      await stopProcess(proc, "SIGTERM");
     },
   };
 }
