@@ -26,7 +26,10 @@ async function stopProcess(proc, signal) {
   if (proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise((ok) => proc.on("exit", () => ok(true)));
   proc.kill(signal);
-  const inTime = await Promise.race([exited, new Promise((ok) => setTimeout(() => ok(false), 10000))]);
+  let timer;
+  const late = new Promise((ok) => (timer = setTimeout(() => ok(false), 10000)));
+  const inTime = await Promise.race([exited, late]);
+  clearTimeout(timer);
   if (!inTime) {
     proc.kill("SIGKILL");
     throw new Error(`process ${proc.pid} did not exit within 10 s of ${signal}`);
