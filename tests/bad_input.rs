@@ -8,22 +8,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Two fresh sockets in a fresh room still exchange messages.
-async fn assert_serving(server: &TestServer) {
-    let room = format!("/parties/main/health-{}", rand_suffix());
-    let mut a = server.connect(&format!("{room}?_pk=a")).await;
-    let mut b = server.connect(&format!("{room}?_pk=b")).await;
-    send(&mut a, "still serving").await;
-    assert_eq!(next_text(&mut b).await, "still serving");
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
 /// A WebSocket opened by hand, to send frames no client library would.
 async fn raw_ws(server: &TestServer, path: &str) -> TcpStream {
     let mut s = TcpStream::connect(server.addr).await.unwrap();

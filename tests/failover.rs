@@ -93,6 +93,14 @@ impl Cluster {
         cluster
     }
 
+    /// A socket on a counter room through the gateway.
+    async fn connect(&self, room: &str) -> Ws {
+        tokio_tungstenite::connect_async(format!("ws://{}/parties/counter/{room}", self.gw()))
+            .await
+            .unwrap()
+            .0
+    }
+
     fn gw(&self) -> &str {
         &self.gateway.addrs[0]
     }
@@ -159,11 +167,7 @@ async fn killed_owner_rooms_serve_again_on_the_other_node_with_their_state() {
     let mut cluster = Cluster::start().await;
     let room = room_on("a");
     assert_eq!(cluster.incr(&room).await, 1);
-    let mut client =
-        tokio_tungstenite::connect_async(format!("ws://{}/parties/counter/{room}", cluster.gw()))
-            .await
-            .unwrap()
-            .0;
+    let mut client = cluster.connect(&room).await;
 
     cluster.nodes[0].signal("-KILL");
     // Its clients are told to reconnect, not left hanging.
@@ -178,11 +182,7 @@ async fn killed_owner_rooms_serve_again_on_the_other_node_with_their_state() {
 
     // The node comes back: the ring places the room on it again, the other node hands it
     // over, and its count goes on from where it was.
-    let mut on_b =
-        tokio_tungstenite::connect_async(format!("ws://{}/parties/counter/{room}", cluster.gw()))
-            .await
-            .unwrap()
-            .0;
+    let mut on_b = cluster.connect(&room).await;
     let args = cluster.node_args[0].clone();
     cluster.nodes[0] = spawn_role(&args, 2).await;
     assert_eq!(close_code(&mut on_b).await, 1012, "the room left node b");
@@ -236,11 +236,7 @@ async fn draining_a_node_hands_its_rooms_over_and_exits() {
     let mut cluster = Cluster::start().await;
     let room = room_on("a");
     assert_eq!(cluster.incr(&room).await, 1);
-    let mut client =
-        tokio_tungstenite::connect_async(format!("ws://{}/parties/counter/{room}", cluster.gw()))
-            .await
-            .unwrap()
-            .0;
+    let mut client = cluster.connect(&room).await;
     let admin: std::net::SocketAddr = cluster.nodes[0].addrs[1].parse().unwrap();
     let drain = |token: &str| {
         format!("POST /admin/drain HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")

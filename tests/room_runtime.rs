@@ -518,12 +518,5 @@ async fn a_room_whose_actor_died_starts_afresh_for_the_next_event() {
     .expect("the room did not come back after its actor died");
     send(&mut second, "still alive").await;
     assert_eq!(next_text(&mut second).await, "still alive");
-    assert_serving_main(&server).await;
-}
-
-async fn assert_serving_main(server: &TestServer) {
-    let mut a = server.connect("/parties/main/after-panic?_pk=a").await;
-    let mut b = server.connect("/parties/main/after-panic?_pk=b").await;
-    send(&mut a, "ok").await;
-    assert_eq!(next_text(&mut b).await, "ok");
+    assert_serving(&server).await;
 }

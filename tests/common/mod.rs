@@ -181,3 +181,19 @@ pub async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Two fresh sockets in a fresh room still exchange messages.
+pub async fn assert_serving(server: &TestServer) {
+    let room = format!("/parties/main/health-{}", rand_suffix());
+    let mut a = server.connect(&format!("{room}?_pk=a")).await;
+    let mut b = server.connect(&format!("{room}?_pk=b")).await;
+    send(&mut a, "still serving").await;
+    assert_eq!(next_text(&mut b).await, "still serving");
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
