@@ -24,6 +24,12 @@ pub struct GatewayConfig {
     pub write_timeout: Duration,
     /// How long to wait for the node to answer an admission or HTTP request.
     pub node_timeout: Duration,
+    /// Client frames buffered per connection until the node acknowledges them (replayed to
+    /// the room's next node on failover). Over it, the gateway stops reading the socket.
+    pub replay_buffer_bytes: usize,
+    /// How long a socket whose node died or handed its room off may take to re-attach to
+    /// the room's next owner before it is closed with 1012.
+    pub reattach_timeout: Duration,
     /// Longest accepted `_pk` connection id, in bytes.
     pub max_conn_id_bytes: usize,
     /// JWT checks per party name.
@@ -44,6 +50,8 @@ impl Default for GatewayConfig {
             max_http_body_bytes: 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             node_timeout: Duration::from_secs(10),
+            replay_buffer_bytes: 256 * 1024,
+            reattach_timeout: Duration::from_secs(30),
             max_conn_id_bytes: 256,
             auth: HashMap::new(),
             admin_token: None,

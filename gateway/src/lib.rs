@@ -10,9 +10,11 @@ mod auth;
 mod config;
 mod limits;
 mod link;
+mod moves;
 mod nodes;
 mod route;
 mod server;
+mod session;
 mod socket;
 
 pub use admin::check_admin_token;

@@ -1,10 +1,12 @@
 //! The gateway's side of a relay link: the local socket registry, request/reply matching,
 //! and fan-out of node events to sockets.
 
-use conclave_proto::wire::{gateway_event, node_event, GatewayEvent, NodeEvent};
+use crate::moves::{MoveRequest, Mover};
+use crate::session::Session;
+use conclave_proto::wire::{gateway_event, node_event, Detach, GatewayEvent, NodeEvent};
 use conclave_proto::{GatewaySide, RoomKey, SocketId};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
@@ -58,24 +60,30 @@ impl CloseSignal {
     }
 }
 
-pub(crate) struct SocketEntry {
-    pub room: RoomKey,
-    pub tx: mpsc::Sender<WsMessage>,
-    pub close: Arc<CloseSignal>,
-    /// Payload bytes in `tx`, decremented by the writer as it takes frames.
-    pub queued_bytes: Arc<AtomicUsize>,
-    pub max_queued_bytes: usize,
-}
-
 #[derive(Default)]
 struct Registry {
-    sockets: HashMap<u64, SocketEntry>,
+    sockets: HashMap<u64, Arc<Session>>,
     /// Sockets the node accepted into each room: the targets of deliveries.
     rooms: HashMap<RoomKey, HashSet<u64>>,
 }
 
+impl Registry {
+    fn remove(&mut self, socket: u64) -> Option<Arc<Session>> {
+        let s = self.sockets.remove(&socket)?;
+        if let Some(set) = self.rooms.get_mut(&s.room) {
+            set.remove(&socket);
+            if set.is_empty() {
+                self.rooms.remove(&s.room);
+            }
+        }
+        Some(s)
+    }
+}
+
 /// One relay link to a node.
 pub(crate) struct NodeLink {
+    /// The node's id on the ring.
+    pub node: String,
     to_node: mpsc::Sender<GatewayEvent>,
     /// Counted once per node event, not per frame: the fan-out loop is the hot path.
     messages_out: metrics::Counter,
@@ -84,6 +92,8 @@ pub(crate) struct NodeLink {
     next_id: AtomicU64,
     /// Cleared when the node's side of the link ends.
     alive: AtomicBool,
+    /// Where sockets go that must move to another node.
+    mover: Mover,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +103,10 @@ pub(crate) enum LinkError {
 }
 
 impl NodeLink {
-    pub fn start(side: GatewaySide) -> Arc<Self> {
+    pub fn start(node: String, side: GatewaySide, mover: Mover) -> Arc<Self> {
         let link = Arc::new(Self {
+            node,
+            mover,
             to_node: side.to_node,
             messages_out: metrics::counter!("conclave_gateway_messages_out_total"),
             registry: Mutex::default(),
@@ -148,15 +160,6 @@ impl NodeLink {
         reply
     }
 
-    /// Asks every socket to close with `code`; returns how many were open.
-    pub fn close_all(&self, code: u16, reason: &str) -> usize {
-        let reg = self.registry();
-        for e in reg.sockets.values() {
-            e.close.trigger(code, reason);
-        }
-        reg.sockets.len()
-    }
-
     pub fn socket_count(&self) -> usize {
         self.registry().sockets.len()
     }
@@ -171,48 +174,42 @@ impl NodeLink {
         self.registry().rooms.get(room).map_or(0, HashSet::len)
     }
 
-    pub fn register(&self, socket: SocketId, entry: SocketEntry) {
-        self.registry().sockets.insert(socket.0, entry);
+    /// Routes the node's events for the socket to it (deliveries start once admitted).
+    pub fn register(&self, session: Arc<Session>) {
+        self.registry().sockets.insert(session.id.0, session);
     }
 
-    pub fn unregister(&self, socket: SocketId) {
-        let mut reg = self.registry();
-        if let Some(e) = reg.sockets.remove(&socket.0) {
-            if let Some(set) = reg.rooms.get_mut(&e.room) {
-                set.remove(&socket.0);
-                if set.is_empty() {
-                    reg.rooms.remove(&e.room);
-                }
-            }
-        }
+    pub fn unregister(&self, socket: SocketId) -> Option<Arc<Session>> {
+        self.registry().remove(socket.0)
     }
 
-    /// Queues a frame for one socket; a full queue marks a slow consumer and closes it.
-    /// Returns whether the frame was queued.
-    fn enqueue(entry: &SocketEntry, msg: WsMessage) -> bool {
-        let len = msg.len();
-        let before = entry.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let result = if before + len > entry.max_queued_bytes {
-            Err(mpsc::error::TrySendError::Full(msg))
-        } else {
-            entry.tx.try_send(msg)
+    /// Moves every socket of this link elsewhere (its node left the ring), telling the
+    /// node to let go of them in case it still runs.
+    pub fn evacuate(self: &Arc<Self>, min_ring: u64) -> usize {
+        let sessions: Vec<Arc<Session>> = {
+            let mut reg = self.registry();
+            reg.rooms.clear();
+            reg.sockets.drain().map(|(_, s)| s).collect()
         };
-        if result.is_err() {
-            entry.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-        }
-        match result {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if entry.close.requested().is_none() {
-                    metrics::counter!("conclave_gateway_slow_consumer_closes_total").increment(1);
-                }
-                entry
-                    .close
-                    .trigger(1013, "Send queue full: client is not reading fast enough");
-                false
+        let mut moved = 0;
+        for session in sessions {
+            if session.detach_from(self) {
+                let detach = Detach {
+                    socket: session.id.0,
+                    room: Some(session.room.to_wire()),
+                };
+                let _ = self.to_node.try_send(GatewayEvent {
+                    event: Some(gateway_event::Event::Detach(detach)),
+                });
+                self.move_session(session, min_ring);
+                moved += 1;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+        moved
+    }
+
+    fn move_session(&self, session: Arc<Session>, min_ring: u64) {
+        let _ = self.mover.send(MoveRequest { session, min_ring });
     }
 }
 
@@ -232,11 +229,35 @@ async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<Node
                 if r.status == 0 {
                     // In the room from now on: later deliveries include this socket.
                     let mut reg = link.registry();
-                    if let Some(room) = reg.sockets.get(&r.socket).map(|e| e.room.clone()) {
-                        reg.rooms.entry(room).or_default().insert(r.socket);
+                    if let Some(s) = reg.sockets.get(&r.socket).cloned() {
+                        s.set_tags(r.tags.clone());
+                        reg.rooms
+                            .entry(s.room.clone())
+                            .or_default()
+                            .insert(r.socket);
                     }
                 }
                 reply(&link, r.request_id, ev.clone())
+            }
+            node_event::Event::Ack(a) => {
+                if let Some(s) = link.registry().sockets.get(&a.socket) {
+                    s.ack(a.seq);
+                }
+            }
+            node_event::Event::ConnState(c) => {
+                if let Some(s) = link.registry().sockets.get(&c.socket) {
+                    s.set_state(c.state);
+                }
+            }
+            node_event::Event::Moved(m) => {
+                for socket in m.sockets {
+                    let Some(s) = link.registry().remove(socket) else {
+                        continue;
+                    };
+                    if s.detach_from(&link) {
+                        link.move_session(s, m.ring_version);
+                    }
+                }
             }
             node_event::Event::HttpReply(ref r) => reply(&link, r.request_id, ev.clone()),
             node_event::Event::RoomInfoReply(ref r) => reply(&link, r.request_id, ev.clone()),
@@ -246,7 +267,7 @@ async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<Node
                 };
                 let reg = link.registry();
                 if let Some(e) = reg.sockets.get(&s.socket) {
-                    if NodeLink::enqueue(e, msg) {
+                    if e.out.enqueue(msg) {
                         link.messages_out.increment(1);
                     }
                 }
@@ -268,7 +289,7 @@ async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<Node
                         continue;
                     }
                     if let Some(e) = reg.sockets.get(socket) {
-                        queued += NodeLink::enqueue(e, msg.clone()) as u64;
+                        queued += e.out.enqueue(msg.clone()) as u64;
                     }
                 }
                 link.messages_out.increment(queued);
@@ -276,20 +297,27 @@ async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<Node
             node_event::Event::CloseSocket(c) => {
                 let reg = link.registry();
                 if let Some(e) = reg.sockets.get(&c.socket) {
-                    e.close.trigger(c.code as u16, &c.reason);
+                    e.out.close.trigger(c.code as u16, &c.reason);
                 }
             }
         }
     }
-    // The node is gone: close every socket so clients reconnect (1012: service restart).
+    // The node is gone: its sockets move to the rooms' next owners. (`alive` is cleared
+    // first: a socket attaching concurrently sees it and moves on by itself.)
     link.alive.store(false, Ordering::Release);
     link.pending
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clear();
-    let reg = link.registry();
-    for e in reg.sockets.values() {
-        e.close.trigger(1012, "Node unavailable");
+    let sessions: Vec<Arc<Session>> = {
+        let mut reg = link.registry();
+        reg.rooms.clear();
+        reg.sockets.drain().map(|(_, s)| s).collect()
+    };
+    for s in sessions {
+        if s.detach_from(&link) {
+            link.move_session(s, 0);
+        }
     }
 }
 

@@ -2,11 +2,13 @@
 //! Links are opened on first use and reopened after a node drops its stream.
 
 use crate::link::{LinkError, NodeLink};
-use conclave_proto::{GatewaySide, Ring, RingVersion, RoomKey};
+use crate::moves::Mover;
+use crate::session::Session;
+use conclave_proto::{GatewaySide, Ring, RingVersion, RoomKey, SocketId};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Opens relay links to nodes by node id.
 pub trait NodeConnector: Send + Sync + 'static {
@@ -73,8 +75,16 @@ impl NodeConnector for InProcessNode {
 pub(crate) type NodeView = (String, Option<Arc<NodeLink>>);
 
 pub(crate) struct NodeSet {
-    ring: std::sync::RwLock<Ring>,
+    ring: Arc<std::sync::RwLock<Ring>>,
+    /// The ring version, for moves waiting on a newer ring.
+    ring_version: tokio::sync::watch::Sender<u64>,
     links: Mutex<HashMap<String, Arc<NodeLink>>>,
+    /// This gateway process, as nodes tell its sockets apart from other gateways'.
+    pub origin: u64,
+    next_socket: std::sync::atomic::AtomicU64,
+    /// Every open client socket, attached or moving.
+    sessions: Mutex<HashMap<u64, Arc<Session>>>,
+    pub(crate) mover: Mover,
     /// One connection attempt at a time, so concurrent sockets share the new link.
     connecting: tokio::sync::Mutex<()>,
     connector: Box<dyn NodeConnector>,
@@ -84,10 +94,20 @@ pub(crate) struct NodeSet {
 
 const UNREACHABLE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long sockets stay on a node that left the ring: a live node hands its rooms off
+/// itself (exactly once, no replay); after this, the gateway moves what is left (a stopped
+/// or partitioned node).
+const EVACUATE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl NodeSet {
-    pub fn new(ring: Ring, connector: Box<dyn NodeConnector>) -> Self {
+    pub fn new(ring: Ring, connector: Box<dyn NodeConnector>, mover: Mover) -> Self {
         Self {
-            ring: std::sync::RwLock::new(ring),
+            ring_version: tokio::sync::watch::Sender::new(ring.version().0),
+            ring: Arc::new(std::sync::RwLock::new(ring)),
+            origin: rand_origin(),
+            next_socket: std::sync::atomic::AtomicU64::new(1),
+            sessions: Mutex::default(),
+            mover,
             links: Mutex::default(),
             connecting: tokio::sync::Mutex::new(()),
             connector,
@@ -95,11 +115,47 @@ impl NodeSet {
         }
     }
 
-    pub fn single(side: GatewaySide) -> Self {
+    pub fn single(side: GatewaySide, mover: Mover) -> Self {
         Self::new(
             Ring::new(RingVersion(1), [InProcessNode::ID.to_string()]),
             Box::new(InProcessNode::new(side)),
+            mover,
         )
+    }
+
+    /// A gateway-wide id for a new socket (nodes see it on every link it moves over).
+    pub fn next_socket_id(&self) -> SocketId {
+        SocketId(
+            self.next_socket
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn add_session(&self, session: Arc<Session>) {
+        self.sessions().insert(session.id.0, session);
+    }
+
+    pub fn remove_session(&self, socket: SocketId) {
+        self.sessions().remove(&socket.0);
+    }
+
+    /// Every open client socket.
+    pub fn all_sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions().values().cloned().collect()
+    }
+
+    pub fn ring_version(&self) -> u64 {
+        *self.ring_version.borrow()
+    }
+
+    /// Waits until the ring is at least `version`, or `deadline`.
+    pub async fn wait_for_ring(&self, version: u64, deadline: tokio::time::Instant) {
+        let mut rx = self.ring_version.subscribe();
+        let _ = tokio::time::timeout_at(deadline, rx.wait_for(|v| *v >= version)).await;
     }
 
     fn live(&self, node: &str) -> Option<Arc<NodeLink>> {
@@ -109,9 +165,37 @@ impl NodeSet {
 
     /// The link to the node that owns `room`, connecting if needed.
     /// Routes rooms by a new ring version (and its node addresses) from now on.
+    /// Sockets on nodes that left the ring move after [`EVACUATE_AFTER`].
     pub fn set_ring(&self, ring: Ring, urls: HashMap<String, String>) {
         self.connector.set_addresses(urls);
+        let version = ring.version().0;
+        let gone: Vec<Arc<NodeLink>> = self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|l| l.is_alive() && !ring.nodes().contains(&l.node))
+            .cloned()
+            .collect();
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
+        self.ring_version.send_replace(version);
+        for link in gone {
+            let ring = self.ring.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(EVACUATE_AFTER).await;
+                let still_gone = !ring
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .nodes()
+                    .contains(&link.node);
+                if still_gone {
+                    let moved = link.evacuate(version);
+                    if moved > 0 {
+                        info!(node = %link.node, sockets = moved, "node left the ring; moving its remaining sockets");
+                    }
+                }
+            });
+        }
     }
 
     pub async fn link_for(&self, room: &RoomKey) -> Result<Arc<NodeLink>, LinkError> {
@@ -150,7 +234,7 @@ impl NodeSet {
                 return Err(LinkError::Unavailable);
             }
         };
-        let link = NodeLink::start(side);
+        let link = NodeLink::start(node.to_string(), side, self.mover.clone());
         self.links
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -178,13 +262,10 @@ impl NodeSet {
             .owner(room)
             .map(str::to_string)
     }
+}
 
-    pub fn all(&self) -> Vec<Arc<NodeLink>> {
-        self.links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
+/// A random id for this gateway process.
+fn rand_origin() -> u64 {
+    let u = uuid::Uuid::new_v4().as_u128();
+    (u as u64) ^ ((u >> 64) as u64)
 }

@@ -1,5 +1,6 @@
 //! HTTP entry point: routes room URLs to WebSocket upgrades or HTTP forwarding.
 
+use crate::moves::{self, await_newer_ring, join_room, MoveRequest, Mover};
 use crate::nodes::{NodeConnector, NodeSet};
 use crate::route::{parse_room_path, RouteError};
 use crate::socket::{self, PendingSocket};
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
 use conclave_proto::query_param;
-use conclave_proto::wire::{gateway_event, node_event, Admit, Header, HttpRequest};
+use conclave_proto::wire::{gateway_event, node_event, Header, HttpRequest};
 use conclave_proto::{GatewaySide, Ring, RoomKey};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use std::sync::Arc;
@@ -32,21 +33,24 @@ pub(crate) struct Inner {
 impl Gateway {
     /// A gateway in front of one node in the same process (`conclave dev`).
     pub fn new(config: GatewayConfig, node: GatewaySide) -> Self {
-        Self::build(config, NodeSet::single(node))
+        Self::build(config, |mover| NodeSet::single(node, mover))
     }
 
     /// A gateway in front of the nodes of `ring`, reached through `connector`.
     pub fn with_nodes(config: GatewayConfig, ring: Ring, connector: impl NodeConnector) -> Self {
-        Self::build(config, NodeSet::new(ring, Box::new(connector)))
+        Self::build(config, |mover| {
+            NodeSet::new(ring, Box::new(connector), mover)
+        })
     }
 
-    fn build(config: GatewayConfig, nodes: NodeSet) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                config: Arc::new(config),
-                nodes,
-            }),
-        }
+    fn build(config: GatewayConfig, nodes: impl FnOnce(Mover) -> NodeSet) -> Self {
+        let (mover, moves) = tokio::sync::mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            config: Arc::new(config),
+            nodes: nodes(mover),
+        });
+        tokio::spawn(moves::run(Arc::downgrade(&inner), moves));
+        Self { inner }
     }
 
     /// Routes by a new ring version from placement (node id → relay URL).
@@ -59,16 +63,16 @@ impl Gateway {
     /// Closes every client socket with 1001 (going away) and waits up to `grace` for them
     /// to finish closing, so clients reconnect at once instead of timing out.
     pub async fn shutdown(&self, grace: std::time::Duration) {
-        let links = self.inner.nodes.all();
-        let open: usize = links
-            .iter()
-            .map(|l| l.close_all(1001, "Server shutting down"))
-            .sum();
-        if open == 0 {
+        let sessions = self.inner.nodes.all_sessions();
+        if sessions.is_empty() {
             return;
         }
+        for s in &sessions {
+            s.out.close.trigger(1001, "Server shutting down");
+        }
         let deadline = tokio::time::Instant::now() + grace;
-        while links.iter().any(|l| l.socket_count() > 0) && tokio::time::Instant::now() < deadline {
+        while !self.inner.nodes.all_sessions().is_empty() && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -80,6 +84,11 @@ impl Gateway {
             .with_state(self.inner.clone())
     }
 }
+
+/// Admission attempts for a new socket when nodes answer that the room is elsewhere.
+const ADMIT_ATTEMPTS: usize = 3;
+/// How long an admission waits for a newer ring a node told it about.
+const RING_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn plain(status: u16, body: impl Into<String>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -191,40 +200,31 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
         Some(pk) => pk,
         None => uuid::Uuid::new_v4().to_string(),
     };
-    let Ok(link) = gw.nodes.link_for(&key).await else {
-        return plain(503, "The room's node is unavailable");
-    };
-    let pending = PendingSocket::register(&gw.config, &link, key.clone());
-    let request_id = link.next_id();
-    let admit = Admit {
-        request_id,
-        room: Some(key.to_wire()),
+    let pending = PendingSocket::new(
+        &gw.config,
+        gw.nodes.next_socket_id(),
+        key,
         conn_id,
-        uri: room_uri(&req),
-        headers: wire_headers(req.headers()),
-        socket: pending.socket.0,
+        room_uri(&req),
+    );
+    let session = pending.session.clone();
+    let headers = wire_headers(req.headers());
+    // The node answers once the socket is in the room (on_connect has run) or refuses it;
+    // a node with a newer ring that places the room elsewhere sends us there.
+    let mut attempts = 0;
+    let link = loop {
+        match join_room(&gw, &session, headers.clone(), None).await {
+            Ok(link) => break link,
+            Err(r) => {
+                attempts += 1;
+                if attempts < ADMIT_ATTEMPTS && await_newer_ring(&gw, &r, RING_WAIT).await {
+                    continue;
+                }
+                let status = if r.status == 421 { 503 } else { r.status };
+                return plain(status, r.body);
+            }
+        }
     };
-    // The node answers once the socket is in the room (on_connect has run) or refuses it.
-    let reply = tokio::time::timeout(
-        gw.config.node_timeout,
-        link.call(request_id, gateway_event::Event::Admit(admit)),
-    )
-    .await;
-    match reply {
-        Ok(Ok(node_event::Event::AdmitReply(r))) if r.status == 0 => {}
-        Ok(Ok(node_event::Event::AdmitReply(r))) => {
-            link.unregister(pending.socket);
-            return plain(r.status as u16, r.body);
-        }
-        Ok(_) => {
-            pending.abandon(&link, "node unavailable").await;
-            return plain(503, "The room's node is unavailable");
-        }
-        Err(_) => {
-            pending.abandon(&link, "admission timed out").await;
-            return plain(504, "The room's node did not answer in time");
-        }
-    }
     // Echo the first offered subprotocol (PartyKit does not, which breaks `ws` clients).
     let protocol = req
         .headers()
@@ -233,14 +233,24 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
         .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
         .and_then(|p| HeaderValue::from_str(p).ok());
 
+    gw.nodes.add_session(session.clone());
+    if !session.attach(link.clone()) {
+        // The node died right after admitting the socket: it moves on like the others.
+        let _ = gw.nodes.mover.send(MoveRequest {
+            session: session.clone(),
+            min_ring: 0,
+        });
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = gw.config.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => socket::run(config, link, upgraded, pending).await,
+            Ok(upgraded) => socket::run(gw, upgraded, pending).await,
             Err(e) => {
                 debug!(error = %e, "upgrade failed");
-                pending.abandon(&link, "upgrade failed").await;
+                if let Some(link) = session.end() {
+                    session.tell_closed(&link, 1006, "", "upgrade failed").await;
+                }
+                gw.nodes.remove_session(session.id);
             }
         }
     });

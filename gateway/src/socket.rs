@@ -6,9 +6,10 @@
 //! node, or a full queue can ask for a close through the socket's [`CloseSignal`].
 
 use crate::limits::TokenBucket;
-use crate::link::{CloseSignal, NodeLink, SocketEntry};
+use crate::link::CloseSignal;
+use crate::server::Inner;
+use crate::session::{Outbound, Session};
 use crate::GatewayConfig;
-use conclave_proto::wire::{gateway_event, Closed, Frame};
 use conclave_proto::{RoomKey, SocketId};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
@@ -27,51 +28,34 @@ use tracing::debug;
 /// Frames written per flush at most (coalescing without starving the ping timer).
 const MAX_FRAMES_PER_FLUSH: usize = 256;
 
-/// A socket registered with its link before the upgrade, so that what the party sends in
-/// `on_connect` is already queued when the client sees "open".
+/// A socket admitted before the upgrade completes, so that what the party sends in
+/// `on_connect` is already queued when the client sees "open". Holds the receiving end of
+/// the send queue for the writer task.
 pub(crate) struct PendingSocket {
-    pub socket: SocketId,
-    pub room: RoomKey,
+    pub session: Arc<Session>,
     rx: mpsc::Receiver<WsMessage>,
-    close: Arc<CloseSignal>,
-    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl PendingSocket {
-    pub fn register(config: &GatewayConfig, link: &NodeLink, room: RoomKey) -> Self {
-        let socket = SocketId(link.next_id());
+    pub fn new(
+        config: &GatewayConfig,
+        socket: SocketId,
+        room: RoomKey,
+        conn_id: String,
+        uri: String,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(config.send_queue_frames);
-        let close = Arc::new(CloseSignal::default());
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let entry = SocketEntry {
-            room: room.clone(),
+        let out = Outbound {
             tx,
-            close: close.clone(),
-            queued_bytes: queued_bytes.clone(),
+            close: Arc::new(CloseSignal::default()),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
             max_queued_bytes: config.send_queue_bytes,
         };
-        link.register(socket, entry);
+        let session = Session::new(socket, room, conn_id, uri, out, config.replay_buffer_bytes);
         Self {
-            socket,
-            room,
+            session: Arc::new(session),
             rx,
-            close,
-            queued_bytes,
         }
-    }
-
-    /// The socket never became a connection (refused, or the upgrade failed): forget it,
-    /// and tell the node in case it had joined it.
-    pub async fn abandon(self, link: &NodeLink, why: &str) {
-        link.unregister(self.socket);
-        let closed = Closed {
-            socket: self.socket.0,
-            room: Some(self.room.to_wire()),
-            code: 1006,
-            reason: String::new(),
-            error: why.to_string(),
-        };
-        let _ = link.send(gateway_event::Event::Closed(closed)).await;
     }
 }
 
@@ -84,25 +68,16 @@ pub(crate) fn ws_config(config: &GatewayConfig) -> WebSocketConfig {
         .max_message_size(Some(config.max_frame_bytes))
 }
 
-pub(crate) async fn run(
-    config: Arc<GatewayConfig>,
-    link: Arc<NodeLink>,
-    upgraded: hyper::upgrade::Upgraded,
-    p: PendingSocket,
-) {
+pub(crate) async fn run(gw: Arc<Inner>, upgraded: hyper::upgrade::Upgraded, p: PendingSocket) {
+    let config = gw.config.clone();
     let ws = WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
         Role::Server,
         Some(ws_config(&config)),
     )
     .await;
-    let PendingSocket {
-        socket,
-        room,
-        rx,
-        close,
-        queued_bytes,
-    } = p;
+    let PendingSocket { session, rx } = p;
+    let close = session.out.close.clone();
     metrics::gauge!("conclave_gateway_connections").increment(1.0);
 
     let started = Instant::now();
@@ -111,7 +86,7 @@ pub(crate) async fn run(
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
-        queued_bytes,
+        session.out.queued_bytes.clone(),
         close.clone(),
         config.clone(),
         started,
@@ -119,7 +94,6 @@ pub(crate) async fn run(
     ));
 
     let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
-    let room = Some(room.to_wire());
     let close_requested = close.wait();
     tokio::pin!(close_requested);
     // What the node hears when the socket ends: (code, reason, error).
@@ -155,30 +129,26 @@ pub(crate) async fn run(
             continue;
         }
         metrics::counter!("conclave_gateway_messages_in_total").increment(1);
-        let frame = Frame {
-            socket: socket.0,
-            room: room.clone(),
-            payload,
-            binary,
-        };
-        if link.send(gateway_event::Event::Frame(frame)).await.is_err() {
-            close.trigger(1012, "Node unavailable");
+        if let Some((link, frame)) = session.push_frame(payload, binary) {
+            // If the link is dead, its end moves the socket and the frame is replayed.
+            let _ = link.send(frame).await;
+        }
+        // Stop reading while the node is behind (or the socket is between nodes).
+        tokio::select! {
+            biased;
+            (code, reason) = &mut close_requested => break (code, reason, String::new()),
+            _ = session.wait_for_buffer_space() => {}
         }
     };
-    debug!(socket = socket.0, code, "socket closed");
+    debug!(socket = session.id.0, code, "socket closed");
     close.trigger(code, &reason);
-    link.unregister(socket);
-    metrics::gauge!("conclave_gateway_connections").decrement(1.0);
-    let _ = link
-        .send(gateway_event::Event::Closed(Closed {
-            socket: socket.0,
-            room,
-            code: code.into(),
-            reason,
-            error,
-        }))
-        .await;
+    if let Some(link) = session.end() {
+        session.tell_closed(&link, code, &reason, &error).await;
+    }
+    // Counted open until the close frame is out: shutdown waits for that.
     let _ = tokio::time::timeout(config.write_timeout, writer).await;
+    gw.nodes.remove_session(session.id);
+    metrics::gauge!("conclave_gateway_connections").decrement(1.0);
 }
 
 /// Close codes for errors the client caused.

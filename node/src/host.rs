@@ -120,9 +120,18 @@ impl HostInner {
         ring.owner(room) == Some(self.config.node_id.as_str())
     }
 
+    /// The version of the ring this node places rooms on.
+    pub fn ring_version(&self) -> u64 {
+        self.ring
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .version()
+            .0
+    }
+
     /// Places rooms on a new ring. Rooms that now belong on another node are handed off:
-    /// they release their claim (so the new owner may take them) and their clients are
-    /// closed with 1012 to reconnect there.
+    /// they release their claim (so the new owner may take them) and their gateways move
+    /// the sockets there.
     pub fn set_ring(&self, ring: Ring) {
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
         let moving: Vec<mpsc::Sender<RoomEvent>> = self
@@ -141,7 +150,7 @@ impl HostInner {
     }
 
     /// Stops (or resumes) serving rooms. Stopping tears every room down at once: its
-    /// clients are closed with 1012 and nothing more is committed from here.
+    /// sockets move away and nothing more is committed from here.
     pub fn set_serving(self: &Arc<Self>, serving: bool) {
         let was = self.serving.swap(serving, Ordering::AcqRel);
         if was && !serving {
@@ -274,8 +283,14 @@ impl HostInner {
             .unwrap_or_default()
     }
 
-    /// Decides whether a socket may open; `Err((status, body))` refuses it.
-    pub fn admit(&self, key: &RoomKey, req: &ConnectRequest<'_>) -> Result<(), (u16, String)> {
+    /// Decides whether a socket may open; `Err((status, body))` refuses it. A new socket
+    /// (`hook` given) also passes the party's `before_connect` and the room's capacity; a
+    /// socket moving here from another node was admitted already.
+    pub fn admit(
+        &self,
+        key: &RoomKey,
+        hook: Option<&ConnectRequest<'_>>,
+    ) -> Result<(), (u16, String)> {
         if !self.is_serving() {
             return Err((
                 503,
@@ -284,6 +299,18 @@ impl HostInner {
         }
         let Some(factory) = self.parties.get(key.party.as_str()) else {
             return Err((404, format!("Party {} not found", key.party)));
+        };
+        if !self.places_here(key) {
+            return Err((
+                421,
+                format!(
+                    "Room {key} is placed on another node under ring version {}",
+                    self.ring_version()
+                ),
+            ));
+        }
+        let Some(req) = hook else {
+            return Ok(());
         };
         factory
             .before_connect(req)

@@ -3,7 +3,7 @@
 use crate::alarms;
 use crate::host::{GatewayId, HostInner};
 use crate::party::{ConnectRequest, Message, PartyRegistry};
-use crate::room::{Peer, RoomEvent};
+use crate::room::{OpenRequest, Peer, RoomEvent};
 use crate::storage::Store;
 use crate::NodeConfig;
 use bytes::Bytes;
@@ -84,6 +84,8 @@ async fn refuse(
         status: status.into(),
         body,
         socket: a.socket,
+        tags: Vec::new(),
+        ring_version: host.ring_version(),
     };
     reply(host, gateway, node_event::Event::AdmitReply(event)).await;
 }
@@ -120,13 +122,14 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                     uri: &a.uri,
                     headers: &headers,
                 };
-                if let Err((status, body)) = host.admit(&key, &req) {
+                let hook = a.resume.is_none().then_some(&req);
+                if let Err((status, body)) = host.admit(&key, hook) {
                     refuse(&host, gateway, &a, status, body).await;
                     continue;
                 }
                 // The room answers the admission itself, once the socket has joined.
                 sockets.insert(a.socket, key.clone());
-                let event = RoomEvent::Open {
+                let event = RoomEvent::Open(Box::new(OpenRequest {
                     peer: Peer {
                         gateway,
                         socket: SocketId(a.socket),
@@ -134,7 +137,9 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                     conn_id: ConnId::new(&a.conn_id),
                     uri: Arc::from(a.uri.as_str()),
                     request_id: a.request_id,
-                };
+                    origin: a.origin,
+                    resume: a.resume.clone(),
+                }));
                 if let Err(e) = host.dispatch(&key, event).await {
                     sockets.remove(&a.socket);
                     refuse(&host, gateway, &a, 404, e.to_string()).await;
@@ -161,9 +166,20 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                                 socket: SocketId(f.socket),
                             },
                             msg,
+                            seq: f.seq,
                         },
                     )
                     .await;
+            }
+            gateway_event::Event::Detach(d) => {
+                let Some(key) = sockets.remove(&d.socket) else {
+                    continue;
+                };
+                let peer = Peer {
+                    gateway,
+                    socket: SocketId(d.socket),
+                };
+                let _ = host.dispatch(&key, RoomEvent::Detach { peer }).await;
             }
             gateway_event::Event::Closed(c) => {
                 let Some(key) = sockets.remove(&c.socket) else {
@@ -227,8 +243,14 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
             }
         }
     }
-    // The gateway is gone: its sockets are gone with it.
+    // The link is gone. If the gateway lives, it re-attaches its sockets (here or on
+    // another node) over a new link; whatever has not come back after a grace period has
+    // left with the gateway.
     host.links.remove(gateway);
+    if sockets.is_empty() {
+        return;
+    }
+    tokio::time::sleep(LINK_LOSS_GRACE).await;
     for (socket, key) in sockets {
         let event = RoomEvent::Closed {
             peer: Peer {
@@ -242,6 +264,10 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
         let _ = host.dispatch(&key, event).await;
     }
 }
+
+/// How long the connections of a lost gateway link stay in their rooms, waiting for the
+/// gateway to re-attach them, before the rooms see them close.
+const LINK_LOSS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn http_request(
     host: &Arc<HostInner>,

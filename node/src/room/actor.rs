@@ -11,7 +11,7 @@ use crate::host::HostInner;
 use crate::party::{Message, Party, PartyError, PartyFactory, Request, Response};
 use crate::storage::StorageError;
 use crate::time::now_ms;
-use conclave_proto::wire::{node_event, AdmitReply, CloseSocket};
+use conclave_proto::wire::{node_event, Ack, AdmitReply, CloseSocket, Moved, Resume};
 use conclave_proto::{ConnId, RoomKey};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,26 +25,40 @@ const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 pub const MAX_ALARM_RETRIES: u32 = 6;
 
 /// The admission answer that tells the gateway the socket is in the room.
-fn admitted(request_id: u64, peer: Peer) -> node_event::Event {
+fn admitted(request_id: u64, peer: Peer, tags: &[String]) -> node_event::Event {
     node_event::Event::AdmitReply(AdmitReply {
         request_id,
         status: 0,
         body: String::new(),
         socket: peer.socket.0,
+        tags: tags.to_vec(),
+        ring_version: 0,
     })
 }
 
+/// A socket asking to join the room: new (`on_connect` runs) or moving here from another
+/// node (`resume`: it keeps its tags and state, and no hook runs).
+pub(crate) struct OpenRequest {
+    pub peer: Peer,
+    pub conn_id: ConnId,
+    pub uri: Arc<str>,
+    /// The admission this open answers.
+    pub request_id: u64,
+    pub origin: u64,
+    pub resume: Option<Resume>,
+}
+
 pub(crate) enum RoomEvent {
-    Open {
-        peer: Peer,
-        conn_id: ConnId,
-        uri: Arc<str>,
-        /// The admission this open answers.
-        request_id: u64,
-    },
+    Open(Box<OpenRequest>),
     Frame {
         peer: Peer,
         msg: Message,
+        /// The gateway's sequence number for the frame (0: not acknowledged).
+        seq: u64,
+    },
+    /// The socket moved to another node: it leaves without `on_close`.
+    Detach {
+        peer: Peer,
     },
     Closed {
         peer: Peer,
@@ -132,6 +146,7 @@ impl RoomActor {
             };
             if matches!(event, RoomEvent::Fence) || !self.host.is_serving() {
                 self.fenced = true;
+                self.bounce(event).await;
             } else if matches!(event, RoomEvent::Handoff) {
                 if self.host.places_here(self.room.key()) {
                     continue; // the ring moved back before we got here
@@ -150,10 +165,36 @@ impl RoomActor {
             self.host.metrics_room_left_memory();
         }
         self.host.room_retired();
-        // Anything that slipped in between retiring and closing goes to a fresh actor.
+        // Anything that slipped in between retiring and closing goes to a fresh actor, unless
+        // the room left this node.
         rx.close();
         while let Ok(ev) = rx.try_recv() {
-            self.host.clone().redispatch(self.room.key().clone(), ev);
+            if self.fenced {
+                self.bounce(ev).await;
+            } else {
+                self.host.clone().redispatch(self.room.key().clone(), ev);
+            }
+        }
+    }
+
+    /// Answers an event this actor will not handle because it is leaving the room. Frames
+    /// need no answer: unacknowledged, they are replayed to the next owner.
+    async fn bounce(&mut self, event: RoomEvent) {
+        match event {
+            RoomEvent::Open(o) => {
+                self.refuse_open(o.peer, o.request_id, "the room is moving")
+                    .await
+            }
+            RoomEvent::Request { reply, .. } => {
+                let _ = reply.send(text_response(
+                    503,
+                    "The room is moving to another node; retry",
+                ));
+            }
+            RoomEvent::Alarm { reply, .. } => {
+                let _ = reply.send(AlarmOutcome::Failed);
+            }
+            _ => {}
         }
     }
 
@@ -165,7 +206,16 @@ impl RoomActor {
 
     /// Owns the room in storage before anything runs: claims it unless this actor already
     /// holds the claim.
+    /// Failing, it marks the actor to leave: the room's sockets move on and retry.
     async fn ensure_owned(&mut self) -> Result<(), PartyError> {
+        let r = self.claim().await;
+        if r.is_err() {
+            self.fenced = true;
+        }
+        r
+    }
+
+    async fn claim(&mut self) -> Result<(), PartyError> {
         if !self.host.is_serving() {
             return Err("this node is fenced: its liveness lapsed".into());
         }
@@ -202,24 +252,24 @@ impl RoomActor {
         }
     }
 
-    /// Another owner took the room: this actor must not serve it any more. Its clients are
-    /// closed with 1012 so they reconnect (and reach the new owner).
+    /// This actor must not serve the room any more (hand-off, fencing, or a claim it could
+    /// not get). Its sockets are not closed: each gateway is told they moved, and re-attaches
+    /// them to the room's owner, replaying the frames not acknowledged here.
     async fn tear_down(&mut self) {
-        warn!("this node may no longer serve the room (fenced, or another owner holds it); closing its connections here");
-        let entries: Vec<(crate::host::GatewayId, u64)> = self
-            .room
-            .shared()
-            .conns()
-            .iter()
-            .map(|e| (e.gateway, e.socket.0))
-            .collect();
-        for (gateway, socket) in entries {
+        debug!("leaving the room; its connections move to the next owner");
+        let mut per_gateway: std::collections::BTreeMap<crate::host::GatewayId, Vec<u64>> =
+            Default::default();
+        for e in self.room.shared().conns().iter() {
+            per_gateway.entry(e.gateway).or_default().push(e.socket.0);
+        }
+        let ring_version = self.host.ring_version();
+        self.room.shared().clear_outbox();
+        for (gateway, sockets) in per_gateway {
             self.room.shared().push(
                 gateway,
-                node_event::Event::CloseSocket(CloseSocket {
-                    socket,
-                    code: 1012,
-                    reason: "Room moved to another node".into(),
+                node_event::Event::Moved(Moved {
+                    sockets,
+                    ring_version,
                 }),
             );
         }
@@ -275,26 +325,16 @@ impl RoomActor {
 
     async fn handle(&mut self, event: RoomEvent) {
         match event {
-            RoomEvent::Open {
-                peer,
-                conn_id,
-                uri,
-                request_id,
-            } => self.open(peer, conn_id, uri, request_id).await,
-            RoomEvent::Frame { peer, msg } => {
-                let Some(conn) = self.conn(peer) else {
-                    return;
-                };
-                if let Err(e) = self.ensure_started().await {
-                    warn!(conn = %conn.id(), error = %e, "on_start failed; message dropped");
-                    return;
-                }
-                let mut p = self.take_party();
-                let r = p.on_message(&mut self.room, &conn, msg).await;
-                self.party = Some(p);
-                if let Err(e) = self.finish(r).await {
-                    warn!(conn = %conn.id(), error = %e, "on_message failed; its writes and messages were discarded");
-                }
+            RoomEvent::Open(o) => match o.resume.clone() {
+                Some(resume) => self.resume(*o, resume).await,
+                None => self.open(*o).await,
+            },
+            RoomEvent::Frame { peer, msg, seq } => self.frame(peer, msg, seq).await,
+            RoomEvent::Detach { peer } => {
+                let entry = self.room.shared().conns().remove(peer);
+                self.host
+                    .conn_count(self.room.key())
+                    .fetch_sub(entry.is_some() as usize, Ordering::Relaxed);
             }
             RoomEvent::Closed {
                 peer,
@@ -352,38 +392,144 @@ impl RoomActor {
             .map(|e| Connection::from_entry(e, self.room.shared()))
     }
 
-    async fn open(&mut self, peer: Peer, conn_id: ConnId, uri: Arc<str>, request_id: u64) {
-        let tags: Arc<[String]> = Arc::from(vec![conn_id.to_string()]);
-        let entry = ConnEntry {
+    /// Handles one client frame, then acknowledges it to the gateway: once acknowledged, a
+    /// frame is never replayed to another node. A frame is not acknowledged when this node
+    /// may no longer serve the room; the next owner gets it instead.
+    async fn frame(&mut self, peer: Peer, msg: Message, seq: u64) {
+        let Some(conn) = self.conn(peer) else {
+            return;
+        };
+        if seq != 0 {
+            let mut conns = self.room.shared().conns();
+            let Some(entry) = conns.get_mut(peer) else {
+                return;
+            };
+            if seq <= entry.last_seq {
+                return; // replayed, and already handled here
+            }
+            entry.last_seq = seq;
+        }
+        if let Err(e) = self.ensure_started().await {
+            if !self.fenced {
+                warn!(conn = %conn.id(), error = %e, "on_start failed; message dropped");
+                self.ack(peer, seq);
+                self.room.flush().await;
+            }
+            return;
+        }
+        let mut p = self.take_party();
+        let r = p.on_message(&mut self.room, &conn, msg).await;
+        self.party = Some(p);
+        if r.is_ok() {
+            self.ack(peer, seq);
+        }
+        if let Err(e) = self.finish(r).await {
+            warn!(conn = %conn.id(), error = %e, "on_message failed; its writes and messages were discarded");
+            if !self.fenced {
+                self.ack(peer, seq);
+                self.room.flush().await;
+            }
+        }
+    }
+
+    fn ack(&self, peer: Peer, seq: u64) {
+        if seq != 0 {
+            let ack = Ack {
+                socket: peer.socket.0,
+                seq,
+            };
+            self.room
+                .shared()
+                .push(peer.gateway, node_event::Event::Ack(ack));
+        }
+    }
+
+    /// Adds a connection. Newest wins: an older socket with the same id is closed and leaves
+    /// first, unless it is this very socket seen over an earlier link.
+    async fn insert_conn(&mut self, entry: ConnEntry) {
+        let (origin, socket) = (entry.origin, entry.socket);
+        let replaced = self.room.shared().conns().insert(entry);
+        match replaced {
+            None => {
+                self.host
+                    .conn_count(self.room.key())
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Some(old) if old.origin == origin && old.socket == socket => {}
+            Some(old) => {
+                self.room.shared().push(
+                    old.gateway,
+                    node_event::Event::CloseSocket(CloseSocket {
+                        socket: old.socket.0,
+                        code: 1000,
+                        reason: "Replaced by a newer connection with the same id".into(),
+                    }),
+                );
+                let old_conn = Connection::from_entry(&old, self.room.shared());
+                self.closed(old_conn, 1000, "replaced", None).await;
+            }
+        }
+    }
+
+    /// A socket moving here from another node: it joins as it was, without `on_connect`.
+    async fn resume(&mut self, o: OpenRequest, resume: Resume) {
+        let peer = o.peer;
+        let tags: Arc<[String]> = if resume.tags.is_empty() {
+            Arc::from(vec![o.conn_id.to_string()])
+        } else {
+            Arc::from(resume.tags)
+        };
+        let state = (!resume.state.is_empty())
+            .then(|| serde_json::from_slice(&resume.state).ok())
+            .flatten();
+        self.insert_conn(ConnEntry {
+            id: o.conn_id,
+            socket: peer.socket,
+            gateway: peer.gateway,
+            uri: o.uri,
+            tags: tags.clone(),
+            state,
+            origin: o.origin,
+            last_seq: resume.acked_seq,
+        })
+        .await;
+        if let Err(e) = self.ensure_started().await {
+            self.refuse_open(peer, o.request_id, &e.to_string()).await;
+            return;
+        }
+        self.room
+            .shared()
+            .push(peer.gateway, admitted(o.request_id, peer, &tags));
+        self.room.flush().await;
+    }
+
+    async fn open(&mut self, o: OpenRequest) {
+        let OpenRequest {
+            peer,
+            conn_id,
+            uri,
+            request_id,
+            origin,
+            resume: _,
+        } = o;
+        self.insert_conn(ConnEntry {
             id: conn_id.clone(),
             socket: peer.socket,
             gateway: peer.gateway,
             uri,
-            tags,
+            tags: Arc::from(vec![conn_id.to_string()]),
             state: None,
-        };
-        let replaced = self.room.shared().conns().insert(entry);
-        if replaced.is_none() {
-            self.host
-                .conn_count(self.room.key())
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(old) = replaced {
-            // Newest wins: the older socket with the same id is closed and leaves first.
-            self.room.shared().push(
-                old.gateway,
-                node_event::Event::CloseSocket(CloseSocket {
-                    socket: old.socket.0,
-                    code: 1000,
-                    reason: "Replaced by a newer connection with the same id".into(),
-                }),
-            );
-            let old_conn = Connection::from_entry(&old, self.room.shared());
-            self.closed(old_conn, 1000, "replaced", None).await;
-        }
+            origin,
+            last_seq: 0,
+        })
+        .await;
         if let Err(e) = self.ensure_started().await {
-            self.reject_open(peer, request_id, &format!("Room failed to start: {e}"))
-                .await;
+            if self.fenced {
+                self.refuse_open(peer, request_id, &e.to_string()).await;
+            } else {
+                self.reject_open(peer, request_id, &format!("Room failed to start: {e}"))
+                    .await;
+            }
             return;
         }
         let Some(conn) = self.conn(peer) else {
@@ -401,13 +547,13 @@ impl RoomActor {
                 .filter(|t| !t.is_empty() && t.len() <= 256)
                 .take(9),
         );
+        self.room
+            .shared()
+            .push(peer.gateway, admitted(request_id, peer, &tags));
         self.room.shared().conns().set_tags(peer, Arc::from(tags));
         let Some(conn) = self.conn(peer) else {
             return;
         };
-        self.room
-            .shared()
-            .push(peer.gateway, admitted(request_id, peer));
         let mut p = self.take_party();
         let r = p.on_connect(&mut self.room, &conn).await;
         self.party = Some(p);
@@ -415,6 +561,27 @@ impl RoomActor {
             warn!(conn = %conn_id, error = %e, "on_connect failed; closing with 1011");
             self.reject_open(peer, request_id, &e.to_string()).await;
         }
+    }
+
+    /// This node cannot take the socket now (it may not own the room): 503, and the
+    /// gateway tries again.
+    async fn refuse_open(&mut self, peer: Peer, request_id: u64, why: &str) {
+        if self.room.shared().conns().remove(peer).is_some() {
+            self.host
+                .conn_count(self.room.key())
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        let refusal = AdmitReply {
+            request_id,
+            status: 503,
+            body: format!("The room cannot be served here right now: {why}"),
+            socket: peer.socket.0,
+            tags: Vec::new(),
+            ring_version: self.host.ring_version(),
+        };
+        let shared = self.room.shared().clone();
+        shared.push(peer.gateway, node_event::Event::AdmitReply(refusal));
+        self.room.flush().await;
     }
 
     /// Accept-then-close with 1011, as PartyKit does when `onConnect` throws.
@@ -426,7 +593,7 @@ impl RoomActor {
                 .fetch_sub(1, Ordering::Relaxed);
         }
         let shared = self.room.shared().clone();
-        shared.push(gateway, admitted(request_id, peer));
+        shared.push(gateway, admitted(request_id, peer, &[]));
         shared.push(
             gateway,
             node_event::Event::CloseSocket(CloseSocket {

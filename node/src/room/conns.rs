@@ -21,6 +21,11 @@ pub(crate) struct ConnEntry {
     pub uri: Arc<str>,
     pub tags: Arc<[String]>,
     pub state: Option<serde_json::Value>,
+    /// The gateway process the socket belongs to (with `socket`, the socket's identity
+    /// across moves between nodes and links).
+    pub origin: u64,
+    /// The last frame handled; a replayed frame at or below it is a duplicate.
+    pub last_seq: u64,
 }
 
 impl ConnEntry {

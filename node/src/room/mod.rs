@@ -7,7 +7,7 @@ mod actor;
 mod conns;
 mod fetch;
 
-pub(crate) use actor::{spawn_room, AlarmOutcome, RoomEvent};
+pub(crate) use actor::{spawn_room, AlarmOutcome, OpenRequest, RoomEvent};
 pub(crate) use conns::{ConnEntry, ConnTable, Peer};
 pub use fetch::{FetchError, PartyStub, RoomFetcher, RoomStub};
 
@@ -16,7 +16,7 @@ use crate::party::Message;
 use crate::storage::Storage;
 use crate::StorageError;
 use bytes::Bytes;
-use conclave_proto::wire::{node_event, CloseSocket, Deliver, NodeEvent, Send};
+use conclave_proto::wire::{node_event, CloseSocket, ConnState, Deliver, NodeEvent, Send};
 use conclave_proto::{ConnId, RoomKey, SocketId};
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -62,9 +62,12 @@ impl RoomShared {
         self.state_undo.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The step's connection states are kept.
-    fn keep_states(&self) {
-        self.state_undo().clear();
+    /// The step's connection states are kept; returns the connections whose state changed.
+    fn keep_states(&self) -> Vec<Peer> {
+        let mut changed: Vec<Peer> = self.state_undo().drain(..).map(|(p, _)| p).collect();
+        changed.sort_unstable_by_key(|p| (p.gateway, p.socket.0));
+        changed.dedup();
+        changed
     }
 
     /// The step's connection state changes are undone.
@@ -372,10 +375,30 @@ impl Room {
         }
     }
 
-    /// Releases held messages to the gateways, in order.
+    /// Releases held messages to the gateways, in order. Changed connection states go
+    /// first, so a gateway holds them before it sees the acknowledgement of the step.
     pub(crate) async fn flush(&self) {
-        self.shared.keep_states();
-        for (gateway, event) in self.shared.take_outbox() {
+        let changed = self.shared.keep_states();
+        let states: Vec<(GatewayId, NodeEvent)> = {
+            let conns = self.shared.conns();
+            changed
+                .into_iter()
+                .filter_map(|peer| conns.get(peer))
+                .map(|e| {
+                    let state = e
+                        .state
+                        .as_ref()
+                        .and_then(|v| serde_json::to_vec(v).ok())
+                        .unwrap_or_default();
+                    let event = node_event::Event::ConnState(ConnState {
+                        socket: e.socket.0,
+                        state: state.into(),
+                    });
+                    (e.gateway, NodeEvent { event: Some(event) })
+                })
+                .collect()
+        };
+        for (gateway, event) in states.into_iter().chain(self.shared.take_outbox()) {
             if let Some(tx) = self.links.get(gateway) {
                 // A gateway that went away has no sockets left to deliver to.
                 let _ = tx.send(event).await;

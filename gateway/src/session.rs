@@ -1,0 +1,283 @@
+//! A client socket's attachment to the node serving its room. The socket outlives any one
+//! node: when its node dies, hands the room off or is fenced, the session detaches and is
+//! re-attached to the room's next owner (`moves.rs`) while the client stays connected.
+//!
+//! Every client frame gets a sequence number and stays buffered until the node
+//! acknowledges it (after the handler's writes committed and its messages went out). On a
+//! move, the frames after the last acknowledgement are replayed to the next node, in order,
+//! before any newer frame: none is dropped silently. The buffer is bounded; when it is
+//! full the socket's reader stops reading, which pushes back on the client.
+
+use crate::link::{CloseSignal, NodeLink};
+use bytes::Bytes;
+use conclave_proto::wire::{gateway_event, Closed, Frame, Resume};
+use conclave_proto::{RoomKey, SocketId};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// The way to the client: the socket's bounded send queue and its close signal.
+pub(crate) struct Outbound {
+    pub tx: mpsc::Sender<WsMessage>,
+    pub close: Arc<CloseSignal>,
+    /// Payload bytes in `tx`, decremented by the writer as it takes frames.
+    pub queued_bytes: Arc<AtomicUsize>,
+    pub max_queued_bytes: usize,
+}
+
+impl Outbound {
+    /// Queues a frame; a full queue marks a slow consumer and closes it. Returns whether
+    /// the frame was queued.
+    pub fn enqueue(&self, msg: WsMessage) -> bool {
+        let len = msg.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let result = if before + len > self.max_queued_bytes {
+            Err(mpsc::error::TrySendError::Full(msg))
+        } else {
+            self.tx.try_send(msg)
+        };
+        if result.is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
+        match result {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.close.requested().is_none() {
+                    metrics::counter!("conclave_gateway_slow_consumer_closes_total").increment(1);
+                }
+                self.close
+                    .trigger(1013, "Send queue full: client is not reading fast enough");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+struct Unacked {
+    seq: u64,
+    payload: Bytes,
+    binary: bool,
+}
+
+#[derive(Default)]
+struct Attachment {
+    /// The node link the socket is on; `None` while it moves.
+    link: Option<Arc<NodeLink>>,
+    next_seq: u64,
+    acked_seq: u64,
+    unacked: VecDeque<Unacked>,
+    unacked_bytes: usize,
+    tags: Vec<String>,
+    state: Bytes,
+    /// Set once the client socket has ended.
+    ended: bool,
+}
+
+pub(crate) struct Session {
+    pub id: SocketId,
+    pub room: RoomKey,
+    pub conn_id: String,
+    pub uri: String,
+    pub out: Outbound,
+    attachment: Mutex<Attachment>,
+    /// Signalled when acknowledgements free replay buffer space.
+    acked: Notify,
+    max_unacked_bytes: usize,
+}
+
+impl Session {
+    pub fn new(
+        id: SocketId,
+        room: RoomKey,
+        conn_id: String,
+        uri: String,
+        out: Outbound,
+        max_unacked_bytes: usize,
+    ) -> Self {
+        Self {
+            id,
+            room,
+            conn_id,
+            uri,
+            out,
+            attachment: Mutex::default(),
+            acked: Notify::new(),
+            max_unacked_bytes,
+        }
+    }
+
+    fn attachment(&self) -> MutexGuard<'_, Attachment> {
+        self.attachment.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A freshly admitted socket joins its first link. False if that link has died since
+    /// (its end could not see the socket to move it).
+    pub fn attach(&self, link: Arc<NodeLink>) -> bool {
+        let mut a = self.attachment();
+        if !link.is_alive() {
+            return false;
+        }
+        a.link = Some(link);
+        true
+    }
+
+    /// Leaves `link` (when the socket is still on it); the caller then moves the socket.
+    /// Returns false when the socket was elsewhere or has ended: nothing to move.
+    pub fn detach_from(&self, link: &Arc<NodeLink>) -> bool {
+        let mut a = self.attachment();
+        if a.ended || !a.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
+            return false;
+        }
+        a.link = None;
+        true
+    }
+
+    /// Buffers a client frame under the next sequence number; returns the event to send
+    /// and the link to send it on, unless the socket is between nodes (the frame then goes
+    /// out with the replay).
+    pub fn push_frame(
+        &self,
+        payload: Bytes,
+        binary: bool,
+    ) -> Option<(Arc<NodeLink>, gateway_event::Event)> {
+        let mut a = self.attachment();
+        a.next_seq += 1;
+        let seq = a.next_seq;
+        a.unacked_bytes += payload.len();
+        a.unacked.push_back(Unacked {
+            seq,
+            payload: payload.clone(),
+            binary,
+        });
+        let link = a.link.clone()?;
+        Some((link, self.frame_event(seq, payload, binary)))
+    }
+
+    fn frame_event(&self, seq: u64, payload: Bytes, binary: bool) -> gateway_event::Event {
+        gateway_event::Event::Frame(Frame {
+            socket: self.id.0,
+            room: Some(self.room.to_wire()),
+            payload,
+            binary,
+            seq,
+        })
+    }
+
+    /// Waits while the replay buffer is over its limit (the client is sending faster than
+    /// the node acknowledges, or the socket is between nodes).
+    pub async fn wait_for_buffer_space(&self) {
+        loop {
+            let notified = self.acked.notified();
+            if self.attachment().unacked_bytes <= self.max_unacked_bytes {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The node handled every frame up to `seq`.
+    pub fn ack(&self, seq: u64) {
+        let mut a = self.attachment();
+        if seq <= a.acked_seq {
+            return;
+        }
+        a.acked_seq = seq;
+        while a.unacked.front().is_some_and(|f| f.seq <= seq) {
+            if let Some(f) = a.unacked.pop_front() {
+                a.unacked_bytes -= f.payload.len();
+            }
+        }
+        drop(a);
+        self.acked.notify_waiters();
+    }
+
+    pub fn set_tags(&self, tags: Vec<String>) {
+        self.attachment().tags = tags;
+    }
+
+    pub fn set_state(&self, state: Bytes) {
+        self.attachment().state = state;
+    }
+
+    /// What the next node needs to take the socket over as it is.
+    pub fn resume(&self) -> Resume {
+        let a = self.attachment();
+        Resume {
+            tags: a.tags.clone(),
+            state: a.state.clone(),
+            acked_seq: a.acked_seq,
+        }
+    }
+
+    pub fn has_ended(&self) -> bool {
+        self.attachment().ended
+    }
+
+    /// The client socket ended: returns the link whose node must hear about it.
+    pub fn end(&self) -> Option<Arc<NodeLink>> {
+        let mut a = self.attachment();
+        a.ended = true;
+        self.acked.notify_waiters();
+        a.link.take()
+    }
+
+    /// Completes a move: replays the unacknowledged frames to the node on `link` (which
+    /// has admitted the socket), then attaches, so newer frames follow the replay in order.
+    /// If the client left meanwhile, the node hears that instead. False if the link died
+    /// on the way: the move must start over.
+    pub async fn switch_to(&self, link: Arc<NodeLink>) -> bool {
+        let mut sent = 0;
+        loop {
+            let batch: Option<Vec<gateway_event::Event>> = {
+                let mut a = self.attachment();
+                if a.ended {
+                    None
+                } else {
+                    let batch: Vec<_> = a
+                        .unacked
+                        .iter()
+                        .filter(|f| f.seq > sent)
+                        .map(|f| self.frame_event(f.seq, f.payload.clone(), f.binary))
+                        .collect();
+                    if batch.is_empty() {
+                        if !link.is_alive() {
+                            return false;
+                        }
+                        a.link = Some(link);
+                        return true;
+                    }
+                    sent = a.next_seq;
+                    Some(batch)
+                }
+            };
+            let Some(batch) = batch else {
+                self.tell_closed(&link, 1006, "", "client left while the room moved")
+                    .await;
+                return true;
+            };
+            metrics::counter!("conclave_gateway_frames_replayed_total")
+                .increment(batch.len() as u64);
+            for event in batch {
+                if link.send(event).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Tells the node on `link` the socket is gone.
+    pub async fn tell_closed(&self, link: &NodeLink, code: u16, reason: &str, error: &str) {
+        link.unregister(self.id);
+        let closed = Closed {
+            socket: self.id.0,
+            room: Some(self.room.to_wire()),
+            code: code.into(),
+            reason: reason.to_string(),
+            error: error.to_string(),
+        };
+        let _ = link.send(gateway_event::Event::Closed(closed)).await;
+    }
+}
