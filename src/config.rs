@@ -38,6 +38,12 @@ pub struct GatewayLimitOpts {
     /// Keepalive ping interval in ms; clients silent for two intervals are closed [default: 15000]
     #[arg(long, env = "CONCLAVE_PING_INTERVAL_MS")]
     pub ping_interval_ms: Option<u64>,
+    /// Client bytes per connection held until the node acknowledges them (replayed on failover); past it the socket is not read [default: 262144]
+    #[arg(long, env = "CONCLAVE_REPLAY_BUFFER_BYTES")]
+    pub replay_buffer_bytes: Option<usize>,
+    /// How long a socket whose node died may wait for the room's next owner before it is closed with 1012, in ms [default: 30000]
+    #[arg(long, env = "CONCLAVE_REATTACH_TIMEOUT_MS")]
+    pub reattach_timeout_ms: Option<u64>,
 }
 
 /// Room runtime limits (node). Each flag also reads `CONCLAVE_<NAME>`.
@@ -237,6 +243,8 @@ pub struct FileLimits {
     pub ping_interval_ms: Option<u64>,
     pub hibernate_after_ms: Option<u64>,
     pub max_http_body_bytes: Option<usize>,
+    pub replay_buffer_bytes: Option<usize>,
+    pub reattach_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -368,6 +376,14 @@ impl GatewayLimitOpts {
                 .or(l.ping_interval_ms)
                 .map_or(d.ping_interval, Duration::from_millis),
             max_http_body_bytes: l.max_http_body_bytes.unwrap_or(d.max_http_body_bytes),
+            replay_buffer_bytes: self
+                .replay_buffer_bytes
+                .or(l.replay_buffer_bytes)
+                .unwrap_or(d.replay_buffer_bytes),
+            reattach_timeout: self
+                .reattach_timeout_ms
+                .or(l.reattach_timeout_ms)
+                .map_or(d.reattach_timeout, Duration::from_millis),
             admin_token: self.admin_token.clone(),
             ..d
         };
