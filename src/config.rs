@@ -187,6 +187,9 @@ pub struct NodeOpts {
     /// Bearer token for the admin endpoints (POST /admin/drain); without it they are off
     #[arg(long, env = "CONCLAVE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// This node's region; it runs only rooms homed there (each region has its own ring) [default: default]
+    #[arg(long, env = "CONCLAVE_REGION")]
+    pub region: Option<String>,
     #[command(flatten)]
     pub liveness: LivenessOpts,
     #[command(flatten)]
@@ -208,6 +211,10 @@ pub struct GatewayOpts {
     /// TOML config file (the same file for every role of a cluster)
     #[arg(long, env = "CONCLAVE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// This gateway's region: rooms first reached through it live there unless the client
+    /// asks for another with ?_region= [default: default]
+    #[arg(long, env = "CONCLAVE_REGION")]
+    pub region: Option<String>,
     #[command(flatten)]
     pub gateway: GatewayLimitOpts,
 }
@@ -468,6 +475,9 @@ impl NodeOpts {
         let id = self.id.clone().unwrap_or_else(|| "node".into());
         let mut node = self.node.resolve(&file)?;
         node.node_id = id.clone();
+        if let Some(region) = &self.region {
+            node.region = valid_region(region)?;
+        }
         node.nodes = if self.nodes.is_empty() {
             file.nodes.keys().cloned().collect()
         } else {
@@ -559,13 +569,29 @@ impl GatewayOpts {
                 bail!("node {id}: address {url:?} must start with http://");
             }
         }
+        let mut gateway = self.gateway.resolve(&file)?;
+        if let Some(region) = &self.region {
+            gateway.region = valid_region(region)?;
+        }
         Ok(GatewayRoleConfig {
             listen: self.listen.resolve(&file),
             placement: self.placement.clone(),
-            gateway: self.gateway.resolve(&file)?,
+            gateway,
             nodes,
         })
     }
+}
+
+/// A region name: 1–64 characters of `[A-Za-z0-9._-]`.
+fn valid_region(r: &str) -> anyhow::Result<String> {
+    let ok = !r.is_empty()
+        && r.len() <= 64
+        && r.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!("region {r:?}: use 1-64 characters of letters, digits, '.', '_' and '-'");
+    }
+    Ok(r.to_string())
 }
 
 #[cfg(test)]

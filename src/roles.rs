@@ -143,6 +143,7 @@ fn follow_cluster(
             .clone()
             .unwrap_or_else(|| format!("http://{relay}")),
         incarnation: node.incarnation(),
+        region: config.node.region.clone(),
     };
     let on_fence = update.clone();
     let (leave, leave_rx) = tokio::sync::watch::channel(false);
@@ -159,13 +160,13 @@ fn follow_cluster(
         rings: rings.clone(),
         id: config.id.clone(),
     };
-    let (node, id) = (node.clone(), config.id.clone());
+    let (node, id, region) = (node.clone(), config.id.clone(), config.node.region.clone());
     tokio::spawn(async move {
         while rings.changed().await.is_ok() {
             let view = rings.borrow_and_update().clone();
             if let Some(view) = view {
                 let placed = view.members.contains_key(&id);
-                node.set_ring(view.ring());
+                node.set_ring(view.ring_for(&region));
                 update(&|g| g.placed = placed);
             }
         }

@@ -68,6 +68,9 @@ impl Store for FailingCommits {
     async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
         self.inner.owner(room).await
     }
+    async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError> {
+        self.inner.home_region(room, proposed).await
+    }
 }
 
 /// Broadcasts every message to everyone, then records it in storage.

@@ -322,8 +322,38 @@ fn claim(node: &str, incarnation: u64, live: &[&str]) -> Claim {
     Claim {
         node: node.into(),
         incarnation,
+        region: conclave_node::storage::DEFAULT_REGION.into(),
         live_nodes: live.iter().map(|s| s.to_string()).collect(),
     }
+}
+
+#[tokio::test]
+async fn a_room_home_region_is_fixed_once_and_binds_its_claims() {
+    for_each_backend!(|backend| {
+        let store = backend.open().await;
+        let r = room("homed");
+        assert_eq!(store.home_region(&r, "eu").await.unwrap(), "eu");
+        assert_eq!(
+            store.home_region(&r, "us").await.unwrap(),
+            "eu",
+            "the first proposal wins"
+        );
+        let in_region = |node: &str, region: &str| Claim {
+            region: region.into(),
+            ..claim(node, 1, &["a", "b"])
+        };
+        assert!(matches!(
+            store.claim(&r, &in_region("a", "us")).await,
+            Err(StorageError::OtherRegion { ref home }) if home == "eu"
+        ));
+        let b = store.claim(&r, &in_region("b", "eu")).await.unwrap();
+        assert_eq!((b.epoch, b.region.as_str()), (1, "eu"));
+        assert_eq!(store.home_region(&r, "us").await.unwrap(), "eu");
+        // A room first claimed without a lookup is homed in its claimer's region.
+        let fresh = room("claimed-first");
+        store.claim(&fresh, &in_region("a", "us")).await.unwrap();
+        assert_eq!(store.home_region(&fresh, "eu").await.unwrap(), "us");
+    });
 }
 
 #[tokio::test]

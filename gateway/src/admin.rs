@@ -67,9 +67,10 @@ async fn cluster(State(gw): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     let (version, nodes) = gw.nodes.describe();
     let nodes: Vec<_> = nodes
         .iter()
-        .map(|(id, link)| {
+        .map(|(id, region, link)| {
             let mut v = link_json(link.as_ref());
             v["id"] = id.clone().into();
+            v["region"] = region.clone().into();
             v
         })
         .collect();
@@ -93,9 +94,14 @@ async fn room(
             return (StatusCode::BAD_REQUEST, "not a room").into_response()
         }
     };
+    let home = crate::moves::resolve_home(&gw, &key, None).await.ok();
     let ring_owner = gw.nodes.owner_of(&key);
-    let mut out =
-        json!({"party": key.party.as_str(), "room": key.room.as_str(), "ring_owner": ring_owner});
+    let mut out = json!({
+        "party": key.party.as_str(),
+        "room": key.room.as_str(),
+        "home_region": home,
+        "ring_owner": ring_owner,
+    });
     match gw.nodes.link_for(&key).await {
         Ok(link) => {
             out["connections_at_this_gateway"] = link.sockets_in(&key).into();

@@ -36,6 +36,9 @@ pub struct GatewayConfig {
     pub auth: HashMap<String, PartyAuth>,
     /// Bearer token for `/admin/*`; without one those routes answer 404.
     pub admin_token: Option<String>,
+    /// The gateway's region: rooms first reached through it are homed here unless the
+    /// client asks for another with `?_region=`.
+    pub region: String,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +58,7 @@ impl Default for GatewayConfig {
             max_conn_id_bytes: 256,
             auth: HashMap::new(),
             admin_token: None,
+            region: conclave_proto::DEFAULT_REGION.to_string(),
         }
     }
 }

@@ -261,6 +261,7 @@ async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<Node
             }
             node_event::Event::HttpReply(ref r) => reply(&link, r.request_id, ev.clone()),
             node_event::Event::RoomInfoReply(ref r) => reply(&link, r.request_id, ev.clone()),
+            node_event::Event::HomeReply(ref r) => reply(&link, r.request_id, ev.clone()),
             node_event::Event::Send(s) => {
                 let Some(msg) = ws_message(s.payload, s.binary) else {
                     continue;

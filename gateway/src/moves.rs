@@ -4,7 +4,8 @@
 use crate::link::NodeLink;
 use crate::server::Inner;
 use crate::session::Session;
-use conclave_proto::wire::{gateway_event, node_event, Admit, Header, Resume};
+use conclave_proto::wire::{gateway_event, node_event, Admit, Header, HomeRequest, Resume};
+use conclave_proto::RoomKey;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -94,6 +95,58 @@ pub(crate) async fn join_room(
                 ring_version: 0,
             })
         }
+    }
+}
+
+/// Makes sure the gateway knows the room's home region before routing it: asks storage
+/// (through a node) unless there is only one region. A new room is homed in the client's
+/// `?_region=` hint if given, else in this gateway's region.
+pub(crate) async fn resolve_home(
+    gw: &Inner,
+    room: &RoomKey,
+    hint: Option<&str>,
+) -> Result<String, Refusal> {
+    if let Some(hint) = hint {
+        if !gw.nodes.has_region(hint) {
+            return Err(Refusal {
+                status: 400,
+                body: format!("Unknown region {hint:?} (no live node is in it)"),
+                ring_version: 0,
+            });
+        }
+    }
+    if let Some(home) = gw.nodes.known_home(room) {
+        if hint.is_none_or(|h| h == home) {
+            return Ok(home);
+        }
+    }
+    let proposed = hint.map_or_else(|| gw.nodes.default_home(), str::to_string);
+    let node = gw
+        .nodes
+        .home_oracle(room, &proposed)
+        .ok_or_else(Refusal::unavailable)?;
+    let link = gw
+        .nodes
+        .link_to(&node)
+        .await
+        .map_err(|_| Refusal::unavailable())?;
+    let request_id = link.next_id();
+    let ask = gateway_event::Event::Home(HomeRequest {
+        request_id,
+        room: Some(room.to_wire()),
+        proposed,
+    });
+    match tokio::time::timeout(gw.config.node_timeout, link.call(request_id, ask)).await {
+        Ok(Ok(node_event::Event::HomeReply(r))) if r.error.is_empty() => {
+            gw.nodes.learn_home(room, r.region.clone());
+            Ok(r.region)
+        }
+        Ok(Ok(node_event::Event::HomeReply(r))) => Err(Refusal {
+            status: 503,
+            body: format!("Cannot look up the room's home region: {}", r.error),
+            ring_version: 0,
+        }),
+        _ => Err(Refusal::unavailable()),
     }
 }
 

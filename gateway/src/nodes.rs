@@ -4,7 +4,7 @@
 use crate::link::{LinkError, NodeLink};
 use crate::moves::Mover;
 use crate::session::Session;
-use conclave_proto::{GatewaySide, Ring, RingVersion, RoomKey, SocketId};
+use conclave_proto::{GatewaySide, RingVersion, Rings, RoomKey, SocketId, DEFAULT_REGION};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -71,11 +71,15 @@ impl NodeConnector for InProcessNode {
     }
 }
 
-/// A node of the ring and this gateway's link to it, if one was opened.
-pub(crate) type NodeView = (String, Option<Arc<NodeLink>>);
+/// A node of the rings, its region, and this gateway's link to it if one was opened.
+pub(crate) type NodeView = (String, String, Option<Arc<NodeLink>>);
 
 pub(crate) struct NodeSet {
-    ring: Arc<std::sync::RwLock<Ring>>,
+    ring: Arc<std::sync::RwLock<Rings>>,
+    /// This gateway's region: new rooms without a `?_region=` hint are homed here.
+    pub region: String,
+    /// Rooms' home regions, as storage fixed them (bounded; cleared when full).
+    homes: Mutex<HashMap<RoomKey, String>>,
     /// The ring version, for moves waiting on a newer ring.
     ring_version: tokio::sync::watch::Sender<u64>,
     links: Mutex<HashMap<String, Arc<NodeLink>>>,
@@ -100,10 +104,17 @@ const UNREACHABLE_LOG_EVERY: std::time::Duration = std::time::Duration::from_sec
 const EVACUATE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl NodeSet {
-    pub fn new(ring: Ring, connector: Box<dyn NodeConnector>, mover: Mover) -> Self {
+    pub fn new(
+        ring: Rings,
+        region: String,
+        connector: Box<dyn NodeConnector>,
+        mover: Mover,
+    ) -> Self {
         Self {
             ring_version: tokio::sync::watch::Sender::new(ring.version().0),
             ring: Arc::new(std::sync::RwLock::new(ring)),
+            region,
+            homes: Mutex::default(),
             origin: rand_origin(),
             next_socket: std::sync::atomic::AtomicU64::new(1),
             sessions: Mutex::default(),
@@ -117,7 +128,11 @@ impl NodeSet {
 
     pub fn single(side: GatewaySide, mover: Mover) -> Self {
         Self::new(
-            Ring::new(RingVersion(1), [InProcessNode::ID.to_string()]),
+            Rings::new(
+                RingVersion(1),
+                [(InProcessNode::ID.to_string(), DEFAULT_REGION.to_string())],
+            ),
+            DEFAULT_REGION.to_string(),
             Box::new(InProcessNode::new(side)),
             mover,
         )
@@ -166,7 +181,7 @@ impl NodeSet {
     /// The link to the node that owns `room`, connecting if needed.
     /// Routes rooms by a new ring version (and its node addresses) from now on.
     /// Sockets on nodes that left the ring move after [`EVACUATE_AFTER`].
-    pub fn set_ring(&self, ring: Ring, urls: HashMap<String, String>) {
+    pub fn set_ring(&self, ring: Rings, urls: HashMap<String, String>) {
         self.connector.set_addresses(urls);
         let version = ring.version().0;
         let gone: Vec<Arc<NodeLink>> = self
@@ -174,7 +189,7 @@ impl NodeSet {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|l| l.is_alive() && !ring.nodes().contains(&l.node))
+            .filter(|l| l.is_alive() && !ring.contains(&l.node))
             .cloned()
             .collect();
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
@@ -186,7 +201,6 @@ impl NodeSet {
                 let still_gone = !ring
                     .read()
                     .unwrap_or_else(|e| e.into_inner())
-                    .nodes()
                     .contains(&link.node);
                 if still_gone {
                     let moved = link.evacuate(version);
@@ -199,11 +213,12 @@ impl NodeSet {
     }
 
     pub async fn link_for(&self, room: &RoomKey) -> Result<Arc<NodeLink>, LinkError> {
-        let node = {
-            let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
-            ring.owner(room).ok_or(LinkError::Unavailable)?.to_string()
-        };
-        let node = node.as_str();
+        let node = self.owner_of(room).ok_or(LinkError::Unavailable)?;
+        self.link_to(&node).await
+    }
+
+    /// The link to `node`, connecting if needed.
+    pub async fn link_to(&self, node: &str) -> Result<Arc<NodeLink>, LinkError> {
         if let Some(l) = self.live(node) {
             return Ok(l);
         }
@@ -242,27 +257,85 @@ impl NodeSet {
         Ok(link)
     }
 
-    /// The ring version and, per node of the ring, its link (if one was opened).
+    /// The ring version and, per node of the rings, its region and link (if one was opened).
     pub fn describe(&self) -> (u64, Vec<NodeView>) {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         let nodes = ring
             .nodes()
-            .iter()
-            .map(|n| (n.clone(), links.get(n).cloned()))
+            .map(|(n, region)| (n.to_string(), region.to_string(), links.get(n).cloned()))
             .collect();
         (ring.version().0, nodes)
     }
 
-    /// The node the ring places `room` on.
-    pub fn owner_of(&self, room: &RoomKey) -> Option<String> {
+    fn homes(&self) -> std::sync::MutexGuard<'_, HashMap<RoomKey, String>> {
+        self.homes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The room's home region if this gateway knows it without asking storage: learned
+    /// before, or the only region there is (its nodes record it when they claim the room).
+    pub fn known_home(&self, room: &RoomKey) -> Option<String> {
+        if let Some(home) = self.homes().get(room) {
+            return Some(home.clone());
+        }
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let mut regions = ring.regions();
+        match (regions.next(), regions.next()) {
+            (Some(only), None) => Some(only.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn learn_home(&self, room: &RoomKey, region: String) {
+        let mut homes = self.homes();
+        if homes.len() >= MAX_CACHED_HOMES {
+            homes.clear();
+        }
+        homes.insert(room.clone(), region);
+    }
+
+    pub fn has_region(&self, region: &str) -> bool {
         self.ring
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .owner(room)
+            .has_region(region)
+    }
+
+    /// Where new rooms without a hint live: this gateway's region, or (a gateway in a
+    /// region without nodes) the first region that has some.
+    pub fn default_home(&self) -> String {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        if ring.has_region(&self.region) {
+            return self.region.clone();
+        }
+        let first = ring.regions().next().map(str::to_string);
+        first.unwrap_or_else(|| self.region.clone())
+    }
+
+    /// The node that may fix a new room's home: the room's owner in this gateway's region,
+    /// else in `fallback`'s, else in the first region with nodes.
+    pub fn home_oracle(&self, room: &RoomKey, fallback: &str) -> Option<String> {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let first = ring.regions().next().map(str::to_string);
+        [Some(self.region.clone()), Some(fallback.to_string()), first]
+            .into_iter()
+            .flatten()
+            .find_map(|region| ring.owner(&region, room).map(str::to_string))
+    }
+
+    /// The node that owns `room`: its owner on the ring of the room's home region.
+    pub fn owner_of(&self, room: &RoomKey) -> Option<String> {
+        let home = self.known_home(room).unwrap_or_else(|| self.region.clone());
+        self.ring
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .owner(&home, room)
             .map(str::to_string)
     }
 }
+
+/// Home regions a gateway remembers.
+const MAX_CACHED_HOMES: usize = 100_000;
 
 /// A random id for this gateway process.
 fn rand_origin() -> u64 {

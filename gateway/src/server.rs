@@ -1,6 +1,6 @@
 //! HTTP entry point: routes room URLs to WebSocket upgrades or HTTP forwarding.
 
-use crate::moves::{self, await_newer_ring, join_room, MoveRequest, Mover};
+use crate::moves::{self, await_newer_ring, join_room, resolve_home, MoveRequest, Mover};
 use crate::nodes::{NodeConnector, NodeSet};
 use crate::route::{parse_room_path, RouteError};
 use crate::socket::{self, PendingSocket};
@@ -12,7 +12,7 @@ use axum::Router;
 use bytes::Bytes;
 use conclave_proto::query_param;
 use conclave_proto::wire::{gateway_event, node_event, Header, HttpRequest};
-use conclave_proto::{GatewaySide, Ring, RoomKey};
+use conclave_proto::{GatewaySide, Ring, Rings, RoomKey};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -36,10 +36,16 @@ impl Gateway {
         Self::build(config, |mover| NodeSet::single(node, mover))
     }
 
-    /// A gateway in front of the nodes of `ring`, reached through `connector`.
+    /// A gateway in front of the nodes of `ring` (in the gateway's region until placement
+    /// says otherwise), reached through `connector`.
     pub fn with_nodes(config: GatewayConfig, ring: Ring, connector: impl NodeConnector) -> Self {
+        let region = config.region.clone();
+        let rings = Rings::new(
+            ring.version(),
+            ring.nodes().iter().map(|n| (n.clone(), region.clone())),
+        );
         Self::build(config, |mover| {
-            NodeSet::new(ring, Box::new(connector), mover)
+            NodeSet::new(rings, region, Box::new(connector), mover)
         })
     }
 
@@ -57,7 +63,7 @@ impl Gateway {
     pub fn set_ring(&self, view: &conclave_proto::RingView) {
         self.inner
             .nodes
-            .set_ring(view.ring(), view.members.clone().into_iter().collect());
+            .set_ring(view.rings(), view.members.clone().into_iter().collect());
     }
 
     /// Closes every client socket with 1001 (going away) and waits up to `grace` for them
@@ -200,6 +206,10 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
         Some(pk) => pk,
         None => uuid::Uuid::new_v4().to_string(),
     };
+    let hint = req.uri().query().and_then(|q| query_param(q, "_region"));
+    if let Err(r) = resolve_home(&gw, &key, hint.as_deref()).await {
+        return plain(r.status, r.body);
+    }
     let pending = PendingSocket::new(
         &gw.config,
         gw.nodes.next_socket_id(),
@@ -271,6 +281,7 @@ async fn upgrade(gw: Arc<Inner>, key: RoomKey, mut req: Request) -> Response {
 
 async fn forward_http(gw: Arc<Inner>, key: RoomKey, req: Request) -> Response {
     let uri = room_uri(&req);
+    let req_hint = req.uri().query().and_then(|q| query_param(q, "_region"));
     let method = req.method().to_string();
     let headers = wire_headers(req.headers());
     let body = match axum::body::to_bytes(req.into_body(), gw.config.max_http_body_bytes).await {
@@ -282,6 +293,10 @@ async fn forward_http(gw: Arc<Inner>, key: RoomKey, req: Request) -> Response {
             )
         }
     };
+    let hint = req_hint;
+    if let Err(r) = resolve_home(&gw, &key, hint.as_deref()).await {
+        return plain(r.status, r.body);
+    }
     let Ok(link) = gw.nodes.link_for(&key).await else {
         return plain(503, "The room's node is unavailable");
     };

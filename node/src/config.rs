@@ -6,9 +6,11 @@ use std::time::Duration;
 pub struct NodeConfig {
     /// This node's id in the cluster (`local` in `conclave dev`).
     pub node_id: String,
-    /// Every node of the cluster, this one included: the ring rooms are placed on. A room
-    /// held by a node outside it may be taken over.
+    /// Every node of the cluster's region, this one included: the ring rooms are placed
+    /// on. A room held by a node outside it may be taken over.
     pub nodes: Vec<String>,
+    /// This node's region: it runs only rooms whose home region this is.
+    pub region: String,
     /// A room with no event for this long leaves memory (hibernates); its connections stay.
     pub hibernate_after: Duration,
     /// Connections one room accepts; past it new sockets get HTTP 503 before the upgrade.
@@ -24,6 +26,7 @@ impl Default for NodeConfig {
         Self {
             node_id: "local".into(),
             nodes: vec!["local".into()],
+            region: crate::storage::DEFAULT_REGION.into(),
             hibernate_after: Duration::from_secs(30),
             max_connections_per_room: 10_000,
             room_mailbox: 4096,

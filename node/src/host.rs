@@ -110,6 +110,7 @@ impl HostInner {
         Claim {
             node: self.config.node_id.clone(),
             incarnation: self.incarnation,
+            region: self.config.region.clone(),
             live_nodes: ring.nodes().to_vec(),
         }
     }

@@ -197,6 +197,24 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                 };
                 let _ = host.dispatch(&key, event).await;
             }
+            gateway_event::Event::Home(h) => {
+                let host = host.clone();
+                tokio::spawn(async move {
+                    let (region, error) = match h.room.as_ref().map(RoomKey::from_wire) {
+                        Some(Ok(key)) => match host.store.home_region(&key, &h.proposed).await {
+                            Ok(region) => (region, String::new()),
+                            Err(e) => (String::new(), e.to_string()),
+                        },
+                        _ => (String::new(), "invalid room".to_string()),
+                    };
+                    let event = node_event::Event::HomeReply(conclave_proto::wire::HomeReply {
+                        request_id: h.request_id,
+                        region,
+                        error,
+                    });
+                    reply(&host, gateway, event).await;
+                });
+            }
             gateway_event::Event::RoomInfo(q) => {
                 let host = host.clone();
                 tokio::spawn(async move {

@@ -12,6 +12,8 @@ pub struct Beat {
     /// Where gateways reach the node's relay service.
     pub relay_url: String,
     pub incarnation: u64,
+    /// The node's region (each region has its own ring).
+    pub region: String,
 }
 
 async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
@@ -35,8 +37,12 @@ pub async fn run(
     mut leave: tokio::sync::watch::Receiver<bool>,
 ) {
     let key = node_key(&beat.id);
-    let value = serde_json::json!({"relay_url": beat.relay_url, "incarnation": beat.incarnation})
-        .to_string();
+    let value = serde_json::json!({
+        "relay_url": beat.relay_url,
+        "incarnation": beat.incarnation,
+        "region": beat.region,
+    })
+    .to_string();
     let ttl_ms = timing.ttl.as_millis() as u64;
     let mut conn: Option<ConnectionManager> = None;
     let mut last_ok: Option<Instant> = None;

@@ -23,7 +23,8 @@ return current
 ";
 
 fn encode(v: &RingView) -> String {
-    serde_json::json!({"version": v.version, "members": v.members}).to_string()
+    serde_json::json!({"version": v.version, "members": v.members, "regions": v.regions})
+        .to_string()
 }
 
 fn decode(s: &str) -> Option<RingView> {
@@ -33,14 +34,25 @@ fn decode(s: &str) -> Option<RingView> {
         .iter()
         .map(|(k, u)| Some((k.clone(), u.as_str()?.to_string())))
         .collect::<Option<_>>()?;
+    // Rings published before regions existed have none: every node is in the default one.
+    let regions = v["regions"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, r)| Some((k.clone(), r.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
     Some(RingView {
         version: v["version"].as_u64()?,
         members,
+        regions,
     })
 }
 
-/// The live nodes: id → relay URL, from the heartbeat keys.
-async fn live_nodes(conn: &mut ConnectionManager) -> redis::RedisResult<BTreeMap<String, String>> {
+/// The live nodes, from the heartbeat keys: id → relay URL, and id → region for nodes
+/// outside the default region.
+async fn live_nodes(conn: &mut ConnectionManager) -> redis::RedisResult<(Members, Regions)> {
     let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -59,32 +71,45 @@ async fn live_nodes(conn: &mut ConnectionManager) -> redis::RedisResult<BTreeMap
         cursor = next;
     }
     if keys.is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok(Default::default());
     }
     let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
-    Ok(keys
-        .iter()
-        .zip(values)
-        .filter_map(|(k, v)| {
-            let id = k.strip_prefix("conclave:node:")?.to_string();
-            let url = serde_json::from_str::<serde_json::Value>(&v?).ok()?["relay_url"]
-                .as_str()?
-                .to_string();
-            Some((id, url))
-        })
-        .collect())
+    let mut members = Members::new();
+    let mut regions = Regions::new();
+    for (k, v) in keys.iter().zip(values) {
+        let Some(id) = k.strip_prefix("conclave:node:") else {
+            continue;
+        };
+        let Some(beat) = v.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok()) else {
+            continue;
+        };
+        let Some(url) = beat["relay_url"].as_str() else {
+            continue;
+        };
+        members.insert(id.to_string(), url.to_string());
+        if let Some(region) = beat["region"].as_str() {
+            if !region.is_empty() && region != conclave_proto::DEFAULT_REGION {
+                regions.insert(id.to_string(), region.to_string());
+            }
+        }
+    }
+    Ok((members, regions))
 }
 
+type Members = BTreeMap<String, String>;
+type Regions = BTreeMap<String, String>;
+
 async fn step(conn: &mut ConnectionManager) -> redis::RedisResult<RingView> {
-    let members = live_nodes(conn).await?;
+    let (members, regions) = live_nodes(conn).await?;
     let stored: Option<String> = redis::cmd("GET").arg(RING_KEY).query_async(conn).await?;
     let current = stored.as_deref().and_then(decode).unwrap_or_default();
-    if current.members == members && stored.is_some() {
+    if current.members == members && current.regions == regions && stored.is_some() {
         return Ok(current);
     }
     let next = RingView {
         version: current.version + 1,
         members,
+        regions,
     };
     let winner: String = redis::Script::new(CAS)
         .key(RING_KEY)
@@ -143,9 +168,19 @@ mod tests {
     fn ring_encoding_round_trips() {
         let v = RingView {
             version: 7,
-            members: [("a".to_string(), "http://x:1".to_string())].into(),
+            members: [
+                ("a".to_string(), "http://x:1".to_string()),
+                ("b".to_string(), "http://x:2".to_string()),
+            ]
+            .into(),
+            regions: [("b".to_string(), "eu".to_string())].into(),
         };
-        assert_eq!(decode(&encode(&v)), Some(v));
+        assert_eq!(decode(&encode(&v)), Some(v.clone()));
         assert_eq!(decode("garbage"), None);
+        // A ring stored before regions existed: every node in the default region.
+        let old = decode(r#"{"version":3,"members":{"a":"http://x:1"}}"#).unwrap();
+        assert_eq!(old.region_of("a"), conclave_proto::DEFAULT_REGION);
+        assert_eq!(v.ring_for("eu").nodes(), ["b"]);
+        assert_eq!(v.rings().region("default").nodes(), ["a"]);
     }
 }

@@ -160,7 +160,7 @@ pub async fn connect_relay(url: &str) -> Result<GatewaySide, RelayError> {
 
 // --- placement ----------------------------------------------------------------------------
 
-use crate::ring::{Ring, RingVersion};
+use crate::ring::{Ring, RingVersion, Rings, DEFAULT_REGION};
 use crate::wire::placement_client::PlacementClient;
 use crate::wire::placement_server::{Placement, PlacementServer};
 use crate::wire::{RingMember, RingUpdate, WatchRingRequest};
@@ -173,11 +173,37 @@ pub struct RingView {
     pub version: u64,
     /// Node id → relay URL.
     pub members: BTreeMap<String, String>,
+    /// Node id → region, for nodes not in [`DEFAULT_REGION`].
+    pub regions: BTreeMap<String, String>,
 }
 
 impl RingView {
-    pub fn ring(&self) -> Ring {
-        Ring::new(RingVersion(self.version), self.members.keys().cloned())
+    /// The region of a member.
+    pub fn region_of(&self, node: &str) -> &str {
+        self.regions
+            .get(node)
+            .map_or(DEFAULT_REGION, String::as_str)
+    }
+
+    /// Every region's ring.
+    pub fn rings(&self) -> Rings {
+        Rings::new(
+            RingVersion(self.version),
+            self.members
+                .keys()
+                .map(|id| (id.clone(), self.region_of(id).to_string())),
+        )
+    }
+
+    /// The ring of one region.
+    pub fn ring_for(&self, region: &str) -> Ring {
+        Ring::new(
+            RingVersion(self.version),
+            self.members
+                .keys()
+                .filter(|id| self.region_of(id) == region)
+                .cloned(),
+        )
     }
 
     fn to_wire(&self) -> RingUpdate {
@@ -189,6 +215,7 @@ impl RingView {
                 .map(|(id, url)| RingMember {
                     id: id.clone(),
                     relay_url: url.clone(),
+                    region: self.region_of(id).to_string(),
                 })
                 .collect(),
         }
@@ -197,6 +224,12 @@ impl RingView {
     fn from_wire(u: RingUpdate) -> Self {
         Self {
             version: u.version,
+            regions: u
+                .members
+                .iter()
+                .filter(|m| !m.region.is_empty() && m.region != DEFAULT_REGION)
+                .map(|m| (m.id.clone(), m.region.clone()))
+                .collect(),
             members: u.members.into_iter().map(|m| (m.id, m.relay_url)).collect(),
         }
     }

@@ -19,4 +19,4 @@ pub use names::{
     ConnId, NameError, PartyName, RoomKey, RoomName, SocketId, MAX_PARTY_LEN, MAX_ROOM_LEN,
 };
 pub use query::query_param;
-pub use ring::{Ring, RingVersion, VNODES_PER_NODE};
+pub use ring::{Ring, RingVersion, Rings, DEFAULT_REGION, VNODES_PER_NODE};

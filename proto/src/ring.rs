@@ -100,3 +100,71 @@ mod tests {
         assert!(max / 5_000.0 < 1.25, "uneven ring: {counts:?}");
     }
 }
+
+/// The region of nodes and gateways that name none.
+pub const DEFAULT_REGION: &str = "default";
+
+/// One ring per region, all at one version: a room is placed on the ring of its home
+/// region.
+#[derive(Clone)]
+pub struct Rings {
+    version: RingVersion,
+    by_region: std::collections::BTreeMap<String, Ring>,
+}
+
+impl Rings {
+    /// Rings from `(node, region)` pairs.
+    pub fn new(version: RingVersion, nodes: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut grouped: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (node, region) in nodes {
+            grouped.entry(region).or_default().push(node);
+        }
+        Self {
+            version,
+            by_region: grouped
+                .into_iter()
+                .map(|(region, nodes)| (region, Ring::new(version, nodes)))
+                .collect(),
+        }
+    }
+
+    pub fn version(&self) -> RingVersion {
+        self.version
+    }
+
+    /// The ring of `region` (empty if the region has no live node).
+    pub fn region(&self, region: &str) -> Ring {
+        self.by_region
+            .get(region)
+            .cloned()
+            .unwrap_or_else(|| Ring::new(self.version, []))
+    }
+
+    /// Regions with at least one live node.
+    pub fn regions(&self) -> impl Iterator<Item = &str> {
+        self.by_region.keys().map(String::as_str)
+    }
+
+    pub fn has_region(&self, region: &str) -> bool {
+        self.by_region.contains_key(region)
+    }
+
+    /// Whether `node` is in any region's ring.
+    pub fn contains(&self, node: &str) -> bool {
+        self.by_region
+            .values()
+            .any(|r| r.nodes().iter().any(|n| n == node))
+    }
+
+    /// Every node, with its region.
+    pub fn nodes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_region
+            .iter()
+            .flat_map(|(region, r)| r.nodes().iter().map(move |n| (n.as_str(), region.as_str())))
+    }
+
+    /// The node that owns `room` in `region`.
+    pub fn owner(&self, region: &str, room: &RoomKey) -> Option<&str> {
+        self.by_region.get(region)?.owner(room)
+    }
+}

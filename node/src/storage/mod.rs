@@ -43,6 +43,9 @@ pub enum StorageError {
     /// Another live node holds the room.
     #[error("room is held by {holder}")]
     Held { holder: Owner },
+    /// The room's home region is another one: only that region's nodes may run it.
+    #[error("room belongs to region {home}")]
+    OtherRegion { home: String },
 }
 
 /// Options of [`Storage::list`], as in Durable Objects.
@@ -104,6 +107,43 @@ pub struct Owner {
     /// Set when the holder let go of the room; anyone may claim it then.
     #[serde(default)]
     pub released: bool,
+    /// The room's home region, fixed when the room is first placed. (Records written
+    /// before regions existed have none: they belong to [`DEFAULT_REGION`].)
+    #[serde(default)]
+    pub region: String,
+}
+
+pub use conclave_proto::DEFAULT_REGION;
+
+impl Owner {
+    /// The room's home region.
+    pub fn home(&self) -> &str {
+        if self.region.is_empty() {
+            DEFAULT_REGION
+        } else {
+            &self.region
+        }
+    }
+
+    /// The record that fixes a new room's home region before any node holds it.
+    fn placeholder(region: &str) -> Self {
+        Self {
+            node: String::new(),
+            incarnation: 0,
+            epoch: 0,
+            released: true,
+            region: region.to_string(),
+        }
+    }
+}
+
+/// The home region of a room whose owner record is `current`, and the record to write when
+/// this call fixes it (a room never placed before gets `proposed`).
+pub(crate) fn home_region(current: Option<&Owner>, proposed: &str) -> (String, Option<Owner>) {
+    match current {
+        Some(c) => (c.home().to_string(), None),
+        None => (proposed.to_string(), Some(Owner::placeholder(proposed))),
+    }
 }
 
 impl std::fmt::Display for Owner {
@@ -125,6 +165,8 @@ impl std::fmt::Display for Owner {
 pub struct Claim {
     pub node: String,
     pub incarnation: u64,
+    /// The claiming node's region: it may only run rooms whose home this is.
+    pub region: String,
     /// Nodes currently in the ring: a room held by a node outside it may be taken over.
     pub live_nodes: Vec<String>,
 }
@@ -133,11 +175,19 @@ impl Claim {
     /// The owner record after this claim, given the current one; `Held` if another live
     /// node holds the room. Re-claiming a room this process already holds keeps its epoch.
     pub fn decide(&self, current: Option<&Owner>) -> Result<Owner, StorageError> {
+        if let Some(c) = current {
+            if c.home() != self.region {
+                return Err(StorageError::OtherRegion {
+                    home: c.home().to_string(),
+                });
+            }
+        }
         let next = |epoch| Owner {
             node: self.node.clone(),
             incarnation: self.incarnation,
             epoch,
             released: false,
+            region: self.region.clone(),
         };
         match current {
             None => Ok(next(1)),
@@ -205,6 +255,9 @@ pub trait Store: Send + Sync + 'static {
     async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError>;
     /// The room's owner record.
     async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError>;
+    /// The room's home region; a room never placed before gets `proposed`, atomically (the
+    /// first caller fixes it).
+    async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError>;
     /// Rooms whose alarm is due at or before `now_ms`, earliest first, starting after the
     /// entry `after` (a page's last) when given.
     async fn due_alarms(

@@ -11,7 +11,7 @@
 //! Transactions that fail with a serialization failure or deadlock are retried.
 
 use super::keys;
-use super::{check_fence, Claim, ListOptions, Owner, RoomCommit, StorageError, Store};
+use super::{check_fence, home_region, Claim, ListOptions, Owner, RoomCommit, StorageError, Store};
 use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
@@ -365,6 +365,24 @@ impl Store for PostgresStore {
         }
         .await;
         result.map_err(TxnError::into_storage)
+    }
+
+    async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError> {
+        let client = self.client().await?;
+        let key = keys::owner_key(room);
+        // Insert-if-absent then read: whoever inserted first fixed the home region.
+        let (_, placeholder) = home_region(None, proposed);
+        if let Some(p) = placeholder {
+            client
+                .execute(
+                    "INSERT INTO conclave_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING",
+                    &[&key, &keys::encode_owner(&p)],
+                )
+                .await
+                .map_err(pg)?;
+        }
+        let owner = self.owner(room).await?;
+        Ok(owner.map_or_else(|| proposed.to_string(), |o| o.home().to_string()))
     }
 
     async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {

@@ -6,7 +6,7 @@
 //! one each.
 
 use super::keys;
-use super::{check_fence, Claim, ListOptions, Owner, RoomCommit, StorageError, Store};
+use super::{check_fence, home_region, Claim, ListOptions, Owner, RoomCommit, StorageError, Store};
 use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
@@ -26,6 +26,8 @@ enum Op {
     Commit(RoomCommit),
     Claim(Claim),
     Release(Owner),
+    /// Fix the room's home region (this one, unless it has one): the owner record after.
+    Home(String),
 }
 
 /// What a write produced: the owner record for claims.
@@ -187,6 +189,17 @@ fn apply_op(
             apply_one(table, room, c)?;
             Ok(Ok(None))
         }
+        Op::Home(proposed) => {
+            let current = read_owner(table, room)?;
+            let (_, write) = home_region(current.as_ref(), proposed);
+            if let Some(placeholder) = &write {
+                table.insert(
+                    keys::owner_key(room).as_slice(),
+                    keys::encode_owner(placeholder).as_slice(),
+                )?;
+            }
+            Ok(Ok(write.or(current)))
+        }
         Op::Claim(claim) => match claim.decide(read_owner(table, room)?.as_ref()) {
             Ok(owner) => {
                 table.insert(
@@ -345,6 +358,11 @@ impl Store for RedbStore {
         self.write(room, Op::Release(owner.clone()))
             .await
             .map(|_| ())
+    }
+
+    async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError> {
+        let owner = self.write(room, Op::Home(proposed.to_string())).await?;
+        Ok(owner.map_or_else(|| proposed.to_string(), |o| o.home().to_string()))
     }
 
     async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
