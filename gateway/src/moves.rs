@@ -190,9 +190,16 @@ async fn reattach(gw: Arc<Inner>, m: MoveRequest) {
     let started = Instant::now();
     let deadline = started + gw.config.reattach_timeout;
     let mut retry = FIRST_RETRY;
+    let mut ring_seen = gw.nodes.ring_version();
     loop {
         if session.has_ended() {
             return;
+        }
+        // A new ring: the next owner may take the socket now (or in a moment, once it has
+        // the same ring), so retry quickly again.
+        if gw.nodes.ring_version() != ring_seen {
+            ring_seen = gw.nodes.ring_version();
+            retry = FIRST_RETRY;
         }
         if Instant::now() >= deadline {
             warn!(room = %session.room, socket = session.id.0, "no node took the socket over in time; closing it with 1012");
@@ -220,7 +227,10 @@ async fn reattach(gw: Arc<Inner>, m: MoveRequest) {
                 }
             }
         }
-        tokio::time::sleep(retry.min(deadline.saturating_duration_since(Instant::now()))).await;
+        // Retry after the backoff, or at once when a new ring arrives (the dead node left).
+        let seen = gw.nodes.ring_version();
+        let until = Instant::now() + retry.min(deadline.saturating_duration_since(Instant::now()));
+        gw.nodes.wait_for_ring(seen + 1, until).await;
         retry = (retry * 2).min(MAX_RETRY);
     }
 }

@@ -281,3 +281,106 @@ impl Session {
         let _ = link.send(gateway_event::Event::Closed(closed)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_proto::wire::GatewayEvent;
+    use conclave_proto::{in_process_link, NodeSide};
+
+    fn session(max_unacked_bytes: usize) -> Arc<Session> {
+        let (tx, _rx) = mpsc::channel(16);
+        let out = Outbound {
+            tx,
+            close: Arc::default(),
+            queued_bytes: Arc::default(),
+            max_queued_bytes: 1 << 20,
+        };
+        let room = RoomKey::new("main", "r").unwrap();
+        Arc::new(Session::new(
+            SocketId(7),
+            room,
+            "c".into(),
+            "http://h/parties/main/r".into(),
+            out,
+            max_unacked_bytes,
+        ))
+    }
+
+    fn link(node: &str) -> (Arc<NodeLink>, NodeSide) {
+        let (gateway, node_side) = in_process_link(64);
+        let (mover, _moves) = mpsc::unbounded_channel();
+        (NodeLink::start(node.into(), gateway, mover), node_side)
+    }
+
+    fn seq(ev: &GatewayEvent) -> u64 {
+        match &ev.event {
+            Some(gateway_event::Event::Frame(f)) => f.seq,
+            other => panic!("not a frame: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_move_replays_unacknowledged_frames_in_order_before_newer_ones() {
+        let s = session(1 << 20);
+        let (first, _first_node) = link("a");
+        assert!(s.attach(first.clone()));
+        for (i, text) in ["one", "two", "three"].iter().enumerate() {
+            let (l, ev) = s.push_frame(Bytes::from_static(text.as_bytes()), false).unwrap();
+            assert!(Arc::ptr_eq(&l, &first));
+            assert!(matches!(ev, gateway_event::Event::Frame(ref f) if f.seq == i as u64 + 1));
+        }
+        s.ack(2);
+        assert_eq!(s.resume().acked_seq, 2);
+
+        // The node goes away: frames wait for the next one.
+        assert!(s.detach_from(&first));
+        assert!(!s.detach_from(&first), "detaching twice moves twice");
+        assert!(s.push_frame(Bytes::from_static(b"four"), false).is_none());
+
+        let (second, mut second_node) = link("b");
+        assert!(s.switch_to(second.clone()).await);
+        let replayed: Vec<u64> = [
+            second_node.from_gateway.recv().await.unwrap(),
+            second_node.from_gateway.recv().await.unwrap(),
+        ]
+        .iter()
+        .map(seq)
+        .collect();
+        assert_eq!(replayed, [3, 4], "unacknowledged frames, in order");
+        let (l, _) = s.push_frame(Bytes::from_static(b"five"), false).unwrap();
+        assert!(Arc::ptr_eq(&l, &second), "newer frames follow on the new link");
+    }
+
+    #[tokio::test]
+    async fn a_full_replay_buffer_waits_for_acknowledgements() {
+        let s = session(8);
+        let (l, _node) = link("a");
+        assert!(s.attach(l));
+        s.push_frame(Bytes::from_static(b"0123456789"), false);
+        let waiting = {
+            let s = s.clone();
+            tokio::spawn(async move { s.wait_for_buffer_space().await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "over the limit, the reader must wait");
+        s.ack(1);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("an acknowledgement frees the reader")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_ended_while_moving_is_reported_closed_to_the_next_node() {
+        let s = session(1 << 20);
+        s.push_frame(Bytes::from_static(b"x"), false);
+        assert!(s.end().is_none(), "not attached: no node to tell");
+        let (l, mut node) = link("b");
+        l.register(s.clone());
+        assert!(s.switch_to(l.clone()).await);
+        let ev = node.from_gateway.recv().await.unwrap();
+        assert!(matches!(ev.event, Some(gateway_event::Event::Closed(_))));
+        assert_eq!(l.socket_count(), 0);
+    }
+}

@@ -7,26 +7,20 @@ import { PartySocket } from "partysocket";
 import WS from "ws";
 import { startRole, tempDir, nextMessage, opened } from "./harness.mjs";
 
-let procs = [];
 let gateways = [];
+let nodes = [];
 const dir = tempDir();
+const nodeArgs = (id, relay = "127.0.0.1:0", http = "127.0.0.1:0") =>
+  ["node", "--id", id, "--nodes", "a,b", "--relay-listen", relay, "--http-listen", http, "--data-dir", `${dir}/${id}`];
 
 before(async () => {
-  const nodes = [];
-  for (const id of ["a", "b"]) {
-    const n = await startRole(
-      ["node", "--id", id, "--nodes", "a,b", "--relay-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", `${dir}/${id}`],
-      2,
-    );
-    nodes.push(n);
-  }
+  for (const id of ["a", "b"]) nodes.push(await startRole(nodeArgs(id), 2));
   const list = `a=http://${nodes[0].addrs[0]},b=http://${nodes[1].addrs[0]}`;
   for (let i = 0; i < 2; i++) gateways.push(await startRole(["gateway", "--port", "0", "--nodes", list]));
-  procs = [...gateways, ...nodes];
 });
 
 after(async () => {
-  for (const p of procs) await p.stop();
+  for (const p of [...gateways, ...nodes]) await p.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -63,4 +57,27 @@ test("chat between clients on different gateways", async () => {
   assert.equal((await res.json()).messages.length, 1);
   a.close();
   b.close();
+});
+
+test("a PartySocket stays open while every node is killed and restarted", async () => {
+  const s = sock(0, { party: "counter", room: "survivor", id: "steady" });
+  let opens = 0;
+  let closes = 0;
+  s.addEventListener("open", () => opens++);
+  s.addEventListener("close", () => closes++);
+  await opened(s);
+  let reply = nextMessage(s);
+  s.send("incr");
+  assert.equal(JSON.parse(await reply).value, 1);
+
+  for (const n of nodes) await n.kill();
+  // Sent while no node is up: the gateway holds the frame and replays it to the room's
+  // node once it is back.
+  reply = nextMessage(s, 20000);
+  s.send("incr");
+  nodes = [await startRole(nodeArgs("a", ...nodes[0].addrs), 2), await startRole(nodeArgs("b", ...nodes[1].addrs), 2)];
+  assert.equal(JSON.parse(await reply).value, 2);
+  assert.equal(closes, 0, "the client socket was closed");
+  assert.equal(opens, 1, "PartySocket reconnected");
+  s.close();
 });

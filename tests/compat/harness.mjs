@@ -92,6 +92,12 @@ export async function startRole(args, lines = 1) {
     async stop() {
       await stopProcess(proc, "SIGTERM");
     },
+    /** kill -9, without waiting for anything. */
+    async kill() {
+      const gone = new Promise((ok) => (proc.exitCode !== null || proc.signalCode !== null ? ok() : proc.once("exit", ok)));
+      proc.kill("SIGKILL");
+      await gone;
+    },
   };
 }
 
