@@ -326,7 +326,9 @@ mod tests {
         let (first, _first_node) = link("a");
         assert!(s.attach(first.clone()));
         for (i, text) in ["one", "two", "three"].iter().enumerate() {
-            let (l, ev) = s.push_frame(Bytes::from_static(text.as_bytes()), false).unwrap();
+            let (l, ev) = s
+                .push_frame(Bytes::from_static(text.as_bytes()), false)
+                .unwrap();
             assert!(Arc::ptr_eq(&l, &first));
             assert!(matches!(ev, gateway_event::Event::Frame(ref f) if f.seq == i as u64 + 1));
         }
@@ -349,7 +351,10 @@ mod tests {
         .collect();
         assert_eq!(replayed, [3, 4], "unacknowledged frames, in order");
         let (l, _) = s.push_frame(Bytes::from_static(b"five"), false).unwrap();
-        assert!(Arc::ptr_eq(&l, &second), "newer frames follow on the new link");
+        assert!(
+            Arc::ptr_eq(&l, &second),
+            "newer frames follow on the new link"
+        );
     }
 
     #[tokio::test]
@@ -363,7 +368,10 @@ mod tests {
             tokio::spawn(async move { s.wait_for_buffer_space().await })
         };
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "over the limit, the reader must wait");
+        assert!(
+            !waiting.is_finished(),
+            "over the limit, the reader must wait"
+        );
         s.ack(1);
         tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
             .await
