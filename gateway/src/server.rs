@@ -297,29 +297,43 @@ async fn forward_http(gw: Arc<Inner>, key: RoomKey, req: Request) -> Response {
     if let Err(r) = resolve_home(&gw, &key, hint.as_deref()).await {
         return plain(r.status, r.body);
     }
-    let Ok(link) = gw.nodes.link_for(&key).await else {
-        return plain(503, "The room's node is unavailable");
-    };
-    let request_id = link.next_id();
-    let request = HttpRequest {
-        request_id,
-        room: Some(key.to_wire()),
-        method,
-        uri,
-        headers,
-        body,
-    };
-    let reply = tokio::time::timeout(
-        gw.config.node_timeout,
-        link.call(request_id, gateway_event::Event::HttpRequest(request)),
-    )
-    .await;
-    let r = match reply {
-        Ok(Ok(node_event::Event::HttpReply(r))) => r,
-        Ok(_) => return plain(503, "The room's node is unavailable"),
-        Err(_) => {
-            warn!(room = %key, "HTTP request timed out at the node");
-            return plain(504, "The room did not answer in time");
+    // A node whose newer ring places the room elsewhere answers 421: wait for that ring.
+    let mut attempts = 0;
+    let r = loop {
+        let Ok(link) = gw.nodes.link_for(&key).await else {
+            return plain(503, "The room's node is unavailable");
+        };
+        let request_id = link.next_id();
+        let request = HttpRequest {
+            request_id,
+            room: Some(key.to_wire()),
+            method: method.clone(),
+            uri: uri.clone(),
+            headers: headers.clone(),
+            body: body.clone(),
+        };
+        let reply = tokio::time::timeout(
+            gw.config.node_timeout,
+            link.call(request_id, gateway_event::Event::HttpRequest(request)),
+        )
+        .await;
+        match reply {
+            Ok(Ok(node_event::Event::HttpReply(r))) if r.status == 421 => {
+                attempts += 1;
+                if attempts >= ADMIT_ATTEMPTS {
+                    return plain(503, "The room is moving between nodes; retry");
+                }
+                let seen = gw.nodes.ring_version();
+                gw.nodes
+                    .wait_for_ring(seen + 1, tokio::time::Instant::now() + RING_WAIT)
+                    .await;
+            }
+            Ok(Ok(node_event::Event::HttpReply(r))) => break r,
+            Ok(_) => return plain(503, "The room's node is unavailable"),
+            Err(_) => {
+                warn!(room = %key, "HTTP request timed out at the node");
+                return plain(504, "The room did not answer in time");
+            }
         }
     };
     let mut resp = Response::new(Body::from(r.body));

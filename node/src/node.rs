@@ -297,6 +297,15 @@ async fn http_request(
         .map(RoomKey::from_wire)
         .ok_or((400, "missing room".to_string()))?
         .map_err(|e| (400, e.to_string()))?;
+    if !host.places_here(&key) {
+        return Err((
+            421,
+            format!(
+                "Room {key} is placed on another node under ring version {}",
+                host.ring_version()
+            ),
+        ));
+    }
     let mut builder = http::Request::builder()
         .method(r.method.as_str())
         .uri(r.uri.as_str());
