@@ -117,24 +117,93 @@ impl ListenOpts {
 /// Where rooms are stored (`dev`, `node`).
 #[derive(Args, Debug, Default, Clone)]
 pub struct StorageOpts {
+    /// Room storage backend: redb (embedded file), postgres or fdb (FoundationDB; needs a
+    /// build with the `fdb` cargo feature) [default: postgres with --postgres-url, else redb]
+    #[arg(long, env = "CONCLAVE_STORAGE")]
+    pub storage: Option<StorageKind>,
     /// Directory of the embedded database [default: .conclave]
     #[arg(long, env = "CONCLAVE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Keep room storage in PostgreSQL instead of the embedded file: postgres://user@host:port/db
+    /// PostgreSQL for room storage: postgres://user@host:port/db
     #[arg(long, env = "CONCLAVE_POSTGRES_URL")]
     pub postgres_url: Option<String>,
+    /// FoundationDB cluster file, with --storage fdb [default: the client's default]
+    #[arg(long, env = "FDB_CLUSTER_FILE")]
+    pub fdb_cluster_file: Option<String>,
+    /// FoundationDB directory of this Conclave cluster's rooms: conclave/<name> [default: default]
+    #[arg(long, env = "CONCLAVE_FDB_DIRECTORY")]
+    pub fdb_directory: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Redb,
+    Postgres,
+    Fdb,
 }
 
 impl StorageOpts {
-    pub fn data_dir(&self, file: &FileConfig) -> PathBuf {
+    fn data_dir(&self, file: &FileConfig) -> PathBuf {
         self.data_dir
             .clone()
             .or(file.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(".conclave"))
     }
 
-    pub fn postgres_url(&self, file: &FileConfig) -> Option<String> {
-        self.postgres_url.clone().or(file.postgres_url.clone())
+    /// Where rooms are stored: flags/env over the file over defaults.
+    pub fn target(&self, file: &FileConfig) -> anyhow::Result<StorageTarget> {
+        let postgres_url = self.postgres_url.clone().or(file.postgres_url.clone());
+        let kind = self
+            .storage
+            .or(file.storage)
+            .unwrap_or(if postgres_url.is_some() {
+                StorageKind::Postgres
+            } else {
+                StorageKind::Redb
+            });
+        Ok(match kind {
+            StorageKind::Redb => StorageTarget::Redb(self.data_dir(file)),
+            StorageKind::Postgres => StorageTarget::Postgres(
+                postgres_url.context("--storage postgres needs --postgres-url")?,
+            ),
+            StorageKind::Fdb => StorageTarget::Fdb {
+                cluster_file: self
+                    .fdb_cluster_file
+                    .clone()
+                    .unwrap_or_else(|| "/etc/foundationdb/fdb.cluster".into()),
+                directory: self
+                    .fdb_directory
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+            },
+        })
+    }
+}
+
+/// Where a node keeps its rooms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageTarget {
+    /// The embedded redb file in this directory.
+    Redb(PathBuf),
+    Postgres(String),
+    /// FoundationDB, under the directory `conclave/<directory>`.
+    Fdb {
+        cluster_file: String,
+        directory: String,
+    },
+}
+
+impl std::fmt::Display for StorageTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageTarget::Redb(dir) => write!(f, "{}", dir.display()),
+            StorageTarget::Postgres(_) => f.write_str("PostgreSQL"),
+            StorageTarget::Fdb {
+                cluster_file,
+                directory,
+            } => write!(f, "FoundationDB ({cluster_file}, conclave/{directory})"),
+        }
     }
 }
 
@@ -227,6 +296,7 @@ pub struct FileConfig {
     pub port: Option<u16>,
     pub data_dir: Option<PathBuf>,
     pub postgres_url: Option<String>,
+    pub storage: Option<StorageKind>,
     #[serde(default)]
     pub limits: FileLimits,
     /// Party name → what serves it. Merged over the defaults
@@ -443,8 +513,7 @@ impl DevOpts {
         let file = FileConfig::load_opt(self.config.as_ref())?;
         Ok(DevConfig {
             listen: self.listen.resolve(&file),
-            data_dir: self.storage.data_dir(&file),
-            postgres_url: self.storage.postgres_url(&file),
+            storage: self.storage.target(&file)?,
             gateway: self.gateway.resolve(&file)?,
             node: self.node.resolve(&file)?,
             parties: file.parties()?,
@@ -463,8 +532,7 @@ pub struct NodeRoleConfig {
     pub liveness: conclave_placement::LivenessTiming,
     pub relay_listen: SocketAddr,
     pub http_listen: SocketAddr,
-    pub data_dir: PathBuf,
-    pub postgres_url: Option<String>,
+    pub storage: StorageTarget,
     pub node: NodeConfig,
     pub parties: BTreeMap<String, FileParty>,
 }
@@ -510,8 +578,7 @@ impl NodeOpts {
             http_listen: self
                 .http_listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7101))),
-            data_dir: self.storage.data_dir(&file),
-            postgres_url: self.storage.postgres_url(&file),
+            storage: self.storage.target(&file)?,
             node,
             parties: file.parties()?,
         })

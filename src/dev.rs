@@ -1,22 +1,20 @@
 //! `conclave dev`: gateway and node in one process, joined by an in-process relay link
 //! (the same events a cluster sends over gRPC), with the embedded redb store.
 
-use crate::config::FileParty;
+use crate::config::{FileParty, StorageTarget};
 use conclave_gateway::{Gateway, GatewayConfig};
 use conclave_node::storage::{PostgresStore, RedbStore, Store, POSTGRES_POOL_SIZE};
 use conclave_node::{Node, NodeConfig, PartyRegistry};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
 #[derive(Clone, Debug)]
 pub struct DevConfig {
     pub listen: SocketAddr,
-    pub data_dir: PathBuf,
-    /// Room storage in PostgreSQL instead of `data_dir`.
-    pub postgres_url: Option<String>,
+    pub storage: StorageTarget,
     pub gateway: GatewayConfig,
     pub node: NodeConfig,
     pub parties: BTreeMap<String, FileParty>,
@@ -29,14 +27,22 @@ impl DevConfig {
     }
 }
 
-/// The room store: PostgreSQL when a URL is given, else the redb file in `data_dir`.
-pub async fn open_store(
-    data_dir: &Path,
-    postgres_url: Option<&str>,
-) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match postgres_url {
-        Some(url) => Arc::new(PostgresStore::connect(url, POSTGRES_POOL_SIZE).await?),
-        None => Arc::new(RedbStore::open(&data_dir.join("conclave.redb"))?),
+/// Opens the room store.
+pub async fn open_store(target: &StorageTarget) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match target {
+        StorageTarget::Redb(dir) => Arc::new(RedbStore::open(&dir.join("conclave.redb"))?),
+        StorageTarget::Postgres(url) => {
+            Arc::new(PostgresStore::connect(url, POSTGRES_POOL_SIZE).await?)
+        }
+        #[cfg(feature = "fdb")]
+        StorageTarget::Fdb {
+            cluster_file,
+            directory,
+        } => Arc::new(conclave_node::storage::FdbStore::open(cluster_file, directory).await?),
+        #[cfg(not(feature = "fdb"))]
+        StorageTarget::Fdb { .. } => anyhow::bail!(
+            "this conclave was built without FoundationDB support: rebuild with `--features fdb`"
+        ),
     })
 }
 
@@ -60,9 +66,9 @@ pub struct DevServer {
 }
 
 impl DevServer {
-    /// Opens the store in `config.data_dir` and starts serving `parties`.
+    /// Opens the configured store and starts serving `parties`.
     pub async fn start(config: DevConfig, parties: PartyRegistry) -> anyhow::Result<Self> {
-        let store = open_store(&config.data_dir, config.postgres_url.as_deref()).await?;
+        let store = open_store(&config.storage).await?;
         Self::start_with_store(config, parties, store).await
     }
 

@@ -35,13 +35,21 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     conclave::telemetry::init_logs(cli.log_json);
-    match cli.command {
+    let result = run(cli.command).await;
+    // FoundationDB's network thread must stop before the process exits.
+    #[cfg(feature = "fdb")]
+    conclave_node::storage::stop_fdb_network();
+    result
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Dev(opts) => {
             let config = opts.resolve()?;
             let registry = config.registry();
             let server = DevServer::start(config.clone(), registry).await?;
             println!("conclave dev listening on http://{}", server.addr);
-            println!("data: {}", config.data_dir.display());
+            println!("data: {}", config.storage);
             for (name, p) in &config.parties {
                 let auth = if config.gateway.auth.contains_key(name) {
                     " (JWT)"

@@ -49,7 +49,7 @@ fn nodelay_incoming(
 /// Runs a node until SIGINT/SIGTERM.
 pub async fn run_node(config: NodeRoleConfig) -> anyhow::Result<()> {
     crate::telemetry::metrics();
-    let store = open_store(&config.data_dir, config.postgres_url.as_deref()).await?;
+    let store = open_store(&config.storage).await?;
     let node = Node::start(config.node.clone(), registry_for(&config.parties), store);
     let relay = bind(config.relay_listen, "the relay").await?;
     let http = bind(config.http_listen, "metrics and health").await?;

@@ -1,5 +1,8 @@
-//! The storage API and its limits: one suite, run against every backend available here
-//! (the embedded redb file and a real PostgreSQL server started by the harness).
+//! The storage conformance suite: the storage API, its limits, fencing and alarms, written
+//! once against [`Store`] and run against every backend available: the embedded redb file
+//! and a real PostgreSQL server started by the harness, always; FoundationDB when the
+//! `fdb` feature is on and `FDB_CLUSTER_FILE` names a cluster (each run in a fresh
+//! directory `conclave/test-<uuid>`).
 
 mod common;
 
@@ -15,20 +18,38 @@ use std::sync::Arc;
 enum Backend {
     Redb(tempfile::TempDir),
     Postgres(String),
+    /// A cluster file and this run's directory name.
+    #[cfg(feature = "fdb")]
+    Fdb(String, String),
 }
 
 impl Backend {
     async fn all() -> Vec<Backend> {
-        vec![
+        #[allow(unused_mut)]
+        let mut all = vec![
             Backend::Redb(tempfile::tempdir().unwrap()),
             Backend::Postgres(common::postgres::fresh_database().await),
-        ]
+        ];
+        #[cfg(feature = "fdb")]
+        if let Ok(cluster_file) = std::env::var("FDB_CLUSTER_FILE") {
+            all.push(Backend::Fdb(
+                cluster_file,
+                format!("test-{}", uuid::Uuid::new_v4()),
+            ));
+        }
+        all
     }
 
     async fn open(&self) -> Arc<dyn Store> {
         match self {
             Backend::Redb(dir) => Arc::new(RedbStore::open(&dir.path().join("db.redb")).unwrap()),
             Backend::Postgres(url) => Arc::new(PostgresStore::connect(url, 4).await.unwrap()),
+            #[cfg(feature = "fdb")]
+            Backend::Fdb(cluster_file, directory) => Arc::new(
+                conclave_node::storage::FdbStore::open(cluster_file, directory)
+                    .await
+                    .unwrap(),
+            ),
         }
     }
 }
@@ -448,6 +469,102 @@ async fn concurrent_first_claims_have_one_winner() {
         assert_eq!(
             store.owner(&room("contested")).await.unwrap().as_ref(),
             winners.first()
+        );
+    });
+}
+
+#[tokio::test]
+async fn large_values_round_trip_whole_and_in_order() {
+    for_each_backend!(|backend| {
+        let store = backend.open().await;
+        let r = room("large");
+        // Around the sizes a backend may split values at, up to the per-value limit.
+        let sizes = [
+            0,
+            1,
+            65_535,
+            65_536,
+            65_537,
+            100_000,
+            131_071,
+            MAX_VALUE_BYTES,
+        ];
+        let value = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 251) as u8).collect() };
+        let mut s = Storage::new(r.clone(), store.clone());
+        for (i, n) in sizes.iter().enumerate() {
+            s.put(&format!("v{i}"), value(*n)).unwrap();
+        }
+        s.commit().await.unwrap();
+        let s = Storage::new(r.clone(), store.clone());
+        for (i, n) in sizes.iter().enumerate() {
+            let got = s.get(&format!("v{i}")).await.unwrap().unwrap();
+            assert_eq!(got.len(), *n, "v{i}");
+            assert_eq!(&got[..], &value(*n)[..], "v{i}");
+        }
+        let listed = s.list(&ListOptions::default()).await.unwrap();
+        assert_eq!(
+            keys(&listed),
+            ["v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7"]
+        );
+        assert!(listed
+            .iter()
+            .zip(sizes)
+            .all(|((_, v), n)| v.len() == n && v[..] == value(n)[..]));
+        let backwards = s
+            .list(&ListOptions {
+                reverse: true,
+                limit: Some(3),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys(&backwards), ["v7", "v6", "v5"]);
+        assert_eq!(backwards[0].1.len(), MAX_VALUE_BYTES);
+        // Overwriting a large value with a small one leaves nothing of the old one.
+        let mut s = Storage::new(r.clone(), store.clone());
+        s.put("v7", "small").unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(
+            store.get(&r, &["v7".into()]).await.unwrap()[0].as_deref(),
+            Some(&b"small"[..])
+        );
+    });
+}
+
+#[tokio::test]
+async fn commits_of_a_room_apply_in_order_and_rooms_stay_apart() {
+    for_each_backend!(|backend| {
+        let store = backend.open().await;
+        let r = room("ordered");
+        for i in 0..50 {
+            let mut s = Storage::new(r.clone(), store.clone());
+            s.put("n", i.to_string()).unwrap();
+            s.put(&format!("k{i:02}"), "x").unwrap();
+            if i == 25 {
+                // delete_all and writes in one commit: the writes survive it.
+                s.delete_all();
+                s.put("n", i.to_string()).unwrap();
+                s.put(&format!("k{i:02}"), "x").unwrap();
+            }
+            s.commit().await.unwrap();
+        }
+        let s = Storage::new(r.clone(), store.clone());
+        assert_eq!(s.get("n").await.unwrap().as_deref(), Some(&b"49"[..]));
+        let listed = s
+            .list(&ListOptions {
+                prefix: Some("k".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 25, "keys before the delete_all are gone");
+        assert_eq!(listed[0].0, "k25");
+        assert_eq!(
+            Storage::new(room("other"), store.clone())
+                .get("n")
+                .await
+                .unwrap(),
+            None
         );
     });
 }

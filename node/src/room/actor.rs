@@ -228,7 +228,8 @@ impl RoomActor {
         let owner = loop {
             match store.claim(self.room.key(), &self.host.claim()).await {
                 Err(StorageError::Held { .. }) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    let left = deadline - tokio::time::Instant::now();
+                    store.wait_owner_change(self.room.key(), left).await;
                 }
                 other => break other?,
             }

@@ -7,6 +7,7 @@
 //! - `("alarms", due_ms, party, room)` → empty: the global index of due alarms
 
 use super::ListOptions;
+use bytes::Bytes;
 use conclave_proto::RoomKey;
 use foundationdb_tuple::{pack, unpack};
 
@@ -120,6 +121,49 @@ pub fn list_range(prefix: &[u8], opts: &ListOptions) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
+// Values split into chunks (the FoundationDB backend): chunk `n` of the value of `key` is
+// `kv_key(prefix, key) + pack(n)`.
+
+/// The range holding exactly the chunks of the value under `kv_key`: chunk numbers are
+/// tuple-encoded non-negative integers (type codes 0x14..=0x1c). A longer user key that
+/// starts with the same string continues with 0xff instead, so it is never in the range.
+#[cfg_attr(not(feature = "fdb"), allow(dead_code))]
+pub fn chunk_range(kv_key: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = kv_key.to_vec();
+    lo.push(0x14);
+    let mut hi = kv_key.to_vec();
+    hi.push(0x1d);
+    (lo, hi)
+}
+
+/// The key of chunk `n` of a value stored under `kv_key`.
+#[cfg_attr(not(feature = "fdb"), allow(dead_code))]
+pub fn chunk_key(kv_key: &[u8], n: usize) -> Vec<u8> {
+    let mut k = kv_key.to_vec();
+    k.extend_from_slice(&pack(&(n as i64)));
+    k
+}
+
+/// `(user key, chunk number)` of a chunk key under `prefix`.
+#[cfg_attr(not(feature = "fdb"), allow(dead_code))]
+pub fn parse_chunk_key(prefix: &[u8], k: &[u8]) -> Option<(String, i64)> {
+    unpack::<(String, i64)>(k.get(prefix.len()..)?).ok()
+}
+
+/// Joins a value's chunks, in chunk order.
+#[cfg_attr(not(feature = "fdb"), allow(dead_code))]
+pub fn join_chunks(mut chunks: Vec<(i64, Bytes)>) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().map(|(_, b)| b).unwrap_or_default();
+    }
+    chunks.sort_by_key(|(n, _)| *n);
+    let mut out = bytes::BytesMut::with_capacity(chunks.iter().map(|(_, b)| b.len()).sum());
+    for (_, b) in chunks {
+        out.extend_from_slice(&b);
+    }
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +188,31 @@ mod tests {
         assert!(!p.starts_with(&other) && !other.starts_with(&p));
         let idx = alarm_index_key(42, &room);
         assert_eq!(parse_alarm_index(&idx), Some((42, room)));
+    }
+
+    #[test]
+    fn a_values_chunk_range_holds_its_chunks_and_no_other_key() {
+        let prefix = pack(&("r", "main", "room", "k"));
+        let a = kv_key(&prefix, "a");
+        let (lo, hi) = chunk_range(&a);
+        for n in [0, 1, 2, 255, 256, 70_000] {
+            let k = chunk_key(&a, n);
+            assert!(lo <= k && k < hi, "chunk {n}");
+            assert_eq!(parse_chunk_key(&prefix, &k), Some(("a".into(), n as i64)));
+        }
+        for other in ["a\u{0}", "a\u{0}b", "ab", "b", ""] {
+            let k = chunk_key(&kv_key(&prefix, other), 0);
+            assert!(!(lo <= k && k < hi), "{other:?} is inside a's chunk range");
+        }
+    }
+
+    #[test]
+    fn chunks_join_in_order_whatever_order_they_come_in() {
+        let chunks = vec![
+            (2, Bytes::from_static(b"c")),
+            (0, Bytes::from_static(b"a")),
+            (1, Bytes::from_static(b"b")),
+        ];
+        assert_eq!(join_chunks(chunks), Bytes::from_static(b"abc"));
     }
 }

@@ -4,14 +4,19 @@
 //!   alarms with a global due-time index.
 //! - [`Storage`] is what party code uses: the Durable Object storage API, buffered per
 //!   handler so each handler's writes commit atomically (see `room::actor`).
-//! - Backends: [`RedbStore`] (embedded, the default) and [`PostgresStore`].
+//! - Backends: [`RedbStore`] (embedded, the default), [`PostgresStore`], and with the
+//!   `fdb` cargo feature `FdbStore` (FoundationDB).
 
+#[cfg(feature = "fdb")]
+mod fdb;
 mod keys;
 mod limits;
 mod postgres;
 mod redb;
 mod room_storage;
 
+#[cfg(feature = "fdb")]
+pub use self::fdb::{stop_network as stop_fdb_network, FdbStore};
 pub use self::postgres::{PostgresStore, DEFAULT_POOL_SIZE as POSTGRES_POOL_SIZE};
 pub use self::redb::RedbStore;
 pub use limits::{MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES};
@@ -258,6 +263,11 @@ pub trait Store: Send + Sync + 'static {
     /// The room's home region; a room never placed before gets `proposed`, atomically (the
     /// first caller fixes it).
     async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError>;
+    /// Waits until the room's owner record may have changed, or `within` passed. Backends
+    /// that can watch a key wake at the change; the default polls.
+    async fn wait_owner_change(&self, _room: &RoomKey, within: std::time::Duration) {
+        tokio::time::sleep(within.min(std::time::Duration::from_millis(50))).await;
+    }
     /// Rooms whose alarm is due at or before `now_ms`, earliest first, starting after the
     /// entry `after` (a page's last) when given.
     async fn due_alarms(

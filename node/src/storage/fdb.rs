@@ -1,0 +1,503 @@
+//! FoundationDB room storage (cargo feature `fdb`): the production backend for large and
+//! multi-region clusters.
+//!
+//! Keys are the tuple layout of [`super::keys`], under this cluster's directory-layer
+//! prefix (`conclave/<cluster>`):
+//!
+//! - `("r", party, room, "k", key, n)` → chunk `n` of the value: values are split into
+//!   [`CHUNK_BYTES`] pieces, well below FoundationDB's 100 kB value limit
+//! - `("r", party, room, "a")` → the alarm; `("alarms", due_ms, party, room)` → the global
+//!   index of alarms by due time, so owners find due alarms without scanning rooms
+//! - `("r", party, room, "o")` → the owner record (fencing)
+//! - `("r", party, room, "c")` → the id of the room's last commit: a retry after
+//!   `commit_unknown_result` finds it and does not apply the commit twice
+//! - `("r", party, room, "v")` → the versionstamp of the room's last commit (commit order)
+//!
+//! Every operation runs in the crate's retry loop under a transaction timeout and retry
+//! limit. Commits read the owner record (not a snapshot read), so a claim racing a stale
+//! owner's commit conflicts with it and the retried commit fails as fenced. Large `list`s
+//! read in pages of separate transactions (each well under FoundationDB's 5 s limit);
+//! `delete_all` is one range clear. A room commit must stay under [`MAX_COMMIT_BYTES`]
+//! (FoundationDB refuses transactions over 10 MB).
+
+use super::keys;
+use super::{check_fence, home_region, Claim, ListOptions, Owner, RoomCommit, StorageError, Store};
+use async_trait::async_trait;
+use bytes::Bytes;
+use conclave_proto::RoomKey;
+use foundationdb::api::NetworkAutoStop;
+use foundationdb::directory::{Directory, DirectoryLayer};
+use foundationdb::options::{DatabaseOption, MutationType, StreamingMode};
+use foundationdb::tuple::{pack, unpack};
+use foundationdb::{Database, FdbBindingError, RangeOption, RetryableTransaction};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Largest piece of a value stored under one key.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Largest room commit (keys and values): FoundationDB's transaction limit is 10 MB.
+pub const MAX_COMMIT_BYTES: usize = 8 * 1024 * 1024;
+/// Every transaction gives up after this long (FoundationDB's own limit is 5 s).
+const TRANSACTION_TIMEOUT_MS: i32 = 4_000;
+/// Conflicts and retryable errors retried this many times.
+const RETRY_LIMIT: i32 = 20;
+/// Rows per transaction when listing a large room.
+const LIST_PAGE_ROWS: usize = 1_000;
+
+/// The client's network thread: started once per process, stopped by
+/// [`stop_network`] before the process exits.
+static NETWORK: Mutex<Option<NetworkAutoStop>> = Mutex::new(None);
+static BOOTED: std::sync::Once = std::sync::Once::new();
+
+fn boot_network() {
+    BOOTED.call_once(|| {
+        // SAFETY: called once per process; the handle is kept until `stop_network`.
+        let network = unsafe { foundationdb::boot() };
+        *NETWORK.lock().unwrap_or_else(|e| e.into_inner()) = Some(network);
+    });
+}
+
+/// Stops the FoundationDB network thread (at process exit; no FoundationDB store may be
+/// used afterwards). Does nothing if it never started.
+pub fn stop_network() {
+    drop(NETWORK.lock().unwrap_or_else(|e| e.into_inner()).take());
+}
+
+fn backend(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(format!("FoundationDB: {e}"))
+}
+
+/// A refusal from inside a transaction closure (fenced, held, …), carried out of the
+/// retry loop unchanged.
+fn refuse(e: StorageError) -> FdbBindingError {
+    FdbBindingError::new_custom_error(Box::new(e))
+}
+
+fn from_binding(e: FdbBindingError) -> StorageError {
+    match e {
+        FdbBindingError::CustomError(inner) => match inner.downcast::<StorageError>() {
+            Ok(e) => *e,
+            Err(other) => backend(other),
+        },
+        other => backend(other),
+    }
+}
+
+pub struct FdbStore {
+    db: Database,
+    /// This cluster's directory prefix.
+    root: Vec<u8>,
+}
+
+impl FdbStore {
+    /// Connects with `cluster_file` and opens (or creates) the directory
+    /// `conclave/<cluster>` that holds this Conclave cluster's rooms.
+    pub async fn open(cluster_file: &str, cluster: &str) -> Result<Self, StorageError> {
+        boot_network();
+        let db = Database::from_path(cluster_file).map_err(backend)?;
+        db.set_option(DatabaseOption::TransactionTimeout(TRANSACTION_TIMEOUT_MS))
+            .map_err(backend)?;
+        db.set_option(DatabaseOption::TransactionRetryLimit(RETRY_LIMIT))
+            .map_err(backend)?;
+        let path = vec!["conclave".to_string(), cluster.to_string()];
+        let root = db
+            .run(|trx, _| {
+                let path = path.clone();
+                async move {
+                    let dir = DirectoryLayer::default()
+                        .create_or_open(&trx, &path, None, None)
+                        .await?;
+                    Ok(dir.bytes()?.to_vec())
+                }
+            })
+            .await
+            .map_err(from_binding)?;
+        Ok(Self { db, root })
+    }
+
+    fn key(&self, k: &[u8]) -> Vec<u8> {
+        let mut full = Vec::with_capacity(self.root.len() + k.len());
+        full.extend_from_slice(&self.root);
+        full.extend_from_slice(k);
+        full
+    }
+
+    fn kv_prefix(&self, room: &RoomKey) -> Vec<u8> {
+        self.key(&keys::kv_prefix(room))
+    }
+
+    fn room_key(&self, room: &RoomKey, what: &str) -> Vec<u8> {
+        self.key(&pack(&("r", room.party.as_str(), room.room.as_str(), what)))
+    }
+
+    /// Reads the owner record inside `trx` (a conflicting read: fencing depends on it).
+    async fn read_owner(
+        trx: &RetryableTransaction,
+        key: &[u8],
+    ) -> Result<Option<Owner>, FdbBindingError> {
+        Ok(trx
+            .get(key, false)
+            .await?
+            .and_then(|v| keys::decode_owner(&v)))
+    }
+
+    /// The first alarm index entries in `[lo, hi)`, earliest first.
+    async fn alarms_in(
+        &self,
+        lo: Vec<u8>,
+        hi: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<(i64, RoomKey)>, StorageError> {
+        let root_len = self.root.len();
+        self.db
+            .run(|trx, _| {
+                let (lo, hi) = (lo.clone(), hi.clone());
+                async move {
+                    let opt = RangeOption {
+                        limit: Some(limit),
+                        mode: StreamingMode::WantAll,
+                        ..RangeOption::from((lo, hi))
+                    };
+                    let rows = trx.get_range(&opt, 1, true).await?;
+                    Ok(rows
+                        .iter()
+                        .filter_map(|kv| keys::parse_alarm_index(kv.key().get(root_len..)?))
+                        .collect())
+                }
+            })
+            .await
+            .map_err(from_binding)
+    }
+}
+
+/// Writes `value` as chunks under `kv_key` (an empty value is one empty chunk).
+fn write_value(trx: &RetryableTransaction, kv_key: &[u8], value: &[u8]) {
+    let (lo, hi) = keys::chunk_range(kv_key);
+    trx.clear_range(&lo, &hi);
+    if value.is_empty() {
+        trx.set(&keys::chunk_key(kv_key, 0), &[]);
+    }
+    for (n, chunk) in value.chunks(CHUNK_BYTES).enumerate() {
+        trx.set(&keys::chunk_key(kv_key, n), chunk);
+    }
+}
+
+/// The size FoundationDB counts for a commit, roughly: keys and values written.
+fn commit_bytes(c: &RoomCommit) -> usize {
+    c.writes
+        .iter()
+        .map(|(k, v)| k.len() + 64 + v.as_ref().map_or(0, |v| v.len()))
+        .sum()
+}
+
+#[async_trait]
+impl Store for FdbStore {
+    async fn get(
+        &self,
+        room: &RoomKey,
+        wanted: &[String],
+    ) -> Result<Vec<Option<Bytes>>, StorageError> {
+        let prefix = self.kv_prefix(room);
+        let encoded: Vec<Vec<u8>> = wanted.iter().map(|k| keys::kv_key(&prefix, k)).collect();
+        self.db
+            .run(|trx, _| {
+                let encoded = encoded.clone();
+                async move {
+                    let mut out = Vec::with_capacity(encoded.len());
+                    for kv_key in &encoded {
+                        let opt = RangeOption {
+                            mode: StreamingMode::WantAll,
+                            ..RangeOption::from(keys::chunk_range(kv_key))
+                        };
+                        let rows = trx.get_range(&opt, 1, false).await?;
+                        let chunks: Vec<(i64, Bytes)> = rows
+                            .iter()
+                            .filter_map(|kv| {
+                                let n = unpack::<i64>(kv.key().get(kv_key.len()..)?).ok()?;
+                                Some((n, Bytes::copy_from_slice(kv.value())))
+                            })
+                            .collect();
+                        out.push((!chunks.is_empty()).then(|| keys::join_chunks(chunks)));
+                    }
+                    Ok(out)
+                }
+            })
+            .await
+            .map_err(from_binding)
+    }
+
+    async fn list(
+        &self,
+        room: &RoomKey,
+        opts: &ListOptions,
+    ) -> Result<Vec<(String, Bytes)>, StorageError> {
+        let prefix = self.kv_prefix(room);
+        let (mut lo, mut hi) = keys::list_range(&prefix, opts);
+        let limit = opts.limit.unwrap_or(usize::MAX);
+        let mut out: Vec<(String, Bytes)> = Vec::new();
+        // The key whose chunks are being gathered (they may span pages).
+        let mut current: Option<(String, Vec<(i64, Bytes)>)> = None;
+        let finish = |entry: Option<(String, Vec<(i64, Bytes)>)>, out: &mut Vec<_>| {
+            if let Some((key, chunks)) = entry {
+                if opts.contains(&key) && out.len() < limit {
+                    out.push((key, keys::join_chunks(chunks)));
+                }
+            }
+        };
+        while lo < hi && out.len() < limit {
+            let (page_lo, page_hi) = (lo.clone(), hi.clone());
+            let reverse = opts.reverse;
+            let rows: Vec<(Vec<u8>, Bytes)> = self
+                .db
+                .run(|trx, _| {
+                    let (page_lo, page_hi) = (page_lo.clone(), page_hi.clone());
+                    async move {
+                        let opt = RangeOption {
+                            limit: Some(LIST_PAGE_ROWS),
+                            reverse,
+                            mode: StreamingMode::WantAll,
+                            ..RangeOption::from((page_lo, page_hi))
+                        };
+                        let rows = trx.get_range(&opt, 1, true).await?;
+                        Ok(rows
+                            .iter()
+                            .map(|kv| (kv.key().to_vec(), Bytes::copy_from_slice(kv.value())))
+                            .collect())
+                    }
+                })
+                .await
+                .map_err(from_binding)?;
+            let Some((last, _)) = rows.last() else {
+                break;
+            };
+            // Next page: past the last row read, in the direction of the scan.
+            if reverse {
+                hi = last.clone();
+            } else {
+                lo = last.clone();
+                lo.push(0);
+            }
+            let full_page = rows.len() >= LIST_PAGE_ROWS;
+            for (k, v) in rows {
+                let (key, n) = keys::parse_chunk_key(&prefix, &k).ok_or_else(|| {
+                    StorageError::Backend("undecodable key in room subspace".into())
+                })?;
+                match &mut current {
+                    Some((cur, chunks)) if *cur == key => chunks.push((n, v)),
+                    _ => {
+                        finish(current.take(), &mut out);
+                        current = Some((key, vec![(n, v)]));
+                    }
+                }
+            }
+            if !full_page {
+                break;
+            }
+        }
+        finish(current.take(), &mut out);
+        Ok(out)
+    }
+
+    async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {
+        let key = self.room_key(room, "a");
+        self.db
+            .run(|trx, _| {
+                let key = key.clone();
+                async move {
+                    Ok(trx
+                        .get(&key, false)
+                        .await?
+                        .and_then(|v| keys::decode_alarm(&v)))
+                }
+            })
+            .await
+            .map_err(from_binding)
+    }
+
+    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
+        let size = commit_bytes(&commit);
+        if size > MAX_COMMIT_BYTES {
+            return Err(StorageError::Backend(format!(
+                "a commit of about {size} bytes is over FoundationDB's transaction limit ({MAX_COMMIT_BYTES} bytes here); write less per handler"
+            )));
+        }
+        let prefix = self.kv_prefix(room);
+        let owner_key = self.room_key(room, "o");
+        let alarm_key = self.room_key(room, "a");
+        let commit_id_key = self.room_key(room, "c");
+        let version_key = self.room_key(room, "v");
+        let commit_id = uuid::Uuid::new_v4().into_bytes();
+        let commit = &commit;
+        self.db
+            .run(|trx, maybe_committed| {
+                let (prefix, owner_key, alarm_key) =
+                    (prefix.clone(), owner_key.clone(), alarm_key.clone());
+                let (commit_id_key, version_key) = (commit_id_key.clone(), version_key.clone());
+                async move {
+                    if bool::from(maybe_committed)
+                        && trx.get(&commit_id_key, false).await?.as_deref() == Some(&commit_id[..])
+                    {
+                        return Ok(()); // the earlier attempt did commit
+                    }
+                    if let Some(fence) = &commit.fence {
+                        let current = Self::read_owner(&trx, &owner_key).await?;
+                        check_fence(current.as_ref(), fence).map_err(refuse)?;
+                    }
+                    if commit.delete_all {
+                        trx.clear_range(&prefix, &keys::strinc(&prefix));
+                    }
+                    for (k, v) in &commit.writes {
+                        let kv_key = keys::kv_key(&prefix, k);
+                        match v {
+                            Some(v) => write_value(&trx, &kv_key, v),
+                            None => {
+                                let (lo, hi) = keys::chunk_range(&kv_key);
+                                trx.clear_range(&lo, &hi);
+                            }
+                        }
+                    }
+                    if let Some(alarm) = commit.alarm {
+                        if let Some(old) = trx
+                            .get(&alarm_key, false)
+                            .await?
+                            .and_then(|v| keys::decode_alarm(&v))
+                        {
+                            trx.clear(&self.key(&keys::alarm_index_key(old, room)));
+                        }
+                        match alarm {
+                            Some(at) => {
+                                trx.set(&alarm_key, &keys::encode_alarm(at));
+                                trx.set(&self.key(&keys::alarm_index_key(at, room)), &[]);
+                            }
+                            None => trx.clear(&alarm_key),
+                        }
+                    }
+                    trx.set(&commit_id_key, &commit_id);
+                    // 10 bytes the versionstamp fills in, then its offset (little-endian).
+                    let mut stamp = [0u8; 14];
+                    stamp[10..].copy_from_slice(&0u32.to_le_bytes());
+                    trx.atomic_op(&version_key, &stamp, MutationType::SetVersionstampedValue);
+                    Ok(())
+                }
+            })
+            .await
+            .map_err(from_binding)
+    }
+
+    async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
+        let key = self.room_key(room, "o");
+        self.db
+            .run(|trx, _| {
+                let key = key.clone();
+                async move {
+                    let current = Self::read_owner(&trx, &key).await?;
+                    let next = claim.decide(current.as_ref()).map_err(refuse)?;
+                    if current.as_ref() != Some(&next) {
+                        trx.set(&key, &keys::encode_owner(&next));
+                    }
+                    Ok(next)
+                }
+            })
+            .await
+            .map_err(from_binding)
+    }
+
+    async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError> {
+        let key = self.room_key(room, "o");
+        self.db
+            .run(|trx, _| {
+                let key = key.clone();
+                async move {
+                    if Self::read_owner(&trx, &key).await?.as_ref() == Some(owner) {
+                        let released = Owner {
+                            released: true,
+                            ..owner.clone()
+                        };
+                        trx.set(&key, &keys::encode_owner(&released));
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .map_err(from_binding)
+    }
+
+    async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
+        let key = self.room_key(room, "o");
+        self.db
+            .run(|trx, _| {
+                let key = key.clone();
+                async move { Self::read_owner(&trx, &key).await }
+            })
+            .await
+            .map_err(from_binding)
+    }
+
+    async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError> {
+        let key = self.room_key(room, "o");
+        self.db
+            .run(|trx, _| {
+                let key = key.clone();
+                async move {
+                    let current = Self::read_owner(&trx, &key).await?;
+                    let (home, placeholder) = home_region(current.as_ref(), proposed);
+                    if let Some(p) = placeholder {
+                        trx.set(&key, &keys::encode_owner(&p));
+                    }
+                    Ok(home)
+                }
+            })
+            .await
+            .map_err(from_binding)
+    }
+
+    async fn wait_owner_change(&self, room: &RoomKey, within: Duration) {
+        let key = self.room_key(room, "o");
+        // Watch the record unless it is claimable already; a watch fires once the record
+        // changes after the transaction that set it up commits.
+        let watch = self
+            .db
+            .run(|trx, _| {
+                let key = key.clone();
+                async move {
+                    let current = Self::read_owner(&trx, &key).await?;
+                    if current.is_none_or(|o| o.released) {
+                        return Ok(None);
+                    }
+                    Ok(Some(trx.watch(&key)))
+                }
+            })
+            .await;
+        // Bounded even with a watch: the caller claims again either way.
+        let within = within.min(Duration::from_secs(1));
+        match watch {
+            Ok(None) => {}
+            Ok(Some(watch)) => {
+                let _ = tokio::time::timeout(within, watch).await;
+            }
+            Err(_) => tokio::time::sleep(within.min(Duration::from_millis(50))).await,
+        }
+    }
+
+    async fn due_alarms(
+        &self,
+        now_ms: i64,
+        after: Option<(RoomKey, i64)>,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        let lo = self.key(&keys::alarm_scan_start(after.as_ref()));
+        let hi = self.key(&keys::alarm_index_bound(now_ms.saturating_add(1)));
+        let due = self.alarms_in(lo, hi, limit).await?;
+        Ok(due.into_iter().map(|(due, room)| (room, due)).collect())
+    }
+
+    async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
+        let lo = self.key(&keys::alarm_index_prefix());
+        let hi = keys::strinc(&lo);
+        Ok(self
+            .alarms_in(lo, hi, 1)
+            .await?
+            .first()
+            .map(|(due, _)| *due))
+    }
+}
