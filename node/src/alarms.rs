@@ -21,6 +21,8 @@ const BUSY_SLEEP: Duration = Duration::from_millis(100);
 const BATCH: usize = 256;
 /// Pages of due alarms looked at per pass.
 const MAX_PAGES: usize = 64;
+/// Rooms whose home region the scheduler remembers.
+const MAX_REGION_CACHE: usize = 100_000;
 
 struct Retry {
     attempt: u32,
@@ -29,6 +31,8 @@ struct Retry {
 
 pub(crate) async fn run(host: Weak<HostInner>) {
     let mut running: HashSet<RoomKey> = HashSet::new();
+    // Rooms whose alarms showed up here, by whether their home region is this node's.
+    let mut in_region: HashMap<RoomKey, bool> = HashMap::new();
     let mut retries: HashMap<RoomKey, Retry> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(RoomKey, AlarmOutcome)>();
     loop {
@@ -50,6 +54,20 @@ pub(crate) async fn run(host: Weak<HostInner>) {
             for (room, _) in page {
                 // Every node sees the shared index; each runs its own rooms' alarms.
                 if running.contains(&room) || !h.places_here(&room) {
+                    continue;
+                }
+                // The index is shared by every region; run only rooms homed in ours.
+                if !in_region.contains_key(&room) {
+                    let ours = match h.store.owner(&room).await {
+                        Ok(owner) => owner.is_none_or(|o| o.home() == h.config.region),
+                        Err(_) => continue,
+                    };
+                    if in_region.len() >= MAX_REGION_CACHE {
+                        in_region.clear();
+                    }
+                    in_region.insert(room.clone(), ours);
+                }
+                if in_region.get(&room) == Some(&false) {
                     continue;
                 }
                 let attempt = match retries.get(&room) {

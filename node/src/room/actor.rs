@@ -632,6 +632,11 @@ impl RoomActor {
             }
         };
         if let Err(e) = self.ensure_started().await {
+            if self.fenced {
+                // Not this node's room (now): its owner runs the alarm; never drop it here.
+                debug!(error = %e, "alarm left to the room's owner");
+                return AlarmOutcome::Failed;
+            }
             warn!(error = %e, "on_start failed before alarm");
             return self.alarm_failed(attempt).await;
         }
