@@ -23,7 +23,7 @@ for run in 1 2 3; do
     name=${target%%:*}
     port=${target##*:}
     echo "== $name run $run"
-    $B loadtest hot-room --url "ws://127.0.0.1:$port/parties/main/{room}" --room "echo-$name-$run" \
+    $B loadtest hot-room --url "ws://127.0.0.1:$port/parties/main/{room}" --room-prefix "echo-$name-$run" \
       --members 1 --rate 200 --secs 20 --json "$OUT/hop-$name-$run.json" | grep -E "latency|delivered_ratio"
   done
 done

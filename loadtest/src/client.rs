@@ -1,9 +1,14 @@
 //! WebSocket clients spread over 127.0.0.x source addresses (one source address has only
-//! ~28k ephemeral ports towards one server).
+//! ~28k ephemeral ports towards one server) and over several server URLs (gateways).
 
 use anyhow::Context;
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::net::{lookup_host, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::{
     client_async_with_config, tungstenite::protocol::WebSocketConfig, WebSocketStream,
 };
@@ -17,7 +22,7 @@ pub struct Target {
 }
 
 impl Target {
-    /// `template` is a ws:// URL in which `{room}` and `{id}` are substituted.
+    /// `template` is a ws:// URL in which `{room}` is substituted.
     pub async fn resolve(template: &str) -> anyhow::Result<Self> {
         let rest = template
             .strip_prefix("ws://")
@@ -64,4 +69,92 @@ impl Target {
         let (ws, _) = client_async_with_config(self.url(room, id), stream, Some(config)).await?;
         Ok(ws)
     }
+}
+
+/// Several URL templates (say, one per gateway): connection `n` uses template
+/// `n % len`.
+pub struct Targets(Vec<Target>);
+
+impl Targets {
+    pub async fn resolve(templates: &[String]) -> anyhow::Result<Arc<Self>> {
+        anyhow::ensure!(!templates.is_empty(), "give at least one --url");
+        let mut all = Vec::new();
+        for t in templates {
+            all.push(Target::resolve(t).await?);
+        }
+        Ok(Arc::new(Self(all)))
+    }
+
+    pub fn pick(&self, n: usize) -> &Target {
+        &self.0[n % self.0.len()]
+    }
+
+    pub async fn connect(
+        &self,
+        room: &str,
+        id: &str,
+        n: usize,
+        sources: usize,
+    ) -> anyhow::Result<Ws> {
+        self.pick(n).connect(room, id, n, sources).await
+    }
+}
+
+/// The outcome of opening many connections.
+pub struct Opened {
+    pub sockets: Vec<(usize, Ws)>,
+    /// Handshake times (TCP connect + WebSocket upgrade), µs.
+    pub handshake_us: Histogram<u64>,
+    pub failures: usize,
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// Opens `count` connections, `concurrency` handshakes at a time; connection `n` joins
+/// room `room_of(n)` with id `{id_prefix}-{n}`.
+pub async fn open_many(
+    targets: &Arc<Targets>,
+    count: usize,
+    concurrency: usize,
+    sources: usize,
+    id_prefix: &str,
+    room_of: impl Fn(usize) -> String,
+    progress: &ProgressBar,
+) -> anyhow::Result<Opened> {
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for n in 0..count {
+        let permit = gate.clone().acquire_owned().await?;
+        let (targets, room, id) = (targets.clone(), room_of(n), format!("{id_prefix}-{n}"));
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = targets.connect(&room, &id, n, sources).await;
+            drop(permit);
+            progress.inc(1);
+            r.map(|ws| (ws, t0.elapsed()))
+        }));
+    }
+    let mut opened = Opened {
+        sockets: Vec::with_capacity(count),
+        handshake_us: Histogram::new(3)?,
+        failures: 0,
+        first_error: None,
+        elapsed: Duration::ZERO,
+    };
+    for (n, t) in tasks.into_iter().enumerate() {
+        match t.await? {
+            Ok((ws, took)) => {
+                opened.handshake_us.record(took.as_micros().max(1) as u64)?;
+                opened.sockets.push((n, ws));
+            }
+            Err(e) => {
+                opened.failures += 1;
+                opened.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    opened.elapsed = started.elapsed();
+    Ok(opened)
 }

@@ -1,13 +1,16 @@
 //! `conclave loadtest`: load scenarios for any PartySocket-compatible server, so one run
 //! measures Conclave and a peer alike. It speaks only the public wire protocol.
 //!
-//! Scenarios so far: `idle-hold` (server memory per idle connection) and `hot-room`
-//! (fan-out of one room: delivery ratio, end-to-end latency, server CPU per delivery).
+//! Every messaging scenario runs on one fan-out engine (`scenarios/fanout.rs`): rooms of
+//! members, open-loop publishers, end-to-end latency from send times in the payloads
+//! (HDR histograms), server CPU per delivery and RSS from /proc when given the server's
+//! PID. Connections spread over several URLs (gateways) and 127.0.0.x source addresses.
 
 mod client;
 mod proc_stats;
 mod report;
 mod scenarios;
+mod stats;
 
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -25,20 +28,52 @@ pub struct LoadtestOpts {
 
 #[derive(Subcommand, Debug)]
 pub enum Scenario {
+    /// Open N connections at concurrency C: connects/s, handshake latency, failures
+    ConnectStorm(scenarios::connect_storm::ConnectStormOpts),
     /// Open N idle connections, hold them, report server RSS per connection
     IdleHold(scenarios::idle_hold::IdleHoldOpts),
-    /// One room of M members and an open-loop publisher at R messages/s
-    HotRoom(scenarios::hot_room::HotRoomOpts),
+    /// One room of M members and an open-loop publisher at R messages/s (steps: R1,R2,…)
+    HotRoom(scenarios::messaging::HotRoomOpts),
+    /// K rooms of M members, one publisher per room at R messages/s each
+    ManyRooms(scenarios::messaging::ManyRoomsOpts),
+    /// Every member of a room publishes at R messages/s
+    AllToAll(scenarios::messaging::AllToAllOpts),
+    /// Steady fan-out while a share of the connections reconnects every second
+    Churn(scenarios::messaging::ChurnOpts),
+    /// One member stops reading: the others' latency and the server's memory
+    SlowConsumer(scenarios::messaging::SlowConsumerOpts),
+    /// Runs a command (kill or drain the room's owner) mid-run: recovery time, lost and
+    /// duplicated messages
+    Failover(scenarios::messaging::FailoverOpts),
 }
 
 pub async fn run(opts: LoadtestOpts) -> anyhow::Result<()> {
+    use scenarios::{connect_storm, idle_hold, messaging};
     let report = match opts.scenario {
-        Scenario::IdleHold(o) => scenarios::idle_hold::run(o).await?,
-        Scenario::HotRoom(o) => scenarios::hot_room::run(o).await?,
+        Scenario::ConnectStorm(o) => connect_storm::run(o).await?,
+        Scenario::IdleHold(o) => idle_hold::run(o).await?,
+        Scenario::HotRoom(o) => messaging::hot_room(o).await?,
+        Scenario::ManyRooms(o) => messaging::many_rooms(o).await?,
+        Scenario::AllToAll(o) => messaging::all_to_all(o).await?,
+        Scenario::Churn(o) => messaging::churn(o).await?,
+        Scenario::SlowConsumer(o) => messaging::slow_consumer(o).await?,
+        Scenario::Failover(o) => messaging::failover(o).await?,
     };
     print!("{}", report.table());
     if let Some(path) = opts.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report.to_json())?)?;
     }
     Ok(())
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub(crate) fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} ({elapsed})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
 }

@@ -45,3 +45,33 @@ impl Report {
         Value::Object(m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_and_json_keep_rows_in_order() {
+        let mut r = Report::new("hot-room");
+        r.add("members", 1000);
+        r.add("delivered_ratio", 0.99951);
+        r.add("first_error", "refused");
+        let table = r.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "scenario: hot-room");
+        assert!(lines[1].contains("members") && lines[1].ends_with("1000"));
+        assert!(
+            lines[2].ends_with("1.000"),
+            "floats print with 3 decimals: {}",
+            lines[2]
+        );
+        assert!(lines[3].ends_with("\"refused\""));
+        let json = r.to_json();
+        assert_eq!(json["scenario"], "hot-room");
+        assert_eq!(json["members"], 1000);
+        assert_eq!(
+            r.get("delivered_ratio").and_then(|v| v.as_f64()),
+            Some(0.99951)
+        );
+    }
+}

@@ -1,20 +1,20 @@
 //! idle-hold: N idle connections held for T seconds; server RSS per connection.
 
-use crate::client::Target;
+use crate::client::{open_many, Targets};
 use crate::proc_stats::rss_bytes;
-use crate::Report;
+use crate::{progress_bar, Report};
 use clap::Args;
 use futures::StreamExt;
-use hdrhistogram::Histogram;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct IdleHoldOpts {
-    /// Room URL template; `{room}` is replaced
-    #[arg(long, default_value = "ws://127.0.0.1:1999/parties/main/{room}")]
-    pub url: String,
+    /// Room URL template (`{room}` is replaced); repeat for several gateways
+    #[arg(
+        long = "url",
+        default_value = "ws://127.0.0.1:1999/parties/main/{room}"
+    )]
+    pub urls: Vec<String>,
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
     /// Connections are spread over this many rooms
@@ -35,41 +35,25 @@ pub struct IdleHoldOpts {
 }
 
 pub async fn run(o: IdleHoldOpts) -> anyhow::Result<Report> {
-    let target = Arc::new(Target::resolve(&o.url).await?);
+    let targets = Targets::resolve(&o.urls).await?;
     let rss_before = o.server_pid.and_then(rss_bytes);
-    let gate = Arc::new(Semaphore::new(o.concurrency));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(o.connections);
-    for n in 0..o.connections {
-        let permit = gate.clone().acquire_owned().await?;
-        let target = target.clone();
-        let room = format!("idle-{}", n % o.rooms.max(1));
-        tasks.push(tokio::spawn(async move {
-            let t0 = Instant::now();
-            let r = target
-                .connect(&room, &format!("idle-{n}"), n, o.sources)
-                .await;
-            drop(permit);
-            r.map(|ws| (ws, t0.elapsed()))
-        }));
-    }
-    let mut sockets = Vec::with_capacity(o.connections);
-    let mut handshake = Histogram::<u64>::new(3)?;
-    let mut failures = 0usize;
-    let mut first_error = None;
-    for t in tasks {
-        match t.await? {
-            Ok((ws, took)) => {
-                handshake.record(took.as_micros() as u64)?;
-                sockets.push(ws);
-            }
-            Err(e) => {
-                failures += 1;
-                first_error.get_or_insert(e.to_string());
-            }
-        }
-    }
-    let connect_secs = started.elapsed().as_secs_f64();
+    let rooms = o.rooms.max(1);
+    let bar = progress_bar(o.connections as u64, "connecting");
+    let opened = open_many(
+        &targets,
+        o.connections,
+        o.concurrency,
+        o.sources,
+        "idle",
+        |n| format!("idle-{}", n % rooms),
+        &bar,
+    )
+    .await?;
+    bar.finish_and_clear();
+    let (failures, first_error, handshake) =
+        (opened.failures, opened.first_error, opened.handshake_us);
+    let sockets: Vec<_> = opened.sockets.into_iter().map(|(_, ws)| ws).collect();
+    let connect_secs = opened.elapsed.as_secs_f64();
     // Keep answering pings while idle.
     let readers: Vec<_> = sockets
         .into_iter()
@@ -90,14 +74,7 @@ pub async fn run(o: IdleHoldOpts) -> anyhow::Result<Report> {
         "connects_per_sec",
         (o.connections - failures) as f64 / connect_secs,
     );
-    report.add(
-        "handshake_p50_ms",
-        handshake.value_at_quantile(0.5) as f64 / 1000.0,
-    );
-    report.add(
-        "handshake_p99_ms",
-        handshake.value_at_quantile(0.99) as f64 / 1000.0,
-    );
+    crate::stats::add_latency(&mut report, "handshake", &handshake);
     if let (Some(b), Some(a)) = (rss_before, rss_after) {
         report.add("server_rss_before_mib", b as f64 / 1048576.0);
         report.add("server_rss_after_mib", a as f64 / 1048576.0);

@@ -1,2 +1,4 @@
-pub mod hot_room;
+pub mod connect_storm;
+pub mod fanout;
 pub mod idle_hold;
+pub mod messaging;
