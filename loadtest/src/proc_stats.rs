@@ -1,7 +1,23 @@
 //! Server-side resource readings from /proc (the server must run on this machine).
 
-/// Resident memory of `pid`, in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
+/// Resident memory of the processes `pids` (a server may be several), in bytes; `None`
+/// without PIDs or when one cannot be read.
+pub fn rss_bytes(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_of(p)).sum()
+}
+
+/// CPU time (user + system) the processes `pids` have used, in seconds.
+pub fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_of(p)).sum()
+}
+
+fn rss_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = status
         .lines()
@@ -13,9 +29,8 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// CPU time (user + system) `pid` has used, in seconds. Linux reports clock ticks of
-/// 1/100 s (USER_HZ) on every architecture Conclave targets.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+/// Linux reports clock ticks of 1/100 s (USER_HZ) on every architecture Conclave targets.
+fn cpu_of(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -30,7 +45,11 @@ mod tests {
     #[test]
     fn reads_own_process() {
         let pid = std::process::id();
-        assert!(super::rss_bytes(pid).unwrap() > 0);
-        assert!(super::cpu_seconds(pid).unwrap() >= 0.0);
+        let one = super::rss_bytes(&[pid]).unwrap();
+        assert!(one > 0);
+        assert!(super::rss_bytes(&[pid, pid]).unwrap() >= 2 * one - 1_000_000);
+        assert!(super::cpu_seconds(&[pid]).unwrap() >= 0.0);
+        assert_eq!(super::rss_bytes(&[]), None);
+        assert_eq!(super::rss_bytes(&[pid, u32::MAX]), None);
     }
 }

@@ -39,7 +39,7 @@ pub struct FanoutPlan {
     pub payload_bytes: usize,
     pub sources: usize,
     pub concurrency: usize,
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
     /// Share of members that reconnect each second (churn).
     pub churn_per_sec: f64,
     /// Members of the first room that never read (slow consumers).
@@ -110,7 +110,7 @@ pub async fn run(plan: FanoutPlan) -> anyhow::Result<Report> {
         last_delivery_us: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
     });
-    let rss_before = plan.server_pid.and_then(rss_bytes);
+    let rss_before = rss_bytes(&plan.server_pid);
 
     // Members, then one publisher per room unless members publish themselves.
     let total = plan.rooms * plan.members;
@@ -197,7 +197,7 @@ pub async fn run(plan: FanoutPlan) -> anyhow::Result<Report> {
     let mut failover_report = None;
     for (i, rate) in plan.rates.iter().enumerate() {
         shared.step.store(i + 1, Ordering::Relaxed);
-        let cpu0 = plan.server_pid.and_then(cpu_seconds);
+        let cpu0 = cpu_seconds(&plan.server_pid);
         let t0 = Instant::now();
         let bar = progress_bar(plan.secs, &format!("{} at {rate}/s", plan.scenario));
         let ticker = {
@@ -221,13 +221,13 @@ pub async fn run(plan: FanoutPlan) -> anyhow::Result<Report> {
         }
         ticker.abort();
         bar.finish_and_clear();
-        let cpu1 = plan.server_pid.and_then(cpu_seconds);
+        let cpu1 = cpu_seconds(&plan.server_pid);
         windows.push((
             t0.elapsed().as_secs_f64(),
             cpu0.zip(cpu1).map(|(a, b)| b - a),
         ));
     }
-    let rss_after = plan.server_pid.and_then(rss_bytes);
+    let rss_after = rss_bytes(&plan.server_pid);
     // Publishers stop; in-flight messages land; then the readers stop.
     shared.stop.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(1)).await;

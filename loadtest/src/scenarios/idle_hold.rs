@@ -29,14 +29,14 @@ pub struct IdleHoldOpts {
     /// Source addresses 127.0.0.1..=N to spread connections over
     #[arg(long, default_value_t = 8)]
     pub sources: usize,
-    /// PID of the server, to read its RSS from /proc
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PIDs of the server's processes (comma-separated), to read their RSS from /proc
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 }
 
 pub async fn run(o: IdleHoldOpts) -> anyhow::Result<Report> {
     let targets = Targets::resolve(&o.urls).await?;
-    let rss_before = o.server_pid.and_then(rss_bytes);
+    let rss_before = rss_bytes(&o.server_pid);
     let rooms = o.rooms.max(1);
     let bar = progress_bar(o.connections as u64, "connecting");
     let opened = open_many(
@@ -60,7 +60,7 @@ pub async fn run(o: IdleHoldOpts) -> anyhow::Result<Report> {
         .map(|ws| tokio::spawn(async move { ws.for_each(|_| async {}).await }))
         .collect();
     tokio::time::sleep(Duration::from_secs(o.hold_secs)).await;
-    let rss_after = o.server_pid.and_then(rss_bytes);
+    let rss_after = rss_bytes(&o.server_pid);
     let open = readers.iter().filter(|r| !r.is_finished()).count();
 
     let mut report = Report::new("idle-hold");

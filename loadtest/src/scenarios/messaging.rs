@@ -30,9 +30,10 @@ pub struct Common {
     /// Handshakes in flight at once while connecting
     #[arg(long, default_value_t = 200)]
     pub concurrency: usize,
-    /// PID of the server, to read its CPU time and RSS from /proc
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PIDs of the server's processes (comma-separated), to read their CPU time and RSS
+    /// from /proc
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Prefix of the room names
     #[arg(long, default_value = "load")]
     pub room_prefix: String,
@@ -53,7 +54,7 @@ impl Common {
             payload_bytes: self.payload_bytes.max(64),
             sources: self.sources,
             concurrency: self.concurrency,
-            server_pid: self.server_pid,
+            server_pid: self.server_pid.clone(),
             churn_per_sec: 0.0,
             slow_consumers: 0,
             failover: None,

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Conclave next to PartyKit, one run, same load generator, same machine: `conclave dev`,
+# a local 3-node Conclave cluster (static ring: one gateway, three nodes), and PartyKit's
+# own dev server (npm partykit, offline) serving a party that relays like Conclave's
+# `main`. Each system gets the same scenarios; the figures and Conclave's ratios to
+# PartyKit replace the side-by-side section of docs/benchmarks.md.
+#
+# Not part of the test run. Needs Node.js/npm (scripts/test-deps.sh) and python3.
+# Takes about 10 minutes. SCENARIOS=hot-100 (space-separated) runs a subset.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/target/bench/side-by-side}
+SCENARIOS=${SCENARIOS:-"connect-storm idle-hold-10k hot-100 hot-1000 many-rooms-1000x10"}
+mkdir -p "$OUT"
+cargo build --release --locked -q
+B=$ROOT/target/release/conclave
+W=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+
+(cd scripts/partykit-relay && [ -d node_modules/partykit ] || npm install --no-audit --no-fund --silent)
+
+NOLIMIT=(--messages-per-second 1000000 --message-burst 1000000)
+wait_http() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+descendants() { local p=$1; echo "$p"; for c in $(pgrep -P "$p" || true); do descendants "$c"; done; }
+pids_csv() { descendants "$1" | paste -sd, -; }
+
+start_dev() {
+  $B dev --port 21999 --data-dir "$W/dev" "${NOLIMIT[@]}" >"$OUT/dev.log" 2>&1 &
+  SERVER=$!; PIDS+=($!)
+  wait_http http://127.0.0.1:21999/healthz
+  URL="ws://127.0.0.1:21999/parties/main/{room}"
+  SERVER_PIDS=$(pids_csv "$SERVER")
+}
+
+start_cluster() {
+  local list="a=http://127.0.0.1:21101,b=http://127.0.0.1:21201,c=http://127.0.0.1:21301"
+  local all=()
+  for n in a:211 b:212 c:213; do
+    local id=${n%%:*} p=${n##*:}
+    $B node --id "$id" --nodes a,b,c --relay-listen "127.0.0.1:${p}01" --http-listen "127.0.0.1:${p}02" \
+      --data-dir "$W/$id" >"$OUT/node-$id.log" 2>&1 &
+    PIDS+=($!); all+=($!)
+    wait_http "http://127.0.0.1:${p}02/healthz"
+  done
+  $B gateway --port 21998 --nodes "$list" "${NOLIMIT[@]}" >"$OUT/gateway.log" 2>&1 &
+  PIDS+=($!); all+=($!)
+  wait_http http://127.0.0.1:21998/healthz
+  URL="ws://127.0.0.1:21998/parties/main/{room}"
+  SERVER_PIDS=$(IFS=,; echo "${all[*]}")
+}
+
+start_partykit() {
+  (cd scripts/partykit-relay && NO_UPDATE_NOTIFIER=1 CI=1 exec npx partykit dev --port 21997 --no-hotkeys \
+     --disable-request-cf-fetch --persist false) >"$OUT/partykit.log" 2>&1 &
+  SERVER=$!; PIDS+=($!)
+  for _ in $(seq 1 600); do grep -q "Ready on" "$OUT/partykit.log" 2>/dev/null && break; sleep 0.1; done
+  wait_http http://127.0.0.1:21997/parties/main/probe || true
+  sleep 2
+  URL="ws://127.0.0.1:21997/parties/main/{room}"
+  SERVER_PIDS=$(pids_csv "$SERVER")
+}
+
+stop_all() { cleanup; PIDS=(); W=$(mktemp -d); }
+
+run_scenario() { # system scenario
+  local json="$OUT/$1-$2.json"
+  echo "== $1 $2"
+  case $2 in
+    connect-storm) $B loadtest connect-storm --url "$URL" --connections 5000 --concurrency 200 --json "$json" ;;
+    idle-hold-10k) $B loadtest idle-hold --url "$URL" --connections 10000 --hold-secs 10 --server-pid "$SERVER_PIDS" --json "$json" ;;
+    hot-100) $B loadtest hot-room --url "$URL" --members 100 --rate 100 --secs 15 --room-prefix "h100-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
+    hot-1000) $B loadtest hot-room --url "$URL" --members 1000 --rate 100 --secs 15 --room-prefix "h1000-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
+    many-rooms-1000x10) $B loadtest many-rooms --url "$URL" --rooms 1000 --members 10 --rate 2 --secs 15 --room-prefix "many-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
+  esac | tee "$OUT/$1-$2.txt" || echo "(failed)"
+  sleep 2
+}
+
+for system in dev cluster partykit; do
+  for scenario in $SCENARIOS; do
+    # A fresh server per scenario: no scenario inherits another's connections or memory.
+    "start_$system"
+    run_scenario "$system" "$scenario"
+    stop_all
+  done
+done
+
+python3 scripts/side_by_side_report.py "$OUT" "$SCENARIOS" docs/benchmarks.md
+echo "docs/benchmarks.md updated"

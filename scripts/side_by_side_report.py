@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Renders the JSON reports of scripts/bench-side-by-side.sh as Markdown tables and puts
+them into docs/benchmarks.md between the side-by-side markers (appending the section the
+first time).
+
+usage: side_by_side_report.py OUT_DIR "SCENARIOS" docs/benchmarks.md
+"""
+import datetime
+import json
+import os
+import platform
+import sys
+
+SYSTEMS = [("dev", "conclave dev"), ("cluster", "Conclave 3-node cluster"), ("partykit", "PartyKit dev")]
+# (key, label, lower_is_better)
+METRICS = {
+    "connect-storm": [
+        ("connects_per_sec", "connects/s", False),
+        ("handshake_p50_ms", "handshake p50 (ms)", True),
+        ("handshake_p99_ms", "handshake p99 (ms)", True),
+        ("failures", "failures", True),
+    ],
+    "idle-hold-10k": [
+        ("server_rss_per_connection_bytes", "server RSS per connection (bytes)", True),
+        ("connections_open_after_hold", "connections open after 10 s", False),
+        ("handshake_p99_ms", "handshake p99 (ms)", True),
+    ],
+}
+MESSAGING = [
+    ("deliveries_per_sec", "deliveries/s", False),
+    ("delivered_ratio", "delivered ÷ expected", False),
+    ("latency_p50_ms", "latency p50 (ms)", True),
+    ("latency_p90_ms", "latency p90 (ms)", True),
+    ("latency_p99_ms", "latency p99 (ms)", True),
+    ("latency_p999_ms", "latency p99.9 (ms)", True),
+    ("latency_max_ms", "latency max (ms)", True),
+    ("server_cpu_us_per_delivery", "server CPU per delivery (µs)", True),
+]
+TITLES = {
+    "connect-storm": "connect-storm: 5,000 connections, 200 handshakes in flight",
+    "idle-hold-10k": "idle-hold: 10,000 idle connections held 10 s",
+    "hot-100": "hot-room 1×100: one publisher at 100 msg/s, 64 B",
+    "hot-1000": "hot-room 1×1000: one publisher at 100 msg/s, 64 B",
+    "many-rooms-1000x10": "many-rooms 1000×10: one publisher per room at 2 msg/s, 64 B",
+}
+COMMANDS = {
+    "connect-storm": "conclave loadtest connect-storm --url URL --connections 5000 --concurrency 200",
+    "idle-hold-10k": "conclave loadtest idle-hold --url URL --connections 10000 --hold-secs 10 --server-pid PIDS",
+    "hot-100": "conclave loadtest hot-room --url URL --members 100 --rate 100 --secs 15 --server-pid PIDS",
+    "hot-1000": "conclave loadtest hot-room --url URL --members 1000 --rate 100 --secs 15 --server-pid PIDS",
+    "many-rooms-1000x10": "conclave loadtest many-rooms --url URL --rooms 1000 --members 10 --rate 2 --secs 15 --server-pid PIDS",
+}
+START = "<!-- side-by-side:start -->"
+END = "<!-- side-by-side:end -->"
+
+
+def fmt(v):
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (int, float)):
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        if abs(v) >= 1:
+            return f"{v:.2f}"
+        return f"{v:.3f}"
+    return str(v)
+
+
+def ratio(a, b):
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or b == 0:
+        return "—"
+    return f"{a / b:.2f}×"
+
+
+def main():
+    out_dir, scenarios, doc = sys.argv[1], sys.argv[2].split(), sys.argv[3]
+    lines = [
+        START,
+        "## Side by side: Conclave and PartyKit",
+        "",
+        f"One run of `scripts/bench-side-by-side.sh` on {datetime.date.today().isoformat()}, "
+        f"{platform.machine()}, {os.cpu_count()} cores; load generator, servers and PartyKit on "
+        "the same machine over loopback. Servers: `conclave dev` (redb), a static 3-node "
+        "Conclave cluster (one gateway, three nodes, gRPC relay), and `partykit dev` "
+        "(npm partykit 0.0.115, workerd, offline) with a relay party. A fresh server per "
+        "scenario. Server CPU and RSS sum every process of the system (the cluster's four; "
+        "PartyKit's node and workerd). Ratios are Conclave ÷ PartyKit: above 1 is better for "
+        "rates, below 1 is better for latency, CPU and memory.",
+        "",
+    ]
+    for sc in scenarios:
+        reports = {}
+        for key, _ in SYSTEMS:
+            path = os.path.join(out_dir, f"{key}-{sc}.json")
+            try:
+                with open(path) as f:
+                    reports[key] = json.load(f)
+            except (OSError, ValueError):
+                reports[key] = None
+        lines += [f"### {TITLES.get(sc, sc)}", "", f"`{COMMANDS.get(sc, sc)}`", ""]
+        lines.append("| | " + " | ".join(label for _, label in SYSTEMS) + " | dev ÷ PartyKit | cluster ÷ PartyKit |")
+        lines.append("| --- " * (len(SYSTEMS) + 3) + "|")
+        for key, label, _lower in METRICS.get(sc, MESSAGING):
+            vals = [(reports[s] or {}).get(key) for s, _ in SYSTEMS]
+            lines.append(
+                f"| {label} | " + " | ".join(fmt(v) for v in vals)
+                + f" | {ratio(vals[0], vals[2])} | {ratio(vals[1], vals[2])} |"
+            )
+        missing = [label for s, label in SYSTEMS if reports[s] is None]
+        if missing:
+            lines += ["", "No report (the run failed): " + ", ".join(missing) + "."]
+        lines.append("")
+    lines.append(END)
+    block = "\n".join(lines) + "\n"
+    text = open(doc).read()
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + block + tail.lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    with open(doc, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
