@@ -12,12 +12,20 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/target/bench/side-by-side}
 SCENARIOS=${SCENARIOS:-"connect-storm idle-hold-10k hot-100 hot-1000 many-rooms-1000x10"}
+SYSTEMS=${SYSTEMS:-"dev cluster partykit"}
 mkdir -p "$OUT"
 cargo build --release --locked -q
 B=$ROOT/target/release/conclave
 W=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+# Every server runs in its own session: killing its process group takes its children too
+# (PartyKit's workerd), and the next server waits until the ports are free.
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for _ in $(seq 1 100); do ss -ltn | grep -qE ':2(199[7-9]|1[123]0[12]) ' || break; sleep 0.1; done
+  rm -rf "$W"
+}
 trap cleanup EXIT
 
 (cd scripts/partykit-relay && [ -d node_modules/partykit ] || npm install --no-audit --no-fund --silent)
@@ -28,7 +36,7 @@ descendants() { local p=$1; echo "$p"; for c in $(pgrep -P "$p" || true); do des
 pids_csv() { descendants "$1" | paste -sd, -; }
 
 start_dev() {
-  $B dev --port 21999 --data-dir "$W/dev" "${NOLIMIT[@]}" >"$OUT/dev.log" 2>&1 &
+  setsid $B dev --port 21999 --data-dir "$W/dev" "${NOLIMIT[@]}" >"$OUT/dev.log" 2>&1 &
   SERVER=$!; PIDS+=($!)
   wait_http http://127.0.0.1:21999/healthz
   URL="ws://127.0.0.1:21999/parties/main/{room}"
@@ -40,12 +48,12 @@ start_cluster() {
   local all=()
   for n in a:211 b:212 c:213; do
     local id=${n%%:*} p=${n##*:}
-    $B node --id "$id" --nodes a,b,c --relay-listen "127.0.0.1:${p}01" --http-listen "127.0.0.1:${p}02" \
+    setsid $B node --id "$id" --nodes a,b,c --relay-listen "127.0.0.1:${p}01" --http-listen "127.0.0.1:${p}02" \
       --data-dir "$W/$id" >"$OUT/node-$id.log" 2>&1 &
     PIDS+=($!); all+=($!)
     wait_http "http://127.0.0.1:${p}02/healthz"
   done
-  $B gateway --port 21998 --nodes "$list" "${NOLIMIT[@]}" >"$OUT/gateway.log" 2>&1 &
+  setsid $B gateway --port 21998 --nodes "$list" "${NOLIMIT[@]}" >"$OUT/gateway.log" 2>&1 &
   PIDS+=($!); all+=($!)
   wait_http http://127.0.0.1:21998/healthz
   URL="ws://127.0.0.1:21998/parties/main/{room}"
@@ -53,10 +61,11 @@ start_cluster() {
 }
 
 start_partykit() {
-  (cd scripts/partykit-relay && NO_UPDATE_NOTIFIER=1 CI=1 exec npx partykit dev --port 21997 --no-hotkeys \
+  (cd scripts/partykit-relay && NO_UPDATE_NOTIFIER=1 CI=1 exec setsid npx partykit dev --port 21997 --no-hotkeys \
      --disable-request-cf-fetch --persist false) >"$OUT/partykit.log" 2>&1 &
   SERVER=$!; PIDS+=($!)
-  for _ in $(seq 1 600); do grep -q "Ready on" "$OUT/partykit.log" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 1 600); do grep -aq "Ready on" "$OUT/partykit.log" 2>/dev/null && break; sleep 0.1; done
+  if grep -aq "Address already in use" "$OUT/partykit.log"; then echo "PartyKit could not bind its port" >&2; exit 1; fi
   wait_http http://127.0.0.1:21997/parties/main/probe || true
   sleep 2
   URL="ws://127.0.0.1:21997/parties/main/{room}"
@@ -78,7 +87,7 @@ run_scenario() { # system scenario
   sleep 2
 }
 
-for system in dev cluster partykit; do
+for system in $SYSTEMS; do
   for scenario in $SCENARIOS; do
     # A fresh server per scenario: no scenario inherits another's connections or memory.
     "start_$system"

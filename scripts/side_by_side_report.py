@@ -27,6 +27,7 @@ METRICS = {
     ],
 }
 MESSAGING = [
+    ("connect_failures", "members that could not connect", True),
     ("deliveries_per_sec", "deliveries/s", False),
     ("delivered_ratio", "delivered ÷ expected", False),
     ("latency_p50_ms", "latency p50 (ms)", True),
@@ -68,6 +69,15 @@ def fmt(v):
     return str(v)
 
 
+def value(report, key):
+    if report is None:
+        return None
+    # Memory per connection means nothing once the connections are gone.
+    if key == "server_rss_per_connection_bytes" and not report.get("connections_open_after_hold"):
+        return None
+    return report.get(key)
+
+
 def ratio(a, b):
     if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or b == 0:
         return "—"
@@ -87,7 +97,8 @@ def main():
         "(npm partykit 0.0.115, workerd, offline) with a relay party. A fresh server per "
         "scenario. Server CPU and RSS sum every process of the system (the cluster's four; "
         "PartyKit's node and workerd). Ratios are Conclave ÷ PartyKit: above 1 is better for "
-        "rates, below 1 is better for latency, CPU and memory.",
+        "rates, below 1 is better for latency, CPU and memory. Members that could not "
+        "connect are left out of the expected deliveries.",
         "",
     ]
     for sc in scenarios:
@@ -103,7 +114,7 @@ def main():
         lines.append("| | " + " | ".join(label for _, label in SYSTEMS) + " | dev ÷ PartyKit | cluster ÷ PartyKit |")
         lines.append("| --- " * (len(SYSTEMS) + 3) + "|")
         for key, label, _lower in METRICS.get(sc, MESSAGING):
-            vals = [(reports[s] or {}).get(key) for s, _ in SYSTEMS]
+            vals = [value(reports[s], key) for s, _ in SYSTEMS]
             lines.append(
                 f"| {label} | " + " | ".join(fmt(v) for v in vals)
                 + f" | {ratio(vals[0], vals[2])} | {ratio(vals[1], vals[2])} |"

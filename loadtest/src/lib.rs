@@ -10,6 +10,7 @@ mod client;
 mod proc_stats;
 mod report;
 mod scenarios;
+mod shard;
 mod stats;
 
 use clap::{Args, Subcommand};
@@ -24,6 +25,13 @@ pub struct LoadtestOpts {
     /// Also write the report as JSON to this file
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
+    /// Split the connections over this many loadtest processes, each under the
+    /// per-process open-files limit (connect-storm and idle-hold)
+    #[arg(long, global = true, default_value_t = 1)]
+    pub processes: usize,
+    /// Internal: run as shard I of N of a multi-process run
+    #[arg(long, global = true, hide = true)]
+    pub shard: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -49,7 +57,20 @@ pub enum Scenario {
 
 pub async fn run(opts: LoadtestOpts) -> anyhow::Result<()> {
     use scenarios::{connect_storm, idle_hold, messaging};
+    if let Some(spec) = &opts.shard {
+        shard::set_shard(spec)?;
+    }
+    let multi = opts.processes > 1 && opts.shard.is_none();
     let report = match opts.scenario {
+        Scenario::ConnectStorm(_) if multi => {
+            shard::run_parent("connect-storm", opts.processes, &[]).await?
+        }
+        Scenario::IdleHold(ref o) if multi => {
+            shard::run_parent("idle-hold", opts.processes, &o.server_pid).await?
+        }
+        _ if multi => anyhow::bail!(
+            "--processes applies to connect-storm and idle-hold; messaging scenarios run in one process (up to ~19,000 connections)"
+        ),
         Scenario::ConnectStorm(o) => connect_storm::run(o).await?,
         Scenario::IdleHold(o) => idle_hold::run(o).await?,
         Scenario::HotRoom(o) => messaging::hot_room(o).await?,

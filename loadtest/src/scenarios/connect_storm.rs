@@ -3,7 +3,7 @@
 
 use crate::client::{open_many, Targets};
 use crate::stats::add_latency;
-use crate::{progress_bar, Report};
+use crate::{progress_bar, shard, Report};
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -30,21 +30,23 @@ pub struct ConnectStormOpts {
 pub async fn run(o: ConnectStormOpts) -> anyhow::Result<Report> {
     let targets = Targets::resolve(&o.urls).await?;
     let rooms = o.rooms.max(1);
-    let bar = progress_bar(o.connections as u64, "connecting");
+    let (i, n) = shard::shard();
+    let count = shard::share(o.connections, i, n);
+    let bar = progress_bar(count as u64, "connecting");
     let opened = open_many(
         &targets,
-        o.connections,
+        count,
         o.concurrency,
         o.sources,
-        "storm",
-        |n| format!("storm-{}", n % rooms),
+        &format!("storm{i}"),
+        |local| format!("storm-{}", shard::global(local) % rooms),
         &bar,
     )
     .await?;
     bar.finish_and_clear();
     let ok = opened.sockets.len();
     let mut report = Report::new("connect-storm");
-    report.add("connections", o.connections);
+    report.add("connections", count);
     report.add("concurrency", o.concurrency);
     report.add("connected", ok);
     report.add("failures", opened.failures);
@@ -54,6 +56,12 @@ pub async fn run(o: ConnectStormOpts) -> anyhow::Result<Report> {
     report.add("seconds", opened.elapsed.as_secs_f64());
     report.add("connects_per_sec", ok as f64 / opened.elapsed.as_secs_f64());
     add_latency(&mut report, "handshake", &opened.handshake_us);
+    if shard::is_child() {
+        report.add(
+            "handshake_hist",
+            shard::histogram_json(&opened.handshake_us),
+        );
+    }
     for (_, mut ws) in opened.sockets {
         tokio::spawn(async move { ws.close(None).await });
     }

@@ -2,7 +2,7 @@
 
 use crate::client::{open_many, Targets};
 use crate::proc_stats::rss_bytes;
-use crate::{progress_bar, Report};
+use crate::{progress_bar, shard, Report};
 use clap::Args;
 use futures::StreamExt;
 use std::time::Duration;
@@ -38,14 +38,16 @@ pub async fn run(o: IdleHoldOpts) -> anyhow::Result<Report> {
     let targets = Targets::resolve(&o.urls).await?;
     let rss_before = rss_bytes(&o.server_pid);
     let rooms = o.rooms.max(1);
-    let bar = progress_bar(o.connections as u64, "connecting");
+    let (i, n) = shard::shard();
+    let count = shard::share(o.connections, i, n);
+    let bar = progress_bar(count as u64, "connecting");
     let opened = open_many(
         &targets,
-        o.connections,
+        count,
         o.concurrency,
         o.sources,
-        "idle",
-        |n| format!("idle-{}", n % rooms),
+        &format!("idle{i}"),
+        |local| format!("idle-{}", shard::global(local) % rooms),
         &bar,
     )
     .await?;
@@ -59,29 +61,33 @@ pub async fn run(o: IdleHoldOpts) -> anyhow::Result<Report> {
         .into_iter()
         .map(|ws| tokio::spawn(async move { ws.for_each(|_| async {}).await }))
         .collect();
+    shard::hold_barrier().await?;
     tokio::time::sleep(Duration::from_secs(o.hold_secs)).await;
     let rss_after = rss_bytes(&o.server_pid);
     let open = readers.iter().filter(|r| !r.is_finished()).count();
 
     let mut report = Report::new("idle-hold");
-    report.add("connections_requested", o.connections);
+    report.add("connections_requested", count);
     report.add("connections_open_after_hold", open);
     report.add("connect_failures", failures);
     if let Some(e) = first_error {
         report.add("first_error", e);
     }
-    report.add(
-        "connects_per_sec",
-        (o.connections - failures) as f64 / connect_secs,
-    );
+    report.add("connects_per_sec", (count - failures) as f64 / connect_secs);
     crate::stats::add_latency(&mut report, "handshake", &handshake);
+    if shard::is_child() {
+        report.add("handshake_hist", shard::histogram_json(&handshake));
+    }
     if let (Some(b), Some(a)) = (rss_before, rss_after) {
         report.add("server_rss_before_mib", b as f64 / 1048576.0);
         report.add("server_rss_after_mib", a as f64 / 1048576.0);
-        report.add(
-            "server_rss_per_connection_bytes",
-            (a.saturating_sub(b)) as f64 / open.max(1) as f64,
-        );
+        // Only meaningful while connections are held.
+        if open > 0 {
+            report.add(
+                "server_rss_per_connection_bytes",
+                (a.saturating_sub(b)) as f64 / open as f64,
+            );
+        }
     }
     for r in readers {
         r.abort();
