@@ -402,6 +402,8 @@ async fn member_loop(
                 }
                 if other.is_some() {
                     shared.disconnects.fetch_add(1, Ordering::Relaxed);
+                    // Closed by the server: do not hammer it with reconnects.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 match targets
                     .connect(
