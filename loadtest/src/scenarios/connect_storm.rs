@@ -1,9 +1,9 @@
 //! connect-storm: N connections opened at concurrency C: connects/s, handshake latency,
 //! failures. The connections are closed once all are open.
 
-use crate::client::{open_many, Targets};
+use crate::client::Targets;
 use crate::stats::add_latency;
-use crate::{progress_bar, shard, Report};
+use crate::{shard, Report};
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -29,21 +29,15 @@ pub struct ConnectStormOpts {
 
 pub async fn run(o: ConnectStormOpts) -> anyhow::Result<Report> {
     let targets = Targets::resolve(&o.urls).await?;
-    let rooms = o.rooms.max(1);
-    let (i, n) = shard::shard();
-    let count = shard::share(o.connections, i, n);
-    let bar = progress_bar(count as u64, "connecting");
-    let opened = open_many(
+    let (opened, count) = shard::open_share(
         &targets,
-        count,
+        o.connections,
         o.concurrency,
         o.sources,
-        &format!("storm{i}"),
-        |local| format!("storm-{}", shard::global(local) % rooms),
-        &bar,
+        "storm",
+        o.rooms,
     )
     .await?;
-    bar.finish_and_clear();
     let ok = opened.sockets.len();
     let mut report = Report::new("connect-storm");
     report.add("connections", count);

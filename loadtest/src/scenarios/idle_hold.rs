@@ -1,8 +1,8 @@
 //! idle-hold: N idle connections held for T seconds; server RSS per connection.
 
-use crate::client::{open_many, Targets};
+use crate::client::Targets;
 use crate::proc_stats::rss_bytes;
-use crate::{progress_bar, shard, Report};
+use crate::{shard, Report};
 use clap::Args;
 use futures::StreamExt;
 use std::time::Duration;
@@ -37,21 +37,15 @@ pub struct IdleHoldOpts {
 pub async fn run(o: IdleHoldOpts) -> anyhow::Result<Report> {
     let targets = Targets::resolve(&o.urls).await?;
     let rss_before = rss_bytes(&o.server_pid);
-    let rooms = o.rooms.max(1);
-    let (i, n) = shard::shard();
-    let count = shard::share(o.connections, i, n);
-    let bar = progress_bar(count as u64, "connecting");
-    let opened = open_many(
+    let (opened, count) = shard::open_share(
         &targets,
-        count,
+        o.connections,
         o.concurrency,
         o.sources,
-        &format!("idle{i}"),
-        |local| format!("idle-{}", shard::global(local) % rooms),
-        &bar,
+        "idle",
+        o.rooms,
     )
     .await?;
-    bar.finish_and_clear();
     let (failures, first_error, handshake) =
         (opened.failures, opened.first_error, opened.handshake_us);
     let sockets: Vec<_> = opened.sockets.into_iter().map(|(_, ws)| ws).collect();
