@@ -183,9 +183,10 @@ impl NodeLink {
         self.registry().remove(socket.0)
     }
 
-    /// Moves every socket of this link elsewhere (its node left the ring), telling the
-    /// node to let go of them in case it still runs.
-    pub fn evacuate(self: &Arc<Self>, min_ring: u64) -> usize {
+    /// Moves every socket of this link to its room's next owner (under a ring of at least
+    /// `min_ring`). With `tell_node` (the node left the ring but may still run), the node is
+    /// asked to let go of each socket. Returns how many moved.
+    pub fn evacuate(self: &Arc<Self>, min_ring: u64, tell_node: bool) -> usize {
         let sessions: Vec<Arc<Session>> = {
             let mut reg = self.registry();
             reg.rooms.clear();
@@ -193,7 +194,10 @@ impl NodeLink {
         };
         let mut moved = 0;
         for session in sessions {
-            if session.detach_from(self) {
+            if !session.detach_from(self) {
+                continue;
+            }
+            if tell_node {
                 let detach = Detach {
                     socket: session.id.0,
                     room: Some(session.room.to_wire()),
@@ -201,9 +205,9 @@ impl NodeLink {
                 let _ = self.to_node.try_send(GatewayEvent {
                     event: Some(gateway_event::Event::Detach(detach)),
                 });
-                self.move_session(session, min_ring);
-                moved += 1;
             }
+            self.move_session(session, min_ring);
+            moved += 1;
         }
         moved
     }
@@ -310,16 +314,7 @@ async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<Node
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clear();
-    let sessions: Vec<Arc<Session>> = {
-        let mut reg = link.registry();
-        reg.rooms.clear();
-        reg.sockets.drain().map(|(_, s)| s).collect()
-    };
-    for s in sessions {
-        if s.detach_from(&link) {
-            link.move_session(s, 0);
-        }
-    }
+    link.evacuate(0, false);
 }
 
 fn reply(link: &NodeLink, request_id: u64, ev: node_event::Event) {

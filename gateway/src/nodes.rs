@@ -75,13 +75,12 @@ impl NodeConnector for InProcessNode {
 pub(crate) type NodeView = (String, String, Option<Arc<NodeLink>>);
 
 pub(crate) struct NodeSet {
-    ring: Arc<std::sync::RwLock<Rings>>,
+    /// The rings rooms are routed by; moves wait on it for newer versions.
+    ring: tokio::sync::watch::Sender<Rings>,
     /// This gateway's region: new rooms without a `?_region=` hint are homed here.
     pub region: String,
     /// Rooms' home regions, as storage fixed them (bounded; cleared when full).
     homes: Mutex<HashMap<RoomKey, String>>,
-    /// The ring version, for moves waiting on a newer ring.
-    ring_version: tokio::sync::watch::Sender<u64>,
     links: Mutex<HashMap<String, Arc<NodeLink>>>,
     /// This gateway process, as nodes tell its sockets apart from other gateways'.
     pub origin: u64,
@@ -111,8 +110,7 @@ impl NodeSet {
         mover: Mover,
     ) -> Self {
         Self {
-            ring_version: tokio::sync::watch::Sender::new(ring.version().0),
-            ring: Arc::new(std::sync::RwLock::new(ring)),
+            ring: tokio::sync::watch::Sender::new(ring),
             region,
             homes: Mutex::default(),
             origin: rand_origin(),
@@ -164,13 +162,14 @@ impl NodeSet {
     }
 
     pub fn ring_version(&self) -> u64 {
-        *self.ring_version.borrow()
+        self.ring.borrow().version().0
     }
 
     /// Waits until the ring is at least `version`, or `deadline`.
     pub async fn wait_for_ring(&self, version: u64, deadline: tokio::time::Instant) {
-        let mut rx = self.ring_version.subscribe();
-        let _ = tokio::time::timeout_at(deadline, rx.wait_for(|v| *v >= version)).await;
+        let mut rx = self.ring.subscribe();
+        let newer = rx.wait_for(|r| r.version().0 >= version);
+        let _ = tokio::time::timeout_at(deadline, newer).await;
     }
 
     fn live(&self, node: &str) -> Option<Arc<NodeLink>> {
@@ -178,7 +177,6 @@ impl NodeSet {
         links.get(node).filter(|l| l.is_alive()).cloned()
     }
 
-    /// The link to the node that owns `room`, connecting if needed.
     /// Routes rooms by a new ring version (and its node addresses) from now on.
     /// Sockets on nodes that left the ring move after [`EVACUATE_AFTER`].
     pub fn set_ring(&self, ring: Rings, urls: HashMap<String, String>) {
@@ -192,18 +190,14 @@ impl NodeSet {
             .filter(|l| l.is_alive() && !ring.contains(&l.node))
             .cloned()
             .collect();
-        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
-        self.ring_version.send_replace(version);
+        self.ring.send_replace(ring);
         for link in gone {
-            let ring = self.ring.clone();
+            let ring = self.ring.subscribe();
             tokio::spawn(async move {
                 tokio::time::sleep(EVACUATE_AFTER).await;
-                let still_gone = !ring
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&link.node);
+                let still_gone = !ring.borrow().contains(&link.node);
                 if still_gone {
-                    let moved = link.evacuate(version);
+                    let moved = link.evacuate(version, true);
                     if moved > 0 {
                         info!(node = %link.node, sockets = moved, "node left the ring; moving its remaining sockets");
                     }
@@ -212,6 +206,7 @@ impl NodeSet {
         }
     }
 
+    /// The link to the node that owns `room`, connecting if needed.
     pub async fn link_for(&self, room: &RoomKey) -> Result<Arc<NodeLink>, LinkError> {
         let node = self.owner_of(room).ok_or(LinkError::Unavailable)?;
         self.link_to(&node).await
@@ -259,7 +254,7 @@ impl NodeSet {
 
     /// The ring version and, per node of the rings, its region and link (if one was opened).
     pub fn describe(&self) -> (u64, Vec<NodeView>) {
-        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let ring = self.ring.borrow();
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         let nodes = ring
             .nodes()
@@ -278,7 +273,7 @@ impl NodeSet {
         if let Some(home) = self.homes().get(room) {
             return Some(home.clone());
         }
-        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let ring = self.ring.borrow();
         let mut regions = ring.regions();
         match (regions.next(), regions.next()) {
             (Some(only), None) => Some(only.to_string()),
@@ -295,16 +290,13 @@ impl NodeSet {
     }
 
     pub fn has_region(&self, region: &str) -> bool {
-        self.ring
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .has_region(region)
+        self.ring.borrow().has_region(region)
     }
 
     /// Where new rooms without a hint live: this gateway's region, or (a gateway in a
     /// region without nodes) the first region that has some.
     pub fn default_home(&self) -> String {
-        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let ring = self.ring.borrow();
         if ring.has_region(&self.region) {
             return self.region.clone();
         }
@@ -315,7 +307,7 @@ impl NodeSet {
     /// The node that may fix a new room's home: the room's owner in this gateway's region,
     /// else in `fallback`'s, else in the first region with nodes.
     pub fn home_oracle(&self, room: &RoomKey, fallback: &str) -> Option<String> {
-        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let ring = self.ring.borrow();
         let first = ring.regions().next().map(str::to_string);
         [Some(self.region.clone()), Some(fallback.to_string()), first]
             .into_iter()
@@ -326,11 +318,7 @@ impl NodeSet {
     /// The node that owns `room`: its owner on the ring of the room's home region.
     pub fn owner_of(&self, room: &RoomKey) -> Option<String> {
         let home = self.known_home(room).unwrap_or_else(|| self.region.clone());
-        self.ring
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .owner(&home, room)
-            .map(str::to_string)
+        self.ring.borrow().owner(&home, room).map(str::to_string)
     }
 }
 

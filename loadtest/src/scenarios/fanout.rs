@@ -87,6 +87,8 @@ struct Member {
 }
 
 pub async fn run(plan: FanoutPlan) -> anyhow::Result<Report> {
+    // Shared by every member and publisher task, not copied into each.
+    let plan = Arc::new(plan);
     anyhow::ensure!(!plan.rates.is_empty(), "give at least one rate");
     anyhow::ensure!(
         plan.rooms > 0 && plan.members > 0,
@@ -350,7 +352,7 @@ async fn member_loop(
     mut stream: SplitStream<Ws>,
     mut publish: Option<(SplitSink<Ws, Message>, u64)>,
     targets: Arc<Targets>,
-    plan: FanoutPlan,
+    plan: Arc<FanoutPlan>,
     shared: Arc<Shared>,
 ) {
     let track_duplicates = plan.failover.is_some();

@@ -326,10 +326,13 @@ impl RoomActor {
 
     async fn handle(&mut self, event: RoomEvent) {
         match event {
-            RoomEvent::Open(o) => match o.resume.clone() {
-                Some(resume) => self.resume(*o, resume).await,
-                None => self.open(*o).await,
-            },
+            RoomEvent::Open(o) => {
+                let mut o = *o;
+                match o.resume.take() {
+                    Some(resume) => self.resume(o, resume).await,
+                    None => self.open(o).await,
+                }
+            }
             RoomEvent::Frame { peer, msg, seq } => self.frame(peer, msg, seq).await,
             RoomEvent::Detach { peer } => {
                 let entry = self.room.shared().conns().remove(peer);
