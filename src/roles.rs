@@ -154,7 +154,7 @@ fn follow_cluster(
         move |fenced| on_fence(&|g| g.alive = !fenced),
         leave_rx,
     ));
-    let mut rings = conclave_proto::grpc::watch_placement(config.placement.clone());
+    let mut rings = conclave_placement::grpc::watch_placement(config.placement.clone());
     let membership = Membership {
         leave,
         rings: rings.clone(),
@@ -217,7 +217,7 @@ pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
     ));
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(conclave_proto::grpc::placement_service(rx))
+        .add_service(conclave_placement::grpc::placement_service(rx))
         .serve_with_incoming_shutdown(nodelay_incoming(listener), shutdown_signal())
         .await?;
     Ok(())
@@ -230,7 +230,7 @@ pub async fn run_gateway(config: GatewayRoleConfig) -> anyhow::Result<()> {
     let nodes = GrpcNodes::new(config.nodes.clone().into_iter().collect());
     let gateway = Gateway::with_nodes(config.gateway.clone(), ring, nodes);
     if !config.placement.is_empty() {
-        let mut rings = conclave_proto::grpc::watch_placement(config.placement.clone());
+        let mut rings = conclave_placement::grpc::watch_placement(config.placement.clone());
         let gateway = gateway.clone();
         tokio::spawn(async move {
             while rings.changed().await.is_ok() {

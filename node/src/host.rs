@@ -6,7 +6,7 @@ use crate::storage::{Claim, Storage, Store};
 use crate::NodeConfig;
 use conclave_proto::wire::NodeEvent;
 use conclave_proto::RoomKey;
-use conclave_proto::{Ring, RingVersion};
+use conclave_proto::{Refusal, Ring, RingVersion};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -122,12 +122,20 @@ impl HostInner {
     }
 
     /// The version of the ring this node places rooms on.
-    pub fn ring_version(&self) -> u64 {
+    pub fn ring_version(&self) -> RingVersion {
         self.ring
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .version()
-            .0
+    }
+
+    /// 421 unless `room` belongs on this node under its ring.
+    pub fn check_placed_here(&self, room: &RoomKey) -> Result<(), Refusal> {
+        if self.places_here(room) {
+            Ok(())
+        } else {
+            Err(Refusal::misplaced(room, self.ring_version()))
+        }
     }
 
     /// Places rooms on a new ring. Rooms that now belong on another node are handed off:
@@ -287,42 +295,30 @@ impl HostInner {
     /// Decides whether a socket may open; `Err((status, body))` refuses it. A new socket
     /// (`hook` given) also passes the party's `before_connect` and the room's capacity; a
     /// socket moving here from another node was admitted already.
-    pub fn admit(
-        &self,
-        key: &RoomKey,
-        hook: Option<&ConnectRequest<'_>>,
-    ) -> Result<(), (u16, String)> {
+    pub fn admit(&self, key: &RoomKey, hook: Option<&ConnectRequest<'_>>) -> Result<(), Refusal> {
         if !self.is_serving() {
-            return Err((
+            return Err(Refusal::new(
                 503,
-                "This node is not serving rooms right now; retry".into(),
+                "This node is not serving rooms right now; retry",
             ));
         }
         let Some(factory) = self.parties.get(key.party.as_str()) else {
-            return Err((404, format!("Party {} not found", key.party)));
+            return Err(Refusal::new(404, format!("Party {} not found", key.party)));
         };
-        if !self.places_here(key) {
-            return Err((
-                421,
-                format!(
-                    "Room {key} is placed on another node under ring version {}",
-                    self.ring_version()
-                ),
-            ));
-        }
+        self.check_placed_here(key)?;
         let Some(req) = hook else {
             return Ok(());
         };
         factory
             .before_connect(req)
-            .map_err(|r| (r.status, r.body))?;
+            .map_err(|r| Refusal::new(r.status, r.body))?;
         let count = self
             .rooms()
             .get(key)
             .map(|h| h.conns.load(Ordering::Relaxed))
             .unwrap_or(0);
         if count >= self.config.max_connections_per_room {
-            return Err((
+            return Err(Refusal::new(
                 503,
                 format!(
                     "Room is full ({} connections)",

@@ -8,7 +8,7 @@ use crate::storage::Store;
 use crate::NodeConfig;
 use bytes::Bytes;
 use conclave_proto::wire::{gateway_event, node_event, AdmitReply, Header, HttpReply, NodeEvent};
-use conclave_proto::{ConnId, NodeSide, RoomKey, SocketId};
+use conclave_proto::{ConnId, NodeSide, Refusal, RoomKey, SocketId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -72,20 +72,14 @@ fn header_map(headers: &[Header]) -> http::HeaderMap {
 }
 
 /// Answers an admission with an HTTP status instead of an upgrade.
-async fn refuse(
-    host: &HostInner,
-    gateway: GatewayId,
-    a: &conclave_proto::wire::Admit,
-    status: u16,
-    body: String,
-) {
+async fn refuse(host: &HostInner, gateway: GatewayId, a: &conclave_proto::wire::Admit, r: Refusal) {
     let event = AdmitReply {
         request_id: a.request_id,
-        status: status.into(),
-        body,
+        status: r.status.into(),
+        body: r.body,
         socket: a.socket,
         tags: Vec::new(),
-        ring_version: host.ring_version(),
+        ring_version: r.ring_version.0,
     };
     reply(host, gateway, node_event::Event::AdmitReply(event)).await;
 }
@@ -106,11 +100,11 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                 let key = match a.room.as_ref().map(RoomKey::from_wire) {
                     Some(Ok(key)) => key,
                     Some(Err(e)) => {
-                        refuse(&host, gateway, &a, 400, e.to_string()).await;
+                        refuse(&host, gateway, &a, Refusal::new(400, e.to_string())).await;
                         continue;
                     }
                     None => {
-                        refuse(&host, gateway, &a, 400, "missing room".into()).await;
+                        refuse(&host, gateway, &a, Refusal::new(400, "missing room")).await;
                         continue;
                     }
                 };
@@ -123,8 +117,8 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                     headers: &headers,
                 };
                 let hook = a.resume.is_none().then_some(&req);
-                if let Err((status, body)) = host.admit(&key, hook) {
-                    refuse(&host, gateway, &a, status, body).await;
+                if let Err(refusal) = host.admit(&key, hook) {
+                    refuse(&host, gateway, &a, refusal).await;
                     continue;
                 }
                 // The room answers the admission itself, once the socket has joined.
@@ -142,7 +136,7 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                 }));
                 if let Err(e) = host.dispatch(&key, event).await {
                     sockets.remove(&a.socket);
-                    refuse(&host, gateway, &a, 404, e.to_string()).await;
+                    refuse(&host, gateway, &a, Refusal::new(404, e.to_string())).await;
                 }
             }
             gateway_event::Event::Frame(f) => {
@@ -231,32 +225,30 @@ async fn serve_link(host: Arc<HostInner>, gateway: GatewayId, mut side: NodeSide
                 let host = host.clone();
                 tokio::spawn(async move {
                     let request_id = r.request_id;
-                    let (status, headers, body) = match http_request(&host, r).await {
-                        Ok(resp) => {
-                            let status = resp.status().as_u16() as u32;
-                            let headers = resp
+                    let reply_event = match http_request(&host, r).await {
+                        Ok(resp) => HttpReply {
+                            request_id,
+                            status: resp.status().as_u16().into(),
+                            headers: resp
                                 .headers()
                                 .iter()
                                 .map(|(n, v)| Header {
                                     name: n.to_string(),
                                     value: Bytes::copy_from_slice(v.as_bytes()),
                                 })
-                                .collect();
-                            (status, headers, resp.into_body())
-                        }
-                        Err((status, msg)) => (status as u32, Vec::new(), Bytes::from(msg)),
-                    };
-                    reply(
-                        &host,
-                        gateway,
-                        node_event::Event::HttpReply(HttpReply {
+                                .collect(),
+                            body: resp.into_body(),
+                            ring_version: 0,
+                        },
+                        Err(r) => HttpReply {
                             request_id,
-                            status,
-                            headers,
-                            body,
-                        }),
-                    )
-                    .await;
+                            status: r.status.into(),
+                            headers: Vec::new(),
+                            body: Bytes::from(r.body),
+                            ring_version: r.ring_version.0,
+                        },
+                    };
+                    reply(&host, gateway, node_event::Event::HttpReply(reply_event)).await;
                 });
             }
         }
@@ -290,33 +282,29 @@ const LINK_LOSS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 async fn http_request(
     host: &Arc<HostInner>,
     r: conclave_proto::wire::HttpRequest,
-) -> Result<crate::Response, (u16, String)> {
+) -> Result<crate::Response, Refusal> {
     let key = r
         .room
         .as_ref()
         .map(RoomKey::from_wire)
-        .ok_or((400, "missing room".to_string()))?
-        .map_err(|e| (400, e.to_string()))?;
-    if !host.places_here(&key) {
-        return Err((
-            421,
-            format!(
-                "Room {key} is placed on another node under ring version {}",
-                host.ring_version()
-            ),
-        ));
-    }
+        .ok_or_else(|| Refusal::new(400, "missing room"))?
+        .map_err(|e| Refusal::new(400, e.to_string()))?;
+    host.check_placed_here(&key)?;
     let mut builder = http::Request::builder()
         .method(r.method.as_str())
         .uri(r.uri.as_str());
     if let Some(h) = builder.headers_mut() {
         *h = header_map(&r.headers);
     }
-    let req = builder.body(r.body).map_err(|e| (400, e.to_string()))?;
+    let req = builder
+        .body(r.body)
+        .map_err(|e| Refusal::new(400, e.to_string()))?;
     host.request(key, req).await.map_err(|e| match e {
-        crate::room::FetchError::UnknownParty(p) => (404, format!("Party {p} not found")),
-        crate::room::FetchError::Timeout => (504, "The room did not answer in time".into()),
-        other => (503, other.to_string()),
+        crate::room::FetchError::UnknownParty(p) => {
+            Refusal::new(404, format!("Party {p} not found"))
+        }
+        crate::room::FetchError::Timeout => Refusal::new(504, "The room did not answer in time"),
+        other => Refusal::new(503, other.to_string()),
     })
 }
 

@@ -4,12 +4,13 @@
 //!   time it fences itself (stops serving) before anyone may take its rooms.
 //! - [`publisher`]: placement replicas watch those keys and agree, through one
 //!   compare-and-set in Redis, on numbered ring versions, which they stream to gateways
-//!   and nodes (`conclave_proto::grpc::placement_service`).
+//!   and nodes through the [`grpc`] service.
 //! - [`LivenessTiming`]: the durations whose order all of this relies on.
 //!
 //! The ring itself ([`Ring`]) lives in `conclave-proto`: gateways and nodes compute owners
 //! from it on their hot paths.
 
+pub mod grpc;
 pub mod heartbeat;
 pub mod publisher;
 mod timing;

@@ -6,7 +6,7 @@
 //! While Redis is unreachable the last ring stays published.
 
 use crate::{LivenessTiming, RING_KEY};
-use conclave_proto::RingView;
+use conclave_proto::{RingVersion, RingView};
 use redis::aio::ConnectionManager;
 use std::collections::BTreeMap;
 use tokio::sync::watch;
@@ -23,7 +23,7 @@ return current
 ";
 
 fn encode(v: &RingView) -> String {
-    serde_json::json!({"version": v.version, "members": v.members, "regions": v.regions})
+    serde_json::json!({"version": v.version.0, "members": v.members, "regions": v.regions})
         .to_string()
 }
 
@@ -44,7 +44,7 @@ fn decode(s: &str) -> Option<RingView> {
         })
         .unwrap_or_default();
     Some(RingView {
-        version: v["version"].as_u64()?,
+        version: RingVersion(v["version"].as_u64()?),
         members,
         regions,
     })
@@ -107,7 +107,7 @@ async fn step(conn: &mut ConnectionManager) -> redis::RedisResult<RingView> {
         return Ok(current);
     }
     let next = RingView {
-        version: current.version + 1,
+        version: current.version.next(),
         members,
         regions,
     };
@@ -142,7 +142,7 @@ pub async fn run(redis_url: String, timing: LivenessTiming, tx: watch::Sender<Ri
                 Ok(Ok(view)) => {
                     tx.send_if_modified(|cur| {
                         if view.version > cur.version {
-                            info!(version = view.version, nodes = ?view.members.keys().collect::<Vec<_>>(), "ring");
+                            info!(version = view.version.0, nodes = ?view.members.keys().collect::<Vec<_>>(), "ring");
                             *cur = view;
                             true
                         } else {
@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn ring_encoding_round_trips() {
         let v = RingView {
-            version: 7,
+            version: RingVersion(7),
             members: [
                 ("a".to_string(), "http://x:1".to_string()),
                 ("b".to_string(), "http://x:2".to_string()),

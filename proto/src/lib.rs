@@ -1,22 +1,27 @@
-//! What gateways and nodes share: the relay wire types, the typed ids, and the link that
-//! carries relay events (in-process channels in `conclave dev`, a gRPC stream in a cluster).
+//! What gateways and nodes share: the relay wire types, the typed ids, the ring, and the
+//! link that carries relay events (in-process channels in `conclave dev`, a gRPC stream in
+//! a cluster).
 
+pub mod close;
 pub mod grpc;
 mod link;
 mod names;
 mod query;
+mod refusal;
+mod request;
 mod ring;
 
-/// Generated relay protocol types (`proto/relay.proto`).
+/// Generated relay and placement protocol types (`proto/relay.proto`).
 pub mod wire {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("conclave.relay.v1");
 }
 
-pub use grpc::RingView;
 pub use link::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
 pub use names::{
     ConnId, NameError, PartyName, RoomKey, RoomName, SocketId, MAX_PARTY_LEN, MAX_ROOM_LEN,
 };
 pub use query::query_param;
-pub use ring::{Ring, RingVersion, Rings, DEFAULT_REGION, VNODES_PER_NODE};
+pub use refusal::{Refusal, MISPLACED};
+pub use request::{reply_id, RelayRequest};
+pub use ring::{Ring, RingVersion, RingView, Rings, DEFAULT_REGION, VNODES_PER_NODE};

@@ -6,9 +6,22 @@ use hashring::HashRing;
 /// Virtual nodes per physical node: max/avg load ≈ 1.1 at this count.
 pub const VNODES_PER_NODE: u32 = 128;
 
-/// Monotonic version of a published ring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Monotonic version of a published ring (0: none published yet).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RingVersion(pub u64);
+
+impl RingVersion {
+    /// The version after this one.
+    pub fn next(self) -> Self {
+        RingVersion(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for RingVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq)]
 struct VNode {
@@ -60,44 +73,6 @@ impl Ring {
     pub fn owner(&self, room: &RoomKey) -> Option<&str> {
         let key = (room.party.as_str(), room.room.as_str());
         self.ring.get(&key).map(|v| v.node.as_str())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Pins the hash: if this changes, processes of two builds would disagree on owners.
-    #[test]
-    fn owner_test_vector_is_stable() {
-        let ring = Ring::new(
-            RingVersion(1),
-            ["node-a", "node-b", "node-c"].map(String::from),
-        );
-        let owners: Vec<&str> = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7"]
-            .iter()
-            .map(|r| ring.owner(&RoomKey::new("main", r).unwrap()).unwrap())
-            .collect();
-        assert_eq!(owners, PINNED);
-    }
-
-    const PINNED: [&str; 8] = [
-        "node-a", "node-a", "node-c", "node-b", "node-c", "node-a", "node-b", "node-a",
-    ];
-
-    #[test]
-    fn load_is_spread() {
-        let nodes: Vec<String> = (0..4).map(|i| format!("n{i}")).collect();
-        let ring = Ring::new(RingVersion(1), nodes.clone());
-        let mut counts = std::collections::HashMap::new();
-        for i in 0..20_000 {
-            let k = RoomKey::new("main", &format!("room-{i}")).unwrap();
-            *counts
-                .entry(ring.owner(&k).unwrap().to_string())
-                .or_insert(0) += 1;
-        }
-        let max = *counts.values().max().unwrap() as f64;
-        assert!(max / 5_000.0 < 1.25, "uneven ring: {counts:?}");
     }
 }
 
@@ -166,5 +141,83 @@ impl Rings {
     /// The node that owns `room` in `region`.
     pub fn owner(&self, region: &str, room: &RoomKey) -> Option<&str> {
         self.by_region.get(region)?.owner(room)
+    }
+}
+
+/// One published ring version: where each live node's relay listens, and its region.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RingView {
+    pub version: RingVersion,
+    /// Node id → relay URL.
+    pub members: std::collections::BTreeMap<String, String>,
+    /// Node id → region, for nodes not in [`DEFAULT_REGION`].
+    pub regions: std::collections::BTreeMap<String, String>,
+}
+
+impl RingView {
+    /// The region of a member.
+    pub fn region_of(&self, node: &str) -> &str {
+        self.regions
+            .get(node)
+            .map_or(DEFAULT_REGION, String::as_str)
+    }
+
+    /// Every region's ring.
+    pub fn rings(&self) -> Rings {
+        Rings::new(
+            self.version,
+            self.members
+                .keys()
+                .map(|id| (id.clone(), self.region_of(id).to_string())),
+        )
+    }
+
+    /// The ring of one region.
+    pub fn ring_for(&self, region: &str) -> Ring {
+        Ring::new(
+            self.version,
+            self.members
+                .keys()
+                .filter(|id| self.region_of(id) == region)
+                .cloned(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the hash: if this changes, processes of two builds would disagree on owners.
+    #[test]
+    fn owner_test_vector_is_stable() {
+        let ring = Ring::new(
+            RingVersion(1),
+            ["node-a", "node-b", "node-c"].map(String::from),
+        );
+        let owners: Vec<&str> = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7"]
+            .iter()
+            .map(|r| ring.owner(&RoomKey::new("main", r).unwrap()).unwrap())
+            .collect();
+        assert_eq!(owners, PINNED);
+    }
+
+    const PINNED: [&str; 8] = [
+        "node-a", "node-a", "node-c", "node-b", "node-c", "node-a", "node-b", "node-a",
+    ];
+
+    #[test]
+    fn load_is_spread() {
+        let nodes: Vec<String> = (0..4).map(|i| format!("n{i}")).collect();
+        let ring = Ring::new(RingVersion(1), nodes.clone());
+        let mut counts = std::collections::HashMap::new();
+        for i in 0..20_000 {
+            let k = RoomKey::new("main", &format!("room-{i}")).unwrap();
+            *counts
+                .entry(ring.owner(&k).unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        let max = *counts.values().max().unwrap() as f64;
+        assert!(max / 5_000.0 < 1.25, "uneven ring: {counts:?}");
     }
 }

@@ -263,7 +263,7 @@ impl RoomActor {
         for e in self.room.shared().conns().iter() {
             per_gateway.entry(e.gateway).or_default().push(e.socket.0);
         }
-        let ring_version = self.host.ring_version();
+        let ring_version = self.host.ring_version().0;
         self.room.shared().clear_outbox();
         for (gateway, sockets) in per_gateway {
             self.room.shared().push(
@@ -581,7 +581,7 @@ impl RoomActor {
             body: format!("The room cannot be served here right now: {why}"),
             socket: peer.socket.0,
             tags: Vec::new(),
-            ring_version: self.host.ring_version(),
+            ring_version: self.host.ring_version().0,
         };
         let shared = self.room.shared().clone();
         shared.push(peer.gateway, node_event::Event::AdmitReply(refusal));
