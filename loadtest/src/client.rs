@@ -16,14 +16,14 @@ use tokio_tungstenite::{
 pub type Ws = WebSocketStream<TcpStream>;
 
 /// Where a room URL template points.
-pub struct Target {
-    pub template: String,
-    pub addr: SocketAddr,
+struct Target {
+    template: String,
+    addr: SocketAddr,
 }
 
 impl Target {
     /// `template` is a ws:// URL in which `{room}` is substituted.
-    pub async fn resolve(template: &str) -> anyhow::Result<Self> {
+    async fn resolve(template: &str) -> anyhow::Result<Self> {
         let rest = template
             .strip_prefix("ws://")
             .context("only ws:// URLs are supported")?;
@@ -38,65 +38,50 @@ impl Target {
         })
     }
 
-    pub fn url(&self, room: &str, id: &str) -> String {
+    fn url(&self, room: &str, id: &str) -> String {
         let url = self.template.replace("{room}", room);
         let sep = if url.contains('?') { '&' } else { '?' };
         format!("{url}{sep}_pk={id}")
     }
-
-    /// Connects from source address 127.0.0.(1 + n % sources) when the server is on
-    /// loopback.
-    pub async fn connect(
-        &self,
-        room: &str,
-        id: &str,
-        n: usize,
-        sources: usize,
-    ) -> anyhow::Result<Ws> {
-        let socket = TcpSocket::new_v4()?;
-        if self.addr.ip().is_loopback() && sources > 1 {
-            let last = 1 + (n % sources.min(254)) as u8;
-            socket.bind(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
-                0,
-            ))?;
-        }
-        let stream = socket.connect(self.addr).await?;
-        stream.set_nodelay(true)?;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0);
-        let (ws, _) = client_async_with_config(self.url(room, id), stream, Some(config)).await?;
-        Ok(ws)
-    }
 }
 
-/// Several URL templates (say, one per gateway): connection `n` uses template
-/// `n % len`.
-pub struct Targets(Vec<Target>);
+/// Several URL templates (say, one per gateway) and source addresses: connection `n`
+/// uses template `n % len` and, when the server is on loopback, source address
+/// 127.0.0.(1 + n % sources).
+pub struct Targets {
+    all: Vec<Target>,
+    sources: usize,
+}
 
 impl Targets {
-    pub async fn resolve(templates: &[String]) -> anyhow::Result<Arc<Self>> {
+    pub async fn resolve(templates: &[String], sources: usize) -> anyhow::Result<Arc<Self>> {
         anyhow::ensure!(!templates.is_empty(), "give at least one --url");
         let mut all = Vec::new();
         for t in templates {
             all.push(Target::resolve(t).await?);
         }
-        Ok(Arc::new(Self(all)))
+        Ok(Arc::new(Self { all, sources }))
     }
 
-    pub fn pick(&self, n: usize) -> &Target {
-        &self.0[n % self.0.len()]
-    }
-
-    pub async fn connect(
-        &self,
-        room: &str,
-        id: &str,
-        n: usize,
-        sources: usize,
-    ) -> anyhow::Result<Ws> {
-        self.pick(n).connect(room, id, n, sources).await
+    /// Opens connection `n` to `room` with id `id`: TCP connect, then the WebSocket
+    /// upgrade.
+    pub async fn connect(&self, room: &str, id: &str, n: usize) -> anyhow::Result<Ws> {
+        let target = &self.all[n % self.all.len()];
+        let socket = TcpSocket::new_v4()?;
+        if target.addr.ip().is_loopback() && self.sources > 1 {
+            let last = 1 + (n % self.sources.min(254)) as u8;
+            socket.bind(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
+                0,
+            ))?;
+        }
+        let stream = socket.connect(target.addr).await?;
+        stream.set_nodelay(true)?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (ws, _) = client_async_with_config(target.url(room, id), stream, Some(config)).await?;
+        Ok(ws)
     }
 }
 
@@ -116,7 +101,6 @@ pub async fn open_many(
     targets: &Arc<Targets>,
     count: usize,
     concurrency: usize,
-    sources: usize,
     id_prefix: &str,
     room_of: impl Fn(usize) -> String,
     progress: &ProgressBar,
@@ -130,7 +114,7 @@ pub async fn open_many(
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            let r = targets.connect(&room, &id, n, sources).await;
+            let r = targets.connect(&room, &id, n).await;
             drop(permit);
             progress.inc(1);
             r.map(|ws| (ws, t0.elapsed()))

@@ -1,10 +1,12 @@
 //! `conclave loadtest`: load scenarios for any PartySocket-compatible server, so one run
 //! measures Conclave and a peer alike. It speaks only the public wire protocol.
 //!
-//! Every messaging scenario runs on one fan-out engine (`scenarios/fanout.rs`): rooms of
+//! Every messaging scenario runs on one fan-out engine (`scenarios/fanout/`): rooms of
 //! members, open-loop publishers, end-to-end latency from send times in the payloads
 //! (HDR histograms), server CPU per delivery and RSS from /proc when given the server's
 //! PID. Connections spread over several URLs (gateways) and 127.0.0.x source addresses.
+
+#![warn(clippy::unwrap_used)]
 
 mod client;
 mod proc_stats;

@@ -49,34 +49,6 @@ pub fn global(local: usize) -> usize {
     i + local * n
 }
 
-/// Opens this process's share of `total` connections (all of them when it runs alone),
-/// spread over `rooms` rooms named `{name}-{r}`. Returns the share's size too.
-pub async fn open_share(
-    targets: &std::sync::Arc<crate::client::Targets>,
-    total: usize,
-    concurrency: usize,
-    sources: usize,
-    name: &str,
-    rooms: usize,
-) -> anyhow::Result<(crate::client::Opened, usize)> {
-    let rooms = rooms.max(1);
-    let (i, n) = shard();
-    let count = share(total, i, n);
-    let bar = crate::progress_bar(count as u64, "connecting");
-    let opened = crate::client::open_many(
-        targets,
-        count,
-        concurrency,
-        sources,
-        &format!("{name}{i}"),
-        |local| format!("{name}-{}", global(local) % rooms),
-        &bar,
-    )
-    .await?;
-    bar.finish_and_clear();
-    Ok((opened, count))
-}
-
 /// A histogram as `[[value, count], …]`, for the parent to merge.
 pub fn histogram_json(h: &Histogram<u64>) -> Value {
     Value::Array(

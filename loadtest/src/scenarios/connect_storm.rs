@@ -1,43 +1,22 @@
 //! connect-storm: N connections opened at concurrency C: connects/s, handshake latency,
 //! failures. The connections are closed once all are open.
 
-use crate::client::Targets;
+use super::connections::ConnectionOpts;
 use crate::stats::add_latency;
 use crate::{shard, Report};
 use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct ConnectStormOpts {
-    /// Room URL template (`{room}` is replaced); repeat for several gateways
-    #[arg(
-        long = "url",
-        default_value = "ws://127.0.0.1:1999/parties/main/{room}"
-    )]
-    pub urls: Vec<String>,
-    #[arg(long, default_value_t = 10_000)]
-    pub connections: usize,
+    #[command(flatten)]
+    pub connections: ConnectionOpts,
     /// Handshakes in flight at once
     #[arg(long, default_value_t = 500)]
     pub concurrency: usize,
-    /// Connections are spread over this many rooms
-    #[arg(long, default_value_t = 100)]
-    pub rooms: usize,
-    /// Source addresses 127.0.0.1..=N to spread connections over
-    #[arg(long, default_value_t = 8)]
-    pub sources: usize,
 }
 
 pub async fn run(o: ConnectStormOpts) -> anyhow::Result<Report> {
-    let targets = Targets::resolve(&o.urls).await?;
-    let (opened, count) = shard::open_share(
-        &targets,
-        o.connections,
-        o.concurrency,
-        o.sources,
-        "storm",
-        o.rooms,
-    )
-    .await?;
+    let (opened, count) = o.connections.open_share("storm", o.concurrency).await?;
     let ok = opened.sockets.len();
     let mut report = Report::new("connect-storm");
     report.add("connections", count);

@@ -1,6 +1,6 @@
 //! idle-hold: N idle connections held for T seconds; server RSS per connection.
 
-use crate::client::Targets;
+use super::connections::ConnectionOpts;
 use crate::proc_stats::rss_bytes;
 use crate::{shard, Report};
 use clap::Args;
@@ -9,43 +9,22 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct IdleHoldOpts {
-    /// Room URL template (`{room}` is replaced); repeat for several gateways
-    #[arg(
-        long = "url",
-        default_value = "ws://127.0.0.1:1999/parties/main/{room}"
-    )]
-    pub urls: Vec<String>,
-    #[arg(long, default_value_t = 10_000)]
-    pub connections: usize,
-    /// Connections are spread over this many rooms
-    #[arg(long, default_value_t = 100)]
-    pub rooms: usize,
+    #[command(flatten)]
+    pub connections: ConnectionOpts,
     /// Handshakes in flight at once
     #[arg(long, default_value_t = 200)]
     pub concurrency: usize,
     /// Seconds to hold the connections once all are open
     #[arg(long, default_value_t = 10)]
     pub hold_secs: u64,
-    /// Source addresses 127.0.0.1..=N to spread connections over
-    #[arg(long, default_value_t = 8)]
-    pub sources: usize,
     /// PIDs of the server's processes (comma-separated), to read their RSS from /proc
     #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
 }
 
 pub async fn run(o: IdleHoldOpts) -> anyhow::Result<Report> {
-    let targets = Targets::resolve(&o.urls).await?;
     let rss_before = rss_bytes(&o.server_pid);
-    let (opened, count) = shard::open_share(
-        &targets,
-        o.connections,
-        o.concurrency,
-        o.sources,
-        "idle",
-        o.rooms,
-    )
-    .await?;
+    let (opened, count) = o.connections.open_share("idle", o.concurrency).await?;
     let (failures, first_error, handshake) =
         (opened.failures, opened.first_error, opened.handshake_us);
     let sockets: Vec<_> = opened.sockets.into_iter().map(|(_, ws)| ws).collect();

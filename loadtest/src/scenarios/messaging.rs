@@ -1,4 +1,4 @@
-//! The messaging scenarios, each a shape of the fan-out engine (`fanout.rs`).
+//! The messaging scenarios, each a shape of the fan-out engine (`fanout/`).
 
 use super::fanout::{self, FanoutPlan};
 use crate::Report;

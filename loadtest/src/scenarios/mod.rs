@@ -1,4 +1,5 @@
 pub mod connect_storm;
+mod connections;
 pub mod fanout;
 pub mod idle_hold;
 pub mod messaging;
