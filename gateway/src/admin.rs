@@ -1,14 +1,15 @@
 //! `/admin/*` on a gateway, behind a bearer token: the cluster as this gateway sees it,
 //! and where a room lives.
 
+use crate::admission::resolve_home;
 use crate::link::NodeLink;
 use crate::route::{parse_room_path, RouteError};
-use crate::server::Inner;
+use crate::state::GatewayState;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use conclave_proto::wire::{gateway_event, node_event, RoomInfoRequest};
+use conclave_proto::wire::RoomInfoRequest;
 use http::{header, HeaderMap, StatusCode};
 use serde_json::json;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub fn check_admin_token(
     }
 }
 
-pub(crate) fn router() -> Router<Arc<Inner>> {
+pub(crate) fn router() -> Router<Arc<GatewayState>> {
     Router::new()
         .route("/admin/cluster", get(cluster))
         .route("/admin/rooms/{party}/{room}", get(room))
@@ -60,25 +61,25 @@ fn link_json(link: Option<&Arc<NodeLink>>) -> serde_json::Value {
     }
 }
 
-async fn cluster(State(gw): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+async fn cluster(State(gw): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
     if let Err(e) = check_admin_token(gw.config.admin_token.as_deref(), &headers) {
         return e.into_response();
     }
-    let (version, nodes) = gw.nodes.describe();
+    let (version, nodes) = gw.routing.nodes();
     let nodes: Vec<_> = nodes
-        .iter()
-        .map(|(id, region, link)| {
-            let mut v = link_json(link.as_ref());
-            v["id"] = id.clone().into();
-            v["region"] = region.clone().into();
+        .into_iter()
+        .map(|(id, region)| {
+            let mut v = link_json(gw.links.link(&id).as_ref());
+            v["id"] = id.into();
+            v["region"] = region.into();
             v
         })
         .collect();
-    Json(json!({"ring_version": version, "nodes": nodes, "scope": "connections and rooms at this gateway"})).into_response()
+    Json(json!({"ring_version": version.0, "nodes": nodes, "scope": "connections and rooms at this gateway"})).into_response()
 }
 
 async fn room(
-    State(gw): State<Arc<Inner>>,
+    State(gw): State<Arc<GatewayState>>,
     headers: HeaderMap,
     Path((party, room)): Path<(String, String)>,
 ) -> Response {
@@ -94,27 +95,26 @@ async fn room(
             return (StatusCode::BAD_REQUEST, "not a room").into_response()
         }
     };
-    let home = crate::moves::resolve_home(&gw, &key, None).await.ok();
-    let ring_owner = gw.nodes.owner_of(&key);
+    let home = resolve_home(&gw, &key, None).await.ok();
+    let ring_owner = gw.routing.owner_of(&key);
     let mut out = json!({
         "party": key.party.as_str(),
         "room": key.room.as_str(),
         "home_region": home,
         "ring_owner": ring_owner,
     });
-    match gw.nodes.link_for(&key).await {
+    match gw.link_for(&key).await {
         Ok(link) => {
             out["connections_at_this_gateway"] = link.sockets_in(&key).into();
-            let request_id = link.next_id();
-            let ask = gateway_event::Event::RoomInfo(RoomInfoRequest {
-                request_id,
+            let ask = RoomInfoRequest {
+                request_id: 0,
                 room: Some(key.to_wire()),
-            });
-            match tokio::time::timeout(gw.config.node_timeout, link.call(request_id, ask)).await {
-                Ok(Ok(node_event::Event::RoomInfoReply(r))) => {
+            };
+            match link.request(ask).await {
+                Ok(r) => {
                     out["node"] = serde_json::from_str(&r.json).unwrap_or(serde_json::Value::Null);
                 }
-                _ => out["node"] = json!({"error": "the room's node did not answer"}),
+                Err(_) => out["node"] = json!({"error": "the room's node did not answer"}),
             }
         }
         Err(_) => out["node"] = json!({"error": "the room's node is unavailable"}),

@@ -4,21 +4,38 @@
 //! before the upgrade, enforces per-connection limits, and relays frames to the node that
 //! owns the room over a relay link. Broadcasts fan out here: the node sends one delivery
 //! per room and the gateway writes it to its local sockets.
+//!
+//! Modules, from the edge inwards: `server` (public type, entry point) →
+//! `upgrade` / `forward` / `admin` → `admission` (home region, admission, 421 retries) and
+//! `reattach` (moving sockets between nodes) → `socket` (one client socket's tasks) →
+//! `state` (what all of those share) → `routing` (rings, homes), `pool` (links per node),
+//! `sessions` (open sockets) → `link` ⇄ `session` (one relay link; one socket's
+//! attachment and replay buffer) → `outbound` (a socket's send queue and close signal).
+#![warn(clippy::unwrap_used)]
 
 mod admin;
+mod admission;
 mod auth;
 mod config;
+mod connector;
+mod forward;
+mod http;
 mod limits;
 mod link;
-mod moves;
-mod nodes;
+mod outbound;
+mod pool;
+mod reattach;
 mod route;
+mod routing;
 mod server;
 mod session;
+mod sessions;
 mod socket;
+mod state;
+mod upgrade;
 
 pub use admin::check_admin_token;
 pub use auth::{AuthError, JwtAlgorithm, PartyAuth};
 pub use config::GatewayConfig;
-pub use nodes::{GrpcNodes, NodeConnector};
+pub use connector::{GrpcNodes, NodeConnector};
 pub use server::Gateway;

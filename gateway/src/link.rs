@@ -1,61 +1,44 @@
-//! The gateway's side of a relay link: the local socket registry, request/reply matching,
-//! and fan-out of node events to sockets.
+//! The gateway's side of one relay link to a node: the sockets it carries (and which rooms
+//! they are in, for fan-out), request/reply matching, and the node's events applied to
+//! those sockets.
+//!
+//! `link.rs` and `session.rs` are a two-way pair on purpose: a link holds the sessions it
+//! delivers to, and a session holds the link its frames go out on. A socket moves between
+//! links; whichever side notices the move first (a session re-attaching, a link that died)
+//! must be able to reach the other.
 
-use crate::moves::{MoveRequest, Mover};
 use crate::session::Session;
 use conclave_proto::wire::{gateway_event, node_event, Detach, GatewayEvent, NodeEvent};
-use conclave_proto::{GatewaySide, RoomKey, SocketId};
+use conclave_proto::{reply_id, GatewaySide, Refusal, RelayRequest, RingVersion, RoomKey};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{mpsc, oneshot, Notify};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 
-/// A request to close a socket from outside its tasks (node request, slow consumer,
-/// limit), with the close code to send.
-#[derive(Default)]
-pub(crate) struct CloseSignal {
-    code: AtomicU32,
-    reason: Mutex<String>,
-    notify: Notify,
+/// A socket that must move: to the owner of its room under a ring of at least `min_ring`.
+pub(crate) struct MoveRequest {
+    pub session: Arc<Session>,
+    pub min_ring: RingVersion,
 }
 
-impl CloseSignal {
-    /// Asks the socket to close; the first request wins.
-    pub fn trigger(&self, code: u16, reason: &str) {
-        if self
-            .code
-            .compare_exchange(0, code as u32, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.to_string();
-            self.notify.notify_waiters();
-            self.notify.notify_one();
-        }
-    }
+/// Where sockets go that must move to another node (`reattach.rs` takes them).
+pub(crate) type Mover = mpsc::UnboundedSender<MoveRequest>;
 
-    /// The requested close, if any.
-    pub fn requested(&self) -> Option<(u16, String)> {
-        match self.code.load(Ordering::Acquire) {
-            0 => None,
-            c => Some((
-                c as u16,
-                self.reason
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
-            )),
-        }
-    }
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    #[error("the room's node is unavailable")]
+    Unavailable,
+    #[error("the room's node did not answer in time")]
+    TimedOut,
+}
 
-    /// Waits until a close is requested.
-    pub async fn wait(&self) -> (u16, String) {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(r) = self.requested() {
-                return r;
-            }
-            notified.await;
+impl From<LinkError> for Refusal {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Unavailable => Refusal::unavailable(),
+            LinkError::TimedOut => Refusal::timed_out(),
         }
     }
 }
@@ -90,20 +73,21 @@ pub(crate) struct NodeLink {
     registry: Mutex<Registry>,
     pending: Mutex<HashMap<u64, oneshot::Sender<node_event::Event>>>,
     next_id: AtomicU64,
+    /// How long a request waits for its reply.
+    request_timeout: Duration,
     /// Cleared when the node's side of the link ends.
     alive: AtomicBool,
     /// Where sockets go that must move to another node.
     mover: Mover,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum LinkError {
-    #[error("the room's node is unavailable")]
-    Unavailable,
-}
-
 impl NodeLink {
-    pub fn start(node: String, side: GatewaySide, mover: Mover) -> Arc<Self> {
+    pub fn start(
+        node: String,
+        side: GatewaySide,
+        mover: Mover,
+        request_timeout: Duration,
+    ) -> Arc<Self> {
         let link = Arc::new(Self {
             node,
             mover,
@@ -112,9 +96,10 @@ impl NodeLink {
             registry: Mutex::default(),
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
+            request_timeout,
             alive: AtomicBool::new(true),
         });
-        tokio::spawn(run_node_events(link.clone(), side.from_node));
+        tokio::spawn(link.clone().run(side.from_node));
         link
     }
 
@@ -122,12 +107,12 @@ impl NodeLink {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<node_event::Event>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
     }
 
     pub async fn send(&self, event: gateway_event::Event) -> Result<(), LinkError> {
@@ -137,27 +122,21 @@ impl NodeLink {
             .map_err(|_| LinkError::Unavailable)
     }
 
-    /// Sends a request and waits for the reply with the same id.
-    pub async fn call(
-        &self,
-        request_id: u64,
-        event: gateway_event::Event,
-    ) -> Result<node_event::Event, LinkError> {
+    /// Sends a request and waits, up to the link's request timeout, for its reply.
+    pub async fn request<R: RelayRequest>(&self, request: R) -> Result<R::Reply, LinkError> {
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(request_id, tx);
-        let sent = self.send(event).await;
-        let reply = match sent {
-            Ok(()) => rx.await.map_err(|_| LinkError::Unavailable),
-            Err(e) => Err(e),
-        };
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&request_id);
-        reply
+        self.pending().insert(request_id, tx);
+        let reply = tokio::time::timeout(self.request_timeout, async {
+            self.send(request.into_event(request_id)).await?;
+            rx.await.map_err(|_| LinkError::Unavailable)
+        })
+        .await;
+        self.pending().remove(&request_id);
+        match reply {
+            Err(_) => Err(LinkError::TimedOut),
+            Ok(reply) => R::reply(reply?).ok_or(LinkError::Unavailable),
+        }
     }
 
     pub fn socket_count(&self) -> usize {
@@ -179,14 +158,14 @@ impl NodeLink {
         self.registry().sockets.insert(session.id.0, session);
     }
 
-    pub fn unregister(&self, socket: SocketId) -> Option<Arc<Session>> {
-        self.registry().remove(socket.0)
+    pub fn unregister(&self, session: &Session) -> Option<Arc<Session>> {
+        self.registry().remove(session.id.0)
     }
 
     /// Moves every socket of this link to its room's next owner (under a ring of at least
     /// `min_ring`). With `tell_node` (the node left the ring but may still run), the node is
     /// asked to let go of each socket. Returns how many moved.
-    pub fn evacuate(self: &Arc<Self>, min_ring: u64, tell_node: bool) -> usize {
+    pub fn evacuate(self: &Arc<Self>, min_ring: RingVersion, tell_node: bool) -> usize {
         let sessions: Vec<Arc<Session>> = {
             let mut reg = self.registry();
             reg.rooms.clear();
@@ -212,8 +191,113 @@ impl NodeLink {
         moved
     }
 
-    fn move_session(&self, session: Arc<Session>, min_ring: u64) {
+    /// Hands a socket that left this link to the mover.
+    pub fn move_session(&self, session: Arc<Session>, min_ring: RingVersion) {
         let _ = self.mover.send(MoveRequest { session, min_ring });
+    }
+
+    /// Applies the node's events until its side of the link ends; then its sockets move to
+    /// the rooms' next owners. (`alive` is cleared first: a socket attaching concurrently
+    /// sees it and moves on by itself.)
+    async fn run(self: Arc<Self>, mut from_node: mpsc::Receiver<NodeEvent>) {
+        while let Some(event) = from_node.recv().await {
+            if let Some(event) = event.event {
+                self.apply(event);
+            }
+        }
+        self.alive.store(false, Ordering::Release);
+        self.pending().clear();
+        self.evacuate(RingVersion(0), false);
+    }
+
+    fn apply(self: &Arc<Self>, event: node_event::Event) {
+        use node_event::Event;
+        match event {
+            Event::AdmitReply(ref r) if r.status == 0 => {
+                self.admitted(r.socket, &r.tags);
+                self.reply(event);
+            }
+            Event::AdmitReply(_)
+            | Event::HttpReply(_)
+            | Event::RoomInfoReply(_)
+            | Event::HomeReply(_) => self.reply(event),
+            Event::Ack(a) => {
+                if let Some(s) = self.registry().sockets.get(&a.socket) {
+                    s.ack(a.seq);
+                }
+            }
+            Event::ConnState(c) => {
+                if let Some(s) = self.registry().sockets.get(&c.socket) {
+                    s.set_state(c.state);
+                }
+            }
+            Event::Moved(m) => {
+                for socket in m.sockets {
+                    let Some(s) = self.registry().remove(socket) else {
+                        continue;
+                    };
+                    if s.detach_from(self) {
+                        self.move_session(s, RingVersion(m.ring_version));
+                    }
+                }
+            }
+            Event::Send(s) => {
+                let Some(msg) = ws_message(s.payload, s.binary) else {
+                    return;
+                };
+                if let Some(e) = self.registry().sockets.get(&s.socket) {
+                    if e.out.enqueue(msg) {
+                        self.messages_out.increment(1);
+                    }
+                }
+            }
+            Event::Deliver(d) => self.deliver(d),
+            Event::CloseSocket(c) => {
+                if let Some(e) = self.registry().sockets.get(&c.socket) {
+                    e.out.close.trigger(c.code as u16, &c.reason);
+                }
+            }
+        }
+    }
+
+    /// The socket is in its room from now on: later deliveries include it.
+    fn admitted(&self, socket: u64, tags: &[String]) {
+        let mut reg = self.registry();
+        if let Some(s) = reg.sockets.get(&socket).cloned() {
+            s.set_tags(tags.to_vec());
+            reg.rooms.entry(s.room.clone()).or_default().insert(socket);
+        }
+    }
+
+    /// Broadcast fan-out: one frame from the node, written to every local member.
+    fn deliver(&self, d: conclave_proto::wire::Deliver) {
+        let Some(msg) = ws_message(d.payload, d.binary) else {
+            return;
+        };
+        let Some(Ok(room)) = d.room.as_ref().map(RoomKey::from_wire) else {
+            return;
+        };
+        let reg = self.registry();
+        let Some(members) = reg.rooms.get(&room) else {
+            return;
+        };
+        let mut queued = 0;
+        for socket in members {
+            if d.exclude.contains(socket) {
+                continue;
+            }
+            if let Some(e) = reg.sockets.get(socket) {
+                queued += e.out.enqueue(msg.clone()) as u64;
+            }
+        }
+        self.messages_out.increment(queued);
+    }
+
+    fn reply(&self, event: node_event::Event) {
+        let Some(id) = reply_id(&event) else { return };
+        if let Some(tx) = self.pending().remove(&id) {
+            let _ = tx.send(event);
+        }
     }
 }
 
@@ -222,108 +306,5 @@ fn ws_message(payload: bytes::Bytes, binary: bool) -> Option<WsMessage> {
         Some(WsMessage::Binary(payload))
     } else {
         Utf8Bytes::try_from(payload).ok().map(WsMessage::Text)
-    }
-}
-
-async fn run_node_events(link: Arc<NodeLink>, mut from_node: mpsc::Receiver<NodeEvent>) {
-    while let Some(ev) = from_node.recv().await {
-        let Some(ev) = ev.event else { continue };
-        match ev {
-            node_event::Event::AdmitReply(ref r) => {
-                if r.status == 0 {
-                    // In the room from now on: later deliveries include this socket.
-                    let mut reg = link.registry();
-                    if let Some(s) = reg.sockets.get(&r.socket).cloned() {
-                        s.set_tags(r.tags.clone());
-                        reg.rooms
-                            .entry(s.room.clone())
-                            .or_default()
-                            .insert(r.socket);
-                    }
-                }
-                reply(&link, r.request_id, ev.clone())
-            }
-            node_event::Event::Ack(a) => {
-                if let Some(s) = link.registry().sockets.get(&a.socket) {
-                    s.ack(a.seq);
-                }
-            }
-            node_event::Event::ConnState(c) => {
-                if let Some(s) = link.registry().sockets.get(&c.socket) {
-                    s.set_state(c.state);
-                }
-            }
-            node_event::Event::Moved(m) => {
-                for socket in m.sockets {
-                    let Some(s) = link.registry().remove(socket) else {
-                        continue;
-                    };
-                    if s.detach_from(&link) {
-                        link.move_session(s, m.ring_version);
-                    }
-                }
-            }
-            node_event::Event::HttpReply(ref r) => reply(&link, r.request_id, ev.clone()),
-            node_event::Event::RoomInfoReply(ref r) => reply(&link, r.request_id, ev.clone()),
-            node_event::Event::HomeReply(ref r) => reply(&link, r.request_id, ev.clone()),
-            node_event::Event::Send(s) => {
-                let Some(msg) = ws_message(s.payload, s.binary) else {
-                    continue;
-                };
-                let reg = link.registry();
-                if let Some(e) = reg.sockets.get(&s.socket) {
-                    if e.out.enqueue(msg) {
-                        link.messages_out.increment(1);
-                    }
-                }
-            }
-            node_event::Event::Deliver(d) => {
-                let Some(msg) = ws_message(d.payload, d.binary) else {
-                    continue;
-                };
-                let Some(Ok(room)) = d.room.as_ref().map(RoomKey::from_wire) else {
-                    continue;
-                };
-                let reg = link.registry();
-                let Some(members) = reg.rooms.get(&room) else {
-                    continue;
-                };
-                let mut queued = 0;
-                for socket in members {
-                    if d.exclude.contains(socket) {
-                        continue;
-                    }
-                    if let Some(e) = reg.sockets.get(socket) {
-                        queued += e.out.enqueue(msg.clone()) as u64;
-                    }
-                }
-                link.messages_out.increment(queued);
-            }
-            node_event::Event::CloseSocket(c) => {
-                let reg = link.registry();
-                if let Some(e) = reg.sockets.get(&c.socket) {
-                    e.out.close.trigger(c.code as u16, &c.reason);
-                }
-            }
-        }
-    }
-    // The node is gone: its sockets move to the rooms' next owners. (`alive` is cleared
-    // first: a socket attaching concurrently sees it and moves on by itself.)
-    link.alive.store(false, Ordering::Release);
-    link.pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
-    link.evacuate(0, false);
-}
-
-fn reply(link: &NodeLink, request_id: u64, ev: node_event::Event) {
-    if let Some(tx) = link
-        .pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&request_id)
-    {
-        let _ = tx.send(ev);
     }
 }

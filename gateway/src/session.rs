@@ -1,6 +1,6 @@
 //! A client socket's attachment to the node serving its room. The socket outlives any one
 //! node: when its node dies, hands the room off or is fenced, the session detaches and is
-//! re-attached to the room's next owner (`moves.rs`) while the client stays connected.
+//! re-attached to the room's next owner (`reattach.rs`) while the client stays connected.
 //!
 //! Every client frame gets a sequence number and stays buffered until the node
 //! acknowledges it (after the handler's writes committed and its messages went out). On a
@@ -8,53 +8,15 @@
 //! before any newer frame: none is dropped silently. The buffer is bounded; when it is
 //! full the socket's reader stops reading, which pushes back on the client.
 
-use crate::link::{CloseSignal, NodeLink};
+use crate::link::NodeLink;
+use crate::outbound::Outbound;
 use bytes::Bytes;
+use conclave_proto::close;
 use conclave_proto::wire::{gateway_event, Closed, Frame, Resume};
 use conclave_proto::{RoomKey, SocketId};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{mpsc, Notify};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-/// The way to the client: the socket's bounded send queue and its close signal.
-pub(crate) struct Outbound {
-    pub tx: mpsc::Sender<WsMessage>,
-    pub close: Arc<CloseSignal>,
-    /// Payload bytes in `tx`, decremented by the writer as it takes frames.
-    pub queued_bytes: Arc<AtomicUsize>,
-    pub max_queued_bytes: usize,
-}
-
-impl Outbound {
-    /// Queues a frame; a full queue marks a slow consumer and closes it. Returns whether
-    /// the frame was queued.
-    pub fn enqueue(&self, msg: WsMessage) -> bool {
-        let len = msg.len();
-        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let result = if before + len > self.max_queued_bytes {
-            Err(mpsc::error::TrySendError::Full(msg))
-        } else {
-            self.tx.try_send(msg)
-        };
-        if result.is_err() {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-        }
-        match result {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.close.requested().is_none() {
-                    metrics::counter!("conclave_gateway_slow_consumer_closes_total").increment(1);
-                }
-                self.close
-                    .trigger(1013, "Send queue full: client is not reading fast enough");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-}
+use tokio::sync::Notify;
 
 struct Unacked {
     seq: u64,
@@ -254,8 +216,13 @@ impl Session {
                 }
             };
             let Some(batch) = batch else {
-                self.tell_closed(&link, 1006, "", "client left while the room moved")
-                    .await;
+                self.tell_closed(
+                    &link,
+                    close::ABNORMAL,
+                    "",
+                    "client left while the room moved",
+                )
+                .await;
                 return true;
             };
             metrics::counter!("conclave_gateway_frames_replayed_total")
@@ -270,7 +237,7 @@ impl Session {
 
     /// Tells the node on `link` the socket is gone.
     pub async fn tell_closed(&self, link: &NodeLink, code: u16, reason: &str, error: &str) {
-        link.unregister(self.id);
+        link.unregister(self);
         let closed = Closed {
             socket: self.id.0,
             room: Some(self.room.to_wire()),
@@ -289,13 +256,7 @@ mod tests {
     use conclave_proto::{in_process_link, NodeSide};
 
     fn session(max_unacked_bytes: usize) -> Arc<Session> {
-        let (tx, _rx) = mpsc::channel(16);
-        let out = Outbound {
-            tx,
-            close: Arc::default(),
-            queued_bytes: Arc::default(),
-            max_queued_bytes: 1 << 20,
-        };
+        let (out, _rx) = Outbound::new(16, 1 << 20);
         let room = RoomKey::new("main", "r").unwrap();
         Arc::new(Session::new(
             SocketId(7),
@@ -309,8 +270,12 @@ mod tests {
 
     fn link(node: &str) -> (Arc<NodeLink>, NodeSide) {
         let (gateway, node_side) = in_process_link(64);
-        let (mover, _moves) = mpsc::unbounded_channel();
-        (NodeLink::start(node.into(), gateway, mover), node_side)
+        let (mover, _moves) = tokio::sync::mpsc::unbounded_channel();
+        let timeout = std::time::Duration::from_secs(1);
+        (
+            NodeLink::start(node.into(), gateway, mover, timeout),
+            node_side,
+        )
     }
 
     fn seq(ev: &GatewayEvent) -> u64 {

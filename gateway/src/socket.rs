@@ -6,10 +6,11 @@
 //! node, or a full queue can ask for a close through the socket's [`CloseSignal`].
 
 use crate::limits::TokenBucket;
-use crate::link::CloseSignal;
-use crate::server::Inner;
-use crate::session::{Outbound, Session};
+use crate::outbound::{CloseSignal, Outbound};
+use crate::session::Session;
+use crate::state::GatewayState;
 use crate::GatewayConfig;
+use conclave_proto::close;
 use conclave_proto::{RoomKey, SocketId};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
@@ -44,13 +45,7 @@ impl PendingSocket {
         conn_id: String,
         uri: String,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(config.send_queue_frames);
-        let out = Outbound {
-            tx,
-            close: Arc::new(CloseSignal::default()),
-            queued_bytes: Arc::new(AtomicUsize::new(0)),
-            max_queued_bytes: config.send_queue_bytes,
-        };
+        let (out, rx) = Outbound::new(config.send_queue_frames, config.send_queue_bytes);
         let session = Session::new(socket, room, conn_id, uri, out, config.replay_buffer_bytes);
         Self {
             session: Arc::new(session),
@@ -68,7 +63,11 @@ pub(crate) fn ws_config(config: &GatewayConfig) -> WebSocketConfig {
         .max_message_size(Some(config.max_frame_bytes))
 }
 
-pub(crate) async fn run(gw: Arc<Inner>, upgraded: hyper::upgrade::Upgraded, p: PendingSocket) {
+pub(crate) async fn run(
+    gw: Arc<GatewayState>,
+    upgraded: hyper::upgrade::Upgraded,
+    p: PendingSocket,
+) {
     let config = gw.config.clone();
     let ws = WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
@@ -93,14 +92,67 @@ pub(crate) async fn run(gw: Arc<Inner>, upgraded: hyper::upgrade::Upgraded, p: P
         last_seen.clone(),
     ));
 
+    let Ending {
+        code,
+        reason,
+        error,
+    } = read_loop(&mut stream, &session, &config, started, &last_seen).await;
+    debug!(socket = session.id.0, code, "socket closed");
+    close.trigger(code, &reason);
+    if let Some(link) = session.end() {
+        session.tell_closed(&link, code, &reason, &error).await;
+    }
+    // Counted open until the close frame is out: shutdown waits for that.
+    let _ = tokio::time::timeout(config.write_timeout, writer).await;
+    gw.sessions.remove(session.id);
+    metrics::gauge!("conclave_gateway_connections").decrement(1.0);
+}
+
+/// How the socket ended, as the node hears it.
+struct Ending {
+    code: u16,
+    reason: String,
+    /// Set when the socket failed rather than closed.
+    error: String,
+}
+
+impl Ending {
+    fn closed(code: u16, reason: String) -> Self {
+        Self {
+            code,
+            reason,
+            error: String::new(),
+        }
+    }
+
+    fn failed(error: String) -> Self {
+        Self {
+            code: close::ABNORMAL,
+            reason: String::new(),
+            error,
+        }
+    }
+}
+
+type Stream = futures::stream::SplitStream<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>;
+
+/// Reads client frames into the session until the socket ends or a close is requested,
+/// enforcing the rate limit and the replay buffer's bound.
+async fn read_loop(
+    stream: &mut Stream,
+    session: &Session,
+    config: &GatewayConfig,
+    started: Instant,
+    last_seen: &AtomicU64,
+) -> Ending {
+    let close = &session.out.close;
     let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
     let close_requested = close.wait();
     tokio::pin!(close_requested);
-    // What the node hears when the socket ends: (code, reason, error).
-    let (code, reason, error) = loop {
+    loop {
         let next = tokio::select! {
             biased;
-            (code, reason) = &mut close_requested => break (code, reason, String::new()),
+            (code, reason) = &mut close_requested => return Ending::closed(code, reason),
             next = stream.next() => next,
         };
         last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -110,9 +162,9 @@ pub(crate) async fn run(gw: Arc<Inner>, upgraded: hyper::upgrade::Upgraded, p: P
             Some(Ok(WsMessage::Close(frame))) => {
                 let (code, reason) = frame
                     .map(|f| (u16::from(f.code), f.reason.to_string()))
-                    .unwrap_or((1005, String::new()));
+                    .unwrap_or((close::NO_STATUS, String::new()));
                 close.trigger(code, &reason);
-                break (code, reason, String::new());
+                return Ending::closed(code, reason);
             }
             Some(Ok(_)) => continue, // ping, pong: liveness only
             Some(Err(e)) => match protocol_close(&e) {
@@ -120,12 +172,12 @@ pub(crate) async fn run(gw: Arc<Inner>, upgraded: hyper::upgrade::Upgraded, p: P
                     close.trigger(code, reason);
                     continue;
                 }
-                None => break (1006, String::new(), e.to_string()),
+                None => return Ending::failed(e.to_string()),
             },
-            None => break (1006, String::new(), "connection lost".into()),
+            None => return Ending::failed("connection lost".into()),
         };
         if !bucket.take() {
-            close.trigger(1008, "Message rate limit exceeded");
+            close.trigger(close::POLICY_VIOLATION, "Message rate limit exceeded");
             continue;
         }
         metrics::counter!("conclave_gateway_messages_in_total").increment(1);
@@ -136,27 +188,18 @@ pub(crate) async fn run(gw: Arc<Inner>, upgraded: hyper::upgrade::Upgraded, p: P
         // Stop reading while the node is behind (or the socket is between nodes).
         tokio::select! {
             biased;
-            (code, reason) = &mut close_requested => break (code, reason, String::new()),
+            (code, reason) = &mut close_requested => return Ending::closed(code, reason),
             _ = session.wait_for_buffer_space() => {}
         }
-    };
-    debug!(socket = session.id.0, code, "socket closed");
-    close.trigger(code, &reason);
-    if let Some(link) = session.end() {
-        session.tell_closed(&link, code, &reason, &error).await;
     }
-    // Counted open until the close frame is out: shutdown waits for that.
-    let _ = tokio::time::timeout(config.write_timeout, writer).await;
-    gw.nodes.remove_session(session.id);
-    metrics::gauge!("conclave_gateway_connections").decrement(1.0);
 }
 
 /// Close codes for errors the client caused.
 fn protocol_close(e: &WsError) -> Option<(u16, &'static str)> {
     match e {
-        WsError::Capacity(_) => Some((1009, "Message too big")),
-        WsError::Utf8(_) => Some((1007, "Invalid UTF-8 in text message")),
-        WsError::Protocol(_) => Some((1002, "WebSocket protocol error")),
+        WsError::Capacity(_) => Some((close::MESSAGE_TOO_BIG, "Message too big")),
+        WsError::Utf8(_) => Some((close::INVALID_PAYLOAD, "Invalid UTF-8 in text message")),
+        WsError::Protocol(_) => Some((close::PROTOCOL_ERROR, "WebSocket protocol error")),
         _ => None,
     }
 }
@@ -212,19 +255,19 @@ async fn write_loop(
                     std::task::Poll::Pending => tokio::time::timeout(timeout, write).await,
                 };
                 if !matches!(ok, Ok(Ok(()))) {
-                    close.trigger(1006, "write failed");
+                    close.trigger(close::ABNORMAL, "write failed");
                     return;
                 }
             }
             _ = ping.tick() => {
                 let silent_ms = (started.elapsed().as_millis() as u64).saturating_sub(last_seen.load(Ordering::Relaxed));
                 if silent_ms > 2 * config.ping_interval.as_millis() as u64 {
-                    close.trigger(1001, "Keepalive timeout");
+                    close.trigger(close::GOING_AWAY, "Keepalive timeout");
                     continue;
                 }
                 let ok = tokio::time::timeout(timeout, sink.send(WsMessage::Ping(bytes::Bytes::new()))).await;
                 if !matches!(ok, Ok(Ok(()))) {
-                    close.trigger(1006, "write failed");
+                    close.trigger(close::ABNORMAL, "write failed");
                     return;
                 }
             }
@@ -233,8 +276,7 @@ async fn write_loop(
 }
 
 fn close_frame(code: u16, reason: &str) -> Option<CloseFrame> {
-    // 1005/1006 are never sent on the wire.
-    if matches!(code, 1005 | 1006) {
+    if !close::is_sendable(code) {
         return None;
     }
     Some(CloseFrame {

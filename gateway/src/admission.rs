@@ -1,0 +1,151 @@
+//! Getting a socket or request to the node that serves its room: the room's home region
+//! first, then admission on the owner, following the node's newer ring when it answers
+//! that the room is placed elsewhere (421).
+
+use crate::link::NodeLink;
+use crate::session::Session;
+use crate::state::GatewayState;
+use conclave_proto::close;
+use conclave_proto::wire::{Admit, Header, HomeRequest, Resume};
+use conclave_proto::{Refusal, RoomKey};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Attempts for a new socket or request when nodes answer that the room is elsewhere.
+const ADMIT_ATTEMPTS: usize = 3;
+/// How long an attempt waits for a newer ring a node told it about.
+const RING_WAIT: Duration = Duration::from_secs(1);
+
+/// Asks the room's owner on this gateway's ring to admit the socket: new (`resume` none,
+/// the party's hooks and `on_connect` run) or moving. The socket is registered on the
+/// owner's link first, so nothing the room sends on admission is missed.
+pub(crate) async fn join_room(
+    gw: &GatewayState,
+    session: &Arc<Session>,
+    headers: Vec<Header>,
+    resume: Option<Resume>,
+) -> Result<Arc<NodeLink>, Refusal> {
+    let link = gw.link_for(&session.room).await?;
+    link.register(session.clone());
+    let admit = Admit {
+        request_id: 0,
+        room: Some(session.room.to_wire()),
+        conn_id: session.conn_id.clone(),
+        uri: session.uri.clone(),
+        headers,
+        socket: session.id.0,
+        origin: gw.sessions.origin,
+        resume,
+    };
+    match link.request(admit).await {
+        Ok(r) if r.status == 0 => Ok(link),
+        Ok(r) => {
+            link.unregister(session);
+            Err(Refusal {
+                status: r.status as u16,
+                body: r.body,
+                ring_version: conclave_proto::RingVersion(r.ring_version),
+            })
+        }
+        Err(crate::link::LinkError::TimedOut) => {
+            // The node may still take it in later: tell it the socket is not coming.
+            session
+                .tell_closed(&link, close::ABNORMAL, "", "admission timed out")
+                .await;
+            Err(Refusal::timed_out())
+        }
+        Err(e) => {
+            link.unregister(session);
+            Err(e.into())
+        }
+    }
+}
+
+/// Attempts at a room whose nodes may answer that it is placed elsewhere under a newer
+/// ring (421): each such refusal waits for that ring and allows another attempt, up to
+/// [`ADMIT_ATTEMPTS`] in all; a last 421 becomes 503.
+#[derive(Default)]
+pub(crate) struct RingFollower {
+    attempts: usize,
+}
+
+impl RingFollower {
+    /// After a refusal: `Ok` to try again, else the refusal the client gets.
+    pub async fn retry(&mut self, gw: &GatewayState, refusal: Refusal) -> Result<(), Refusal> {
+        self.attempts += 1;
+        if self.attempts < ADMIT_ATTEMPTS && await_newer_ring(gw, &refusal, RING_WAIT).await {
+            return Ok(());
+        }
+        if refusal.is_misplaced() {
+            return Err(Refusal::new(503, "The room is moving between nodes; retry"));
+        }
+        Err(refusal)
+    }
+}
+
+/// Makes sure the gateway knows the room's home region before routing it: asks storage
+/// (through a node) unless there is only one region. A new room is homed in the client's
+/// `?_region=` hint if given, else in this gateway's region.
+pub(crate) async fn resolve_home(
+    gw: &GatewayState,
+    room: &RoomKey,
+    hint: Option<&str>,
+) -> Result<String, Refusal> {
+    if let Some(hint) = hint {
+        if !gw.routing.has_region(hint) {
+            return Err(Refusal::new(
+                400,
+                format!("Unknown region {hint:?} (no live node is in it)"),
+            ));
+        }
+    }
+    if let Some(home) = gw.routing.known_home(room) {
+        if hint.is_none_or(|h| h == home) {
+            return Ok(home);
+        }
+    }
+    let proposed = hint.map_or_else(|| gw.routing.default_home(), str::to_string);
+    let node = gw
+        .routing
+        .home_oracle(room, &proposed)
+        .ok_or_else(Refusal::unavailable)?;
+    let link = gw
+        .links
+        .link_to(&node)
+        .await
+        .map_err(|_| Refusal::unavailable())?;
+    let ask = HomeRequest {
+        request_id: 0,
+        room: Some(room.to_wire()),
+        proposed,
+    };
+    match link.request(ask).await {
+        Ok(r) if r.error.is_empty() => {
+            gw.routing.learn_home(room, r.region.clone());
+            Ok(r.region)
+        }
+        Ok(r) => Err(Refusal::new(
+            503,
+            format!("Cannot look up the room's home region: {}", r.error),
+        )),
+        Err(_) => Err(Refusal::unavailable()),
+    }
+}
+
+/// Re-routes after a 421 (the node's ring places the room elsewhere): waits, up to `wait`,
+/// for the node's newer ring version, or briefly for a node that is behind ours to catch
+/// up. Returns whether it is worth asking again.
+pub(crate) async fn await_newer_ring(gw: &GatewayState, refusal: &Refusal, wait: Duration) -> bool {
+    if !refusal.is_misplaced() {
+        return false;
+    }
+    if refusal.ring_version > gw.routing.version() {
+        gw.routing
+            .wait_for_version(refusal.ring_version, Instant::now() + wait)
+            .await;
+    } else {
+        tokio::time::sleep(wait / 10).await;
+    }
+    true
+}

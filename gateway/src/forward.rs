@@ -1,0 +1,88 @@
+//! Plain HTTP to a room: forwarded to the room's node, answered by its `on_request`.
+
+use crate::admission::{resolve_home, RingFollower};
+use crate::http::{plain, refused, room_uri, wire_headers};
+use crate::state::GatewayState;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use conclave_proto::wire::{HttpReply, HttpRequest};
+use conclave_proto::{query_param, Refusal, RingVersion, RoomKey, MISPLACED};
+use http::{header, HeaderValue, StatusCode};
+use std::sync::Arc;
+use tracing::warn;
+
+pub(crate) async fn forward_http(gw: Arc<GatewayState>, key: RoomKey, req: Request) -> Response {
+    let hint = req.uri().query().and_then(|q| query_param(q, "_region"));
+    let request = HttpRequest {
+        request_id: 0,
+        room: Some(key.to_wire()),
+        method: req.method().to_string(),
+        uri: room_uri(&req),
+        headers: wire_headers(req.headers()),
+        body: Default::default(),
+    };
+    let limit = gw.config.max_http_body_bytes;
+    let request = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(body) => HttpRequest { body, ..request },
+        Err(_) => return plain(413, format!("Request body over {limit} bytes")),
+    };
+    if let Err(r) = resolve_home(&gw, &key, hint.as_deref()).await {
+        return refused(r);
+    }
+    // A node whose newer ring places the room elsewhere answers 421: follow that ring.
+    let mut follower = RingFollower::default();
+    loop {
+        match ask_room(&gw, &key, request.clone()).await {
+            Ok(reply) => return response(reply),
+            Err(r) => {
+                if let Err(r) = follower.retry(&gw, r).await {
+                    return refused(r);
+                }
+            }
+        }
+    }
+}
+
+/// One attempt on the room's current owner; 421 comes back as a refusal.
+async fn ask_room(
+    gw: &GatewayState,
+    key: &RoomKey,
+    request: HttpRequest,
+) -> Result<HttpReply, Refusal> {
+    let link = gw.link_for(key).await?;
+    match link.request(request).await {
+        Ok(r) if r.status == u32::from(MISPLACED) => Err(Refusal {
+            status: MISPLACED,
+            body: String::from_utf8_lossy(&r.body).into_owned(),
+            ring_version: RingVersion(r.ring_version),
+        }),
+        Ok(r) => Ok(r),
+        Err(crate::link::LinkError::TimedOut) => {
+            warn!(room = %key, "HTTP request timed out at the node");
+            Err(Refusal::new(504, "The room did not answer in time"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The room's answer, minus the hop-by-hop headers the gateway sets itself.
+fn response(r: HttpReply) -> Response {
+    let mut resp = Response::new(Body::from(r.body));
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for h in r.headers {
+        let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(&h.value),
+        ) else {
+            continue;
+        };
+        if n == header::CONTENT_LENGTH || n == header::TRANSFER_ENCODING || n == header::CONNECTION
+        {
+            continue;
+        }
+        resp.headers_mut().append(n, v);
+    }
+    resp
+}

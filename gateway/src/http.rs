@@ -1,0 +1,59 @@
+//! Small HTTP pieces the entry points share.
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use conclave_proto::wire::Header;
+use conclave_proto::Refusal;
+use http::{header, HeaderMap, StatusCode};
+
+/// A plain-text response.
+pub(crate) fn plain(status: u16, body: impl Into<String>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// A node's (or the gateway's own) refusal, as the client sees it.
+pub(crate) fn refused(r: Refusal) -> Response {
+    plain(r.status, r.body)
+}
+
+/// Request headers as the relay carries them.
+pub(crate) fn wire_headers(headers: &HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(n, v)| Header {
+            name: n.as_str().to_string(),
+            value: Bytes::copy_from_slice(v.as_bytes()),
+        })
+        .collect()
+}
+
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The URL the room sees, with PartyKit's `http://` scheme.
+pub(crate) fn room_uri(req: &Request) -> String {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    format!("http://{host}{pq}")
+}

@@ -1,0 +1,77 @@
+//! What every part of a gateway shares: its settings, the routing of rooms to nodes, the
+//! links to those nodes, and its open sockets.
+
+use crate::config::GatewayConfig;
+use crate::link::{LinkError, MoveRequest, Mover, NodeLink};
+use crate::pool::LinkPool;
+use crate::routing::Routing;
+use crate::session::Session;
+use crate::sessions::Sessions;
+use conclave_proto::{RingVersion, Rings, RoomKey};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+/// How long sockets stay on a node that left the ring: a live node hands its rooms off
+/// itself (exactly once, no replay); after this, the gateway moves what is left (a stopped
+/// or partitioned node).
+const EVACUATE_AFTER: Duration = Duration::from_secs(1);
+
+pub(crate) struct GatewayState {
+    pub config: Arc<GatewayConfig>,
+    pub routing: Routing,
+    pub links: LinkPool,
+    pub sessions: Sessions,
+    mover: Mover,
+}
+
+impl GatewayState {
+    pub fn new(
+        config: GatewayConfig,
+        routing: Routing,
+        links: impl FnOnce(Mover) -> LinkPool,
+        mover: Mover,
+    ) -> Self {
+        Self {
+            config: Arc::new(config),
+            routing,
+            links: links(mover.clone()),
+            sessions: Sessions::new(),
+            mover,
+        }
+    }
+
+    /// The link to the node that owns `room`, connecting if needed.
+    pub async fn link_for(&self, room: &RoomKey) -> Result<Arc<NodeLink>, LinkError> {
+        let node = self.routing.owner_of(room).ok_or(LinkError::Unavailable)?;
+        self.links.link_to(&node).await
+    }
+
+    /// Moves a socket to its room's owner under a ring of at least `min_ring`.
+    pub fn move_socket(&self, session: Arc<Session>, min_ring: RingVersion) {
+        let _ = self.mover.send(MoveRequest { session, min_ring });
+    }
+
+    /// Routes rooms by new rings (and node addresses) from now on. Sockets on nodes that
+    /// left the rings move after [`EVACUATE_AFTER`].
+    pub fn set_rings(&self, rings: Rings, urls: HashMap<String, String>) {
+        self.links.set_addresses(urls);
+        let version = rings.version();
+        let gone = self.links.links_outside(&rings);
+        self.routing.set_rings(rings);
+        for link in gone {
+            let rings = self.routing.subscribe();
+            tokio::spawn(async move {
+                tokio::time::sleep(EVACUATE_AFTER).await;
+                let still_gone = !rings.borrow().contains(&link.node);
+                if still_gone {
+                    let moved = link.evacuate(version, true);
+                    if moved > 0 {
+                        info!(node = %link.node, sockets = moved, "node left the ring; moving its remaining sockets");
+                    }
+                }
+            });
+        }
+    }
+}

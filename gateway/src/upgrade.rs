@@ -1,0 +1,145 @@
+//! A WebSocket upgrade to a room. The socket is admitted into the room (its `on_connect`
+//! has run) before the 101 answer, so whatever the party sends on connect is already
+//! queued when the client sees "open".
+
+use crate::admission::{join_room, resolve_home, RingFollower};
+use crate::http::{refused, room_uri, wire_headers};
+use crate::socket::{self, PendingSocket};
+use crate::state::GatewayState;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use conclave_proto::{close, query_param, Refusal, RingVersion, RoomKey};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tracing::debug;
+
+/// Whether the request asks for a WebSocket.
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
+}
+
+/// What a valid upgrade request asks for.
+struct Handshake {
+    accept_key: String,
+    conn_id: String,
+    /// The first offered subprotocol, echoed back (PartyKit does not, which breaks `ws`
+    /// clients that offer one).
+    protocol: Option<HeaderValue>,
+}
+
+fn handshake(req: &Request, max_conn_id_bytes: usize) -> Result<Handshake, Refusal> {
+    if req.method() != http::Method::GET {
+        return Err(Refusal::new(405, "WebSocket upgrades must use GET"));
+    }
+    let headers = req.headers();
+    let accept_key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .ok_or_else(|| Refusal::new(400, "Missing Sec-WebSocket-Key"))?;
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        != Some("13")
+    {
+        return Err(Refusal::new(426, "Unsupported WebSocket version (need 13)"));
+    }
+    let conn_id = match req
+        .uri()
+        .query()
+        .and_then(|q| query_param(q, "_pk"))
+        .filter(|s| !s.is_empty())
+    {
+        Some(pk) if pk.len() > max_conn_id_bytes => {
+            return Err(Refusal::new(
+                400,
+                format!("_pk is longer than {max_conn_id_bytes} bytes"),
+            ));
+        }
+        Some(pk) => pk,
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
+        .and_then(|p| HeaderValue::from_str(p).ok());
+    Ok(Handshake {
+        accept_key,
+        conn_id,
+        protocol,
+    })
+}
+
+pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Request) -> Response {
+    let hs = match handshake(&req, gw.config.max_conn_id_bytes) {
+        Ok(hs) => hs,
+        Err(r) => return refused(r),
+    };
+    let hint = req.uri().query().and_then(|q| query_param(q, "_region"));
+    if let Err(r) = resolve_home(&gw, &key, hint.as_deref()).await {
+        return refused(r);
+    }
+    let socket_id = gw.sessions.next_socket_id();
+    let conn_id = hs.conn_id.clone();
+    let pending = PendingSocket::new(&gw.config, socket_id, key, conn_id, room_uri(&req));
+    let session = pending.session.clone();
+    let headers = wire_headers(req.headers());
+    // The node answers once the socket is in the room (on_connect has run) or refuses it;
+    // a node with a newer ring that places the room elsewhere sends us there.
+    let mut follower = RingFollower::default();
+    let link = loop {
+        match join_room(&gw, &session, headers.clone(), None).await {
+            Ok(link) => break link,
+            Err(r) => {
+                if let Err(r) = follower.retry(&gw, r).await {
+                    return refused(r);
+                }
+            }
+        }
+    };
+    gw.sessions.add(session.clone());
+    if !session.attach(link) {
+        // The node died right after admitting the socket: it moves on like the others.
+        gw.move_socket(session.clone(), RingVersion(0));
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => socket::run(gw, upgraded, pending).await,
+            Err(e) => {
+                debug!(error = %e, "upgrade failed");
+                if let Some(link) = session.end() {
+                    session
+                        .tell_closed(&link, close::ABNORMAL, "", "upgrade failed")
+                        .await;
+                }
+                gw.sessions.remove(session.id);
+            }
+        }
+    });
+    switching_protocols(&hs)
+}
+
+fn switching_protocols(hs: &Handshake) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&hs.accept_key) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = &hs.protocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p.clone());
+    }
+    resp
+}
