@@ -1,6 +1,7 @@
 //! What gateways and nodes share: the relay wire types, the typed ids, the ring, and the
 //! link that carries relay events (in-process channels in `conclave dev`, a gRPC stream in
 //! a cluster).
+#![warn(clippy::unwrap_used)]
 
 pub mod close;
 pub mod grpc;
