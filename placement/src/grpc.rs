@@ -1,5 +1,5 @@
 //! The placement gRPC service (`WatchRing`) and the client gateways and nodes use to
-//! follow it.
+//! follow it ([`follow_placement`]).
 
 use conclave_proto::wire::placement_client::PlacementClient;
 use conclave_proto::wire::placement_server::{Placement, PlacementServer};
@@ -68,9 +68,29 @@ pub fn placement_service(rings: watch::Receiver<RingView>) -> PlacementServer<im
     PlacementServer::new(PlacementService { rings })
 }
 
-/// Follows the rings published by any of the placement replicas at `urls`, reconnecting
-/// (to the next replica) when a stream ends. The receiver keeps the last ring seen while
-/// no replica answers; it holds `None` until the first one arrives.
+/// Follows the rings published by any of the placement replicas at `urls` and calls
+/// `apply` with each newer one (gateways route by it, nodes place rooms on it). The
+/// returned receiver sees the same rings, for waiting on one.
+pub fn follow_placement(
+    urls: Vec<String>,
+    apply: impl Fn(&RingView) + Send + 'static,
+) -> watch::Receiver<Option<RingView>> {
+    let rings = watch_placement(urls);
+    let mut updates = rings.clone();
+    tokio::spawn(async move {
+        while updates.changed().await.is_ok() {
+            let view = updates.borrow_and_update().clone();
+            if let Some(view) = view {
+                apply(&view);
+            }
+        }
+    });
+    rings
+}
+
+/// The rings of the placement replicas at `urls`, reconnecting (to the next replica) when
+/// a stream ends. The receiver keeps the last ring seen while no replica answers; it holds
+/// `None` until the first one arrives.
 pub fn watch_placement(urls: Vec<String>) -> watch::Receiver<Option<RingView>> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
@@ -79,7 +99,9 @@ pub fn watch_placement(urls: Vec<String>) -> watch::Receiver<Option<RingView>> {
             if tx.is_closed() {
                 return;
             }
-            let url = &urls[next % urls.len().max(1)];
+            let Some(url) = urls.get(next % urls.len().max(1)) else {
+                return;
+            };
             next += 1;
             if let Err(e) = follow(url, &tx).await {
                 tracing::debug!(url, error = %e, "placement stream ended");

@@ -5,17 +5,22 @@
 //! - [`publisher`]: placement replicas watch those keys and agree, through one
 //!   compare-and-set in Redis, on numbered ring versions, which they stream to gateways
 //!   and nodes through the [`grpc`] service.
+//! - [`membership`]: a node's side of it: the heartbeat, the rings it follows and the gate
+//!   that lets it serve only while both allow it, and leaving the cluster (drain).
 //! - [`LivenessTiming`]: the durations whose order all of this relies on.
 //!
 //! The ring itself ([`Ring`]) lives in `conclave-proto`: gateways and nodes compute owners
 //! from it on their hot paths.
+#![warn(clippy::unwrap_used)]
 
 pub mod grpc;
 pub mod heartbeat;
+pub mod membership;
 pub mod publisher;
 mod timing;
 
 pub use conclave_proto::{Ring, RingVersion, RingView, VNODES_PER_NODE};
+pub use membership::{Member, Membership};
 pub use timing::LivenessTiming;
 
 /// The Redis key of a node's heartbeat.
