@@ -1,11 +1,23 @@
 //! The `conclave` binary's wiring, also usable as a library to embed Conclave with your
 //! own parties (see `examples/custom-party`).
+//!
+//! - [`config`]: flags, environment and the TOML file, resolved into each role's config.
+//! - `dev`: [`DevServer`], gateway and node in one process.
+//! - `roles`: the cluster roles ([`run_node`], [`run_gateway`], [`run_placement`]).
+//! - `edge`: the client-facing server of `dev` and `gateway`; `store`: opening the room
+//!   store; `shutdown`: the stop signal; `admin`: a node's admin endpoint.
+//! - [`telemetry`]: logs and metrics.
+#![warn(clippy::unwrap_used)]
 
-pub mod admin;
+mod admin;
 pub mod config;
-pub mod dev;
-pub mod roles;
+mod dev;
+mod edge;
+mod roles;
+mod shutdown;
+mod store;
 pub mod telemetry;
 
-pub use config::{DevOpts, FileConfig, GatewayOpts, NodeOpts, PlacementOpts};
-pub use dev::{DevConfig, DevServer};
+pub use config::{DevConfig, DevOpts, FileConfig, GatewayOpts, NodeOpts, PlacementOpts};
+pub use dev::DevServer;
+pub use roles::{run_gateway, run_node, run_placement};

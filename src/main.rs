@@ -63,9 +63,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             server.wait().await
         }
-        Command::Node(opts) => conclave::roles::run_node(opts.resolve()?).await,
-        Command::Gateway(opts) => conclave::roles::run_gateway(opts.resolve()?).await,
-        Command::Placement(opts) => conclave::roles::run_placement(opts.resolve()?).await,
+        Command::Node(opts) => conclave::run_node(opts.resolve()?).await,
+        Command::Gateway(opts) => conclave::run_gateway(opts.resolve()?).await,
+        Command::Placement(opts) => conclave::run_placement(opts.resolve()?).await,
         Command::Loadtest(opts) => conclave_loadtest::run(opts).await,
     }
 }

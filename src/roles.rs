@@ -1,31 +1,25 @@
-//! The cluster roles: `conclave node` (rooms + storage, relay gRPC service) and
-//! `conclave gateway` (client edge, routes rooms to nodes by consistent hashing).
+//! The cluster roles, each run until SIGINT/SIGTERM: `conclave node` (rooms and their
+//! storage, behind the relay gRPC service gateways connect to), `conclave gateway` (the
+//! client edge: routes each room to its owner on the ring) and `conclave placement`
+//! (publishes numbered rings of the live nodes).
 //!
-//! This is a static cluster: every gateway is given the same node list, so all compute
-//! the same owner for every room. Liveness-driven rings, fenced ownership and failover
-//! arrive with the placement service.
+//! A cluster is static or dynamic. Static (`--nodes`): every gateway and node is given the
+//! same node list, a fixed ring. Dynamic (`--redis-url` and `--placement`): nodes
+//! heartbeat into Redis, placement replicas publish rings of the live ones, and gateways
+//! and nodes follow them; a node serves only as its [`Membership`] allows.
 
 use crate::config::{GatewayRoleConfig, NodeRoleConfig, PlacementRoleConfig};
-use crate::dev::{open_store, registry_for};
+use crate::edge::EdgeServer;
+use crate::shutdown::shutdown_signal;
 use conclave_gateway::{Gateway, GrpcNodes};
 use conclave_node::Node;
-use conclave_proto::{Ring, RingVersion};
+use conclave_placement::grpc::{follow_placement, placement_service};
+use conclave_placement::heartbeat::Beat;
+use conclave_placement::{Member, Membership, Ring, RingVersion};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-/// Resolves when the process gets SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -46,11 +40,13 @@ fn nodelay_incoming(
     })
 }
 
-/// Runs a node until SIGINT/SIGTERM.
+/// Runs a node until SIGINT/SIGTERM or `POST /admin/drain`; in a dynamic cluster it first
+/// drains (hands every room to other nodes).
 pub async fn run_node(config: NodeRoleConfig) -> anyhow::Result<()> {
     crate::telemetry::metrics();
-    let store = open_store(&config.storage).await?;
-    let node = Node::start(config.node.clone(), registry_for(&config.parties), store);
+    let store = crate::store::open_store(&config.storage).await?;
+    let parties = crate::config::registry_for(&config.parties);
+    let node = Node::start(config.node.clone(), parties, store);
     let relay = bind(config.relay_listen, "the relay").await?;
     let http = bind(config.http_listen, "metrics and health").await?;
     println!(
@@ -70,15 +66,9 @@ pub async fn run_node(config: NodeRoleConfig) -> anyhow::Result<()> {
     ));
     let ops = tokio::spawn(async move { axum::serve(http, ops_routes).await });
     let membership = match config.redis_url.clone() {
-        Some(redis_url) => Some(follow_cluster(
-            &node,
-            &config,
-            redis_url,
-            relay.local_addr()?,
-        )),
+        Some(redis_url) => Some(join_cluster(&node, &config, redis_url, relay.local_addr()?)),
         None => None,
     };
-    let drain_node = node.clone();
     let (drained, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         tokio::select! {
@@ -87,7 +77,7 @@ pub async fn run_node(config: NodeRoleConfig) -> anyhow::Result<()> {
         }
         if let Some(m) = membership {
             tracing::info!("draining: handing every room to other nodes");
-            m.drain(&drain_node).await;
+            m.drain().await;
         }
         let _ = drained.send(());
     };
@@ -111,32 +101,15 @@ pub async fn run_node(config: NodeRoleConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A dynamic cluster: heartbeat into Redis and place rooms on the rings placement
-/// publishes. The node serves only while its heartbeat is fresh *and* it holds a ring that
-/// includes it: before that, its view of who is alive could let it take rooms that live
-/// nodes hold.
-fn follow_cluster(
+/// Joins a dynamic cluster: heartbeats into Redis as reachable at `relay` (or the
+/// advertised URL) and follows placement's rings.
+fn join_cluster(
     node: &Node,
     config: &NodeRoleConfig,
     redis_url: String,
     relay: SocketAddr,
 ) -> Membership {
-    #[derive(Default)]
-    struct Gate {
-        alive: bool,
-        placed: bool,
-    }
-    let gate = Arc::new(std::sync::Mutex::new(Gate::default()));
-    let update = {
-        let (gate, node) = (gate.clone(), node.clone());
-        move |f: &dyn Fn(&mut Gate)| {
-            let mut g = gate.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut g);
-            node.set_serving(g.alive && g.placed);
-        }
-    };
-    node.set_serving(false);
-    let beat = conclave_placement::heartbeat::Beat {
+    let beat = Beat {
         id: config.id.clone(),
         relay_url: config
             .advertise_url
@@ -145,64 +118,29 @@ fn follow_cluster(
         incarnation: node.incarnation(),
         region: config.node.region.clone(),
     };
-    let on_fence = update.clone();
-    let (leave, leave_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(conclave_placement::heartbeat::run(
-        redis_url,
+    Membership::join(
+        Arc::new(ClusterNode(node.clone())),
         beat,
+        redis_url,
         config.liveness,
-        move |fenced| on_fence(&|g| g.alive = !fenced),
-        leave_rx,
-    ));
-    let mut rings = conclave_placement::grpc::watch_placement(config.placement.clone());
-    let membership = Membership {
-        leave,
-        rings: rings.clone(),
-        id: config.id.clone(),
-    };
-    let (node, id, region) = (node.clone(), config.id.clone(), config.node.region.clone());
-    tokio::spawn(async move {
-        while rings.changed().await.is_ok() {
-            let view = rings.borrow_and_update().clone();
-            if let Some(view) = view {
-                let placed = view.members.contains_key(&id);
-                node.set_ring(view.ring_for(&region));
-                update(&|g| g.placed = placed);
-            }
-        }
-    });
-    membership
+        config.placement.clone(),
+    )
 }
 
-/// A node's place in a dynamic cluster, for leaving it.
-struct Membership {
-    leave: tokio::sync::watch::Sender<bool>,
-    rings: tokio::sync::watch::Receiver<Option<conclave_proto::RingView>>,
-    id: String,
-}
+/// A node as its membership drives it.
+struct ClusterNode(Node);
 
-impl Membership {
-    /// Leaves the ring (deletes the heartbeat) and waits until placement published a ring
-    /// without this node: by then its rooms have been handed off and their clients told to
-    /// reconnect to their new owners.
-    async fn drain(mut self, node: &Node) {
-        let _ = self.leave.send(true);
-        let id = self.id.clone();
-        let gone = self
-            .rings
-            .wait_for(|r| r.as_ref().is_some_and(|v| !v.members.contains_key(&id)));
-        if tokio::time::timeout(DRAIN_TIMEOUT, gone).await.is_err() {
-            tracing::warn!("placement did not drop this node in time; closing its rooms anyway");
-        }
-        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        while node.room_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+impl Member for ClusterNode {
+    fn set_serving(&self, serving: bool) {
+        self.0.set_serving(serving);
+    }
+    fn set_ring(&self, ring: Ring) {
+        self.0.set_ring(ring);
+    }
+    fn room_count(&self) -> usize {
+        self.0.room_count()
     }
 }
-
-/// How long a drain waits for placement, then for rooms to leave.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs a placement replica until SIGINT/SIGTERM.
 pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
@@ -217,7 +155,7 @@ pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
     ));
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(conclave_placement::grpc::placement_service(rx))
+        .add_service(placement_service(rx))
         .serve_with_incoming_shutdown(nodelay_incoming(listener), shutdown_signal())
         .await?;
     Ok(())
@@ -230,31 +168,14 @@ pub async fn run_gateway(config: GatewayRoleConfig) -> anyhow::Result<()> {
     let nodes = GrpcNodes::new(config.nodes.clone().into_iter().collect());
     let gateway = Gateway::with_nodes(config.gateway.clone(), ring, nodes);
     if !config.placement.is_empty() {
-        let mut rings = conclave_placement::grpc::watch_placement(config.placement.clone());
-        let gateway = gateway.clone();
-        tokio::spawn(async move {
-            while rings.changed().await.is_ok() {
-                let view = rings.borrow_and_update().clone();
-                if let Some(view) = view {
-                    gateway.set_ring(&view);
-                }
-            }
-        });
+        let routing = gateway.clone();
+        follow_placement(config.placement.clone(), move |view| routing.set_ring(view));
     }
     let listener = bind(config.listen, "clients").await?;
-    println!(
-        "conclave gateway listening on http://{}",
-        listener.local_addr()?
-    );
+    let edge = EdgeServer::start(listener, gateway)?;
+    println!("conclave gateway listening on http://{}", edge.addr);
     for (id, url) in &config.nodes {
         println!("  node {id} at {url}");
     }
-    let app = crate::telemetry::ops_router().merge(gateway.router());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    tokio::select! {
-        r = server => return Ok(r??),
-        _ = shutdown_signal() => {}
-    }
-    gateway.shutdown(Duration::from_secs(2)).await;
-    Ok(())
+    edge.wait().await
 }

@@ -91,7 +91,7 @@ pub fn follow_placement(
 /// The rings of the placement replicas at `urls`, reconnecting (to the next replica) when
 /// a stream ends. The receiver keeps the last ring seen while no replica answers; it holds
 /// `None` until the first one arrives.
-pub fn watch_placement(urls: Vec<String>) -> watch::Receiver<Option<RingView>> {
+fn watch_placement(urls: Vec<String>) -> watch::Receiver<Option<RingView>> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         let mut next = 0usize;

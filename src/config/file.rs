@@ -1,0 +1,177 @@
+//! The TOML file (`--config`), the same for every role of a cluster, and the party table
+//! it configures: which built-in party serves each name, and with what auth.
+
+use anyhow::{bail, Context};
+use conclave_gateway::{JwtAlgorithm, PartyAuth};
+use conclave_node::PartyRegistry;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// A room storage backend (`--storage`, `storage`).
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Redb,
+    Postgres,
+    Fdb,
+}
+
+/// The TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub host: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub data_dir: Option<PathBuf>,
+    pub postgres_url: Option<String>,
+    pub storage: Option<StorageKind>,
+    #[serde(default)]
+    pub limits: FileLimits,
+    /// Party name → what serves it. Merged over the defaults
+    /// (`main` = relay, `chat`, `presence`, `counter`).
+    #[serde(default)]
+    pub parties: BTreeMap<String, FileParty>,
+    /// Node id → relay address, for gateways.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, String>,
+}
+
+/// `[limits]`: the same settings as the limit flags, plus `max_http_body_bytes`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_frame_bytes: Option<usize>,
+    pub send_queue_frames: Option<usize>,
+    pub send_queue_bytes: Option<usize>,
+    pub messages_per_second: Option<f64>,
+    pub message_burst: Option<f64>,
+    pub max_connections_per_room: Option<usize>,
+    pub ping_interval_ms: Option<u64>,
+    pub hibernate_after_ms: Option<u64>,
+    pub max_http_body_bytes: Option<usize>,
+    pub replay_buffer_bytes: Option<usize>,
+    pub reattach_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileParty {
+    /// A built-in party: relay, chat, presence or counter.
+    pub kind: String,
+    pub auth: Option<FileAuth>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    pub algorithm: JwtAlgorithm,
+    /// HS256 shared secret.
+    pub secret: Option<String>,
+    /// Name of an environment variable holding the HS256 secret.
+    pub secret_env: Option<String>,
+    /// PEM file with the RS256/ES256 public key.
+    pub public_key_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    /// The file at `path`, or an empty one.
+    pub(super) fn load_opt(path: Option<&PathBuf>) -> anyhow::Result<Self> {
+        path.map_or_else(|| Ok(Self::default()), |p| Self::load(p))
+    }
+
+    /// The party table: defaults, then the file's entries, each checked.
+    pub fn parties(&self) -> anyhow::Result<BTreeMap<String, FileParty>> {
+        let mut parties = default_parties();
+        parties.extend(self.parties.clone());
+        for (name, p) in &parties {
+            conclave_proto::PartyName::new(name).with_context(|| format!("party name {name:?}"))?;
+            if !conclave_node::parties::BUILTIN_KINDS.contains(&p.kind.as_str()) {
+                bail!(
+                    "party {name}: unknown kind {:?} (built-in kinds: {:?})",
+                    p.kind,
+                    conclave_node::parties::BUILTIN_KINDS
+                );
+            }
+        }
+        Ok(parties)
+    }
+
+    /// The JWT checks of the parties that have `auth`.
+    pub(super) fn party_auth(&self) -> anyhow::Result<Vec<(String, PartyAuth)>> {
+        let mut auth = Vec::new();
+        for (name, p) in self.parties()? {
+            if let Some(a) = &p.auth {
+                auth.push((name.clone(), party_auth(&name, a)?));
+            }
+        }
+        Ok(auth)
+    }
+}
+
+/// The default party table.
+pub fn default_parties() -> BTreeMap<String, FileParty> {
+    [
+        ("main", "relay"),
+        ("chat", "chat"),
+        ("presence", "presence"),
+        ("counter", "counter"),
+    ]
+    .into_iter()
+    .map(|(n, k)| {
+        (
+            n.to_string(),
+            FileParty {
+                kind: k.to_string(),
+                auth: None,
+            },
+        )
+    })
+    .collect()
+}
+
+/// A registry serving each party of the table with its built-in kind.
+pub fn registry_for(parties: &BTreeMap<String, FileParty>) -> PartyRegistry {
+    parties.iter().fold(
+        PartyRegistry::new(),
+        |reg, (name, p)| match conclave_node::parties::builtin(&p.kind) {
+            Some(factory) => reg.with_boxed_factory(name, factory),
+            None => reg,
+        },
+    )
+}
+
+fn party_auth(name: &str, a: &FileAuth) -> anyhow::Result<PartyAuth> {
+    let material = match a.algorithm {
+        JwtAlgorithm::HS256 => match (&a.secret, &a.secret_env) {
+            (Some(s), _) => s.clone(),
+            (None, Some(var)) => std::env::var(var)
+                .with_context(|| format!("party {name}: env var {var} is not set"))?,
+            (None, None) => bail!("party {name}: HS256 needs `secret` or `secret_env`"),
+        },
+        JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
+            let file = a
+                .public_key_file
+                .as_ref()
+                .with_context(|| format!("party {name}: needs `public_key_file`"))?;
+            std::fs::read_to_string(file)
+                .with_context(|| format!("party {name}: cannot read {}", file.display()))?
+        }
+    };
+    PartyAuth::new(
+        a.algorithm,
+        &material,
+        a.issuer.as_deref(),
+        a.audience.as_deref(),
+    )
+    .with_context(|| format!("party {name}"))
+}

@@ -1,0 +1,170 @@
+//! Limit options shared by `dev` and the cluster roles: the gateway's (per connection) and
+//! the node's (per room). Their defaults are `GatewayConfig::default()` and
+//! `NodeConfig::default()`.
+
+use super::file::FileConfig;
+use super::layer::{layer, millis, with_default};
+use anyhow::bail;
+use clap::Args;
+use conclave_gateway::GatewayConfig;
+use conclave_node::NodeConfig;
+use std::time::Duration;
+
+fn gateway() -> GatewayConfig {
+    GatewayConfig::default()
+}
+
+fn node() -> NodeConfig {
+    NodeConfig::default()
+}
+
+/// Edge settings (gateway). Each flag also reads `CONCLAVE_<NAME>`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct GatewayLimitOpts {
+    /// Bearer token for /admin/cluster and /admin/rooms/:party/:room; without it they are off
+    #[arg(long, env = "CONCLAVE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[arg(long, env = "CONCLAVE_MAX_FRAME_BYTES", help = with_default(
+        "Largest WebSocket message in bytes; larger closes the socket with 1009",
+        gateway().max_frame_bytes,
+    ))]
+    pub max_frame_bytes: Option<usize>,
+    #[arg(long, env = "CONCLAVE_SEND_QUEUE_FRAMES", help = with_default(
+        "Frames queued per connection before it is closed as a slow consumer (1013)",
+        gateway().send_queue_frames,
+    ))]
+    pub send_queue_frames: Option<usize>,
+    #[arg(long, env = "CONCLAVE_SEND_QUEUE_BYTES", help = with_default(
+        "Bytes queued per connection before it is closed as a slow consumer (1013)",
+        gateway().send_queue_bytes,
+    ))]
+    pub send_queue_bytes: Option<usize>,
+    #[arg(long, env = "CONCLAVE_MESSAGES_PER_SECOND", help = with_default(
+        "Messages per second a connection may send, sustained; over closes with 1008",
+        gateway().messages_per_second,
+    ))]
+    pub messages_per_second: Option<f64>,
+    #[arg(long, env = "CONCLAVE_MESSAGE_BURST", help = with_default(
+        "Burst of messages above the sustained rate",
+        gateway().message_burst,
+    ))]
+    pub message_burst: Option<f64>,
+    #[arg(long, env = "CONCLAVE_PING_INTERVAL_MS", help = with_default(
+        "Keepalive ping interval in ms; clients silent for two intervals are closed",
+        gateway().ping_interval.as_millis(),
+    ))]
+    pub ping_interval_ms: Option<u64>,
+    #[arg(long, env = "CONCLAVE_REPLAY_BUFFER_BYTES", help = with_default(
+        "Client bytes per connection held until the node acknowledges them (replayed on \
+         failover); past it the socket is not read",
+        gateway().replay_buffer_bytes,
+    ))]
+    pub replay_buffer_bytes: Option<usize>,
+    #[arg(long, env = "CONCLAVE_REATTACH_TIMEOUT_MS", help = with_default(
+        "How long a socket whose node died may wait for the room's next owner before it is \
+         closed with 1012, in ms",
+        gateway().reattach_timeout.as_millis(),
+    ))]
+    pub reattach_timeout_ms: Option<u64>,
+}
+
+impl GatewayLimitOpts {
+    /// The gateway's settings, with per-party auth from the file.
+    pub fn resolve(&self, file: &FileConfig) -> anyhow::Result<GatewayConfig> {
+        let (l, d) = (&file.limits, gateway());
+        let mut g = GatewayConfig {
+            max_frame_bytes: layer(self.max_frame_bytes, l.max_frame_bytes, d.max_frame_bytes),
+            send_queue_frames: layer(
+                self.send_queue_frames,
+                l.send_queue_frames,
+                d.send_queue_frames,
+            ),
+            send_queue_bytes: layer(
+                self.send_queue_bytes,
+                l.send_queue_bytes,
+                d.send_queue_bytes,
+            ),
+            messages_per_second: layer(
+                self.messages_per_second,
+                l.messages_per_second,
+                d.messages_per_second,
+            ),
+            message_burst: layer(self.message_burst, l.message_burst, d.message_burst),
+            ping_interval: layer(
+                millis(self.ping_interval_ms),
+                millis(l.ping_interval_ms),
+                d.ping_interval,
+            ),
+            max_http_body_bytes: layer(None, l.max_http_body_bytes, d.max_http_body_bytes),
+            replay_buffer_bytes: layer(
+                self.replay_buffer_bytes,
+                l.replay_buffer_bytes,
+                d.replay_buffer_bytes,
+            ),
+            reattach_timeout: layer(
+                millis(self.reattach_timeout_ms),
+                millis(l.reattach_timeout_ms),
+                d.reattach_timeout,
+            ),
+            admin_token: self.admin_token.clone(),
+            ..d
+        };
+        g.auth.extend(file.party_auth()?);
+        check_gateway(&g)?;
+        Ok(g)
+    }
+}
+
+fn check_gateway(g: &GatewayConfig) -> anyhow::Result<()> {
+    if g.max_frame_bytes < 125 {
+        bail!("max_frame_bytes must be at least 125");
+    }
+    if g.send_queue_bytes < g.max_frame_bytes {
+        bail!("send_queue_bytes must be at least max_frame_bytes");
+    }
+    if g.send_queue_frames == 0 || g.messages_per_second <= 0.0 || g.message_burst < 1.0 {
+        bail!("send_queue_frames, messages_per_second and message_burst must be positive");
+    }
+    if g.ping_interval < Duration::from_millis(100) {
+        bail!("ping_interval_ms must be at least 100");
+    }
+    Ok(())
+}
+
+/// Room runtime limits (node). Each flag also reads `CONCLAVE_<NAME>`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct NodeLimitOpts {
+    #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS_PER_ROOM", help = with_default(
+        "Connections per room; more get HTTP 503 before the upgrade",
+        node().max_connections_per_room,
+    ))]
+    pub max_connections_per_room: Option<usize>,
+    #[arg(long, env = "CONCLAVE_HIBERNATE_AFTER_MS", help = with_default(
+        "Idle time in ms after which a room leaves memory (hibernates)",
+        node().hibernate_after.as_millis(),
+    ))]
+    pub hibernate_after_ms: Option<u64>,
+}
+
+impl NodeLimitOpts {
+    pub fn resolve(&self, file: &FileConfig) -> anyhow::Result<NodeConfig> {
+        let (l, d) = (&file.limits, node());
+        let n = NodeConfig {
+            max_connections_per_room: layer(
+                self.max_connections_per_room,
+                l.max_connections_per_room,
+                d.max_connections_per_room,
+            ),
+            hibernate_after: layer(
+                millis(self.hibernate_after_ms),
+                millis(l.hibernate_after_ms),
+                d.hibernate_after,
+            ),
+            ..d
+        };
+        if n.max_connections_per_room == 0 {
+            bail!("max_connections_per_room must be positive");
+        }
+        Ok(n)
+    }
+}

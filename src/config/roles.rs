@@ -1,0 +1,367 @@
+//! What each role runs with: its clap `*Opts` (flags and environment), resolved with the
+//! TOML file into a `*Config`. Listen addresses and liveness timing are option groups
+//! shared by several roles.
+
+use super::file::{registry_for, FileConfig, FileParty};
+use super::layer::{layer, millis, with_default};
+use super::limits::{GatewayLimitOpts, NodeLimitOpts};
+use super::storage::{StorageOpts, StorageTarget};
+use anyhow::{bail, Context};
+use clap::Args;
+use conclave_gateway::GatewayConfig;
+use conclave_node::{NodeConfig, PartyRegistry};
+use conclave_placement::LivenessTiming;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+/// Address the client-facing server (`dev`, `gateway`) listens on.
+pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Port the client-facing server listens on.
+pub const DEFAULT_PORT: u16 = 1999;
+/// A node's id.
+pub const DEFAULT_NODE_ID: &str = "node";
+/// A node's relay gRPC service.
+pub const DEFAULT_RELAY_LISTEN: SocketAddr = local(7100);
+/// A node's `/metrics`, `/healthz`, `/readyz` and `/admin/drain`.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr = local(7101);
+/// The placement gRPC service.
+pub const DEFAULT_PLACEMENT_LISTEN: SocketAddr = local(7300);
+
+const fn local(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+}
+
+/// Where the client-facing server listens (`dev`, `gateway`).
+#[derive(Args, Debug, Default, Clone)]
+pub struct ListenOpts {
+    #[arg(long, env = "CONCLAVE_HOST", help = with_default("Address to listen on", DEFAULT_HOST))]
+    pub host: Option<IpAddr>,
+    #[arg(long, env = "CONCLAVE_PORT", help = with_default(
+        "Port to listen on (0 picks a free one)",
+        DEFAULT_PORT,
+    ))]
+    pub port: Option<u16>,
+}
+
+impl ListenOpts {
+    pub fn resolve(&self, file: &FileConfig) -> SocketAddr {
+        SocketAddr::new(
+            layer(self.host, file.host, DEFAULT_HOST),
+            layer(self.port, file.port, DEFAULT_PORT),
+        )
+    }
+}
+
+/// Liveness timing (nodes and placement must agree). Each flag also reads `CONCLAVE_<NAME>`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct LivenessOpts {
+    #[arg(long, env = "CONCLAVE_HEARTBEAT_MS", help = with_default(
+        "How often a node renews its heartbeat in Redis, in ms",
+        LivenessTiming::default().heartbeat.as_millis(),
+    ))]
+    pub heartbeat_ms: Option<u64>,
+    #[arg(long, env = "CONCLAVE_HEARTBEAT_TTL_MS", help = with_default(
+        "How long a heartbeat lives; a node that cannot renew fences itself at 3/4 of it",
+        LivenessTiming::default().ttl.as_millis(),
+    ))]
+    pub heartbeat_ttl_ms: Option<u64>,
+}
+
+impl LivenessOpts {
+    pub fn resolve(&self) -> anyhow::Result<LivenessTiming> {
+        let d = LivenessTiming::default();
+        let t = LivenessTiming::from_heartbeat_and_ttl(
+            millis(self.heartbeat_ms).unwrap_or(d.heartbeat),
+            millis(self.heartbeat_ttl_ms).unwrap_or(d.ttl),
+        );
+        t.check()
+            .map_err(|e| anyhow::anyhow!("liveness timing: {e}"))?;
+        Ok(t)
+    }
+}
+
+/// Settings of `conclave dev`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct DevOpts {
+    #[command(flatten)]
+    pub listen: ListenOpts,
+    #[command(flatten)]
+    pub storage: StorageOpts,
+    /// TOML config file: parties, auth, limits (see README "Configuration")
+    #[arg(long, env = "CONCLAVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub gateway: GatewayLimitOpts,
+    #[command(flatten)]
+    pub node: NodeLimitOpts,
+}
+
+/// What `conclave dev` runs with.
+#[derive(Clone, Debug)]
+pub struct DevConfig {
+    pub listen: SocketAddr,
+    pub storage: StorageTarget,
+    pub gateway: GatewayConfig,
+    pub node: NodeConfig,
+    pub parties: BTreeMap<String, FileParty>,
+}
+
+impl DevOpts {
+    /// Resolves flags/env over the TOML file over defaults.
+    pub fn resolve(&self) -> anyhow::Result<DevConfig> {
+        let file = FileConfig::load_opt(self.config.as_ref())?;
+        Ok(DevConfig {
+            listen: self.listen.resolve(&file),
+            storage: self.storage.target(&file)?,
+            gateway: self.gateway.resolve(&file)?,
+            node: self.node.resolve(&file)?,
+            parties: file.parties()?,
+        })
+    }
+}
+
+impl DevConfig {
+    /// The built-in parties named in the config.
+    pub fn registry(&self) -> PartyRegistry {
+        registry_for(&self.parties)
+    }
+}
+
+/// Settings of `conclave node`: hosts rooms, serves gateways over gRPC.
+#[derive(Args, Debug, Default, Clone)]
+pub struct NodeOpts {
+    #[arg(long, env = "CONCLAVE_NODE_ID", help = with_default(
+        "This node's id, as gateways name it in their node list",
+        DEFAULT_NODE_ID,
+    ))]
+    pub id: Option<String>,
+    #[arg(long, env = "CONCLAVE_RELAY_LISTEN", help = with_default(
+        "Address of the relay gRPC service gateways connect to (port 0 picks one)",
+        DEFAULT_RELAY_LISTEN,
+    ))]
+    pub relay_listen: Option<SocketAddr>,
+    #[arg(long, env = "CONCLAVE_HTTP_LISTEN", help = with_default(
+        "Address of /metrics, /healthz and /readyz",
+        DEFAULT_HTTP_LISTEN,
+    ))]
+    pub http_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub storage: StorageOpts,
+    /// TOML config file (the same file for every role of a cluster)
+    #[arg(long, env = "CONCLAVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "CONCLAVE_NODES", value_delimiter = ',', help = with_default(
+        "Every node of the cluster as id or id=http://host:port, comma separated (the same \
+         list the gateways get; also `[nodes]` in the TOML file)",
+        "this node alone",
+    ))]
+    pub nodes: Vec<String>,
+    /// Redis for the liveness heartbeat (with --placement: a dynamic cluster)
+    #[arg(long, env = "CONCLAVE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Placement replicas to follow for the ring, comma separated http:// URLs
+    #[arg(long, env = "CONCLAVE_PLACEMENT", value_delimiter = ',')]
+    pub placement: Vec<String>,
+    #[arg(long, env = "CONCLAVE_ADVERTISE_URL", help = with_default(
+        "The relay URL gateways should use for this node",
+        "http://<relay address>",
+    ))]
+    pub advertise_url: Option<String>,
+    /// Bearer token for the admin endpoints (POST /admin/drain); without it they are off
+    #[arg(long, env = "CONCLAVE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[arg(long, env = "CONCLAVE_REGION", help = with_default(
+        "This node's region; it runs only rooms homed there (each region has its own ring)",
+        NodeConfig::default().region,
+    ))]
+    pub region: Option<String>,
+    #[command(flatten)]
+    pub liveness: LivenessOpts,
+    #[command(flatten)]
+    pub node: NodeLimitOpts,
+}
+
+/// What `conclave node` runs with.
+#[derive(Clone, Debug)]
+pub struct NodeRoleConfig {
+    pub id: String,
+    pub redis_url: Option<String>,
+    pub placement: Vec<String>,
+    pub advertise_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub liveness: LivenessTiming,
+    pub relay_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub storage: StorageTarget,
+    pub node: NodeConfig,
+    pub parties: BTreeMap<String, FileParty>,
+}
+
+impl NodeOpts {
+    pub fn resolve(&self) -> anyhow::Result<NodeRoleConfig> {
+        let file = FileConfig::load_opt(self.config.as_ref())?;
+        let id = self.id.clone().unwrap_or_else(|| DEFAULT_NODE_ID.into());
+        let mut node = self.node.resolve(&file)?;
+        node.node_id = id.clone();
+        if let Some(region) = &self.region {
+            node.region = valid_region(region)?;
+        }
+        node.nodes = self.node_ids(&file);
+        if !node.nodes.contains(&id) {
+            node.nodes.push(id.clone());
+        }
+        if self.redis_url.is_some() == self.placement.is_empty() {
+            bail!("a dynamic cluster needs both --redis-url and --placement");
+        }
+        Ok(NodeRoleConfig {
+            id,
+            redis_url: self.redis_url.clone(),
+            placement: self.placement.clone(),
+            advertise_url: self.advertise_url.clone(),
+            admin_token: self.admin_token.clone(),
+            liveness: self.liveness.resolve()?,
+            relay_listen: self.relay_listen.unwrap_or(DEFAULT_RELAY_LISTEN),
+            http_listen: self.http_listen.unwrap_or(DEFAULT_HTTP_LISTEN),
+            storage: self.storage.target(&file)?,
+            node,
+            parties: file.parties()?,
+        })
+    }
+
+    /// The ids of `--nodes` (`id` or `id=url`), else of the file's `[nodes]`.
+    fn node_ids(&self, file: &FileConfig) -> Vec<String> {
+        if self.nodes.is_empty() {
+            return file.nodes.keys().cloned().collect();
+        }
+        self.nodes
+            .iter()
+            .map(|n| {
+                n.split_once('=')
+                    .map_or(n.as_str(), |(id, _)| id)
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    }
+}
+
+/// Settings of `conclave gateway`: the client-facing edge in front of nodes.
+#[derive(Args, Debug, Default, Clone)]
+pub struct GatewayOpts {
+    #[command(flatten)]
+    pub listen: ListenOpts,
+    /// Nodes as id=http://host:port, comma separated; rooms are spread over them by
+    /// consistent hashing (also `[nodes]` in the TOML file). Not needed with --placement
+    #[arg(long, env = "CONCLAVE_NODES", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Placement replicas to follow for the ring, comma separated http:// URLs
+    #[arg(long, env = "CONCLAVE_PLACEMENT", value_delimiter = ',')]
+    pub placement: Vec<String>,
+    /// TOML config file (the same file for every role of a cluster)
+    #[arg(long, env = "CONCLAVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "CONCLAVE_REGION", help = with_default(
+        "This gateway's region: rooms first reached through it live there unless the client \
+         asks for another with ?_region=",
+        GatewayConfig::default().region,
+    ))]
+    pub region: Option<String>,
+    #[command(flatten)]
+    pub gateway: GatewayLimitOpts,
+}
+
+/// What `conclave gateway` runs with.
+#[derive(Clone, Debug)]
+pub struct GatewayRoleConfig {
+    pub listen: SocketAddr,
+    pub placement: Vec<String>,
+    pub gateway: GatewayConfig,
+    /// Node id → relay URL.
+    pub nodes: BTreeMap<String, String>,
+}
+
+impl GatewayOpts {
+    pub fn resolve(&self) -> anyhow::Result<GatewayRoleConfig> {
+        let file = FileConfig::load_opt(self.config.as_ref())?;
+        let nodes = self.nodes(&file)?;
+        if nodes.is_empty() && self.placement.is_empty() {
+            bail!("a gateway needs --placement URL,… or its nodes: --nodes id=http://host:port,… or [nodes] in the config");
+        }
+        let mut gateway = self.gateway.resolve(&file)?;
+        if let Some(region) = &self.region {
+            gateway.region = valid_region(region)?;
+        }
+        Ok(GatewayRoleConfig {
+            listen: self.listen.resolve(&file),
+            placement: self.placement.clone(),
+            gateway,
+            nodes,
+        })
+    }
+
+    /// Node id → relay URL, from `--nodes` (`id=url`), else from the file's `[nodes]`.
+    fn nodes(&self, file: &FileConfig) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut nodes = BTreeMap::new();
+        for spec in &self.nodes {
+            let (id, url) = spec
+                .split_once('=')
+                .with_context(|| format!("--nodes entry {spec:?} is not id=url"))?;
+            nodes.insert(id.trim().to_string(), url.trim().to_string());
+        }
+        if nodes.is_empty() {
+            nodes = file.nodes.clone();
+        }
+        for (id, url) in &nodes {
+            if !url.starts_with("http://") {
+                bail!("node {id}: address {url:?} must start with http://");
+            }
+        }
+        Ok(nodes)
+    }
+}
+
+/// Settings of `conclave placement`: publishes rings from node liveness in Redis.
+#[derive(Args, Debug, Default, Clone)]
+pub struct PlacementOpts {
+    /// Redis holding node heartbeats: redis://host:port
+    #[arg(long, env = "CONCLAVE_REDIS_URL")]
+    pub redis_url: String,
+    #[arg(long, env = "CONCLAVE_PLACEMENT_LISTEN", help = with_default(
+        "Address of the placement gRPC service (port 0 picks one)",
+        DEFAULT_PLACEMENT_LISTEN,
+    ))]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub liveness: LivenessOpts,
+}
+
+/// What `conclave placement` runs with.
+#[derive(Clone, Debug)]
+pub struct PlacementRoleConfig {
+    pub redis_url: String,
+    pub listen: SocketAddr,
+    pub liveness: LivenessTiming,
+}
+
+impl PlacementOpts {
+    pub fn resolve(&self) -> anyhow::Result<PlacementRoleConfig> {
+        Ok(PlacementRoleConfig {
+            redis_url: self.redis_url.clone(),
+            listen: self.listen.unwrap_or(DEFAULT_PLACEMENT_LISTEN),
+            liveness: self.liveness.resolve()?,
+        })
+    }
+}
+
+/// A region name: 1–64 characters of `[A-Za-z0-9._-]`.
+fn valid_region(r: &str) -> anyhow::Result<String> {
+    let ok = !r.is_empty()
+        && r.len() <= 64
+        && r.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        bail!("region {r:?}: use 1-64 characters of letters, digits, '.', '_' and '-'");
+    }
+    Ok(r.to_string())
+}

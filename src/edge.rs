@@ -1,0 +1,51 @@
+//! The client-facing server of `conclave dev` and `conclave gateway`: the gateway's routes
+//! plus `/metrics`, `/healthz` and `/readyz` on one listener, until the process is told
+//! to stop; then every client socket is closed with 1001 so clients reconnect at once.
+
+use crate::shutdown::shutdown_signal;
+use conclave_gateway::Gateway;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// How long closing client sockets may take at shutdown.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// A gateway serving clients.
+pub struct EdgeServer {
+    pub addr: SocketAddr,
+    gateway: Gateway,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl EdgeServer {
+    /// Serves `gateway` on `listener`.
+    pub fn start(listener: TcpListener, gateway: Gateway) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let app = crate::telemetry::ops_router().merge(gateway.router());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self {
+            addr,
+            gateway,
+            server,
+        })
+    }
+
+    /// Serves until the server fails or the process gets SIGINT/SIGTERM; then closes
+    /// client sockets with 1001.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        tokio::select! {
+            r = self.server => return Ok(r??),
+            _ = shutdown_signal() => {}
+        }
+        tracing::info!("shutting down");
+        self.gateway.shutdown(CLOSE_GRACE).await;
+        Ok(())
+    }
+
+    /// Stops serving at once, closing nothing.
+    pub fn abort(&self) {
+        self.server.abort();
+    }
+}
