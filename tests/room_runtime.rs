@@ -48,16 +48,11 @@ impl Store for FailingCommits {
         }
         self.inner.commit(room, commit).await
     }
-    async fn due_alarms(
+    async fn scan_alarms(
         &self,
-        now_ms: i64,
-        after: Option<(RoomKey, i64)>,
-        limit: usize,
+        scan: &conclave_node::storage::AlarmScan,
     ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
-        self.inner.due_alarms(now_ms, after, limit).await
-    }
-    async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
-        self.inner.next_alarm().await
+        self.inner.scan_alarms(scan).await
     }
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
         self.inner.claim(room, claim).await

@@ -21,7 +21,9 @@
 //! (FoundationDB refuses transactions over 10 MB).
 
 use super::keys;
-use super::{check_fence, home_region, Claim, ListOptions, Owner, RoomCommit, StorageError, Store};
+use super::store::{
+    check_fence, home_region, AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
@@ -130,6 +132,27 @@ impl FdbStore {
         self.key(&pack(&("r", room.party.as_str(), room.room.as_str(), what)))
     }
 
+    /// Runs `f` in one (retried) transaction on the room's owner record: `f` gets the
+    /// transaction, the record's key, and the record as read in the transaction (not a
+    /// snapshot read: fencing depends on it).
+    async fn on_owner<T>(
+        &self,
+        room: &RoomKey,
+        f: impl Fn(&RetryableTransaction, &[u8], Option<Owner>) -> Result<T, FdbBindingError>,
+    ) -> Result<T, StorageError> {
+        let key = self.room_key(room, "o");
+        self.db
+            .run(|trx, _| {
+                let (key, f) = (&key, &f);
+                async move {
+                    let current = Self::read_owner(&trx, key).await?;
+                    f(&trx, key, current)
+                }
+            })
+            .await
+            .map_err(from_binding)
+    }
+
     /// Reads the owner record inside `trx` (a conflicting read: fencing depends on it).
     async fn read_owner(
         trx: &RetryableTransaction,
@@ -139,34 +162,6 @@ impl FdbStore {
             .get(key, false)
             .await?
             .and_then(|v| keys::decode_owner(&v)))
-    }
-
-    /// The first alarm index entries in `[lo, hi)`, earliest first.
-    async fn alarms_in(
-        &self,
-        lo: Vec<u8>,
-        hi: Vec<u8>,
-        limit: usize,
-    ) -> Result<Vec<(i64, RoomKey)>, StorageError> {
-        let root_len = self.root.len();
-        self.db
-            .run(|trx, _| {
-                let (lo, hi) = (lo.clone(), hi.clone());
-                async move {
-                    let opt = RangeOption {
-                        limit: Some(limit),
-                        mode: StreamingMode::WantAll,
-                        ..RangeOption::from((lo, hi))
-                    };
-                    let rows = trx.get_range(&opt, 1, true).await?;
-                    Ok(rows
-                        .iter()
-                        .filter_map(|kv| keys::parse_alarm_index(kv.key().get(root_len..)?))
-                        .collect())
-                }
-            })
-            .await
-            .map_err(from_binding)
     }
 }
 
@@ -385,87 +380,54 @@ impl Store for FdbStore {
     }
 
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
-        let key = self.room_key(room, "o");
-        self.db
-            .run(|trx, _| {
-                let key = key.clone();
-                async move {
-                    let current = Self::read_owner(&trx, &key).await?;
-                    let next = claim.decide(current.as_ref()).map_err(refuse)?;
-                    if current.as_ref() != Some(&next) {
-                        trx.set(&key, &keys::encode_owner(&next));
-                    }
-                    Ok(next)
-                }
-            })
-            .await
-            .map_err(from_binding)
+        self.on_owner(room, |trx, key, current| {
+            let next = claim.decide(current.as_ref()).map_err(refuse)?;
+            if current.as_ref() != Some(&next) {
+                trx.set(key, &keys::encode_owner(&next));
+            }
+            Ok(next)
+        })
+        .await
     }
 
     async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError> {
-        let key = self.room_key(room, "o");
-        self.db
-            .run(|trx, _| {
-                let key = key.clone();
-                async move {
-                    if Self::read_owner(&trx, &key).await?.as_ref() == Some(owner) {
-                        let released = Owner {
-                            released: true,
-                            ..owner.clone()
-                        };
-                        trx.set(&key, &keys::encode_owner(&released));
-                    }
-                    Ok(())
-                }
-            })
-            .await
-            .map_err(from_binding)
+        self.on_owner(room, |trx, key, current| {
+            if current.as_ref() == Some(owner) {
+                let released = Owner {
+                    released: true,
+                    ..owner.clone()
+                };
+                trx.set(key, &keys::encode_owner(&released));
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
-        let key = self.room_key(room, "o");
-        self.db
-            .run(|trx, _| {
-                let key = key.clone();
-                async move { Self::read_owner(&trx, &key).await }
-            })
-            .await
-            .map_err(from_binding)
+        self.on_owner(room, |_, _, current| Ok(current)).await
     }
 
     async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError> {
-        let key = self.room_key(room, "o");
-        self.db
-            .run(|trx, _| {
-                let key = key.clone();
-                async move {
-                    let current = Self::read_owner(&trx, &key).await?;
-                    let (home, placeholder) = home_region(current.as_ref(), proposed);
-                    if let Some(p) = placeholder {
-                        trx.set(&key, &keys::encode_owner(&p));
-                    }
-                    Ok(home)
-                }
-            })
-            .await
-            .map_err(from_binding)
+        self.on_owner(room, |trx, key, current| {
+            let (home, placeholder) = home_region(current.as_ref(), proposed);
+            if let Some(p) = placeholder {
+                trx.set(key, &keys::encode_owner(&p));
+            }
+            Ok(home)
+        })
+        .await
     }
 
     async fn wait_owner_change(&self, room: &RoomKey, within: Duration) {
-        let key = self.room_key(room, "o");
         // Watch the record unless it is claimable already; a watch fires once the record
         // changes after the transaction that set it up commits.
         let watch = self
-            .db
-            .run(|trx, _| {
-                let key = key.clone();
-                async move {
-                    let current = Self::read_owner(&trx, &key).await?;
-                    if current.is_none_or(|o| o.released) {
-                        return Ok(None);
-                    }
-                    Ok(Some(trx.watch(&key)))
+            .on_owner(room, |trx, key, current| {
+                if current.is_none_or(|o| o.released) {
+                    return Ok(None);
                 }
+                Ok(Some(trx.watch(key)))
             })
             .await;
         // Bounded even with a watch: the caller claims again either way.
@@ -479,25 +441,26 @@ impl Store for FdbStore {
         }
     }
 
-    async fn due_alarms(
-        &self,
-        now_ms: i64,
-        after: Option<(RoomKey, i64)>,
-        limit: usize,
-    ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
-        let lo = self.key(&keys::alarm_scan_start(after.as_ref()));
-        let hi = self.key(&keys::alarm_index_bound(now_ms.saturating_add(1)));
-        let due = self.alarms_in(lo, hi, limit).await?;
-        Ok(due.into_iter().map(|(due, room)| (room, due)).collect())
-    }
-
-    async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
-        let lo = self.key(&keys::alarm_index_prefix());
-        let hi = keys::strinc(&lo);
-        Ok(self
-            .alarms_in(lo, hi, 1)
-            .await?
-            .first()
-            .map(|(due, _)| *due))
+    async fn scan_alarms(&self, scan: &AlarmScan) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        let (lo, hi) = keys::alarm_scan_range(scan);
+        let (lo, hi) = (self.key(&lo), self.key(&hi));
+        let root_len = self.root.len();
+        self.db
+            .run(|trx, _| {
+                let opt = RangeOption {
+                    limit: Some(scan.limit),
+                    mode: StreamingMode::WantAll,
+                    ..RangeOption::from((lo.clone(), hi.clone()))
+                };
+                async move {
+                    let rows = trx.get_range(&opt, 1, true).await?;
+                    Ok(rows
+                        .iter()
+                        .filter_map(|kv| keys::parse_alarm_index(kv.key().get(root_len..)?))
+                        .collect())
+                }
+            })
+            .await
+            .map_err(from_binding)
     }
 }

@@ -3,10 +3,10 @@
 //!
 //! - `("r", party, room, "k", key)` → value
 //! - `("r", party, room, "a")`      → alarm time (i64 ms, big-endian)
-//! - `("r", party, room, "o")`      → owner record (JSON [`super::Owner`])
+//! - `("r", party, room, "o")`      → owner record (JSON [`Owner`])
 //! - `("alarms", due_ms, party, room)` → empty: the global index of due alarms
 
-use super::ListOptions;
+use super::store::{AlarmScan, ListOptions, Owner};
 use bytes::Bytes;
 use conclave_proto::RoomKey;
 use foundationdb_tuple::{pack, unpack};
@@ -50,11 +50,11 @@ pub fn owner_key(room: &RoomKey) -> Vec<u8> {
     pack(&("r", room.party.as_str(), room.room.as_str(), "o"))
 }
 
-pub fn encode_owner(o: &super::Owner) -> Vec<u8> {
+pub fn encode_owner(o: &Owner) -> Vec<u8> {
     serde_json::to_vec(o).unwrap_or_default()
 }
 
-pub fn decode_owner(v: &[u8]) -> Option<super::Owner> {
+pub fn decode_owner(v: &[u8]) -> Option<Owner> {
     serde_json::from_slice(v).ok()
 }
 
@@ -75,31 +75,29 @@ pub fn alarm_index_key(due_ms: i64, room: &RoomKey) -> Vec<u8> {
     pack(&("alarms", due_ms, room.party.as_str(), room.room.as_str()))
 }
 
-/// Sorts after every index entry due before `due_ms` and before every other.
-pub fn alarm_index_bound(due_ms: i64) -> Vec<u8> {
-    pack(&("alarms", due_ms))
-}
-
-/// Where a scan of due alarms starts: the index start, or just after `after`'s entry.
-pub fn alarm_scan_start(after: Option<&(RoomKey, i64)>) -> Vec<u8> {
-    match after {
+/// The byte range `[lo, hi)` of the alarm index entries `scan` selects (`limit` aside).
+pub fn alarm_scan_range(scan: &AlarmScan) -> (Vec<u8>, Vec<u8>) {
+    let lo = match &scan.after {
+        // Just after that entry.
         Some((room, due)) => {
             let mut k = alarm_index_key(*due, room);
             k.push(0);
             k
         }
-        None => alarm_index_prefix(),
-    }
+        None => pack(&("alarms",)),
+    };
+    let hi = match scan.due_by {
+        // Sorts after every entry due at or before `due_by`, and before every other.
+        Some(due_by) => pack(&("alarms", due_by.saturating_add(1))),
+        None => strinc(&pack(&("alarms",))),
+    };
+    (lo, hi)
 }
 
-pub fn alarm_index_prefix() -> Vec<u8> {
-    pack(&("alarms",))
-}
-
-/// `(due_ms, room)` of an alarm index key.
-pub fn parse_alarm_index(k: &[u8]) -> Option<(i64, RoomKey)> {
+/// `(room, due_ms)` of an alarm index key.
+pub fn parse_alarm_index(k: &[u8]) -> Option<(RoomKey, i64)> {
     let (_, due, party, room) = unpack::<(String, i64, String, String)>(k).ok()?;
-    Some((due, RoomKey::new(&party, &room).ok()?))
+    Some((RoomKey::new(&party, &room).ok()?, due))
 }
 
 /// The byte range `[lo, hi)` that holds every key `opts` can match (a superset; exact
@@ -187,7 +185,42 @@ mod tests {
         let other = kv_prefix(&RoomKey::new("main", "r").unwrap());
         assert!(!p.starts_with(&other) && !other.starts_with(&p));
         let idx = alarm_index_key(42, &room);
-        assert_eq!(parse_alarm_index(&idx), Some((42, room)));
+        assert_eq!(parse_alarm_index(&idx), Some((room, 42)));
+    }
+
+    #[test]
+    fn an_alarm_scan_includes_its_due_time_and_starts_after_its_cursor() {
+        let a = RoomKey::new("main", "a").unwrap();
+        let b = RoomKey::new("main", "b").unwrap();
+        let inside = |scan: &AlarmScan, due, room| {
+            let (lo, hi) = alarm_scan_range(scan);
+            let k = alarm_index_key(due, room);
+            lo <= k && k < hi
+        };
+        let due_by = AlarmScan {
+            after: None,
+            due_by: Some(100),
+            limit: 10,
+        };
+        assert!(inside(&due_by, 100, &a));
+        assert!(inside(&due_by, -5, &a));
+        assert!(!inside(&due_by, 101, &a));
+        let after_a = AlarmScan {
+            after: Some((a.clone(), 100)),
+            ..due_by
+        };
+        assert!(!inside(&after_a, 100, &a));
+        assert!(inside(&after_a, 100, &b));
+        let all = AlarmScan {
+            after: None,
+            due_by: None,
+            limit: 1,
+        };
+        assert!(inside(&all, i64::MAX, &b));
+        // Nothing but the index is in its range.
+        let (lo, hi) = alarm_scan_range(&all);
+        let data = kv_key(&kv_prefix(&a), "x");
+        assert!(!(lo <= data && data < hi));
     }
 
     #[test]

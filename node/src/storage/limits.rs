@@ -1,6 +1,6 @@
 //! Durable Object storage limits. Over a limit is an error, never a truncation.
 
-use super::StorageError;
+use super::store::StorageError;
 
 pub const MAX_KEY_BYTES: usize = 2048;
 pub const MAX_VALUE_BYTES: usize = 128 * 1024;

@@ -11,7 +11,9 @@
 //! Transactions that fail with a serialization failure or deadlock are retried.
 
 use super::keys;
-use super::{check_fence, home_region, Claim, ListOptions, Owner, RoomCommit, StorageError, Store};
+use super::store::{
+    check_fence, home_region, AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
@@ -81,24 +83,18 @@ impl PostgresStore {
         self.pool.get().await.map_err(backend)
     }
 
-    async fn first_alarm_in(
+    /// The value under `key`, decoded.
+    async fn read_value<T>(
         &self,
-        lo: &[u8],
-        hi: &[u8],
-        limit: i64,
-    ) -> Result<Vec<(i64, RoomKey)>, StorageError> {
+        key: &[u8],
+        decode: fn(&[u8]) -> Option<T>,
+    ) -> Result<Option<T>, StorageError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT k FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
-                &[&lo, &hi, &limit],
-            )
+        let row = client
+            .query_opt("SELECT v FROM conclave_kv WHERE k = $1", &[&key])
             .await
             .map_err(pg)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| keys::parse_alarm_index(r.get::<_, &[u8]>(0)))
-            .collect())
+        Ok(row.and_then(|r| decode(r.get(0))))
     }
 }
 
@@ -273,15 +269,8 @@ impl Store for PostgresStore {
     }
 
     async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT v FROM conclave_kv WHERE k = $1",
-                &[&keys::alarm_key(room)],
-            )
+        self.read_value(&keys::alarm_key(room), keys::decode_alarm)
             .await
-            .map_err(pg)?;
-        Ok(row.and_then(|r| keys::decode_alarm(r.get(0))))
     }
 
     async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
@@ -386,37 +375,24 @@ impl Store for PostgresStore {
     }
 
     async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
+        self.read_value(&keys::owner_key(room), keys::decode_owner)
+            .await
+    }
+
+    async fn scan_alarms(&self, scan: &AlarmScan) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        let (lo, hi) = keys::alarm_scan_range(scan);
+        let limit = i64::try_from(scan.limit).unwrap_or(i64::MAX);
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT v FROM conclave_kv WHERE k = $1",
-                &[&keys::owner_key(room)],
+        let rows = client
+            .query(
+                "SELECT k FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+                &[&lo, &hi, &limit],
             )
             .await
             .map_err(pg)?;
-        Ok(row.and_then(|r| keys::decode_owner(r.get(0))))
-    }
-
-    async fn due_alarms(
-        &self,
-        now_ms: i64,
-        after: Option<(RoomKey, i64)>,
-        limit: usize,
-    ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
-        let lo = keys::alarm_scan_start(after.as_ref());
-        let hi = keys::alarm_index_bound(now_ms.saturating_add(1));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let due = self.first_alarm_in(&lo, &hi, limit).await?;
-        Ok(due.into_iter().map(|(due, room)| (room, due)).collect())
-    }
-
-    async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
-        let lo = keys::alarm_index_prefix();
-        let hi = keys::strinc(&lo);
-        Ok(self
-            .first_alarm_in(&lo, &hi, 1)
-            .await?
-            .first()
-            .map(|(due, _)| *due))
+        Ok(rows
+            .iter()
+            .filter_map(|r| keys::parse_alarm_index(r.get::<_, &[u8]>(0)))
+            .collect())
     }
 }

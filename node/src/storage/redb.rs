@@ -6,7 +6,9 @@
 //! one each.
 
 use super::keys;
-use super::{check_fence, home_region, Claim, ListOptions, Owner, RoomCommit, StorageError, Store};
+use super::store::{
+    check_fence, home_region, AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
@@ -116,6 +118,20 @@ impl RedbStore {
         })
         .await
         .map_err(backend)?
+    }
+
+    /// The value under `key`, decoded.
+    async fn read_value<T: Send + 'static>(
+        &self,
+        key: Vec<u8>,
+        decode: fn(&[u8]) -> Option<T>,
+    ) -> Result<Option<T>, StorageError> {
+        self.read(move |t| {
+            Ok(t.get(key.as_slice())
+                .map_err(backend)?
+                .and_then(|v| decode(v.value())))
+        })
+        .await
     }
 }
 
@@ -335,13 +351,8 @@ impl Store for RedbStore {
     }
 
     async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {
-        let key = keys::alarm_key(room);
-        self.read(move |t| {
-            Ok(t.get(key.as_slice())
-                .map_err(backend)?
-                .and_then(|v| keys::decode_alarm(v.value())))
-        })
-        .await
+        self.read_value(keys::alarm_key(room), keys::decode_alarm)
+            .await
     }
 
     async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
@@ -366,58 +377,26 @@ impl Store for RedbStore {
     }
 
     async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
-        let key = keys::owner_key(room);
-        self.read(move |t| {
-            Ok(t.get(key.as_slice())
-                .map_err(backend)?
-                .and_then(|v| keys::decode_owner(v.value())))
-        })
-        .await
+        self.read_value(keys::owner_key(room), keys::decode_owner)
+            .await
     }
 
-    async fn due_alarms(
-        &self,
-        now_ms: i64,
-        after: Option<(RoomKey, i64)>,
-        limit: usize,
-    ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+    async fn scan_alarms(&self, scan: &AlarmScan) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        let (lo, hi) = keys::alarm_scan_range(scan);
+        let limit = scan.limit;
         self.read(move |t| {
-            let lo = keys::alarm_scan_start(after.as_ref());
-            let hi = keys::alarm_index_bound(now_ms.saturating_add(1));
             let mut out = Vec::new();
             for item in t
                 .range::<&[u8]>(lo.as_slice()..hi.as_slice())
                 .map_err(backend)?
             {
                 let (k, _) = item.map_err(backend)?;
-                if let Some((due, room)) = keys::parse_alarm_index(k.value()) {
-                    if due <= now_ms {
-                        out.push((room, due));
-                    }
-                }
+                out.extend(keys::parse_alarm_index(k.value()));
                 if out.len() >= limit {
                     break;
                 }
             }
             Ok(out)
-        })
-        .await
-    }
-
-    async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
-        self.read(move |t| {
-            let lo = keys::alarm_index_prefix();
-            let hi = keys::strinc(&lo);
-            let mut range = t
-                .range::<&[u8]>(lo.as_slice()..hi.as_slice())
-                .map_err(backend)?;
-            match range.next() {
-                Some(item) => {
-                    let (k, _) = item.map_err(backend)?;
-                    Ok(keys::parse_alarm_index(k.value()).map(|(due, _)| due))
-                }
-                None => Ok(None),
-            }
         })
         .await
     }

@@ -5,7 +5,7 @@
 //! [`RoomCommit`] and only then releases the messages the handler sent.
 
 use super::limits::{check_batch, check_key, check_value};
-use super::{ListOptions, Owner, RoomCommit, StorageError, Store};
+use super::store::{ListOptions, Owner, RoomCommit, StorageError, Store};
 use bytes::Bytes;
 use conclave_proto::RoomKey;
 use futures::future::BoxFuture;

@@ -1,0 +1,291 @@
+//! The backend contract: what a [`Store`] keeps per room (ordered keys, the alarm, the
+//! owner record) and the operations every backend provides, with the ownership rules
+//! ([`Claim::decide`], [`check_fence`]) all backends apply alike.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use conclave_proto::RoomKey;
+pub use conclave_proto::DEFAULT_REGION;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("key is {len} bytes; the limit is {max}")]
+    KeyTooLarge { len: usize, max: usize },
+    #[error("value for key {key:?} is {len} bytes; the limit is {max}")]
+    ValueTooLarge { key: String, len: usize, max: usize },
+    #[error("{len} keys in one call; the limit is {max}")]
+    TooManyKeys { len: usize, max: usize },
+    #[error("value for key {key:?} is not valid JSON for the requested type: {error}")]
+    Decode { key: String, error: String },
+    #[error("value could not be encoded as JSON: {0}")]
+    Encode(String),
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+    #[error("storage is shutting down")]
+    Closed,
+    /// The room's owner record changed since this node claimed it: its writes are refused.
+    #[error("fenced: room is now held by {}", holder.as_ref().map_or("nobody".to_string(), Owner::to_string))]
+    Fenced { holder: Option<Owner> },
+    /// Another live node holds the room.
+    #[error("room is held by {holder}")]
+    Held { holder: Owner },
+    /// The room's home region is another one: only that region's nodes may run it.
+    #[error("room belongs to region {home}")]
+    OtherRegion { home: String },
+}
+
+/// Options of [`Storage::list`], as in Durable Objects.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    /// Only keys that start with this.
+    pub prefix: Option<String>,
+    /// Keys >= start.
+    pub start: Option<String>,
+    /// Keys > start_after (ignored when `start` is set).
+    pub start_after: Option<String>,
+    /// Keys < end.
+    pub end: Option<String>,
+    /// Descending order.
+    pub reverse: bool,
+    pub limit: Option<usize>,
+}
+
+impl ListOptions {
+    pub fn prefix(p: impl Into<String>) -> Self {
+        Self {
+            prefix: Some(p.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Whether `key` is inside the range (ignoring `limit`).
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        if let Some(p) = &self.prefix {
+            if !key.starts_with(p.as_str()) {
+                return false;
+            }
+        }
+        if let Some(s) = &self.start {
+            if key < s.as_str() {
+                return false;
+            }
+        } else if let Some(s) = &self.start_after {
+            if key <= s.as_str() {
+                return false;
+            }
+        }
+        if let Some(e) = &self.end {
+            if key >= e.as_str() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Who holds a room: a node, its process incarnation, and the epoch of the claim. Stored
+/// with the room; every fenced commit re-reads it in the same transaction.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Owner {
+    pub node: String,
+    pub incarnation: u64,
+    pub epoch: u64,
+    /// Set when the holder let go of the room; anyone may claim it then.
+    #[serde(default)]
+    pub released: bool,
+    /// The room's home region, fixed when the room is first placed. (Records written
+    /// before regions existed have none: they belong to [`DEFAULT_REGION`].)
+    #[serde(default)]
+    pub region: String,
+}
+
+impl Owner {
+    /// The room's home region.
+    pub fn home(&self) -> &str {
+        if self.region.is_empty() {
+            DEFAULT_REGION
+        } else {
+            &self.region
+        }
+    }
+
+    /// The record that fixes a new room's home region before any node holds it.
+    fn placeholder(region: &str) -> Self {
+        Self {
+            node: String::new(),
+            incarnation: 0,
+            epoch: 0,
+            released: true,
+            region: region.to_string(),
+        }
+    }
+}
+
+/// The home region of a room whose owner record is `current`, and the record to write when
+/// this call fixes it (a room never placed before gets `proposed`).
+pub(crate) fn home_region(current: Option<&Owner>, proposed: &str) -> (String, Option<Owner>) {
+    match current {
+        Some(c) => (c.home().to_string(), None),
+        None => (proposed.to_string(), Some(Owner::placeholder(proposed))),
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node {} (incarnation {}, epoch {})",
+            self.node, self.incarnation, self.epoch
+        )?;
+        if self.released {
+            f.write_str(", released")?;
+        }
+        Ok(())
+    }
+}
+
+/// A node asking to own a room.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub node: String,
+    pub incarnation: u64,
+    /// The claiming node's region: it may only run rooms whose home this is.
+    pub region: String,
+    /// Nodes currently in the ring: a room held by a node outside it may be taken over.
+    pub live_nodes: Vec<String>,
+}
+
+impl Claim {
+    /// The owner record after this claim, given the current one; `OtherRegion` if the
+    /// room's home is another region, `Held` if another live node holds the room.
+    /// Re-claiming a room this process already holds keeps its epoch.
+    pub fn decide(&self, current: Option<&Owner>) -> Result<Owner, StorageError> {
+        if let Some(c) = current {
+            if c.home() != self.region {
+                return Err(StorageError::OtherRegion {
+                    home: c.home().to_string(),
+                });
+            }
+        }
+        let next = |epoch| Owner {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            epoch,
+            released: false,
+            region: self.region.clone(),
+        };
+        match current {
+            None => Ok(next(1)),
+            Some(c) if c.node == self.node && c.incarnation == self.incarnation && !c.released => {
+                Ok(c.clone())
+            }
+            // Released, held by another process of this node (a restart: incarnations do
+            // not tell which process is newer, so any other one loses the room), or held by
+            // a node that left the ring.
+            Some(c) if c.released || c.node == self.node || !self.live_nodes.contains(&c.node) => {
+                Ok(next(c.epoch + 1))
+            }
+            Some(c) => Err(StorageError::Held { holder: c.clone() }),
+        }
+    }
+}
+
+/// Whether a commit fenced by `fence` may apply, given the stored owner.
+pub(crate) fn check_fence(current: Option<&Owner>, fence: &Owner) -> Result<(), StorageError> {
+    match current {
+        Some(c) if c == fence && !c.released => Ok(()),
+        other => Err(StorageError::Fenced {
+            holder: other.cloned(),
+        }),
+    }
+}
+
+/// Everything one room commits at once: applied atomically, in this order.
+#[derive(Clone, Debug, Default)]
+pub struct RoomCommit {
+    /// Remove every key of the room before applying `writes`.
+    pub delete_all: bool,
+    /// `Some` puts, `None` deletes.
+    pub writes: Vec<(String, Option<Bytes>)>,
+    /// `Some(Some(t))` sets the alarm to `t` (ms since the epoch), `Some(None)` clears it.
+    pub alarm: Option<Option<i64>>,
+    /// When set, the commit applies only if the room's owner record is still exactly this.
+    pub fence: Option<Owner>,
+}
+
+impl RoomCommit {
+    pub fn is_empty(&self) -> bool {
+        !self.delete_all && self.writes.is_empty() && self.alarm.is_none()
+    }
+}
+
+/// A storage backend. Commits of many rooms may share one durable write (group commit);
+/// a commit returns only once it is durable.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(
+        &self,
+        room: &RoomKey,
+        keys: &[String],
+    ) -> Result<Vec<Option<Bytes>>, StorageError>;
+    async fn list(
+        &self,
+        room: &RoomKey,
+        opts: &ListOptions,
+    ) -> Result<Vec<(String, Bytes)>, StorageError>;
+    async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError>;
+    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError>;
+    /// Takes ownership of a room (see [`Claim::decide`]), atomically with reading the
+    /// current owner.
+    async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError>;
+    /// Lets go of a room this owner still holds (no-op otherwise).
+    async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError>;
+    /// The room's owner record.
+    async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError>;
+    /// The room's home region; a room never placed before gets `proposed`, atomically (the
+    /// first caller fixes it).
+    async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError>;
+    /// Waits until the room's owner record may have changed, or `within` passed. Backends
+    /// that can watch a key wake at the change; the default polls.
+    async fn wait_owner_change(&self, _room: &RoomKey, within: std::time::Duration) {
+        tokio::time::sleep(within.min(std::time::Duration::from_millis(50))).await;
+    }
+    /// Entries of the global alarm index, `(room, due_ms)`, earliest first, as `scan`
+    /// selects them.
+    async fn scan_alarms(&self, scan: &AlarmScan) -> Result<Vec<(RoomKey, i64)>, StorageError>;
+    /// Rooms whose alarm is due at or before `now_ms`, earliest first, starting after the
+    /// entry `after` (a page's last) when given.
+    async fn due_alarms(
+        &self,
+        now_ms: i64,
+        after: Option<(RoomKey, i64)>,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        let scan = AlarmScan {
+            after,
+            due_by: Some(now_ms),
+            limit,
+        };
+        self.scan_alarms(&scan).await
+    }
+    /// The earliest alarm of any room.
+    async fn next_alarm(&self) -> Result<Option<i64>, StorageError> {
+        let scan = AlarmScan {
+            after: None,
+            due_by: None,
+            limit: 1,
+        };
+        Ok(self.scan_alarms(&scan).await?.first().map(|(_, due)| *due))
+    }
+}
+
+/// A stretch of the global alarm index.
+#[derive(Clone, Debug)]
+pub struct AlarmScan {
+    /// Start just after this entry (a page's last); from the earliest alarm if `None`.
+    pub after: Option<(RoomKey, i64)>,
+    /// Only alarms due at or before this (ms since the epoch); any if `None`.
+    pub due_by: Option<i64>,
+    /// At most this many entries.
+    pub limit: usize,
+}
