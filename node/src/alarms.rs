@@ -2,12 +2,12 @@
 //! rooms, waking hibernated rooms. At-least-once: an alarm leaves storage only in the same
 //! commit as its successful `on_alarm`; failures retry with exponential backoff from 2 s.
 
-use crate::host::HostInner;
-use crate::room::{AlarmOutcome, RoomEvent};
+use crate::host::Host;
+use crate::mailbox::{AlarmOutcome, RoomEvent};
 use crate::time::now_ms;
 use conclave_proto::RoomKey;
 use std::collections::{HashMap, HashSet};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -29,20 +29,53 @@ struct Retry {
     not_before: Instant,
 }
 
-pub(crate) async fn run(host: Weak<HostInner>) {
-    let mut running: HashSet<RoomKey> = HashSet::new();
-    // Rooms whose alarms showed up here, by whether their home region is this node's.
-    let mut in_region: HashMap<RoomKey, bool> = HashMap::new();
-    let mut retries: HashMap<RoomKey, Retry> = HashMap::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(RoomKey, AlarmOutcome)>();
+type Done = (RoomKey, AlarmOutcome);
+
+/// Runs the scheduler until the host is gone.
+pub(crate) async fn run(host: Weak<Host>) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut scheduler = Scheduler {
+        running: HashSet::new(),
+        in_region: HashMap::new(),
+        retries: HashMap::new(),
+        done: done_tx,
+    };
     loop {
-        let Some(h) = host.upgrade() else { return };
+        let Some(host) = host.upgrade() else { return };
         let now = now_ms();
-        // Page through the due alarms: other nodes' overdue alarms (a node that is down)
-        // must not hide this node's.
+        scheduler.start_due(&host, now).await;
+        let sleep = match host.store.next_alarm().await {
+            Ok(Some(at)) if at <= now => BUSY_SLEEP,
+            Ok(Some(at)) => Duration::from_millis((at - now) as u64).min(MAX_SLEEP),
+            Ok(None) => MAX_SLEEP,
+            Err(_) => MAX_SLEEP,
+        };
+        let notified = host.alarms_changed.notified();
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(sleep) => {}
+            Some((room, outcome)) = done_rx.recv() => scheduler.finished(room, outcome),
+        }
+    }
+}
+
+struct Scheduler {
+    /// Rooms whose alarm is running now.
+    running: HashSet<RoomKey>,
+    /// Rooms whose alarms showed up here, by whether their home region is this node's.
+    in_region: HashMap<RoomKey, bool>,
+    retries: HashMap<RoomKey, Retry>,
+    /// Where a running alarm reports how it went.
+    done: mpsc::UnboundedSender<Done>,
+}
+
+impl Scheduler {
+    /// Pages through the due alarms and starts those this node runs. Other nodes' overdue
+    /// alarms (a node that is down) must not hide this node's.
+    async fn start_due(&mut self, host: &Arc<Host>, now: i64) {
         let mut after = None;
         for _ in 0..MAX_PAGES {
-            let page = match h.store.due_alarms(now, after.clone(), BATCH).await {
+            let page = match host.store.due_alarms(now, after.clone(), BATCH).await {
                 Ok(page) => page,
                 Err(e) => {
                     warn!(error = %e, "cannot read due alarms");
@@ -52,72 +85,86 @@ pub(crate) async fn run(host: Weak<HostInner>) {
             let full = page.len() == BATCH;
             after = page.last().cloned();
             for (room, _) in page {
-                // Every node sees the shared index; each runs its own rooms' alarms.
-                if running.contains(&room) || !h.places_here(&room) {
-                    continue;
+                if let Some(attempt) = self.attempt_due(host, &room).await {
+                    self.start(host, room, attempt);
                 }
-                // The index is shared by every region; run only rooms homed in ours.
-                if !in_region.contains_key(&room) {
-                    let ours = match h.store.owner(&room).await {
-                        Ok(owner) => owner.is_none_or(|o| o.home() == h.config.region),
-                        Err(_) => continue,
-                    };
-                    if in_region.len() >= MAX_REGION_CACHE {
-                        in_region.clear();
-                    }
-                    in_region.insert(room.clone(), ours);
-                }
-                if in_region.get(&room) == Some(&false) {
-                    continue;
-                }
-                let attempt = match retries.get(&room) {
-                    Some(r) if r.not_before > Instant::now() => continue,
-                    Some(r) => r.attempt,
-                    None => 0,
-                };
-                running.insert(room.clone());
-                let (reply, rx) = oneshot::channel();
-                let done = done_tx.clone();
-                let host = h.clone();
-                tokio::spawn(async move {
-                    let outcome = match host
-                        .dispatch(&room, RoomEvent::Alarm { attempt, reply })
-                        .await
-                    {
-                        Ok(()) => rx.await.unwrap_or(AlarmOutcome::Failed),
-                        Err(e) => {
-                            warn!(%room, error = %e, "alarm for a party this node does not serve");
-                            AlarmOutcome::Failed
-                        }
-                    };
-                    let _ = done.send((room, outcome));
-                });
             }
             if !full {
                 break;
             }
         }
+    }
 
-        let sleep = match h.store.next_alarm().await {
-            Ok(Some(at)) if at <= now => BUSY_SLEEP,
-            Ok(Some(at)) => Duration::from_millis((at - now) as u64).min(MAX_SLEEP),
-            Ok(None) => MAX_SLEEP,
-            Err(_) => MAX_SLEEP,
-        };
-        let notified = h.alarms_changed.notified();
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep(sleep) => {}
-            Some((room, outcome)) = done_rx.recv() => {
-                running.remove(&room);
-                match outcome {
-                    AlarmOutcome::Done => { retries.remove(&room); }
-                    AlarmOutcome::Failed => {
-                        let attempt = retries.get(&room).map_or(0, |r| r.attempt) + 1;
-                        let backoff = FIRST_RETRY * 2u32.saturating_pow(attempt - 1);
-                        retries.insert(room, Retry { attempt, not_before: Instant::now() + backoff });
-                    }
+    /// The attempt to run `room`'s due alarm as, unless it is not this node's to run now.
+    async fn attempt_due(&mut self, host: &Host, room: &RoomKey) -> Option<u32> {
+        // Every node sees the shared index; each runs its own rooms' alarms.
+        if self.running.contains(room) || !host.cluster.places_here(room) {
+            return None;
+        }
+        // The index is shared by every region; run only rooms homed in ours.
+        if !self.homed_here(host, room).await? {
+            return None;
+        }
+        match self.retries.get(room) {
+            Some(r) if r.not_before > Instant::now() => None,
+            Some(r) => Some(r.attempt),
+            None => Some(0),
+        }
+    }
+
+    /// Whether `room`'s home region is this node's (`None`: storage could not say).
+    async fn homed_here(&mut self, host: &Host, room: &RoomKey) -> Option<bool> {
+        if let Some(&ours) = self.in_region.get(room) {
+            return Some(ours);
+        }
+        let owner = host.store.owner(room).await.ok()?;
+        let ours = owner.is_none_or(|o| o.home() == host.cluster.region());
+        if self.in_region.len() >= MAX_REGION_CACHE {
+            self.in_region.clear();
+        }
+        self.in_region.insert(room.clone(), ours);
+        Some(ours)
+    }
+
+    /// Runs `room`'s alarm in the room; its outcome comes back through `done`.
+    fn start(&mut self, host: &Arc<Host>, room: RoomKey, attempt: u32) {
+        self.running.insert(room.clone());
+        let (reply, rx) = oneshot::channel();
+        let done = self.done.clone();
+        let host = host.clone();
+        tokio::spawn(async move {
+            let outcome = match host
+                .dispatch(&room, RoomEvent::Alarm { attempt, reply })
+                .await
+            {
+                Ok(()) => rx.await.unwrap_or(AlarmOutcome::Failed),
+                Err(e) => {
+                    warn!(%room, error = %e, "alarm for a party this node does not serve");
+                    AlarmOutcome::Failed
                 }
+            };
+            let _ = done.send((room, outcome));
+        });
+    }
+
+    /// A room's alarm ran: done, or to retry after a backoff.
+    fn finished(&mut self, room: RoomKey, outcome: AlarmOutcome) {
+        self.running.remove(&room);
+        match outcome {
+            AlarmOutcome::Done => {
+                self.retries.remove(&room);
+            }
+            AlarmOutcome::Failed => {
+                let attempt = self.retries.get(&room).map_or(0, |r| r.attempt) + 1;
+                let backoff = FIRST_RETRY * 2u32.saturating_pow(attempt - 1);
+                let not_before = Instant::now() + backoff;
+                self.retries.insert(
+                    room,
+                    Retry {
+                        attempt,
+                        not_before,
+                    },
+                );
             }
         }
     }

@@ -4,24 +4,37 @@
 //!   gets to work with. [`PartyRegistry`] maps party names to party implementations.
 //! - [`Node`] hosts rooms and speaks the relay protocol to gateways.
 //! - [`storage`] is the transactional key-value interface and its backends.
+//!
+//! Inside, from the bottom up: `message`, `links`, `time`, `config` and `storage` depend on
+//! nothing else here; `room` (the party-facing API) and `party` build on them; `cluster` is
+//! this node's view of the ring; `mailbox` and `rooms` are what reaches a room and which
+//! rooms are live; `actor` runs one room; `host` wires these together, and `gateway_link`,
+//! `alarms` and `node` drive it.
 
+#![warn(clippy::unwrap_used)]
+
+mod actor;
 mod alarms;
+mod cluster;
 mod config;
+mod gateway_link;
 mod host;
+mod links;
+mod mailbox;
+mod message;
 mod node;
 pub mod parties;
 mod party;
 mod room;
+mod rooms;
 pub mod storage;
 mod time;
 
 pub use async_trait::async_trait;
 pub use config::NodeConfig;
+pub use message::{Message, Request, Response};
 pub use node::Node;
-pub use party::{
-    ConnectRequest, Message, Party, PartyError, PartyFactory, PartyRegistry, Rejection, Request,
-    Response,
-};
+pub use party::{ConnectRequest, Party, PartyError, PartyFactory, PartyRegistry, Rejection};
 pub use room::{
     Connection, FetchError, PartyStub, Room, RoomFetcher, RoomStub, StateError,
     MAX_CONNECTION_STATE_BYTES,

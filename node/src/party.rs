@@ -1,80 +1,14 @@
 //! The Party API: what a room's code implements.
 
+use crate::message::{text_response, Message, Request, Response};
 use crate::room::{Connection, Room};
 use async_trait::async_trait;
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// An HTTP request to a room (`on_request`), or between rooms (`fetch`).
-pub type Request = http::Request<Bytes>;
-/// The answer to a [`Request`].
-pub type Response = http::Response<Bytes>;
 
 /// An error from party code. The runtime logs it with the room and connection ids and
 /// discards the handler's writes and held messages.
 pub type PartyError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// A WebSocket message: text (valid UTF-8) or binary. Cheap to clone.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Message {
-    payload: Bytes,
-    binary: bool,
-}
-
-impl Message {
-    /// A text message.
-    pub fn text(s: impl Into<String>) -> Self {
-        Self {
-            payload: Bytes::from(s.into()),
-            binary: false,
-        }
-    }
-
-    /// A binary message.
-    pub fn binary(b: impl Into<Bytes>) -> Self {
-        Self {
-            payload: b.into(),
-            binary: true,
-        }
-    }
-
-    /// A text message from bytes; `None` if they are not UTF-8.
-    pub fn text_from_bytes(b: Bytes) -> Option<Self> {
-        std::str::from_utf8(&b).ok()?;
-        Some(Self {
-            payload: b,
-            binary: false,
-        })
-    }
-
-    /// The text, if this is a text message.
-    pub fn as_text(&self) -> Option<&str> {
-        if self.binary {
-            None
-        } else {
-            // Checked at construction.
-            std::str::from_utf8(&self.payload).ok()
-        }
-    }
-
-    pub fn is_binary(&self) -> bool {
-        self.binary
-    }
-
-    pub fn payload(&self) -> &Bytes {
-        &self.payload
-    }
-}
-
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.as_text() {
-            Some(t) => write!(f, "Text({t:?})"),
-            None => write!(f, "Binary({} bytes)", self.payload.len()),
-        }
-    }
-}
 
 /// What `before_connect` sees: the room, the would-be connection id and the upgrade request.
 pub struct ConnectRequest<'a> {
@@ -185,7 +119,7 @@ pub trait Party: Send + 'static {
         _room: &mut Room,
         _req: Request,
     ) -> Result<Response, PartyError> {
-        Ok(crate::room::text_response(
+        Ok(text_response(
             404,
             "This party does not handle HTTP requests",
         ))

@@ -3,8 +3,8 @@
 //! connection first gets `{"type":"history","messages":[…]}` (the last 100, oldest first).
 //! `GET` → `{"messages":[…]}`. The room keeps the last [`KEEP`] messages.
 
-use super::json_response;
-use crate::party::{Message, Party, PartyError, Request, Response};
+use crate::message::{json_response, Message, Request, Response};
+use crate::party::{Party, PartyError};
 use crate::room::{Connection, Room};
 use crate::storage::ListOptions;
 use crate::time::now_ms;

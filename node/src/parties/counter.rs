@@ -2,8 +2,8 @@
 //! `{"type":"count","value":N}` only after the value is durable. `GET` → `{"value":N}`.
 //! The cluster tests use it as a linearizability probe.
 
-use super::json_response;
-use crate::party::{Message, Party, PartyError, Request, Response};
+use crate::message::{json_response, Message, Request, Response};
+use crate::party::{Party, PartyError};
 use crate::room::{Connection, Room};
 use async_trait::async_trait;
 use serde_json::json;

@@ -10,8 +10,7 @@ pub use counter::Counter;
 pub use presence::Presence;
 pub use relay::Relay;
 
-use crate::party::{Party, PartyFactory, Response};
-use bytes::Bytes;
+use crate::party::{Party, PartyFactory};
 
 /// A built-in party by its config name (`relay`, `chat`, `presence`, `counter`).
 pub fn builtin(kind: &str) -> Option<Box<dyn PartyFactory>> {
@@ -30,15 +29,5 @@ pub fn builtin(kind: &str) -> Option<Box<dyn PartyFactory>> {
 /// The built-in kinds, for help texts and errors.
 pub const BUILTIN_KINDS: [&str; 4] = ["relay", "chat", "presence", "counter"];
 
-/// A JSON response with a status.
-pub fn json_response(status: u16, value: &serde_json::Value) -> Response {
-    let mut r = http::Response::new(Bytes::from(value.to_string()));
-    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
+pub use crate::message::json_response;
 pub use conclave_proto::query_param;

@@ -3,10 +3,11 @@
 //! `{"type":"presence","users":{"<id>":{"name","status"}}}`. The data lives in connection
 //! state, so it survives hibernation.
 
-use super::query_param;
-use crate::party::{Message, Party, PartyError};
+use crate::message::Message;
+use crate::party::{Party, PartyError};
 use crate::room::{Connection, Room};
 use async_trait::async_trait;
+use conclave_proto::query_param;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

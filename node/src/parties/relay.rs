@@ -2,10 +2,11 @@
 //! `GET` → `{"party","room","connections"}` (plus `"tagged": N` for `?tag=`); `POST` → the
 //! body is broadcast to everyone. A connection's tags come from `?tags=a,b`.
 
-use super::{json_response, query_param};
-use crate::party::{Message, Party, PartyError, Request, Response};
-use crate::room::{text_response, Connection, Room};
+use crate::message::{json_response, text_response, Message, Request, Response};
+use crate::party::{Party, PartyError};
+use crate::room::{Connection, Room};
 use async_trait::async_trait;
+use conclave_proto::query_param;
 
 #[derive(Default)]
 pub struct Relay;

@@ -1,9 +1,10 @@
 //! A room's connection table. It outlives the party instance: a hibernated room keeps it,
 //! so connections, their tags and their state are all there when the room wakes.
 
-use crate::host::GatewayId;
+use crate::links::GatewayId;
 use conclave_proto::{ConnId, SocketId};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A socket as the node knows it. Socket ids are unique per gateway, so the pair is
@@ -37,13 +38,24 @@ impl ConnEntry {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct ConnTable {
     by_peer: HashMap<Peer, ConnEntry>,
     by_id: HashMap<ConnId, Peer>,
+    /// How many connections the table holds, shared with the node's room registry (the
+    /// room-full check at admission, and whether the room may retire).
+    count: Arc<AtomicUsize>,
 }
 
 impl ConnTable {
+    /// An empty table that keeps `count` equal to its size.
+    pub fn new(count: Arc<AtomicUsize>) -> Self {
+        Self {
+            by_peer: HashMap::new(),
+            by_id: HashMap::new(),
+            count,
+        }
+    }
+
     /// Adds a connection; returns the socket it replaces if one already had this id
     /// (the newer connection wins).
     pub fn insert(&mut self, entry: ConnEntry) -> Option<ConnEntry> {
@@ -52,6 +64,7 @@ impl ConnTable {
             .insert(entry.id.clone(), entry.peer())
             .and_then(|old| self.by_peer.remove(&old));
         self.by_peer.insert(entry.peer(), entry);
+        self.count_changed();
         replaced
     }
 
@@ -60,7 +73,12 @@ impl ConnTable {
         if self.by_id.get(&e.id) == Some(&peer) {
             self.by_id.remove(&e.id);
         }
+        self.count_changed();
         Some(e)
+    }
+
+    fn count_changed(&self) {
+        self.count.store(self.by_peer.len(), Ordering::Relaxed);
     }
 
     pub fn get(&self, peer: Peer) -> Option<&ConnEntry> {
@@ -89,5 +107,44 @@ impl ConnTable {
 
     pub fn len(&self) -> usize {
         self.by_peer.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, socket: u64) -> ConnEntry {
+        ConnEntry {
+            id: ConnId::new(id),
+            socket: SocketId(socket),
+            gateway: 0,
+            uri: Arc::from("/"),
+            tags: Arc::from(Vec::new()),
+            state: None,
+            origin: 1,
+            last_seq: 0,
+        }
+    }
+
+    #[test]
+    fn the_shared_count_follows_joins_replacements_and_leaves() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let mut table = ConnTable::new(count.clone());
+        assert!(table.insert(entry("a", 1)).is_none());
+        assert!(table.insert(entry("b", 2)).is_none());
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        // A newer socket with the same id replaces the older one.
+        let replaced = table.insert(entry("a", 3)).map(|e| e.socket);
+        assert_eq!(replaced, Some(SocketId(1)));
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        let gone = |socket| Peer {
+            gateway: 0,
+            socket: SocketId(socket),
+        };
+        assert!(table.remove(gone(1)).is_none(), "already replaced");
+        assert!(table.remove(gone(3)).is_some());
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        assert_eq!(table.by_id("b").map(|e| e.socket), Some(SocketId(2)));
     }
 }

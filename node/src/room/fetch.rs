@@ -1,9 +1,12 @@
 //! Room-to-room requests: `room.parties("chat").get("lobby").fetch(req)`.
+//!
+//! A room reaches other rooms through [`RoomRequests`], which the node's host implements;
+//! rooms hold it weakly, so a live room does not keep a stopped node alive.
 
-use crate::host::HostInner;
-use crate::party::{Request, Response};
+use crate::message::{Request, Response};
 use conclave_proto::RoomKey;
-use std::sync::Weak;
+use futures::future::BoxFuture;
+use std::sync::{Arc, Weak};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -17,13 +20,26 @@ pub enum FetchError {
     Closed,
 }
 
+/// Delivers HTTP requests to rooms, answered by their `on_request`.
+pub(crate) trait RoomRequests: Send + Sync + 'static {
+    fn fetch(
+        self: Arc<Self>,
+        room: RoomKey,
+        req: Request,
+    ) -> BoxFuture<'static, Result<Response, FetchError>>;
+}
+
 /// A handle for calling other rooms on this node's cluster.
 #[derive(Clone)]
 pub struct RoomFetcher {
-    pub(crate) host: Weak<HostInner>,
+    requests: Weak<dyn RoomRequests>,
 }
 
 impl RoomFetcher {
+    pub(crate) fn new(requests: Weak<dyn RoomRequests>) -> Self {
+        Self { requests }
+    }
+
     pub fn party(&self, party: &str) -> PartyStub<'_> {
         PartyStub {
             fetcher: self,
@@ -58,7 +74,7 @@ impl RoomStub<'_> {
     /// wait on a room that is waiting on it: the call would time out.
     pub async fn fetch(&self, req: Request) -> Result<Response, FetchError> {
         let key = RoomKey::new(&self.party, &self.room)?;
-        let host = self.fetcher.host.upgrade().ok_or(FetchError::Closed)?;
-        host.request(key, req).await
+        let requests = self.fetcher.requests.upgrade().ok_or(FetchError::Closed)?;
+        requests.fetch(key, req).await
     }
 }

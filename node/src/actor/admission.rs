@@ -1,0 +1,165 @@
+//! Sockets joining the room. The room answers the gateway's admission itself, once the
+//! socket is in its connection table: admitted (with its tags), refused (503: this node
+//! cannot serve the room now, the gateway tries again), or admitted and closed with 1011
+//! (the room failed, as PartyKit does when `onConnect` throws).
+
+use super::handler::Handler;
+use super::RoomActor;
+use crate::mailbox::{admitted, refused, OpenRequest};
+use crate::room::{close_socket, ConnEntry, Connection, Peer};
+use conclave_proto::close;
+use conclave_proto::wire::Resume;
+use conclave_proto::Refusal;
+use std::sync::Arc;
+use tracing::warn;
+
+/// Tags `connection_tags` may add to the connection id, and their longest length.
+const MAX_EXTRA_TAGS: usize = 9;
+const MAX_TAG_BYTES: usize = 256;
+
+impl RoomActor {
+    pub(super) async fn admit(&mut self, mut o: OpenRequest) {
+        match o.resume.take() {
+            Some(resume) => self.resume(o, resume).await,
+            None => self.open(o).await,
+        }
+    }
+
+    /// Adds a connection. Newest wins: an older socket with the same id is closed and leaves
+    /// first, unless it is this very socket seen over an earlier link.
+    async fn insert_conn(&mut self, entry: ConnEntry) {
+        let (origin, socket) = (entry.origin, entry.socket);
+        let replaced = self.room.shared().conns().insert(entry);
+        match replaced {
+            None => {}
+            Some(old) if old.origin == origin && old.socket == socket => {}
+            Some(old) => {
+                let reason = "Replaced by a newer connection with the same id";
+                self.room
+                    .shared()
+                    .push(old.gateway, close_socket(old.socket, close::NORMAL, reason));
+                let old_conn = Connection::from_entry(&old, self.room.shared());
+                self.closed(old_conn, close::NORMAL, "replaced", None).await;
+            }
+        }
+    }
+
+    /// A socket moving here from another node: it joins as it was, without `on_connect`.
+    async fn resume(&mut self, o: OpenRequest, resume: Resume) {
+        let peer = o.peer;
+        let tags: Arc<[String]> = if resume.tags.is_empty() {
+            Arc::from(vec![o.conn_id.to_string()])
+        } else {
+            Arc::from(resume.tags)
+        };
+        let state = (!resume.state.is_empty())
+            .then(|| serde_json::from_slice(&resume.state).ok())
+            .flatten();
+        self.insert_conn(ConnEntry {
+            id: o.conn_id,
+            socket: peer.socket,
+            gateway: peer.gateway,
+            uri: o.uri,
+            tags: tags.clone(),
+            state,
+            origin: o.origin,
+            last_seq: resume.acked_seq,
+        })
+        .await;
+        if let Err(e) = self.ensure_started().await {
+            self.refuse_open(peer, o.request_id, &e.to_string()).await;
+            return;
+        }
+        self.room
+            .shared()
+            .push(peer.gateway, admitted(o.request_id, peer.socket, &tags));
+        self.room.flush().await;
+    }
+
+    /// A new socket: it gets its tags, is admitted, then `on_connect` runs.
+    async fn open(&mut self, o: OpenRequest) {
+        let OpenRequest {
+            peer,
+            conn_id,
+            uri,
+            request_id,
+            origin,
+            resume: _,
+        } = o;
+        self.insert_conn(ConnEntry {
+            id: conn_id.clone(),
+            socket: peer.socket,
+            gateway: peer.gateway,
+            uri,
+            tags: Arc::from(vec![conn_id.to_string()]),
+            state: None,
+            origin,
+            last_seq: 0,
+        })
+        .await;
+        if let Err(e) = self.ensure_started().await {
+            if self.fenced {
+                self.refuse_open(peer, request_id, &e.to_string()).await;
+            } else {
+                self.reject_open(peer, request_id, &format!("Room failed to start: {e}"))
+                    .await;
+            }
+            return;
+        }
+        let Some(conn) = self.conn(peer) else {
+            return;
+        };
+        let extra = self
+            .party
+            .as_ref()
+            .map(|p| p.connection_tags(&conn))
+            .unwrap_or_default();
+        let mut tags = vec![conn_id.to_string()];
+        tags.extend(
+            extra
+                .into_iter()
+                .filter(|t| !t.is_empty() && t.len() <= MAX_TAG_BYTES)
+                .take(MAX_EXTRA_TAGS),
+        );
+        self.room
+            .shared()
+            .push(peer.gateway, admitted(request_id, peer.socket, &tags));
+        self.room.shared().conns().set_tags(peer, Arc::from(tags));
+        let Some(conn) = self.conn(peer) else {
+            return;
+        };
+        if let Err(e) = self.step(Handler::Connect(&conn)).await {
+            warn!(conn = %conn_id, error = %e, "on_connect failed; closing with 1011");
+            self.reject_open(peer, request_id, &e.to_string()).await;
+        }
+    }
+
+    /// This node cannot take the socket now (it may not own the room): 503, and the
+    /// gateway tries again.
+    pub(super) async fn refuse_open(&mut self, peer: Peer, request_id: u64, why: &str) {
+        self.room.shared().conns().remove(peer);
+        let refusal = Refusal {
+            ring_version: self.ctx.cluster.ring_version(),
+            ..Refusal::new(
+                503,
+                format!("The room cannot be served here right now: {why}"),
+            )
+        };
+        self.room
+            .shared()
+            .push(peer.gateway, refused(request_id, peer.socket, refusal));
+        self.room.flush().await;
+    }
+
+    /// Accept-then-close with 1011, as PartyKit does when `onConnect` throws.
+    async fn reject_open(&mut self, peer: Peer, request_id: u64, why: &str) {
+        self.room.shared().conns().remove(peer);
+        let shared = self.room.shared();
+        shared.push(peer.gateway, admitted(request_id, peer.socket, &[]));
+        shared.push(
+            peer.gateway,
+            close_socket(peer.socket, close::INTERNAL_ERROR, why),
+        );
+        self.room.flush().await;
+    }
+}

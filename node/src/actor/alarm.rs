@@ -1,0 +1,55 @@
+//! The alarm step: `on_alarm` runs when the room's alarm is due, and the alarm leaves
+//! storage in the same commit as the handler's writes.
+
+use super::handler::Handler;
+use super::RoomActor;
+use crate::mailbox::AlarmOutcome;
+use crate::time::now_ms;
+use tracing::{debug, warn};
+
+/// Alarms retried this many times after a failure, then dropped (as Durable Objects do).
+const MAX_ALARM_RETRIES: u32 = 6;
+
+impl RoomActor {
+    pub(super) async fn alarm(&mut self, attempt: u32) -> AlarmOutcome {
+        let due = match self.room.storage().get_alarm().await {
+            Ok(Some(at)) if at <= now_ms() => at,
+            Ok(_) => return AlarmOutcome::Done,
+            Err(e) => {
+                warn!(error = %e, "cannot read alarm");
+                return AlarmOutcome::Failed;
+            }
+        };
+        if let Err(e) = self.ensure_started().await {
+            if self.fenced {
+                // Not this node's room (now): its owner runs the alarm; never drop it here.
+                debug!(error = %e, "alarm left to the room's owner");
+                return AlarmOutcome::Failed;
+            }
+            warn!(error = %e, "on_start failed before alarm");
+            return self.alarm_failed(attempt).await;
+        }
+        // Cleared in the same commit as the handler's writes, unless the handler sets a new one.
+        self.room.storage().delete_alarm();
+        match self.step(Handler::Alarm).await {
+            Ok(_) => AlarmOutcome::Done,
+            Err(e) => {
+                warn!(due, attempt, error = %e, "on_alarm failed");
+                self.alarm_failed(attempt).await
+            }
+        }
+    }
+
+    async fn alarm_failed(&mut self, attempt: u32) -> AlarmOutcome {
+        if attempt < MAX_ALARM_RETRIES {
+            return AlarmOutcome::Failed;
+        }
+        warn!(
+            attempts = attempt + 1,
+            "alarm failed every retry; dropping it"
+        );
+        self.room.storage().delete_alarm();
+        let _ = self.commit_and_release().await;
+        AlarmOutcome::Done
+    }
+}

@@ -1,0 +1,64 @@
+//! The party handlers a step can run, and why a step may not take effect.
+
+use crate::message::{Message, Request, Response};
+use crate::party::{Party, PartyError};
+use crate::room::{Connection, Room};
+use crate::storage::StorageError;
+
+/// A party handler, with its arguments.
+pub(super) enum Handler<'a> {
+    Start,
+    Connect(&'a Connection),
+    /// A client frame; `seq` (0: none) is acknowledged together with the step's messages
+    /// when the handler succeeds.
+    Message {
+        conn: &'a Connection,
+        msg: Message,
+        seq: u64,
+    },
+    Close(&'a Connection, u16, &'a str),
+    Error(&'a Connection, &'a str),
+    Request(Request),
+    Alarm,
+}
+
+impl Handler<'_> {
+    /// Runs the handler; only a request's answers with a response.
+    pub(super) async fn call(
+        self,
+        party: &mut dyn Party,
+        room: &mut Room,
+    ) -> Result<Option<Response>, PartyError> {
+        match self {
+            Handler::Start => party.on_start(room).await.map(|()| None),
+            Handler::Connect(conn) => party.on_connect(room, conn).await.map(|()| None),
+            Handler::Message { conn, msg, .. } => {
+                party.on_message(room, conn, msg).await.map(|()| None)
+            }
+            Handler::Close(conn, code, reason) => party
+                .on_close(room, conn, code, reason)
+                .await
+                .map(|()| None),
+            Handler::Error(conn, error) => party.on_error(room, conn, error).await.map(|()| None),
+            Handler::Request(req) => party.on_request(room, req).await.map(Some),
+            Handler::Alarm => party.on_alarm(room).await.map(|()| None),
+        }
+    }
+}
+
+/// Why a step did not take effect. Shown as the underlying error.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StepError {
+    /// The node may not serve rooms (its liveness lapsed).
+    #[error("this node is fenced: its liveness lapsed")]
+    NodeFenced,
+    /// The room could not be claimed.
+    #[error("{0}")]
+    Claim(StorageError),
+    /// The handler failed: its writes and messages were discarded.
+    #[error("{0}")]
+    Handler(PartyError),
+    /// The handler's writes did not commit: they and its messages were discarded.
+    #[error("{0}")]
+    Commit(StorageError),
+}

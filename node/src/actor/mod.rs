@@ -1,0 +1,256 @@
+//! The room actor: one task per active room, handling its events one at a time.
+//!
+//! Each event is a step (`step.rs`): run a party handler (`handler.rs`), commit its
+//! writes (the storage gate), then release its messages (the output gate). A handler error
+//! discards the step's writes and messages; a failed commit also drops the party instance,
+//! so the next event starts from `on_start` and storage. An idle room drops its party instance (hibernation)
+//! but keeps its connection table; with no connections left, the actor retires entirely.
+//!
+//! This file holds the actor's state, its loop and the dispatch of events; the other files
+//! add the actor's methods for one concern each:
+//!
+//! - `step.rs`: running one handler as a step.
+//! - `ownership.rs`: claiming the room in storage, letting go of it, leaving it.
+//! - `admission.rs`: sockets joining the room (new, or moving here from another node).
+//! - `alarm.rs`: the alarm step.
+
+mod admission;
+mod alarm;
+mod handler;
+mod ownership;
+mod step;
+
+use crate::cluster::Cluster;
+use crate::mailbox::RoomEvent;
+use crate::message::{text_response, Message, Request, Response};
+use crate::party::{Party, PartyFactory};
+use crate::room::{Connection, Peer, Room};
+use crate::rooms::{gauge, Rooms};
+use conclave_proto::wire::{node_event, Ack};
+use handler::{Handler, StepError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, warn};
+
+/// What an actor needs from its node.
+pub(crate) struct ActorContext {
+    pub cluster: Arc<Cluster>,
+    /// Where the actor retires, or is evicted when it leaves the room.
+    pub rooms: Arc<Rooms>,
+    /// Woken when a commit changes the room's alarm.
+    pub alarms_changed: Arc<Notify>,
+    /// A room with no event for this long hibernates.
+    pub hibernate_after: Duration,
+}
+
+pub(crate) struct RoomActor {
+    ctx: ActorContext,
+    room: Room,
+    factory: Arc<dyn PartyFactory>,
+    party: Option<Box<dyn Party>>,
+    /// Set when a commit found another owner: the actor tears down after this event.
+    fenced: bool,
+}
+
+impl RoomActor {
+    pub fn new(ctx: ActorContext, room: Room, factory: Arc<dyn PartyFactory>) -> Self {
+        Self {
+            ctx,
+            room,
+            factory,
+            party: None,
+            fenced: false,
+        }
+    }
+
+    /// Handles the room's events until the actor retires or leaves the room. Returns the
+    /// events that reached the mailbox too late, for a fresh actor to handle.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<RoomEvent>) -> Vec<RoomEvent> {
+        while let Some(event) = self.next_event(&mut rx).await {
+            if matches!(event, RoomEvent::Fence) || !self.ctx.cluster.is_serving() {
+                self.fenced = true;
+                self.bounce(event).await;
+            } else if matches!(event, RoomEvent::Handoff) {
+                if self.ctx.cluster.places_here(self.room.key()) {
+                    continue; // the ring moved back before we got here
+                }
+                self.release().await;
+                self.fenced = true;
+            } else {
+                self.handle(event).await;
+            }
+            if self.fenced {
+                self.tear_down().await;
+                break;
+            }
+        }
+        if self.party.is_some() {
+            gauge::party_dropped();
+        }
+        gauge::room_retired();
+        // Anything that slipped in between retiring and closing goes to a fresh actor, unless
+        // the room left this node.
+        rx.close();
+        let mut leftovers = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if self.fenced {
+                self.bounce(ev).await;
+            } else {
+                leftovers.push(ev);
+            }
+        }
+        leftovers
+    }
+
+    /// The next event. While none comes, an active room hibernates and a room with no
+    /// connections retires: `None` then, or when the mailbox closed.
+    async fn next_event(&mut self, rx: &mut mpsc::Receiver<RoomEvent>) -> Option<RoomEvent> {
+        loop {
+            if self.party.is_none() && self.room.connection_count() > 0 {
+                // Hibernated with connections: nothing to time out, wait for the next event.
+                return rx.recv().await;
+            }
+            match tokio::time::timeout(self.ctx.hibernate_after, rx.recv()).await {
+                Ok(event) => return event,
+                Err(_) if self.party.is_some() => self.hibernate(),
+                Err(_) => {
+                    // Idle with no connections: let go of the room, then leave, unless
+                    // events arrived meanwhile (the next one claims the room again).
+                    self.release().await;
+                    if self.ctx.rooms.retire(self.room.key(), rx) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn hibernate(&mut self) {
+        debug!("hibernating");
+        self.party = None;
+        gauge::party_dropped();
+    }
+
+    async fn handle(&mut self, event: RoomEvent) {
+        match event {
+            RoomEvent::Open(o) => self.admit(*o).await,
+            RoomEvent::Frame { peer, msg, seq } => self.frame(peer, msg, seq).await,
+            RoomEvent::Detach { peer } => {
+                self.room.shared().conns().remove(peer);
+            }
+            RoomEvent::Closed {
+                peer,
+                code,
+                reason,
+                error,
+            } => {
+                let entry = self.room.shared().conns().remove(peer);
+                let Some(entry) = entry else { return };
+                let conn = Connection::from_entry(&entry, self.room.shared());
+                self.closed(conn, code, &reason, error.as_deref()).await;
+            }
+            RoomEvent::Request { req, reply } => {
+                let resp = self.request(*req).await;
+                let _ = reply.send(resp);
+            }
+            RoomEvent::Fence | RoomEvent::Handoff => self.fenced = true,
+            RoomEvent::Alarm { attempt, reply } => {
+                let outcome = self.alarm(attempt).await;
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    fn conn(&self, peer: Peer) -> Option<Connection> {
+        let conns = self.room.shared().conns();
+        conns
+            .get(peer)
+            .map(|e| Connection::from_entry(e, self.room.shared()))
+    }
+
+    /// Handles one client frame, then acknowledges it to the gateway: once acknowledged, a
+    /// frame is never replayed to another node. A frame is not acknowledged when this node
+    /// may no longer serve the room; the next owner gets it instead.
+    async fn frame(&mut self, peer: Peer, msg: Message, seq: u64) {
+        let Some(conn) = self.conn(peer) else {
+            return;
+        };
+        if seq != 0 {
+            let mut conns = self.room.shared().conns();
+            let Some(entry) = conns.get_mut(peer) else {
+                return;
+            };
+            if seq <= entry.last_seq {
+                return; // replayed, and already handled here
+            }
+            entry.last_seq = seq;
+        }
+        if let Err(e) = self.ensure_started().await {
+            if !self.fenced {
+                warn!(conn = %conn.id(), error = %e, "on_start failed; message dropped");
+                self.ack(peer, seq);
+                self.room.flush().await;
+            }
+            return;
+        }
+        let step = Handler::Message {
+            conn: &conn,
+            msg,
+            seq,
+        };
+        if let Err(e) = self.step(step).await {
+            warn!(conn = %conn.id(), error = %e, "on_message failed; its writes and messages were discarded");
+            if !self.fenced {
+                self.ack(peer, seq);
+                self.room.flush().await;
+            }
+        }
+    }
+
+    /// Queues the acknowledgement of frame `seq` (0: none) behind the step's messages.
+    fn ack(&self, peer: Peer, seq: u64) {
+        if seq != 0 {
+            let ack = Ack {
+                socket: peer.socket.0,
+                seq,
+            };
+            self.room
+                .shared()
+                .push(peer.gateway, node_event::Event::Ack(ack));
+        }
+    }
+
+    /// A connection left the room: `on_close`, or `on_error` if it failed.
+    async fn closed(&mut self, conn: Connection, code: u16, reason: &str, error: Option<&str>) {
+        if let Err(e) = self.ensure_started().await {
+            warn!(conn = %conn.id(), error = %e, "on_start failed; close not delivered to the party");
+            return;
+        }
+        let step = match error {
+            Some(error) => Handler::Error(&conn, error),
+            None => Handler::Close(&conn, code, reason),
+        };
+        if let Err(e) = self.step(step).await {
+            warn!(conn = %conn.id(), error = %e, "on_close failed");
+        }
+    }
+
+    /// An HTTP request to the room, answered by `on_request`.
+    async fn request(&mut self, req: Request) -> Response {
+        if let Err(e) = self.ensure_started().await {
+            warn!(error = %e, "on_start failed");
+            return text_response(500, "The room failed to start");
+        }
+        match self.step(Handler::Request(req)).await {
+            Ok(Some(resp)) => resp,
+            Err(StepError::Handler(e)) => {
+                warn!(error = %e, "on_request failed");
+                text_response(500, "The room failed to handle the request")
+            }
+            Err(_) => text_response(500, "The room could not commit its writes"),
+            // Not reached: a request's handler always answers.
+            Ok(None) => text_response(500, "The room failed to handle the request"),
+        }
+    }
+}

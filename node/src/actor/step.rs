@@ -1,0 +1,78 @@
+//! One step of a room: take the party instance out, run one of its handlers, put it back,
+//! then commit the handler's writes and release its messages, or discard both.
+
+use super::handler::{Handler, StepError};
+use super::RoomActor;
+use crate::message::Response;
+use crate::party::Party;
+use crate::rooms::gauge;
+use crate::storage::StorageError;
+use tracing::warn;
+
+impl RoomActor {
+    /// Runs one handler as a step: its writes commit and its messages go out together, or
+    /// neither does. Returns the response of a request's handler.
+    pub(super) async fn step(&mut self, h: Handler<'_>) -> Result<Option<Response>, StepError> {
+        let ack = match &h {
+            Handler::Message { conn, seq, .. } => Some((conn.peer(), *seq)),
+            _ => None,
+        };
+        let mut party = self.take_party();
+        let result = h.call(party.as_mut(), &mut self.room).await;
+        self.party = Some(party);
+        match result {
+            Ok(response) => {
+                if let Some((peer, seq)) = ack {
+                    self.ack(peer, seq);
+                }
+                self.commit_and_release().await?;
+                Ok(response)
+            }
+            Err(e) => {
+                self.room.discard();
+                Err(StepError::Handler(e))
+            }
+        }
+    }
+
+    /// Takes the started party out while one of its handlers runs (it needs `&mut self.room`).
+    fn take_party(&mut self) -> Box<dyn Party> {
+        self.party.take().unwrap_or_else(|| self.factory.create())
+    }
+
+    /// Commits the step's writes and releases its messages; if the commit fails, discards
+    /// both and drops the party instance.
+    pub(super) async fn commit_and_release(&mut self) -> Result<(), StepError> {
+        match self.room.commit().await {
+            Ok(alarm_changed) => {
+                if alarm_changed {
+                    self.ctx.alarms_changed.notify_one();
+                }
+                self.room.flush().await;
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, StorageError::Fenced { .. }) {
+                    self.fenced = true;
+                }
+                warn!(error = %e, "commit failed; dropping held messages and resetting the room");
+                self.room.discard();
+                if self.party.take().is_some() {
+                    gauge::party_dropped();
+                }
+                Err(StepError::Commit(e))
+            }
+        }
+    }
+
+    /// Makes sure the room is owned and a party instance exists and has run `on_start`.
+    pub(super) async fn ensure_started(&mut self) -> Result<(), StepError> {
+        if self.party.is_some() {
+            return Ok(());
+        }
+        self.ensure_owned().await?;
+        self.party = Some(self.factory.create());
+        gauge::party_loaded();
+        self.step(Handler::Start).await.map(drop)
+    }
+}

@@ -1,0 +1,143 @@
+//! This node's view of the cluster: who it is, the ring it places rooms on, and whether it
+//! may serve rooms at all. It knows nothing of the rooms themselves: the host tells them
+//! when the ring or the serving flag changes.
+
+use crate::config::NodeConfig;
+use crate::storage::Claim;
+use conclave_proto::{Refusal, Ring, RingVersion, RoomKey};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
+
+/// A number no earlier process of this node used: nanoseconds since the epoch, mixed with
+/// the process id.
+fn new_incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ ((std::process::id() as u64) << 48)
+}
+
+pub(crate) struct Cluster {
+    node_id: String,
+    region: String,
+    /// This process's incarnation: tells its claims apart from an earlier run's.
+    incarnation: u64,
+    /// The ring this node places rooms on (which alarms it runs, whose rooms it may take).
+    ring: RwLock<Ring>,
+    /// Cleared while the node is fenced (its liveness lapsed): no room may run here.
+    serving: AtomicBool,
+}
+
+impl Cluster {
+    /// The view at start: serving, on a first ring of the configured nodes and this one.
+    pub fn new(config: &NodeConfig) -> Self {
+        let ring = Ring::new(
+            RingVersion(1),
+            config.nodes.iter().cloned().chain([config.node_id.clone()]),
+        );
+        Self {
+            node_id: config.node_id.clone(),
+            region: config.region.clone(),
+            incarnation: new_incarnation(),
+            ring: RwLock::new(ring),
+            serving: AtomicBool::new(true),
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    fn ring(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This node's claim on a room.
+    pub fn claim(&self) -> Claim {
+        Claim {
+            node: self.node_id.clone(),
+            incarnation: self.incarnation,
+            region: self.region.clone(),
+            live_nodes: self.ring().nodes().to_vec(),
+        }
+    }
+
+    /// Whether `room` belongs on this node under its ring.
+    pub fn places_here(&self, room: &RoomKey) -> bool {
+        self.ring().owner(room) == Some(self.node_id.as_str())
+    }
+
+    /// The version of the ring this node places rooms on.
+    pub fn ring_version(&self) -> RingVersion {
+        self.ring().version()
+    }
+
+    /// 421 unless `room` belongs on this node under its ring.
+    pub fn check_placed_here(&self, room: &RoomKey) -> Result<(), Refusal> {
+        if self.places_here(room) {
+            Ok(())
+        } else {
+            Err(Refusal::misplaced(room, self.ring_version()))
+        }
+    }
+
+    /// Places rooms on `ring` from now on.
+    pub fn set_ring(&self, ring: Ring) {
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// Stops (or resumes) serving rooms; true if the node was serving and now stops.
+    pub fn set_serving(&self, serving: bool) -> bool {
+        let was = self.serving.swap(serving, Ordering::AcqRel);
+        was && !serving
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(node: &str, nodes: &[&str]) -> NodeConfig {
+        NodeConfig {
+            node_id: node.into(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_room_placed_elsewhere_is_refused_with_the_ring_it_is_placed_under() {
+        let cluster = Cluster::new(&config("a", &["a", "b"]));
+        cluster.set_ring(Ring::new(RingVersion(7), ["b".to_string()]));
+        let room = RoomKey::new("main", "r").unwrap();
+        assert!(!cluster.places_here(&room));
+        let refusal = cluster.check_placed_here(&room).unwrap_err();
+        assert!(refusal.is_misplaced());
+        assert_eq!(refusal.ring_version, RingVersion(7));
+        assert_eq!(cluster.claim().live_nodes, vec!["b".to_string()]);
+
+        cluster.set_ring(Ring::new(RingVersion(8), ["a".to_string()]));
+        assert!(cluster.check_placed_here(&room).is_ok());
+    }
+
+    #[test]
+    fn only_the_switch_from_serving_to_fenced_reports_a_stop() {
+        let cluster = Cluster::new(&config("a", &[]));
+        assert!(cluster.is_serving());
+        assert!(!cluster.set_serving(true));
+        assert!(cluster.set_serving(false));
+        assert!(!cluster.set_serving(false));
+        assert!(!cluster.is_serving());
+        assert!(!cluster.set_serving(true));
+        assert!(cluster.is_serving());
+    }
+}

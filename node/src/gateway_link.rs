@@ -1,0 +1,301 @@
+//! Serving one gateway's relay link: the gateway's events become room events, and its
+//! requests (admission, home region, room info, HTTP) get their replies.
+
+use crate::host::Host;
+use crate::links::GatewayId;
+use crate::mailbox::{refused, OpenRequest, RoomEvent};
+use crate::message::{Message, Response};
+use crate::party::ConnectRequest;
+use crate::room::{FetchError, Peer};
+use bytes::Bytes;
+use conclave_proto::close;
+use conclave_proto::wire::{
+    gateway_event, node_event, Admit, Closed, Detach, Frame, Header, HomeReply, HomeRequest,
+    HttpReply, HttpRequest, NodeEvent, RoomInfoReply, RoomInfoRequest, RoomRef,
+};
+use conclave_proto::{ConnId, NodeSide, Refusal, RoomKey, SocketId};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// How long the connections of a lost gateway link stay in their rooms, waiting for the
+/// gateway to re-attach them, before the rooms see them close.
+const LINK_LOSS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub(crate) struct GatewayLink {
+    host: Arc<Host>,
+    gateway: GatewayId,
+    /// Which room each socket of this gateway is in: frames carry only the socket.
+    sockets: HashMap<u64, RoomKey>,
+}
+
+impl GatewayLink {
+    /// Serves the gateway attached as `gateway` until its link closes.
+    pub async fn serve(host: Arc<Host>, gateway: GatewayId, mut side: NodeSide) {
+        let mut link = Self {
+            host,
+            gateway,
+            sockets: HashMap::new(),
+        };
+        while let Some(ev) = side.from_gateway.recv().await {
+            let Some(ev) = ev.event else { continue };
+            match ev {
+                gateway_event::Event::Admit(a) => link.admit(a).await,
+                gateway_event::Event::Frame(f) => link.frame(f).await,
+                gateway_event::Event::Detach(d) => link.detach(d).await,
+                gateway_event::Event::Closed(c) => link.closed(c).await,
+                gateway_event::Event::Home(h) => link.home(h),
+                gateway_event::Event::RoomInfo(q) => link.room_info(q),
+                gateway_event::Event::HttpRequest(r) => link.http_request(r),
+            }
+        }
+        link.lost().await;
+    }
+
+    fn peer(&self, socket: u64) -> Peer {
+        Peer {
+            gateway: self.gateway,
+            socket: SocketId(socket),
+        }
+    }
+
+    async fn send(&self, event: node_event::Event) {
+        let event = NodeEvent { event: Some(event) };
+        self.host.links.send(self.gateway, event).await;
+    }
+
+    /// A socket asks to join a room. The room answers the admission itself, once the
+    /// socket has joined; only a refusal before that is answered here.
+    async fn admit(&mut self, a: Admit) {
+        let (request_id, socket) = (a.request_id, SocketId(a.socket));
+        let key = match room_key(a.room.as_ref()) {
+            Ok(key) => key,
+            Err(refusal) => return self.send(refused(request_id, socket, refusal)).await,
+        };
+        let headers = header_map(&a.headers);
+        let req = ConnectRequest {
+            party: key.party.as_str(),
+            room: key.room.as_str(),
+            conn_id: &a.conn_id,
+            uri: &a.uri,
+            headers: &headers,
+        };
+        let hook = a.resume.is_none().then_some(&req);
+        if let Err(refusal) = self.host.admit(&key, hook) {
+            return self.send(refused(request_id, socket, refusal)).await;
+        }
+        self.sockets.insert(a.socket, key.clone());
+        let event = RoomEvent::Open(Box::new(OpenRequest {
+            peer: self.peer(a.socket),
+            conn_id: ConnId::new(&a.conn_id),
+            uri: Arc::from(a.uri.as_str()),
+            request_id,
+            origin: a.origin,
+            resume: a.resume,
+        }));
+        if let Err(e) = self.host.dispatch(&key, event).await {
+            self.sockets.remove(&a.socket);
+            let refusal = Refusal::new(404, e.to_string());
+            self.send(refused(request_id, socket, refusal)).await;
+        }
+    }
+
+    async fn frame(&mut self, f: Frame) {
+        let Some(key) = self.sockets.get(&f.socket) else {
+            return;
+        };
+        let msg = if f.binary {
+            Message::binary(f.payload)
+        } else {
+            match Message::text_from_bytes(f.payload) {
+                Some(m) => m,
+                None => return, // the gateway already validated UTF-8
+            }
+        };
+        let peer = self.peer(f.socket);
+        let event = RoomEvent::Frame {
+            peer,
+            msg,
+            seq: f.seq,
+        };
+        let _ = self.host.dispatch(key, event).await;
+    }
+
+    /// The socket moved to another node.
+    async fn detach(&mut self, d: Detach) {
+        let Some(key) = self.sockets.remove(&d.socket) else {
+            return;
+        };
+        let peer = self.peer(d.socket);
+        let _ = self.host.dispatch(&key, RoomEvent::Detach { peer }).await;
+    }
+
+    async fn closed(&mut self, c: Closed) {
+        let Some(key) = self.sockets.remove(&c.socket) else {
+            return;
+        };
+        let event = RoomEvent::Closed {
+            peer: self.peer(c.socket),
+            code: c.code as u16,
+            reason: c.reason,
+            error: (!c.error.is_empty()).then_some(c.error),
+        };
+        let _ = self.host.dispatch(&key, event).await;
+    }
+
+    /// Sends the reply `answer` makes, off the link's loop: it may wait on storage or on a
+    /// room.
+    fn reply_later(&self, answer: impl Future<Output = node_event::Event> + Send + 'static) {
+        let links = self.host.links.clone();
+        let gateway = self.gateway;
+        tokio::spawn(async move {
+            let event = NodeEvent {
+                event: Some(answer.await),
+            };
+            links.send(gateway, event).await;
+        });
+    }
+
+    /// The room's home region, fixed now if the room never had one.
+    fn home(&self, h: HomeRequest) {
+        let host = self.host.clone();
+        self.reply_later(async move {
+            let (region, error) = match room_key(h.room.as_ref()) {
+                Ok(key) => match host.store.home_region(&key, &h.proposed).await {
+                    Ok(region) => (region, String::new()),
+                    Err(e) => (String::new(), e.to_string()),
+                },
+                Err(_) => (String::new(), "invalid room".to_string()),
+            };
+            node_event::Event::HomeReply(HomeReply {
+                request_id: h.request_id,
+                region,
+                error,
+            })
+        });
+    }
+
+    fn room_info(&self, q: RoomInfoRequest) {
+        let host = self.host.clone();
+        self.reply_later(async move {
+            let json = room_info(&host, q.room.as_ref()).await.to_string();
+            node_event::Event::RoomInfoReply(RoomInfoReply {
+                request_id: q.request_id,
+                json,
+            })
+        });
+    }
+
+    fn http_request(&self, r: HttpRequest) {
+        let host = self.host.clone();
+        self.reply_later(async move {
+            let request_id = r.request_id;
+            node_event::Event::HttpReply(http_reply(request_id, http_request(&host, r).await))
+        });
+    }
+
+    /// The link is gone. If the gateway lives, it re-attaches its sockets (here or on
+    /// another node) over a new link; whatever has not come back after a grace period has
+    /// left with the gateway.
+    async fn lost(self) {
+        self.host.links.remove(self.gateway);
+        if self.sockets.is_empty() {
+            return;
+        }
+        tokio::time::sleep(LINK_LOSS_GRACE).await;
+        for (socket, key) in &self.sockets {
+            let event = RoomEvent::Closed {
+                peer: self.peer(*socket),
+                code: close::ABNORMAL,
+                reason: String::new(),
+                error: Some("gateway link lost".into()),
+            };
+            let _ = self.host.dispatch(key, event).await;
+        }
+    }
+}
+
+/// The room a request names; 400 if it names none or an invalid one.
+fn room_key(room: Option<&RoomRef>) -> Result<RoomKey, Refusal> {
+    room.map(RoomKey::from_wire)
+        .ok_or_else(|| Refusal::new(400, "missing room"))?
+        .map_err(|e| Refusal::new(400, e.to_string()))
+}
+
+fn header_map(headers: &[Header]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for h in headers {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(&h.value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
+/// An HTTP request to a room on this node, answered by the room's `on_request`.
+async fn http_request(host: &Arc<Host>, r: HttpRequest) -> Result<Response, Refusal> {
+    let key = room_key(r.room.as_ref())?;
+    host.cluster.check_placed_here(&key)?;
+    let mut builder = http::Request::builder()
+        .method(r.method.as_str())
+        .uri(r.uri.as_str());
+    if let Some(h) = builder.headers_mut() {
+        *h = header_map(&r.headers);
+    }
+    let req = builder
+        .body(r.body)
+        .map_err(|e| Refusal::new(400, e.to_string()))?;
+    host.request(key, req).await.map_err(|e| match e {
+        FetchError::UnknownParty(p) => Refusal::new(404, format!("Party {p} not found")),
+        FetchError::Timeout => Refusal::new(504, "The room did not answer in time"),
+        other => Refusal::new(503, other.to_string()),
+    })
+}
+
+fn http_reply(request_id: u64, result: Result<Response, Refusal>) -> HttpReply {
+    match result {
+        Ok(resp) => HttpReply {
+            request_id,
+            status: resp.status().as_u16().into(),
+            headers: resp
+                .headers()
+                .iter()
+                .map(|(n, v)| Header {
+                    name: n.to_string(),
+                    value: Bytes::copy_from_slice(v.as_bytes()),
+                })
+                .collect(),
+            body: resp.into_body(),
+            ring_version: 0,
+        },
+        Err(r) => HttpReply {
+            request_id,
+            status: r.status.into(),
+            headers: Vec::new(),
+            body: Bytes::from(r.body),
+            ring_version: r.ring_version.0,
+        },
+    }
+}
+
+/// What this node knows about a room, for the admin endpoint.
+async fn room_info(host: &Host, room: Option<&RoomRef>) -> serde_json::Value {
+    let key = match room_key(room) {
+        Ok(k) => k,
+        Err(refusal) => return serde_json::json!({"error": refusal.body}),
+    };
+    let owner = match host.store.owner(&key).await {
+        Ok(o) => serde_json::to_value(o).unwrap_or_default(),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    serde_json::json!({
+        "node": host.config.node_id,
+        "placed_here": host.cluster.places_here(&key),
+        "live_here": host.rooms.is_live(&key),
+        "connections_here": host.rooms.conn_count(&key),
+        "owner": owner,
+    })
+}

@@ -1,0 +1,85 @@
+//! What reaches a room: the events of its actor's mailbox, and the answers to a socket's
+//! admission.
+
+use crate::message::{Message, Request, Response};
+use crate::room::Peer;
+use conclave_proto::wire::{node_event, AdmitReply, Resume};
+use conclave_proto::{ConnId, Refusal, SocketId};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A socket asking to join the room: new (`on_connect` runs) or moving here from another
+/// node (`resume`: it keeps its tags and state, and no hook runs).
+pub(crate) struct OpenRequest {
+    pub peer: Peer,
+    pub conn_id: ConnId,
+    pub uri: Arc<str>,
+    /// The admission this open answers.
+    pub request_id: u64,
+    pub origin: u64,
+    pub resume: Option<Resume>,
+}
+
+pub(crate) enum RoomEvent {
+    Open(Box<OpenRequest>),
+    Frame {
+        peer: Peer,
+        msg: Message,
+        /// The gateway's sequence number for the frame (0: not acknowledged).
+        seq: u64,
+    },
+    /// The socket moved to another node: it leaves without `on_close`.
+    Detach {
+        peer: Peer,
+    },
+    Closed {
+        peer: Peer,
+        code: u16,
+        reason: String,
+        error: Option<String>,
+    },
+    Request {
+        req: Box<Request>,
+        reply: oneshot::Sender<Response>,
+    },
+    /// The node stopped serving: close everything here and leave.
+    Fence,
+    /// The ring placed the room on another node: release it and leave.
+    Handoff,
+    Alarm {
+        attempt: u32,
+        reply: oneshot::Sender<AlarmOutcome>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AlarmOutcome {
+    /// Ran and committed (or was no longer due).
+    Done,
+    /// Failed; retry later.
+    Failed,
+}
+
+/// The admission answer that tells the gateway the socket is in the room.
+pub(crate) fn admitted(request_id: u64, socket: SocketId, tags: &[String]) -> node_event::Event {
+    node_event::Event::AdmitReply(AdmitReply {
+        request_id,
+        status: 0,
+        body: String::new(),
+        socket: socket.0,
+        tags: tags.to_vec(),
+        ring_version: 0,
+    })
+}
+
+/// The admission answer that refuses the socket with an HTTP status instead of an upgrade.
+pub(crate) fn refused(request_id: u64, socket: SocketId, refusal: Refusal) -> node_event::Event {
+    node_event::Event::AdmitReply(AdmitReply {
+        request_id,
+        status: refusal.status.into(),
+        body: refusal.body,
+        socket: socket.0,
+        tags: Vec::new(),
+        ring_version: refusal.ring_version.0,
+    })
+}

@@ -1,0 +1,146 @@
+//! One client connection of a room, as party code sees it.
+
+use super::conns::{ConnEntry, Peer};
+use super::shared::RoomShared;
+use crate::links::GatewayId;
+use crate::message::Message;
+use conclave_proto::wire::{node_event, CloseSocket, Send};
+use conclave_proto::{ConnId, SocketId};
+use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
+
+/// Largest connection state (`set_state`), serialized, in bytes.
+pub const MAX_CONNECTION_STATE_BYTES: usize = 16 * 1024;
+
+/// One client connection of a room, as party code sees it. Cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    id: ConnId,
+    socket: SocketId,
+    gateway: GatewayId,
+    uri: Arc<str>,
+    tags: Arc<[String]>,
+    shared: Arc<RoomShared>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("connection state is {len} bytes serialized; the limit is {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("connection state could not be serialized: {0}")]
+    Encode(String),
+    #[error("connection is no longer in the room")]
+    Gone,
+}
+
+impl Connection {
+    pub(crate) fn from_entry(e: &ConnEntry, shared: &Arc<RoomShared>) -> Self {
+        Self {
+            id: e.id.clone(),
+            socket: e.socket,
+            gateway: e.gateway,
+            uri: e.uri.clone(),
+            tags: e.tags.clone(),
+            shared: shared.clone(),
+        }
+    }
+
+    pub(crate) fn peer(&self) -> Peer {
+        Peer {
+            gateway: self.gateway,
+            socket: self.socket,
+        }
+    }
+
+    /// The connection id: the client's `_pk`, else a generated UUID.
+    pub fn id(&self) -> &str {
+        self.id.as_str()
+    }
+
+    /// The URL the client connected to (`http://host/parties/...`, as PartyKit reports it).
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Tags: the connection id first, then what `Party::connection_tags` returned.
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    /// The state last stored with `set_state`, decoded. It survives hibernation.
+    pub fn state<T: DeserializeOwned>(&self) -> Option<T> {
+        let conns = self.shared.conns();
+        let v = conns.get(self.peer())?.state.as_ref()?;
+        serde_json::from_value(v.clone()).ok()
+    }
+
+    /// Attaches state to the connection (at most 16 KiB serialized). It stays with the
+    /// connection while the room hibernates; like storage writes, it is undone if the
+    /// handler fails or its commit does.
+    ///
+    /// ```
+    /// # use conclave_node::{Connection, StateError};
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Player { name: String, score: u32 }
+    ///
+    /// fn score(conn: &Connection) -> Result<u32, StateError> {
+    ///     let mut p: Player = conn.state().unwrap_or(Player { name: conn.id().into(), score: 0 });
+    ///     p.score += 1;
+    ///     conn.set_state(&p)?;
+    ///     Ok(p.score)
+    /// }
+    /// ```
+    pub fn set_state<T: Serialize>(&self, state: &T) -> Result<(), StateError> {
+        let v = serde_json::to_value(state).map_err(|e| StateError::Encode(e.to_string()))?;
+        let len = serde_json::to_vec(&v)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
+        if len > MAX_CONNECTION_STATE_BYTES {
+            return Err(StateError::TooLarge {
+                len,
+                max: MAX_CONNECTION_STATE_BYTES,
+            });
+        }
+        let mut conns = self.shared.conns();
+        let entry = conns.get_mut(self.peer()).ok_or(StateError::Gone)?;
+        let old = entry.state.replace(v);
+        self.shared.state_replaced(self.peer(), old);
+        Ok(())
+    }
+
+    /// Sends a message to this connection (held until the handler's writes commit).
+    pub fn send(&self, msg: Message) {
+        self.shared.push(
+            self.gateway,
+            node_event::Event::Send(Send {
+                socket: self.socket.0,
+                binary: msg.is_binary(),
+                payload: msg.payload().clone(),
+            }),
+        );
+    }
+
+    /// Closes the connection with a WebSocket close code and reason (`on_close` follows).
+    pub fn close(&self, code: u16, reason: &str) {
+        self.shared
+            .push(self.gateway, close_socket(self.socket, code, reason));
+    }
+}
+
+/// The event that closes `socket` with `code` and `reason` (cut to fit a close frame).
+pub(crate) fn close_socket(socket: SocketId, code: u16, reason: &str) -> node_event::Event {
+    node_event::Event::CloseSocket(CloseSocket {
+        socket: socket.0,
+        code: code.into(),
+        reason: truncate_reason(reason),
+    })
+}
+
+/// Close reasons must fit a control frame: 123 bytes, cut on a char boundary.
+fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}

@@ -1,0 +1,77 @@
+//! What a room shares with its connections: the connection table, and the outbox in which
+//! everything a handler sends waits for the handler's writes to commit.
+
+use super::conns::{ConnTable, Peer};
+use crate::links::GatewayId;
+use conclave_proto::wire::{node_event, NodeEvent};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Connection table and outbox of one room, shared by the room and its connections.
+pub(crate) struct RoomShared {
+    conns: Mutex<ConnTable>,
+    outbox: Mutex<Vec<(GatewayId, NodeEvent)>>,
+    /// Connection states as they were before this step's `set_state` calls, newest last:
+    /// a discarded step puts them back.
+    state_undo: Mutex<Vec<(Peer, Option<serde_json::Value>)>>,
+}
+
+impl RoomShared {
+    /// `conn_count` follows the size of the connection table.
+    pub(crate) fn new(conn_count: Arc<AtomicUsize>) -> Self {
+        Self {
+            conns: Mutex::new(ConnTable::new(conn_count)),
+            outbox: Mutex::default(),
+            state_undo: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn conns(&self) -> MutexGuard<'_, ConnTable> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn outbox(&self) -> MutexGuard<'_, Vec<(GatewayId, NodeEvent)>> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn push(&self, gateway: GatewayId, event: node_event::Event) {
+        self.outbox()
+            .push((gateway, NodeEvent { event: Some(event) }));
+    }
+
+    pub(crate) fn take_outbox(&self) -> Vec<(GatewayId, NodeEvent)> {
+        std::mem::take(&mut *self.outbox())
+    }
+
+    pub(crate) fn clear_outbox(&self) {
+        self.outbox().clear();
+    }
+
+    fn state_undo(&self) -> MutexGuard<'_, Vec<(Peer, Option<serde_json::Value>)>> {
+        self.state_undo.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers a connection's state before a `set_state`, to undo it with the step.
+    pub(super) fn state_replaced(&self, peer: Peer, old: Option<serde_json::Value>) {
+        self.state_undo().push((peer, old));
+    }
+
+    /// The step's connection states are kept; returns the connections whose state changed.
+    pub(super) fn keep_states(&self) -> Vec<Peer> {
+        let mut changed: Vec<Peer> = self.state_undo().drain(..).map(|(p, _)| p).collect();
+        changed.sort_unstable_by_key(|p| (p.gateway, p.socket.0));
+        changed.dedup();
+        changed
+    }
+
+    /// The step's connection state changes are undone.
+    pub(super) fn revert_states(&self) {
+        let undo = std::mem::take(&mut *self.state_undo());
+        let mut conns = self.conns();
+        for (peer, old) in undo.into_iter().rev() {
+            if let Some(e) = conns.get_mut(peer) {
+                e.state = old;
+            }
+        }
+    }
+}
