@@ -1,7 +1,13 @@
-//! Test harness: a real `conclave dev` server in-process on a free port, and real
-//! WebSocket/HTTP clients speaking to it over loopback.
+//! Test harness. This file: a real `conclave dev` server in-process on a free port, and the
+//! WebSocket/HTTP client helpers every test speaks through. The modules:
+//!
+//! - `cluster`: a cluster of real `conclave` processes (static or with placement, one or
+//!   several regions) over a real PostgreSQL database, built with `Cluster::builder()`.
+//! - `process`, `redis`, `postgres`, `net`: real processes and servers on free ports.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod net;
 pub mod postgres;
 pub mod process;
 pub mod redis;
@@ -77,34 +83,77 @@ pub async fn start_with_store(
 
 impl TestServer {
     pub async fn connect(&self, path: &str) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{}", self.addr, path))
-            .await
-            .unwrap();
-        ws
+        ws_connect(self.addr, path).await
     }
 
     /// The HTTP status of a refused upgrade (or 101).
     pub async fn connect_status(&self, path: &str) -> u16 {
-        match tokio_tungstenite::connect_async(format!("ws://{}{}", self.addr, path)).await {
-            Ok(_) => 101,
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
-            Err(e) => panic!("unexpected connect error: {e}"),
-        }
+        upgrade_status(self.addr, path).await
     }
 
-    /// A raw HTTP/1.1 exchange; returns (status, body).
+    /// An HTTP request; returns (status, body).
     pub async fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        raw_http(self.addr, &format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ))
-        .await
+        http(self.addr, method, path, None, body).await
     }
 }
 
+/// A WebSocket to `path` at `addr`.
+pub async fn try_ws_connect(
+    addr: SocketAddr,
+    path: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await?;
+    Ok(ws)
+}
+
+/// A WebSocket to `path` at `addr`; panics (naming the path) when it is refused.
+pub async fn ws_connect(addr: SocketAddr, path: &str) -> Ws {
+    try_ws_connect(addr, path)
+        .await
+        .unwrap_or_else(|e| panic!("connect {path}: {e}"))
+}
+
+/// The HTTP status of a refused upgrade (or 101).
+pub async fn upgrade_status(addr: SocketAddr, path: &str) -> u16 {
+    match try_ws_connect(addr, path).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected connect error: {e}"),
+    }
+}
+
+/// An HTTP/1.1 request, with `Authorization: Bearer <bearer>` when given; (status, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    raw_http(addr, &format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+    .await
+}
+
+/// `GET path`; (status, body).
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "GET", path, None, "").await
+}
+
+/// A raw HTTP/1.1 exchange; returns (status, body). Panics when nothing listens at `addr`.
 pub async fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
+    try_raw_http(addr, request)
+        .await
+        .unwrap_or_else(|e| panic!("HTTP to {addr}: {e}"))
+}
+
+/// A raw HTTP/1.1 exchange, or the error connecting or writing.
+pub async fn try_raw_http(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(request.as_bytes()).await?;
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf).to_string();
@@ -117,13 +166,18 @@ pub async fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 /// The next text message, failing after 5 s.
 pub async fn next_text(ws: &mut Ws) -> String {
+    next_text_within(ws, Duration::from_secs(5)).await
+}
+
+/// The next text message, failing after `within` or when the socket closes or fails.
+pub async fn next_text_within(ws: &mut Ws, within: Duration) -> String {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        let msg = tokio::time::timeout(within, ws.next())
             .await
             .expect("no message in time");
         match msg.expect("socket ended").expect("socket error") {
@@ -138,15 +192,21 @@ pub async fn next_json(ws: &mut Ws) -> serde_json::Value {
     serde_json::from_str(&next_text(ws).await).unwrap()
 }
 
-/// Whether any data message arrives within `ms`.
+/// Whether no data message arrives within `ms` — on a socket that stays open: a socket
+/// that closes or fails meanwhile is not silent, it is a failure (the panic shows how it
+/// ended).
 pub async fn silent_for(ws: &mut Ws, ms: u64) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) => return true,
             Ok(Some(Ok(Message::Text(_) | Message::Binary(_)))) => return false,
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                panic!("the socket was closed while it should have stayed open: {frame:?}")
+            }
             Ok(Some(Ok(_))) => continue,
-            Ok(_) => return true,
+            Ok(Some(Err(e))) => panic!("the socket failed while it should have stayed open: {e}"),
+            Ok(None) => panic!("the socket ended while it should have stayed open"),
         }
     }
 }
@@ -172,14 +232,22 @@ pub async fn send(ws: &mut Ws, text: &str) {
 }
 
 /// Polls `f` until it returns true, for up to 5 s.
-pub async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..100 {
+pub async fn eventually(f: impl AsyncFnMut() -> bool) -> bool {
+    eventually_within(Duration::from_secs(5), f).await
+}
+
+/// Polls `f` every 20 ms until it returns true, for up to `within`; whether it did.
+pub async fn eventually_within(within: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
         if f().await {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    false
 }
 
 /// Two fresh sockets in a fresh room still exchange messages.

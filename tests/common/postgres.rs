@@ -2,11 +2,13 @@
 //! temporary directory, started by the harness and killed when the process exits
 //! (parent-death signal). Each test gets a database of its own.
 
-use std::path::PathBuf;
+use super::net::{free_port, wait_until_listening};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::sync::OnceCell;
 
 pub struct PgServer {
     pub port: u16,
@@ -46,14 +48,6 @@ fn as_postgres(program: PathBuf, pdeathsig: bool) -> Command {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Data dirs of earlier test processes that are gone.
 fn remove_stale_dirs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
@@ -62,125 +56,123 @@ fn remove_stale_dirs() {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if let Some(pid) = name.strip_prefix("conclave-pg-") {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
 }
 
-pub fn server() -> &'static PgServer {
-    static SERVER: OnceLock<PgServer> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let bin = bin_dir();
-        remove_stale_dirs();
-        let dir = std::env::temp_dir().join(format!("conclave-pg-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        if is_root() {
-            let ok = Command::new("chown")
-                .arg("-R")
-                .arg("postgres:postgres")
-                .arg(&dir)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "cannot chown the PostgreSQL test dir");
-        }
-        let data = dir.join("data");
-        let out = as_postgres(bin.join("initdb"), false)
-            .args([
-                "-D",
-                data.to_str().unwrap(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = free_port();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sock_dir = dir.clone();
-        // The server dies with this thread (pdeathsig), which lives as long as the process.
-        std::thread::spawn(move || {
-            let child = as_postgres(bin.join("postgres"), true)
-                .args([
-                    "-D",
-                    data.to_str().unwrap(),
-                    "-p",
-                    &port.to_string(),
-                    "-k",
-                    sock_dir.to_str().unwrap(),
-                ])
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "max_connections=300",
-                    "-c",
-                    "fsync=off",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            match child {
-                Ok(mut c) => {
-                    tx.send(Ok(())).ok();
-                    let _ = c.wait();
-                }
-                Err(e) => {
-                    tx.send(Err(e.to_string())).ok();
-                }
+/// A fresh data directory for this process's server (initdb); returns its parent.
+fn init_data_dir(bin: &Path) -> PathBuf {
+    remove_stale_dirs();
+    let dir = std::env::temp_dir().join(format!("conclave-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    if is_root() {
+        let ok = Command::new("chown")
+            .arg("-R")
+            .arg("postgres:postgres")
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot chown the PostgreSQL test dir");
+    }
+    let out = as_postgres(bin.join("initdb"), false)
+        .args(["-D", dir.join("data").to_str().unwrap()])
+        .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// Runs postgres on `port` from a thread that lives as long as the process: the server
+/// dies with that thread (pdeathsig).
+fn run_server(bin: PathBuf, dir: PathBuf, port: u16) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let child = as_postgres(bin.join("postgres"), true)
+            .args(["-D", dir.join("data").to_str().unwrap()])
+            .args(["-p", &port.to_string(), "-k", dir.to_str().unwrap()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "max_connections=300", "-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(mut c) => {
+                tx.send(Ok(())).ok();
+                let _ = c.wait();
             }
-            loop {
-                std::thread::park();
+            Err(e) => {
+                tx.send(Err(e.to_string())).ok();
             }
-        });
-        rx.recv().unwrap().expect("cannot start postgres");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "postgres did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        PgServer { port }
-    })
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().unwrap().expect("cannot start postgres");
+}
+
+/// This process's server, started on first use.
+pub async fn server() -> &'static PgServer {
+    static SERVER: OnceCell<PgServer> = OnceCell::const_new();
+    SERVER
+        .get_or_init(|| async {
+            let bin = bin_dir();
+            let port = free_port();
+            let dir = {
+                let bin = bin.clone();
+                tokio::task::spawn_blocking(move || init_data_dir(&bin))
+                    .await
+                    .unwrap()
+            };
+            run_server(bin, dir, port);
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            wait_until_listening(addr, Duration::from_secs(30), "postgres").await;
+            PgServer { port }
+        })
+        .await
 }
 
 /// A fresh, empty database on the test server; returns its URL.
 pub async fn fresh_database() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let port = tokio::task::spawn_blocking(|| server().port).await.unwrap();
+    let port = server().await.port;
     let name = format!(
         "t{}_{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-    // The server may still be finishing start-up: retry briefly.
+    // The server accepts connections a moment before it accepts logins: retry briefly.
     let mut last_err = String::new();
-    for _ in 0..100 {
-        match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
-            Ok((client, conn)) => {
-                tokio::spawn(conn);
-                client
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .unwrap();
-                return format!("postgres://postgres@127.0.0.1:{port}/{name}");
-            }
-            Err(e) => last_err = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("cannot connect to the test postgres: {last_err}");
+    let created =
+        super::eventually_within(
+            Duration::from_secs(10),
+            async || match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+                Ok((client, conn)) => {
+                    tokio::spawn(conn);
+                    client
+                        .batch_execute(&format!("CREATE DATABASE {name}"))
+                        .await
+                        .unwrap();
+                    true
+                }
+                Err(e) => {
+                    last_err = e.to_string();
+                    false
+                }
+            },
+        )
+        .await;
+    assert!(created, "cannot connect to the test postgres: {last_err}");
+    format!("postgres://postgres@127.0.0.1:{port}/{name}")
 }

@@ -1,52 +1,119 @@
-//! `conclave` role processes for cluster tests: started with real flags, their printed
-//! addresses read back, killed when dropped.
+//! `conclave` role processes for tests: started with real flags on addresses the harness
+//! chose, counted as started once they say they are ready, killed when dropped.
 
-use std::ffi::OsStr;
-use std::process::Stdio;
+use super::net::accepts;
+use std::net::SocketAddr;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub struct RoleProcess {
-    pub child: Child,
-    /// The addresses the process printed (`... on http://ADDR`), in order.
-    pub addrs: Vec<String>,
+/// How long a role may take to become ready.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How a role shows it is ready.
+#[derive(Clone, Copy, Debug)]
+pub enum Readiness {
+    /// `GET /readyz` at this address answers 200 (gateways and nodes).
+    Readyz(SocketAddr),
+    /// This port accepts connections (placement, which serves only gRPC).
+    Listening(SocketAddr),
 }
 
-impl RoleProcess {
+impl Readiness {
+    async fn is_ready(self) -> bool {
+        match self {
+            Readiness::Readyz(addr) => {
+                let request = "GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+                matches!(super::try_raw_http(addr, request).await, Ok((200, _)))
+            }
+            Readiness::Listening(addr) => accepts(addr).await,
+        }
+    }
+}
+
+/// A running `conclave <args>`, which can be signalled, killed and started again with the
+/// same flags (and so on the same addresses).
+pub struct Role {
+    name: String,
+    args: Vec<String>,
+    readiness: Readiness,
+    child: Child,
+}
+
+impl Role {
+    /// Starts `conclave <args>` and waits until it is ready.
+    pub async fn start(name: impl Into<String>, args: Vec<String>, readiness: Readiness) -> Self {
+        let child = spawn(&args);
+        let mut role = Self {
+            name: name.into(),
+            args,
+            readiness,
+            child,
+        };
+        role.wait_until_ready().await;
+        role
+    }
+
+    async fn wait_until_ready(&mut self) {
+        let Self {
+            name,
+            readiness,
+            child,
+            ..
+        } = self;
+        let ready = super::eventually_within(START_TIMEOUT, async || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{name} exited before it was ready: {status}");
+            }
+            readiness.is_ready().await
+        })
+        .await;
+        assert!(ready, "{name} was not ready within {START_TIMEOUT:?}");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
     /// Sends a signal (`-KILL`, `-STOP`, `-CONT`, `-TERM`) with kill(1).
     pub fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("running").to_string();
+        let pid = self.pid().to_string();
         assert!(std::process::Command::new("kill")
             .args([sig, &pid])
             .status()
             .unwrap()
             .success());
     }
+
+    /// Kills the process (if it still runs) and reaps it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Starts the process again with the same flags, after killing it if it still runs.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.child = spawn(&self.args);
+        self.wait_until_ready().await;
+    }
+
+    /// How the process exited; panics if it still runs after `within`.
+    pub async fn exit_status(&mut self, within: Duration) -> ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} still runs after {within:?}", self.name))
+            .unwrap()
+    }
 }
 
-/// Starts `conclave <args>` and waits until it printed `wait_lines` addresses.
-pub async fn spawn_role<S: AsRef<OsStr>>(args: &[S], wait_lines: usize) -> RoleProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_conclave"))
+fn spawn(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_conclave"))
         .args(args)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addrs = Vec::new();
-    while addrs.len() < wait_lines {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("process did not start in time")
-            .unwrap()
-            .expect("process exited before printing its address");
-        if let Some((_, addr)) = line.split_once("http://") {
-            addrs.push(addr.trim().to_string());
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    RoleProcess { child, addrs }
+        .unwrap()
 }

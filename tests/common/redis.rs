@@ -1,8 +1,10 @@
 //! A real redis-server on a free port, owned by the test that started it: stopped (or
 //! restarted) by the test, killed when the handle drops.
 
+use super::net::{free_port, wait_until_listening};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct RedisServer {
     pub port: u16,
@@ -10,14 +12,12 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut s = Self { port, child: None };
-        s.restart();
+    pub async fn start() -> Self {
+        let mut s = Self {
+            port: free_port(),
+            child: None,
+        };
+        s.restart().await;
         s
     }
 
@@ -26,7 +26,7 @@ impl RedisServer {
     }
 
     /// Starts the server again on the same port (after [`RedisServer::stop`]).
-    pub fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -43,11 +43,8 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is not installed (apt-get install redis-server)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        wait_until_listening(addr, Duration::from_secs(10), "redis-server").await;
     }
 
     /// Kills the server (its data is gone: it keeps nothing on disk).

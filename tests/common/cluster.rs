@@ -1,0 +1,411 @@
+//! A cluster of real `conclave` processes: nodes sharing one PostgreSQL database and
+//! gateways in front of them, either static (every role gets the node list: a fixed ring)
+//! or dynamic (a real redis-server and a placement replica: nodes heartbeat, gateways and
+//! nodes follow placement's rings), in one region or several.
+//!
+//! The harness picks every address and passes it as a flag. A role counts as started once
+//! it is ready (`/readyz`, or a listening port for placement); a dynamic cluster once every
+//! gateway lists every node and a room on each node answers through each gateway.
+
+use super::net::free_addr;
+use super::process::{Readiness, Role};
+use super::redis::RedisServer;
+use super::{eventually_within, get, http, ws_connect, Ws};
+use conclave_proto::{Ring, RingVersion, RoomKey, DEFAULT_REGION};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+/// The admin token of every gateway and node of a test cluster.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// How long a dynamic cluster may take to place every node.
+const PLACED_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A room of `party` (`r0`, `r1`, …) that the ring of `nodes` places on `node`.
+pub fn room_on(party: &str, nodes: &[&str], node: &str) -> String {
+    named_room_on("r", party, nodes, node)
+}
+
+/// A room of `party` named `<prefix><n>` that the ring of `nodes` places on `node`.
+pub fn named_room_on(prefix: &str, party: &str, nodes: &[&str], node: &str) -> String {
+    let ring = Ring::new(RingVersion(1), nodes.iter().map(|n| n.to_string()));
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|r| ring.owner(&RoomKey::new(party, r).unwrap()) == Some(node))
+        .unwrap()
+}
+
+/// What to start; see [`Cluster::builder`].
+#[derive(Default)]
+pub struct ClusterBuilder {
+    /// (id, region)
+    nodes: Vec<(String, String)>,
+    /// One region per gateway.
+    gateways: Vec<String>,
+    placement: bool,
+    /// (renew every, time to live)
+    heartbeat: Option<(Duration, Duration)>,
+    database: Option<String>,
+}
+
+impl ClusterBuilder {
+    /// Nodes with these ids, in the default region.
+    pub fn nodes<'a>(mut self, ids: impl IntoIterator<Item = &'a str>) -> Self {
+        for id in ids {
+            self = self.node_in(id, DEFAULT_REGION);
+        }
+        self
+    }
+
+    pub fn node_in(mut self, id: &str, region: &str) -> Self {
+        self.nodes.push((id.into(), region.into()));
+        self
+    }
+
+    /// `n` gateways in the default region (without any, the cluster has one).
+    pub fn gateways(mut self, n: usize) -> Self {
+        for _ in 0..n {
+            self = self.gateway_in(DEFAULT_REGION);
+        }
+        self
+    }
+
+    pub fn gateway_in(mut self, region: &str) -> Self {
+        self.gateways.push(region.into());
+        self
+    }
+
+    /// A dynamic cluster: redis-server and a placement replica; nodes heartbeat.
+    pub fn placement(mut self) -> Self {
+        self.placement = true;
+        self
+    }
+
+    /// Liveness timing of nodes and placement (else the roles' defaults).
+    pub fn heartbeat(mut self, every: Duration, ttl: Duration) -> Self {
+        self.heartbeat = Some((every, ttl));
+        self
+    }
+
+    /// Shares this database (else the cluster gets a fresh one).
+    pub fn database(mut self, url: &str) -> Self {
+        self.database = Some(url.into());
+        self
+    }
+
+    pub async fn start(mut self) -> Cluster {
+        assert!(
+            self.placement || self.nodes.iter().all(|(_, r)| r == DEFAULT_REGION),
+            "regions need placement"
+        );
+        if self.gateways.is_empty() {
+            self = self.gateway_in(DEFAULT_REGION);
+        }
+        let database = match self.database.take() {
+            Some(url) => url,
+            None => super::postgres::fresh_database().await,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let heartbeat: Vec<String> = self
+            .heartbeat
+            .iter()
+            .flat_map(|(every, ttl)| {
+                args(&[
+                    "--heartbeat-ms",
+                    &every.as_millis().to_string(),
+                    "--heartbeat-ttl-ms",
+                    &ttl.as_millis().to_string(),
+                ])
+            })
+            .collect();
+        let (redis, placement) = if self.placement {
+            let redis = RedisServer::start().await;
+            let listen = free_addr();
+            let mut flags = args(&["placement", "--listen", &listen.to_string()]);
+            flags.extend(args(&["--redis-url", &redis.url()]));
+            flags.extend(heartbeat.clone());
+            let role = Role::start("placement", flags, Readiness::Listening(listen)).await;
+            (Some(redis), Some((role, listen)))
+        } else {
+            (None, None)
+        };
+        let addrs: Vec<(SocketAddr, SocketAddr)> = self
+            .nodes
+            .iter()
+            .map(|_| (free_addr(), free_addr()))
+            .collect();
+        // Where roles learn the ring: from placement (nodes also heartbeat into Redis), or
+        // a fixed list of the nodes.
+        let (node_follow, gateway_follow) = match (&redis, &placement) {
+            (Some(redis), Some((_, listen))) => {
+                let placement = args(&["--placement", &format!("http://{listen}")]);
+                let mut node = args(&["--redis-url", &redis.url()]);
+                node.extend(placement.clone());
+                (node, placement)
+            }
+            _ => {
+                let list: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .zip(&addrs)
+                    .map(|((id, _), (relay, _))| format!("{id}=http://{relay}"))
+                    .collect();
+                let nodes = args(&["--nodes", &list.join(",")]);
+                (nodes.clone(), nodes)
+            }
+        };
+        let nodes = self
+            .nodes
+            .iter()
+            .zip(&addrs)
+            .map(|((id, region), (relay, http))| {
+                let mut flags = args(&["node", "--id", id]);
+                if region != DEFAULT_REGION {
+                    flags.extend(args(&["--region", region]));
+                }
+                flags.extend(args(&[
+                    "--relay-listen",
+                    &relay.to_string(),
+                    "--http-listen",
+                    &http.to_string(),
+                ]));
+                flags.extend(args(&[
+                    "--postgres-url",
+                    &database,
+                    "--admin-token",
+                    ADMIN_TOKEN,
+                ]));
+                flags.extend(args(&["--data-dir", dir.path().join(id).to_str().unwrap()]));
+                flags.extend(node_follow.clone());
+                flags.extend(heartbeat.clone());
+                let id = id.clone();
+                let region = region.clone();
+                let (relay, http) = (*relay, *http);
+                async move {
+                    let role =
+                        Role::start(format!("node {id}"), flags, Readiness::Readyz(http)).await;
+                    ClusterNode {
+                        id,
+                        region,
+                        relay,
+                        http,
+                        role,
+                    }
+                }
+            });
+        let nodes = futures::future::join_all(nodes).await;
+        let gateways = self.gateways.iter().enumerate().map(|(i, region)| {
+            let addr = free_addr();
+            let mut flags = args(&[
+                "gateway",
+                "--port",
+                &addr.port().to_string(),
+                "--region",
+                region,
+            ]);
+            flags.extend(args(&["--admin-token", ADMIN_TOKEN]));
+            flags.extend(gateway_follow.clone());
+            async move {
+                let role =
+                    Role::start(format!("gateway {i}"), flags, Readiness::Readyz(addr)).await;
+                ClusterGateway { addr, role }
+            }
+        });
+        let gateways = futures::future::join_all(gateways).await;
+        let cluster = Cluster {
+            nodes,
+            gateways,
+            placement: placement.map(|(role, _)| role),
+            redis,
+            database,
+            dir,
+        };
+        if cluster.placement.is_some() {
+            cluster.wait_until_placed().await;
+        }
+        cluster
+    }
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+pub struct ClusterNode {
+    pub id: String,
+    pub region: String,
+    /// The relay gRPC service.
+    pub relay: SocketAddr,
+    /// `/metrics`, `/readyz`, `/admin/drain`.
+    pub http: SocketAddr,
+    role: Role,
+}
+
+struct ClusterGateway {
+    addr: SocketAddr,
+    role: Role,
+}
+
+pub struct Cluster {
+    nodes: Vec<ClusterNode>,
+    gateways: Vec<ClusterGateway>,
+    placement: Option<Role>,
+    redis: Option<RedisServer>,
+    database: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// Gateway `i`'s client address.
+    pub fn gateway(&self, i: usize) -> SocketAddr {
+        self.gateways[i].addr
+    }
+
+    /// A WebSocket to `path` through gateway `i`.
+    pub async fn ws(&self, i: usize, path: &str) -> Ws {
+        ws_connect(self.gateway(i), path).await
+    }
+
+    /// `GET path` through gateway `i`: (status, body).
+    pub async fn get(&self, i: usize, path: &str) -> (u16, String) {
+        get(self.gateway(i), path).await
+    }
+
+    /// An admin `GET path` on gateway `i` with `token`: (status, body).
+    pub async fn admin_with(&self, i: usize, path: &str, token: &str) -> (u16, String) {
+        http(self.gateway(i), "GET", path, Some(token), "").await
+    }
+
+    /// An admin `GET path` on gateway `i`, which must answer 200 with JSON.
+    pub async fn admin(&self, i: usize, path: &str) -> serde_json::Value {
+        let (status, body) = self.admin_with(i, path, ADMIN_TOKEN).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn node(&self, id: &str) -> &ClusterNode {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: &str) -> &mut ClusterNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// Node ids, in the order they were given.
+    pub fn node_ids(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.id.as_str()).collect()
+    }
+
+    /// Where node `id` keeps its local files.
+    pub fn data_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join(id)
+    }
+
+    /// The PostgreSQL database every node stores rooms in.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    pub fn redis(&mut self) -> &mut RedisServer {
+        self.redis.as_mut().expect("a static cluster has no redis")
+    }
+
+    pub fn pid(&self, node: &str) -> u32 {
+        self.node(node).role.pid()
+    }
+
+    /// Sends `sig` (`-KILL`, `-STOP`, `-CONT`, `-TERM`) to node `id`.
+    pub fn signal(&self, node: &str, sig: &str) {
+        self.node(node).role.signal(sig);
+    }
+
+    /// Starts node `id` again, on the same addresses and data, once it is ready.
+    pub async fn restart(&mut self, node: &str) {
+        self.node_mut(node).role.restart().await;
+    }
+
+    /// `POST /admin/drain` on node `id` with `token`; the status.
+    pub async fn drain_with(&self, node: &str, token: &str) -> u16 {
+        http(
+            self.node(node).http,
+            "POST",
+            "/admin/drain",
+            Some(token),
+            "",
+        )
+        .await
+        .0
+    }
+
+    /// Drains node `id`, which must accept.
+    pub async fn drain(&self, node: &str) {
+        assert_eq!(
+            self.drain_with(node, ADMIN_TOKEN).await,
+            202,
+            "drain {node}"
+        );
+    }
+
+    /// How node `id` exited; panics if it still runs after `within`.
+    pub async fn exit_status(&mut self, node: &str, within: Duration) -> ExitStatus {
+        self.node_mut(node).role.exit_status(within).await
+    }
+
+    /// Waits until every gateway's ring lists every node and every node serves: a room
+    /// placed on each node answers through each gateway.
+    pub async fn wait_until_placed(&self) {
+        let mut ids = self.node_ids();
+        ids.sort();
+        for g in 0..self.gateways.len() {
+            let listed = eventually_within(PLACED_TIMEOUT, async || {
+                let (status, body) = self.admin_with(g, "/admin/cluster", ADMIN_TOKEN).await;
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+                    return false;
+                };
+                let mut listed: Vec<&str> = v["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n["id"].as_str())
+                    .collect();
+                listed.sort();
+                status == 200 && listed == ids
+            })
+            .await;
+            assert!(listed, "gateway {g} never listed nodes {ids:?}");
+        }
+        for node in &self.nodes {
+            let peers: Vec<&str> = self
+                .nodes
+                .iter()
+                .filter(|n| n.region == node.region)
+                .map(|n| n.id.as_str())
+                .collect();
+            let room = named_room_on("ready-", "counter", &peers, &node.id);
+            let path = format!("/parties/counter/{room}?_region={}", node.region);
+            for g in 0..self.gateways.len() {
+                let served = eventually_within(PLACED_TIMEOUT, async || {
+                    self.get(g, &path).await == (200, r#"{"value":0}"#.to_string())
+                })
+                .await;
+                assert!(
+                    served,
+                    "node {} never served {path} through gateway {g}",
+                    node.id
+                );
+            }
+        }
+    }
+}
