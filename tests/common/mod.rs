@@ -3,10 +3,14 @@
 //!
 //! - `cluster`: a cluster of real `conclave` processes (static or with placement, one or
 //!   several regions) over a real PostgreSQL database, built with `Cluster::builder()`.
+//! - `local`: an in-process cluster (nodes, one gateway, real client sockets) whose relay
+//!   links the test breaks through `faults` (cut, stall, lost acknowledgements).
 //! - `process`, `redis`, `postgres`, `net`: real processes and servers on free ports.
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod faults;
+pub mod local;
 pub mod net;
 pub mod postgres;
 pub mod process;
