@@ -1,72 +1,17 @@
-//! The room runtime through real sockets: output gate, hibernation, alarms, room-to-room
-//! fetch, newest-wins ids, handler failures.
+//! The room runtime through real sockets: output gate, room-to-room fetch, newest-wins
+//! ids, handler failures. (Hibernation and alarms: `room_timers.rs`.)
 
 mod common;
 
 use bytes::Bytes;
+use common::store::TestStore;
 use common::*;
 use conclave_node::async_trait;
-use conclave_node::storage::{Claim, Owner, RoomCommit, Store};
-use conclave_node::ListOptions;
-use conclave_node::{
-    Connection, Message, Party, PartyError, Request, Response, Room, StorageError,
-};
-use conclave_proto::RoomKey;
+use conclave_node::{Connection, Message, Party, PartyError, Request, Response, Room};
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The real store, with commits that fail while `failing` is set (a disk that errors).
-struct FailingCommits {
-    inner: Arc<dyn Store>,
-    failing: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl Store for FailingCommits {
-    async fn get(
-        &self,
-        room: &RoomKey,
-        keys: &[String],
-    ) -> Result<Vec<Option<Bytes>>, StorageError> {
-        self.inner.get(room, keys).await
-    }
-    async fn list(
-        &self,
-        room: &RoomKey,
-        opts: &ListOptions,
-    ) -> Result<Vec<(String, Bytes)>, StorageError> {
-        self.inner.list(room, opts).await
-    }
-    async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {
-        self.inner.get_alarm(room).await
-    }
-    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(StorageError::Backend("injected: disk error".into()));
-        }
-        self.inner.commit(room, commit).await
-    }
-    async fn scan_alarms(
-        &self,
-        scan: &conclave_node::storage::AlarmScan,
-    ) -> Result<Vec<(RoomKey, i64)>, StorageError> {
-        self.inner.scan_alarms(scan).await
-    }
-    async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
-        self.inner.claim(room, claim).await
-    }
-    async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError> {
-        self.inner.release(room, owner).await
-    }
-    async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
-        self.inner.owner(room).await
-    }
-    async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError> {
-        self.inner.home_region(room, proposed).await
-    }
-}
 
 /// Broadcasts every message to everyone, then records it in storage.
 #[derive(Default)]
@@ -89,14 +34,18 @@ impl Party for Journal {
 
 #[tokio::test]
 async fn output_gate_holds_messages_until_commit_and_drops_them_on_failure() {
-    let failing = Arc::new(AtomicBool::new(false));
-    let f = failing.clone();
+    let mut failing = None;
     let server = start_with_store(
         |_| {},
         |r| r.with::<Journal>("journal"),
-        move |inner| Arc::new(FailingCommits { inner, failing: f }),
+        |inner| {
+            let store = TestStore::new(inner);
+            failing = Some(store.failing());
+            Arc::new(store)
+        },
     )
     .await;
+    let failing = failing.unwrap();
 
     let mut counter = server.connect("/parties/counter/c?_pk=a").await;
     send(&mut counter, "incr").await;
@@ -143,170 +92,6 @@ async fn output_gate_holds_messages_until_commit_and_drops_them_on_failure() {
     );
     send(&mut j1, "after").await;
     assert_eq!(next_text(&mut j2).await, "after");
-}
-
-/// Reports how often it started, and the room's connections with tags and state.
-struct Probe {
-    starts: Arc<AtomicUsize>,
-}
-
-#[async_trait]
-impl Party for Probe {
-    async fn on_start(&mut self, _room: &mut Room) -> Result<(), PartyError> {
-        self.starts.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn connection_tags(&self, conn: &Connection) -> Vec<String> {
-        vec![format!(
-            "group:{}",
-            if conn.id().starts_with('a') { "a" } else { "b" }
-        )]
-    }
-
-    async fn on_connect(&mut self, _room: &mut Room, conn: &Connection) -> Result<(), PartyError> {
-        conn.set_state(&json!({"joined_as": conn.id()}))?;
-        Ok(())
-    }
-
-    async fn on_message(
-        &mut self,
-        room: &mut Room,
-        conn: &Connection,
-        _msg: Message,
-    ) -> Result<(), PartyError> {
-        let mut conns: Vec<_> = room
-            .connections(None)
-            .iter()
-            .map(|c| json!({"id": c.id(), "tags": c.tags(), "state": c.state::<serde_json::Value>()}))
-            .collect();
-        conns.sort_by_key(|c| c["id"].as_str().map(String::from));
-        let group_a = room.connections(Some("group:a")).len();
-        conn.send(Message::text(
-            json!({"conns": conns, "group_a": group_a}).to_string(),
-        ));
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn hibernated_room_wakes_with_connections_tags_and_state() {
-    let starts = Arc::new(AtomicUsize::new(0));
-    let s = starts.clone();
-    let server = start(
-        |c| c.node.hibernate_after = Duration::from_millis(200),
-        move |r| {
-            r.with_factory("probe", move || {
-                Box::new(Probe { starts: s.clone() }) as Box<dyn Party>
-            })
-        },
-    )
-    .await;
-    let mut a = server.connect("/parties/probe/room?_pk=a1").await;
-    let _b = server.connect("/parties/probe/room?_pk=b1").await;
-    send(&mut a, "?").await;
-    let before = next_json(&mut a).await;
-    assert_eq!(starts.load(Ordering::SeqCst), 1);
-
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    send(&mut a, "?").await;
-    let after = next_json(&mut a).await;
-    assert_eq!(
-        starts.load(Ordering::SeqCst),
-        2,
-        "the room should have left memory and started again"
-    );
-    assert_eq!(before, after);
-    assert_eq!(
-        after,
-        json!({"conns": [
-            {"id": "a1", "tags": ["a1", "group:a"], "state": {"joined_as": "a1"}},
-            {"id": "b1", "tags": ["b1", "group:b"], "state": {"joined_as": "b1"}},
-        ], "group_a": 1})
-    );
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// `set:<ms>` sets the alarm; the alarm broadcasts `fired:<n>`. Fails its first
-/// `fail_first` alarm runs.
-struct AlarmProbe {
-    fail_first: Arc<AtomicUsize>,
-}
-
-#[async_trait]
-impl Party for AlarmProbe {
-    async fn on_message(
-        &mut self,
-        room: &mut Room,
-        conn: &Connection,
-        msg: Message,
-    ) -> Result<(), PartyError> {
-        let ms: i64 = msg
-            .as_text()
-            .and_then(|t| t.strip_prefix("set:"))
-            .and_then(|v| v.parse().ok())
-            .ok_or("bad")?;
-        room.storage().set_alarm(now_ms() + ms);
-        conn.send(Message::text("set"));
-        Ok(())
-    }
-
-    async fn on_alarm(&mut self, room: &mut Room) -> Result<(), PartyError> {
-        if self.fail_first.load(Ordering::SeqCst) > 0 {
-            self.fail_first.fetch_sub(1, Ordering::SeqCst);
-            return Err("alarm handler failed on purpose".into());
-        }
-        let n: u64 = room.storage().get_json("fired").await?.unwrap_or(0) + 1;
-        room.storage().put_json("fired", &n)?;
-        room.broadcast(&Message::text(format!("fired:{n}")), &[]);
-        Ok(())
-    }
-}
-
-async fn alarm_server(fail_first: usize) -> TestServer {
-    let fail = Arc::new(AtomicUsize::new(fail_first));
-    start(
-        |c| c.node.hibernate_after = Duration::from_millis(100),
-        move |r| {
-            r.with_factory("alarm", move || {
-                Box::new(AlarmProbe {
-                    fail_first: fail.clone(),
-                }) as Box<dyn Party>
-            })
-        },
-    )
-    .await
-}
-
-#[tokio::test]
-async fn alarm_fires_once_even_when_the_room_hibernated_first() {
-    let server = alarm_server(0).await;
-    let mut ws = server.connect("/parties/alarm/a?_pk=x").await;
-    send(&mut ws, "set:600").await;
-    assert_eq!(next_text(&mut ws).await, "set");
-    // The room hibernates after 100 ms; the alarm wakes it.
-    assert_eq!(next_text(&mut ws).await, "fired:1");
-    assert!(silent_for(&mut ws, 1500).await, "an alarm fired twice");
-}
-
-#[tokio::test]
-async fn failed_alarm_is_retried_with_backoff() {
-    let server = alarm_server(1).await;
-    let mut ws = server.connect("/parties/alarm/b?_pk=x").await;
-    send(&mut ws, "set:50").await;
-    assert_eq!(next_text(&mut ws).await, "set");
-    let started = std::time::Instant::now();
-    assert_eq!(next_text(&mut ws).await, "fired:1");
-    assert!(
-        started.elapsed() >= Duration::from_millis(1500),
-        "retry came before its backoff"
-    );
 }
 
 /// Answers HTTP requests with what another room says.
@@ -481,6 +266,9 @@ async fn connection_state_set_in_a_failed_step_is_undone() {
     assert_eq!(next_text(&mut ws).await, "kept");
 }
 
+/// Set by `Panicky` just before it panics.
+static PANICKED: AtomicBool = AtomicBool::new(false);
+
 /// Panics on `boom`, echoes anything else.
 #[derive(Default)]
 struct Panicky;
@@ -494,6 +282,7 @@ impl Party for Panicky {
         msg: Message,
     ) -> Result<(), PartyError> {
         if msg.as_text() == Some("boom") {
+            PANICKED.store(true, Ordering::SeqCst);
             panic!("party code panicked on purpose");
         }
         conn.send(msg);
@@ -506,7 +295,10 @@ async fn a_room_whose_actor_died_starts_afresh_for_the_next_event() {
     let server = start(|_| {}, |r| r.with::<Panicky>("panicky")).await;
     let mut first = server.connect("/parties/panicky/p?_pk=first").await;
     send(&mut first, "boom").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        eventually(async || PANICKED.load(Ordering::SeqCst)).await,
+        "the party never panicked"
+    );
     // Events for the dead actor must neither hang nor spin: a fresh actor serves the room.
     let mut second = tokio::time::timeout(
         Duration::from_secs(5),

@@ -5,6 +5,10 @@
 //!   several regions) over a real PostgreSQL database, built with `Cluster::builder()`.
 //! - `local`: an in-process cluster (nodes, one gateway, real client sockets) whose relay
 //!   links the test breaks through `faults` (cut, stall, lost acknowledgements).
+//! - `relay`: a gateway played by the test, relay events straight to one node, no sockets:
+//!   where paused tokio time works.
+//! - `store`: the real store wrapped for tests (failing commits; calls the paused clock
+//!   waits for).
 //! - `process`, `redis`, `postgres`, `net`: real processes and servers on free ports.
 #![allow(dead_code)]
 
@@ -15,6 +19,8 @@ pub mod net;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod relay;
+pub mod store;
 
 use conclave::config::{default_parties, DevOpts, ListenOpts, StorageOpts};
 use conclave::{DevConfig, DevServer};

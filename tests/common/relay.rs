@@ -1,0 +1,144 @@
+//! A gateway played by the test: relay events straight to one `Node` over an in-process
+//! link, no sockets. With no I/O to wait for, paused tokio time (`start_paused`) advances
+//! only when every task waits on a timer, so hibernation and alarm timing can be tested
+//! without real sleeps. (Storage calls run as blocking tasks: see `store`.)
+
+use super::store::TestStore;
+use conclave_node::{Node, NodeConfig, PartyRegistry};
+use conclave_proto::wire::{gateway_event, node_event, Admit, Frame, GatewayEvent, NodeEvent};
+use conclave_proto::{in_process_link, RoomKey, LINK_CAPACITY};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long the node may take to answer (in paused time: until nothing else can happen).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct RelayGateway {
+    pub node: Node,
+    to_node: mpsc::Sender<GatewayEvent>,
+    from_node: mpsc::Receiver<NodeEvent>,
+    /// Each open socket's room and last frame sequence number.
+    sockets: HashMap<u64, (RoomKey, u64)>,
+    /// Messages for sockets that arrived while the test waited for something else.
+    messages: VecDeque<String>,
+    next_id: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl RelayGateway {
+    /// A node serving `parties` over a fresh redb store, and this gateway attached to it.
+    pub fn start(config: NodeConfig, parties: PartyRegistry) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(TestStore::redb(&dir.path().join("node.redb")));
+        let node = Node::start(config, parties, store);
+        let (gateway, node_side) = in_process_link(LINK_CAPACITY);
+        node.attach_gateway(node_side);
+        Self {
+            node,
+            to_node: gateway.to_node,
+            from_node: gateway.from_node,
+            sockets: HashMap::new(),
+            messages: VecDeque::new(),
+            next_id: 1,
+            _dir: dir,
+        }
+    }
+
+    async fn send_event(&self, event: gateway_event::Event) {
+        let event = GatewayEvent { event: Some(event) };
+        self.to_node.send(event).await.expect("the node is gone");
+    }
+
+    /// Opens a socket `conn_id` in `party/room`; returns its socket id once admitted.
+    pub async fn open(&mut self, party: &str, room: &str, conn_id: &str) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let key = RoomKey::new(party, room).unwrap();
+        self.send_event(gateway_event::Event::Admit(Admit {
+            request_id: id,
+            room: Some(key.to_wire()),
+            conn_id: conn_id.into(),
+            uri: format!("http://test/parties/{party}/{room}?_pk={conn_id}"),
+            socket: id,
+            origin: 1,
+            ..Default::default()
+        }))
+        .await;
+        loop {
+            if let node_event::Event::AdmitReply(r) = self.recv().await {
+                assert_eq!((r.request_id, r.status), (id, 0), "refused: {}", r.body);
+                self.sockets.insert(id, (key, 0));
+                return id;
+            }
+        }
+    }
+
+    /// A text frame from `socket`.
+    pub async fn send(&mut self, socket: u64, text: &str) {
+        let (room, seq) = self.sockets.get_mut(&socket).expect("an open socket");
+        *seq += 1;
+        let frame = Frame {
+            socket,
+            room: Some(room.to_wire()),
+            payload: text.to_string().into(),
+            binary: false,
+            seq: *seq,
+        };
+        self.send_event(gateway_event::Event::Frame(frame)).await;
+    }
+
+    /// The next text the node sends to a socket (directly or as a room broadcast).
+    pub async fn next_text(&mut self) -> String {
+        self.next_text_within(ANSWER_TIMEOUT)
+            .await
+            .expect("the node sent nothing in time")
+    }
+
+    pub async fn next_json(&mut self) -> serde_json::Value {
+        serde_json::from_str(&self.next_text().await).unwrap()
+    }
+
+    /// Whether the node sends no message to any socket for `d`.
+    pub async fn silent_for(&mut self, d: Duration) -> bool {
+        self.next_text_within(d).await.is_none()
+    }
+
+    async fn next_text_within(&mut self, d: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + d;
+        while self.messages.is_empty() {
+            let ev = tokio::time::timeout_at(deadline, self.recv()).await;
+            if ev.is_err() {
+                return None;
+            }
+        }
+        self.messages.pop_front()
+    }
+
+    /// The node's next event; messages also join the queue `next_text` reads.
+    async fn recv(&mut self) -> node_event::Event {
+        let ev = self
+            .from_node
+            .recv()
+            .await
+            .expect("the node closed the link");
+        let ev = ev.event.expect("an event");
+        match &ev {
+            node_event::Event::Send(s) => self.messages.push_back(text(&s.payload)),
+            node_event::Event::Deliver(d) => self.messages.push_back(text(&d.payload)),
+            node_event::Event::CloseSocket(c) => {
+                panic!(
+                    "the node closed socket {}: {} {}",
+                    c.socket, c.code, c.reason
+                )
+            }
+            _ => {}
+        }
+        ev
+    }
+}
+
+fn text(payload: &[u8]) -> String {
+    String::from_utf8(payload.to_vec()).expect("a text message")
+}

@@ -1,0 +1,115 @@
+//! The real store, wrapped for tests: commits fail while `failing` is set (a disk that
+//! errors), and every call runs as a blocking task. Under paused tokio time the clock does
+//! not auto-advance while a blocking task runs, so it waits for storage as it would for
+//! any other work; without this, time would jump ahead while redb's committer thread
+//! writes.
+
+use bytes::Bytes;
+use conclave_node::async_trait;
+use conclave_node::storage::{AlarmScan, Claim, Owner, RedbStore, RoomCommit, Store};
+use conclave_node::{ListOptions, StorageError};
+use conclave_proto::RoomKey;
+use futures::future::BoxFuture;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct TestStore {
+    inner: Arc<dyn Store>,
+    failing: Arc<AtomicBool>,
+}
+
+impl TestStore {
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            failing: Arc::default(),
+        }
+    }
+
+    /// A redb file at `path`.
+    pub fn redb(path: &Path) -> Self {
+        Self::new(Arc::new(RedbStore::open(path).unwrap()))
+    }
+
+    /// While set, every commit fails with a backend error.
+    pub fn failing(&self) -> Arc<AtomicBool> {
+        self.failing.clone()
+    }
+
+    /// Runs `op` on the inner store as a blocking task.
+    async fn call<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(Arc<dyn Store>) -> BoxFuture<'static, T> + Send + 'static,
+    ) -> T {
+        let (store, runtime) = (self.inner.clone(), tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || runtime.block_on(op(store)))
+            .await
+            .expect("a store call panicked")
+    }
+}
+
+#[async_trait]
+impl Store for TestStore {
+    async fn get(
+        &self,
+        room: &RoomKey,
+        keys: &[String],
+    ) -> Result<Vec<Option<Bytes>>, StorageError> {
+        let (room, keys) = (room.clone(), keys.to_vec());
+        self.call(move |s| Box::pin(async move { s.get(&room, &keys).await }))
+            .await
+    }
+    async fn list(
+        &self,
+        room: &RoomKey,
+        opts: &ListOptions,
+    ) -> Result<Vec<(String, Bytes)>, StorageError> {
+        let (room, opts) = (room.clone(), opts.clone());
+        self.call(move |s| Box::pin(async move { s.list(&room, &opts).await }))
+            .await
+    }
+    async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {
+        let room = room.clone();
+        self.call(move |s| Box::pin(async move { s.get_alarm(&room).await }))
+            .await
+    }
+    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StorageError::Backend("injected: disk error".into()));
+        }
+        let room = room.clone();
+        self.call(move |s| Box::pin(async move { s.commit(&room, commit).await }))
+            .await
+    }
+    async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
+        let (room, claim) = (room.clone(), claim.clone());
+        self.call(move |s| Box::pin(async move { s.claim(&room, &claim).await }))
+            .await
+    }
+    async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError> {
+        let (room, owner) = (room.clone(), owner.clone());
+        self.call(move |s| Box::pin(async move { s.release(&room, &owner).await }))
+            .await
+    }
+    async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
+        let room = room.clone();
+        self.call(move |s| Box::pin(async move { s.owner(&room).await }))
+            .await
+    }
+    async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError> {
+        let (room, proposed) = (room.clone(), proposed.to_string());
+        self.call(move |s| Box::pin(async move { s.home_region(&room, &proposed).await }))
+            .await
+    }
+    /// Waits on the clock, not on storage: not a blocking task.
+    async fn wait_owner_change(&self, room: &RoomKey, within: Duration) {
+        self.inner.wait_owner_change(room, within).await
+    }
+    async fn scan_alarms(&self, scan: &AlarmScan) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        let scan = scan.clone();
+        self.call(move |s| Box::pin(async move { s.scan_alarms(&scan).await }))
+            .await
+    }
+}

@@ -1,0 +1,229 @@
+//! The room runtime's timers: hibernation and alarms, on a node the test drives through
+//! relay events (`common::relay`), with no sockets.
+//!
+//! Where it works, tokio time is paused: it moves only when every task waits on a timer,
+//! so "700 ms later" is exact and takes no real time. An alarm's due time, though, is
+//! wall-clock time (as in Durable Objects), which paused time does not move: the test of
+//! an alarm that comes due later runs in real time.
+
+mod common;
+
+use common::relay::RelayGateway;
+use conclave_node::{
+    async_trait, Connection, Message, NodeConfig, Party, PartyError, PartyRegistry, Room,
+};
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A node whose rooms hibernate after `hibernate_after` idle.
+fn node(hibernate_after: Duration, parties: PartyRegistry) -> RelayGateway {
+    let config = NodeConfig {
+        hibernate_after,
+        ..Default::default()
+    };
+    RelayGateway::start(config, parties)
+}
+
+/// Reports the room's connections with tags and state; counts its starts.
+struct Probe {
+    starts: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Party for Probe {
+    async fn on_start(&mut self, _room: &mut Room) -> Result<(), PartyError> {
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn connection_tags(&self, conn: &Connection) -> Vec<String> {
+        vec![format!(
+            "group:{}",
+            if conn.id().starts_with('a') { "a" } else { "b" }
+        )]
+    }
+
+    async fn on_connect(&mut self, _room: &mut Room, conn: &Connection) -> Result<(), PartyError> {
+        conn.set_state(&json!({"joined_as": conn.id()}))?;
+        Ok(())
+    }
+
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        _msg: Message,
+    ) -> Result<(), PartyError> {
+        let mut conns: Vec<_> = room
+            .connections(None)
+            .iter()
+            .map(|c| json!({"id": c.id(), "tags": c.tags(), "state": c.state::<serde_json::Value>()}))
+            .collect();
+        conns.sort_by_key(|c| c["id"].as_str().map(String::from));
+        let group_a = room.connections(Some("group:a")).len();
+        conn.send(Message::text(
+            json!({"conns": conns, "group_a": group_a}).to_string(),
+        ));
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hibernated_room_wakes_with_connections_tags_and_state() {
+    let starts = Arc::new(AtomicUsize::new(0));
+    let s = starts.clone();
+    let probe = move || Box::new(Probe { starts: s.clone() }) as Box<dyn Party>;
+    let mut gw = node(
+        Duration::from_millis(200),
+        PartyRegistry::new().with_factory("probe", probe),
+    );
+    let a = gw.open("probe", "room", "a1").await;
+    gw.open("probe", "room", "b1").await;
+    gw.send(a, "?").await;
+    let before = gw.next_json().await;
+    assert_eq!(starts.load(Ordering::SeqCst), 1);
+
+    // Events closer together than hibernate_after keep the room in memory…
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    gw.send(a, "?").await;
+    assert_eq!(gw.next_json().await, before);
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        1,
+        "the room left memory before hibernate_after"
+    );
+
+    // …a longer pause does not.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    gw.send(a, "?").await;
+    let after = gw.next_json().await;
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        2,
+        "the room should have left memory and started again"
+    );
+    assert_eq!(before, after);
+    assert_eq!(
+        after,
+        json!({"conns": [
+            {"id": "a1", "tags": ["a1", "group:a"], "state": {"joined_as": "a1"}},
+            {"id": "b1", "tags": ["b1", "group:b"], "state": {"joined_as": "b1"}},
+        ], "group_a": 1})
+    );
+}
+
+/// `set:<ms>` sets the alarm `ms` from now (wall clock); the alarm broadcasts `fired:<n>`.
+/// Fails its first `fail_first` alarm runs; records when each run began and counts the
+/// room's starts.
+#[derive(Clone, Default)]
+struct AlarmProbe {
+    fail_first: Arc<AtomicUsize>,
+    runs: Arc<Mutex<Vec<Instant>>>,
+    starts: Arc<AtomicUsize>,
+}
+
+impl AlarmProbe {
+    fn failing_first(n: usize) -> Self {
+        let probe = Self::default();
+        probe.fail_first.store(n, Ordering::SeqCst);
+        probe
+    }
+
+    /// A node (rooms hibernating after 100 ms) serving this probe as `alarm`.
+    fn node(&self) -> RelayGateway {
+        let probe = self.clone();
+        let factory = move || Box::new(probe.clone()) as Box<dyn Party>;
+        node(
+            Duration::from_millis(100),
+            PartyRegistry::new().with_factory("alarm", factory),
+        )
+    }
+
+    fn starts(&self) -> usize {
+        self.starts.load(Ordering::SeqCst)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[async_trait]
+impl Party for AlarmProbe {
+    async fn on_start(&mut self, _room: &mut Room) -> Result<(), PartyError> {
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError> {
+        let ms: i64 = msg
+            .as_text()
+            .and_then(|t| t.strip_prefix("set:"))
+            .and_then(|v| v.parse().ok())
+            .ok_or("bad")?;
+        room.storage().set_alarm(now_ms() + ms);
+        conn.send(Message::text("set"));
+        Ok(())
+    }
+
+    async fn on_alarm(&mut self, room: &mut Room) -> Result<(), PartyError> {
+        self.runs.lock().unwrap().push(Instant::now());
+        if self.fail_first.load(Ordering::SeqCst) > 0 {
+            self.fail_first.fetch_sub(1, Ordering::SeqCst);
+            return Err("alarm handler failed on purpose".into());
+        }
+        let n: u64 = room.storage().get_json("fired").await?.unwrap_or(0) + 1;
+        room.storage().put_json("fired", &n)?;
+        room.broadcast(&Message::text(format!("fired:{n}")), &[]);
+        Ok(())
+    }
+}
+
+/// Real time: the alarm comes due by the wall clock.
+#[tokio::test]
+async fn alarm_fires_once_even_when_the_room_hibernated_first() {
+    let probe = AlarmProbe::default();
+    let mut gw = probe.node();
+    let socket = gw.open("alarm", "a", "x").await;
+    gw.send(socket, "set:600").await;
+    assert_eq!(gw.next_text().await, "set");
+    // The room hibernates after 100 ms; the alarm wakes it.
+    assert_eq!(gw.next_text().await, "fired:1");
+    assert_eq!(
+        probe.starts(),
+        2,
+        "the room did not hibernate before its alarm"
+    );
+    assert!(
+        gw.silent_for(Duration::from_millis(1500)).await,
+        "an alarm fired twice"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_alarm_is_retried_with_backoff() {
+    let probe = AlarmProbe::failing_first(1);
+    let mut gw = probe.node();
+    let socket = gw.open("alarm", "b", "x").await;
+    gw.send(socket, "set:0").await;
+    assert_eq!(gw.next_text().await, "set");
+    assert_eq!(gw.next_text().await, "fired:1");
+    let runs = probe.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 2, "one failed run, then one that succeeded");
+    let backoff = runs[1] - runs[0];
+    assert!(
+        backoff >= Duration::from_secs(2),
+        "retry came before its backoff (2 s): {backoff:?}"
+    );
+}
