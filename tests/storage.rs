@@ -40,6 +40,15 @@ impl Backend {
         all
     }
 
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Redb(_) => "redb",
+            Backend::Postgres(_) => "PostgreSQL",
+            #[cfg(feature = "fdb")]
+            Backend::Fdb(..) => "FoundationDB",
+        }
+    }
+
     async fn open(&self) -> Arc<dyn Store> {
         match self {
             Backend::Redb(dir) => Arc::new(RedbStore::open(&dir.path().join("db.redb")).unwrap()),
@@ -54,13 +63,19 @@ impl Backend {
     }
 }
 
-/// Runs `body` once per backend.
-macro_rules! for_each_backend {
-    (|$b:ident| $body:block) => {
-        for $b in Backend::all().await {
-            $body
+/// Runs `test` once per backend; a failure says which backend it failed on.
+async fn for_each_backend(test: impl AsyncFn(&Backend)) {
+    for backend in Backend::all().await {
+        let run = std::panic::AssertUnwindSafe(test(&backend));
+        if let Err(panic) = futures::FutureExt::catch_unwind(run).await {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            panic!("failed on the {} backend: {message}", backend.name());
         }
-    };
+    }
 }
 
 fn room(name: &str) -> RoomKey {
@@ -73,270 +88,262 @@ fn keys(entries: &[(String, Bytes)]) -> Vec<&str> {
 
 #[tokio::test]
 async fn reads_see_own_writes_and_commits_persist_across_reopen() {
-    for_each_backend!(|backend| { reads_and_reopen(&backend).await });
-}
-
-async fn reads_and_reopen(backend: &Backend) {
-    {
+    for_each_backend(async |backend| {
+        {
+            let store = backend.open().await;
+            let mut s = Storage::new(room("r"), store.clone());
+            s.put("a", "1").unwrap();
+            s.put_json("j", &serde_json::json!({"x": 1})).unwrap();
+            assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+            // Not visible to another handle before commit.
+            assert_eq!(
+                Storage::new(room("r"), store.clone())
+                    .get("a")
+                    .await
+                    .unwrap(),
+                None
+            );
+            s.commit().await.unwrap();
+            s.delete("a").unwrap();
+            assert_eq!(s.get("a").await.unwrap(), None);
+            // Another room never sees this room's keys.
+            assert_eq!(
+                Storage::new(room("r2"), store.clone())
+                    .get("j")
+                    .await
+                    .unwrap(),
+                None
+            );
+        }
         let store = backend.open().await;
-        let mut s = Storage::new(room("r"), store.clone());
-        s.put("a", "1").unwrap();
-        s.put_json("j", &serde_json::json!({"x": 1})).unwrap();
-        assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
-        // Not visible to another handle before commit.
+        let s = Storage::new(room("r"), store);
         assert_eq!(
-            Storage::new(room("r"), store.clone())
-                .get("a")
-                .await
-                .unwrap(),
-            None
+            s.get("a").await.unwrap().as_deref(),
+            Some(&b"1"[..]),
+            "uncommitted delete must not persist"
         );
-        s.commit().await.unwrap();
-        s.delete("a").unwrap();
-        assert_eq!(s.get("a").await.unwrap(), None);
-        // Another room never sees this room's keys.
+        let j: serde_json::Value = s.get_json("j").await.unwrap().unwrap();
+        assert_eq!(j["x"], 1);
         assert_eq!(
-            Storage::new(room("r2"), store.clone())
-                .get("j")
+            s.get_many(&["a", "missing", "j"])
                 .await
-                .unwrap(),
-            None
+                .unwrap()
+                .iter()
+                .map(Option::is_some)
+                .collect::<Vec<_>>(),
+            [true, false, true]
         );
-    }
-    let store = backend.open().await;
-    let s = Storage::new(room("r"), store);
-    assert_eq!(
-        s.get("a").await.unwrap().as_deref(),
-        Some(&b"1"[..]),
-        "uncommitted delete must not persist"
-    );
-    let j: serde_json::Value = s.get_json("j").await.unwrap().unwrap();
-    assert_eq!(j["x"], 1);
-    assert_eq!(
-        s.get_many(&["a", "missing", "j"])
-            .await
-            .unwrap()
-            .iter()
-            .map(Option::is_some)
-            .collect::<Vec<_>>(),
-        [true, false, true]
-    );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn list_honours_prefix_range_reverse_limit_over_buffered_writes() {
-    for_each_backend!(|backend| {
-        list_honours_prefix_range_reverse_limit_over_buffered_writes_on(&backend).await
-    });
-}
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let mut s = Storage::new(room("list"), store);
+        for k in ["a", "b1", "b2", "b3", "c", "d"] {
+            s.put(k, k.to_string()).unwrap();
+        }
+        s.commit().await.unwrap();
+        // Buffered changes overlay committed data.
+        s.delete("b2").unwrap();
+        s.put("b4", "new").unwrap();
 
-async fn list_honours_prefix_range_reverse_limit_over_buffered_writes_on(backend: &Backend) {
-    let store = backend.open().await;
-    let mut s = Storage::new(room("list"), store);
-    for k in ["a", "b1", "b2", "b3", "c", "d"] {
-        s.put(k, k.to_string()).unwrap();
-    }
-    s.commit().await.unwrap();
-    // Buffered changes overlay committed data.
-    s.delete("b2").unwrap();
-    s.put("b4", "new").unwrap();
+        let all = s.list(&ListOptions::default()).await.unwrap();
+        assert_eq!(keys(&all), ["a", "b1", "b3", "b4", "c", "d"]);
+        assert_eq!(
+            keys(&s.list(&ListOptions::prefix("b")).await.unwrap()),
+            ["b1", "b3", "b4"]
+        );
+        let o = ListOptions {
+            start: Some("b1".into()),
+            end: Some("c".into()),
+            ..Default::default()
+        };
+        assert_eq!(keys(&s.list(&o).await.unwrap()), ["b1", "b3", "b4"]);
+        let o = ListOptions {
+            start_after: Some("b1".into()),
+            limit: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(keys(&s.list(&o).await.unwrap()), ["b3", "b4"]);
+        let o = ListOptions {
+            reverse: true,
+            limit: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(keys(&s.list(&o).await.unwrap()), ["d", "c", "b4"]);
+        let o = ListOptions {
+            prefix: Some("b".into()),
+            reverse: true,
+            limit: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(keys(&s.list(&o).await.unwrap()), ["b4", "b3"]);
+        // limit counts results after hiding buffered deletes.
+        let o = ListOptions {
+            prefix: Some("b".into()),
+            limit: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(keys(&s.list(&o).await.unwrap()), ["b1", "b3"]);
 
-    let all = s.list(&ListOptions::default()).await.unwrap();
-    assert_eq!(keys(&all), ["a", "b1", "b3", "b4", "c", "d"]);
-    assert_eq!(
-        keys(&s.list(&ListOptions::prefix("b")).await.unwrap()),
-        ["b1", "b3", "b4"]
-    );
-    let o = ListOptions {
-        start: Some("b1".into()),
-        end: Some("c".into()),
-        ..Default::default()
-    };
-    assert_eq!(keys(&s.list(&o).await.unwrap()), ["b1", "b3", "b4"]);
-    let o = ListOptions {
-        start_after: Some("b1".into()),
-        limit: Some(2),
-        ..Default::default()
-    };
-    assert_eq!(keys(&s.list(&o).await.unwrap()), ["b3", "b4"]);
-    let o = ListOptions {
-        reverse: true,
-        limit: Some(3),
-        ..Default::default()
-    };
-    assert_eq!(keys(&s.list(&o).await.unwrap()), ["d", "c", "b4"]);
-    let o = ListOptions {
-        prefix: Some("b".into()),
-        reverse: true,
-        limit: Some(2),
-        ..Default::default()
-    };
-    assert_eq!(keys(&s.list(&o).await.unwrap()), ["b4", "b3"]);
-    // limit counts results after hiding buffered deletes.
-    let o = ListOptions {
-        prefix: Some("b".into()),
-        limit: Some(2),
-        ..Default::default()
-    };
-    assert_eq!(keys(&s.list(&o).await.unwrap()), ["b1", "b3"]);
-
-    s.delete_all();
-    assert!(s.list(&ListOptions::default()).await.unwrap().is_empty());
-    s.put("z", "after clear").unwrap();
-    s.commit().await.unwrap();
-    assert_eq!(keys(&s.list(&ListOptions::default()).await.unwrap()), ["z"]);
+        s.delete_all();
+        assert!(s.list(&ListOptions::default()).await.unwrap().is_empty());
+        s.put("z", "after clear").unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(keys(&s.list(&ListOptions::default()).await.unwrap()), ["z"]);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn limits_are_errors_not_truncations() {
-    for_each_backend!(|backend| { limits_are_errors_not_truncations_on(&backend).await });
-}
-
-async fn limits_are_errors_not_truncations_on(backend: &Backend) {
-    let mut s = Storage::new(room("limits"), backend.open().await);
-    let long_key = "k".repeat(MAX_KEY_BYTES + 1);
-    assert!(matches!(
-        s.put(&long_key, "v"),
-        Err(StorageError::KeyTooLarge { .. })
-    ));
-    assert!(matches!(
-        s.get(&long_key).await,
-        Err(StorageError::KeyTooLarge { .. })
-    ));
-    s.put(&"k".repeat(MAX_KEY_BYTES), "ok").unwrap();
-    assert!(matches!(
-        s.put("big", vec![0u8; MAX_VALUE_BYTES + 1]),
-        Err(StorageError::ValueTooLarge { .. })
-    ));
-    s.put("max", vec![7u8; MAX_VALUE_BYTES]).unwrap();
-    let too_many: Vec<(String, Bytes)> = (0..=MAX_BATCH_KEYS)
-        .map(|i| (format!("k{i}"), Bytes::from_static(b"v")))
-        .collect();
-    assert!(matches!(
-        s.put_many(too_many.clone()),
-        Err(StorageError::TooManyKeys { .. })
-    ));
-    assert!(
-        s.get("k0").await.unwrap().is_none(),
-        "a refused batch writes nothing"
-    );
-    s.put_many(too_many[..MAX_BATCH_KEYS].to_vec()).unwrap();
-    let names: Vec<String> = (0..=MAX_BATCH_KEYS).map(|i| format!("k{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    assert!(matches!(
-        s.get_many(&refs).await,
-        Err(StorageError::TooManyKeys { .. })
-    ));
-    assert!(matches!(
-        s.delete_many(&refs),
-        Err(StorageError::TooManyKeys { .. })
-    ));
-    s.commit().await.unwrap();
-    assert_eq!(s.get("max").await.unwrap().unwrap().len(), MAX_VALUE_BYTES);
-    let err = s
-        .put("big", vec![0u8; MAX_VALUE_BYTES + 1])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("131073 bytes") && err.contains("131072"),
-        "{err}"
-    );
+    for_each_backend(async |backend| {
+        let mut s = Storage::new(room("limits"), backend.open().await);
+        let long_key = "k".repeat(MAX_KEY_BYTES + 1);
+        assert!(matches!(
+            s.put(&long_key, "v"),
+            Err(StorageError::KeyTooLarge { .. })
+        ));
+        assert!(matches!(
+            s.get(&long_key).await,
+            Err(StorageError::KeyTooLarge { .. })
+        ));
+        s.put(&"k".repeat(MAX_KEY_BYTES), "ok").unwrap();
+        assert!(matches!(
+            s.put("big", vec![0u8; MAX_VALUE_BYTES + 1]),
+            Err(StorageError::ValueTooLarge { .. })
+        ));
+        s.put("max", vec![7u8; MAX_VALUE_BYTES]).unwrap();
+        let too_many: Vec<(String, Bytes)> = (0..=MAX_BATCH_KEYS)
+            .map(|i| (format!("k{i}"), Bytes::from_static(b"v")))
+            .collect();
+        assert!(matches!(
+            s.put_many(too_many.clone()),
+            Err(StorageError::TooManyKeys { .. })
+        ));
+        assert!(
+            s.get("k0").await.unwrap().is_none(),
+            "a refused batch writes nothing"
+        );
+        s.put_many(too_many[..MAX_BATCH_KEYS].to_vec()).unwrap();
+        let names: Vec<String> = (0..=MAX_BATCH_KEYS).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert!(matches!(
+            s.get_many(&refs).await,
+            Err(StorageError::TooManyKeys { .. })
+        ));
+        assert!(matches!(
+            s.delete_many(&refs),
+            Err(StorageError::TooManyKeys { .. })
+        ));
+        s.commit().await.unwrap();
+        assert_eq!(s.get("max").await.unwrap().unwrap().len(), MAX_VALUE_BYTES);
+        let err = s
+            .put("big", vec![0u8; MAX_VALUE_BYTES + 1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("131073 bytes") && err.contains("131072"),
+            "{err}"
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn transaction_rolls_back_on_error() {
-    for_each_backend!(|backend| { transaction_rolls_back_on_error_on(&backend).await });
-}
-
-async fn transaction_rolls_back_on_error_on(backend: &Backend) {
-    let mut s = Storage::new(room("txn"), backend.open().await);
-    s.put("kept", "1").unwrap();
-    let r: Result<(), StorageError> = s
-        .transaction(|t| {
-            Box::pin(async move {
-                t.put("inside", "x")?;
-                t.delete("kept")?;
-                t.put(&"k".repeat(MAX_KEY_BYTES + 1), "fails")
+    for_each_backend(async |backend| {
+        let mut s = Storage::new(room("txn"), backend.open().await);
+        s.put("kept", "1").unwrap();
+        let r: Result<(), StorageError> = s
+            .transaction(|t| {
+                Box::pin(async move {
+                    t.put("inside", "x")?;
+                    t.delete("kept")?;
+                    t.put(&"k".repeat(MAX_KEY_BYTES + 1), "fails")
+                })
             })
-        })
-        .await;
-    assert!(r.is_err());
-    assert!(s.get("inside").await.unwrap().is_none());
-    assert!(s.get("kept").await.unwrap().is_some());
-    s.transaction(|t| Box::pin(async move { t.put("inside", "y") }))
-        .await
-        .unwrap();
-    s.commit().await.unwrap();
-    assert_eq!(s.get("inside").await.unwrap().as_deref(), Some(&b"y"[..]));
+            .await;
+        assert!(r.is_err());
+        assert!(s.get("inside").await.unwrap().is_none());
+        assert!(s.get("kept").await.unwrap().is_some());
+        s.transaction(|t| Box::pin(async move { t.put("inside", "y") }))
+            .await
+            .unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(s.get("inside").await.unwrap().as_deref(), Some(&b"y"[..]));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn alarms_are_indexed_by_due_time_and_replaced() {
-    for_each_backend!(|backend| { alarms_are_indexed_by_due_time_and_replaced_on(&backend).await });
-}
-
-async fn alarms_are_indexed_by_due_time_and_replaced_on(backend: &Backend) {
-    let store = backend.open().await;
-    let mut a = Storage::new(room("a"), store.clone());
-    let mut b = Storage::new(room("b"), store.clone());
-    a.set_alarm(2_000);
-    b.set_alarm(1_000);
-    a.commit().await.unwrap();
-    b.commit().await.unwrap();
-    assert_eq!(store.next_alarm().await.unwrap(), Some(1_000));
-    assert_eq!(
-        store.due_alarms(1_500, None, 10).await.unwrap(),
-        vec![(room("b"), 1_000)]
-    );
-    assert_eq!(store.due_alarms(5_000, None, 10).await.unwrap().len(), 2);
-    // Paging: the page after the first entry holds the second.
-    let first = store.due_alarms(5_000, None, 1).await.unwrap();
-    assert_eq!(first, vec![(room("b"), 1_000)]);
-    let second = store
-        .due_alarms(5_000, first.last().cloned(), 10)
-        .await
-        .unwrap();
-    assert_eq!(second, vec![(room("a"), 2_000)]);
-    // Setting again replaces the old entry; deleting removes it from the index.
-    b.set_alarm(3_000);
-    b.commit().await.unwrap();
-    assert_eq!(
-        store.due_alarms(2_500, None, 10).await.unwrap(),
-        vec![(room("a"), 2_000)]
-    );
-    a.delete_alarm();
-    a.commit().await.unwrap();
-    assert_eq!(a.get_alarm().await.unwrap(), None);
-    assert_eq!(store.next_alarm().await.unwrap(), Some(3_000));
-    assert_eq!(b.get_alarm().await.unwrap(), Some(3_000));
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let mut a = Storage::new(room("a"), store.clone());
+        let mut b = Storage::new(room("b"), store.clone());
+        a.set_alarm(2_000);
+        b.set_alarm(1_000);
+        a.commit().await.unwrap();
+        b.commit().await.unwrap();
+        assert_eq!(store.next_alarm().await.unwrap(), Some(1_000));
+        assert_eq!(
+            store.due_alarms(1_500, None, 10).await.unwrap(),
+            vec![(room("b"), 1_000)]
+        );
+        assert_eq!(store.due_alarms(5_000, None, 10).await.unwrap().len(), 2);
+        // Paging: the page after the first entry holds the second.
+        let first = store.due_alarms(5_000, None, 1).await.unwrap();
+        assert_eq!(first, vec![(room("b"), 1_000)]);
+        let second = store
+            .due_alarms(5_000, first.last().cloned(), 10)
+            .await
+            .unwrap();
+        assert_eq!(second, vec![(room("a"), 2_000)]);
+        // Setting again replaces the old entry; deleting removes it from the index.
+        b.set_alarm(3_000);
+        b.commit().await.unwrap();
+        assert_eq!(
+            store.due_alarms(2_500, None, 10).await.unwrap(),
+            vec![(room("a"), 2_000)]
+        );
+        a.delete_alarm();
+        a.commit().await.unwrap();
+        assert_eq!(a.get_alarm().await.unwrap(), None);
+        assert_eq!(store.next_alarm().await.unwrap(), Some(3_000));
+        assert_eq!(b.get_alarm().await.unwrap(), Some(3_000));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn many_rooms_committing_at_once_all_land() {
-    for_each_backend!(|backend| { many_rooms_committing_at_once_all_land_on(&backend).await });
-}
-
-async fn many_rooms_committing_at_once_all_land_on(backend: &Backend) {
-    let store = backend.open().await;
-    let tasks: Vec<_> = (0..300)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut s = Storage::new(room(&format!("room-{i}")), store);
-                s.put("n", i.to_string()).unwrap();
-                s.commit().await.unwrap();
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut s = Storage::new(room(&format!("room-{i}")), store);
+                    s.put("n", i.to_string()).unwrap();
+                    s.commit().await.unwrap();
+                })
             })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    drop(store);
-    let store = backend.open().await;
-    for i in 0..300 {
-        let s = Storage::new(room(&format!("room-{i}")), store.clone());
-        assert_eq!(s.get("n").await.unwrap().unwrap(), i.to_string().as_bytes());
-    }
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        drop(store);
+        let store = backend.open().await;
+        for i in 0..300 {
+            let s = Storage::new(room(&format!("room-{i}")), store.clone());
+            assert_eq!(s.get("n").await.unwrap().unwrap(), i.to_string().as_bytes());
+        }
+    })
+    .await;
 }
 
 fn claim(node: &str, incarnation: u64, live: &[&str]) -> Claim {
@@ -350,7 +357,7 @@ fn claim(node: &str, incarnation: u64, live: &[&str]) -> Claim {
 
 #[tokio::test]
 async fn a_room_home_region_is_fixed_once_and_binds_its_claims() {
-    for_each_backend!(|backend| {
+    for_each_backend(async |backend| {
         let store = backend.open().await;
         let r = room("homed");
         assert_eq!(store.home_region(&r, "eu").await.unwrap(), "eu");
@@ -374,79 +381,79 @@ async fn a_room_home_region_is_fixed_once_and_binds_its_claims() {
         let fresh = room("claimed-first");
         store.claim(&fresh, &in_region("a", "us")).await.unwrap();
         assert_eq!(store.home_region(&fresh, "eu").await.unwrap(), "us");
-    });
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn ownership_is_claimed_in_storage_and_stale_owners_are_fenced() {
-    for_each_backend!(|backend| { ownership_on(&backend).await });
-}
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let r = room("owned");
+        let a1 = store.claim(&r, &claim("a", 1, &["a", "b"])).await.unwrap();
+        assert_eq!((a1.node.as_str(), a1.epoch), ("a", 1));
+        assert_eq!(
+            store.claim(&r, &claim("a", 1, &["a", "b"])).await.unwrap(),
+            a1,
+            "re-claiming keeps the epoch"
+        );
+        assert!(matches!(
+            store.claim(&r, &claim("b", 9, &["a", "b"])).await,
+            Err(StorageError::Held { .. })
+        ));
 
-async fn ownership_on(backend: &Backend) {
-    let store = backend.open().await;
-    let r = room("owned");
-    let a1 = store.claim(&r, &claim("a", 1, &["a", "b"])).await.unwrap();
-    assert_eq!((a1.node.as_str(), a1.epoch), ("a", 1));
-    assert_eq!(
-        store.claim(&r, &claim("a", 1, &["a", "b"])).await.unwrap(),
-        a1,
-        "re-claiming keeps the epoch"
-    );
-    assert!(matches!(
-        store.claim(&r, &claim("b", 9, &["a", "b"])).await,
-        Err(StorageError::Held { .. })
-    ));
+        let mut stale = Storage::new(r.clone(), store.clone());
+        stale.set_fence(Some(a1.clone()));
+        stale.put("k", "from a1").unwrap();
+        stale.commit().await.unwrap();
 
-    let mut stale = Storage::new(r.clone(), store.clone());
-    stale.set_fence(Some(a1.clone()));
-    stale.put("k", "from a1").unwrap();
-    stale.commit().await.unwrap();
+        // The node restarts: its new process takes over from the old one.
+        let a2 = store.claim(&r, &claim("a", 2, &["a", "b"])).await.unwrap();
+        assert_eq!(a2.epoch, 2);
+        stale.put("k", "late write from a1").unwrap();
+        stale.set_alarm(1);
+        assert!(matches!(
+            stale.commit().await,
+            Err(StorageError::Fenced { .. })
+        ));
+        assert_eq!(
+            store.get(&r, &["k".into()]).await.unwrap()[0].as_deref(),
+            Some(&b"from a1"[..])
+        );
+        assert_eq!(
+            store.next_alarm().await.unwrap(),
+            None,
+            "a fenced commit writes nothing"
+        );
 
-    // The node restarts: its new process takes over from the old one.
-    let a2 = store.claim(&r, &claim("a", 2, &["a", "b"])).await.unwrap();
-    assert_eq!(a2.epoch, 2);
-    stale.put("k", "late write from a1").unwrap();
-    stale.set_alarm(1);
-    assert!(matches!(
-        stale.commit().await,
-        Err(StorageError::Fenced { .. })
-    ));
-    assert_eq!(
-        store.get(&r, &["k".into()]).await.unwrap()[0].as_deref(),
-        Some(&b"from a1"[..])
-    );
-    assert_eq!(
-        store.next_alarm().await.unwrap(),
-        None,
-        "a fenced commit writes nothing"
-    );
+        // Node a leaves the ring: b takes over, a's commits are fenced.
+        let b1 = store.claim(&r, &claim("b", 9, &["b"])).await.unwrap();
+        assert_eq!(b1.epoch, 3);
+        let mut a = Storage::new(r.clone(), store.clone());
+        a.set_fence(Some(a2.clone()));
+        a.put("k", "a2").unwrap();
+        assert!(matches!(a.commit().await, Err(StorageError::Fenced { .. })));
 
-    // Node a leaves the ring: b takes over, a's commits are fenced.
-    let b1 = store.claim(&r, &claim("b", 9, &["b"])).await.unwrap();
-    assert_eq!(b1.epoch, 3);
-    let mut a = Storage::new(r.clone(), store.clone());
-    a.set_fence(Some(a2.clone()));
-    a.put("k", "a2").unwrap();
-    assert!(matches!(a.commit().await, Err(StorageError::Fenced { .. })));
-
-    // A released room may be claimed by any node; releasing someone else's claim does nothing.
-    store.release(&r, &a2).await.unwrap();
-    assert_eq!(store.owner(&r).await.unwrap(), Some(b1.clone()));
-    store.release(&r, &b1).await.unwrap();
-    let mut released = Storage::new(r.clone(), store.clone());
-    released.set_fence(Some(b1.clone()));
-    released.put("k", "after release").unwrap();
-    assert!(matches!(
-        released.commit().await,
-        Err(StorageError::Fenced { .. })
-    ));
-    let a3 = store.claim(&r, &claim("a", 2, &["a", "b"])).await.unwrap();
-    assert_eq!((a3.node.as_str(), a3.epoch), ("a", 4));
+        // A released room may be claimed by any node; releasing someone else's claim does nothing.
+        store.release(&r, &a2).await.unwrap();
+        assert_eq!(store.owner(&r).await.unwrap(), Some(b1.clone()));
+        store.release(&r, &b1).await.unwrap();
+        let mut released = Storage::new(r.clone(), store.clone());
+        released.set_fence(Some(b1.clone()));
+        released.put("k", "after release").unwrap();
+        assert!(matches!(
+            released.commit().await,
+            Err(StorageError::Fenced { .. })
+        ));
+        let a3 = store.claim(&r, &claim("a", 2, &["a", "b"])).await.unwrap();
+        assert_eq!((a3.node.as_str(), a3.epoch), ("a", 4));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn concurrent_first_claims_have_one_winner() {
-    for_each_backend!(|backend| {
+    for_each_backend(async |backend| {
         let store = backend.open().await;
         let nodes: Vec<String> = (0..16).map(|i| format!("n{i}")).collect();
         let live: Vec<&str> = nodes.iter().map(String::as_str).collect();
@@ -470,12 +477,13 @@ async fn concurrent_first_claims_have_one_winner() {
             store.owner(&room("contested")).await.unwrap().as_ref(),
             winners.first()
         );
-    });
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn large_values_round_trip_whole_and_in_order() {
-    for_each_backend!(|backend| {
+    for_each_backend(async |backend| {
         let store = backend.open().await;
         let r = room("large");
         // Around the sizes a backend may split values at, up to the per-value limit.
@@ -528,12 +536,13 @@ async fn large_values_round_trip_whole_and_in_order() {
             store.get(&r, &["v7".into()]).await.unwrap()[0].as_deref(),
             Some(&b"small"[..])
         );
-    });
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn commits_of_a_room_apply_in_order_and_rooms_stay_apart() {
-    for_each_backend!(|backend| {
+    for_each_backend(async |backend| {
         let store = backend.open().await;
         let r = room("ordered");
         for i in 0..50 {
@@ -566,5 +575,6 @@ async fn commits_of_a_room_apply_in_order_and_rooms_stay_apart() {
                 .unwrap(),
             None
         );
-    });
+    })
+    .await;
 }
