@@ -30,11 +30,17 @@ pub fn room_on(party: &str, nodes: &[&str], node: &str) -> String {
 
 /// A room of `party` named `<prefix><n>` that the ring of `nodes` places on `node`.
 pub fn named_room_on(prefix: &str, party: &str, nodes: &[&str], node: &str) -> String {
-    let ring = Ring::new(RingVersion(1), nodes.iter().map(|n| n.to_string()));
     (0..)
         .map(|i| format!("{prefix}{i}"))
-        .find(|r| ring.owner(&RoomKey::new(party, r).unwrap()) == Some(node))
+        .find(|room| owner_of(party, room, nodes) == node)
         .unwrap()
+}
+
+/// The node the ring of `nodes` places `party/room` on.
+pub fn owner_of(party: &str, room: &str, nodes: &[&str]) -> String {
+    let ring = Ring::new(RingVersion(1), nodes.iter().map(|n| n.to_string()));
+    let key = RoomKey::new(party, room).unwrap();
+    ring.owner(&key).expect("a ring with nodes").to_string()
 }
 
 /// What to start; see [`Cluster::builder`].
