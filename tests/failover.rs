@@ -85,6 +85,16 @@ async fn next_value(ws: &mut Ws, secs: u64) -> i64 {
     v["value"].as_i64().unwrap()
 }
 
+/// A dynamic cluster, a counter room on node a that counted to 1, and a client socket in
+/// that room.
+async fn counted_once_on_a() -> (Cluster, String, Ws) {
+    let cluster = dynamic_cluster().await;
+    let room = counter_room_on("a");
+    assert_eq!(incr(&cluster, &room).await, 1);
+    let client = cluster.ws(0, &format!("/parties/counter/{room}")).await;
+    (cluster, room, client)
+}
+
 /// The gateway's admin view of a counter room.
 async fn admin_room(cluster: &Cluster, room: &str) -> serde_json::Value {
     cluster
@@ -94,10 +104,7 @@ async fn admin_room(cluster: &Cluster, room: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn killed_owner_rooms_serve_again_on_the_other_node_without_closing_sockets() {
-    let mut cluster = dynamic_cluster().await;
-    let room = counter_room_on("a");
-    assert_eq!(incr(&cluster, &room).await, 1);
-    let mut client = cluster.ws(0, &format!("/parties/counter/{room}")).await;
+    let (mut cluster, room, mut client) = counted_once_on_a().await;
 
     cluster.signal("a", "-KILL");
     let killed = Instant::now();
@@ -126,11 +133,8 @@ async fn killed_owner_rooms_serve_again_on_the_other_node_without_closing_socket
 
 #[tokio::test]
 async fn a_stalled_owner_is_replaced_and_fenced_when_it_resumes() {
-    let mut cluster = dynamic_cluster().await;
-    let room = counter_room_on("a");
-    assert_eq!(incr(&cluster, &room).await, 1);
     // A client held on node a across the stall.
-    let mut client = cluster.ws(0, &format!("/parties/counter/{room}")).await;
+    let (mut cluster, room, mut client) = counted_once_on_a().await;
 
     cluster.signal("a", "-STOP");
     // This frame reaches the stopped node's socket buffer and waits there. Once placement
@@ -174,10 +178,7 @@ async fn a_stalled_owner_is_replaced_and_fenced_when_it_resumes() {
 
 #[tokio::test]
 async fn draining_a_node_hands_its_rooms_over_and_exits() {
-    let mut cluster = dynamic_cluster().await;
-    let room = counter_room_on("a");
-    assert_eq!(incr(&cluster, &room).await, 1);
-    let mut client = cluster.ws(0, &format!("/parties/counter/{room}")).await;
+    let (mut cluster, _, mut client) = counted_once_on_a().await;
     assert_eq!(cluster.drain_with("a", "wrong").await, 401);
     cluster.drain("a").await;
 
@@ -264,13 +265,7 @@ async fn admin_endpoints_show_the_ring_and_room_owners() {
 
     let v = cluster.admin(0, "/admin/cluster").await;
     assert!(v["ring_version"].as_u64().unwrap() >= 1);
-    let ids: Vec<&str> = v["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(strings_of(&v["nodes"], "id"), ["a", "b"], "{v}");
 
     let v = admin_room(&cluster, &room).await;
     assert_eq!(v["ring_owner"], "b");

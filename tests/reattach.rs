@@ -109,13 +109,8 @@ async fn frames_held_by_a_stalled_node_are_replayed_in_order_to_the_next_owner()
     let (status, body) = cluster.get(&format!("/parties/chat/{room}")).await;
     assert_eq!(status, 200, "{body}");
     let history: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let texts: Vec<&str> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, ["m1", "m2", "m3", "m4", "m5"]);
+    let texts = strings_of(&history["messages"], "text");
+    assert_eq!(texts, ["m1", "m2", "m3", "m4", "m5"], "{history}");
 }
 
 #[tokio::test]

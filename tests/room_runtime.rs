@@ -13,6 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A dev server that also serves `P` as party `name`.
+async fn serving<P: Party + Default>(name: &str) -> TestServer {
+    start(|_| {}, |r| r.with::<P>(name)).await
+}
+
 /// Broadcasts every message to everyone, then records it in storage.
 #[derive(Default)]
 struct Journal;
@@ -117,7 +122,7 @@ impl Party for Caller {
 
 #[tokio::test]
 async fn rooms_call_other_rooms() {
-    let server = start(|_| {}, |r| r.with::<Caller>("caller")).await;
+    let server = serving::<Caller>("caller").await;
     let mut c = server.connect("/parties/counter/shared?_pk=x").await;
     send(&mut c, "incr").await;
     next_json(&mut c).await;
@@ -169,7 +174,7 @@ impl Party for Grumpy {
 
 #[tokio::test]
 async fn on_connect_error_closes_with_1011_and_discards_the_step() {
-    let server = start(|_| {}, |r| r.with::<Grumpy>("grumpy")).await;
+    let server = serving::<Grumpy>("grumpy").await;
     let mut ws = server.connect("/parties/grumpy/g").await;
     // "welcome" was held behind the failed step: the first thing seen is the close.
     let msg = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut ws))
@@ -258,7 +263,7 @@ impl Party for Moody {
 
 #[tokio::test]
 async fn connection_state_set_in_a_failed_step_is_undone() {
-    let server = start(|_| {}, |r| r.with::<Moody>("moody")).await;
+    let server = serving::<Moody>("moody").await;
     let mut ws = server.connect("/parties/moody/m?_pk=x").await;
     send(&mut ws, "set:kept").await;
     send(&mut ws, "fail:dropped").await;
@@ -292,7 +297,7 @@ impl Party for Panicky {
 
 #[tokio::test]
 async fn a_room_whose_actor_died_starts_afresh_for_the_next_event() {
-    let server = start(|_| {}, |r| r.with::<Panicky>("panicky")).await;
+    let server = serving::<Panicky>("panicky").await;
     let mut first = server.connect("/parties/panicky/p?_pk=first").await;
     send(&mut first, "boom").await;
     assert!(

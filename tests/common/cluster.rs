@@ -10,7 +10,7 @@
 use super::net::free_addr;
 use super::process::{Readiness, Role};
 use super::redis::RedisServer;
-use super::{eventually_within, get, http, ws_connect, Ws};
+use super::{eventually_within, get, http, strings_of, ws_connect, Ws};
 use conclave_proto::{Ring, RingVersion, RoomKey, DEFAULT_REGION};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -380,12 +380,7 @@ impl Cluster {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
                     return false;
                 };
-                let mut listed: Vec<&str> = v["nodes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|n| n["id"].as_str())
-                    .collect();
+                let mut listed = strings_of(&v["nodes"], "id");
                 listed.sort();
                 status == 200 && listed == ids
             })

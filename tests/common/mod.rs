@@ -198,6 +198,12 @@ pub async fn next_text_within(ws: &mut Ws, within: Duration) -> String {
     }
 }
 
+/// The string `field` of each object in the JSON array `list` (none if it is no array).
+pub fn strings_of<'a>(list: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    let items = list.as_array().into_iter().flatten();
+    items.filter_map(|item| item[field].as_str()).collect()
+}
+
 pub async fn next_json(ws: &mut Ws) -> serde_json::Value {
     serde_json::from_str(&next_text(ws).await).unwrap()
 }
