@@ -114,69 +114,30 @@ impl ClusterBuilder {
             None => super::postgres::fresh_database().await,
         };
         let dir = tempfile::tempdir().unwrap();
-        let heartbeat: Vec<String> = self
-            .heartbeat
-            .iter()
-            .flat_map(|(every, ttl)| {
-                args(&[
-                    "--heartbeat-ms",
-                    &every.as_millis().to_string(),
-                    "--heartbeat-ttl-ms",
-                    &ttl.as_millis().to_string(),
-                ])
-            })
-            .collect();
         let (redis, placement) = if self.placement {
-            let redis = RedisServer::start().await;
-            let listen = free_addr();
-            let mut flags = args(&["placement", "--listen", &listen.to_string()]);
-            flags.extend(args(&["--redis-url", &redis.url()]));
-            flags.extend(heartbeat.clone());
-            let role = Role::start("placement", flags, Readiness::Listening(listen)).await;
-            (Some(redis), Some((role, listen)))
+            let (redis, placement) = self.start_placement().await;
+            (Some(redis), Some(placement))
         } else {
             (None, None)
         };
+        // Every address first: a static cluster's roles all get the node list.
         let addrs: Vec<(SocketAddr, SocketAddr)> = self
             .nodes
             .iter()
             .map(|_| (free_addr(), free_addr()))
             .collect();
-        // Where roles learn the ring: from placement (nodes also heartbeat into Redis), or
-        // a fixed list of the nodes.
-        let (node_follow, gateway_follow) = match (&redis, &placement) {
-            (Some(redis), Some((_, listen))) => {
-                let placement = args(&["--placement", &format!("http://{listen}")]);
-                let mut node = args(&["--redis-url", &redis.url()]);
-                node.extend(placement.clone());
-                (node, placement)
-            }
-            _ => {
-                let list: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .zip(&addrs)
-                    .map(|((id, _), (relay, _))| format!("{id}=http://{relay}"))
-                    .collect();
-                let nodes = args(&["--nodes", &list.join(",")]);
-                (nodes.clone(), nodes)
-            }
-        };
+        let (node_ring, gateway_ring) = self.ring_flags(redis.as_ref(), placement.as_ref(), &addrs);
         let nodes = self
             .nodes
             .iter()
             .zip(&addrs)
-            .map(|((id, region), (relay, http))| {
+            .map(|((id, region), &(relay, http))| {
                 let mut flags = args(&["node", "--id", id]);
                 if region != DEFAULT_REGION {
                     flags.extend(args(&["--region", region]));
                 }
-                flags.extend(args(&[
-                    "--relay-listen",
-                    &relay.to_string(),
-                    "--http-listen",
-                    &http.to_string(),
-                ]));
+                flags.extend(args(&["--relay-listen", &relay.to_string()]));
+                flags.extend(args(&["--http-listen", &http.to_string()]));
                 flags.extend(args(&[
                     "--postgres-url",
                     &database,
@@ -184,11 +145,8 @@ impl ClusterBuilder {
                     ADMIN_TOKEN,
                 ]));
                 flags.extend(args(&["--data-dir", dir.path().join(id).to_str().unwrap()]));
-                flags.extend(node_follow.clone());
-                flags.extend(heartbeat.clone());
-                let id = id.clone();
-                let region = region.clone();
-                let (relay, http) = (*relay, *http);
+                flags.extend(node_ring.iter().chain(&self.heartbeat_flags()).cloned());
+                let (id, region) = (id.clone(), region.clone());
                 async move {
                     let role =
                         Role::start(format!("node {id}"), flags, Readiness::Readyz(http)).await;
@@ -204,15 +162,9 @@ impl ClusterBuilder {
         let nodes = futures::future::join_all(nodes).await;
         let gateways = self.gateways.iter().enumerate().map(|(i, region)| {
             let addr = free_addr();
-            let mut flags = args(&[
-                "gateway",
-                "--port",
-                &addr.port().to_string(),
-                "--region",
-                region,
-            ]);
-            flags.extend(args(&["--admin-token", ADMIN_TOKEN]));
-            flags.extend(gateway_follow.clone());
+            let mut flags = args(&["gateway", "--port", &addr.port().to_string()]);
+            flags.extend(args(&["--region", region, "--admin-token", ADMIN_TOKEN]));
+            flags.extend(gateway_ring.iter().cloned());
             async move {
                 let role =
                     Role::start(format!("gateway {i}"), flags, Readiness::Readyz(addr)).await;
@@ -232,6 +184,49 @@ impl ClusterBuilder {
             cluster.wait_until_placed().await;
         }
         cluster
+    }
+
+    fn heartbeat_flags(&self) -> Vec<String> {
+        let Some((every, ttl)) = self.heartbeat else {
+            return Vec::new();
+        };
+        let (every, ttl) = (every.as_millis().to_string(), ttl.as_millis().to_string());
+        args(&["--heartbeat-ms", &every, "--heartbeat-ttl-ms", &ttl])
+    }
+
+    /// redis-server and a placement replica watching it; the replica's address.
+    async fn start_placement(&self) -> (RedisServer, (Role, SocketAddr)) {
+        let redis = RedisServer::start().await;
+        let listen = free_addr();
+        let mut flags = args(&["placement", "--listen", &listen.to_string()]);
+        flags.extend(args(&["--redis-url", &redis.url()]));
+        flags.extend(self.heartbeat_flags());
+        let role = Role::start("placement", flags, Readiness::Listening(listen)).await;
+        (redis, (role, listen))
+    }
+
+    /// Where nodes and gateways learn the ring: from placement (nodes also heartbeat into
+    /// Redis), or a fixed list of the nodes and their relay addresses.
+    fn ring_flags(
+        &self,
+        redis: Option<&RedisServer>,
+        placement: Option<&(Role, SocketAddr)>,
+        addrs: &[(SocketAddr, SocketAddr)],
+    ) -> (Vec<String>, Vec<String>) {
+        if let (Some(redis), Some((_, listen))) = (redis, placement) {
+            let placement = args(&["--placement", &format!("http://{listen}")]);
+            let mut node = args(&["--redis-url", &redis.url()]);
+            node.extend(placement.clone());
+            return (node, placement);
+        }
+        let list: Vec<String> = self
+            .nodes
+            .iter()
+            .zip(addrs)
+            .map(|((id, _), (relay, _))| format!("{id}=http://{relay}"))
+            .collect();
+        let nodes = args(&["--nodes", &list.join(",")]);
+        (nodes.clone(), nodes)
     }
 }
 
