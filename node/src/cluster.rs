@@ -30,7 +30,8 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// The view at start: serving, on a first ring of the configured nodes and this one.
+    /// The view at start: on a first ring of the configured nodes and this one; serving
+    /// unless the config says to start fenced.
     pub fn new(config: &NodeConfig) -> Self {
         let ring = Ring::new(
             RingVersion(1),
@@ -41,7 +42,7 @@ impl Cluster {
             region: config.region.clone(),
             incarnation: new_incarnation(),
             ring: RwLock::new(ring),
-            serving: AtomicBool::new(true),
+            serving: AtomicBool::new(!config.start_fenced),
         }
     }
 
@@ -127,6 +128,18 @@ mod tests {
 
         cluster.set_ring(Ring::new(RingVersion(8), ["a".to_string()]));
         assert!(cluster.check_placed_here(&room).is_ok());
+    }
+
+    #[test]
+    fn a_node_told_to_start_fenced_serves_nothing_until_unfenced() {
+        let fenced = NodeConfig {
+            start_fenced: true,
+            ..config("a", &[])
+        };
+        let cluster = Cluster::new(&fenced);
+        assert!(!cluster.is_serving());
+        assert!(!cluster.set_serving(true));
+        assert!(cluster.is_serving());
     }
 
     #[test]

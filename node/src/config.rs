@@ -19,6 +19,10 @@ pub struct NodeConfig {
     pub room_mailbox: usize,
     /// How long a room-to-room `fetch` waits for the answer.
     pub fetch_timeout: Duration,
+    /// Start fenced: serve no room (not even an alarm) until told to (`Node::set_serving`).
+    /// A node of a dynamic cluster starts so: until its membership says it is alive and on
+    /// the ring, its first ring (of itself) would let it take rooms that live nodes hold.
+    pub start_fenced: bool,
 }
 
 impl Default for NodeConfig {
@@ -31,6 +35,7 @@ impl Default for NodeConfig {
             max_connections_per_room: 10_000,
             room_mailbox: 4096,
             fetch_timeout: Duration::from_secs(10),
+            start_fenced: false,
         }
     }
 }

@@ -214,6 +214,8 @@ impl NodeOpts {
         if self.redis_url.is_some() == self.placement.is_empty() {
             bail!("a dynamic cluster needs both --redis-url and --placement");
         }
+        // A dynamic node serves only once its membership lets it (alive and on the ring).
+        node.start_fenced = self.redis_url.is_some();
         Ok(NodeRoleConfig {
             id,
             redis_url: self.redis_url.clone(),
