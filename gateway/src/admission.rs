@@ -134,18 +134,16 @@ pub(crate) async fn resolve_home(
 }
 
 /// Re-routes after a 421 (the node's ring places the room elsewhere): waits, up to `wait`,
-/// for the node's newer ring version, or briefly for a node that is behind ours to catch
-/// up. Returns whether it is worth asking again.
-pub(crate) async fn await_newer_ring(gw: &GatewayState, refusal: &Refusal, wait: Duration) -> bool {
+/// for a ring newer than this gateway's and at least the node's. A node ahead of the
+/// gateway named the ring to wait for; a node behind it (or one that named none) gets the
+/// same time to catch up. Returns whether it is worth asking again.
+async fn await_newer_ring(gw: &GatewayState, refusal: &Refusal, wait: Duration) -> bool {
     if !refusal.is_misplaced() {
         return false;
     }
-    if refusal.ring_version > gw.routing.version() {
-        gw.routing
-            .wait_for_version(refusal.ring_version, Instant::now() + wait)
-            .await;
-    } else {
-        tokio::time::sleep(wait / 10).await;
-    }
+    let target = refusal.ring_version.max(gw.routing.version().next());
+    gw.routing
+        .wait_for_version(target, Instant::now() + wait)
+        .await;
     true
 }
