@@ -18,17 +18,12 @@ trap cleanup EXIT
 
 redis-server --port 16379 --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
 PIDS+=($!)
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-AS=()
-if [ "$(id -u)" = 0 ]; then chown postgres: "$W"; AS=(setpriv --reuid=postgres --regid=postgres --init-groups); fi
-"${AS[@]}" "$PGBIN/initdb" -D "$W/pg" -A trust -U postgres --no-sync >/dev/null
-"${AS[@]}" "$PGBIN/postgres" -D "$W/pg" -p 15432 -k "$W" -c listen_addresses=127.0.0.1 >/dev/null 2>&1 &
-PIDS+=($!)
-until "$PGBIN/pg_isready" -q -h 127.0.0.1 -p 15432; do sleep 0.1; done
+source scripts/lib/postgres.sh
+start_postgres "$W/pg" 15432
+PIDS+=("$PG_PID")
 
 REDIS=redis://127.0.0.1:16379
 PLACEMENT=http://127.0.0.1:17300
-PG=postgres://postgres@127.0.0.1:15432/postgres
 $B placement --listen 127.0.0.1:17300 --redis-url $REDIS >/dev/null 2>&1 &
 PIDS+=($!)
 NODE_PID=

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Conclave next to PartyKit, one run, same load generator, same machine: `conclave dev`,
-# a local 3-node Conclave cluster (static ring: one gateway, three nodes), and PartyKit's
-# own dev server (npm partykit, offline) serving a party that relays like Conclave's
-# `main`. Each system gets the same scenarios; the figures and Conclave's ratios to
-# PartyKit replace the side-by-side section of docs/benchmarks.md.
+# a local 3-node Conclave cluster (static ring: one gateway, three nodes sharing one
+# PostgreSQL), and PartyKit's own dev server (npm partykit, offline) serving a party that
+# relays like Conclave's `main`. Each system gets the same scenarios; the figures and
+# Conclave's ratios to PartyKit replace the side-by-side section of docs/benchmarks.md.
 #
 # Not part of the test run. Needs Node.js/npm (scripts/test-deps.sh) and python3.
 # Takes about 10 minutes. SCENARIOS=hot-100 (space-separated) runs a subset.
@@ -43,13 +43,20 @@ start_dev() {
   SERVER_PIDS=$(pids_csv "$SERVER")
 }
 
+source scripts/lib/postgres.sh
+PG=
 start_cluster() {
   local list="a=http://127.0.0.1:21101,b=http://127.0.0.1:21201,c=http://127.0.0.1:21301"
   local all=()
+  # The nodes of a cluster share one store: one PostgreSQL for every cluster run.
+  if [ -z "$PG" ]; then
+    start_postgres "$W/pg" 21432
+    PIDS+=("$PG_PID")
+  fi
   for n in a:211 b:212 c:213; do
     local id=${n%%:*} p=${n##*:}
     setsid $B node --id "$id" --nodes a,b,c --relay-listen "127.0.0.1:${p}01" --http-listen "127.0.0.1:${p}02" \
-      --data-dir "$W/$id" >"$OUT/node-$id.log" 2>&1 &
+      --postgres-url "$PG" >"$OUT/node-$id.log" 2>&1 &
     PIDS+=($!); all+=($!)
     wait_http "http://127.0.0.1:${p}02/healthz"
   done

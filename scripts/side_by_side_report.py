@@ -93,7 +93,7 @@ def main():
         f"One run of `scripts/bench-side-by-side.sh` on {datetime.date.today().isoformat()}, "
         f"{platform.machine()}, {os.cpu_count()} cores; load generator, servers and PartyKit on "
         "the same machine over loopback. Servers: `conclave dev` (redb), a static 3-node "
-        "Conclave cluster (one gateway, three nodes, gRPC relay), and `partykit dev` "
+        "Conclave cluster (one gateway, three nodes sharing one PostgreSQL, gRPC relay), and `partykit dev` "
         "(npm partykit 0.0.115, workerd, offline) with a relay party. A fresh server per "
         "scenario. Server CPU and RSS sum every process of the system (the cluster's four; "
         "PartyKit's node and workerd). Ratios are Conclave ÷ PartyKit: above 1 is better for "

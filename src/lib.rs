@@ -1,6 +1,7 @@
-//! The `conclave` binary's wiring, also usable as a library to embed Conclave with your
-//! own parties (see `examples/custom-party`).
+//! The `conclave` binary's wiring, also usable as a library to run Conclave with your
+//! own parties in every role: [`Conclave`] (see `examples/custom-party`).
 //!
+//! - `app`: [`Conclave`], the command line of every role over a set of party kinds.
 //! - [`config`]: flags, environment and the TOML file, resolved into each role's config.
 //! - `dev`: [`DevServer`], gateway and node in one process.
 //! - `roles`: the cluster roles ([`run_node`], [`run_gateway`], [`run_placement`]).
@@ -10,6 +11,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod admin;
+mod app;
 pub mod config;
 mod dev;
 mod edge;
@@ -18,6 +20,9 @@ mod shutdown;
 mod store;
 pub mod telemetry;
 
-pub use config::{DevConfig, DevOpts, FileConfig, GatewayOpts, NodeOpts, PlacementOpts};
+pub use app::Conclave;
+pub use config::{
+    DevConfig, DevOpts, FileConfig, GatewayOpts, NodeOpts, PartyKinds, PlacementOpts,
+};
 pub use dev::DevServer;
 pub use roles::{run_gateway, run_node, run_placement};

@@ -12,7 +12,7 @@ use crate::config::{GatewayRoleConfig, NodeRoleConfig, PlacementRoleConfig};
 use crate::edge::EdgeServer;
 use crate::shutdown::shutdown_signal;
 use conclave_gateway::{Gateway, GrpcNodes};
-use conclave_node::Node;
+use conclave_node::{Node, PartyRegistry};
 use conclave_placement::grpc::{follow_placement, placement_service};
 use conclave_placement::heartbeat::Beat;
 use conclave_placement::{Member, Membership, Ring, RingVersion};
@@ -40,12 +40,11 @@ fn nodelay_incoming(
     })
 }
 
-/// Runs a node until SIGINT/SIGTERM or `POST /admin/drain`; in a dynamic cluster it first
-/// drains (hands every room to other nodes).
-pub async fn run_node(config: NodeRoleConfig) -> anyhow::Result<()> {
+/// Runs a node serving `parties` until SIGINT/SIGTERM or `POST /admin/drain`; in a
+/// dynamic cluster it first drains (hands every room to other nodes).
+pub async fn run_node(config: NodeRoleConfig, parties: PartyRegistry) -> anyhow::Result<()> {
     crate::telemetry::metrics();
     let store = crate::store::open_store(&config.storage).await?;
-    let parties = crate::config::registry_for(&config.parties);
     let node = Node::start(config.node.clone(), parties, store);
     let relay = bind(config.relay_listen, "the relay").await?;
     let http = bind(config.http_listen, "metrics and health").await?;

@@ -179,6 +179,13 @@ impl PartyRegistry {
         self
     }
 
+    /// Serves `name` with a factory that may serve other names too (one kind, several
+    /// party names).
+    pub fn with_shared_factory(mut self, name: &str, factory: Arc<dyn PartyFactory>) -> Self {
+        self.parties.insert(name.to_string(), factory);
+        self
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<dyn PartyFactory>> {
         self.parties.get(name)
     }

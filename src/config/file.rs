@@ -1,6 +1,7 @@
 //! The TOML file (`--config`), the same for every role of a cluster, and the party table
-//! it configures: which built-in party serves each name, and with what auth.
+//! it configures: which party kind serves each name, and with what auth.
 
+use super::kinds::PartyKinds;
 use anyhow::{bail, Context};
 use conclave_gateway::{JwtAlgorithm, PartyAuth};
 use conclave_node::PartyRegistry;
@@ -58,7 +59,7 @@ pub struct FileLimits {
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct FileParty {
-    /// A built-in party: relay, chat, presence or counter.
+    /// A built-in kind (relay, chat, presence, counter) or one the binary added.
     pub kind: String,
     pub auth: Option<FileAuth>,
 }
@@ -89,64 +90,55 @@ impl FileConfig {
         path.map_or_else(|| Ok(Self::default()), |p| Self::load(p))
     }
 
-    /// The party table: defaults, then the file's entries, each checked.
-    pub fn parties(&self) -> anyhow::Result<BTreeMap<String, FileParty>> {
-        let mut parties = default_parties();
+    /// The party table of a process that runs parties: `kinds`' defaults, then the file's
+    /// entries, each naming one of `kinds`.
+    pub fn parties(&self, kinds: &PartyKinds) -> anyhow::Result<BTreeMap<String, FileParty>> {
+        let mut parties: BTreeMap<String, FileParty> = kinds
+            .default_parties()
+            .into_iter()
+            .map(|(name, kind)| (name, FileParty { kind, auth: None }))
+            .collect();
         parties.extend(self.parties.clone());
         for (name, p) in &parties {
             conclave_proto::PartyName::new(name).with_context(|| format!("party name {name:?}"))?;
-            if !conclave_node::parties::BUILTIN_KINDS.contains(&p.kind.as_str()) {
+            if !kinds.contains(&p.kind) {
                 bail!(
-                    "party {name}: unknown kind {:?} (built-in kinds: {:?})",
+                    "party {name}: unknown kind {:?} (kinds: {:?})",
                     p.kind,
-                    conclave_node::parties::BUILTIN_KINDS
+                    kinds.names()
                 );
             }
         }
         Ok(parties)
     }
 
-    /// The JWT checks of the parties that have `auth`.
+    /// The JWT checks of the file's parties that have `auth`. A gateway runs no party, so
+    /// it does not need to know their kinds (the kinds of your own binary's nodes, say).
     pub(super) fn party_auth(&self) -> anyhow::Result<Vec<(String, PartyAuth)>> {
         let mut auth = Vec::new();
-        for (name, p) in self.parties()? {
+        for (name, p) in &self.parties {
+            conclave_proto::PartyName::new(name).with_context(|| format!("party name {name:?}"))?;
             if let Some(a) = &p.auth {
-                auth.push((name.clone(), party_auth(&name, a)?));
+                auth.push((name.clone(), party_auth(name, a)?));
             }
         }
         Ok(auth)
     }
 }
 
-/// The default party table.
+/// The default party table of the `conclave` binary (built-in kinds only).
 pub fn default_parties() -> BTreeMap<String, FileParty> {
-    [
-        ("main", "relay"),
-        ("chat", "chat"),
-        ("presence", "presence"),
-        ("counter", "counter"),
-    ]
-    .into_iter()
-    .map(|(n, k)| {
-        (
-            n.to_string(),
-            FileParty {
-                kind: k.to_string(),
-                auth: None,
-            },
-        )
-    })
-    .collect()
+    FileConfig::default()
+        .parties(&PartyKinds::builtin())
+        .unwrap_or_default()
 }
 
-/// A registry serving each party of the table with its built-in kind.
-pub fn registry_for(parties: &BTreeMap<String, FileParty>) -> PartyRegistry {
-    parties.iter().fold(
-        PartyRegistry::new(),
-        |reg, (name, p)| match conclave_node::parties::builtin(&p.kind) {
-            Some(factory) => reg.with_boxed_factory(name, factory),
-            None => reg,
-        },
+/// A registry serving each party of `table` with its kind from `kinds`.
+pub fn registry_for(table: &BTreeMap<String, FileParty>, kinds: &PartyKinds) -> PartyRegistry {
+    kinds.registry(
+        table
+            .iter()
+            .map(|(name, p)| (name.as_str(), p.kind.as_str())),
     )
 }
 

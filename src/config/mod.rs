@@ -7,11 +7,13 @@
 //! `--help` shows it (`layer::with_default`), and README.md's settings table is generated
 //! from `--help` (a test in `readme.rs` keeps the two equal).
 //!
-//! Files, each using only those before it: `file` (the TOML file, the party table),
+//! Files, each using only those before it: `kinds` (party kinds), `file` (the TOML file,
+//! the party table),
 //! `layer` (the rule), `storage` and `limits` (option groups), `roles` (each role's
 //! options and config), `readme` (tests).
 
 mod file;
+mod kinds;
 mod layer;
 mod limits;
 #[cfg(test)]
@@ -22,6 +24,7 @@ mod storage;
 pub use file::{
     default_parties, registry_for, FileAuth, FileConfig, FileLimits, FileParty, StorageKind,
 };
+pub use kinds::PartyKinds;
 pub use limits::{GatewayLimitOpts, NodeLimitOpts};
 pub use roles::{
     DevConfig, DevOpts, GatewayOpts, GatewayRoleConfig, ListenOpts, LivenessOpts, NodeOpts,
@@ -80,5 +83,76 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
+    }
+
+    /// A party kind of a binary's own (the relay is enough to tell kinds apart).
+    type Echo = conclave_node::parties::Relay;
+
+    #[test]
+    fn the_file_may_serve_a_binary_s_own_kinds_under_other_names_with_auth() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[parties.todo]\nkind = \"echo\"\n[parties.todo.auth]\nalgorithm = \"HS256\"\nsecret = \"x\"\n",
+        )
+        .unwrap();
+        let kinds = PartyKinds::builtin().with::<Echo>("echo");
+        let opts = DevOpts {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = opts.resolve_with(&kinds).unwrap();
+        assert_eq!(c.parties["todo"].kind, "echo");
+        assert_eq!(
+            c.parties["echo"].kind, "echo",
+            "an added kind serves its own name"
+        );
+        assert!(c.gateway.auth.contains_key("todo"));
+        let registry = c.registry_with(&kinds);
+        for name in ["todo", "echo", "main", "chat"] {
+            assert!(registry.get(name).is_some(), "{name} is not served");
+        }
+        // A binary without the kind refuses the file for anything that runs parties…
+        let e = opts.resolve().unwrap_err();
+        assert!(format!("{e:#}").contains("unknown kind \"echo\""), "{e:#}");
+        // …but a gateway runs none: it takes the file and checks the tokens.
+        let gateway = GatewayOpts {
+            config: Some(path),
+            nodes: vec!["a=http://127.0.0.1:1".into()],
+            ..Default::default()
+        };
+        assert!(gateway.resolve().unwrap().gateway.auth.contains_key("todo"));
+    }
+
+    #[test]
+    fn the_nodes_of_a_cluster_may_not_keep_rooms_in_separate_embedded_stores() {
+        let static_pair = NodeOpts {
+            id: Some("a".into()),
+            nodes: vec!["a".into(), "b".into()],
+            ..Default::default()
+        };
+        let e = static_pair.resolve().unwrap_err();
+        assert!(format!("{e:#}").contains("must share one store"), "{e:#}");
+        let shared = NodeOpts {
+            storage: StorageOpts {
+                postgres_url: Some("postgres://x@127.0.0.1/db".into()),
+                ..Default::default()
+            },
+            ..static_pair
+        };
+        assert!(shared.resolve().is_ok());
+        let alone = NodeOpts {
+            id: Some("a".into()),
+            ..Default::default()
+        };
+        assert!(alone.resolve().is_ok(), "a single node may use redb");
+        let dynamic = NodeOpts {
+            redis_url: Some("redis://127.0.0.1:1".into()),
+            placement: vec!["http://127.0.0.1:2".into()],
+            ..alone
+        };
+        let e = dynamic.resolve().unwrap_err();
+        assert!(format!("{e:#}").contains("must share one store"), "{e:#}");
     }
 }

@@ -3,6 +3,7 @@
 //! shared by several roles.
 
 use super::file::{registry_for, FileConfig, FileParty};
+use super::kinds::PartyKinds;
 use super::layer::{layer, millis, with_default};
 use super::limits::{GatewayLimitOpts, NodeLimitOpts};
 use super::storage::{StorageOpts, StorageTarget};
@@ -108,15 +109,20 @@ pub struct DevConfig {
 }
 
 impl DevOpts {
-    /// Resolves flags/env over the TOML file over defaults.
+    /// Resolves flags/env over the TOML file over defaults, with the built-in party kinds.
     pub fn resolve(&self) -> anyhow::Result<DevConfig> {
+        self.resolve_with(&PartyKinds::builtin())
+    }
+
+    /// Like [`DevOpts::resolve`], for a binary that serves `kinds`.
+    pub fn resolve_with(&self, kinds: &PartyKinds) -> anyhow::Result<DevConfig> {
         let file = FileConfig::load_opt(self.config.as_ref())?;
         Ok(DevConfig {
             listen: self.listen.resolve(&file),
             storage: self.storage.target(&file)?,
             gateway: self.gateway.resolve(&file)?,
             node: self.node.resolve(&file)?,
-            parties: file.parties()?,
+            parties: file.parties(kinds)?,
         })
     }
 }
@@ -124,7 +130,12 @@ impl DevOpts {
 impl DevConfig {
     /// The built-in parties named in the config.
     pub fn registry(&self) -> PartyRegistry {
-        registry_for(&self.parties)
+        self.registry_with(&PartyKinds::builtin())
+    }
+
+    /// The parties named in the config, served by `kinds`.
+    pub fn registry_with(&self, kinds: &PartyKinds) -> PartyRegistry {
+        registry_for(&self.parties, kinds)
     }
 }
 
@@ -199,7 +210,13 @@ pub struct NodeRoleConfig {
 }
 
 impl NodeOpts {
+    /// Resolves flags/env over the TOML file over defaults, with the built-in party kinds.
     pub fn resolve(&self) -> anyhow::Result<NodeRoleConfig> {
+        self.resolve_with(&PartyKinds::builtin())
+    }
+
+    /// Like [`NodeOpts::resolve`], for a binary that serves `kinds`.
+    pub fn resolve_with(&self, kinds: &PartyKinds) -> anyhow::Result<NodeRoleConfig> {
         let file = FileConfig::load_opt(self.config.as_ref())?;
         let id = self.id.clone().unwrap_or_else(|| DEFAULT_NODE_ID.into());
         let mut node = self.node.resolve(&file)?;
@@ -216,6 +233,17 @@ impl NodeOpts {
         }
         // A dynamic node serves only once its membership lets it (alive and on the ring).
         node.start_fenced = self.redis_url.is_some();
+        let storage = self.storage.target(&file)?;
+        let clustered = self.redis_url.is_some() || node.nodes.len() > 1;
+        if clustered && matches!(storage, StorageTarget::Redb(_)) {
+            bail!(
+                "node {id}: the nodes of a cluster must share one store, and the embedded one \
+                 (redb) is a file of this node alone: a room that moves to another node \
+                 would lose its state there, and ownership could not be fenced across nodes. \
+                 Give every node the same --postgres-url (or --storage fdb); redb is for \
+                 `conclave dev` and single nodes"
+            );
+        }
         Ok(NodeRoleConfig {
             id,
             redis_url: self.redis_url.clone(),
@@ -225,9 +253,9 @@ impl NodeOpts {
             liveness: self.liveness.resolve()?,
             relay_listen: self.relay_listen.unwrap_or(DEFAULT_RELAY_LISTEN),
             http_listen: self.http_listen.unwrap_or(DEFAULT_HTTP_LISTEN),
-            storage: self.storage.target(&file)?,
+            storage,
             node,
-            parties: file.parties()?,
+            parties: file.parties(kinds)?,
         })
     }
 

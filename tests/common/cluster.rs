@@ -54,6 +54,8 @@ pub struct ClusterBuilder {
     /// (renew every, time to live)
     heartbeat: Option<(Duration, Duration)>,
     database: Option<String>,
+    /// The binary every role runs (else `conclave`).
+    program: Option<PathBuf>,
 }
 
 impl ClusterBuilder {
@@ -92,6 +94,13 @@ impl ClusterBuilder {
     /// Liveness timing of nodes and placement (else the roles' defaults).
     pub fn heartbeat(mut self, every: Duration, ttl: Duration) -> Self {
         self.heartbeat = Some((every, ttl));
+        self
+    }
+
+    /// Runs every role from `program`, a server binary of its own built on
+    /// `conclave::Conclave` (else from `conclave`).
+    pub fn program(mut self, program: PathBuf) -> Self {
+        self.program = Some(program);
         self
     }
 
@@ -147,9 +156,11 @@ impl ClusterBuilder {
                 flags.extend(args(&["--data-dir", dir.path().join(id).to_str().unwrap()]));
                 flags.extend(node_ring.iter().chain(&self.heartbeat_flags()).cloned());
                 let (id, region) = (id.clone(), region.clone());
+                let program = self.binary();
                 async move {
+                    let name = format!("node {id}");
                     let role =
-                        Role::start(format!("node {id}"), flags, Readiness::Readyz(http)).await;
+                        Role::start_program(program, name, flags, Readiness::Readyz(http)).await;
                     ClusterNode {
                         id,
                         region,
@@ -165,9 +176,10 @@ impl ClusterBuilder {
             let mut flags = args(&["gateway", "--port", &addr.port().to_string()]);
             flags.extend(args(&["--region", region, "--admin-token", ADMIN_TOKEN]));
             flags.extend(gateway_ring.iter().cloned());
+            let program = self.binary();
             async move {
-                let role =
-                    Role::start(format!("gateway {i}"), flags, Readiness::Readyz(addr)).await;
+                let name = format!("gateway {i}");
+                let role = Role::start_program(program, name, flags, Readiness::Readyz(addr)).await;
                 ClusterGateway { addr, role }
             }
         });
@@ -186,6 +198,13 @@ impl ClusterBuilder {
         cluster
     }
 
+    /// The binary every role runs.
+    fn binary(&self) -> PathBuf {
+        self.program
+            .clone()
+            .unwrap_or_else(super::process::conclave)
+    }
+
     fn heartbeat_flags(&self) -> Vec<String> {
         let Some((every, ttl)) = self.heartbeat else {
             return Vec::new();
@@ -201,7 +220,8 @@ impl ClusterBuilder {
         let mut flags = args(&["placement", "--listen", &listen.to_string()]);
         flags.extend(args(&["--redis-url", &redis.url()]));
         flags.extend(self.heartbeat_flags());
-        let role = Role::start("placement", flags, Readiness::Listening(listen)).await;
+        let readiness = Readiness::Listening(listen);
+        let role = Role::start_program(self.binary(), "placement", flags, readiness).await;
         (redis, (role, listen))
     }
 

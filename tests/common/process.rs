@@ -3,6 +3,7 @@
 
 use super::net::accepts;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::process::{Child, Command};
@@ -35,6 +36,8 @@ impl Readiness {
 /// same flags (and so on the same addresses).
 pub struct Role {
     name: String,
+    /// The binary: `conclave`, or a server of its own built on `conclave::Conclave`.
+    program: PathBuf,
     args: Vec<String>,
     readiness: Readiness,
     child: Child,
@@ -43,9 +46,20 @@ pub struct Role {
 impl Role {
     /// Starts `conclave <args>` and waits until it is ready.
     pub async fn start(name: impl Into<String>, args: Vec<String>, readiness: Readiness) -> Self {
-        let child = spawn(&args);
+        Self::start_program(conclave(), name, args, readiness).await
+    }
+
+    /// Starts `<program> <args>` and waits until it is ready.
+    pub async fn start_program(
+        program: PathBuf,
+        name: impl Into<String>,
+        args: Vec<String>,
+        readiness: Readiness,
+    ) -> Self {
+        let child = spawn(&program, &args);
         let mut role = Self {
             name: name.into(),
+            program,
             args,
             readiness,
             child,
@@ -94,7 +108,7 @@ impl Role {
     /// Starts the process again with the same flags, after killing it if it still runs.
     pub async fn restart(&mut self) {
         self.kill().await;
-        self.child = spawn(&self.args);
+        self.child = spawn(&self.program, &self.args);
         self.wait_until_ready().await;
     }
 
@@ -107,8 +121,13 @@ impl Role {
     }
 }
 
-fn spawn(args: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_conclave"))
+/// The `conclave` binary under test.
+pub fn conclave() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_conclave"))
+}
+
+fn spawn(program: &Path, args: &[String]) -> Child {
+    Command::new(program)
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

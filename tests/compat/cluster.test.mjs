@@ -1,19 +1,22 @@
-// PartySocket clients on different gateways of one cluster (two nodes, two gateways,
-// static ring) share rooms.
+// PartySocket clients on different gateways of one cluster (two nodes on one PostgreSQL,
+// two gateways, static ring) share rooms.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { PartySocket } from "partysocket";
 import WS from "ws";
-import { startRole, tempDir, nextMessage, opened } from "./harness.mjs";
+import { startPostgres, startRole, tempDir, nextMessage, opened } from "./harness.mjs";
 
 let gateways = [];
 let nodes = [];
+let postgres;
 const dir = tempDir();
 const nodeArgs = (id, relay = "127.0.0.1:0", http = "127.0.0.1:0") =>
-  ["node", "--id", id, "--nodes", "a,b", "--relay-listen", relay, "--http-listen", http, "--data-dir", `${dir}/${id}`];
+  ["node", "--id", id, "--nodes", "a,b", "--relay-listen", relay, "--http-listen", http,
+   "--data-dir", `${dir}/${id}`, "--postgres-url", postgres.url];
 
 before(async () => {
+  postgres = await startPostgres();
   for (const id of ["a", "b"]) nodes.push(await startRole(nodeArgs(id), 2));
   const list = `a=http://${nodes[0].addrs[0]},b=http://${nodes[1].addrs[0]}`;
   for (let i = 0; i < 2; i++) gateways.push(await startRole(["gateway", "--port", "0", "--nodes", list]));
@@ -21,6 +24,7 @@ before(async () => {
 
 after(async () => {
   for (const p of [...gateways, ...nodes]) await p.stop();
+  await postgres?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
+import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import WS from "ws";
 
@@ -36,9 +37,9 @@ async function stopProcess(proc, signal) {
   }
 }
 
-/** Starts `conclave dev` (or another binary taking the same flags) and waits for its URL. */
+/** Starts `conclave dev` (or `dev` of another binary built on `conclave::Conclave`) and waits for its URL. */
 export async function startServer({ bin = "conclave", args = [], dataDir = tempDir() } = {}) {
-  const argv = bin === "conclave" ? ["dev", "--port", "0", "--data-dir", dataDir, ...args] : ["--port", "0", "--data-dir", dataDir, ...args];
+  const argv = ["dev", "--port", "0", "--data-dir", dataDir, ...args];
   const proc = spawn(join(binDir, bin), argv, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
   let stderr = "";
   proc.stderr.on("data", (d) => (stderr += d));
@@ -97,6 +98,53 @@ export async function startRole(args, lines = 1) {
       const gone = new Promise((ok) => (proc.exitCode !== null || proc.signalCode !== null ? ok() : proc.once("exit", ok)));
       proc.kill("SIGKILL");
       await gone;
+    },
+  };
+}
+
+async function freePort() {
+  return new Promise((ok) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+/** A throwaway PostgreSQL server (scripts/lib/postgres.sh) on a free port: the nodes of a
+ * cluster share one store. */
+export async function startPostgres() {
+  const dir = tempDir();
+  const port = await freePort();
+  const script = resolve(here, "../../scripts/lib/postgres.sh");
+  const start = `set -e; source "${script}"; start_postgres "$0/pg" "$1"; echo "$PG $PG_PID"`;
+  const proc = spawn("bash", ["-c", start, dir, String(port)], { stdio: ["ignore", "pipe", "inherit"] });
+  const line = await new Promise((ok, fail) => {
+    let out = "";
+    proc.stdout.on("data", (d) => {
+      out += d;
+      if (out.includes("\n")) ok(out.trim());
+    });
+    proc.on("exit", (code) => code && fail(new Error(`PostgreSQL did not start (exit ${code})`)));
+  });
+  const [url, pid] = line.split(" ");
+  return {
+    url,
+    /** Fast shutdown (SIGINT), waiting up to 10 s for the server to go, then its files. */
+    async stop() {
+      const alive = () => {
+        try {
+          process.kill(Number(pid), 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      if (alive()) process.kill(Number(pid), "SIGINT");
+      for (let i = 0; i < 100 && alive(); i++) await new Promise((ok) => setTimeout(ok, 100));
+      if (alive()) process.kill(Number(pid), "SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

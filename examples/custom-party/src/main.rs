@@ -5,10 +5,9 @@
 //! if the room hibernated in between) every connection gets `{"type":"reminder","text"}`
 //! and the reminder is recorded as fired. `GET` → `{"pending":[…],"fired":[…]}`.
 //!
-//! Run it like `conclave dev`: `cargo run -p custom-party -- --port 1999`.
+//! Run it like `conclave`: `cargo run -p custom-party -- dev --port 1999`, or as a cluster
+//! (`custom-party node …`, `custom-party gateway …`; every node on one shared store).
 
-use clap::Parser;
-use conclave::{DevOpts, DevServer};
 use conclave_node::{async_trait, Connection, Message, Party, PartyError, Request, Response, Room};
 use serde_json::{json, Value};
 
@@ -94,18 +93,14 @@ impl Party for Reminders {
     }
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    dev: DevOpts,
-}
-
+/// The whole `conclave` command line, with `reminders` added to the party kinds: run it as
+/// `custom-party dev`, or as a cluster with `custom-party node …` and `custom-party
+/// gateway …` like `conclave`. The party `reminders` serves it by default; TOML entries
+/// may name the kind `reminders` for other party names.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    conclave::telemetry::init_logs(false);
-    let config = Cli::parse().dev.resolve()?;
-    let parties = config.registry().with::<Reminders>("reminders");
-    let server = DevServer::start(config, parties).await?;
-    println!("custom-party listening on http://{}", server.addr);
-    server.wait().await
+    conclave::Conclave::new()
+        .party::<Reminders>("reminders")
+        .main()
+        .await
 }

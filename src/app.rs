@@ -1,0 +1,130 @@
+//! The `conclave` command line as a library: every role (`dev`, `node`, `gateway`,
+//! `placement`, `loadtest`), serving the built-in party kinds and any of your own. The
+//! `conclave` binary is `Conclave::new().main()`; a binary of yours adds its parties:
+//!
+//! ```no_run
+//! use conclave_node::{async_trait, Connection, Message, Party, PartyError, Room};
+//!
+//! #[derive(Default)]
+//! struct Echo;
+//!
+//! #[async_trait]
+//! impl Party for Echo {
+//!     async fn on_message(&mut self, _room: &mut Room, conn: &Connection, msg: Message) -> Result<(), PartyError> {
+//!         conn.send(msg);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> anyhow::Result<()> {
+//!     // `my-server dev`, `my-server node …`, `my-server gateway …`: the party `echo`
+//!     // (kind `echo`) is served in every role, and TOML entries may name the kind.
+//!     conclave::Conclave::new().party::<Echo>("echo").main().await
+//! }
+//! ```
+
+use crate::config::{DevOpts, GatewayOpts, NodeOpts, PartyKinds, PlacementOpts};
+use crate::dev::DevServer;
+use clap::{Parser, Subcommand};
+use conclave_node::{Party, PartyFactory};
+
+#[derive(Parser)]
+#[command(
+    name = "conclave",
+    version,
+    about = "Self-hosted, clustered room server for PartyKit-style apps"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text (filter with RUST_LOG)
+    #[arg(long, global = true, env = "CONCLAVE_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gateway, node and embedded storage in one process (like `partykit dev`)
+    Dev(DevOpts),
+    /// Host rooms and their storage; gateways reach this node over gRPC
+    Node(NodeOpts),
+    /// Client-facing WebSocket/HTTP edge in front of nodes
+    Gateway(GatewayOpts),
+    /// Publish rings of live nodes (from their Redis heartbeats) to gateways and nodes
+    Placement(PlacementOpts),
+    /// Drive a PartySocket-compatible server with a load scenario
+    Loadtest(conclave_loadtest::LoadtestOpts),
+}
+
+/// A Conclave server: the party kinds it serves, and the command line that runs it.
+#[derive(Default)]
+pub struct Conclave {
+    kinds: PartyKinds,
+}
+
+impl Conclave {
+    /// The built-in party kinds (relay, chat, presence, counter).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the party kind `kind`, served by `P::default()` instances; a party of the same
+    /// name serves it unless the TOML file maps that name elsewhere.
+    pub fn party<P: Party + Default>(mut self, kind: &str) -> Self {
+        self.kinds = self.kinds.with::<P>(kind);
+        self
+    }
+
+    /// Adds the party kind `kind`, served by `factory` (for `before_connect`, or
+    /// configured instances).
+    pub fn party_factory(mut self, kind: &str, factory: impl PartyFactory) -> Self {
+        self.kinds = self.kinds.with_factory(kind, factory);
+        self
+    }
+
+    /// Parses the command line and runs the role it names until that stops.
+    pub async fn main(self) -> anyhow::Result<()> {
+        let cli = Cli::parse();
+        crate::telemetry::init_logs(cli.log_json);
+        let result = self.run(cli.command).await;
+        // FoundationDB's network thread must stop before the process exits.
+        #[cfg(feature = "fdb")]
+        conclave_node::storage::stop_fdb_network();
+        result
+    }
+
+    async fn run(self, command: Command) -> anyhow::Result<()> {
+        match command {
+            Command::Dev(opts) => self.dev(opts).await,
+            Command::Node(opts) => {
+                let config = opts.resolve_with(&self.kinds)?;
+                let parties = crate::config::registry_for(&config.parties, &self.kinds);
+                crate::roles::run_node(config, parties).await
+            }
+            Command::Gateway(opts) => crate::roles::run_gateway(opts.resolve()?).await,
+            Command::Placement(opts) => crate::roles::run_placement(opts.resolve()?).await,
+            Command::Loadtest(opts) => conclave_loadtest::run(opts).await,
+        }
+    }
+
+    async fn dev(self, opts: DevOpts) -> anyhow::Result<()> {
+        let config = opts.resolve_with(&self.kinds)?;
+        let registry = config.registry_with(&self.kinds);
+        let server = DevServer::start(config.clone(), registry).await?;
+        println!("conclave dev listening on http://{}", server.addr);
+        println!("data: {}", config.storage);
+        for (name, p) in &config.parties {
+            let auth = if config.gateway.auth.contains_key(name) {
+                " (JWT)"
+            } else {
+                ""
+            };
+            println!(
+                "  ws://{}/parties/{name}/:room  [{}]{auth}",
+                server.addr, p.kind
+            );
+        }
+        server.wait().await
+    }
+}
