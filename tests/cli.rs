@@ -2,10 +2,10 @@
 
 mod common;
 
+use common::process::{Readiness, Role};
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn conclave() -> Command {
     Command::new(env!("CARGO_BIN_EXE_conclave"))
@@ -53,38 +53,14 @@ fn a_bad_config_file_fails_with_a_clear_message() {
 #[tokio::test]
 async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
-        .args(["dev", "--port", "0", "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("server printed its address");
-        if let Some(a) = line.strip_prefix("conclave dev listening on http://") {
-            break a.to_string();
-        }
-    };
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/parties/main/r?_pk=a"))
-        .await
-        .unwrap();
-    let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let addr = common::net::free_addr();
+    let port = addr.port().to_string();
+    let data = dir.path().to_str().unwrap();
+    let flags = ["dev", "--port", &port, "--data-dir", data].map(String::from);
+    let mut server = Role::start("conclave dev", flags.to_vec(), Readiness::Readyz(addr)).await;
+    let mut ws = ws_connect(addr, "/parties/main/r?_pk=a").await;
+    server.signal("-TERM");
     assert_eq!(close_code(&mut ws).await, 1001);
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = server.exit_status(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
 }

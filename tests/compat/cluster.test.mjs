@@ -5,21 +5,33 @@ import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { PartySocket } from "partysocket";
 import WS from "ws";
-import { startPostgres, startRole, tempDir, nextMessage, opened } from "./harness.mjs";
+import { freeAddr, startPostgres, startRole, tempDir, nextMessage, opened } from "./harness.mjs";
 
 let gateways = [];
 let nodes = [];
 let postgres;
 const dir = tempDir();
-const nodeArgs = (id, relay = "127.0.0.1:0", http = "127.0.0.1:0") =>
-  ["node", "--id", id, "--nodes", "a,b", "--relay-listen", relay, "--http-listen", http,
-   "--data-dir", `${dir}/${id}`, "--postgres-url", postgres.url];
+/** Each node's relay and HTTP address, chosen once: a restarted node comes back on them. */
+const addrs = {};
+const startNode = (id) => {
+  const [relay, http] = addrs[id];
+  const args = ["node", "--id", id, "--nodes", "a,b", "--relay-listen", relay, "--http-listen", http,
+    "--data-dir", `${dir}/${id}`, "--postgres-url", postgres.url];
+  return startRole(args, http);
+};
 
 before(async () => {
   postgres = await startPostgres();
-  for (const id of ["a", "b"]) nodes.push(await startRole(nodeArgs(id), 2));
-  const list = `a=http://${nodes[0].addrs[0]},b=http://${nodes[1].addrs[0]}`;
-  for (let i = 0; i < 2; i++) gateways.push(await startRole(["gateway", "--port", "0", "--nodes", list]));
+  for (const id of ["a", "b"]) {
+    addrs[id] = [await freeAddr(), await freeAddr()];
+    nodes.push(await startNode(id));
+  }
+  const list = `a=http://${addrs.a[0]},b=http://${addrs.b[0]}`;
+  for (let i = 0; i < 2; i++) {
+    const host = await freeAddr();
+    const role = await startRole(["gateway", "--port", host.split(":")[1], "--nodes", list], host);
+    gateways.push({ ...role, host });
+  }
 });
 
 after(async () => {
@@ -28,7 +40,7 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const sock = (g, opts) => new PartySocket({ host: gateways[g].addrs[0], WebSocket: WS, ...opts });
+const sock = (g, opts) => new PartySocket({ host: gateways[g].host, WebSocket: WS, ...opts });
 
 test("relay between clients on different gateways", async () => {
   for (const room of ["cross-1", "cross-2", "cross-3", "cross-4"]) {
@@ -57,7 +69,7 @@ test("chat between clients on different gateways", async () => {
   assert.deepEqual(ma, mb);
   assert.equal(ma.from, "ben");
   assert.equal(ma.text, "hi from gateway 1");
-  const res = await PartySocket.fetch({ host: gateways[0].addrs[0], party: "chat", room: "cluster-lobby" }, {});
+  const res = await PartySocket.fetch({ host: gateways[0].host, party: "chat", room: "cluster-lobby" }, {});
   assert.equal((await res.json()).messages.length, 1);
   a.close();
   b.close();
@@ -79,7 +91,7 @@ test("a PartySocket stays open while every node is killed and restarted", async 
   // node once it is back.
   reply = nextMessage(s, 20000);
   s.send("incr");
-  nodes = [await startRole(nodeArgs("a", ...nodes[0].addrs), 2), await startRole(nodeArgs("b", ...nodes[1].addrs), 2)];
+  nodes = [await startNode("a"), await startNode("b")];
   assert.equal(JSON.parse(await reply).value, 2);
   assert.equal(closes, 0, "the client socket was closed");
   assert.equal(opens, 1, "PartySocket reconnected");

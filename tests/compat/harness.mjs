@@ -1,5 +1,6 @@
-// Starts real Conclave processes for the compatibility suite: free port (--port 0),
-// a temporary data dir, stopped after each test file.
+// Starts real Conclave processes for the compatibility suite: on free ports the harness
+// picks, ready once their /readyz answers, each with a temporary data dir, stopped after
+// each test file.
 import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -37,30 +38,49 @@ async function stopProcess(proc, signal) {
   }
 }
 
-/** Starts `conclave dev` (or `dev` of another binary built on `conclave::Conclave`) and waits for its URL. */
+/** Spawns `bin args` with logs at warn level; stderr is kept for error messages. */
+function spawnRole(bin, args) {
+  const proc = spawn(join(binDir, bin), args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
+  proc.stderrText = "";
+  proc.stderr.on("data", (d) => (proc.stderrText += d));
+  return proc;
+}
+
+/** Resolves once `GET http://ADDR/readyz` answers 200; rejects if the process exits first
+ * or after 20 s. Roles start on addresses the test chose, so nothing is read from stdout. */
+async function untilReady(proc, addr, what) {
+  const deadline = Date.now() + 20000;
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      throw new Error(`${what} exited (${proc.exitCode ?? proc.signalCode}): ${proc.stderrText}`);
+    }
+    try {
+      if ((await fetch(`http://${addr}/readyz`)).status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
+  throw new Error(`${what} was not ready in 20 s: ${proc.stderrText}`);
+}
+
+/** A free loopback address, `127.0.0.1:PORT`. */
+export async function freeAddr() {
+  return `127.0.0.1:${await freePort()}`;
+}
+
+/** Starts `conclave dev` (or `dev` of another binary built on `conclave::Conclave`) on a
+ * free port and waits until it is ready. */
 export async function startServer({ bin = "conclave", args = [], dataDir = tempDir() } = {}) {
-  const argv = ["dev", "--port", "0", "--data-dir", dataDir, ...args];
-  const proc = spawn(join(binDir, bin), argv, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
-  let stderr = "";
-  proc.stderr.on("data", (d) => (stderr += d));
-  const host = await new Promise((ok, fail) => {
-    let out = "";
-    const timer = setTimeout(() => fail(new Error(`server did not start: ${out}${stderr}`)), 20000);
-    proc.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on http:\/\/(\S+)/);
-      if (m) {
-        clearTimeout(timer);
-        ok(m[1]);
-      }
-    });
-    proc.on("exit", (code) => fail(new Error(`server exited with ${code}: ${out}${stderr}`)));
-  });
+  const host = await freeAddr();
+  const port = host.split(":")[1];
+  const proc = spawnRole(bin, ["dev", "--port", port, "--data-dir", dataDir, ...args]);
+  await untilReady(proc, host, `${bin} dev`);
   return {
     host,
     dataDir,
     proc,
-    stderr: () => stderr,
+    stderr: () => proc.stderrText,
     async stop() {
       await stopProcess(proc, "SIGINT");
     },
@@ -70,26 +90,12 @@ export async function startServer({ bin = "conclave", args = [], dataDir = tempD
   };
 }
 
-/** Starts any `conclave` role with `args`; resolves once it printed `lines` addresses. */
-export async function startRole(args, lines = 1) {
-  const proc = spawn(join(binDir, "conclave"), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } });
-  let stderr = "";
-  proc.stderr.on("data", (d) => (stderr += d));
-  const addrs = await new Promise((ok, fail) => {
-    let out = "";
-    const timer = setTimeout(() => fail(new Error(`${args[0]} did not start: ${out}${stderr}`)), 20000);
-    proc.stdout.on("data", (d) => {
-      out += d;
-      const found = [...out.matchAll(/http:\/\/(\S+)/g)].map((m) => m[1]);
-      if (found.length >= lines) {
-        clearTimeout(timer);
-        ok(found);
-      }
-    });
-    proc.on("exit", (code) => fail(new Error(`${args[0]} exited with ${code}: ${out}${stderr}`)));
-  });
+/** Starts any `conclave` role with `args` (on addresses the caller chose); resolves once
+ * its HTTP address `readyAddr` says it is ready. */
+export async function startRole(args, readyAddr) {
+  const proc = spawnRole("conclave", args);
+  await untilReady(proc, readyAddr, args[0]);
   return {
-    addrs,
     async stop() {
       await stopProcess(proc, "SIGTERM");
     },
