@@ -121,8 +121,10 @@ impl Host {
         let host = self.clone();
         tokio::spawn(
             async move {
+                // In order, one after another: an admission and the frames behind it must
+                // reach the successor as they reached this actor.
                 for event in actor.run(rx).await {
-                    host.clone().redispatch(key.clone(), event);
+                    let _ = host.dispatch(&key, event).await;
                 }
             }
             .instrument(span),
@@ -151,12 +153,6 @@ impl Host {
             }
         }
         Err(DispatchError::Unreachable(key.to_string()))
-    }
-
-    fn redispatch(self: Arc<Self>, key: RoomKey, event: RoomEvent) {
-        tokio::spawn(async move {
-            let _ = self.dispatch(&key, event).await;
-        });
     }
 
     /// Decides whether a socket may open. A new socket (`hook` given) also passes the
