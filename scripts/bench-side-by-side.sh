@@ -44,15 +44,12 @@ start_dev() {
 }
 
 source scripts/lib/postgres.sh
-PG=
 start_cluster() {
   local list="a=http://127.0.0.1:21101,b=http://127.0.0.1:21201,c=http://127.0.0.1:21301"
   local all=()
-  # The nodes of a cluster share one store: one PostgreSQL for every cluster run.
-  if [ -z "$PG" ]; then
-    start_postgres "$W/pg" 21432
-    PIDS+=("$PG_PID")
-  fi
+  # The nodes of a cluster share one store: a fresh PostgreSQL with every cluster.
+  start_postgres "$W/pg" 21432
+  PIDS+=("$PG_PID")
   for n in a:211 b:212 c:213; do
     local id=${n%%:*} p=${n##*:}
     setsid $B node --id "$id" --nodes a,b,c --relay-listen "127.0.0.1:${p}01" --http-listen "127.0.0.1:${p}02" \
