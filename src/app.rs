@@ -110,7 +110,7 @@ impl Conclave {
 
     async fn dev(self, opts: DevOpts) -> anyhow::Result<()> {
         let config = opts.resolve_with(&self.kinds)?;
-        let registry = config.registry_with(&self.kinds);
+        let registry = crate::config::registry_for(&config.parties, &self.kinds);
         let server = DevServer::start(config.clone(), registry).await?;
         println!("conclave dev listening on http://{}", server.addr);
         println!("data: {}", config.storage);

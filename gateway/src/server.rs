@@ -52,7 +52,7 @@ impl Gateway {
     fn build(config: GatewayConfig, routing: Routing, connector: Box<dyn NodeConnector>) -> Self {
         let (mover, moves) = tokio::sync::mpsc::unbounded_channel();
         let timeout = config.node_timeout;
-        let links = |mover| LinkPool::new(connector, mover, timeout);
+        let links = LinkPool::new(connector, mover.clone(), timeout);
         let state = Arc::new(GatewayState::new(config, routing, links, mover));
         tokio::spawn(reattach::run(Arc::downgrade(&state), moves));
         Self { state }

@@ -27,16 +27,11 @@ pub(crate) struct GatewayState {
 }
 
 impl GatewayState {
-    pub fn new(
-        config: GatewayConfig,
-        routing: Routing,
-        links: impl FnOnce(Mover) -> LinkPool,
-        mover: Mover,
-    ) -> Self {
+    pub fn new(config: GatewayConfig, routing: Routing, links: LinkPool, mover: Mover) -> Self {
         Self {
             config: Arc::new(config),
             routing,
-            links: links(mover.clone()),
+            links,
             sessions: Sessions::new(),
             mover,
         }
