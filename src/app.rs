@@ -26,6 +26,7 @@
 
 use crate::config::{DevOpts, GatewayOpts, NodeOpts, PartyKinds, PlacementOpts};
 use crate::dev::DevServer;
+use crate::project::{Bundle, JsParties, PartySourceSpec};
 use clap::{Parser, Subcommand};
 use conclave_node::{Party, PartyFactory};
 
@@ -55,6 +56,18 @@ enum Command {
     Placement(PlacementOpts),
     /// Drive a PartySocket-compatible server with a load scenario
     Loadtest(conclave_loadtest::LoadtestOpts),
+    /// Bundle a PartyKit project into one versioned file that every node loads (--bundle)
+    Build(BuildOpts),
+}
+
+#[derive(clap::Args)]
+struct BuildOpts {
+    /// The PartyKit project directory (with partykit.json)
+    #[arg(long, default_value = ".")]
+    project: std::path::PathBuf,
+    /// Where to write the bundle
+    #[arg(long, short)]
+    out: std::path::PathBuf,
 }
 
 /// A Conclave server: the party kinds it serves, and the command line that runs it.
@@ -99,22 +112,62 @@ impl Conclave {
             Command::Dev(opts) => self.dev(opts).await,
             Command::Node(opts) => {
                 let config = opts.resolve_with(&self.kinds)?;
-                let parties = crate::config::registry_for(&config.parties, &self.kinds);
+                let mut parties = crate::config::registry_for(&config.parties, &self.kinds);
+                if let Some(spec) = &config.js {
+                    let (registry, js) =
+                        JsParties::start(spec, config.js_engine.clone(), parties).await?;
+                    println!("serving {} version {}", js.bundle.name, js.bundle.version);
+                    parties = registry;
+                }
                 crate::roles::run_node(config, parties).await
             }
             Command::Gateway(opts) => crate::roles::run_gateway(opts.resolve()?).await,
             Command::Placement(opts) => crate::roles::run_placement(opts.resolve()?).await,
             Command::Loadtest(opts) => conclave_loadtest::run(opts).await,
+            Command::Build(opts) => {
+                let bundle = Bundle::build(&opts.project)?;
+                bundle.write(&opts.out)?;
+                println!(
+                    "wrote {} ({} version {}: {})",
+                    opts.out.display(),
+                    bundle.name,
+                    bundle.version,
+                    bundle
+                        .parties
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                Ok(())
+            }
         }
     }
 
     async fn dev(self, opts: DevOpts) -> anyhow::Result<()> {
         let config = opts.resolve_with(&self.kinds)?;
-        let registry = crate::config::registry_for(&config.parties, &self.kinds);
+        let mut registry = crate::config::registry_for(&config.parties, &self.kinds);
+        let mut js = None;
+        if let Some(spec) = &config.js {
+            let (with_js, parties) =
+                JsParties::start(spec, config.js_engine.clone(), registry).await?;
+            registry = with_js;
+            js = Some(parties);
+        }
         let server = DevServer::start(config.clone(), registry).await?;
         println!("conclave dev listening on http://{}", server.addr);
         println!("data: {}", config.storage);
-        for (name, p) in &config.parties {
+        let js_names = js.as_ref().map(JsParties::names).unwrap_or_default();
+        if let Some(js) = &js {
+            println!("project {} (version {})", js.bundle.name, js.bundle.version);
+            for name in &js_names {
+                println!("  ws://{}/parties/{name}/:room  [{name}.ts]", server.addr);
+            }
+        }
+        if let (Some(js), Some(PartySourceSpec::Project(dir))) = (js, &config.js) {
+            tokio::spawn(js.watch(dir.clone()));
+        }
+        for (name, p) in config.parties.iter().filter(|(n, _)| !js_names.contains(n)) {
             let auth = if config.gateway.auth.contains_key(name) {
                 " (JWT)"
             } else {

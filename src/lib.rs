@@ -15,6 +15,7 @@ mod app;
 pub mod config;
 mod dev;
 mod edge;
+pub mod project;
 mod roles;
 mod shutdown;
 mod store;

@@ -39,7 +39,7 @@ impl Party for Probe {
         Ok(())
     }
 
-    fn connection_tags(&self, conn: &Connection) -> Vec<String> {
+    async fn connection_tags(&mut self, _room: &mut Room, conn: &Connection) -> Vec<String> {
         vec![format!(
             "group:{}",
             if conn.id().starts_with('a') { "a" } else { "b" }

@@ -5,7 +5,7 @@ use crate::host::Host;
 use crate::links::GatewayId;
 use crate::mailbox::{refused, OpenRequest, RoomEvent};
 use crate::message::{Message, Response};
-use crate::party::ConnectRequest;
+use crate::party::{ConnectCheck, ConnectRequest};
 use crate::room::{FetchError, Peer};
 use bytes::Bytes;
 use conclave_proto::close;
@@ -14,9 +14,11 @@ use conclave_proto::wire::{
     HttpReply, HttpRequest, NodeEvent, RoomInfoReply, RoomInfoRequest, RoomRef,
 };
 use conclave_proto::{ConnId, NodeSide, Refusal, RoomKey, SocketId};
+use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// How long the connections of a lost gateway link stay in their rooms, waiting for the
 /// gateway to re-attach them, before the rooms see them close.
@@ -27,17 +29,30 @@ pub(crate) struct GatewayLink {
     gateway: GatewayId,
     /// Which room each socket of this gateway is in: frames carry only the socket.
     sockets: HashMap<u64, RoomKey>,
+    /// Admissions whose party's asynchronous check passed, to go on with in order with
+    /// the link's other events.
+    checked: mpsc::UnboundedSender<(Admit, RoomKey)>,
 }
 
 impl GatewayLink {
     /// Serves the gateway attached as `gateway` until its link closes.
     pub async fn serve(host: Arc<Host>, gateway: GatewayId, mut side: NodeSide) {
+        let (checked, mut checked_rx) = mpsc::unbounded_channel();
         let mut link = Self {
             host,
             gateway,
             sockets: HashMap::new(),
+            checked,
         };
-        while let Some(ev) = side.from_gateway.recv().await {
+        loop {
+            let ev = tokio::select! {
+                ev = side.from_gateway.recv() => ev,
+                Some((a, key)) = checked_rx.recv() => {
+                    link.open(a, key).await;
+                    continue;
+                }
+            };
+            let Some(ev) = ev else { break };
             let Some(ev) = ev.event else { continue };
             match ev {
                 gateway_event::Event::Admit(a) => link.admit(a).await,
@@ -84,11 +99,61 @@ impl GatewayLink {
         if let Err(refusal) = self.host.admit(&key, hook) {
             return self.send(refused(request_id, socket, refusal)).await;
         }
+        if a.resume.is_none() {
+            let check = ConnectCheck {
+                party: key.party.to_string(),
+                room: key.room.to_string(),
+                conn_id: a.conn_id.clone(),
+                uri: a.uri.clone(),
+                headers,
+            };
+            if let Some(pending) = self.host.check_connect(&key, check) {
+                self.check_then_open(a, key, pending);
+                return;
+            }
+        }
+        self.open(a, key).await;
+    }
+
+    /// Runs the party's asynchronous check off the link; the admission goes on (with the
+    /// request as the check rewrote it) or is refused with the check's response.
+    fn check_then_open(
+        &self,
+        mut a: Admit,
+        key: RoomKey,
+        pending: BoxFuture<'static, Result<ConnectCheck, Response>>,
+    ) {
+        let (checked, host, gateway) = (self.checked.clone(), self.host.clone(), self.gateway);
+        tokio::spawn(async move {
+            match pending.await {
+                Ok(req) => {
+                    a.uri = req.uri;
+                    a.headers = wire_headers(&req.headers);
+                    let _ = checked.send((a, key));
+                }
+                Err(resp) => {
+                    let refusal = Refusal::new(
+                        resp.status().as_u16(),
+                        String::from_utf8_lossy(resp.body()).into_owned(),
+                    );
+                    let event = refused(a.request_id, SocketId(a.socket), refusal);
+                    host.links
+                        .send(gateway, NodeEvent { event: Some(event) })
+                        .await;
+                }
+            }
+        });
+    }
+
+    /// An admitted socket joins its room.
+    async fn open(&mut self, a: Admit, key: RoomKey) {
+        let (request_id, socket) = (a.request_id, SocketId(a.socket));
         self.sockets.insert(a.socket, key.clone());
         let event = RoomEvent::Open(Box::new(OpenRequest {
             peer: self.peer(a.socket),
             conn_id: ConnId::new(&a.conn_id),
             uri: Arc::from(a.uri.as_str()),
+            headers: (a.resume.is_none()).then(|| Arc::new(header_map(&a.headers))),
             request_id,
             origin: a.origin,
             resume: a.resume,
@@ -222,6 +287,16 @@ fn room_key(room: Option<&RoomRef>) -> Result<RoomKey, Refusal> {
         .map_err(|e| Refusal::new(400, e.to_string()))
 }
 
+fn wire_headers(headers: &http::HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(k, v)| Header {
+            name: k.as_str().to_string(),
+            value: v.as_bytes().to_vec().into(),
+        })
+        .collect()
+}
+
 fn header_map(headers: &[Header]) -> http::HeaderMap {
     let mut map = http::HeaderMap::new();
     for h in headers {
@@ -245,9 +320,15 @@ async fn http_request(host: &Arc<Host>, r: HttpRequest) -> Result<Response, Refu
     if let Some(h) = builder.headers_mut() {
         *h = header_map(&r.headers);
     }
-    let req = builder
+    let mut req = builder
         .body(r.body)
         .map_err(|e| Refusal::new(400, e.to_string()))?;
+    if let Some(check) = host.check_request(&key, req.clone()) {
+        match check.await {
+            Ok(checked) => req = checked,
+            Err(answer) => return Ok(answer),
+        }
+    }
     host.request(key, req).await.map_err(|e| match e {
         FetchError::UnknownParty(p) => Refusal::new(404, format!("Party {p} not found")),
         FetchError::Timeout => Refusal::new(504, "The room did not answer in time"),

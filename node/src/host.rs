@@ -8,7 +8,7 @@ use crate::config::NodeConfig;
 use crate::links::Links;
 use crate::mailbox::RoomEvent;
 use crate::message::{Request, Response};
-use crate::party::{ConnectRequest, PartyFactory, PartyRegistry};
+use crate::party::{ConnectCheck, ConnectRequest, PartyFactory, PartyRegistry};
 use crate::room::{FetchError, Room, RoomFetcher, RoomRequests};
 use crate::rooms::Rooms;
 use crate::storage::{Storage, Store};
@@ -185,6 +185,26 @@ impl Host {
         Ok(())
     }
 
+    /// The party's asynchronous check of a new socket, if it has one.
+    pub fn check_connect(
+        &self,
+        key: &RoomKey,
+        req: ConnectCheck,
+    ) -> Option<BoxFuture<'static, Result<ConnectCheck, Response>>> {
+        self.parties.get(key.party.as_str())?.check_connect(req)
+    }
+
+    /// The party's asynchronous check of a client's HTTP request, if it has one.
+    pub fn check_request(
+        &self,
+        key: &RoomKey,
+        req: Request,
+    ) -> Option<BoxFuture<'static, Result<Request, Response>>> {
+        self.parties
+            .get(key.party.as_str())?
+            .check_request(key.room.as_str(), req)
+    }
+
     /// An HTTP request to a room, answered by its `on_request`.
     pub async fn request(
         self: &Arc<Self>,
@@ -219,5 +239,11 @@ impl RoomRequests for Host {
         req: Request,
     ) -> BoxFuture<'static, Result<Response, FetchError>> {
         Box::pin(async move { self.request(room, req).await })
+    }
+
+    fn wake(self: Arc<Self>, room: RoomKey) {
+        tokio::spawn(async move {
+            let _ = self.dispatch(&room, RoomEvent::Wake).await;
+        });
     }
 }

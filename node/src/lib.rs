@@ -19,6 +19,7 @@ mod cluster;
 mod config;
 mod gateway_link;
 mod host;
+pub mod js;
 mod links;
 mod mailbox;
 mod message;
@@ -34,7 +35,9 @@ pub use async_trait::async_trait;
 pub use config::NodeConfig;
 pub use message::{Message, Request, Response};
 pub use node::Node;
-pub use party::{ConnectRequest, Party, PartyError, PartyFactory, PartyRegistry, Rejection};
+pub use party::{
+    ConnectCheck, ConnectRequest, Party, PartyError, PartyFactory, PartyRegistry, Rejection,
+};
 pub use room::{
     Connection, FetchError, PartyStub, Room, RoomFetcher, RoomStub, StateError,
     MAX_CONNECTION_STATE_BYTES,

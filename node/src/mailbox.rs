@@ -14,6 +14,8 @@ pub(crate) struct OpenRequest {
     pub peer: Peer,
     pub conn_id: ConnId,
     pub uri: Arc<str>,
+    /// The upgrade request's headers, for a new socket (`Room::upgrade_headers`).
+    pub headers: Option<Arc<http::HeaderMap>>,
     /// The admission this open answers.
     pub request_id: u64,
     pub origin: u64,
@@ -50,6 +52,8 @@ pub(crate) enum RoomEvent {
         attempt: u32,
         reply: oneshot::Sender<AlarmOutcome>,
     },
+    /// The party asked to run (`Party::on_wake`), e.g. for a JavaScript timer.
+    Wake,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

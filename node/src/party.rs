@@ -3,6 +3,7 @@
 use crate::message::{text_response, Message, Request, Response};
 use crate::room::{Connection, Room};
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,6 +18,17 @@ pub struct ConnectRequest<'a> {
     pub conn_id: &'a str,
     pub uri: &'a str,
     pub headers: &'a http::HeaderMap,
+}
+
+/// A connection about to be admitted, as an asynchronous check sees it
+/// ([`PartyFactory::check_connect`]); the check may rewrite its URI and headers.
+#[derive(Debug, Clone)]
+pub struct ConnectCheck {
+    pub party: String,
+    pub room: String,
+    pub conn_id: String,
+    pub uri: String,
+    pub headers: http::HeaderMap,
 }
 
 /// Why a connection was refused before the upgrade: the HTTP status and body the client gets.
@@ -74,9 +86,17 @@ pub trait Party: Send + 'static {
     }
 
     /// Tags for a new connection, queried before `on_connect` (at most 10, 256 bytes
-    /// each). The connection id is always the first tag.
-    fn connection_tags(&self, _conn: &Connection) -> Vec<String> {
+    /// each). The connection id is always the first tag. Runs as part of the connection's
+    /// admission: writes made here commit with `on_connect`'s.
+    async fn connection_tags(&mut self, _room: &mut Room, _conn: &Connection) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Whether the room may drop this instance when idle while it still has connections
+    /// (hibernation). A party that keeps state only in memory says no: its instance then
+    /// lives as long as the room has connections.
+    fn hibernates(&self) -> bool {
+        true
     }
 
     /// A socket joined the room. An error closes it with 1011.
@@ -129,6 +149,12 @@ pub trait Party: Send + 'static {
     async fn on_alarm(&mut self, _room: &mut Room) -> Result<(), PartyError> {
         Ok(())
     }
+
+    /// The party's own work is due, such as a JavaScript timer that fired between events.
+    /// Not called while the room is hibernated.
+    async fn on_wake(&mut self, _room: &mut Room) -> Result<(), PartyError> {
+        Ok(())
+    }
 }
 
 /// Builds party instances for one party name, and optionally vets connections before the
@@ -139,6 +165,28 @@ pub trait PartyFactory: Send + Sync + 'static {
     /// Accept or refuse a WebSocket before it is upgraded. Refusals become HTTP 401/403.
     fn before_connect(&self, _req: &ConnectRequest<'_>) -> Result<(), Rejection> {
         Ok(())
+    }
+
+    /// An asynchronous check of a new WebSocket before it is upgraded, run outside the
+    /// room (the room is not activated for it): `None` when the party has none. It may
+    /// refuse the socket (the client gets the response) or rewrite the request the room's
+    /// handlers see (`Room::upgrade_headers`).
+    fn check_connect(
+        &self,
+        _req: ConnectCheck,
+    ) -> Option<BoxFuture<'static, Result<ConnectCheck, Response>>> {
+        None
+    }
+
+    /// An asynchronous check of an HTTP request from a client before it reaches the room,
+    /// run outside the room: `None` when the party has none. It may answer in the room's
+    /// place, or rewrite the request.
+    fn check_request(
+        &self,
+        _room: &str,
+        _req: Request,
+    ) -> Option<BoxFuture<'static, Result<Request, Response>>> {
+        None
     }
 }
 

@@ -13,6 +13,7 @@
 //! options and config), `readme` (tests).
 
 mod file;
+mod js;
 mod kinds;
 mod layer;
 mod limits;
@@ -24,6 +25,7 @@ mod storage;
 pub use file::{
     default_parties, registry_for, FileAuth, FileConfig, FileLimits, FileParty, StorageKind,
 };
+pub use js::JsOpts;
 pub use kinds::PartyKinds;
 pub use limits::{GatewayLimitOpts, NodeLimitOpts};
 pub use roles::{

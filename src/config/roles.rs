@@ -3,13 +3,16 @@
 //! shared by several roles.
 
 use super::file::{registry_for, FileConfig, FileParty};
+use super::js::JsOpts;
 use super::kinds::PartyKinds;
 use super::layer::{layer, millis, with_default};
 use super::limits::{GatewayLimitOpts, NodeLimitOpts};
 use super::storage::{StorageOpts, StorageTarget};
+use crate::project::PartySourceSpec;
 use anyhow::{bail, Context};
 use clap::Args;
 use conclave_gateway::GatewayConfig;
+use conclave_node::js::JsConfig;
 use conclave_node::{NodeConfig, PartyRegistry};
 use conclave_placement::LivenessTiming;
 use std::collections::BTreeMap;
@@ -96,6 +99,8 @@ pub struct DevOpts {
     pub gateway: GatewayLimitOpts,
     #[command(flatten)]
     pub node: NodeLimitOpts,
+    #[command(flatten)]
+    pub js: JsOpts,
 }
 
 /// What `conclave dev` runs with.
@@ -106,6 +111,9 @@ pub struct DevConfig {
     pub gateway: GatewayConfig,
     pub node: NodeConfig,
     pub parties: BTreeMap<String, FileParty>,
+    /// JavaScript parties, and the engine's limits.
+    pub js: Option<PartySourceSpec>,
+    pub js_engine: JsConfig,
 }
 
 impl DevOpts {
@@ -123,6 +131,8 @@ impl DevOpts {
             gateway: self.gateway.resolve(&file)?,
             node: self.node.resolve(&file)?,
             parties: file.parties(kinds)?,
+            js: self.js.source(true),
+            js_engine: self.js.engine_config(),
         })
     }
 }
@@ -191,6 +201,8 @@ pub struct NodeOpts {
     pub liveness: LivenessOpts,
     #[command(flatten)]
     pub node: NodeLimitOpts,
+    #[command(flatten)]
+    pub js: JsOpts,
 }
 
 /// What `conclave node` runs with.
@@ -207,6 +219,8 @@ pub struct NodeRoleConfig {
     pub storage: StorageTarget,
     pub node: NodeConfig,
     pub parties: BTreeMap<String, FileParty>,
+    pub js: Option<PartySourceSpec>,
+    pub js_engine: JsConfig,
 }
 
 impl NodeOpts {
@@ -256,6 +270,8 @@ impl NodeOpts {
             storage,
             node,
             parties: file.parties(kinds)?,
+            js: self.js.source(false),
+            js_engine: self.js.engine_config(),
         })
     }
 

@@ -90,6 +90,80 @@ export async function startServer({ bin = "conclave", args = [], dataDir = tempD
   };
 }
 
+/** Starts `conclave dev --project DIR`: the PartyKit project in DIR (its `partykit.json`,
+ * sources bundled with esbuild) served by Conclave's JavaScript runtime. `opts` as for
+ * `startServer`; `opts.args` go after `--project DIR`. */
+export async function startProject(dir, opts = {}) {
+  return startServer({ ...opts, args: ["--project", resolve(dir), ...(opts.args ?? [])] });
+}
+
+/** npm partykit's CLI, the reference implementation (scripts/partykit-relay installs it). */
+const partykitBin =
+  process.env.PARTYKIT_BIN ?? resolve(here, "../../scripts/partykit-relay/node_modules/partykit/dist/bin.mjs");
+
+/** Starts PartyKit's own dev server (`partykit dev`) on the project in DIR, on a free port,
+ * with the same shape of handle as `startServer`, so a test can check its expectations
+ * against the reference. `persist`: a directory for its state (kept across a restart),
+ * else nothing is persisted. Its workerd child runs in the same process group, and `stop`
+ * ends the group. */
+export async function startPartykit(dir, { persist } = {}) {
+  const port = await freePort();
+  const host = `127.0.0.1:${port}`;
+  const args = [partykitBin, "dev", "--port", String(port), "--no-hotkeys", "--disable-request-cf-fetch"];
+  args.push("--persist", persist ?? "false");
+  const proc = spawn(process.execPath, args, {
+    cwd: resolve(dir),
+    detached: true, // its own process group: workerd and esbuild go with it
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, NO_UPDATE_NOTIFIER: "1", CI: "1" },
+  });
+  proc.stderrText = "";
+  proc.stdout.on("data", (d) => (proc.stderrText += d));
+  proc.stderr.on("data", (d) => (proc.stderrText += d));
+  const group = (signal) => {
+    try {
+      process.kill(-proc.pid, signal);
+    } catch {
+      // already gone
+    }
+  };
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      throw new Error(`partykit dev exited (${proc.exitCode ?? proc.signalCode}): ${proc.stderrText}`);
+    }
+    if (Date.now() > deadline) {
+      group("SIGKILL");
+      throw new Error(`partykit dev was not ready in 30 s: ${proc.stderrText}`);
+    }
+    if (proc.stderrText.includes("Ready on")) {
+      try {
+        await fetch(`http://${host}/`); // any answer: workerd listens (no room is touched)
+        break;
+      } catch {
+        // not listening yet
+      }
+    }
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
+  return {
+    host,
+    dataDir: persist,
+    proc,
+    stderr: () => proc.stderrText,
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return group("SIGKILL");
+      const exited = new Promise((ok) => proc.on("exit", ok));
+      group("SIGTERM");
+      const timer = setTimeout(() => group("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(timer);
+      group("SIGKILL"); // a workerd that outlived its parent
+    },
+    cleanup() {},
+  };
+}
+
 /** Starts any `conclave` role with `args` (on addresses the caller chose); resolves once
  * its HTTP address `readyAddr` says it is ready. */
 export async function startRole(args, readyAddr) {

@@ -7,9 +7,9 @@ use super::handler::Handler;
 use super::RoomActor;
 use crate::mailbox::{admitted, refused, OpenRequest};
 use crate::room::{close_socket, ConnEntry, Connection, Peer};
-use conclave_proto::close;
 use conclave_proto::wire::Resume;
 use conclave_proto::Refusal;
+use conclave_proto::{close, ConnId};
 use std::sync::Arc;
 use tracing::warn;
 
@@ -82,10 +82,24 @@ impl RoomActor {
             peer,
             conn_id,
             uri,
+            headers,
             request_id,
             origin,
             resume: _,
         } = o;
+        self.room.set_upgrade_headers(headers);
+        self.admit_new(peer, conn_id, uri, request_id, origin).await;
+        self.room.set_upgrade_headers(None);
+    }
+
+    async fn admit_new(
+        &mut self,
+        peer: Peer,
+        conn_id: ConnId,
+        uri: Arc<str>,
+        request_id: u64,
+        origin: u64,
+    ) {
         self.insert_conn(ConnEntry {
             id: conn_id.clone(),
             socket: peer.socket,
@@ -109,11 +123,10 @@ impl RoomActor {
         let Some(conn) = self.conn(peer) else {
             return;
         };
-        let extra = self
-            .party
-            .as_ref()
-            .map(|p| p.connection_tags(&conn))
-            .unwrap_or_default();
+        let extra = match self.party.as_mut() {
+            Some(party) => party.connection_tags(&mut self.room, &conn).await,
+            None => Vec::new(),
+        };
         let mut tags = vec![conn_id.to_string()];
         tags.extend(
             extra

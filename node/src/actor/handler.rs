@@ -20,6 +20,7 @@ pub(super) enum Handler<'a> {
     Error(&'a Connection, &'a str),
     Request(Request),
     Alarm,
+    Wake,
 }
 
 impl Handler<'_> {
@@ -42,6 +43,7 @@ impl Handler<'_> {
             Handler::Error(conn, error) => party.on_error(room, conn, error).await.map(|()| None),
             Handler::Request(req) => party.on_request(room, req).await.map(Some),
             Handler::Alarm => party.on_alarm(room).await.map(|()| None),
+            Handler::Wake => party.on_wake(room).await.map(|()| None),
         }
     }
 }

@@ -107,8 +107,11 @@ impl RoomActor {
     /// connections retires: `None` then, or when the mailbox closed.
     async fn next_event(&mut self, rx: &mut mpsc::Receiver<RoomEvent>) -> Option<RoomEvent> {
         loop {
-            if self.party.is_none() && self.room.connection_count() > 0 {
-                // Hibernated with connections: nothing to time out, wait for the next event.
+            let connected = self.room.connection_count() > 0;
+            let keeps_instance = self.party.as_ref().is_some_and(|p| !p.hibernates());
+            if connected && (self.party.is_none() || keeps_instance) {
+                // Hibernated with connections, or a party that must not hibernate while
+                // connected: nothing to time out, wait for the next event.
                 return rx.recv().await;
             }
             match tokio::time::timeout(self.ctx.hibernate_after, rx.recv()).await {
@@ -155,6 +158,14 @@ impl RoomActor {
                 let _ = reply.send(resp);
             }
             RoomEvent::Fence | RoomEvent::Handoff => self.fenced = true,
+            RoomEvent::Wake => {
+                // A hibernated party has nothing to wake: whatever asked went with it.
+                if self.party.is_some() {
+                    if let Err(e) = self.step(Handler::Wake).await {
+                        warn!(error = %e, "on_wake failed");
+                    }
+                }
+            }
             RoomEvent::Alarm { attempt, reply } => {
                 let outcome = self.alarm(attempt).await;
                 let _ = reply.send(outcome);

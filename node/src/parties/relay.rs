@@ -13,7 +13,7 @@ pub struct Relay;
 
 #[async_trait]
 impl Party for Relay {
-    fn connection_tags(&self, conn: &Connection) -> Vec<String> {
+    async fn connection_tags(&mut self, _room: &mut Room, conn: &Connection) -> Vec<String> {
         query_param(conn.uri(), "tags")
             .map(|t| t.split(',').map(str::to_string).collect())
             .unwrap_or_default()

@@ -27,6 +27,9 @@ pub(crate) trait RoomRequests: Send + Sync + 'static {
         room: RoomKey,
         req: Request,
     ) -> BoxFuture<'static, Result<Response, FetchError>>;
+
+    /// Delivers `Party::on_wake` to the room.
+    fn wake(self: Arc<Self>, room: RoomKey);
 }
 
 /// A handle for calling other rooms on this node's cluster.
@@ -38,6 +41,13 @@ pub struct RoomFetcher {
 impl RoomFetcher {
     pub(crate) fn new(requests: Weak<dyn RoomRequests>) -> Self {
         Self { requests }
+    }
+
+    /// Asks `room` to run its party's `on_wake` (nothing happens if the node stopped).
+    pub(crate) fn wake(&self, room: RoomKey) {
+        if let Some(requests) = self.requests.upgrade() {
+            requests.wake(room);
+        }
     }
 
     pub fn party(&self, party: &str) -> PartyStub<'_> {

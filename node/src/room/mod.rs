@@ -31,6 +31,8 @@ pub struct Room {
     shared: Arc<RoomShared>,
     links: Arc<Links>,
     fetcher: RoomFetcher,
+    /// The upgrade request of the connection being admitted.
+    upgrade_headers: Option<Arc<http::HeaderMap>>,
 }
 
 impl Room {
@@ -48,6 +50,7 @@ impl Room {
             shared: Arc::new(RoomShared::new(conn_count)),
             links,
             fetcher,
+            upgrade_headers: None,
         }
     }
 
@@ -69,6 +72,16 @@ impl Room {
         &self.shared
     }
 
+    /// The headers of the WebSocket upgrade request, while a new connection is admitted
+    /// (in `connection_tags` and `on_connect`); `None` otherwise.
+    pub fn upgrade_headers(&self) -> Option<&http::HeaderMap> {
+        self.upgrade_headers.as_deref()
+    }
+
+    pub(crate) fn set_upgrade_headers(&mut self, headers: Option<Arc<http::HeaderMap>>) {
+        self.upgrade_headers = headers;
+    }
+
     /// The room's storage (writes commit when the handler returns).
     pub fn storage(&mut self) -> &mut Storage {
         &mut self.storage
@@ -84,27 +97,7 @@ impl Room {
     /// }
     /// ```
     pub fn broadcast(&self, msg: &Message, exclude: &[&str]) {
-        let mut per_gateway: BTreeMap<GatewayId, Vec<u64>> = BTreeMap::new();
-        {
-            let conns = self.shared.conns();
-            for e in conns.iter() {
-                let excluded = per_gateway.entry(e.gateway).or_default();
-                if exclude.contains(&e.id.as_str()) {
-                    excluded.push(e.socket.0);
-                }
-            }
-        }
-        for (gateway, exclude) in per_gateway {
-            self.shared.push(
-                gateway,
-                node_event::Event::Deliver(Deliver {
-                    room: Some(self.key.to_wire()),
-                    payload: msg.payload().clone(),
-                    binary: msg.is_binary(),
-                    exclude,
-                }),
-            );
-        }
+        broadcast_to(&self.shared, &self.key, msg, exclude);
     }
 
     /// The connection with this id, if it is in the room.
@@ -160,6 +153,20 @@ impl Room {
         Ok(())
     }
 
+    /// Lends the room's storage, with its buffered writes, to party code running on
+    /// another thread; [`Room::give_back_storage`] returns it.
+    pub(crate) fn lend_storage(&mut self) -> Storage {
+        self.storage.lend()
+    }
+
+    pub(crate) fn give_back_storage(&mut self, storage: Storage) {
+        self.storage.give_back(storage);
+    }
+
+    pub(crate) fn fetcher(&self) -> &RoomFetcher {
+        &self.fetcher
+    }
+
     /// Commits buffered writes; on failure the held messages are dropped.
     pub(crate) async fn commit(&mut self) -> Result<bool, StorageError> {
         if !self.storage.has_pending_writes() {
@@ -209,5 +216,31 @@ impl Room {
         self.storage.discard();
         self.shared.clear_outbox();
         self.shared.revert_states();
+    }
+}
+
+/// Queues `msg` for every connection of the room except those whose id is in `exclude`:
+/// one delivery per gateway that holds members.
+pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, exclude: &[&str]) {
+    let mut per_gateway: BTreeMap<GatewayId, Vec<u64>> = BTreeMap::new();
+    {
+        let conns = shared.conns();
+        for e in conns.iter() {
+            let excluded = per_gateway.entry(e.gateway).or_default();
+            if exclude.contains(&e.id.as_str()) {
+                excluded.push(e.socket.0);
+            }
+        }
+    }
+    for (gateway, exclude) in per_gateway {
+        shared.push(
+            gateway,
+            node_event::Event::Deliver(Deliver {
+                room: Some(key.to_wire()),
+                payload: msg.payload().clone(),
+                binary: msg.is_binary(),
+                exclude,
+            }),
+        );
     }
 }

@@ -21,6 +21,7 @@ pub use self::fdb::{stop_network as stop_fdb_network, FdbStore};
 pub use self::postgres::{PostgresStore, DEFAULT_POOL_SIZE as POSTGRES_POOL_SIZE};
 pub use self::redb::RedbStore;
 pub use limits::{MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub(crate) use room_storage::Savepoint;
 pub use room_storage::Storage;
 pub use store::{
     AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store, DEFAULT_REGION,

@@ -24,8 +24,9 @@ pub struct Storage {
     alarm: Option<Option<i64>>,
 }
 
+/// The buffered writes at one moment of a handler ([`Storage::savepoint`]).
 #[derive(Clone)]
-struct Savepoint {
+pub(crate) struct Savepoint {
     pending: BTreeMap<String, Option<Bytes>>,
     cleared: bool,
     alarm: Option<Option<i64>>,
@@ -53,27 +54,32 @@ impl Storage {
 
     /// The values of up to 128 keys, in the order asked.
     pub async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, StorageError> {
+        self.read_plan(keys)?.run().await
+    }
+
+    /// A read of `keys` that no longer borrows the storage: buffered values are taken now,
+    /// the rest is read from the store when the plan runs.
+    pub(crate) fn read_plan(&self, keys: &[&str]) -> Result<ReadPlan, StorageError> {
         check_batch(keys.len())?;
-        let mut out: Vec<Option<Option<Bytes>>> = Vec::with_capacity(keys.len());
+        let mut found: Vec<Option<Option<Bytes>>> = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         for k in keys {
             check_key(k)?;
             match self.pending.get(*k) {
-                Some(v) => out.push(Some(v.clone())),
-                None if self.cleared => out.push(Some(None)),
+                Some(v) => found.push(Some(v.clone())),
+                None if self.cleared => found.push(Some(None)),
                 None => {
-                    out.push(None);
+                    found.push(None);
                     missing.push(k.to_string());
                 }
             }
         }
-        if !missing.is_empty() {
-            let mut fetched = self.store.get(&self.room, &missing).await?.into_iter();
-            for slot in out.iter_mut().filter(|s| s.is_none()) {
-                *slot = Some(fetched.next().flatten());
-            }
-        }
-        Ok(out.into_iter().map(Option::flatten).collect())
+        Ok(ReadPlan {
+            store: self.store.clone(),
+            room: self.room.clone(),
+            found,
+            missing,
+        })
     }
 
     /// Stores `value` under `key` (committed when the handler returns).
@@ -127,36 +133,40 @@ impl Storage {
 
     /// Entries in key order (or reverse), as selected by `opts`.
     pub async fn list(&self, opts: &ListOptions) -> Result<Vec<(String, Bytes)>, StorageError> {
-        let limit = opts.limit.unwrap_or(usize::MAX);
-        if limit == 0 {
-            return Ok(Vec::new());
+        self.list_plan(opts).run().await
+    }
+
+    /// A list that no longer borrows the storage: the buffered writes in range are taken
+    /// now, the store is read when the plan runs.
+    pub(crate) fn list_plan(&self, opts: &ListOptions) -> ListPlan {
+        let buffered = self
+            .pending
+            .iter()
+            .filter(|(k, _)| opts.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        ListPlan {
+            store: (!self.cleared).then(|| self.store.clone()),
+            room: self.room.clone(),
+            opts: opts.clone(),
+            buffered,
         }
-        let mut merged: BTreeMap<String, Bytes> = BTreeMap::new();
-        if !self.cleared {
-            // Each buffered delete hides at most one stored entry: ask for that many more.
-            let hidden = self
-                .pending
-                .iter()
-                .filter(|(k, v)| v.is_none() && opts.contains(k))
-                .count();
-            let mut backend_opts = opts.clone();
-            backend_opts.limit = opts.limit.map(|l| l.saturating_add(hidden));
-            for (k, v) in self.store.list(&self.room, &backend_opts).await? {
-                merged.insert(k, v);
-            }
+    }
+
+    /// What has been buffered so far, to go back to if a transaction fails.
+    pub(crate) fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            pending: self.pending.clone(),
+            cleared: self.cleared,
+            alarm: self.alarm,
         }
-        for (k, v) in self.pending.iter().filter(|(k, _)| opts.contains(k)) {
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
-            };
-        }
-        let iter: Box<dyn Iterator<Item = (String, Bytes)>> = if opts.reverse {
-            Box::new(merged.into_iter().rev())
-        } else {
-            Box::new(merged.into_iter())
-        };
-        Ok(iter.take(limit).collect())
+    }
+
+    /// Undoes the writes buffered since `save` was taken.
+    pub(crate) fn rollback(&mut self, save: Savepoint) {
+        self.pending = save.pending;
+        self.cleared = save.cleared;
+        self.alarm = save.alarm;
     }
 
     /// Runs `f` as a unit: if it returns an error, its writes are undone.
@@ -180,25 +190,27 @@ impl Storage {
     where
         F: for<'a> FnOnce(&'a mut Storage) -> BoxFuture<'a, Result<T, E>>,
     {
-        let save = Savepoint {
-            pending: self.pending.clone(),
-            cleared: self.cleared,
-            alarm: self.alarm,
-        };
+        let save = self.savepoint();
         let result = f(self).await;
         if result.is_err() {
-            self.pending = save.pending;
-            self.cleared = save.cleared;
-            self.alarm = save.alarm;
+            self.rollback(save);
         }
         result
     }
 
     /// When the alarm will fire (ms since the Unix epoch), if one is set.
     pub async fn get_alarm(&self) -> Result<Option<i64>, StorageError> {
+        self.alarm_plan().await
+    }
+
+    /// `get_alarm` that no longer borrows the storage.
+    pub(crate) fn alarm_plan(&self) -> BoxFuture<'static, Result<Option<i64>, StorageError>> {
         match self.alarm {
-            Some(a) => Ok(a),
-            None => self.store.get_alarm(&self.room).await,
+            Some(a) => Box::pin(std::future::ready(Ok(a))),
+            None => {
+                let (store, room) = (self.store.clone(), self.room.clone());
+                Box::pin(async move { store.get_alarm(&room).await })
+            }
         }
     }
 
@@ -282,5 +294,81 @@ impl Storage {
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Moves this storage out (with its buffered writes), leaving an empty one with the
+    /// same room, store and fence in its place; [`Storage::give_back`] undoes it. Party
+    /// code that runs on another thread works on the storage it was lent.
+    pub(crate) fn lend(&mut self) -> Storage {
+        let stand_in = Storage {
+            fence: self.fence.clone(),
+            ..Storage::new(self.room.clone(), self.store.clone())
+        };
+        std::mem::replace(self, stand_in)
+    }
+
+    pub(crate) fn give_back(&mut self, lent: Storage) {
+        *self = lent;
+    }
+}
+
+/// A read of some keys ([`Storage::read_plan`]).
+pub(crate) struct ReadPlan {
+    store: Arc<dyn Store>,
+    room: RoomKey,
+    /// Per key asked: `Some` when the buffer answered it.
+    found: Vec<Option<Option<Bytes>>>,
+    missing: Vec<String>,
+}
+
+impl ReadPlan {
+    pub(crate) async fn run(self) -> Result<Vec<Option<Bytes>>, StorageError> {
+        let mut found = self.found;
+        if !self.missing.is_empty() {
+            let mut fetched = self.store.get(&self.room, &self.missing).await?.into_iter();
+            for slot in found.iter_mut().filter(|s| s.is_none()) {
+                *slot = Some(fetched.next().flatten());
+            }
+        }
+        Ok(found.into_iter().map(Option::flatten).collect())
+    }
+}
+
+/// A list of a range of keys ([`Storage::list_plan`]).
+pub(crate) struct ListPlan {
+    /// `None` after `delete_all`: only the buffer counts.
+    store: Option<Arc<dyn Store>>,
+    room: RoomKey,
+    opts: ListOptions,
+    /// The buffered writes inside the range.
+    buffered: Vec<(String, Option<Bytes>)>,
+}
+
+impl ListPlan {
+    pub(crate) async fn run(self) -> Result<Vec<(String, Bytes)>, StorageError> {
+        let limit = self.opts.limit.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut merged: BTreeMap<String, Bytes> = BTreeMap::new();
+        if let Some(store) = &self.store {
+            // Each buffered delete hides at most one stored entry: ask for that many more.
+            let hidden = self.buffered.iter().filter(|(_, v)| v.is_none()).count();
+            let mut backend_opts = self.opts.clone();
+            backend_opts.limit = self.opts.limit.map(|l| l.saturating_add(hidden));
+            merged.extend(store.list(&self.room, &backend_opts).await?);
+        }
+        for (k, v) in self.buffered {
+            match v {
+                Some(v) => merged.insert(k, v),
+                None => merged.remove(&k),
+            };
+        }
+        let iter: Box<dyn Iterator<Item = (String, Bytes)>> = if self.opts.reverse {
+            Box::new(merged.into_iter().rev())
+        } else {
+            Box::new(merged.into_iter())
+        };
+        Ok(iter.take(limit).collect())
     }
 }

@@ -1,0 +1,174 @@
+//! JavaScript parties: PartyKit servers (`partykit/server`, class or object API), bundled
+//! to one script, run on QuickJS.
+//!
+//! A [`JsEngine`] owns a few worker threads, each with its own QuickJS runtime and one
+//! context per party; every room of a JS party is one server instance in its worker's
+//! context (the isolate-sharing model of Cloudflare). The room's actor stays on tokio like
+//! any other: a [`JsParty`](party::JsParty) sends each event to its worker with the room's
+//! storage lent to it, and gets the storage back with the result, so the storage gate, the
+//! output gate, hibernation, alarms, fencing and hand-off are the actor's as for Rust
+//! parties. Engine work never runs on the tokio I/O threads, and each event has a CPU
+//! budget after which QuickJS interrupts it.
+//!
+//! - `worker.rs`: the worker threads, and driving one event's promise to its end.
+//! - `natives.rs`: the functions JavaScript calls into (`__native`).
+//! - `party.rs`: the [`Party`](crate::Party) and [`PartyFactory`](crate::PartyFactory)
+//!   the actor sees.
+//! - `web.js`, `codec.js`, `party.js`: the globals a PartyKit server expects, storage
+//!   values with structured-clone semantics, and the PartyKit API over the natives.
+
+mod natives;
+mod party;
+mod worker;
+
+pub use party::JsPartyFactory;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use worker::Command;
+
+/// Limits of the JavaScript engine.
+#[derive(Clone, Debug)]
+pub struct JsConfig {
+    /// Worker threads, each running QuickJS for the rooms placed on it.
+    pub workers: usize,
+    /// CPU time one event may take (its handler and everything it awaits); past it, the
+    /// handler is interrupted and the room's instance starts afresh.
+    pub cpu_budget: Duration,
+    /// Memory one worker's QuickJS runtime may allocate, for all its rooms.
+    pub memory_limit: usize,
+}
+
+impl Default for JsConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            // More threads than cores: a room that loops until its CPU budget stops it
+            // holds up only the rooms of its own thread.
+            workers: cores.clamp(4, 16),
+            cpu_budget: Duration::from_millis(1000),
+            memory_limit: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// One party's code: a script that leaves the server module in `globalThis.__party`
+/// (esbuild `--format=iife --global-name=__party`), and the `room.env` its rooms see.
+#[derive(Clone, Debug)]
+pub struct PartySource {
+    /// The party's name, for logs and errors.
+    pub name: String,
+    /// Where the script came from (a file name), for stack traces.
+    pub origin: String,
+    pub script: Arc<str>,
+    /// `room.env`, a JSON object.
+    pub env: serde_json::Value,
+}
+
+/// What a loaded party's module declares.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PartyTraits {
+    /// `options.hibernate`: without it, a room with connections keeps its instance.
+    pub hibernate: bool,
+    #[serde(rename = "getConnectionTags")]
+    pub connection_tags: bool,
+    pub on_before_connect: bool,
+    pub on_before_request: bool,
+    pub on_fetch: bool,
+}
+
+/// Identifies a loaded party across the workers.
+pub(crate) type PartyId = u64;
+/// One room's server instance.
+pub(crate) type InstanceId = u64;
+
+/// The JavaScript engine of a node: worker threads running QuickJS.
+pub struct JsEngine {
+    workers: Vec<mpsc::UnboundedSender<Command>>,
+    config: JsConfig,
+    next_party: AtomicU64,
+    next_instance: AtomicU64,
+    /// Spreads new rooms over the workers.
+    next_worker: AtomicUsize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JsError {
+    #[error("party {party}: {error}")]
+    Load { party: String, error: String },
+    #[error("the JavaScript engine stopped")]
+    Stopped,
+    #[error("could not start a JavaScript worker: {0}")]
+    Start(std::io::Error),
+}
+
+impl JsEngine {
+    /// Starts the worker threads.
+    pub fn start(config: JsConfig) -> Result<Arc<Self>, JsError> {
+        let workers = (0..config.workers.max(1))
+            .map(|i| worker::spawn(i, config.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(JsError::Start)?;
+        Ok(Arc::new(Self {
+            workers,
+            config,
+            next_party: AtomicU64::new(1),
+            next_instance: AtomicU64::new(1),
+            next_worker: AtomicUsize::new(0),
+        }))
+    }
+
+    pub fn config(&self) -> &JsConfig {
+        &self.config
+    }
+
+    /// Loads a party's script on every worker. A script that does not evaluate, or does
+    /// not export a PartyKit server, is refused with the error.
+    pub async fn load(self: &Arc<Self>, source: PartySource) -> Result<JsPartyFactory, JsError> {
+        let party = self.next_party.fetch_add(1, Ordering::Relaxed);
+        let source = Arc::new(source);
+        let mut replies = Vec::new();
+        for w in &self.workers {
+            let (reply, rx) = oneshot::channel();
+            w.send(Command::Load {
+                party,
+                source: source.clone(),
+                reply,
+            })
+            .map_err(|_| JsError::Stopped)?;
+            replies.push(rx);
+        }
+        let mut traits = PartyTraits::default();
+        for rx in replies {
+            traits = rx
+                .await
+                .map_err(|_| JsError::Stopped)?
+                .map_err(|error| JsError::Load {
+                    party: source.name.clone(),
+                    error,
+                })?;
+        }
+        if traits.on_fetch {
+            tracing::warn!(
+                party = %source.name,
+                "static onFetch is not supported yet: requests outside /parties/ are answered 404"
+            );
+        }
+        Ok(JsPartyFactory::new(self.clone(), party, Arc::new(traits)))
+    }
+
+    fn next_instance(&self) -> InstanceId {
+        self.next_instance.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn pick_worker(&self) -> usize {
+        self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len()
+    }
+
+    fn send(&self, worker: usize, cmd: Command) -> bool {
+        self.workers[worker].send(cmd).is_ok()
+    }
+}

@@ -1,0 +1,540 @@
+// The PartyKit server API (`partykit/server`) over Conclave's room runtime.
+//
+// Evaluated once per party and worker, after web.js and codec.js and before the user's
+// bundle. Rust drives it through `globalThis.__conclave` (load, create, dispatch,
+// destroy, fireTimer); everything that touches the room goes through `__native`, which
+// acts on the room whose event is running. One server instance per room; a room's events
+// never overlap.
+(() => {
+  "use strict";
+  const N = globalThis.__native;
+  const codec = globalThis.__codec;
+  const instances = new Map();
+  let definition = null;
+  let isClass = false;
+  let partyName = "";
+  let partyEnv = {};
+
+  // ---- values crossing into Rust -------------------------------------------------------
+
+  /** A message as the room sends it: a string, or an ArrayBuffer for binary. */
+  function wireData(data) {
+    // A lone surrogate cannot cross into Rust; browsers send U+FFFD for it too.
+    if (typeof data === "string") return data.isWellFormed() ? data : data.toWellFormed();
+    if (data instanceof ArrayBuffer) return data;
+    if (ArrayBuffer.isView(data)) {
+      return data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+    }
+    throw new TypeError("A message must be a string, an ArrayBuffer or an ArrayBufferView");
+  }
+
+  function headerPairs(headers) {
+    const out = [];
+    for (const [k, v] of headers) out.push(k, v);
+    return out;
+  }
+
+  function makeRequest(method, url, headers, body) {
+    const init = { method, headers: pairsToHeaders(headers) };
+    if (body !== null && body !== undefined && method !== "GET" && method !== "HEAD") {
+      init.body = new Uint8Array(body);
+    }
+    return new Request(url, init);
+  }
+
+  function pairsToHeaders(flat) {
+    const h = new Headers();
+    for (let i = 0; i + 1 < flat.length; i += 2) h.append(flat[i], flat[i + 1]);
+    return h;
+  }
+
+  /** A Response as Rust takes it: ["", "", status, flat headers, body bytes or null]. */
+  function responseParts(resp, what) {
+    if (!(resp instanceof Response)) {
+      throw new TypeError(`${what} must return a Response, got ${describe(resp)}`);
+    }
+    const body = globalThis.__bodyBytes(resp);
+    return ["", "", resp.status, headerPairs(resp.headers), body === null ? null : copyBuffer(body)];
+  }
+
+  /** A Request as Rust takes it: [method, url, 0, flat headers, body bytes or null]. */
+  function requestParts(req) {
+    const body = globalThis.__bodyBytes(req);
+    return [req.method, req.url, 0, headerPairs(req.headers), body === null ? null : copyBuffer(body)];
+  }
+
+  /** What a static check returned: go on (as returned) or answer in the room's place. */
+  function checked(result, what) {
+    if (result === undefined || result === null) return null;
+    if (result instanceof Request) return requestParts(result);
+    return responseParts(result, what);
+  }
+
+  function copyBuffer(view) {
+    return view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength);
+  }
+
+  function describe(v) {
+    if (v === null) return "null";
+    if (typeof v === "object") return v.constructor ? v.constructor.name : "object";
+    return typeof v;
+  }
+
+  // ---- connections ---------------------------------------------------------------------
+
+  const OPEN = 1;
+
+  /** One client connection. The same object for the whole life of the instance, so
+   * servers may keep connections in their own maps. */
+  class Connection extends EventTarget {
+    #inst;
+    #key;
+    #listening = false;
+    constructor(inst, key, id, uri, tags) {
+      super();
+      this.#inst = inst;
+      this.#key = key;
+      this.id = id;
+      this.uri = uri;
+      this.tags = tags;
+      this.readyState = OPEN;
+    }
+    get socket() {
+      return this;
+    }
+    get url() {
+      return this.uri;
+    }
+    get state() {
+      return this.#stored().state ?? null;
+    }
+    setState(state) {
+      const next = typeof state === "function" ? state(this.state) : state;
+      this.#store({ ...this.#stored(), state: next });
+      return next;
+    }
+    serializeAttachment(attachment) {
+      this.#store({ ...this.#stored(), attachment });
+    }
+    deserializeAttachment() {
+      return this.#stored().attachment ?? null;
+    }
+    send(data) {
+      N.send(this.#inst.handle, this.#key, wireData(data));
+    }
+    close(code, reason) {
+      N.close(this.#inst.handle, this.#key, code ?? 1000, reason === undefined ? "" : String(reason));
+    }
+    addEventListener(type, listener, options) {
+      this.#listening = true;
+      super.addEventListener(type, listener, options);
+    }
+    /** Delivers an event to listeners added with addEventListener (the object API). */
+    _emit(event) {
+      if (this.#listening) this.dispatchEvent(event);
+    }
+    #stored() {
+      const text = N.getState(this.#inst.handle, this.#key);
+      return text === null ? {} : codec.decode(text);
+    }
+    #store(value) {
+      N.setState(this.#inst.handle, this.#key, codec.encode(value));
+    }
+  }
+
+  // ---- storage -------------------------------------------------------------------------
+
+  const MAX_KEYS = 128;
+
+  function checkKeys(keys) {
+    if (keys.length > MAX_KEYS) throw new RangeError(`At most ${MAX_KEYS} keys per call`);
+    for (const k of keys) if (typeof k !== "string") throw new TypeError("Keys must be strings");
+  }
+
+  function storageFor(inst) {
+    const h = () => inst.handle;
+    const storage = {
+      async get(keyOrKeys) {
+        if (Array.isArray(keyOrKeys)) {
+          checkKeys(keyOrKeys);
+          const values = await N.storageGet(h(), keyOrKeys);
+          const out = new Map();
+          keyOrKeys.forEach((k, i) => {
+            if (values[i] !== null) out.set(k, codec.decode(values[i]));
+          });
+          return out;
+        }
+        const [v] = await N.storageGet(h(), [keyOrKeys]);
+        return v === null ? undefined : codec.decode(v);
+      },
+      async put(keyOrEntries, value) {
+        const flat = [];
+        if (typeof keyOrEntries === "string") {
+          if (value === undefined) throw new TypeError("put() needs a value");
+          flat.push(keyOrEntries, codec.encode(value));
+        } else {
+          const entries = Object.entries(keyOrEntries);
+          checkKeys(entries.map(([k]) => k));
+          for (const [k, v] of entries) flat.push(k, codec.encode(v));
+        }
+        N.storagePut(h(), flat);
+      },
+      async delete(keyOrKeys) {
+        const keys = Array.isArray(keyOrKeys) ? keyOrKeys : [keyOrKeys];
+        checkKeys(keys);
+        const existed = await N.storageDelete(h(), keys);
+        return Array.isArray(keyOrKeys) ? existed : existed > 0;
+      },
+      async list(options = {}) {
+        const flat = await N.storageList(h(), listOptions(options));
+        const out = new Map();
+        for (let i = 0; i + 1 < flat.length; i += 2) out.set(flat[i], codec.decode(flat[i + 1]));
+        return out;
+      },
+      async deleteAll() {
+        N.storageDeleteAll(h());
+      },
+      async getAlarm() {
+        return N.storageGetAlarm(h());
+      },
+      async setAlarm(time) {
+        const ms = time instanceof Date ? time.getTime() : Number(time);
+        if (!Number.isFinite(ms)) throw new TypeError("setAlarm() needs a Date or a number of ms");
+        N.storageSetAlarm(h(), ms);
+      },
+      async deleteAlarm() {
+        N.storageSetAlarm(h(), null);
+      },
+      async transaction(body) {
+        const save = N.storageSavepoint(h());
+        let rolledBack = false;
+        const txn = Object.create(storage);
+        txn.rollback = () => {
+          rolledBack = true;
+          N.storageRollback(h(), save);
+        };
+        try {
+          return await body(txn);
+        } catch (e) {
+          if (!rolledBack) N.storageRollback(h(), save);
+          throw e;
+        } finally {
+          N.storageForget(h(), save);
+        }
+      },
+      async sync() {},
+      transactionSync() {
+        throw new Error("storage.transactionSync is not supported (SQLite storage API)");
+      },
+      get sql() {
+        throw new Error("storage.sql is not supported (SQLite storage API)");
+      },
+    };
+    return storage;
+  }
+
+  function listOptions(o) {
+    const text = (v) => (v === undefined || v === null ? null : String(v));
+    return [text(o.start), text(o.startAfter), text(o.end), text(o.prefix), !!o.reverse,
+      o.limit === undefined || o.limit === null ? -1 : Number(o.limit)];
+  }
+
+  // ---- rooms ---------------------------------------------------------------------------
+
+  function connectionOf(inst, row) {
+    // row: [key, id, uri, tags]
+    let conn = inst.conns.get(row[0]);
+    if (!conn) {
+      conn = new Connection(inst, row[0], row[1], row[2], row[3]);
+      inst.conns.set(row[0], conn);
+    }
+    return conn;
+  }
+
+  function partiesFor(inst) {
+    const stubFor = (party) => ({
+      get(id) {
+        return {
+          async fetch(input, init) {
+            const req = input instanceof Request && init === undefined
+              ? input
+              : new Request(resolveUrl(input, party, id), init);
+            const body = globalThis.__bodyBytes(req);
+            const [status, headers, bytes] = await N.fetchRoom(inst.handle, party, String(id),
+              [req.method, req.url, headerPairs(req.headers), body === null ? null : copyBuffer(body)]);
+            return new Response(status === 204 || status === 304 ? null : new Uint8Array(bytes),
+              { status, headers: pairsToHeaders(headers) });
+          },
+          socket() {
+            throw new Error("room.context.parties.<name>.get(id).socket() is not supported yet; use fetch()");
+          },
+          connect() {
+            throw new Error("room.context.parties.<name>.get(id).connect() is not supported yet; use fetch()");
+          },
+        };
+      },
+    });
+    return new Proxy({}, {
+      get(_, name) {
+        return typeof name === "string" ? stubFor(name) : undefined;
+      },
+    });
+  }
+
+  function resolveUrl(input, party, id) {
+    const s = input instanceof URL ? input.href : String(input);
+    return new URL(s, `http://conclave.internal/parties/${party}/${id}/`).href;
+  }
+
+  function makeRoom(inst, roomId, partyName, env) {
+    const parties = partiesFor(inst);
+    return {
+      id: roomId,
+      internalID: `${partyName}/${roomId}`,
+      name: partyName,
+      env,
+      storage: storageFor(inst),
+      context: { parties, ai: undefined, vectorize: undefined, assets: undefined, bindings: {} },
+      parties,
+      broadcast(msg, without) {
+        N.broadcast(inst.handle, wireData(msg), Array.isArray(without) ? without.map(String) : []);
+      },
+      getConnection(id) {
+        const row = N.connection(inst.handle, String(id));
+        return row === null ? undefined : connectionOf(inst, row);
+      },
+      getConnections(tag) {
+        return N.connections(inst.handle, tag === undefined ? null : String(tag))
+          .map((row) => connectionOf(inst, row));
+      },
+      get connections() {
+        const m = new Map();
+        for (const c of this.getConnections()) m.set(c.id, c);
+        return m;
+      },
+      async blockConcurrencyWhile(fn) {
+        return fn();
+      },
+    };
+  }
+
+  // ---- timers --------------------------------------------------------------------------
+  // A timer belongs to the room whose code set it; its callback runs within one of that
+  // room's events (Rust starts one if none is in progress), so it may use the room.
+
+  const timers = new Map();
+
+  function addTimer(fn, ms, args, repeat) {
+    if (typeof fn !== "function") throw new TypeError("a timer callback must be a function");
+    const delay = Math.max(0, Number(ms) || 0);
+    const id = N.setTimer(repeat ? Math.max(delay, 1) : delay, repeat);
+    timers.set(id, { fn, args, repeat });
+    return id;
+  }
+
+  function clearTimer(id) {
+    if (timers.delete(id)) N.clearTimer(id);
+  }
+
+  globalThis.setTimeout = (fn, ms, ...args) => addTimer(fn, ms, args, false);
+  globalThis.setInterval = (fn, ms, ...args) => addTimer(fn, ms, args, true);
+  globalThis.clearTimeout = clearTimer;
+  globalThis.clearInterval = clearTimer;
+
+  // ---- the two API shapes --------------------------------------------------------------
+
+  /** The older object API, seen through the class API's methods. */
+  class ObjectServer {
+    constructor(room, def) {
+      this.room = room;
+      this.def = def;
+    }
+    onStart() {
+      return this.def.onStart?.(this.room);
+    }
+    onConnect(conn, ctx) {
+      return this.def.onConnect?.(conn, this.room, ctx);
+    }
+    onMessage(message, conn) {
+      return this.def.onMessage?.(message, conn, this.room);
+    }
+    onClose(conn) {
+      return this.def.onClose?.(conn, this.room);
+    }
+    onError(conn, err) {
+      return this.def.onError?.(conn, err, this.room);
+    }
+    onRequest(req) {
+      if (!this.def.onRequest) return new Response("Not implemented", { status: 500 });
+      return this.def.onRequest(req, this.room);
+    }
+    onAlarm() {
+      return this.def.onAlarm?.(this.room);
+    }
+  }
+
+  function serverMethod(server, name) {
+    const f = server[name];
+    return typeof f === "function" ? f : null;
+  }
+
+  // ---- entry points for Rust -----------------------------------------------------------
+
+  const conclave = {
+    /** Takes the bundle's default export; returns what the party supports. */
+    load(exported, name, envJson) {
+      partyName = name;
+      partyEnv = JSON.parse(envJson);
+      const def = exported?.default;
+      if (typeof def === "function") {
+        isClass = true;
+      } else if (def && typeof def === "object") {
+        isClass = false;
+      } else {
+        throw new TypeError("The party's module must export default a class (Party.Server) or an object (PartyKitServer)");
+      }
+      definition = def;
+      const has = (name) => typeof (isClass ? def.prototype[name] : def[name]) === "function";
+      const hibernate = !!(isClass ? def.options?.hibernate : def.options?.hibernate);
+      return JSON.stringify({
+        hibernate,
+        onBeforeConnect: typeof def.onBeforeConnect === "function",
+        onBeforeRequest: typeof def.onBeforeRequest === "function",
+        onFetch: typeof def.onFetch === "function",
+        onRequest: isClass ? has("onRequest") : has("onRequest"),
+        getConnectionTags: isClass && has("getConnectionTags"),
+      });
+    },
+
+    create(handle, roomId) {
+      const inst = { handle, conns: new Map(), server: null };
+      const room = makeRoom(inst, roomId, partyName, partyEnv);
+      inst.room = room;
+      inst.server = isClass ? new definition(room) : new ObjectServer(room, definition);
+      instances.set(handle, inst);
+    },
+
+    destroy(handle, timerIds) {
+      instances.delete(handle);
+      for (const id of timerIds) timers.delete(id);
+    },
+
+    fireTimer(id) {
+      const t = timers.get(id);
+      if (!t) return;
+      if (!t.repeat) timers.delete(id);
+      try {
+        t.fn(...t.args);
+      } catch (e) {
+        console.error("a timer callback threw:", e);
+      }
+    },
+
+    /** Runs one event; resolves to what Rust expects for it. `conn` is [key, id, uri, tags]. */
+    async dispatch(handle, kind, conn, a, b, c, d) {
+      if (kind === "beforeConnect" || kind === "beforeRequest") {
+        return conclave.check(kind, a, b, c, d);
+      }
+      const inst = instances.get(handle);
+      if (!inst) throw new Error(`no party instance ${handle}`);
+      const s = inst.server;
+      switch (kind) {
+        case "start": {
+          const f = serverMethod(s, "onStart");
+          if (f) await f.call(s);
+          return null;
+        }
+        case "tags": {
+          const f = serverMethod(s, "getConnectionTags");
+          if (!f) return [];
+          const ctx = { request: makeRequest("GET", a, b, null) };
+          const tags = await f.call(s, connectionOf(inst, conn), ctx);
+          return Array.isArray(tags) ? tags.map(String) : [];
+        }
+        case "connect": {
+          const c0 = connectionOf(inst, conn);
+          const f = serverMethod(s, "onConnect");
+          if (f) await f.call(s, c0, { request: makeRequest("GET", a, b, null) });
+          return null;
+        }
+        case "message": {
+          const c0 = connectionOf(inst, conn);
+          c0._emit(new MessageEvent("message", { data: a }));
+          const f = serverMethod(s, "onMessage");
+          try {
+            if (f) await f.call(s, a, c0);
+          } catch (e) {
+            inst.lastError = e; // onError gets the thrown value itself
+            throw e;
+          }
+          return null;
+        }
+        case "close": {
+          const c0 = connectionOf(inst, conn);
+          inst.conns.delete(conn[0]);
+          c0.readyState = 3;
+          c0._emit(new CloseEvent("close", { code: a, reason: b, wasClean: true }));
+          const f = serverMethod(s, "onClose");
+          if (f) await f.call(s, c0);
+          return null;
+        }
+        case "error": {
+          const c0 = connectionOf(inst, conn);
+          if (b) {
+            inst.conns.delete(conn[0]);
+            c0.readyState = 3;
+          }
+          const err = !b && inst.lastError !== undefined ? inst.lastError : new Error(a);
+          inst.lastError = undefined;
+          c0._emit(new ErrorEvent("error", { error: err, message: a }));
+          const f = serverMethod(s, "onError");
+          if (f) await f.call(s, c0, err);
+          return null;
+        }
+        case "request": {
+          const f = serverMethod(s, "onRequest");
+          if (!f) return ["", "", 500, ["content-type", "text/plain;charset=UTF-8"], copyBuffer(new TextEncoder().encode("No onRequest handler"))];
+          const req = makeRequest(a, b, c, d);
+          return responseParts(await f.call(s, req), "onRequest");
+        }
+        case "alarm": {
+          const f = serverMethod(s, "onAlarm");
+          if (f) await f.call(s);
+          return null;
+        }
+        case "wake":
+          return null; // due timers ran before this event
+        default:
+          throw new Error(`unknown event ${kind}`);
+      }
+    },
+  };
+
+  /** The static checks, outside any room (PartyKit runs them at the edge). */
+  conclave.check = async (kind, a, b, c, d) => {
+    if (kind === "beforeConnect") {
+      // a: room id, b: url, c: flat headers
+      const req = makeRequest("GET", b, c, null);
+      return checked(await definition.onBeforeConnect(req, makeLobby(a), {}), "onBeforeConnect");
+    }
+    // a: room id, b: method, c: url, d: [flat headers, body]
+    const req = makeRequest(b, c, d[0], d[1]);
+    return checked(await definition.onBeforeRequest(req, makeLobby(a), {}), "onBeforeRequest");
+  };
+
+  /** What the static checks get as `lobby`. */
+  function makeLobby(roomId) {
+    return {
+      id: roomId,
+      name: partyName,
+      env: partyEnv,
+      parties: new Proxy({}, {
+        get() {
+          throw new Error("lobby.parties is not supported in onBeforeConnect/onBeforeRequest");
+        },
+      }),
+    };
+  }
+
+  Object.defineProperty(globalThis, "__conclave", { value: conclave });
+})();

@@ -1,0 +1,456 @@
+//! A JavaScript party as the room actor sees it: a [`Party`] whose handlers run on the
+//! engine's worker with the room lent to it.
+
+use super::natives::conn_ref;
+use super::worker::{Command, Event, Failure, HttpParts, Job, Outcome, RoomLease};
+use super::{InstanceId, JsEngine, PartyId, PartyTraits};
+use crate::message::{Message, Request, Response};
+use crate::party::{ConnectCheck, Party, PartyError, PartyFactory};
+use crate::room::{Connection, Room};
+use async_trait::async_trait;
+use bytes::Bytes;
+use conclave_proto::close;
+use futures::future::BoxFuture;
+use std::sync::{Arc, RwLock};
+use tokio::sync::oneshot;
+use tracing::warn;
+
+/// Makes a [`JsParty`] for each room of one loaded party ([`JsEngine::load`]).
+pub struct JsPartyFactory {
+    engine: Arc<JsEngine>,
+    version: Arc<RwLock<Version>>,
+}
+
+/// The code a party's rooms run: a loaded party, replaced on reload.
+#[derive(Clone)]
+struct Version {
+    party: PartyId,
+    traits: Arc<PartyTraits>,
+}
+
+impl JsPartyFactory {
+    pub(super) fn new(engine: Arc<JsEngine>, party: PartyId, traits: Arc<PartyTraits>) -> Self {
+        Self {
+            engine,
+            version: Arc::new(RwLock::new(Version { party, traits })),
+        }
+    }
+
+    /// Switches this party's rooms to the code `fresh` loaded: each room's instance is
+    /// replaced at its next event (`onStart` runs again), its sockets stay open.
+    pub fn replace_with(&self, fresh: &JsPartyFactory) {
+        let v = fresh.current();
+        *self.version.write().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+
+    fn current(&self) -> Version {
+        self.version
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl PartyFactory for JsPartyFactory {
+    fn check_connect(
+        &self,
+        req: ConnectCheck,
+    ) -> Option<BoxFuture<'static, Result<ConnectCheck, Response>>> {
+        self.connect_check(req)
+    }
+
+    fn check_request(
+        &self,
+        room: &str,
+        req: Request,
+    ) -> Option<BoxFuture<'static, Result<Request, Response>>> {
+        self.request_check(room, req)
+    }
+
+    fn create(&self) -> Box<dyn Party> {
+        let v = self.current();
+        Box::new(JsParty {
+            engine: self.engine.clone(),
+            latest: self.version.clone(),
+            party: v.party,
+            traits: v.traits,
+            worker: self.engine.pick_worker(),
+            instance: self.engine.next_instance(),
+            started: false,
+        })
+    }
+}
+
+/// One room's server instance, living on one worker.
+pub struct JsParty {
+    engine: Arc<JsEngine>,
+    /// The party's current code; the instance is replaced when it moves on.
+    latest: Arc<RwLock<Version>>,
+    party: PartyId,
+    traits: Arc<PartyTraits>,
+    worker: usize,
+    instance: InstanceId,
+    /// Whether the instance exists on the worker (false again after a reset).
+    started: bool,
+}
+
+impl Drop for JsParty {
+    fn drop(&mut self) {
+        self.engine
+            .send(self.worker, Command::Destroy(self.instance));
+    }
+}
+
+impl JsParty {
+    /// Runs one event on the worker, with the room's storage lent to it.
+    async fn run(&mut self, room: &mut Room, event: Event) -> Result<Outcome, Failure> {
+        self.follow_reload();
+        if !self.started && !matches!(event, Event::Start) {
+            // The instance was reset (CPU budget, memory): a new one starts first.
+            Box::pin(self.run(room, Event::Start)).await?;
+        }
+        let lease = Some(RoomLease {
+            key: room.key().clone(),
+            storage: room.lend_storage(),
+            shared: room.shared().clone(),
+            fetcher: room.fetcher().clone(),
+        });
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            party: self.party,
+            instance: self.instance,
+            event,
+            lease,
+            reply,
+        };
+        if !self.engine.send(self.worker, Command::Run(Box::new(job))) {
+            return Err(Failure::Threw("the JavaScript engine stopped".into()));
+        }
+        let Ok((lease, outcome)) = rx.await else {
+            return Err(Failure::Threw(
+                "the JavaScript worker dropped the event".into(),
+            ));
+        };
+        if let Some(lease) = lease {
+            room.give_back_storage(lease.storage);
+        }
+        match &outcome {
+            Ok(_) => self.started = true,
+            Err(Failure::Reset(why)) => {
+                warn!(room = %room.key(), "{why}; the room's instance starts afresh");
+                self.started = false;
+                self.instance = self.engine.next_instance();
+            }
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    /// After a reload, drops the instance running the old code; a new one starts.
+    fn follow_reload(&mut self) {
+        let latest = self
+            .latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if latest.party != self.party {
+            self.engine
+                .send(self.worker, Command::Destroy(self.instance));
+            self.party = latest.party;
+            self.traits = latest.traits;
+            self.instance = self.engine.next_instance();
+            self.started = false;
+        }
+    }
+
+    async fn run_done(&mut self, room: &mut Room, event: Event) -> Result<(), PartyError> {
+        self.run(room, event).await.map(drop).map_err(Into::into)
+    }
+}
+
+#[async_trait]
+impl Party for JsParty {
+    async fn on_start(&mut self, room: &mut Room) -> Result<(), PartyError> {
+        self.run_done(room, Event::Start).await
+    }
+
+    fn hibernates(&self) -> bool {
+        self.traits.hibernate
+    }
+
+    async fn connection_tags(&mut self, room: &mut Room, conn: &Connection) -> Vec<String> {
+        if !self.traits.connection_tags {
+            return Vec::new();
+        }
+        let headers = flat_headers(room.upgrade_headers());
+        match self.run(room, Event::Tags(conn_ref(conn), headers)).await {
+            Ok(Outcome::Tags(tags)) => tags,
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                warn!(conn = %conn.id(), error = %e, "getConnectionTags failed; no tags");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn on_connect(&mut self, room: &mut Room, conn: &Connection) -> Result<(), PartyError> {
+        let headers = flat_headers(room.upgrade_headers());
+        self.run_done(room, Event::Connect(conn_ref(conn), headers))
+            .await
+    }
+
+    /// A handler that throws: its writes and messages are dropped, `onError` runs, and the
+    /// connection is closed with 1011; the room goes on serving the others.
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError> {
+        match self.run(room, Event::Message(conn_ref(conn), msg)).await {
+            Ok(_) => Ok(()),
+            Err(Failure::Threw(error)) => {
+                warn!(conn = %conn.id(), %error, "onMessage threw; closing the connection with 1011");
+                room.discard();
+                let event = Event::Error {
+                    conn: conn_ref(conn),
+                    error: first_line(&error).to_string(),
+                    gone: false,
+                };
+                if let Err(e) = self.run(room, event).await {
+                    warn!(conn = %conn.id(), error = %e, "onError threw");
+                    room.discard();
+                }
+                conn.close(close::INTERNAL_ERROR, first_line(&error));
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn on_close(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), PartyError> {
+        let event = Event::Close(conn_ref(conn), code, reason.to_string());
+        self.run_done(room, event).await
+    }
+
+    async fn on_error(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        error: &str,
+    ) -> Result<(), PartyError> {
+        let event = Event::Error {
+            conn: conn_ref(conn),
+            error: error.to_string(),
+            gone: true,
+        };
+        self.run_done(room, event).await
+    }
+
+    async fn on_request(&mut self, room: &mut Room, req: Request) -> Result<Response, PartyError> {
+        let event = request_event(req);
+        match self.run(room, event).await? {
+            Outcome::Response(r) => response(r),
+            _ => Err("onRequest did not return a Response".into()),
+        }
+    }
+
+    async fn on_alarm(&mut self, room: &mut Room) -> Result<(), PartyError> {
+        self.run_done(room, Event::Alarm).await
+    }
+
+    async fn on_wake(&mut self, room: &mut Room) -> Result<(), PartyError> {
+        if !self.started {
+            return Ok(()); // the instance whose timers fired is gone
+        }
+        self.run_done(room, Event::Wake).await
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// A request as party.js builds it: an absolute URL, as Cloudflare gives it.
+fn request_event(req: Request) -> Event {
+    let (parts, body) = req.into_parts();
+    let url = absolute_url(&parts.uri, &parts.headers);
+    let mut headers = Vec::with_capacity(parts.headers.len() * 2);
+    for (k, v) in &parts.headers {
+        headers.push(k.as_str().to_string());
+        headers.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    Event::Request {
+        method: parts.method.as_str().to_string(),
+        url,
+        headers,
+        body: (!body.is_empty()).then_some(body),
+    }
+}
+
+fn absolute_url(uri: &http::Uri, headers: &http::HeaderMap) -> String {
+    if uri.scheme().is_some() {
+        return uri.to_string();
+    }
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{host}{path}")
+}
+
+fn response(r: HttpParts) -> Result<Response, PartyError> {
+    let mut b = http::Response::builder().status(r.status);
+    for kv in r.headers.chunks_exact(2) {
+        b = b.header(kv[0].as_str(), kv[1].as_str());
+    }
+    Ok(b.body(r.body.map(Bytes::from).unwrap_or_default())?)
+}
+
+fn flat_headers(headers: Option<&http::HeaderMap>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in headers.into_iter().flatten() {
+        out.push(k.as_str().to_string());
+        out.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    out
+}
+
+fn header_map(flat: &[String]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for kv in flat.chunks_exact(2) {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(kv[0].as_bytes()),
+            http::HeaderValue::from_str(&kv[1]),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
+/// A refusal from a check that threw: 401 with the error, as PartyKit answers.
+fn thrown(error: &Failure) -> Response {
+    let mut resp = http::Response::new(Bytes::from(first_line(&error.to_string()).to_string()));
+    *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+    resp
+}
+
+impl JsPartyFactory {
+    /// Runs a check outside any room on one of the workers.
+    fn check(&self, event: Event) -> BoxFuture<'static, Result<Outcome, Failure>> {
+        let engine = self.engine.clone();
+        let v = self.current();
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            let job = Job {
+                party: v.party,
+                instance: engine.next_instance(),
+                event,
+                lease: None,
+                reply,
+            };
+            if !engine.send(engine.pick_worker(), Command::Run(Box::new(job))) {
+                return Err(Failure::Threw("the JavaScript engine stopped".into()));
+            }
+            match rx.await {
+                Ok((_, outcome)) => outcome,
+                Err(_) => Err(Failure::Threw(
+                    "the JavaScript worker dropped the check".into(),
+                )),
+            }
+        })
+    }
+}
+
+impl JsPartyFactory {
+    fn connect_check(
+        &self,
+        req: ConnectCheck,
+    ) -> Option<BoxFuture<'static, Result<ConnectCheck, Response>>> {
+        if !self.current().traits.on_before_connect {
+            return None;
+        }
+        let url = absolute_url(&req.uri.parse().unwrap_or_default(), &req.headers);
+        let pending = self.check(Event::BeforeConnect {
+            room: req.room.clone(),
+            url,
+            headers: flat_headers(Some(&req.headers)),
+        });
+        Some(Box::pin(async move {
+            match pending.await {
+                Ok(Outcome::Proceed(p)) if p.is_unchanged() => Ok(req),
+                Ok(Outcome::Proceed(p)) => Ok(ConnectCheck {
+                    uri: path_of(&p.url).unwrap_or(req.uri.clone()),
+                    headers: header_map(&p.headers),
+                    ..req
+                }),
+                Ok(Outcome::Response(r)) => response(r)
+                    .map_err(|_| thrown(&Failure::Threw("bad response".into())))
+                    .and_then(Err),
+                Ok(_) => Ok(req),
+                Err(e) => Err(thrown(&e)),
+            }
+        }))
+    }
+
+    fn request_check(
+        &self,
+        room: &str,
+        req: Request,
+    ) -> Option<BoxFuture<'static, Result<Request, Response>>> {
+        if !self.current().traits.on_before_request {
+            return None;
+        }
+        let (parts, body) = req.into_parts();
+        let request = HttpParts {
+            method: parts.method.as_str().to_string(),
+            url: absolute_url(&parts.uri, &parts.headers),
+            status: 0,
+            headers: flat_headers(Some(&parts.headers)),
+            body: (!body.is_empty()).then(|| body.to_vec()),
+        };
+        let pending = self.check(Event::BeforeRequest {
+            room: room.to_string(),
+            request,
+        });
+        Some(Box::pin(async move {
+            let original = http::Request::from_parts(parts, body);
+            match pending.await {
+                Ok(Outcome::Proceed(p)) if p.is_unchanged() => Ok(original),
+                Ok(Outcome::Proceed(p)) => rebuilt_request(p).or(Ok(original)),
+                Ok(Outcome::Response(r)) => {
+                    Err(response(r).unwrap_or_else(|e| thrown(&Failure::Threw(e.to_string()))))
+                }
+                Ok(_) => Ok(original),
+                Err(e) => Err(thrown(&e)),
+            }
+        }))
+    }
+}
+
+/// The path and query of an absolute URL (what rooms see as a request's URI).
+fn path_of(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    Some(
+        uri.path_and_query()
+            .map_or("/".into(), |p| p.as_str().to_string()),
+    )
+}
+
+fn rebuilt_request(p: HttpParts) -> Result<Request, http::Error> {
+    let mut b = http::Request::builder()
+        .method(p.method.as_str())
+        .uri(path_of(&p.url).unwrap_or_else(|| "/".into()));
+    if let Some(h) = b.headers_mut() {
+        *h = header_map(&p.headers);
+    }
+    b.body(p.body.map(Bytes::from).unwrap_or_default())
+}

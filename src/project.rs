@@ -1,0 +1,395 @@
+//! PartyKit projects: a directory with a `partykit.json`, bundled with esbuild into one
+//! versioned [`Bundle`] of JavaScript parties, served by the node's JavaScript engine.
+//!
+//! `conclave dev` bundles the project at start and again when a file changes;
+//! `conclave build` writes the bundle to a file that every node of a cluster loads
+//! (`--bundle`), so all of them run the same version.
+
+use anyhow::{bail, Context as _};
+use conclave_node::js::{JsConfig, JsEngine, JsPartyFactory, PartySource};
+use conclave_node::PartyRegistry;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+/// The parts of `partykit.json` Conclave reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    #[serde(default)]
+    name: Option<String>,
+    main: Option<String>,
+    #[serde(default)]
+    parties: BTreeMap<String, String>,
+    #[serde(default)]
+    vars: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    define: BTreeMap<String, String>,
+}
+
+/// Every party of a project, bundled: what nodes load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bundle {
+    /// The project's name in `partykit.json`.
+    pub name: String,
+    /// A digest of the parties' code and env: nodes of one cluster must agree on it.
+    pub version: String,
+    pub parties: Vec<BundledParty>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundledParty {
+    pub name: String,
+    /// The entry file, relative to the project.
+    pub entry: String,
+    pub script: String,
+    pub env: serde_json::Value,
+}
+
+/// Where a node gets its JavaScript parties from.
+#[derive(Debug, Clone)]
+pub enum PartySourceSpec {
+    /// A project directory, bundled at start.
+    Project(PathBuf),
+    /// A bundle file from `conclave build`.
+    Bundle(PathBuf),
+}
+
+impl PartySourceSpec {
+    pub fn bundle(&self) -> anyhow::Result<Bundle> {
+        match self {
+            PartySourceSpec::Project(dir) => Bundle::build(dir),
+            PartySourceSpec::Bundle(file) => Bundle::read(file),
+        }
+    }
+}
+
+impl Bundle {
+    /// Bundles every party of the project in `dir` with esbuild.
+    pub fn build(dir: &Path) -> anyhow::Result<Self> {
+        let manifest_path = dir.join("partykit.json");
+        let text = std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid partykit.json", manifest_path.display()))?;
+        let Some(main) = &manifest.main else {
+            bail!(
+                "{}: \"main\" (the main party's file) is missing",
+                manifest_path.display()
+            );
+        };
+        let env = serde_json::Value::Object(project_env(dir, &manifest)?);
+        let esbuild = find_esbuild(dir)?;
+        let mut parties = vec![("main".to_string(), main.clone())];
+        parties.extend(manifest.parties.clone());
+        let mut bundled = Vec::with_capacity(parties.len());
+        for (name, entry) in parties {
+            let script = run_esbuild(&esbuild, dir, &entry, &manifest.define)
+                .with_context(|| format!("party {name} ({entry})"))?;
+            bundled.push(BundledParty {
+                name,
+                entry,
+                script,
+                env: env.clone(),
+            });
+        }
+        let name = manifest
+            .name
+            .clone()
+            .unwrap_or_else(|| dir_name(dir).unwrap_or_else(|| "project".into()));
+        Ok(Self::versioned(name, bundled))
+    }
+
+    fn versioned(name: String, parties: Vec<BundledParty>) -> Self {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for p in &parties {
+            for part in [p.name.as_str(), p.script.as_str(), &p.env.to_string()] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part.as_bytes());
+            }
+        }
+        let digest = h.finalize();
+        let version = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            name,
+            version,
+            parties,
+        }
+    }
+
+    pub fn read(file: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the bundle {}", file.display()))?;
+        let bundle: Bundle = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a bundle from `conclave build`", file.display()))?;
+        let check = Self::versioned(bundle.name.clone(), bundle.parties.clone());
+        if check.version != bundle.version {
+            bail!(
+                "{}: the bundle's content does not match its version (edited by hand?)",
+                file.display()
+            );
+        }
+        Ok(bundle)
+    }
+
+    pub fn write(&self, file: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string(self)?;
+        std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))
+    }
+
+    /// Loads every party into `engine` (a bad script is refused with its error) and adds
+    /// them to `registry`, over any party of the same name.
+    pub async fn serve(
+        &self,
+        engine: &Arc<JsEngine>,
+        mut registry: PartyRegistry,
+    ) -> anyhow::Result<(PartyRegistry, Vec<Arc<JsPartyFactory>>)> {
+        let mut factories = Vec::new();
+        for p in &self.parties {
+            let factory = Arc::new(engine.load(self.source(p)).await?);
+            registry = registry.with_shared_factory(&p.name, factory.clone());
+            factories.push(factory);
+        }
+        Ok((registry, factories))
+    }
+
+    /// Loads the new version of each party into the engine and switches the running
+    /// factories to it: each room re-activates on the new code at its next event, without
+    /// closing sockets. A party the new bundle lacks keeps its code.
+    pub async fn reload(
+        &self,
+        engine: &Arc<JsEngine>,
+        factories: &[Arc<JsPartyFactory>],
+        names: &[String],
+    ) -> anyhow::Result<()> {
+        let mut loaded = Vec::new();
+        for p in &self.parties {
+            if let Some(i) = names.iter().position(|n| n == &p.name) {
+                loaded.push((i, engine.load(self.source(p)).await?));
+            }
+        }
+        for (i, fresh) in loaded {
+            factories[i].replace_with(&fresh);
+        }
+        Ok(())
+    }
+
+    fn source(&self, p: &BundledParty) -> PartySource {
+        PartySource {
+            name: p.name.clone(),
+            origin: p.entry.clone(),
+            script: Arc::from(p.script.as_str()),
+            env: p.env.clone(),
+        }
+    }
+}
+
+fn dir_name(dir: &Path) -> Option<String> {
+    dir.canonicalize()
+        .ok()?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+}
+
+/// `room.env`: `vars` from partykit.json, then `.env` (`KEY=VALUE` lines) over them.
+fn project_env(
+    dir: &Path,
+    manifest: &Manifest,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut env = manifest.vars.clone();
+    let dotenv = dir.join(".env");
+    if let Ok(text) = std::fs::read_to_string(&dotenv) {
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let Some((k, v)) = line.split_once('=') else {
+                bail!("{}: not KEY=VALUE: {line}", dotenv.display());
+            };
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            env.insert(
+                k.trim().to_string(),
+                serde_json::Value::String(v.to_string()),
+            );
+        }
+    }
+    Ok(env)
+}
+
+/// esbuild: `CONCLAVE_ESBUILD`, else `node_modules/.bin/esbuild` in the project or a
+/// directory above it, else `esbuild` on the PATH.
+fn find_esbuild(dir: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("CONCLAVE_ESBUILD") {
+        return Ok(PathBuf::from(p));
+    }
+    let start = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    for d in start.ancestors() {
+        let candidate = d.join("node_modules/.bin/esbuild");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("esbuild"))
+            .find(|p| p.exists())
+    });
+    on_path.context(
+        "esbuild was not found: install it in the project (`npm install --save-dev esbuild`), \
+         put it on the PATH, or set CONCLAVE_ESBUILD",
+    )
+}
+
+/// Bundles one entry file into a script that leaves its module in `globalThis.__party`.
+fn run_esbuild(
+    esbuild: &Path,
+    dir: &Path,
+    entry: &str,
+    define: &BTreeMap<String, String>,
+) -> anyhow::Result<String> {
+    let mut cmd = Command::new(esbuild);
+    cmd.current_dir(dir).arg(entry).args([
+        "--bundle",
+        "--format=iife",
+        "--global-name=__party",
+        "--platform=neutral",
+        "--target=es2022",
+        "--conditions=workerd,worker,browser",
+        "--main-fields=browser,module,main",
+        "--log-level=warning",
+        "--charset=utf8",
+    ]);
+    for (k, v) in define {
+        cmd.arg(format!("--define:{k}={v}"));
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {}", esbuild.display()))?;
+    if !out.status.success() {
+        bail!(
+            "esbuild failed:\n{}",
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    String::from_utf8(out.stdout).context("esbuild's output is not UTF-8")
+}
+
+/// A fingerprint of the project's files (paths, sizes, modification times), outside
+/// `node_modules` and dot-directories: when it changes, `conclave dev` rebuilds.
+pub fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name != ".env" || name == "node_modules" {
+                continue;
+            }
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                e.path().hash(&mut h);
+                meta.len().hash(&mut h);
+                meta.modified().ok().hash(&mut h);
+            }
+        }
+    }
+    h.finish()
+}
+
+/// The JavaScript parties a process serves, and what reloading them needs.
+pub struct JsParties {
+    engine: Arc<JsEngine>,
+    pub bundle: Bundle,
+    factories: Vec<Arc<JsPartyFactory>>,
+}
+
+impl JsParties {
+    /// Bundles (or reads) the parties, starts the engine and adds them to `registry`.
+    pub async fn start(
+        spec: &PartySourceSpec,
+        config: JsConfig,
+        registry: PartyRegistry,
+    ) -> anyhow::Result<(PartyRegistry, Self)> {
+        let bundle = spec.bundle()?;
+        let engine = JsEngine::start(config)?;
+        let (registry, factories) = bundle.serve(&engine, registry).await?;
+        tracing::info!(
+            project = %bundle.name,
+            version = %bundle.version,
+            parties = ?bundle.parties.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            "JavaScript parties loaded"
+        );
+        Ok((
+            registry,
+            Self {
+                engine,
+                bundle,
+                factories,
+            },
+        ))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.bundle.parties.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Rebuilds the project in `dir` whenever a file changes and switches the rooms to the
+    /// new code; a build or load that fails is logged and the previous version serves on.
+    pub async fn watch(mut self, dir: PathBuf) {
+        let mut seen = fingerprint(&dir);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let now = fingerprint(&dir);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let build_dir = dir.clone();
+            let built = tokio::task::spawn_blocking(move || Bundle::build(&build_dir)).await;
+            let bundle = match built {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    tracing::error!("rebuild failed; the previous version keeps serving: {e:#}");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!("rebuild failed: {e}");
+                    continue;
+                }
+            };
+            if bundle.version == self.bundle.version {
+                continue;
+            }
+            let names = self.names();
+            match bundle.reload(&self.engine, &self.factories, &names).await {
+                Ok(()) => {
+                    tracing::info!(version = %bundle.version, "reloaded the project");
+                    println!("reloaded {} (version {})", bundle.name, bundle.version);
+                    self.bundle = bundle;
+                }
+                Err(e) => {
+                    tracing::error!("reload failed; the previous version keeps serving: {e:#}")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+// The JavaScript runtime's isolation and project handling, on small projects written into
+// temporary directories: a handler that throws, one that never returns, one that eats
+// memory, a bundle that does not load, and a reload on file change in `conclave dev`.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import WS from "ws";
+import { startProject, startServer, tempDir, closed, sleep } from "./harness.mjs";
+
+// The projects live in temporary directories, with no node_modules above them.
+process.env.CONCLAVE_ESBUILD ??= fileURLToPath(new URL("node_modules/.bin/esbuild", import.meta.url));
+
+const dirs = [];
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** A project in a temporary directory: `files` maps paths to their text. */
+function project(files) {
+  const dir = tempDir();
+  dirs.push(dir);
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(join(dir, path, ".."), { recursive: true });
+    writeFileSync(join(dir, path), text);
+  }
+  return dir;
+}
+
+const manifest = JSON.stringify({ name: "runtime-test", main: "src/server.ts" });
+
+/** A raw socket that records every message and its close. */
+function connect(host, room, id) {
+  return new Promise((ok, fail) => {
+    const ws = new WS(`ws://${host}/parties/main/${room}?_pk=${id}`);
+    ws.got = [];
+    ws.on("message", (d) => ws.got.push(d.toString()));
+    ws.on("open", () => ok(ws));
+    ws.on("error", fail);
+  });
+}
+
+/** Waits until `ws` has got a message equal to `text`. */
+async function received(ws, text, ms = 3000) {
+  const deadline = Date.now() + ms;
+  while (!ws.got.includes(text)) {
+    if (Date.now() > deadline) throw new Error(`no ${JSON.stringify(text)} in time; got ${JSON.stringify(ws.got)}`);
+    await sleep(5);
+  }
+}
+
+/** The next message `ws` gets (after those already seen), within `ms`. */
+async function reply(ws, ms = 3000) {
+  const seen = ws.got.length;
+  const deadline = Date.now() + ms;
+  while (ws.got.length === seen) {
+    if (Date.now() > deadline) throw new Error("no reply in time");
+    await sleep(5);
+  }
+  return ws.got[seen];
+}
+
+const isolated = `
+import type * as Party from "partykit/server";
+let starts = 0;
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  onStart() { starts++; }
+  onMessage(message: string, sender: Party.Connection) {
+    if (message === "loop") { for (;;) {} }
+    if (message === "throw") throw new Error("it broke");
+    if (message === "hog") { const keep = []; for (;;) keep.push(new Array(100000).fill(keep.length)); }
+    sender.send("pong starts=" + starts);
+  }
+  onError(conn: Party.Connection, error: Error) {
+    this.room.broadcast("onError " + conn.id + ": " + error.message);
+  }
+}
+`;
+
+test("a handler that throws: onError runs, that connection closes with 1011, the room serves on", async () => {
+  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": isolated }));
+  try {
+    const a = await connect(server.host, "r", "a");
+    const b = await connect(server.host, "r", "b");
+    const bClosed = closed(b);
+    b.send("throw");
+    const { code, reason } = await bClosed;
+    assert.equal(code, 1011);
+    assert.match(reason, /it broke/);
+    await received(a, "onError b: it broke");
+    a.send("ping");
+    assert.match(await reply(a), /^pong/);
+    a.close();
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
+test("an endless handler is interrupted after its CPU budget; the room starts afresh and other rooms answer meanwhile", async () => {
+  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": isolated }), {
+    args: ["--js-cpu-budget-ms", "300", "--js-workers", "2"],
+  });
+  try {
+    const looper = await connect(server.host, "looping", "l");
+    looper.send("ping");
+    assert.equal(await reply(looper), "pong starts=1");
+    // Rooms are spread over the two threads: this one is on the other.
+    const other = await connect(server.host, "other", "o");
+    other.send("ping");
+    await reply(other);
+    looper.send("loop");
+    await sleep(50);
+    const started = Date.now();
+    other.send("ping");
+    await reply(other);
+    assert.ok(Date.now() - started < 200, `the other room answered in ${Date.now() - started} ms`);
+    // The looping room's instance was dropped: the next event starts a new one.
+    looper.send("ping");
+    assert.equal(await reply(looper, 5000), "pong starts=2");
+    assert.equal(looper.readyState, WS.OPEN);
+    looper.close();
+    other.close();
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
+test("a handler that exhausts the memory cap is reset like one over budget", async () => {
+  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": isolated }), {
+    args: ["--js-memory-mb", "64", "--js-cpu-budget-ms", "5000"],
+  });
+  try {
+    const ws = await connect(server.host, "hungry", "h");
+    ws.send("hog");
+    await sleep(200);
+    ws.send("ping");
+    assert.match(await reply(ws, 10000), /^pong/);
+    assert.match(server.stderr(), /out of memory/);
+    ws.close();
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
+test("a bundle that does not load is refused at start, naming the error", async () => {
+  const dir = project({
+    "partykit.json": manifest,
+    "src/server.ts": `throw new Error("top-level failure"); export default class {}`,
+  });
+  await assert.rejects(startProject(dir), /top-level failure/);
+  const noExport = project({ "partykit.json": manifest, "src/server.ts": `export const x = 1;` });
+  await assert.rejects(startProject(noExport), /export default a class/);
+  const syntax = project({ "partykit.json": manifest, "src/server.ts": `export default class {` });
+  await assert.rejects(startProject(syntax), /esbuild failed/);
+});
+
+test("conclave dev rebuilds on a file change: rooms run the new code, sockets stay open; a broken change keeps the old code", async () => {
+  const source = (v) => `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  onMessage(message: string, sender: Party.Connection) { sender.send("${v}"); }
+}`;
+  const dir = project({ "partykit.json": manifest, "src/server.ts": source("one") });
+  const server = await startProject(dir);
+  try {
+    const ws = await connect(server.host, "r", "x");
+    ws.send("?");
+    assert.equal(await reply(ws), "one");
+    writeFileSync(join(dir, "src/server.ts"), source("two"));
+    let got = "one";
+    for (let i = 0; i < 100 && got !== "two"; i++) {
+      await sleep(100);
+      ws.send("?");
+      got = await reply(ws);
+    }
+    assert.equal(got, "two");
+    writeFileSync(join(dir, "src/server.ts"), "export default class {");
+    await sleep(1500);
+    ws.send("?");
+    assert.equal(await reply(ws), "two");
+    assert.match(server.stderr(), /rebuild failed/);
+    assert.equal(ws.readyState, WS.OPEN);
+    ws.close();
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
+test("the project's parties sit next to the built-ins, and a plain `conclave dev` has no JavaScript", async () => {
+  const dir = project({
+    "partykit.json": JSON.stringify({ main: "src/server.ts", parties: { chat: "src/server.ts" }, vars: { A: "from vars", B: "b" } }),
+    ".env": "A=from dotenv\n",
+    "src/server.ts": `export default { onRequest(req: Request, room: any) { return Response.json({ env: room.env, name: room.name }); } };`,
+  });
+  const server = await startProject(dir);
+  try {
+    const res = await fetch(`http://${server.host}/parties/chat/x`);
+    assert.deepEqual(await res.json(), { env: { A: "from dotenv", B: "b" }, name: "chat" });
+    const counter = await fetch(`http://${server.host}/parties/counter/x`);
+    assert.deepEqual(await counter.json(), { value: 0 });
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+  const plain = await startServer();
+  try {
+    const res = await fetch(`http://${plain.host}/parties/chat/x`);
+    assert.deepEqual(Object.keys(await res.json()), ["messages"]);
+  } finally {
+    await plain.stop();
+    plain.cleanup();
+  }
+});
