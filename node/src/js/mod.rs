@@ -71,8 +71,6 @@ pub struct PartySource {
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PartyTraits {
-    /// `options.hibernate`: without it, a room with connections keeps its instance.
-    pub hibernate: bool,
     #[serde(rename = "getConnectionTags")]
     pub connection_tags: bool,
     pub on_before_connect: bool,

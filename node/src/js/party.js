@@ -135,7 +135,7 @@
     }
     #stored() {
       const text = N.getState(this.#inst.handle, this.#key);
-      return text === null ? {} : codec.decode(text);
+      return text == null ? {} : codec.decode(text);
     }
     #store(value) {
       N.setState(this.#inst.handle, this.#key, codec.encode(value));
@@ -145,6 +145,17 @@
   // ---- storage -------------------------------------------------------------------------
 
   const MAX_KEYS = 128;
+
+  /** Storage orders keys by their UTF-8 bytes; for strings without lone surrogates that
+   * is code point order, which this matches. */
+  function byCodeUnits(a, b) {
+    const x = [...a], y = [...b];
+    for (let i = 0; i < Math.min(x.length, y.length); i++) {
+      const d = x[i].codePointAt(0) - y[i].codePointAt(0);
+      if (d !== 0) return d;
+    }
+    return x.length - y.length;
+  }
 
   function checkKeys(keys) {
     if (keys.length > MAX_KEYS) throw new RangeError(`At most ${MAX_KEYS} keys per call`);
@@ -157,15 +168,16 @@
       async get(keyOrKeys) {
         if (Array.isArray(keyOrKeys)) {
           checkKeys(keyOrKeys);
-          const values = await N.storageGet(h(), keyOrKeys);
-          const out = new Map();
-          keyOrKeys.forEach((k, i) => {
-            if (values[i] !== null) out.set(k, codec.decode(values[i]));
+          const keys = [...new Set(keyOrKeys)].sort(byCodeUnits);
+          const values = await N.storageGet(h(), keys);
+          const out = new Map(); // in key order, as Cloudflare returns it
+          keys.forEach((k, i) => {
+            if (values[i] != null) out.set(k, codec.decode(values[i]));
           });
           return out;
         }
         const [v] = await N.storageGet(h(), [keyOrKeys]);
-        return v === null ? undefined : codec.decode(v);
+        return v == null ? undefined : codec.decode(v);
       },
       async put(keyOrEntries, value) {
         const flat = [];
@@ -281,9 +293,12 @@
     });
   }
 
+  /** A path is the other room's: `/x` becomes `/parties/PARTY/ID/x`, as PartyKit does. */
   function resolveUrl(input, party, id) {
     const s = input instanceof URL ? input.href : String(input);
-    return new URL(s, `http://conclave.internal/parties/${party}/${id}/`).href;
+    const base = `http://conclave.internal/parties/${party}/${id}`;
+    if (s.startsWith("/")) return new URL(base + s).href;
+    return new URL(s, base + "/").href;
   }
 
   function makeRoom(inst, roomId, partyName, env) {
@@ -373,6 +388,16 @@
     }
   }
 
+  /** PartyKit's rule: a class instance's `options.hibernate`; an object-API party
+   * hibernates when it has onMessage or no onConnect (its listeners would be lost). */
+  function hibernates(server) {
+    if (server instanceof ObjectServer) {
+      const def = server.def;
+      return !!def.options?.hibernate || typeof def.onMessage === "function" || typeof def.onConnect !== "function";
+    }
+    return !!(server.options?.hibernate ?? definition.options?.hibernate);
+  }
+
   function serverMethod(server, name) {
     const f = server[name];
     return typeof f === "function" ? f : null;
@@ -395,9 +420,7 @@
       }
       definition = def;
       const has = (name) => typeof (isClass ? def.prototype[name] : def[name]) === "function";
-      const hibernate = !!(isClass ? def.options?.hibernate : def.options?.hibernate);
       return JSON.stringify({
-        hibernate,
         onBeforeConnect: typeof def.onBeforeConnect === "function",
         onBeforeRequest: typeof def.onBeforeRequest === "function",
         onFetch: typeof def.onFetch === "function",
@@ -442,7 +465,7 @@
         case "start": {
           const f = serverMethod(s, "onStart");
           if (f) await f.call(s);
-          return null;
+          return hibernates(s);
         }
         case "tags": {
           const f = serverMethod(s, "getConnectionTags");

@@ -77,6 +77,7 @@ impl PartyFactory for JsPartyFactory {
             worker: self.engine.pick_worker(),
             instance: self.engine.next_instance(),
             started: false,
+            hibernate: false,
         })
     }
 }
@@ -92,6 +93,8 @@ pub struct JsParty {
     instance: InstanceId,
     /// Whether the instance exists on the worker (false again after a reset).
     started: bool,
+    /// The instance's `options.hibernate`.
+    hibernate: bool,
 }
 
 impl Drop for JsParty {
@@ -164,7 +167,20 @@ impl JsParty {
     }
 
     async fn run_done(&mut self, room: &mut Room, event: Event) -> Result<(), PartyError> {
-        self.run(room, event).await.map(drop).map_err(Into::into)
+        match self.run(room, event).await {
+            Ok(outcome) => {
+                if let Outcome::Started { hibernate } = outcome {
+                    self.hibernate = hibernate;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Failure::Threw(t) = &e {
+                    warn!(room = %room.key(), error = %t.trace, "a handler threw");
+                }
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -175,7 +191,7 @@ impl Party for JsParty {
     }
 
     fn hibernates(&self) -> bool {
-        self.traits.hibernate
+        self.hibernate
     }
 
     async fn connection_tags(&mut self, room: &mut Room, conn: &Connection) -> Vec<String> {
@@ -210,18 +226,18 @@ impl Party for JsParty {
         match self.run(room, Event::Message(conn_ref(conn), msg)).await {
             Ok(_) => Ok(()),
             Err(Failure::Threw(error)) => {
-                warn!(conn = %conn.id(), %error, "onMessage threw; closing the connection with 1011");
+                warn!(conn = %conn.id(), error = %error.trace, "onMessage threw; closing the connection with 1011");
                 room.discard();
                 let event = Event::Error {
                     conn: conn_ref(conn),
-                    error: first_line(&error).to_string(),
+                    error: error.message.clone(),
                     gone: false,
                 };
                 if let Err(e) = self.run(room, event).await {
-                    warn!(conn = %conn.id(), error = %e, "onError threw");
+                    warn!(conn = %conn.id(), error = %trace(&e), "onError threw");
                     room.discard();
                 }
-                conn.close(close::INTERNAL_ERROR, first_line(&error));
+                conn.close(close::INTERNAL_ERROR, &error.message);
                 Ok(())
             }
             Err(e) => Err(e.into()),
@@ -253,11 +269,20 @@ impl Party for JsParty {
         self.run_done(room, event).await
     }
 
+    /// A throw answers 500 with the error's message, as PartyKit does.
     async fn on_request(&mut self, room: &mut Room, req: Request) -> Result<Response, PartyError> {
         let event = request_event(req);
-        match self.run(room, event).await? {
-            Outcome::Response(r) => response(r),
-            _ => Err("onRequest did not return a Response".into()),
+        match self.run(room, event).await {
+            Ok(Outcome::Response(r)) => response(r),
+            Ok(_) => Err("onRequest did not return a Response".into()),
+            Err(Failure::Threw(error)) => {
+                warn!(error = %error.trace, "onRequest threw; answering 500");
+                room.discard();
+                let mut resp = http::Response::new(Bytes::from(error.message));
+                *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                Ok(resp)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -273,8 +298,12 @@ impl Party for JsParty {
     }
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
+/// What to log of a failure: a throw's stack, or the reset's reason.
+fn trace(f: &Failure) -> String {
+    match f {
+        Failure::Threw(t) => t.trace.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// A request as party.js builds it: an absolute URL, as Cloudflare gives it.
@@ -338,7 +367,7 @@ fn header_map(flat: &[String]) -> http::HeaderMap {
 
 /// A refusal from a check that threw: 401 with the error, as PartyKit answers.
 fn thrown(error: &Failure) -> Response {
-    let mut resp = http::Response::new(Bytes::from(first_line(&error.to_string()).to_string()));
+    let mut resp = http::Response::new(Bytes::from(error.to_string()));
     *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
     resp
 }
@@ -388,7 +417,12 @@ impl JsPartyFactory {
             match pending.await {
                 Ok(Outcome::Proceed(p)) if p.is_unchanged() => Ok(req),
                 Ok(Outcome::Proceed(p)) => Ok(ConnectCheck {
-                    uri: path_of(&p.url).unwrap_or(req.uri.clone()),
+                    // Connections keep the absolute URL the client connected to.
+                    uri: if req.uri.starts_with('/') {
+                        path_of(&p.url).unwrap_or(req.uri.clone())
+                    } else {
+                        p.url
+                    },
                     headers: header_map(&p.headers),
                     ..req
                 }),
@@ -427,7 +461,8 @@ impl JsPartyFactory {
                 Ok(Outcome::Proceed(p)) if p.is_unchanged() => Ok(original),
                 Ok(Outcome::Proceed(p)) => rebuilt_request(p).or(Ok(original)),
                 Ok(Outcome::Response(r)) => {
-                    Err(response(r).unwrap_or_else(|e| thrown(&Failure::Threw(e.to_string()))))
+                    Err(response(r)
+                        .unwrap_or_else(|e| thrown(&Failure::Threw(e.to_string().into()))))
                 }
                 Ok(_) => Ok(original),
                 Err(e) => Err(thrown(&e)),

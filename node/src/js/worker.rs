@@ -113,10 +113,43 @@ pub(crate) struct HttpParts {
 
 pub(crate) enum Outcome {
     Done,
+    /// `onStart` ran; whether the instance may hibernate (`options.hibernate`).
+    Started {
+        hibernate: bool,
+    },
     Tags(Vec<String>),
     Response(HttpParts),
     /// A check let the request through, as returned (possibly rewritten).
     Proceed(HttpParts),
+}
+
+/// A value JavaScript threw: its message (what clients may see: a close reason, a
+/// response body) and, for logs, its name and stack too.
+#[derive(Debug, Clone)]
+pub(crate) struct Thrown {
+    pub message: String,
+    pub trace: String,
+}
+
+impl std::fmt::Display for Thrown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for Thrown {
+    fn from(message: String) -> Self {
+        Self {
+            trace: message.clone(),
+            message,
+        }
+    }
+}
+
+impl From<&str> for Thrown {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
 }
 
 /// Why an event did not complete.
@@ -124,7 +157,7 @@ pub(crate) enum Outcome {
 pub(crate) enum Failure {
     /// The handler threw or its promise rejected; the instance is intact.
     #[error("{0}")]
-    Threw(String),
+    Threw(Thrown),
     /// The handler ran past its CPU budget, or the runtime ran out of memory: the instance
     /// was dropped.
     #[error("{0}")]
@@ -455,7 +488,7 @@ impl Worker {
             let traits: String = load
                 .call((exported, source.name.as_str(), source.env.to_string()))
                 .catch(&ctx)
-                .map_err(|e| caught_text(&e))?;
+                .map_err(|e| caught_text(&e).trace)?;
             let traits: PartyTraits =
                 serde_json::from_str(&traits).map_err(|e| e.to_string())?;
             let get = |name: &str| -> Result<Persistent<Function<'static>>, String> {
@@ -543,34 +576,36 @@ impl Worker {
                 .map_err(|e| e.to_string())?;
             let args = event_args(&ctx, instance, event).map_err(|e| e.to_string())?;
             let p: Promise = f.call_arg(args).catch(&ctx).map_err(|e| caught_text(&e))?;
-            Ok::<_, String>(Persistent::save(&ctx, p))
+            Ok::<_, Thrown>(Persistent::save(&ctx, p))
         });
         let promise = promise.map_err(|e| failure_of(active, e))?;
         loop {
             if let Some(f) = active.failure.borrow_mut().take() {
                 return Err(f);
             }
-            let settled = loaded.context.with(|ctx| {
-                let p = promise.clone().restore(&ctx).map_err(|e| e.to_string())?;
-                match p.state() {
-                    PromiseState::Pending => Ok(None),
-                    PromiseState::Resolved => {
-                        let v: Value = p
-                            .result()
-                            .unwrap_or_else(|| Ok(Value::new_null(ctx.clone())))
-                            .map_err(|e| e.to_string())?;
-                        outcome_of(kind, v).map(Some).map_err(|e| e.to_string())
+            let settled = loaded
+                .context
+                .with(|ctx| -> Result<Option<Outcome>, Thrown> {
+                    let p = promise.clone().restore(&ctx).map_err(|e| e.to_string())?;
+                    match p.state() {
+                        PromiseState::Pending => Ok(None),
+                        PromiseState::Resolved => {
+                            let v: Value = p
+                                .result()
+                                .unwrap_or_else(|| Ok(Value::new_null(ctx.clone())))
+                                .map_err(|e| e.to_string())?;
+                            Ok(Some(outcome_of(kind, v).map_err(|e| e.to_string())?))
+                        }
+                        PromiseState::Rejected => {
+                            let r: rquickjs::Result<Value> = p
+                                .result()
+                                .unwrap_or_else(|| Ok(Value::new_null(ctx.clone())));
+                            Err(caught_text(&r.catch(&ctx).err().unwrap_or(
+                                CaughtError::Value(Value::new_undefined(ctx.clone())),
+                            )))
+                        }
                     }
-                    PromiseState::Rejected => {
-                        let r: rquickjs::Result<Value> = p
-                            .result()
-                            .unwrap_or_else(|| Ok(Value::new_null(ctx.clone())));
-                        Err(caught_text(&r.catch(&ctx).err().unwrap_or(
-                            CaughtError::Value(Value::new_undefined(ctx.clone())),
-                        )))
-                    }
-                }
-            });
+                });
             match settled {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => active.wake.notified().await,
@@ -594,7 +629,7 @@ impl Worker {
             None => return Err(Failure::Threw("no room to start".into())),
         };
         self.shared
-            .enter(&loaded.context, instance, |ctx| {
+            .enter(&loaded.context, instance, |ctx| -> Result<(), Thrown> {
                 let f = loaded
                     .create
                     .clone()
@@ -609,11 +644,11 @@ impl Worker {
 }
 
 /// A thrown error, or the reset that caused it.
-fn failure_of(active: &ActiveJob, error: String) -> Failure {
+fn failure_of(active: &ActiveJob, error: Thrown) -> Failure {
     if let Some(f) = active.failure.borrow_mut().take() {
         return f;
     }
-    if error.contains("out of memory") {
+    if error.message.contains("out of memory") {
         return Failure::Reset(format!("the JavaScript runtime ran out of memory: {error}"));
     }
     Failure::Threw(error)
@@ -626,30 +661,32 @@ fn eval_script(ctx: &Ctx<'_>, name: &str, code: &str) -> Result<(), String> {
     opts.filename = Some(name.to_string());
     ctx.eval_with_options::<(), _>(code, opts)
         .catch(ctx)
-        .map_err(|e| format!("{name}: {}", caught_text(&e)))
+        .map_err(|e| format!("{name}: {}", caught_text(&e).trace))
 }
 
-/// A thrown value as text: an Error's name, message and stack.
-pub(super) fn caught_text(e: &CaughtError<'_>) -> String {
+/// A thrown value: an Error's message, and its name, message and stack for logs.
+pub(super) fn caught_text(e: &CaughtError<'_>) -> Thrown {
     match e {
         CaughtError::Exception(ex) => {
-            let msg = ex.message().unwrap_or_default();
+            let message = ex.message().unwrap_or_default();
             let name: String = ex
                 .as_object()
                 .get::<_, String>("name")
                 .unwrap_or_else(|_| "Error".into());
-            match ex.stack() {
+            let trace = match ex.stack() {
                 Some(stack) if !stack.trim().is_empty() => {
-                    format!("{name}: {msg}\n{}", stack.trim_end())
+                    format!("{name}: {message}\n{}", stack.trim_end())
                 }
-                _ => format!("{name}: {msg}"),
-            }
+                _ => format!("{name}: {message}"),
+            };
+            Thrown { message, trace }
         }
         CaughtError::Value(v) => v
             .as_string()
             .and_then(|s| s.to_string().ok())
-            .unwrap_or_else(|| format!("{v:?}")),
-        CaughtError::Error(e) => e.to_string(),
+            .unwrap_or_else(|| format!("{v:?}"))
+            .into(),
+        CaughtError::Error(e) => e.to_string().into(),
     }
 }
 
@@ -817,6 +854,9 @@ pub(super) fn message_value<'js>(ctx: &Ctx<'js>, msg: &Message) -> rquickjs::Res
 
 fn outcome_of(kind: &str, v: Value<'_>) -> rquickjs::Result<Outcome> {
     match kind {
+        "start" => Ok(Outcome::Started {
+            hibernate: v.as_bool().unwrap_or(false),
+        }),
         "tags" => {
             let ctx = v.ctx().clone();
             Ok(Outcome::Tags(rquickjs::FromJs::from_js(&ctx, v)?))

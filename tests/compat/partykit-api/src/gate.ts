@@ -1,0 +1,33 @@
+// Static onBeforeConnect / onBeforeRequest: they run before the room is reached. A Response
+// refuses (its status and body go to the client), a throw refuses with 401 and the error
+// message, a Request goes on to the room (here with a header the room then reads).
+import type * as Party from "partykit/server";
+
+export default class Gate implements Party.Server {
+  static async onBeforeConnect(req: Party.Request, lobby: Party.Lobby) {
+    const mode = new URL(req.url).searchParams.get("mode");
+    if (mode === "refuse") return new Response("no", { status: 403 });
+    if (mode === "throw") throw new Error("bad token");
+    req.headers.set("x-gate", `connect to ${lobby.id}`);
+    return req;
+  }
+
+  static async onBeforeRequest(req: Party.Request, lobby: Party.Lobby) {
+    const mode = new URL(req.url).searchParams.get("mode");
+    if (mode === "refuse") return new Response("no", { status: 403 });
+    if (mode === "throw") throw new Error("bad key");
+    const headers = new Headers(req.headers);
+    headers.set("x-gate", `request to ${lobby.id}`);
+    return new Request(req, { headers });
+  }
+
+  constructor(readonly room: Party.Room) {}
+
+  onConnect(conn: Party.Connection, ctx: Party.ConnectionContext) {
+    conn.send(JSON.stringify({ gate: ctx.request.headers.get("x-gate"), mode: new URL(ctx.request.url).searchParams.get("mode") }));
+  }
+
+  async onRequest(req: Party.Request) {
+    return Response.json({ gate: req.headers.get("x-gate"), method: req.method, body: await req.text() });
+  }
+}

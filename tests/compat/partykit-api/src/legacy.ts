@@ -1,0 +1,22 @@
+// The older object API (`PartyKitServer`): handlers get the room as an argument, and
+// onConnect listens on the socket itself. Without `onMessage` this party does not
+// hibernate on PartyKit: the listeners and `seen` below live as long as the connection.
+import type * as Party from "partykit/server";
+
+export default {
+  onConnect(ws, room) {
+    let seen = 0; // per connection, in memory
+    ws.send(`welcome ${ws.id} to ${room.name}/${room.id}`);
+    ws.addEventListener("message", (event) => {
+      seen++;
+      const data = typeof event.data === "string" ? event.data : `${event.data.byteLength} bytes`;
+      ws.send(`#${seen} ${data}`);
+      room.broadcast(`${ws.id} said ${data}`, [ws.id]);
+    });
+  },
+
+  async onRequest(req, room) {
+    const ids = [...room.getConnections()].map((c) => c.id).sort();
+    return new Response(`${req.method} ${room.name}/${room.id}: ${ids.join(",")}`);
+  },
+} satisfies Party.PartyKitServer;

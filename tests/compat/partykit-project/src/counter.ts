@@ -1,0 +1,30 @@
+// counter: "incr" adds one to a persisted value, "get" reads it; either way the sender gets
+// {"type":"count","value":N}, only once the value is durable (the output gate holds the
+// reply until the write commits). Any HTTP request → {"value":N}.
+//
+// The TypeScript twin of node/src/parties/counter.rs.
+import type * as Party from "partykit/server";
+
+const KEY = "value";
+
+export default class Counter implements Party.Server {
+  readonly options: Party.ServerOptions = { hibernate: true };
+
+  constructor(readonly room: Party.Room) {}
+
+  async onMessage(message: string | ArrayBuffer | ArrayBufferView, sender: Party.Connection) {
+    const value = (await this.room.storage.get<number>(KEY)) ?? 0;
+    if (message === "incr") {
+      await this.room.storage.put(KEY, value + 1);
+      sender.send(JSON.stringify({ type: "count", value: value + 1 }));
+    } else if (message === "get") {
+      sender.send(JSON.stringify({ type: "count", value }));
+    } else {
+      sender.send(JSON.stringify({ error: 'send "incr" or "get"', type: "error" }));
+    }
+  }
+
+  async onRequest() {
+    return Response.json({ value: (await this.room.storage.get<number>(KEY)) ?? 0 });
+  }
+}
