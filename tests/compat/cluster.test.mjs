@@ -1,11 +1,14 @@
 // PartySocket clients on different gateways of one cluster (two nodes on one PostgreSQL,
-// two gateways, static ring) share rooms.
+// two gateways, static ring) share rooms. With COMPAT_CLUSTER_PARTIES=project (see
+// cluster-project.test.mjs) the nodes serve the TypeScript twins of the built-in parties
+// (partykit-project, bundled once with `conclave build`) instead of the Rust ones.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { PartySocket } from "partysocket";
 import WS from "ws";
-import { freeAddr, startPostgres, startRole, tempDir, nextMessage, opened } from "./harness.mjs";
+import { fileURLToPath } from "node:url";
+import { freeAddr, startPostgres, startRole, tempDir, nextMessage, opened, runConclave } from "./harness.mjs";
 
 let gateways = [];
 let nodes = [];
@@ -13,14 +16,22 @@ let postgres;
 const dir = tempDir();
 /** Each node's relay and HTTP address, chosen once: a restarted node comes back on them. */
 const addrs = {};
+/** What every node serves besides the built-ins: nothing, or the bundled project. */
+let partyArgs = [];
 const startNode = (id) => {
   const [relay, http] = addrs[id];
   const args = ["node", "--id", id, "--nodes", "a,b", "--relay-listen", relay, "--http-listen", http,
-    "--data-dir", `${dir}/${id}`, "--postgres-url", postgres.url];
+    "--data-dir", `${dir}/${id}`, "--postgres-url", postgres.url, ...partyArgs];
   return startRole(args, http);
 };
 
 before(async () => {
+  if (process.env.COMPAT_CLUSTER_PARTIES === "project") {
+    const project = fileURLToPath(new URL("partykit-project", import.meta.url));
+    const bundle = `${dir}/app.bundle.json`;
+    assert.match(runConclave(["build", "--project", project, "--out", bundle]), /version [0-9a-f]{12}/);
+    partyArgs = ["--bundle", bundle];
+  }
   postgres = await startPostgres();
   for (const id of ["a", "b"]) {
     addrs[id] = [await freeAddr(), await freeAddr()];
@@ -31,6 +42,11 @@ before(async () => {
     const host = await freeAddr();
     const role = await startRole(["gateway", "--port", host.split(":")[1], "--nodes", list], host);
     gateways.push({ ...role, host });
+  }
+  if (partyArgs.length) {
+    // Only the project has `reminders`: the nodes serve the bundle, not just the built-ins.
+    const res = await fetch(`http://${gateways[0].host}/parties/reminders/probe`);
+    assert.equal(res.status, 200, await res.text());
   }
 });
 

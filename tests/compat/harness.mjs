@@ -1,7 +1,7 @@
 // Starts real Conclave processes for the compatibility suite: on free ports the harness
 // picks, ready once their /readyz answers, each with a temporary data dir, stopped after
 // each test file.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
@@ -95,6 +95,13 @@ export async function startServer({ bin = "conclave", args = [], dataDir = tempD
  * `startServer`; `opts.args` go after `--project DIR`. */
 export async function startProject(dir, opts = {}) {
   return startServer({ ...opts, args: ["--project", resolve(dir), ...(opts.args ?? [])] });
+}
+
+/** Runs `conclave ARGS` to its end (e.g. `build`); throws with its stderr if it fails. */
+export function runConclave(args) {
+  const out = spawnSync(join(binDir, "conclave"), args, { encoding: "utf8", env: { ...process.env, RUST_LOG: "warn" } });
+  if (out.status !== 0) throw new Error(`conclave ${args[0]} failed (${out.status}): ${out.stderr}`);
+  return out.stdout;
 }
 
 /** npm partykit's CLI, the reference implementation (scripts/partykit-relay installs it). */
