@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/target/bench/side-by-side}
 SCENARIOS=${SCENARIOS:-"connect-storm idle-hold-10k hot-100 hot-1000 many-rooms-1000x10"}
-SYSTEMS=${SYSTEMS:-"dev cluster partykit"}
+SYSTEMS=${SYSTEMS:-"dev cluster partykit"} # also: js (scripts/bench-js.sh)
 mkdir -p "$OUT"
 cargo build --release --locked -q
 B=$ROOT/target/release/conclave
@@ -23,7 +23,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  for _ in $(seq 1 100); do ss -ltn | grep -qE ':2(199[7-9]|1[123]0[12]) ' || break; sleep 0.1; done
+  for _ in $(seq 1 100); do ss -ltn | grep -qE ':2(199[6-9]|1[123]0[12]) ' || break; sleep 0.1; done
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -64,6 +64,15 @@ start_cluster() {
   SERVER_PIDS=$(IFS=,; echo "${all[*]}")
 }
 
+# The same TypeScript party PartyKit runs, on Conclave's JavaScript runtime.
+start_js() {
+  setsid $B dev --port 21996 --data-dir "$W/js" --project scripts/partykit-relay "${NOLIMIT[@]}" >"$OUT/js.log" 2>&1 &
+  SERVER=$!; PIDS+=($!)
+  wait_http http://127.0.0.1:21996/healthz
+  URL="ws://127.0.0.1:21996/parties/main/{room}"
+  SERVER_PIDS=$(pids_csv "$SERVER")
+}
+
 start_partykit() {
   (cd scripts/partykit-relay && NO_UPDATE_NOTIFIER=1 CI=1 exec setsid npx partykit dev --port 21997 --no-hotkeys \
      --disable-request-cf-fetch --persist false) >"$OUT/partykit.log" 2>&1 &
@@ -84,6 +93,8 @@ run_scenario() { # system scenario
   case $2 in
     connect-storm) $B loadtest connect-storm --url "$URL" --connections 5000 --concurrency 200 --json "$json" ;;
     idle-hold-10k) $B loadtest idle-hold --url "$URL" --connections 10000 --hold-secs 10 --server-pid "$SERVER_PIDS" --json "$json" ;;
+    rooms-1000) $B loadtest idle-hold --url "$URL" --connections 1000 --rooms 1000 --hold-secs 10 --server-pid "$SERVER_PIDS" --json "$json" ;;
+    rooms-10) $B loadtest idle-hold --url "$URL" --connections 1000 --rooms 10 --hold-secs 10 --server-pid "$SERVER_PIDS" --json "$json" ;;
     hot-100) $B loadtest hot-room --url "$URL" --members 100 --rate 100 --secs 15 --room-prefix "h100-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
     hot-1000) $B loadtest hot-room --url "$URL" --members 1000 --rate 100 --secs 15 --room-prefix "h1000-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
     many-rooms-1000x10) $B loadtest many-rooms --url "$URL" --rooms 1000 --members 10 --rate 2 --secs 15 --room-prefix "many-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;

@@ -4,6 +4,10 @@ them into docs/benchmarks.md between the side-by-side markers (appending the sec
 first time).
 
 usage: side_by_side_report.py OUT_DIR "SCENARIOS" docs/benchmarks.md
+
+BENCH_SYSTEMS ("key=label|key=label|…", the reference last), BENCH_SECTION (the marker
+name) and BENCH_INTRO (the section's title and first paragraph, separated by a newline)
+render another comparison (scripts/bench-js.sh) into its own section.
 """
 import datetime
 import json
@@ -12,6 +16,8 @@ import platform
 import sys
 
 SYSTEMS = [("dev", "conclave dev"), ("cluster", "Conclave 3-node cluster"), ("partykit", "PartyKit dev")]
+if os.environ.get("BENCH_SYSTEMS"):
+    SYSTEMS = [tuple(s.split("=", 1)) for s in os.environ["BENCH_SYSTEMS"].split("|")]
 # (key, label, lower_is_better)
 METRICS = {
     "connect-storm": [
@@ -19,6 +25,16 @@ METRICS = {
         ("handshake_p50_ms", "handshake p50 (ms)", True),
         ("handshake_p99_ms", "handshake p99 (ms)", True),
         ("failures", "failures", True),
+    ],
+    "rooms-1000": [
+        ("server_rss_per_connection_bytes", "server RSS per room, one connection each (bytes)", True),
+        ("rss_per_room_less_connection", "… less the same 1,000 connections in 10 rooms (bytes)", True),
+        ("connections_open_after_hold", "connections open after 10 s", False),
+        ("handshake_p99_ms", "handshake p99 (ms)", True),
+    ],
+    "rooms-10": [
+        ("server_rss_per_connection_bytes", "server RSS per connection (bytes)", True),
+        ("connections_open_after_hold", "connections open after 10 s", False),
     ],
     "idle-hold-10k": [
         ("server_rss_per_connection_bytes", "server RSS per connection (bytes)", True),
@@ -40,6 +56,8 @@ MESSAGING = [
 TITLES = {
     "connect-storm": "connect-storm: 5,000 connections, 200 handshakes in flight",
     "idle-hold-10k": "idle-hold: 10,000 idle connections held 10 s",
+    "rooms-1000": "rooms: 1,000 active rooms, one idle connection each, held 10 s",
+    "rooms-10": "rooms: the same 1,000 idle connections in 10 rooms, held 10 s",
     "hot-100": "hot-room 1×100: one publisher at 100 msg/s, 64 B",
     "hot-1000": "hot-room 1×1000: one publisher at 100 msg/s, 64 B",
     "many-rooms-1000x10": "many-rooms 1000×10: one publisher per room at 2 msg/s, 64 B",
@@ -47,12 +65,15 @@ TITLES = {
 COMMANDS = {
     "connect-storm": "conclave loadtest connect-storm --url URL --connections 5000 --concurrency 200",
     "idle-hold-10k": "conclave loadtest idle-hold --url URL --connections 10000 --hold-secs 10 --server-pid PIDS",
+    "rooms-1000": "conclave loadtest idle-hold --url URL --connections 1000 --rooms 1000 --hold-secs 10 --server-pid PIDS",
+    "rooms-10": "conclave loadtest idle-hold --url URL --connections 1000 --rooms 10 --hold-secs 10 --server-pid PIDS",
     "hot-100": "conclave loadtest hot-room --url URL --members 100 --rate 100 --secs 15 --server-pid PIDS",
     "hot-1000": "conclave loadtest hot-room --url URL --members 1000 --rate 100 --secs 15 --server-pid PIDS",
     "many-rooms-1000x10": "conclave loadtest many-rooms --url URL --rooms 1000 --members 10 --rate 2 --secs 15 --server-pid PIDS",
 }
-START = "<!-- side-by-side:start -->"
-END = "<!-- side-by-side:end -->"
+SECTION = os.environ.get("BENCH_SECTION", "side-by-side")
+START = f"<!-- {SECTION}:start -->"
+END = f"<!-- {SECTION}:end -->"
 
 
 def fmt(v):
@@ -72,10 +93,20 @@ def fmt(v):
 def value(report, key):
     if report is None:
         return None
+    if key == "rss_per_room_less_connection":
+        return report.get(key)
     # Memory per connection means nothing once the connections are gone.
     if key == "server_rss_per_connection_bytes" and not report.get("connections_open_after_hold"):
         return None
     return report.get(key)
+
+
+def load(out_dir, system, scenario):
+    try:
+        with open(os.path.join(out_dir, f"{system}-{scenario}.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def ratio(a, b):
@@ -86,21 +117,28 @@ def ratio(a, b):
 
 def main():
     out_dir, scenarios, doc = sys.argv[1], sys.argv[2].split(), sys.argv[3]
-    lines = [
-        START,
-        "## Side by side: Conclave and PartyKit",
-        "",
-        f"One run of `scripts/bench-side-by-side.sh` on {datetime.date.today().isoformat()}, "
-        f"{platform.machine()}, {os.cpu_count()} cores; load generator, servers and PartyKit on "
-        "the same machine over loopback. Servers: `conclave dev` (redb), a static 3-node "
-        "Conclave cluster (one gateway, three nodes sharing one PostgreSQL, gRPC relay), and `partykit dev` "
-        "(npm partykit 0.0.115, workerd, offline) with a relay party. A fresh server per "
-        "scenario. Server CPU and RSS sum every process of the system (the cluster's four; "
-        "PartyKit's node and workerd). Ratios are Conclave ÷ PartyKit: above 1 is better for "
-        "rates, below 1 is better for latency, CPU and memory. Members that could not "
-        "connect are left out of the expected deliveries.",
-        "",
-    ]
+    intro = os.environ.get("BENCH_INTRO")
+    if intro:
+        title, text = intro.split("\n", 1)
+        head = [f"## {title}", "", f"One run of `{os.environ.get('BENCH_SCRIPT', 'scripts/bench-side-by-side.sh')}` on "
+                f"{datetime.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores. " + text]
+    else:
+        head = [
+            "## Side by side: Conclave and PartyKit",
+            "",
+            f"One run of `scripts/bench-side-by-side.sh` on {datetime.date.today().isoformat()}, "
+            f"{platform.machine()}, {os.cpu_count()} cores; load generator, servers and PartyKit on "
+            "the same machine over loopback. Servers: `conclave dev` (redb), a static 3-node "
+            "Conclave cluster (one gateway, three nodes sharing one PostgreSQL, gRPC relay), and `partykit dev` "
+            "(npm partykit 0.0.115, workerd, offline) with a relay party. A fresh server per "
+            "scenario. Server CPU and RSS sum every process of the system (the cluster's four; "
+            "PartyKit's node and workerd). Ratios are Conclave ÷ PartyKit: above 1 is better for "
+            "rates, below 1 is better for latency, CPU and memory. Members that could not "
+            "connect are left out of the expected deliveries.",
+        ]
+    lines = [START] + head + [""]
+    ref_key, ref_label = SYSTEMS[-1]
+    others = SYSTEMS[:-1]
     for sc in scenarios:
         reports = {}
         for key, _ in SYSTEMS:
@@ -110,14 +148,24 @@ def main():
                     reports[key] = json.load(f)
             except (OSError, ValueError):
                 reports[key] = None
+        if sc == "rooms-1000":
+            # A room's own memory: its growth less that of the same connections in 10 rooms.
+            for key, _ in SYSTEMS:
+                few = load(out_dir, key, "rooms-10")
+                many = reports[key]
+                if few and many and few.get("server_rss_per_connection_bytes") and many.get("server_rss_per_connection_bytes"):
+                    many["rss_per_room_less_connection"] = (
+                        many["server_rss_per_connection_bytes"] - few["server_rss_per_connection_bytes"]) * 1000 / 990
         lines += [f"### {TITLES.get(sc, sc)}", "", f"`{COMMANDS.get(sc, sc)}`", ""]
-        lines.append("| | " + " | ".join(label for _, label in SYSTEMS) + " | dev ÷ PartyKit | cluster ÷ PartyKit |")
-        lines.append("| --- " * (len(SYSTEMS) + 3) + "|")
+        ref = ref_label.split(",")[0]
+        lines.append("| | " + " | ".join(label for _, label in SYSTEMS) + " | "
+                     + " | ".join(f"{k} ÷ {ref}" for k, _ in others) + " |")
+        lines.append("| --- " * (len(SYSTEMS) + len(others) + 1) + "|")
         for key, label, _lower in METRICS.get(sc, MESSAGING):
             vals = [value(reports[s], key) for s, _ in SYSTEMS]
             lines.append(
-                f"| {label} | " + " | ".join(fmt(v) for v in vals)
-                + f" | {ratio(vals[0], vals[2])} | {ratio(vals[1], vals[2])} |"
+                f"| {label} | " + " | ".join(fmt(v) for v in vals) + " | "
+                + " | ".join(ratio(v, vals[-1]) for v in vals[:-1]) + " |"
             )
         missing = [label for s, label in SYSTEMS if reports[s] is None]
         if missing:

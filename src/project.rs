@@ -393,3 +393,70 @@ impl JsParties {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn party(name: &str, script: &str) -> BundledParty {
+        BundledParty {
+            name: name.into(),
+            entry: format!("src/{name}.ts"),
+            script: script.into(),
+            env: serde_json::json!({"A": "1"}),
+        }
+    }
+
+    #[test]
+    fn env_is_vars_then_dotenv_over_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "# comment\nA=from-dotenv\nexport B=\"quoted\"\nC='single'\n\n",
+        )
+        .unwrap();
+        let manifest: Manifest =
+            serde_json::from_str(r#"{"main":"x.ts","vars":{"A":"from-vars","D":4}}"#).unwrap();
+        let env = project_env(dir.path(), &manifest).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(env),
+            serde_json::json!({"A": "from-dotenv", "B": "quoted", "C": "single", "D": 4})
+        );
+        std::fs::write(dir.path().join(".env"), "not a pair\n").unwrap();
+        let err = project_env(dir.path(), &manifest).unwrap_err().to_string();
+        assert!(err.contains("not KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn a_bundle_version_follows_its_content_and_a_tampered_file_is_refused() {
+        let one = Bundle::versioned("app".into(), vec![party("main", "a")]);
+        let same = Bundle::versioned("app".into(), vec![party("main", "a")]);
+        let other = Bundle::versioned("app".into(), vec![party("main", "b")]);
+        assert_eq!(one.version, same.version);
+        assert_ne!(one.version, other.version);
+        assert_eq!(one.version.len(), 12);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.bundle.json");
+        one.write(&file).unwrap();
+        assert_eq!(Bundle::read(&file).unwrap().version, one.version);
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("\"a\"", "\"evil\"");
+        std::fs::write(&file, text).unwrap();
+        let err = Bundle::read(&file).unwrap_err().to_string();
+        assert!(err.contains("does not match its version"), "{err}");
+    }
+
+    #[test]
+    fn a_project_without_main_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("partykit.json"), r#"{"name":"x"}"#).unwrap();
+        let err = Bundle::build(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("\"main\""), "{err}");
+        let err = Bundle::build(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read"), "{err}");
+    }
+}

@@ -36,6 +36,10 @@ pub struct JsOpts {
         JsConfig::default().memory_limit / (1024 * 1024),
     ))]
     pub js_memory_mb: Option<usize>,
+    /// Hosts JavaScript parties may `fetch` (host or host:port, comma separated; `*` for
+    /// any); without it, `fetch` to outside HTTP is off
+    #[arg(long, env = "CONCLAVE_JS_FETCH_ALLOW", value_delimiter = ',')]
+    pub js_fetch_allow: Vec<String>,
 }
 
 impl JsOpts {
@@ -63,6 +67,7 @@ impl JsOpts {
         if let Some(mb) = self.js_memory_mb {
             c.memory_limit = mb.max(8) * 1024 * 1024;
         }
+        c.fetch_allow = self.js_fetch_allow.clone();
         c
     }
 }

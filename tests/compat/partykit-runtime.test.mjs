@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createServer } from "node:http";
 import WS from "ws";
 import { startProject, startServer, tempDir, closed, sleep } from "./harness.mjs";
 
@@ -214,5 +215,50 @@ test("the project's parties sit next to the built-ins, and a plain `conclave dev
   } finally {
     await plain.stop();
     plain.cleanup();
+  }
+});
+
+test("fetch reaches the hosts the node allows, and no other", async () => {
+  const upstream = createServer((req, res) => {
+    let body = "";
+    req.on("data", (d) => (body += d));
+    req.on("end", () => {
+      res.writeHead(201, { "content-type": "application/json", "x-upstream": "yes" });
+      res.end(JSON.stringify({ method: req.method, path: req.url, body, auth: req.headers.authorization ?? null }));
+    });
+  });
+  await new Promise((ok) => upstream.listen(0, "127.0.0.1", ok));
+  const target = `127.0.0.1:${upstream.address().port}`;
+  const dir = project({
+    "partykit.json": manifest,
+    "src/server.ts": `
+export default class Server {
+  async onRequest(req: Request) {
+    const to = new URL(req.url).searchParams.get("to")!;
+    try {
+      const res = await fetch(to, { method: "POST", body: "ping", headers: { authorization: "Bearer t" } });
+      return Response.json({ status: res.status, upstream: res.headers.get("x-upstream"), json: await res.json() });
+    } catch (e) {
+      return Response.json({ error: (e as Error).message });
+    }
+  }
+}`,
+  });
+  const server = await startProject(dir, { args: ["--js-fetch-allow", target] });
+  try {
+    const ask = async (to) => (await fetch(`http://${server.host}/parties/main/f?to=${encodeURIComponent(to)}`)).json();
+    assert.deepEqual(await ask(`http://${target}/hook?a=1`), {
+      status: 201,
+      upstream: "yes",
+      json: { method: "POST", path: "/hook?a=1", body: "ping", auth: "Bearer t" },
+    });
+    const refused = await ask(`http://127.0.0.2:${upstream.address().port}/`);
+    assert.match(refused.error, /is not allowed .*--js-fetch-allow/);
+    const tls = await ask("https://example.invalid/");
+    assert.match(tls.error, /only http:\/\//);
+  } finally {
+    await server.stop();
+    server.cleanup();
+    upstream.close();
   }
 });

@@ -39,6 +39,9 @@ pub struct JsConfig {
     pub cpu_budget: Duration,
     /// Memory one worker's QuickJS runtime may allocate, for all its rooms.
     pub memory_limit: usize,
+    /// Hosts (`host` or `host:port`; `*` for any) that `fetch` may reach. Empty: `fetch`
+    /// to outside HTTP is off.
+    pub fetch_allow: Vec<String>,
 }
 
 impl Default for JsConfig {
@@ -50,6 +53,7 @@ impl Default for JsConfig {
             workers: cores.clamp(4, 16),
             cpu_budget: Duration::from_millis(1000),
             memory_limit: 512 * 1024 * 1024,
+            fetch_allow: Vec::new(),
         }
     }
 }

@@ -162,87 +162,93 @@
     for (const k of keys) if (typeof k !== "string") throw new TypeError("Keys must be strings");
   }
 
-  function storageFor(inst) {
-    const h = () => inst.handle;
-    const storage = {
-      async get(keyOrKeys) {
-        if (Array.isArray(keyOrKeys)) {
-          checkKeys(keyOrKeys);
-          const keys = [...new Set(keyOrKeys)].sort(byCodeUnits);
-          const values = await N.storageGet(h(), keys);
-          const out = new Map(); // in key order, as Cloudflare returns it
-          keys.forEach((k, i) => {
-            if (values[i] != null) out.set(k, codec.decode(values[i]));
-          });
-          return out;
-        }
-        const [v] = await N.storageGet(h(), [keyOrKeys]);
-        return v == null ? undefined : codec.decode(v);
-      },
-      async put(keyOrEntries, value) {
-        const flat = [];
-        if (typeof keyOrEntries === "string") {
-          if (value === undefined) throw new TypeError("put() needs a value");
-          flat.push(keyOrEntries, codec.encode(value));
-        } else {
-          const entries = Object.entries(keyOrEntries);
-          checkKeys(entries.map(([k]) => k));
-          for (const [k, v] of entries) flat.push(k, codec.encode(v));
-        }
-        N.storagePut(h(), flat);
-      },
-      async delete(keyOrKeys) {
-        const keys = Array.isArray(keyOrKeys) ? keyOrKeys : [keyOrKeys];
-        checkKeys(keys);
-        const existed = await N.storageDelete(h(), keys);
-        return Array.isArray(keyOrKeys) ? existed : existed > 0;
-      },
-      async list(options = {}) {
-        const flat = await N.storageList(h(), listOptions(options));
-        const out = new Map();
-        for (let i = 0; i + 1 < flat.length; i += 2) out.set(flat[i], codec.decode(flat[i + 1]));
+  /** `room.storage`: the Durable Object storage API. Methods live on the prototype, so a
+   * room costs one small object here. */
+  class Storage {
+    #inst;
+    constructor(inst) {
+      this.#inst = inst;
+    }
+    get #h() {
+      return this.#inst.handle;
+    }
+    async get(keyOrKeys) {
+      if (Array.isArray(keyOrKeys)) {
+        checkKeys(keyOrKeys);
+        const keys = [...new Set(keyOrKeys)].sort(byCodeUnits);
+        const values = await N.storageGet(this.#h, keys);
+        const out = new Map(); // in key order, as Cloudflare returns it
+        keys.forEach((k, i) => {
+          if (values[i] != null) out.set(k, codec.decode(values[i]));
+        });
         return out;
-      },
-      async deleteAll() {
-        N.storageDeleteAll(h());
-      },
-      async getAlarm() {
-        return N.storageGetAlarm(h());
-      },
-      async setAlarm(time) {
-        const ms = time instanceof Date ? time.getTime() : Number(time);
-        if (!Number.isFinite(ms)) throw new TypeError("setAlarm() needs a Date or a number of ms");
-        N.storageSetAlarm(h(), ms);
-      },
-      async deleteAlarm() {
-        N.storageSetAlarm(h(), null);
-      },
-      async transaction(body) {
-        const save = N.storageSavepoint(h());
-        let rolledBack = false;
-        const txn = Object.create(storage);
-        txn.rollback = () => {
-          rolledBack = true;
-          N.storageRollback(h(), save);
-        };
-        try {
-          return await body(txn);
-        } catch (e) {
-          if (!rolledBack) N.storageRollback(h(), save);
-          throw e;
-        } finally {
-          N.storageForget(h(), save);
-        }
-      },
-      async sync() {},
-      transactionSync() {
-        throw new Error("storage.transactionSync is not supported (SQLite storage API)");
-      },
-      get sql() {
-        throw new Error("storage.sql is not supported (SQLite storage API)");
-      },
-    };
-    return storage;
+      }
+      const [v] = await N.storageGet(this.#h, [keyOrKeys]);
+      return v == null ? undefined : codec.decode(v);
+    }
+    async put(keyOrEntries, value) {
+      const flat = [];
+      if (typeof keyOrEntries === "string") {
+        if (value === undefined) throw new TypeError("put() needs a value");
+        flat.push(keyOrEntries, codec.encode(value));
+      } else {
+        const entries = Object.entries(keyOrEntries);
+        checkKeys(entries.map(([k]) => k));
+        for (const [k, v] of entries) flat.push(k, codec.encode(v));
+      }
+      N.storagePut(this.#h, flat);
+    }
+    async delete(keyOrKeys) {
+      const keys = Array.isArray(keyOrKeys) ? keyOrKeys : [keyOrKeys];
+      checkKeys(keys);
+      const existed = await N.storageDelete(this.#h, keys);
+      return Array.isArray(keyOrKeys) ? existed : existed > 0;
+    }
+    async list(options = {}) {
+      const flat = await N.storageList(this.#h, listOptions(options));
+      const out = new Map();
+      for (let i = 0; i + 1 < flat.length; i += 2) out.set(flat[i], codec.decode(flat[i + 1]));
+      return out;
+    }
+    async deleteAll() {
+      N.storageDeleteAll(this.#h);
+    }
+    async getAlarm() {
+      return N.storageGetAlarm(this.#h);
+    }
+    async setAlarm(time) {
+      const ms = time instanceof Date ? time.getTime() : Number(time);
+      if (!Number.isFinite(ms)) throw new TypeError("setAlarm() needs a Date or a number of ms");
+      N.storageSetAlarm(this.#h, ms);
+    }
+    async deleteAlarm() {
+      N.storageSetAlarm(this.#h, null);
+    }
+    async transaction(body) {
+      const h = this.#h;
+      const save = N.storageSavepoint(h);
+      let rolledBack = false;
+      const txn = new Storage(this.#inst);
+      txn.rollback = () => {
+        rolledBack = true;
+        N.storageRollback(h, save);
+      };
+      try {
+        return await body(txn);
+      } catch (e) {
+        if (!rolledBack) N.storageRollback(h, save);
+        throw e;
+      } finally {
+        N.storageForget(h, save);
+      }
+    }
+    async sync() {}
+    transactionSync() {
+      throw new Error("storage.transactionSync is not supported (SQLite storage API)");
+    }
+    get sql() {
+      throw new Error("storage.sql is not supported (SQLite storage API)");
+    }
   }
 
   function listOptions(o) {
@@ -263,37 +269,44 @@
     return conn;
   }
 
+  /** `room.context.parties.NAME.get(id)`: a stub for another room. */
+  class RoomStub {
+    #inst;
+    #party;
+    #id;
+    constructor(inst, party, id) {
+      this.#inst = inst;
+      this.#party = party;
+      this.#id = String(id);
+    }
+    async fetch(input, init) {
+      const req = input instanceof Request && init === undefined
+        ? input
+        : new Request(resolveUrl(input, this.#party, this.#id), init);
+      const body = globalThis.__bodyBytes(req);
+      const [status, headers, bytes] = await N.fetchRoom(this.#inst.handle, this.#party, this.#id,
+        [req.method, req.url, headerPairs(req.headers), body === null ? null : copyBuffer(body)]);
+      return new Response(status === 204 || status === 304 ? null : new Uint8Array(bytes),
+        { status, headers: pairsToHeaders(headers) });
+    }
+    socket() {
+      throw new Error("room.context.parties.<name>.get(id).socket() is not supported yet; use fetch()");
+    }
+    connect() {
+      throw new Error("room.context.parties.<name>.get(id).connect() is not supported yet; use fetch()");
+    }
+  }
+
+  /** `room.context.parties`: any party name, made when first asked for. */
   function partiesFor(inst) {
-    const stubFor = (party) => ({
-      get(id) {
-        return {
-          async fetch(input, init) {
-            const req = input instanceof Request && init === undefined
-              ? input
-              : new Request(resolveUrl(input, party, id), init);
-            const body = globalThis.__bodyBytes(req);
-            const [status, headers, bytes] = await N.fetchRoom(inst.handle, party, String(id),
-              [req.method, req.url, headerPairs(req.headers), body === null ? null : copyBuffer(body)]);
-            return new Response(status === 204 || status === 304 ? null : new Uint8Array(bytes),
-              { status, headers: pairsToHeaders(headers) });
-          },
-          socket() {
-            throw new Error("room.context.parties.<name>.get(id).socket() is not supported yet; use fetch()");
-          },
-          connect() {
-            throw new Error("room.context.parties.<name>.get(id).connect() is not supported yet; use fetch()");
-          },
-        };
-      },
-    });
     return new Proxy({}, {
       get(_, name) {
-        return typeof name === "string" ? stubFor(name) : undefined;
+        if (typeof name !== "string") return undefined;
+        return { get: (id) => new RoomStub(inst, name, id) };
       },
     });
   }
 
-  /** A path is the other room's: `/x` becomes `/parties/PARTY/ID/x`, as PartyKit does. */
   function resolveUrl(input, party, id) {
     const s = input instanceof URL ? input.href : String(input);
     const base = `http://conclave.internal/parties/${party}/${id}`;
@@ -301,36 +314,51 @@
     return new URL(s, base + "/").href;
   }
 
-  function makeRoom(inst, roomId, partyName, env) {
-    const parties = partiesFor(inst);
-    return {
-      id: roomId,
-      internalID: `${partyName}/${roomId}`,
-      name: partyName,
-      env,
-      storage: storageFor(inst),
-      context: { parties, ai: undefined, vectorize: undefined, assets: undefined, bindings: {} },
-      parties,
-      broadcast(msg, without) {
-        N.broadcast(inst.handle, wireData(msg), Array.isArray(without) ? without.map(String) : []);
-      },
-      getConnection(id) {
-        const row = N.connection(inst.handle, String(id));
-        return row === null ? undefined : connectionOf(inst, row);
-      },
-      getConnections(tag) {
-        return N.connections(inst.handle, tag === undefined ? null : String(tag))
-          .map((row) => connectionOf(inst, row));
-      },
-      get connections() {
-        const m = new Map();
-        for (const c of this.getConnections()) m.set(c.id, c);
-        return m;
-      },
-      async blockConcurrencyWhile(fn) {
-        return fn();
-      },
-    };
+  /** `this.room`. Methods and rarely used parts live on the prototype or are made when
+   * first used, so an idle room costs little. */
+  class Room {
+    #inst;
+    #storage = null;
+    #context = null;
+    constructor(inst, id, name, env) {
+      this.#inst = inst;
+      this.id = id;
+      this.name = name;
+      this.env = env;
+    }
+    get internalID() {
+      return `${this.name}/${this.id}`;
+    }
+    get storage() {
+      return (this.#storage ??= new Storage(this.#inst));
+    }
+    get context() {
+      return (this.#context ??= {
+        parties: partiesFor(this.#inst), ai: undefined, vectorize: undefined, assets: undefined, bindings: {},
+      });
+    }
+    get parties() {
+      return this.context.parties;
+    }
+    broadcast(msg, without) {
+      N.broadcast(this.#inst.handle, wireData(msg), Array.isArray(without) ? without.map(String) : []);
+    }
+    getConnection(id) {
+      const row = N.connection(this.#inst.handle, String(id));
+      return row === null || row === undefined ? undefined : connectionOf(this.#inst, row);
+    }
+    getConnections(tag) {
+      return N.connections(this.#inst.handle, tag === undefined ? null : String(tag))
+        .map((row) => connectionOf(this.#inst, row));
+    }
+    get connections() {
+      const m = new Map();
+      for (const c of this.getConnections()) m.set(c.id, c);
+      return m;
+    }
+    async blockConcurrencyWhile(fn) {
+      return fn();
+    }
   }
 
   // ---- timers --------------------------------------------------------------------------
@@ -355,6 +383,20 @@
   globalThis.setInterval = (fn, ms, ...args) => addTimer(fn, ms, args, true);
   globalThis.clearTimeout = clearTimer;
   globalThis.clearInterval = clearTimer;
+
+  // ---- fetch -----------------------------------------------------------------------------
+  // Outside HTTP, to the hosts the node allows (--js-fetch-allow); off by default.
+
+  globalThis.fetch = async (input, init) => {
+    const req = input instanceof Request && init === undefined
+      ? input
+      : new Request(input instanceof URL ? input.href : input, init);
+    const body = globalThis.__bodyBytes(req);
+    const [status, headers, bytes] = await N.httpFetch(
+      [req.method, req.url, headerPairs(req.headers), body === null ? null : copyBuffer(body)]);
+    const empty = status === 204 || status === 304 || req.method === "HEAD";
+    return new Response(empty ? null : new Uint8Array(bytes), { status, headers: pairsToHeaders(headers) });
+  };
 
   // ---- the two API shapes --------------------------------------------------------------
 
@@ -431,7 +473,7 @@
 
     create(handle, roomId) {
       const inst = { handle, conns: new Map(), server: null };
-      const room = makeRoom(inst, roomId, partyName, partyEnv);
+      const room = new Room(inst, roomId, partyName, partyEnv);
       inst.room = room;
       inst.server = isClass ? new definition(room) : new ObjectServer(room, definition);
       instances.set(handle, inst);
