@@ -315,6 +315,17 @@ pub fn fingerprint(dir: &Path) -> u64 {
     h.finish()
 }
 
+/// `conclave_js_bundle{project, version}`: 1 for the bundle this process serves, so an
+/// operator sees which version each node of a cluster runs.
+fn report_version(bundle: &Bundle, value: f64) {
+    metrics::gauge!(
+        "conclave_js_bundle",
+        "project" => bundle.name.clone(),
+        "version" => bundle.version.clone()
+    )
+    .set(value);
+}
+
 /// The JavaScript parties a process serves, and what reloading them needs.
 pub struct JsParties {
     engine: Arc<JsEngine>,
@@ -329,6 +340,7 @@ impl JsParties {
         config: JsConfig,
         registry: PartyRegistry,
     ) -> anyhow::Result<(PartyRegistry, Self)> {
+        crate::telemetry::metrics(); // installed before the version gauge is set
         let bundle = spec.bundle()?;
         let engine = JsEngine::start(config)?;
         let (registry, factories) = bundle.serve(&engine, registry).await?;
@@ -338,6 +350,7 @@ impl JsParties {
             parties = ?bundle.parties.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
             "JavaScript parties loaded"
         );
+        report_version(&bundle, 1.0);
         Ok((
             registry,
             Self {
@@ -383,6 +396,8 @@ impl JsParties {
             match bundle.reload(&self.engine, &self.factories, &names).await {
                 Ok(()) => {
                     tracing::info!(version = %bundle.version, "reloaded the project");
+                    report_version(&self.bundle, 0.0);
+                    report_version(&bundle, 1.0);
                     println!("reloaded {} (version {})", bundle.name, bundle.version);
                     self.bundle = bundle;
                 }
