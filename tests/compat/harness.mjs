@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
+import { PartySocket } from "partysocket";
 import WS from "ws";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -234,6 +235,45 @@ export async function startPostgres() {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A socket's messages in arrival order, however many arrive at once: `next(ms)` takes the
+ * oldest (waiting up to `ms`), `json(ms)` parses it. `subscribe(push)` hands `push` each message. */
+export function inbox(subscribe) {
+  const queue = [];
+  const waiters = [];
+  subscribe((m) => {
+    const w = waiters.shift();
+    if (w) w(m);
+    else queue.push(m);
+  });
+  return {
+    next(ms = 3000) {
+      if (queue.length) return Promise.resolve(queue.shift());
+      return new Promise((ok, fail) => {
+        const w = (m) => (clearTimeout(timer), ok(m));
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(w), 1);
+          fail(new Error(`no message in ${ms} ms`));
+        }, ms);
+        waiters.push(w);
+      });
+    },
+    async json(ms) {
+      return JSON.parse(await this.next(ms));
+    },
+  };
+}
+
+/** A PartySocket (the npm client on `ws`; `opts` as its constructor takes them) whose
+ * messages are queued by `inbox`: text arrives as strings, binary as bytes. */
+export function partyClient(opts) {
+  const socket = new PartySocket({ WebSocket: WS, ...opts });
+  return Object.assign(inbox((push) => socket.addEventListener("message", (e) => push(e.data))), {
+    socket,
+    send: (m) => socket.send(m),
+    close: () => socket.close(),
+  });
 }
 
 /** Resolves with the next message event's data, or rejects after `ms`. */

@@ -13,7 +13,7 @@ import { resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PartySocket } from "partysocket";
 import WS from "ws";
-import { startProject, startPartykit, rawConnect, sleep } from "./harness.mjs";
+import { startProject, startPartykit, rawConnect, sleep, inbox, partyClient } from "./harness.mjs";
 
 const project = resolve(dirname(fileURLToPath(import.meta.url)), "partykit-api");
 const onPartykit = process.env.COMPAT_AGAINST === "partykit";
@@ -34,34 +34,6 @@ after(async () => {
   await server?.stop();
   server?.cleanup();
 });
-
-/** A socket's messages in arrival order, however many arrive at once: `next()` takes the
- * oldest (waiting up to `ms`), `json()` parses it. */
-function inbox(subscribe) {
-  const queue = [];
-  const waiters = [];
-  subscribe((m) => {
-    const w = waiters.shift();
-    if (w) w(m);
-    else queue.push(m);
-  });
-  return {
-    next(ms = 3000) {
-      if (queue.length) return Promise.resolve(queue.shift());
-      return new Promise((ok, fail) => {
-        const w = (m) => (clearTimeout(timer), ok(m));
-        const timer = setTimeout(() => {
-          waiters.splice(waiters.indexOf(w), 1);
-          fail(new Error(`no message in ${ms} ms`));
-        }, ms);
-        waiters.push(w);
-      });
-    },
-    async json(ms) {
-      return JSON.parse(await this.next(ms));
-    },
-  };
-}
 
 /** A raw `ws` socket to /parties/PARTY/ROOM?QUERY: text arrives as strings, binary as
  * Uint8Array. `send` waits for the open; `opened` rejects on a refused upgrade; `closed(ms)`
@@ -85,12 +57,9 @@ function connect(party, room, query = {}, host = server.host) {
 
 /** A PartySocket (the npm client), with its messages queued like `connect`'s. */
 function partySocket(opts) {
-  const socket = new PartySocket({ host: server.host, WebSocket: WS, ...opts });
-  sockets.push(socket);
-  return Object.assign(inbox((push) => socket.addEventListener("message", (e) => push(e.data))), {
-    socket,
-    send: (m) => socket.send(m),
-  });
+  const client = partyClient({ host: server.host, ...opts });
+  sockets.push(client.socket);
+  return client;
 }
 
 const url = (path, host = server.host) => `http://${host}/parties/${path}`;

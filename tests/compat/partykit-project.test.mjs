@@ -11,9 +11,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { PartySocket } from "partysocket";
-import WS from "ws";
-import { startServer, startProject, startPartykit, tempDir, sleep } from "./harness.mjs";
+import { startServer, startProject, startPartykit, partyClient, tempDir, sleep } from "./harness.mjs";
 
 const project = resolve(dirname(fileURLToPath(import.meta.url)), "partykit-project");
 const against = process.env.COMPAT_AGAINST ?? "conclave";
@@ -38,37 +36,11 @@ after(async () => {
   server?.cleanup();
 });
 
-/** A PartySocket whose messages are queued in arrival order: `next()` takes the oldest,
- * waiting up to `ms`. Text arrives as strings, binary as bytes. */
+/** A PartySocket on `host` whose messages are queued in arrival order (`partyClient`). */
 function client(opts, host = server.host) {
-  const socket = new PartySocket({ host, WebSocket: WS, ...opts });
-  sockets.push(socket);
-  const queue = [];
-  const waiters = [];
-  socket.addEventListener("message", (e) => {
-    const w = waiters.shift();
-    if (w) w(e.data);
-    else queue.push(e.data);
-  });
-  return {
-    socket,
-    send: (m) => socket.send(m),
-    close: () => socket.close(),
-    next(ms = 3000) {
-      if (queue.length) return Promise.resolve(queue.shift());
-      return new Promise((ok, fail) => {
-        const w = (m) => (clearTimeout(timer), ok(m));
-        const timer = setTimeout(() => {
-          waiters.splice(waiters.indexOf(w), 1);
-          fail(new Error(`no message in ${ms} ms`));
-        }, ms);
-        waiters.push(w);
-      });
-    },
-    async json(ms) {
-      return JSON.parse(await this.next(ms));
-    },
-  };
+  const c = partyClient({ host, ...opts });
+  sockets.push(c.socket);
+  return c;
 }
 
 async function bytes(data) {

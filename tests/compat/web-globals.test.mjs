@@ -17,7 +17,7 @@ const OUR_GLOBALS = [
   "console", "performance", "queueMicrotask", "structuredClone", "TextEncoder", "TextDecoder",
   "atob", "btoa", "crypto", "URL", "URLSearchParams", "Headers", "Request", "Response", "Event",
   "EventTarget", "MessageEvent", "CloseEvent", "ErrorEvent", "AbortController", "AbortSignal",
-  "DOMException", "__bodyBytes", "__codec",
+  "DOMException", "__bodyBytes", "__codec", "__brands",
 ];
 
 // The natives as Rust defines them, on node:crypto and Node's encoders. Buffers cross
@@ -154,14 +154,18 @@ test("globals the engine already has are kept, and web.js uses its DOMException"
   assert.deepEqual([...out], ["engineQueueMicrotask", 42, "InvalidCharacterError", true, "function"]);
 });
 
-test("codec.js works on its own, with a DataCloneError-like Error when there is no DOMException", () => {
-  const context = vm.createContext({});
-  vm.runInContext(CODEC_JS, context);
-  const out = vm.runInContext(`
+test("codec.js needs web.js first, and shares its value classifier through a hidden __brands", () => {
+  assert.throws(() => vm.runInContext(CODEC_JS, vm.createContext({})), /__brands is missing; evaluate web\.js first/);
+  const brands = Object.getOwnPropertyDescriptor(g, "__brands");
+  assert.deepEqual([brands.enumerable, brands.writable, brands.configurable], [false, false, false]);
+  const tables = [brands.value, ...Object.values(brands.value).filter((v) => typeof v === "object")];
+  assert.ok(tables.every((t) => Object.isFrozen(t)), "__brands and its tables are frozen");
+  const out = run(() => {
     let error;
     try { __codec.encode({ f() {} }); } catch (e) { error = e; }
-    [error.name, error instanceof Error, __codec.decode(__codec.encode([1n, new Map([[1, 2]])]))[1].get(1)]`, context);
-  assert.deepEqual([...out], ["DataCloneError", true, 2]);
+    return [error instanceof DOMException, error.name, __codec.decode(__codec.encode([1n, new Map([[1, 2]])]))[1].get(1)];
+  });
+  assert.deepEqual([...out], [true, "DataCloneError", 2]);
 });
 
 // ---------------------------------------------------------------- console

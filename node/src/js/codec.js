@@ -39,69 +39,11 @@
 
 const PREFIX = "~1:";
 
-const getter = (proto, key) => Object.getOwnPropertyDescriptor(proto, key).get;
-const TYPED_ARRAY_PROTOTYPE = Object.getPrototypeOf(Int8Array.prototype);
-const typedArrayTag = getter(TYPED_ARRAY_PROTOTYPE, Symbol.toStringTag);
-const isError = Error.isError ?? ((v) => v instanceof Error);
-
-// Built-ins by prototype, each with a method that throws unless given a real one.
-const BRANDS = new Map([
-  [ArrayBuffer.prototype, ["ArrayBuffer", getter(ArrayBuffer.prototype, "byteLength")]],
-  [DataView.prototype, ["DataView", getter(DataView.prototype, "byteLength")]],
-  [Map.prototype, ["Map", getter(Map.prototype, "size")]],
-  [Set.prototype, ["Set", getter(Set.prototype, "size")]],
-  [Date.prototype, ["Date", Date.prototype.getTime]],
-  [RegExp.prototype, ["RegExp", getter(RegExp.prototype, "source")]],
-  [Boolean.prototype, ["Boolean", Boolean.prototype.valueOf]],
-  [Number.prototype, ["Number", Number.prototype.valueOf]],
-  [String.prototype, ["String", String.prototype.valueOf]],
-  [BigInt.prototype, ["BigInt", BigInt.prototype.valueOf]],
-  [Symbol.prototype, ["Symbol", Symbol.prototype.valueOf]],
-]);
-const BRAND = Object.fromEntries(BRANDS.values());
-const VIEWS = Object.fromEntries([
-  "Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array", "Int32Array",
-  "Uint32Array", "Float16Array", "Float32Array", "Float64Array", "BigInt64Array", "BigUint64Array",
-  "DataView",
-].filter((name) => typeof globalThis[name] === "function").map((name) => [name, globalThis[name]]));
-
-const ERROR_TYPES = {
-  __proto__: null, Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError,
-};
-const UNCLONABLE = [
-  Promise, WeakMap, WeakSet, globalThis.WeakRef, globalThis.FinalizationRegistry,
-  globalThis.SharedArrayBuffer,
-].filter(Boolean);
-
-function hasBrand(check, v) {
-  try {
-    check.call(v);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-// "Array", a typed array's name, "Error", a BRANDS kind, or "Object" (plain objects,
-// class instances, and objects merely inheriting from a built-in's prototype).
-function builtinKind(v) {
-  if (Array.isArray(v)) return "Array";
-  for (let p = Object.getPrototypeOf(v); p !== null && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
-    if (p === TYPED_ARRAY_PROTOTYPE) return typedArrayTag.call(v) ?? "Object";
-    if (p === Error.prototype) return isError(v) ? "Error" : "Object";
-    const brand = BRANDS.get(p);
-    if (brand) return hasBrand(brand[1], v) ? brand[0] : "Object";
-  }
-  return "Object";
-}
-
-function dataCloneError(v) {
-  const what = typeof v === "function" ? `function ${v.name}`
-    : typeof v === "symbol" ? v.toString() : Object.prototype.toString.call(v);
-  const message = `${what} could not be cloned.`;
-  if (typeof DOMException === "function") return new DOMException(message, "DataCloneError");
-  return Object.assign(new Error(message), { name: "DataCloneError" });
-}
+// The value classifier and clone tables from web.js, evaluated before this file in the
+// same context, so that storage judges values exactly as structuredClone does.
+const brands = globalThis.__brands;
+if (brands === undefined) throw new Error("codec.js: globalThis.__brands is missing; evaluate web.js first");
+const { builtinKind, BRAND, VIEW_TYPES, ERROR_TYPES, UNCLONABLE, dataCloneError, setOwn } = brands;
 
 // --------------------------------------------------------------------- base64
 
@@ -254,14 +196,6 @@ function register(objects, value) {
   return value;
 }
 
-function setOwn(target, key, value) {
-  if (key === "__proto__") {
-    Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
-  } else {
-    target[key] = value;
-  }
-}
-
 function reviveFields(target, source, objects) {
   for (const key of Object.keys(source)) setOwn(target, key, revive(source[key], objects));
   return target;
@@ -306,7 +240,7 @@ function reviveSet(set, p, objects) {
 
 // The view is numbered before its buffer, as in encode.
 function reviveView([type, buffer, byteOffset, length], objects) {
-  const View = VIEWS[type];
+  const View = VIEW_TYPES[type];
   if (!View) throw new SyntaxError(`codec: unknown view type ${type}`);
   const id = objects.push(null) - 1;
   objects[id] = new View(revive(buffer, objects), byteOffset, length);

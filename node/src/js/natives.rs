@@ -591,16 +591,7 @@ fn install_fetch<'js>(
         Function::new(
             ctx.clone(),
             move |ctx: Ctx<'js>, h: InstanceId, party: String, room: String, parts: Array<'js>| {
-                // parts: [method, url, flat headers, body bytes or null]
-                let method: String = parts.get(0)?;
-                let url: String = parts.get(1)?;
-                let headers: Vec<String> = parts.get(2)?;
-                let body: Value = parts.get(3)?;
-                let body = if body.is_null() || body.is_undefined() {
-                    Bytes::new()
-                } else {
-                    Bytes::from(bytes_of(&ctx, &body)?)
-                };
+                let (method, url, headers, body) = request_parts(&ctx, &parts)?;
                 let req = build_request(&method, &url, &headers, body)
                     .map_err(|e| Exception::throw_type(&ctx, &e))?;
                 let fetcher = with_lease(&ctx, &s, h, |lease| lease.fetcher.clone())?;
@@ -617,26 +608,48 @@ fn install_fetch<'js>(
                             .await
                             .map_err(|e| e.to_string())
                     },
-                    |ctx, resp| {
-                        let out = Array::new(ctx.clone())?;
-                        out.set(0, resp.status().as_u16())?;
-                        let headers = Array::new(ctx.clone())?;
-                        let mut i = 0;
-                        for (k, v) in resp.headers() {
-                            headers.set(i, k.as_str())?;
-                            headers
-                                .set(i + 1, String::from_utf8_lossy(v.as_bytes()).into_owned())?;
-                            i += 2;
-                        }
-                        out.set(1, headers)?;
-                        out.set(2, ArrayBuffer::new_copy(ctx.clone(), &resp.body()[..])?)?;
-                        Ok(out.into_value())
-                    },
+                    |ctx, resp| response_value(ctx, resp.status(), resp.headers(), resp.body()),
                 )
             },
         )?,
     )?;
     Ok(())
+}
+
+/// `[method, url, flat headers, body bytes or null]` from party.js.
+fn request_parts<'js>(
+    ctx: &Ctx<'js>,
+    parts: &Array<'js>,
+) -> JsResult<(String, String, Vec<String>, Bytes)> {
+    let body: Value = parts.get(3)?;
+    let body = if body.is_null() || body.is_undefined() {
+        Bytes::new()
+    } else {
+        Bytes::from(bytes_of(ctx, &body)?)
+    };
+    Ok((parts.get(0)?, parts.get(1)?, parts.get(2)?, body))
+}
+
+/// `[status, flat headers, body bytes]`, how party.js takes a response.
+fn response_value<'a>(
+    ctx: &Ctx<'a>,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> JsResult<Value<'a>> {
+    let out = Array::new(ctx.clone())?;
+    out.set(0, status.as_u16())?;
+    let flat = Array::new(ctx.clone())?;
+    for (i, (k, v)) in headers.iter().enumerate() {
+        flat.set(2 * i, k.as_str())?;
+        flat.set(
+            2 * i + 1,
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )?;
+    }
+    out.set(1, flat)?;
+    out.set(2, ArrayBuffer::new_copy(ctx.clone(), body)?)?;
+    Ok(out.into_value())
 }
 
 fn build_request(
@@ -684,11 +697,7 @@ fn install_http_fetch<'js>(
     n.set(
         "httpFetch",
         Function::new(ctx.clone(), move |ctx: Ctx<'js>, parts: Array<'js>| {
-            // parts: [method, url, flat headers, body bytes or null]
-            let method: String = parts.get(0)?;
-            let url: String = parts.get(1)?;
-            let headers: Vec<String> = parts.get(2)?;
-            let body: Value = parts.get(3)?;
+            let (method, url, headers, body) = request_parts(&ctx, &parts)?;
             let uri: http::Uri = url
                 .parse()
                 .map_err(|_| Exception::throw_type(&ctx, &format!("fetch: invalid URL {url}")))?;
@@ -705,11 +714,6 @@ fn install_http_fetch<'js>(
                     &format!("fetch: {host} is not allowed (start the node with --js-fetch-allow {host})"),
                 ));
             }
-            let body = if body.is_null() || body.is_undefined() {
-                Bytes::new()
-            } else {
-                Bytes::from(bytes_of(&ctx, &body)?)
-            };
             let mut b = http::Request::builder().method(method.as_str()).uri(uri);
             for kv in headers.chunks_exact(2) {
                 b = b.header(kv[0].as_str(), kv[1].as_str());
@@ -750,18 +754,7 @@ fn install_http_fetch<'js>(
                         Err(_) => Err("fetch timed out after 30 s".into()),
                     }
                 },
-                |ctx, (parts, body)| {
-                    let out = Array::new(ctx.clone())?;
-                    out.set(0, parts.status.as_u16())?;
-                    let headers = Array::new(ctx.clone())?;
-                    for (i, (k, v)) in parts.headers.iter().enumerate() {
-                        headers.set(2 * i, k.as_str())?;
-                        headers.set(2 * i + 1, String::from_utf8_lossy(v.as_bytes()).into_owned())?;
-                    }
-                    out.set(1, headers)?;
-                    out.set(2, ArrayBuffer::new_copy(ctx.clone(), &body[..])?)?;
-                    Ok(out.into_value())
-                },
+                |ctx, (parts, body)| response_value(ctx, parts.status, &parts.headers, &body),
             )
         })?,
     )?;

@@ -9,6 +9,9 @@
 // bytes as a Uint8Array (UTF-8 of a string body; otherwise the internal array, not a
 // copy, so do not modify it), or null without a body. It does not mark the body used.
 //
+// And, for codec.js, a hidden `globalThis.__brands`: the value classifier and the tables
+// structuredClone goes by (see the end of this file).
+//
 // Not implemented: fetch, Blob, File, FormData, ReadableStream and the other streams (a
 // body's `.body` is a one-chunk stand-in, see BodyStream), Request/Response blob() and
 // formData(), crypto.subtle other than digest (its other methods reject with
@@ -77,7 +80,7 @@ const BRANDS = new Map([
   [BigInt.prototype, ["BigInt", BigInt.prototype.valueOf]],
   [Symbol.prototype, ["Symbol", Symbol.prototype.valueOf]],
 ]);
-const BRAND = Object.fromEntries(BRANDS.values());
+const BRAND = Object.freeze(Object.fromEntries(BRANDS.values()));
 
 function hasBrand(check, v) {
   try {
@@ -340,18 +343,19 @@ function callerStack() {
 
 // ------------------------------------------------------------ structuredClone
 
-const ERROR_TYPES = {
+// Frozen, like BRAND, as codec.js shares them through `__brands`.
+const ERROR_TYPES = Object.freeze({
   __proto__: null, Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError,
-};
-const UNCLONABLE = [
+});
+const UNCLONABLE = Object.freeze([
   Promise, WeakMap, WeakSet, globalThis.WeakRef, globalThis.FinalizationRegistry,
   globalThis.SharedArrayBuffer,
-].filter(Boolean);
-const VIEW_TYPES = Object.fromEntries([
+].filter(Boolean));
+const VIEW_TYPES = Object.freeze(Object.fromEntries([
   "Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array", "Int32Array",
   "Uint32Array", "Float16Array", "Float32Array", "Float64Array", "BigInt64Array", "BigUint64Array",
   "DataView",
-].filter((name) => typeof globalThis[name] === "function").map((name) => [name, globalThis[name]]));
+].filter((name) => typeof globalThis[name] === "function").map((name) => [name, globalThis[name]])));
 
 function dataCloneError(v) {
   const what = typeof v === "function" ? `function ${v.name}`
@@ -1943,4 +1947,10 @@ for (const [name, cls] of Object.entries(classes)) {
 const functions = { console: makeConsole(), performance, queueMicrotask, structuredClone, atob, btoa, crypto };
 for (const [name, value] of Object.entries(functions)) define(name, value);
 define("__bodyBytes", bodyBytes);
+
+// For codec.js, evaluated next in this context, so that storage judges values as
+// structuredClone does. Not enumerable, not writable, not configurable; its tables frozen.
+Object.defineProperty(globalThis, "__brands", {
+  value: Object.freeze({ builtinKind, BRAND, VIEW_TYPES, ERROR_TYPES, UNCLONABLE, dataCloneError, setOwn }),
+});
 })();
