@@ -192,16 +192,17 @@ export default class Server implements Party.Server {
   }
 });
 
-test("the project's parties sit next to the built-ins, and a plain `conclave dev` has no JavaScript", async () => {
+test("the project's parties sit next to the built-ins with their env, cannot reach the natives, and a plain `conclave dev` has no JavaScript", async () => {
   const dir = project({
     "partykit.json": JSON.stringify({ main: "src/server.ts", parties: { chat: "src/server.ts" }, vars: { A: "from vars", B: "b" } }),
     ".env": "A=from dotenv\n",
-    "src/server.ts": `export default { onRequest(req: Request, room: any) { return Response.json({ env: room.env, name: room.name }); } };`,
+    "src/server.ts": `export default { onRequest(req: Request, room: any) { return Response.json({ env: room.env, name: room.name, natives: typeof (globalThis as any).__native }); } };`,
   });
   const server = await startProject(dir);
   try {
     const res = await fetch(`http://${server.host}/parties/chat/x`);
-    assert.deepEqual(await res.json(), { env: { A: "from dotenv", B: "b" }, name: "chat" });
+    // The runtime's natives are not within reach of the party's code.
+    assert.deepEqual(await res.json(), { env: { A: "from dotenv", B: "b" }, name: "chat", natives: "undefined" });
     const counter = await fetch(`http://${server.host}/parties/counter/x`);
     assert.deepEqual(await counter.json(), { value: 0 });
   } finally {

@@ -602,4 +602,7 @@
   }
 
   Object.defineProperty(globalThis, "__conclave", { value: conclave });
+  // web.js and this file hold the natives now; the party's own code does not get them
+  // (they take any room's handle).
+  delete globalThis.__native;
 })();
