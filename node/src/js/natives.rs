@@ -273,6 +273,22 @@ fn install_room<'js>(ctx: &Ctx<'js>, n: &Object<'js>, shared: &Rc<Shared>) -> Js
     )?;
     let s = shared.clone();
     n.set(
+        "connectionByKey",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, key: String| {
+                let found = with_lease(&ctx, &s, h, |lease| {
+                    connection(&ctx, lease, &key).map(|c| c.as_ref().map(conn_ref))
+                })??;
+                match found {
+                    Some(c) => conn_row(&ctx, &c),
+                    None => Ok(Value::new_null(ctx.clone())),
+                }
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    n.set(
         "connections",
         Function::new(
             ctx.clone(),

@@ -129,9 +129,10 @@
       this.#listening = true;
       super.addEventListener(type, listener, options);
     }
-    /** Delivers an event to listeners added with addEventListener (the object API). */
-    _emit(event) {
-      if (this.#listening) this.dispatchEvent(event);
+    /** Delivers the event `make` builds to listeners added with addEventListener (the
+     * object API); without listeners, nothing is built. */
+    _emit(make) {
+      if (this.#listening) this.dispatchEvent(make());
     }
     #stored() {
       const text = N.getState(this.#inst.handle, this.#key);
@@ -298,6 +299,16 @@
   }
 
   /** `room.context.parties`: any party name, made when first asked for. */
+  /** A connection the room's events name by key: cached since its connect (or looked
+   * up, after a wake from hibernation). */
+  function connectionByKey(inst, key) {
+    const cached = inst.conns.get(key);
+    if (cached) return cached;
+    const row = N.connectionByKey(inst.handle, key);
+    if (row == null) throw new Error("the connection left the room");
+    return connectionOf(inst, row);
+  }
+
   function partiesFor(inst) {
     return new Proxy({}, {
       get(_, name) {
@@ -496,7 +507,34 @@
     },
 
     /** Runs one event; resolves to what Rust expects for it. `conn` is [key, id, uri, tags]. */
-    async dispatch(handle, kind, conn, a, b, c, d) {
+    /** Runs one event. A message to a handler that does not return a promise is handled
+     * without one (the common case, and the hot path); everything else is async. */
+    dispatch(handle, kind, conn, a, b, c, d) {
+      if (kind !== "message") return conclave.dispatchAsync(handle, kind, conn, a, b, c, d);
+      const inst = instances.get(handle);
+      if (!inst) throw new Error(`no party instance ${handle}`);
+      const s = inst.server;
+      const c0 = connectionByKey(inst, conn);
+      c0._emit(() => new MessageEvent("message", { data: a }));
+      const f = serverMethod(s, "onMessage");
+      if (!f) return null;
+      const failed = (e) => {
+        inst.lastError = e; // onError gets the thrown value itself
+        throw e;
+      };
+      let result;
+      try {
+        result = f.call(s, a, c0);
+      } catch (e) {
+        failed(e);
+      }
+      if (result !== null && typeof result === "object" && typeof result.then === "function") {
+        return Promise.resolve(result).then(() => null, failed);
+      }
+      return null;
+    },
+
+    async dispatchAsync(handle, kind, conn, a, b, c, d) {
       if (kind === "beforeConnect" || kind === "beforeRequest") {
         return conclave.check(kind, a, b, c, d);
       }
@@ -522,23 +560,11 @@
           if (f) await f.call(s, c0, { request: makeRequest("GET", a, b, null) });
           return null;
         }
-        case "message": {
-          const c0 = connectionOf(inst, conn);
-          c0._emit(new MessageEvent("message", { data: a }));
-          const f = serverMethod(s, "onMessage");
-          try {
-            if (f) await f.call(s, a, c0);
-          } catch (e) {
-            inst.lastError = e; // onError gets the thrown value itself
-            throw e;
-          }
-          return null;
-        }
         case "close": {
           const c0 = connectionOf(inst, conn);
           inst.conns.delete(conn[0]);
           c0.readyState = 3;
-          c0._emit(new CloseEvent("close", { code: a, reason: b, wasClean: true }));
+          c0._emit(() => new CloseEvent("close", { code: a, reason: b, wasClean: true }));
           const f = serverMethod(s, "onClose");
           if (f) await f.call(s, c0);
           return null;
@@ -551,7 +577,7 @@
           }
           const err = !b && inst.lastError !== undefined ? inst.lastError : new Error(a);
           inst.lastError = undefined;
-          c0._emit(new ErrorEvent("error", { error: err, message: a }));
+          c0._emit(() => new ErrorEvent("error", { error: err, message: a }));
           const f = serverMethod(s, "onError");
           if (f) await f.call(s, c0, err);
           return null;

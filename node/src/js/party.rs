@@ -223,7 +223,8 @@ impl Party for JsParty {
         conn: &Connection,
         msg: Message,
     ) -> Result<(), PartyError> {
-        match self.run(room, Event::Message(conn_ref(conn), msg)).await {
+        let key = super::natives::peer_key(conn.peer());
+        match self.run(room, Event::Message(key, msg)).await {
             Ok(_) => Ok(()),
             Err(Failure::Threw(error)) => {
                 warn!(conn = %conn.id(), error = %error.trace, "onMessage threw; closing the connection with 1011");

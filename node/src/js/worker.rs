@@ -10,8 +10,8 @@ use crate::storage::{Savepoint, Storage};
 use conclave_proto::RoomKey;
 use rquickjs::promise::PromiseState;
 use rquickjs::{
-    Array, ArrayBuffer, CatchResultExt, CaughtError, Context, Ctx, Function, Persistent, Promise,
-    Runtime, Value,
+    Array, ArrayBuffer, CatchResultExt, CaughtError, Context, Ctx, Function, Persistent, Runtime,
+    Value,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -68,7 +68,8 @@ pub(crate) enum Event {
     /// With the upgrade request's headers (names and values, alternating).
     Tags(ConnRef, Vec<String>),
     Connect(ConnRef, Vec<String>),
-    Message(ConnRef, Message),
+    /// A message from the connection with this key (party.js knows it from its connect).
+    Message(String, Message),
     Close(ConnRef, u16, String),
     /// `gone`: the connection already left (a socket error), rather than a handler failing.
     Error {
@@ -568,17 +569,31 @@ impl Worker {
             self.instances.borrow_mut().insert(instance, party);
         }
         self.shared.run_due_timers(&loaded.context, instance);
-        let promise = self.shared.enter(&loaded.context, instance, |ctx| {
-            let f = loaded
-                .dispatch
-                .clone()
-                .restore(&ctx)
-                .map_err(|e| e.to_string())?;
-            let args = event_args(&ctx, instance, event).map_err(|e| e.to_string())?;
-            let p: Promise = f.call_arg(args).catch(&ctx).map_err(|e| caught_text(&e))?;
-            Ok::<_, Thrown>(Persistent::save(&ctx, p))
-        });
-        let promise = promise.map_err(|e| failure_of(active, e))?;
+        let promise =
+            self.shared.enter(&loaded.context, instance, |ctx| {
+                let f = loaded
+                    .dispatch
+                    .clone()
+                    .restore(&ctx)
+                    .map_err(|e| e.to_string())?;
+                let args = event_args(&ctx, instance, event).map_err(|e| e.to_string())?;
+                let v: Value = f.call_arg(args).catch(&ctx).map_err(|e| caught_text(&e))?;
+                match v.into_promise() {
+                    Some(p) => Ok::<_, Thrown>(Err(Persistent::save(&ctx, p))),
+                    // Handled at once, without a promise.
+                    None => Ok(Ok(outcome_of(kind, Value::new_null(ctx.clone()))
+                        .map_err(|e| e.to_string())?)),
+                }
+            });
+        let promise = match promise.map_err(|e| failure_of(active, e))? {
+            Ok(outcome) => {
+                if let Some(f) = active.failure.borrow_mut().take() {
+                    return Err(f);
+                }
+                return Ok(outcome);
+            }
+            Err(promise) => promise,
+        };
         loop {
             if let Some(f) = active.failure.borrow_mut().take() {
                 return Err(f);
@@ -727,8 +742,8 @@ fn event_args<'js>(
             values.push(text(&c.uri)?);
             values.push(string_array(ctx, &headers)?);
         }
-        Event::Message(c, msg) => {
-            values.push(conn_row(ctx, &c)?);
+        Event::Message(key, msg) => {
+            values.push(text(&key)?);
             values.push(message_value(ctx, &msg)?);
         }
         Event::Close(c, code, reason) => {
