@@ -13,6 +13,7 @@ use conclave_node::storage::{
 use conclave_node::{ListOptions, Storage, StorageError};
 use conclave_proto::RoomKey;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where one run of a test keeps its data; `open` may be called again to reopen it.
 enum Backend {
@@ -577,4 +578,55 @@ async fn commits_of_a_room_apply_in_order_and_rooms_stay_apart() {
         );
     })
     .await;
+}
+
+/// Finding 2 of issue 11: an owner stopped in the middle of a commit (its session holding
+/// the owner row `FOR SHARE`) must not hold up the next owner's claim for longer than the
+/// store's bound. Here a session opened with the store's own settings stalls inside such a
+/// transaction; PostgreSQL ends it after `IDLE_IN_TRANSACTION_TIMEOUT`, and the claim goes
+/// through; the stalled owner's later commit is fenced as before.
+#[tokio::test]
+async fn a_claim_does_not_wait_for_an_owner_stalled_mid_commit() {
+    use conclave_node::storage::postgres_session_config;
+    let url = common::postgres::fresh_database().await;
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, 4).await.unwrap());
+    let r = room("stalled");
+    let a = store.claim(&r, &claim("a", 1, &["a", "b"])).await.unwrap();
+
+    // Node a's session, stopped mid-commit: the owner row is locked and nothing follows.
+    let (stalled, conn) = postgres_session_config(&url)
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    stalled
+        .batch_execute("BEGIN; SELECT k FROM conclave_kv FOR SHARE;")
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.claim(&r, &claim("b", 7, &["b"])),
+    )
+    .await
+    .expect("the claim waited on the stalled owner's lock")
+    .unwrap();
+    assert_eq!(claimed.node, "b");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the claim took {:?}",
+        started.elapsed()
+    );
+    // PostgreSQL ended the stalled session; its node's later commit is refused.
+    assert!(stalled.simple_query("SELECT 1").await.is_err());
+    conn.abort();
+    let mut late = Storage::new(r.clone(), store.clone());
+    late.set_fence(Some(a));
+    late.put("k", "late").unwrap();
+    assert!(matches!(
+        late.commit().await,
+        Err(StorageError::Fenced { .. })
+    ));
 }

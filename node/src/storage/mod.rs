@@ -18,7 +18,10 @@ mod store;
 
 #[cfg(feature = "fdb")]
 pub use self::fdb::{stop_network as stop_fdb_network, FdbStore};
-pub use self::postgres::{PostgresStore, DEFAULT_POOL_SIZE as POSTGRES_POOL_SIZE};
+pub use self::postgres::{
+    session_config as postgres_session_config, PostgresStore,
+    DEFAULT_POOL_SIZE as POSTGRES_POOL_SIZE,
+};
 pub use self::redb::RedbStore;
 pub use limits::{MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub(crate) use room_storage::Savepoint;

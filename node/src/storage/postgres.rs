@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
@@ -43,15 +44,53 @@ fn pg(e: tokio_postgres::Error) -> StorageError {
 }
 
 fn retryable(e: &tokio_postgres::Error) -> bool {
-    matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
+        || *c == SqlState::T_R_DEADLOCK_DETECTED
+        || *c == SqlState::LOCK_NOT_AVAILABLE)
+}
+
+/// How long a session of ours may sit in a transaction waiting on its own node (a node
+/// stopped, paused or cut off mid-commit): PostgreSQL then ends the session, and the locks
+/// it held (the owner row, `FOR SHARE`) go with it, so the next owner's claim never waits
+/// on a stalled one for longer. Below the liveness TTL (2 s by default).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long one statement waits for a row lock before it fails and is retried.
+const LOCK_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long a connection may go without an answer from the server (a partition) before
+/// the kernel gives up on it, instead of TCP's default of many minutes.
+const UNANSWERED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The settings of every session a store opens: the URL's, plus the bounds above (server
+/// side: idle-in-transaction and lock timeouts; client side: connect timeout, TCP
+/// keepalives and user timeout).
+pub fn session_config(url: &str) -> Result<tokio_postgres::Config, StorageError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StorageError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+    let bounds = format!(
+        "-c idle_in_transaction_session_timeout={} -c lock_timeout={}",
+        IDLE_IN_TRANSACTION_TIMEOUT.as_millis(),
+        LOCK_TIMEOUT.as_millis()
+    );
+    let options = match config.get_options() {
+        Some(own) if !own.trim().is_empty() => format!("{own} {bounds}"),
+        _ => bounds,
+    };
+    config
+        .options(options)
+        .connect_timeout(UNANSWERED_TIMEOUT)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(2))
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(3)
+        .tcp_user_timeout(UNANSWERED_TIMEOUT);
+    Ok(config)
 }
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db`) and creates the table if needed.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StorageError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StorageError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        let config = session_config(url)?;
         let manager = Manager::from_config(
             config,
             NoTls,
