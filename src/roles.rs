@@ -139,6 +139,9 @@ impl Member for ClusterNode {
     fn room_count(&self) -> usize {
         self.0.room_count()
     }
+    fn fit(&self, within: Duration) -> futures::future::BoxFuture<'static, bool> {
+        self.0.store_reachable(within)
+    }
 }
 
 /// Runs a placement replica until SIGINT/SIGTERM.

@@ -339,3 +339,52 @@ async fn concurrent_counter_checker_through_a_kill_finds_no_duplicate_and_no_los
     );
     assert!(final_value >= *acked.last().unwrap());
 }
+
+/// Finding 4 of issue 11: an owner whose traffic to PostgreSQL is blackholed (its Redis
+/// heartbeat fine) held its rooms for as long as the partition lasted. Alive must mean
+/// able to serve: the node stops renewing its heartbeat when its store does not answer,
+/// fences itself, and the other node takes the room over while the partition lasts.
+#[tokio::test]
+async fn an_owner_cut_off_from_its_store_gives_its_rooms_up() {
+    let database = common::postgres::fresh_database().await;
+    // postgres://user@HOST:PORT/db
+    let server: std::net::SocketAddr = database
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let partition = common::partition::Partition::start(server).await;
+    let via_partition = database.replace(&server.to_string(), &partition.addr.to_string());
+    let cluster = Cluster::builder()
+        .nodes(["a", "b"])
+        .placement()
+        .heartbeat(Duration::from_millis(200), Duration::from_secs(1))
+        .database(&database)
+        .node_database("a", &via_partition)
+        .start()
+        .await;
+    let room = counter_room_on("a");
+    assert_eq!(incr(&cluster, &room).await, 1);
+    let mut client = cluster.ws(0, &format!("/parties/counter/{room}")).await;
+    assert_eq!(try_incr(&mut client, Duration::from_secs(5)).await, Some(2));
+
+    partition.cut();
+    let cut = Instant::now();
+    // Node a cannot commit this; once a fences itself and leaves the ring, the gateway
+    // moves the socket to b and replays the frame there. The partition never heals
+    // during the wait.
+    assert_eq!(
+        try_incr(&mut client, Duration::from_secs(15)).await,
+        Some(3)
+    );
+    let gap = cut.elapsed();
+    let info = admin_room(&cluster, &room).await;
+    assert_eq!(info["node"]["owner"]["node"], "b", "{info}");
+    assert!(
+        gap < Duration::from_secs(10),
+        "the room was silent for {gap:?}"
+    );
+    partition.heal();
+}

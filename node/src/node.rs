@@ -7,6 +7,7 @@ use crate::host::Host;
 use crate::party::PartyRegistry;
 use crate::storage::Store;
 use conclave_proto::NodeSide;
+use futures::future::BoxFuture;
 use std::sync::Arc;
 
 /// Hosts rooms. Cheap to clone.
@@ -47,6 +48,15 @@ impl Node {
     /// Rooms this node holds (active or hibernated).
     pub fn room_count(&self) -> usize {
         self.host.rooms.len()
+    }
+
+    /// Whether the node's store answers within `within`: a node that cannot reach it
+    /// should not stay alive in the cluster (see the heartbeat).
+    pub fn store_reachable(&self, within: std::time::Duration) -> BoxFuture<'static, bool> {
+        let store = self.host.store.clone();
+        Box::pin(
+            async move { matches!(tokio::time::timeout(within, store.ping()).await, Ok(Ok(()))) },
+        )
     }
 
     /// The party names this node serves.

@@ -1,7 +1,9 @@
 //! A node's liveness: renew `conclave:node:<id>` with a TTL; fence itself when it cannot.
 
 use crate::{node_key, LivenessTiming};
+use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
+use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -26,13 +28,16 @@ async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
 }
 
 /// Renews the heartbeat until `leave` turns true; then deletes the key, so placement drops
-/// the node at its next poll instead of after the TTL (a drain). `on_fence(true)` is called when no renewal succeeded for
-/// `timing.self_fence_after` (the node must stop serving), `on_fence(false)` when renewals
-/// succeed again. The node starts fenced until its first renewal.
+/// the node at its next poll instead of after the TTL (a drain). A renewal happens only
+/// when `fit` says the node can do its work (reach its store) within one heartbeat: alive
+/// in Redis must mean able to serve. `on_fence(true)` is called when no renewal succeeded
+/// for `timing.self_fence_after` (the node must stop serving), `on_fence(false)` when
+/// renewals succeed again. The node starts fenced until its first renewal.
 pub async fn run(
     redis_url: String,
     beat: Beat,
     timing: LivenessTiming,
+    fit: impl Fn(Duration) -> BoxFuture<'static, bool> + Send + 'static,
     on_fence: impl Fn(bool) + Send + 'static,
     mut leave: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -47,6 +52,7 @@ pub async fn run(
     let mut conn: Option<ConnectionManager> = None;
     let mut last_ok: Option<Instant> = None;
     let mut fenced = true;
+    let mut was_able = true;
     on_fence(true);
     loop {
         let sent = Instant::now();
@@ -56,7 +62,16 @@ pub async fn run(
                 .ok()
                 .and_then(Result::ok);
         }
-        let renewed = match conn.as_mut() {
+        let able = fit(timing.heartbeat).await;
+        if able != was_able {
+            was_able = able;
+            if able {
+                info!(node = %beat.id, "the store answers again");
+            } else {
+                warn!(node = %beat.id, "the store did not answer in time: not renewing the heartbeat until it does");
+            }
+        }
+        let renewed = match conn.as_mut().filter(|_| able) {
             Some(c) => {
                 let mut set = redis::cmd("SET");
                 set.arg(&key).arg(&value).arg("PX").arg(ttl_ms);
@@ -75,7 +90,7 @@ pub async fn run(
                 info!(node = %beat.id, "heartbeat renewed: serving");
                 on_fence(false);
             }
-        } else if conn.is_some() {
+        } else if conn.is_some() && able {
             warn!(node = %beat.id, "heartbeat renewal failed");
         }
         let stale = last_ok.is_none_or(|t| t.elapsed() >= timing.self_fence_after);

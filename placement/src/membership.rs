@@ -10,6 +10,7 @@ use crate::grpc::follow_placement;
 use crate::heartbeat::{self, Beat};
 use crate::LivenessTiming;
 use conclave_proto::{Ring, RingView};
+use futures::future::BoxFuture;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -22,6 +23,12 @@ pub trait Member: Send + Sync + 'static {
     fn set_ring(&self, ring: Ring);
     /// Rooms the node still holds.
     fn room_count(&self) -> usize;
+    /// Whether the node can do its work now (reach its store) within `within`. A node
+    /// that is not fit does not renew its heartbeat: it fences itself, and its rooms move
+    /// to nodes that can serve them.
+    fn fit(&self, _within: Duration) -> BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(true))
+    }
 }
 
 /// How long a drain waits for placement, then for rooms to leave.
@@ -49,10 +56,12 @@ impl Membership {
         let gate = Arc::new(Gate::new(member.clone(), id.clone(), beat.region.clone()));
         let (leave, leave_rx) = watch::channel(false);
         let on_fence = gate.clone();
+        let fit = member.clone();
         tokio::spawn(heartbeat::run(
             redis_url,
             beat,
             timing,
+            move |within| fit.fit(within),
             move |fenced| on_fence.heartbeat(fenced),
             leave_rx,
         ));

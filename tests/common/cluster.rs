@@ -54,6 +54,8 @@ pub struct ClusterBuilder {
     /// (renew every, time to live)
     heartbeat: Option<(Duration, Duration)>,
     database: Option<String>,
+    /// Nodes that reach the database at another URL.
+    node_databases: std::collections::HashMap<String, String>,
     /// The binary every role runs (else `conclave`).
     program: Option<PathBuf>,
 }
@@ -110,6 +112,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Node `id` reaches the cluster's database at `url` instead (e.g. through a
+    /// [`Partition`](super::partition::Partition) to the same server).
+    pub fn node_database(mut self, id: &str, url: &str) -> Self {
+        self.node_databases.insert(id.into(), url.into());
+        self
+    }
+
     pub async fn start(mut self) -> Cluster {
         assert!(
             self.placement || self.nodes.iter().all(|(_, r)| r == DEFAULT_REGION),
@@ -147,9 +156,10 @@ impl ClusterBuilder {
                 }
                 flags.extend(args(&["--relay-listen", &relay.to_string()]));
                 flags.extend(args(&["--http-listen", &http.to_string()]));
+                let database = self.node_databases.get(id).unwrap_or(&database);
                 flags.extend(args(&[
                     "--postgres-url",
-                    &database,
+                    database,
                     "--admin-token",
                     ADMIN_TOKEN,
                 ]));

@@ -10,12 +10,14 @@
 //! - `store`: the real store wrapped for tests (failing commits; calls the paused clock
 //!   waits for).
 //! - `process`, `redis`, `postgres`, `net`: real processes and servers on free ports.
+//! - `partition`: a TCP proxy the test cuts and heals, as a network partition.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod faults;
 pub mod local;
 pub mod net;
+pub mod partition;
 pub mod postgres;
 pub mod process;
 pub mod redis;

@@ -28,6 +28,9 @@ const COMMIT_ATTEMPTS: usize = 5;
 
 pub struct PostgresStore {
     pool: Pool,
+    config: tokio_postgres::Config,
+    /// The connection `ping` uses, apart from the pool.
+    probe: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
 fn backend<E: std::fmt::Display>(e: E) -> StorageError {
@@ -92,7 +95,7 @@ impl PostgresStore {
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StorageError> {
         let config = session_config(url)?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -115,7 +118,11 @@ impl PostgresStore {
         .await
         .map_err(pg)?;
         txn.commit().await.map_err(pg)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            config,
+            probe: tokio::sync::Mutex::default(),
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
@@ -305,6 +312,26 @@ impl Store for PostgresStore {
             }
         }
         Ok(out)
+    }
+
+    /// On a connection of its own, so a busy pool does not make the store look away.
+    async fn ping(&self) -> Result<(), StorageError> {
+        let mut probe = self.probe.lock().await;
+        if probe.as_ref().is_none_or(|c| c.is_closed()) {
+            let (client, conn) = self.config.connect(NoTls).await.map_err(pg)?;
+            tokio::spawn(conn);
+            *probe = Some(client);
+        }
+        let Some(client) = probe.as_ref() else {
+            return Err(StorageError::Backend("postgres: no connection".into()));
+        };
+        match client.simple_query("SELECT 1").await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                *probe = None;
+                Err(pg(e))
+            }
+        }
     }
 
     async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {

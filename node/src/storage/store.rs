@@ -250,6 +250,12 @@ pub trait Store: Send + Sync + 'static {
     async fn wait_owner_change(&self, _room: &RoomKey, within: std::time::Duration) {
         tokio::time::sleep(within.min(std::time::Duration::from_millis(50))).await;
     }
+    /// Whether the store answers now: a node that cannot reach its store must not renew
+    /// its liveness (it could not commit anything), so that its rooms move to a node that
+    /// can. Embedded stores always answer.
+    async fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Entries of the global alarm index, `(room, due_ms)`, earliest first, as `scan`
     /// selects them.
     async fn scan_alarms(&self, scan: &AlarmScan) -> Result<Vec<(RoomKey, i64)>, StorageError>;
