@@ -33,6 +33,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 
+/// The pauses before a frame whose writes did not commit is tried again on this actor.
+const COMMIT_RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(900),
+];
+
 /// What an actor needs from its node.
 pub(crate) struct ActorContext {
     pub cluster: Arc<Cluster>,
@@ -182,7 +189,11 @@ impl RoomActor {
 
     /// Handles one client frame, then acknowledges it to the gateway: once acknowledged, a
     /// frame is never replayed to another node. A frame is not acknowledged when this node
-    /// may no longer serve the room; the next owner gets it instead.
+    /// may no longer serve the room; the next owner gets it instead. Nor is it when its
+    /// writes could not commit: it is tried again here after a pause, and after the last
+    /// pause the room leaves the node, so its sockets re-attach (here, or wherever the ring
+    /// says) and the gateway replays the frame to a fresh actor. Only a failing handler
+    /// drops a frame.
     async fn frame(&mut self, peer: Peer, msg: Message, seq: u64) {
         let Some(conn) = self.conn(peer) else {
             return;
@@ -197,26 +208,44 @@ impl RoomActor {
             }
             entry.last_seq = seq;
         }
-        if let Err(e) = self.ensure_started().await {
-            if !self.fenced {
-                warn!(conn = %conn.id(), error = %e, "on_start failed; message dropped");
-                self.ack(peer, seq);
-                self.room.flush().await;
+        let mut pauses = COMMIT_RETRY_PAUSES.iter();
+        loop {
+            match self.handle_frame(&conn, msg.clone(), seq).await {
+                Ok(()) => return,
+                Err(StepError::Handler(e)) => {
+                    warn!(conn = %conn.id(), error = %e, "the party failed on a message; its writes and messages were discarded");
+                    self.ack(peer, seq);
+                    self.room.flush().await;
+                    return;
+                }
+                Err(_) if self.fenced => return,
+                Err(e) => match pauses.next() {
+                    Some(pause) => {
+                        warn!(conn = %conn.id(), error = %e, ?pause, "a message's writes did not commit; trying it again");
+                        tokio::time::sleep(*pause).await;
+                    }
+                    None => {
+                        warn!(conn = %conn.id(), error = %e, "a message's writes still do not commit; the room leaves this node and its sockets re-attach, with the message replayed");
+                        self.fenced = true;
+                        return;
+                    }
+                },
             }
-            return;
         }
-        let step = Handler::Message {
-            conn: &conn,
-            msg,
-            seq,
-        };
-        if let Err(e) = self.step(step).await {
-            warn!(conn = %conn.id(), error = %e, "on_message failed; its writes and messages were discarded");
-            if !self.fenced {
-                self.ack(peer, seq);
-                self.room.flush().await;
-            }
-        }
+    }
+
+    /// One attempt at a frame: the party started (from storage, after a failed commit),
+    /// then its `on_message` as a step.
+    async fn handle_frame(
+        &mut self,
+        conn: &Connection,
+        msg: Message,
+        seq: u64,
+    ) -> Result<(), StepError> {
+        self.ensure_started().await?;
+        self.step(Handler::Message { conn, msg, seq })
+            .await
+            .map(drop)
     }
 
     /// Queues the acknowledgement of frame `seq` (0: none) behind the step's messages.
