@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Puts the results of scripts/chaos.sh into docs/reliability.md, between markers.
+
+usage: chaos_report.py OUT_DIR docs/reliability.md RUNS FAILED
+"""
+import datetime
+import glob
+import json
+import os
+import platform
+import sys
+
+START = "<!-- chaos:start -->"
+END = "<!-- chaos:end -->"
+# Targets of issue 11 for the longest wait per fault (seconds).
+TARGETS = {"Stall": 3.0, "StoreCut": 3.0, "Kill": 3.0, "Drain": 0.5, "RedisRestart": 0.0}
+
+
+def main():
+    out_dir, doc, runs, failed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    reports = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out_dir, "run-*.json")))]
+    seeds = sorted(r["seed"] for r in reports)
+    worst, waits = {}, {}
+    for r in reports:
+        for fault, secs in r["longest_wait_secs"].items():
+            worst[fault] = max(worst.get(fault, 0.0), secs)
+            waits.setdefault(fault, []).append(secs)
+    lines = [
+        START,
+        "## Chaos runs",
+        "",
+        f"`RUNS={runs} scripts/chaos.sh` on {datetime.date.today().isoformat()}, {platform.machine()}, "
+        f"{os.cpu_count()} cores: {runs} runs of `tests/chaos.rs` (3 nodes, 2 gateways, 8 clients "
+        f"incrementing one counter room, default liveness timing), {failed} failed. Seeds: "
+        f"{', '.join(map(str, seeds)) or '—'}.",
+        "",
+        "| fault | longest wait for a reply, worst run (s) | median run (s) | target (s) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for fault in sorted(worst):
+        w = sorted(waits[fault])
+        median = w[len(w) // 2]
+        lines.append(f"| {fault} | {worst[fault]:.2f} | {median:.2f} | ≤ {TARGETS.get(fault, 0):.1f} |")
+    twice = sum(r["applied_twice"] for r in reports)
+    closes = sum(r["closes"] for r in reports)
+    replies = sum(r["replies"] for r in reports)
+    lines += [
+        "",
+        f"Over all runs: {replies:,} replies, {twice} increments applied twice (a frame whose "
+        f"commit landed but was never acknowledged, handled again), {closes} client sockets "
+        "closed. No value was handed out twice in a passing run.",
+        END,
+    ]
+    block = "\n".join(lines) + "\n"
+    text = open(doc).read() if os.path.exists(doc) else "# Reliability\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + block + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    with open(doc, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()

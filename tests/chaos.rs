@@ -1,0 +1,265 @@
+//! Chaos: a dynamic cluster (redis-server, PostgreSQL, placement, nodes a/b/c, two
+//! gateways, default liveness timing) serving one `counter` room to 8 clients spread over
+//! both gateways, each sending `incr` and waiting for its reply, while the test hits the
+//! room's current owner with one fault after another: SIGSTOP past the TTL, a drain, kill -9,
+//! a partition from PostgreSQL, and Redis killed and restarted.
+//!
+//! Checked after the run: no socket closed, every fault recovered from, no value handed
+//! out twice, no acknowledged increment lost (the counter is at least the replies), and at
+//! most one increment applied twice per fault that can interrupt a commit (kill, stall,
+//! store partition): a frame whose commit landed but whose outcome the owner never
+//! learned, or never acknowledged, is handled again by the next attempt (at-least-once;
+//! issue 11 is to make that exactly once). The longest silence per fault is printed, and written as JSON
+//! to `CHAOS_REPORT` when set (scripts/chaos.sh collects them into docs/reliability.md).
+//! `CHAOS_SEED` shuffles the order of the faults.
+
+mod common;
+
+use common::cluster::Cluster;
+use common::partition::Partition;
+use common::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const NODES: [&str; 3] = ["a", "b", "c"];
+const CLIENTS: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    /// SIGSTOP of the owner for 4 s (past the 2 s TTL), then SIGCONT.
+    Stall,
+    /// `POST /admin/drain` of the owner, then a restart.
+    Drain,
+    /// kill -9 of the owner, restarted 3 s later.
+    Kill,
+    /// The owner's traffic to PostgreSQL blackholed for 4 s.
+    StoreCut,
+    /// kill -9 of redis-server, restarted 1 s later.
+    RedisRestart,
+}
+
+/// What the clients saw: every value handed out, the replies, closes, and when the last
+/// reply came (for the silences).
+#[derive(Default)]
+struct Seen {
+    values: Vec<i64>,
+    closes: usize,
+    /// Per client, when its latest reply came.
+    last_reply: Vec<Option<Instant>>,
+    /// The longest time any client waited for a reply since `mark` was reset.
+    worst_wait: Duration,
+}
+
+#[tokio::test]
+async fn a_counter_survives_stalls_drains_kills_store_partitions_and_redis_restarts() {
+    let database = common::postgres::fresh_database().await;
+    let server = postgres_addr(&database);
+    // Every node reaches PostgreSQL through a partition of its own: any owner can be cut.
+    let mut partitions = BTreeMap::new();
+    let mut builder = Cluster::builder()
+        .nodes(NODES)
+        .placement()
+        .gateways(2)
+        .database(&database);
+    for id in NODES {
+        let p = Partition::start(server).await;
+        builder = builder.node_database(
+            id,
+            &database.replace(&server.to_string(), &p.addr.to_string()),
+        );
+        partitions.insert(id, p);
+    }
+    let mut cluster = builder.start().await;
+    let room = "chaos";
+
+    let seen = Arc::new(Mutex::new(Seen {
+        last_reply: vec![None; CLIENTS],
+        ..Seen::default()
+    }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let ws = cluster
+            .ws(i % 2, &format!("/parties/counter/{room}?_pk=client{i}"))
+            .await;
+        clients.push(tokio::spawn(increment_until(
+            ws,
+            i,
+            seen.clone(),
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut faults = vec![
+        Fault::Stall,
+        Fault::Drain,
+        Fault::Kill,
+        Fault::StoreCut,
+        Fault::RedisRestart,
+    ];
+    shuffle(&mut faults, seed());
+    let mut gaps: BTreeMap<String, f64> = BTreeMap::new();
+    // Faults during which a commit can land without its owner acknowledging it.
+    let mut interrupting = 0;
+    for fault in faults {
+        let owner = current_owner(&cluster, room).await;
+        seen.lock().unwrap().worst_wait = Duration::ZERO;
+        match fault {
+            Fault::Stall => {
+                interrupting += 1;
+                cluster.signal(&owner, "-STOP");
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                cluster.signal(&owner, "-CONT");
+            }
+            Fault::Drain => {
+                cluster.drain(&owner).await;
+                let _ = cluster.exit_status(&owner, Duration::from_secs(15)).await;
+                cluster.restart(&owner).await;
+            }
+            Fault::Kill => {
+                interrupting += 1;
+                cluster.signal(&owner, "-KILL");
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                cluster.restart(&owner).await;
+            }
+            Fault::StoreCut => {
+                interrupting += 1;
+                let p = &partitions[owner.as_str()];
+                p.cut();
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                p.heal();
+            }
+            Fault::RedisRestart => {
+                cluster.redis().stop();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                cluster.redis().restart().await;
+            }
+        }
+        // Every client gets a reply after the fault before the next one.
+        let since = Instant::now();
+        let recovered = eventually_within(Duration::from_secs(20), async || {
+            let s = seen.lock().unwrap();
+            s.last_reply.iter().all(|t| t.is_some_and(|t| t > since))
+        })
+        .await;
+        assert!(recovered, "the room did not recover from {fault:?}");
+        cluster.wait_until_placed().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let worst = seen.lock().unwrap().worst_wait;
+        eprintln!("{fault:?}: longest wait for a reply {worst:?}");
+        gaps.insert(format!("{fault:?}"), worst.as_secs_f64());
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    let (closes, mut values) = {
+        let s = seen.lock().unwrap();
+        (s.closes, s.values.clone())
+    };
+    assert_eq!(closes, 0, "client sockets were closed");
+    values.sort_unstable();
+    let replies = values.len() as i64;
+    values.dedup();
+    assert_eq!(values.len() as i64, replies, "a value was handed out twice");
+    let (_, body) = cluster.get(0, &format!("/parties/counter/{room}")).await;
+    let value = serde_json::from_str::<serde_json::Value>(&body).unwrap()["value"]
+        .as_i64()
+        .unwrap();
+    let applied_twice = value - replies;
+    eprintln!("replies {replies}, counter {value}, applied twice {applied_twice}");
+    assert!(
+        (0..=interrupting).contains(&applied_twice),
+        "counter {value} for {replies} replies: an acknowledged increment was lost, or more were applied twice than the faults explain"
+    );
+    if let Ok(path) = std::env::var("CHAOS_REPORT") {
+        let report = serde_json::json!({
+            "seed": seed(),
+            "replies": replies,
+            "counter": value,
+            "applied_twice": applied_twice,
+            "closes": closes,
+            "longest_wait_secs": gaps,
+        });
+        std::fs::write(path, report.to_string()).unwrap();
+    }
+}
+
+/// Sends `incr` and waits for its reply, again and again, until `stop`.
+async fn increment_until(mut ws: Ws, i: usize, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        let sent = Instant::now();
+        if futures::SinkExt::send(&mut ws, Message::text("incr"))
+            .await
+            .is_err()
+        {
+            seen.lock().unwrap().closes += 1;
+            return;
+        }
+        let value = loop {
+            match tokio::time::timeout(Duration::from_secs(30), futures::StreamExt::next(&mut ws))
+                .await
+            {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    break v["value"].as_i64();
+                }
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => {
+                    break None;
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        };
+        let mut s = seen.lock().unwrap();
+        let Some(value) = value else {
+            s.closes += 1;
+            return;
+        };
+        s.values.push(value);
+        s.last_reply[i] = Some(Instant::now());
+        s.worst_wait = s.worst_wait.max(sent.elapsed());
+    }
+}
+
+/// The node that holds the room now, as the gateway's admin view reports it.
+async fn current_owner(cluster: &Cluster, room: &str) -> String {
+    let info = cluster
+        .admin(0, &format!("/admin/rooms/counter/{room}"))
+        .await;
+    info["node"]["owner"]["node"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no owner in {info}"))
+        .to_string()
+}
+
+/// `postgres://user@HOST:PORT/db` → HOST:PORT.
+fn postgres_addr(url: &str) -> std::net::SocketAddr {
+    url.split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {url}"))
+}
+
+fn seed() -> u64 {
+    std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Fisher–Yates with a small xorshift generator: the same seed, the same order.
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut x = seed.max(1);
+    for i in (1..items.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        items.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+}
