@@ -388,3 +388,28 @@ async fn an_owner_cut_off_from_its_store_gives_its_rooms_up() {
     );
     partition.heal();
 }
+
+/// Redis restarts empty, so the ring it held is gone: placement goes on from the version
+/// it had published (a ring that started over at version 1 was ignored by every follower
+/// until the count caught up), keeps the nodes for a TTL while they re-announce
+/// themselves, and a node that dies afterwards still leaves the ring.
+#[tokio::test]
+async fn after_redis_restarts_empty_the_ring_goes_on_and_a_dead_node_still_leaves() {
+    let mut cluster = dynamic_cluster().await;
+    let room = counter_room_on("b");
+    assert_eq!(incr(&cluster, &room).await, 1);
+    cluster.redis().stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.redis().restart().await;
+    assert_eq!(incr(&cluster, &room).await, 2);
+
+    cluster.signal("b", "-KILL");
+    let moved = tokio::time::timeout(Duration::from_secs(20), incr(&cluster, &room)).await;
+    assert_eq!(
+        moved.ok(),
+        Some(3),
+        "the dead node's room was not taken over"
+    );
+    let info = admin_room(&cluster, &room).await;
+    assert_eq!(info["node"]["owner"]["node"], "a", "{info}");
+}

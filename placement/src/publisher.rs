@@ -99,17 +99,46 @@ async fn live_nodes(conn: &mut ConnectionManager) -> redis::RedisResult<(Members
 type Members = BTreeMap<String, String>;
 type Regions = BTreeMap<String, String>;
 
-async fn step(conn: &mut ConnectionManager) -> redis::RedisResult<RingView> {
-    let (members, regions) = live_nodes(conn).await?;
+/// One round: the live set against the stored ring; a changed set is stored as the next
+/// version (compare-and-set). `last` is the newest ring this replica has seen: a Redis that
+/// lost its data (restarted empty) must not take versions back, or followers would ignore
+/// every ring until the count caught up. Until `keep_until`, nodes of `last` that have
+/// not renewed yet stay on the ring (they re-announce within a heartbeat of a restart).
+async fn step(
+    conn: &mut ConnectionManager,
+    last: &RingView,
+    keep_until: Option<tokio::time::Instant>,
+) -> redis::RedisResult<RingView> {
+    let (mut members, mut regions) = live_nodes(conn).await?;
     let stored: Option<String> = redis::cmd("GET").arg(RING_KEY).query_async(conn).await?;
-    let current = stored.as_deref().and_then(decode).unwrap_or_default();
-    if current.members == members && current.regions == regions && stored.is_some() {
+    let stored_view = stored.as_deref().and_then(decode);
+    let current = match &stored_view {
+        Some(v) if v.version >= last.version => v.clone(),
+        _ => last.clone(),
+    };
+    if keep_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+        for (id, url) in &current.members {
+            if !members.contains_key(id) {
+                members.insert(id.clone(), url.clone());
+                if let Some(r) = current.regions.get(id) {
+                    regions.insert(id.clone(), r.clone());
+                }
+            }
+        }
+    }
+    let same = current.members == members && current.regions == regions;
+    if same && stored_view.as_ref() == Some(&current) {
         return Ok(current);
     }
-    let next = RingView {
-        version: current.version.next(),
-        members,
-        regions,
+    // A ring missing from Redis (or older than ours) is stored again at our version.
+    let next = if same {
+        current.clone()
+    } else {
+        RingView {
+            version: current.version.next(),
+            members,
+            regions,
+        }
     };
     let winner: String = redis::Script::new(CAS)
         .key(RING_KEY)
@@ -123,6 +152,7 @@ async fn step(conn: &mut ConnectionManager) -> redis::RedisResult<RingView> {
 /// Publishes rings into `tx` forever.
 pub async fn run(redis_url: String, timing: LivenessTiming, tx: watch::Sender<RingView>) {
     let mut conn: Option<ConnectionManager> = None;
+    let mut keep_until: Option<tokio::time::Instant> = None;
     loop {
         let started = tokio::time::Instant::now();
         if conn.is_none() {
@@ -138,7 +168,15 @@ pub async fn run(redis_url: String, timing: LivenessTiming, tx: watch::Sender<Ri
             };
         }
         if let Some(c) = conn.as_mut() {
-            match tokio::time::timeout(timing.poll * 4, step(c)).await {
+            let last = tx.borrow().clone();
+            if keep_until.is_none() && last.version.0 > 0 && ring_lost(c).await {
+                // Redis restarted empty: give the nodes a TTL to announce themselves again.
+                warn!(
+                    "the ring is gone from Redis (restarted empty?); keeping its nodes for a TTL"
+                );
+                keep_until = Some(tokio::time::Instant::now() + timing.ttl);
+            }
+            match tokio::time::timeout(timing.poll * 4, step(c, &last, keep_until)).await {
                 Ok(Ok(view)) => {
                     tx.send_if_modified(|cur| {
                         if view.version > cur.version {
@@ -156,8 +194,18 @@ pub async fn run(redis_url: String, timing: LivenessTiming, tx: watch::Sender<Ri
                 Err(_) => warn!("Redis did not answer in time; keeping the last ring"),
             }
         }
+        if keep_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+            keep_until = None;
+        }
         tokio::time::sleep_until(started + timing.poll).await;
     }
+}
+
+/// Whether Redis holds no ring (it restarted and lost its data).
+async fn ring_lost(conn: &mut ConnectionManager) -> bool {
+    let exists: redis::RedisResult<bool> =
+        redis::cmd("EXISTS").arg(RING_KEY).query_async(conn).await;
+    matches!(exists, Ok(false))
 }
 
 #[cfg(test)]
