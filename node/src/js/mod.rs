@@ -11,14 +11,18 @@
 //! budget after which QuickJS interrupts it.
 //!
 //! - `worker.rs`: the worker threads, and driving one event's promise to its end.
+//! - `event.rs`: one event as it crosses into JavaScript and back, and how it can fail.
+//! - `shared.rs`: what the natives reach: events in progress, the CPU clock, timers.
 //! - `natives.rs`: the functions JavaScript calls into (`__native`).
 //! - `party.rs`: the [`Party`](crate::Party) and [`PartyFactory`](crate::PartyFactory)
 //!   the actor sees.
 //! - `web.js`, `codec.js`, `party.js`: the globals a PartyKit server expects, storage
 //!   values with structured-clone semantics, and the PartyKit API over the natives.
 
+mod event;
 mod natives;
 mod party;
+mod shared;
 mod worker;
 
 pub use party::JsPartyFactory;

@@ -1,8 +1,9 @@
 //! A JavaScript party as the room actor sees it: a [`Party`] whose handlers run on the
 //! engine's worker with the room lent to it.
 
+use super::event::{Event, Failure, HttpParts, Outcome};
 use super::natives::conn_ref;
-use super::worker::{Command, Event, Failure, HttpParts, Job, Outcome, RoomLease};
+use super::worker::{Command, Job, RoomLease};
 use super::{InstanceId, JsEngine, PartyId, PartyTraits};
 use crate::message::{Message, Request, Response};
 use crate::party::{ConnectCheck, Party, PartyError, PartyFactory};

@@ -1,0 +1,196 @@
+//! HTTP out of a party: to another room (`room.context.parties…fetch`) and to allowed
+//! outside hosts (`fetch`).
+
+use super::*;
+
+pub(super) fn install<'js>(
+    ctx: &Ctx<'js>,
+    n: &Object<'js>,
+    shared: &Rc<Shared>,
+    context: &Context,
+) -> JsResult<()> {
+    install_room_fetch(ctx, n, shared, context)?;
+    install_http_fetch(ctx, n, shared, context)
+}
+
+fn install_room_fetch<'js>(
+    ctx: &Ctx<'js>,
+    n: &Object<'js>,
+    shared: &Rc<Shared>,
+    context: &Context,
+) -> JsResult<()> {
+    let (s, c) = (shared.clone(), context.clone());
+    n.set(
+        "fetchRoom",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, party: String, room: String, parts: Array<'js>| {
+                let (method, url, headers, body) = request_parts(&ctx, &parts)?;
+                let req = build_request(&method, &url, &headers, body)
+                    .map_err(|e| Exception::throw_type(&ctx, &e))?;
+                let fetcher = with_lease(&ctx, &s, h, |lease| lease.fetcher.clone())?;
+                promise_of(
+                    &ctx,
+                    &s,
+                    &c,
+                    h,
+                    async move {
+                        fetcher
+                            .party(&party)
+                            .get(&room)
+                            .fetch(req)
+                            .await
+                            .map_err(|e| e.to_string())
+                    },
+                    |ctx, resp| response_value(ctx, resp.status(), resp.headers(), resp.body()),
+                )
+            },
+        )?,
+    )?;
+    Ok(())
+}
+
+/// `[method, url, flat headers, body bytes or null]` from party.js.
+fn request_parts<'js>(
+    ctx: &Ctx<'js>,
+    parts: &Array<'js>,
+) -> JsResult<(String, String, Vec<String>, Bytes)> {
+    let body: Value = parts.get(3)?;
+    let body = if body.is_null() || body.is_undefined() {
+        Bytes::new()
+    } else {
+        Bytes::from(bytes_of(ctx, &body)?)
+    };
+    Ok((parts.get(0)?, parts.get(1)?, parts.get(2)?, body))
+}
+
+/// `[status, flat headers, body bytes]`, how party.js takes a response.
+fn response_value<'a>(
+    ctx: &Ctx<'a>,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> JsResult<Value<'a>> {
+    let out = Array::new(ctx.clone())?;
+    out.set(0, status.as_u16())?;
+    let flat = Array::new(ctx.clone())?;
+    for (i, (k, v)) in headers.iter().enumerate() {
+        flat.set(2 * i, k.as_str())?;
+        flat.set(
+            2 * i + 1,
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )?;
+    }
+    out.set(1, flat)?;
+    out.set(2, ArrayBuffer::new_copy(ctx.clone(), body)?)?;
+    Ok(out.into_value())
+}
+
+fn build_request(
+    method: &str,
+    url: &str,
+    headers: &[String],
+    body: Bytes,
+) -> Result<Request, String> {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for kv in headers.chunks_exact(2) {
+        b = b.header(kv[0].as_str(), kv[1].as_str());
+    }
+    b.body(body).map_err(|e| e.to_string())
+}
+
+/// Largest response body `fetch` reads, and how long a fetch may take.
+const FETCH_MAX_BODY: usize = 16 * 1024 * 1024;
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<Bytes>,
+>;
+
+/// Whether `--js-fetch-allow` lets `fetch` reach `uri`.
+fn fetch_allowed(allow: &[String], uri: &http::Uri) -> bool {
+    let Some(host) = uri.host() else { return false };
+    let port = uri.port_u16().unwrap_or(80);
+    allow.iter().any(|a| {
+        a == "*"
+            || a.eq_ignore_ascii_case(host)
+            || a.eq_ignore_ascii_case(&format!("{host}:{port}"))
+    })
+}
+
+/// `fetch` to outside HTTP (party.js builds the Request and the Response).
+fn install_http_fetch<'js>(
+    ctx: &Ctx<'js>,
+    n: &Object<'js>,
+    shared: &Rc<Shared>,
+    context: &Context,
+) -> JsResult<()> {
+    let (s, c) = (shared.clone(), context.clone());
+    let client: Rc<std::cell::OnceCell<HttpClient>> = Rc::default();
+    n.set(
+        "httpFetch",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, parts: Array<'js>| {
+            let (method, url, headers, body) = request_parts(&ctx, &parts)?;
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|_| Exception::throw_type(&ctx, &format!("fetch: invalid URL {url}")))?;
+            if uri.scheme_str() != Some("http") {
+                return Err(Exception::throw_type(
+                    &ctx,
+                    "fetch: only http:// URLs can be fetched from a party (https is not supported yet)",
+                ));
+            }
+            if !fetch_allowed(&s.config.fetch_allow, &uri) {
+                let host = uri.authority().map_or("", |a| a.as_str());
+                return Err(Exception::throw_type(
+                    &ctx,
+                    &format!("fetch: {host} is not allowed (start the node with --js-fetch-allow {host})"),
+                ));
+            }
+            let mut b = http::Request::builder().method(method.as_str()).uri(uri);
+            for kv in headers.chunks_exact(2) {
+                b = b.header(kv[0].as_str(), kv[1].as_str());
+            }
+            let req = b
+                .body(http_body_util::Full::new(body))
+                .map_err(|e| Exception::throw_type(&ctx, &format!("fetch: {e}")))?;
+            let instance = s.current.get().ok_or_else(|| {
+                Exception::throw_internal(&ctx, "fetch can only be called while a room's code runs")
+            })?;
+            let client = client
+                .get_or_init(|| {
+                    hyper_util::client::legacy::Client::builder(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .build_http()
+                })
+                .clone();
+            promise_of(
+                &ctx,
+                &s,
+                &c,
+                instance,
+                async move {
+                    let fetched = async {
+                        use http_body_util::BodyExt;
+                        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+                        let (parts, body) = resp.into_parts();
+                        let body = http_body_util::Limited::new(body, FETCH_MAX_BODY)
+                            .collect()
+                            .await
+                            .map_err(|e| format!("reading the response: {e}"))?
+                            .to_bytes();
+                        Ok::<_, String>((parts, body))
+                    };
+                    match tokio::time::timeout(FETCH_TIMEOUT, fetched).await {
+                        Ok(r) => r.map_err(|e| format!("fetch failed: {e}")),
+                        Err(_) => Err("fetch timed out after 30 s".into()),
+                    }
+                },
+                |ctx, (parts, body)| response_value(ctx, parts.status, &parts.headers, &body),
+            )
+        })?,
+    )?;
+    Ok(())
+}

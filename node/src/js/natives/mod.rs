@@ -1,0 +1,248 @@
+//! The functions JavaScript calls into: `globalThis.__native`. Room functions take the
+//! instance handle first and act on that room's event in progress; async ones return a
+//! promise that a local task settles, waking the event.
+
+use super::event::{conn_row, ConnRef};
+use super::shared::{ActiveJob, Shared};
+use super::worker::RoomLease;
+use super::InstanceId;
+use crate::message::{Message, Request};
+use crate::room::{Connection, Peer};
+use crate::storage::ListOptions;
+use bytes::Bytes;
+use conclave_proto::SocketId;
+use rquickjs::function::Opt;
+use rquickjs::{
+    Array, ArrayBuffer, Context, Ctx, Exception, Function, IntoJs, Object, Persistent, Promise,
+    Value,
+};
+use std::future::Future;
+use std::rc::Rc;
+use tracing::{debug, error, info, warn};
+
+mod fetch;
+mod room;
+mod storage;
+
+type JsResult<T> = rquickjs::Result<T>;
+
+/// Defines `__native` in the context.
+pub(super) fn install<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>, context: &Context) -> JsResult<()> {
+    let n = Object::new(ctx.clone())?;
+    let s = shared.clone();
+    n.set(
+        "log",
+        Function::new(ctx.clone(), move |level: String, text: String| {
+            log(&s, &level, &text);
+        })?,
+    )?;
+    let s = shared.clone();
+    n.set(
+        "now",
+        Function::new(ctx.clone(), move || {
+            s.started.elapsed().as_secs_f64() * 1000.0
+        })?,
+    )?;
+    n.set("randomBytes", Function::new(ctx.clone(), random_bytes)?)?;
+    n.set("digest", Function::new(ctx.clone(), digest)?)?;
+    n.set(
+        "utf8Encode",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, s: String| {
+            ArrayBuffer::new(ctx, s.into_bytes())
+        })?,
+    )?;
+    n.set("utf8Decode", Function::new(ctx.clone(), utf8_decode)?)?;
+    let (s, c) = (shared.clone(), context.clone());
+    n.set(
+        "setTimer",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, ms: f64, repeat: bool| {
+            let delay = std::time::Duration::from_secs_f64((ms.max(0.0)) / 1000.0);
+            s.set_timer(&c, delay, repeat).ok_or_else(|| {
+                Exception::throw_internal(&ctx, "timers can only be set while a room's code runs")
+            })
+        })?,
+    )?;
+    let s = shared.clone();
+    n.set(
+        "clearTimer",
+        Function::new(ctx.clone(), move |id: u32| s.clear_timer(id))?,
+    )?;
+    room::install(ctx, &n, shared)?;
+    storage::install(ctx, &n, shared, context)?;
+    fetch::install(ctx, &n, shared, context)?;
+    ctx.globals().set("__native", n)?;
+    Ok(())
+}
+
+fn log(shared: &Shared, level: &str, text: &str) {
+    let room = shared
+        .current
+        .get()
+        .and_then(|i| shared.job(i))
+        .and_then(|j| j.lease.borrow().as_ref().map(|l| l.key.to_string()))
+        .unwrap_or_default();
+    match level {
+        "error" => error!(target: "party", room = %room, "{text}"),
+        "warn" => warn!(target: "party", room = %room, "{text}"),
+        "debug" => debug!(target: "party", room = %room, "{text}"),
+        _ => info!(target: "party", room = %room, "{text}"),
+    }
+}
+
+fn random_bytes(ctx: Ctx<'_>, n: usize) -> JsResult<ArrayBuffer<'_>> {
+    if n > 65536 {
+        return Err(Exception::throw_range(
+            &ctx,
+            "at most 65536 random bytes at once",
+        ));
+    }
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf)
+        .map_err(|e| Exception::throw_internal(&ctx, &format!("no randomness: {e}")))?;
+    ArrayBuffer::new(ctx, buf)
+}
+
+fn digest<'js>(ctx: Ctx<'js>, algorithm: String, data: Value<'js>) -> JsResult<ArrayBuffer<'js>> {
+    use sha2::Digest;
+    let bytes = bytes_of(&ctx, &data)?;
+    let out: Vec<u8> = match algorithm.as_str() {
+        "SHA-1" => sha1::Sha1::digest(&bytes).to_vec(),
+        "SHA-256" => sha2::Sha256::digest(&bytes).to_vec(),
+        "SHA-384" => sha2::Sha384::digest(&bytes).to_vec(),
+        "SHA-512" => sha2::Sha512::digest(&bytes).to_vec(),
+        other => {
+            return Err(Exception::throw_dom(
+                &ctx,
+                "NotSupportedError",
+                &format!("Unrecognized algorithm name {other}"),
+            ))
+        }
+    };
+    ArrayBuffer::new(ctx, out)
+}
+
+fn utf8_decode<'js>(ctx: Ctx<'js>, data: Value<'js>, fatal: Opt<bool>) -> JsResult<String> {
+    let bytes = bytes_of(&ctx, &data)?;
+    if fatal.0.unwrap_or(false) {
+        String::from_utf8(bytes)
+            .map_err(|_| Exception::throw_type(&ctx, "The encoded data was not valid utf-8"))
+    } else {
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+/// The bytes of an ArrayBuffer (copied).
+fn bytes_of<'js>(ctx: &Ctx<'js>, v: &Value<'js>) -> JsResult<Vec<u8>> {
+    let buf = ArrayBuffer::from_value(v.clone())
+        .ok_or_else(|| Exception::throw_type(ctx, "expected an ArrayBuffer"))?;
+    // SAFETY: the bytes are copied at once, before any JavaScript could detach the buffer.
+    Ok(unsafe { buf.as_bytes() }
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default())
+}
+
+/// A message from JavaScript: a string, or an ArrayBuffer for binary.
+fn message_of<'js>(ctx: &Ctx<'js>, v: &Value<'js>) -> JsResult<Message> {
+    if let Some(s) = v.as_string() {
+        return Ok(Message::text(s.to_string()?));
+    }
+    Ok(Message::binary(bytes_of(ctx, v)?))
+}
+
+/// The event in progress for `instance`, or a thrown error.
+fn job_of(ctx: &Ctx<'_>, shared: &Shared, instance: InstanceId) -> JsResult<Rc<ActiveJob>> {
+    shared.job(instance).ok_or_else(|| {
+        Exception::throw_internal(
+            ctx,
+            "this room has no event in progress: room and connection calls must come from a handler, or a promise it awaits",
+        )
+    })
+}
+
+fn with_lease<R>(
+    ctx: &Ctx<'_>,
+    shared: &Shared,
+    instance: InstanceId,
+    f: impl FnOnce(&mut RoomLease) -> R,
+) -> JsResult<R> {
+    let job = job_of(ctx, shared, instance)?;
+    let mut lease = job.lease.borrow_mut();
+    let lease = lease
+        .as_mut()
+        .ok_or_else(|| Exception::throw_internal(ctx, "the room's event has ended"))?;
+    Ok(f(lease))
+}
+
+/// A connection key from party.js: `"<gateway>.<socket>"`.
+pub(super) fn peer_key(peer: Peer) -> String {
+    format!("{}.{}", peer.gateway, peer.socket.0)
+}
+
+fn peer_of(ctx: &Ctx<'_>, key: &str) -> JsResult<Peer> {
+    let parsed = key
+        .split_once('.')
+        .and_then(|(g, s)| Some((g.parse().ok()?, s.parse().ok()?)));
+    let (gateway, socket) =
+        parsed.ok_or_else(|| Exception::throw_type(ctx, "not a connection of this room"))?;
+    Ok(Peer {
+        gateway,
+        socket: SocketId(socket),
+    })
+}
+
+pub(super) fn conn_ref(c: &Connection) -> ConnRef {
+    ConnRef {
+        key: peer_key(c.peer()),
+        id: c.id().to_string(),
+        uri: c.uri().to_string(),
+        tags: c.tags().to_vec(),
+    }
+}
+
+fn connection(ctx: &Ctx<'_>, lease: &RoomLease, key: &str) -> JsResult<Option<Connection>> {
+    let peer = peer_of(ctx, key)?;
+    let conns = lease.shared.conns();
+    Ok(conns
+        .get(peer)
+        .map(|e| Connection::from_entry(e, &lease.shared)))
+}
+
+/// Returns a promise settled by `fut`'s result, turned into a value by `to_js`; the
+/// event of `instance` is woken when it settles.
+fn promise_of<'js, T: 'static>(
+    ctx: &Ctx<'js>,
+    shared: &Rc<Shared>,
+    context: &Context,
+    instance: InstanceId,
+    fut: impl Future<Output = Result<T, String>> + 'static,
+    to_js: impl for<'a> FnOnce(&Ctx<'a>, T) -> JsResult<Value<'a>> + 'static,
+) -> JsResult<Promise<'js>> {
+    let (promise, resolve, reject) = ctx.promise()?;
+    let resolve = Persistent::save(ctx, resolve);
+    let reject = Persistent::save(ctx, reject);
+    let (shared, context) = (shared.clone(), context.clone());
+    tokio::task::spawn_local(async move {
+        let result = fut.await;
+        shared.enter(&context, instance, |ctx| {
+            let settle = || -> JsResult<()> {
+                match result {
+                    Ok(v) => {
+                        let v = to_js(&ctx, v)?;
+                        resolve.restore(&ctx)?.call::<_, ()>((v,))
+                    }
+                    Err(e) => {
+                        let err = Exception::from_message(ctx.clone(), &e)?;
+                        reject.restore(&ctx)?.call::<_, ()>((err,))
+                    }
+                }
+            };
+            if let Err(e) = settle() {
+                warn!(error = %e, "could not settle a promise");
+            }
+        });
+        if let Some(job) = shared.job(instance) {
+            job.wake.notify_one();
+        }
+    });
+    Ok(promise)
+}

@@ -1,0 +1,149 @@
+//! The room and its connections: send, close, broadcast, look up, connection state.
+
+use super::*;
+
+pub(super) fn install<'js>(ctx: &Ctx<'js>, n: &Object<'js>, shared: &Rc<Shared>) -> JsResult<()> {
+    let s = shared.clone();
+    n.set(
+        "send",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, key: String, data: Value<'js>| {
+                let msg = message_of(&ctx, &data)?;
+                with_lease(&ctx, &s, h, |lease| {
+                    if let Some(c) = connection(&ctx, lease, &key)? {
+                        c.send(msg);
+                    }
+                    Ok::<(), rquickjs::Error>(())
+                })?
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    n.set(
+        "close",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, key: String, code: u16, reason: String| {
+                with_lease(&ctx, &s, h, |lease| {
+                    if let Some(c) = connection(&ctx, lease, &key)? {
+                        c.close(code, &reason);
+                    }
+                    Ok::<(), rquickjs::Error>(())
+                })?
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    n.set(
+        "broadcast",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, data: Value<'js>, without: Vec<String>| {
+                let msg = message_of(&ctx, &data)?;
+                with_lease(&ctx, &s, h, |lease| {
+                    let without: Vec<&str> = without.iter().map(String::as_str).collect();
+                    broadcast(lease, &msg, &without);
+                })
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    n.set(
+        "connection",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, id: String| {
+                let found = with_lease(&ctx, &s, h, |lease| {
+                    let conns = lease.shared.conns();
+                    conns
+                        .by_id(&id)
+                        .map(|e| conn_ref(&Connection::from_entry(e, &lease.shared)))
+                })?;
+                match found {
+                    Some(c) => conn_row(&ctx, &c),
+                    None => Ok(Value::new_null(ctx.clone())),
+                }
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    n.set(
+        "connectionByKey",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, key: String| {
+                let found = with_lease(&ctx, &s, h, |lease| {
+                    connection(&ctx, lease, &key).map(|c| c.as_ref().map(conn_ref))
+                })??;
+                match found {
+                    Some(c) => conn_row(&ctx, &c),
+                    None => Ok(Value::new_null(ctx.clone())),
+                }
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    n.set(
+        "connections",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, tag: Option<String>| {
+                let refs = with_lease(&ctx, &s, h, |lease| {
+                    let conns = lease.shared.conns();
+                    conns
+                        .iter()
+                        .filter(|e| tag.as_deref().is_none_or(|t| e.tags.iter().any(|x| x == t)))
+                        .map(|e| conn_ref(&Connection::from_entry(e, &lease.shared)))
+                        .collect::<Vec<_>>()
+                })?;
+                let rows = Array::new(ctx.clone())?;
+                for (i, c) in refs.iter().enumerate() {
+                    rows.set(i, conn_row(&ctx, c)?)?;
+                }
+                Ok::<_, rquickjs::Error>(rows)
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    n.set(
+        "getState",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, key: String| {
+                with_lease(&ctx, &s, h, |lease| {
+                    let peer = peer_of(&ctx, &key)?;
+                    let conns = lease.shared.conns();
+                    Ok::<_, rquickjs::Error>(
+                        conns
+                            .get(peer)
+                            .and_then(|e| e.state.as_ref())
+                            .and_then(|v| v.as_str().map(str::to_string)),
+                    )
+                })?
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    n.set(
+        "setState",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, key: String, state: String| {
+                with_lease(&ctx, &s, h, |lease| {
+                    if let Some(c) = connection(&ctx, lease, &key)? {
+                        c.set_state(&state)
+                            .map_err(|e| Exception::throw_range(&ctx, &e.to_string()))?;
+                    }
+                    Ok::<(), rquickjs::Error>(())
+                })?
+            },
+        )?,
+    )?;
+    Ok(())
+}
+
+/// `Room::broadcast`, over the lent room.
+fn broadcast(lease: &RoomLease, msg: &Message, without: &[&str]) {
+    crate::room::broadcast_to(&lease.shared, &lease.key, msg, without);
+}

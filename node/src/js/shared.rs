@@ -1,0 +1,252 @@
+//! What a worker's natives reach: the events in progress (each with its room lent to the
+//! worker), the CPU clock the interrupt handler checks, and the timers.
+
+use super::event::Failure;
+use super::worker::RoomLease;
+use super::{InstanceId, JsConfig};
+use crate::room::RoomFetcher;
+use crate::storage::Savepoint;
+use conclave_proto::RoomKey;
+use rquickjs::{Context, Ctx, Function};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// What natives reach: the events in progress, by instance, and the CPU clock.
+pub(super) struct Shared {
+    pub jobs: RefCell<HashMap<InstanceId, Rc<ActiveJob>>>,
+    pub clock: Clock,
+    pub started: Instant,
+    pub config: JsConfig,
+    /// The instance whose JavaScript is running now (logs, timers).
+    pub current: Cell<Option<InstanceId>>,
+    pub timers: RefCell<HashMap<u32, Timer>>,
+    next_timer: Cell<u32>,
+    /// Timers that fired while their room had no event in progress: they run first thing
+    /// in the room's next event (a wake asks for one).
+    due: RefCell<HashMap<InstanceId, Vec<u32>>>,
+    /// Each instance's room, to wake it.
+    rooms: RefCell<HashMap<InstanceId, (RoomFetcher, RoomKey)>>,
+}
+
+/// A pending `setTimeout`/`setInterval`.
+pub(super) struct Timer {
+    instance: InstanceId,
+    task: tokio::task::AbortHandle,
+}
+
+/// The deadline QuickJS's interrupt handler checks.
+#[derive(Default)]
+pub(super) struct Clock {
+    deadline: Cell<Option<Instant>>,
+    interrupted: Cell<bool>,
+}
+
+impl Clock {
+    fn expired(&self) -> bool {
+        let expired = self.deadline.get().is_some_and(|d| Instant::now() >= d);
+        if expired {
+            self.interrupted.set(true);
+        }
+        expired
+    }
+}
+
+/// An event in progress.
+pub(super) struct ActiveJob {
+    pub lease: RefCell<Option<RoomLease>>,
+    /// Woken whenever something the event waits on settled.
+    pub wake: Notify,
+    /// CPU time the event's JavaScript has taken so far.
+    used: Cell<Duration>,
+    failure: RefCell<Option<Failure>>,
+    pub savepoints: RefCell<HashMap<u32, Savepoint>>,
+    pub next_savepoint: Cell<u32>,
+}
+
+impl Shared {
+    pub(super) fn new(config: JsConfig) -> Rc<Self> {
+        Rc::new(Self {
+            jobs: RefCell::default(),
+            clock: Clock::default(),
+            started: Instant::now(),
+            config,
+            current: Cell::new(None),
+            timers: RefCell::default(),
+            next_timer: Cell::new(1),
+            due: RefCell::default(),
+            rooms: RefCell::default(),
+        })
+    }
+
+    /// For QuickJS's interrupt handler: whether the running event is past its budget.
+    pub(super) fn expired(&self) -> bool {
+        self.clock.expired()
+    }
+    /// Runs `f` in `context` for `instance`, then every job it queued, within what is left of
+    /// the instance's CPU budget. An interrupt or out-of-memory fails the instance's event.
+    pub(super) fn enter<R>(
+        &self,
+        context: &Context,
+        instance: InstanceId,
+        f: impl for<'js> FnOnce(Ctx<'js>) -> R,
+    ) -> R {
+        let job = self.jobs.borrow().get(&instance).cloned();
+        let used = job.as_ref().map_or(Duration::ZERO, |j| j.used.get());
+        let start = Instant::now();
+        let left = self.config.cpu_budget.saturating_sub(used);
+        self.clock.deadline.set(Some(start + left));
+        self.clock.interrupted.set(false);
+        self.current.set(Some(instance));
+        let result = context.with(|ctx| {
+            let r = f(ctx.clone());
+            while ctx.execute_pending_job() {}
+            r
+        });
+        self.clock.deadline.set(None);
+        self.current.set(None);
+        if let Some(job) = &job {
+            job.used.set(used + start.elapsed());
+            if self.clock.interrupted.get() {
+                let why = format!(
+                    "the handler ran longer than its CPU budget of {} ms and was interrupted",
+                    self.config.cpu_budget.as_millis()
+                );
+                job.fail(Failure::Reset(why));
+            }
+        }
+        result
+    }
+
+    pub(super) fn job(&self, instance: InstanceId) -> Option<Rc<ActiveJob>> {
+        self.jobs.borrow().get(&instance).cloned()
+    }
+
+    /// Starts a timer for the instance whose JavaScript is running; party.js keeps the
+    /// callback under the returned id and runs it from `fireTimer`.
+    pub(super) fn set_timer(
+        self: &Rc<Self>,
+        context: &Context,
+        delay: Duration,
+        repeat: bool,
+    ) -> Option<u32> {
+        let instance = self.current.get()?;
+        let id = self.next_timer.get();
+        self.next_timer.set(id.wrapping_add(1).max(1));
+        let (shared, context) = (self.clone(), context.clone());
+        let task = tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(delay).await;
+                shared.fire(&context, instance, id);
+                if !repeat {
+                    shared.timers.borrow_mut().remove(&id);
+                    return;
+                }
+            }
+        });
+        let timer = Timer {
+            instance,
+            task: task.abort_handle(),
+        };
+        self.timers.borrow_mut().insert(id, timer);
+        Some(id)
+    }
+
+    pub(super) fn clear_timer(&self, id: u32) {
+        if let Some(t) = self.timers.borrow_mut().remove(&id) {
+            t.task.abort();
+        }
+    }
+
+    /// A timer fired: it runs now within the room's event in progress, or first thing in
+    /// the room's next event, which a wake asks for.
+    fn fire(&self, context: &Context, instance: InstanceId, id: u32) {
+        if let Some(job) = self.job(instance) {
+            self.run_timers(context, instance, &[id]);
+            job.wake.notify_one();
+            return;
+        }
+        let mut due = self.due.borrow_mut();
+        let queue = due.entry(instance).or_default();
+        let first = queue.is_empty();
+        queue.push(id);
+        if first {
+            if let Some((fetcher, key)) = self.rooms.borrow().get(&instance) {
+                fetcher.wake(key.clone());
+            }
+        }
+    }
+
+    fn run_timers(&self, context: &Context, instance: InstanceId, ids: &[u32]) {
+        self.enter(context, instance, |ctx| {
+            let fire = ctx
+                .globals()
+                .get::<_, rquickjs::Object>("__conclave")
+                .and_then(|c| c.get::<_, Function>("fireTimer"));
+            if let Ok(fire) = fire {
+                for id in ids {
+                    let _ = fire.call::<_, ()>((*id,));
+                }
+            }
+        });
+    }
+
+    /// Runs the instance's timers that fired while it had no event in progress.
+    pub(super) fn run_due_timers(&self, context: &Context, instance: InstanceId) {
+        let ids = self.due.borrow_mut().remove(&instance);
+        if let Some(ids) = ids {
+            self.run_timers(context, instance, &ids);
+        }
+    }
+
+    /// Where a wake for `instance`'s timers goes.
+    pub(super) fn remember_room(&self, instance: InstanceId, fetcher: RoomFetcher, key: RoomKey) {
+        self.rooms.borrow_mut().insert(instance, (fetcher, key));
+    }
+
+    /// Forgets an instance's timers and room; returns the timer ids for party.js to drop.
+    pub(super) fn forget(&self, instance: InstanceId) -> Vec<u32> {
+        self.due.borrow_mut().remove(&instance);
+        self.rooms.borrow_mut().remove(&instance);
+        let mut timers = self.timers.borrow_mut();
+        let ids: Vec<u32> = timers
+            .iter()
+            .filter(|(_, t)| t.instance == instance)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            if let Some(t) = timers.remove(id) {
+                t.task.abort();
+            }
+        }
+        ids
+    }
+}
+
+impl ActiveJob {
+    pub(super) fn new(lease: Option<RoomLease>) -> Self {
+        Self {
+            lease: RefCell::new(lease),
+            wake: Notify::new(),
+            used: Cell::new(Duration::ZERO),
+            failure: RefCell::new(None),
+            savepoints: RefCell::default(),
+            next_savepoint: Cell::new(1),
+        }
+    }
+
+    /// Why the event failed, if something failed it (a reset) while it ran.
+    pub(super) fn take_failure(&self) -> Option<Failure> {
+        self.failure.borrow_mut().take()
+    }
+
+    pub(super) fn fail(&self, failure: Failure) {
+        let mut f = self.failure.borrow_mut();
+        if f.is_none() {
+            *f = Some(failure);
+        }
+        self.wake.notify_one();
+    }
+}
