@@ -10,6 +10,8 @@ import os
 import platform
 import sys
 
+from side_by_side_report import put_section
+
 START = "<!-- chaos:start -->"
 END = "<!-- chaos:end -->"
 # Targets of issue 11 for the longest wait per fault (seconds).
@@ -51,15 +53,7 @@ def main():
         "closed. No value was handed out twice in a passing run.",
         END,
     ]
-    block = "\n".join(lines) + "\n"
-    text = open(doc).read() if os.path.exists(doc) else "# Reliability\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    with open(doc, "w") as f:
-        f.write(text)
+    put_section(doc, START, END, "\n".join(lines) + "\n", new_doc="# Reliability\n")
 
 
 if __name__ == "__main__":

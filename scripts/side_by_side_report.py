@@ -172,12 +172,16 @@ def main():
             lines += ["", "No report (the run failed): " + ", ".join(missing) + "."]
         lines.append("")
     lines.append(END)
-    block = "\n".join(lines) + "\n"
-    text = open(doc).read()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block + tail.lstrip("\n")
+    put_section(doc, START, END, "\n".join(lines) + "\n")
+
+
+def put_section(doc, start, end, block, new_doc=""):
+    """Replaces the text between the markers `start` and `end` (the block includes them)
+    in the Markdown file `doc`, or appends the block; `new_doc` starts a missing file."""
+    text = open(doc).read() if os.path.exists(doc) else new_doc
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1].lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + block
     with open(doc, "w") as f:

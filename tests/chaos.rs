@@ -56,7 +56,7 @@ struct Seen {
 #[tokio::test]
 async fn a_counter_survives_stalls_drains_kills_store_partitions_and_redis_restarts() {
     let database = common::postgres::fresh_database().await;
-    let server = postgres_addr(&database);
+    let server = common::postgres::server_addr(&database);
     // Every node reaches PostgreSQL through a partition of its own: any owner can be cut.
     let mut partitions = BTreeMap::new();
     let mut builder = Cluster::builder()
@@ -235,15 +235,6 @@ async fn current_owner(cluster: &Cluster, room: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no owner in {info}"))
         .to_string()
-}
-
-/// `postgres://user@HOST:PORT/db` → HOST:PORT.
-fn postgres_addr(url: &str) -> std::net::SocketAddr {
-    url.split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {url}"))
 }
 
 fn seed() -> u64 {

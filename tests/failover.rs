@@ -347,14 +347,7 @@ async fn concurrent_counter_checker_through_a_kill_finds_no_duplicate_and_no_los
 #[tokio::test]
 async fn an_owner_cut_off_from_its_store_gives_its_rooms_up() {
     let database = common::postgres::fresh_database().await;
-    // postgres://user@HOST:PORT/db
-    let server: std::net::SocketAddr = database
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let server = common::postgres::server_addr(&database);
     let partition = common::partition::Partition::start(server).await;
     let via_partition = database.replace(&server.to_string(), &partition.addr.to_string());
     let cluster = Cluster::builder()

@@ -176,3 +176,12 @@ pub async fn fresh_database() -> String {
     assert!(created, "cannot connect to the test postgres: {last_err}");
     format!("postgres://postgres@127.0.0.1:{port}/{name}")
 }
+
+/// The server address of a URL from [`fresh_database`]: `postgres://user@HOST:PORT/db`.
+pub fn server_addr(url: &str) -> SocketAddr {
+    url.split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {url}"))
+}
