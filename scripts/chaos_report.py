@@ -48,9 +48,8 @@ def main():
     replies = sum(r["replies"] for r in reports)
     lines += [
         "",
-        f"Over all runs: {replies:,} replies, {twice} increments applied twice (a frame whose "
-        f"commit landed but was never acknowledged, handled again), {closes} client sockets "
-        "closed. No value was handed out twice in a passing run.",
+        f"Over all runs: {replies:,} replies, {twice} increments applied twice, {closes} client "
+        "sockets closed. No value was handed out twice in a passing run.",
         END,
     ]
     put_section(doc, START, END, "\n".join(lines) + "\n", new_doc="# Reliability\n")

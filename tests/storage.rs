@@ -630,3 +630,69 @@ async fn a_claim_does_not_wait_for_an_owner_stalled_mid_commit() {
         Err(StorageError::Fenced { .. })
     ));
 }
+
+/// The runtime's ledger records commit atomically with the room's writes, but live apart
+/// from the party's keys: `list`, `get` and `delete_all` never see them, and a fenced
+/// commit writes neither.
+#[tokio::test]
+async fn ledger_records_commit_with_the_step_and_stay_apart_from_the_party_keys() {
+    use conclave_node::storage::RoomCommit;
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let r = room("ledger");
+        let owner = store.claim(&r, &claim("a", 1, &["a"])).await.unwrap();
+        let put = |k: &str, v: &str| (k.to_string(), Some(Bytes::from(v.to_string())));
+        let commit = RoomCommit {
+            writes: vec![put("a/1", "party")],
+            ledger: vec![put("a/1", "ledger"), put("o/2", "out")],
+            fence: Some(owner.clone()),
+            ..RoomCommit::default()
+        };
+        store.commit(&r, commit).await.unwrap();
+        assert_eq!(
+            store.ledger(&r).await.unwrap(),
+            [
+                ("a/1".to_string(), Bytes::from("ledger")),
+                ("o/2".to_string(), Bytes::from("out"))
+            ]
+        );
+        assert_eq!(
+            keys(&store.list(&r, &ListOptions::default()).await.unwrap()),
+            ["a/1"]
+        );
+        assert!(store.ledger(&room("other")).await.unwrap().is_empty());
+
+        // delete_all clears the party's keys only; a ledger delete is a delete.
+        let commit = RoomCommit {
+            delete_all: true,
+            ledger: vec![("o/2".to_string(), None)],
+            fence: Some(owner.clone()),
+            ..RoomCommit::default()
+        };
+        store.commit(&r, commit).await.unwrap();
+        assert!(store
+            .list(&r, &ListOptions::default())
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(keys(&store.ledger(&r).await.unwrap()), ["a/1"]);
+
+        // A stale owner's ledger writes are refused with the rest of its commit.
+        let taken = store.claim(&r, &claim("b", 1, &["b"])).await.unwrap();
+        assert_ne!(taken, owner);
+        let stale = RoomCommit {
+            ledger: vec![put("a/1", "stale")],
+            fence: Some(owner),
+            ..RoomCommit::default()
+        };
+        assert!(matches!(
+            store.commit(&r, stale).await,
+            Err(StorageError::Fenced { .. })
+        ));
+        assert_eq!(
+            store.ledger(&r).await.unwrap(),
+            [("a/1".to_string(), Bytes::from("ledger"))]
+        );
+    })
+    .await;
+}

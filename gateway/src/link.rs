@@ -8,7 +8,7 @@
 //! must be able to reach the other.
 
 use crate::session::Session;
-use conclave_proto::wire::{gateway_event, node_event, Detach, GatewayEvent, NodeEvent};
+use conclave_proto::wire::{gateway_event, node_event, Detach, GatewayEvent, NodeEvent, Received};
 use conclave_proto::{reply_id, GatewaySide, Refusal, RelayRequest, RingVersion, RoomKey};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -200,9 +200,14 @@ impl NodeLink {
     /// the rooms' next owners. (`alive` is cleared first: a socket attaching concurrently
     /// sees it and moves on by itself.)
     async fn run(self: Arc<Self>, mut from_node: mpsc::Receiver<NodeEvent>) {
+        // Per room, the highest numbered output that arrived since the last confirmation.
+        let mut received: HashMap<RoomKey, u64> = HashMap::new();
         while let Some(event) = from_node.recv().await {
             if let Some(event) = event.event {
-                self.apply(event);
+                self.apply(event, &mut received);
+            }
+            if !received.is_empty() && from_node.is_empty() {
+                self.confirm(&mut received);
             }
         }
         self.alive.store(false, Ordering::Release);
@@ -210,11 +215,30 @@ impl NodeLink {
         self.evacuate(RingVersion(0), false);
     }
 
-    fn apply(self: &Arc<Self>, event: node_event::Event) {
+    /// Tells the node which numbered outputs of each room arrived (it then forgets the
+    /// copies it keeps for a crash). Advisory: skipped when the link is full, as a later
+    /// confirmation covers earlier numbers.
+    fn confirm(&self, received: &mut HashMap<RoomKey, u64>) {
+        for (room, out_seq) in received.drain() {
+            let event = gateway_event::Event::Received(Received {
+                room: Some(room.to_wire()),
+                out_seq,
+            });
+            let _ = self.to_node.try_send(GatewayEvent { event: Some(event) });
+        }
+    }
+
+    fn apply(self: &Arc<Self>, event: node_event::Event, received: &mut HashMap<RoomKey, u64>) {
         use node_event::Event;
+        let mut arrived = |room: &RoomKey, out_seq: u64| {
+            if out_seq != 0 {
+                let n = received.entry(room.clone()).or_default();
+                *n = (*n).max(out_seq);
+            }
+        };
         match event {
             Event::AdmitReply(ref r) if r.status == 0 => {
-                self.admitted(r.socket, &r.tags);
+                self.admitted(r.socket, &r.tags, r.out_seq);
                 self.reply(event);
             }
             Event::AdmitReply(_)
@@ -246,39 +270,46 @@ impl NodeLink {
                     return;
                 };
                 if let Some(e) = self.registry().sockets.get(&s.socket) {
-                    if e.out.enqueue(msg) {
+                    arrived(&e.room, s.out_seq);
+                    if e.takes_output(s.out_seq) && e.out.enqueue(msg) {
                         self.messages_out.increment(1);
                     }
                 }
             }
-            Event::Deliver(d) => self.deliver(d),
+            Event::Deliver(d) => {
+                if let Some(Ok(room)) = d.room.as_ref().map(RoomKey::from_wire) {
+                    arrived(&room, d.out_seq);
+                    self.deliver(&room, d);
+                }
+            }
             Event::CloseSocket(c) => {
                 if let Some(e) = self.registry().sockets.get(&c.socket) {
-                    e.out.close.trigger(c.code as u16, &c.reason);
+                    arrived(&e.room, c.out_seq);
+                    if e.takes_output(c.out_seq) {
+                        e.out.close.trigger(c.code as u16, &c.reason);
+                    }
                 }
             }
         }
     }
 
     /// The socket is in its room from now on: later deliveries include it.
-    fn admitted(&self, socket: u64, tags: &[String]) {
+    fn admitted(&self, socket: u64, tags: &[String], last_out: u64) {
         let mut reg = self.registry();
         if let Some(s) = reg.sockets.get(&socket).cloned() {
             s.set_tags(tags.to_vec());
+            s.admitted_after(last_out);
             reg.rooms.entry(s.room.clone()).or_default().insert(socket);
         }
     }
 
     /// Broadcast fan-out: one frame from the node, written to every local member.
-    fn deliver(&self, d: conclave_proto::wire::Deliver) {
+    fn deliver(&self, room: &RoomKey, d: conclave_proto::wire::Deliver) {
         let Some(msg) = ws_message(d.payload, d.binary) else {
             return;
         };
-        let Some(Ok(room)) = d.room.as_ref().map(RoomKey::from_wire) else {
-            return;
-        };
         let reg = self.registry();
-        let Some(members) = reg.rooms.get(&room) else {
+        let Some(members) = reg.rooms.get(room) else {
             return;
         };
         let mut queued = 0;
@@ -287,7 +318,9 @@ impl NodeLink {
                 continue;
             }
             if let Some(e) = reg.sockets.get(socket) {
-                queued += e.out.enqueue(msg.clone()) as u64;
+                if e.takes_output(d.out_seq) {
+                    queued += e.out.enqueue(msg.clone()) as u64;
+                }
             }
         }
         self.messages_out.increment(queued);

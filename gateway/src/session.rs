@@ -15,6 +15,7 @@ use conclave_proto::close;
 use conclave_proto::wire::{gateway_event, Closed, Frame, Resume};
 use conclave_proto::{RoomKey, SocketId};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -48,6 +49,10 @@ pub(crate) struct Session {
     /// Signalled when acknowledgements free replay buffer space.
     acked: Notify,
     max_unacked_bytes: usize,
+    /// The room's last numbered output this socket has taken (`u64::MAX` until the first
+    /// admission says where the socket starts). After a crash the room's next owner sends
+    /// outputs again that may have arrived already: each number is taken once.
+    last_out: AtomicU64,
 }
 
 impl Session {
@@ -68,7 +73,34 @@ impl Session {
             attachment: Mutex::default(),
             acked: Notify::new(),
             max_unacked_bytes,
+            last_out: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// An admission to the room, whose outputs so far end at `last_out`: a new socket
+    /// takes only later ones; a moving one goes on from where it was, unless the room
+    /// never made the numbers it saw (its storage was replaced).
+    pub fn admitted_after(&self, last_out: u64) {
+        let _ = self
+            .last_out
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |seen| {
+                Some(if seen == u64::MAX {
+                    last_out
+                } else {
+                    seen.min(last_out)
+                })
+            });
+    }
+
+    /// Whether the socket takes output `out_seq` of its room (0: not numbered, always).
+    pub fn takes_output(&self, out_seq: u64) -> bool {
+        out_seq == 0
+            || self
+                .last_out
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |seen| {
+                    (seen != u64::MAX && out_seq > seen).then_some(out_seq)
+                })
+                .is_ok()
     }
 
     fn attachment(&self) -> MutexGuard<'_, Attachment> {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use conclave_proto::close;
 use conclave_proto::wire::{
     gateway_event, node_event, Admit, Closed, Detach, Frame, Header, HomeReply, HomeRequest,
-    HttpReply, HttpRequest, NodeEvent, RoomInfoReply, RoomInfoRequest, RoomRef,
+    HttpReply, HttpRequest, NodeEvent, Received, RoomInfoReply, RoomInfoRequest, RoomRef,
 };
 use conclave_proto::{ConnId, NodeSide, Refusal, RoomKey, SocketId};
 use futures::future::BoxFuture;
@@ -62,9 +62,24 @@ impl GatewayLink {
                 gateway_event::Event::Home(h) => link.home(h),
                 gateway_event::Event::RoomInfo(q) => link.room_info(q),
                 gateway_event::Event::HttpRequest(r) => link.http_request(r),
+                gateway_event::Event::Received(r) => link.received(r),
             }
         }
         link.lost().await;
+    }
+
+    /// The gateway confirms a room's numbered outputs: the room (if it is still here)
+    /// forgets its copies. Advisory: dropped when the room's mailbox is full.
+    fn received(&self, r: Received) {
+        let Some(Ok(key)) = r.room.as_ref().map(RoomKey::from_wire) else {
+            return;
+        };
+        if let Some(tx) = self.host.rooms.live_mailbox(&key) {
+            let _ = tx.try_send(RoomEvent::Received {
+                gateway: self.gateway,
+                out_seq: r.out_seq,
+            });
+        }
     }
 
     fn peer(&self, socket: u64) -> Peer {

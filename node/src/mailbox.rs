@@ -1,6 +1,7 @@
 //! What reaches a room: the events of its actor's mailbox, and the answers to a socket's
 //! admission.
 
+use crate::links::GatewayId;
 use crate::message::{Message, Request, Response};
 use crate::room::Peer;
 use conclave_proto::wire::{node_event, AdmitReply, Resume};
@@ -54,6 +55,11 @@ pub(crate) enum RoomEvent {
     },
     /// The party asked to run (`Party::on_wake`), e.g. for a JavaScript timer.
     Wake,
+    /// A gateway link has every numbered output of the room up to `out_seq`.
+    Received {
+        gateway: GatewayId,
+        out_seq: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,8 +70,14 @@ pub(crate) enum AlarmOutcome {
     Failed,
 }
 
-/// The admission answer that tells the gateway the socket is in the room.
-pub(crate) fn admitted(request_id: u64, socket: SocketId, tags: &[String]) -> node_event::Event {
+/// The admission answer that tells the gateway the socket is in the room, after the
+/// room's output number `last_out`.
+pub(crate) fn admitted(
+    request_id: u64,
+    socket: SocketId,
+    tags: &[String],
+    last_out: u64,
+) -> node_event::Event {
     node_event::Event::AdmitReply(AdmitReply {
         request_id,
         status: 0,
@@ -73,6 +85,7 @@ pub(crate) fn admitted(request_id: u64, socket: SocketId, tags: &[String]) -> no
         socket: socket.0,
         tags: tags.to_vec(),
         ring_version: 0,
+        out_seq: last_out,
     })
 }
 
@@ -85,5 +98,6 @@ pub(crate) fn refused(request_id: u64, socket: SocketId, refusal: Refusal) -> no
         socket: socket.0,
         tags: Vec::new(),
         ring_version: refusal.ring_version.0,
+        out_seq: 0,
     })
 }

@@ -51,6 +51,11 @@ impl Rooms {
         Ok(tx)
     }
 
+    /// The mailbox of `key` if the room is live on this node.
+    pub fn live_mailbox(&self, key: &RoomKey) -> Option<mpsc::Sender<RoomEvent>> {
+        self.lock().get(key).map(|e| e.tx.clone())
+    }
+
     /// Forgets `key`'s entry if its actor is gone (retired or died).
     pub fn forget_if_closed(&self, key: &RoomKey) {
         let mut rooms = self.lock();

@@ -7,6 +7,8 @@
 //!   stopped process or a partition; `resume` delivers them in order.
 //! - `drop_acks`: the node's acknowledgements are lost on the way, as for a node that
 //!   dies between handling a frame and acknowledging it.
+//! - `lose_outputs`: everything the node's rooms send is lost on the way (messages, closes,
+//!   acknowledgements), as for a node that dies right after its commits land.
 
 use conclave_proto::wire::{node_event, NodeEvent};
 use conclave_proto::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
@@ -25,6 +27,7 @@ struct Faults {
     cut: watch::Sender<bool>,
     stalled: watch::Sender<bool>,
     drop_acks: AtomicBool,
+    lose_outputs: AtomicBool,
     /// Acknowledgements that reached the gateway.
     acks_passed: watch::Sender<u64>,
 }
@@ -38,6 +41,7 @@ pub fn faulty_link() -> (GatewaySide, NodeSide, LinkFaults) {
             cut: watch::Sender::new(false),
             stalled: watch::Sender::new(false),
             drop_acks: AtomicBool::new(false),
+            lose_outputs: AtomicBool::new(false),
             acks_passed: watch::Sender::new(0),
         }),
     };
@@ -121,6 +125,11 @@ impl LinkFaults {
         self.inner.drop_acks.store(drop, Ordering::SeqCst);
     }
 
+    /// Loses (`true`) or passes on what the node's rooms send from now on.
+    pub fn lose_outputs(&self, lose: bool) {
+        self.inner.lose_outputs.store(lose, Ordering::SeqCst);
+    }
+
     /// Waits until `n` acknowledgements in all have reached the gateway.
     pub async fn acks_passed(&self, n: u64) {
         let mut passed = self.inner.acks_passed.subscribe();
@@ -132,6 +141,14 @@ impl LinkFaults {
 
     /// Whether a node event goes on to the gateway.
     fn fate(&self, ev: &NodeEvent) -> Fate {
+        use node_event::Event;
+        let output = matches!(
+            ev.event,
+            Some(Event::Send(_) | Event::Deliver(_) | Event::CloseSocket(_) | Event::Ack(_))
+        );
+        if output && self.inner.lose_outputs.load(Ordering::SeqCst) {
+            return Fate::Drop;
+        }
         match ev.event {
             Some(node_event::Event::Ack(_)) if self.inner.drop_acks.load(Ordering::SeqCst) => {
                 Fate::Drop

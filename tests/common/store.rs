@@ -70,6 +70,11 @@ impl Store for TestStore {
         self.call(move |s| Box::pin(async move { s.list(&room, &opts).await }))
             .await
     }
+    async fn ledger(&self, room: &RoomKey) -> Result<Vec<(String, Bytes)>, StorageError> {
+        let room = room.clone();
+        self.call(move |s| Box::pin(async move { s.ledger(&room).await }))
+            .await
+    }
     async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {
         let room = room.clone();
         self.call(move |s| Box::pin(async move { s.get_alarm(&room).await }))

@@ -492,9 +492,15 @@ test("an onMessage that never returns is interrupted; the room resets and goes o
   b.send("ping");
   const before = await b.next();
   a.send("spin");
-  b.send("ping");
-  const afterSpin = await b.next(4000);
-  assert.match(afterSpin, /^pong /);
+  // a's and b's frames travel on different sockets: b's first ping may still reach the
+  // old instance before a's spin does. Within the CPU budget and a margin, a new one answers.
+  let afterSpin = before;
+  const deadline = Date.now() + 5000;
+  while (afterSpin === before && Date.now() < deadline) {
+    b.send("ping");
+    afterSpin = await b.next(4000);
+    assert.match(afterSpin, /^pong /);
+  }
   assert.notEqual(afterSpin, before, "a new instance answers after the reset");
   const c = connect("crash", "crash-3", { _pk: "c" });
   assert.equal(await c.next(), "hello");

@@ -6,7 +6,7 @@
 use super::handler::Handler;
 use super::RoomActor;
 use crate::mailbox::{admitted, refused, OpenRequest};
-use crate::room::{close_socket, ConnEntry, Connection, Peer};
+use crate::room::{close_socket, ConnEntry, Connection, Peer, SocketRef};
 use conclave_proto::wire::Resume;
 use conclave_proto::Refusal;
 use conclave_proto::{close, ConnId};
@@ -27,9 +27,24 @@ impl RoomActor {
 
     /// Adds a connection. Newest wins: an older socket with the same id is closed and leaves
     /// first, unless it is this very socket seen over an earlier link.
-    async fn insert_conn(&mut self, entry: ConnEntry) {
+    async fn insert_conn(&mut self, mut entry: ConnEntry) {
         let (origin, socket) = (entry.origin, entry.socket);
-        let replaced = self.room.shared().conns().insert(entry);
+        let replaced = {
+            let mut conns = self.room.shared().conns();
+            // The same socket seen again (over a new link): frames it had handled here
+            // stay handled.
+            let same = conns
+                .iter()
+                .find(|e| e.origin == origin && e.socket == socket)
+                .map(|e| (e.peer(), e.last_seq));
+            if let Some((peer, last_seq)) = same {
+                entry.last_seq = entry.last_seq.max(last_seq);
+                if peer != entry.peer() {
+                    conns.remove(peer);
+                }
+            }
+            conns.insert(entry)
+        };
         match replaced {
             None => {}
             Some(old) if old.origin == origin && old.socket == socket => {}
@@ -70,9 +85,29 @@ impl RoomActor {
             self.refuse_open(peer, o.request_id, &e.to_string()).await;
             return;
         }
-        self.room
-            .shared()
-            .push(peer.gateway, admitted(o.request_id, peer.socket, &tags));
+        // Frames whose step committed are not handled again, and the outputs of committed
+        // steps that may not have reached the socket are sent again (the gateway drops
+        // those it has), before the acknowledgement that covers them.
+        let socket = SocketRef {
+            origin: o.origin,
+            socket: peer.socket.0,
+        };
+        let (applied, resend) = self.room.ledger().resumed(socket);
+        let last_out = self.room.ledger().last_out();
+        if let Some(e) = self.room.shared().conns().get_mut(peer) {
+            e.last_seq = e.last_seq.max(applied);
+        }
+        let shared = self.room.shared();
+        shared.push(
+            peer.gateway,
+            admitted(o.request_id, peer.socket, &tags, last_out),
+        );
+        for event in resend {
+            shared.push(peer.gateway, event);
+        }
+        if applied > resume.acked_seq {
+            self.ack(peer, applied);
+        }
         self.room.flush().await;
     }
 
@@ -134,9 +169,11 @@ impl RoomActor {
                 .filter(|t| !t.is_empty() && t.len() <= MAX_TAG_BYTES)
                 .take(MAX_EXTRA_TAGS),
         );
-        self.room
-            .shared()
-            .push(peer.gateway, admitted(request_id, peer.socket, &tags));
+        let last_out = self.room.ledger().last_out();
+        self.room.shared().push(
+            peer.gateway,
+            admitted(request_id, peer.socket, &tags, last_out),
+        );
         self.room.shared().conns().set_tags(peer, Arc::from(tags));
         let Some(conn) = self.conn(peer) else {
             return;
@@ -167,8 +204,12 @@ impl RoomActor {
     /// Accept-then-close with 1011, as PartyKit does when `onConnect` throws.
     async fn reject_open(&mut self, peer: Peer, request_id: u64, why: &str) {
         self.room.shared().conns().remove(peer);
+        let last_out = self.room.ledger().last_out();
         let shared = self.room.shared();
-        shared.push(peer.gateway, admitted(request_id, peer.socket, &[]));
+        shared.push(
+            peer.gateway,
+            admitted(request_id, peer.socket, &[], last_out),
+        );
         shared.push(
             peer.gateway,
             close_socket(peer.socket, close::INTERNAL_ERROR, why),

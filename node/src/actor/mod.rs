@@ -24,7 +24,7 @@ use crate::cluster::Cluster;
 use crate::mailbox::RoomEvent;
 use crate::message::{text_response, Message, Request, Response};
 use crate::party::{Party, PartyFactory};
-use crate::room::{Connection, Peer, Room};
+use crate::room::{Connection, Peer, Room, SocketRef};
 use crate::rooms::{gauge, Rooms};
 use conclave_proto::wire::{node_event, Ack};
 use handler::{Handler, StepError};
@@ -101,6 +101,9 @@ impl RoomActor {
         rx.close();
         let mut leftovers = Vec::new();
         while let Ok(ev) = rx.try_recv() {
+            if matches!(ev, RoomEvent::Received { .. }) {
+                continue; // about outputs this actor kept: nothing for a fresh one
+            }
             if self.fenced {
                 self.bounce(ev).await;
             } else {
@@ -157,6 +160,10 @@ impl RoomActor {
             } => {
                 let entry = self.room.shared().conns().remove(peer);
                 let Some(entry) = entry else { return };
+                self.room.ledger().closed(SocketRef {
+                    origin: entry.origin,
+                    socket: entry.socket.0,
+                });
                 let conn = Connection::from_entry(&entry, self.room.shared());
                 self.closed(conn, code, &reason, error.as_deref()).await;
             }
@@ -176,6 +183,9 @@ impl RoomActor {
             RoomEvent::Alarm { attempt, reply } => {
                 let outcome = self.alarm(attempt).await;
                 let _ = reply.send(outcome);
+            }
+            RoomEvent::Received { gateway, out_seq } => {
+                self.room.ledger().confirm(gateway, out_seq);
             }
         }
     }
@@ -223,6 +233,16 @@ impl RoomActor {
                     Some(pause) => {
                         warn!(conn = %conn.id(), error = %e, ?pause, "a message's writes did not commit; trying it again");
                         tokio::time::sleep(*pause).await;
+                        // The commit's outcome may be unknown (a connection lost while
+                        // committing): if it did land, the frame is done.
+                        match self.landed_after_all(peer, seq).await {
+                            Some(true) => return,
+                            Some(false) => {}
+                            None => {
+                                self.fenced = true;
+                                return;
+                            }
+                        }
                     }
                     None => {
                         warn!(conn = %conn.id(), error = %e, "a message's writes still do not commit; the room leaves this node and its sockets re-attach, with the message replayed");
@@ -232,6 +252,53 @@ impl RoomActor {
                 },
             }
         }
+    }
+
+    /// After a commit that failed: reads the room's ledger again to learn whether the
+    /// commit landed after all. If it did, the outputs it numbered go to the sockets they
+    /// were for (gateways drop those they have) and frame `seq` is acknowledged: `true`.
+    /// `None` when the ledger cannot be read either.
+    async fn landed_after_all(&mut self, peer: Peer, seq: u64) -> Option<bool> {
+        let store = self.room.storage().store().clone();
+        let records = match store.ledger(self.room.key()).await {
+            Ok(records) => records,
+            Err(e) => {
+                warn!(error = %e, "cannot read the room's ledger after a failed commit; the room leaves this node");
+                return None;
+            }
+        };
+        let landed = self.room.ledger().merge(records);
+        if !landed.is_empty() {
+            let sockets: Vec<(Peer, SocketRef)> = self
+                .room
+                .shared()
+                .conns()
+                .iter()
+                .map(|e| {
+                    let s = SocketRef {
+                        origin: e.origin,
+                        socket: e.socket.0,
+                    };
+                    (e.peer(), s)
+                })
+                .collect();
+            for (to, socket) in sockets {
+                for event in landed.for_socket(socket) {
+                    self.room.shared().push(to.gateway, event);
+                }
+            }
+        }
+        let origin = self.room.shared().conns().get(peer).map(|e| e.origin)?;
+        let socket = SocketRef {
+            origin,
+            socket: peer.socket.0,
+        };
+        let done = self.room.ledger().applied(socket) >= seq;
+        if done {
+            self.ack(peer, seq);
+        }
+        self.room.flush().await;
+        Some(done)
     }
 
     /// One attempt at a frame: the party started (from storage, after a failed commit),

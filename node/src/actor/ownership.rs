@@ -6,6 +6,7 @@ use super::RoomActor;
 use crate::links::GatewayId;
 use crate::mailbox::{AlarmOutcome, RoomEvent};
 use crate::message::text_response;
+use crate::room::Ledger;
 use crate::storage::StorageError;
 use conclave_proto::wire::{node_event, Moved};
 use std::collections::BTreeMap;
@@ -70,6 +71,12 @@ impl RoomActor {
             }
         };
         debug!(epoch = owner.epoch, "claimed");
+        // What earlier owners committed for frames and outputs (`room/ledger.rs`).
+        let records = store
+            .ledger(self.room.key())
+            .await
+            .map_err(StepError::Claim)?;
+        *self.room.ledger() = Ledger::load(records);
         self.room.storage().set_fence(Some(owner));
         Ok(())
     }

@@ -5,6 +5,7 @@ use super::handler::{Handler, StepError};
 use super::RoomActor;
 use crate::message::Response;
 use crate::party::Party;
+use crate::room::SocketRef;
 use crate::rooms::gauge;
 use crate::storage::StorageError;
 use tracing::warn;
@@ -17,22 +18,35 @@ impl RoomActor {
             Handler::Message { conn, seq, .. } => Some((conn.peer(), *seq)),
             _ => None,
         };
+        // A frame's record in the ledger commits with the step's writes: replayed, it is
+        // recognised and not handled again.
+        if let Some((peer, seq)) = ack.filter(|(_, seq)| *seq != 0) {
+            let origin = self.room.shared().conns().get(peer).map(|e| e.origin);
+            if let Some(origin) = origin {
+                let socket = SocketRef {
+                    origin,
+                    socket: peer.socket.0,
+                };
+                self.room.ledger().begin_frame(socket, seq);
+            }
+        }
         let mut party = self.take_party();
         let result = h.call(party.as_mut(), &mut self.room).await;
         self.party = Some(party);
-        match result {
+        let result = match result {
             Ok(response) => {
                 if let Some((peer, seq)) = ack {
                     self.ack(peer, seq);
                 }
-                self.commit_and_release().await?;
-                Ok(response)
+                self.commit_and_release().await.map(|()| response)
             }
             Err(e) => {
                 self.room.discard();
                 Err(StepError::Handler(e))
             }
-        }
+        };
+        self.room.ledger().end_frame();
+        result
     }
 
     /// Takes the started party out while one of its handlers runs (it needs `&mut self.room`).

@@ -116,6 +116,7 @@ impl Connection {
                 socket: self.socket.0,
                 binary: msg.is_binary(),
                 payload: msg.payload().clone(),
+                out_seq: 0,
             }),
         );
     }
@@ -133,6 +134,7 @@ pub(crate) fn close_socket(socket: SocketId, code: u16, reason: &str) -> node_ev
         socket: socket.0,
         code: code.into(),
         reason: truncate_reason(reason),
+        out_seq: 0,
     })
 }
 

@@ -6,6 +6,7 @@
 mod connection;
 mod conns;
 mod fetch;
+mod ledger;
 mod shared;
 
 pub(crate) use connection::close_socket;
@@ -13,6 +14,7 @@ pub use connection::{Connection, StateError, MAX_CONNECTION_STATE_BYTES};
 pub(crate) use conns::{ConnEntry, Peer};
 pub(crate) use fetch::RoomRequests;
 pub use fetch::{FetchError, PartyStub, RoomFetcher, RoomStub};
+pub(crate) use ledger::{Ledger, SocketRef};
 pub(crate) use shared::RoomShared;
 
 use crate::links::{GatewayId, Links};
@@ -33,6 +35,8 @@ pub struct Room {
     fetcher: RoomFetcher,
     /// The upgrade request of the connection being admitted.
     upgrade_headers: Option<Arc<http::HeaderMap>>,
+    /// What makes each frame take effect once (loaded when the node claims the room).
+    ledger: Ledger,
 }
 
 impl Room {
@@ -51,6 +55,7 @@ impl Room {
             links,
             fetcher,
             upgrade_headers: None,
+            ledger: Ledger::default(),
         }
     }
 
@@ -163,6 +168,10 @@ impl Room {
         self.storage.give_back(storage);
     }
 
+    pub(crate) fn ledger(&mut self) -> &mut Ledger {
+        &mut self.ledger
+    }
+
     pub(crate) fn fetcher(&self) -> &RoomFetcher {
         &self.fetcher
     }
@@ -172,12 +181,24 @@ impl Room {
         if !self.storage.has_pending_writes() {
             return Ok(false);
         }
-        let commit = self.storage.take_commit();
+        let mut commit = self.storage.take_commit();
         let alarm_changed = commit.alarm.is_some();
+        let sealed = {
+            let mut outbox = self.shared.take_outbox();
+            let sealed = self
+                .ledger
+                .seal(&mut commit.ledger, &mut outbox, &self.shared.conns());
+            self.shared.restore_outbox(outbox);
+            sealed
+        };
         let store = self.storage.store().clone();
         match store.commit(&self.key, commit).await {
-            Ok(()) => Ok(alarm_changed),
+            Ok(()) => {
+                self.ledger.committed(sealed);
+                Ok(alarm_changed)
+            }
             Err(e) => {
+                self.ledger.not_committed(sealed);
                 self.shared.clear_outbox();
                 Err(e)
             }
@@ -240,6 +261,7 @@ pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, ex
                 payload: msg.payload().clone(),
                 binary: msg.is_binary(),
                 exclude,
+                out_seq: 0,
             }),
         );
     }

@@ -43,6 +43,13 @@ impl RoomShared {
         std::mem::take(&mut *self.outbox())
     }
 
+    /// Puts back what [`RoomShared::take_outbox`] took, ahead of anything pushed since.
+    pub(crate) fn restore_outbox(&self, mut taken: Vec<(GatewayId, NodeEvent)>) {
+        let mut outbox = self.outbox();
+        taken.append(&mut outbox);
+        *outbox = taken;
+    }
+
     pub(crate) fn clear_outbox(&self) {
         self.outbox().clear();
     }

@@ -181,53 +181,19 @@ fn write_value(trx: &RetryableTransaction, kv_key: &[u8], value: &[u8]) {
 fn commit_bytes(c: &RoomCommit) -> usize {
     c.writes
         .iter()
+        .chain(&c.ledger)
         .map(|(k, v)| k.len() + 64 + v.as_ref().map_or(0, |v| v.len()))
         .sum()
 }
 
-#[async_trait]
-impl Store for FdbStore {
-    async fn get(
+impl FdbStore {
+    /// The entries under `prefix` (a room's keys or its ledger) that `opts` selects.
+    async fn list_under(
         &self,
-        room: &RoomKey,
-        wanted: &[String],
-    ) -> Result<Vec<Option<Bytes>>, StorageError> {
-        let prefix = self.kv_prefix(room);
-        let encoded: Vec<Vec<u8>> = wanted.iter().map(|k| keys::kv_key(&prefix, k)).collect();
-        self.db
-            .run(|trx, _| {
-                let encoded = encoded.clone();
-                async move {
-                    let mut out = Vec::with_capacity(encoded.len());
-                    for kv_key in &encoded {
-                        let opt = RangeOption {
-                            mode: StreamingMode::WantAll,
-                            ..RangeOption::from(keys::chunk_range(kv_key))
-                        };
-                        let rows = trx.get_range(&opt, 1, false).await?;
-                        let chunks: Vec<(i64, Bytes)> = rows
-                            .iter()
-                            .filter_map(|kv| {
-                                let n = unpack::<i64>(kv.key().get(kv_key.len()..)?).ok()?;
-                                Some((n, Bytes::copy_from_slice(kv.value())))
-                            })
-                            .collect();
-                        out.push((!chunks.is_empty()).then(|| keys::join_chunks(chunks)));
-                    }
-                    Ok(out)
-                }
-            })
-            .await
-            .map_err(from_binding)
-    }
-
-    async fn list(
-        &self,
-        room: &RoomKey,
+        prefix: &[u8],
         opts: &ListOptions,
     ) -> Result<Vec<(String, Bytes)>, StorageError> {
-        let prefix = self.kv_prefix(room);
-        let (mut lo, mut hi) = keys::list_range(&prefix, opts);
+        let (mut lo, mut hi) = keys::list_range(prefix, opts);
         let limit = opts.limit.unwrap_or(usize::MAX);
         let mut out: Vec<(String, Bytes)> = Vec::new();
         // The key whose chunks are being gathered (they may span pages).
@@ -274,7 +240,7 @@ impl Store for FdbStore {
             }
             let full_page = rows.len() >= LIST_PAGE_ROWS;
             for (k, v) in rows {
-                let (key, n) = keys::parse_chunk_key(&prefix, &k).ok_or_else(|| {
+                let (key, n) = keys::parse_chunk_key(prefix, &k).ok_or_else(|| {
                     StorageError::Backend("undecodable key in room subspace".into())
                 })?;
                 match &mut current {
@@ -291,6 +257,56 @@ impl Store for FdbStore {
         }
         finish(current.take(), &mut out);
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl Store for FdbStore {
+    async fn get(
+        &self,
+        room: &RoomKey,
+        wanted: &[String],
+    ) -> Result<Vec<Option<Bytes>>, StorageError> {
+        let prefix = self.kv_prefix(room);
+        let encoded: Vec<Vec<u8>> = wanted.iter().map(|k| keys::kv_key(&prefix, k)).collect();
+        self.db
+            .run(|trx, _| {
+                let encoded = encoded.clone();
+                async move {
+                    let mut out = Vec::with_capacity(encoded.len());
+                    for kv_key in &encoded {
+                        let opt = RangeOption {
+                            mode: StreamingMode::WantAll,
+                            ..RangeOption::from(keys::chunk_range(kv_key))
+                        };
+                        let rows = trx.get_range(&opt, 1, false).await?;
+                        let chunks: Vec<(i64, Bytes)> = rows
+                            .iter()
+                            .filter_map(|kv| {
+                                let n = unpack::<i64>(kv.key().get(kv_key.len()..)?).ok()?;
+                                Some((n, Bytes::copy_from_slice(kv.value())))
+                            })
+                            .collect();
+                        out.push((!chunks.is_empty()).then(|| keys::join_chunks(chunks)));
+                    }
+                    Ok(out)
+                }
+            })
+            .await
+            .map_err(from_binding)
+    }
+
+    async fn list(
+        &self,
+        room: &RoomKey,
+        opts: &ListOptions,
+    ) -> Result<Vec<(String, Bytes)>, StorageError> {
+        self.list_under(&self.kv_prefix(room), opts).await
+    }
+
+    async fn ledger(&self, room: &RoomKey) -> Result<Vec<(String, Bytes)>, StorageError> {
+        let prefix = self.key(&keys::ledger_prefix(room));
+        self.list_under(&prefix, &ListOptions::default()).await
     }
 
     async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {
@@ -317,6 +333,7 @@ impl Store for FdbStore {
             )));
         }
         let prefix = self.kv_prefix(room);
+        let ledger_prefix = self.key(&keys::ledger_prefix(room));
         let owner_key = self.room_key(room, "o");
         let alarm_key = self.room_key(room, "a");
         let commit_id_key = self.room_key(room, "c");
@@ -325,8 +342,8 @@ impl Store for FdbStore {
         let commit = &commit;
         self.db
             .run(|trx, maybe_committed| {
-                let (prefix, owner_key, alarm_key) =
-                    (prefix.clone(), owner_key.clone(), alarm_key.clone());
+                let (prefix, ledger_prefix) = (prefix.clone(), ledger_prefix.clone());
+                let (owner_key, alarm_key) = (owner_key.clone(), alarm_key.clone());
                 let (commit_id_key, version_key) = (commit_id_key.clone(), version_key.clone());
                 async move {
                     if bool::from(maybe_committed)
@@ -341,8 +358,10 @@ impl Store for FdbStore {
                     if commit.delete_all {
                         trx.clear_range(&prefix, &keys::strinc(&prefix));
                     }
-                    for (k, v) in &commit.writes {
-                        let kv_key = keys::kv_key(&prefix, k);
+                    let writes = commit.writes.iter().map(|w| (&prefix, w));
+                    let ledger = commit.ledger.iter().map(|w| (&ledger_prefix, w));
+                    for (prefix, (k, v)) in writes.chain(ledger) {
+                        let kv_key = keys::kv_key(prefix, k);
                         match v {
                             Some(v) => write_value(&trx, &kv_key, v),
                             None => {

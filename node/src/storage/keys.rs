@@ -4,6 +4,9 @@
 //! - `("r", party, room, "k", key)` → value
 //! - `("r", party, room, "a")`      → alarm time (i64 ms, big-endian)
 //! - `("r", party, room, "o")`      → owner record (JSON [`Owner`])
+//! - `("r", party, room, "x", name)` → the runtime's ledger records of the room (which
+//!   frames its steps applied, the outputs of committed steps): apart from the party's keys,
+//!   so `delete_all` and `list` never touch them
 //! - `("alarms", due_ms, party, room)` → empty: the global index of due alarms
 
 use super::store::{AlarmScan, ListOptions, Owner};
@@ -13,6 +16,11 @@ use foundationdb_tuple::{pack, unpack};
 
 pub fn kv_prefix(room: &RoomKey) -> Vec<u8> {
     pack(&("r", room.party.as_str(), room.room.as_str(), "k"))
+}
+
+/// The prefix of the room's ledger records; a record's key is [`kv_key`] under it.
+pub fn ledger_prefix(room: &RoomKey) -> Vec<u8> {
+    pack(&("r", room.party.as_str(), room.room.as_str(), "x"))
 }
 
 pub fn kv_key(prefix: &[u8], key: &str) -> Vec<u8> {

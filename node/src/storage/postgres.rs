@@ -161,8 +161,10 @@ async fn apply(
     let mut put_k: Vec<Vec<u8>> = Vec::new();
     let mut put_v: Vec<&[u8]> = Vec::new();
     let mut del_k: Vec<Vec<u8>> = Vec::new();
-    for (k, v) in &c.writes {
-        let key = keys::kv_key(&prefix, k);
+    let ledger = keys::ledger_prefix(room);
+    let writes = c.writes.iter().map(|w| (&prefix, w));
+    for (prefix, (k, v)) in writes.chain(c.ledger.iter().map(|w| (&ledger, w))) {
+        let key = keys::kv_key(prefix, k);
         match v {
             Some(v) => {
                 put_k.push(key);
@@ -252,6 +254,45 @@ async fn read_owner(
     Ok(row.and_then(|r| keys::decode_owner(r.get(0))))
 }
 
+impl PostgresStore {
+    /// The entries under `prefix` (a room's keys or its ledger) that `opts` selects.
+    async fn list_under(
+        &self,
+        prefix: &[u8],
+        opts: &ListOptions,
+    ) -> Result<Vec<(String, Bytes)>, StorageError> {
+        let (lo, hi) = keys::list_range(prefix, opts);
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let limit = opts.limit.unwrap_or(usize::MAX);
+        // `start_after` is inclusive in the byte range; fetch one more to make up for it.
+        let sql_limit = i64::try_from(limit.saturating_add(opts.start_after.is_some() as usize))
+            .unwrap_or(i64::MAX);
+        let order = if opts.reverse { "DESC" } else { "ASC" };
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k {order} LIMIT $3"),
+                &[&lo, &hi, &sql_limit],
+            )
+            .await
+            .map_err(pg)?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let key = keys::user_key(prefix, r.get(0))
+                .ok_or_else(|| StorageError::Backend("undecodable key in room subspace".into()))?;
+            if opts.contains(&key) {
+                out.push((key, Bytes::copy_from_slice(r.get(1))));
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn get(
@@ -282,36 +323,12 @@ impl Store for PostgresStore {
         room: &RoomKey,
         opts: &ListOptions,
     ) -> Result<Vec<(String, Bytes)>, StorageError> {
-        let prefix = keys::kv_prefix(room);
-        let (lo, hi) = keys::list_range(&prefix, opts);
-        if lo >= hi {
-            return Ok(Vec::new());
-        }
-        let limit = opts.limit.unwrap_or(usize::MAX);
-        // `start_after` is inclusive in the byte range; fetch one more to make up for it.
-        let sql_limit = i64::try_from(limit.saturating_add(opts.start_after.is_some() as usize))
-            .unwrap_or(i64::MAX);
-        let order = if opts.reverse { "DESC" } else { "ASC" };
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!("SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k {order} LIMIT $3"),
-                &[&lo, &hi, &sql_limit],
-            )
+        self.list_under(&keys::kv_prefix(room), opts).await
+    }
+
+    async fn ledger(&self, room: &RoomKey) -> Result<Vec<(String, Bytes)>, StorageError> {
+        self.list_under(&keys::ledger_prefix(room), &ListOptions::default())
             .await
-            .map_err(pg)?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let key = keys::user_key(&prefix, r.get(0))
-                .ok_or_else(|| StorageError::Backend("undecodable key in room subspace".into()))?;
-            if opts.contains(&key) {
-                out.push((key, Bytes::copy_from_slice(r.get(1))));
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
     }
 
     /// On a connection of its own, so a busy pool does not make the store look away.

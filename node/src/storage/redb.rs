@@ -252,8 +252,10 @@ fn apply_one(
         let end = keys::strinc(&prefix);
         table.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)?;
     }
-    for (k, v) in &c.writes {
-        let key = keys::kv_key(&prefix, k);
+    let ledger = keys::ledger_prefix(room);
+    let writes = c.writes.iter().map(|w| (&prefix, w));
+    for (prefix, (k, v)) in writes.chain(c.ledger.iter().map(|w| (&ledger, w))) {
+        let key = keys::kv_key(prefix, k);
         match v {
             Some(v) => {
                 table.insert(key.as_slice(), v.as_ref())?;
@@ -277,6 +279,58 @@ fn apply_one(
         }
     }
     Ok(())
+}
+
+/// One entry of a range read.
+type Row<'a> = (
+    redb::AccessGuard<'a, &'static [u8]>,
+    redb::AccessGuard<'a, &'static [u8]>,
+);
+
+impl RedbStore {
+    /// The entries under `prefix` (a room's keys or its ledger) that `opts` selects.
+    async fn list_under(
+        &self,
+        prefix: Vec<u8>,
+        opts: ListOptions,
+    ) -> Result<Vec<(String, Bytes)>, StorageError> {
+        self.read(move |t| {
+            let (lo, hi) = keys::list_range(&prefix, &opts);
+            if lo >= hi {
+                return Ok(Vec::new());
+            }
+            let range = t
+                .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+                .map_err(backend)?;
+            let limit = opts.limit.unwrap_or(usize::MAX);
+            let mut out = Vec::new();
+            let mut push = |item: Result<Row<'_>, redb::StorageError>| {
+                let (k, v) = item.map_err(backend)?;
+                let key = keys::user_key(&prefix, k.value()).ok_or_else(|| {
+                    StorageError::Backend("undecodable key in room subspace".into())
+                })?;
+                if opts.contains(&key) {
+                    out.push((key, Bytes::copy_from_slice(v.value())));
+                }
+                Ok::<_, StorageError>(out.len() >= limit)
+            };
+            if opts.reverse {
+                for item in range.rev() {
+                    if push(item)? {
+                        break;
+                    }
+                }
+            } else {
+                for item in range {
+                    if push(item)? {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -307,47 +361,12 @@ impl Store for RedbStore {
         room: &RoomKey,
         opts: &ListOptions,
     ) -> Result<Vec<(String, Bytes)>, StorageError> {
-        let prefix = keys::kv_prefix(room);
-        let opts = opts.clone();
-        self.read(move |t| {
-            let (lo, hi) = keys::list_range(&prefix, &opts);
-            if lo >= hi {
-                return Ok(Vec::new());
-            }
-            let range = t
-                .range::<&[u8]>(lo.as_slice()..hi.as_slice())
-                .map_err(backend)?;
-            let limit = opts.limit.unwrap_or(usize::MAX);
-            let mut out = Vec::new();
-            let mut push = |item: Result<
-                (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>),
-                redb::StorageError,
-            >| {
-                let (k, v) = item.map_err(backend)?;
-                let key = keys::user_key(&prefix, k.value()).ok_or_else(|| {
-                    StorageError::Backend("undecodable key in room subspace".into())
-                })?;
-                if opts.contains(&key) {
-                    out.push((key, Bytes::copy_from_slice(v.value())));
-                }
-                Ok::<_, StorageError>(out.len() >= limit)
-            };
-            if opts.reverse {
-                for item in range.rev() {
-                    if push(item)? {
-                        break;
-                    }
-                }
-            } else {
-                for item in range {
-                    if push(item)? {
-                        break;
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.list_under(keys::kv_prefix(room), opts.clone()).await
+    }
+
+    async fn ledger(&self, room: &RoomKey) -> Result<Vec<(String, Bytes)>, StorageError> {
+        self.list_under(keys::ledger_prefix(room), ListOptions::default())
+            .await
     }
 
     async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError> {

@@ -263,6 +263,7 @@ impl Storage {
             writes,
             alarm: self.alarm.take(),
             fence: self.fence.clone(),
+            ledger: Vec::new(),
         }
     }
 

@@ -211,11 +211,14 @@ pub struct RoomCommit {
     pub alarm: Option<Option<i64>>,
     /// When set, the commit applies only if the room's owner record is still exactly this.
     pub fence: Option<Owner>,
+    /// Writes to the room's ledger (`Some` puts, `None` deletes): the runtime's own records,
+    /// apart from the party's keys ([`Store::ledger`]).
+    pub ledger: Vec<(String, Option<Bytes>)>,
 }
 
 impl RoomCommit {
     pub fn is_empty(&self) -> bool {
-        !self.delete_all && self.writes.is_empty() && self.alarm.is_none()
+        !self.delete_all && self.writes.is_empty() && self.alarm.is_none() && self.ledger.is_empty()
     }
 }
 
@@ -234,6 +237,9 @@ pub trait Store: Send + Sync + 'static {
         opts: &ListOptions,
     ) -> Result<Vec<(String, Bytes)>, StorageError>;
     async fn get_alarm(&self, room: &RoomKey) -> Result<Option<i64>, StorageError>;
+    /// Every ledger record of the room, in key order: what the runtime committed with the
+    /// room's steps for itself (`RoomCommit::ledger`).
+    async fn ledger(&self, room: &RoomKey) -> Result<Vec<(String, Bytes)>, StorageError>;
     async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError>;
     /// Takes ownership of a room (see [`Claim::decide`]), atomically with reading the
     /// current owner.

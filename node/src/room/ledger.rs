@@ -1,0 +1,672 @@
+//! The room's ledger: what makes each client frame take effect once, whatever fails. Its
+//! records commit in the same transaction as the step they describe, in the room's storage
+//! but apart from the party's keys (`Store::ledger`):
+//!
+//! - `a/<origin>/<socket>` → the last frame of that client socket whose step committed
+//!   writes. A frame replayed after a crash, a stall or a lost link is recognised by it
+//!   and not handled again. Deleted when the socket closes.
+//! - `o/<first>` → the outputs (`Send`, `Deliver`, `CloseSocket`) of one step that
+//!   committed writes, numbered per room from `first`. Kept until every gateway link they
+//!   went out on confirms them (`Received`); if the node dies first, the next owner sends
+//!   them again to each socket as it re-attaches, and the gateway takes each number once
+//!   per socket.
+//! - `n` → the last output number, when no `o/` record holds it any more.
+//!
+//! Steps that write nothing leave no record: after a crash they may run again, and so may
+//! their messages.
+
+use super::conns::{ConnTable, Peer};
+use crate::links::GatewayId;
+use bytes::Bytes;
+use conclave_proto::wire::{node_event, CloseSocket, Deliver, NodeEvent, Send};
+use conclave_proto::SocketId;
+use prost::Message as _;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+/// How long records are kept for sockets and gateway links that went away without a word:
+/// longer than a gateway tries to re-attach a socket (`reattach_timeout`, 30 s) before it
+/// closes it.
+const RETAIN: Duration = Duration::from_secs(60);
+/// How often records of sockets that went away are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Most unconfirmed steps and output bytes a room keeps; past them the oldest are
+/// forgotten (a gateway this far behind has lost its sockets to 1013 anyway).
+const MAX_KEPT_STEPS: usize = 1024;
+const MAX_KEPT_BYTES: usize = 16 << 20;
+
+/// A client socket across its moves: the gateway process and the socket's id there.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct SocketRef {
+    pub origin: u64,
+    pub socket: u64,
+}
+
+/// The outputs of one committed step, as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredStep {
+    #[prost(message, repeated, tag = "1")]
+    outputs: Vec<StoredOutput>,
+}
+
+/// One numbered output and the gateway process it went to.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredOutput {
+    #[prost(uint64, tag = "1")]
+    origin: u64,
+    #[prost(oneof = "Output", tags = "2, 3, 4")]
+    output: Option<Output>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum Output {
+    #[prost(message, tag = "2")]
+    Send(Send),
+    #[prost(message, tag = "3")]
+    Deliver(Deliver),
+    #[prost(message, tag = "4")]
+    Close(CloseSocket),
+}
+
+impl Output {
+    /// This output as the event for one socket of its gateway, if it was for that socket.
+    fn for_socket(&self, socket: u64) -> Option<node_event::Event> {
+        match self {
+            Output::Send(s) if s.socket == socket => Some(node_event::Event::Send(s.clone())),
+            Output::Close(c) if c.socket == socket => {
+                Some(node_event::Event::CloseSocket(c.clone()))
+            }
+            Output::Deliver(d) if !d.exclude.contains(&socket) => {
+                Some(node_event::Event::Send(Send {
+                    socket,
+                    payload: d.payload.clone(),
+                    binary: d.binary,
+                    out_seq: d.out_seq,
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Output::Send(s) => s.payload.len(),
+            Output::Deliver(d) => d.payload.len() + 8 * d.exclude.len(),
+            Output::Close(c) => c.reason.len(),
+        }
+    }
+}
+
+/// A committed step's outputs, kept until they are confirmed.
+struct KeptStep {
+    first: u64,
+    last: u64,
+    outputs: Vec<StoredOutput>,
+    /// The gateway links they went out on. Empty for steps found in storage: an earlier
+    /// owner sent them, and only [`RETAIN`] tells when they are no longer needed.
+    links: Vec<GatewayId>,
+    bytes: usize,
+    since: Instant,
+}
+
+struct Applied {
+    seq: u64,
+    /// When the socket last showed up (a frame, a re-attach).
+    seen: Instant,
+}
+
+/// What one commit adds to the ledger, applied once the commit is durable.
+pub(crate) struct Sealed {
+    last_out: u64,
+    step: Option<KeptStep>,
+    /// `first` of the kept steps whose records the commit deletes.
+    trimmed: Vec<u64>,
+    applied: Option<(SocketRef, u64)>,
+    /// Deletes of records of sockets that left, to do again if the commit fails.
+    stale: Vec<String>,
+}
+
+#[derive(Default)]
+pub(crate) struct Ledger {
+    /// The last output number given (0: none yet).
+    last_out: u64,
+    /// Committed steps' outputs not yet confirmed, oldest first.
+    kept: VecDeque<KeptStep>,
+    /// The highest output number each gateway link confirmed.
+    confirmed: HashMap<GatewayId, u64>,
+    /// The last frame with writes of each socket that has a record.
+    applied: HashMap<SocketRef, Applied>,
+    /// Records to delete with the next commit.
+    stale: Vec<String>,
+    /// The frame the running step handles, if any.
+    frame: Option<(SocketRef, u64)>,
+    /// The gateway process of each link that carried this room's sockets.
+    origins: HashMap<GatewayId, u64>,
+    last_sweep: Option<Instant>,
+}
+
+fn applied_key(s: SocketRef) -> String {
+    format!("a/{:016x}/{:016x}", s.origin, s.socket)
+}
+
+fn step_key(first: u64) -> String {
+    format!("o/{first:020}")
+}
+
+const LAST_OUT_KEY: &str = "n";
+
+impl Ledger {
+    /// The ledger as the room's storage holds it (`Store::ledger`), read when the node
+    /// claims the room. Unreadable records are skipped with a warning.
+    pub(crate) fn load(records: Vec<(String, Bytes)>) -> Self {
+        let mut ledger = Ledger::default();
+        ledger.merge(records);
+        ledger
+    }
+
+    /// Takes in records read from storage; returns the outputs of steps it did not know
+    /// of (they committed although this node saw their commit fail).
+    pub(crate) fn merge(&mut self, records: Vec<(String, Bytes)>) -> Landed {
+        let now = Instant::now();
+        let known = self.last_out;
+        let mut landed = Vec::new();
+        for (key, value) in records {
+            if let Some(socket) = key.strip_prefix("a/").and_then(parse_socket) {
+                let Some(seq) = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                else {
+                    warn!(key, "unreadable ledger record");
+                    continue;
+                };
+                let e = self
+                    .applied
+                    .entry(socket)
+                    .or_insert(Applied { seq, seen: now });
+                e.seq = e.seq.max(seq);
+            } else if let Some(first) = key.strip_prefix("o/").and_then(|f| f.parse().ok()) {
+                let Ok(step) = StoredStep::decode(value) else {
+                    warn!(key, "unreadable ledger record");
+                    continue;
+                };
+                if first <= known || step.outputs.is_empty() {
+                    continue; // this actor made it, and keeps it already (or trimmed it)
+                }
+                let last = first + step.outputs.len() as u64 - 1;
+                self.last_out = self.last_out.max(last);
+                landed.extend(step.outputs.iter().cloned());
+                self.keep(KeptStep {
+                    first,
+                    last,
+                    bytes: step
+                        .outputs
+                        .iter()
+                        .filter_map(|o| o.output.as_ref())
+                        .map(Output::bytes)
+                        .sum(),
+                    outputs: step.outputs,
+                    links: Vec::new(),
+                    since: now,
+                });
+            } else if key == LAST_OUT_KEY {
+                if let Some(n) = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                {
+                    self.last_out = self.last_out.max(n);
+                }
+            }
+        }
+        Landed(landed)
+    }
+
+    fn keep(&mut self, step: KeptStep) {
+        let at = self.kept.partition_point(|k| k.first < step.first);
+        self.kept.insert(at, step);
+    }
+
+    /// The last output number so far: a new socket takes only outputs after it.
+    pub(crate) fn last_out(&self) -> u64 {
+        self.last_out
+    }
+
+    /// The running step handles frame `seq` of `socket`.
+    pub(crate) fn begin_frame(&mut self, socket: SocketRef, seq: u64) {
+        self.frame = Some((socket, seq));
+    }
+
+    pub(crate) fn end_frame(&mut self) {
+        self.frame = None;
+    }
+
+    /// The last frame of `socket` whose step committed writes (0: none).
+    pub(crate) fn applied(&self, socket: SocketRef) -> u64 {
+        self.applied.get(&socket).map_or(0, |a| a.seq)
+    }
+
+    /// `socket` re-attached here: its last applied frame, and the kept outputs it was sent
+    /// (the gateway drops those it has already).
+    pub(crate) fn resumed(&mut self, socket: SocketRef) -> (u64, Vec<node_event::Event>) {
+        let applied = match self.applied.get_mut(&socket) {
+            Some(a) => {
+                a.seen = Instant::now();
+                a.seq
+            }
+            None => 0,
+        };
+        let resend = outputs_for(self.kept.iter().flat_map(|k| &k.outputs), socket);
+        (applied, resend)
+    }
+
+    /// The socket closed: its record goes with the next commit.
+    pub(crate) fn closed(&mut self, socket: SocketRef) {
+        if self.applied.remove(&socket).is_some() {
+            self.stale.push(applied_key(socket));
+        }
+    }
+
+    /// Gateway link `gateway` has every output of this room up to `out_seq`.
+    pub(crate) fn confirm(&mut self, gateway: GatewayId, out_seq: u64) {
+        let c = self.confirmed.entry(gateway).or_default();
+        *c = (*c).max(out_seq);
+    }
+
+    /// Prepares `commit` for the step: numbers the outputs in `outbox` and adds their
+    /// record, the frame's record, and deletes of records no longer needed. Apply the
+    /// result with [`Ledger::committed`] once the commit is durable.
+    pub(crate) fn seal(
+        &mut self,
+        ledger_writes: &mut Vec<(String, Option<Bytes>)>,
+        outbox: &mut [(GatewayId, NodeEvent)],
+        conns: &ConnTable,
+    ) -> Sealed {
+        let now = Instant::now();
+        let step = self.number(outbox, conns, now);
+        if let Some(step) = &step {
+            let record = StoredStep {
+                outputs: step.outputs.clone(),
+            };
+            ledger_writes.push((step_key(step.first), Some(record.encode_to_vec().into())));
+        }
+        let applied = self.frame;
+        if let Some((socket, seq)) = applied {
+            ledger_writes.push((applied_key(socket), Some(seq.to_string().into())));
+        }
+        let trimmed = self.trimmable(now);
+        for first in &trimmed {
+            ledger_writes.push((step_key(*first), None));
+        }
+        let newest_goes = self.kept.back().is_some_and(|k| trimmed.contains(&k.first));
+        if step.is_none() && newest_goes {
+            ledger_writes.push((LAST_OUT_KEY.into(), Some(self.last_out.to_string().into())));
+        }
+        self.sweep(conns, now);
+        let stale = std::mem::take(&mut self.stale);
+        ledger_writes.extend(stale.iter().map(|k| (k.clone(), None)));
+        Sealed {
+            last_out: step.as_ref().map_or(self.last_out, |s| s.last),
+            step,
+            trimmed,
+            applied,
+            stale,
+        }
+    }
+
+    /// Numbers the outputs of the step (those to sockets still in the room) from
+    /// `last_out + 1`, in the outbox and in the step record.
+    fn number(
+        &mut self,
+        outbox: &mut [(GatewayId, NodeEvent)],
+        conns: &ConnTable,
+        now: Instant,
+    ) -> Option<KeptStep> {
+        let mut next = self.last_out;
+        let mut outputs = Vec::new();
+        let mut links: Vec<GatewayId> = Vec::new();
+        for (gateway, event) in outbox.iter_mut() {
+            let gateway = *gateway;
+            let socket_origin = |socket: u64| {
+                let peer = Peer {
+                    gateway,
+                    socket: SocketId(socket),
+                };
+                conns.get(peer).map(|e| e.origin)
+            };
+            let (origin, output) = match event.event.as_mut() {
+                Some(node_event::Event::Send(s)) => match socket_origin(s.socket) {
+                    Some(o) => {
+                        s.out_seq = next + 1;
+                        (o, Output::Send(s.clone()))
+                    }
+                    None => continue,
+                },
+                Some(node_event::Event::CloseSocket(c)) => match socket_origin(c.socket) {
+                    Some(o) => {
+                        c.out_seq = next + 1;
+                        (o, Output::Close(c.clone()))
+                    }
+                    None => continue,
+                },
+                Some(node_event::Event::Deliver(d)) => match self.origin_of(gateway, conns) {
+                    Some(o) => {
+                        d.out_seq = next + 1;
+                        (o, Output::Deliver(d.clone()))
+                    }
+                    None => continue,
+                },
+                _ => continue,
+            };
+            next += 1;
+            if !links.contains(&gateway) {
+                links.push(gateway);
+            }
+            outputs.push(StoredOutput {
+                origin,
+                output: Some(output),
+            });
+        }
+        (!outputs.is_empty()).then(|| KeptStep {
+            first: self.last_out + 1,
+            last: next,
+            bytes: outputs
+                .iter()
+                .filter_map(|o| o.output.as_ref())
+                .map(Output::bytes)
+                .sum(),
+            outputs,
+            links,
+            since: now,
+        })
+    }
+
+    fn origin_of(&mut self, gateway: GatewayId, conns: &ConnTable) -> Option<u64> {
+        if let Some(o) = self.origins.get(&gateway) {
+            return Some(*o);
+        }
+        let origin = conns.iter().find(|e| e.gateway == gateway)?.origin;
+        self.origins.insert(gateway, origin);
+        Some(origin)
+    }
+
+    /// The kept steps whose records may go: confirmed by every link they went out on, or
+    /// older than [`RETAIN`]; past the caps, the oldest too.
+    fn trimmable(&self, now: Instant) -> Vec<u64> {
+        let confirmed = |k: &KeptStep| {
+            !k.links.is_empty()
+                && k.links
+                    .iter()
+                    .all(|g| self.confirmed.get(g).is_some_and(|c| *c >= k.last))
+        };
+        let mut out = Vec::new();
+        let (mut steps, mut bytes) = (
+            self.kept.len(),
+            self.kept.iter().map(|k| k.bytes).sum::<usize>(),
+        );
+        for k in &self.kept {
+            let over = steps > MAX_KEPT_STEPS || bytes > MAX_KEPT_BYTES;
+            if over || confirmed(k) || now.duration_since(k.since) > RETAIN {
+                if over && !confirmed(k) {
+                    warn!(first = k.first, "the room's gateways are far behind: outputs kept for a crash are forgotten");
+                    metrics::counter!("conclave_room_outputs_forgotten_total").increment(1);
+                }
+                out.push(k.first);
+                steps -= 1;
+                bytes -= k.bytes;
+            }
+        }
+        out
+    }
+
+    /// Every so often: forgets the records of sockets that have not been seen for
+    /// [`RETAIN`] and are not in the room (they left while the room was elsewhere).
+    fn sweep(&mut self, conns: &ConnTable, now: Instant) {
+        if self
+            .last_sweep
+            .is_some_and(|t| now.duration_since(t) < SWEEP_EVERY)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let old: Vec<SocketRef> = self
+            .applied
+            .iter()
+            .filter(|(_, a)| now.duration_since(a.seen) > RETAIN)
+            .map(|(s, _)| *s)
+            .collect();
+        if old.is_empty() {
+            return;
+        }
+        let present: std::collections::HashSet<SocketRef> = conns
+            .iter()
+            .map(|e| SocketRef {
+                origin: e.origin,
+                socket: e.socket.0,
+            })
+            .collect();
+        for socket in old {
+            if present.contains(&socket) {
+                if let Some(a) = self.applied.get_mut(&socket) {
+                    a.seen = now;
+                }
+            } else {
+                self.applied.remove(&socket);
+                self.stale.push(applied_key(socket));
+            }
+        }
+    }
+
+    /// The commit `sealed` was prepared for is durable.
+    pub(crate) fn committed(&mut self, sealed: Sealed) {
+        self.last_out = sealed.last_out;
+        self.kept.retain(|k| !sealed.trimmed.contains(&k.first));
+        if let Some(step) = sealed.step {
+            self.kept.push_back(step);
+        }
+        let links: Vec<GatewayId> = self
+            .kept
+            .iter()
+            .flat_map(|k| k.links.iter().copied())
+            .collect();
+        self.confirmed.retain(|g, _| links.contains(g));
+        if let Some((socket, seq)) = sealed.applied {
+            self.applied.insert(
+                socket,
+                Applied {
+                    seq,
+                    seen: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// The commit `sealed` was prepared for failed: its deletes wait for the next one.
+    pub(crate) fn not_committed(&mut self, sealed: Sealed) {
+        self.stale.extend(sealed.stale);
+    }
+}
+
+/// Outputs of steps that committed although this node saw their commit fail
+/// ([`Ledger::merge`]), to send to the sockets they were for.
+pub(crate) struct Landed(Vec<StoredOutput>);
+
+impl Landed {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The events that carry them to `socket`.
+    pub(crate) fn for_socket(&self, socket: SocketRef) -> Vec<node_event::Event> {
+        outputs_for(self.0.iter(), socket)
+    }
+}
+
+/// The events that carry `outputs` to `socket` (those that were for it).
+fn outputs_for<'a>(
+    outputs: impl Iterator<Item = &'a StoredOutput>,
+    socket: SocketRef,
+) -> Vec<node_event::Event> {
+    outputs
+        .filter(|o| o.origin == socket.origin)
+        .filter_map(|o| o.output.as_ref()?.for_socket(socket.socket))
+        .collect()
+}
+
+fn parse_socket(s: &str) -> Option<SocketRef> {
+    let (origin, socket) = s.split_once('/')?;
+    Some(SocketRef {
+        origin: u64::from_str_radix(origin, 16).ok()?,
+        socket: u64::from_str_radix(socket, 16).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::ConnEntry;
+    use conclave_proto::ConnId;
+    use std::sync::Arc;
+
+    const ORIGIN: u64 = 0xabc;
+
+    fn table(sockets: &[u64]) -> ConnTable {
+        let mut t = ConnTable::new(Arc::default());
+        for s in sockets {
+            t.insert(ConnEntry {
+                id: ConnId::new(&format!("c{s}")),
+                socket: SocketId(*s),
+                gateway: 0,
+                uri: Arc::from(""),
+                tags: Arc::from(vec![]),
+                state: None,
+                origin: ORIGIN,
+                last_seq: 0,
+            });
+        }
+        t
+    }
+
+    fn send(socket: u64, text: &str) -> (GatewayId, NodeEvent) {
+        let event = node_event::Event::Send(Send {
+            socket,
+            payload: Bytes::from(text.to_string()),
+            ..Send::default()
+        });
+        (0, NodeEvent { event: Some(event) })
+    }
+
+    fn deliver(text: &str, exclude: Vec<u64>) -> (GatewayId, NodeEvent) {
+        let event = node_event::Event::Deliver(Deliver {
+            payload: Bytes::from(text.to_string()),
+            exclude,
+            ..Deliver::default()
+        });
+        (0, NodeEvent { event: Some(event) })
+    }
+
+    fn out_seq(e: &node_event::Event) -> u64 {
+        match e {
+            node_event::Event::Send(s) => s.out_seq,
+            node_event::Event::Deliver(d) => d.out_seq,
+            node_event::Event::CloseSocket(c) => c.out_seq,
+            _ => 0,
+        }
+    }
+
+    /// Seals and commits one step; returns the ledger writes it made.
+    fn step(
+        ledger: &mut Ledger,
+        outbox: &mut [(GatewayId, NodeEvent)],
+        conns: &ConnTable,
+    ) -> Vec<(String, Option<Bytes>)> {
+        let mut writes = Vec::new();
+        let sealed = ledger.seal(&mut writes, outbox, conns);
+        ledger.committed(sealed);
+        writes
+    }
+
+    fn puts(writes: &[(String, Option<Bytes>)]) -> Vec<(String, Bytes)> {
+        writes
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect()
+    }
+
+    #[test]
+    fn outputs_are_numbered_recorded_and_forgotten_once_confirmed() {
+        let conns = table(&[1, 2]);
+        let mut ledger = Ledger::default();
+        let frame = SocketRef {
+            origin: ORIGIN,
+            socket: 1,
+        };
+        ledger.begin_frame(frame, 7);
+        let mut outbox = vec![send(1, "reply"), deliver("news", vec![1]), send(99, "gone")];
+        let writes = step(&mut ledger, &mut outbox, &conns);
+        ledger.end_frame();
+        let numbers: Vec<u64> = outbox
+            .iter()
+            .map(|(_, e)| out_seq(e.event.as_ref().unwrap()))
+            .collect();
+        assert_eq!(
+            numbers,
+            [1, 2, 0],
+            "a socket not in the room is not numbered"
+        );
+        let keys: Vec<&str> = writes.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["o/00000000000000000001", &applied_key(frame)]);
+        assert_eq!(ledger.applied(frame), 7);
+
+        // The record read back (as the next owner does) gives each socket its outputs.
+        let mut next = Ledger::load(puts(&writes));
+        assert_eq!(next.last_out(), 2);
+        let (applied, resend) = next.resumed(frame);
+        assert_eq!(applied, 7);
+        assert_eq!(
+            resend.len(),
+            1,
+            "the sender was excluded from the broadcast"
+        );
+        let (_, resend) = next.resumed(SocketRef {
+            origin: ORIGIN,
+            socket: 2,
+        });
+        assert!(
+            matches!(&resend[..], [node_event::Event::Send(s)] if s.socket == 2 && s.out_seq == 2)
+        );
+
+        // Not confirmed yet: kept. Confirmed by the link: deleted with the next commit, and
+        // the last number then goes to `n`.
+        assert!(step(&mut ledger, &mut [], &conns).is_empty());
+        ledger.confirm(0, 2);
+        let writes = step(&mut ledger, &mut [], &conns);
+        assert_eq!(
+            writes,
+            [
+                ("o/00000000000000000001".to_string(), None),
+                (LAST_OUT_KEY.to_string(), Some(Bytes::from("2")))
+            ]
+        );
+        assert_eq!(Ledger::load(puts(&writes)).last_out(), 2);
+        let mut outbox = vec![send(2, "later")];
+        step(&mut ledger, &mut outbox, &conns);
+        assert_eq!(out_seq(outbox[0].1.event.as_ref().unwrap()), 3);
+    }
+
+    #[test]
+    fn a_closed_socket_loses_its_record_with_the_next_commit() {
+        let conns = table(&[1]);
+        let mut ledger = Ledger::default();
+        let socket = SocketRef {
+            origin: ORIGIN,
+            socket: 1,
+        };
+        ledger.begin_frame(socket, 3);
+        step(&mut ledger, &mut [], &conns);
+        ledger.end_frame();
+        ledger.closed(socket);
+        let writes = step(&mut ledger, &mut [], &conns);
+        assert_eq!(writes, [(applied_key(socket), None)]);
+        assert_eq!(ledger.applied(socket), 0);
+    }
+}
