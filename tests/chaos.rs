@@ -15,13 +15,10 @@
 mod common;
 
 use common::cluster::Cluster;
+use common::counting::Counting;
 use common::partition::Partition;
-use common::*;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
 
 const NODES: [&str; 3] = ["a", "b", "c"];
 const CLIENTS: usize = 8;
@@ -38,18 +35,6 @@ enum Fault {
     StoreCut,
     /// kill -9 of redis-server, restarted 1 s later.
     RedisRestart,
-}
-
-/// What the clients saw: every value handed out, the replies, closes, and when the last
-/// reply came (for the silences).
-#[derive(Default)]
-struct Seen {
-    values: Vec<i64>,
-    closes: usize,
-    /// Per client, when its latest reply came.
-    last_reply: Vec<Option<Instant>>,
-    /// The longest time any client waited for a reply since `mark` was reset.
-    worst_wait: Duration,
 }
 
 #[tokio::test]
@@ -74,23 +59,12 @@ async fn a_counter_survives_stalls_drains_kills_store_partitions_and_redis_resta
     let mut cluster = builder.start().await;
     let room = "chaos";
 
-    let seen = Arc::new(Mutex::new(Seen {
-        last_reply: vec![None; CLIENTS],
-        ..Seen::default()
-    }));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
+    let mut sockets = Vec::new();
     for i in 0..CLIENTS {
-        let ws = cluster
-            .ws(i % 2, &format!("/parties/counter/{room}?_pk=client{i}"))
-            .await;
-        clients.push(tokio::spawn(increment_until(
-            ws,
-            i,
-            seen.clone(),
-            stop.clone(),
-        )));
+        let path = format!("/parties/counter/{room}?_pk=client{i}");
+        sockets.push(cluster.ws(i % 2, &path).await);
     }
+    let counting = Counting::start(sockets);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut faults = vec![
@@ -104,7 +78,7 @@ async fn a_counter_survives_stalls_drains_kills_store_partitions_and_redis_resta
     let mut gaps: BTreeMap<String, f64> = BTreeMap::new();
     for fault in faults {
         let owner = current_owner(&cluster, room).await;
-        seen.lock().unwrap().worst_wait = Duration::ZERO;
+        counting.reset_worst_wait();
         match fault {
             Fault::Stall => {
                 cluster.signal(&owner, "-STOP");
@@ -135,88 +109,35 @@ async fn a_counter_survives_stalls_drains_kills_store_partitions_and_redis_resta
         }
         // Every client gets a reply after the fault before the next one.
         let since = Instant::now();
-        let recovered = eventually_within(Duration::from_secs(20), async || {
-            let s = seen.lock().unwrap();
-            s.last_reply.iter().all(|t| t.is_some_and(|t| t > since))
-        })
-        .await;
+        let recovered = counting
+            .all_replied_after(since, Duration::from_secs(20))
+            .await;
         assert!(recovered, "the room did not recover from {fault:?}");
         cluster.wait_until_placed().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let worst = seen.lock().unwrap().worst_wait;
+        let worst = counting.worst_wait();
         eprintln!("{fault:?}: longest wait for a reply {worst:?}");
         gaps.insert(format!("{fault:?}"), worst.as_secs_f64());
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
-    }
-
-    let (closes, mut values) = {
-        let s = seen.lock().unwrap();
-        (s.closes, s.values.clone())
-    };
-    assert_eq!(closes, 0, "client sockets were closed");
-    values.sort_unstable();
-    let replies = values.len() as i64;
-    values.dedup();
-    assert_eq!(values.len() as i64, replies, "a value was handed out twice");
+    let tally = counting.finish().await;
     let (_, body) = cluster.get(0, &format!("/parties/counter/{room}")).await;
     let value = serde_json::from_str::<serde_json::Value>(&body).unwrap()["value"]
         .as_i64()
         .unwrap();
+    let replies = tally.values.len() as i64;
     let applied_twice = value - replies;
     eprintln!("replies {replies}, counter {value}, applied twice {applied_twice}");
-    assert_eq!(
-        value, replies,
-        "counter {value} for {replies} replies: an acknowledged increment was lost (below), or one was applied twice (above)"
-    );
+    tally.assert_exactly_once(value);
     if let Ok(path) = std::env::var("CHAOS_REPORT") {
         let report = serde_json::json!({
             "seed": seed(),
             "replies": replies,
             "counter": value,
             "applied_twice": applied_twice,
-            "closes": closes,
+            "closes": tally.closes,
             "longest_wait_secs": gaps,
         });
         std::fs::write(path, report.to_string()).unwrap();
-    }
-}
-
-/// Sends `incr` and waits for its reply, again and again, until `stop`.
-async fn increment_until(mut ws: Ws, i: usize, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::SeqCst) {
-        let sent = Instant::now();
-        if futures::SinkExt::send(&mut ws, Message::text("incr"))
-            .await
-            .is_err()
-        {
-            seen.lock().unwrap().closes += 1;
-            return;
-        }
-        let value = loop {
-            match tokio::time::timeout(Duration::from_secs(30), futures::StreamExt::next(&mut ws))
-                .await
-            {
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-                    break v["value"].as_i64();
-                }
-                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => {
-                    break None;
-                }
-                Ok(Some(Ok(_))) => continue,
-            }
-        };
-        let mut s = seen.lock().unwrap();
-        let Some(value) = value else {
-            s.closes += 1;
-            return;
-        };
-        s.values.push(value);
-        s.last_reply[i] = Some(Instant::now());
-        s.worst_wait = s.worst_wait.max(sent.elapsed());
     }
 }
 

@@ -7,6 +7,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+/// How soon a failed renewal is tried again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(100);
+
 /// What a node announces about itself.
 #[derive(Clone, Debug)]
 pub struct Beat {
@@ -53,6 +56,7 @@ pub async fn run(
     let mut last_ok: Option<Instant> = None;
     let mut fenced = true;
     let mut was_able = true;
+    let mut failing = false;
     on_fence(true);
     loop {
         let sent = Instant::now();
@@ -90,17 +94,25 @@ pub async fn run(
                 info!(node = %beat.id, "heartbeat renewed: serving");
                 on_fence(false);
             }
-        } else if conn.is_some() && able {
-            warn!(node = %beat.id, "heartbeat renewal failed");
+        } else if able && !failing {
+            warn!(node = %beat.id, "heartbeat renewal failed; trying again every {RETRY_AFTER_FAILURE:?}");
         }
+        failing = !renewed && able;
         let stale = last_ok.is_none_or(|t| t.elapsed() >= timing.self_fence_after);
         if stale && !fenced {
             fenced = true;
             warn!(node = %beat.id, "heartbeat not renewed in time: fencing (no room is served until it is)");
             on_fence(true);
         }
+        // A renewal that failed while the store answers is tried again soon: a Redis that
+        // restarts within the fencing window then costs no room a moment of service.
+        let pause = if renewed || !able {
+            timing.heartbeat
+        } else {
+            timing.heartbeat.min(RETRY_AFTER_FAILURE)
+        };
         tokio::select! {
-            _ = tokio::time::sleep_until(sent + timing.heartbeat) => {}
+            _ = tokio::time::sleep_until(sent + pause) => {}
             _ = async { leave.wait_for(|l| *l).await.is_ok() } => {
                 if let Some(c) = conn.as_mut() {
                     let mut del = redis::cmd("DEL");

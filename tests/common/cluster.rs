@@ -8,6 +8,7 @@
 //! gateway lists every node and a room on each node answers through each gateway.
 
 use super::net::free_addr;
+use super::partition::Partition;
 use super::process::{Readiness, Role};
 use super::redis::RedisServer;
 use super::{eventually_within, get, http, strings_of, ws_connect, Ws};
@@ -58,6 +59,8 @@ pub struct ClusterBuilder {
     node_databases: std::collections::HashMap<String, String>,
     /// The binary every role runs (else `conclave`).
     program: Option<PathBuf>,
+    /// Nodes whose Redis traffic and relay links go through proxies the test can cut.
+    partitionable: Vec<String>,
 }
 
 impl ClusterBuilder {
@@ -119,6 +122,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Node `id` reaches Redis, and gateways reach it, through proxies the test can cut
+    /// ([`Cluster::redis_link`], [`Cluster::relay_link`]).
+    pub fn partitionable(mut self, id: &str) -> Self {
+        self.partitionable.push(id.into());
+        self
+    }
+
     pub async fn start(mut self) -> Cluster {
         assert!(
             self.placement || self.nodes.iter().all(|(_, r)| r == DEFAULT_REGION),
@@ -145,6 +155,15 @@ impl ClusterBuilder {
             .map(|_| (free_addr(), free_addr()))
             .collect();
         let (node_ring, gateway_ring) = self.ring_flags(redis.as_ref(), placement.as_ref(), &addrs);
+        let mut links = std::collections::HashMap::new();
+        for (id, &(relay, _)) in self.nodes.iter().map(|(id, _)| id).zip(&addrs) {
+            if self.partitionable.contains(id) {
+                let redis = redis.as_ref().expect("partitions need placement");
+                let to_redis = Partition::start(([127, 0, 0, 1], redis.port).into()).await;
+                let to_relay = Partition::start(relay).await;
+                links.insert(id.clone(), (to_redis, to_relay));
+            }
+        }
         let nodes = self
             .nodes
             .iter()
@@ -165,6 +184,13 @@ impl ClusterBuilder {
                 ]));
                 flags.extend(args(&["--data-dir", dir.path().join(id).to_str().unwrap()]));
                 flags.extend(node_ring.iter().chain(&self.heartbeat_flags()).cloned());
+                if let Some((to_redis, to_relay)) = links.get(id) {
+                    let redis_url = format!("redis://{}", to_redis.addr);
+                    let at = flags.iter().position(|f| f == "--redis-url").unwrap();
+                    flags[at + 1] = redis_url;
+                    let advertise = format!("http://{}", to_relay.addr);
+                    flags.extend(args(&["--advertise-url", &advertise]));
+                }
                 let (id, region) = (id.clone(), region.clone());
                 let program = self.binary();
                 async move {
@@ -197,6 +223,7 @@ impl ClusterBuilder {
         let cluster = Cluster {
             nodes,
             gateways,
+            links,
             placement: placement.map(|(role, _)| role),
             redis,
             database,
@@ -282,6 +309,8 @@ struct ClusterGateway {
 pub struct Cluster {
     nodes: Vec<ClusterNode>,
     gateways: Vec<ClusterGateway>,
+    /// Per partitionable node: its proxies to Redis and from gateways.
+    links: std::collections::HashMap<String, (Partition, Partition)>,
     placement: Option<Role>,
     redis: Option<RedisServer>,
     database: String,
@@ -291,6 +320,16 @@ pub struct Cluster {
 impl Cluster {
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder::default()
+    }
+
+    /// Node `id`'s traffic to Redis (the node must be [`ClusterBuilder::partitionable`]).
+    pub fn redis_link(&self, id: &str) -> &Partition {
+        &self.links[id].0
+    }
+
+    /// Every gateway's relay link to node `id` (see [`Cluster::redis_link`]).
+    pub fn relay_link(&self, id: &str) -> &Partition {
+        &self.links[id].1
     }
 
     /// Gateway `i`'s client address.

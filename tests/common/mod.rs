@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod counting;
 pub mod faults;
 pub mod local;
 pub mod net;
