@@ -79,6 +79,7 @@ async fn a_counter_survives_stalls_drains_kills_store_partitions_and_redis_resta
     for fault in faults {
         let owner = current_owner(&cluster, room).await;
         counting.reset_worst_wait();
+        eprintln!("{fault:?} of {owner} starts at {}", common::wall_clock());
         match fault {
             Fault::Stall => {
                 cluster.signal(&owner, "-STOP");

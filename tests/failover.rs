@@ -406,3 +406,29 @@ async fn after_redis_restarts_empty_the_ring_goes_on_and_a_dead_node_still_leave
     let info = admin_room(&cluster, &room).await;
     assert_eq!(info["node"]["owner"]["node"], "a", "{info}");
 }
+
+/// Right after Redis restarted empty placement keeps the last ring's nodes for a TTL while
+/// they re-announce themselves, but not a node that is draining: it leaves a mark that it
+/// left on purpose, and the ring drops it at placement's next poll.
+#[tokio::test]
+async fn a_drain_right_after_redis_restarts_empty_leaves_the_ring_at_once() {
+    let mut cluster = dynamic_cluster().await;
+    cluster.redis().stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.redis().restart().await;
+    let asked = std::time::Instant::now();
+    cluster.drain("a").await;
+    let gone = eventually_within(Duration::from_secs(5), async || {
+        let v = cluster.admin(0, "/admin/cluster").await;
+        strings_of(&v["nodes"], "id") == ["b"]
+    })
+    .await;
+    assert!(gone, "the drained node stayed on the ring");
+    eprintln!("drained node off the ring after {:?}", asked.elapsed());
+    // Placement keeps absent nodes for a TTL (2 s) from noticing the restart: well inside.
+    assert!(
+        asked.elapsed() < Duration::from_millis(1200),
+        "left the ring only after {:?}",
+        asked.elapsed()
+    );
+}

@@ -14,9 +14,10 @@ use std::time::Duration;
 use tracing::info;
 
 /// How long sockets stay on a node that left the ring: a live node hands its rooms off
-/// itself (exactly once, no replay); after this, the gateway moves what is left (a stopped
-/// or partitioned node).
-const EVACUATE_AFTER: Duration = Duration::from_secs(1);
+/// itself (a drain: no frame to replay); after this, the gateway moves what is left (a
+/// stopped or partitioned node). Moving early is safe: the next owner's claim fences the
+/// old one, and the room's ledger keeps replayed frames from being handled twice.
+const EVACUATE_AFTER: Duration = Duration::from_millis(150);
 
 pub(crate) struct GatewayState {
     pub config: Arc<GatewayConfig>,

@@ -5,7 +5,7 @@
 use crate::config::NodeConfig;
 use crate::storage::Claim;
 use conclave_proto::{Refusal, Ring, RingVersion, RoomKey};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 /// A number no earlier process of this node used: nanoseconds since the epoch, mixed with
@@ -25,6 +25,8 @@ pub(crate) struct Cluster {
     incarnation: u64,
     /// The ring this node places rooms on (which alarms it runs, whose rooms it may take).
     ring: RwLock<Ring>,
+    /// How many rings this node has been given: actors check placement again when it moves.
+    rings_seen: AtomicU64,
     /// Cleared while the node is fenced (its liveness lapsed): no room may run here.
     serving: AtomicBool,
 }
@@ -42,6 +44,7 @@ impl Cluster {
             region: config.region.clone(),
             incarnation: new_incarnation(),
             ring: RwLock::new(ring),
+            rings_seen: AtomicU64::new(1),
             serving: AtomicBool::new(!config.start_fenced),
         }
     }
@@ -59,6 +62,10 @@ impl Cluster {
     }
 
     /// This node's claim on a room.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
     pub fn claim(&self) -> Claim {
         Claim {
             node: self.node_id.clone(),
@@ -90,6 +97,12 @@ impl Cluster {
     /// Places rooms on `ring` from now on.
     pub fn set_ring(&self, ring: Ring) {
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
+        self.rings_seen.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes whenever the ring does (cheap to compare before every event).
+    pub fn rings_seen(&self) -> u64 {
+        self.rings_seen.load(Ordering::Acquire)
     }
 
     pub fn is_serving(&self) -> bool {

@@ -65,8 +65,14 @@ impl Host {
     /// they release their claim (so the new owner may take them) and their gateways move
     /// the sockets there.
     pub fn set_ring(&self, ring: Ring) {
+        let version = ring.version();
         self.cluster.set_ring(ring);
         let moving = self.rooms.mailboxes(|k| !self.cluster.places_here(k));
+        tracing::debug!(
+            version = version.0,
+            rooms = moving.len(),
+            "new ring; handing rooms off"
+        );
         for tx in moving {
             let _ = tx.try_send(RoomEvent::Handoff);
         }

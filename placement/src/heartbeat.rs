@@ -1,6 +1,6 @@
 //! A node's liveness: renew `conclave:node:<id>` with a TTL; fence itself when it cannot.
 
-use crate::{node_key, LivenessTiming};
+use crate::{left_key, node_key, LivenessTiming};
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use std::time::Duration;
@@ -115,9 +115,10 @@ pub async fn run(
             _ = tokio::time::sleep_until(sent + pause) => {}
             _ = async { leave.wait_for(|l| *l).await.is_ok() } => {
                 if let Some(c) = conn.as_mut() {
-                    let mut del = redis::cmd("DEL");
-                    del.arg(&key);
-                    let _ = tokio::time::timeout(timing.heartbeat, del.query_async::<()>(c)).await;
+                    let mut leave = redis::pipe();
+                    leave.atomic().del(&key);
+                    leave.cmd("SET").arg(left_key(&beat.id)).arg(1).arg("PX").arg(ttl_ms * 2);
+                    let _ = tokio::time::timeout(timing.heartbeat, leave.query_async::<()>(c)).await;
                 }
                 info!(node = %beat.id, "left the cluster");
                 return;

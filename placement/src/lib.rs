@@ -28,5 +28,11 @@ pub fn node_key(id: &str) -> String {
     format!("conclave:node:{id}")
 }
 
+/// Set for a while by a node that left on purpose (a drain): placement then drops it at
+/// once even while it keeps the nodes of a ring that Redis lost (a restart).
+pub fn left_key(id: &str) -> String {
+    format!("conclave:left:{id}")
+}
+
 /// The Redis key holding the current ring version.
 pub const RING_KEY: &str = "conclave:ring";

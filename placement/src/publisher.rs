@@ -5,7 +5,7 @@
 //! that loses the race reads the winner's. So every replica publishes the same versions.
 //! While Redis is unreachable the last ring stays published.
 
-use crate::{LivenessTiming, RING_KEY};
+use crate::{left_key, LivenessTiming, RING_KEY};
 use conclave_proto::{RingVersion, RingView};
 use redis::aio::ConnectionManager;
 use std::collections::BTreeMap;
@@ -119,6 +119,13 @@ async fn step(
     if keep_until.is_some_and(|t| tokio::time::Instant::now() < t) {
         for (id, url) in &current.members {
             if !members.contains_key(id) {
+                let left: bool = redis::cmd("EXISTS")
+                    .arg(left_key(id))
+                    .query_async(conn)
+                    .await?;
+                if left {
+                    continue; // drained on purpose: not coming back
+                }
                 members.insert(id.clone(), url.clone());
                 if let Some(r) = current.regions.get(id) {
                     regions.insert(id.clone(), r.clone());

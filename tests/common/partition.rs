@@ -27,6 +27,9 @@ impl Partition {
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
+                // As the peers themselves do: no Nagle delay on small writes.
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
                 tokio::spawn(pump(cr, sw, flag.clone()));

@@ -129,7 +129,11 @@ pub fn conclave() -> PathBuf {
 fn spawn(program: &Path, args: &[String]) -> Child {
     Command::new(program)
         .args(args)
-        .env("RUST_LOG", "warn")
+        // CONCLAVE_TEST_LOG: the roles' RUST_LOG, to see what a test's cluster does.
+        .env(
+            "RUST_LOG",
+            std::env::var("CONCLAVE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

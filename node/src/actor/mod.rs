@@ -58,6 +58,8 @@ pub(crate) struct RoomActor {
     party: Option<Box<dyn Party>>,
     /// Set when a commit found another owner: the actor tears down after this event.
     fenced: bool,
+    /// The ring (`Cluster::rings_seen`) under which the room was last found placed here.
+    placed_as_of: u64,
 }
 
 impl RoomActor {
@@ -68,6 +70,7 @@ impl RoomActor {
             factory,
             party: None,
             fenced: false,
+            placed_as_of: 0,
         }
     }
 
@@ -78,10 +81,18 @@ impl RoomActor {
             if matches!(event, RoomEvent::Fence) || !self.ctx.cluster.is_serving() {
                 self.fenced = true;
                 self.bounce(event).await;
+            } else if self.placed_elsewhere() {
+                // A new ring moved the room: leave now rather than after the events queued
+                // ahead of the hand-off (frames go unanswered and are replayed there).
+                debug!("the ring places the room elsewhere: handing it off");
+                self.bounce(event).await;
+                self.release().await;
+                self.fenced = true;
             } else if matches!(event, RoomEvent::Handoff) {
                 if self.ctx.cluster.places_here(self.room.key()) {
                     continue; // the ring moved back before we got here
                 }
+                debug!("the ring places the room elsewhere: handing it off");
                 self.release().await;
                 self.fenced = true;
             } else {
@@ -111,6 +122,16 @@ impl RoomActor {
             }
         }
         leftovers
+    }
+
+    /// Whether the ring, since it last changed, places the room on another node.
+    fn placed_elsewhere(&mut self) -> bool {
+        let seen = self.ctx.cluster.rings_seen();
+        if seen == self.placed_as_of {
+            return false;
+        }
+        self.placed_as_of = seen;
+        !self.ctx.cluster.places_here(self.room.key())
     }
 
     /// The next event. While none comes, an active room hibernates and a room with no

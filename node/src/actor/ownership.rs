@@ -70,7 +70,7 @@ impl RoomActor {
                 other => break other.map_err(StepError::Claim)?,
             }
         };
-        debug!(epoch = owner.epoch, "claimed");
+        debug!(node = %owner.node, epoch = owner.epoch, "claimed");
         // What earlier owners committed for frames and outputs (`room/ledger.rs`).
         let records = store
             .ledger(self.room.key())
@@ -100,7 +100,10 @@ impl RoomActor {
     /// not get). Its sockets are not closed: each gateway is told they moved, and re-attaches
     /// them to the room's owner, replaying the frames not acknowledged here.
     pub(super) async fn tear_down(&mut self) {
-        debug!("leaving the room; its connections move to the next owner");
+        debug!(
+            node = self.ctx.cluster.node_id(),
+            "leaving the room; its connections move to the next owner"
+        );
         let mut per_gateway: BTreeMap<GatewayId, Vec<u64>> = BTreeMap::new();
         for e in self.room.shared().conns().iter() {
             per_gateway.entry(e.gateway).or_default().push(e.socket.0);
