@@ -6,6 +6,7 @@ mod common;
 
 use common::local::LocalCluster;
 use common::*;
+use conclave_proto::wire::{node_event, CloseSocket, Send};
 
 /// The next counter value the socket hears.
 async fn next_value(ws: &mut Ws) -> i64 {
@@ -171,4 +172,43 @@ async fn after_a_crash_the_replies_of_committed_frames_still_arrive_once() {
     );
     send(&mut client, "incr").await;
     assert_eq!(next_value(&mut client).await, 4);
+}
+
+/// A node that no longer holds a socket cannot close it: once the socket moved on (here a
+/// stalled node's, moved to the next owner), whatever its old node says about it later —
+/// a close, a message — is not the client's concern, and the socket stays open.
+#[tokio::test]
+async fn a_close_from_a_node_the_socket_has_left_does_not_reach_the_client() {
+    let (cluster, _room, mut client) = counted_once_on_a().await;
+    let link = cluster.link("a");
+    let socket = link.last_acked_socket();
+    link.stall();
+    cluster.place_on(&["b"]);
+    send(&mut client, "incr").await;
+    assert_eq!(
+        next_value(&mut client).await,
+        2,
+        "b did not take the socket"
+    );
+    link.resume();
+    let stale_close = CloseSocket {
+        socket,
+        code: 1011,
+        reason: "stale".into(),
+        out_seq: 0,
+    };
+    link.inject(node_event::Event::CloseSocket(stale_close))
+        .await;
+    let stale_send = Send {
+        socket,
+        payload: r#"{"type":"count","value":-1}"#.into(),
+        ..Send::default()
+    };
+    link.inject(node_event::Event::Send(stale_send)).await;
+    send(&mut client, "incr").await;
+    assert_eq!(
+        next_value(&mut client).await,
+        3,
+        "the socket heard its old node, or closed"
+    );
 }

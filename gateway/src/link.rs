@@ -158,6 +158,11 @@ impl NodeLink {
         self.registry().sockets.insert(session.id.0, session);
     }
 
+    /// Whether the node's events for `socket` are routed to its session here.
+    pub fn holds(&self, socket: u64) -> bool {
+        self.registry().sockets.contains_key(&socket)
+    }
+
     pub fn unregister(&self, session: &Session) -> Option<Arc<Session>> {
         self.registry().remove(session.id.0)
     }

@@ -110,12 +110,30 @@ impl Session {
     /// A freshly admitted socket joins its first link. False if that link has died since
     /// (its end could not see the socket to move it).
     pub fn attach(&self, link: Arc<NodeLink>) -> bool {
-        let mut a = self.attachment();
-        if !link.is_alive() {
-            return false;
+        {
+            let mut a = self.attachment();
+            if !link.is_alive() {
+                return false;
+            }
+            a.link = Some(link.clone());
         }
-        a.link = Some(link);
-        true
+        self.settle(&link)
+    }
+
+    /// Confirms an attachment to `link`: it holds only while the link still routes the
+    /// node's events for this socket here. An evacuation or a `Moved` that raced the attach
+    /// took the socket out of the link's registry but could not move it (it was not
+    /// attached yet): the attachment is undone and the move starts over. Without this the
+    /// socket's frames would reach the node while its replies were dropped, for good.
+    fn settle(&self, link: &Arc<NodeLink>) -> bool {
+        if link.holds(self.id.0) {
+            return true;
+        }
+        let mut a = self.attachment();
+        if a.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
+            a.link = None;
+        }
+        false
     }
 
     /// Leaves `link` (when the socket is still on it); the caller then moves the socket.
@@ -240,8 +258,9 @@ impl Session {
                         if !link.is_alive() {
                             return false;
                         }
-                        a.link = Some(link);
-                        return true;
+                        a.link = Some(link.clone());
+                        drop(a);
+                        return self.settle(&link);
                     }
                     sent = a.next_seq;
                     Some(batch)
@@ -321,6 +340,7 @@ mod tests {
     async fn a_move_replays_unacknowledged_frames_in_order_before_newer_ones() {
         let s = session(1 << 20);
         let (first, _first_node) = link("a");
+        first.register(s.clone());
         assert!(s.attach(first.clone()));
         for (i, text) in ["one", "two", "three"].iter().enumerate() {
             let (l, ev) = s
@@ -338,6 +358,7 @@ mod tests {
         assert!(s.push_frame(Bytes::from_static(b"four"), false).is_none());
 
         let (second, mut second_node) = link("b");
+        second.register(s.clone());
         assert!(s.switch_to(second.clone()).await);
         let replayed: Vec<u64> = [
             second_node.from_gateway.recv().await.unwrap(),
@@ -354,10 +375,33 @@ mod tests {
         );
     }
 
+    /// Finding 3 of issue 11 (the sockets of a room stopped hearing it): a socket that was
+    /// admitted on a link, then swept off it by an evacuation before it attached, must not
+    /// attach there, or its replies are dropped while its frames still reach the node.
+    #[tokio::test]
+    async fn a_socket_swept_off_a_link_before_it_attached_moves_again() {
+        let s = session(1 << 20);
+        let (l, _node) = link("a");
+        l.register(s.clone());
+        assert_eq!(
+            l.evacuate(conclave_proto::RingVersion(0), false),
+            0,
+            "not attached yet"
+        );
+        assert!(
+            !s.switch_to(l.clone()).await,
+            "attached to a link that no longer routes the node's events to it"
+        );
+        assert!(!s.detach_from(&l), "left attached");
+        let (fresh, _) = link("b");
+        assert!(!s.attach(fresh), "attached without being registered");
+    }
+
     #[tokio::test]
     async fn a_full_replay_buffer_waits_for_acknowledgements() {
         let s = session(8);
         let (l, _node) = link("a");
+        l.register(s.clone());
         assert!(s.attach(l));
         s.push_frame(Bytes::from_static(b"0123456789"), false);
         let waiting = {

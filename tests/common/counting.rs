@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Default)]
 struct Seen {
     values: Vec<i64>,
+    /// Sockets that closed, or whose reply did not come within 30 s.
     closes: usize,
     /// Per client, when its latest reply came.
     last_reply: Vec<Option<Instant>>,
@@ -121,10 +122,10 @@ async fn increment_until(mut ws: Ws, i: usize, seen: Arc<Mutex<Seen>>, stop: Arc
             seen.lock().unwrap().closes += 1;
             return;
         }
+        // One deadline for the reply, whatever else arrives meanwhile (pings).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let value = loop {
-            match tokio::time::timeout(Duration::from_secs(30), futures::StreamExt::next(&mut ws))
-                .await
-            {
+            match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut ws)).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
                     let v: serde_json::Value = serde_json::from_str(&t).unwrap();
                     break v["value"].as_i64();

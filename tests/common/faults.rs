@@ -30,6 +30,10 @@ struct Faults {
     lose_outputs: AtomicBool,
     /// Acknowledgements that reached the gateway.
     acks_passed: watch::Sender<u64>,
+    /// The socket of the latest acknowledgement that passed.
+    last_acked_socket: std::sync::atomic::AtomicU64,
+    /// Straight to the gateway's end, as if from the node.
+    to_gateway: mpsc::Sender<NodeEvent>,
 }
 
 /// A relay link with a fault injector between its ends.
@@ -43,6 +47,8 @@ pub fn faulty_link() -> (GatewaySide, NodeSide, LinkFaults) {
             drop_acks: AtomicBool::new(false),
             lose_outputs: AtomicBool::new(false),
             acks_passed: watch::Sender::new(0),
+            last_acked_socket: std::sync::atomic::AtomicU64::new(0),
+            to_gateway: inner_node.to_gateway.clone(),
         }),
     };
     tokio::spawn(forward(
@@ -64,8 +70,8 @@ pub fn faulty_link() -> (GatewaySide, NodeSide, LinkFaults) {
 /// What becomes of one event.
 enum Fate {
     Forward,
-    /// Forwarded, and counted once the gateway has it.
-    ForwardAck,
+    /// An acknowledgement for this socket: forwarded, and counted once the gateway has it.
+    ForwardAck(u64),
     Drop,
 }
 
@@ -99,7 +105,9 @@ async fn forward<E>(
             _ = cut.wait_for(|cut| *cut) => return,
             sent = to.send(ev) => if sent.is_err() { return },
         }
-        if matches!(fate, Fate::ForwardAck) {
+        if let Fate::ForwardAck(socket) = fate {
+            let last = &faults.inner.last_acked_socket;
+            last.store(socket, Ordering::SeqCst);
             faults.inner.acks_passed.send_modify(|p| *p += 1);
         }
     }
@@ -130,6 +138,17 @@ impl LinkFaults {
         self.inner.lose_outputs.store(lose, Ordering::SeqCst);
     }
 
+    /// The gateway's id for the socket of the latest acknowledgement that passed.
+    pub fn last_acked_socket(&self) -> u64 {
+        self.inner.last_acked_socket.load(Ordering::SeqCst)
+    }
+
+    /// Sends `event` to the gateway as if the node had.
+    pub async fn inject(&self, event: node_event::Event) {
+        let event = NodeEvent { event: Some(event) };
+        self.inner.to_gateway.send(event).await.unwrap();
+    }
+
     /// Waits until `n` acknowledgements in all have reached the gateway.
     pub async fn acks_passed(&self, n: u64) {
         let mut passed = self.inner.acks_passed.subscribe();
@@ -153,7 +172,7 @@ impl LinkFaults {
             Some(node_event::Event::Ack(_)) if self.inner.drop_acks.load(Ordering::SeqCst) => {
                 Fate::Drop
             }
-            Some(node_event::Event::Ack(_)) => Fate::ForwardAck,
+            Some(node_event::Event::Ack(ref a)) => Fate::ForwardAck(a.socket),
             _ => Fate::Forward,
         }
     }
