@@ -42,7 +42,8 @@ def main():
     for fault in sorted(worst):
         w = sorted(waits[fault])
         median = w[len(w) // 2]
-        lines.append(f"| {fault} | {worst[fault]:.2f} | {median:.2f} | ≤ {TARGETS.get(fault, 0):.1f} |")
+        target = f"≤ {TARGETS[fault]:.1f}" if fault in TARGETS else "—"
+        lines.append(f"| {fault} | {worst[fault]:.2f} | {median:.2f} | {target} |")
     twice = sum(r["applied_twice"] for r in reports)
     closes = sum(r["closes"] for r in reports)
     replies = sum(r["replies"] for r in reports)

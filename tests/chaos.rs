@@ -65,7 +65,11 @@ async fn a_counter_survives_stalls_drains_kills_store_partitions_and_redis_resta
         sockets.push(cluster.ws(i % 2, &path).await);
     }
     let counting = Counting::start(sockets);
+    // Before any fault: how long a reply takes anyway here (the floor under every gap).
+    counting.reset_worst_wait();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let baseline = counting.worst_wait();
+    eprintln!("no fault: longest wait for a reply {baseline:?}");
 
     let mut faults = vec![
         Fault::Stall,
@@ -76,6 +80,7 @@ async fn a_counter_survives_stalls_drains_kills_store_partitions_and_redis_resta
     ];
     shuffle(&mut faults, seed());
     let mut gaps: BTreeMap<String, f64> = BTreeMap::new();
+    gaps.insert("NoFault".into(), baseline.as_secs_f64());
     for fault in faults {
         let owner = current_owner(&cluster, room).await;
         counting.reset_worst_wait();
