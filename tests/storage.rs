@@ -696,3 +696,236 @@ async fn ledger_records_commit_with_the_step_and_stay_apart_from_the_party_keys(
     })
     .await;
 }
+
+/// Values of `n` bytes, different for each key, checked byte for byte.
+fn pattern(key: &str, n: usize) -> Vec<u8> {
+    let seed = key
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+    (0..n)
+        .map(|i| (seed.wrapping_add(i as u32 * 131) % 251) as u8)
+        .collect()
+}
+
+/// Thousands of keys, some of them two-chunk values, listed forward and in reverse, with
+/// limits, prefixes, `start_after` and `end` that cross any page a backend reads in (a
+/// backend that stops at its first short page, or cuts a value at a page's edge, fails).
+#[tokio::test]
+async fn thousands_of_keys_list_exactly_across_pages() {
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let r = room("thousands");
+        let names: Vec<String> = (0..3_000).map(|i| format!("k{i:04}")).collect();
+        let size = |i: usize| if i % 97 == 0 { 100_000 } else { 40 + i % 300 };
+        for chunk in names.chunks(500).enumerate() {
+            let mut s = Storage::new(r.clone(), store.clone());
+            for (j, k) in chunk.1.iter().enumerate() {
+                s.put(k, pattern(k, size(chunk.0 * 500 + j))).unwrap();
+            }
+            s.commit().await.unwrap();
+        }
+        let check = |got: &[(String, Bytes)], want: &[String]| {
+            assert_eq!(
+                keys(got),
+                want.iter().map(String::as_str).collect::<Vec<_>>()
+            );
+            for (k, v) in got {
+                let i: usize = k[1..].parse().unwrap();
+                assert!(v[..] == pattern(k, size(i))[..], "{k} differs");
+            }
+        };
+        let list = |opts: ListOptions| {
+            let (store, r) = (store.clone(), r.clone());
+            async move { store.list(&r, &opts).await.unwrap() }
+        };
+        check(&list(ListOptions::default()).await, &names);
+        let mut reversed = names.clone();
+        reversed.reverse();
+        check(
+            &list(ListOptions {
+                reverse: true,
+                limit: Some(2_500),
+                ..Default::default()
+            })
+            .await,
+            &reversed[..2_500],
+        );
+        check(&list(ListOptions::prefix("k1")).await, &names[1_000..2_000]);
+        check(
+            &list(ListOptions {
+                start_after: Some("k0999".into()),
+                limit: Some(1_200),
+                ..Default::default()
+            })
+            .await,
+            &names[1_000..2_200],
+        );
+        check(
+            &list(ListOptions {
+                end: Some("k2500".into()),
+                reverse: true,
+                limit: Some(1_100),
+                ..Default::default()
+            })
+            .await,
+            &reversed[500..1_600],
+        );
+        assert!(list(ListOptions {
+            limit: Some(0),
+            ..Default::default()
+        })
+        .await
+        .is_empty());
+    })
+    .await;
+}
+
+/// Keys that are prefixes of one another, each holding a value of two chunks or more: each
+/// reads back whole, alone and in a list, and deleting one leaves the others whole.
+#[tokio::test]
+async fn keys_that_prefix_each_other_keep_their_multi_chunk_values_apart() {
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let r = room("prefixes");
+        let names = ["a", "ab", "abc", "abc\u{0}", "abd"];
+        let mut s = Storage::new(r.clone(), store.clone());
+        for (i, k) in names.iter().enumerate() {
+            s.put(k, pattern(k, 65_536 + 17 * i)).unwrap();
+        }
+        s.commit().await.unwrap();
+        let read = |k: &str| {
+            let (store, r, k) = (store.clone(), r.clone(), k.to_string());
+            async move { store.get(&r, &[k]).await.unwrap().pop().flatten() }
+        };
+        for (i, k) in names.iter().enumerate() {
+            assert!(
+                read(k).await.unwrap()[..] == pattern(k, 65_536 + 17 * i)[..],
+                "{k:?}"
+            );
+        }
+        let listed = store.list(&r, &ListOptions::prefix("ab")).await.unwrap();
+        assert_eq!(keys(&listed), ["ab", "abc", "abc\u{0}", "abd"]);
+        let mut s = Storage::new(r.clone(), store.clone());
+        s.delete("abc").unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(read("abc").await, None);
+        for (i, k) in names.iter().enumerate().filter(|(_, k)| **k != "abc") {
+            assert!(
+                read(k).await.unwrap()[..] == pattern(k, 65_536 + 17 * i)[..],
+                "{k:?}"
+            );
+        }
+    })
+    .await;
+}
+
+/// Hundreds of due alarms of rooms with long names, read in pages through `after`: each
+/// comes exactly once, earliest first; a page of 0 is empty.
+#[tokio::test]
+async fn hundreds_of_due_alarms_with_long_names_page_exactly_once() {
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let long = "r".repeat(480);
+        let rooms: Vec<RoomKey> = (0..300).map(|i| room(&format!("{long}{i:03}"))).collect();
+        for (i, r) in rooms.iter().enumerate() {
+            let mut s = Storage::new(r.clone(), store.clone());
+            s.set_alarm(1_000 + (i as i64 % 7));
+            s.commit().await.unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.due_alarms(2_000, after.clone(), 64).await.unwrap();
+            assert!(page.len() <= 64);
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            seen.extend(page);
+            after = Some(last);
+        }
+        assert_eq!(seen.len(), rooms.len(), "every due alarm once");
+        assert!(seen.windows(2).all(|w| w[0].1 <= w[1].1), "earliest first");
+        let mut names: Vec<&str> = seen.iter().map(|(r, _)| r.room.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), rooms.len(), "an alarm came twice");
+        assert!(store.due_alarms(2_000, None, 0).await.unwrap().is_empty());
+        assert_eq!(store.next_alarm().await.unwrap(), Some(1_000));
+    })
+    .await;
+}
+
+/// A claim waiting for another live holder hears of its release promptly.
+#[tokio::test]
+async fn an_owner_change_wait_ends_soon_after_the_release() {
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let r = room("handover");
+        let held = store.claim(&r, &claim("a", 1, &["a", "b"])).await.unwrap();
+        let release = {
+            let (store, r) = (store.clone(), r.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                store.release(&r, &held).await.unwrap();
+            })
+        };
+        let started = std::time::Instant::now();
+        loop {
+            match store.claim(&r, &claim("b", 1, &["a", "b"])).await {
+                Ok(owner) => {
+                    assert_eq!(owner.node, "b");
+                    break;
+                }
+                Err(StorageError::Held { .. }) => {
+                    assert!(started.elapsed() < Duration::from_secs(3), "still held");
+                    store.wait_owner_change(&r, Duration::from_secs(3)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        release.await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(1_200),
+            "the wait went on {:?} after a release at 200 ms",
+            started.elapsed()
+        );
+    })
+    .await;
+}
+
+/// A commit either applies whole or not at all, however large (a backend with a
+/// transaction size limit refuses it whole).
+#[tokio::test]
+async fn a_large_commit_applies_whole_or_not_at_all() {
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let r = room("oversized");
+        let mut s = Storage::new(r.clone(), store.clone());
+        s.put("before", "kept").unwrap();
+        s.commit().await.unwrap();
+        let names: Vec<String> = (0..80).map(|i| format!("big{i:02}")).collect();
+        let mut s = Storage::new(r.clone(), store.clone());
+        for k in &names {
+            s.put(k, pattern(k, MAX_VALUE_BYTES)).unwrap();
+        }
+        s.delete("before").unwrap();
+        let result = s.commit().await;
+        let listed = store.list(&r, &ListOptions::default()).await.unwrap();
+        match result {
+            Ok(()) => {
+                assert_eq!(listed.len(), names.len());
+                assert!(listed
+                    .iter()
+                    .all(|(k, v)| v[..] == pattern(k, MAX_VALUE_BYTES)[..]));
+            }
+            Err(e) => {
+                assert_eq!(
+                    keys(&listed),
+                    ["before"],
+                    "a refused commit ({e}) left a part"
+                );
+            }
+        }
+    })
+    .await;
+}

@@ -266,6 +266,9 @@ impl PostgresStore {
             return Ok(Vec::new());
         }
         let limit = opts.limit.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         // `start_after` is inclusive in the byte range; fetch one more to make up for it.
         let sql_limit = i64::try_from(limit.saturating_add(opts.start_after.is_some() as usize))
             .unwrap_or(i64::MAX);
@@ -463,6 +466,9 @@ impl Store for PostgresStore {
     }
 
     async fn scan_alarms(&self, scan: &AlarmScan) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        if scan.limit == 0 {
+            return Ok(Vec::new());
+        }
         let (lo, hi) = keys::alarm_scan_range(scan);
         let limit = i64::try_from(scan.limit).unwrap_or(i64::MAX);
         let client = self.client().await?;

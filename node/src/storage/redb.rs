@@ -294,6 +294,9 @@ impl RedbStore {
         prefix: Vec<u8>,
         opts: ListOptions,
     ) -> Result<Vec<(String, Bytes)>, StorageError> {
+        if opts.limit == Some(0) {
+            return Ok(Vec::new());
+        }
         self.read(move |t| {
             let (lo, hi) = keys::list_range(&prefix, &opts);
             if lo >= hi {
@@ -401,6 +404,9 @@ impl Store for RedbStore {
     }
 
     async fn scan_alarms(&self, scan: &AlarmScan) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        if scan.limit == 0 {
+            return Ok(Vec::new());
+        }
         let (lo, hi) = keys::alarm_scan_range(scan);
         let limit = scan.limit;
         self.read(move |t| {

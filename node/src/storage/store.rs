@@ -47,6 +47,7 @@ pub struct ListOptions {
     pub end: Option<String>,
     /// Descending order.
     pub reverse: bool,
+    /// At most this many entries; `Some(0)` selects none.
     pub limit: Option<usize>,
 }
 
@@ -298,6 +299,6 @@ pub struct AlarmScan {
     pub after: Option<(RoomKey, i64)>,
     /// Only alarms due at or before this (ms since the epoch); any if `None`.
     pub due_by: Option<i64>,
-    /// At most this many entries.
+    /// At most this many entries (0: none).
     pub limit: usize,
 }
