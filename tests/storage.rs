@@ -716,7 +716,13 @@ async fn thousands_of_keys_list_exactly_across_pages() {
         let store = backend.open().await;
         let r = room("thousands");
         let names: Vec<String> = (0..3_000).map(|i| format!("k{i:04}")).collect();
-        let size = |i: usize| if i % 97 == 0 { 100_000 } else { 40 + i % 300 };
+        let size = |i: usize| {
+            if i.is_multiple_of(97) {
+                100_000
+            } else {
+                40 + i % 300
+            }
+        };
         for chunk in names.chunks(500).enumerate() {
             let mut s = Storage::new(r.clone(), store.clone());
             for (j, k) in chunk.1.iter().enumerate() {
