@@ -10,15 +10,23 @@
 //!   index of alarms by due time, so owners find due alarms without scanning rooms
 //! - `("r", party, room, "o")` → the owner record (fencing)
 //! - `("r", party, room, "c")` → the id of the room's last commit: a retry after
-//!   `commit_unknown_result` finds it and does not apply the commit twice
-//! - `("r", party, room, "v")` → the versionstamp of the room's last commit (commit order)
+//!   `commit_unknown_result` (1021) on any attempt finds it and does not apply the commit twice
+//! - `("r", party, room, "x", record, n)` → the room's ledger (`Store::ledger`), chunked
+//!   like values
 //!
-//! Every operation runs in the crate's retry loop under a transaction timeout and retry
-//! limit. Commits read the owner record (not a snapshot read), so a claim racing a stale
-//! owner's commit conflicts with it and the retried commit fails as fenced. Large `list`s
-//! read in pages of separate transactions (each well under FoundationDB's 5 s limit);
-//! `delete_all` is one range clear. A room commit must stay under [`MAX_COMMIT_BYTES`]
-//! (FoundationDB refuses transactions over 10 MB).
+//! Every operation runs in the crate's retry loop. The transaction timeout
+//! ([`TRANSACTION_TIMEOUT_MS`]) bounds the whole loop, retries included (FoundationDB does not
+//! reset it between attempts): an operation that cannot finish within it fails, and a
+//! commit that failed that way may have landed (the room's ledger tells the actor which).
+//! Commits read the owner record (not a snapshot read), so a claim racing a stale owner's
+//! commit conflicts with it and the retried commit fails as fenced.
+//!
+//! Range reads follow FoundationDB's `more` flag: a batch ends at a byte target (about
+//! 80 kB in `WANT_ALL` mode), not only at the row limit, so a read goes on until the range
+//! is exhausted or its limit reached. Large `list`s read in pages of separate transactions
+//! (each well under FoundationDB's 5 s limit); a value's chunks may span pages.
+//! `delete_all` is one range clear. A room commit must stay under [`MAX_COMMIT_BYTES`] as
+//! FoundationDB counts it (`get_approximate_size`); a larger one fails whole.
 
 use super::keys;
 use super::store::{
@@ -29,9 +37,9 @@ use bytes::Bytes;
 use conclave_proto::RoomKey;
 use foundationdb::api::NetworkAutoStop;
 use foundationdb::directory::{Directory, DirectoryLayer};
-use foundationdb::options::{DatabaseOption, MutationType, StreamingMode};
+use foundationdb::options::{DatabaseOption, StreamingMode};
 use foundationdb::tuple::{pack, unpack};
-use foundationdb::{Database, FdbBindingError, RangeOption, RetryableTransaction};
+use foundationdb::{Database, FdbBindingError, FdbError, RangeOption, RetryableTransaction};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -39,9 +47,12 @@ use std::time::Duration;
 pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Largest room commit (keys and values): FoundationDB's transaction limit is 10 MB.
 pub const MAX_COMMIT_BYTES: usize = 8 * 1024 * 1024;
-/// Every transaction gives up after this long (FoundationDB's own limit is 5 s).
+/// Every operation gives up after this long, retries included (FoundationDB does not reset
+/// the timeout between attempts). Shorter than a node's self-fencing window, so a node's
+/// storage calls resolve while it may still serve.
 const TRANSACTION_TIMEOUT_MS: i32 = 4_000;
-/// Conflicts and retryable errors retried this many times.
+/// At most this many retries of conflicts and retryable errors, if the timeout leaves time
+/// for them (it usually ends a long retry streak first).
 const RETRY_LIMIT: i32 = 20;
 /// Rows per transaction when listing a large room.
 const LIST_PAGE_ROWS: usize = 1_000;
@@ -49,20 +60,44 @@ const LIST_PAGE_ROWS: usize = 1_000;
 /// The client's network thread: started once per process, stopped by
 /// [`stop_network`] before the process exits.
 static NETWORK: Mutex<Option<NetworkAutoStop>> = Mutex::new(None);
-static BOOTED: std::sync::Once = std::sync::Once::new();
+/// How starting the network went: `None` until the first attempt (which is the only one:
+/// FoundationDB selects its API version once per process).
+static BOOTED: Mutex<Option<Result<(), String>>> = Mutex::new(None);
 
-fn boot_network() {
-    BOOTED.call_once(|| {
-        // SAFETY: called once per process; the handle is kept until `stop_network`.
-        let network = unsafe { foundationdb::boot() };
+fn boot_network() -> Result<(), StorageError> {
+    let mut booted = BOOTED.lock().unwrap_or_else(|e| e.into_inner());
+    let outcome = booted.get_or_insert_with(|| {
+        let builder = foundationdb::api::FdbApiBuilder::default()
+            .build()
+            .map_err(describe_fdb)?;
+        // SAFETY: runs once per process (guarded by BOOTED); the handle is kept until
+        // `stop_network`, after which no FoundationDB store is used.
+        let network = unsafe { builder.boot() }.map_err(describe_fdb)?;
         *NETWORK.lock().unwrap_or_else(|e| e.into_inner()) = Some(network);
+        Ok(())
     });
+    outcome
+        .clone()
+        .map_err(|e| backend(format!("cannot start the client network: {e}")))
 }
 
-/// Stops the FoundationDB network thread (at process exit; no FoundationDB store may be
-/// used afterwards). Does nothing if it never started.
+/// Stops the FoundationDB network thread. Call it at process exit, after every
+/// [`FdbStore`] is dropped: no FoundationDB store may be used afterwards. Does nothing if
+/// it never started.
 pub fn stop_network() {
     drop(NETWORK.lock().unwrap_or_else(|e| e.into_inner()).take());
+}
+
+/// An FDB error as an operator reads it: its message and code.
+fn describe_fdb(e: FdbError) -> String {
+    format!("{} (error {})", e.message(), e.code())
+}
+
+fn describe(e: &FdbBindingError) -> String {
+    match e {
+        FdbBindingError::NonRetryableFdbError(e) => describe_fdb(*e),
+        other => other.to_string(),
+    }
 }
 
 fn backend(e: impl std::fmt::Display) -> StorageError {
@@ -81,7 +116,33 @@ fn from_binding(e: FdbBindingError) -> StorageError {
             Ok(e) => *e,
             Err(other) => backend(other),
         },
-        other => backend(other),
+        other => backend(describe(&other)),
+    }
+}
+
+/// Every row `opt` selects, in one transaction: batch after batch while FoundationDB says
+/// there is `more` (a batch ends at a byte target as well as at the row limit).
+async fn read_all(
+    trx: &RetryableTransaction,
+    mut opt: RangeOption<'static>,
+    snapshot: bool,
+) -> Result<Vec<(Vec<u8>, Bytes)>, FdbError> {
+    let mut rows = Vec::new();
+    let mut iteration = 1;
+    loop {
+        let batch = trx.get_range(&opt, iteration, snapshot).await?;
+        rows.extend(
+            batch
+                .iter()
+                .map(|kv| (kv.key().to_vec(), Bytes::copy_from_slice(kv.value()))),
+        );
+        match opt.next_range(&batch) {
+            Some(next) => {
+                opt = next;
+                iteration += 1;
+            }
+            None => return Ok(rows),
+        }
     }
 }
 
@@ -95,7 +156,7 @@ impl FdbStore {
     /// Connects with `cluster_file` and opens (or creates) the directory
     /// `conclave/<cluster>` that holds this Conclave cluster's rooms.
     pub async fn open(cluster_file: &str, cluster: &str) -> Result<Self, StorageError> {
-        boot_network();
+        boot_network()?;
         let db = Database::from_path(cluster_file).map_err(backend)?;
         db.set_option(DatabaseOption::TransactionTimeout(TRANSACTION_TIMEOUT_MS))
             .map_err(backend)?;
@@ -177,7 +238,9 @@ fn write_value(trx: &RetryableTransaction, kv_key: &[u8], value: &[u8]) {
     }
 }
 
-/// The size FoundationDB counts for a commit, roughly: keys and values written.
+/// A lower bound of the size FoundationDB counts for a commit (keys and values written),
+/// to refuse a hopeless commit before any round trip; the exact check is in the
+/// transaction (`get_approximate_size`).
 fn commit_bytes(c: &RoomCommit) -> usize {
     c.writes
         .iter()
@@ -193,8 +256,11 @@ impl FdbStore {
         prefix: &[u8],
         opts: &ListOptions,
     ) -> Result<Vec<(String, Bytes)>, StorageError> {
-        let (mut lo, mut hi) = keys::list_range(prefix, opts);
         let limit = opts.limit.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (mut lo, mut hi) = keys::list_range(prefix, opts);
         let mut out: Vec<(String, Bytes)> = Vec::new();
         // The key whose chunks are being gathered (they may span pages).
         let mut current: Option<(String, Vec<(i64, Bytes)>)> = None;
@@ -208,7 +274,9 @@ impl FdbStore {
         while lo < hi && out.len() < limit {
             let (page_lo, page_hi) = (lo.clone(), hi.clone());
             let reverse = opts.reverse;
-            let rows: Vec<(Vec<u8>, Bytes)> = self
+            // One transaction per page; a page is one batch, which ends at the row limit or
+            // at FoundationDB's byte target: only `more` says whether the range goes on.
+            let (rows, more): (Vec<(Vec<u8>, Bytes)>, bool) = self
                 .db
                 .run(|trx, _| {
                     let (page_lo, page_hi) = (page_lo.clone(), page_hi.clone());
@@ -219,11 +287,12 @@ impl FdbStore {
                             mode: StreamingMode::WantAll,
                             ..RangeOption::from((page_lo, page_hi))
                         };
-                        let rows = trx.get_range(&opt, 1, true).await?;
-                        Ok(rows
+                        let batch = trx.get_range(&opt, 1, true).await?;
+                        let rows = batch
                             .iter()
                             .map(|kv| (kv.key().to_vec(), Bytes::copy_from_slice(kv.value())))
-                            .collect())
+                            .collect();
+                        Ok((rows, batch.more()))
                     }
                 })
                 .await
@@ -238,7 +307,6 @@ impl FdbStore {
                 lo = last.clone();
                 lo.push(0);
             }
-            let full_page = rows.len() >= LIST_PAGE_ROWS;
             for (k, v) in rows {
                 let (key, n) = keys::parse_chunk_key(prefix, &k).ok_or_else(|| {
                     StorageError::Backend("undecodable key in room subspace".into())
@@ -251,7 +319,7 @@ impl FdbStore {
                     }
                 }
             }
-            if !full_page {
+            if !more {
                 break;
             }
         }
@@ -273,23 +341,28 @@ impl Store for FdbStore {
             .run(|trx, _| {
                 let encoded = encoded.clone();
                 async move {
-                    let mut out = Vec::with_capacity(encoded.len());
-                    for kv_key in &encoded {
+                    // Every key's chunks at once, each read to the end of its range.
+                    let reads = encoded.iter().map(|kv_key| {
                         let opt = RangeOption {
                             mode: StreamingMode::WantAll,
                             ..RangeOption::from(keys::chunk_range(kv_key))
                         };
-                        let rows = trx.get_range(&opt, 1, false).await?;
-                        let chunks: Vec<(i64, Bytes)> = rows
-                            .iter()
-                            .filter_map(|kv| {
-                                let n = unpack::<i64>(kv.key().get(kv_key.len()..)?).ok()?;
-                                Some((n, Bytes::copy_from_slice(kv.value())))
-                            })
-                            .collect();
-                        out.push((!chunks.is_empty()).then(|| keys::join_chunks(chunks)));
-                    }
-                    Ok(out)
+                        read_all(&trx, opt, false)
+                    });
+                    let found = futures::future::try_join_all(reads).await?;
+                    Ok(encoded
+                        .iter()
+                        .zip(found)
+                        .map(|(kv_key, rows)| {
+                            let chunks: Vec<(i64, Bytes)> = rows
+                                .into_iter()
+                                .filter_map(|(k, v)| {
+                                    Some((unpack::<i64>(k.get(kv_key.len()..)?).ok()?, v))
+                                })
+                                .collect();
+                            (!chunks.is_empty()).then(|| keys::join_chunks(chunks))
+                        })
+                        .collect())
                 }
             })
             .await
@@ -337,19 +410,26 @@ impl Store for FdbStore {
         let owner_key = self.room_key(room, "o");
         let alarm_key = self.room_key(room, "a");
         let commit_id_key = self.room_key(room, "c");
-        let version_key = self.room_key(room, "v");
         let commit_id = uuid::Uuid::new_v4().into_bytes();
         let commit = &commit;
+        // Set once any attempt ended in `commit_unknown_result`: every later attempt checks
+        // first whether that one landed (a retryable error after it must not hide it).
+        let maybe_landed = std::sync::atomic::AtomicBool::new(false);
+        let maybe_landed = &maybe_landed;
         self.db
             .run(|trx, maybe_committed| {
                 let (prefix, ledger_prefix) = (prefix.clone(), ledger_prefix.clone());
                 let (owner_key, alarm_key) = (owner_key.clone(), alarm_key.clone());
-                let (commit_id_key, version_key) = (commit_id_key.clone(), version_key.clone());
+                let commit_id_key = commit_id_key.clone();
                 async move {
-                    if bool::from(maybe_committed)
+                    use std::sync::atomic::Ordering;
+                    if bool::from(maybe_committed) {
+                        maybe_landed.store(true, Ordering::Relaxed);
+                    }
+                    if maybe_landed.load(Ordering::Relaxed)
                         && trx.get(&commit_id_key, false).await?.as_deref() == Some(&commit_id[..])
                     {
-                        return Ok(()); // the earlier attempt did commit
+                        return Ok(()); // an earlier attempt did commit
                     }
                     if let Some(fence) = &commit.fence {
                         let current = Self::read_owner(&trx, &owner_key).await?;
@@ -387,10 +467,14 @@ impl Store for FdbStore {
                         }
                     }
                     trx.set(&commit_id_key, &commit_id);
-                    // 10 bytes the versionstamp fills in, then its offset (little-endian).
-                    let mut stamp = [0u8; 14];
-                    stamp[10..].copy_from_slice(&0u32.to_le_bytes());
-                    trx.atomic_op(&version_key, &stamp, MutationType::SetVersionstampedValue);
+                    // As FoundationDB counts it (clears, conflict ranges and all): a commit
+                    // over the limit fails whole, before it is sent.
+                    let size = trx.get_approximate_size().await?;
+                    if usize::try_from(size).unwrap_or(usize::MAX) > MAX_COMMIT_BYTES {
+                        return Err(refuse(StorageError::Backend(format!(
+                            "a commit of about {size} bytes is over FoundationDB's transaction limit ({MAX_COMMIT_BYTES} bytes here); write less per handler"
+                        ))));
+                    }
                     Ok(())
                 }
             })
@@ -451,16 +535,24 @@ impl Store for FdbStore {
             .await;
         // Bounded even with a watch: the caller claims again either way.
         let within = within.min(Duration::from_secs(1));
+        let pause = within.min(Duration::from_millis(50));
         match watch {
             Ok(None) => {}
             Ok(Some(watch)) => {
-                let _ = tokio::time::timeout(within, watch).await;
+                // A watch that fails at once (too many watches, a cancelled transaction)
+                // must not make the caller's claim loop spin: pause as the polling does.
+                if let Ok(Err(_)) = tokio::time::timeout(within, watch).await {
+                    tokio::time::sleep(pause).await;
+                }
             }
-            Err(_) => tokio::time::sleep(within.min(Duration::from_millis(50))).await,
+            Err(_) => tokio::time::sleep(pause).await,
         }
     }
 
     async fn scan_alarms(&self, scan: &AlarmScan) -> Result<Vec<(RoomKey, i64)>, StorageError> {
+        if scan.limit == 0 {
+            return Ok(Vec::new());
+        }
         let (lo, hi) = keys::alarm_scan_range(scan);
         let (lo, hi) = (self.key(&lo), self.key(&hi));
         let root_len = self.root.len();
@@ -472,10 +564,11 @@ impl Store for FdbStore {
                     ..RangeOption::from((lo.clone(), hi.clone()))
                 };
                 async move {
-                    let rows = trx.get_range(&opt, 1, true).await?;
+                    // To the limit or the end of the range, not to the first batch's end.
+                    let rows = read_all(&trx, opt, true).await?;
                     Ok(rows
                         .iter()
-                        .filter_map(|kv| keys::parse_alarm_index(kv.key().get(root_len..)?))
+                        .filter_map(|(k, _)| keys::parse_alarm_index(k.get(root_len..)?))
                         .collect())
                 }
             })
