@@ -2,7 +2,7 @@
 //! gateways, default liveness timing) serving one `counter` room to 8 clients spread over
 //! both gateways, each sending `incr` and waiting for its reply, while the test hits the
 //! room's current owner with one fault after another: SIGSTOP past the TTL, a drain, kill -9,
-//! a partition from PostgreSQL, and Redis killed and restarted.
+//! a partition from PostgreSQL, Redis killed and restarted, and a partition from Redis.
 //!
 //! Checked after the run: no socket closed, every fault recovered from, no value handed
 //! out twice, and the counter equal to the replies the clients received: no acknowledged
@@ -35,6 +35,8 @@ enum Fault {
     StoreCut,
     /// kill -9 of redis-server, restarted 1 s later.
     RedisRestart,
+    /// The owner's traffic to Redis blackholed for 4 s (placement still reaches Redis).
+    RedisCut,
 }
 
 #[tokio::test]
@@ -49,6 +51,8 @@ async fn a_counter_survives_stalls_drains_kills_store_partitions_and_redis_resta
         .gateways(2)
         .database(&database);
     for id in NODES {
+        // And to Redis: any owner can be cut off from its liveness too.
+        builder = builder.partitionable(id);
         let p = Partition::start(server).await;
         builder = builder.node_database(
             id,
@@ -77,6 +81,7 @@ async fn a_counter_survives_stalls_drains_kills_store_partitions_and_redis_resta
         Fault::Kill,
         Fault::StoreCut,
         Fault::RedisRestart,
+        Fault::RedisCut,
     ];
     shuffle(&mut faults, seed());
     let mut gaps: BTreeMap<String, f64> = BTreeMap::new();
@@ -111,6 +116,12 @@ async fn a_counter_survives_stalls_drains_kills_store_partitions_and_redis_resta
                 cluster.redis().stop();
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 cluster.redis().restart().await;
+            }
+            Fault::RedisCut => {
+                let link = cluster.redis_link(&owner);
+                link.cut();
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                link.heal();
             }
         }
         // Every client gets a reply after the fault before the next one.
