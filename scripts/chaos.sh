@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # The chaos test (tests/chaos.rs) again and again: each run a fresh cluster and the six
 # faults (stall past the TTL, drain, kill -9, store partition, Redis restart, Redis
-# partition) in an order
-# its seed picks. Prints each run's seed and result, then writes the longest wait per
-# fault, the increments applied twice and the closed sockets over all runs into
-# docs/reliability.md. Not part of the test run. RUNS=20 (about 12 minutes); SEED=first
-# seed (default: random, printed).
+# partition) in an order its seed picks. Prints each run's seed and result, then writes
+# the longest wait per fault, the increments applied twice and the closed sockets over
+# all runs into docs/reliability.md. Not part of the test run. RUNS=20 (about 12
+# minutes); SEED=first seed (default: random, printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-20}

@@ -14,8 +14,16 @@ from side_by_side_report import put_section
 
 START = "<!-- chaos:start -->"
 END = "<!-- chaos:end -->"
-# Targets of issue 11 for the longest wait per fault (seconds).
-TARGETS = {"Stall": 3.0, "StoreCut": 3.0, "Kill": 3.0, "Drain": 0.5, "RedisRestart": 0.0, "RedisCut": 3.0}
+# Targets of issue 11 for the longest wait per fault. A Redis restart should cost nothing:
+# its waits should stay at the no-fault floor.
+TARGETS = {
+    "Stall": "≤ 3.0",
+    "StoreCut": "≤ 3.0",
+    "Kill": "≤ 3.0",
+    "Drain": "≤ 0.5",
+    "RedisRestart": "as NoFault",
+    "RedisCut": "≤ 3.0",
+}
 
 
 def main():
@@ -42,7 +50,7 @@ def main():
     for fault in sorted(worst):
         w = sorted(waits[fault])
         median = w[len(w) // 2]
-        target = f"≤ {TARGETS[fault]:.1f}" if fault in TARGETS else "—"
+        target = TARGETS.get(fault, "—")
         lines.append(f"| {fault} | {worst[fault]:.2f} | {median:.2f} | {target} |")
     twice = sum(r["applied_twice"] for r in reports)
     closes = sum(r["closes"] for r in reports)
