@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: Rust unit/integration/doc tests, then the PartySocket
-# compatibility suite (real npm clients against real `conclave dev` processes).
+# Runs the whole test suite: Rust unit/integration/doc tests, the FoundationDB backend on
+# the FoundationDB test double (scripts/test-fdb.sh), then the PartySocket compatibility
+# suite (real npm clients against real `conclave dev` processes).
 # Needs cargo; installs Node.js, npm and PostgreSQL when missing (scripts/test-deps.sh) and
 # the npm test clients.
 set -euo pipefail
@@ -11,4 +12,5 @@ scripts/test-deps.sh
 cargo build --workspace --locked
 (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error)
 cargo test --workspace --locked
+scripts/test-fdb.sh
 (cd tests/compat && npm test)

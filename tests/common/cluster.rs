@@ -61,6 +61,8 @@ pub struct ClusterBuilder {
     program: Option<PathBuf>,
     /// Nodes whose Redis traffic and relay links go through proxies the test can cut.
     partitionable: Vec<String>,
+    /// Rooms in FoundationDB (cluster file, directory) instead of PostgreSQL.
+    foundationdb: Option<(PathBuf, String)>,
 }
 
 impl ClusterBuilder {
@@ -115,6 +117,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Every node stores rooms in FoundationDB (`--storage fdb`), in `directory` of the
+    /// cluster `cluster_file` names; needs a `--features fdb` build.
+    pub fn foundationdb(mut self, cluster_file: &std::path::Path, directory: &str) -> Self {
+        self.foundationdb = Some((cluster_file.into(), directory.into()));
+        self
+    }
+
     /// Node `id` reaches the cluster's database at `url` instead (e.g. through a
     /// [`Partition`](super::partition::Partition) to the same server).
     pub fn node_database(mut self, id: &str, url: &str) -> Self {
@@ -137,9 +146,10 @@ impl ClusterBuilder {
         if self.gateways.is_empty() {
             self = self.gateway_in(DEFAULT_REGION);
         }
-        let database = match self.database.take() {
-            Some(url) => url,
-            None => super::postgres::fresh_database().await,
+        let database = match (self.database.take(), &self.foundationdb) {
+            (Some(url), _) => url,
+            (None, Some(_)) => String::new(),
+            (None, None) => super::postgres::fresh_database().await,
         };
         let dir = tempfile::tempdir().unwrap();
         let (redis, placement) = if self.placement {
@@ -175,13 +185,21 @@ impl ClusterBuilder {
                 }
                 flags.extend(args(&["--relay-listen", &relay.to_string()]));
                 flags.extend(args(&["--http-listen", &http.to_string()]));
-                let database = self.node_databases.get(id).unwrap_or(&database);
-                flags.extend(args(&[
-                    "--postgres-url",
-                    database,
-                    "--admin-token",
-                    ADMIN_TOKEN,
-                ]));
+                match &self.foundationdb {
+                    Some((cluster_file, directory)) => flags.extend(args(&[
+                        "--storage",
+                        "fdb",
+                        "--fdb-cluster-file",
+                        cluster_file.to_str().unwrap(),
+                        "--fdb-directory",
+                        directory,
+                    ])),
+                    None => {
+                        let database = self.node_databases.get(id).unwrap_or(&database);
+                        flags.extend(args(&["--postgres-url", database]));
+                    }
+                }
+                flags.extend(args(&["--admin-token", ADMIN_TOKEN]));
                 flags.extend(args(&["--data-dir", dir.path().join(id).to_str().unwrap()]));
                 flags.extend(node_ring.iter().chain(&self.heartbeat_flags()).cloned());
                 if let Some((to_redis, to_relay)) = links.get(id) {

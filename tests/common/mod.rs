@@ -11,11 +11,15 @@
 //!   waits for).
 //! - `process`, `redis`, `postgres`, `net`: real processes and servers on free ports.
 //! - `partition`: a TCP proxy the test cuts and heals, as a network partition.
+//! - `fdb` (`--features fdb`): the FoundationDB cluster a test uses — the one
+//!   `FDB_CLUSTER_FILE` names, else the FoundationDB test double started on a free port.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod counting;
 pub mod faults;
+#[cfg(feature = "fdb")]
+pub mod fdb;
 pub mod local;
 pub mod net;
 pub mod partition;

@@ -36,8 +36,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
 use foundationdb::api::NetworkAutoStop;
-use foundationdb::directory::{Directory, DirectoryLayer};
+use foundationdb::directory::{Directory, DirectoryError, DirectoryLayer};
 use foundationdb::options::{DatabaseOption, StreamingMode};
+use foundationdb::tuple::hca::HcaError;
 use foundationdb::tuple::{pack, unpack};
 use foundationdb::{Database, FdbBindingError, FdbError, RangeOption, RetryableTransaction};
 use std::sync::Mutex;
@@ -97,6 +98,16 @@ fn describe(e: &FdbBindingError) -> String {
     match e {
         FdbBindingError::NonRetryableFdbError(e) => describe_fdb(*e),
         other => other.to_string(),
+    }
+}
+
+/// The directory layer wraps an error of its prefix allocator as `HcaError(FdbError)`,
+/// which the bindings' retry loop does not look into: unwrapped, a retryable error (a
+/// conflict with another node opening the directory, 1037, …) is retried, not fatal.
+fn directory_error(e: DirectoryError) -> FdbBindingError {
+    match e {
+        DirectoryError::FdbError(e) | DirectoryError::HcaError(HcaError::FdbError(e)) => e.into(),
+        other => other.into(),
     }
 }
 
@@ -169,7 +180,8 @@ impl FdbStore {
                 async move {
                     let dir = DirectoryLayer::default()
                         .create_or_open(&trx, &path, None, None)
-                        .await?;
+                        .await
+                        .map_err(directory_error)?;
                     Ok(dir.bytes()?.to_vec())
                 }
             })
