@@ -782,7 +782,10 @@ mod tests {
         assert!(store.get(rv, b"k", &[]).is_ok());
         // Six seconds pass.
         store.lock().start -= std::time::Duration::from_secs(6);
-        assert_eq!(store.get(rv, b"k", &[]).err(), Some(code::TRANSACTION_TOO_OLD));
+        assert_eq!(
+            store.get(rv, b"k", &[]).err(),
+            Some(code::TRANSACTION_TOO_OLD)
+        );
         let err = store.commit(rv, &[point(b"k")], vec![point(b"k")], &[set(b"k", b"v")]);
         assert_eq!(err.err(), Some(code::TRANSACTION_TOO_OLD));
         assert!(store.get(store.read_version(), b"k", &[]).is_ok());
