@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 run() { cargo test --locked --features fdb "$@"; }
+# The fdb build replaces target/debug/conclave with a binary that needs libfdb_c; put the
+# default build's back afterwards (cached: a copy, no compile).
+trap 'cargo build --locked --quiet --bin conclave' EXIT
 
 if [ -n "${FDB_CLUSTER_FILE:-}" ]; then
   run --test storage

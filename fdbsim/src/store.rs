@@ -300,46 +300,40 @@ impl View<'_> {
         }
     }
 
-    /// The key `selector` names (clamped to the normal keyspace).
-    fn resolve(&self, selector: &KeySelector) -> Result<Vec<u8>, i32> {
+    /// The key `selector` names (clamped to the normal keyspace). Unless `exact`, the
+    /// common selectors (first key ≥ or > a key) resolve to an equivalent range bound
+    /// without a scan.
+    fn resolve(&self, selector: &KeySelector, exact: bool) -> Result<Vec<u8>, i32> {
         let key = selector.key.as_ref();
-        // The common selectors resolve to an equivalent bound without a scan.
-        if selector.offset == 1 {
-            return Ok(clamp(if selector.or_equal {
-                key_after(key)
-            } else {
-                key.to_vec()
-            }));
-        }
         let pivot = if selector.or_equal {
             key_after(key)
         } else {
             key.to_vec()
         };
-        let mut found = None;
+        if selector.offset == 1 && !exact {
+            return Ok(clamp(pivot));
+        }
         if selector.offset >= 1 {
-            let mut skip = selector.offset - 1;
-            self.scan(&pivot, KEYSPACE_END, false, |k, _| {
-                if skip == 0 {
-                    found = Some(k.to_vec());
-                    return false;
-                }
-                skip -= 1;
-                true
-            })?;
+            let found = self.nth(&pivot, KEYSPACE_END, false, selector.offset - 1)?;
             Ok(found.unwrap_or_else(|| KEYSPACE_END.to_vec()))
         } else {
-            let mut skip = -selector.offset;
-            self.scan(b"", &pivot, true, |k, _| {
-                if skip == 0 {
-                    found = Some(k.to_vec());
-                    return false;
-                }
-                skip -= 1;
-                true
-            })?;
+            let found = self.nth(b"", &pivot, true, -selector.offset)?;
             Ok(found.unwrap_or_default())
         }
+    }
+
+    /// The key `n` places into `[lo, hi)` in scan order (0: the first), if there is one.
+    fn nth(&self, lo: &[u8], hi: &[u8], reverse: bool, n: i32) -> Result<Option<Vec<u8>>, i32> {
+        let (mut skip, mut found) = (n, None);
+        self.scan(lo, hi, reverse, |k, _| {
+            if skip == 0 {
+                found = Some(k.to_vec());
+                return false;
+            }
+            skip -= 1;
+            true
+        })?;
+        Ok(found)
     }
 }
 
@@ -416,29 +410,14 @@ impl Store {
         writes: &[Mutation],
     ) -> Result<Vec<u8>, i32> {
         let st = self.lock();
-        let view = self.view(&st, version, writes)?;
-        if selector.offset == 1 {
-            // Resolve to a real key (the shortcut above only gives a bound).
-            let exact = KeySelector {
-                offset: 1,
-                ..selector.clone()
-            };
-            let pivot = view.resolve(&exact)?;
-            let mut found = None;
-            view.scan(&pivot, KEYSPACE_END, false, |k, _| {
-                found = Some(k.to_vec());
-                false
-            })?;
-            return Ok(found.unwrap_or_else(|| KEYSPACE_END.to_vec()));
-        }
-        view.resolve(selector)
+        self.view(&st, version, writes)?.resolve(selector, true)
     }
 
     pub fn get_range(&self, q: &RangeQuery) -> Result<RangeBatch, i32> {
         let st = self.lock();
         let view = self.view(&st, q.version, q.writes)?;
-        let begin = view.resolve(q.begin)?;
-        let end = view.resolve(q.end)?;
+        let begin = view.resolve(q.begin, false)?;
+        let end = view.resolve(q.end, false)?;
         let mut rows: Vec<(Vec<u8>, Bytes)> = Vec::new();
         let mut bytes = 0;
         let mut more = false;

@@ -151,9 +151,26 @@ unsafe fn tx<'a>(tr: *mut Transaction) -> &'a Arc<Tx> {
     unsafe { &(*tr).tx }
 }
 
-/// A transport failure on a read: the real client retries until the transaction's
-/// timeout, and so does this one.
+/// Pause before sending again after a transport failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Sends `request` through `call` until it gets through: on a transport failure the real
+/// client retries until the transaction's timeout, and so does this one.
+async fn until_through<Req: Clone, T, Fut>(
+    client: &SimClient<Channel>,
+    request: Req,
+    call: impl Fn(SimClient<Channel>, Req) -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    loop {
+        match call(client.clone(), request.clone()).await {
+            Ok(reply) => return reply.into_inner(),
+            Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+        }
+    }
+}
 
 /// The transaction's read version, fetched by its first read. An injected `process_behind`
 /// fails that first read (and so the attempt), not every read of a large transaction.
@@ -162,18 +179,13 @@ async fn read_version(client: &SimClient<Channel>, cell: &OnceCell<i64>) -> Resu
         if faults::on_read() {
             return Err(errors::PROCESS_BEHIND);
         }
-        loop {
-            match client.clone().read_version(ReadVersionRequest {}).await {
-                Ok(reply) => {
-                    let reply = reply.into_inner();
-                    return if reply.error == 0 {
-                        Ok(reply.version)
-                    } else {
-                        Err(reply.error)
-                    };
-                }
-                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-            }
+        let reply = until_through(client, ReadVersionRequest {}, |mut c, r| async move {
+            c.read_version(r).await
+        })
+        .await;
+        match reply.error {
+            0 => Ok(reply.version),
+            error => Err(error),
         }
     })
     .await
@@ -330,17 +342,10 @@ pub unsafe extern "C" fn fdb_transaction_get(
                 key,
                 writes,
             };
-            loop {
-                match client.clone().get(request.clone()).await {
-                    Ok(reply) => {
-                        let r = reply.into_inner();
-                        if r.error != 0 {
-                            return Err(r.error);
-                        }
-                        return Ok(Payload::Value(r.present.then_some(r.value)));
-                    }
-                    Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-                }
+            let r = until_through(&client, request, |mut c, r| async move { c.get(r).await }).await;
+            match r.error {
+                0 => Ok(Payload::Value(r.present.then_some(r.value))),
+                error => Err(error),
             }
         })
     })
@@ -373,18 +378,16 @@ pub unsafe extern "C" fn fdb_transaction_get_key(
                 selector: Some(selector),
                 writes,
             };
-            let found = loop {
-                match client.clone().get_key(request.clone()).await {
-                    Ok(reply) => {
-                        let r = reply.into_inner();
-                        if r.error != 0 {
-                            return Err(r.error);
-                        }
-                        break r.key;
-                    }
-                    Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-                }
-            };
+            let r = until_through(
+                &client,
+                request,
+                |mut c, r| async move { c.get_key(r).await },
+            )
+            .await;
+            if r.error != 0 {
+                return Err(r.error);
+            }
+            let found = r.key;
             // The keys between the selector's and the answer decided it.
             let mut st = task_tx.lock();
             if snapshot == 0 && st.generation == generation {
@@ -472,12 +475,12 @@ pub unsafe extern "C" fn fdb_transaction_get_range(
         Ok(async move {
             let version = read_version(&client, &cell).await?;
             let request = GetRangeRequest { version, ..request };
-            let r = loop {
-                match client.clone().get_range(request.clone()).await {
-                    Ok(reply) => break reply.into_inner(),
-                    Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-                }
-            };
+            let r = until_through(
+                &client,
+                request,
+                |mut c, r| async move { c.get_range(r).await },
+            )
+            .await;
             if r.error != 0 {
                 return Err(r.error);
             }
@@ -686,12 +689,11 @@ fn start_watches(client: &SimClient<Channel>, watches: Vec<(Bytes, Arc<Shared>)>
         let client = client.clone();
         network::spawn(shared, async move {
             let request = WatchRequest { key, version };
-            loop {
-                match client.clone().watch(request.clone()).await {
-                    Ok(reply) if reply.get_ref().error != 0 => return Err(reply.get_ref().error),
-                    Ok(_) => return Ok(Payload::Unit),
-                    Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-                }
+            let r =
+                until_through(&client, request, |mut c, r| async move { c.watch(r).await }).await;
+            match r.error {
+                0 => Ok(Payload::Unit),
+                error => Err(error),
             }
         });
     }
