@@ -136,6 +136,9 @@ impl Member for ClusterNode {
     fn set_ring(&self, ring: Ring) {
         self.0.set_ring(ring);
     }
+    fn set_regions(&self, regions: Vec<String>) {
+        self.0.set_regions(regions);
+    }
     fn room_count(&self) -> usize {
         self.0.room_count()
     }

@@ -35,7 +35,7 @@ mod state;
 mod upgrade;
 
 pub use admin::check_admin_token;
-pub use auth::{AuthError, JwtAlgorithm, PartyAuth};
+pub use auth::{AuthError, JwtAlgorithm, JwtRules, PartyAuth};
 pub use config::GatewayConfig;
 pub use connector::{GrpcNodes, NodeConnector};
 pub use server::Gateway;

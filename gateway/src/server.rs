@@ -97,10 +97,17 @@ async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
         Err(RouteError::BadName(e)) => return plain(400, format!("Invalid room URL: {e}")),
     };
     if let Some(auth) = gw.config.auth.get(key.party.as_str()) {
-        let token = req.uri().query().and_then(|q| query_param(q, "token"));
+        let query = req.uri().query();
+        let token = query.and_then(|q| query_param(q, "token"));
         let token = token.as_deref().or_else(|| bearer(req.headers()));
-        if let Err(e) = auth.check(token, key.party.as_str(), key.room.as_str()) {
-            debug!(room = %key, error = %e, "rejected by auth");
+        // A socket's connection id, which a party may bind to a claim.
+        let conn_id = is_upgrade(req.headers())
+            .then(|| query.and_then(|q| query_param(q, "_pk")))
+            .flatten()
+            .filter(|id| !id.is_empty());
+        let (party, room) = (key.party.as_str(), key.room.as_str());
+        if let Err(e) = auth.check(token, party, room, conn_id.as_deref()) {
+            debug!(room = %key, error = ?e, "rejected by auth");
             return plain(e.status(), e.to_string());
         }
     }

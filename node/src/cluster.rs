@@ -29,6 +29,8 @@ pub(crate) struct Cluster {
     rings_seen: AtomicU64,
     /// Cleared while the node is fenced (its liveness lapsed): no room may run here.
     serving: AtomicBool,
+    /// Regions placement has shown with live nodes (besides this node's own).
+    regions: RwLock<std::collections::BTreeSet<String>>,
 }
 
 impl Cluster {
@@ -46,7 +48,25 @@ impl Cluster {
             ring: RwLock::new(ring),
             rings_seen: AtomicU64::new(1),
             serving: AtomicBool::new(!config.start_fenced),
+            regions: RwLock::default(),
         }
+    }
+
+    pub fn set_regions(&self, regions: Vec<String>) {
+        let mut known = self.regions.write().unwrap_or_else(|e| e.into_inner());
+        known.extend(regions);
+    }
+
+    /// Whether a room may be homed in `region`: this node's own, or one placement has
+    /// shown. A gateway cannot make a room's home a region that does not exist (the room
+    /// would never be served again).
+    pub fn knows_region(&self, region: &str) -> bool {
+        region == self.region
+            || self
+                .regions
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(region)
     }
 
     pub fn region(&self) -> &str {

@@ -241,11 +241,14 @@ impl GatewayLink {
         let host = self.host.clone();
         self.reply_later(async move {
             let (region, error) = match room_key(h.room.as_ref()) {
+                Err(_) => (String::new(), "invalid room".to_string()),
+                Ok(_) if !host.cluster.knows_region(&h.proposed) => {
+                    (String::new(), "unknown region".to_string())
+                }
                 Ok(key) => match host.store.home_region(&key, &h.proposed).await {
                     Ok(region) => (region, String::new()),
                     Err(e) => (String::new(), e.to_string()),
                 },
-                Err(_) => (String::new(), "invalid room".to_string()),
             };
             node_event::Event::HomeReply(HomeReply {
                 request_id: h.request_id,

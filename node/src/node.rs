@@ -35,6 +35,12 @@ impl Node {
         self.host.set_ring(ring);
     }
 
+    /// The cluster's regions now (from placement): a room may be homed only in one of
+    /// them or in this node's own.
+    pub fn set_regions(&self, regions: Vec<String>) {
+        self.host.cluster.set_regions(regions);
+    }
+
     /// Fences (false) or unfences (true) the node; see the liveness heartbeat.
     pub fn set_serving(&self, serving: bool) {
         self.host.set_serving(serving);

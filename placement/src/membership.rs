@@ -21,6 +21,9 @@ pub trait Member: Send + Sync + 'static {
     fn set_serving(&self, serving: bool);
     /// Place rooms on `ring` (the node's region's ring) from now on.
     fn set_ring(&self, ring: Ring);
+    /// The regions of the cluster now (those with a live node): the only ones a room may
+    /// be homed in.
+    fn set_regions(&self, _regions: Vec<String>) {}
     /// Rooms the node still holds.
     fn room_count(&self) -> usize;
     /// Whether the node can do its work now (reach its store) within `within`. A node
@@ -130,6 +133,9 @@ impl Gate {
     /// ring includes it.
     fn ring(&self, view: &RingView) {
         self.member.set_ring(view.ring_for(&self.region));
+        let rings = view.rings();
+        self.member
+            .set_regions(rings.regions().map(String::from).collect());
         let placed = view.members.contains_key(&self.id);
         self.update(|s| s.placed = placed);
     }

@@ -3,7 +3,7 @@
 
 use super::kinds::PartyKinds;
 use anyhow::{bail, Context};
-use conclave_gateway::{JwtAlgorithm, PartyAuth};
+use conclave_gateway::{JwtAlgorithm, JwtRules, PartyAuth};
 use conclave_node::PartyRegistry;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -74,8 +74,15 @@ pub struct FileAuth {
     pub secret_env: Option<String>,
     /// PEM file with the RS256/ES256 public key.
     pub public_key_file: Option<PathBuf>,
+    /// `iss` required and equal to this.
     pub issuer: Option<String>,
+    /// `aud` required and containing this.
     pub audience: Option<String>,
+    /// Accept tokens without `exp` (never expiring). Default false.
+    #[serde(default)]
+    pub allow_no_exp: bool,
+    /// A claim (e.g. "sub") that must equal a socket's connection id (`_pk`).
+    pub bind_id_to: Option<String>,
 }
 
 impl FileConfig {
@@ -159,11 +166,11 @@ fn party_auth(name: &str, a: &FileAuth) -> anyhow::Result<PartyAuth> {
                 .with_context(|| format!("party {name}: cannot read {}", file.display()))?
         }
     };
-    PartyAuth::new(
-        a.algorithm,
-        &material,
-        a.issuer.as_deref(),
-        a.audience.as_deref(),
-    )
-    .with_context(|| format!("party {name}"))
+    let rules = JwtRules {
+        issuer: a.issuer.clone(),
+        audience: a.audience.clone(),
+        allow_no_exp: a.allow_no_exp,
+        bind_id_to: a.bind_id_to.clone(),
+    };
+    PartyAuth::new(a.algorithm, &material, rules).with_context(|| format!("party {name}"))
 }

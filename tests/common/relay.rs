@@ -5,7 +5,9 @@
 
 use super::store::TestStore;
 use conclave_node::{Node, NodeConfig, PartyRegistry};
-use conclave_proto::wire::{gateway_event, node_event, Admit, Frame, GatewayEvent, NodeEvent};
+use conclave_proto::wire::{
+    gateway_event, node_event, Admit, Frame, GatewayEvent, HomeRequest, NodeEvent,
+};
 use conclave_proto::{in_process_link, RoomKey, LINK_CAPACITY};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -71,6 +73,36 @@ impl RelayGateway {
                 assert_eq!((r.request_id, r.status), (id, 0), "refused: {}", r.body);
                 self.sockets.insert(id, (key, 0));
                 return id;
+            }
+        }
+    }
+
+    /// Asks the node for `party/room`'s home region, proposing `proposed`: the region, or
+    /// the node's refusal.
+    pub async fn home(
+        &mut self,
+        party: &str,
+        room: &str,
+        proposed: &str,
+    ) -> Result<String, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let key = RoomKey::new(party, room).unwrap();
+        self.send_event(gateway_event::Event::Home(HomeRequest {
+            request_id: id,
+            room: Some(key.to_wire()),
+            proposed: proposed.into(),
+        }))
+        .await;
+        loop {
+            if let node_event::Event::HomeReply(r) = self.recv().await {
+                if r.request_id == id {
+                    return if r.error.is_empty() {
+                        Ok(r.region)
+                    } else {
+                        Err(r.error)
+                    };
+                }
             }
         }
     }

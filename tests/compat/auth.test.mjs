@@ -27,7 +27,9 @@ test("no token or a bad token is 401, a token for another room is 403", async ()
   assert.equal((await rawConnect(url("r1", `?token=${forged}`))).status, 401);
   const expired = jwt.sign({ sub: "u", exp: Math.floor(Date.now() / 1000) - 3600 }, SECRET);
   assert.equal((await rawConnect(url("r1", `?token=${expired}`))).status, 401);
-  const otherRoom = jwt.sign({ sub: "u", room: "r2" }, SECRET);
+  const noExp = jwt.sign({ sub: "u", room: "r1" }, SECRET);
+  assert.equal((await rawConnect(url("r1", `?token=${noExp}`))).status, 401);
+  const otherRoom = jwt.sign({ sub: "u", room: "r2", exp: Math.floor(Date.now() / 1000) + 60 }, SECRET);
   assert.equal((await rawConnect(url("r1", `?token=${otherRoom}`))).status, 403);
   const res = await fetch(`http://${server.host}/parties/secure/r1`);
   assert.equal(res.status, 401);
