@@ -81,7 +81,11 @@ pub async fn run_node(config: NodeRoleConfig, parties: PartyRegistry) -> anyhow:
         let _ = drained.send(());
     };
     let attach = node.clone();
-    let service = conclave_proto::grpc::relay_service(move |side| attach.attach_gateway(side));
+    let service = conclave_proto::grpc::relay_service(
+        move |side| attach.attach_gateway(side),
+        config.secret.clone(),
+        &config.id,
+    );
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
@@ -116,6 +120,7 @@ fn join_cluster(
             .unwrap_or_else(|| format!("http://{relay}")),
         incarnation: node.incarnation(),
         region: config.node.region.clone(),
+        secret: config.secret.clone(),
     };
     Membership::join(
         Arc::new(ClusterNode(node.clone())),
@@ -157,10 +162,11 @@ pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
         config.redis_url.clone(),
         config.liveness,
         tx,
+        config.secret.clone(),
     ));
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(placement_service(rx))
+        .add_service(placement_service(rx, config.secret.clone()))
         .serve_with_incoming_shutdown(nodelay_incoming(listener), shutdown_signal())
         .await?;
     Ok(())
@@ -170,11 +176,17 @@ pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
 pub async fn run_gateway(config: GatewayRoleConfig) -> anyhow::Result<()> {
     crate::telemetry::metrics();
     let ring = Ring::new(RingVersion(1), config.nodes.keys().cloned());
-    let nodes = GrpcNodes::new(config.nodes.clone().into_iter().collect());
+    let nodes = GrpcNodes::new(
+        config.nodes.clone().into_iter().collect(),
+        config.secret.clone(),
+    );
     let gateway = Gateway::with_nodes(config.gateway.clone(), ring, nodes);
     if !config.placement.is_empty() {
         let routing = gateway.clone();
-        follow_placement(config.placement.clone(), move |view| routing.set_ring(view));
+        let secret = config.secret.clone();
+        follow_placement(config.placement.clone(), secret, move |view| {
+            routing.set_ring(view)
+        });
     }
     let listener = bind(config.listen, "clients").await?;
     let edge = EdgeServer::start(listener, gateway)?;

@@ -1,10 +1,115 @@
-//! What a party to the cluster's internal protocols may not do, whoever it claims to be.
+//! What a party to the cluster's internal protocols may not do, whoever it claims to be:
+//! without the cluster secret nothing attaches to a node's relay, follows the ring or
+//! joins it through Redis; with it, a gateway still cannot home a room in a region that
+//! does not exist.
 
 mod common;
 
+use common::cluster::{room_on, Cluster};
+use common::process::CLUSTER_SECRET;
 use common::relay::RelayGateway;
+use common::*;
 use conclave::config::{default_parties, registry_for, PartyKinds};
 use conclave_node::NodeConfig;
+use conclave_placement::grpc::follow_placement;
+use conclave_proto::grpc::connect_relay;
+use conclave_proto::ClusterSecret;
+use std::time::Duration;
+
+async fn dynamic_cluster() -> Cluster {
+    Cluster::builder()
+        .nodes(["a", "b"])
+        .placement()
+        .heartbeat(Duration::from_millis(200), Duration::from_secs(1))
+        .start()
+        .await
+}
+
+fn secret(text: &str) -> Option<ClusterSecret> {
+    Some(ClusterSecret::new(text).unwrap())
+}
+
+#[tokio::test]
+async fn without_the_cluster_secret_nothing_attaches_to_a_node_or_follows_the_ring() {
+    let cluster = dynamic_cluster().await;
+    let url = format!("http://{}", cluster.node("a").relay);
+    assert!(connect_relay(&url, "a", None).await.is_err(), "no proof");
+    let wrong = secret("not-the-secret-of-this-cluster");
+    assert!(
+        connect_relay(&url, "a", wrong.clone()).await.is_err(),
+        "another secret"
+    );
+    // A proof is for one node: one made for b does not open a.
+    assert!(connect_relay(&url, "b", secret(CLUSTER_SECRET))
+        .await
+        .is_err());
+    assert!(connect_relay(&url, "a", secret(CLUSTER_SECRET))
+        .await
+        .is_ok());
+
+    let placement = vec![cluster.placement_url()];
+    let stranger = follow_placement(placement.clone(), None, |_| {});
+    let impostor = follow_placement(placement.clone(), wrong, |_| {});
+    let member = follow_placement(placement, secret(CLUSTER_SECRET), |_| {});
+    let mut got = member.clone();
+    tokio::time::timeout(Duration::from_secs(5), got.wait_for(Option::is_some))
+        .await
+        .expect("a member follows the ring")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(stranger.borrow().is_none(), "the ring reached a stranger");
+    assert!(impostor.borrow().is_none(), "the ring reached an impostor");
+}
+
+/// Anyone who can write to Redis can write a heartbeat or a ring there. Placement believes
+/// only entries signed with the cluster secret: a fake node never joins the ring, so no
+/// gateway ever sends it a client's connection, and a forged ring is never published.
+#[tokio::test]
+async fn a_node_without_the_secret_cannot_join_the_ring_through_redis() {
+    let mut cluster = dynamic_cluster().await;
+    let client = ::redis::Client::open(cluster.redis().url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let fake = r#"{"relay_url":"http://127.0.0.1:9","incarnation":1,"region":"default"}"#;
+    let forged = r#"{"version":999,"members":{"evil":"http://127.0.0.1:9"},"regions":{}}"#;
+    let _: () = ::redis::cmd("SET")
+        .arg("conclave:node:evil")
+        .arg(fake)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("SET")
+        .arg("conclave:ring")
+        .arg(forged)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let rings = follow_placement(
+        vec![cluster.placement_url()],
+        secret(CLUSTER_SECRET),
+        |_| {},
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        if let Some(view) = rings.borrow().as_ref() {
+            assert!(
+                !view.members.contains_key("evil"),
+                "a fake node joined: {view:?}"
+            );
+            assert!(view.members.contains_key("a") && view.members.contains_key("b"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Rooms on both nodes still answer through the gateway.
+    for node in ["a", "b"] {
+        let room = room_on("counter", &["a", "b"], node);
+        let mut ws = cluster.ws(0, &format!("/parties/counter/{room}")).await;
+        send(&mut ws, "incr").await;
+        let reply = next_json(&mut ws).await;
+        assert_eq!(reply["value"], 1, "room on {node}: {reply}");
+    }
+}
 
 fn parties() -> conclave_node::PartyRegistry {
     registry_for(&default_parties(), &PartyKinds::builtin())

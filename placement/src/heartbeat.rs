@@ -1,6 +1,7 @@
 //! A node's liveness: renew `conclave:node:<id>` with a TTL; fence itself when it cannot.
 
 use crate::{left_key, node_key, LivenessTiming};
+use conclave_proto::ClusterSecret;
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use std::time::Duration;
@@ -19,6 +20,8 @@ pub struct Beat {
     pub incarnation: u64,
     /// The node's region (each region has its own ring).
     pub region: String,
+    /// Signs the heartbeat, so placement believes it (and proves calls to placement).
+    pub secret: Option<ClusterSecret>,
 }
 
 async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
@@ -45,12 +48,22 @@ pub async fn run(
     mut leave: tokio::sync::watch::Receiver<bool>,
 ) {
     let key = node_key(&beat.id);
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "relay_url": beat.relay_url,
         "incarnation": beat.incarnation,
         "region": beat.region,
-    })
-    .to_string();
+    });
+    if let Some(secret) = &beat.secret {
+        value["sig"] = crate::signed::sign_beat(
+            secret,
+            &beat.id,
+            &beat.relay_url,
+            beat.incarnation,
+            &beat.region,
+        )
+        .into();
+    }
+    let value = value.to_string();
     let ttl_ms = timing.ttl.as_millis() as u64;
     let mut conn: Option<ConnectionManager> = None;
     let mut last_ok: Option<Instant> = None;

@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod heartbeat;
 pub mod membership;
 pub mod publisher;
+mod signed;
 mod timing;
 
 pub use conclave_proto::{Ring, RingVersion, RingView, VNODES_PER_NODE};

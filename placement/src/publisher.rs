@@ -6,7 +6,7 @@
 //! While Redis is unreachable the last ring stays published.
 
 use crate::{left_key, LivenessTiming, RING_KEY};
-use conclave_proto::{RingVersion, RingView};
+use conclave_proto::{ClusterSecret, RingVersion, RingView};
 use redis::aio::ConnectionManager;
 use std::collections::BTreeMap;
 use tokio::sync::watch;
@@ -22,12 +22,30 @@ end
 return current
 ";
 
-fn encode(v: &RingView) -> String {
-    serde_json::json!({"version": v.version.0, "members": v.members, "regions": v.regions})
-        .to_string()
+fn encode(v: &RingView, secret: Option<&ClusterSecret>) -> String {
+    let mut json =
+        serde_json::json!({"version": v.version.0, "members": v.members, "regions": v.regions});
+    if let Some(secret) = secret {
+        json["sig"] = crate::signed::sign_ring(secret, v).into();
+    }
+    json.to_string()
 }
 
-fn decode(s: &str) -> Option<RingView> {
+/// The ring stored as `s`; with a secret, only if it is signed with it (else it is
+/// treated as absent and replaced).
+fn decode(s: &str, secret: Option<&ClusterSecret>) -> Option<RingView> {
+    let view = decode_unsigned(s)?;
+    match secret {
+        None => Some(view),
+        Some(secret) => {
+            let v: serde_json::Value = serde_json::from_str(s).ok()?;
+            let sig = v["sig"].as_str()?;
+            crate::signed::ring_is_signed(secret, &view, sig).then_some(view)
+        }
+    }
+}
+
+fn decode_unsigned(s: &str) -> Option<RingView> {
     let v: serde_json::Value = serde_json::from_str(s).ok()?;
     let members = v["members"]
         .as_object()?
@@ -52,7 +70,10 @@ fn decode(s: &str) -> Option<RingView> {
 
 /// The live nodes, from the heartbeat keys: id → relay URL, and id → region for nodes
 /// outside the default region.
-async fn live_nodes(conn: &mut ConnectionManager) -> redis::RedisResult<(Members, Regions)> {
+async fn live_nodes(
+    conn: &mut ConnectionManager,
+    secret: Option<&ClusterSecret>,
+) -> redis::RedisResult<(Members, Regions)> {
     let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -86,6 +107,13 @@ async fn live_nodes(conn: &mut ConnectionManager) -> redis::RedisResult<(Members
         let Some(url) = beat["relay_url"].as_str() else {
             continue;
         };
+        if secret.is_some_and(|s| !crate::signed::beat_is_signed(s, id, &beat)) {
+            warn!(
+                node = id,
+                "ignoring a heartbeat not signed with the cluster secret"
+            );
+            continue;
+        }
         members.insert(id.to_string(), url.to_string());
         if let Some(region) = beat["region"].as_str() {
             if !region.is_empty() && region != conclave_proto::DEFAULT_REGION {
@@ -108,10 +136,11 @@ async fn step(
     conn: &mut ConnectionManager,
     last: &RingView,
     keep_until: Option<tokio::time::Instant>,
+    secret: Option<&ClusterSecret>,
 ) -> redis::RedisResult<RingView> {
-    let (mut members, mut regions) = live_nodes(conn).await?;
+    let (mut members, mut regions) = live_nodes(conn, secret).await?;
     let stored: Option<String> = redis::cmd("GET").arg(RING_KEY).query_async(conn).await?;
-    let stored_view = stored.as_deref().and_then(decode);
+    let stored_view = stored.as_deref().and_then(|s| decode(s, secret));
     let current = match &stored_view {
         Some(v) if v.version >= last.version => v.clone(),
         _ => last.clone(),
@@ -150,14 +179,21 @@ async fn step(
     let winner: String = redis::Script::new(CAS)
         .key(RING_KEY)
         .arg(stored.unwrap_or_default())
-        .arg(encode(&next))
+        .arg(encode(&next, secret))
         .invoke_async(conn)
         .await?;
-    Ok(decode(&winner).unwrap_or(current))
+    Ok(decode(&winner, secret).unwrap_or(current))
 }
 
 /// Publishes rings into `tx` forever.
-pub async fn run(redis_url: String, timing: LivenessTiming, tx: watch::Sender<RingView>) {
+/// Publishes rings into `tx` forever; with a cluster secret, believing only signed
+/// heartbeats and rings.
+pub async fn run(
+    redis_url: String,
+    timing: LivenessTiming,
+    tx: watch::Sender<RingView>,
+    secret: Option<ClusterSecret>,
+) {
     let mut conn: Option<ConnectionManager> = None;
     let mut keep_until: Option<tokio::time::Instant> = None;
     loop {
@@ -183,7 +219,9 @@ pub async fn run(redis_url: String, timing: LivenessTiming, tx: watch::Sender<Ri
                 );
                 keep_until = Some(tokio::time::Instant::now() + timing.ttl);
             }
-            match tokio::time::timeout(timing.poll * 4, step(c, &last, keep_until)).await {
+            match tokio::time::timeout(timing.poll * 4, step(c, &last, keep_until, secret.as_ref()))
+                .await
+            {
                 Ok(Ok(view)) => {
                     tx.send_if_modified(|cur| {
                         if view.version > cur.version {
@@ -230,10 +268,16 @@ mod tests {
             .into(),
             regions: [("b".to_string(), "eu".to_string())].into(),
         };
-        assert_eq!(decode(&encode(&v)), Some(v.clone()));
-        assert_eq!(decode("garbage"), None);
+        assert_eq!(decode(&encode(&v, None), None), Some(v.clone()));
+        assert_eq!(decode("garbage", None), None);
+        let secret = ClusterSecret::new("a-secret-of-the-cluster").unwrap();
+        let signed = encode(&v, Some(&secret));
+        assert_eq!(decode(&signed, Some(&secret)), Some(v.clone()));
+        assert_eq!(decode(&encode(&v, None), Some(&secret)), None, "unsigned");
+        let forged = signed.replace("http://x:1", "http://evil:1");
+        assert_eq!(decode(&forged, Some(&secret)), None, "forged");
         // A ring stored before regions existed: every node in the default region.
-        let old = decode(r#"{"version":3,"members":{"a":"http://x:1"}}"#).unwrap();
+        let old = decode(r#"{"version":3,"members":{"a":"http://x:1"}}"#, None).unwrap();
         assert_eq!(old.region_of("a"), conclave_proto::DEFAULT_REGION);
         assert_eq!(v.ring_for("eu").nodes(), ["b"]);
         assert_eq!(v.rings().region("default").nodes(), ["a"]);

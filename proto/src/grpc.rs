@@ -6,6 +6,7 @@
 //! [`MAX_BATCH_EVENTS`] or about [`MAX_BATCH_BYTES`]) goes in one message.
 
 use crate::link::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
+use crate::secret::{attach_proof, require_proof, ClusterSecret};
 use crate::wire::relay_client::RelayClient;
 use crate::wire::relay_server::{Relay, RelayServer};
 use crate::wire::{gateway_event, node_event, GatewayBatch, GatewayEvent, NodeBatch, NodeEvent};
@@ -14,6 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::{Request, Response, Status, Streaming};
 
 pub const MAX_BATCH_EVENTS: usize = 512;
@@ -110,20 +112,29 @@ impl Relay for RelayService {
     }
 }
 
-/// The relay gRPC service of a node: every gateway that attaches becomes a [`NodeSide`]
-/// handed to `on_attach`.
+/// The relay gRPC service of node `node_id`: every gateway that attaches becomes a
+/// [`NodeSide`] handed to `on_attach`. With a cluster secret, only callers that prove they
+/// hold it may attach.
 pub fn relay_service(
     on_attach: impl Fn(NodeSide) + Send + Sync + 'static,
-) -> RelayServer<impl Relay> {
-    RelayServer::new(RelayService {
+    secret: Option<ClusterSecret>,
+    node_id: &str,
+) -> InterceptedService<RelayServer<impl Relay>, impl Interceptor + Clone> {
+    let server = RelayServer::new(RelayService {
         on_attach: Arc::new(on_attach),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    InterceptedService::new(server, require_proof(secret, node_id.to_string()))
 }
 
-/// Opens a relay stream to the node at `url` (`http://host:port`).
-pub async fn connect_relay(url: &str) -> Result<GatewaySide, RelayError> {
+/// Opens a relay stream to node `node_id` at `url` (`http://host:port`), proving this
+/// gateway holds the cluster secret if there is one.
+pub async fn connect_relay(
+    url: &str,
+    node_id: &str,
+    secret: Option<ClusterSecret>,
+) -> Result<GatewaySide, RelayError> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| RelayError::Address(url.to_string(), e.to_string()))?
         .tcp_nodelay(true)
@@ -134,7 +145,7 @@ pub async fn connect_relay(url: &str) -> Result<GatewaySide, RelayError> {
         .connect()
         .await
         .map_err(|e| RelayError::Connect(url.to_string(), e.to_string()))?;
-    let mut client = RelayClient::new(channel)
+    let mut client = RelayClient::with_interceptor(channel, attach_proof(secret, node_id.into()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (to_node, to_node_rx) = mpsc::channel(LINK_CAPACITY);

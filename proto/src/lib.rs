@@ -11,6 +11,7 @@ mod query;
 mod refusal;
 mod request;
 mod ring;
+pub mod secret;
 
 /// Generated relay and placement protocol types (`proto/relay.proto`).
 pub mod wire {
@@ -26,3 +27,4 @@ pub use query::query_param;
 pub use refusal::{Refusal, MISPLACED};
 pub use request::{reply_id, RelayRequest};
 pub use ring::{Ring, RingVersion, RingView, Rings, DEFAULT_REGION, VNODES_PER_NODE};
+pub use secret::ClusterSecret;

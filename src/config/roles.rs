@@ -15,6 +15,7 @@ use conclave_gateway::GatewayConfig;
 use conclave_node::js::JsConfig;
 use conclave_node::{NodeConfig, PartyRegistry};
 use conclave_placement::LivenessTiming;
+use conclave_proto::ClusterSecret;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -200,6 +201,8 @@ pub struct NodeOpts {
     #[command(flatten)]
     pub liveness: LivenessOpts,
     #[command(flatten)]
+    pub secret: SecretOpts,
+    #[command(flatten)]
     pub node: NodeLimitOpts,
     #[command(flatten)]
     pub js: JsOpts,
@@ -221,6 +224,7 @@ pub struct NodeRoleConfig {
     pub parties: BTreeMap<String, FileParty>,
     pub js: Option<PartySourceSpec>,
     pub js_engine: JsConfig,
+    pub secret: Option<ClusterSecret>,
 }
 
 impl NodeOpts {
@@ -258,6 +262,9 @@ impl NodeOpts {
                  `conclave dev` and single nodes"
             );
         }
+        let secret = self.secret.resolve()?;
+        let relay_listen = self.relay_listen.unwrap_or(DEFAULT_RELAY_LISTEN);
+        internal_listener(relay_listen, secret.as_ref(), "--relay-listen")?;
         Ok(NodeRoleConfig {
             id,
             redis_url: self.redis_url.clone(),
@@ -265,13 +272,14 @@ impl NodeOpts {
             advertise_url: self.advertise_url.clone(),
             admin_token: self.admin_token.clone(),
             liveness: self.liveness.resolve()?,
-            relay_listen: self.relay_listen.unwrap_or(DEFAULT_RELAY_LISTEN),
+            relay_listen,
             http_listen: self.http_listen.unwrap_or(DEFAULT_HTTP_LISTEN),
             storage,
             node,
             parties: file.parties(kinds)?,
             js: self.js.source(false),
             js_engine: self.js.engine_config(),
+            secret,
         })
     }
 
@@ -314,6 +322,8 @@ pub struct GatewayOpts {
     ))]
     pub region: Option<String>,
     #[command(flatten)]
+    pub secret: SecretOpts,
+    #[command(flatten)]
     pub gateway: GatewayLimitOpts,
 }
 
@@ -325,6 +335,7 @@ pub struct GatewayRoleConfig {
     pub gateway: GatewayConfig,
     /// Node id → relay URL.
     pub nodes: BTreeMap<String, String>,
+    pub secret: Option<ClusterSecret>,
 }
 
 impl GatewayOpts {
@@ -343,6 +354,7 @@ impl GatewayOpts {
             placement: self.placement.clone(),
             gateway,
             nodes,
+            secret: self.secret.resolve()?,
         })
     }
 
@@ -380,6 +392,8 @@ pub struct PlacementOpts {
     pub listen: Option<SocketAddr>,
     #[command(flatten)]
     pub liveness: LivenessOpts,
+    #[command(flatten)]
+    pub secret: SecretOpts,
 }
 
 /// What `conclave placement` runs with.
@@ -388,16 +402,66 @@ pub struct PlacementRoleConfig {
     pub redis_url: String,
     pub listen: SocketAddr,
     pub liveness: LivenessTiming,
+    pub secret: Option<ClusterSecret>,
 }
 
 impl PlacementOpts {
     pub fn resolve(&self) -> anyhow::Result<PlacementRoleConfig> {
+        let secret = self.secret.resolve()?;
+        let listen = self.listen.unwrap_or(DEFAULT_PLACEMENT_LISTEN);
+        internal_listener(listen, secret.as_ref(), "--listen")?;
         Ok(PlacementRoleConfig {
             redis_url: self.redis_url.clone(),
-            listen: self.listen.unwrap_or(DEFAULT_PLACEMENT_LISTEN),
+            listen,
             liveness: self.liveness.resolve()?,
+            secret,
         })
     }
+}
+
+/// The cluster secret every role of a cluster shares (see `conclave_proto::secret`).
+#[derive(Args, Debug, Default, Clone)]
+pub struct SecretOpts {
+    /// File holding the cluster secret (at least 16 bytes; the same for every role). The
+    /// secret itself may instead be in the environment variable CONCLAVE_CLUSTER_SECRET
+    /// (never on the command line, where the process list shows it)
+    #[arg(long, env = "CONCLAVE_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+}
+
+/// Environment variable holding the cluster secret itself.
+pub const CLUSTER_SECRET_ENV: &str = "CONCLAVE_CLUSTER_SECRET";
+
+impl SecretOpts {
+    pub fn resolve(&self) -> anyhow::Result<Option<ClusterSecret>> {
+        let text = match &self.cluster_secret_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the cluster secret {}", path.display()))?,
+            None => match std::env::var(CLUSTER_SECRET_ENV) {
+                Ok(text) => text,
+                Err(_) => return Ok(None),
+            },
+        };
+        Ok(Some(ClusterSecret::new(&text)?))
+    }
+}
+
+/// Refuses an internal listener (relay, placement) reachable beyond this host without a
+/// cluster secret: anyone who reached it could act as a gateway or follow the ring.
+fn internal_listener(
+    addr: SocketAddr,
+    secret: Option<&ClusterSecret>,
+    flag: &str,
+) -> anyhow::Result<()> {
+    if secret.is_none() && !addr.ip().is_loopback() {
+        bail!(
+            "{flag} {addr} is reachable from other hosts, but no cluster secret is set: \
+             anyone who reaches it could act as a member of the cluster. Give every role the \
+             same secret (--cluster-secret-file or {CLUSTER_SECRET_ENV}), or listen on a \
+             loopback address"
+        );
+    }
+    Ok(())
 }
 
 /// A region name: 1–64 characters of `[A-Za-z0-9._-]`.
@@ -410,4 +474,33 @@ fn valid_region(r: &str) -> anyhow::Result<String> {
         bail!("region {r:?}: use 1-64 characters of letters, digits, '.', '_' and '-'");
     }
     Ok(r.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_listener_beyond_loopback_needs_the_cluster_secret() {
+        let open: SocketAddr = "0.0.0.0:7100".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:7100".parse().unwrap();
+        let err = internal_listener(open, None, "--relay-listen").unwrap_err();
+        assert!(err.to_string().contains("no cluster secret"), "{err}");
+        assert!(internal_listener(local, None, "--relay-listen").is_ok());
+        let secret = ClusterSecret::new("0123456789abcdef").unwrap();
+        assert!(internal_listener(open, Some(&secret), "--relay-listen").is_ok());
+    }
+
+    #[test]
+    fn a_secret_file_is_read_and_must_be_long_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "short\n").unwrap();
+        let opts = SecretOpts {
+            cluster_secret_file: Some(file.clone()),
+        };
+        assert!(opts.resolve().is_err());
+        std::fs::write(&file, "long-enough-cluster-secret\n").unwrap();
+        assert!(opts.resolve().unwrap().is_some());
+    }
 }

@@ -242,7 +242,7 @@ impl ClusterBuilder {
             nodes,
             gateways,
             links,
-            placement: placement.map(|(role, _)| role),
+            placement,
             redis,
             database,
             dir,
@@ -329,7 +329,8 @@ pub struct Cluster {
     gateways: Vec<ClusterGateway>,
     /// Per partitionable node: its proxies to Redis and from gateways.
     links: std::collections::HashMap<String, (Partition, Partition)>,
-    placement: Option<Role>,
+    /// The placement replica and its gRPC address.
+    placement: Option<(Role, SocketAddr)>,
     redis: Option<RedisServer>,
     database: String,
     dir: tempfile::TempDir,
@@ -338,6 +339,12 @@ pub struct Cluster {
 impl Cluster {
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder::default()
+    }
+
+    /// The placement replica's gRPC URL (a dynamic cluster).
+    pub fn placement_url(&self) -> String {
+        let (_, addr) = self.placement.as_ref().expect("a dynamic cluster");
+        format!("http://{addr}")
     }
 
     /// Node `id`'s traffic to Redis (the node must be [`ClusterBuilder::partitionable`]).

@@ -126,9 +126,14 @@ pub fn conclave() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_conclave"))
 }
 
+/// The cluster secret every role the tests start shares, so every cluster test runs with
+/// internal authentication on.
+pub const CLUSTER_SECRET: &str = "secret-of-the-test-clusters";
+
 fn spawn(program: &Path, args: &[String]) -> Child {
     Command::new(program)
         .args(args)
+        .env("CONCLAVE_CLUSTER_SECRET", CLUSTER_SECRET)
         // CONCLAVE_TEST_LOG: the roles' RUST_LOG, to see what a test's cluster does.
         .env(
             "RUST_LOG",
