@@ -40,6 +40,11 @@ struct Cli {
     /// Log as JSON lines instead of text (filter with RUST_LOG)
     #[arg(long, global = true, env = "CONCLAVE_LOG_JSON")]
     log_json: bool,
+    /// Resolve the role's settings (flags over env over the TOML file over defaults), print
+    /// them with secrets redacted, and exit: 0 if they are valid, non-zero with the error
+    /// otherwise. Nothing is started
+    #[arg(long, global = true)]
+    check_config: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,11 +105,31 @@ impl Conclave {
     pub async fn main(self) -> anyhow::Result<()> {
         let cli = Cli::parse();
         crate::telemetry::init_logs(cli.log_json);
+        if cli.check_config {
+            return self.check_config(cli.command);
+        }
         let result = self.run(cli.command).await;
         // FoundationDB's network thread must stop before the process exits.
         #[cfg(feature = "fdb")]
         conclave_node::storage::stop_fdb_network();
         result
+    }
+
+    /// `--check-config`: the resolved settings of the role, secrets redacted.
+    fn check_config(self, command: Command) -> anyhow::Result<()> {
+        let resolved = match command {
+            Command::Dev(opts) => format!("{:#?}", opts.resolve_with(&self.kinds)?),
+            Command::Node(opts) => format!("{:#?}", opts.resolve_with(&self.kinds)?),
+            Command::Gateway(opts) => format!("{:#?}", opts.resolve()?),
+            Command::Placement(opts) => format!("{:#?}", opts.resolve()?),
+            Command::Loadtest(_) | Command::Build(_) => {
+                anyhow::bail!(
+                    "--check-config is for the server roles: dev, node, gateway, placement"
+                )
+            }
+        };
+        println!("{}", crate::config::redact(&resolved));
+        Ok(())
     }
 
     async fn run(self, command: Command) -> anyhow::Result<()> {

@@ -40,7 +40,7 @@ impl DevServer {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        let edge = EdgeServer::start(listener, gateway)?;
+        let edge = EdgeServer::start(listener, gateway, None)?;
         Ok(Self {
             addr: edge.addr,
             node,

@@ -20,10 +20,25 @@ pub struct EdgeServer {
 }
 
 impl EdgeServer {
-    /// Serves `gateway` on `listener`.
-    pub fn start(listener: TcpListener, gateway: Gateway) -> std::io::Result<Self> {
+    /// Serves `gateway` on `listener`: rooms, `/healthz` and `/readyz`, and — unless an
+    /// `ops` listener takes them — `/metrics` and `/admin/*` too.
+    pub fn start(
+        listener: TcpListener,
+        gateway: Gateway,
+        ops: Option<TcpListener>,
+    ) -> std::io::Result<Self> {
+        use crate::telemetry::{health_router, ops_router};
         let addr = listener.local_addr()?;
-        let app = crate::telemetry::ops_router().merge(gateway.router());
+        let ready = gateway.clone();
+        let ready: crate::telemetry::Readiness = std::sync::Arc::new(move || ready.readiness());
+        let app = match ops {
+            None => ops_router(ready).merge(gateway.router()),
+            Some(ops) => {
+                let ops_app = ops_router(ready.clone()).merge(gateway.admin_router());
+                tokio::spawn(async move { axum::serve(ops, ops_app).await });
+                health_router(ready).merge(gateway.client_router())
+            }
+        };
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Self {
             addr,

@@ -59,7 +59,9 @@ pub async fn run_node(config: NodeRoleConfig, parties: PartyRegistry) -> anyhow:
         http.local_addr()?
     );
     let drain_requested = Arc::new(tokio::sync::Notify::new());
-    let ops_routes = crate::telemetry::ops_router().merge(crate::admin::node_router(
+    let ready = node.clone();
+    let ready = Arc::new(move || ready.readiness());
+    let ops_routes = crate::telemetry::ops_router(ready).merge(crate::admin::node_router(
         config.admin_token.clone(),
         drain_requested.clone(),
     ));
@@ -156,14 +158,26 @@ impl Member for ClusterNode {
 pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
     crate::telemetry::metrics();
     let listener = bind(config.listen, "placement").await?;
+    let http = bind(config.http_listen, "metrics and health").await?;
     println!("conclave placement on http://{}", listener.local_addr()?);
     let (tx, rx) = tokio::sync::watch::channel(conclave_proto::RingView::default());
+    let redis_ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::spawn(conclave_placement::publisher::run(
         config.redis_url.clone(),
         config.liveness,
         tx,
         config.secret.clone(),
+        redis_ok.clone(),
     ));
+    let ready = Arc::new(move || {
+        if redis_ok.load(std::sync::atomic::Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("not ready: Redis does not answer (the last ring stays published)".to_string())
+        }
+    });
+    let ops = crate::telemetry::ops_router(ready);
+    tokio::spawn(async move { axum::serve(http, ops).await });
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(placement_service(rx, config.secret.clone()))
@@ -189,8 +203,11 @@ pub async fn run_gateway(config: GatewayRoleConfig) -> anyhow::Result<()> {
         });
     }
     let listener = bind(config.listen, "clients").await?;
-    let edge = EdgeServer::start(listener, gateway)?;
+    let ops = bind(config.ops_listen, "metrics and admin").await?;
+    let ops_addr = ops.local_addr()?;
+    let edge = EdgeServer::start(listener, gateway, Some(ops))?;
     println!("conclave gateway listening on http://{}", edge.addr);
+    println!("conclave gateway metrics and admin on http://{ops_addr}");
     for (id, url) in &config.nodes {
         println!("  node {id} at {url}");
     }

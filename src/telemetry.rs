@@ -31,11 +31,28 @@ pub fn metrics() -> &'static PrometheusHandle {
     })
 }
 
-/// `/metrics`, `/healthz` (the process is up) and `/readyz` (it serves), on every role.
-pub fn ops_router() -> Router {
+/// Whether a role can do its work now: `Err` says why not.
+pub type Readiness = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// `/metrics`, `/healthz` (the process is up) and `/readyz` (200 while `ready` says the
+/// role can do its work; 503 with the reason otherwise, so load balancers and Kubernetes
+/// send it nothing), on every role.
+pub fn ops_router(ready: Readiness) -> Router {
     let handle = metrics();
+    health_router(ready).route("/metrics", get(move || async move { handle.render() }))
+}
+
+/// `/healthz` and `/readyz` only: what a gateway's public port answers to load balancers.
+pub fn health_router(ready: Readiness) -> Router {
     Router::new()
-        .route("/metrics", get(move || async move { handle.render() }))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                match ready() {
+                    Ok(()) => (axum::http::StatusCode::OK, "ok".to_string()),
+                    Err(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, why),
+                }
+            }),
+        )
 }

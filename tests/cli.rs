@@ -35,6 +35,57 @@ fn help_documents_every_setting_with_its_default() {
     }
 }
 
+/// `--check-config` prints what a role would run with, secrets redacted, and fails on what
+/// it would refuse; nothing starts.
+#[test]
+fn check_config_prints_the_resolved_settings_without_secrets_or_fails() {
+    let out = conclave()
+        .args(["node", "--id", "a", "--check-config"])
+        .args(["--postgres-url", "postgres://conclave:hunter2@db/conclave"])
+        .args([
+            "--admin-token",
+            "t0ken-value",
+            "--relay-listen",
+            "0.0.0.0:7100",
+        ])
+        .env("CONCLAVE_CLUSTER_SECRET", "the-secret-of-this-cluster")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("relay_listen: 0.0.0.0:7100"), "{text}");
+    for secret in ["hunter2", "t0ken-value", "the-secret-of-this-cluster"] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    let refused = conclave()
+        .args([
+            "node",
+            "--id",
+            "a",
+            "--relay-listen",
+            "0.0.0.0:7100",
+            "--check-config",
+        ])
+        .env_remove("CONCLAVE_CLUSTER_SECRET")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("no cluster secret is set"), "{err}");
+    let placement = conclave()
+        .args([
+            "placement",
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    assert!(placement.status.success());
+    assert!(String::from_utf8_lossy(&placement.stdout).contains("http_listen"));
+}
+
 #[test]
 fn a_bad_config_file_fails_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();

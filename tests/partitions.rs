@@ -76,9 +76,20 @@ async fn an_owner_cut_off_from_redis_gives_its_rooms_up_and_rejoins_when_healed(
     );
     let gap = counting.worst_wait();
     eprintln!("owner cut from Redis: longest wait for a reply {gap:?}");
+    // A fenced node says so to load balancers and probes.
+    let readyz = |c: &Cluster| common::get(c.node("a").http, "/readyz");
+    assert_eq!(
+        readyz(&cluster).await.0,
+        503,
+        "a fenced node answered ready"
+    );
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(cut_at.elapsed())).await;
     cluster.redis_link("a").heal();
     cluster.wait_until_placed().await;
+    let ready = common::eventually_within(Duration::from_secs(5), async || {
+        readyz(&cluster).await.0 == 200
+    });
+    assert!(ready.await, "the rejoined node never said it was ready");
     assert!(
         counting
             .all_replied_after(Instant::now(), Duration::from_secs(10))

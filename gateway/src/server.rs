@@ -49,6 +49,16 @@ impl Gateway {
         Self::build(config, Routing::new(rings, region), Box::new(connector))
     }
 
+    /// Whether the gateway can route rooms: it knows at least one node (a gateway that
+    /// follows placement knows none until the first ring arrives).
+    pub fn readiness(&self) -> Result<(), String> {
+        let (_, nodes) = self.state.routing.nodes();
+        if nodes.is_empty() {
+            return Err("not ready: no node known yet (waiting for a ring from placement)".into());
+        }
+        Ok(())
+    }
+
     fn build(config: GatewayConfig, routing: Routing, connector: Box<dyn NodeConnector>) -> Self {
         let (mover, moves) = tokio::sync::mpsc::unbounded_channel();
         let timeout = config.node_timeout;
@@ -82,11 +92,22 @@ impl Gateway {
         }
     }
 
-    /// Serves room URLs (and `/admin/*` with an admin token); everything else is 404.
+    /// Serves room URLs and `/admin/*` (with an admin token) on one listener (`conclave
+    /// dev`); everything else is 404.
     pub fn router(&self) -> Router {
-        crate::admin::router()
+        self.client_router().merge(self.admin_router())
+    }
+
+    /// Serves room URLs only; everything else is 404 (a gateway's public port).
+    pub fn client_router(&self) -> Router {
+        Router::new()
             .fallback(handle)
             .with_state(self.state.clone())
+    }
+
+    /// Serves `/admin/*` (with an admin token), for the ops listener.
+    pub fn admin_router(&self) -> Router {
+        crate::admin::router().with_state(self.state.clone())
     }
 }
 

@@ -41,6 +41,16 @@ impl Node {
         self.host.cluster.set_regions(regions);
     }
 
+    /// Whether the node serves rooms now: `Err` while it is fenced (not yet alive and placed
+    /// in a dynamic cluster, its liveness lapsed, or its store unreachable).
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.host.cluster.is_serving() {
+            Ok(())
+        } else {
+            Err("not serving: not (yet) alive and on the ring, or fenced".into())
+        }
+    }
+
     /// Fences (false) or unfences (true) the node; see the liveness heartbeat.
     pub fn set_serving(&self, serving: bool) {
         self.host.set_serving(serving);

@@ -188,12 +188,15 @@ async fn step(
 /// Publishes rings into `tx` forever.
 /// Publishes rings into `tx` forever; with a cluster secret, believing only signed
 /// heartbeats and rings.
+/// `redis_ok` says whether the last poll of Redis succeeded (placement's readiness).
 pub async fn run(
     redis_url: String,
     timing: LivenessTiming,
     tx: watch::Sender<RingView>,
     secret: Option<ClusterSecret>,
+    redis_ok: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
+    use std::sync::atomic::Ordering;
     let mut conn: Option<ConnectionManager> = None;
     let mut keep_until: Option<tokio::time::Instant> = None;
     loop {
@@ -210,6 +213,9 @@ pub async fn run(
                 }
             };
         }
+        if conn.is_none() {
+            redis_ok.store(false, Ordering::Relaxed);
+        }
         if let Some(c) = conn.as_mut() {
             let last = tx.borrow().clone();
             if keep_until.is_none() && last.version.0 > 0 && ring_lost(c).await {
@@ -223,6 +229,7 @@ pub async fn run(
                 .await
             {
                 Ok(Ok(view)) => {
+                    redis_ok.store(true, Ordering::Relaxed);
                     tx.send_if_modified(|cur| {
                         if view.version > cur.version {
                             info!(version = view.version.0, nodes = ?view.members.keys().collect::<Vec<_>>(), "ring");
@@ -234,9 +241,13 @@ pub async fn run(
                     });
                 }
                 Ok(Err(e)) => {
+                    redis_ok.store(false, Ordering::Relaxed);
                     warn!(error = %e, "cannot read liveness from Redis; keeping the last ring")
                 }
-                Err(_) => warn!("Redis did not answer in time; keeping the last ring"),
+                Err(_) => {
+                    redis_ok.store(false, Ordering::Relaxed);
+                    warn!("Redis did not answer in time; keeping the last ring")
+                }
             }
         }
         if keep_until.is_some_and(|t| tokio::time::Instant::now() >= t) {

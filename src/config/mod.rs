@@ -19,6 +19,7 @@ mod layer;
 mod limits;
 #[cfg(test)]
 mod readme;
+mod redact;
 mod roles;
 mod storage;
 
@@ -28,6 +29,7 @@ pub use file::{
 pub use js::JsOpts;
 pub use kinds::PartyKinds;
 pub use limits::{GatewayLimitOpts, NodeLimitOpts};
+pub use redact::redact;
 pub use roles::{
     DevConfig, DevOpts, GatewayOpts, GatewayRoleConfig, ListenOpts, LivenessOpts, NodeOpts,
     NodeRoleConfig, PlacementOpts, PlacementRoleConfig,
@@ -156,5 +158,25 @@ mod tests {
         };
         let e = dynamic.resolve().unwrap_err();
         assert!(format!("{e:#}").contains("must share one store"), "{e:#}");
+    }
+
+    #[test]
+    fn a_node_of_a_cluster_needs_its_own_id() {
+        let anonymous = NodeOpts {
+            redis_url: Some("redis://127.0.0.1:1".into()),
+            placement: vec!["http://127.0.0.1:2".into()],
+            storage: StorageOpts {
+                postgres_url: Some("postgres://x@127.0.0.1/db".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = anonymous.resolve().unwrap_err();
+        assert!(format!("{e:#}").contains("needs its own --id"), "{e:#}");
+        let named = NodeOpts {
+            id: Some("a".into()),
+            ..anonymous
+        };
+        assert!(named.resolve().is_ok());
     }
 }

@@ -32,6 +32,10 @@ pub const DEFAULT_RELAY_LISTEN: SocketAddr = local(7100);
 pub const DEFAULT_HTTP_LISTEN: SocketAddr = local(7101);
 /// The placement gRPC service.
 pub const DEFAULT_PLACEMENT_LISTEN: SocketAddr = local(7300);
+/// A gateway's `/metrics` and `/admin/*` (off the public client port).
+pub const DEFAULT_GATEWAY_OPS_LISTEN: SocketAddr = local(7400);
+/// Placement's `/metrics`, `/healthz` and `/readyz`.
+pub const DEFAULT_PLACEMENT_HTTP_LISTEN: SocketAddr = local(7301);
 
 const fn local(port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
@@ -253,6 +257,13 @@ impl NodeOpts {
         node.start_fenced = self.redis_url.is_some();
         let storage = self.storage.target(&file)?;
         let clustered = self.redis_url.is_some() || node.nodes.len() > 1;
+        if clustered && self.id.is_none() {
+            bail!(
+                "a node of a cluster needs its own --id (or CONCLAVE_NODE_ID): two nodes left \
+                 at the default id {DEFAULT_NODE_ID:?} would be one node to the ring and take \
+                 each other's rooms"
+            );
+        }
         if clustered && matches!(storage, StorageTarget::Redb(_)) {
             bail!(
                 "node {id}: the nodes of a cluster must share one store, and the embedded one \
@@ -321,6 +332,12 @@ pub struct GatewayOpts {
         GatewayConfig::default().region,
     ))]
     pub region: Option<String>,
+    #[arg(long, env = "CONCLAVE_OPS_LISTEN", help = with_default(
+        "Address of /metrics, /admin/*, /healthz and /readyz, apart from the public client \
+         port (which serves rooms, /healthz and /readyz only)",
+        DEFAULT_GATEWAY_OPS_LISTEN,
+    ))]
+    pub ops_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub secret: SecretOpts,
     #[command(flatten)]
@@ -331,6 +348,7 @@ pub struct GatewayOpts {
 #[derive(Clone, Debug)]
 pub struct GatewayRoleConfig {
     pub listen: SocketAddr,
+    pub ops_listen: SocketAddr,
     pub placement: Vec<String>,
     pub gateway: GatewayConfig,
     /// Node id → relay URL.
@@ -351,6 +369,7 @@ impl GatewayOpts {
         }
         Ok(GatewayRoleConfig {
             listen: self.listen.resolve(&file),
+            ops_listen: self.ops_listen.unwrap_or(DEFAULT_GATEWAY_OPS_LISTEN),
             placement: self.placement.clone(),
             gateway,
             nodes,
@@ -390,6 +409,11 @@ pub struct PlacementOpts {
         DEFAULT_PLACEMENT_LISTEN,
     ))]
     pub listen: Option<SocketAddr>,
+    #[arg(long, env = "CONCLAVE_HTTP_LISTEN", help = with_default(
+        "Address of /metrics, /healthz and /readyz (ready while Redis answers)",
+        DEFAULT_PLACEMENT_HTTP_LISTEN,
+    ))]
+    pub http_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub liveness: LivenessOpts,
     #[command(flatten)]
@@ -401,6 +425,7 @@ pub struct PlacementOpts {
 pub struct PlacementRoleConfig {
     pub redis_url: String,
     pub listen: SocketAddr,
+    pub http_listen: SocketAddr,
     pub liveness: LivenessTiming,
     pub secret: Option<ClusterSecret>,
 }
@@ -413,6 +438,7 @@ impl PlacementOpts {
         Ok(PlacementRoleConfig {
             redis_url: self.redis_url.clone(),
             listen,
+            http_listen: self.http_listen.unwrap_or(DEFAULT_PLACEMENT_HTTP_LISTEN),
             liveness: self.liveness.resolve()?,
             secret,
         })

@@ -226,15 +226,16 @@ impl ClusterBuilder {
             });
         let nodes = futures::future::join_all(nodes).await;
         let gateways = self.gateways.iter().enumerate().map(|(i, region)| {
-            let addr = free_addr();
+            let (addr, ops) = (free_addr(), free_addr());
             let mut flags = args(&["gateway", "--port", &addr.port().to_string()]);
+            flags.extend(args(&["--ops-listen", &ops.to_string()]));
             flags.extend(args(&["--region", region, "--admin-token", ADMIN_TOKEN]));
             flags.extend(gateway_ring.iter().cloned());
             let program = self.binary();
             async move {
                 let name = format!("gateway {i}");
                 let role = Role::start_program(program, name, flags, Readiness::Readyz(addr)).await;
-                ClusterGateway { addr, role }
+                ClusterGateway { addr, ops, role }
             }
         });
         let gateways = futures::future::join_all(gateways).await;
@@ -271,11 +272,13 @@ impl ClusterBuilder {
     /// redis-server and a placement replica watching it; the replica's address.
     async fn start_placement(&self) -> (RedisServer, (Role, SocketAddr)) {
         let redis = RedisServer::start().await;
-        let listen = free_addr();
+        let (listen, http) = (free_addr(), free_addr());
         let mut flags = args(&["placement", "--listen", &listen.to_string()]);
+        flags.extend(args(&["--http-listen", &http.to_string()]));
         flags.extend(args(&["--redis-url", &redis.url()]));
         flags.extend(self.heartbeat_flags());
-        let readiness = Readiness::Listening(listen);
+        // Ready once it has read Redis (its /readyz).
+        let readiness = Readiness::Readyz(http);
         let role = Role::start_program(self.binary(), "placement", flags, readiness).await;
         (redis, (role, listen))
     }
@@ -321,6 +324,8 @@ pub struct ClusterNode {
 
 struct ClusterGateway {
     addr: SocketAddr,
+    /// `/metrics` and `/admin/*`.
+    ops: SocketAddr,
     role: Role,
 }
 
@@ -372,9 +377,14 @@ impl Cluster {
         get(self.gateway(i), path).await
     }
 
+    /// Gateway `i`'s ops address (`/metrics`, `/admin/*`).
+    pub fn gateway_ops(&self, i: usize) -> SocketAddr {
+        self.gateways[i].ops
+    }
+
     /// An admin `GET path` on gateway `i` with `token`: (status, body).
     pub async fn admin_with(&self, i: usize, path: &str, token: &str) -> (u16, String) {
-        http(self.gateway(i), "GET", path, Some(token), "").await
+        http(self.gateway_ops(i), "GET", path, Some(token), "").await
     }
 
     /// An admin `GET path` on gateway `i`, which must answer 200 with JSON.

@@ -1,7 +1,6 @@
 //! `conclave` role processes for tests: started with real flags on addresses the harness
 //! chose, counted as started once they say they are ready, killed when dropped.
 
-use super::net::accepts;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -14,10 +13,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How a role shows it is ready.
 #[derive(Clone, Copy, Debug)]
 pub enum Readiness {
-    /// `GET /readyz` at this address answers 200 (gateways and nodes).
+    /// `GET /readyz` at this address answers 200.
     Readyz(SocketAddr),
-    /// This port accepts connections (placement, which serves only gRPC).
-    Listening(SocketAddr),
 }
 
 impl Readiness {
@@ -27,7 +24,6 @@ impl Readiness {
                 let request = "GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
                 matches!(super::try_raw_http(addr, request).await, Ok((200, _)))
             }
-            Readiness::Listening(addr) => accepts(addr).await,
         }
     }
 }

@@ -40,7 +40,7 @@ before(async () => {
   const list = `a=http://${addrs.a[0]},b=http://${addrs.b[0]}`;
   for (let i = 0; i < 2; i++) {
     const host = await freeAddr();
-    const role = await startRole(["gateway", "--port", host.split(":")[1], "--nodes", list], host);
+    const role = await startRole(["gateway", "--port", host.split(":")[1], "--ops-listen", "127.0.0.1:0", "--nodes", list], host);
     gateways.push({ ...role, host });
   }
   if (partyArgs.length) {

@@ -49,7 +49,7 @@ test("nodes restarted one at a time on a new bundle: the socket stays open, room
   };
   const nodes = { a: await node("a", v1), b: await node("b", v1) };
   const host = await freeAddr();
-  const gateway = await startRole(["gateway", "--port", host.split(":")[1], "--nodes",
+  const gateway = await startRole(["gateway", "--port", host.split(":")[1], "--ops-listen", "127.0.0.1:0", "--nodes",
     `a=http://${addrs.a[0]},b=http://${addrs.b[0]}`], host);
   const socket = new PartySocket({ host, room: "rolling-room", id: "steady", WebSocket: WS });
   let closes = 0;
