@@ -66,8 +66,8 @@ pub async fn run_node(config: NodeRoleConfig, parties: PartyRegistry) -> anyhow:
         drain_requested.clone(),
     ));
     let ops = tokio::spawn(async move { axum::serve(http, ops_routes).await });
-    let membership = match config.redis_url.clone() {
-        Some(redis_url) => Some(join_cluster(&node, &config, redis_url, relay.local_addr()?)),
+    let membership = match config.redis.clone() {
+        Some(redis) => Some(join_cluster(&node, &config, redis, relay.local_addr()?)),
         None => None,
     };
     let (drained, drained_rx) = tokio::sync::oneshot::channel::<()>();
@@ -111,7 +111,7 @@ pub async fn run_node(config: NodeRoleConfig, parties: PartyRegistry) -> anyhow:
 fn join_cluster(
     node: &Node,
     config: &NodeRoleConfig,
-    redis_url: String,
+    redis: conclave_placement::RedisTarget,
     relay: SocketAddr,
 ) -> Membership {
     let beat = Beat {
@@ -127,7 +127,7 @@ fn join_cluster(
     Membership::join(
         Arc::new(ClusterNode(node.clone())),
         beat,
-        redis_url,
+        redis,
         config.liveness,
         config.placement.clone(),
     )
@@ -163,7 +163,7 @@ pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(conclave_proto::RingView::default());
     let redis_ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::spawn(conclave_placement::publisher::run(
-        config.redis_url.clone(),
+        config.redis.clone(),
         config.liveness,
         tx,
         config.secret.clone(),

@@ -8,9 +8,9 @@ use std::sync::Arc;
 pub async fn open_store(target: &StorageTarget) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match target {
         StorageTarget::Redb(dir) => Arc::new(RedbStore::open(&dir.join("conclave.redb"))?),
-        StorageTarget::Postgres(url) => {
-            Arc::new(PostgresStore::connect(url, POSTGRES_POOL_SIZE).await?)
-        }
+        StorageTarget::Postgres { url, ca_file } => Arc::new(
+            PostgresStore::connect_with(url, POSTGRES_POOL_SIZE, ca_file.as_deref()).await?,
+        ),
         #[cfg(feature = "fdb")]
         StorageTarget::Fdb {
             cluster_file,

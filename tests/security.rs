@@ -137,3 +137,73 @@ async fn a_room_cannot_be_homed_in_a_region_that_does_not_exist() {
     assert_eq!(gw.next_text().await, "still served");
     let _ = other;
 }
+
+/// The link to PostgreSQL can be encrypted and its server authenticated: with a CA file
+/// the server's certificate must chain to it (a server signed by anyone else is refused);
+/// `sslmode=require` alone encrypts without authenticating, as libpq does.
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_against_the_ca_file() {
+    use conclave_node::storage::{PostgresStore, Store};
+    let ca = common::tls::TestCa::new();
+    let port = common::postgres::tls_server(&ca.server_cert_pem, &ca.server_key_pem).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, stranger_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    std::fs::write(&stranger_file, common::tls::TestCa::new().cert_pem).unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=require");
+    // The server takes logins a moment after it listens.
+    let mut last = Err("not tried".to_string());
+    for _ in 0..100 {
+        last = PostgresStore::connect_with(&url, 2, Some(&ca_file))
+            .await
+            .map_err(|e| e.to_string());
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let store = last.unwrap_or_else(|e| panic!("TLS with the right CA failed: {e}"));
+    assert!(store.ping().await.is_ok());
+    // Its sessions are encrypted (seen from a plain admin session).
+    let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one("SELECT count(*) FROM pg_stat_ssl WHERE ssl", &[])
+        .await
+        .unwrap();
+    assert!(row.get::<_, i64>(0) >= 1, "no encrypted session");
+    let refused = PostgresStore::connect_with(&url, 2, Some(&stranger_file)).await;
+    let err = refused
+        .err()
+        .expect("a server another CA signed was accepted")
+        .to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        PostgresStore::connect(&url, 2).await.is_ok(),
+        "require, unverified"
+    );
+}
+
+/// Redis may speak only TLS: nodes heartbeat and placement reads them over `rediss://`,
+/// verifying the server against `--redis-ca-file`.
+#[tokio::test]
+async fn a_cluster_runs_on_a_redis_that_speaks_only_tls() {
+    let cluster = Cluster::builder()
+        .nodes(["a", "b"])
+        .placement()
+        .heartbeat(Duration::from_millis(200), Duration::from_secs(1))
+        .redis_tls()
+        .start()
+        .await;
+    // `start` returned once both nodes were placed: their heartbeats went through TLS.
+    assert!(cluster.redis_url().starts_with("rediss://"));
+    for node in ["a", "b"] {
+        let room = room_on("counter", &["a", "b"], node);
+        let mut ws = cluster.ws(0, &format!("/parties/counter/{room}")).await;
+        send(&mut ws, "incr").await;
+        assert_eq!(next_json(&mut ws).await["value"], 1, "room on {node}");
+    }
+}

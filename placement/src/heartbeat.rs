@@ -1,6 +1,6 @@
 //! A node's liveness: renew `conclave:node:<id>` with a TTL; fence itself when it cannot.
 
-use crate::{left_key, node_key, LivenessTiming};
+use crate::{left_key, node_key, LivenessTiming, RedisTarget};
 use conclave_proto::ClusterSecret;
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
@@ -24,8 +24,8 @@ pub struct Beat {
     pub secret: Option<ClusterSecret>,
 }
 
-async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url)?;
+async fn connect(redis: &RedisTarget) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis.client()?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
         .set_response_timeout(Some(std::time::Duration::from_millis(500)))
@@ -40,7 +40,7 @@ async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
 /// for `timing.self_fence_after` (the node must stop serving), `on_fence(false)` when
 /// renewals succeed again. The node starts fenced until its first renewal.
 pub async fn run(
-    redis_url: String,
+    redis: RedisTarget,
     beat: Beat,
     timing: LivenessTiming,
     fit: impl Fn(Duration) -> BoxFuture<'static, bool> + Send + 'static,
@@ -74,7 +74,7 @@ pub async fn run(
     loop {
         let sent = Instant::now();
         if conn.is_none() {
-            conn = tokio::time::timeout(timing.heartbeat, connect(&redis_url))
+            conn = tokio::time::timeout(timing.heartbeat, connect(&redis))
                 .await
                 .ok()
                 .and_then(Result::ok);

@@ -24,6 +24,36 @@ pub use conclave_proto::{Ring, RingVersion, RingView, VNODES_PER_NODE};
 pub use membership::{Member, Membership};
 pub use timing::LivenessTiming;
 
+/// Where Redis is: its URL (`redis://`, or `rediss://` for TLS) and, for TLS, the CA
+/// certificates (PEM) its server certificate must chain to (else the system's roots).
+#[derive(Clone, Debug)]
+pub struct RedisTarget {
+    pub url: String,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl RedisTarget {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ca_pem: None,
+        }
+    }
+
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.ca_pem {
+            Some(ca) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+            None => redis::Client::open(self.url.as_str()),
+        }
+    }
+}
+
 /// The Redis key of a node's heartbeat.
 pub fn node_key(id: &str) -> String {
     format!("conclave:node:{id}")

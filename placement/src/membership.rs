@@ -8,7 +8,7 @@
 
 use crate::grpc::follow_placement;
 use crate::heartbeat::{self, Beat};
-use crate::LivenessTiming;
+use crate::{LivenessTiming, RedisTarget};
 use conclave_proto::{Ring, RingView};
 use futures::future::BoxFuture;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,12 +46,12 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Joins: renews `beat` in Redis at `redis_url` and follows the rings of the placement
+    /// Joins: renews `beat` in `redis` and follows the rings of the placement
     /// replicas at `placement`, letting `member` serve only while the gate allows it.
     pub fn join(
         member: Arc<dyn Member>,
         beat: Beat,
-        redis_url: String,
+        redis: RedisTarget,
         timing: LivenessTiming,
         placement: Vec<String>,
     ) -> Self {
@@ -62,7 +62,7 @@ impl Membership {
         let on_fence = gate.clone();
         let fit = member.clone();
         tokio::spawn(heartbeat::run(
-            redis_url,
+            redis,
             beat,
             timing,
             move |within| fit.fit(within),

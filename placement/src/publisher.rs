@@ -190,7 +190,7 @@ async fn step(
 /// heartbeats and rings.
 /// `redis_ok` says whether the last poll of Redis succeeded (placement's readiness).
 pub async fn run(
-    redis_url: String,
+    redis: crate::RedisTarget,
     timing: LivenessTiming,
     tx: watch::Sender<RingView>,
     secret: Option<ClusterSecret>,
@@ -202,7 +202,7 @@ pub async fn run(
     loop {
         let started = tokio::time::Instant::now();
         if conn.is_none() {
-            conn = match redis::Client::open(redis_url.as_str()) {
+            conn = match redis.client() {
                 Ok(c) => tokio::time::timeout(timing.poll * 4, ConnectionManager::new(c))
                     .await
                     .ok()

@@ -15,6 +15,7 @@ use conclave_gateway::GatewayConfig;
 use conclave_node::js::JsConfig;
 use conclave_node::{NodeConfig, PartyRegistry};
 use conclave_placement::LivenessTiming;
+use conclave_placement::RedisTarget;
 use conclave_proto::ClusterSecret;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -186,6 +187,10 @@ pub struct NodeOpts {
     /// Redis for the liveness heartbeat (with --placement: a dynamic cluster)
     #[arg(long, env = "CONCLAVE_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// CA certificates (PEM) a rediss:// server's certificate must chain to (else the
+    /// system's roots)
+    #[arg(long, env = "CONCLAVE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Placement replicas to follow for the ring, comma separated http:// URLs
     #[arg(long, env = "CONCLAVE_PLACEMENT", value_delimiter = ',')]
     pub placement: Vec<String>,
@@ -216,7 +221,8 @@ pub struct NodeOpts {
 #[derive(Clone, Debug)]
 pub struct NodeRoleConfig {
     pub id: String,
-    pub redis_url: Option<String>,
+    /// Redis for the heartbeat (a dynamic cluster).
+    pub redis: Option<RedisTarget>,
     pub placement: Vec<String>,
     pub advertise_url: Option<String>,
     pub admin_token: Option<String>,
@@ -278,7 +284,10 @@ impl NodeOpts {
         internal_listener(relay_listen, secret.as_ref(), "--relay-listen")?;
         Ok(NodeRoleConfig {
             id,
-            redis_url: self.redis_url.clone(),
+            redis: match &self.redis_url {
+                Some(url) => Some(redis_target(url, self.redis_ca_file.as_deref())?),
+                None => None,
+            },
             placement: self.placement.clone(),
             advertise_url: self.advertise_url.clone(),
             admin_token: self.admin_token.clone(),
@@ -401,9 +410,13 @@ impl GatewayOpts {
 /// Settings of `conclave placement`: publishes rings from node liveness in Redis.
 #[derive(Args, Debug, Default, Clone)]
 pub struct PlacementOpts {
-    /// Redis holding node heartbeats: redis://host:port
+    /// Redis holding node heartbeats: redis://host:port (rediss:// for TLS)
     #[arg(long, env = "CONCLAVE_REDIS_URL")]
     pub redis_url: String,
+    /// CA certificates (PEM) a rediss:// server's certificate must chain to (else the
+    /// system's roots)
+    #[arg(long, env = "CONCLAVE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     #[arg(long, env = "CONCLAVE_PLACEMENT_LISTEN", help = with_default(
         "Address of the placement gRPC service (port 0 picks one)",
         DEFAULT_PLACEMENT_LISTEN,
@@ -423,7 +436,7 @@ pub struct PlacementOpts {
 /// What `conclave placement` runs with.
 #[derive(Clone, Debug)]
 pub struct PlacementRoleConfig {
-    pub redis_url: String,
+    pub redis: RedisTarget,
     pub listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub liveness: LivenessTiming,
@@ -436,13 +449,31 @@ impl PlacementOpts {
         let listen = self.listen.unwrap_or(DEFAULT_PLACEMENT_LISTEN);
         internal_listener(listen, secret.as_ref(), "--listen")?;
         Ok(PlacementRoleConfig {
-            redis_url: self.redis_url.clone(),
+            redis: redis_target(&self.redis_url, self.redis_ca_file.as_deref())?,
             listen,
             http_listen: self.http_listen.unwrap_or(DEFAULT_PLACEMENT_HTTP_LISTEN),
             liveness: self.liveness.resolve()?,
             secret,
         })
     }
+}
+
+/// Redis at `url`, with the CA certificates in `ca_file` for TLS.
+fn redis_target(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<RedisTarget> {
+    let ca_pem = match ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the Redis CA file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    if ca_pem.is_some() && !url.starts_with("rediss://") {
+        bail!("--redis-ca-file is for TLS: use a rediss:// URL");
+    }
+    Ok(RedisTarget {
+        url: url.to_string(),
+        ca_pem,
+    })
 }
 
 /// The cluster secret every role of a cluster shares (see `conclave_proto::secret`).

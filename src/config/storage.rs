@@ -28,9 +28,14 @@ pub struct StorageOpts {
         DEFAULT_DATA_DIR,
     ))]
     pub data_dir: Option<PathBuf>,
-    /// PostgreSQL for room storage: postgres://user@host:port/db
+    /// PostgreSQL for room storage: postgres://user@host:port/db (`?sslmode=require` to
+    /// insist on TLS; the default, `prefer`, uses it when the server offers it)
     #[arg(long, env = "CONCLAVE_POSTGRES_URL")]
     pub postgres_url: Option<String>,
+    /// CA certificates (PEM) that PostgreSQL's server certificate must chain to, for the
+    /// host it is reached at (libpq's verify-full); without it TLS is not verified
+    #[arg(long, env = "CONCLAVE_POSTGRES_CA_FILE")]
+    pub postgres_ca_file: Option<PathBuf>,
     #[arg(long, env = "FDB_CLUSTER_FILE", help = with_default(
         "FoundationDB cluster file, with --storage fdb",
         DEFAULT_FDB_CLUSTER_FILE,
@@ -58,9 +63,10 @@ impl StorageOpts {
                 file.data_dir.clone(),
                 DEFAULT_DATA_DIR.into(),
             )),
-            StorageKind::Postgres => StorageTarget::Postgres(
-                postgres_url.context("--storage postgres needs --postgres-url")?,
-            ),
+            StorageKind::Postgres => StorageTarget::Postgres {
+                url: postgres_url.context("--storage postgres needs --postgres-url")?,
+                ca_file: self.postgres_ca_file.clone(),
+            },
             StorageKind::Fdb => StorageTarget::Fdb {
                 cluster_file: self
                     .fdb_cluster_file
@@ -80,7 +86,11 @@ impl StorageOpts {
 pub enum StorageTarget {
     /// The embedded redb file in this directory.
     Redb(PathBuf),
-    Postgres(String),
+    /// A PostgreSQL URL, and the CA file its server's certificate is verified against.
+    Postgres {
+        url: String,
+        ca_file: Option<PathBuf>,
+    },
     /// FoundationDB, under the directory `conclave/<directory>`.
     Fdb {
         cluster_file: String,
@@ -92,7 +102,7 @@ impl std::fmt::Display for StorageTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StorageTarget::Redb(dir) => write!(f, "{}", dir.display()),
-            StorageTarget::Postgres(_) => f.write_str("PostgreSQL"),
+            StorageTarget::Postgres { .. } => f.write_str("PostgreSQL"),
             StorageTarget::Fdb {
                 cluster_file,
                 directory,

@@ -63,6 +63,9 @@ pub struct ClusterBuilder {
     partitionable: Vec<String>,
     /// Rooms in FoundationDB (cluster file, directory) instead of PostgreSQL.
     foundationdb: Option<(PathBuf, String)>,
+    /// Redis speaks only TLS; roles verify it against this CA (written to the cluster's
+    /// directory at start).
+    redis_tls: Option<super::tls::TestCa>,
 }
 
 impl ClusterBuilder {
@@ -117,6 +120,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Redis speaks only TLS (`rediss://`, its certificate verified with
+    /// `--redis-ca-file`).
+    pub fn redis_tls(mut self) -> Self {
+        self.redis_tls = Some(super::tls::TestCa::new());
+        self
+    }
+
     /// Every node stores rooms in FoundationDB (`--storage fdb`), in `directory` of the
     /// cluster `cluster_file` names; needs a `--features fdb` build.
     pub fn foundationdb(mut self, cluster_file: &std::path::Path, directory: &str) -> Self {
@@ -152,8 +162,13 @@ impl ClusterBuilder {
             (None, None) => super::postgres::fresh_database().await,
         };
         let dir = tempfile::tempdir().unwrap();
+        let redis_ca = self.redis_tls.as_ref().map(|ca| {
+            let path = dir.path().join("redis-ca.pem");
+            std::fs::write(&path, &ca.cert_pem).unwrap();
+            path
+        });
         let (redis, placement) = if self.placement {
-            let (redis, placement) = self.start_placement().await;
+            let (redis, placement) = self.start_placement(redis_ca.as_deref()).await;
             (Some(redis), Some(placement))
         } else {
             (None, None)
@@ -164,7 +179,11 @@ impl ClusterBuilder {
             .iter()
             .map(|_| (free_addr(), free_addr()))
             .collect();
-        let (node_ring, gateway_ring) = self.ring_flags(redis.as_ref(), placement.as_ref(), &addrs);
+        let (mut node_ring, gateway_ring) =
+            self.ring_flags(redis.as_ref(), placement.as_ref(), &addrs);
+        if let Some(ca) = &redis_ca {
+            node_ring.extend(args(&["--redis-ca-file", ca.to_str().unwrap()]));
+        }
         let mut links = std::collections::HashMap::new();
         for (id, &(relay, _)) in self.nodes.iter().map(|(id, _)| id).zip(&addrs) {
             if self.partitionable.contains(id) {
@@ -270,12 +289,21 @@ impl ClusterBuilder {
     }
 
     /// redis-server and a placement replica watching it; the replica's address.
-    async fn start_placement(&self) -> (RedisServer, (Role, SocketAddr)) {
-        let redis = RedisServer::start().await;
+    async fn start_placement(
+        &self,
+        redis_ca: Option<&std::path::Path>,
+    ) -> (RedisServer, (Role, SocketAddr)) {
+        let redis = match &self.redis_tls {
+            Some(ca) => RedisServer::start_tls(ca).await,
+            None => RedisServer::start().await,
+        };
         let (listen, http) = (free_addr(), free_addr());
         let mut flags = args(&["placement", "--listen", &listen.to_string()]);
         flags.extend(args(&["--http-listen", &http.to_string()]));
         flags.extend(args(&["--redis-url", &redis.url()]));
+        if let Some(ca) = redis_ca {
+            flags.extend(args(&["--redis-ca-file", ca.to_str().unwrap()]));
+        }
         flags.extend(self.heartbeat_flags());
         // Ready once it has read Redis (its /readyz).
         let readiness = Readiness::Readyz(http);
@@ -344,6 +372,11 @@ pub struct Cluster {
 impl Cluster {
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder::default()
+    }
+
+    /// The URL of the cluster's Redis (a dynamic cluster).
+    pub fn redis_url(&self) -> String {
+        self.redis.as_ref().expect("a dynamic cluster").url()
     }
 
     /// The placement replica's gRPC URL (a dynamic cluster).

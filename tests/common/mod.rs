@@ -11,6 +11,7 @@
 //!   waits for).
 //! - `process`, `redis`, `postgres`, `net`: real processes and servers on free ports.
 //! - `partition`: a TCP proxy the test cuts and heals, as a network partition.
+//! - `tls`: a throwaway CA and server certificate for the TLS tests.
 //! - `fdb` (`--features fdb`): the FoundationDB cluster a test uses — the one
 //!   `FDB_CLUSTER_FILE` names, else the FoundationDB test double started on a free port.
 #![allow(dead_code)]
@@ -28,6 +29,7 @@ pub mod process;
 pub mod redis;
 pub mod relay;
 pub mod store;
+pub mod tls;
 
 use conclave::config::{default_parties, DevOpts, ListenOpts, StorageOpts};
 use conclave::{DevConfig, DevServer};

@@ -55,7 +55,8 @@ fn remove_stale_dirs() {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if let Some(pid) = name.strip_prefix("conclave-pg-") {
+        if let Some(rest) = name.strip_prefix("conclave-pg-") {
+            let pid = rest.split('-').next().unwrap_or(rest);
             if !Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = std::fs::remove_dir_all(e.path());
             }
@@ -63,10 +64,11 @@ fn remove_stale_dirs() {
     }
 }
 
-/// A fresh data directory for this process's server (initdb); returns its parent.
-fn init_data_dir(bin: &Path) -> PathBuf {
+/// A fresh data directory for this process's server named `name` (initdb); returns its
+/// parent.
+fn init_data_dir(bin: &Path, name: &str) -> PathBuf {
     remove_stale_dirs();
-    let dir = std::env::temp_dir().join(format!("conclave-pg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("conclave-pg-{}{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     if is_root() {
@@ -94,7 +96,7 @@ fn init_data_dir(bin: &Path) -> PathBuf {
 
 /// Runs postgres on `port` from a thread that lives as long as the process: the server
 /// dies with that thread (pdeathsig).
-fn run_server(bin: PathBuf, dir: PathBuf, port: u16) {
+fn run_server(bin: PathBuf, dir: PathBuf, port: u16, extra: Vec<String>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let child = as_postgres(bin.join("postgres"), true)
@@ -102,6 +104,7 @@ fn run_server(bin: PathBuf, dir: PathBuf, port: u16) {
             .args(["-p", &port.to_string(), "-k", dir.to_str().unwrap()])
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "max_connections=300", "-c", "fsync=off"])
+            .args(&extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -130,16 +133,55 @@ pub async fn server() -> &'static PgServer {
             let port = free_port();
             let dir = {
                 let bin = bin.clone();
-                tokio::task::spawn_blocking(move || init_data_dir(&bin))
+                tokio::task::spawn_blocking(move || init_data_dir(&bin, ""))
                     .await
                     .unwrap()
             };
-            run_server(bin, dir, port);
+            run_server(bin, dir, port, Vec::new());
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             wait_until_listening(addr, Duration::from_secs(30), "postgres").await;
             PgServer { port }
         })
         .await
+}
+
+/// A server of its own that speaks TLS with `cert_pem`/`key_pem` (and plain TCP too);
+/// returns its port. It lives as long as the process.
+pub async fn tls_server(cert_pem: &str, key_pem: &str) -> u16 {
+    let bin = bin_dir();
+    let port = free_port();
+    let dir = {
+        let bin = bin.clone();
+        tokio::task::spawn_blocking(move || init_data_dir(&bin, &format!("-tls{port}")))
+            .await
+            .unwrap()
+    };
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&cert, cert_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if is_root() {
+        for f in [&cert, &key] {
+            Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(f)
+                .status()
+                .unwrap();
+        }
+    }
+    let extra = vec![
+        "-c".to_string(),
+        "ssl=on".to_string(),
+        "-c".to_string(),
+        format!("ssl_cert_file={}", cert.display()),
+        "-c".to_string(),
+        format!("ssl_key_file={}", key.display()),
+    ];
+    run_server(bin, dir, port, extra);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until_listening(addr, Duration::from_secs(30), "postgres").await;
+    port
 }
 
 /// A fresh, empty database on the test server; returns its URL.

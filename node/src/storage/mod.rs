@@ -11,6 +11,7 @@
 mod fdb;
 mod keys;
 mod limits;
+mod pg_tls;
 mod postgres;
 mod redb;
 mod room_storage;

@@ -20,7 +20,6 @@ use conclave_proto::RoomKey;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
 /// Connections per node by default.
 pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -29,8 +28,21 @@ const COMMIT_ATTEMPTS: usize = 5;
 pub struct PostgresStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// The connection `ping` uses, apart from the pool.
     probe: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+/// An error with its causes (a TLS handshake's reason is two levels down).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn backend<E: std::fmt::Display>(e: E) -> StorageError {
@@ -91,12 +103,29 @@ pub fn session_config(url: &str) -> Result<tokio_postgres::Config, StorageError>
 }
 
 impl PostgresStore {
-    /// Connects to `url` (`postgres://user@host:port/db`) and creates the table if needed.
+    /// Connects to `url` (`postgres://user@host:port/db`) and creates the table if needed;
+    /// TLS as the URL's `sslmode` says, unverified.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StorageError> {
+        Self::connect_with(url, pool_size, None).await
+    }
+
+    /// Like [`connect`](Self::connect), verifying the server's certificate against the
+    /// CA certificates in `ca_file` (PEM) when given (see `pg_tls`).
+    pub async fn connect_with(
+        url: &str,
+        pool_size: usize,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, StorageError> {
         let config = session_config(url)?;
+        let tls = super::pg_tls::connector(ca_file)?;
+        if ca_file.is_none() && config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            tracing::warn!(
+                "PostgreSQL: sslmode=require encrypts but does not verify the server; give a CA file to verify it"
+            );
+        }
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -105,10 +134,9 @@ impl PostgresStore {
             .max_size(pool_size.max(1))
             .build()
             .map_err(backend)?;
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|e| StorageError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
+        let mut client = pool.get().await.map_err(|e| {
+            StorageError::Backend(format!("cannot connect to PostgreSQL: {}", chain(&e)))
+        })?;
         // Nodes may start together: create the table under an advisory lock.
         let txn = client.transaction().await.map_err(pg)?;
         txn.batch_execute(
@@ -121,6 +149,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             config,
+            tls,
             probe: tokio::sync::Mutex::default(),
         })
     }
@@ -338,7 +367,7 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StorageError> {
         let mut probe = self.probe.lock().await;
         if probe.as_ref().is_none_or(|c| c.is_closed()) {
-            let (client, conn) = self.config.connect(NoTls).await.map_err(pg)?;
+            let (client, conn) = self.config.connect(self.tls.clone()).await.map_err(pg)?;
             tokio::spawn(conn);
             *probe = Some(client);
         }
