@@ -54,7 +54,7 @@ enum Command {
     /// Gateway, node and embedded storage in one process (like `partykit dev`)
     Dev(DevOpts),
     /// Host rooms and their storage; gateways reach this node over gRPC
-    Node(NodeOpts),
+    Node(Box<NodeOpts>),
     /// Client-facing WebSocket/HTTP edge in front of nodes
     Gateway(GatewayOpts),
     /// Publish rings of live nodes (from their Redis heartbeats) to gateways and nodes

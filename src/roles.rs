@@ -27,6 +27,17 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"))
 }
 
+/// A gRPC server for an internal service: over mutual TLS when the role has certificates.
+fn internal_server(auth: &conclave_proto::ClusterAuth) -> anyhow::Result<tonic::transport::Server> {
+    let builder = tonic::transport::Server::builder();
+    Ok(match &auth.tls {
+        Some(tls) => builder
+            .tls_config(tls.server())
+            .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+        None => builder,
+    })
+}
+
 /// Accepted relay connections with Nagle off: tonic sets TCP_NODELAY only on listeners it
 /// binds itself, and small relay frames must not wait for the peer's ACK.
 fn nodelay_incoming(
@@ -85,10 +96,10 @@ pub async fn run_node(config: NodeRoleConfig, parties: PartyRegistry) -> anyhow:
     let attach = node.clone();
     let service = conclave_proto::grpc::relay_service(
         move |side| attach.attach_gateway(side),
-        config.secret.clone(),
+        config.auth.secret.clone(),
         &config.id,
     );
-    let server = tonic::transport::Server::builder()
+    let server = internal_server(&config.auth)?
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .add_service(service)
@@ -119,10 +130,10 @@ fn join_cluster(
         relay_url: config
             .advertise_url
             .clone()
-            .unwrap_or_else(|| format!("http://{relay}")),
+            .unwrap_or_else(|| format!("{}://{relay}", config.auth.scheme())),
         incarnation: node.incarnation(),
         region: config.node.region.clone(),
-        secret: config.secret.clone(),
+        auth: config.auth.clone(),
     };
     Membership::join(
         Arc::new(ClusterNode(node.clone())),
@@ -166,7 +177,7 @@ pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
         config.redis.clone(),
         config.liveness,
         tx,
-        config.secret.clone(),
+        config.auth.secret.clone(),
         redis_ok.clone(),
     ));
     let ready = Arc::new(move || {
@@ -178,9 +189,9 @@ pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
     });
     let ops = crate::telemetry::ops_router(ready);
     tokio::spawn(async move { axum::serve(http, ops).await });
-    tonic::transport::Server::builder()
+    internal_server(&config.auth)?
         .tcp_nodelay(true)
-        .add_service(placement_service(rx, config.secret.clone()))
+        .add_service(placement_service(rx, config.auth.secret.clone()))
         .serve_with_incoming_shutdown(nodelay_incoming(listener), shutdown_signal())
         .await?;
     Ok(())
@@ -192,13 +203,13 @@ pub async fn run_gateway(config: GatewayRoleConfig) -> anyhow::Result<()> {
     let ring = Ring::new(RingVersion(1), config.nodes.keys().cloned());
     let nodes = GrpcNodes::new(
         config.nodes.clone().into_iter().collect(),
-        config.secret.clone(),
+        config.auth.clone(),
     );
     let gateway = Gateway::with_nodes(config.gateway.clone(), ring, nodes);
     if !config.placement.is_empty() {
         let routing = gateway.clone();
-        let secret = config.secret.clone();
-        follow_placement(config.placement.clone(), secret, move |view| {
+        let auth = config.auth.clone();
+        follow_placement(config.placement.clone(), auth, move |view| {
             routing.set_ring(view)
         });
     }

@@ -13,7 +13,7 @@ use conclave::config::{default_parties, registry_for, PartyKinds};
 use conclave_node::NodeConfig;
 use conclave_placement::grpc::follow_placement;
 use conclave_proto::grpc::connect_relay;
-use conclave_proto::ClusterSecret;
+use conclave_proto::{ClusterAuth, ClusterSecret, RoleTls};
 use std::time::Duration;
 
 async fn dynamic_cluster() -> Cluster {
@@ -25,30 +25,38 @@ async fn dynamic_cluster() -> Cluster {
         .await
 }
 
-fn secret(text: &str) -> Option<ClusterSecret> {
-    Some(ClusterSecret::new(text).unwrap())
+fn secret(text: &str) -> ClusterAuth {
+    ClusterAuth {
+        secret: Some(ClusterSecret::new(text).unwrap()),
+        tls: None,
+    }
 }
 
 #[tokio::test]
 async fn without_the_cluster_secret_nothing_attaches_to_a_node_or_follows_the_ring() {
     let cluster = dynamic_cluster().await;
     let url = format!("http://{}", cluster.node("a").relay);
-    assert!(connect_relay(&url, "a", None).await.is_err(), "no proof");
+    assert!(
+        connect_relay(&url, "a", &ClusterAuth::default())
+            .await
+            .is_err(),
+        "no proof"
+    );
     let wrong = secret("not-the-secret-of-this-cluster");
     assert!(
-        connect_relay(&url, "a", wrong.clone()).await.is_err(),
+        connect_relay(&url, "a", &wrong).await.is_err(),
         "another secret"
     );
     // A proof is for one node: one made for b does not open a.
-    assert!(connect_relay(&url, "b", secret(CLUSTER_SECRET))
+    assert!(connect_relay(&url, "b", &secret(CLUSTER_SECRET))
         .await
         .is_err());
-    assert!(connect_relay(&url, "a", secret(CLUSTER_SECRET))
+    assert!(connect_relay(&url, "a", &secret(CLUSTER_SECRET))
         .await
         .is_ok());
 
     let placement = vec![cluster.placement_url()];
-    let stranger = follow_placement(placement.clone(), None, |_| {});
+    let stranger = follow_placement(placement.clone(), ClusterAuth::default(), |_| {});
     let impostor = follow_placement(placement.clone(), wrong, |_| {});
     let member = follow_placement(placement, secret(CLUSTER_SECRET), |_| {});
     let mut got = member.clone();
@@ -206,4 +214,55 @@ async fn a_cluster_runs_on_a_redis_that_speaks_only_tls() {
         send(&mut ws, "incr").await;
         assert_eq!(next_json(&mut ws).await["value"], 1, "room on {node}");
     }
+}
+
+/// With mutual TLS every internal link is encrypted and both ends are certified by the
+/// cluster's CA: a client with a certificate from elsewhere is refused, and a gateway
+/// talks to node `b` only if the far end holds `b`'s certificate — an address that Redis
+/// or anyone else maps to `b` but that `a` (or an intruder) answers is refused.
+#[tokio::test]
+async fn with_mutual_tls_only_certified_roles_speak_and_a_node_is_who_its_certificate_says() {
+    let cluster = Cluster::builder()
+        .nodes(["a", "b"])
+        .placement()
+        .heartbeat(Duration::from_millis(200), Duration::from_secs(1))
+        .mtls()
+        .start()
+        .await;
+    for node in ["a", "b"] {
+        let room = room_on("counter", &["a", "b"], node);
+        let mut ws = cluster.ws(0, &format!("/parties/counter/{room}")).await;
+        send(&mut ws, "incr").await;
+        assert_eq!(next_json(&mut ws).await["value"], 1, "room on {node}");
+    }
+    let ca = cluster.tls_ca();
+    let gateway_tls = |ca_of_cert: &common::tls::TestCa| {
+        let (cert, key) = ca_of_cert.issue(&["gateway"]);
+        ClusterAuth {
+            secret: secret(CLUSTER_SECRET).secret,
+            tls: Some(RoleTls::from_pem(
+                cert.into_bytes(),
+                key.into_bytes(),
+                ca.cert_pem.clone().into_bytes(),
+            )),
+        }
+    };
+    let url_of_a = format!("https://{}", cluster.node("a").relay);
+    let member = gateway_tls(ca);
+    assert!(connect_relay(&url_of_a, "a", &member).await.is_ok());
+    assert!(
+        connect_relay(&url_of_a, "b", &member).await.is_err(),
+        "a's address answered as b"
+    );
+    let stranger = gateway_tls(&common::tls::TestCa::new());
+    assert!(
+        connect_relay(&url_of_a, "a", &stranger).await.is_err(),
+        "a client certified by another CA attached"
+    );
+    let plain = secret(CLUSTER_SECRET);
+    let http_url = format!("http://{}", cluster.node("a").relay);
+    assert!(
+        connect_relay(&http_url, "a", &plain).await.is_err(),
+        "plain text"
+    );
 }

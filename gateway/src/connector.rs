@@ -1,7 +1,7 @@
 //! How a gateway opens relay links: over gRPC to nodes by address, or to the one node in
 //! the same process (`conclave dev`).
 
-use conclave_proto::{ClusterSecret, GatewaySide};
+use conclave_proto::{ClusterAuth, GatewaySide};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,14 +18,14 @@ pub trait NodeConnector: Send + Sync + 'static {
 pub struct GrpcNodes {
     urls: Mutex<HashMap<String, String>>,
     /// Proves this gateway is of the cluster to every node it attaches to.
-    secret: Option<ClusterSecret>,
+    auth: ClusterAuth,
 }
 
 impl GrpcNodes {
-    pub fn new(urls: HashMap<String, String>, secret: Option<ClusterSecret>) -> Self {
+    pub fn new(urls: HashMap<String, String>, auth: ClusterAuth) -> Self {
         Self {
             urls: Mutex::new(urls),
-            secret,
+            auth,
         }
     }
 }
@@ -39,10 +39,10 @@ impl NodeConnector for GrpcNodes {
             .get(node)
             .cloned();
         let node = node.to_string();
-        let secret = self.secret.clone();
+        let auth = self.auth.clone();
         Box::pin(async move {
             let url = url.ok_or_else(|| format!("no address for node {node}"))?;
-            conclave_proto::grpc::connect_relay(&url, &node, secret)
+            conclave_proto::grpc::connect_relay(&url, &node, &auth)
                 .await
                 .map_err(|e| e.to_string())
         })

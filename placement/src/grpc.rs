@@ -1,11 +1,12 @@
 //! The placement gRPC service (`WatchRing`) and the client gateways and nodes use to
 //! follow it ([`follow_placement`]).
 
+use conclave_proto::auth::PLACEMENT_NAME;
 use conclave_proto::secret::{attach_proof, require_proof};
 use conclave_proto::wire::placement_client::PlacementClient;
 use conclave_proto::wire::placement_server::{Placement, PlacementServer};
 use conclave_proto::wire::{RingMember, RingUpdate, WatchRingRequest};
-use conclave_proto::{ClusterSecret, RingVersion, RingView, DEFAULT_REGION};
+use conclave_proto::{ClusterAuth, ClusterSecret, RingVersion, RingView, DEFAULT_REGION};
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::time::Duration;
@@ -74,22 +75,19 @@ pub fn placement_service(
 ) -> InterceptedService<PlacementServer<impl Placement>, impl Interceptor + Clone> {
     InterceptedService::new(
         PlacementServer::new(PlacementService { rings }),
-        require_proof(secret, CALLEE.into()),
+        require_proof(secret, PLACEMENT_NAME.into()),
     )
 }
-
-/// The name a placement replica proves calls to (replicas are interchangeable).
-const CALLEE: &str = "placement";
 
 /// Follows the rings published by any of the placement replicas at `urls` and calls
 /// `apply` with each newer one (gateways route by it, nodes place rooms on it). The
 /// returned receiver sees the same rings, for waiting on one.
 pub fn follow_placement(
     urls: Vec<String>,
-    secret: Option<ClusterSecret>,
+    auth: ClusterAuth,
     apply: impl Fn(&RingView) + Send + 'static,
 ) -> watch::Receiver<Option<RingView>> {
-    let rings = watch_placement(urls, secret);
+    let rings = watch_placement(urls, auth);
     let mut updates = rings.clone();
     tokio::spawn(async move {
         while updates.changed().await.is_ok() {
@@ -105,10 +103,7 @@ pub fn follow_placement(
 /// The rings of the placement replicas at `urls`, reconnecting (to the next replica) when
 /// a stream ends. The receiver keeps the last ring seen while no replica answers; it holds
 /// `None` until the first one arrives.
-fn watch_placement(
-    urls: Vec<String>,
-    secret: Option<ClusterSecret>,
-) -> watch::Receiver<Option<RingView>> {
+fn watch_placement(urls: Vec<String>, auth: ClusterAuth) -> watch::Receiver<Option<RingView>> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         let mut next = 0usize;
@@ -120,7 +115,7 @@ fn watch_placement(
                 return;
             };
             next += 1;
-            if let Err(e) = follow(url, secret.clone(), &tx).await {
+            if let Err(e) = follow(url, &auth, &tx).await {
                 tracing::debug!(url, error = %e, "placement stream ended");
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -131,7 +126,7 @@ fn watch_placement(
 
 async fn follow(
     url: &str,
-    secret: Option<ClusterSecret>,
+    auth: &ClusterAuth,
     tx: &watch::Sender<Option<RingView>>,
 ) -> Result<(), String> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
@@ -139,13 +134,18 @@ async fn follow(
         .connect_timeout(Duration::from_secs(2))
         .http2_keep_alive_interval(Duration::from_secs(2))
         .keep_alive_timeout(Duration::from_secs(2));
+    let endpoint = auth
+        .endpoint(endpoint, PLACEMENT_NAME)
+        .map_err(|e| e.to_string())?;
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-    let mut stream =
-        PlacementClient::with_interceptor(channel, attach_proof(secret, CALLEE.into()))
-            .watch_ring(WatchRingRequest {})
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
+    let mut stream = PlacementClient::with_interceptor(
+        channel,
+        attach_proof(auth.secret.clone(), PLACEMENT_NAME.into()),
+    )
+    .watch_ring(WatchRingRequest {})
+    .await
+    .map_err(|e| e.to_string())?
+    .into_inner();
     while let Some(update) = stream.message().await.map_err(|e| e.to_string())? {
         let view = from_wire(update);
         // Replicas agree on versions; never step back to an older one.

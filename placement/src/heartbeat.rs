@@ -1,7 +1,7 @@
 //! A node's liveness: renew `conclave:node:<id>` with a TTL; fence itself when it cannot.
 
 use crate::{left_key, node_key, LivenessTiming, RedisTarget};
-use conclave_proto::ClusterSecret;
+use conclave_proto::ClusterAuth;
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use std::time::Duration;
@@ -20,8 +20,9 @@ pub struct Beat {
     pub incarnation: u64,
     /// The node's region (each region has its own ring).
     pub region: String,
-    /// Signs the heartbeat, so placement believes it (and proves calls to placement).
-    pub secret: Option<ClusterSecret>,
+    /// How the node proves it belongs to the cluster: its secret signs the heartbeat, so
+    /// placement believes it; the node follows placement with it.
+    pub auth: ClusterAuth,
 }
 
 async fn connect(redis: &RedisTarget) -> Result<ConnectionManager, redis::RedisError> {
@@ -53,7 +54,7 @@ pub async fn run(
         "incarnation": beat.incarnation,
         "region": beat.region,
     });
-    if let Some(secret) = &beat.secret {
+    if let Some(secret) = &beat.auth.secret {
         value["sig"] = crate::signed::sign_beat(
             secret,
             &beat.id,

@@ -58,7 +58,7 @@ impl Membership {
         let id = beat.id.clone();
         let gate = Arc::new(Gate::new(member.clone(), id.clone(), beat.region.clone()));
         let (leave, leave_rx) = watch::channel(false);
-        let secret = beat.secret.clone();
+        let auth = beat.auth.clone();
         let on_fence = gate.clone();
         let fit = member.clone();
         tokio::spawn(heartbeat::run(
@@ -69,7 +69,7 @@ impl Membership {
             move |fenced| on_fence.heartbeat(fenced),
             leave_rx,
         ));
-        let rings = follow_placement(placement, secret, move |view| gate.ring(view));
+        let rings = follow_placement(placement, auth, move |view| gate.ring(view));
         Self {
             member,
             id,

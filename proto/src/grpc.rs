@@ -5,6 +5,7 @@
 //! carries their events. Events are batched per write: whatever is queued (up to
 //! [`MAX_BATCH_EVENTS`] or about [`MAX_BATCH_BYTES`]) goes in one message.
 
+use crate::auth::ClusterAuth;
 use crate::link::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
 use crate::secret::{attach_proof, require_proof, ClusterSecret};
 use crate::wire::relay_client::RelayClient;
@@ -128,12 +129,13 @@ pub fn relay_service(
     InterceptedService::new(server, require_proof(secret, node_id.to_string()))
 }
 
-/// Opens a relay stream to node `node_id` at `url` (`http://host:port`), proving this
-/// gateway holds the cluster secret if there is one.
+/// Opens a relay stream to node `node_id` at `url` (`http://` or, with TLS,
+/// `https://host:port`), proving this gateway belongs to the cluster with `auth` (and, with
+/// TLS, that the node is `node_id`).
 pub async fn connect_relay(
     url: &str,
     node_id: &str,
-    secret: Option<ClusterSecret>,
+    auth: &ClusterAuth,
 ) -> Result<GatewaySide, RelayError> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| RelayError::Address(url.to_string(), e.to_string()))?
@@ -141,11 +143,15 @@ pub async fn connect_relay(
         .connect_timeout(Duration::from_secs(3))
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
+    let endpoint = auth
+        .endpoint(endpoint, node_id)
+        .map_err(|e| RelayError::Address(url.to_string(), e.to_string()))?;
     let channel = endpoint
         .connect()
         .await
         .map_err(|e| RelayError::Connect(url.to_string(), e.to_string()))?;
-    let mut client = RelayClient::with_interceptor(channel, attach_proof(secret, node_id.into()))
+    let proof = attach_proof(auth.secret.clone(), node_id.into());
+    let mut client = RelayClient::with_interceptor(channel, proof)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (to_node, to_node_rx) = mpsc::channel(LINK_CAPACITY);

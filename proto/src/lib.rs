@@ -3,6 +3,7 @@
 //! a cluster).
 #![warn(clippy::unwrap_used)]
 
+pub mod auth;
 pub mod close;
 pub mod grpc;
 mod link;
@@ -19,6 +20,7 @@ pub mod wire {
     tonic::include_proto!("conclave.relay.v1");
 }
 
+pub use auth::{ClusterAuth, RoleTls};
 pub use link::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
 pub use names::{
     ConnId, NameError, PartyName, RoomKey, RoomName, SocketId, MAX_PARTY_LEN, MAX_ROOM_LEN,

@@ -16,7 +16,7 @@ use conclave_node::js::JsConfig;
 use conclave_node::{NodeConfig, PartyRegistry};
 use conclave_placement::LivenessTiming;
 use conclave_placement::RedisTarget;
-use conclave_proto::ClusterSecret;
+use conclave_proto::{ClusterAuth, ClusterSecret, RoleTls};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -234,7 +234,7 @@ pub struct NodeRoleConfig {
     pub parties: BTreeMap<String, FileParty>,
     pub js: Option<PartySourceSpec>,
     pub js_engine: JsConfig,
-    pub secret: Option<ClusterSecret>,
+    pub auth: ClusterAuth,
 }
 
 impl NodeOpts {
@@ -279,9 +279,9 @@ impl NodeOpts {
                  `conclave dev` and single nodes"
             );
         }
-        let secret = self.secret.resolve()?;
+        let auth = self.secret.resolve()?;
         let relay_listen = self.relay_listen.unwrap_or(DEFAULT_RELAY_LISTEN);
-        internal_listener(relay_listen, secret.as_ref(), "--relay-listen")?;
+        internal_listener(relay_listen, &auth, "--relay-listen")?;
         Ok(NodeRoleConfig {
             id,
             redis: match &self.redis_url {
@@ -299,7 +299,7 @@ impl NodeOpts {
             parties: file.parties(kinds)?,
             js: self.js.source(false),
             js_engine: self.js.engine_config(),
-            secret,
+            auth,
         })
     }
 
@@ -362,7 +362,7 @@ pub struct GatewayRoleConfig {
     pub gateway: GatewayConfig,
     /// Node id → relay URL.
     pub nodes: BTreeMap<String, String>,
-    pub secret: Option<ClusterSecret>,
+    pub auth: ClusterAuth,
 }
 
 impl GatewayOpts {
@@ -382,7 +382,7 @@ impl GatewayOpts {
             placement: self.placement.clone(),
             gateway,
             nodes,
-            secret: self.secret.resolve()?,
+            auth: self.secret.resolve()?,
         })
     }
 
@@ -399,8 +399,8 @@ impl GatewayOpts {
             nodes = file.nodes.clone();
         }
         for (id, url) in &nodes {
-            if !url.starts_with("http://") {
-                bail!("node {id}: address {url:?} must start with http://");
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                bail!("node {id}: address {url:?} must start with http:// (https:// with TLS)");
             }
         }
         Ok(nodes)
@@ -440,20 +440,20 @@ pub struct PlacementRoleConfig {
     pub listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub liveness: LivenessTiming,
-    pub secret: Option<ClusterSecret>,
+    pub auth: ClusterAuth,
 }
 
 impl PlacementOpts {
     pub fn resolve(&self) -> anyhow::Result<PlacementRoleConfig> {
-        let secret = self.secret.resolve()?;
+        let auth = self.secret.resolve()?;
         let listen = self.listen.unwrap_or(DEFAULT_PLACEMENT_LISTEN);
-        internal_listener(listen, secret.as_ref(), "--listen")?;
+        internal_listener(listen, &auth, "--listen")?;
         Ok(PlacementRoleConfig {
             redis: redis_target(&self.redis_url, self.redis_ca_file.as_deref())?,
             listen,
             http_listen: self.http_listen.unwrap_or(DEFAULT_PLACEMENT_HTTP_LISTEN),
             liveness: self.liveness.resolve()?,
-            secret,
+            auth,
         })
     }
 }
@@ -476,7 +476,8 @@ fn redis_target(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<
     })
 }
 
-/// The cluster secret every role of a cluster shares (see `conclave_proto::secret`).
+/// How a role proves it belongs to its cluster on internal links: the cluster secret
+/// (`conclave_proto::secret`), mutual TLS (`conclave_proto::auth`), or both.
 #[derive(Args, Debug, Default, Clone)]
 pub struct SecretOpts {
     /// File holding the cluster secret (at least 16 bytes; the same for every role). The
@@ -484,38 +485,51 @@ pub struct SecretOpts {
     /// (never on the command line, where the process list shows it)
     #[arg(long, env = "CONCLAVE_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// This role's certificate (PEM) for mutual TLS on internal links (with --tls-key and
+    /// --tls-ca). A node's must name its id, placement's `placement`
+    #[arg(long, env = "CONCLAVE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM)
+    #[arg(long, env = "CONCLAVE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA (PEM): peers' certificates must chain to it
+    #[arg(long, env = "CONCLAVE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Environment variable holding the cluster secret itself.
 pub const CLUSTER_SECRET_ENV: &str = "CONCLAVE_CLUSTER_SECRET";
 
 impl SecretOpts {
-    pub fn resolve(&self) -> anyhow::Result<Option<ClusterSecret>> {
-        let text = match &self.cluster_secret_file {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the cluster secret {}", path.display()))?,
-            None => match std::env::var(CLUSTER_SECRET_ENV) {
-                Ok(text) => text,
-                Err(_) => return Ok(None),
-            },
+    pub fn resolve(&self) -> anyhow::Result<ClusterAuth> {
+        let text =
+            match &self.cluster_secret_file {
+                Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the cluster secret {}", path.display())
+                })?),
+                None => std::env::var(CLUSTER_SECRET_ENV).ok(),
+            };
+        let secret = text.map(|t| ClusterSecret::new(&t)).transpose()?;
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(RoleTls::load(cert, key, ca).map_err(anyhow::Error::msg)?)
+            }
+            _ => bail!("mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca"),
         };
-        Ok(Some(ClusterSecret::new(&text)?))
+        Ok(ClusterAuth { secret, tls })
     }
 }
 
 /// Refuses an internal listener (relay, placement) reachable beyond this host without a
 /// cluster secret: anyone who reached it could act as a gateway or follow the ring.
-fn internal_listener(
-    addr: SocketAddr,
-    secret: Option<&ClusterSecret>,
-    flag: &str,
-) -> anyhow::Result<()> {
-    if secret.is_none() && !addr.ip().is_loopback() {
+fn internal_listener(addr: SocketAddr, auth: &ClusterAuth, flag: &str) -> anyhow::Result<()> {
+    if !auth.is_some() && !addr.ip().is_loopback() {
         bail!(
-            "{flag} {addr} is reachable from other hosts, but no cluster secret is set: \
-             anyone who reaches it could act as a member of the cluster. Give every role the \
-             same secret (--cluster-secret-file or {CLUSTER_SECRET_ENV}), or listen on a \
-             loopback address"
+            "{flag} {addr} is reachable from other hosts, but no cluster secret is set and no \
+             TLS: anyone who reaches it could act as a member of the cluster. Give every role \
+             the same secret (--cluster-secret-file or {CLUSTER_SECRET_ENV}) or certificates \
+             (--tls-cert, --tls-key, --tls-ca), or listen on a loopback address"
         );
     }
     Ok(())
@@ -541,11 +555,15 @@ mod tests {
     fn an_internal_listener_beyond_loopback_needs_the_cluster_secret() {
         let open: SocketAddr = "0.0.0.0:7100".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:7100".parse().unwrap();
-        let err = internal_listener(open, None, "--relay-listen").unwrap_err();
+        let none = ClusterAuth::default();
+        let err = internal_listener(open, &none, "--relay-listen").unwrap_err();
         assert!(err.to_string().contains("no cluster secret"), "{err}");
-        assert!(internal_listener(local, None, "--relay-listen").is_ok());
-        let secret = ClusterSecret::new("0123456789abcdef").unwrap();
-        assert!(internal_listener(open, Some(&secret), "--relay-listen").is_ok());
+        assert!(internal_listener(local, &none, "--relay-listen").is_ok());
+        let auth = ClusterAuth {
+            secret: Some(ClusterSecret::new("0123456789abcdef").unwrap()),
+            tls: None,
+        };
+        assert!(internal_listener(open, &auth, "--relay-listen").is_ok());
     }
 
     #[test]
@@ -555,9 +573,10 @@ mod tests {
         std::fs::write(&file, "short\n").unwrap();
         let opts = SecretOpts {
             cluster_secret_file: Some(file.clone()),
+            ..Default::default()
         };
         assert!(opts.resolve().is_err());
         std::fs::write(&file, "long-enough-cluster-secret\n").unwrap();
-        assert!(opts.resolve().unwrap().is_some());
+        assert!(opts.resolve().unwrap().secret.is_some());
     }
 }

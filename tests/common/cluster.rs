@@ -66,6 +66,8 @@ pub struct ClusterBuilder {
     /// Redis speaks only TLS; roles verify it against this CA (written to the cluster's
     /// directory at start).
     redis_tls: Option<super::tls::TestCa>,
+    /// Every internal link over mutual TLS with certificates from this CA.
+    mtls: Option<super::tls::TestCa>,
 }
 
 impl ClusterBuilder {
@@ -120,6 +122,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Every internal link (relay, placement) over mutual TLS: each role gets a
+    /// certificate from one CA (a node's names its id), URLs are https://.
+    pub fn mtls(mut self) -> Self {
+        self.mtls = Some(super::tls::TestCa::new());
+        self
+    }
+
     /// Redis speaks only TLS (`rediss://`, its certificate verified with
     /// `--redis-ca-file`).
     pub fn redis_tls(mut self) -> Self {
@@ -167,8 +176,35 @@ impl ClusterBuilder {
             std::fs::write(&path, &ca.cert_pem).unwrap();
             path
         });
+        // Each role's --tls-* flags, with its own certificate.
+        let tls_flags = |file: &str, names: &[&str]| -> Vec<String> {
+            let Some(ca) = &self.mtls else {
+                return Vec::new();
+            };
+            let ca_path = dir.path().join("cluster-ca.pem");
+            std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+            let (cert, key) = ca.issue_files(dir.path(), file, names);
+            let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+            vec![
+                "--tls-cert".into(),
+                path(&cert),
+                "--tls-key".into(),
+                path(&key),
+                "--tls-ca".into(),
+                path(&ca_path),
+            ]
+        };
+        let placement_tls = tls_flags("placement", &["placement"]);
+        let gateway_tls = tls_flags("gateway", &["gateway"]);
+        let node_tls: std::collections::HashMap<String, Vec<String>> = self
+            .nodes
+            .iter()
+            .map(|(id, _)| (id.clone(), tls_flags(&format!("node-{id}"), &[id])))
+            .collect();
         let (redis, placement) = if self.placement {
-            let (redis, placement) = self.start_placement(redis_ca.as_deref()).await;
+            let (redis, placement) = self
+                .start_placement(redis_ca.as_deref(), placement_tls)
+                .await;
             (Some(redis), Some(placement))
         } else {
             (None, None)
@@ -221,6 +257,7 @@ impl ClusterBuilder {
                 flags.extend(args(&["--admin-token", ADMIN_TOKEN]));
                 flags.extend(args(&["--data-dir", dir.path().join(id).to_str().unwrap()]));
                 flags.extend(node_ring.iter().chain(&self.heartbeat_flags()).cloned());
+                flags.extend(node_tls[id].iter().cloned());
                 if let Some((to_redis, to_relay)) = links.get(id) {
                     let redis_url = format!("redis://{}", to_redis.addr);
                     let at = flags.iter().position(|f| f == "--redis-url").unwrap();
@@ -250,6 +287,7 @@ impl ClusterBuilder {
             flags.extend(args(&["--ops-listen", &ops.to_string()]));
             flags.extend(args(&["--region", region, "--admin-token", ADMIN_TOKEN]));
             flags.extend(gateway_ring.iter().cloned());
+            flags.extend(gateway_tls.iter().cloned());
             let program = self.binary();
             async move {
                 let name = format!("gateway {i}");
@@ -266,6 +304,7 @@ impl ClusterBuilder {
             redis,
             database,
             dir,
+            tls: self.mtls.take(),
         };
         if cluster.placement.is_some() {
             cluster.wait_until_placed().await;
@@ -292,6 +331,7 @@ impl ClusterBuilder {
     async fn start_placement(
         &self,
         redis_ca: Option<&std::path::Path>,
+        tls: Vec<String>,
     ) -> (RedisServer, (Role, SocketAddr)) {
         let redis = match &self.redis_tls {
             Some(ca) => RedisServer::start_tls(ca).await,
@@ -304,6 +344,7 @@ impl ClusterBuilder {
         if let Some(ca) = redis_ca {
             flags.extend(args(&["--redis-ca-file", ca.to_str().unwrap()]));
         }
+        flags.extend(tls);
         flags.extend(self.heartbeat_flags());
         // Ready once it has read Redis (its /readyz).
         let readiness = Readiness::Readyz(http);
@@ -320,7 +361,7 @@ impl ClusterBuilder {
         addrs: &[(SocketAddr, SocketAddr)],
     ) -> (Vec<String>, Vec<String>) {
         if let (Some(redis), Some((_, listen))) = (redis, placement) {
-            let placement = args(&["--placement", &format!("http://{listen}")]);
+            let placement = args(&["--placement", &format!("{}://{listen}", self.scheme())]);
             let mut node = args(&["--redis-url", &redis.url()]);
             node.extend(placement.clone());
             return (node, placement);
@@ -329,10 +370,21 @@ impl ClusterBuilder {
             .nodes
             .iter()
             .zip(addrs)
-            .map(|((id, _), (relay, _))| format!("{id}=http://{relay}"))
+            .map(|((id, _), (relay, _))| format!("{id}={}://{relay}", self.scheme()))
             .collect();
         let nodes = args(&["--nodes", &list.join(",")]);
         (nodes.clone(), nodes)
+    }
+}
+
+impl ClusterBuilder {
+    /// The scheme of internal URLs: https with mutual TLS.
+    fn scheme(&self) -> &'static str {
+        if self.mtls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
@@ -367,9 +419,16 @@ pub struct Cluster {
     redis: Option<RedisServer>,
     database: String,
     dir: tempfile::TempDir,
+    /// The CA of the cluster's certificates (with mutual TLS).
+    tls: Option<super::tls::TestCa>,
 }
 
 impl Cluster {
+    /// The CA the cluster's certificates come from ([`ClusterBuilder::mtls`]).
+    pub fn tls_ca(&self) -> &super::tls::TestCa {
+        self.tls.as_ref().expect("a cluster with mutual TLS")
+    }
+
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder::default()
     }
