@@ -104,7 +104,14 @@ impl Conclave {
     /// Parses the command line and runs the role it names until that stops.
     pub async fn main(self) -> anyhow::Result<()> {
         let cli = Cli::parse();
-        crate::telemetry::init_logs(cli.log_json);
+        let service = match &cli.command {
+            Command::Dev(_) => "conclave-dev",
+            Command::Node(_) => "conclave-node",
+            Command::Gateway(_) => "conclave-gateway",
+            Command::Placement(_) => "conclave-placement",
+            Command::Loadtest(_) | Command::Build(_) => "conclave",
+        };
+        let _tracing = crate::telemetry::init(cli.log_json, service);
         if cli.check_config {
             return self.check_config(cli.command);
         }

@@ -5,18 +5,91 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
-/// Installs the log subscriber once; `json` selects JSON lines.
-pub fn init_logs(json: bool) {
+/// Exports traces until dropped (then flushes what is left).
+pub struct Tracing(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
+
+impl Drop for Tracing {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Whether the standard OpenTelemetry variables ask for traces over OTLP.
+fn otlp_requested() -> bool {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let endpoint = var("OTEL_EXPORTER_OTLP_ENDPOINT").or(var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
+    endpoint.is_some()
+        && var("OTEL_SDK_DISABLED").as_deref() != Some("true")
+        && var("OTEL_TRACES_EXPORTER").as_deref() != Some("none")
+}
+
+/// OTLP trace export as the `OTEL_*` variables configure it (endpoint, headers, sampler,
+/// batch timing); the service is `service` unless `OTEL_SERVICE_NAME` names one.
+fn tracer_provider(service: &str) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    if !otlp_requested() {
+        return None;
+    }
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cannot export traces over OTLP: {e}");
+            return None;
+        }
+    };
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name(service.to_string());
+    }
+    Some(
+        opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    )
+}
+
+/// Installs logging (stderr; `json` selects JSON lines; `RUST_LOG` filters) and, when the
+/// `OTEL_*` variables ask for it, OTLP trace export of the spans under
+/// [`conclave_proto::trace::TARGET`] as service `service`. Keep the returned value alive
+/// while the process runs.
+pub fn init(json: bool, service: &str) -> Tracing {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    // Trace spans are for the exporter only, never for the log.
+    let filter = match format!("{}=off", conclave_proto::trace::TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
     };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().boxed()
+    } else {
+        fmt.boxed()
+    }
+    .with_filter(filter);
+    let provider = tracer_provider(service);
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider;
+        let only_traces = tracing_subscriber::filter::Targets::new()
+            .with_target(conclave_proto::trace::TARGET, tracing::Level::INFO);
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("conclave"))
+            .with_filter(only_traces)
+    });
+    let installed = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
+    conclave_proto::trace::set_enabled(installed.is_ok() && provider.is_some());
+    Tracing(provider)
 }
 
 /// The process-wide metrics recorder (installed on first use).

@@ -175,6 +175,7 @@ impl Session {
             payload,
             binary,
             seq,
+            trace_parent: String::new(),
         })
     }
 

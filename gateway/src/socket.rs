@@ -10,7 +10,8 @@ use crate::outbound::{CloseSignal, Outbound};
 use crate::session::Session;
 use crate::state::GatewayState;
 use crate::GatewayConfig;
-use conclave_proto::close;
+use conclave_proto::wire::gateway_event;
+use conclave_proto::{close, trace};
 use conclave_proto::{RoomKey, SocketId};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
@@ -181,10 +182,18 @@ async fn read_loop(
             continue;
         }
         metrics::counter!("conclave_gateway_messages_in_total").increment(1);
-        if let Some((link, frame)) = session.push_frame(payload, binary) {
+        // One span per client message when traces are exported; the node continues it.
+        let span = trace::enabled().then(
+            || tracing::info_span!(target: trace::TARGET, "client.message", room = %session.room),
+        );
+        if let Some((link, mut frame)) = session.push_frame(payload, binary) {
+            if let (Some(span), gateway_event::Event::Frame(f)) = (&span, &mut frame) {
+                f.trace_parent = trace::traceparent(span);
+            }
             // If the link is dead, its end moves the socket and the frame is replayed.
             let _ = link.send(frame).await;
         }
+        drop(span);
         // Stop reading while the node is behind (or the socket is between nodes).
         tokio::select! {
             biased;

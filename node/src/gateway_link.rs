@@ -197,6 +197,7 @@ impl GatewayLink {
             peer,
             msg,
             seq: f.seq,
+            trace_parent: (!f.trace_parent.is_empty()).then(|| f.trace_parent.into()),
         };
         let _ = self.host.dispatch(key, event).await;
     }

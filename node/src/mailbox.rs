@@ -30,6 +30,8 @@ pub(crate) enum RoomEvent {
         msg: Message,
         /// The gateway's sequence number for the frame (0: not acknowledged).
         seq: u64,
+        /// The gateway's trace context for it (traces exported only).
+        trace_parent: Option<Box<str>>,
     },
     /// The socket moved to another node: it leaves without `on_close`.
     Detach {

@@ -13,6 +13,7 @@ mod refusal;
 mod request;
 mod ring;
 pub mod secret;
+pub mod trace;
 
 /// Generated relay and placement protocol types (`proto/relay.proto`).
 pub mod wire {

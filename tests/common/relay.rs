@@ -117,6 +117,7 @@ impl RelayGateway {
             payload: text.to_string().into(),
             binary: false,
             seq: *seq,
+            ..Frame::default()
         };
         self.send_event(gateway_event::Event::Frame(frame)).await;
     }

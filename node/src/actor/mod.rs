@@ -169,7 +169,25 @@ impl RoomActor {
     async fn handle(&mut self, event: RoomEvent) {
         match event {
             RoomEvent::Open(o) => self.admit(*o).await,
-            RoomEvent::Frame { peer, msg, seq } => self.frame(peer, msg, seq).await,
+            RoomEvent::Frame {
+                peer,
+                msg,
+                seq,
+                trace_parent,
+            } => match trace_parent.filter(|_| conclave_proto::trace::enabled()) {
+                None => self.frame(peer, msg, seq).await,
+                Some(parent) => {
+                    use tracing::Instrument;
+                    let room = self.room.key().clone();
+                    let span = tracing::info_span!(
+                        target: conclave_proto::trace::TARGET,
+                        "room.message",
+                        room = %room
+                    );
+                    conclave_proto::trace::continue_from(&span, &parent);
+                    self.frame(peer, msg, seq).instrument(span).await
+                }
+            },
             RoomEvent::Detach { peer } => {
                 self.room.shared().conns().remove(peer);
             }

@@ -192,7 +192,14 @@ impl Room {
             sealed
         };
         let store = self.storage.store().clone();
-        match store.commit(&self.key, commit).await {
+        let commit_span = conclave_proto::trace::enabled()
+            .then(|| tracing::info_span!(target: conclave_proto::trace::TARGET, "storage.commit"));
+        let committing = store.commit(&self.key, commit);
+        let result = match commit_span {
+            Some(span) => tracing::Instrument::instrument(committing, span).await,
+            None => committing.await,
+        };
+        match result {
             Ok(()) => {
                 self.ledger.committed(sealed);
                 Ok(alarm_changed)
