@@ -96,10 +96,23 @@ pub fn init(json: bool, service: &str) -> Tracing {
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        use metrics_exporter_prometheus::Matcher;
+        // Histograms with buckets (aggregatable across processes), not summaries.
+        const SECONDS: [f64; 14] = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        const SIZES: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_size".into()), &SIZES));
+        let recorder = match builder {
+            Ok(b) => b.build_recorder(),
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
         let handle = recorder.handle();
         // A test process may already have a recorder; then this handle renders nothing.
         let _ = metrics::set_global_recorder(recorder);
+        metrics::gauge!("conclave_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })
 }

@@ -153,3 +153,45 @@ async fn a_stale_process_is_fenced_and_its_late_writes_rejected() {
     );
     assert_eq!(old.get(0, "/parties/counter/x").await.1, r#"{"value":3}"#);
 }
+
+/// Metrics a Prometheus server can aggregate across processes: histograms with buckets,
+/// the commit latency of every backend labelled with it, build info, and the gateway's
+/// metrics on its ops address, not on the public port.
+#[tokio::test]
+async fn metrics_are_histograms_labelled_by_backend_and_off_the_public_port() {
+    let cluster = static_cluster().await;
+    let mut c = cluster.ws(0, "/parties/counter/metrics?_pk=x").await;
+    send(&mut c, "incr").await;
+    next_text(&mut c).await;
+    let node_metrics = |cluster: &Cluster| {
+        let addrs: Vec<_> = cluster
+            .node_ids()
+            .iter()
+            .map(|id| cluster.node(id).http)
+            .collect();
+        async move {
+            let mut all = String::new();
+            for addr in addrs {
+                all.push_str(&get(addr, "/metrics").await.1);
+            }
+            all
+        }
+    };
+    let body = node_metrics(&cluster).await;
+    assert!(
+        body.contains("conclave_room_commit_seconds_bucket{backend=\"postgres\""),
+        "{body}"
+    );
+    assert!(body.contains("conclave_build_info{version="), "{body}");
+    let (status, gateway) = get(cluster.gateway_ops(0), "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        gateway.contains("conclave_gateway_messages_in_total"),
+        "{gateway}"
+    );
+    assert_eq!(
+        cluster.get(0, "/metrics").await.0,
+        404,
+        "metrics on the public port"
+    );
+}

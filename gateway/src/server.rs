@@ -70,6 +70,7 @@ impl Gateway {
 
     /// Routes by a new ring version from placement (node id → relay URL).
     pub fn set_ring(&self, view: &RingView) {
+        metrics::gauge!("conclave_ring_version").set(view.version.0 as f64);
         self.state
             .set_rings(view.rings(), view.members.clone().into_iter().collect());
     }

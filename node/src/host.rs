@@ -66,6 +66,7 @@ impl Host {
     /// the sockets there.
     pub fn set_ring(&self, ring: Ring) {
         let version = ring.version();
+        metrics::gauge!("conclave_ring_version").set(version.0 as f64);
         self.cluster.set_ring(ring);
         let moving = self.rooms.mailboxes(|k| !self.cluster.places_here(k));
         tracing::debug!(
@@ -81,6 +82,7 @@ impl Host {
     /// Stops (or resumes) serving rooms. Stopping tears every room down at once: its
     /// sockets move away and nothing more is committed from here.
     pub fn set_serving(&self, serving: bool) {
+        metrics::gauge!("conclave_node_serving").set(if serving { 1.0 } else { 0.0 });
         if self.cluster.set_serving(serving) {
             for tx in self.rooms.mailboxes(|_| true) {
                 // A full mailbox still sees the fence: the actor checks it before each event.

@@ -194,11 +194,14 @@ impl Room {
         let store = self.storage.store().clone();
         let commit_span = conclave_proto::trace::enabled()
             .then(|| tracing::info_span!(target: conclave_proto::trace::TARGET, "storage.commit"));
+        let started = std::time::Instant::now();
         let committing = store.commit(&self.key, commit);
         let result = match commit_span {
             Some(span) => tracing::Instrument::instrument(committing, span).await,
             None => committing.await,
         };
+        metrics::histogram!("conclave_room_commit_seconds", "backend" => store.backend())
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 self.ledger.committed(sealed);

@@ -342,6 +342,10 @@ impl FdbStore {
 
 #[async_trait]
 impl Store for FdbStore {
+    fn backend(&self) -> &'static str {
+        "fdb"
+    }
+
     async fn get(
         &self,
         room: &RoomKey,

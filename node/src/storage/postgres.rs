@@ -327,6 +327,10 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn get(
         &self,
         room: &RoomKey,

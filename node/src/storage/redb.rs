@@ -338,6 +338,10 @@ impl RedbStore {
 
 #[async_trait]
 impl Store for RedbStore {
+    fn backend(&self) -> &'static str {
+        "redb"
+    }
+
     async fn get(
         &self,
         room: &RoomKey,

@@ -227,6 +227,10 @@ impl RoomCommit {
 /// a commit returns only once it is durable.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The backend's name, for metrics (`redb`, `postgres`, `fdb`).
+    fn backend(&self) -> &'static str {
+        "other"
+    }
     async fn get(
         &self,
         room: &RoomKey,
