@@ -63,6 +63,15 @@ enum Command {
     Loadtest(conclave_loadtest::LoadtestOpts),
     /// Bundle a PartyKit project into one versioned file that every node loads (--bundle)
     Build(BuildOpts),
+    /// Exit 0 if `GET <url>` answers 200 (a container healthcheck without curl)
+    Probe(ProbeOpts),
+}
+
+#[derive(clap::Args)]
+struct ProbeOpts {
+    /// What to ask: a role's /readyz or /healthz
+    #[arg(default_value = "http://127.0.0.1:1999/readyz")]
+    url: String,
 }
 
 #[derive(clap::Args)]
@@ -109,7 +118,7 @@ impl Conclave {
             Command::Node(_) => "conclave-node",
             Command::Gateway(_) => "conclave-gateway",
             Command::Placement(_) => "conclave-placement",
-            Command::Loadtest(_) | Command::Build(_) => "conclave",
+            Command::Loadtest(_) | Command::Build(_) | Command::Probe(_) => "conclave",
         };
         let _tracing = crate::telemetry::init(cli.log_json, service);
         if cli.check_config {
@@ -129,7 +138,7 @@ impl Conclave {
             Command::Node(opts) => format!("{:#?}", opts.resolve_with(&self.kinds)?),
             Command::Gateway(opts) => format!("{:#?}", opts.resolve()?),
             Command::Placement(opts) => format!("{:#?}", opts.resolve()?),
-            Command::Loadtest(_) | Command::Build(_) => {
+            Command::Loadtest(_) | Command::Build(_) | Command::Probe(_) => {
                 anyhow::bail!(
                     "--check-config is for the server roles: dev, node, gateway, placement"
                 )
@@ -156,6 +165,7 @@ impl Conclave {
             Command::Gateway(opts) => crate::roles::run_gateway(opts.resolve()?).await,
             Command::Placement(opts) => crate::roles::run_placement(opts.resolve()?).await,
             Command::Loadtest(opts) => conclave_loadtest::run(opts).await,
+            Command::Probe(opts) => probe(&opts.url).await,
             Command::Build(opts) => {
                 let bundle = Bundle::build(&opts.project)?;
                 bundle.write(&opts.out)?;
@@ -212,4 +222,31 @@ impl Conclave {
         }
         server.wait().await
     }
+}
+
+/// `GET url` over plain HTTP/1.1 within 3 s: Ok on 200, an error saying what came instead.
+async fn probe(url: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let uri: axum::http::Uri = url.parse()?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "probe speaks plain http:// only"
+    );
+    let host = uri.host().unwrap_or("127.0.0.1").to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        anyhow::Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(3), ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("{url} did not answer within 3 s"))??;
+    let status = answer.lines().next().unwrap_or("");
+    anyhow::ensure!(status.split(' ').nth(1) == Some("200"), "{url}: {status}");
+    Ok(())
 }

@@ -115,3 +115,74 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     let status = server.exit_status(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
 }
+
+/// `conclave probe` is the image's healthcheck: 0 when the role is ready, non-zero when it
+/// does not answer (or answers anything but 200).
+#[tokio::test]
+async fn probe_succeeds_on_a_ready_server_and_fails_on_a_missing_one() {
+    let server = common::start(|_| {}, |p| p).await;
+    // The server runs on this test's runtime: wait for the probe without blocking it.
+    let probe = |url: String| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+            .args(["probe", &url])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    };
+    assert!(probe(format!("http://{}/readyz", server.addr)).await);
+    assert!(!probe(format!("http://{}/nothing-here", server.addr)).await);
+    assert!(!probe(format!("http://{}/readyz", common::net::free_addr())).await);
+}
+
+/// Every role docker-compose.yml runs, with the environment it gives the nodes, is accepted
+/// by this binary (`--check-config`): the file cannot drift from the flags.
+#[test]
+fn every_role_in_docker_compose_passes_check_config() {
+    let compose =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
+            .unwrap();
+    // `KEY: value` lines of the x-secret and x-node-env blocks (indented two spaces).
+    let mut env = Vec::new();
+    let mut commands = Vec::new();
+    let mut lines = compose.lines();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim();
+        if line.starts_with("  CONCLAVE_") {
+            let (key, value) = trimmed.split_once(": ").unwrap();
+            let value = if value.starts_with("${") {
+                "a-cluster-secret-for-this-test"
+            } else {
+                value
+            };
+            env.push((key.to_string(), value.to_string()));
+        }
+        if let Some(rest) = trimmed.strip_prefix("command: ") {
+            let mut array = rest.to_string();
+            while !array.trim_end().ends_with(']') {
+                array.push_str(lines.next().unwrap().trim());
+            }
+            commands.push(serde_json::from_str::<Vec<String>>(&array).unwrap());
+        }
+    }
+    let roles: Vec<&Vec<String>> = commands.iter().filter(|c| c[0] != "redis-server").collect();
+    assert_eq!(
+        roles.len(),
+        6,
+        "placement, three nodes, two gateways: {roles:?}"
+    );
+    for command in roles {
+        let out = conclave()
+            .args(command)
+            .arg("--check-config")
+            .envs(env.iter().cloned())
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
