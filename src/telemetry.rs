@@ -113,6 +113,15 @@ pub fn metrics() -> &'static PrometheusHandle {
         // A test process may already have a recorder; then this handle renders nothing.
         let _ = metrics::set_global_recorder(recorder);
         metrics::gauge!("conclave_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        // The recorder's periodic housekeeping (draining histogram samples into buckets),
+        // which nothing else runs for a recorder built by hand.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            });
         handle
     })
 }
