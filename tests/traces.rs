@@ -73,6 +73,11 @@ async fn one_client_message_is_one_trace_across_gateway_and_node() {
     let mut ws = cluster.ws(0, &format!("/parties/counter/{room}")).await;
     send(&mut ws, "incr").await;
     assert_eq!(next_json(&mut ws).await["value"], 1);
+    // A broadcast (the relay party): its fan-out at the gateway joins the sender's trace.
+    let mut listener = cluster.ws(0, "/parties/main/traced?_pk=l").await;
+    let mut speaker = cluster.ws(0, "/parties/main/traced?_pk=s").await;
+    send(&mut speaker, "hello").await;
+    assert_eq!(next_text(&mut listener).await, "hello");
 
     let find = |spans: &[Exported], service: &str, name: &str| {
         spans
@@ -103,4 +108,31 @@ async fn one_client_message_is_one_trace_across_gateway_and_node() {
     assert_eq!(node.4, gateway.3, "the node's span is the gateway's child");
     assert_eq!(commit.2, gateway.2, "the commit is in the same trace");
     assert_eq!(commit.4, node.3, "the commit is the node span's child");
+
+    // Connections: the gateway's client.connect, the node's room.connect under it. The
+    // broadcast: a room.fanout at the gateway under the node's room.message.
+    let child_of = |spans: &[Exported], parent: &Exported, service: &str, name: &str| {
+        spans
+            .iter()
+            .any(|s| s.0.contains(service) && s.1 == name && s.2 == parent.2 && s.4 == parent.3)
+    };
+    let mut complete = false;
+    for _ in 0..100 {
+        let spans = receiver.0.lock().unwrap().clone();
+        let connected = spans
+            .iter()
+            .filter(|s| s.0.contains("conclave-gateway") && s.1 == "client.connect")
+            .any(|c| child_of(&spans, c, "conclave-node", "room.connect"));
+        let fanned_out = spans
+            .iter()
+            .filter(|s| s.0.contains("conclave-node") && s.1 == "room.message")
+            .any(|m| child_of(&spans, m, "conclave-gateway", "room.fanout"));
+        if connected && fanned_out {
+            complete = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let spans = receiver.0.lock().unwrap().clone();
+    assert!(complete, "connect or fan-out spans missing: {spans:?}");
 }

@@ -6,6 +6,7 @@ use crate::link::NodeLink;
 use crate::session::Session;
 use crate::state::GatewayState;
 use conclave_proto::close;
+use conclave_proto::trace;
 use conclave_proto::wire::{Admit, Header, HomeRequest, Resume};
 use conclave_proto::{Refusal, RoomKey};
 use std::sync::Arc;
@@ -28,6 +29,10 @@ pub(crate) async fn join_room(
 ) -> Result<Arc<NodeLink>, Refusal> {
     let link = gw.link_for(&session.room).await?;
     link.register(session.clone());
+    let span = trace::enabled().then(
+        || tracing::info_span!(target: trace::TARGET, "client.connect", room = %session.room),
+    );
+    let trace_parent = span.as_ref().map(trace::traceparent).unwrap_or_default();
     let admit = Admit {
         request_id: 0,
         room: Some(session.room.to_wire()),
@@ -37,8 +42,9 @@ pub(crate) async fn join_room(
         socket: session.id.0,
         origin: gw.sessions.origin,
         resume,
+        trace_parent,
     };
-    match link.request(admit).await {
+    match trace::within(span, link.request(admit)).await {
         Ok(r) if r.status == 0 => Ok(link),
         Ok(r) => {
             link.unregister(session);

@@ -8,6 +8,7 @@
 //! must be able to reach the other.
 
 use crate::session::Session;
+use conclave_proto::trace;
 use conclave_proto::wire::{gateway_event, node_event, Detach, GatewayEvent, NodeEvent, Received};
 use conclave_proto::{reply_id, GatewaySide, Refusal, RelayRequest, RingVersion, RoomKey};
 use std::collections::{HashMap, HashSet};
@@ -284,6 +285,14 @@ impl NodeLink {
             Event::Deliver(d) => {
                 if let Some(Ok(room)) = d.room.as_ref().map(RoomKey::from_wire) {
                     arrived(&room, d.out_seq);
+                    // The fan-out continues the node's trace when there is one.
+                    let span = (!d.trace_parent.is_empty() && trace::enabled()).then(|| {
+                        let span =
+                            tracing::info_span!(target: trace::TARGET, "room.fanout", room = %room);
+                        trace::continue_from(&span, &d.trace_parent);
+                        span
+                    });
+                    let _entered = span.as_ref().map(tracing::Span::enter);
                     self.deliver(&room, d);
                 }
             }

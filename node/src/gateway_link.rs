@@ -172,6 +172,7 @@ impl GatewayLink {
             request_id,
             origin: a.origin,
             resume: a.resume,
+            trace_parent: (!a.trace_parent.is_empty()).then(|| a.trace_parent.into()),
         }));
         if let Err(e) = self.host.dispatch(&key, event).await {
             self.sockets.remove(&a.socket);

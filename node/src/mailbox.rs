@@ -21,6 +21,8 @@ pub(crate) struct OpenRequest {
     pub request_id: u64,
     pub origin: u64,
     pub resume: Option<Resume>,
+    /// The gateway's trace context for the connection (traces exported only).
+    pub trace_parent: Option<Box<str>>,
 }
 
 pub(crate) enum RoomEvent {

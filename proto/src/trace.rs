@@ -38,3 +38,20 @@ pub fn continue_from(span: &tracing::Span, traceparent: &str) {
     let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
     let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
 }
+
+/// The `traceparent` of the current span, when traces are exported (else empty).
+pub fn current() -> String {
+    if !enabled() {
+        return String::new();
+    }
+    traceparent(&tracing::Span::current())
+}
+
+/// Runs `work` inside `span` when there is one.
+pub async fn within<F: std::future::Future>(span: Option<tracing::Span>, work: F) -> F::Output {
+    use tracing::Instrument;
+    match span {
+        Some(span) => work.instrument(span).await,
+        None => work.await,
+    }
+}

@@ -121,6 +121,7 @@ impl RoomActor {
             request_id,
             origin,
             resume: _,
+            trace_parent: _,
         } = o;
         self.room.set_upgrade_headers(headers);
         self.admit_new(peer, conn_id, uri, request_id, origin).await;

@@ -168,7 +168,23 @@ impl RoomActor {
 
     async fn handle(&mut self, event: RoomEvent) {
         match event {
-            RoomEvent::Open(o) => self.admit(*o).await,
+            RoomEvent::Open(o) => {
+                let span = o
+                    .trace_parent
+                    .as_deref()
+                    .filter(|_| conclave_proto::trace::enabled())
+                    .map(|parent| {
+                        let room = self.room.key().clone();
+                        let span = tracing::info_span!(
+                            target: conclave_proto::trace::TARGET,
+                            "room.connect",
+                            room = %room
+                        );
+                        conclave_proto::trace::continue_from(&span, parent);
+                        span
+                    });
+                conclave_proto::trace::within(span, self.admit(*o)).await
+            }
             RoomEvent::Frame {
                 peer,
                 msg,

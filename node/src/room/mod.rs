@@ -272,6 +272,7 @@ pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, ex
                 binary: msg.is_binary(),
                 exclude,
                 out_seq: 0,
+                trace_parent: conclave_proto::trace::current(),
             }),
         );
     }
