@@ -16,13 +16,27 @@ use conclave_proto::grpc::connect_relay;
 use conclave_proto::{ClusterAuth, ClusterSecret, RoleTls};
 use std::time::Duration;
 
-async fn dynamic_cluster() -> Cluster {
+/// Nodes a and b with placement, as most cluster tests run them.
+fn dynamic_pair() -> common::cluster::ClusterBuilder {
     Cluster::builder()
         .nodes(["a", "b"])
         .placement()
         .heartbeat(Duration::from_millis(200), Duration::from_secs(1))
-        .start()
-        .await
+}
+
+async fn dynamic_cluster() -> Cluster {
+    dynamic_pair().start().await
+}
+
+/// A counter room on each node counts its first increment through gateway 0.
+async fn rooms_answer_on_both(cluster: &Cluster) {
+    for node in ["a", "b"] {
+        let room = room_on("counter", &["a", "b"], node);
+        let mut ws = cluster.ws(0, &format!("/parties/counter/{room}")).await;
+        send(&mut ws, "incr").await;
+        let reply = next_json(&mut ws).await;
+        assert_eq!(reply["value"], 1, "room on {node}: {reply}");
+    }
 }
 
 fn secret(text: &str) -> ClusterAuth {
@@ -110,13 +124,7 @@ async fn a_node_without_the_secret_cannot_join_the_ring_through_redis() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Rooms on both nodes still answer through the gateway.
-    for node in ["a", "b"] {
-        let room = room_on("counter", &["a", "b"], node);
-        let mut ws = cluster.ws(0, &format!("/parties/counter/{room}")).await;
-        send(&mut ws, "incr").await;
-        let reply = next_json(&mut ws).await;
-        assert_eq!(reply["value"], 1, "room on {node}: {reply}");
-    }
+    rooms_answer_on_both(&cluster).await;
 }
 
 fn parties() -> conclave_node::PartyRegistry {
@@ -199,21 +207,10 @@ async fn postgres_over_tls_verifies_the_server_against_the_ca_file() {
 /// verifying the server against `--redis-ca-file`.
 #[tokio::test]
 async fn a_cluster_runs_on_a_redis_that_speaks_only_tls() {
-    let cluster = Cluster::builder()
-        .nodes(["a", "b"])
-        .placement()
-        .heartbeat(Duration::from_millis(200), Duration::from_secs(1))
-        .redis_tls()
-        .start()
-        .await;
+    let cluster = dynamic_pair().redis_tls().start().await;
     // `start` returned once both nodes were placed: their heartbeats went through TLS.
     assert!(cluster.redis_url().starts_with("rediss://"));
-    for node in ["a", "b"] {
-        let room = room_on("counter", &["a", "b"], node);
-        let mut ws = cluster.ws(0, &format!("/parties/counter/{room}")).await;
-        send(&mut ws, "incr").await;
-        assert_eq!(next_json(&mut ws).await["value"], 1, "room on {node}");
-    }
+    rooms_answer_on_both(&cluster).await;
 }
 
 /// With mutual TLS every internal link is encrypted and both ends are certified by the
@@ -222,19 +219,8 @@ async fn a_cluster_runs_on_a_redis_that_speaks_only_tls() {
 /// or anyone else maps to `b` but that `a` (or an intruder) answers is refused.
 #[tokio::test]
 async fn with_mutual_tls_only_certified_roles_speak_and_a_node_is_who_its_certificate_says() {
-    let cluster = Cluster::builder()
-        .nodes(["a", "b"])
-        .placement()
-        .heartbeat(Duration::from_millis(200), Duration::from_secs(1))
-        .mtls()
-        .start()
-        .await;
-    for node in ["a", "b"] {
-        let room = room_on("counter", &["a", "b"], node);
-        let mut ws = cluster.ws(0, &format!("/parties/counter/{room}")).await;
-        send(&mut ws, "incr").await;
-        assert_eq!(next_json(&mut ws).await["value"], 1, "room on {node}");
-    }
+    let cluster = dynamic_pair().mtls().start().await;
+    rooms_answer_on_both(&cluster).await;
     let ca = cluster.tls_ca();
     let gateway_tls = |ca_of_cert: &common::tls::TestCa| {
         let (cert, key) = ca_of_cert.issue(&["gateway"]);
