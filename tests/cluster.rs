@@ -183,6 +183,14 @@ async fn metrics_are_histograms_labelled_by_backend_and_off_the_public_port() {
         "{body}"
     );
     assert!(body.contains("conclave_build_info{version="), "{body}");
+    // A close frame without a status: counted as 1005.
+    futures::SinkExt::close(&mut c).await.unwrap();
+    let closed = eventually(async || {
+        let (_, gateway) = get(cluster.gateway_ops(0), "/metrics").await;
+        gateway.contains("conclave_gateway_closes_total{code=\"1005\"}")
+    })
+    .await;
+    assert!(closed, "no close counted by its code");
     let (status, gateway) = get(cluster.gateway_ops(0), "/metrics").await;
     assert_eq!(status, 200);
     assert!(

@@ -130,6 +130,12 @@ async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
         let (party, room) = (key.party.as_str(), key.room.as_str());
         if let Err(e) = auth.check(token, party, room, conn_id.as_deref()) {
             debug!(room = %key, error = ?e, "rejected by auth");
+            metrics::counter!(
+                "conclave_gateway_auth_refusals_total",
+                "party" => party.to_string(),
+                "status" => e.status().to_string()
+            )
+            .increment(1);
             return plain(e.status(), e.to_string());
         }
     }

@@ -99,6 +99,13 @@ pub(crate) async fn run(
         error,
     } = read_loop(&mut stream, &session, &config, started, &last_seen).await;
     debug!(socket = session.id.0, code, "socket closed");
+    // Codes the protocol defines as themselves; the applications' range as one value.
+    let label = if code < 3000 {
+        code.to_string()
+    } else {
+        "3000-4999".to_string()
+    };
+    metrics::counter!("conclave_gateway_closes_total", "code" => label).increment(1);
     close.trigger(code, &reason);
     if let Some(link) = session.end() {
         session.tell_closed(&link, code, &reason, &error).await;
