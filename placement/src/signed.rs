@@ -22,9 +22,7 @@ pub fn sign_beat(
     incarnation: u64,
     region: &str,
 ) -> String {
-    let parts = beat_parts(id, url, incarnation, region);
-    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    secret.sign("beat", &parts)
+    secret.sign("beat", &beat_parts(id, url, incarnation, region))
 }
 
 /// Whether heartbeat `beat` (the JSON stored under node `id`'s key) is signed with `secret`.
@@ -34,9 +32,7 @@ pub fn beat_is_signed(secret: &ClusterSecret, id: &str, beat: &serde_json::Value
     };
     let incarnation = beat["incarnation"].as_u64().unwrap_or(0);
     let region = beat["region"].as_str().unwrap_or("");
-    let parts = beat_parts(id, url, incarnation, region);
-    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    secret.verify("beat", &parts, sig)
+    secret.verify("beat", &beat_parts(id, url, incarnation, region), sig)
 }
 
 /// A ring's content as signed parts: independent of how its JSON is laid out.
@@ -56,13 +52,9 @@ fn ring_parts(v: &RingView) -> Vec<Vec<u8>> {
 }
 
 pub fn sign_ring(secret: &ClusterSecret, v: &RingView) -> String {
-    let parts = ring_parts(v);
-    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    secret.sign("ring", &parts)
+    secret.sign("ring", &ring_parts(v))
 }
 
 pub fn ring_is_signed(secret: &ClusterSecret, v: &RingView, sig: &str) -> bool {
-    let parts = ring_parts(v);
-    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    secret.verify("ring", &parts, sig)
+    secret.verify("ring", &ring_parts(v), sig)
 }

@@ -37,6 +37,8 @@ pub struct Room {
     upgrade_headers: Option<Arc<http::HeaderMap>>,
     /// What makes each frame take effect once (loaded when the node claims the room).
     ledger: Ledger,
+    /// `conclave_room_commit_seconds` for this room's backend, looked up once.
+    commit_seconds: metrics::Histogram,
 }
 
 impl Room {
@@ -48,7 +50,9 @@ impl Room {
         fetcher: RoomFetcher,
         conn_count: Arc<AtomicUsize>,
     ) -> Self {
+        let backend = storage.store().backend();
         Self {
+            commit_seconds: metrics::histogram!("conclave_room_commit_seconds", "backend" => backend),
             key,
             storage,
             shared: Arc::new(RoomShared::new(conn_count)),
@@ -200,8 +204,7 @@ impl Room {
             Some(span) => tracing::Instrument::instrument(committing, span).await,
             None => committing.await,
         };
-        metrics::histogram!("conclave_room_commit_seconds", "backend" => store.backend())
-            .record(started.elapsed().as_secs_f64());
+        self.commit_seconds.record(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 self.ledger.committed(sealed);
