@@ -16,6 +16,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub struct EdgeServer {
     pub addr: SocketAddr,
     gateway: Gateway,
+    drain_delay: Duration,
     server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -43,16 +44,30 @@ impl EdgeServer {
         Ok(Self {
             addr,
             gateway,
+            drain_delay: Duration::ZERO,
             server,
         })
     }
 
-    /// Serves until the server fails or the process gets SIGINT/SIGTERM; then closes
-    /// client sockets with 1001.
+    /// On a stop signal, fail `/readyz` for `delay` (sockets carry on) before closing
+    /// them, so a load balancer health-checking the gateway stops sending it new clients
+    /// first.
+    pub fn with_drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
+        self
+    }
+
+    /// Serves until the server fails or the process gets SIGINT/SIGTERM; then fails
+    /// `/readyz` for the drain delay and closes client sockets with 1001.
     pub async fn wait(self) -> anyhow::Result<()> {
         tokio::select! {
             r = self.server => return Ok(r??),
             _ = shutdown_signal() => {}
+        }
+        if !self.drain_delay.is_zero() {
+            tracing::info!(delay = ?self.drain_delay, "draining: /readyz fails, sockets stay");
+            self.gateway.start_draining();
+            tokio::time::sleep(self.drain_delay).await;
         }
         tracing::info!("shutting down");
         self.gateway.shutdown(CLOSE_GRACE).await;

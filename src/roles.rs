@@ -216,7 +216,8 @@ pub async fn run_gateway(config: GatewayRoleConfig) -> anyhow::Result<()> {
     let listener = bind(config.listen, "clients").await?;
     let ops = bind(config.ops_listen, "metrics and admin").await?;
     let ops_addr = ops.local_addr()?;
-    let edge = EdgeServer::start(listener, gateway, Some(ops))?;
+    let edge =
+        EdgeServer::start(listener, gateway, Some(ops))?.with_drain_delay(config.drain_delay);
     println!("conclave gateway listening on http://{}", edge.addr);
     println!("conclave gateway metrics and admin on http://{ops_addr}");
     for (id, url) in &config.nodes {

@@ -6,6 +6,7 @@ mod common;
 
 use common::cluster::Cluster;
 use common::*;
+use std::time::Duration;
 
 async fn static_cluster() -> Cluster {
     Cluster::builder()
@@ -202,4 +203,35 @@ async fn metrics_are_histograms_labelled_by_backend_and_off_the_public_port() {
         404,
         "metrics on the public port"
     );
+}
+
+/// A stopping gateway first fails `/readyz` for its drain delay — so a load balancer's health
+/// check sends new clients elsewhere — while its open sockets keep working; only then does
+/// it close them with 1001 (going away), and exit.
+#[tokio::test]
+async fn a_stopping_gateway_fails_readyz_for_its_drain_delay_then_closes_sockets_with_1001() {
+    let mut cluster = Cluster::builder()
+        .nodes(["a"])
+        .gateways(1)
+        .gateway_flags(&["--drain-delay-ms", "1500"])
+        .start()
+        .await;
+    let mut a = cluster.ws(0, "/parties/main/drain?_pk=a").await;
+    let mut b = cluster.ws(0, "/parties/main/drain?_pk=b").await;
+    assert_eq!(cluster.get(0, "/readyz").await.0, 200);
+
+    cluster.signal_gateway(0, "-TERM");
+    assert!(
+        eventually(async || cluster.get(0, "/readyz").await.0 == 503).await,
+        "/readyz kept answering 200 after SIGTERM"
+    );
+    // Within the delay the sockets still carry messages.
+    send(&mut a, "still here").await;
+    assert_eq!(next_text(&mut b).await, "still here");
+    assert_eq!(close_code(&mut a).await, 1001);
+    assert_eq!(close_code(&mut b).await, 1001);
+    assert!(cluster
+        .gateway_exit_status(0, Duration::from_secs(10))
+        .await
+        .success());
 }

@@ -52,6 +52,13 @@ impl Gateway {
     /// Whether the gateway can route rooms: it knows at least one node (a gateway that
     /// follows placement knows none until the first ring arrives).
     pub fn readiness(&self) -> Result<(), String> {
+        if self
+            .state
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err("not ready: draining (shutting down)".into());
+        }
         let (_, nodes) = self.state.routing.nodes();
         if nodes.is_empty() {
             return Err("not ready: no node known yet (waiting for a ring from placement)".into());
@@ -73,6 +80,14 @@ impl Gateway {
         metrics::gauge!("conclave_ring_version").set(view.version.0 as f64);
         self.state
             .set_rings(view.rings(), view.members.clone().into_iter().collect());
+    }
+
+    /// Fails `/readyz` from now on, so load balancers send new clients elsewhere; open
+    /// sockets are untouched until [`Gateway::shutdown`].
+    pub fn start_draining(&self) {
+        self.state
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Closes every client socket with 1001 (going away) and waits up to `grace` for them

@@ -24,6 +24,9 @@ pub(crate) struct GatewayState {
     pub routing: Routing,
     pub links: LinkPool,
     pub sessions: Sessions,
+    /// Set when the process is told to stop: `/readyz` fails so load balancers stop
+    /// sending new clients here while the open sockets carry on for the drain delay.
+    pub draining: std::sync::atomic::AtomicBool,
     mover: Mover,
 }
 
@@ -34,6 +37,7 @@ impl GatewayState {
             routing,
             links,
             sessions: Sessions::new(),
+            draining: Default::default(),
             mover,
         }
     }

@@ -35,6 +35,8 @@ pub const DEFAULT_HTTP_LISTEN: SocketAddr = local(7101);
 pub const DEFAULT_PLACEMENT_LISTEN: SocketAddr = local(7300);
 /// A gateway's `/metrics` and `/admin/*` (off the public client port).
 pub const DEFAULT_GATEWAY_OPS_LISTEN: SocketAddr = local(7400);
+/// How long a stopping gateway fails `/readyz` before closing its sockets.
+pub const DEFAULT_GATEWAY_DRAIN_DELAY_MS: u64 = 0;
 /// Placement's `/metrics`, `/healthz` and `/readyz`.
 pub const DEFAULT_PLACEMENT_HTTP_LISTEN: SocketAddr = local(7301);
 
@@ -347,6 +349,12 @@ pub struct GatewayOpts {
         DEFAULT_GATEWAY_OPS_LISTEN,
     ))]
     pub ops_listen: Option<SocketAddr>,
+    #[arg(long, env = "CONCLAVE_DRAIN_DELAY_MS", help = with_default(
+        "On SIGTERM, how long /readyz fails before client sockets are closed (1001), so a \
+         load balancer stops sending new clients first; its check interval × failures",
+        DEFAULT_GATEWAY_DRAIN_DELAY_MS,
+    ))]
+    pub drain_delay_ms: Option<u64>,
     #[command(flatten)]
     pub secret: SecretOpts,
     #[command(flatten)]
@@ -358,6 +366,7 @@ pub struct GatewayOpts {
 pub struct GatewayRoleConfig {
     pub listen: SocketAddr,
     pub ops_listen: SocketAddr,
+    pub drain_delay: std::time::Duration,
     pub placement: Vec<String>,
     pub gateway: GatewayConfig,
     /// Node id → relay URL.
@@ -379,6 +388,10 @@ impl GatewayOpts {
         Ok(GatewayRoleConfig {
             listen: self.listen.resolve(&file),
             ops_listen: self.ops_listen.unwrap_or(DEFAULT_GATEWAY_OPS_LISTEN),
+            drain_delay: std::time::Duration::from_millis(
+                self.drain_delay_ms
+                    .unwrap_or(DEFAULT_GATEWAY_DRAIN_DELAY_MS),
+            ),
             placement: self.placement.clone(),
             gateway,
             nodes,

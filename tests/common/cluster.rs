@@ -51,6 +51,8 @@ pub struct ClusterBuilder {
     nodes: Vec<(String, String)>,
     /// One region per gateway.
     gateways: Vec<String>,
+    /// Flags every gateway gets besides the harness's own.
+    gateway_flags: Vec<String>,
     placement: bool,
     /// (renew every, time to live)
     heartbeat: Option<(Duration, Duration)>,
@@ -94,6 +96,12 @@ impl ClusterBuilder {
 
     pub fn gateway_in(mut self, region: &str) -> Self {
         self.gateways.push(region.into());
+        self
+    }
+
+    /// Extra flags for every gateway.
+    pub fn gateway_flags(mut self, flags: &[&str]) -> Self {
+        self.gateway_flags.extend(args(flags));
         self
     }
 
@@ -288,6 +296,7 @@ impl ClusterBuilder {
             flags.extend(args(&["--region", region, "--admin-token", ADMIN_TOKEN]));
             flags.extend(gateway_ring.iter().cloned());
             flags.extend(gateway_tls.iter().cloned());
+            flags.extend(self.gateway_flags.iter().cloned());
             let program = self.binary();
             async move {
                 let name = format!("gateway {i}");
@@ -467,6 +476,16 @@ impl Cluster {
     /// `GET path` through gateway `i`: (status, body).
     pub async fn get(&self, i: usize, path: &str) -> (u16, String) {
         get(self.gateway(i), path).await
+    }
+
+    /// Sends `sig` (as for kill(1)) to gateway `i`.
+    pub fn signal_gateway(&self, i: usize, sig: &str) {
+        self.gateways[i].role.signal(sig);
+    }
+
+    /// How gateway `i` exited; panics if it still runs after `within`.
+    pub async fn gateway_exit_status(&mut self, i: usize, within: Duration) -> ExitStatus {
+        self.gateways[i].role.exit_status(within).await
     }
 
     /// Gateway `i`'s ops address (`/metrics`, `/admin/*`).
