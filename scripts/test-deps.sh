@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and a fresh Debian machine lacks: Node.js with npm
 # (PartySocket compatibility suite), the PostgreSQL and Redis servers (the tests start
-# their own on free ports), and libclang (bindgen, for building the `fdb` feature). Needs root for apt-get; otherwise says what to install.
+# their own on free ports), HAProxy (the deploy checks), and libclang (bindgen, for building the `fdb` feature). Needs root for apt-get; otherwise says what to install.
 set -euo pipefail
 missing=()
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v haproxy >/dev/null || missing+=(haproxy)
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit/integration/doc tests, the FoundationDB backend on
-# the FoundationDB test double (scripts/test-fdb.sh), then the PartySocket compatibility
-# suite (real npm clients against real `conclave dev` processes).
+# the FoundationDB test double (scripts/test-fdb.sh), the deployment files
+# (scripts/check-deploy.sh), then the PartySocket compatibility suite (real npm clients
+# against real `conclave dev` processes).
 # Needs cargo; installs Node.js, npm and PostgreSQL when missing (scripts/test-deps.sh) and
 # the npm test clients.
 set -euo pipefail
@@ -13,4 +14,5 @@ cargo build --workspace --locked
 (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error)
 cargo test --workspace --locked
 scripts/test-fdb.sh
+scripts/check-deploy.sh
 (cd tests/compat && npm test)
