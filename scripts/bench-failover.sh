@@ -40,7 +40,7 @@ $B gateway --port 17999 --placement $PLACEMENT >/dev/null 2>&1 &
 PIDS+=($!)
 GW=http://127.0.0.1:17999
 
-rooms_on_a() { curl -s http://127.0.0.1:17102/metrics | awk '/^conclave_rooms_(active|hibernated) /{s+=$2} END{print s+0}'; }
+rooms_on_a() { curl -s http://127.0.0.1:17102/metrics | awk '/^conclave_rooms_(active|hibernated)[ {]/{s+=$NF} END{print s+0}'; }
 now_ms() { date +%s%3N; }
 
 # Wait until both nodes serve, then find a room the ring places on node a.

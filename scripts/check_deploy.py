@@ -123,13 +123,31 @@ def check_prometheus(compose_services):
     print("ok   prometheus.yml scrapes compose services on their /metrics ports")
 
 
-def check_dashboard():
-    """Every conclave_* series the dashboard plots is exported by the code."""
+def exported_metrics():
+    """The metric names the code records (in the metrics macros, or constants for them)."""
     source = ""
     for crate in ["gateway", "node", "placement", "proto", "src"]:
         for f in (ROOT / crate).rglob("*.rs"):
             source += f.read_text()
-    exported = set(re.findall(r'"(conclave_[a-z_]+)"', source))
+    macros = re.findall(r'(?:counter|gauge|histogram)!\(\s*"(conclave_[a-z_]+)"', source)
+    constants = re.findall(r'const [A-Z_]+: &str = "(conclave_[a-z_]+)"', source)
+    return set(macros) | set(constants)
+
+
+def check_metrics_doc():
+    """docs/metrics.md lists exactly the metrics the code records."""
+    documented = set(re.findall(r"^\| `(conclave_[a-z_]+)`", (ROOT / "docs/metrics.md").read_text(), re.M))
+    exported = exported_metrics()
+    for name in sorted(exported - documented):
+        fail(f"docs/metrics.md does not list {name}")
+    for name in sorted(documented - exported):
+        fail(f"docs/metrics.md lists {name}, which the code does not record")
+    print(f"ok   docs/metrics.md lists the {len(exported)} metrics the code records")
+
+
+def check_dashboard():
+    """Every conclave_* series the dashboard plots is exported by the code."""
+    exported = exported_metrics()
     dashboard = json.loads((DEPLOY / "grafana/dashboards/conclave.json").read_text())
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
@@ -215,6 +233,7 @@ def main():
     services = check_compose(conclave)
     check_prometheus(services)
     check_dashboard()
+    check_metrics_doc()
     check_kubernetes(conclave, kubectl)
     if failures:
         print(f"{len(failures)} deploy check(s) failed", file=sys.stderr)

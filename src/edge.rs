@@ -40,7 +40,7 @@ impl EdgeServer {
                 health_router(ready).merge(gateway.client_router())
             }
         };
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let server = tokio::spawn(conclave_gateway::serve_http1(listener, app));
         Ok(Self {
             addr,
             gateway,

@@ -27,15 +27,27 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"))
 }
 
-/// A gRPC server for an internal service: over mutual TLS when the role has certificates.
-fn internal_server(auth: &conclave_proto::ClusterAuth) -> anyhow::Result<tonic::transport::Server> {
-    let builder = tonic::transport::Server::builder();
-    Ok(match &auth.tls {
-        Some(tls) => builder
-            .tls_config(tls.server())
-            .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
-        None => builder,
-    })
+/// Serves an internal gRPC service (relay, placement) on `listener` until `shutdown`: over
+/// mutual TLS with the role's current certificates when it has them (each connection's
+/// handshake uses whatever the files held at the last reload).
+async fn serve_internal(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    auth: &conclave_proto::ClusterAuth,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    match &auth.tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(nodelay_incoming(listener), shutdown)
+                .await
+        }
+    }
 }
 
 /// Accepted relay connections with Nagle off: tonic sets TCP_NODELAY only on listeners it
@@ -54,7 +66,12 @@ fn nodelay_incoming(
 /// Runs a node serving `parties` until SIGINT/SIGTERM or `POST /admin/drain`; in a
 /// dynamic cluster it first drains (hands every room to other nodes).
 pub async fn run_node(config: NodeRoleConfig, parties: PartyRegistry) -> anyhow::Result<()> {
-    crate::telemetry::metrics();
+    crate::telemetry::metrics_labelled(&[
+        ("role", "node"),
+        ("node", &config.id),
+        ("region", &config.node.region),
+    ]);
+    config.auth.spawn_tls_reload();
     let store = crate::store::open_store(&config.storage).await?;
     let node = Node::start(config.node.clone(), parties, store);
     let relay = bind(config.relay_listen, "the relay").await?;
@@ -99,11 +116,10 @@ pub async fn run_node(config: NodeRoleConfig, parties: PartyRegistry) -> anyhow:
         config.auth.secret.clone(),
         &config.id,
     );
-    let server = internal_server(&config.auth)?
-        .tcp_nodelay(true)
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
-        .add_service(service)
-        .serve_with_incoming_shutdown(nodelay_incoming(relay), shutdown);
+        .add_service(service);
+    let server = serve_internal(router, relay, &config.auth, shutdown);
     // Relay streams are long-lived and would hold a graceful shutdown open forever: once
     // the rooms are gone, give in-flight frames a moment, then stop.
     tokio::select! {
@@ -167,7 +183,8 @@ impl Member for ClusterNode {
 
 /// Runs a placement replica until SIGINT/SIGTERM.
 pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
-    crate::telemetry::metrics();
+    crate::telemetry::metrics_labelled(&[("role", "placement")]);
+    config.auth.spawn_tls_reload();
     let listener = bind(config.listen, "placement").await?;
     let http = bind(config.http_listen, "metrics and health").await?;
     println!("conclave placement on http://{}", listener.local_addr()?);
@@ -189,17 +206,16 @@ pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
     });
     let ops = crate::telemetry::ops_router(ready);
     tokio::spawn(async move { axum::serve(http, ops).await });
-    internal_server(&config.auth)?
-        .tcp_nodelay(true)
-        .add_service(placement_service(rx, config.auth.secret.clone()))
-        .serve_with_incoming_shutdown(nodelay_incoming(listener), shutdown_signal())
-        .await?;
+    let router = tonic::transport::Server::builder()
+        .add_service(placement_service(rx, config.auth.secret.clone()));
+    serve_internal(router, listener, &config.auth, shutdown_signal()).await?;
     Ok(())
 }
 
 /// Runs a gateway until SIGINT/SIGTERM, then closes client sockets with 1001.
 pub async fn run_gateway(config: GatewayRoleConfig) -> anyhow::Result<()> {
-    crate::telemetry::metrics();
+    crate::telemetry::metrics_labelled(&[("role", "gateway"), ("region", &config.gateway.region)]);
+    config.auth.spawn_tls_reload();
     let ring = Ring::new(RingVersion(1), config.nodes.keys().cloned());
     let nodes = GrpcNodes::new(
         config.nodes.clone().into_iter().collect(),

@@ -92,6 +92,22 @@ pub fn init(json: bool, service: &str) -> Tracing {
     Tracing(provider)
 }
 
+/// Labels every series of this process carries, set by [`metrics_labelled`].
+static PROCESS_LABELS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+
+/// Installs the recorder (if no series was recorded yet) with labels that every series of
+/// this process carries — its role, node id, region — so a cluster's series stay apart
+/// however they are scraped.
+pub fn metrics_labelled(labels: &[(&str, &str)]) -> &'static PrometheusHandle {
+    let _ = PROCESS_LABELS.set(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    metrics()
+}
+
 /// The process-wide metrics recorder (installed on first use).
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -102,7 +118,11 @@ pub fn metrics() -> &'static PrometheusHandle {
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
         const SIZES: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
-        let builder = PrometheusBuilder::new()
+        let mut labelled = PrometheusBuilder::new();
+        for (key, value) in PROCESS_LABELS.get().into_iter().flatten() {
+            labelled = labelled.add_global_label(key, value);
+        }
+        let builder = labelled
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_size".into()), &SIZES));
         let recorder = match builder {

@@ -222,3 +222,39 @@ async fn clients_that_stop_answering_pings_are_closed() {
     let (_, body) = server.http("GET", "/parties/main/keepalive", "").await;
     assert!(body.contains("\"connections\":1"), "{body}");
 }
+
+/// The public port speaks HTTP/1.1 only: an HTTP/2 prior-knowledge (h2c) preface gets no
+/// HTTP/2 session (no SETTINGS frame back), and the server goes on serving.
+#[tokio::test]
+async fn the_public_port_speaks_no_http2_cleartext() {
+    let server = start(|_| {}, |p| p).await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
+    // An HTTP/2 server answers the preface with a SETTINGS frame: type 0x4 at byte 3.
+    assert!(
+        reply.is_empty() || reply.starts_with(b"HTTP/1.1 "),
+        "answered like an HTTP/2 server: {reply:?}"
+    );
+    assert_serving(&server).await;
+}
+
+/// A client that opens a connection and never finishes its request headers is cut off
+/// (it would otherwise hold a socket and a task for ever).
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let server = start(|_| {}, |p| p).await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /parties/main/slow HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the half-sent request was still open after 15 s"
+    );
+}

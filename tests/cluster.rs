@@ -53,15 +53,16 @@ async fn clients_on_different_gateways_share_rooms() {
 /// Rooms a node holds (active or hibernated), from its `/metrics`.
 async fn rooms_on(cluster: &Cluster, node: &str) -> f64 {
     let (_, body) = get(cluster.node(node).http, "/metrics").await;
+    // Each series is `name{labels} value` (a cluster role labels every series).
     ["conclave_rooms_active", "conclave_rooms_hibernated"]
         .iter()
         .filter_map(|m| {
             body.lines().find_map(|l| {
-                l.strip_prefix(m)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
+                let rest = l.strip_prefix(m)?;
+                if !rest.starts_with([' ', '{']) {
+                    return None;
+                }
+                rest.rsplit(' ').next()?.parse::<f64>().ok()
             })
         })
         .sum()
@@ -155,8 +156,21 @@ async fn a_stale_process_is_fenced_and_its_late_writes_rejected() {
     assert_eq!(old.get(0, "/parties/counter/x").await.1, r#"{"value":3}"#);
 }
 
+/// Whether `body` (Prometheus text) has a series `name` carrying every one of `labels`.
+fn has_series(body: &str, name: &str, labels: &[&str]) -> bool {
+    body.lines().any(|line| {
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('{'))
+            .is_some_and(|rest| {
+                let set = rest.split('}').next().unwrap_or_default();
+                labels.iter().all(|l| set.split(',').any(|have| have == *l))
+            })
+    })
+}
+
 /// Metrics a Prometheus server can aggregate across processes: histograms with buckets,
-/// the commit latency of every backend labelled with it, build info, and the gateway's
+/// every series labelled with its process's role, node and region, the commit latency of
+/// every backend labelled with it, build info, relay link states, and the gateway's
 /// metrics on its ops address, not on the public port.
 #[tokio::test]
 async fn metrics_are_histograms_labelled_by_backend_and_off_the_public_port() {
@@ -179,23 +193,51 @@ async fn metrics_are_histograms_labelled_by_backend_and_off_the_public_port() {
         }
     };
     let body = node_metrics(&cluster).await;
+    let commit = "conclave_room_commit_seconds_bucket";
     assert!(
-        body.contains("conclave_room_commit_seconds_bucket{backend=\"postgres\""),
+        has_series(&body, commit, &[r#"backend="postgres""#]),
         "{body}"
     );
-    assert!(body.contains("conclave_build_info{version="), "{body}");
+    let node_labels = [r#"role="node""#, r#"region="default""#];
+    assert!(
+        has_series(&body, "conclave_build_info", &node_labels),
+        "{body}"
+    );
+    for id in ["a", "b"] {
+        let node = format!(r#"node="{id}""#);
+        assert!(has_series(&body, "conclave_build_info", &[&node]), "{body}");
+    }
     // A close frame without a status: counted as 1005.
     futures::SinkExt::close(&mut c).await.unwrap();
     let closed = eventually(async || {
         let (_, gateway) = get(cluster.gateway_ops(0), "/metrics").await;
-        gateway.contains("conclave_gateway_closes_total{code=\"1005\"}")
+        has_series(
+            &gateway,
+            "conclave_gateway_closes_total",
+            &[r#"code="1005""#],
+        )
     })
     .await;
     assert!(closed, "no close counted by its code");
+    let link_up = eventually(async || {
+        let (_, gateway) = get(cluster.gateway_ops(0), "/metrics").await;
+        gateway.lines().any(|l| {
+            l.starts_with("conclave_gateway_relay_link_up{")
+                && l.contains(r#"node=""#)
+                && l.ends_with(" 1")
+        })
+    })
+    .await;
+    assert!(link_up, "no relay link reported up");
     let (status, gateway) = get(cluster.gateway_ops(0), "/metrics").await;
     assert_eq!(status, 200);
+    let gateway_labels = [r#"role="gateway""#, r#"region="default""#];
     assert!(
-        gateway.contains("conclave_gateway_messages_in_total"),
+        has_series(
+            &gateway,
+            "conclave_gateway_messages_in_total",
+            &gateway_labels
+        ),
         "{gateway}"
     );
     assert_eq!(

@@ -116,6 +116,17 @@ impl LinkPool {
         self.slots().get(node)?.link.clone()
     }
 
+    /// Sets `conclave_gateway_relay_link_up{node}` for every node a link was ever opened
+    /// to: 1 while the link is alive, 0 once it dropped (until it is reopened).
+    pub fn record_link_states(&self) {
+        for (node, slot) in self.slots().iter() {
+            if let Some(link) = &slot.link {
+                let up = if link.is_alive() { 1.0 } else { 0.0 };
+                metrics::gauge!("conclave_gateway_relay_link_up", "node" => node.clone()).set(up);
+            }
+        }
+    }
+
     /// Live links to nodes that are on none of `rings`.
     pub fn links_outside(&self, rings: &Rings) -> Vec<Arc<NodeLink>> {
         self.slots()

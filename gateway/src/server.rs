@@ -72,6 +72,7 @@ impl Gateway {
         let links = LinkPool::new(connector, mover.clone(), timeout);
         let state = Arc::new(GatewayState::new(config, routing, links, mover));
         tokio::spawn(reattach::run(Arc::downgrade(&state), moves));
+        tokio::spawn(record_link_states(Arc::downgrade(&state)));
         Self { state }
     }
 
@@ -158,5 +159,20 @@ async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
         upgrade(gw, key, req).await
     } else {
         forward_http(gw, key, req).await
+    }
+}
+
+/// How often the relay links' states are published as metrics.
+const LINK_STATE_EVERY: Duration = Duration::from_secs(2);
+
+/// Publishes the relay links' states while the gateway lives.
+async fn record_link_states(state: std::sync::Weak<GatewayState>) {
+    let mut tick = tokio::time::interval(LINK_STATE_EVERY);
+    loop {
+        tick.tick().await;
+        match state.upgrade() {
+            Some(state) => state.links.record_link_states(),
+            None => return,
+        }
     }
 }

@@ -185,6 +185,7 @@ async fn read_loop(
             None => return Ending::failed("connection lost".into()),
         };
         if !bucket.take() {
+            metrics::counter!("conclave_gateway_rate_limited_total").increment(1);
             close.trigger(close::POLICY_VIOLATION, "Message rate limit exceeded");
             continue;
         }

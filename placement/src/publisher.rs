@@ -230,8 +230,10 @@ pub async fn run(
             {
                 Ok(Ok(view)) => {
                     redis_ok.store(true, Ordering::Relaxed);
+                    metrics::gauge!("conclave_placement_redis_up").set(1.0);
                     tx.send_if_modified(|cur| {
                         if view.version > cur.version {
+                            metrics::gauge!("conclave_ring_version").set(view.version.0 as f64);
                             info!(version = view.version.0, nodes = ?view.members.keys().collect::<Vec<_>>(), "ring");
                             *cur = view;
                             true
@@ -242,10 +244,12 @@ pub async fn run(
                 }
                 Ok(Err(e)) => {
                     redis_ok.store(false, Ordering::Relaxed);
+                    metrics::gauge!("conclave_placement_redis_up").set(0.0);
                     warn!(error = %e, "cannot read liveness from Redis; keeping the last ring")
                 }
                 Err(_) => {
                     redis_ok.store(false, Ordering::Relaxed);
+                    metrics::gauge!("conclave_placement_redis_up").set(0.0);
                     warn!("Redis did not answer in time; keeping the last ring")
                 }
             }

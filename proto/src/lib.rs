@@ -13,6 +13,7 @@ mod refusal;
 mod request;
 mod ring;
 pub mod secret;
+mod tls;
 pub mod trace;
 
 /// Generated relay and placement protocol types (`proto/relay.proto`).
@@ -31,3 +32,4 @@ pub use refusal::{Refusal, MISPLACED};
 pub use request::{reply_id, RelayRequest};
 pub use ring::{Ring, RingVersion, RingView, Rings, DEFAULT_REGION, VNODES_PER_NODE};
 pub use secret::ClusterSecret;
+pub use tls::DEFAULT_TLS_RELOAD;

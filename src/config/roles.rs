@@ -508,6 +508,12 @@ pub struct SecretOpts {
     /// The cluster's CA (PEM): peers' certificates must chain to it
     #[arg(long, env = "CONCLAVE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    #[arg(long, env = "CONCLAVE_TLS_RELOAD_MS", help = with_default(
+        "How often the three TLS files are read again: a changed, valid set is used from \
+         the next connection on, without a restart",
+        conclave_proto::DEFAULT_TLS_RELOAD.as_millis(),
+    ))]
+    pub tls_reload_ms: Option<u64>,
 }
 
 /// Environment variable holding the cluster secret itself.
@@ -526,7 +532,16 @@ impl SecretOpts {
         let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
             (None, None, None) => None,
             (Some(cert), Some(key), Some(ca)) => {
-                Some(RoleTls::load(cert, key, ca).map_err(anyhow::Error::msg)?)
+                let reload =
+                    millis(self.tls_reload_ms).unwrap_or(conclave_proto::DEFAULT_TLS_RELOAD);
+                if reload.is_zero() {
+                    bail!("--tls-reload-ms must be above 0");
+                }
+                Some(
+                    RoleTls::load(cert, key, ca)
+                        .map_err(anyhow::Error::msg)?
+                        .reloading_every(reload),
+                )
             }
             _ => bail!("mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca"),
         };

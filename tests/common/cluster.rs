@@ -70,6 +70,8 @@ pub struct ClusterBuilder {
     redis_tls: Option<super::tls::TestCa>,
     /// Every internal link over mutual TLS with certificates from this CA.
     mtls: Option<super::tls::TestCa>,
+    /// How often roles re-read their TLS files (`--tls-reload-ms`), if not the default.
+    tls_reload_ms: Option<u64>,
 }
 
 impl ClusterBuilder {
@@ -132,6 +134,12 @@ impl ClusterBuilder {
 
     /// Every internal link (relay, placement) over mutual TLS: each role gets a
     /// certificate from one CA (a node's names its id), URLs are https://.
+    /// With [`ClusterBuilder::mtls`]: roles re-read their certificate files this often.
+    pub fn tls_reload(mut self, every: Duration) -> Self {
+        self.tls_reload_ms = Some(every.as_millis() as u64);
+        self
+    }
+
     pub fn mtls(mut self) -> Self {
         self.mtls = Some(super::tls::TestCa::new());
         self
@@ -193,14 +201,18 @@ impl ClusterBuilder {
             std::fs::write(&ca_path, &ca.cert_pem).unwrap();
             let (cert, key) = ca.issue_files(dir.path(), file, names);
             let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
-            vec![
+            let mut flags = vec![
                 "--tls-cert".into(),
                 path(&cert),
                 "--tls-key".into(),
                 path(&key),
                 "--tls-ca".into(),
                 path(&ca_path),
-            ]
+            ];
+            if let Some(ms) = self.tls_reload_ms {
+                flags.extend(args(&["--tls-reload-ms", &ms.to_string()]));
+            }
+            flags
         };
         let placement_tls = tls_flags("placement", &["placement"]);
         let gateway_tls = tls_flags("gateway", &["gateway"]);
@@ -525,6 +537,16 @@ impl Cluster {
     }
 
     /// Where node `id` keeps its local files.
+    /// The certificate and key files a role was started with (`node-<id>`, `gateway`,
+    /// `placement`), with mutual TLS: writing new ones rotates them.
+    pub fn tls_files(&self, role: &str) -> (PathBuf, PathBuf) {
+        let dir = self.dir.path();
+        (
+            dir.join(format!("{role}.crt")),
+            dir.join(format!("{role}.key")),
+        )
+    }
+
     pub fn data_dir(&self, id: &str) -> PathBuf {
         self.dir.path().join(id)
     }

@@ -40,6 +40,34 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// The certificate (DER) the TLS server at `addr` presents for `name`, shaking hands as
+    /// a client holding a certificate from this CA.
+    pub async fn served_certificate(&self, addr: std::net::SocketAddr, name: &str) -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let (cert, key) = self.issue(&["a-test-client"]);
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
     /// Writes a certificate for `names` into `dir` as `<file>.crt`/`<file>.key`; returns
     /// their paths.
     pub fn issue_files(
