@@ -1,16 +1,18 @@
 //! Opens the room store a role's config names (`dev`, `node`).
 
 use crate::config::StorageTarget;
-use conclave_node::storage::{PostgresStore, RedbStore, Store, POSTGRES_POOL_SIZE};
+use conclave_node::storage::{PostgresStore, RedbStore, Store};
 use std::sync::Arc;
 
 /// Opens the room store.
 pub async fn open_store(target: &StorageTarget) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match target {
         StorageTarget::Redb(dir) => Arc::new(RedbStore::open(&dir.join("conclave.redb"))?),
-        StorageTarget::Postgres { url, ca_file } => Arc::new(
-            PostgresStore::connect_with(url, POSTGRES_POOL_SIZE, ca_file.as_deref()).await?,
-        ),
+        StorageTarget::Postgres {
+            url,
+            pool_size,
+            ca_file,
+        } => Arc::new(PostgresStore::connect_with(url, *pool_size, ca_file.as_deref()).await?),
         #[cfg(feature = "fdb")]
         StorageTarget::Fdb {
             cluster_file,

@@ -7,7 +7,7 @@ use conclave_gateway::{JwtAlgorithm, JwtRules, PartyAuth};
 use conclave_node::PartyRegistry;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// A room storage backend (`--storage`, `storage`).
@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub port: Option<u16>,
     pub data_dir: Option<PathBuf>,
     pub postgres_url: Option<String>,
+    pub postgres_pool_size: Option<usize>,
     pub storage: Option<StorageKind>,
     #[serde(default)]
     pub limits: FileLimits,
@@ -37,6 +38,65 @@ pub struct FileConfig {
     /// Node id → relay address, for gateways.
     #[serde(default)]
     pub nodes: BTreeMap<String, String>,
+    /// What every role of a cluster shares.
+    #[serde(default)]
+    pub cluster: FileCluster,
+    /// Settings only nodes read.
+    #[serde(default)]
+    pub node: FileNode,
+    /// Settings only gateways read.
+    #[serde(default)]
+    pub gateway: FileGateway,
+    /// Settings only placement replicas read.
+    #[serde(default)]
+    pub placement: FilePlacement,
+}
+
+/// `[cluster]`: the same flags as every role's, for the settings a cluster's roles share.
+/// Paths, not secrets: the cluster secret and tokens stay in files or the environment.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    pub region: Option<String>,
+    pub redis_url: Option<String>,
+    pub redis_ca_file: Option<PathBuf>,
+    pub placement: Option<Vec<String>>,
+    pub postgres_ca_file: Option<PathBuf>,
+    pub fdb_cluster_file: Option<String>,
+    pub fdb_directory: Option<String>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_reload_ms: Option<u64>,
+    pub heartbeat_ms: Option<u64>,
+    pub heartbeat_ttl_ms: Option<u64>,
+}
+
+/// `[node]`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileNode {
+    pub id: Option<String>,
+    pub advertise_url: Option<String>,
+    pub relay_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// `[gateway]` (its client address is the top-level `host` and `port`).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileGateway {
+    pub ops_listen: Option<SocketAddr>,
+    pub drain_delay_ms: Option<u64>,
+}
+
+/// `[placement]`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FilePlacement {
+    pub listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// `[limits]`: the same settings as the limit flags, plus `max_http_body_bytes`.

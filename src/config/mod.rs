@@ -24,7 +24,8 @@ mod roles;
 mod storage;
 
 pub use file::{
-    default_parties, registry_for, FileAuth, FileConfig, FileLimits, FileParty, StorageKind,
+    default_parties, registry_for, FileAuth, FileCluster, FileConfig, FileGateway, FileLimits,
+    FileNode, FileParty, FilePlacement, StorageKind,
 };
 pub use js::JsOpts;
 pub use kinds::PartyKinds;
@@ -65,6 +66,100 @@ mod tests {
         assert_eq!(c.parties["secure"].kind, "chat");
         assert_eq!(c.parties["main"].kind, "relay");
         assert!(c.gateway.auth.contains_key("secure"));
+    }
+
+    /// Every cluster setting can come from the one file; flags (and so their variables)
+    /// override it.
+    #[test]
+    fn cluster_settings_come_from_the_file_and_flags_override_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "a-secret-of-the-cluster-settings-test").unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+postgres_url = "postgres://conclave@db/conclave"
+[cluster]
+region = "eu"
+redis_url = "redis://redis:6379"
+placement = ["http://placement-1:7300", "http://placement-2:7300"]
+cluster_secret_file = "{}"
+heartbeat_ms = 400
+heartbeat_ttl_ms = 1600
+[node]
+id = "n1"
+advertise_url = "http://n1:7100"
+relay_listen = "0.0.0.0:7100"
+http_listen = "0.0.0.0:7101"
+[gateway]
+ops_listen = "0.0.0.0:7400"
+drain_delay_ms = 3000
+[placement]
+listen = "0.0.0.0:7300"
+http_listen = "0.0.0.0:7301"
+"#,
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let config = Some(path);
+        let placement = vec!["http://placement-1:7300", "http://placement-2:7300"];
+
+        let node = NodeOpts {
+            config: config.clone(),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(node.id, "n1");
+        assert_eq!(node.node.region, "eu");
+        assert_eq!(node.placement, placement);
+        assert_eq!(node.redis.unwrap().url, "redis://redis:6379");
+        assert_eq!(node.advertise_url.as_deref(), Some("http://n1:7100"));
+        assert_eq!(node.relay_listen.to_string(), "0.0.0.0:7100");
+        assert_eq!(node.http_listen.to_string(), "0.0.0.0:7101");
+        assert_eq!(node.liveness.heartbeat.as_millis(), 400);
+        assert_eq!(node.liveness.ttl.as_millis(), 1600);
+        assert!(node.auth.secret.is_some());
+        assert!(matches!(node.storage, StorageTarget::Postgres { .. }));
+
+        let flagged = NodeOpts {
+            config: config.clone(),
+            id: Some("n2".into()),
+            region: Some("us".into()),
+            placement: vec!["http://elsewhere:7300".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(flagged.id, "n2");
+        assert_eq!(flagged.node.region, "us");
+        assert_eq!(flagged.placement, ["http://elsewhere:7300"]);
+
+        let gateway = GatewayOpts {
+            config: config.clone(),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(gateway.gateway.region, "eu");
+        assert_eq!(gateway.placement, placement);
+        assert_eq!(gateway.ops_listen.to_string(), "0.0.0.0:7400");
+        assert_eq!(gateway.drain_delay.as_millis(), 3000);
+        assert!(gateway.auth.secret.is_some());
+
+        let placement = PlacementOpts {
+            config,
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(placement.redis.url, "redis://redis:6379");
+        assert_eq!(placement.listen.to_string(), "0.0.0.0:7300");
+        assert_eq!(placement.http_listen.to_string(), "0.0.0.0:7301");
+        assert_eq!(placement.liveness.heartbeat.as_millis(), 400);
     }
 
     #[test]

@@ -1,18 +1,84 @@
-//! README.md's settings table, generated from `conclave dev --help` and the TOML file's
-//! fields, and the test that keeps the README equal to it. To rewrite the README:
-//! `UPDATE_README=1 cargo test -p conclave --lib readme`.
+//! README.md's settings tables, generated from `--help` and the TOML file's fields — one
+//! for `conclave dev`, one for the cluster roles' `[cluster]`, `[node]`, `[gateway]` and
+//! `[placement]` keys — and the test that keeps the README equal to them. To rewrite the
+//! README: `UPDATE_README=1 cargo test -p conclave --lib readme`.
 
-use super::file::{FileConfig, FileLimits};
-use super::roles::DevOpts;
+use super::file::{FileCluster, FileConfig, FileGateway, FileLimits, FileNode, FilePlacement};
+use super::roles::{DevOpts, GatewayOpts, NodeOpts, PlacementOpts};
 use clap::Args;
 use conclave_gateway::GatewayConfig;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 const START: &str = "<!-- settings table: generated from --help, see src/config/readme.rs -->\n";
 const END: &str = "<!-- end of settings table -->";
+const CLUSTER_START: &str =
+    "<!-- cluster settings table: generated from --help, see src/config/readme.rs -->\n";
+const CLUSTER_END: &str = "<!-- end of cluster settings table -->";
 
-/// Top-level TOML keys that are tables, described in the README's prose instead.
-const TABLES: [&str; 3] = ["limits", "parties", "nodes"];
+/// Top-level TOML keys that are tables: `[limits]` is in the dev table, the role sections
+/// in the cluster table, parties and nodes in the README's prose.
+const TABLES: [&str; 7] = [
+    "limits",
+    "parties",
+    "nodes",
+    "cluster",
+    "node",
+    "gateway",
+    "placement",
+];
+
+/// The cluster roles' sections of the TOML file: each key has the flag of its name on the
+/// roles that read it.
+fn cluster_table() -> String {
+    let roles: [(&str, clap::Command); 3] = [
+        ("node", NodeOpts::augment_args(clap::Command::new("node"))),
+        (
+            "gateway",
+            GatewayOpts::augment_args(clap::Command::new("gateway")),
+        ),
+        (
+            "placement",
+            PlacementOpts::augment_args(clap::Command::new("placement")),
+        ),
+    ];
+    let sections = [
+        ("cluster", field_names::<FileCluster>()),
+        ("node", field_names::<FileNode>()),
+        ("gateway", field_names::<FileGateway>()),
+        ("placement", field_names::<FilePlacement>()),
+    ];
+    let mut rows = vec![
+        "| TOML key / flag | env | read by | default |".to_string(),
+        "| --- | --- | --- | --- |".to_string(),
+    ];
+    for (section, keys) in sections {
+        for key in keys {
+            let long = key.replace('_', "-");
+            let readers: Vec<_> = roles
+                .iter()
+                .filter(|(role, _)| section == "cluster" || section == *role)
+                .filter_map(|(role, cmd)| {
+                    let arg = cmd.get_arguments().find(|a| a.get_long() == Some(&long))?;
+                    Some((*role, arg.clone()))
+                })
+                .collect();
+            let (_, arg) = readers
+                .first()
+                .unwrap_or_else(|| panic!("[{section}] {key} has no flag --{long}"));
+            let env = arg
+                .get_env()
+                .map_or(String::new(), |e| format!("`{}`", e.to_string_lossy()));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let who: Vec<_> = readers.iter().map(|(role, _)| *role).collect();
+            rows.push(format!(
+                "| `[{section}] {key}` / `--{long}` | {env} | {} | {} |",
+                who.join(", "),
+                cell(default_in(&help))
+            ));
+        }
+    }
+    rows.join("\n") + "\n"
+}
 
 /// The defaults of the TOML keys that have no flag.
 fn file_only_default(key: &str) -> Option<String> {
@@ -110,29 +176,36 @@ fn field_names<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
     fields
 }
 
-#[test]
-fn readme_lists_every_setting_with_its_default() {
+/// Checks (or, with UPDATE_README, rewrites) the README's table between `start` and `end`.
+fn check_table(start: &str, end: &str, table: String) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
     let readme = std::fs::read_to_string(path).unwrap();
     let (before, rest) = readme
-        .split_once(START)
-        .unwrap_or_else(|| panic!("README.md lacks the line {START:?}"));
+        .split_once(start)
+        .unwrap_or_else(|| panic!("README.md lacks the line {start:?}"));
     let (current, after) = rest
-        .split_once(END)
-        .unwrap_or_else(|| panic!("README.md lacks the line {END:?}"));
+        .split_once(end)
+        .unwrap_or_else(|| panic!("README.md lacks the line {end:?}"));
     // Blank lines around the table keep the markers out of it in Markdown.
-    let table = format!("\n{}\n", settings_table());
+    let table = format!("\n{table}\n");
     if current == table {
         return;
     }
     if std::env::var_os("UPDATE_README").is_some() {
-        std::fs::write(path, format!("{before}{START}{table}{END}{after}")).unwrap();
+        std::fs::write(path, format!("{before}{start}{table}{end}{after}")).unwrap();
         return;
     }
     panic!(
-        "README.md's settings table is not the one `conclave dev --help` documents; \
-         rewrite it with `UPDATE_README=1 cargo test -p conclave --lib readme`. Expected:\n{table}"
+        "README.md's table after {start:?} is not the one `--help` documents; rewrite it \
+         with `UPDATE_README=1 cargo test -p conclave --lib readme`. Expected:\n{table}"
     );
+}
+
+/// One test for both tables: two tests rewriting README.md at once would race.
+#[test]
+fn readme_lists_every_setting_with_its_default() {
+    check_table(START, END, settings_table());
+    check_table(CLUSTER_START, CLUSTER_END, cluster_table());
 }
 
 #[test]

@@ -81,11 +81,11 @@ pub struct LivenessOpts {
 }
 
 impl LivenessOpts {
-    pub fn resolve(&self) -> anyhow::Result<LivenessTiming> {
+    pub fn resolve(&self, file: &FileConfig) -> anyhow::Result<LivenessTiming> {
         let d = LivenessTiming::default();
         let t = LivenessTiming::from_heartbeat_and_ttl(
-            millis(self.heartbeat_ms).unwrap_or(d.heartbeat),
-            millis(self.heartbeat_ttl_ms).unwrap_or(d.ttl),
+            millis(self.heartbeat_ms.or(file.cluster.heartbeat_ms)).unwrap_or(d.heartbeat),
+            millis(self.heartbeat_ttl_ms.or(file.cluster.heartbeat_ttl_ms)).unwrap_or(d.ttl),
         );
         t.check()
             .map_err(|e| anyhow::anyhow!("liveness timing: {e}"))?;
@@ -248,24 +248,27 @@ impl NodeOpts {
     /// Like [`NodeOpts::resolve`], for a binary that serves `kinds`.
     pub fn resolve_with(&self, kinds: &PartyKinds) -> anyhow::Result<NodeRoleConfig> {
         let file = FileConfig::load_opt(self.config.as_ref())?;
-        let id = self.id.clone().unwrap_or_else(|| DEFAULT_NODE_ID.into());
+        let given_id = self.id.clone().or(file.node.id.clone());
+        let id = given_id.clone().unwrap_or_else(|| DEFAULT_NODE_ID.into());
         let mut node = self.node.resolve(&file)?;
         node.node_id = id.clone();
-        if let Some(region) = &self.region {
-            node.region = valid_region(region)?;
+        if let Some(region) = self.region.clone().or(file.cluster.region.clone()) {
+            node.region = valid_region(&region)?;
         }
         node.nodes = self.node_ids(&file);
         if !node.nodes.contains(&id) {
             node.nodes.push(id.clone());
         }
-        if self.redis_url.is_some() == self.placement.is_empty() {
+        let redis_url = self.redis_url.clone().or(file.cluster.redis_url.clone());
+        let placement = placement_urls(&self.placement, &file);
+        if redis_url.is_some() == placement.is_empty() {
             bail!("a dynamic cluster needs both --redis-url and --placement");
         }
         // A dynamic node serves only once its membership lets it (alive and on the ring).
-        node.start_fenced = self.redis_url.is_some();
+        node.start_fenced = redis_url.is_some();
         let storage = self.storage.target(&file)?;
-        let clustered = self.redis_url.is_some() || node.nodes.len() > 1;
-        if clustered && self.id.is_none() {
+        let clustered = redis_url.is_some() || node.nodes.len() > 1;
+        if clustered && given_id.is_none() {
             bail!(
                 "a node of a cluster needs its own --id (or CONCLAVE_NODE_ID): two nodes left \
                  at the default id {DEFAULT_NODE_ID:?} would be one node to the ring and take \
@@ -281,21 +284,32 @@ impl NodeOpts {
                  `conclave dev` and single nodes"
             );
         }
-        let auth = self.secret.resolve()?;
-        let relay_listen = self.relay_listen.unwrap_or(DEFAULT_RELAY_LISTEN);
+        let auth = self.secret.resolve(&file)?;
+        let relay_listen = layer(
+            self.relay_listen,
+            file.node.relay_listen,
+            DEFAULT_RELAY_LISTEN,
+        );
         internal_listener(relay_listen, &auth, "--relay-listen")?;
+        let redis_ca_file = self
+            .redis_ca_file
+            .as_ref()
+            .or(file.cluster.redis_ca_file.as_ref());
         Ok(NodeRoleConfig {
             id,
-            redis: match &self.redis_url {
-                Some(url) => Some(redis_target(url, self.redis_ca_file.as_deref())?),
+            redis: match &redis_url {
+                Some(url) => Some(redis_target(url, redis_ca_file.map(PathBuf::as_path))?),
                 None => None,
             },
-            placement: self.placement.clone(),
-            advertise_url: self.advertise_url.clone(),
+            placement,
+            advertise_url: self
+                .advertise_url
+                .clone()
+                .or(file.node.advertise_url.clone()),
             admin_token: self.admin_token.clone(),
-            liveness: self.liveness.resolve()?,
+            liveness: self.liveness.resolve(&file)?,
             relay_listen,
-            http_listen: self.http_listen.unwrap_or(DEFAULT_HTTP_LISTEN),
+            http_listen: layer(self.http_listen, file.node.http_listen, DEFAULT_HTTP_LISTEN),
             storage,
             node,
             parties: file.parties(kinds)?,
@@ -378,24 +392,30 @@ impl GatewayOpts {
     pub fn resolve(&self) -> anyhow::Result<GatewayRoleConfig> {
         let file = FileConfig::load_opt(self.config.as_ref())?;
         let nodes = self.nodes(&file)?;
-        if nodes.is_empty() && self.placement.is_empty() {
+        let placement = placement_urls(&self.placement, &file);
+        if nodes.is_empty() && placement.is_empty() {
             bail!("a gateway needs --placement URL,… or its nodes: --nodes id=http://host:port,… or [nodes] in the config");
         }
         let mut gateway = self.gateway.resolve(&file)?;
-        if let Some(region) = &self.region {
-            gateway.region = valid_region(region)?;
+        if let Some(region) = self.region.clone().or(file.cluster.region.clone()) {
+            gateway.region = valid_region(&region)?;
         }
         Ok(GatewayRoleConfig {
             listen: self.listen.resolve(&file),
-            ops_listen: self.ops_listen.unwrap_or(DEFAULT_GATEWAY_OPS_LISTEN),
-            drain_delay: std::time::Duration::from_millis(
-                self.drain_delay_ms
-                    .unwrap_or(DEFAULT_GATEWAY_DRAIN_DELAY_MS),
+            ops_listen: layer(
+                self.ops_listen,
+                file.gateway.ops_listen,
+                DEFAULT_GATEWAY_OPS_LISTEN,
             ),
-            placement: self.placement.clone(),
+            drain_delay: std::time::Duration::from_millis(layer(
+                self.drain_delay_ms,
+                file.gateway.drain_delay_ms,
+                DEFAULT_GATEWAY_DRAIN_DELAY_MS,
+            )),
+            placement,
             gateway,
             nodes,
-            auth: self.secret.resolve()?,
+            auth: self.secret.resolve(&file)?,
         })
     }
 
@@ -425,7 +445,10 @@ impl GatewayOpts {
 pub struct PlacementOpts {
     /// Redis holding node heartbeats: redis://host:port (rediss:// for TLS)
     #[arg(long, env = "CONCLAVE_REDIS_URL")]
-    pub redis_url: String,
+    pub redis_url: Option<String>,
+    /// TOML config file (the same file for every role of a cluster)
+    #[arg(long, env = "CONCLAVE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// CA certificates (PEM) a rediss:// server's certificate must chain to (else the
     /// system's roots)
     #[arg(long, env = "CONCLAVE_REDIS_CA_FILE")]
@@ -458,16 +481,39 @@ pub struct PlacementRoleConfig {
 
 impl PlacementOpts {
     pub fn resolve(&self) -> anyhow::Result<PlacementRoleConfig> {
-        let auth = self.secret.resolve()?;
-        let listen = self.listen.unwrap_or(DEFAULT_PLACEMENT_LISTEN);
+        let file = FileConfig::load_opt(self.config.as_ref())?;
+        let auth = self.secret.resolve(&file)?;
+        let listen = layer(self.listen, file.placement.listen, DEFAULT_PLACEMENT_LISTEN);
         internal_listener(listen, &auth, "--listen")?;
+        let redis_url = self
+            .redis_url
+            .clone()
+            .or(file.cluster.redis_url.clone())
+            .context("placement needs --redis-url (or redis_url in [cluster])")?;
+        let redis_ca_file = self
+            .redis_ca_file
+            .as_ref()
+            .or(file.cluster.redis_ca_file.as_ref());
         Ok(PlacementRoleConfig {
-            redis: redis_target(&self.redis_url, self.redis_ca_file.as_deref())?,
+            redis: redis_target(&redis_url, redis_ca_file.map(PathBuf::as_path))?,
             listen,
-            http_listen: self.http_listen.unwrap_or(DEFAULT_PLACEMENT_HTTP_LISTEN),
-            liveness: self.liveness.resolve()?,
+            http_listen: layer(
+                self.http_listen,
+                file.placement.http_listen,
+                DEFAULT_PLACEMENT_HTTP_LISTEN,
+            ),
+            liveness: self.liveness.resolve(&file)?,
             auth,
         })
+    }
+}
+
+/// Placement replica URLs: from the flag (or its variable), else from `[cluster]`.
+fn placement_urls(flag: &[String], file: &FileConfig) -> Vec<String> {
+    if flag.is_empty() {
+        file.cluster.placement.clone().unwrap_or_default()
+    } else {
+        flag.to_vec()
     }
 }
 
@@ -520,20 +566,30 @@ pub struct SecretOpts {
 pub const CLUSTER_SECRET_ENV: &str = "CONCLAVE_CLUSTER_SECRET";
 
 impl SecretOpts {
-    pub fn resolve(&self) -> anyhow::Result<ClusterAuth> {
+    pub fn resolve(&self, file: &FileConfig) -> anyhow::Result<ClusterAuth> {
+        let c = &file.cluster;
+        let secret_file = self
+            .cluster_secret_file
+            .as_ref()
+            .or(c.cluster_secret_file.as_ref());
         let text =
-            match &self.cluster_secret_file {
+            match secret_file {
                 Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
                     format!("cannot read the cluster secret {}", path.display())
                 })?),
                 None => std::env::var(CLUSTER_SECRET_ENV).ok(),
             };
         let secret = text.map(|t| ClusterSecret::new(&t)).transpose()?;
-        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+        let (cert, key, ca) = (
+            self.tls_cert.as_ref().or(c.tls_cert.as_ref()),
+            self.tls_key.as_ref().or(c.tls_key.as_ref()),
+            self.tls_ca.as_ref().or(c.tls_ca.as_ref()),
+        );
+        let tls = match (cert, key, ca) {
             (None, None, None) => None,
             (Some(cert), Some(key), Some(ca)) => {
-                let reload =
-                    millis(self.tls_reload_ms).unwrap_or(conclave_proto::DEFAULT_TLS_RELOAD);
+                let reload = millis(self.tls_reload_ms.or(c.tls_reload_ms))
+                    .unwrap_or(conclave_proto::DEFAULT_TLS_RELOAD);
                 if reload.is_zero() {
                     bail!("--tls-reload-ms must be above 0");
                 }
@@ -603,8 +659,12 @@ mod tests {
             cluster_secret_file: Some(file.clone()),
             ..Default::default()
         };
-        assert!(opts.resolve().is_err());
+        assert!(opts.resolve(&FileConfig::default()).is_err());
         std::fs::write(&file, "long-enough-cluster-secret\n").unwrap();
-        assert!(opts.resolve().unwrap().secret.is_some());
+        assert!(opts
+            .resolve(&FileConfig::default())
+            .unwrap()
+            .secret
+            .is_some());
     }
 }

@@ -36,6 +36,12 @@ pub struct StorageOpts {
     /// host it is reached at (libpq's verify-full); without it TLS is not verified
     #[arg(long, env = "CONCLAVE_POSTGRES_CA_FILE")]
     pub postgres_ca_file: Option<PathBuf>,
+    #[arg(long, env = "CONCLAVE_POSTGRES_POOL_SIZE", help = with_default(
+        "PostgreSQL connections this process keeps open at most (commits of different rooms \
+         run on different connections)",
+        conclave_node::storage::POSTGRES_POOL_SIZE,
+    ))]
+    pub postgres_pool_size: Option<usize>,
     #[arg(long, env = "FDB_CLUSTER_FILE", help = with_default(
         "FoundationDB cluster file, with --storage fdb",
         DEFAULT_FDB_CLUSTER_FILE,
@@ -65,17 +71,27 @@ impl StorageOpts {
             )),
             StorageKind::Postgres => StorageTarget::Postgres {
                 url: postgres_url.context("--storage postgres needs --postgres-url")?,
-                ca_file: self.postgres_ca_file.clone(),
+                pool_size: layer(
+                    self.postgres_pool_size,
+                    file.postgres_pool_size,
+                    conclave_node::storage::POSTGRES_POOL_SIZE,
+                ),
+                ca_file: self
+                    .postgres_ca_file
+                    .clone()
+                    .or(file.cluster.postgres_ca_file.clone()),
             },
             StorageKind::Fdb => StorageTarget::Fdb {
-                cluster_file: self
-                    .fdb_cluster_file
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_FDB_CLUSTER_FILE.into()),
-                directory: self
-                    .fdb_directory
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_FDB_DIRECTORY.into()),
+                cluster_file: layer(
+                    self.fdb_cluster_file.clone(),
+                    file.cluster.fdb_cluster_file.clone(),
+                    DEFAULT_FDB_CLUSTER_FILE.into(),
+                ),
+                directory: layer(
+                    self.fdb_directory.clone(),
+                    file.cluster.fdb_directory.clone(),
+                    DEFAULT_FDB_DIRECTORY.into(),
+                ),
             },
         })
     }
@@ -86,9 +102,11 @@ impl StorageOpts {
 pub enum StorageTarget {
     /// The embedded redb file in this directory.
     Redb(PathBuf),
-    /// A PostgreSQL URL, and the CA file its server's certificate is verified against.
+    /// A PostgreSQL URL, its connection pool's size, and the CA file its server's
+    /// certificate is verified against.
     Postgres {
         url: String,
+        pool_size: usize,
         ca_file: Option<PathBuf>,
     },
     /// FoundationDB, under the directory `conclave/<directory>`.
