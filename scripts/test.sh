@@ -13,6 +13,8 @@ scripts/test-deps.sh
 cargo build --workspace --locked
 (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error)
 cargo test --workspace --locked
+# The cluster suites again with mutual TLS on every internal link.
+CONCLAVE_TEST_MTLS=1 cargo test --locked --test cluster --test failover --test regions --test partitions
 scripts/test-fdb.sh
 scripts/check-deploy.sh
 (cd tests/compat && npm test)

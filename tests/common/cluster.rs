@@ -132,14 +132,16 @@ impl ClusterBuilder {
         self
     }
 
-    /// Every internal link (relay, placement) over mutual TLS: each role gets a
-    /// certificate from one CA (a node's names its id), URLs are https://.
     /// With [`ClusterBuilder::mtls`]: roles re-read their certificate files this often.
     pub fn tls_reload(mut self, every: Duration) -> Self {
         self.tls_reload_ms = Some(every.as_millis() as u64);
         self
     }
 
+    /// Every internal link (relay, placement) over mutual TLS: each role gets a
+    /// certificate from one CA (a node's names its id), URLs are https://. Setting
+    /// `CONCLAVE_TEST_MTLS` turns it on for every cluster a test starts (scripts/test.sh
+    /// runs the cluster suites so).
     pub fn mtls(mut self) -> Self {
         self.mtls = Some(super::tls::TestCa::new());
         self
@@ -174,6 +176,9 @@ impl ClusterBuilder {
     }
 
     pub async fn start(mut self) -> Cluster {
+        if self.mtls.is_none() && std::env::var_os("CONCLAVE_TEST_MTLS").is_some() {
+            self = self.mtls();
+        }
         assert!(
             self.placement || self.nodes.iter().all(|(_, r)| r == DEFAULT_REGION),
             "regions need placement"
@@ -282,7 +287,7 @@ impl ClusterBuilder {
                     let redis_url = format!("redis://{}", to_redis.addr);
                     let at = flags.iter().position(|f| f == "--redis-url").unwrap();
                     flags[at + 1] = redis_url;
-                    let advertise = format!("http://{}", to_relay.addr);
+                    let advertise = format!("{}://{}", self.scheme(), to_relay.addr);
                     flags.extend(args(&["--advertise-url", &advertise]));
                 }
                 let (id, region) = (id.clone(), region.clone());
@@ -462,7 +467,8 @@ impl Cluster {
     /// The placement replica's gRPC URL (a dynamic cluster).
     pub fn placement_url(&self) -> String {
         let (_, addr) = self.placement.as_ref().expect("a dynamic cluster");
-        format!("http://{addr}")
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{addr}")
     }
 
     /// Node `id`'s traffic to Redis (the node must be [`ClusterBuilder::partitionable`]).
