@@ -292,3 +292,57 @@ async fn rotated_certificates_are_used_without_a_restart_and_a_broken_rotation_i
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(ca.served_certificate(relay_of_a, "a").await, now);
 }
+
+/// A faulty (or compromised) gateway cannot break a node: an admission with more headers
+/// than any gateway lets through, a second admission of a socket already in a room and a
+/// frame over the frame limit are each refused or closed, and the link and the room go on
+/// serving.
+#[tokio::test]
+async fn a_node_refuses_what_no_gateway_would_send_and_keeps_serving() {
+    use conclave_proto::wire::{gateway_event, Admit, Frame, Header};
+    use conclave_proto::RoomKey;
+    let config = NodeConfig {
+        max_frame_bytes: 1024,
+        ..NodeConfig::default()
+    };
+    let mut gw = RelayGateway::start(config, parties());
+    let room = Some(RoomKey::new("main", "r").unwrap().to_wire());
+    let admit = |request_id: u64, socket: u64, conn_id: &str| Admit {
+        request_id,
+        room: room.clone(),
+        conn_id: conn_id.into(),
+        uri: "http://test/parties/main/r".into(),
+        socket,
+        origin: 1,
+        ..Default::default()
+    };
+    // ~30,000 distinct headers would panic an http::HeaderMap (and with it the link).
+    let mut flood = admit(1000, 1000, "flood");
+    flood.headers = (0..30_000)
+        .map(|i| Header {
+            name: format!("x-h{i}"),
+            value: "v".into(),
+        })
+        .collect();
+    assert_eq!(gw.admit(flood).await.status, 431);
+
+    let a = gw.open("main", "r", "a").await;
+    assert_eq!(gw.admit(admit(1001, a, "a-again")).await.status, 409);
+
+    let big = Frame {
+        socket: a,
+        room: room.clone(),
+        payload: vec![b'x'; 2048].into(),
+        binary: true,
+        seq: 1,
+        ..Default::default()
+    };
+    gw.send_raw(gateway_event::Event::Frame(big)).await;
+    let closed = gw.next_close().await;
+    assert_eq!((closed.socket, closed.code), (a, 1009));
+
+    let b = gw.open("main", "r", "b").await;
+    let _c = gw.open("main", "r", "c").await;
+    gw.send(b, "still served").await;
+    assert_eq!(gw.next_text().await, "still served");
+}

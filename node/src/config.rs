@@ -17,6 +17,12 @@ pub struct NodeConfig {
     pub max_connections_per_room: usize,
     /// Events queued per room before the sender waits.
     pub room_mailbox: usize,
+    /// The largest client message a gateway may forward (the gateways' `max_frame_bytes`):
+    /// a bigger one closes its socket with 1009.
+    pub max_frame_bytes: usize,
+    /// The largest HTTP request body a gateway may forward (the gateways'
+    /// `max_http_body_bytes`): a bigger one is answered 413.
+    pub max_http_body_bytes: usize,
     /// How long a room-to-room `fetch` waits for the answer.
     pub fetch_timeout: Duration,
     /// Start fenced: serve no room (not even an alarm) until told to (`Node::set_serving`).
@@ -34,6 +40,8 @@ impl Default for NodeConfig {
             hibernate_after: Duration::from_secs(30),
             max_connections_per_room: 10_000,
             room_mailbox: 4096,
+            max_frame_bytes: 1024 * 1024,
+            max_http_body_bytes: 1024 * 1024,
             fetch_timeout: Duration::from_secs(10),
             start_fenced: false,
         }

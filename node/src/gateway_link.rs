@@ -1,6 +1,7 @@
 //! Serving one gateway's relay link: the gateway's events become room events, and its
 //! requests (admission, home region, room info, HTTP) get their replies.
 
+use crate::gateway_bounds::{self, check_admit, check_headers};
 use crate::host::Host;
 use crate::links::GatewayId;
 use crate::mailbox::{refused, OpenRequest, RoomEvent};
@@ -10,8 +11,9 @@ use crate::room::{FetchError, Peer};
 use bytes::Bytes;
 use conclave_proto::close;
 use conclave_proto::wire::{
-    gateway_event, node_event, Admit, Closed, Detach, Frame, Header, HomeReply, HomeRequest,
-    HttpReply, HttpRequest, NodeEvent, Received, RoomInfoReply, RoomInfoRequest, RoomRef,
+    gateway_event, node_event, Admit, CloseSocket, Closed, Detach, Frame, Header, HomeReply,
+    HomeRequest, HttpReply, HttpRequest, NodeEvent, Received, RoomInfoReply, RoomInfoRequest,
+    RoomRef,
 };
 use conclave_proto::{ConnId, NodeSide, Refusal, RoomKey, SocketId};
 use futures::future::BoxFuture;
@@ -98,10 +100,16 @@ impl GatewayLink {
     /// socket has joined; only a refusal before that is answered here.
     async fn admit(&mut self, a: Admit) {
         let (request_id, socket) = (a.request_id, SocketId(a.socket));
-        let key = match room_key(a.room.as_ref()) {
+        let key = match room_key(a.room.as_ref()).and_then(|key| check_admit(&a).map(|()| key)) {
             Ok(key) => key,
             Err(refusal) => return self.send(refused(request_id, socket, refusal)).await,
         };
+        // One socket is in one room: a second admission of it (from a faulty gateway)
+        // would leave the first connection behind in its room for ever.
+        if self.sockets.contains_key(&a.socket) {
+            let refusal = Refusal::new(409, "The socket is already in a room");
+            return self.send(refused(request_id, socket, refusal)).await;
+        }
         let headers = header_map(&a.headers);
         let req = ConnectRequest {
             party: key.party.as_str(),
@@ -163,6 +171,10 @@ impl GatewayLink {
     /// An admitted socket joins its room.
     async fn open(&mut self, a: Admit, key: RoomKey) {
         let (request_id, socket) = (a.request_id, SocketId(a.socket));
+        if self.sockets.contains_key(&a.socket) {
+            let refusal = Refusal::new(409, "The socket is already in a room");
+            return self.send(refused(request_id, socket, refusal)).await;
+        }
         self.sockets.insert(a.socket, key.clone());
         let event = RoomEvent::Open(Box::new(OpenRequest {
             peer: self.peer(a.socket),
@@ -172,7 +184,7 @@ impl GatewayLink {
             request_id,
             origin: a.origin,
             resume: a.resume,
-            trace_parent: (!a.trace_parent.is_empty()).then(|| a.trace_parent.into()),
+            trace_parent: gateway_bounds::trace_parent(a.trace_parent),
         }));
         if let Err(e) = self.host.dispatch(&key, event).await {
             self.sockets.remove(&a.socket);
@@ -185,6 +197,11 @@ impl GatewayLink {
         let Some(key) = self.sockets.get(&f.socket) else {
             return;
         };
+        if f.payload.len() > self.host.config.max_frame_bytes {
+            // No gateway forwards this: treat it as the client's message being too big.
+            let key = key.clone();
+            return self.too_big(f.socket, key).await;
+        }
         let msg = if f.binary {
             Message::binary(f.payload)
         } else {
@@ -198,9 +215,29 @@ impl GatewayLink {
             peer,
             msg,
             seq: f.seq,
-            trace_parent: (!f.trace_parent.is_empty()).then(|| f.trace_parent.into()),
+            trace_parent: gateway_bounds::trace_parent(f.trace_parent),
         };
         let _ = self.host.dispatch(key, event).await;
+    }
+
+    /// Closes `socket` with 1009 and lets its room see it leave.
+    async fn too_big(&mut self, socket: u64, key: RoomKey) {
+        tracing::warn!(gateway = ?self.gateway, socket, "a gateway forwarded a frame over max_frame_bytes");
+        self.sockets.remove(&socket);
+        self.send(node_event::Event::CloseSocket(CloseSocket {
+            socket,
+            code: close::MESSAGE_TOO_BIG.into(),
+            reason: "Message too big".into(),
+            out_seq: 0,
+        }))
+        .await;
+        let event = RoomEvent::Closed {
+            peer: self.peer(socket),
+            code: close::MESSAGE_TOO_BIG,
+            reason: String::new(),
+            error: Some("message too big".into()),
+        };
+        let _ = self.host.dispatch(&key, event).await;
     }
 
     /// The socket moved to another node.
@@ -218,9 +255,9 @@ impl GatewayLink {
         };
         let event = RoomEvent::Closed {
             peer: self.peer(c.socket),
-            code: c.code as u16,
-            reason: c.reason,
-            error: (!c.error.is_empty()).then_some(c.error),
+            code: gateway_bounds::close_code(c.code),
+            reason: gateway_bounds::close_reason(c.reason),
+            error: (!c.error.is_empty()).then(|| gateway_bounds::close_error(c.error)),
         };
         let _ = self.host.dispatch(&key, event).await;
     }
@@ -324,7 +361,8 @@ fn header_map(headers: &[Header]) -> http::HeaderMap {
             http::HeaderName::from_bytes(h.name.as_bytes()),
             http::HeaderValue::from_bytes(&h.value),
         ) {
-            map.append(n, v);
+            // Bounded before (check_headers); `try_append` cannot panic past capacity.
+            let _ = map.try_append(n, v);
         }
     }
     map
@@ -333,6 +371,10 @@ fn header_map(headers: &[Header]) -> http::HeaderMap {
 /// An HTTP request to a room on this node, answered by the room's `on_request`.
 async fn http_request(host: &Arc<Host>, r: HttpRequest) -> Result<Response, Refusal> {
     let key = room_key(r.room.as_ref())?;
+    check_headers(&r.headers)?;
+    if r.body.len() > host.config.max_http_body_bytes {
+        return Err(Refusal::new(413, "Request body too large"));
+    }
     host.cluster.check_placed_here(&key)?;
     let mut builder = http::Request::builder()
         .method(r.method.as_str())

@@ -17,6 +17,7 @@ mod actor;
 mod alarms;
 mod cluster;
 mod config;
+mod gateway_bounds;
 mod gateway_link;
 mod host;
 pub mod js;

@@ -133,11 +133,17 @@ impl DevOpts {
     /// Like [`DevOpts::resolve`], for a binary that serves `kinds`.
     pub fn resolve_with(&self, kinds: &PartyKinds) -> anyhow::Result<DevConfig> {
         let file = FileConfig::load_opt(self.config.as_ref())?;
+        let gateway = self.gateway.resolve(&file)?;
+        let node = NodeConfig {
+            max_frame_bytes: gateway.max_frame_bytes,
+            max_http_body_bytes: gateway.max_http_body_bytes,
+            ..self.node.resolve(&file)?
+        };
         Ok(DevConfig {
             listen: self.listen.resolve(&file),
             storage: self.storage.target(&file)?,
-            gateway: self.gateway.resolve(&file)?,
-            node: self.node.resolve(&file)?,
+            gateway,
+            node,
             parties: file.parties(kinds)?,
             js: self.js.source(true),
             js_engine: self.js.engine_config(),
@@ -180,6 +186,13 @@ pub struct NodeOpts {
     /// TOML config file (the same file for every role of a cluster)
     #[arg(long, env = "CONCLAVE_CONFIG")]
     pub config: Option<PathBuf>,
+    #[arg(long, env = "CONCLAVE_MAX_FRAME_BYTES", help = with_default(
+        "The largest client message a gateway may forward (give nodes the gateways' \
+         --max-frame-bytes, as the same [limits] or variable does); a bigger one closes \
+         its socket with 1009",
+        NodeConfig::default().max_frame_bytes,
+    ))]
+    pub max_frame_bytes: Option<usize>,
     #[arg(long, env = "CONCLAVE_NODES", value_delimiter = ',', help = with_default(
         "Every node of the cluster as id or id=http://host:port, comma separated (the same \
          list the gateways get; also `[nodes]` in the TOML file)",
@@ -252,6 +265,16 @@ impl NodeOpts {
         let id = given_id.clone().unwrap_or_else(|| DEFAULT_NODE_ID.into());
         let mut node = self.node.resolve(&file)?;
         node.node_id = id.clone();
+        node.max_frame_bytes = layer(
+            self.max_frame_bytes,
+            file.limits.max_frame_bytes,
+            node.max_frame_bytes,
+        );
+        node.max_http_body_bytes = layer(
+            None,
+            file.limits.max_http_body_bytes,
+            node.max_http_body_bytes,
+        );
         if let Some(region) = self.region.clone().or(file.cluster.region.clone()) {
             node.region = valid_region(&region)?;
         }

@@ -6,7 +6,8 @@
 use super::store::TestStore;
 use conclave_node::{Node, NodeConfig, PartyRegistry};
 use conclave_proto::wire::{
-    gateway_event, node_event, Admit, Frame, GatewayEvent, HomeRequest, NodeEvent,
+    gateway_event, node_event, Admit, AdmitReply, CloseSocket, Frame, GatewayEvent, HomeRequest,
+    NodeEvent,
 };
 use conclave_proto::{in_process_link, RoomKey, LINK_CAPACITY};
 use std::collections::{HashMap, VecDeque};
@@ -51,6 +52,42 @@ impl RelayGateway {
     async fn send_event(&self, event: gateway_event::Event) {
         let event = GatewayEvent { event: Some(event) };
         self.to_node.send(event).await.expect("the node is gone");
+    }
+
+    /// Sends `admit` as it is (as a faulty gateway might) and returns the node's answer.
+    pub async fn admit(&mut self, admit: Admit) -> AdmitReply {
+        let id = admit.request_id;
+        self.send_event(gateway_event::Event::Admit(admit)).await;
+        let answer = async {
+            loop {
+                if let node_event::Event::AdmitReply(r) = self.recv().await {
+                    if r.request_id == id {
+                        return r;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(ANSWER_TIMEOUT, answer)
+            .await
+            .expect("the node did not answer the admission")
+    }
+
+    /// Sends `event` as it is.
+    pub async fn send_raw(&self, event: gateway_event::Event) {
+        self.send_event(event).await;
+    }
+
+    /// The next socket the node closes (instead of failing the test on it).
+    pub async fn next_close(&mut self) -> CloseSocket {
+        loop {
+            let ev = tokio::time::timeout(ANSWER_TIMEOUT, self.from_node.recv())
+                .await
+                .expect("the node closed no socket in time")
+                .expect("the node closed the link");
+            if let Some(node_event::Event::CloseSocket(c)) = ev.event {
+                return c;
+            }
+        }
     }
 
     /// Opens a socket `conn_id` in `party/room`; returns its socket id once admitted.

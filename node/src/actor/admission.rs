@@ -13,9 +13,7 @@ use conclave_proto::{close, ConnId};
 use std::sync::Arc;
 use tracing::warn;
 
-/// Tags `connection_tags` may add to the connection id, and their longest length.
-const MAX_EXTRA_TAGS: usize = 9;
-const MAX_TAG_BYTES: usize = 256;
+use crate::gateway_bounds::{MAX_EXTRA_TAGS, MAX_TAG_BYTES};
 
 impl RoomActor {
     pub(super) async fn admit(&mut self, mut o: OpenRequest) {

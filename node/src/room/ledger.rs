@@ -268,6 +268,9 @@ impl Ledger {
 
     /// Gateway link `gateway` has every output of this room up to `out_seq`.
     pub(crate) fn confirm(&mut self, gateway: GatewayId, out_seq: u64) {
+        // No gateway confirms an output not numbered yet; a number past the last would
+        // let it forget outputs it has not had.
+        let out_seq = out_seq.min(self.last_out);
         let c = self.confirmed.entry(gateway).or_default();
         *c = (*c).max(out_seq);
     }
