@@ -294,9 +294,9 @@ async fn rotated_certificates_are_used_without_a_restart_and_a_broken_rotation_i
 }
 
 /// A faulty (or compromised) gateway cannot break a node: an admission with more headers
-/// than any gateway lets through, a second admission of a socket already in a room and a
-/// frame over the frame limit are each refused or closed, and the link and the room go on
-/// serving.
+/// than any gateway lets through, a second new admission of a socket already in a room
+/// and a frame over the frame limit are each refused or closed, and the link and the room
+/// go on serving. A socket moving back to a node that still lists it is taken.
 #[tokio::test]
 async fn a_node_refuses_what_no_gateway_would_send_and_keeps_serving() {
     use conclave_proto::wire::{gateway_event, Admit, Frame, Header};
@@ -328,6 +328,17 @@ async fn a_node_refuses_what_no_gateway_would_send_and_keeps_serving() {
 
     let a = gw.open("main", "r", "a").await;
     assert_eq!(gw.admit(admit(1001, a, "a-again")).await.status, 409);
+    // The same socket coming back (moving here again) is taken, not refused.
+    let mut back = admit(1002, a, "a");
+    back.resume = Some(conclave_proto::wire::Resume {
+        tags: vec!["a".into()],
+        ..Default::default()
+    });
+    assert_eq!(
+        gw.admit(back).await.status,
+        0,
+        "a returning socket was refused"
+    );
 
     let big = Frame {
         socket: a,

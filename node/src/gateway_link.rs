@@ -104,10 +104,7 @@ impl GatewayLink {
             Ok(key) => key,
             Err(refusal) => return self.send(refused(request_id, socket, refusal)).await,
         };
-        // One socket is in one room: a second admission of it (from a faulty gateway)
-        // would leave the first connection behind in its room for ever.
-        if self.sockets.contains_key(&a.socket) {
-            let refusal = Refusal::new(409, "The socket is already in a room");
+        if let Err(refusal) = self.one_room_per_socket(&a).await {
             return self.send(refused(request_id, socket, refusal)).await;
         }
         let headers = header_map(&a.headers);
@@ -136,6 +133,28 @@ impl GatewayLink {
             }
         }
         self.open(a, key).await;
+    }
+
+    /// Keeps a socket in one room. A socket coming back to this node (`resume`) may still
+    /// be listed where it was before — it left while this node was fenced, say, and no
+    /// detach reached it — so it is detached from there first. A new admission of a
+    /// socket already in a room comes from a faulty gateway: refused (409), or the first
+    /// connection would stay behind in its room for ever.
+    async fn one_room_per_socket(&mut self, a: &Admit) -> Result<(), Refusal> {
+        let Some(old) = self.sockets.get(&a.socket).cloned() else {
+            return Ok(());
+        };
+        if a.resume.is_none() {
+            return Err(Refusal::new(409, "The socket is already in a room"));
+        }
+        self.sockets.remove(&a.socket);
+        // Only a room still live here can hold it: starting one just to detach would
+        // claim a room this node may not own.
+        if let Some(tx) = self.host.rooms.live_mailbox(&old) {
+            let peer = self.peer(a.socket);
+            let _ = tx.send(RoomEvent::Detach { peer }).await;
+        }
+        Ok(())
     }
 
     /// Runs the party's asynchronous check off the link; the admission goes on (with the
@@ -171,8 +190,7 @@ impl GatewayLink {
     /// An admitted socket joins its room.
     async fn open(&mut self, a: Admit, key: RoomKey) {
         let (request_id, socket) = (a.request_id, SocketId(a.socket));
-        if self.sockets.contains_key(&a.socket) {
-            let refusal = Refusal::new(409, "The socket is already in a room");
+        if let Err(refusal) = self.one_room_per_socket(&a).await {
             return self.send(refused(request_id, socket, refusal)).await;
         }
         self.sockets.insert(a.socket, key.clone());
