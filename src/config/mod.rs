@@ -9,9 +9,10 @@
 //!
 //! Files, each using only those before it: `kinds` (party kinds), `file` (the TOML file,
 //! the party table),
-//! `layer` (the rule), `storage` and `limits` (option groups), `roles` (each role's
-//! options and config), `readme` (tests).
+//! `layer` (the rule), `storage`, `limits` and `cluster` (option groups), `roles` (each
+//! role's options and config), `readme` (tests).
 
+mod cluster;
 mod file;
 mod js;
 mod kinds;
@@ -23,6 +24,7 @@ mod redact;
 mod roles;
 mod storage;
 
+pub use cluster::{LivenessOpts, SecretOpts};
 pub use file::{
     default_parties, registry_for, FileAuth, FileCluster, FileConfig, FileGateway, FileLimits,
     FileNode, FileParty, FilePlacement, StorageKind,
@@ -32,8 +34,8 @@ pub use kinds::PartyKinds;
 pub use limits::{GatewayLimitOpts, NodeLimitOpts};
 pub use redact::redact;
 pub use roles::{
-    DevConfig, DevOpts, GatewayOpts, GatewayRoleConfig, ListenOpts, LivenessOpts, NodeOpts,
-    NodeRoleConfig, PlacementOpts, PlacementRoleConfig,
+    DevConfig, DevOpts, GatewayOpts, GatewayRoleConfig, ListenOpts, NodeOpts, NodeRoleConfig,
+    PlacementOpts, PlacementRoleConfig,
 };
 pub use storage::{StorageOpts, StorageTarget};
 
