@@ -1,5 +1,5 @@
 //! Party kinds: what can serve a party name. The built-in kinds (relay, chat, presence,
-//! counter) and those a server binary of your own adds (`Conclave::party`); the TOML
+//! counter, yjs) and those a server binary of your own adds (`Conclave::party`); the TOML
 //! file's `[parties.NAME] kind = "…"` maps names to them.
 
 use conclave_node::{Party, PartyFactory, PartyRegistry};
@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The built-in parties served by default, by name: `main` is the relay.
-const DEFAULT_PARTIES: [(&str, &str); 4] = [
+const DEFAULT_PARTIES: [(&str, &str); 5] = [
     ("main", "relay"),
     ("chat", "chat"),
     ("presence", "presence"),
     ("counter", "counter"),
+    ("yjs", "yjs"),
 ];
 
 /// Every party kind a binary can serve.

@@ -8,7 +8,9 @@ import { rmSync } from "node:fs";
 import { PartySocket } from "partysocket";
 import WS from "ws";
 import { fileURLToPath } from "node:url";
-import { freeAddr, startPostgres, startRole, tempDir, nextMessage, opened, runConclave } from "./harness.mjs";
+import * as Y from "yjs";
+import YPartyKitProvider from "y-partykit/provider";
+import { freeAddr, startPostgres, startRole, tempDir, nextMessage, opened, runConclave, sleep } from "./harness.mjs";
 
 let gateways = [];
 let nodes = [];
@@ -112,4 +114,32 @@ test("a PartySocket stays open while every node is killed and restarted", async 
   assert.equal(closes, 0, "the client socket was closed");
   assert.equal(opens, 1, "PartySocket reconnected");
   s.close();
+});
+
+test("a Yjs document is shared across gateways and survives kill -9 of every node", async () => {
+  const yjs = (g) => {
+    const doc = new Y.Doc();
+    const p = new YPartyKitProvider(gateways[g].host, "shared-doc", doc, { party: "yjs", WebSocketPolyfill: WS });
+    return { p, text: doc.getText("t") };
+  };
+  const until = async (check, what, ms = 20000) => {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      if (check()) return;
+      await sleep(25);
+    }
+    assert.fail(`${what} not within ${ms} ms`);
+  };
+  const a = yjs(0);
+  const b = yjs(1);
+  a.text.insert(0, "before ");
+  await until(() => b.text.toString() === "before ", "b seeing a's edit");
+
+  for (const n of nodes) await n.kill();
+  nodes = [await startNode("a"), await startNode("b")];
+  const c = yjs(1);
+  await until(() => c.text.toString() === "before ", "a new client after the kill getting the document");
+  a.text.insert(a.text.length, "after");
+  await until(() => [b, c].every((x) => x.text.toString() === "before after"), "every client after the kill");
+  for (const x of [a, b, c]) x.p.destroy();
 });
