@@ -120,7 +120,7 @@ test("a Yjs document is shared across gateways and survives kill -9 of every nod
   const yjs = (g) => {
     const doc = new Y.Doc();
     const p = new YPartyKitProvider(gateways[g].host, "shared-doc", doc, { party: "yjs", WebSocketPolyfill: WS });
-    return { p, text: doc.getText("t") };
+    return { p, doc, text: doc.getText("t") };
   };
   const until = async (check, what, ms = 20000) => {
     const end = Date.now() + ms;
@@ -141,5 +141,9 @@ test("a Yjs document is shared across gateways and survives kill -9 of every nod
   await until(() => c.text.toString() === "before ", "a new client after the kill getting the document");
   a.text.insert(a.text.length, "after");
   await until(() => [b, c].every((x) => x.text.toString() === "before after"), "every client after the kill");
-  for (const x of [a, b, c]) x.p.destroy();
+  // The documents' awareness keeps a timer: destroy them too, or the process stays up.
+  for (const x of [a, b, c]) {
+    x.p.destroy();
+    x.doc.destroy();
+  }
 });

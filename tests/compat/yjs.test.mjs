@@ -13,6 +13,12 @@ function provider(host, room, doc = new Y.Doc()) {
   return { p, doc };
 }
 
+/** Ends a client: the provider, and the document (whose awareness keeps a timer). */
+function done({ p, doc }) {
+  p.destroy();
+  doc.destroy();
+}
+
 function synced({ p }) {
   return new Promise((resolve, reject) => {
     if (p.synced) return resolve();
@@ -50,15 +56,15 @@ test("two y-partykit clients converge after concurrent edits; a late joiner alon
   await until(() => ta.toString() === tb.toString() && b.doc.getMap("m").get("k") === 1, "convergence");
   const final = ta.toString();
   assert.equal(final.length, "hello world ".length - 1);
-  a.p.destroy();
-  b.p.destroy();
+  done(a);
+  done(b);
   await sleep(100);
 
   const late = provider(server.host, "doc1");
   await synced(late);
   await until(() => late.doc.getText("t").toString() === final, "the late joiner's copy");
   assert.equal(late.doc.getMap("m").get("k"), 1);
-  late.p.destroy();
+  done(late);
   await server.stop();
   server.cleanup();
 });
@@ -71,9 +77,9 @@ test("awareness reaches the others and clears when a client leaves", async () =>
   a.p.awareness.setLocalStateField("user", { name: "alice" });
   const aliceId = a.doc.clientID;
   await until(() => b.p.awareness.getStates().get(aliceId)?.user?.name === "alice", "alice's presence at b");
-  a.p.destroy();
+  done(a);
   await until(() => !b.p.awareness.getStates().has(aliceId), "alice's presence cleared at b");
-  b.p.destroy();
+  done(b);
   await server.stop();
   server.cleanup();
 });
@@ -88,8 +94,8 @@ test("a document survives a restart of conclave dev, and offline edits merge on 
   const b = provider(server.host, "kept");
   await synced(b);
   await until(() => b.doc.getText("t").length === 600, "b's copy");
-  b.p.destroy();
-  a.p.destroy();
+  done(b);
+  done(a);
   await server.stop();
 
   server = await startServer({ dataDir });
@@ -103,8 +109,26 @@ test("a document survives a restart of conclave dev, and offline edits merge on 
   const d = provider(server.host, "kept", offline);
   await synced(d);
   await until(() => c.doc.getText("t").toString().startsWith("offline:"), "the offline edit at c");
-  c.p.destroy();
-  d.p.destroy();
+  done(c);
+  done(d);
+  await server.stop();
+  server.cleanup();
+});
+
+test("a 2 MB edit arrives in y-partykit's batches and reaches the other client and a late joiner", async () => {
+  const server = await startServer();
+  const a = provider(server.host, "big");
+  const b = provider(server.host, "big");
+  await Promise.all([synced(a), synced(b)]);
+  const big = "x".repeat(2 * 1024 * 1024);
+  a.doc.getText("t").insert(0, big); // one update over 1 MB: sent as a batch
+  await until(() => b.doc.getText("t").length === big.length, "b getting the 2 MB edit", 20000);
+  done(a);
+  done(b);
+  const late = provider(server.host, "big");
+  await synced(late);
+  await until(() => late.doc.getText("t").length === big.length, "the late joiner's 2 MB copy", 20000);
+  done(late);
   await server.stop();
   server.cleanup();
 });

@@ -9,16 +9,21 @@
 //! - Awareness goes to every connection, the sender too; a connection's awareness states
 //!   are cleared, for everyone, when it closes.
 //!
+//! Clients send messages over 1,000,000 bytes as y-partykit's batches (`batch`).
+//!
 //! Storage (history mode): updates are appended under `y/u/<n>`; past
 //! [`COMPACT_AFTER_UPDATES`] updates or [`COMPACT_AFTER_BYTES`] bytes the document is
 //! written as one snapshot (`y/s/<i>`, chunked within the per-value limit) and the updates
 //! are deleted, so storage stays bounded by the document's size.
+
+mod batch;
 
 use crate::message::Message;
 use crate::party::{Party, PartyError};
 use crate::room::{Connection, Room};
 use crate::storage::{ListOptions, MAX_BATCH_KEYS, MAX_VALUE_BYTES};
 use async_trait::async_trait;
+use batch::Batches;
 use std::collections::{HashMap, HashSet};
 use yrs::sync::{Awareness, AwarenessUpdate, Message as YMessage, MessageReader, SyncMessage};
 use yrs::updates::decoder::{Decode, DecoderV1};
@@ -48,6 +53,8 @@ pub struct Yjs {
     next_update: u64,
     /// Chunks of the stored snapshot.
     snapshot_chunks: usize,
+    /// y-partykit batches being received.
+    batches: Batches,
 }
 
 impl Default for Yjs {
@@ -59,16 +66,17 @@ impl Default for Yjs {
             update_bytes: 0,
             next_update: 0,
             snapshot_chunks: 0,
+            batches: Batches::default(),
         }
     }
 }
 
-fn encode(messages: &[YMessage]) -> Message {
+fn encode(messages: &[YMessage]) -> Vec<u8> {
     let mut encoder = EncoderV1::new();
     for m in messages {
         m.encode(&mut encoder);
     }
-    Message::binary(encoder.to_vec())
+    encoder.to_vec()
 }
 
 fn bad(what: impl std::fmt::Display) -> PartyError {
@@ -165,6 +173,59 @@ impl Yjs {
         txn.apply_update(decoded).map_err(bad)
     }
 
+    fn send(&mut self, conn: &Connection, data: Vec<u8>) {
+        conn.send(Message::binary(data));
+    }
+
+    fn broadcast(&mut self, room: &Room, data: Vec<u8>, exclude: &[&str]) {
+        room.broadcast(&Message::binary(data), exclude);
+    }
+
+    /// Handles one whole y-websocket message (possibly several packed together).
+    fn handle(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        data: &[u8],
+    ) -> Result<(), PartyError> {
+        let mut decoder = DecoderV1::from(data);
+        let mut replies = Vec::new();
+        for message in MessageReader::new(&mut decoder) {
+            match message.map_err(bad)? {
+                YMessage::Sync(SyncMessage::SyncStep1(sv)) => {
+                    let diff = self
+                        .awareness
+                        .doc()
+                        .transact()
+                        .encode_state_as_update_v1(&sv);
+                    replies.push(YMessage::Sync(SyncMessage::SyncStep2(diff)));
+                }
+                YMessage::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                    // Yjs encodes "nothing new" as two zero bytes (no structs, no deletes).
+                    if update.as_slice() != [0, 0] {
+                        self.apply(&update)?;
+                        self.store(room, &update)?;
+                        let out = encode(&[YMessage::Sync(SyncMessage::Update(update))]);
+                        self.broadcast(room, out, &[]);
+                    }
+                }
+                YMessage::Awareness(update) => {
+                    let out = encode(&[YMessage::Awareness(update.clone())]);
+                    self.announce(conn, update)?;
+                    self.broadcast(room, out, &[]);
+                }
+                YMessage::AwarenessQuery => {
+                    replies.push(YMessage::Awareness(self.awareness.update().map_err(bad)?));
+                }
+                YMessage::Auth(_) | YMessage::Custom(..) => {}
+            }
+        }
+        if !replies.is_empty() {
+            self.send(conn, encode(&replies));
+        }
+        Ok(())
+    }
+
     /// Applies a connection's awareness update and remembers which clients it speaks for.
     fn announce(&mut self, conn: &Connection, update: AwarenessUpdate) -> Result<(), PartyError> {
         let mine = self.present.entry(conn.id().to_string()).or_default();
@@ -207,7 +268,7 @@ impl Party for Yjs {
         if !present.clients.is_empty() {
             first.push(YMessage::Awareness(present));
         }
-        conn.send(encode(&first));
+        self.send(conn, encode(&first));
         Ok(())
     }
 
@@ -217,46 +278,16 @@ impl Party for Yjs {
         conn: &Connection,
         msg: Message,
     ) -> Result<(), PartyError> {
-        if !msg.is_binary() {
-            // y-partyserver's custom string messages and y-partykit's batches: not yet.
-            return Ok(());
+        let whole = match msg.as_text() {
+            None => self.batches.binary(conn.id(), msg.payload()),
+            Some(text) if batch::is_marker(text) => self.batches.marker(conn.id(), text),
+            // y-partyserver's custom string messages (`__YPS:`): not yet.
+            Some(_) => Ok(None),
+        };
+        match whole.map_err(bad)? {
+            Some(data) => self.handle(room, conn, &data),
+            None => Ok(()),
         }
-        let mut decoder = DecoderV1::from(msg.payload().as_ref());
-        let mut replies = Vec::new();
-        for message in MessageReader::new(&mut decoder) {
-            match message.map_err(bad)? {
-                YMessage::Sync(SyncMessage::SyncStep1(sv)) => {
-                    let diff = self
-                        .awareness
-                        .doc()
-                        .transact()
-                        .encode_state_as_update_v1(&sv);
-                    replies.push(YMessage::Sync(SyncMessage::SyncStep2(diff)));
-                }
-                YMessage::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
-                    // Yjs encodes "nothing new" as two zero bytes (no structs, no deletes).
-                    if update.as_slice() != [0, 0] {
-                        self.apply(&update)?;
-                        self.store(room, &update)?;
-                        let out = encode(&[YMessage::Sync(SyncMessage::Update(update))]);
-                        room.broadcast(&out, &[]);
-                    }
-                }
-                YMessage::Awareness(update) => {
-                    let out = encode(&[YMessage::Awareness(update.clone())]);
-                    self.announce(conn, update)?;
-                    room.broadcast(&out, &[]);
-                }
-                YMessage::AwarenessQuery => {
-                    replies.push(YMessage::Awareness(self.awareness.update().map_err(bad)?));
-                }
-                YMessage::Auth(_) | YMessage::Custom(..) => {}
-            }
-        }
-        if !replies.is_empty() {
-            conn.send(encode(&replies));
-        }
-        Ok(())
     }
 
     async fn on_close(
@@ -266,6 +297,7 @@ impl Party for Yjs {
         _code: u16,
         _reason: &str,
     ) -> Result<(), PartyError> {
+        self.batches.forget(conn.id());
         let Some(clients) = self.present.remove(conn.id()) else {
             return Ok(());
         };
@@ -274,7 +306,8 @@ impl Party for Yjs {
         }
         let gone = self.awareness.update_with_clients(clients).map_err(bad)?;
         if !gone.clients.is_empty() {
-            room.broadcast(&encode(&[YMessage::Awareness(gone)]), &[conn.id()]);
+            let out = encode(&[YMessage::Awareness(gone)]);
+            self.broadcast(room, out, &[conn.id()]);
         }
         Ok(())
     }
