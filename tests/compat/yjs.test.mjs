@@ -1,10 +1,12 @@
-// Yjs documents with the real y-partykit provider against the built-in `yjs` party kind:
+// Yjs documents with the real y-partykit (and y-partyserver) providers against the
+// built-in `yjs` party kind:
 // convergence, late joiners with nobody else online, awareness that clears on close, and
 // a document that survives a restart of conclave dev.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as Y from "yjs";
 import YPartyKitProvider from "y-partykit/provider";
+import YProvider from "y-partyserver/provider";
 import WS from "ws";
 import { startServer, tempDir, sleep } from "./harness.mjs";
 
@@ -129,6 +131,26 @@ test("a 2 MB edit arrives in y-partykit's batches and reaches the other client a
   await synced(late);
   await until(() => late.doc.getText("t").length === big.length, "the late joiner's 2 MB copy", 20000);
   done(late);
+  await server.stop();
+  server.cleanup();
+});
+
+test("a y-partyserver client and a y-partykit client edit one document", async () => {
+  const server = await startServer();
+  const kit = provider(server.host, "mixed");
+  const doc = new Y.Doc();
+  const ps = { p: new YProvider(server.host, "mixed", doc, { party: "yjs", WebSocketPolyfill: WS }), doc };
+  await Promise.all([synced(kit), synced(ps)]);
+  kit.doc.getText("t").insert(0, "from y-partykit ");
+  ps.doc.getText("t").insert(0, "from y-partyserver ");
+  await until(
+    () => kit.doc.getText("t").toString() === ps.doc.getText("t").toString() && kit.doc.getText("t").length > 30,
+    "the two providers converging",
+  );
+  ps.p.awareness.setLocalStateField("user", "ps");
+  await until(() => kit.p.awareness.getStates().get(doc.clientID)?.user === "ps", "y-partyserver's presence at y-partykit");
+  done(kit);
+  done(ps);
   await server.stop();
   server.cleanup();
 });
