@@ -147,3 +147,36 @@ test("a Yjs document is shared across gateways and survives kill -9 of every nod
     x.doc.destroy();
   }
 });
+
+test("a Yjs document keeps every edit through a rolling restart of the nodes", async () => {
+  const yjs = (g) => {
+    const doc = new Y.Doc();
+    const p = new YPartyKitProvider(gateways[g].host, "rolling-doc", doc, { party: "yjs", WebSocketPolyfill: WS });
+    return { p, doc, text: doc.getText("t") };
+  };
+  const until = async (check, what, ms = 20000) => {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      if (check()) return;
+      await sleep(25);
+    }
+    assert.fail(`${what} not within ${ms} ms`);
+  };
+  const a = yjs(0);
+  const b = yjs(1);
+  let expected = "";
+  for (const [i, id] of ["a", "b"].entries()) {
+    // Edits made while a node restarts reach the room once it is back.
+    await nodes[i].stop();
+    a.text.insert(a.text.length, `edit-${id} `);
+    expected += `edit-${id} `;
+    nodes[i] = await startNode(id);
+    await until(() => b.text.toString() === expected, `b seeing every edit after restarting ${id}`);
+  }
+  const late = yjs(1);
+  await until(() => late.text.toString() === expected, "a late joiner after the rolling restart");
+  for (const x of [a, b, late]) {
+    x.p.destroy();
+    x.doc.destroy();
+  }
+});
