@@ -1,0 +1,101 @@
+//! The yjs party's storage under many edits: 10,000 updates from one client leave at most
+//! a bounded number of stored updates beside one snapshot, and what is stored is the
+//! whole document. (Convergence, awareness and restarts with the real npm providers:
+//! tests/compat/yjs.test.mjs.)
+
+mod common;
+
+use common::*;
+use conclave_node::storage::{ListOptions, Store};
+use conclave_proto::RoomKey;
+use futures::{SinkExt, StreamExt};
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, Text, Transact, Update};
+
+const UPDATES: usize = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_updates_leave_a_bounded_store_holding_the_whole_document() {
+    let mut store: Option<Arc<dyn Store>> = None;
+    let server = start_with_store(
+        |c| {
+            c.gateway.messages_per_second = 1e9;
+            c.gateway.message_burst = 1e9;
+        },
+        |r| r,
+        |s| {
+            store = Some(s.clone());
+            s
+        },
+    )
+    .await;
+    let store = store.unwrap();
+    let mut ws = server.connect("/parties/yjs/doc?_pk=writer").await;
+
+    let doc = Doc::new();
+    let text = doc.get_or_insert_text("t");
+    for i in 0..UPDATES {
+        let update = {
+            let mut txn = doc.transact_mut();
+            text.push(&mut txn, &(i % 10).to_string());
+            txn.encode_update_v1()
+        };
+        let message = Message::Sync(SyncMessage::Update(update)).encode_v1();
+        ws.send(WsMessage::binary(message)).await.unwrap();
+    }
+    // Every update comes back (the party sends each to everyone) once it is stored.
+    let mut echoed = 0;
+    while echoed < UPDATES {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(60), ws.next())
+            .await
+            .expect("the updates stopped coming back")
+            .unwrap()
+            .unwrap();
+        if let WsMessage::Binary(b) = frame {
+            if matches!(
+                Message::decode_v1(&b),
+                Ok(Message::Sync(SyncMessage::Update(_)))
+            ) {
+                echoed += 1;
+            }
+        }
+    }
+
+    let room = RoomKey::new("yjs", "doc").unwrap();
+    let stored = store.list(&room, &ListOptions::default()).await.unwrap();
+    let updates = stored.iter().filter(|(k, _)| k.starts_with("y/u/")).count();
+    let bytes: usize = stored.iter().map(|(_, v)| v.len()).sum();
+    assert!(
+        updates <= 500,
+        "{updates} updates stored past the compaction bound"
+    );
+    assert!(
+        bytes < 256 * 1024,
+        "{bytes} bytes stored for a 10,000-character document"
+    );
+
+    // What is stored is the document: the snapshot, then the updates after it.
+    let restored = Doc::new();
+    let restored_text = restored.get_or_insert_text("t");
+    let mut txn = restored.transact_mut();
+    let snapshot: Vec<u8> = stored
+        .iter()
+        .filter(|(k, _)| k.starts_with("y/s/"))
+        .flat_map(|(_, v)| v.to_vec())
+        .collect();
+    if !snapshot.is_empty() {
+        txn.apply_update(Update::decode_v1(&snapshot).unwrap())
+            .unwrap();
+    }
+    for (_, v) in stored.iter().filter(|(k, _)| k.starts_with("y/u/")) {
+        txn.apply_update(Update::decode_v1(v).unwrap()).unwrap();
+    }
+    drop(txn);
+    let want = text.get_string(&doc.transact());
+    assert_eq!(restored_text.get_string(&restored.transact()), want);
+    assert_eq!(want.len(), UPDATES);
+}
