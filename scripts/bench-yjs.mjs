@@ -1,0 +1,108 @@
+// Yjs rooms under load, with the real y-partykit provider (tests/compat/node_modules):
+//
+//   node scripts/bench-yjs.mjs editors HOST [EDITORS] [RATE] [SECS]
+//     EDITORS clients in one room (party `yjs`), each inserting one character RATE times a
+//     second for SECS seconds; prints the updates applied per second as one observer sees
+//     them, the deliveries per second (updates × clients), and whether every copy converged.
+//   node scripts/bench-yjs.mjs late-joiner HOST [MB]
+//     one client writes an MB-megabyte document, then a new client syncs it alone; prints
+//     the milliseconds from the new client's start to its synced copy.
+//   node scripts/bench-yjs.mjs documents HOST [ROOMS] [KB] SERVER_PID
+//     opens ROOMS rooms, each with a KB-kilobyte document and one client; prints the
+//     server's RSS growth per open document.
+//
+// Run the server with rate limits lifted: conclave dev --messages-per-second 1000000
+// --message-burst 1000000 (and a --send-queue-bytes above the largest document).
+import * as Y from "../tests/compat/node_modules/yjs/dist/yjs.mjs";
+import YPartyKitProvider from "../tests/compat/node_modules/y-partykit/dist/provider.mjs";
+import WebSocket from "../tests/compat/node_modules/ws/wrapper.mjs";
+import { readFileSync } from "node:fs";
+
+const [mode, host, ...rest] = process.argv.slice(2);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function client(room) {
+  const doc = new Y.Doc();
+  const p = new YPartyKitProvider(host, room, doc, { party: "yjs", WebSocketPolyfill: WebSocket });
+  const synced = new Promise((ok) => (p.synced ? ok() : p.on("synced", (s) => s && ok())));
+  return { doc, p, synced, text: doc.getText("t") };
+}
+
+function close(...clients) {
+  for (const c of clients) {
+    c.p.destroy();
+    c.doc.destroy();
+  }
+}
+
+async function until(check, ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (check()) return true;
+    await sleep(10);
+  }
+  return false;
+}
+
+function rssBytes(pid) {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"));
+  return Number(line.split(/\s+/)[1]) * 1024;
+}
+
+if (mode === "editors") {
+  const [editors = "50", rate = "10", secs = "10"] = rest.map(String);
+  const room = `bench-${Date.now()}`;
+  const clients = Array.from({ length: Number(editors) }, () => client(room));
+  const observer = client(room);
+  await Promise.all([...clients, observer].map((c) => c.synced));
+  let seen = 0;
+  observer.doc.on("update", () => seen++);
+  const ticks = Number(rate) * Number(secs);
+  const started = Date.now();
+  for (let t = 0; t < ticks; t++) {
+    for (const c of clients) c.text.insert(c.text.length, "x");
+    await sleep(Math.max(0, started + ((t + 1) * 1000) / Number(rate) - Date.now()));
+  }
+  const sent = ticks * clients.length;
+  const converged = await until(() => observer.text.length === sent && clients.every((c) => c.text.length === sent), 60000);
+  const elapsed = (Date.now() - started) / 1000;
+  console.log(JSON.stringify({
+    editors: clients.length, offered_updates_per_sec: sent / Number(secs), updates_seen_by_observer: seen,
+    applied_updates_per_sec: seen / elapsed, deliveries_per_sec: (seen * (clients.length + 1)) / elapsed,
+    seconds_until_converged: elapsed, converged,
+  }));
+  close(...clients, observer);
+} else if (mode === "late-joiner") {
+  const [mb = "5"] = rest;
+  const room = `late-${Date.now()}`;
+  const writer = client(room);
+  await writer.synced;
+  const size = Math.round(Number(mb) * 1024 * 1024);
+  writer.text.insert(0, "x".repeat(size));
+  const stored = client(room);
+  if (!(await until(() => stored.text.length === size, 120000))) throw new Error("the document never arrived");
+  close(writer, stored);
+  const started = Date.now();
+  const late = client(room);
+  const ok = await until(() => late.text.length === size, 120000);
+  console.log(JSON.stringify({ document_mb: Number(mb), late_joiner_sync_ms: Date.now() - started, ok }));
+  close(late);
+} else if (mode === "documents") {
+  const [rooms = "100", kb = "1", pid] = rest;
+  const before = rssBytes(pid);
+  const clients = [];
+  for (let i = 0; i < Number(rooms); i++) {
+    const c = client(`docs-${kb}-${i}-${Date.now()}`);
+    await c.synced;
+    c.text.insert(0, "x".repeat(Number(kb) * 1024));
+    clients.push(c);
+  }
+  await sleep(2000);
+  const after = rssBytes(pid);
+  console.log(JSON.stringify({ rooms: Number(rooms), document_kb: Number(kb), server_rss_bytes_per_document: (after - before) / Number(rooms) }));
+  close(...clients);
+} else {
+  console.error("modes: editors, late-joiner, documents (see the top of this file)");
+  process.exit(2);
+}
+process.exit(0);
