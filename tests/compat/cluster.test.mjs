@@ -116,20 +116,33 @@ test("a PartySocket stays open while every node is killed and restarted", async 
   s.close();
 });
 
+/** A y-partykit client of `room` in party `yjs` through gateway `g`. */
+function yjsClient(g, room) {
+  const doc = new Y.Doc();
+  const p = new YPartyKitProvider(gateways[g].host, room, doc, { party: "yjs", WebSocketPolyfill: WS });
+  return { p, doc, text: doc.getText("t") };
+}
+
+/** Ends clients: the providers, and the documents (whose awareness keeps a timer that
+ * would keep the process up). */
+function endYjs(...clients) {
+  for (const x of clients) {
+    x.p.destroy();
+    x.doc.destroy();
+  }
+}
+
+async function until(check, what, ms = 20000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (check()) return;
+    await sleep(25);
+  }
+  assert.fail(`${what} not within ${ms} ms`);
+}
+
 test("a Yjs document is shared across gateways and survives kill -9 of every node", async () => {
-  const yjs = (g) => {
-    const doc = new Y.Doc();
-    const p = new YPartyKitProvider(gateways[g].host, "shared-doc", doc, { party: "yjs", WebSocketPolyfill: WS });
-    return { p, doc, text: doc.getText("t") };
-  };
-  const until = async (check, what, ms = 20000) => {
-    const end = Date.now() + ms;
-    while (Date.now() < end) {
-      if (check()) return;
-      await sleep(25);
-    }
-    assert.fail(`${what} not within ${ms} ms`);
-  };
+  const yjs = (g) => yjsClient(g, "shared-doc");
   const a = yjs(0);
   const b = yjs(1);
   a.text.insert(0, "before ");
@@ -141,27 +154,11 @@ test("a Yjs document is shared across gateways and survives kill -9 of every nod
   await until(() => c.text.toString() === "before ", "a new client after the kill getting the document");
   a.text.insert(a.text.length, "after");
   await until(() => [b, c].every((x) => x.text.toString() === "before after"), "every client after the kill");
-  // The documents' awareness keeps a timer: destroy them too, or the process stays up.
-  for (const x of [a, b, c]) {
-    x.p.destroy();
-    x.doc.destroy();
-  }
+  endYjs(a, b, c);
 });
 
 test("a Yjs document keeps every edit through a rolling restart of the nodes", async () => {
-  const yjs = (g) => {
-    const doc = new Y.Doc();
-    const p = new YPartyKitProvider(gateways[g].host, "rolling-doc", doc, { party: "yjs", WebSocketPolyfill: WS });
-    return { p, doc, text: doc.getText("t") };
-  };
-  const until = async (check, what, ms = 20000) => {
-    const end = Date.now() + ms;
-    while (Date.now() < end) {
-      if (check()) return;
-      await sleep(25);
-    }
-    assert.fail(`${what} not within ${ms} ms`);
-  };
+  const yjs = (g) => yjsClient(g, "rolling-doc");
   const a = yjs(0);
   const b = yjs(1);
   let expected = "";
@@ -175,8 +172,5 @@ test("a Yjs document keeps every edit through a rolling restart of the nodes", a
   }
   const late = yjs(1);
   await until(() => late.text.toString() === expected, "a late joiner after the rolling restart");
-  for (const x of [a, b, late]) {
-    x.p.destroy();
-    x.doc.destroy();
-  }
+  endYjs(a, b, late);
 });
