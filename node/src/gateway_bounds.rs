@@ -19,7 +19,7 @@ const MAX_URI_BYTES: usize = 65_534;
 /// A W3C `traceparent` is 55 bytes; anything much longer is not one.
 const MAX_TRACE_PARENT_BYTES: usize = 128;
 /// A close frame's reason (RFC 6455: 125 bytes less the code).
-const MAX_CLOSE_REASON_BYTES: usize = 123;
+pub(crate) const MAX_CLOSE_REASON_BYTES: usize = 123;
 /// The error text of a failed socket.
 const MAX_CLOSE_ERROR_BYTES: usize = 1024;
 /// Tags `connection_tags` may add to a connection's id (a moving socket carries its id and
@@ -84,14 +84,18 @@ pub(crate) fn close_error(error: String) -> String {
 }
 
 fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
+    let end = cut(&text, max).len();
+    text.truncate(end);
     text
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 #[cfg(test)]

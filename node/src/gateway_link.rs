@@ -7,13 +7,12 @@ use crate::links::GatewayId;
 use crate::mailbox::{refused, OpenRequest, RoomEvent};
 use crate::message::{Message, Response};
 use crate::party::{ConnectCheck, ConnectRequest};
-use crate::room::{FetchError, Peer};
+use crate::room::{close_socket, FetchError, Peer};
 use bytes::Bytes;
 use conclave_proto::close;
 use conclave_proto::wire::{
-    gateway_event, node_event, Admit, CloseSocket, Closed, Detach, Frame, Header, HomeReply,
-    HomeRequest, HttpReply, HttpRequest, NodeEvent, Received, RoomInfoReply, RoomInfoRequest,
-    RoomRef,
+    gateway_event, node_event, Admit, Closed, Detach, Frame, Header, HomeReply, HomeRequest,
+    HttpReply, HttpRequest, NodeEvent, Received, RoomInfoReply, RoomInfoRequest, RoomRef,
 };
 use conclave_proto::{ConnId, NodeSide, Refusal, RoomKey, SocketId};
 use futures::future::BoxFuture;
@@ -104,6 +103,7 @@ impl GatewayLink {
             Ok(key) => key,
             Err(refusal) => return self.send(refused(request_id, socket, refusal)).await,
         };
+        // Before the party's hooks run; `open` checks again after an asynchronous one.
         if let Err(refusal) = self.one_room_per_socket(&a).await {
             return self.send(refused(request_id, socket, refusal)).await;
         }
@@ -242,12 +242,11 @@ impl GatewayLink {
     async fn too_big(&mut self, socket: u64, key: RoomKey) {
         tracing::warn!(gateway = ?self.gateway, socket, "a gateway forwarded a frame over max_frame_bytes");
         self.sockets.remove(&socket);
-        self.send(node_event::Event::CloseSocket(CloseSocket {
-            socket,
-            code: close::MESSAGE_TOO_BIG.into(),
-            reason: "Message too big".into(),
-            out_seq: 0,
-        }))
+        self.send(close_socket(
+            SocketId(socket),
+            close::MESSAGE_TOO_BIG,
+            "Message too big",
+        ))
         .await;
         let event = RoomEvent::Closed {
             peer: self.peer(socket),

@@ -124,6 +124,16 @@ impl RoleTls {
         self
     }
 
+    /// The server side of the current material (what each accepted connection needs;
+    /// cloning it copies no PEM).
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .server
+            .clone()
+    }
+
     fn material(&self) -> Material {
         self.current
             .read()
@@ -204,7 +214,7 @@ impl RoleTls {
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.material().server);
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

@@ -49,10 +49,17 @@ pub(super) fn placement_urls(flag: &[String], file: &FileConfig) -> Vec<String> 
 }
 
 /// Redis at `url`, with the CA certificates in `ca_file` for TLS.
-pub(super) fn redis_target(
+/// Redis at `url`, verified against the CA file of the flag, else of `[cluster]`.
+pub(super) fn redis_of(
     url: &str,
-    ca_file: Option<&std::path::Path>,
+    flag_ca_file: Option<&PathBuf>,
+    file: &FileConfig,
 ) -> anyhow::Result<RedisTarget> {
+    let ca_file = flag_ca_file.or(file.cluster.redis_ca_file.as_ref());
+    redis_target(url, ca_file.map(PathBuf::as_path))
+}
+
+fn redis_target(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<RedisTarget> {
     let ca_pem = match ca_file {
         Some(path) => Some(
             std::fs::read(path)

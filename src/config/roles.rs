@@ -3,7 +3,7 @@
 //! `cluster.rs`.
 
 use super::cluster::{
-    internal_listener, placement_urls, redis_target, valid_region, LivenessOpts, SecretOpts,
+    internal_listener, placement_urls, redis_of, valid_region, LivenessOpts, SecretOpts,
 };
 use super::file::{registry_for, FileConfig, FileParty};
 use super::js::JsOpts;
@@ -288,14 +288,10 @@ impl NodeOpts {
             DEFAULT_RELAY_LISTEN,
         );
         internal_listener(relay_listen, &auth, "--relay-listen")?;
-        let redis_ca_file = self
-            .redis_ca_file
-            .as_ref()
-            .or(file.cluster.redis_ca_file.as_ref());
         Ok(NodeRoleConfig {
             id,
             redis: match &redis_url {
-                Some(url) => Some(redis_target(url, redis_ca_file.map(PathBuf::as_path))?),
+                Some(url) => Some(redis_of(url, self.redis_ca_file.as_ref(), &file)?),
                 None => None,
             },
             placement,
@@ -487,12 +483,8 @@ impl PlacementOpts {
             .clone()
             .or(file.cluster.redis_url.clone())
             .context("placement needs --redis-url (or redis_url in [cluster])")?;
-        let redis_ca_file = self
-            .redis_ca_file
-            .as_ref()
-            .or(file.cluster.redis_ca_file.as_ref());
         Ok(PlacementRoleConfig {
-            redis: redis_target(&redis_url, redis_ca_file.map(PathBuf::as_path))?,
+            redis: redis_of(&redis_url, self.redis_ca_file.as_ref(), &file)?,
             listen,
             http_listen: layer(
                 self.http_listen,

@@ -2,6 +2,7 @@
 
 use super::conns::{ConnEntry, Peer};
 use super::shared::RoomShared;
+use crate::gateway_bounds::{cut, MAX_CLOSE_REASON_BYTES};
 use crate::links::GatewayId;
 use crate::message::Message;
 use conclave_proto::wire::{node_event, CloseSocket, Send};
@@ -133,16 +134,7 @@ pub(crate) fn close_socket(socket: SocketId, code: u16, reason: &str) -> node_ev
     node_event::Event::CloseSocket(CloseSocket {
         socket: socket.0,
         code: code.into(),
-        reason: truncate_reason(reason),
+        reason: cut(reason, MAX_CLOSE_REASON_BYTES).to_string(),
         out_seq: 0,
     })
-}
-
-/// Close reasons must fit a control frame: 123 bytes, cut on a char boundary.
-fn truncate_reason(reason: &str) -> String {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_string()
 }

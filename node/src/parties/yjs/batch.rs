@@ -82,10 +82,15 @@ impl Batches {
         }
     }
 
-    /// A binary message from `conn`: a chunk of its open batch (None), or a whole message.
-    pub fn binary(&mut self, conn: &str, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    /// Whether `conn` is in the middle of a batch (its binary messages are chunks).
+    pub fn receiving(&self, conn: &str) -> bool {
+        self.incoming.contains_key(conn)
+    }
+
+    /// A chunk of `conn`'s open batch ([`Batches::receiving`]).
+    pub fn chunk(&mut self, conn: &str, data: &[u8]) -> Result<(), String> {
         let Some(batch) = self.incoming.get_mut(conn) else {
-            return Ok(Some(data.to_vec()));
+            return Err("a batch chunk outside a batch".into());
         };
         if batch.bytes.len() + data.len() > batch.start.size {
             self.incoming.remove(conn);
@@ -93,7 +98,7 @@ impl Batches {
         }
         batch.bytes.extend_from_slice(data);
         batch.chunks += 1;
-        Ok(None)
+        Ok(())
     }
 
     /// Drops what `conn` had half sent.
@@ -117,12 +122,17 @@ mod tests {
             )
         };
         assert!(is_marker(&marker("start")));
+        assert!(!b.receiving("c"));
         assert_eq!(b.marker("c", &marker("start")).unwrap(), None);
         for chunk in data.chunks(1_000_000) {
-            assert_eq!(b.binary("c", chunk).unwrap(), None);
+            assert!(b.receiving("c"));
+            b.chunk("c", chunk).unwrap();
         }
         assert_eq!(b.marker("c", &marker("end")).unwrap().unwrap(), data);
-        assert_eq!(b.binary("c", b"plain").unwrap().unwrap(), b"plain");
+        assert!(
+            !b.receiving("c"),
+            "a plain message after the batch is whole again"
+        );
     }
 
     #[test]
@@ -136,9 +146,9 @@ mod tests {
             .is_err());
         let start = r#"y-pk-batch#{"id":"x","type":"start","size":4,"count":1}"#;
         b.marker("c", start).unwrap();
-        assert!(b.binary("c", b"too long").is_err(), "more than announced");
+        assert!(b.chunk("c", b"too long").is_err(), "more than announced");
         b.marker("c", start).unwrap();
-        b.binary("c", b"abc").unwrap();
+        b.chunk("c", b"abc").unwrap();
         let end = r#"y-pk-batch#{"id":"x","type":"end","size":4,"count":1}"#;
         assert!(b.marker("c", end).is_err(), "short");
         let huge = format!(

@@ -173,14 +173,6 @@ impl Yjs {
         txn.apply_update(decoded).map_err(bad)
     }
 
-    fn send(&mut self, conn: &Connection, data: Vec<u8>) {
-        conn.send(Message::binary(data));
-    }
-
-    fn broadcast(&mut self, room: &Room, data: Vec<u8>, exclude: &[&str]) {
-        room.broadcast(&Message::binary(data), exclude);
-    }
-
     /// Handles one whole y-websocket message (possibly several packed together).
     fn handle(
         &mut self,
@@ -206,13 +198,13 @@ impl Yjs {
                         self.apply(&update)?;
                         self.store(room, &update)?;
                         let out = encode(&[YMessage::Sync(SyncMessage::Update(update))]);
-                        self.broadcast(room, out, &[]);
+                        room.broadcast(&Message::binary(out), &[]);
                     }
                 }
                 YMessage::Awareness(update) => {
                     let out = encode(&[YMessage::Awareness(update.clone())]);
                     self.announce(conn, update)?;
-                    self.broadcast(room, out, &[]);
+                    room.broadcast(&Message::binary(out), &[]);
                 }
                 YMessage::AwarenessQuery => {
                     replies.push(YMessage::Awareness(self.awareness.update().map_err(bad)?));
@@ -221,7 +213,7 @@ impl Yjs {
             }
         }
         if !replies.is_empty() {
-            self.send(conn, encode(&replies));
+            conn.send(Message::binary(encode(&replies)));
         }
         Ok(())
     }
@@ -268,7 +260,7 @@ impl Party for Yjs {
         if !present.clients.is_empty() {
             first.push(YMessage::Awareness(present));
         }
-        self.send(conn, encode(&first));
+        conn.send(Message::binary(encode(&first)));
         Ok(())
     }
 
@@ -278,15 +270,18 @@ impl Party for Yjs {
         conn: &Connection,
         msg: Message,
     ) -> Result<(), PartyError> {
-        let whole = match msg.as_text() {
-            None => self.batches.binary(conn.id(), msg.payload()),
-            Some(text) if batch::is_marker(text) => self.batches.marker(conn.id(), text),
+        match msg.as_text() {
+            // A whole message, handled where it lies (no copy).
+            None if !self.batches.receiving(conn.id()) => self.handle(room, conn, msg.payload()),
+            None => self.batches.chunk(conn.id(), msg.payload()).map_err(bad),
+            Some(text) if batch::is_marker(text) => {
+                match self.batches.marker(conn.id(), text).map_err(bad)? {
+                    Some(data) => self.handle(room, conn, &data),
+                    None => Ok(()),
+                }
+            }
             // y-partyserver's custom string messages (`__YPS:`): not yet.
-            Some(_) => Ok(None),
-        };
-        match whole.map_err(bad)? {
-            Some(data) => self.handle(room, conn, &data),
-            None => Ok(()),
+            Some(_) => Ok(()),
         }
     }
 
@@ -307,7 +302,7 @@ impl Party for Yjs {
         let gone = self.awareness.update_with_clients(clients).map_err(bad)?;
         if !gone.clients.is_empty() {
             let out = encode(&[YMessage::Awareness(gone)]);
-            self.broadcast(room, out, &[conn.id()]);
+            room.broadcast(&Message::binary(out), &[conn.id()]);
         }
         Ok(())
     }
