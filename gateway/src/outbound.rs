@@ -67,7 +67,9 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    /// A queue of at most `frames` frames and `bytes` payload bytes; the writer gets the
+    /// A queue of at most `frames` frames and `bytes` payload bytes, plus the one frame that
+    /// crosses the byte bound (so a single message larger than `bytes`, such as a large
+    /// document's sync, still goes out when the client keeps up); the writer gets the
     /// receiving end.
     pub fn new(frames: usize, bytes: usize) -> (Self, mpsc::Receiver<WsMessage>) {
         let (tx, rx) = mpsc::channel(frames);
@@ -85,7 +87,7 @@ impl Outbound {
     pub fn enqueue(&self, msg: WsMessage) -> bool {
         let len = msg.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let result = if before + len > self.max_queued_bytes {
+        let result = if before >= self.max_queued_bytes {
             Err(mpsc::error::TrySendError::Full(msg))
         } else {
             self.tx.try_send(msg)

@@ -59,7 +59,10 @@ pub(crate) fn ws_config(config: &GatewayConfig) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(8192)
-        .max_write_buffer_size(config.max_frame_bytes * 2 + 65_536)
+        // The writer only takes frames from the bounded send queue, so the queue bounds
+        // this buffer; tungstenite's own cap must not refuse a frame the queue admitted
+        // (the largest is a node's largest message).
+        .max_write_buffer_size(config.send_queue_bytes + conclave_proto::grpc::MAX_MESSAGE_BYTES)
         .max_frame_size(Some(config.max_frame_bytes))
         .max_message_size(Some(config.max_frame_bytes))
 }
