@@ -1,12 +1,15 @@
 //! The yjs party's storage under many edits: 10,000 updates from one client leave at most
 //! a bounded number of stored updates beside one snapshot, and what is stored is the
-//! whole document. (Convergence, awareness and restarts with the real npm providers:
+//! whole document; snapshot mode compacts it when the room empties. (Convergence,
+//! awareness, restarts and the other options with the real npm providers:
 //! tests/compat/yjs.test.mjs.)
 
 mod common;
 
 use common::*;
+use conclave_node::parties::yjs::{Persistence, Yjs, YjsOptions};
 use conclave_node::storage::{ListOptions, Store};
+use conclave_node::Party;
 use conclave_proto::RoomKey;
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -98,4 +101,92 @@ async fn ten_thousand_updates_leave_a_bounded_store_holding_the_whole_document()
     let want = text.get_string(&doc.transact());
     assert_eq!(restored_text.get_string(&restored.transact()), want);
     assert_eq!(want.len(), UPDATES);
+}
+
+/// What `store` holds of `room`'s document: (updates stored beside the snapshot, the text
+/// `"t"` of the snapshot and updates applied in order).
+async fn stored_document(store: &Arc<dyn Store>, room: &RoomKey) -> (usize, String) {
+    let stored = store.list(room, &ListOptions::default()).await.unwrap();
+    let restored = Doc::new();
+    let text = restored.get_or_insert_text("t");
+    let mut txn = restored.transact_mut();
+    let snapshot: Vec<u8> = stored
+        .iter()
+        .filter(|(k, _)| k.starts_with("y/s/"))
+        .flat_map(|(_, v)| v.to_vec())
+        .collect();
+    if !snapshot.is_empty() {
+        txn.apply_update(Update::decode_v1(&snapshot).unwrap())
+            .unwrap();
+    }
+    let updates: Vec<_> = stored
+        .iter()
+        .filter(|(k, _)| k.starts_with("y/u/"))
+        .collect();
+    for (_, v) in &updates {
+        txn.apply_update(Update::decode_v1(v).unwrap()).unwrap();
+    }
+    drop(txn);
+    let text = text.get_string(&restored.transact());
+    (updates.len(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_mode_compacts_the_document_when_the_room_empties_and_history_mode_does_not() {
+    let mut store: Option<Arc<dyn Store>> = None;
+    let server = start_with_store(
+        |_| {},
+        |r| {
+            r.with_factory("snap", || {
+                let options = YjsOptions {
+                    persist: Persistence::Snapshot,
+                    ..Default::default()
+                };
+                Box::new(Yjs::new(options)) as Box<dyn Party>
+            })
+        },
+        |s| {
+            store = Some(s.clone());
+            s
+        },
+    )
+    .await;
+    let store = store.unwrap();
+    for party in ["snap", "yjs"] {
+        let mut ws = server.connect(&format!("/parties/{party}/doc?_pk=w")).await;
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("t");
+        for i in 0..20 {
+            let update = {
+                let mut txn = doc.transact_mut();
+                text.push(&mut txn, &(i % 10).to_string());
+                txn.encode_update_v1()
+            };
+            let message = Message::Sync(SyncMessage::Update(update)).encode_v1();
+            ws.send(WsMessage::binary(message)).await.unwrap();
+        }
+        let room = RoomKey::new(party, "doc").unwrap();
+        let want = text.get_string(&doc.transact());
+        // Stored as they come, in both modes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stored_document(&store, &room).await != (20, want.clone()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{party}: updates not stored"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        ws.close(None).await.unwrap();
+        let compacted = (0, want.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut last = stored_document(&store, &room).await;
+        while last != compacted && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            last = stored_document(&store, &room).await;
+        }
+        match party {
+            "snap" => assert_eq!(last, compacted, "snapshot mode kept updates"),
+            _ => assert_eq!(last, (20, want), "history mode compacted early"),
+        }
+    }
 }

@@ -44,3 +44,5 @@ pub use room::{
     MAX_CONNECTION_STATE_BYTES,
 };
 pub use storage::{ListOptions, Storage, StorageError};
+/// The Yjs implementation the `yjs` party kind is built on, for code that builds on it.
+pub use yrs;

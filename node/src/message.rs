@@ -87,7 +87,7 @@ fn response(
 }
 
 /// A plain-text response (500 if `status` is not a valid status).
-pub(crate) fn text_response(status: u16, body: &str) -> Response {
+pub fn text_response(status: u16, body: &str) -> Response {
     response(
         status,
         http::StatusCode::INTERNAL_SERVER_ERROR,

@@ -4,6 +4,7 @@
 use super::kinds::PartyKinds;
 use anyhow::{bail, Context};
 use conclave_gateway::{JwtAlgorithm, JwtRules, PartyAuth};
+use conclave_node::parties::yjs::{Yjs, YjsOptions};
 use conclave_node::PartyRegistry;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -119,9 +120,11 @@ pub struct FileLimits {
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct FileParty {
-    /// A built-in kind (relay, chat, presence, counter) or one the binary added.
+    /// A built-in kind (relay, chat, presence, counter, yjs) or one the binary added.
     pub kind: String,
     pub auth: Option<FileAuth>,
+    /// The `yjs` kind's settings (`[parties.NAME.yjs]`).
+    pub yjs: Option<YjsOptions>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -163,7 +166,14 @@ impl FileConfig {
         let mut parties: BTreeMap<String, FileParty> = kinds
             .default_parties()
             .into_iter()
-            .map(|(name, kind)| (name, FileParty { kind, auth: None }))
+            .map(|(name, kind)| {
+                let party = FileParty {
+                    kind,
+                    auth: None,
+                    yjs: None,
+                };
+                (name, party)
+            })
             .collect();
         parties.extend(self.parties.clone());
         for (name, p) in &parties {
@@ -174,6 +184,16 @@ impl FileConfig {
                     p.kind,
                     kinds.names()
                 );
+            }
+            if let Some(yjs) = &p.yjs {
+                if p.kind != "yjs" {
+                    bail!(
+                        "party {name}: [parties.{name}.yjs] is for kind \"yjs\", not {:?}",
+                        p.kind
+                    );
+                }
+                yjs.validate()
+                    .map_err(|e| anyhow::anyhow!("party {name}: yjs: {e}"))?;
             }
         }
         Ok(parties)
@@ -200,13 +220,26 @@ pub fn default_parties() -> BTreeMap<String, FileParty> {
         .unwrap_or_default()
 }
 
-/// A registry serving each party of `table` with its kind from `kinds`.
+/// A registry serving each party of `table` with its kind from `kinds` (a `yjs` party
+/// with settings of its own gets them).
 pub fn registry_for(table: &BTreeMap<String, FileParty>, kinds: &PartyKinds) -> PartyRegistry {
-    kinds.registry(
+    let registry = kinds.registry(
         table
             .iter()
+            .filter(|(_, p)| p.yjs.is_none())
             .map(|(name, p)| (name.as_str(), p.kind.as_str())),
-    )
+    );
+    table
+        .iter()
+        .fold(registry, |registry, (name, p)| match &p.yjs {
+            Some(options) => {
+                let options = options.clone();
+                registry.with_factory(name, move || {
+                    Box::new(Yjs::new(options.clone())) as Box<dyn conclave_node::Party>
+                })
+            }
+            None => registry,
+        })
 }
 
 fn party_auth(name: &str, a: &FileAuth) -> anyhow::Result<PartyAuth> {

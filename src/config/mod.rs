@@ -186,6 +186,52 @@ http_listen = "0.0.0.0:7301"
         assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
     }
 
+    #[test]
+    fn yjs_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            DevOpts {
+                config: Some(path.clone()),
+                ..Default::default()
+            }
+            .resolve()
+        };
+        let c = resolve(
+            "[parties.docs]\nkind = \"yjs\"\n[parties.docs.yjs]\npersist = \"snapshot\"\nmaxUpdates = 50\n[parties.docs.yjs.callback]\nurl = \"http://127.0.0.1:9/x\"\ndebounce_wait_ms = 100\nobjects = { t = \"Text\" }\n",
+        )
+        .unwrap();
+        let yjs = c.parties["docs"].yjs.as_ref().unwrap();
+        assert_eq!(
+            yjs.persist,
+            conclave_node::parties::yjs::Persistence::Snapshot
+        );
+        assert_eq!(yjs.max_updates, 50);
+        assert_eq!(yjs.callback.as_ref().unwrap().debounce_max_wait_ms, 10_000);
+        for (text, error) in [
+            (
+                "[parties.c]\nkind = \"chat\"\n[parties.c.yjs]\n",
+                "is for kind \"yjs\"",
+            ),
+            (
+                "[parties.d]\nkind = \"yjs\"\n[parties.d.yjs]\nmax_updates = 0\n",
+                "max_updates",
+            ),
+            (
+                "[parties.d]\nkind = \"yjs\"\n[parties.d.yjs.callback]\nurl = \"https://x/\"\n",
+                "http://",
+            ),
+            (
+                "[parties.d]\nkind = \"yjs\"\n[parties.d.yjs]\nsnapshots = true\n",
+                "unknown field",
+            ),
+        ] {
+            let e = resolve(text).unwrap_err();
+            assert!(format!("{e:#}").contains(error), "{text}: {e:#}");
+        }
+    }
+
     /// A party kind of a binary's own (the relay is enough to tell kinds apart).
     type Echo = conclave_node::parties::Relay;
 

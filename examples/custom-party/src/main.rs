@@ -1,4 +1,5 @@
-//! A server with a party of its own: `reminders`, next to the built-in parties.
+//! A server with parties of its own, next to the built-in parties: `reminders`, and
+//! `notes` (a Yjs document built on through the yjs party's Rust API: see `notes.rs`).
 //!
 //! `reminders` shows alarms: a client sends `{"in_ms": 500, "text": "stand up"}`; the room
 //! stores the reminder and sets its alarm; when the alarm fires (even after a restart, even
@@ -8,6 +9,9 @@
 //! Run it like `conclave`: `cargo run -p custom-party -- dev --port 1999`, or as a cluster
 //! (`custom-party node …`, `custom-party gateway …`; every node on one shared store).
 
+mod notes;
+
+use conclave_node::parties::yjs::Yjs;
 use conclave_node::{async_trait, Connection, Message, Party, PartyError, Request, Response, Room};
 use serde_json::{json, Value};
 
@@ -101,6 +105,7 @@ impl Party for Reminders {
 async fn main() -> anyhow::Result<()> {
     conclave::Conclave::new()
         .party::<Reminders>("reminders")
+        .party::<Yjs<notes::Notes>>("notes")
         .main()
         .await
 }

@@ -4,7 +4,7 @@ mod chat;
 mod counter;
 mod presence;
 mod relay;
-mod yjs;
+pub mod yjs;
 
 pub use chat::Chat;
 pub use counter::Counter;
@@ -32,5 +32,5 @@ pub fn builtin(kind: &str) -> Option<Box<dyn PartyFactory>> {
 /// The built-in kinds, for help texts and errors.
 pub const BUILTIN_KINDS: [&str; 5] = ["relay", "chat", "presence", "counter", "yjs"];
 
-pub use crate::message::json_response;
+pub use crate::message::{json_response, text_response};
 pub use conclave_proto::query_param;

@@ -162,6 +162,16 @@ impl Room {
         Ok(())
     }
 
+    /// Runs the party's `on_wake` after `delay`, if the room is still loaded here then
+    /// (not while it hibernates, nor after it moved to another node). In memory only.
+    pub fn wake_after(&self, delay: std::time::Duration) {
+        let (fetcher, key) = (self.fetcher.clone(), self.key.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            fetcher.wake(key);
+        });
+    }
+
     /// Lends the room's storage, with its buffered writes, to party code running on
     /// another thread; [`Room::give_back_storage`] returns it.
     pub(crate) fn lend_storage(&mut self) -> Storage {

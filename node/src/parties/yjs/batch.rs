@@ -102,6 +102,11 @@ impl Batches {
     }
 
     /// Drops what `conn` had half sent.
+    /// Whether no batch is half received.
+    pub fn is_empty(&self) -> bool {
+        self.incoming.is_empty()
+    }
+
     pub fn forget(&mut self, conn: &str) {
         self.incoming.remove(conn);
     }

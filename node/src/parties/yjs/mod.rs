@@ -1,176 +1,210 @@
 //! yjs: one Yjs document per room, spoken to in the y-websocket protocol that the
 //! `y-partykit` and `y-partyserver` providers use (binary frames: sync step 1 and 2,
-//! updates, awareness, awareness queries).
+//! updates, awareness, awareness queries; text frames: y-partyserver's `__YPS:` custom
+//! messages and y-partykit's batch markers).
 //!
 //! - A new connection gets the server's sync step 1 and, if anyone is present, the
 //!   awareness states; it answers with its own step 1, which gets step 2 back.
 //! - Updates are applied, stored, then sent to every connection (the output gate holds
-//!   them until they are durable, so no client sees an edit that could be lost).
+//!   them until they are durable, so no client sees an edit that could be lost). A
+//!   read-only connection's updates are dropped, as y-partykit drops them.
 //! - Awareness goes to every connection, the sender too; a connection's awareness states
 //!   are cleared, for everyone, when it closes.
+//! - Clients send messages over 1,000,000 bytes as y-partykit's batches (`batch`).
 //!
-//! Clients send messages over 1,000,000 bytes as y-partykit's batches (`batch`).
-//!
-//! Storage (history mode): updates are appended under `y/u/<n>`; past
-//! [`COMPACT_AFTER_UPDATES`] updates or [`COMPACT_AFTER_BYTES`] bytes the document is
-//! written as one snapshot (`y/s/<i>`, chunked within the per-value limit) and the updates
-//! are deleted, so storage stays bounded by the document's size.
+//! Storage is [`stored`]'s; the HTTP callback is [`callback`]'s. Party code builds on the
+//! document through [`YjsHooks`] and [`Document`].
 
 mod batch;
+mod callback;
+mod options;
+mod stored;
 
-use crate::message::Message;
+pub use options::{CallbackOptions, Persistence, SharedType, YjsOptions};
+pub use yrs::Update;
+
+use crate::message::{Message, Request, Response};
 use crate::party::{Party, PartyError};
 use crate::room::{Connection, Room};
-use crate::storage::{ListOptions, MAX_BATCH_KEYS, MAX_VALUE_BYTES};
 use async_trait::async_trait;
 use batch::Batches;
+use callback::Callback;
 use std::collections::{HashMap, HashSet};
+use stored::Stored;
 use yrs::sync::{Awareness, AwarenessUpdate, Message as YMessage, MessageReader, SyncMessage};
 use yrs::updates::decoder::{Decode, DecoderV1};
 use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
-use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{ClientID, Doc, ReadTxn, Transact, TransactionMut};
 
-/// Updates kept as such before the document is compacted into a snapshot.
-pub const COMPACT_AFTER_UPDATES: usize = 500;
-/// Bytes of updates kept as such before the document is compacted into a snapshot.
-pub const COMPACT_AFTER_BYTES: usize = 1024 * 1024;
-/// A snapshot chunk: under the per-value limit.
-const CHUNK_BYTES: usize = MAX_VALUE_BYTES - 1024;
+/// The tag of a read-only connection (tags outlive hand-offs and hibernation).
+pub const READ_ONLY_TAG: &str = "yjs:read-only";
+/// The prefix of y-partyserver's custom string messages.
+pub const CUSTOM_PREFIX: &str = "__YPS:";
 
-const SNAPSHOT_CHUNKS: &str = "y/chunks";
-const SNAPSHOT_PREFIX: &str = "y/s/";
-const UPDATE_PREFIX: &str = "y/u/";
+/// Party code built on a room's document; `Yjs::with_hooks(hooks, options)` serves it.
+/// Every method has a default that does nothing special.
+#[async_trait]
+pub trait YjsHooks: Send + 'static {
+    /// The room's document was loaded from storage (empty for a new room): seed it here
+    /// with [`Document::change`].
+    async fn on_load(&mut self, _room: &mut Room, _doc: &mut Document) -> Result<(), PartyError> {
+        Ok(())
+    }
 
-/// The yjs party: the room's document, who is present, and what is stored.
-pub struct Yjs {
+    /// Whether a new connection may only read. Asked once, when it connects (the upgrade
+    /// request's headers are in [`Room::upgrade_headers`]); the answer holds for the
+    /// connection's life, across hand-offs.
+    async fn read_only(&mut self, _room: &mut Room, _conn: &Connection) -> bool {
+        false
+    }
+
+    /// A writable connection's update (`encoded_bytes` long as the client sent it),
+    /// before it is applied: `false` drops it (the client's copy then differs from the
+    /// room's until it reloads).
+    fn accept_update(
+        &mut self,
+        _conn: &Connection,
+        _doc: &Doc,
+        _update: &Update,
+        _encoded_bytes: usize,
+    ) -> bool {
+        true
+    }
+
+    /// A custom string message (y-partyserver's `provider.sendMessage`), without its
+    /// `__YPS:` prefix.
+    async fn on_custom_message(
+        &mut self,
+        _room: &mut Room,
+        _doc: &mut Document,
+        _conn: &Connection,
+        _message: &str,
+    ) -> Result<(), PartyError> {
+        Ok(())
+    }
+
+    /// An HTTP request to the room. The default answers 404.
+    async fn on_request(
+        &mut self,
+        _room: &mut Room,
+        _doc: &mut Document,
+        _req: Request,
+    ) -> Result<Response, PartyError> {
+        Ok(crate::message::text_response(
+            404,
+            "This party does not handle HTTP requests",
+        ))
+    }
+}
+
+/// No hooks: the built-in `yjs` kind.
+impl YjsHooks for () {}
+
+/// A room's document as party code sees it: read it, change it, send custom messages.
+pub struct Document {
     awareness: Awareness,
+    stored: Stored,
+    options: YjsOptions,
+    callback: Option<Callback>,
+}
+
+impl Document {
+    fn new(options: YjsOptions) -> Self {
+        let callback = options.callback.clone().map(Callback::new);
+        Self {
+            awareness: Awareness::new(Doc::new()),
+            stored: Stored::default(),
+            options,
+            callback,
+        }
+    }
+
+    /// The document.
+    pub fn doc(&self) -> &Doc {
+        self.awareness.doc()
+    }
+
+    /// Changes the document: `change` edits it in one transaction, whose update is stored
+    /// and sent to every connection like a client's.
+    pub fn change<R>(
+        &mut self,
+        room: &mut Room,
+        change: impl FnOnce(&mut TransactionMut) -> R,
+    ) -> Result<R, PartyError> {
+        let mut txn = self.awareness.doc().transact_mut();
+        let result = change(&mut txn);
+        let update = txn.encode_update_v1();
+        drop(txn);
+        self.committed(room, update)?;
+        Ok(result)
+    }
+
+    /// Sends a custom string message (`__YPS:` is prepended) to one connection.
+    pub fn send_custom(&self, conn: &Connection, message: &str) {
+        conn.send(Message::text(format!("{CUSTOM_PREFIX}{message}")));
+    }
+
+    /// Sends a custom string message to every connection except those in `exclude`.
+    pub fn broadcast_custom(&self, room: &Room, message: &str, exclude: &[&str]) {
+        room.broadcast(&Message::text(format!("{CUSTOM_PREFIX}{message}")), exclude);
+    }
+
+    /// Stores an update already applied to the document and sends it to everyone.
+    fn committed(&mut self, room: &mut Room, update: Vec<u8>) -> Result<(), PartyError> {
+        // Yjs encodes "nothing new" as two zero bytes (no structs, no deletes).
+        if update.as_slice() == [0, 0] {
+            return Ok(());
+        }
+        let (max_updates, max_bytes) = (self.options.max_updates, self.options.max_bytes);
+        self.stored.append(
+            room.storage(),
+            self.awareness.doc(),
+            &update,
+            max_updates,
+            max_bytes,
+        )?;
+        let out = encode(&[YMessage::Sync(SyncMessage::Update(update))]);
+        room.broadcast(&Message::binary(out), &[]);
+        if let Some(callback) = &mut self.callback {
+            callback.edited(room);
+        }
+        Ok(())
+    }
+}
+
+/// The yjs party: the room's document, who is present, and the hooks of the party code
+/// built on it.
+pub struct Yjs<H = ()> {
+    document: Document,
+    hooks: H,
     /// Awareness client ids each connection announced, cleared when it closes.
     present: HashMap<String, HashSet<ClientID>>,
-    /// Keys of the updates stored since the last snapshot, and their bytes.
-    updates: Vec<String>,
-    update_bytes: usize,
-    /// The next update's number.
-    next_update: u64,
-    /// Chunks of the stored snapshot.
-    snapshot_chunks: usize,
     /// y-partykit batches being received.
     batches: Batches,
 }
 
-impl Default for Yjs {
+impl<H: YjsHooks + Default> Default for Yjs<H> {
     fn default() -> Self {
-        Self {
-            awareness: Awareness::new(Doc::new()),
-            present: HashMap::new(),
-            updates: Vec::new(),
-            update_bytes: 0,
-            next_update: 0,
-            snapshot_chunks: 0,
-            batches: Batches::default(),
-        }
+        Self::with_hooks(H::default(), YjsOptions::default())
     }
-}
-
-fn encode(messages: &[YMessage]) -> Vec<u8> {
-    let mut encoder = EncoderV1::new();
-    for m in messages {
-        m.encode(&mut encoder);
-    }
-    encoder.to_vec()
-}
-
-fn bad(what: impl std::fmt::Display) -> PartyError {
-    format!("yjs: {what}").into()
 }
 
 impl Yjs {
-    /// The document as stored: the snapshot, then the updates after it, in order.
-    async fn load(&mut self, room: &mut Room) -> Result<(), PartyError> {
-        let storage = room.storage();
-        self.snapshot_chunks = storage.get_json(SNAPSHOT_CHUNKS).await?.unwrap_or(0);
-        let keys: Vec<String> = (0..self.snapshot_chunks).map(snapshot_key).collect();
-        let mut snapshot = Vec::new();
-        for batch in keys.chunks(MAX_BATCH_KEYS) {
-            let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
-            for chunk in storage.get_many(&batch).await? {
-                snapshot
-                    .extend_from_slice(&chunk.ok_or_else(|| bad("a snapshot chunk is missing"))?);
-            }
-        }
-        let updates = storage
-            .list(&ListOptions {
-                prefix: Some(UPDATE_PREFIX.into()),
-                ..Default::default()
-            })
-            .await?;
-        let mut txn = self.awareness.doc().transact_mut();
-        if !snapshot.is_empty() {
-            let update = Update::decode_v1(&snapshot).map_err(bad)?;
-            txn.apply_update(update).map_err(bad)?;
-        }
-        for (key, bytes) in &updates {
-            let update = Update::decode_v1(bytes).map_err(bad)?;
-            txn.apply_update(update).map_err(bad)?;
-            self.update_bytes += bytes.len();
-            self.updates.push(key.clone());
-        }
-        drop(txn);
-        self.next_update = match updates.last() {
-            Some((key, _)) => update_number(key)? + 1,
-            None => 0,
-        };
-        Ok(())
+    /// The built-in kind with `options` (validate them first: [`YjsOptions::validate`]).
+    pub fn new(options: YjsOptions) -> Self {
+        Self::with_hooks((), options)
     }
+}
 
-    /// Stores `update` (already applied to the document): appended, or the whole document
-    /// as a new snapshot once the updates since the last one pass the bounds.
-    fn store(&mut self, room: &mut Room, update: &[u8]) -> Result<(), PartyError> {
-        let storage = room.storage();
-        let fits = update.len() <= CHUNK_BYTES;
-        if fits
-            && self.updates.len() < COMPACT_AFTER_UPDATES
-            && self.update_bytes + update.len() <= COMPACT_AFTER_BYTES
-        {
-            let key = format!("{UPDATE_PREFIX}{:020}", self.next_update);
-            self.next_update += 1;
-            storage.put(&key, update.to_vec())?;
-            self.updates.push(key);
-            self.update_bytes += update.len();
-            return Ok(());
+impl<H: YjsHooks> Yjs<H> {
+    /// A yjs party whose document `hooks` build on.
+    pub fn with_hooks(hooks: H, options: YjsOptions) -> Self {
+        Self {
+            document: Document::new(options),
+            hooks,
+            present: HashMap::new(),
+            batches: Batches::default(),
         }
-        let state = self
-            .awareness
-            .doc()
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        let chunks: Vec<&[u8]> = state.chunks(CHUNK_BYTES).collect();
-        for (i, batch) in chunks.chunks(MAX_BATCH_KEYS).enumerate() {
-            let entries: Vec<(String, Vec<u8>)> = batch
-                .iter()
-                .enumerate()
-                .map(|(j, c)| (snapshot_key(i * MAX_BATCH_KEYS + j), c.to_vec()))
-                .collect();
-            storage.put_many(entries)?;
-        }
-        let stale: Vec<String> = (chunks.len()..self.snapshot_chunks)
-            .map(snapshot_key)
-            .chain(self.updates.drain(..))
-            .collect();
-        for batch in stale.chunks(MAX_BATCH_KEYS) {
-            let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
-            storage.delete_many(&batch)?;
-        }
-        storage.put_json(SNAPSHOT_CHUNKS, &chunks.len())?;
-        self.snapshot_chunks = chunks.len();
-        self.update_bytes = 0;
-        Ok(())
-    }
-
-    /// Applies a client's update to the document.
-    fn apply(&mut self, update: &[u8]) -> Result<(), PartyError> {
-        let decoded = Update::decode_v1(update).map_err(bad)?;
-        let mut txn = self.awareness.doc().transact_mut();
-        txn.apply_update(decoded).map_err(bad)
     }
 
     /// Handles one whole y-websocket message (possibly several packed together).
@@ -186,20 +220,14 @@ impl Yjs {
             match message.map_err(bad)? {
                 YMessage::Sync(SyncMessage::SyncStep1(sv)) => {
                     let diff = self
-                        .awareness
+                        .document
                         .doc()
                         .transact()
                         .encode_state_as_update_v1(&sv);
                     replies.push(YMessage::Sync(SyncMessage::SyncStep2(diff)));
                 }
                 YMessage::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
-                    // Yjs encodes "nothing new" as two zero bytes (no structs, no deletes).
-                    if update.as_slice() != [0, 0] {
-                        self.apply(&update)?;
-                        self.store(room, &update)?;
-                        let out = encode(&[YMessage::Sync(SyncMessage::Update(update))]);
-                        room.broadcast(&Message::binary(out), &[]);
-                    }
+                    self.apply(room, conn, update)?;
                 }
                 YMessage::Awareness(update) => {
                     let out = encode(&[YMessage::Awareness(update.clone())]);
@@ -207,7 +235,8 @@ impl Yjs {
                     room.broadcast(&Message::binary(out), &[]);
                 }
                 YMessage::AwarenessQuery => {
-                    replies.push(YMessage::Awareness(self.awareness.update().map_err(bad)?));
+                    let present = self.document.awareness.update().map_err(bad)?;
+                    replies.push(YMessage::Awareness(present));
                 }
                 YMessage::Auth(_) | YMessage::Custom(..) => {}
             }
@@ -216,6 +245,32 @@ impl Yjs {
             conn.send(Message::binary(encode(&replies)));
         }
         Ok(())
+    }
+
+    /// Applies a client's update (unless its connection only reads or the hooks refuse
+    /// it), stores it and sends it to everyone.
+    fn apply(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        update: Vec<u8>,
+    ) -> Result<(), PartyError> {
+        if update.as_slice() == [0, 0] || conn.tags().iter().any(|t| t == READ_ONLY_TAG) {
+            return Ok(());
+        }
+        let decoded = Update::decode_v1(&update).map_err(bad)?;
+        if !self
+            .hooks
+            .accept_update(conn, self.document.doc(), &decoded, update.len())
+        {
+            return Ok(());
+        }
+        self.document
+            .doc()
+            .transact_mut()
+            .apply_update(decoded)
+            .map_err(bad)?;
+        self.document.committed(room, update)
     }
 
     /// Applies a connection's awareness update and remembers which clients it speaks for.
@@ -228,35 +283,57 @@ impl Yjs {
                 mine.insert(*client);
             }
         }
-        self.awareness.apply_update(update).map_err(bad)
+        self.document.awareness.apply_update(update).map_err(bad)
     }
 }
 
-fn snapshot_key(i: usize) -> String {
-    format!("{SNAPSHOT_PREFIX}{i:06}")
+fn encode(messages: &[YMessage]) -> Vec<u8> {
+    let mut encoder = EncoderV1::new();
+    for m in messages {
+        m.encode(&mut encoder);
+    }
+    encoder.to_vec()
 }
 
-fn update_number(key: &str) -> Result<u64, PartyError> {
-    key.strip_prefix(UPDATE_PREFIX)
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| bad(format!("unexpected key {key}")))
+fn bad(what: impl std::fmt::Display) -> PartyError {
+    format!("yjs: {what}").into()
 }
 
 #[async_trait]
-impl Party for Yjs {
+impl<H: YjsHooks> Party for Yjs<H> {
     async fn on_start(&mut self, room: &mut Room) -> Result<(), PartyError> {
-        self.load(room).await
+        let Document {
+            awareness, stored, ..
+        } = &mut self.document;
+        stored.load(room.storage(), awareness.doc()).await?;
+        self.hooks.on_load(room, &mut self.document).await
     }
 
-    /// Awareness lives in memory only: the document stays loaded while anyone is here.
+    /// The document may be dropped while connections stay (and is reloaded from storage
+    /// on the next event) unless a callback waits to report it or a batch is half
+    /// received. Clients that share awareness renew it every 15 s, which keeps a room
+    /// awake under the default 30 s `hibernate_after`; awareness is not kept.
     fn hibernates(&self) -> bool {
-        false
+        self.batches.is_empty()
+            && !self
+                .document
+                .callback
+                .as_ref()
+                .is_some_and(Callback::pending)
+    }
+
+    async fn connection_tags(&mut self, room: &mut Room, conn: &Connection) -> Vec<String> {
+        if self.document.options.read_only || self.hooks.read_only(room, conn).await {
+            vec![READ_ONLY_TAG.to_string()]
+        } else {
+            Vec::new()
+        }
     }
 
     async fn on_connect(&mut self, _room: &mut Room, conn: &Connection) -> Result<(), PartyError> {
-        let sv = self.awareness.doc().transact().state_vector();
+        let sv = self.document.doc().transact().state_vector();
         let mut first = vec![YMessage::Sync(SyncMessage::SyncStep1(sv))];
-        let present = self.awareness.update().map_err(bad)?;
+        let present = self.document.awareness.update().map_err(bad)?;
         if !present.clients.is_empty() {
             first.push(YMessage::Awareness(present));
         }
@@ -280,8 +357,15 @@ impl Party for Yjs {
                     None => Ok(()),
                 }
             }
-            // y-partyserver's custom string messages (`__YPS:`): not yet.
-            Some(_) => Ok(()),
+            Some(text) => match text.strip_prefix(CUSTOM_PREFIX) {
+                Some(custom) => {
+                    self.hooks
+                        .on_custom_message(room, &mut self.document, conn, custom)
+                        .await
+                }
+                // y-partyserver ignores other strings too.
+                None => Ok(()),
+            },
         }
     }
 
@@ -292,17 +376,55 @@ impl Party for Yjs {
         _code: u16,
         _reason: &str,
     ) -> Result<(), PartyError> {
-        self.batches.forget(conn.id());
-        let Some(clients) = self.present.remove(conn.id()) else {
-            return Ok(());
-        };
-        for client in &clients {
-            self.awareness.remove_state(*client);
+        self.left(room, conn)
+    }
+
+    async fn on_error(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        _error: &str,
+    ) -> Result<(), PartyError> {
+        self.left(room, conn)
+    }
+
+    async fn on_request(&mut self, room: &mut Room, req: Request) -> Result<Response, PartyError> {
+        self.hooks.on_request(room, &mut self.document, req).await
+    }
+
+    async fn on_wake(&mut self, room: &mut Room) -> Result<(), PartyError> {
+        if let Some(callback) = &mut self.document.callback {
+            callback.woke(room, self.document.awareness.doc());
         }
-        let gone = self.awareness.update_with_clients(clients).map_err(bad)?;
-        if !gone.clients.is_empty() {
-            let out = encode(&[YMessage::Awareness(gone)]);
-            room.broadcast(&Message::binary(out), &[conn.id()]);
+        Ok(())
+    }
+}
+
+impl<H: YjsHooks> Yjs<H> {
+    /// A connection left: its awareness states are cleared for everyone; in snapshot
+    /// mode, the last one out compacts the document.
+    fn left(&mut self, room: &mut Room, conn: &Connection) -> Result<(), PartyError> {
+        self.batches.forget(conn.id());
+        if let Some(clients) = self.present.remove(conn.id()) {
+            let awareness = &mut self.document.awareness;
+            for client in &clients {
+                awareness.remove_state(*client);
+            }
+            let gone = awareness.update_with_clients(clients).map_err(bad)?;
+            if !gone.clients.is_empty() {
+                let out = encode(&[YMessage::Awareness(gone)]);
+                room.broadcast(&Message::binary(out), &[conn.id()]);
+            }
+        }
+        // The room no longer counts the connection that left.
+        if room.connection_count() == 0
+            && self.document.options.persist == Persistence::Snapshot
+            && self.document.stored.has_updates()
+        {
+            let Document {
+                awareness, stored, ..
+            } = &mut self.document;
+            stored.compact(room.storage(), awareness.doc())?;
         }
         Ok(())
     }
