@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::{
     frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig,
 };
@@ -29,6 +31,8 @@ use tracing::debug;
 
 /// Frames written per flush at most (coalescing without starving the ping timer).
 const MAX_FRAMES_PER_FLUSH: usize = 256;
+/// Outgoing messages larger than this are sent in fragments of this size.
+const FRAGMENT_BYTES: usize = 64 * 1024;
 
 /// A socket admitted before the upgrade completes, so that what the party sends in
 /// `on_connect` is already queued when the client sees "open". Holds the receiving end of
@@ -59,10 +63,9 @@ pub(crate) fn ws_config(config: &GatewayConfig) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(8192)
-        // The writer only takes frames from the bounded send queue, so the queue bounds
-        // this buffer; tungstenite's own cap must not refuse a frame the queue admitted
-        // (the largest is a node's largest message).
-        .max_write_buffer_size(config.send_queue_bytes + conclave_proto::grpc::MAX_MESSAGE_BYTES)
+        // The writer feeds at most one fragment at a time (`feed`) and waits for a blocked
+        // socket before the next, so the buffer never holds much more than one.
+        .max_write_buffer_size(4 * FRAGMENT_BYTES)
         .max_frame_size(Some(config.max_frame_bytes))
         .max_message_size(Some(config.max_frame_bytes))
 }
@@ -256,12 +259,12 @@ async fn write_loop(
                 let Some(msg) = msg else { return };
                 let write = async {
                     queued_bytes.fetch_sub(msg.len(), Ordering::Relaxed);
-                    sink.feed(msg).await?;
+                    feed(&mut sink, msg).await?;
                     for _ in 1..MAX_FRAMES_PER_FLUSH {
                         match rx.try_recv() {
                             Ok(m) => {
                                 queued_bytes.fetch_sub(m.len(), Ordering::Relaxed);
-                                sink.feed(m).await?
+                                feed(&mut sink, m).await?
                             }
                             Err(_) => break,
                         }
@@ -293,6 +296,27 @@ async fn write_loop(
             }
         }
     }
+}
+
+/// Feeds `msg` to the socket; a message over [`FRAGMENT_BYTES`] goes as fragments of that
+/// size (RFC 6455 5.4; every client reassembles them). tungstenite's write buffer keeps
+/// the capacity it grew to for the connection's life, so one large message written whole
+/// (a late joiner's 5 MB document) would stay in memory as long as its socket.
+async fn feed(sink: &mut Sink, msg: WsMessage) -> Result<(), WsError> {
+    let (payload, kind) = match msg {
+        WsMessage::Binary(b) if b.len() > FRAGMENT_BYTES => (b, OpData::Binary),
+        WsMessage::Text(t) if t.len() > FRAGMENT_BYTES => (bytes::Bytes::from(t), OpData::Text),
+        small => return sink.feed(small).await,
+    };
+    let mut start = 0;
+    while start < payload.len() {
+        let end = (start + FRAGMENT_BYTES).min(payload.len());
+        let opcode = OpCode::Data(if start == 0 { kind } else { OpData::Continue });
+        let fragment = Frame::message(payload.slice(start..end), opcode, end == payload.len());
+        sink.feed(WsMessage::Frame(fragment)).await?;
+        start = end;
+    }
+    Ok(())
 }
 
 fn close_frame(code: u16, reason: &str) -> Option<CloseFrame> {
