@@ -4,9 +4,17 @@
 //     EDITORS clients in one room (party `yjs`), each inserting one character RATE times a
 //     second for SECS seconds; prints the updates applied per second as one observer sees
 //     them, the deliveries per second (updates × clients), and whether every copy converged.
-//   node scripts/bench-yjs.mjs late-joiner HOST [MB]
-//     one client writes an MB-megabyte document, then a new client syncs it alone; prints
-//     the milliseconds from the new client's start to its synced copy.
+//   node scripts/bench-yjs.mjs raw-editors HOST [EDITORS] [RATE] [SECS] [SERVER_PIDS]
+//     as `editors`, but the editors are bare WebSockets sending y-websocket updates from
+//     their own documents and only counting what comes back (one observer, a real
+//     provider, applies everything): 51 Yjs documents in one Node process saturate its
+//     core long before a server does. With SERVER_PIDS (comma-separated) it also prints
+//     the server's CPU seconds per 1,000 updates applied.
+//   node scripts/bench-yjs.mjs late-joiner HOST [MB] [WAIT_MS]
+//     one client writes an MB-megabyte document, everyone leaves, and WAIT_MS later (0: at
+//     once, the document still in memory; past the server's idle timeout: loaded from
+//     storage) a new client syncs it alone; prints the milliseconds from the new client's
+//     start to its synced copy.
 //   node scripts/bench-yjs.mjs documents HOST [ROOMS] [KB] SERVER_PID
 //     opens ROOMS rooms, each with a KB-kilobyte document and one client; prints the
 //     server's RSS growth per open document.
@@ -16,6 +24,7 @@
 import * as Y from "../tests/compat/node_modules/yjs/dist/yjs.mjs";
 import YPartyKitProvider from "../tests/compat/node_modules/y-partykit/dist/provider.mjs";
 import WebSocket from "../tests/compat/node_modules/ws/wrapper.mjs";
+import * as encoding from "../tests/compat/node_modules/lib0/encoding.js";
 import { readFileSync } from "node:fs";
 
 const [mode, host, ...rest] = process.argv.slice(2);
@@ -42,6 +51,16 @@ async function until(check, ms) {
     await sleep(10);
   }
   return false;
+}
+
+/** User + system CPU seconds of the processes `pids` (comma-separated), 0 without any. */
+function serverCpuSeconds(pids) {
+  let ticks = 0;
+  for (const pid of pids.split(",").filter(Boolean)) {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+  }
+  return ticks / 100;
 }
 
 function rssBytes(pid) {
@@ -72,8 +91,47 @@ if (mode === "editors") {
     seconds_until_converged: elapsed, converged,
   }));
   close(...clients, observer);
+} else if (mode === "raw-editors") {
+  const [editors = "50", rate = "10", secs = "10", pids = ""] = rest.map(String);
+  const room = `raw-${Date.now()}`;
+  const observer = client(room);
+  await observer.synced;
+  let received = 0;
+  const clients = await Promise.all(Array.from({ length: Number(editors) }, () => new Promise((ok, fail) => {
+    const ws = new WebSocket(`ws://${host}/parties/yjs/${room}`);
+    const doc = new Y.Doc();
+    const text = doc.getText("t");
+    doc.on("update", (update) => {
+      const e = encoding.createEncoder();
+      encoding.writeVarUint(e, 0); // sync
+      encoding.writeVarUint(e, 2); // update
+      encoding.writeVarUint8Array(e, update);
+      ws.send(encoding.toUint8Array(e));
+    });
+    ws.on("message", () => received++);
+    ws.on("open", () => ok({ ws, text }));
+    ws.on("error", fail);
+  })));
+  const cpuBefore = serverCpuSeconds(pids);
+  const ticks = Number(rate) * Number(secs);
+  const started = Date.now();
+  for (let t = 0; t < ticks; t++) {
+    for (const c of clients) c.text.insert(c.text.length, "x");
+    await sleep(Math.max(0, started + ((t + 1) * 1000) / Number(rate) - Date.now()));
+  }
+  const sent = ticks * clients.length;
+  const converged = await until(() => observer.text.length === sent, 120000);
+  const elapsed = (Date.now() - started) / 1000;
+  const cpu = serverCpuSeconds(pids) - cpuBefore;
+  console.log(JSON.stringify({
+    editors: clients.length, offered_updates_per_sec: sent / Number(secs), applied_updates_per_sec: sent / elapsed,
+    frames_received_by_editors: received, seconds_until_converged: elapsed, converged,
+    ...(pids ? { server_cpu_seconds_per_1000_updates: (cpu * 1000) / sent } : {}),
+  }));
+  for (const c of clients) c.ws.close();
+  close(observer);
 } else if (mode === "late-joiner") {
-  const [mb = "5"] = rest;
+  const [mb = "5", waitMs = "0"] = rest;
   const room = `late-${Date.now()}`;
   const writer = client(room);
   await writer.synced;
@@ -82,10 +140,11 @@ if (mode === "editors") {
   const stored = client(room);
   if (!(await until(() => stored.text.length === size, 120000))) throw new Error("the document never arrived");
   close(writer, stored);
+  await sleep(Number(waitMs));
   const started = Date.now();
   const late = client(room);
   const ok = await until(() => late.text.length === size, 120000);
-  console.log(JSON.stringify({ document_mb: Number(mb), late_joiner_sync_ms: Date.now() - started, ok }));
+  console.log(JSON.stringify({ document_mb: Number(mb), waited_ms: Number(waitMs), late_joiner_sync_ms: Date.now() - started, ok }));
   close(late);
 } else if (mode === "documents") {
   const [rooms = "100", kb = "1", pid] = rest;
