@@ -63,6 +63,17 @@ function serverCpuSeconds(pids) {
   return ticks / 100;
 }
 
+/** Each client types one character RATE times a second for SECS seconds, on schedule. */
+async function type(clients, rate, secs) {
+  const ticks = rate * secs;
+  const started = Date.now();
+  for (let t = 0; t < ticks; t++) {
+    for (const c of clients) c.text.insert(c.text.length, "x");
+    await sleep(Math.max(0, started + ((t + 1) * 1000) / rate - Date.now()));
+  }
+  return { started, sent: ticks * clients.length };
+}
+
 function rssBytes(pid) {
   const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"));
   return Number(line.split(/\s+/)[1]) * 1024;
@@ -76,13 +87,7 @@ if (mode === "editors") {
   await Promise.all([...clients, observer].map((c) => c.synced));
   let seen = 0;
   observer.doc.on("update", () => seen++);
-  const ticks = Number(rate) * Number(secs);
-  const started = Date.now();
-  for (let t = 0; t < ticks; t++) {
-    for (const c of clients) c.text.insert(c.text.length, "x");
-    await sleep(Math.max(0, started + ((t + 1) * 1000) / Number(rate) - Date.now()));
-  }
-  const sent = ticks * clients.length;
+  const { started, sent } = await type(clients, Number(rate), Number(secs));
   const converged = await until(() => observer.text.length === sent && clients.every((c) => c.text.length === sent), 60000);
   const elapsed = (Date.now() - started) / 1000;
   console.log(JSON.stringify({
@@ -113,13 +118,7 @@ if (mode === "editors") {
     ws.on("error", fail);
   })));
   const cpuBefore = serverCpuSeconds(pids);
-  const ticks = Number(rate) * Number(secs);
-  const started = Date.now();
-  for (let t = 0; t < ticks; t++) {
-    for (const c of clients) c.text.insert(c.text.length, "x");
-    await sleep(Math.max(0, started + ((t + 1) * 1000) / Number(rate) - Date.now()));
-  }
-  const sent = ticks * clients.length;
+  const { started, sent } = await type(clients, Number(rate), Number(secs));
   const converged = await until(() => observer.text.length === sent, 120000);
   const elapsed = (Date.now() - started) / 1000;
   const cpu = serverCpuSeconds(pids) - cpuBefore;

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, GetString, Text, Transact, Update};
+use yrs::{Doc, GetString, Text, TextRef, Transact, Update};
 
 const UPDATES: usize = 10_000;
 
@@ -41,15 +41,7 @@ async fn ten_thousand_updates_leave_a_bounded_store_holding_the_whole_document()
 
     let doc = Doc::new();
     let text = doc.get_or_insert_text("t");
-    for i in 0..UPDATES {
-        let update = {
-            let mut txn = doc.transact_mut();
-            text.push(&mut txn, &(i % 10).to_string());
-            txn.encode_update_v1()
-        };
-        let message = Message::Sync(SyncMessage::Update(update)).encode_v1();
-        ws.send(WsMessage::binary(message)).await.unwrap();
-    }
+    type_digits(&mut ws, &doc, &text, UPDATES).await;
     // Every update comes back (the party sends each to everyone) once it is stored.
     let mut echoed = 0;
     while echoed < UPDATES {
@@ -70,37 +62,37 @@ async fn ten_thousand_updates_leave_a_bounded_store_holding_the_whole_document()
 
     let room = RoomKey::new("yjs", "doc").unwrap();
     let stored = store.list(&room, &ListOptions::default()).await.unwrap();
-    let updates = stored.iter().filter(|(k, _)| k.starts_with("y/u/")).count();
     let bytes: usize = stored.iter().map(|(_, v)| v.len()).sum();
-    assert!(
-        updates <= 500,
-        "{updates} updates stored past the compaction bound"
-    );
     assert!(
         bytes < 256 * 1024,
         "{bytes} bytes stored for a 10,000-character document"
     );
-
     // What is stored is the document: the snapshot, then the updates after it.
-    let restored = Doc::new();
-    let restored_text = restored.get_or_insert_text("t");
-    let mut txn = restored.transact_mut();
-    let snapshot: Vec<u8> = stored
-        .iter()
-        .filter(|(k, _)| k.starts_with("y/s/"))
-        .flat_map(|(_, v)| v.to_vec())
-        .collect();
-    if !snapshot.is_empty() {
-        txn.apply_update(Update::decode_v1(&snapshot).unwrap())
-            .unwrap();
-    }
-    for (_, v) in stored.iter().filter(|(k, _)| k.starts_with("y/u/")) {
-        txn.apply_update(Update::decode_v1(v).unwrap()).unwrap();
-    }
-    drop(txn);
+    let (updates, restored) = stored_document(&store, &room).await;
+    assert!(
+        updates <= 500,
+        "{updates} updates stored past the compaction bound"
+    );
     let want = text.get_string(&doc.transact());
-    assert_eq!(restored_text.get_string(&restored.transact()), want);
+    assert_eq!(restored, want);
     assert_eq!(want.len(), UPDATES);
+}
+
+/// Types `count` digits at the end of `text`, one y-websocket update each, sent on `ws`.
+async fn type_digits<S>(ws: &mut S, doc: &Doc, text: &TextRef, count: usize)
+where
+    S: futures::Sink<WsMessage> + Unpin,
+    S::Error: std::fmt::Debug,
+{
+    for i in 0..count {
+        let update = {
+            let mut txn = doc.transact_mut();
+            text.push(&mut txn, &(i % 10).to_string());
+            txn.encode_update_v1()
+        };
+        let message = Message::Sync(SyncMessage::Update(update)).encode_v1();
+        ws.send(WsMessage::binary(message)).await.unwrap();
+    }
 }
 
 /// What `store` holds of `room`'s document: (updates stored beside the snapshot, the text
@@ -156,15 +148,7 @@ async fn snapshot_mode_compacts_the_document_when_the_room_empties_and_history_m
         let mut ws = server.connect(&format!("/parties/{party}/doc?_pk=w")).await;
         let doc = Doc::new();
         let text = doc.get_or_insert_text("t");
-        for i in 0..20 {
-            let update = {
-                let mut txn = doc.transact_mut();
-                text.push(&mut txn, &(i % 10).to_string());
-                txn.encode_update_v1()
-            };
-            let message = Message::Sync(SyncMessage::Update(update)).encode_v1();
-            ws.send(WsMessage::binary(message)).await.unwrap();
-        }
+        type_digits(&mut ws, &doc, &text, 20).await;
         let room = RoomKey::new(party, "doc").unwrap();
         let want = text.get_string(&doc.transact());
         // Stored as they come, in both modes.
