@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Conclave next to PartyKit, one run, same load generator, same machine: `conclave dev`,
+# Conclave next to its peers, one run, same load generator, same machine: `conclave dev`,
 # a local 3-node Conclave cluster (static ring: one gateway, three nodes sharing one
-# PostgreSQL), and PartyKit's own dev server (npm partykit, offline) serving a party that
-# relays like Conclave's `main`. Each system gets the same scenarios; the figures and
-# Conclave's ratios to PartyKit replace the side-by-side section of docs/benchmarks.md.
+# PostgreSQL), PartyKit's own dev server (npm partykit, offline) serving a party that
+# relays like Conclave's `main`, and the fastest peer, a uWebSockets.js relay
+# (scripts/uws-relay). Each system gets the same scenarios; the figures and every system's
+# ratios to uWebSockets.js replace the side-by-side section of docs/benchmarks.md.
 #
 # Not part of the test run. Needs Node.js/npm (scripts/test-deps.sh) and python3.
 # Takes about 10 minutes. SCENARIOS=hot-100 (space-separated) runs a subset.
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/target/bench/side-by-side}
 SCENARIOS=${SCENARIOS:-"connect-storm idle-hold-10k hot-100 hot-1000 many-rooms-1000x10"}
-SYSTEMS=${SYSTEMS:-"dev cluster partykit"} # also: js (scripts/bench-js.sh)
+SYSTEMS=${SYSTEMS:-"dev cluster partykit uws"} # also: js (scripts/bench-js.sh)
 mkdir -p "$OUT"
 cargo build --release --locked -q
 B=$ROOT/target/release/conclave
@@ -23,12 +24,13 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  for _ in $(seq 1 100); do ss -ltn | grep -qE ':2(199[6-9]|1[123]0[12]) ' || break; sleep 0.1; done
+  for _ in $(seq 1 100); do ss -ltn | grep -qE ':2(199[5-9]|1[123]0[12]) ' || break; sleep 0.1; done
   rm -rf "$W"
 }
 trap cleanup EXIT
 
 (cd scripts/partykit-relay && [ -d node_modules/partykit ] || npm install --no-audit --no-fund --silent)
+(cd scripts/uws-relay && [ -d node_modules/@trufflesuite ] || npm install --no-audit --no-fund --silent)
 
 NOLIMIT=(--messages-per-second 1000000 --message-burst 1000000)
 wait_http() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
@@ -82,6 +84,14 @@ start_partykit() {
   wait_http http://127.0.0.1:21997/parties/main/probe || true
   sleep 2
   URL="ws://127.0.0.1:21997/parties/main/{room}"
+  SERVER_PIDS=$(pids_csv "$SERVER")
+}
+
+start_uws() {
+  setsid node scripts/uws-relay/server.mjs 21995 >"$OUT/uws.log" 2>&1 &
+  SERVER=$!; PIDS+=($!)
+  wait_http http://127.0.0.1:21995/healthz
+  URL="ws://127.0.0.1:21995/parties/main/{room}"
   SERVER_PIDS=$(pids_csv "$SERVER")
 }
 

@@ -15,7 +15,12 @@ import os
 import platform
 import sys
 
-SYSTEMS = [("dev", "conclave dev"), ("cluster", "Conclave 3-node cluster"), ("partykit", "PartyKit dev")]
+SYSTEMS = [
+    ("dev", "conclave dev"),
+    ("cluster", "Conclave 3-node cluster"),
+    ("partykit", "PartyKit dev"),
+    ("uws", "uWebSockets.js"),
+]
 if os.environ.get("BENCH_SYSTEMS"):
     SYSTEMS = [tuple(s.split("=", 1)) for s in os.environ["BENCH_SYSTEMS"].split("|")]
 # (key, label, lower_is_better)
@@ -124,15 +129,17 @@ def main():
                 f"{datetime.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores. " + text]
     else:
         head = [
-            "## Side by side: Conclave and PartyKit",
+            "## Side by side: Conclave, PartyKit and uWebSockets.js",
             "",
             f"One run of `scripts/bench-side-by-side.sh` on {datetime.date.today().isoformat()}, "
             f"{platform.machine()}, {os.cpu_count()} cores; load generator, servers and PartyKit on "
             "the same machine over loopback. Servers: `conclave dev` (redb), a static 3-node "
-            "Conclave cluster (one gateway, three nodes sharing one PostgreSQL, gRPC relay), and `partykit dev` "
-            "(npm partykit 0.0.115, workerd, offline) with a relay party. A fresh server per "
+            "Conclave cluster (one gateway, three nodes sharing one PostgreSQL, gRPC relay), `partykit dev` "
+            "(npm partykit 0.0.115, workerd, offline) with a relay party, and the fastest peer, "
+            "uWebSockets.js (npm @trufflesuite/uws-js-unofficial 20.30.0, `scripts/uws-relay`: "
+            "pub/sub per room, no storage). A fresh server per "
             "scenario. Server CPU and RSS sum every process of the system (the cluster's four; "
-            "PartyKit's node and workerd). Ratios are Conclave ÷ PartyKit: above 1 is better for "
+            "PartyKit's node and workerd). Ratios are each system ÷ uWebSockets.js: above 1 is better for "
             "rates, below 1 is better for latency, CPU and memory. Members that could not "
             "connect are left out of the expected deliveries.",
         ]
