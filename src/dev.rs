@@ -8,7 +8,6 @@ use conclave_node::storage::Store;
 use conclave_node::{Node, PartyRegistry};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 
 /// A running single-process server.
 pub struct DevServer {
@@ -37,8 +36,7 @@ impl DevServer {
             conclave_proto::in_process_link(conclave_proto::LINK_CAPACITY);
         node.attach_gateway(node_side);
         let gateway = Gateway::new(config.gateway.clone(), gateway_side);
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = conclave_gateway::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let edge = EdgeServer::start(listener, gateway, None)?;
         Ok(Self {

@@ -22,8 +22,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
+    conclave_gateway::bind(addr)
         .map_err(|e| anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"))
 }
 

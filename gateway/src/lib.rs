@@ -39,5 +39,5 @@ pub use admin::check_admin_token;
 pub use auth::{AuthError, JwtAlgorithm, JwtRules, PartyAuth};
 pub use config::GatewayConfig;
 pub use connector::{GrpcNodes, NodeConnector};
-pub use listener::serve_http1;
+pub use listener::{bind, serve_http1};
 pub use server::Gateway;
