@@ -6,7 +6,7 @@
 //! node, or a full queue can ask for a close through the socket's [`CloseSignal`].
 
 use crate::limits::TokenBucket;
-use crate::outbound::{CloseSignal, Outbound};
+use crate::outbound::{CloseSignal, Outbound, OutboundRx};
 use crate::session::Session;
 use crate::state::GatewayState;
 use crate::GatewayConfig;
@@ -15,10 +15,9 @@ use conclave_proto::{close, trace};
 use conclave_proto::{RoomKey, SocketId};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -39,7 +38,7 @@ const FRAGMENT_BYTES: usize = 64 * 1024;
 /// the send queue for the writer task.
 pub(crate) struct PendingSocket {
     pub session: Arc<Session>,
-    rx: mpsc::Receiver<WsMessage>,
+    rx: OutboundRx,
 }
 
 impl PendingSocket {
@@ -61,6 +60,8 @@ impl PendingSocket {
 
 pub(crate) fn ws_config(config: &GatewayConfig) -> WebSocketConfig {
     WebSocketConfig::default()
+        // Allocated up front for every socket, idle or not (~4 KB of its memory), and also
+        // the most one read takes: smaller would cost a large message many more reads.
         .read_buffer_size(4096)
         .write_buffer_size(8192)
         // The writer feeds at most one fragment at a time (`feed`) and waits for a blocked
@@ -92,7 +93,6 @@ pub(crate) async fn run(
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
-        session.out.queued_bytes.clone(),
         close.clone(),
         config.clone(),
         started,
@@ -232,8 +232,7 @@ type Sink =
 
 async fn write_loop(
     mut sink: Sink,
-    mut rx: mpsc::Receiver<WsMessage>,
-    queued_bytes: Arc<AtomicUsize>,
+    mut rx: OutboundRx,
     close: Arc<CloseSignal>,
     config: Arc<GatewayConfig>,
     started: Instant,
@@ -258,15 +257,11 @@ async fn write_loop(
             msg = rx.recv() => {
                 let Some(msg) = msg else { return };
                 let write = async {
-                    queued_bytes.fetch_sub(msg.len(), Ordering::Relaxed);
                     feed(&mut sink, msg).await?;
                     for _ in 1..MAX_FRAMES_PER_FLUSH {
                         match rx.try_recv() {
-                            Ok(m) => {
-                                queued_bytes.fetch_sub(m.len(), Ordering::Relaxed);
-                                feed(&mut sink, m).await?
-                            }
-                            Err(_) => break,
+                            Some(m) => feed(&mut sink, m).await?,
+                            None => break,
                         }
                     }
                     sink.flush().await
