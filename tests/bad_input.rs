@@ -258,3 +258,46 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         "the half-sent request was still open after 15 s"
     );
 }
+
+/// Sends (`"send"`) or broadcasts to everyone else (`"broadcast"`) one message over
+/// `MAX_SEND_BYTES`.
+#[derive(Default)]
+struct Oversized;
+
+#[conclave_node::async_trait]
+impl conclave_node::Party for Oversized {
+    async fn on_message(
+        &mut self,
+        room: &mut conclave_node::Room,
+        conn: &conclave_node::Connection,
+        msg: conclave_node::Message,
+    ) -> Result<(), conclave_node::PartyError> {
+        let huge = conclave_node::Message::binary(vec![0u8; conclave_node::MAX_SEND_BYTES + 1]);
+        match msg.as_text() {
+            Some("send") => conn.send(huge),
+            Some("broadcast") => room.broadcast(&huge, &[conn.id()]),
+            _ => conn.send(msg),
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_big_to_send_closes_its_receivers_with_1009_and_nothing_else() {
+    let server = start(|_| {}, |r| r.with::<Oversized>("oversized")).await;
+    let mut sender = server.connect("/parties/oversized/r?_pk=sender").await;
+    let mut other = server.connect("/parties/oversized/r?_pk=other").await;
+    let mut elsewhere = server.connect("/parties/oversized/calm?_pk=calm").await;
+
+    send(&mut sender, "broadcast").await;
+    assert_eq!(close_code(&mut other).await, 1009);
+    // The broadcaster was not a receiver: it goes on.
+    send(&mut sender, "echo").await;
+    assert_eq!(next_text(&mut sender).await, "echo");
+
+    send(&mut sender, "send").await;
+    assert_eq!(close_code(&mut sender).await, 1009);
+    send(&mut elsewhere, "still here").await;
+    assert_eq!(next_text(&mut elsewhere).await, "still here");
+    assert_serving(&server).await;
+}

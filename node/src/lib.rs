@@ -41,7 +41,7 @@ pub use party::{
 };
 pub use room::{
     Connection, FetchError, PartyStub, Room, RoomFetcher, RoomStub, StateError,
-    MAX_CONNECTION_STATE_BYTES,
+    MAX_CONNECTION_STATE_BYTES, MAX_SEND_BYTES,
 };
 pub use storage::{ListOptions, Storage, StorageError};
 /// The Yjs implementation the `yjs` party kind is built on, for code that builds on it.

@@ -13,6 +13,14 @@ use std::sync::Arc;
 /// Largest connection state (`set_state`), serialized, in bytes.
 pub const MAX_CONNECTION_STATE_BYTES: usize = 16 * 1024;
 
+/// Largest message a party may send or broadcast. A larger one would not fit the relay's
+/// gRPC messages (64 MiB) and would break the link every socket of its gateway shares, so
+/// it is not sent: its receivers are closed with 1009 instead.
+pub const MAX_SEND_BYTES: usize = 32 * 1024 * 1024;
+
+/// The close a receiver of a message over [`MAX_SEND_BYTES`] gets.
+const TOO_BIG_TO_SEND: &str = "The server's message was too big to send";
+
 /// One client connection of a room, as party code sees it. Cheap to clone.
 #[derive(Clone)]
 pub struct Connection {
@@ -109,8 +117,21 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends a message to this connection (held until the handler's writes commit).
+    /// Sends a message to this connection (held until the handler's writes commit). Over
+    /// [`MAX_SEND_BYTES`] the connection is closed with 1009 instead.
     pub fn send(&self, msg: Message) {
+        if msg.payload().len() > MAX_SEND_BYTES {
+            tracing::warn!(conn = %self.id(), bytes = msg.payload().len(), "a party sent a message over MAX_SEND_BYTES: closing its receiver with 1009");
+            self.shared.push(
+                self.gateway,
+                close_socket(
+                    self.socket,
+                    conclave_proto::close::MESSAGE_TOO_BIG,
+                    TOO_BIG_TO_SEND,
+                ),
+            );
+            return;
+        }
         self.shared.push(
             self.gateway,
             node_event::Event::Send(Send {
@@ -126,6 +147,31 @@ impl Connection {
     pub fn close(&self, code: u16, reason: &str) {
         self.shared
             .push(self.gateway, close_socket(self.socket, code, reason));
+    }
+}
+
+/// The events that close every receiver of a broadcast over [`MAX_SEND_BYTES`] (all of
+/// `shared`'s connections but `exclude`) with 1009, in place of the broadcast.
+pub(crate) fn refuse_broadcast(shared: &RoomShared, bytes: usize, exclude: &[&str]) {
+    tracing::warn!(
+        bytes,
+        "a party broadcast a message over MAX_SEND_BYTES: closing its receivers with 1009"
+    );
+    let receivers: Vec<(GatewayId, SocketId)> = shared
+        .conns()
+        .iter()
+        .filter(|e| !exclude.contains(&e.id.as_str()))
+        .map(|e| (e.gateway, e.socket))
+        .collect();
+    for (gateway, socket) in receivers {
+        shared.push(
+            gateway,
+            close_socket(
+                socket,
+                conclave_proto::close::MESSAGE_TOO_BIG,
+                TOO_BIG_TO_SEND,
+            ),
+        );
     }
 }
 

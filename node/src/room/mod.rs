@@ -9,8 +9,8 @@ mod fetch;
 mod ledger;
 mod shared;
 
-pub(crate) use connection::close_socket;
-pub use connection::{Connection, StateError, MAX_CONNECTION_STATE_BYTES};
+pub(crate) use connection::{close_socket, refuse_broadcast};
+pub use connection::{Connection, StateError, MAX_CONNECTION_STATE_BYTES, MAX_SEND_BYTES};
 pub(crate) use conns::{ConnEntry, Peer};
 pub(crate) use fetch::RoomRequests;
 pub use fetch::{FetchError, PartyStub, RoomFetcher, RoomStub};
@@ -266,6 +266,10 @@ impl Room {
 /// Queues `msg` for every connection of the room except those whose id is in `exclude`:
 /// one delivery per gateway that holds members.
 pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, exclude: &[&str]) {
+    if msg.payload().len() > MAX_SEND_BYTES {
+        refuse_broadcast(shared, msg.payload().len(), exclude);
+        return;
+    }
     let mut per_gateway: BTreeMap<GatewayId, Vec<u64>> = BTreeMap::new();
     {
         let conns = shared.conns();
