@@ -56,7 +56,9 @@ impl Batches {
                 self.incoming.insert(
                     conn.to_string(),
                     Incoming {
-                        bytes: Vec::with_capacity(marker.size),
+                        // Grown as chunks arrive: a start marker alone, which costs a
+                        // client nothing, must not reserve up to 64 MiB.
+                        bytes: Vec::new(),
                         start: marker,
                         chunks: 0,
                     },
@@ -101,12 +103,12 @@ impl Batches {
         Ok(())
     }
 
-    /// Drops what `conn` had half sent.
     /// Whether no batch is half received.
     pub fn is_empty(&self) -> bool {
         self.incoming.is_empty()
     }
 
+    /// Drops what `conn` had half sent.
     pub fn forget(&mut self, conn: &str) {
         self.incoming.remove(conn);
     }
