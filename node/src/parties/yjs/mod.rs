@@ -113,7 +113,7 @@ impl Document {
         let callback = options.callback.clone().map(Callback::new);
         Self {
             awareness: Awareness::new(Doc::new()),
-            stored: Stored::default(),
+            stored: Stored::new(options.max_updates, options.max_bytes),
             options,
             callback,
         }
@@ -151,18 +151,11 @@ impl Document {
 
     /// Stores an update already applied to the document and sends it to everyone.
     fn committed(&mut self, room: &mut Room, update: Vec<u8>) -> Result<(), PartyError> {
-        // Yjs encodes "nothing new" as two zero bytes (no structs, no deletes).
-        if update.as_slice() == [0, 0] {
+        if is_empty_update(&update) {
             return Ok(());
         }
-        let (max_updates, max_bytes) = (self.options.max_updates, self.options.max_bytes);
-        self.stored.append(
-            room.storage(),
-            self.awareness.doc(),
-            &update,
-            max_updates,
-            max_bytes,
-        )?;
+        self.stored
+            .append(room.storage(), self.awareness.doc(), &update)?;
         let out = encode(&[YMessage::Sync(SyncMessage::Update(update))]);
         room.broadcast(&Message::binary(out), &[]);
         if let Some(callback) = &mut self.callback {
@@ -255,7 +248,7 @@ impl<H: YjsHooks> Yjs<H> {
         conn: &Connection,
         update: Vec<u8>,
     ) -> Result<(), PartyError> {
-        if update.as_slice() == [0, 0] || conn.tags().iter().any(|t| t == READ_ONLY_TAG) {
+        if is_empty_update(&update) || conn.tags().iter().any(|t| t == READ_ONLY_TAG) {
             return Ok(());
         }
         let decoded = Update::decode_v1(&update).map_err(bad)?;
@@ -287,6 +280,11 @@ impl<H: YjsHooks> Yjs<H> {
     }
 }
 
+/// Yjs encodes "nothing new" as two zero bytes (no structs, no deletes).
+fn is_empty_update(update: &[u8]) -> bool {
+    update == [0, 0]
+}
+
 fn encode(messages: &[YMessage]) -> Vec<u8> {
     let mut encoder = EncoderV1::new();
     for m in messages {
@@ -302,10 +300,11 @@ fn bad(what: impl std::fmt::Display) -> PartyError {
 #[async_trait]
 impl<H: YjsHooks> Party for Yjs<H> {
     async fn on_start(&mut self, room: &mut Room) -> Result<(), PartyError> {
-        let Document {
-            awareness, stored, ..
-        } = &mut self.document;
-        stored.load(room.storage(), awareness.doc()).await?;
+        let document = &mut self.document;
+        document
+            .stored
+            .load(room.storage(), document.awareness.doc())
+            .await?;
         self.hooks.on_load(room, &mut self.document).await
     }
 
@@ -421,10 +420,10 @@ impl<H: YjsHooks> Yjs<H> {
             && self.document.options.persist == Persistence::Snapshot
             && self.document.stored.has_updates()
         {
-            let Document {
-                awareness, stored, ..
-            } = &mut self.document;
-            stored.compact(room.storage(), awareness.doc())?;
+            let document = &mut self.document;
+            document
+                .stored
+                .compact(room.storage(), document.awareness.doc())?;
         }
         Ok(())
     }

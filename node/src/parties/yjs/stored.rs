@@ -18,8 +18,10 @@ const SNAPSHOT_PREFIX: &str = "y/s/";
 const UPDATE_PREFIX: &str = "y/u/";
 
 /// What is stored of one document, as far as this instance wrote or read it.
-#[derive(Default)]
 pub struct Stored {
+    /// Updates, and their bytes, kept beside the snapshot before it is rewritten.
+    max_updates: usize,
+    max_bytes: usize,
     /// Keys of the updates stored since the last snapshot, and their bytes.
     updates: Vec<String>,
     update_bytes: usize,
@@ -30,6 +32,17 @@ pub struct Stored {
 }
 
 impl Stored {
+    pub fn new(max_updates: usize, max_bytes: usize) -> Self {
+        Self {
+            max_updates,
+            max_bytes,
+            updates: Vec::new(),
+            update_bytes: 0,
+            next_update: 0,
+            snapshot_chunks: 0,
+        }
+    }
+
     /// Applies the stored document to `doc`: the snapshot, then the updates after it.
     pub async fn load(&mut self, storage: &Storage, doc: &Doc) -> Result<(), PartyError> {
         self.snapshot_chunks = storage.get_json(SNAPSHOT_CHUNKS).await?.unwrap_or(0);
@@ -80,12 +93,10 @@ impl Stored {
         storage: &mut Storage,
         doc: &Doc,
         update: &[u8],
-        max_updates: usize,
-        max_bytes: usize,
     ) -> Result<(), PartyError> {
         if update.len() <= CHUNK_BYTES
-            && self.updates.len() < max_updates
-            && self.update_bytes + update.len() <= max_bytes
+            && self.updates.len() < self.max_updates
+            && self.update_bytes + update.len() <= self.max_bytes
         {
             let key = format!("{UPDATE_PREFIX}{:020}", self.next_update);
             self.next_update += 1;
