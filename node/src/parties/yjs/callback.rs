@@ -15,10 +15,15 @@ use yrs::{Doc, GetString, ReadTxn, Transact};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// One client (and connection pool) for every room's callbacks, made at the first POST.
+fn client() -> &'static HttpClient {
+    static CLIENT: std::sync::OnceLock<HttpClient> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| Client::builder(hyper_util::rt::TokioExecutor::new()).build_http())
+}
+
 /// The debounced callback of one room's document.
 pub struct Callback {
     options: CallbackOptions,
-    client: HttpClient,
     /// When the first and the latest edits not yet reported were made.
     pending: Option<(Instant, Instant)>,
     /// A wake-up is scheduled for this time.
@@ -27,10 +32,8 @@ pub struct Callback {
 
 impl Callback {
     pub fn new(options: CallbackOptions) -> Self {
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
         Self {
             options,
-            client,
             pending: None,
             wake_at: None,
         }
@@ -89,13 +92,9 @@ impl Callback {
         let Ok(req) = req.body(Full::new(Bytes::from(body))) else {
             return;
         };
-        let (client, timeout, url) = (
-            self.client.clone(),
-            self.options.timeout(),
-            self.options.url.clone(),
-        );
+        let (timeout, url) = (self.options.timeout(), self.options.url.clone());
         tokio::spawn(async move {
-            let outcome = match tokio::time::timeout(timeout, client.request(req)).await {
+            let outcome = match tokio::time::timeout(timeout, client().request(req)).await {
                 Ok(Ok(resp)) if resp.status().is_success() => "ok",
                 Ok(Ok(resp)) => {
                     tracing::warn!(%url, status = %resp.status(), "yjs callback refused");
