@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     conclave_gateway::bind(addr)
         .map_err(|e| anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"))
 }
@@ -73,8 +73,8 @@ pub async fn run_node(config: NodeRoleConfig, parties: PartyRegistry) -> anyhow:
     config.auth.spawn_tls_reload();
     let store = crate::store::open_store(&config.storage).await?;
     let node = Node::start(config.node.clone(), parties, store);
-    let relay = bind(config.relay_listen, "the relay").await?;
-    let http = bind(config.http_listen, "metrics and health").await?;
+    let relay = bind(config.relay_listen, "the relay")?;
+    let http = bind(config.http_listen, "metrics and health")?;
     println!(
         "conclave node {} relay on http://{}",
         config.id,
@@ -184,8 +184,8 @@ impl Member for ClusterNode {
 pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
     crate::telemetry::metrics_labelled(&[("role", "placement")]);
     config.auth.spawn_tls_reload();
-    let listener = bind(config.listen, "placement").await?;
-    let http = bind(config.http_listen, "metrics and health").await?;
+    let listener = bind(config.listen, "placement")?;
+    let http = bind(config.http_listen, "metrics and health")?;
     println!("conclave placement on http://{}", listener.local_addr()?);
     let (tx, rx) = tokio::sync::watch::channel(conclave_proto::RingView::default());
     let redis_ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -228,8 +228,8 @@ pub async fn run_gateway(config: GatewayRoleConfig) -> anyhow::Result<()> {
             routing.set_ring(view)
         });
     }
-    let listener = bind(config.listen, "clients").await?;
-    let ops = bind(config.ops_listen, "metrics and admin").await?;
+    let listener = bind(config.listen, "clients")?;
+    let ops = bind(config.ops_listen, "metrics and admin")?;
     let ops_addr = ops.local_addr()?;
     let edge =
         EdgeServer::start(listener, gateway, Some(ops))?.with_drain_delay(config.drain_delay);
