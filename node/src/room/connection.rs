@@ -18,9 +18,6 @@ pub const MAX_CONNECTION_STATE_BYTES: usize = 16 * 1024;
 /// it is not sent: its receivers are closed with 1009 instead.
 pub const MAX_SEND_BYTES: usize = 32 * 1024 * 1024;
 
-/// The close a receiver of a message over [`MAX_SEND_BYTES`] gets.
-const TOO_BIG_TO_SEND: &str = "The server's message was too big to send";
-
 /// One client connection of a room, as party code sees it. Cheap to clone.
 #[derive(Clone)]
 pub struct Connection {
@@ -122,14 +119,7 @@ impl Connection {
     pub fn send(&self, msg: Message) {
         if msg.payload().len() > MAX_SEND_BYTES {
             tracing::warn!(conn = %self.id(), bytes = msg.payload().len(), "a party sent a message over MAX_SEND_BYTES: closing its receiver with 1009");
-            self.shared.push(
-                self.gateway,
-                close_socket(
-                    self.socket,
-                    conclave_proto::close::MESSAGE_TOO_BIG,
-                    TOO_BIG_TO_SEND,
-                ),
-            );
+            self.shared.push(self.gateway, too_big_to_send(self.socket));
             return;
         }
         self.shared.push(
@@ -164,15 +154,17 @@ pub(crate) fn refuse_broadcast(shared: &RoomShared, bytes: usize, exclude: &[&st
         .map(|e| (e.gateway, e.socket))
         .collect();
     for (gateway, socket) in receivers {
-        shared.push(
-            gateway,
-            close_socket(
-                socket,
-                conclave_proto::close::MESSAGE_TOO_BIG,
-                TOO_BIG_TO_SEND,
-            ),
-        );
+        shared.push(gateway, too_big_to_send(socket));
     }
+}
+
+/// The close of a receiver of a message over [`MAX_SEND_BYTES`].
+fn too_big_to_send(socket: SocketId) -> node_event::Event {
+    close_socket(
+        socket,
+        conclave_proto::close::MESSAGE_TOO_BIG,
+        "The server's message was too big to send",
+    )
 }
 
 /// The event that closes `socket` with `code` and `reason` (cut to fit a close frame).
