@@ -49,8 +49,9 @@ async fn try_incr(ws: &mut Ws, within: Duration) -> Option<i64> {
     futures::SinkExt::send(ws, tokio_tungstenite::tungstenite::Message::text("incr"))
         .await
         .ok()?;
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        match tokio::time::timeout(within, futures::StreamExt::next(ws)).await {
+        match tokio::time::timeout_at(deadline, futures::StreamExt::next(ws)).await {
             Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
                 let v: serde_json::Value = serde_json::from_str(&t).unwrap();
                 return v["value"].as_i64();
@@ -189,6 +190,47 @@ async fn draining_a_node_hands_its_rooms_over_and_exits() {
         next_value(&mut client, 10).await,
         2,
         "the room moved with its state, and the socket with it"
+    );
+}
+
+/// The next chat message a socket hears: its text.
+async fn next_chat_text(ws: &mut Ws, secs: u64) -> String {
+    let text = next_text_within(ws, Duration::from_secs(secs)).await;
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(m["type"], "message", "{m}");
+    m["text"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_socket_that_re_attaches_after_the_room_moved_and_broadcast_still_gets_the_broadcast() {
+    let cluster = Cluster::builder()
+        .nodes(["a", "b"])
+        .gateways(2)
+        .placement()
+        .heartbeat(Duration::from_millis(200), Duration::from_secs(1))
+        .start()
+        .await;
+    let path = format!("/parties/chat/{}", room_on("chat", &["a", "b"], "a"));
+    let mut early = cluster.ws(0, &path).await;
+    let mut late = cluster.ws(1, &path).await;
+    for ws in [&mut early, &mut late] {
+        assert_eq!(next_json(ws).await["type"], "history");
+    }
+    // The late socket's gateway sleeps through the move: the room comes back on b with only
+    // the early socket, which says something the room broadcasts to everyone.
+    cluster.signal_gateway(1, "-STOP");
+    cluster.signal("a", "-KILL");
+    send(
+        &mut early,
+        &serde_json::json!({"type": "message", "text": "while you were away"}).to_string(),
+    )
+    .await;
+    assert_eq!(next_chat_text(&mut early, 10).await, "while you were away");
+    cluster.signal_gateway(1, "-CONT");
+    assert_eq!(
+        next_chat_text(&mut late, 20).await,
+        "while you were away",
+        "the socket that came back later missed the broadcast"
     );
 }
 

@@ -195,8 +195,10 @@ pub async fn next_text(ws: &mut Ws) -> String {
 
 /// The next text message, failing after `within` or when the socket closes or fails.
 pub async fn next_text_within(ws: &mut Ws, within: Duration) -> String {
+    // One deadline for the whole wait: pings do not restart it.
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        let msg = tokio::time::timeout(within, ws.next())
+        let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
             .expect("no message in time");
         match msg.expect("socket ended").expect("socket error") {
@@ -238,8 +240,9 @@ pub async fn silent_for(ws: &mut Ws, ms: u64) -> bool {
 
 /// The close code the server sends, failing after 5 s.
 pub async fn close_code(ws: &mut Ws) -> u16 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
             .expect("no close in time");
         match msg {

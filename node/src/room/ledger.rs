@@ -9,11 +9,13 @@
 //!   committed writes, numbered per room from `first`. Kept until every gateway link they
 //!   went out on confirms them (`Received`); if the node dies first, the next owner sends
 //!   them again to each socket as it re-attaches, and the gateway takes each number once
-//!   per socket.
+//!   per socket. A broadcast also reaches a socket that was still re-attaching when the
+//!   room made it (its gateway then had no member in the room): while sockets come back
+//!   after a move ([`REGATHER`]) steps are kept even when confirmed.
 //! - `n` → the last output number, when no `o/` record holds it any more.
 //!
 //! Steps that write nothing leave no record: after a crash they may run again, and so may
-//! their messages.
+//! their messages; a socket re-attaching after them does not get their broadcasts.
 
 use super::conns::{ConnTable, Peer};
 use crate::links::GatewayId;
@@ -21,7 +23,7 @@ use bytes::Bytes;
 use conclave_proto::wire::{node_event, CloseSocket, Deliver, NodeEvent, Send};
 use conclave_proto::SocketId;
 use prost::Message as _;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
@@ -29,6 +31,9 @@ use tracing::warn;
 /// longer than a gateway tries to re-attach a socket (`reattach_timeout`, 30 s) before it
 /// closes it.
 const RETAIN: Duration = Duration::from_secs(60);
+/// How long after a socket re-attaches others may still be on their way (a gateway tries
+/// for `reattach_timeout`, 30 s by default, from when the socket lost its node).
+const REGATHER: Duration = Duration::from_secs(30);
 /// How often records of sockets that went away are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Most unconfirmed steps and output bytes a room keeps; past them the oldest are
@@ -57,6 +62,10 @@ struct StoredOutput {
     origin: u64,
     #[prost(oneof = "Output", tags = "2, 3, 4")]
     output: Option<Output>,
+    /// For a delivery: the number of the first delivery of its broadcast (one per gateway
+    /// link with members); 0 otherwise.
+    #[prost(uint64, tag = "5")]
+    broadcast: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]
@@ -144,6 +153,9 @@ pub(crate) struct Ledger {
     /// The gateway process of each link that carried this room's sockets.
     origins: HashMap<GatewayId, u64>,
     last_sweep: Option<Instant>,
+    /// Until when sockets may still be re-attaching after a move: no step is forgotten for
+    /// being confirmed before then.
+    regathering_until: Option<Instant>,
 }
 
 fn applied_key(s: SocketRef) -> String {
@@ -248,6 +260,10 @@ impl Ledger {
     /// `socket` re-attached here: its last applied frame, and the kept outputs it was sent
     /// (the gateway drops those it has already).
     pub(crate) fn resumed(&mut self, socket: SocketRef) -> (u64, Vec<node_event::Event>) {
+        let now = Instant::now();
+        if !self.regathering(now) {
+            self.regathering_until = Some(now + REGATHER);
+        }
         let applied = match self.applied.get_mut(&socket) {
             Some(a) => {
                 a.seen = Instant::now();
@@ -327,8 +343,11 @@ impl Ledger {
         let mut next = self.last_out;
         let mut outputs = Vec::new();
         let mut links: Vec<GatewayId> = Vec::new();
+        // The broadcast the last delivery belonged to: its number, link and payload.
+        let mut last_delivery: Option<(u64, GatewayId, Bytes)> = None;
         for (gateway, event) in outbox.iter_mut() {
             let gateway = *gateway;
+            let mut broadcast = 0;
             let socket_origin = |socket: u64| {
                 let peer = Peer {
                     gateway,
@@ -354,6 +373,9 @@ impl Ledger {
                 Some(node_event::Event::Deliver(d)) => match self.origin_of(gateway, conns) {
                     Some(o) => {
                         d.out_seq = next + 1;
+                        broadcast = same_broadcast(&last_delivery, gateway, &d.payload)
+                            .unwrap_or(d.out_seq);
+                        last_delivery = Some((broadcast, gateway, d.payload.clone()));
                         (o, Output::Deliver(d.clone()))
                     }
                     None => continue,
@@ -364,9 +386,13 @@ impl Ledger {
             if !links.contains(&gateway) {
                 links.push(gateway);
             }
+            if broadcast == 0 {
+                last_delivery = None;
+            }
             outputs.push(StoredOutput {
                 origin,
                 output: Some(output),
+                broadcast,
             });
         }
         (!outputs.is_empty()).then(|| KeptStep {
@@ -395,8 +421,10 @@ impl Ledger {
     /// The kept steps whose records may go: confirmed by every link they went out on, or
     /// older than [`RETAIN`]; past the caps, the oldest too.
     fn trimmable(&self, now: Instant) -> Vec<u64> {
+        let regathering = self.regathering(now);
         let confirmed = |k: &KeptStep| {
-            !k.links.is_empty()
+            !regathering
+                && !k.links.is_empty()
                 && k.links
                     .iter()
                     .all(|g| self.confirmed.get(g).is_some_and(|c| *c >= k.last))
@@ -419,6 +447,10 @@ impl Ledger {
             }
         }
         out
+    }
+
+    fn regathering(&self, now: Instant) -> bool {
+        self.regathering_until.is_some_and(|until| now < until)
     }
 
     /// Every so often: forgets the records of sockets that have not been seen for
@@ -504,14 +536,55 @@ impl Landed {
     }
 }
 
-/// The events that carry `outputs` to `socket` (those that were for it).
+/// Whether a delivery to `gateway` of `payload` continues the broadcast of the delivery
+/// before it (`broadcast_to` queues one per link, in ascending link order, sharing the
+/// payload's buffer): that broadcast's number if so.
+fn same_broadcast(
+    last: &Option<(u64, GatewayId, Bytes)>,
+    gateway: GatewayId,
+    payload: &Bytes,
+) -> Option<u64> {
+    let (broadcast, last_gateway, last_payload) = last.as_ref()?;
+    let shared = last_payload.as_ptr() == payload.as_ptr() && last_payload.len() == payload.len();
+    (*last_gateway < gateway && shared).then_some(*broadcast)
+}
+
+/// The events that carry `outputs` to `socket` (those that were for it). A broadcast none
+/// of whose deliveries went to the socket's gateway was made while the socket was away
+/// re-attaching (a socket that joined later took only later numbers, and its gateway
+/// drops it): the socket gets it too.
 fn outputs_for<'a>(
     outputs: impl Iterator<Item = &'a StoredOutput>,
     socket: SocketRef,
 ) -> Vec<node_event::Event> {
+    let outputs: Vec<&StoredOutput> = outputs.collect();
+    let reached_its_gateway: HashSet<u64> = outputs
+        .iter()
+        .filter(|o| o.broadcast != 0 && o.origin == socket.origin)
+        .map(|o| o.broadcast)
+        .collect();
+    let mut missed = HashSet::new();
     outputs
-        .filter(|o| o.origin == socket.origin)
-        .filter_map(|o| o.output.as_ref()?.for_socket(socket.socket))
+        .iter()
+        .filter_map(|o| {
+            if o.origin == socket.origin {
+                return o.output.as_ref()?.for_socket(socket.socket);
+            }
+            let first_of_missed = o.broadcast != 0
+                && !reached_its_gateway.contains(&o.broadcast)
+                && missed.insert(o.broadcast);
+            match &o.output {
+                Some(Output::Deliver(d)) if first_of_missed => {
+                    Some(node_event::Event::Send(Send {
+                        socket: socket.socket,
+                        payload: d.payload.clone(),
+                        binary: d.binary,
+                        out_seq: d.out_seq,
+                    }))
+                }
+                _ => None,
+            }
+        })
         .collect()
 }
 
@@ -533,16 +606,22 @@ mod tests {
     const ORIGIN: u64 = 0xabc;
 
     fn table(sockets: &[u64]) -> ConnTable {
+        let members: Vec<(GatewayId, u64, u64)> = sockets.iter().map(|s| (0, ORIGIN, *s)).collect();
+        table_of(&members)
+    }
+
+    /// A room whose members are (gateway link, its gateway process, socket).
+    fn table_of(members: &[(GatewayId, u64, u64)]) -> ConnTable {
         let mut t = ConnTable::new(Arc::default());
-        for s in sockets {
+        for (gateway, origin, s) in members {
             t.insert(ConnEntry {
-                id: ConnId::new(&format!("c{s}")),
+                id: ConnId::new(&format!("c{origin}-{s}")),
                 socket: SocketId(*s),
-                gateway: 0,
+                gateway: *gateway,
                 uri: Arc::from(""),
                 tags: Arc::from(vec![]),
                 state: None,
-                origin: ORIGIN,
+                origin: *origin,
                 last_seq: 0,
             });
         }
@@ -565,6 +644,33 @@ mod tests {
             ..Deliver::default()
         });
         (0, NodeEvent { event: Some(event) })
+    }
+
+    /// What `broadcast_to` queues: one delivery per link, sharing the payload.
+    fn broadcast(links: &[GatewayId], payload: &Bytes) -> Vec<(GatewayId, NodeEvent)> {
+        links
+            .iter()
+            .map(|g| {
+                let event = node_event::Event::Deliver(Deliver {
+                    payload: payload.clone(),
+                    ..Deliver::default()
+                });
+                (*g, NodeEvent { event: Some(event) })
+            })
+            .collect()
+    }
+
+    /// The (payload, number) of each event, which must all be sends to `socket`.
+    fn sends_to(socket: u64, events: &[node_event::Event]) -> Vec<(String, u64)> {
+        events
+            .iter()
+            .map(|e| match e {
+                node_event::Event::Send(s) if s.socket == socket => {
+                    (String::from_utf8(s.payload.to_vec()).unwrap(), s.out_seq)
+                }
+                other => panic!("not a send to {socket}: {other:?}"),
+            })
+            .collect()
     }
 
     fn out_seq(e: &node_event::Event) -> u64 {
@@ -671,5 +777,78 @@ mod tests {
         let writes = step(&mut ledger, &mut [], &conns);
         assert_eq!(writes, [(applied_key(socket), None)]);
         assert_eq!(ledger.applied(socket), 0);
+    }
+
+    #[test]
+    fn a_broadcast_made_while_a_gateway_had_no_member_reaches_its_socket_as_it_comes_back() {
+        const OTHER: u64 = 0xdef;
+        // Socket 1 of ORIGIN re-attached first; socket 1 of OTHER is still on its way.
+        let conns = table(&[1]);
+        let mut ledger = Ledger::default();
+        let early = SocketRef {
+            origin: ORIGIN,
+            socket: 1,
+        };
+        let late = SocketRef {
+            origin: OTHER,
+            socket: 1,
+        };
+        assert!(ledger.resumed(early).1.is_empty());
+        let news = Bytes::from("news");
+        let mut outbox = broadcast(&[0], &news);
+        if let Some(node_event::Event::Deliver(d)) = &mut outbox[0].1.event {
+            d.exclude = vec![1];
+        }
+        step(&mut ledger, &mut outbox, &conns);
+        ledger.confirm(0, 1);
+        assert!(
+            step(&mut ledger, &mut [], &conns).is_empty(),
+            "confirmed, but kept while sockets may still be re-attaching"
+        );
+        let (_, resend) = ledger.resumed(late);
+        assert_eq!(sends_to(1, &resend), [("news".to_string(), 1)]);
+        let (_, resend) = ledger.resumed(early);
+        assert!(resend.is_empty(), "the sender was excluded: {resend:?}");
+    }
+
+    #[test]
+    fn each_broadcast_reaches_a_socket_of_a_gateway_it_missed_once() {
+        const THIRD: u64 = 0x333;
+        let conns = table_of(&[(0, 0xa, 1), (1, 0xb, 1)]);
+        let mut ledger = Ledger::default();
+        let same = Bytes::from("same");
+        // The same message twice, then another: three broadcasts over two links.
+        let mut outbox = broadcast(&[0, 1], &same);
+        outbox.extend(broadcast(&[0, 1], &same));
+        outbox.extend(broadcast(&[0, 1], &Bytes::from("other")));
+        let writes = step(&mut ledger, &mut outbox, &conns);
+        let mut next = Ledger::load(puts(&writes));
+        let late = SocketRef {
+            origin: THIRD,
+            socket: 1,
+        };
+        let (_, resend) = next.resumed(late);
+        assert_eq!(
+            sends_to(1, &resend),
+            [
+                ("same".to_string(), 1),
+                ("same".to_string(), 3),
+                ("other".to_string(), 5)
+            ]
+        );
+        let member = SocketRef {
+            origin: 0xb,
+            socket: 1,
+        };
+        let (_, resend) = next.resumed(member);
+        assert_eq!(
+            sends_to(1, &resend),
+            [
+                ("same".to_string(), 2),
+                ("same".to_string(), 4),
+                ("other".to_string(), 6)
+            ],
+            "a member's gateway had its own deliveries"
+        );
     }
 }
