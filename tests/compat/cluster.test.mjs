@@ -141,8 +141,12 @@ async function until(check, what, ms = 20000) {
   assert.fail(`${what} not within ${ms} ms`);
 }
 
-test("a Yjs document is shared across gateways and survives kill -9 of every node", async () => {
-  const yjs = (g) => yjsClient(g, "shared-doc");
+test("a Yjs document is shared across gateways and survives kill -9 of every node", async (t) => {
+  const yjs = (g) => {
+    const client = yjsClient(g, "shared-doc");
+    t.after(() => endYjs(client));
+    return client;
+  };
   const a = yjs(0);
   const b = yjs(1);
   a.text.insert(0, "before ");
@@ -154,11 +158,14 @@ test("a Yjs document is shared across gateways and survives kill -9 of every nod
   await until(() => c.text.toString() === "before ", "a new client after the kill getting the document");
   a.text.insert(a.text.length, "after");
   await until(() => [b, c].every((x) => x.text.toString() === "before after"), "every client after the kill");
-  endYjs(a, b, c);
 });
 
-test("a Yjs document keeps every edit through a rolling restart of the nodes", async () => {
-  const yjs = (g) => yjsClient(g, "rolling-doc");
+test("a Yjs document keeps every edit through a rolling restart of the nodes", async (t) => {
+  const yjs = (g) => {
+    const client = yjsClient(g, "rolling-doc");
+    t.after(() => endYjs(client));
+    return client;
+  };
   const a = yjs(0);
   const b = yjs(1);
   let expected = "";
@@ -172,5 +179,4 @@ test("a Yjs document keeps every edit through a rolling restart of the nodes", a
   }
   const late = yjs(1);
   await until(() => late.text.toString() === expected, "a late joiner after the rolling restart");
-  endYjs(a, b, late);
 });
