@@ -37,6 +37,130 @@ impl Party for Journal {
     }
 }
 
+/// Counts its frames in storage and answers each with the count; `fail` counts, then
+/// fails.
+#[derive(Default)]
+struct Tally;
+
+#[async_trait]
+impl Party for Tally {
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError> {
+        let n: u64 = room.storage().get_json("n").await?.unwrap_or(0);
+        room.storage().put_json("n", &(n + 1))?;
+        if msg.as_text() == Some("fail") {
+            return Err("told to fail".into());
+        }
+        conn.send(Message::text((n + 1).to_string()));
+        Ok(())
+    }
+}
+
+/// Frames that queue while the room's commit is in flight run as a batch: each handler
+/// sees the writes of those before it, and the batch takes one commit; a frame whose
+/// handler fails discards its own step only; a batch whose commit fails is handled again
+/// a frame at a time, each applied once.
+#[tokio::test]
+async fn frames_queued_behind_a_commit_share_the_next_and_a_failing_one_discards_only_its_step() {
+    let mut store_handles = None;
+    let server = start_with_store(
+        |_| {},
+        |r| r.with::<Tally>("tally"),
+        |inner| {
+            let store = TestStore::new(inner);
+            store_handles = Some((store.holding(), store.commits(), store.failing_batches()));
+            Arc::new(store)
+        },
+    )
+    .await;
+    let (holding, commits, failing_batches) = store_handles.unwrap();
+    let mut ws = server.connect("/parties/tally/t?_pk=a").await;
+    send(&mut ws, "x").await;
+    assert_eq!(next_text(&mut ws).await, "1");
+
+    // Frame 2's commit is held; ten more queue behind it.
+    holding.send_replace(true);
+    for _ in 0..11 {
+        send(&mut ws, "x").await;
+    }
+    assert!(
+        silent_for(&mut ws, 500).await,
+        "a reply left before its commit"
+    );
+    let before = commits.load(Ordering::SeqCst);
+    holding.send_replace(false);
+    for n in 2..=12 {
+        assert_eq!(next_text(&mut ws).await, n.to_string());
+    }
+    assert_eq!(
+        commits.load(Ordering::SeqCst) - before,
+        2,
+        "frame 2's commit, then one for the ten queued behind it"
+    );
+
+    // A failing frame inside a batch: the frames around it count, it does not.
+    holding.send_replace(true);
+    for text in ["x", "x", "x", "fail", "x", "x"] {
+        send(&mut ws, text).await;
+    }
+    assert!(
+        silent_for(&mut ws, 500).await,
+        "a reply left before its commit"
+    );
+    holding.send_replace(false);
+    for n in 13..=17 {
+        assert_eq!(next_text(&mut ws).await, n.to_string());
+    }
+    send(&mut ws, "x").await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        "18",
+        "the failed frame's write landed"
+    );
+
+    // A batch of two sockets' frames whose commit fails.
+    let mut other = server.connect("/parties/tally/t?_pk=b").await;
+    holding.send_replace(true);
+    send(&mut ws, "x").await;
+    assert!(
+        silent_for(&mut ws, 300).await,
+        "a reply left before its commit"
+    );
+    // Behind the held commit (the two sockets' frames may reach the room in any order).
+    send(&mut other, "x").await;
+    send(&mut ws, "x").await;
+    send(&mut other, "x").await;
+    assert!(
+        silent_for(&mut other, 300).await,
+        "a reply left before its commit"
+    );
+    failing_batches.store(true, Ordering::SeqCst);
+    let before = commits.load(Ordering::SeqCst);
+    holding.send_replace(false);
+    assert_eq!(next_text(&mut ws).await, "19");
+    let mut counts = vec![next_text(&mut ws).await];
+    counts.push(next_text(&mut other).await);
+    counts.push(next_text(&mut other).await);
+    assert!(counts[1] < counts[2], "{counts:?}");
+    counts.sort();
+    assert_eq!(counts, ["20", "21", "22"]);
+    assert_eq!(
+        commits.load(Ordering::SeqCst) - before,
+        4,
+        "the held commit, then the failed batch's three frames one at a time"
+    );
+    send(&mut ws, "x").await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        "23",
+        "a frame was applied twice or lost"
+    );
+}
+
 /// Nothing a step sends leaves before its writes commit; a message whose writes do not
 /// commit is not dropped: it is tried again (here, then on a fresh actor once the room's
 /// sockets re-attach) until the store takes it, and applied once.

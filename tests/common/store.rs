@@ -1,5 +1,6 @@
 //! The real store, wrapped for tests: commits fail while `failing` is set (a disk that
-//! errors), and every call runs as a blocking task. Under paused tokio time the clock does
+//! errors), batches fail while `failing_batches` is set, commits wait while `holding` is
+//! set (a slow disk) and are counted, and every call runs as a blocking task. Under paused tokio time the clock does
 //! not auto-advance while a blocking task runs, so it waits for storage as it would for
 //! any other work; without this, time would jump ahead while redb's committer thread
 //! writes.
@@ -11,13 +12,16 @@ use conclave_node::{ListOptions, StorageError};
 use conclave_proto::RoomKey;
 use futures::future::BoxFuture;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct TestStore {
     inner: Arc<dyn Store>,
     failing: Arc<AtomicBool>,
+    failing_batches: Arc<AtomicBool>,
+    holding: Arc<tokio::sync::watch::Sender<bool>>,
+    commits: Arc<AtomicUsize>,
 }
 
 impl TestStore {
@@ -25,6 +29,9 @@ impl TestStore {
         Self {
             inner,
             failing: Arc::default(),
+            failing_batches: Arc::default(),
+            holding: Arc::new(tokio::sync::watch::Sender::new(false)),
+            commits: Arc::default(),
         }
     }
 
@@ -36,6 +43,21 @@ impl TestStore {
     /// While set, every commit fails with a backend error.
     pub fn failing(&self) -> Arc<AtomicBool> {
         self.failing.clone()
+    }
+
+    /// While set, a commit fails if it records frames of more than one socket (a batch).
+    pub fn failing_batches(&self) -> Arc<AtomicBool> {
+        self.failing_batches.clone()
+    }
+
+    /// While it holds `true`, commits wait (before they reach the store).
+    pub fn holding(&self) -> Arc<tokio::sync::watch::Sender<bool>> {
+        self.holding.clone()
+    }
+
+    /// How many commits the store took.
+    pub fn commits(&self) -> Arc<AtomicUsize> {
+        self.commits.clone()
     }
 
     /// Runs `op` on the inner store as a blocking task.
@@ -81,12 +103,28 @@ impl Store for TestStore {
             .await
     }
     async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
+        let mut held = self.holding.subscribe();
+        let _ = held.wait_for(|holding| !*holding).await;
         if self.failing.load(Ordering::SeqCst) {
             return Err(StorageError::Backend("injected: disk error".into()));
         }
+        let frames = commit
+            .ledger
+            .iter()
+            .filter(|(k, v)| k.starts_with("a/") && v.is_some());
+        if self.failing_batches.load(Ordering::SeqCst) && frames.count() > 1 {
+            return Err(StorageError::Backend(
+                "injected: disk error on a batch".into(),
+            ));
+        }
         let room = room.clone();
-        self.call(move |s| Box::pin(async move { s.commit(&room, commit).await }))
-            .await
+        let result = self
+            .call(move |s| Box::pin(async move { s.commit(&room, commit).await }))
+            .await;
+        if result.is_ok() {
+            self.commits.fetch_add(1, Ordering::SeqCst);
+        }
+        result
     }
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
         let (room, claim) = (room.clone(), claim.clone());

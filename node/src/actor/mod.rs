@@ -13,9 +13,11 @@
 //! - `ownership.rs`: claiming the room in storage, letting go of it, leaving it.
 //! - `admission.rs`: sockets joining the room (new, or moving here from another node).
 //! - `alarm.rs`: the alarm step.
+//! - `batch.rs`: client frames queued behind each other, as steps sharing one commit.
 
 mod admission;
 mod alarm;
+mod batch;
 mod handler;
 mod ownership;
 mod step;
@@ -60,6 +62,9 @@ pub(crate) struct RoomActor {
     fenced: bool,
     /// The ring (`Cluster::rings_seen`) under which the room was last found placed here.
     placed_as_of: u64,
+    /// An event taken from the mailbox (to see whether it could join a batch of frames)
+    /// and not handled yet: the next one.
+    lookahead: Option<RoomEvent>,
 }
 
 impl RoomActor {
@@ -71,6 +76,7 @@ impl RoomActor {
             party: None,
             fenced: false,
             placed_as_of: 0,
+            lookahead: None,
         }
     }
 
@@ -96,7 +102,10 @@ impl RoomActor {
                 self.release().await;
                 self.fenced = true;
             } else {
-                self.handle(event).await;
+                match batch::QueuedFrame::from_event(event) {
+                    Ok(frame) => self.frames(frame, &mut rx).await,
+                    Err(event) => self.handle(event).await,
+                }
             }
             if self.fenced {
                 self.tear_down().await;
@@ -111,7 +120,8 @@ impl RoomActor {
         // the room left this node.
         rx.close();
         let mut leftovers = Vec::new();
-        while let Ok(ev) = rx.try_recv() {
+        let queued = std::iter::from_fn(|| rx.try_recv().ok());
+        for ev in self.lookahead.take().into_iter().chain(queued) {
             if matches!(ev, RoomEvent::Received { .. }) {
                 continue; // about outputs this actor kept: nothing for a fresh one
             }
@@ -137,6 +147,9 @@ impl RoomActor {
     /// The next event. While none comes, an active room hibernates and a room with no
     /// connections retires: `None` then, or when the mailbox closed.
     async fn next_event(&mut self, rx: &mut mpsc::Receiver<RoomEvent>) -> Option<RoomEvent> {
+        if let Some(event) = self.lookahead.take() {
+            return Some(event);
+        }
         loop {
             let connected = self.room.connection_count() > 0;
             let keeps_instance = self.party.as_ref().is_some_and(|p| !p.hibernates());
@@ -260,22 +273,41 @@ impl RoomActor {
     /// says) and the gateway replays the frame to a fresh actor. Only a failing handler
     /// drops a frame.
     async fn frame(&mut self, peer: Peer, msg: Message, seq: u64) {
-        let Some(conn) = self.conn(peer) else {
+        let Some(conn) = self.frame_to_handle(peer, seq) else {
             return;
         };
+        let result = self.handle_frame(&conn, msg.clone(), seq).await;
+        self.settle_frame(&conn, msg, seq, result).await;
+    }
+
+    /// The connection a frame came from, unless it left or the frame was handled here
+    /// already (replayed); the frame then counts as seen.
+    fn frame_to_handle(&mut self, peer: Peer, seq: u64) -> Option<Connection> {
+        let conn = self.conn(peer)?;
         if seq != 0 {
             let mut conns = self.room.shared().conns();
-            let Some(entry) = conns.get_mut(peer) else {
-                return;
-            };
+            let entry = conns.get_mut(peer)?;
             if seq <= entry.last_seq {
-                return; // replayed, and already handled here
+                return None; // replayed, and already handled here
             }
             entry.last_seq = seq;
         }
+        Some(conn)
+    }
+
+    /// Finishes a frame after an attempt at it (`result`): tries it again while its writes
+    /// do not commit, as [`RoomActor::frame`] says.
+    async fn settle_frame(
+        &mut self,
+        conn: &Connection,
+        msg: Message,
+        seq: u64,
+        mut result: Result<(), StepError>,
+    ) {
+        let peer = conn.peer();
         let mut pauses = COMMIT_RETRY_PAUSES.iter();
         loop {
-            match self.handle_frame(&conn, msg.clone(), seq).await {
+            match result {
                 Ok(()) => return,
                 Err(StepError::Handler(e)) => {
                     warn!(conn = %conn.id(), error = %e, "the party failed on a message; its writes and messages were discarded");
@@ -306,6 +338,7 @@ impl RoomActor {
                     }
                 },
             }
+            result = self.handle_frame(conn, msg.clone(), seq).await;
         }
     }
 

@@ -14,6 +14,18 @@ impl RoomActor {
     /// Runs one handler as a step: its writes commit and its messages go out together, or
     /// neither does. Returns the response of a request's handler.
     pub(super) async fn step(&mut self, h: Handler<'_>) -> Result<Option<Response>, StepError> {
+        let result = match self.run_step(h).await {
+            Ok(response) => self.commit_and_release().await.map(|()| response),
+            Err(e) => Err(e),
+        };
+        self.room.ledger().end_frames();
+        result
+    }
+
+    /// Runs one handler, leaving its writes and messages (and a frame's acknowledgement)
+    /// held for a commit to come, behind those of the steps before it that are still held.
+    /// If the handler fails, every held write and message is discarded.
+    pub(super) async fn run_step(&mut self, h: Handler<'_>) -> Result<Option<Response>, StepError> {
         let ack = match &h {
             Handler::Message { conn, seq, .. } => Some((conn.peer(), *seq)),
             _ => None,
@@ -33,20 +45,18 @@ impl RoomActor {
         let mut party = self.take_party();
         let result = h.call(party.as_mut(), &mut self.room).await;
         self.party = Some(party);
-        let result = match result {
+        match result {
             Ok(response) => {
                 if let Some((peer, seq)) = ack {
                     self.ack(peer, seq);
                 }
-                self.commit_and_release().await.map(|()| response)
+                Ok(response)
             }
             Err(e) => {
                 self.room.discard();
                 Err(StepError::Handler(e))
             }
-        };
-        self.room.ledger().end_frame();
-        result
+        }
     }
 
     /// Takes the started party out while one of its handlers runs (it needs `&mut self.room`).

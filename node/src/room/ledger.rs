@@ -131,7 +131,7 @@ pub(crate) struct Sealed {
     step: Option<KeptStep>,
     /// `first` of the kept steps whose records the commit deletes.
     trimmed: Vec<u64>,
-    applied: Option<(SocketRef, u64)>,
+    applied: Vec<(SocketRef, u64)>,
     /// Deletes of records of sockets that left, to do again if the commit fails.
     stale: Vec<String>,
 }
@@ -148,8 +148,8 @@ pub(crate) struct Ledger {
     applied: HashMap<SocketRef, Applied>,
     /// Records to delete with the next commit.
     stale: Vec<String>,
-    /// The frame the running step handles, if any.
-    frame: Option<(SocketRef, u64)>,
+    /// The frames the uncommitted steps handled (a batch's, or the running step's).
+    frames: Vec<(SocketRef, u64)>,
     /// The gateway process of each link that carried this room's sockets.
     origins: HashMap<GatewayId, u64>,
     last_sweep: Option<Instant>,
@@ -245,11 +245,15 @@ impl Ledger {
 
     /// The running step handles frame `seq` of `socket`.
     pub(crate) fn begin_frame(&mut self, socket: SocketRef, seq: u64) {
-        self.frame = Some((socket, seq));
+        match self.frames.iter_mut().find(|(s, _)| *s == socket) {
+            Some(frame) => frame.1 = frame.1.max(seq),
+            None => self.frames.push((socket, seq)),
+        }
     }
 
-    pub(crate) fn end_frame(&mut self) {
-        self.frame = None;
+    /// The steps of the frames begun so far committed, or were discarded.
+    pub(crate) fn end_frames(&mut self) {
+        self.frames.clear();
     }
 
     /// The last frame of `socket` whose step committed writes (0: none).
@@ -308,9 +312,9 @@ impl Ledger {
             };
             ledger_writes.push((step_key(step.first), Some(record.encode_to_vec().into())));
         }
-        let applied = self.frame;
-        if let Some((socket, seq)) = applied {
-            ledger_writes.push((applied_key(socket), Some(seq.to_string().into())));
+        let applied = self.frames.clone();
+        for (socket, seq) in &applied {
+            ledger_writes.push((applied_key(*socket), Some(seq.to_string().into())));
         }
         let trimmed = self.trimmable(now);
         for first in &trimmed {
@@ -504,7 +508,7 @@ impl Ledger {
             .flat_map(|k| k.links.iter().copied())
             .collect();
         self.confirmed.retain(|g, _| links.contains(g));
-        if let Some((socket, seq)) = sealed.applied {
+        for (socket, seq) in sealed.applied {
             self.applied.insert(
                 socket,
                 Applied {
@@ -712,7 +716,7 @@ mod tests {
         ledger.begin_frame(frame, 7);
         let mut outbox = vec![send(1, "reply"), deliver("news", vec![1]), send(99, "gone")];
         let writes = step(&mut ledger, &mut outbox, &conns);
-        ledger.end_frame();
+        ledger.end_frames();
         let numbers: Vec<u64> = outbox
             .iter()
             .map(|(_, e)| out_seq(e.event.as_ref().unwrap()))
@@ -772,7 +776,7 @@ mod tests {
         };
         ledger.begin_frame(socket, 3);
         step(&mut ledger, &mut [], &conns);
-        ledger.end_frame();
+        ledger.end_frames();
         ledger.closed(socket);
         let writes = step(&mut ledger, &mut [], &conns);
         assert_eq!(writes, [(applied_key(socket), None)]);
