@@ -84,7 +84,12 @@ async fn frames_queued_behind_a_commit_share_the_next_and_a_failing_one_discards
 
     // Frame 2's commit is held; ten more queue behind it.
     holding.send_replace(true);
-    for _ in 0..11 {
+    send(&mut ws, "x").await;
+    assert!(
+        silent_for(&mut ws, 300).await,
+        "a reply left before its commit"
+    );
+    for _ in 0..10 {
         send(&mut ws, "x").await;
     }
     assert!(
@@ -104,17 +109,28 @@ async fn frames_queued_behind_a_commit_share_the_next_and_a_failing_one_discards
 
     // A failing frame inside a batch: the frames around it count, it does not.
     holding.send_replace(true);
-    for text in ["x", "x", "x", "fail", "x", "x"] {
+    send(&mut ws, "x").await;
+    assert!(
+        silent_for(&mut ws, 300).await,
+        "a reply left before its commit"
+    );
+    for text in ["x", "x", "fail", "x", "x"] {
         send(&mut ws, text).await;
     }
     assert!(
         silent_for(&mut ws, 500).await,
         "a reply left before its commit"
     );
+    let before = commits.load(Ordering::SeqCst);
     holding.send_replace(false);
     for n in 13..=17 {
         assert_eq!(next_text(&mut ws).await, n.to_string());
     }
+    assert_eq!(
+        commits.load(Ordering::SeqCst) - before,
+        2,
+        "the failing frame took back its own step, not the batch's"
+    );
     send(&mut ws, "x").await;
     assert_eq!(
         next_text(&mut ws).await,

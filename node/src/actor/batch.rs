@@ -5,10 +5,10 @@
 //! the outputs; here a busy room needs one durable commit per batch instead of one per
 //! frame.
 //!
-//! Nothing of a batch takes effect unless all of it does: when a handler fails partway, or
-//! the commit fails, every held write and message is discarded, and the frames are handled
-//! again one at a time from a fresh party instance — exactly as if they had come alone,
-//! so a failing handler still discards only its own step.
+//! A handler that fails discards its own step only (the room marks where each step of a
+//! batch begins), as when it runs alone. When the commit fails, every held write and
+//! message is discarded, and the frames are handled again one at a time from a fresh party
+//! instance, each as if it had come alone.
 
 use super::{RoomActor, StepError, COMMIT_RETRY_PAUSES};
 use crate::mailbox::RoomEvent;
@@ -53,16 +53,35 @@ impl RoomActor {
         let mut next = Some(first);
         while let Some(frame) = next.take() {
             if let Some(conn) = self.frame_to_handle(frame.peer, frame.seq) {
+                if !held.is_empty() {
+                    self.room.mark_step();
+                }
+                let failed_commits = self.room.failed_commits();
                 let result = self.run_frame(&conn, &frame).await;
-                if let Err(e) = result {
-                    if held.is_empty() {
+                if self.room.failed_commits() != failed_commits && !held.is_empty() {
+                    // A commit inside the handler (`sync`) failed, and the held steps'
+                    // writes and messages with it.
+                    held.push((conn, frame));
+                    self.one_at_a_time(held, true).await;
+                    return;
+                }
+                match result {
+                    Ok(()) => {}
+                    Err(e) if held.is_empty() => {
                         // Alone so far: as any single frame.
                         self.settle_frame(&conn, frame.msg, frame.seq, Err(e)).await;
-                    } else {
+                        return;
+                    }
+                    Err(StepError::Handler(e)) => {
+                        // Its step is discarded; it is acknowledged with the batch.
+                        warn!(conn = %conn.id(), error = %e, "the party failed on a message; its writes and messages were discarded");
+                        self.ack(frame.peer, frame.seq);
+                    }
+                    Err(_) => {
                         held.push((conn, frame));
                         self.one_at_a_time(held, false).await;
+                        return;
                     }
-                    return;
                 }
                 held.push((conn, frame));
             }
@@ -129,7 +148,7 @@ impl RoomActor {
     /// commit (`commit_failed`) the store gets a pause first, and frames whose writes
     /// landed after all are not handled again.
     async fn one_at_a_time(&mut self, frames: Vec<(Connection, QueuedFrame)>, commit_failed: bool) {
-        self.room.discard();
+        self.room.discard_all();
         self.room.ledger().end_frames();
         if self.party.take().is_some() {
             gauge::party_dropped();

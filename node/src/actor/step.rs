@@ -80,7 +80,7 @@ impl RoomActor {
                     self.fenced = true;
                 }
                 warn!(error = %e, "commit failed; dropping held messages and resetting the room");
-                self.room.discard();
+                self.room.discard_all();
                 if self.party.take().is_some() {
                     gauge::party_dropped();
                 }

@@ -19,7 +19,7 @@ pub(crate) use shared::RoomShared;
 
 use crate::links::{GatewayId, Links};
 use crate::message::Message;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Savepoint, Storage, StorageError};
 use conclave_proto::wire::{node_event, ConnState, Deliver, NodeEvent};
 use conclave_proto::RoomKey;
 use std::collections::BTreeMap;
@@ -39,6 +39,18 @@ pub struct Room {
     ledger: Ledger,
     /// `conclave_room_commit_seconds` for this room's backend, looked up once.
     commit_seconds: metrics::Histogram,
+    /// Where the running step began, while steps before it are held for the same commit
+    /// (a batch): a discard then takes back this step's effects only.
+    step_mark: Option<StepMark>,
+    /// How many commits have failed (a handler's `sync` among them).
+    failed_commits: u64,
+}
+
+/// The held writes, messages and connection state changes when a step began.
+struct StepMark {
+    storage: Savepoint,
+    outbox: usize,
+    states: usize,
 }
 
 impl Room {
@@ -60,6 +72,8 @@ impl Room {
             fetcher,
             upgrade_headers: None,
             ledger: Ledger::default(),
+            step_mark: None,
+            failed_commits: 0,
         }
     }
 
@@ -192,6 +206,8 @@ impl Room {
 
     /// Commits buffered writes; on failure the held messages are dropped.
     pub(crate) async fn commit(&mut self) -> Result<bool, StorageError> {
+        // Whatever commits, or fails to, is no longer behind a step's mark.
+        self.step_mark = None;
         if !self.storage.has_pending_writes() {
             return Ok(false);
         }
@@ -223,6 +239,7 @@ impl Room {
             Err(e) => {
                 self.ledger.not_committed(sealed);
                 self.shared.clear_outbox();
+                self.failed_commits += 1;
                 Err(e)
             }
         }
@@ -256,10 +273,40 @@ impl Room {
         }
     }
 
+    /// Discards what the running step wrote, sent and changed; with no step mark (the
+    /// step is alone), everything held.
     pub(crate) fn discard(&mut self) {
+        match &self.step_mark {
+            Some(mark) => {
+                self.storage.rollback(mark.storage.clone());
+                self.shared.truncate_outbox(mark.outbox);
+                self.shared.revert_states_after(mark.states);
+            }
+            None => self.discard_all(),
+        }
+    }
+
+    /// Discards every held write, message and connection state change.
+    pub(crate) fn discard_all(&mut self) {
+        self.step_mark = None;
         self.storage.discard();
         self.shared.clear_outbox();
-        self.shared.revert_states();
+        self.shared.revert_states_after(0);
+    }
+
+    /// How many of the room's commits have failed so far.
+    pub(crate) fn failed_commits(&self) -> u64 {
+        self.failed_commits
+    }
+
+    /// The next step runs behind steps still held for the same commit: remembers where it
+    /// begins, for [`Room::discard`].
+    pub(crate) fn mark_step(&mut self) {
+        self.step_mark = Some(StepMark {
+            storage: self.storage.savepoint(),
+            outbox: self.shared.outbox_len(),
+            states: self.shared.state_changes(),
+        });
     }
 }
 

@@ -54,6 +54,15 @@ impl RoomShared {
         self.outbox().clear();
     }
 
+    pub(crate) fn outbox_len(&self) -> usize {
+        self.outbox().len()
+    }
+
+    /// Drops what was queued after the first `len` events.
+    pub(crate) fn truncate_outbox(&self, len: usize) {
+        self.outbox().truncate(len);
+    }
+
     fn state_undo(&self) -> MutexGuard<'_, Vec<(Peer, Option<serde_json::Value>)>> {
         self.state_undo.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -71,9 +80,18 @@ impl RoomShared {
         changed
     }
 
-    /// The step's connection state changes are undone.
-    pub(super) fn revert_states(&self) {
-        let undo = std::mem::take(&mut *self.state_undo());
+    /// How many connection state changes are held.
+    pub(super) fn state_changes(&self) -> usize {
+        self.state_undo().len()
+    }
+
+    /// The held connection state changes after the first `kept` are undone.
+    pub(super) fn revert_states_after(&self, kept: usize) {
+        let undo: Vec<_> = {
+            let mut log = self.state_undo();
+            let kept = kept.min(log.len());
+            log.drain(kept..).collect()
+        };
         let mut conns = self.conns();
         for (peer, old) in undo.into_iter().rev() {
             if let Some(e) = conns.get_mut(peer) {
