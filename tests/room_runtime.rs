@@ -60,6 +60,22 @@ impl Party for Tally {
     }
 }
 
+/// Holds the store's commits, then sends `x`: its step runs and waits in its commit, and
+/// frames sent next queue behind it.
+async fn x_in_a_held_commit(holding: &tokio::sync::watch::Sender<bool>, ws: &mut Ws) {
+    holding.send_replace(true);
+    send(ws, "x").await;
+    assert!(silent_for(ws, 300).await, "a reply left before its commit");
+}
+
+/// Sends `texts`, which queue behind a held commit: nothing is answered meanwhile.
+async fn queue_behind(ws: &mut Ws, texts: &[&str]) {
+    for text in texts {
+        send(ws, text).await;
+    }
+    assert!(silent_for(ws, 500).await, "a reply left before its commit");
+}
+
 /// Frames that queue while the room's commit is in flight run as a batch: each handler
 /// sees the writes of those before it, and the batch takes one commit; a frame whose
 /// handler fails discards its own step only; a batch whose commit fails is handled again
@@ -83,19 +99,8 @@ async fn frames_queued_behind_a_commit_share_the_next_and_a_failing_one_discards
     assert_eq!(next_text(&mut ws).await, "1");
 
     // Frame 2's commit is held; ten more queue behind it.
-    holding.send_replace(true);
-    send(&mut ws, "x").await;
-    assert!(
-        silent_for(&mut ws, 300).await,
-        "a reply left before its commit"
-    );
-    for _ in 0..10 {
-        send(&mut ws, "x").await;
-    }
-    assert!(
-        silent_for(&mut ws, 500).await,
-        "a reply left before its commit"
-    );
+    x_in_a_held_commit(&holding, &mut ws).await;
+    queue_behind(&mut ws, &["x"; 10]).await;
     let before = commits.load(Ordering::SeqCst);
     holding.send_replace(false);
     for n in 2..=12 {
@@ -108,19 +113,8 @@ async fn frames_queued_behind_a_commit_share_the_next_and_a_failing_one_discards
     );
 
     // A failing frame inside a batch: the frames around it count, it does not.
-    holding.send_replace(true);
-    send(&mut ws, "x").await;
-    assert!(
-        silent_for(&mut ws, 300).await,
-        "a reply left before its commit"
-    );
-    for text in ["x", "x", "fail", "x", "x"] {
-        send(&mut ws, text).await;
-    }
-    assert!(
-        silent_for(&mut ws, 500).await,
-        "a reply left before its commit"
-    );
+    x_in_a_held_commit(&holding, &mut ws).await;
+    queue_behind(&mut ws, &["x", "x", "fail", "x", "x"]).await;
     let before = commits.load(Ordering::SeqCst);
     holding.send_replace(false);
     for n in 13..=17 {
@@ -140,12 +134,7 @@ async fn frames_queued_behind_a_commit_share_the_next_and_a_failing_one_discards
 
     // A batch of two sockets' frames whose commit fails.
     let mut other = server.connect("/parties/tally/t?_pk=b").await;
-    holding.send_replace(true);
-    send(&mut ws, "x").await;
-    assert!(
-        silent_for(&mut ws, 300).await,
-        "a reply left before its commit"
-    );
+    x_in_a_held_commit(&holding, &mut ws).await;
     // Behind the held commit (the two sockets' frames may reach the room in any order).
     send(&mut other, "x").await;
     send(&mut ws, "x").await;

@@ -69,6 +69,7 @@ impl RoomActor {
                     Ok(()) => {}
                     Err(e) if held.is_empty() => {
                         // Alone so far: as any single frame.
+                        self.room.ledger().end_frames();
                         self.settle_frame(&conn, frame.msg, frame.seq, Err(e)).await;
                         return;
                     }

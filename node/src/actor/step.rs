@@ -24,7 +24,8 @@ impl RoomActor {
 
     /// Runs one handler, leaving its writes and messages (and a frame's acknowledgement)
     /// held for a commit to come, behind those of the steps before it that are still held.
-    /// If the handler fails, every held write and message is discarded.
+    /// If the handler fails, its writes and messages are discarded (`Room::discard`: all
+    /// that is held, unless the room marked where this step began).
     pub(super) async fn run_step(&mut self, h: Handler<'_>) -> Result<Option<Response>, StepError> {
         let ack = match &h {
             Handler::Message { conn, seq, .. } => Some((conn.peer(), *seq)),
