@@ -41,7 +41,7 @@ def main():
         "",
         f"`RUNS={runs} scripts/chaos.sh` on {datetime.date.today().isoformat()}, {platform.machine()}, "
         f"{os.cpu_count()} cores: {runs} runs of `tests/chaos.rs` (3 nodes, 2 gateways, 8 clients "
-        f"incrementing one counter room, default liveness timing), {failed} failed. Seeds: "
+        f"incrementing one counter room, each at most 50 times a second, default liveness timing), {failed} failed. Seeds: "
         f"{', '.join(map(str, seeds)) or '—'}.",
         "",
         "| fault | longest wait for a reply, worst run (s) | median run (s) | target (s) |",
