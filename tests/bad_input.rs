@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use conclave_node::{async_trait, Connection, Message, Party, PartyError, Request, Response, Room};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,6 +28,99 @@ async fn raw_ws(server: &TestServer, path: &str) -> TcpStream {
         String::from_utf8_lossy(&head)
     );
     s
+}
+
+/// Records how each connection ended (`close <code>` or `error`); `GET` lists them.
+#[derive(Default)]
+struct Endings(Vec<String>);
+
+#[async_trait]
+impl Party for Endings {
+    async fn on_message(
+        &mut self,
+        _room: &mut Room,
+        _conn: &Connection,
+        _msg: Message,
+    ) -> Result<(), PartyError> {
+        Ok(())
+    }
+
+    async fn on_close(
+        &mut self,
+        _room: &mut Room,
+        _conn: &Connection,
+        code: u16,
+        _reason: &str,
+    ) -> Result<(), PartyError> {
+        self.0.push(format!("close {code}"));
+        Ok(())
+    }
+
+    async fn on_error(
+        &mut self,
+        _room: &mut Room,
+        _conn: &Connection,
+        _error: &str,
+    ) -> Result<(), PartyError> {
+        self.0.push("error".into());
+        Ok(())
+    }
+
+    async fn on_request(
+        &mut self,
+        _room: &mut Room,
+        _req: Request,
+    ) -> Result<Response, PartyError> {
+        Ok(Response::new(self.0.join(",").into()))
+    }
+}
+
+#[tokio::test]
+async fn a_connection_dropped_without_a_close_frame_ends_as_1006() {
+    let server = start(|_| {}, |r| r.with::<Endings>("endings")).await;
+    // A close frame with 1000, then a TCP end with no close frame at all.
+    let mut clean = raw_ws(&server, "/parties/endings/r?_pk=clean").await;
+    clean
+        .write_all(&frame(0x8, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(read_close_code(&mut clean).await, Some(1000));
+    let mut dropped = raw_ws(&server, "/parties/endings/r?_pk=dropped").await;
+    dropped.shutdown().await.unwrap();
+    let endings = async || get(server.addr, "/parties/endings/r").await.1;
+    assert!(
+        eventually(async || endings().await.split(',').count() == 2).await,
+        "{}",
+        endings().await
+    );
+    assert_eq!(endings().await, "close 1000,close 1006");
+}
+
+#[tokio::test]
+async fn built_in_parties_answer_405_with_allow_to_methods_they_do_not_serve() {
+    let server = start(|_| {}, |r| r).await;
+    for (method, path) in [
+        ("POST", "/parties/counter/m"),
+        ("DELETE", "/parties/chat/m"),
+        ("PUT", "/parties/main/m"),
+    ] {
+        let (status, body) = server.http(method, path, "").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (405, "Method not allowed"),
+            "{method} {path}"
+        );
+    }
+    let (status, body) = server.http("GET", "/parties/counter/m", "").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"value":0}"#));
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"DELETE /parties/chat/m HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply).to_lowercase();
+    assert!(reply.contains("\r\nallow: get, head\r\n"), "{reply}");
 }
 
 /// A masked client frame.
@@ -110,6 +204,9 @@ async fn invalid_room_urls_are_400_or_404() {
         ("/parties/main/", 404),
         ("/elsewhere", 404),
         ("/parties/unknown/r", 404),
+        // A connection id with control characters (it would reach chat's `from` and logs).
+        ("/parties/main/r?_pk=a%0Ab", 400),
+        ("/parties/main/r?_pk=%1B%5B31m", 400),
     ] {
         assert_eq!(server.connect_status(path).await, want, "{path}");
     }

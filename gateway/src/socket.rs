@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::{
@@ -181,6 +182,11 @@ async fn read_loop(
                 return Ending::closed(code, reason);
             }
             Some(Ok(_)) => continue, // ping, pong: liveness only
+            // The client's TCP connection ended without a close frame: an abnormal close,
+            // not a protocol error.
+            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                return Ending::closed(close::ABNORMAL, String::new());
+            }
             Some(Err(e)) => match protocol_close(&e) {
                 Some((code, reason)) => {
                     close.trigger(code, reason);

@@ -64,6 +64,10 @@ fn handshake(req: &Request, max_conn_id_bytes: usize) -> Result<Handshake, Refus
                 format!("_pk is longer than {max_conn_id_bytes} bytes"),
             ));
         }
+        // It reaches parties (a chat's `from`) and logs as it is.
+        Some(pk) if pk.chars().any(char::is_control) => {
+            return Err(Refusal::new(400, "_pk has control characters"));
+        }
         Some(pk) => pk,
         None => uuid::Uuid::new_v4().to_string(),
     };

@@ -39,7 +39,8 @@ pub(crate) fn check_headers(headers: &[Header]) -> Result<(), Refusal> {
 /// Refuses an admission whose connection id, URI, headers or carried state no gateway
 /// would send.
 pub(crate) fn check_admit(a: &Admit) -> Result<(), Refusal> {
-    if a.conn_id.is_empty() || a.conn_id.len() > MAX_CONN_ID_BYTES {
+    let control = a.conn_id.chars().any(char::is_control);
+    if a.conn_id.is_empty() || a.conn_id.len() > MAX_CONN_ID_BYTES || control {
         return Err(Refusal::new(400, "Invalid connection id"));
     }
     if a.uri.len() > MAX_URI_BYTES {
@@ -121,6 +122,7 @@ mod tests {
         };
         assert_eq!(bad(|a| a.conn_id.clear()), 400);
         assert_eq!(bad(|a| a.conn_id = "x".repeat(257)), 400);
+        assert_eq!(bad(|a| a.conn_id = "a\nb".into()), 400);
         assert_eq!(bad(|a| a.uri = "/".repeat(70_000)), 414);
         let many = |a: &mut Admit| {
             a.headers = (0..30_000)

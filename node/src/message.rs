@@ -86,6 +86,20 @@ fn response(
     r
 }
 
+/// 405 for a method the party does not serve, with the `Allow` header listing those it
+/// does (e.g. `"GET, HEAD"`).
+pub fn method_not_allowed(allow: &'static str) -> Response {
+    let mut r = text_response(405, "Method not allowed");
+    r.headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    r
+}
+
+/// Whether a request only reads (`GET` or `HEAD`).
+pub fn is_read(req: &Request) -> bool {
+    matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+}
+
 /// A plain-text response (500 if `status` is not a valid status).
 pub fn text_response(status: u16, body: &str) -> Response {
     response(

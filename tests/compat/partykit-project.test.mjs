@@ -134,7 +134,8 @@ test("chat: history first, then messages with id, from and ts to everyone; GET l
   assert.equal(history.type, "history");
   assert.deepEqual(history.messages.map((x) => [x.id, x.from]), [[1, "alice"], [2, "bob"]]);
   assert.deepEqual(history.messages[0], m);
-  const [status, type, body] = await answer("chat/lobby-1", { method: "DELETE" }); // any method
+  assert.deepEqual(await answer("chat/lobby-1", { method: "DELETE" }), [405, TEXT_TYPE, "Method not allowed"]);
+  const [status, type, body] = await answer("chat/lobby-1");
   assert.deepEqual([status, type], [200, JSON_TYPE]);
   assert.deepEqual(JSON.parse(body), { messages: history.messages });
 });
@@ -269,7 +270,8 @@ test("counter: incr and get answer the durable value; anything else is an error;
   assert.equal(await s.next(), '{"error":"send \\"incr\\" or \\"get\\"","type":"error"}');
   s.send(new TextEncoder().encode("incr")); // binary is not the text "incr"
   assert.equal(JSON.parse(await s.next()).type, "error");
-  assert.deepEqual(await answer("counter/c-1", { method: "POST" }), [200, JSON_TYPE, '{"value":2}']);
+  assert.deepEqual(await answer("counter/c-1", { method: "POST" }), [405, TEXT_TYPE, "Method not allowed"]);
+  assert.deepEqual(await answer("counter/c-1"), [200, JSON_TYPE, '{"value":2}']);
   assert.deepEqual(await answer("counter/never-used"), [200, JSON_TYPE, '{"value":0}']);
 });
 

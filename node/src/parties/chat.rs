@@ -3,7 +3,7 @@
 //! connection first gets `{"type":"history","messages":[…]}` (the last 100, oldest first).
 //! `GET` → `{"messages":[…]}`. The room keeps the last [`KEEP`] messages.
 
-use crate::message::{json_response, Message, Request, Response};
+use crate::message::{is_read, json_response, method_not_allowed, Message, Request, Response};
 use crate::party::{Party, PartyError};
 use crate::room::{Connection, Room};
 use crate::storage::ListOptions;
@@ -121,7 +121,10 @@ impl Party for Chat {
         Ok(())
     }
 
-    async fn on_request(&mut self, room: &mut Room, _req: Request) -> Result<Response, PartyError> {
+    async fn on_request(&mut self, room: &mut Room, req: Request) -> Result<Response, PartyError> {
+        if !is_read(&req) {
+            return Ok(method_not_allowed("GET, HEAD"));
+        }
         let messages = history(room).await?;
         Ok(json_response(200, &json!({"messages": messages})))
     }

@@ -2,7 +2,7 @@
 //! `{"type":"count","value":N}` only after the value is durable. `GET` → `{"value":N}`.
 //! The cluster tests use it as a linearizability probe.
 
-use crate::message::{json_response, Message, Request, Response};
+use crate::message::{is_read, json_response, method_not_allowed, Message, Request, Response};
 use crate::party::{Party, PartyError};
 use crate::room::{Connection, Room};
 use async_trait::async_trait;
@@ -34,7 +34,10 @@ impl Party for Counter {
         Ok(())
     }
 
-    async fn on_request(&mut self, room: &mut Room, _req: Request) -> Result<Response, PartyError> {
+    async fn on_request(&mut self, room: &mut Room, req: Request) -> Result<Response, PartyError> {
+        if !is_read(&req) {
+            return Ok(method_not_allowed("GET, HEAD"));
+        }
         let value: i64 = room.storage().get_json(KEY).await?.unwrap_or(0);
         Ok(json_response(200, &json!({"value": value})))
     }

@@ -2,7 +2,9 @@
 //! `GET` → `{"party","room","connections"}` (plus `"tagged": N` for `?tag=`); `POST` → the
 //! body is broadcast to everyone. A connection's tags come from `?tags=a,b`.
 
-use crate::message::{json_response, text_response, Message, Request, Response};
+use crate::message::{
+    json_response, method_not_allowed, text_response, Message, Request, Response,
+};
 use crate::party::{Party, PartyError};
 use crate::room::{Connection, Room};
 use async_trait::async_trait;
@@ -45,7 +47,7 @@ impl Party for Relay {
                 room.broadcast(&msg, &[]);
                 Ok(text_response(200, "OK"))
             }
-            _ => Ok(text_response(405, "Method not allowed")),
+            _ => Ok(method_not_allowed("GET, POST")),
         }
     }
 }

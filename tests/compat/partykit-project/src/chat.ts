@@ -1,12 +1,13 @@
 // chat: {"type":"message","text":"…"} (1 to 4096 characters) gets an id (increasing per
 // room), `from` (the sender's id) and `ts`, is persisted, then broadcast to everyone
 // including the sender. A new connection first gets {"type":"history","messages":[…]}
-// (the last 100, oldest first). Any HTTP request → {"messages":[…]}. The room keeps the
+// (the last 100, oldest first). GET (or HEAD) → {"messages":[…]}, other methods 405. The room keeps the
 // last 1000 messages; mistakes are answered {"type":"error","error":"…"}.
 //
 // The TypeScript twin of node/src/parties/chat.rs: same messages and storage keys. Objects
 // are written with their keys sorted, as the Rust party's serde_json writes them.
 import type * as Party from "partykit/server";
+import { methodNotAllowed } from "./http";
 
 const HISTORY = 100;
 const KEEP = 1000;
@@ -79,7 +80,8 @@ export default class Chat implements Party.Server {
     this.room.broadcast(JSON.stringify(wire(m)));
   }
 
-  async onRequest(_req: Party.Request) {
+  async onRequest(req: Party.Request) {
+    if (req.method !== "GET" && req.method !== "HEAD") return methodNotAllowed();
     return Response.json({ messages: await this.history() });
   }
 }

@@ -1,9 +1,10 @@
 // counter: "incr" adds one to a persisted value, "get" reads it; either way the sender gets
 // {"type":"count","value":N}, only once the value is durable (the output gate holds the
-// reply until the write commits). Any HTTP request → {"value":N}.
+// reply until the write commits). GET (or HEAD) → {"value":N}, other methods 405.
 //
 // The TypeScript twin of node/src/parties/counter.rs.
 import type * as Party from "partykit/server";
+import { methodNotAllowed } from "./http";
 
 const KEY = "value";
 
@@ -24,7 +25,8 @@ export default class Counter implements Party.Server {
     }
   }
 
-  async onRequest() {
+  async onRequest(req: Party.Request) {
+    if (req.method !== "GET" && req.method !== "HEAD") return methodNotAllowed();
     return Response.json({ value: (await this.room.storage.get<number>(KEY)) ?? 0 });
   }
 }

@@ -6,6 +6,7 @@
 //
 // The TypeScript twin of node/src/parties/relay.rs: same messages, same HTTP answers.
 import type * as Party from "partykit/server";
+import { methodNotAllowed } from "./http";
 
 /** Tags a connection may add to its id, and their longest length (as Conclave keeps them). */
 const MAX_EXTRA_TAGS = 9;
@@ -66,6 +67,6 @@ export default class Relay implements Party.Server {
       this.room.broadcast(text ?? body);
       return new Response("OK", { headers: plain });
     }
-    return new Response("Method not allowed", { status: 405, headers: plain });
+    return methodNotAllowed("GET, POST");
   }
 }
