@@ -243,10 +243,14 @@ async fn message_flood_closes_with_1008() {
 }
 
 #[tokio::test]
-async fn full_room_is_503_before_the_upgrade() {
+async fn full_room_is_503_before_the_upgrade_except_for_a_socket_replacing_its_own_id() {
     let server = start(|c| c.node.max_connections_per_room = 2, |r| r).await;
-    let _a = server.connect("/parties/main/full?_pk=a").await;
+    let mut a = server.connect("/parties/main/full?_pk=a").await;
     let _b = server.connect("/parties/main/full?_pk=b").await;
+    assert_eq!(server.connect_status("/parties/main/full?_pk=c").await, 503);
+    // A client reconnecting with its id replaces its old socket: not one more connection.
+    let _a_again = server.connect("/parties/main/full?_pk=a").await;
+    assert_eq!(close_code(&mut a).await, 1000);
     assert_eq!(server.connect_status("/parties/main/full?_pk=c").await, 503);
     assert_serving(&server).await;
 }

@@ -115,6 +115,7 @@ impl Host {
             rooms: self.rooms.clone(),
             alarms_changed: self.alarms_changed.clone(),
             hibernate_after: self.config.hibernate_after,
+            max_connections: self.config.max_connections_per_room,
         };
         let storage = Storage::new(key.clone(), self.store.clone());
         let room = Room::new(
@@ -164,8 +165,9 @@ impl Host {
     }
 
     /// Decides whether a socket may open. A new socket (`hook` given) also passes the
-    /// party's `before_connect` and the room's capacity; a socket moving here from another
-    /// node was admitted already.
+    /// party's `before_connect`; a socket moving here from another node was admitted
+    /// already. (The room's actor checks its capacity: it knows whether the socket
+    /// replaces one with the same id.)
     pub fn admit(&self, key: &RoomKey, hook: Option<&ConnectRequest<'_>>) -> Result<(), Refusal> {
         if !self.cluster.is_serving() {
             return Err(Refusal::new(
@@ -182,15 +184,7 @@ impl Host {
         };
         factory
             .before_connect(req)
-            .map_err(|r| Refusal::new(r.status, r.body))?;
-        let max = self.config.max_connections_per_room;
-        if self.rooms.conn_count(key) >= max {
-            return Err(Refusal::new(
-                503,
-                format!("Room is full ({max} connections)"),
-            ));
-        }
-        Ok(())
+            .map_err(|r| Refusal::new(r.status, r.body))
     }
 
     /// The party's asynchronous check of a new socket, if it has one.

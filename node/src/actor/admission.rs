@@ -121,6 +121,19 @@ impl RoomActor {
             resume: _,
             trace_parent: _,
         } = o;
+        let max = self.ctx.max_connections;
+        let full = {
+            let conns = self.room.shared().conns();
+            conns.len() >= max && conns.by_id(conn_id.as_str()).is_none()
+        };
+        if full {
+            let refusal = Refusal::new(503, format!("Room is full ({max} connections)"));
+            self.room
+                .shared()
+                .push(peer.gateway, refused(request_id, peer.socket, refusal));
+            self.room.flush().await;
+            return;
+        }
         self.room.set_upgrade_headers(headers);
         self.admit_new(peer, conn_id, uri, request_id, origin).await;
         self.room.set_upgrade_headers(None);

@@ -51,6 +51,8 @@ pub(crate) struct ActorContext {
     pub alarms_changed: Arc<Notify>,
     /// A room with no event for this long hibernates.
     pub hibernate_after: Duration,
+    /// Most connections the room takes (a socket replacing one with its id aside).
+    pub max_connections: usize,
 }
 
 pub(crate) struct RoomActor {
