@@ -97,6 +97,27 @@ async fn a_connection_dropped_without_a_close_frame_ends_as_1006() {
 }
 
 #[tokio::test]
+async fn a_request_body_that_never_finishes_is_answered_408_and_the_connection_closed() {
+    let server = start(
+        |c| c.gateway.http_body_timeout = Duration::from_millis(300),
+        |r| r,
+    )
+    .await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(
+        b"POST /parties/main/slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
+    assert!(read.is_ok(), "the connection was held open");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert_serving(&server).await;
+}
+
+#[tokio::test]
 async fn built_in_parties_answer_405_with_allow_to_methods_they_do_not_serve() {
     let server = start(|_| {}, |r| r).await;
     for (method, path) in [

@@ -20,6 +20,9 @@ pub struct GatewayConfig {
     pub ping_interval: Duration,
     /// Largest HTTP request body forwarded to a room.
     pub max_http_body_bytes: usize,
+    /// How long a request to a room may take to send its body, from its headers on; past
+    /// it the request is answered 408 (a client dribbling a body holds nothing longer).
+    pub http_body_timeout: Duration,
     /// How long a socket write may block before the client is dropped.
     pub write_timeout: Duration,
     /// How long to wait for the node to answer an admission or HTTP request.
@@ -51,6 +54,7 @@ impl Default for GatewayConfig {
             message_burst: 200.0,
             ping_interval: Duration::from_secs(15),
             max_http_body_bytes: 1024 * 1024,
+            http_body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             node_timeout: Duration::from_secs(10),
             replay_buffer_bytes: 256 * 1024,

@@ -23,9 +23,19 @@ pub(crate) async fn forward_http(gw: Arc<GatewayState>, key: RoomKey, req: Reque
         body: Default::default(),
     };
     let limit = gw.config.max_http_body_bytes;
-    let request = match axum::body::to_bytes(req.into_body(), limit).await {
-        Ok(body) => HttpRequest { body, ..request },
-        Err(_) => return plain(413, format!("Request body over {limit} bytes")),
+    let body_timeout = gw.config.http_body_timeout;
+    let request = match tokio::time::timeout(
+        body_timeout,
+        axum::body::to_bytes(req.into_body(), limit),
+    )
+    .await
+    {
+        Ok(Ok(body)) => HttpRequest { body, ..request },
+        Ok(Err(_)) => return plain(413, format!("Request body over {limit} bytes")),
+        Err(_) => {
+            let secs = body_timeout.as_secs_f64();
+            return plain(408, format!("Request body not received within {secs} s"));
+        }
     };
     if let Err(r) = resolve_home(&gw, &key, hint.as_deref()).await {
         return refused(r);
