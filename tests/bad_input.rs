@@ -367,17 +367,28 @@ async fn the_public_port_speaks_no_http2_cleartext() {
 /// A client that opens a connection and never finishes its request headers is cut off
 /// (it would otherwise hold a socket and a task for ever).
 #[tokio::test]
-async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+async fn a_client_that_never_finishes_its_headers_or_never_sends_a_byte_is_cut_off() {
     let server = start(|_| {}, |p| p).await;
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(b"GET /parties/main/slow HTTP/1.1\r\nHost: t\r\n")
+    let mut half = TcpStream::connect(server.addr).await.unwrap();
+    half.write_all(b"GET /parties/main/slow HTTP/1.1\r\nHost: t\r\n")
         .await
         .unwrap();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest)).await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let closed_within = async |s: &mut TcpStream| {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest))
+            .await
+            .is_ok()
+    };
+    let (half_closed, silent_closed) =
+        tokio::join!(closed_within(&mut half), closed_within(&mut silent));
     assert!(
-        closed.is_ok(),
+        half_closed,
         "the half-sent request was still open after 15 s"
+    );
+    assert!(
+        silent_closed,
+        "a connection that sent nothing was still open after 15 s"
     );
 }
 
