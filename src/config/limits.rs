@@ -3,7 +3,7 @@
 //! `NodeConfig::default()`.
 
 use super::file::FileConfig;
-use super::layer::{layer, millis, with_default};
+use super::layer::{admin_token, layer, millis, with_default};
 use anyhow::bail;
 use clap::Args;
 use conclave_gateway::GatewayConfig;
@@ -21,9 +21,13 @@ fn node() -> NodeConfig {
 /// Edge settings (gateway). Each flag also reads `CONCLAVE_<NAME>`.
 #[derive(Args, Debug, Default, Clone)]
 pub struct GatewayLimitOpts {
-    /// Bearer token for /admin/cluster and /admin/rooms/:party/:room; without it they are off
+    /// Bearer token for /admin/cluster and /admin/rooms/:party/:room; without it they are off.
+    /// Prefer the environment variable or --admin-token-file: the process list shows flags
     #[arg(long, env = "CONCLAVE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File whose first line is the admin token (instead of --admin-token)
+    #[arg(long, env = "CONCLAVE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
     #[arg(long, env = "CONCLAVE_MAX_FRAME_BYTES", help = with_default(
         "Largest WebSocket message in bytes; larger closes the socket with 1009",
         gateway().max_frame_bytes,
@@ -106,7 +110,7 @@ impl GatewayLimitOpts {
                 millis(l.reattach_timeout_ms),
                 d.reattach_timeout,
             ),
-            admin_token: self.admin_token.clone(),
+            admin_token: admin_token(self.admin_token.as_ref(), self.admin_token_file.as_ref())?,
             ..d
         };
         g.auth.extend(file.party_auth()?);

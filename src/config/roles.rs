@@ -8,7 +8,7 @@ use super::cluster::{
 use super::file::{registry_for, FileConfig, FileParty};
 use super::js::JsOpts;
 use super::kinds::PartyKinds;
-use super::layer::{layer, with_default};
+use super::layer::{admin_token, layer, with_default};
 use super::limits::{GatewayLimitOpts, NodeLimitOpts};
 use super::storage::{StorageOpts, StorageTarget};
 use crate::project::PartySourceSpec;
@@ -188,9 +188,13 @@ pub struct NodeOpts {
         "http://<relay address>",
     ))]
     pub advertise_url: Option<String>,
-    /// Bearer token for the admin endpoints (POST /admin/drain); without it they are off
+    /// Bearer token for the admin endpoints (POST /admin/drain); without it they are off.
+    /// Prefer the environment variable or --admin-token-file: the process list shows flags
     #[arg(long, env = "CONCLAVE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File whose first line is the admin token (instead of --admin-token)
+    #[arg(long, env = "CONCLAVE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     #[arg(long, env = "CONCLAVE_REGION", help = with_default(
         "This node's region; it runs only rooms homed there (each region has its own ring)",
         NodeConfig::default().region,
@@ -299,7 +303,7 @@ impl NodeOpts {
                 .advertise_url
                 .clone()
                 .or(file.node.advertise_url.clone()),
-            admin_token: self.admin_token.clone(),
+            admin_token: admin_token(self.admin_token.as_ref(), self.admin_token_file.as_ref())?,
             liveness: self.liveness.resolve(&file)?,
             relay_listen,
             http_listen: layer(self.http_listen, file.node.http_listen, DEFAULT_HTTP_LISTEN),
