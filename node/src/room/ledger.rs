@@ -86,14 +86,7 @@ impl Output {
             Output::Close(c) if c.socket == socket => {
                 Some(node_event::Event::CloseSocket(c.clone()))
             }
-            Output::Deliver(d) if !d.exclude.contains(&socket) => {
-                Some(node_event::Event::Send(Send {
-                    socket,
-                    payload: d.payload.clone(),
-                    binary: d.binary,
-                    out_seq: d.out_seq,
-                }))
-            }
+            Output::Deliver(d) if !d.exclude.contains(&socket) => Some(delivered_to(d, socket)),
             _ => None,
         }
     }
@@ -270,7 +263,7 @@ impl Ledger {
         }
         let applied = match self.applied.get_mut(&socket) {
             Some(a) => {
-                a.seen = Instant::now();
+                a.seen = now;
                 a.seq
             }
             None => 0,
@@ -578,18 +571,21 @@ fn outputs_for<'a>(
                 && !reached_its_gateway.contains(&o.broadcast)
                 && missed.insert(o.broadcast);
             match &o.output {
-                Some(Output::Deliver(d)) if first_of_missed => {
-                    Some(node_event::Event::Send(Send {
-                        socket: socket.socket,
-                        payload: d.payload.clone(),
-                        binary: d.binary,
-                        out_seq: d.out_seq,
-                    }))
-                }
+                Some(Output::Deliver(d)) if first_of_missed => Some(delivered_to(d, socket.socket)),
                 _ => None,
             }
         })
         .collect()
+}
+
+/// Delivery `d` as the send that carries it to one socket of a gateway.
+fn delivered_to(d: &Deliver, socket: u64) -> node_event::Event {
+    node_event::Event::Send(Send {
+        socket,
+        payload: d.payload.clone(),
+        binary: d.binary,
+        out_seq: d.out_seq,
+    })
 }
 
 fn parse_socket(s: &str) -> Option<SocketRef> {
