@@ -128,10 +128,7 @@ impl RoomActor {
         };
         if full {
             let refusal = Refusal::new(503, format!("Room is full ({max} connections)"));
-            self.room
-                .shared()
-                .push(peer.gateway, refused(request_id, peer.socket, refusal));
-            self.room.flush().await;
+            self.refuse(peer, request_id, refusal).await;
             return;
         }
         self.room.set_upgrade_headers(headers);
@@ -199,7 +196,6 @@ impl RoomActor {
     /// This node cannot take the socket now (it may not own the room): 503, and the
     /// gateway tries again.
     pub(super) async fn refuse_open(&mut self, peer: Peer, request_id: u64, why: &str) {
-        self.room.shared().conns().remove(peer);
         let refusal = Refusal {
             ring_version: self.ctx.cluster.ring_version(),
             ..Refusal::new(
@@ -207,6 +203,12 @@ impl RoomActor {
                 format!("The room cannot be served here right now: {why}"),
             )
         };
+        self.refuse(peer, request_id, refusal).await;
+    }
+
+    /// Answers the socket's admission with `refusal`; it leaves the room if it was in.
+    async fn refuse(&mut self, peer: Peer, request_id: u64, refusal: Refusal) {
+        self.room.shared().conns().remove(peer);
         self.room
             .shared()
             .push(peer.gateway, refused(request_id, peer.socket, refusal));
