@@ -71,7 +71,7 @@ impl RoomActor {
             }
         };
         debug!(node = %owner.node, epoch = owner.epoch, "claimed");
-        // What earlier owners committed for frames and outputs (`room/ledger.rs`).
+        // What earlier owners committed for frames and outputs (`room/ledger/`).
         let records = store
             .ledger(self.room.key())
             .await

@@ -17,13 +17,20 @@
 //! Steps that write nothing leave no record: after a crash they may run again, and so may
 //! their messages; a socket re-attaching after them does not get their broadcasts.
 
+mod record;
+
 use super::conns::{ConnTable, Peer};
 use crate::links::GatewayId;
 use bytes::Bytes;
-use conclave_proto::wire::{node_event, CloseSocket, Deliver, NodeEvent, Send};
+use conclave_proto::wire::{node_event, NodeEvent};
 use conclave_proto::SocketId;
 use prost::Message as _;
-use std::collections::{HashMap, HashSet, VecDeque};
+pub(crate) use record::SocketRef;
+use record::{
+    applied_key, outputs_for, parse_socket, same_broadcast, step_key, Output, StoredOutput,
+    StoredStep, LAST_OUT_KEY,
+};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
@@ -40,65 +47,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// forgotten (a gateway this far behind has lost its sockets to 1013 anyway).
 const MAX_KEPT_STEPS: usize = 1024;
 const MAX_KEPT_BYTES: usize = 16 << 20;
-
-/// A client socket across its moves: the gateway process and the socket's id there.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub(crate) struct SocketRef {
-    pub origin: u64,
-    pub socket: u64,
-}
-
-/// The outputs of one committed step, as stored.
-#[derive(Clone, PartialEq, prost::Message)]
-struct StoredStep {
-    #[prost(message, repeated, tag = "1")]
-    outputs: Vec<StoredOutput>,
-}
-
-/// One numbered output and the gateway process it went to.
-#[derive(Clone, PartialEq, prost::Message)]
-struct StoredOutput {
-    #[prost(uint64, tag = "1")]
-    origin: u64,
-    #[prost(oneof = "Output", tags = "2, 3, 4")]
-    output: Option<Output>,
-    /// For a delivery: the number of the first delivery of its broadcast (one per gateway
-    /// link with members); 0 otherwise.
-    #[prost(uint64, tag = "5")]
-    broadcast: u64,
-}
-
-#[derive(Clone, PartialEq, prost::Oneof)]
-enum Output {
-    #[prost(message, tag = "2")]
-    Send(Send),
-    #[prost(message, tag = "3")]
-    Deliver(Deliver),
-    #[prost(message, tag = "4")]
-    Close(CloseSocket),
-}
-
-impl Output {
-    /// This output as the event for one socket of its gateway, if it was for that socket.
-    fn for_socket(&self, socket: u64) -> Option<node_event::Event> {
-        match self {
-            Output::Send(s) if s.socket == socket => Some(node_event::Event::Send(s.clone())),
-            Output::Close(c) if c.socket == socket => {
-                Some(node_event::Event::CloseSocket(c.clone()))
-            }
-            Output::Deliver(d) if !d.exclude.contains(&socket) => Some(delivered_to(d, socket)),
-            _ => None,
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        match self {
-            Output::Send(s) => s.payload.len(),
-            Output::Deliver(d) => d.payload.len() + 8 * d.exclude.len(),
-            Output::Close(c) => c.reason.len(),
-        }
-    }
-}
 
 /// A committed step's outputs, kept until they are confirmed.
 struct KeptStep {
@@ -150,16 +98,6 @@ pub(crate) struct Ledger {
     /// being confirmed before then.
     regathering_until: Option<Instant>,
 }
-
-fn applied_key(s: SocketRef) -> String {
-    format!("a/{:016x}/{:016x}", s.origin, s.socket)
-}
-
-fn step_key(first: u64) -> String {
-    format!("o/{first:020}")
-}
-
-const LAST_OUT_KEY: &str = "n";
 
 impl Ledger {
     /// The ledger as the room's storage holds it (`Store::ledger`), read when the node
@@ -533,73 +471,11 @@ impl Landed {
     }
 }
 
-/// Whether a delivery to `gateway` of `payload` continues the broadcast of the delivery
-/// before it (`broadcast_to` queues one per link, in ascending link order, sharing the
-/// payload's buffer): that broadcast's number if so.
-fn same_broadcast(
-    last: &Option<(u64, GatewayId, Bytes)>,
-    gateway: GatewayId,
-    payload: &Bytes,
-) -> Option<u64> {
-    let (broadcast, last_gateway, last_payload) = last.as_ref()?;
-    let shared = last_payload.as_ptr() == payload.as_ptr() && last_payload.len() == payload.len();
-    (*last_gateway < gateway && shared).then_some(*broadcast)
-}
-
-/// The events that carry `outputs` to `socket` (those that were for it). A broadcast none
-/// of whose deliveries went to the socket's gateway was made while the socket was away
-/// re-attaching (a socket that joined later took only later numbers, and its gateway
-/// drops it): the socket gets it too.
-fn outputs_for<'a>(
-    outputs: impl Iterator<Item = &'a StoredOutput>,
-    socket: SocketRef,
-) -> Vec<node_event::Event> {
-    let outputs: Vec<&StoredOutput> = outputs.collect();
-    let reached_its_gateway: HashSet<u64> = outputs
-        .iter()
-        .filter(|o| o.broadcast != 0 && o.origin == socket.origin)
-        .map(|o| o.broadcast)
-        .collect();
-    let mut missed = HashSet::new();
-    outputs
-        .iter()
-        .filter_map(|o| {
-            if o.origin == socket.origin {
-                return o.output.as_ref()?.for_socket(socket.socket);
-            }
-            let first_of_missed = o.broadcast != 0
-                && !reached_its_gateway.contains(&o.broadcast)
-                && missed.insert(o.broadcast);
-            match &o.output {
-                Some(Output::Deliver(d)) if first_of_missed => Some(delivered_to(d, socket.socket)),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-/// Delivery `d` as the send that carries it to one socket of a gateway.
-fn delivered_to(d: &Deliver, socket: u64) -> node_event::Event {
-    node_event::Event::Send(Send {
-        socket,
-        payload: d.payload.clone(),
-        binary: d.binary,
-        out_seq: d.out_seq,
-    })
-}
-
-fn parse_socket(s: &str) -> Option<SocketRef> {
-    let (origin, socket) = s.split_once('/')?;
-    Some(SocketRef {
-        origin: u64::from_str_radix(origin, 16).ok()?,
-        socket: u64::from_str_radix(socket, 16).ok()?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::room::ConnEntry;
+    use conclave_proto::wire::{Deliver, Send};
     use conclave_proto::ConnId;
     use std::sync::Arc;
 
