@@ -103,16 +103,10 @@ async fn a_request_body_that_never_finishes_is_answered_408_and_the_connection_c
         |r| r,
     )
     .await;
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(
-        b"POST /parties/main/slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n0123456789",
-    )
-    .await
-    .unwrap();
-    let mut reply = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
-    assert!(read.is_ok(), "the connection was held open");
-    let reply = String::from_utf8_lossy(&reply);
+    let request =
+        "POST /parties/main/slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n0123456789";
+    let (reply, closed) = raw_http_reply(server.addr, request).await.unwrap();
+    assert!(closed, "the connection was held open");
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert_serving(&server).await;
 }
@@ -134,13 +128,9 @@ async fn built_in_parties_answer_405_with_allow_to_methods_they_do_not_serve() {
     }
     let (status, body) = server.http("GET", "/parties/counter/m", "").await;
     assert_eq!((status, body.as_str()), (200, r#"{"value":0}"#));
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(b"DELETE /parties/chat/m HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
-    let reply = String::from_utf8_lossy(&reply).to_lowercase();
+    let request = "DELETE /parties/chat/m HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let (reply, _) = raw_http_reply(server.addr, request).await.unwrap();
+    let reply = reply.to_lowercase();
     assert!(reply.contains("\r\nallow: get, head\r\n"), "{reply}");
 }
 

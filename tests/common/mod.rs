@@ -169,13 +169,19 @@ pub async fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
         .unwrap_or_else(|e| panic!("HTTP to {addr}: {e}"))
 }
 
-/// A raw HTTP/1.1 exchange, or the error connecting or writing.
-pub async fn try_raw_http(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
+/// Writes `request` and reads the reply for up to 5 s: the reply's text, and whether the
+/// server closed the connection within that time.
+pub async fn raw_http_reply(addr: SocketAddr, request: &str) -> std::io::Result<(String, bool)> {
     let mut s = TcpStream::connect(addr).await?;
     s.write_all(request.as_bytes()).await?;
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).to_string();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    Ok((String::from_utf8_lossy(&buf).to_string(), read.is_ok()))
+}
+
+/// A raw HTTP/1.1 exchange, or the error connecting or writing.
+pub async fn try_raw_http(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
+    let (text, _) = raw_http_reply(addr, request).await?;
     let status = text
         .split(' ')
         .nth(1)
