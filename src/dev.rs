@@ -38,7 +38,9 @@ impl DevServer {
         let gateway = Gateway::new(config.gateway.clone(), gateway_side);
         let listener = conclave_gateway::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        let edge = EdgeServer::start(listener, gateway, None)?;
+        let ready = node.clone();
+        let ready: crate::telemetry::Readiness = Arc::new(move || ready.readiness());
+        let edge = EdgeServer::start(listener, gateway, None, Some(ready))?;
         Ok(Self {
             addr: edge.addr,
             node,

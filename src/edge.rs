@@ -22,16 +22,21 @@ pub struct EdgeServer {
 
 impl EdgeServer {
     /// Serves `gateway` on `listener`: rooms, `/healthz` and `/readyz`, and — unless an
-    /// `ops` listener takes them — `/metrics` and `/admin/*` too.
+    /// `ops` listener takes them — `/metrics` and `/admin/*` too. `/readyz` answers the
+    /// gateway's readiness and then `node`'s, when the process hosts rooms too.
     pub fn start(
         listener: TcpListener,
         gateway: Gateway,
         ops: Option<TcpListener>,
+        node: Option<crate::telemetry::Readiness>,
     ) -> std::io::Result<Self> {
         use crate::telemetry::{health_router, ops_router};
         let addr = listener.local_addr()?;
         let ready = gateway.clone();
-        let ready: crate::telemetry::Readiness = std::sync::Arc::new(move || ready.readiness());
+        let ready: crate::telemetry::Readiness = std::sync::Arc::new(move || {
+            ready.readiness()?;
+            node.as_ref().map_or(Ok(()), |node| node())
+        });
         let app = match ops {
             None => ops_router(ready).merge(gateway.router()),
             Some(ops) => {

@@ -232,7 +232,7 @@ pub async fn run_gateway(config: GatewayRoleConfig) -> anyhow::Result<()> {
     let ops = bind(config.ops_listen, "metrics and admin")?;
     let ops_addr = ops.local_addr()?;
     let edge =
-        EdgeServer::start(listener, gateway, Some(ops))?.with_drain_delay(config.drain_delay);
+        EdgeServer::start(listener, gateway, Some(ops), None)?.with_drain_delay(config.drain_delay);
     println!("conclave gateway listening on http://{}", edge.addr);
     println!("conclave gateway metrics and admin on http://{ops_addr}");
     for (id, url) in &config.nodes {

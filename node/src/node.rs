@@ -5,7 +5,7 @@ use crate::config::NodeConfig;
 use crate::gateway_link::GatewayLink;
 use crate::host::Host;
 use crate::party::PartyRegistry;
-use crate::storage::Store;
+use crate::storage::{Monitored, Store, StoreHealth};
 use conclave_proto::NodeSide;
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -14,14 +14,16 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Node {
     host: Arc<Host>,
+    store_health: Arc<StoreHealth>,
 }
 
 impl Node {
-    /// Starts a node over `store` (and its alarm scheduler).
+    /// Starts a node over `store` (and its alarm scheduler and the store's health watcher).
     pub fn start(config: NodeConfig, parties: PartyRegistry, store: Arc<dyn Store>) -> Self {
+        let (store, store_health) = Monitored::start(store);
         let host = Host::new(config, parties, store);
         tokio::spawn(alarms::run(Arc::downgrade(&host)));
-        Self { host }
+        Self { host, store_health }
     }
 
     /// Serves one gateway over a relay link until the link closes.
@@ -42,13 +44,13 @@ impl Node {
     }
 
     /// Whether the node serves rooms now: `Err` while it is fenced (not yet alive and placed
-    /// in a dynamic cluster, its liveness lapsed, or its store unreachable).
+    /// in a dynamic cluster, its liveness lapsed, or its store unreachable) or while its
+    /// store fails writes.
     pub fn readiness(&self) -> Result<(), String> {
-        if self.host.cluster.is_serving() {
-            Ok(())
-        } else {
-            Err("not serving: not (yet) alive and on the ring, or fenced".into())
+        if !self.host.cluster.is_serving() {
+            return Err("not serving: not (yet) alive and on the ring, or fenced".into());
         }
+        self.store_health.check()
     }
 
     /// Fences (false) or unfences (true) the node; see the liveness heartbeat.

@@ -94,20 +94,25 @@ fn init_data_dir(bin: &Path, name: &str) -> PathBuf {
     dir
 }
 
-/// Runs postgres on `port` from a thread that lives as long as the process: the server
-/// dies with that thread (pdeathsig).
+/// The postgres server of `dir` on `port`; it dies with the thread that spawns it
+/// (pdeathsig).
+fn postgres_command(bin: &Path, dir: &Path, port: u16, extra: &[String]) -> Command {
+    let mut c = as_postgres(bin.join("postgres"), true);
+    c.args(["-D", dir.join("data").to_str().unwrap()])
+        .args(["-p", &port.to_string(), "-k", dir.to_str().unwrap()])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", "max_connections=300", "-c", "fsync=off"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// Runs postgres on `port` from a thread that lives as long as the process.
 fn run_server(bin: PathBuf, dir: PathBuf, port: u16, extra: Vec<String>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let child = as_postgres(bin.join("postgres"), true)
-            .args(["-D", dir.join("data").to_str().unwrap()])
-            .args(["-p", &port.to_string(), "-k", dir.to_str().unwrap()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "max_connections=300", "-c", "fsync=off"])
-            .args(&extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        let child = postgres_command(&bin, &dir, port, &extra).spawn();
         match child {
             Ok(mut c) => {
                 tx.send(Ok(())).ok();
@@ -182,6 +187,73 @@ pub async fn tls_server(cert_pem: &str, key_pem: &str) -> u16 {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_until_listening(addr, Duration::from_secs(30), "postgres").await;
     port
+}
+
+/// A server of its own that the test stops and starts again (same data, same port). It
+/// dies with the thread that started it, or when dropped.
+pub struct StoppableServer {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl StoppableServer {
+    pub async fn start() -> Self {
+        let bin = bin_dir();
+        let port = free_port();
+        let dir = {
+            let bin = bin.clone();
+            tokio::task::spawn_blocking(move || init_data_dir(&bin, &format!("-own{port}")))
+                .await
+                .unwrap()
+        };
+        let mut server = Self {
+            bin,
+            dir,
+            port,
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// A URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server (a fast shutdown: clients are disconnected) and waits for it.
+    pub async fn stop(&mut self) {
+        let mut child = self.child.take().expect("the server is running");
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Starts the server again and waits until it listens.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        let child = postgres_command(&self.bin, &self.dir, self.port, &[])
+            .spawn()
+            .expect("cannot start postgres");
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        wait_until_listening(addr, Duration::from_secs(30), "postgres").await;
+    }
+}
+
+impl Drop for StoppableServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// A fresh, empty database on the test server; returns its URL.

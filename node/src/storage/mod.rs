@@ -9,6 +9,7 @@
 
 #[cfg(feature = "fdb")]
 mod fdb;
+mod health;
 mod keys;
 mod limits;
 mod pg_tls;
@@ -24,6 +25,7 @@ pub use self::postgres::{
     DEFAULT_POOL_SIZE as POSTGRES_POOL_SIZE,
 };
 pub use self::redb::RedbStore;
+pub use health::{Monitored, StoreHealth};
 pub use limits::{MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub(crate) use room_storage::Savepoint;
 pub use room_storage::Storage;

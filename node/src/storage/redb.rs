@@ -4,6 +4,10 @@
 //! queued (up to [`MAX_GROUP`] commits), applies it all in one write transaction and
 //! fsyncs once. Rooms committing at the same time share the fsync instead of queueing for
 //! one each.
+//!
+//! After a failed write (a full disk, an I/O error) redb refuses every later write until
+//! the file is reopened, so the committer reopens it before the next write, and a probe
+//! (see [`Store::probe`]) writes a page to find when writes go through again.
 
 use super::keys;
 use super::store::{
@@ -13,12 +17,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::path::Path;
-use std::sync::{mpsc as std_mpsc, Arc};
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc as std_mpsc, Arc, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
+/// One row a probe rewrites: a write that needs a page of space.
+const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
+const PROBE_BYTES: usize = 4096;
 
 /// Room commits applied in one write transaction at most.
 pub const MAX_GROUP: usize = 1024;
@@ -32,17 +39,66 @@ enum Op {
     Home(String),
 }
 
+/// What the committer thread is asked to do.
+enum Work {
+    Room(RoomKey, Op),
+    /// A write of no room, to learn whether writes go through.
+    Probe,
+}
+
 /// What a write produced: the owner record for claims.
 type OpResult = Result<Option<Owner>, StorageError>;
 
 struct Pending {
-    room: RoomKey,
-    op: Op,
+    work: Work,
     reply: oneshot::Sender<OpResult>,
 }
 
+/// The open database file, and the way to open it again.
+struct Handle {
+    path: PathBuf,
+    /// `None` while it is being reopened.
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+impl Handle {
+    fn current(&self) -> Result<Arc<Database>, StorageError> {
+        self.db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| StorageError::Backend("the database file is being reopened".into()))
+    }
+
+    /// Closes the database (once reads in flight let go of it) and opens the file again.
+    fn reopen(&self) -> Result<(), StorageError> {
+        let old = self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(old) = old {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let db = open_database(&self.path)?;
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
+        metrics::counter!("conclave_storage_reopens_total").increment(1);
+        tracing::info!(path = %self.path.display(), "reopened the database file");
+        Ok(())
+    }
+}
+
+/// Opens (or creates) the file and its tables.
+fn open_database(path: &Path) -> Result<Database, StorageError> {
+    let db = Database::create(path)
+        .map_err(|e| StorageError::Backend(format!("cannot open {}: {e}", path.display())))?;
+    let txn = db.begin_write().map_err(backend)?;
+    txn.open_table(DATA).map_err(backend)?;
+    txn.commit().map_err(backend)?;
+    Ok(db)
+}
+
 pub struct RedbStore {
-    db: Arc<Database>,
+    handle: Arc<Handle>,
     committer: Option<std_mpsc::Sender<Pending>>,
     committer_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -69,36 +125,35 @@ impl RedbStore {
                 StorageError::Backend(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let db = Database::create(path)
-            .map_err(|e| StorageError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        let txn = db.begin_write().map_err(backend)?;
-        txn.open_table(DATA).map_err(backend)?;
-        txn.commit().map_err(backend)?;
-        let db = Arc::new(db);
+        let db = open_database(path)?;
+        let handle = Arc::new(Handle {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(Arc::new(db))),
+        });
         let (tx, rx) = std_mpsc::channel();
-        let thread_db = db.clone();
+        let thread_handle = handle.clone();
         let thread = std::thread::Builder::new()
             .name("redb-committer".into())
-            .spawn(move || run_committer(&thread_db, rx))
+            .spawn(move || run_committer(&thread_handle, rx))
             .map_err(backend)?;
         Ok(Self {
-            db,
+            handle,
             committer: Some(tx),
             committer_thread: Some(thread),
         })
     }
 
-    /// Queues a write for the committer thread and waits until it is durable.
+    /// Queues a write of `room` for the committer thread and waits until it is durable.
     async fn write(&self, room: &RoomKey, op: Op) -> OpResult {
+        self.queue(Work::Room(room.clone(), op)).await
+    }
+
+    async fn queue(&self, work: Work) -> OpResult {
         let (reply, rx) = oneshot::channel();
         self.committer
             .as_ref()
             .ok_or(StorageError::Closed)?
-            .send(Pending {
-                room: room.clone(),
-                op,
-                reply,
-            })
+            .send(Pending { work, reply })
             .map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
     }
@@ -110,7 +165,7 @@ impl RedbStore {
             + Send
             + 'static,
     {
-        let db = self.db.clone();
+        let db = self.handle.current()?;
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(backend)?;
             let table = txn.open_table(DATA).map_err(backend)?;
@@ -135,7 +190,9 @@ impl RedbStore {
     }
 }
 
-fn run_committer(db: &Database, rx: std_mpsc::Receiver<Pending>) {
+fn run_committer(handle: &Handle, rx: std_mpsc::Receiver<Pending>) {
+    // Whether the last write failed: the file is reopened before the next one.
+    let mut failed = false;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -145,7 +202,14 @@ fn run_committer(db: &Database, rx: std_mpsc::Receiver<Pending>) {
             }
         }
         let started = Instant::now();
-        let results = apply_group(db, &group);
+        let results = if failed {
+            handle.reopen().map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        }
+        .and_then(|()| handle.current().map_err(|e| e.to_string()))
+        .and_then(|db| apply_group(&db, &group));
+        failed = results.is_err();
         metrics::histogram!("conclave_storage_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("conclave_storage_commit_group_size").record(group.len() as f64);
@@ -172,8 +236,18 @@ fn apply_group(db: &Database, group: &[Pending]) -> Result<Vec<OpResult>, String
     {
         let mut table = txn.open_table(DATA).map_err(|e| e.to_string())?;
         for p in group {
-            let r = apply_op(&mut table, &p.room, &p.op)
-                .map_err(|e| format!("room {}: {e}", p.room))?;
+            let r = match &p.work {
+                Work::Room(room, op) => {
+                    apply_op(&mut table, room, op).map_err(|e| format!("room {room}: {e}"))?
+                }
+                Work::Probe => {
+                    let mut probe = txn.open_table(PROBE).map_err(|e| e.to_string())?;
+                    probe
+                        .insert("probe", [0u8; PROBE_BYTES].as_slice())
+                        .map_err(|e| format!("probe: {e}"))?;
+                    Ok(None)
+                }
+            };
             results.push(r);
         }
     }
@@ -405,6 +479,10 @@ impl Store for RedbStore {
     async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {
         self.read_value(keys::owner_key(room), keys::decode_owner)
             .await
+    }
+
+    async fn probe(&self) -> Result<(), StorageError> {
+        self.queue(Work::Probe).await.map(|_| ())
     }
 
     async fn scan_alarms(&self, scan: &AlarmScan) -> Result<Vec<(RoomKey, i64)>, StorageError> {

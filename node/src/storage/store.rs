@@ -267,6 +267,11 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StorageError> {
         Ok(())
     }
+    /// Whether a write goes through now, while the store is failing: a backend that must
+    /// reopen or reconnect after a failure does so here. The default pings.
+    async fn probe(&self) -> Result<(), StorageError> {
+        self.ping().await
+    }
     /// Entries of the global alarm index, `(room, due_ms)`, earliest first, as `scan`
     /// selects them.
     async fn scan_alarms(&self, scan: &AlarmScan) -> Result<Vec<(RoomKey, i64)>, StorageError>;
