@@ -174,3 +174,60 @@ async fn snapshot_mode_compacts_the_document_when_the_room_empties_and_history_m
         }
     }
 }
+
+/// A sync step 2 whose update waits on structs nobody sent (found by the `y_websocket`
+/// fuzz target): yrs keeps it pending, and merging it into an encoding panics. Stored, it
+/// made every later sync step 1 (each new client's first message) kill the room, for good.
+const UNENCODABLE_WHEN_PENDING: [u8; 20] = [
+    0x00, 0x01, 0x11, 0x02, 0x02, 0x02, 0x40, 0x0a, 0x29, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00,
+];
+
+/// The update a sync step 2 answering `ws`'s sync step 1 carries.
+async fn synced_update<S>(ws: &mut S) -> Option<Vec<u8>>
+where
+    S: futures::Stream<Item = Result<WsMessage, tokio_tungstenite::tungstenite::Error>>
+        + futures::Sink<WsMessage>
+        + Unpin,
+    <S as futures::Sink<WsMessage>>::Error: std::fmt::Debug,
+{
+    let step1 = Message::Sync(SyncMessage::SyncStep1(Default::default())).encode_v1();
+    ws.send(WsMessage::binary(step1)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let WsMessage::Binary(b) = frame {
+            if let Ok(Message::Sync(SyncMessage::SyncStep2(update))) = Message::decode_v1(&b) {
+                return Some(update);
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn an_update_that_would_break_the_document_is_refused_and_the_room_serves_on() {
+    let server = start(|_| {}, |r| r).await;
+    let path = "/parties/yjs/fuzzed";
+    let mut writer = server.connect(path).await;
+    let doc = Doc::new();
+    let text = doc.get_or_insert_text("t");
+    type_digits(&mut writer, &doc, &text, 3).await;
+
+    let mut attacker = server.connect(path).await;
+    attacker
+        .send(WsMessage::binary(UNENCODABLE_WHEN_PENDING.to_vec()))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let mut reader = server.connect(path).await;
+        let update = synced_update(&mut reader)
+            .await
+            .expect("a new client got no sync step 2: the room is broken");
+        let copy = Doc::new();
+        let copy_text = copy.get_or_insert_text("t");
+        copy.transact_mut()
+            .apply_update(Update::decode_v1(&update).unwrap())
+            .unwrap();
+        assert_eq!(copy_text.get_string(&copy.transact()), "012");
+    }
+}

@@ -19,6 +19,8 @@ mod auth;
 mod config;
 mod connector;
 mod forward;
+#[doc(hidden)]
+pub mod fuzz;
 mod http;
 mod limits;
 mod link;

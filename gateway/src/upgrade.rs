@@ -28,15 +28,15 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// What a valid upgrade request asks for.
-struct Handshake {
+pub(crate) struct Handshake {
     accept_key: String,
-    conn_id: String,
+    pub(crate) conn_id: String,
     /// The first offered subprotocol, echoed back (PartyKit does not, which breaks `ws`
     /// clients that offer one).
     protocol: Option<HeaderValue>,
 }
 
-fn handshake(req: &Request, max_conn_id_bytes: usize) -> Result<Handshake, Refusal> {
+pub(crate) fn handshake(req: &Request, max_conn_id_bytes: usize) -> Result<Handshake, Refusal> {
     if req.method() != http::Method::GET {
         return Err(Refusal::new(405, "WebSocket upgrades must use GET"));
     }

@@ -371,7 +371,7 @@ fn wire_headers(headers: &http::HeaderMap) -> Vec<Header> {
         .collect()
 }
 
-fn header_map(headers: &[Header]) -> http::HeaderMap {
+pub(crate) fn header_map(headers: &[Header]) -> http::HeaderMap {
     let mut map = http::HeaderMap::new();
     for h in headers {
         if let (Ok(n), Ok(v)) = (

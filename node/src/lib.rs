@@ -17,6 +17,8 @@ mod actor;
 mod alarms;
 mod cluster;
 mod config;
+#[doc(hidden)]
+pub mod fuzz;
 mod gateway_bounds;
 mod gateway_link;
 mod host;
@@ -37,7 +39,8 @@ pub use config::NodeConfig;
 pub use message::{Message, Request, Response};
 pub use node::Node;
 pub use party::{
-    ConnectCheck, ConnectRequest, Party, PartyError, PartyFactory, PartyRegistry, Rejection,
+    ConnectCheck, ConnectRequest, InstanceBroken, Party, PartyError, PartyFactory, PartyRegistry,
+    Rejection,
 };
 pub use room::{
     Connection, FetchError, PartyStub, Room, RoomFetcher, RoomStub, StateError,

@@ -11,6 +11,13 @@ use std::sync::Arc;
 /// discards the handler's writes and held messages.
 pub type PartyError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A handler's error that also says the party instance must not be used again (its state
+/// in memory is broken): the step is discarded as for any error, and the next event starts
+/// a fresh instance, from `on_start` and storage.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} (the party instance is dropped)")]
+pub struct InstanceBroken(pub String);
+
 /// What `before_connect` sees: the room, the would-be connection id and the upgrade request.
 pub struct ConnectRequest<'a> {
     pub party: &'a str,

@@ -4,7 +4,7 @@
 use super::handler::{Handler, StepError};
 use super::RoomActor;
 use crate::message::Response;
-use crate::party::Party;
+use crate::party::{InstanceBroken, Party};
 use crate::room::SocketRef;
 use crate::rooms::gauge;
 use crate::storage::StorageError;
@@ -55,6 +55,9 @@ impl RoomActor {
             }
             Err(e) => {
                 self.room.discard();
+                if e.downcast_ref::<InstanceBroken>().is_some() && self.party.take().is_some() {
+                    gauge::party_dropped();
+                }
                 Err(StepError::Handler(e))
             }
         }

@@ -10,7 +10,7 @@
 #[cfg(feature = "fdb")]
 mod fdb;
 mod health;
-mod keys;
+pub(crate) mod keys;
 mod limits;
 mod pg_tls;
 mod postgres;

@@ -16,6 +16,7 @@
 //! document through [`YjsHooks`] and [`Document`].
 
 mod batch;
+mod bounds;
 mod callback;
 mod options;
 mod stored;
@@ -24,7 +25,7 @@ pub use options::{CallbackOptions, Persistence, SharedType, YjsOptions};
 pub use yrs::Update;
 
 use crate::message::{Message, Request, Response};
-use crate::party::{Party, PartyError};
+use crate::party::{InstanceBroken, Party, PartyError};
 use crate::room::{Connection, Room};
 use async_trait::async_trait;
 use batch::Batches;
@@ -207,6 +208,7 @@ impl<H: YjsHooks> Yjs<H> {
         conn: &Connection,
         data: &[u8],
     ) -> Result<(), PartyError> {
+        bounds::check_declared_counts(data).map_err(bad)?;
         let mut decoder = DecoderV1::from(data);
         let mut replies = Vec::new();
         for message in MessageReader::new(&mut decoder) {
@@ -263,6 +265,11 @@ impl<H: YjsHooks> Yjs<H> {
             .transact_mut()
             .apply_update(decoded)
             .map_err(bad)?;
+        if !still_encodable(self.document.doc()) {
+            return Err(Box::new(InstanceBroken(
+                "yjs: an update left the document unencodable".into(),
+            )));
+        }
         self.document.committed(room, update)
     }
 
@@ -278,6 +285,23 @@ impl<H: YjsHooks> Yjs<H> {
         }
         self.document.awareness.apply_update(update).map_err(bad)
     }
+}
+
+/// Whether the document can still be encoded. An update whose structs wait for others it
+/// depends on stays pending in the document, and yrs merges pending updates into every
+/// encoding (a new client's sync step 1) with an `unwrap`: a crafted one (found by the
+/// `y_websocket` fuzz target) made every later encoding panic, after it was stored, so the
+/// document never served a new client again. Only a document with pending updates is
+/// tried.
+fn still_encodable(doc: &Doc) -> bool {
+    let txn = doc.transact();
+    if !txn.has_missing_updates() {
+        return true;
+    }
+    let encode = std::panic::AssertUnwindSafe(|| {
+        txn.encode_state_as_update_v1(&yrs::StateVector::default())
+    });
+    std::panic::catch_unwind(encode).is_ok()
 }
 
 /// Yjs encodes "nothing new" as two zero bytes (no structs, no deletes).
@@ -426,5 +450,59 @@ impl<H: YjsHooks> Yjs<H> {
                 .compact(room.storage(), document.awareness.doc())?;
         }
         Ok(())
+    }
+}
+
+/// For the fuzz targets (`conclave_node::fuzz`): what a room does with one client message,
+/// up to the room — the y-partykit batch markers when it is text, else the y-websocket
+/// messages decoded, updates decoded and applied, awareness applied, state vectors
+/// answered — on a fresh document.
+pub(crate) fn fuzz_client_message(data: &[u8]) {
+    let mut document = Document::new(YjsOptions::default());
+    if let Ok(text) = std::str::from_utf8(data) {
+        if batch::is_marker(text) {
+            let mut batches = Batches::default();
+            for line in text.lines() {
+                let _ = if batch::is_marker(line) {
+                    batches.marker("conn", line).map(drop)
+                } else {
+                    batches.chunk("conn", line.as_bytes())
+                };
+            }
+            return;
+        }
+    }
+    if bounds::check_declared_counts(data).is_err() {
+        return;
+    }
+    let mut decoder = DecoderV1::from(data);
+    for message in MessageReader::new(&mut decoder) {
+        let Ok(message) = message else { return };
+        match message {
+            YMessage::Sync(SyncMessage::SyncStep1(sv)) => {
+                let _ = document.doc().transact().encode_state_as_update_v1(&sv);
+            }
+            YMessage::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                if let Ok(update) = Update::decode_v1(&update) {
+                    let _ = document.doc().transact_mut().apply_update(update);
+                    // libFuzzer aborts on any panic, even a caught one: quiet the hook.
+                    let hook = std::panic::take_hook();
+                    std::panic::set_hook(Box::new(|_| {}));
+                    let encodable = still_encodable(document.doc());
+                    std::panic::set_hook(hook);
+                    if !encodable {
+                        // As the room does: the instance is dropped, the step discarded.
+                        document = Document::new(YjsOptions::default());
+                    }
+                }
+            }
+            YMessage::Awareness(update) => {
+                let _ = document.awareness.apply_update(update);
+            }
+            YMessage::AwarenessQuery => {
+                let _ = document.awareness.update();
+            }
+            YMessage::Auth(_) | YMessage::Custom(..) => {}
+        }
     }
 }
