@@ -137,7 +137,7 @@ mod tests {
             .encode_state_as_update_v1(&Default::default());
         assert_eq!(text.get_string(&doc.transact()), "hello");
         let mut awareness = Awareness::new(yrs::Doc::new());
-        awareness.set_local_state("{\"user\":1}");
+        awareness.set_local_state("{\"user\":1}").unwrap();
         let messages = [
             Message::Sync(SyncMessage::SyncStep1(doc.transact().state_vector())),
             Message::Sync(SyncMessage::Update(update)),

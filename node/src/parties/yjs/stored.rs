@@ -69,7 +69,8 @@ impl Stored {
         self.updates.clear();
         self.update_bytes = 0;
         for (key, bytes) in &updates {
-            let update = Update::decode_v1(bytes).map_err(bad)?;
+            // Trimmed: updates stored before they were trimmed on arrival may overlap.
+            let (update, _) = super::trimmed(&txn, bytes.to_vec()).map_err(bad)?;
             txn.apply_update(update).map_err(bad)?;
             self.update_bytes += bytes.len();
             self.updates.push(key.clone());
