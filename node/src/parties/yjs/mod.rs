@@ -35,7 +35,7 @@ use stored::Stored;
 use yrs::sync::{Awareness, AwarenessUpdate, Message as YMessage, MessageReader, SyncMessage};
 use yrs::updates::decoder::{Decode, DecoderV1};
 use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
-use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, TransactionMut};
+use yrs::{ClientID, Doc, IdSet, ReadTxn, Transact, TransactionMut};
 
 /// The tag of a read-only connection (tags outlive hand-offs and hibernation).
 pub const READ_ONLY_TAG: &str = "yjs:read-only";
@@ -263,17 +263,11 @@ impl<H: YjsHooks> Yjs<H> {
         {
             return Ok(());
         }
-        self.document
-            .doc()
-            .transact_mut()
-            .apply_update(decoded)
-            .map_err(bad)?;
-        if !still_encodable(self.document.doc()) {
-            return Err(Box::new(InstanceBroken(
-                "yjs: an update left the document unencodable".into(),
-            )));
+        match integrate(self.document.doc(), decoded) {
+            Ok(()) => self.document.committed(room, update),
+            Err(Refused::Invalid(e)) => Err(bad(e)),
+            Err(Refused::Broken(why)) => Err(Box::new(InstanceBroken(format!("yjs: {why}")))),
         }
-        self.document.committed(room, update)
     }
 
     /// Applies a connection's awareness update and remembers which clients it speaks for.
@@ -314,20 +308,65 @@ pub(crate) fn trimmed(
     Ok((Update::decode_v1(&new)?, new))
 }
 
-/// Whether the document can still be encoded. An update whose structs wait for others it
-/// depends on stays pending in the document, and yrs merges pending updates into every
-/// encoding (a new client's sync step 1) with an `unwrap`: a crafted one (found by the
-/// `y_websocket` fuzz target) made every later encoding panic, after it was stored, so the
-/// document never served a new client again. Only a document with pending updates is
-/// tried.
-fn still_encodable(doc: &Doc) -> bool {
-    let txn = doc.transact();
-    if !txn.has_missing_updates() {
-        return true;
+/// Why [`integrate`] did not take an update.
+enum Refused {
+    /// The update is not one the room takes; the document is as it was.
+    Invalid(String),
+    /// Applying it broke the document: it must not be used again.
+    Broken(&'static str),
+}
+
+/// Applies a client's update to the document. A panic inside yrs (the fuzz target found
+/// some on crafted updates) leaves the document [`Refused::Broken`], as does what
+/// [`broken_by`] finds.
+fn integrate(doc: &Doc, update: Update) -> Result<(), Refused> {
+    if starts_past_the_document(&doc.transact(), &update) {
+        return Err(Refused::Invalid(
+            "an update starts past what the room holds of its client".into(),
+        ));
     }
-    let encode =
-        std::panic::AssertUnwindSafe(|| txn.encode_state_as_update_v1(&StateVector::default()));
-    std::panic::catch_unwind(encode).is_ok()
+    let inserted = update.insertions(true);
+    let apply = std::panic::AssertUnwindSafe(|| doc.transact_mut().apply_update(update));
+    match std::panic::catch_unwind(apply) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Refused::Invalid(e.to_string())),
+        Err(_) => return Err(Refused::Broken("yrs panicked applying an update")),
+    }
+    broken_by(doc, &inserted).map_or(Ok(()), |why| Err(Refused::Broken(why)))
+}
+
+/// What an update just applied broke in the document, if anything; then the instance is
+/// dropped (the next event reloads the document from storage) and the update not kept.
+///
+/// - Content left pending, waiting on content the room does not have: yrs merges pending
+///   updates into every later encoding with an `unwrap` (a crafted one made every new
+///   client's sync step 1 panic the room once it was stored), and trimming a later update
+///   against them freed memory still in use (a heap use-after-free). Both were found by the
+///   `y_websocket` fuzz target. A room is every client's only peer, so a client's update
+///   depends only on content the room sent it: nothing is pending but by a crafted update.
+/// - A client's content past where its state vector ends: a range skipped inside it (skip
+///   structs, which only merged updates carry, never a client's own), which leads a later
+///   update that straddles the gap's end down the same use-after-free.
+fn broken_by(doc: &Doc, inserted: &IdSet) -> Option<&'static str> {
+    let txn = doc.transact();
+    if txn.has_missing_updates() {
+        return Some("an update waits on content the room does not have");
+    }
+    let known = txn.state_vector();
+    let gap = inserted
+        .iter()
+        .any(|(client, ranges)| ranges.iter().any(|r| r.end > known.get(client)));
+    gap.then_some("an update left a gap (skipped ranges) in the document")
+}
+
+/// Whether an update starts past what the document holds of one of its clients: it would
+/// wait for the content between (see [`broken_by`]), so it is refused before it is applied.
+fn starts_past_the_document(txn: &impl ReadTxn, update: &Update) -> bool {
+    let known = txn.state_vector();
+    update
+        .state_vector_lower()
+        .iter()
+        .any(|(client, lowest)| *lowest > known.get(client))
 }
 
 /// Yjs encodes "nothing new" as two zero bytes (no structs, no deletes).
@@ -511,13 +550,12 @@ pub(crate) fn fuzz_client_message(data: &[u8]) {
             YMessage::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
                 let new = trimmed(&document.doc().transact(), update);
                 if let Ok((update, _)) = new {
-                    let _ = document.doc().transact_mut().apply_update(update);
                     // libFuzzer aborts on any panic, even a caught one: quiet the hook.
                     let hook = std::panic::take_hook();
                     std::panic::set_hook(Box::new(|_| {}));
-                    let encodable = still_encodable(document.doc());
+                    let integrated = integrate(document.doc(), update);
                     std::panic::set_hook(hook);
-                    if !encodable {
+                    if let Err(Refused::Broken(_)) = integrated {
                         // As the room does: the instance is dropped, the step discarded.
                         document = Document::new(YjsOptions::default());
                     }
@@ -537,7 +575,7 @@ pub(crate) fn fuzz_client_message(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yrs::{GetString, Text};
+    use yrs::{GetString, StateVector, Text};
 
     /// A client's merged update holding a block the document knows the first half of (its
     /// earlier update reached the room, then it re-sent the merged block).
