@@ -424,3 +424,46 @@ async fn a_message_too_big_to_send_closes_its_receivers_with_1009_and_nothing_el
     assert_eq!(next_text(&mut elsewhere).await, "still here");
     assert_serving(&server).await;
 }
+
+/// Reading rooms that were never written leaves nothing in storage once they idle (before,
+/// every room read kept an owner record: 100,000 GETs to new names kept 100,000). A room
+/// that was written keeps its record.
+#[tokio::test]
+async fn rooms_that_were_only_read_leave_no_record_once_idle() {
+    let mut store = None;
+    let server = start_with_store(
+        |c| c.node.hibernate_after = Duration::from_millis(200),
+        |r| r,
+        |s| {
+            store = Some(s.clone());
+            s
+        },
+    )
+    .await;
+    let store = store.unwrap();
+    let rooms: Vec<String> = (0..50).map(|i| format!("read-{i}")).collect();
+    for r in &rooms {
+        let (status, _) = server
+            .http("GET", &format!("/parties/counter/{r}"), "")
+            .await;
+        assert_eq!(status, 200);
+    }
+    let mut ws = server.connect("/parties/counter/written").await;
+    send(&mut ws, "incr").await;
+    next_text(&mut ws).await;
+    drop(ws);
+
+    let key = |r: &str| conclave_proto::RoomKey::new("counter", r).unwrap();
+    let forgotten = eventually(async || {
+        for r in &rooms {
+            if store.owner(&key(r)).await.unwrap().is_some() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(forgotten, "rooms only read still have owner records");
+    let written = store.owner(&key("written")).await.unwrap();
+    assert!(written.is_some(), "a written room lost its owner record");
+}

@@ -449,6 +449,63 @@ async fn ownership_is_claimed_in_storage_and_stale_owners_are_fenced() {
     .await;
 }
 
+/// A released room that holds nothing but its owner record is forgotten (a room that was
+/// only read leaves nothing behind); one with a key or an alarm keeps a released record,
+/// and a room whose name extends the other's does not count as the other's.
+#[tokio::test]
+async fn releasing_a_room_that_holds_nothing_forgets_it() {
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let live = ["a", "b"];
+        let (read_only, longer, alarmed) = (room("read"), room("read-too"), room("alarmed"));
+        let owner = store
+            .claim(&read_only, &claim("a", 1, &live))
+            .await
+            .unwrap();
+        let longer_owner = store.claim(&longer, &claim("a", 1, &live)).await.unwrap();
+        let alarmed_owner = store.claim(&alarmed, &claim("a", 1, &live)).await.unwrap();
+        let mut writes = Storage::new(longer.clone(), store.clone());
+        writes.set_fence(Some(longer_owner.clone()));
+        writes.put("k", "v").unwrap();
+        writes.commit().await.unwrap();
+        let mut alarm = Storage::new(alarmed.clone(), store.clone());
+        alarm.set_fence(Some(alarmed_owner.clone()));
+        alarm.set_alarm(4_000_000_000_000);
+        alarm.commit().await.unwrap();
+
+        store.release(&read_only, &owner).await.unwrap();
+        store.release(&longer, &longer_owner).await.unwrap();
+        store.release(&alarmed, &alarmed_owner).await.unwrap();
+        assert_eq!(
+            store.owner(&read_only).await.unwrap(),
+            None,
+            "not forgotten"
+        );
+        for (r, what) in [(&longer, "a key"), (&alarmed, "an alarm")] {
+            let record = store.owner(r).await.unwrap();
+            assert!(
+                record.is_some_and(|o| o.released),
+                "a room with {what} lost its record"
+            );
+        }
+
+        // Forgotten, the room starts over; the old claim is refused.
+        let again = store
+            .claim(&read_only, &claim("b", 2, &live))
+            .await
+            .unwrap();
+        assert_eq!((again.node.as_str(), again.epoch), ("b", 1));
+        let mut stale = Storage::new(read_only.clone(), store.clone());
+        stale.set_fence(Some(owner));
+        stale.put("k", "late").unwrap();
+        assert!(matches!(
+            stale.commit().await,
+            Err(StorageError::Fenced { .. })
+        ));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn concurrent_first_claims_have_one_winner() {
     for_each_backend(async |backend| {

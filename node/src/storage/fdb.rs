@@ -510,17 +510,33 @@ impl Store for FdbStore {
     }
 
     async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError> {
-        self.on_owner(room, |trx, key, current| {
-            if current.as_ref() == Some(owner) {
-                let released = Owner {
-                    released: true,
-                    ..owner.clone()
-                };
-                trx.set(key, &keys::encode_owner(&released));
-            }
-            Ok(())
-        })
-        .await
+        let key = self.room_key(room, "o");
+        let prefix = self.key(&keys::room_prefix(room));
+        self.db
+            .run(|trx, _| {
+                let (key, prefix) = (key.clone(), prefix.clone());
+                async move {
+                    if Self::read_owner(&trx, &key).await?.as_ref() != Some(owner) {
+                        return Ok(());
+                    }
+                    let opt = RangeOption {
+                        limit: Some(2),
+                        ..RangeOption::from((prefix.clone(), keys::strinc(&prefix)))
+                    };
+                    if trx.get_range(&opt, 1, false).await?.len() > 1 {
+                        let released = Owner {
+                            released: true,
+                            ..owner.clone()
+                        };
+                        trx.set(&key, &keys::encode_owner(&released));
+                    } else {
+                        trx.clear(&key);
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .map_err(from_binding)
     }
 
     async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError> {

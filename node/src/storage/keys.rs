@@ -54,6 +54,11 @@ pub fn strinc(p: &[u8]) -> Vec<u8> {
     vec![0xff; p.len() + 1]
 }
 
+/// The prefix of every key of the room (its keys, ledger, alarm and owner record).
+pub fn room_prefix(room: &RoomKey) -> Vec<u8> {
+    pack(&("r", room.party.as_str(), room.room.as_str()))
+}
+
 pub fn owner_key(room: &RoomKey) -> Vec<u8> {
     pack(&("r", room.party.as_str(), room.room.as_str(), "o"))
 }

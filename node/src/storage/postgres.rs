@@ -459,15 +459,30 @@ impl Store for PostgresStore {
         let result: Result<(), TxnError> = async {
             let txn = client.transaction().await?;
             if read_owner(&txn, room, "FOR UPDATE").await?.as_ref() == Some(owner) {
-                let released = Owner {
-                    released: true,
-                    ..owner.clone()
-                };
-                txn.execute(
-                    "UPDATE conclave_kv SET v = $2 WHERE k = $1",
-                    &[&keys::owner_key(room), &keys::encode_owner(&released)],
-                )
-                .await?;
+                let prefix = keys::room_prefix(room);
+                let rows = txn
+                    .query(
+                        "SELECT 1 FROM conclave_kv WHERE k >= $1 AND k < $2 LIMIT 2",
+                        &[&prefix, &keys::strinc(&prefix)],
+                    )
+                    .await?;
+                if rows.len() > 1 {
+                    let released = Owner {
+                        released: true,
+                        ..owner.clone()
+                    };
+                    txn.execute(
+                        "UPDATE conclave_kv SET v = $2 WHERE k = $1",
+                        &[&keys::owner_key(room), &keys::encode_owner(&released)],
+                    )
+                    .await?;
+                } else {
+                    txn.execute(
+                        "DELETE FROM conclave_kv WHERE k = $1",
+                        &[&keys::owner_key(room)],
+                    )
+                    .await?;
+                }
             }
             Ok(txn.commit().await?)
         }

@@ -302,14 +302,23 @@ fn apply_op(
         },
         Op::Release(owner) => {
             if read_owner(table, room)?.as_ref() == Some(owner) {
-                let released = Owner {
-                    released: true,
-                    ..owner.clone()
-                };
-                table.insert(
-                    keys::owner_key(room).as_slice(),
-                    keys::encode_owner(&released).as_slice(),
-                )?;
+                let key = keys::owner_key(room);
+                let prefix = keys::room_prefix(room);
+                let end = keys::strinc(&prefix);
+                let holds_more = table
+                    .range::<&[u8]>(prefix.as_slice()..end.as_slice())?
+                    .take(2)
+                    .count()
+                    > 1;
+                if holds_more {
+                    let released = Owner {
+                        released: true,
+                        ..owner.clone()
+                    };
+                    table.insert(key.as_slice(), keys::encode_owner(&released).as_slice())?;
+                } else {
+                    table.remove(key.as_slice())?;
+                }
             }
             Ok(Ok(None))
         }

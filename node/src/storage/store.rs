@@ -249,7 +249,11 @@ pub trait Store: Send + Sync + 'static {
     /// Takes ownership of a room (see [`Claim::decide`]), atomically with reading the
     /// current owner.
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError>;
-    /// Lets go of a room this owner still holds (no-op otherwise).
+    /// Lets go of a room this owner still holds (no-op otherwise). A room that holds
+    /// nothing but its owner record (no keys, ledger or alarm: it only served reads, or
+    /// deleted all it wrote) is forgotten instead: the record is deleted, in the same
+    /// transaction, so rooms that were only read leave nothing behind (the next claim
+    /// starts again at epoch 1, and the room's home region is fixed anew).
     async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError>;
     /// The room's owner record.
     async fn owner(&self, room: &RoomKey) -> Result<Option<Owner>, StorageError>;
