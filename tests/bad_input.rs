@@ -145,7 +145,7 @@ fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The close code of the server's close frame (None if the socket just ended).
-async fn read_close_code(s: &mut TcpStream) -> Option<u16> {
+async fn read_close_code(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<u16> {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let mut chunk = [0u8; 4096];
@@ -316,6 +316,38 @@ async fn slow_consumer_is_closed_when_its_queued_bytes_reach_the_limit() {
         slow_consumer_closes() > before,
         "closed for something other than a full queue"
     );
+}
+
+/// A client that starts a fragmented message and then only pings is closed with 1008 once
+/// the message timeout passes (before, it held up to the message limit of memory for ever).
+#[tokio::test]
+async fn a_message_left_unfinished_is_closed_even_while_pings_keep_coming() {
+    let server = start(
+        |c| {
+            c.gateway.ping_interval = Duration::from_millis(200);
+            c.gateway.message_timeout = Duration::from_secs(1);
+        },
+        |r| r,
+    )
+    .await;
+    let (mut read, mut write) = raw_ws(&server, "/parties/main/unfinished")
+        .await
+        .into_split();
+    let mut first_fragment = frame(0x1, b"the start of");
+    first_fragment[0] &= 0x7f; // not final
+    write.write_all(&first_fragment).await.unwrap();
+    let started = std::time::Instant::now();
+    let pinger = tokio::spawn(async move {
+        while write.write_all(&frame(0x9, b"")).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(read_close_code(&mut read).await, Some(1008));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "closed before the timeout"
+    );
+    pinger.abort();
 }
 
 #[tokio::test]

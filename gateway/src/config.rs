@@ -25,6 +25,9 @@ pub struct GatewayConfig {
     pub http_body_timeout: Duration,
     /// How long a socket write may block before the client is dropped.
     pub write_timeout: Duration,
+    /// How long a client may take to finish a message (all its fragments) from its first
+    /// byte; checked at each ping, so a socket is closed (1008) within a ping interval of it.
+    pub message_timeout: Duration,
     /// How long to wait for the node to answer an admission or HTTP request.
     pub node_timeout: Duration,
     /// Client frames buffered per connection until the node acknowledges them (replayed to
@@ -56,6 +59,7 @@ impl Default for GatewayConfig {
             max_http_body_bytes: 1024 * 1024,
             http_body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
+            message_timeout: Duration::from_secs(60),
             node_timeout: Duration::from_secs(10),
             replay_buffer_bytes: 256 * 1024,
             reattach_timeout: Duration::from_secs(30),

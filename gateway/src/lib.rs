@@ -35,6 +35,7 @@ mod session;
 mod sessions;
 mod socket;
 mod state;
+mod unfinished;
 mod upgrade;
 
 pub use admin::check_admin_token;

@@ -9,6 +9,7 @@ use crate::limits::TokenBucket;
 use crate::outbound::{CloseSignal, Outbound, OutboundRx};
 use crate::session::Session;
 use crate::state::GatewayState;
+use crate::unfinished::{UnfinishedSince, Watched};
 use crate::GatewayConfig;
 use conclave_proto::wire::gateway_event;
 use conclave_proto::{close, trace};
@@ -78,8 +79,10 @@ pub(crate) async fn run(
     p: PendingSocket,
 ) {
     let config = gw.config.clone();
+    let started = Instant::now();
+    let unfinished = UnfinishedSince::new(started);
     let ws = WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
+        Watched::new(TokioIo::new(upgraded), unfinished.clone()),
         Role::Server,
         Some(ws_config(&config)),
     )
@@ -88,7 +91,6 @@ pub(crate) async fn run(
     let close = session.out.close.clone();
     metrics::gauge!("conclave_gateway_connections").increment(1.0);
 
-    let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let (sink, mut stream) = ws.split();
     let writer = tokio::spawn(write_loop(
@@ -96,8 +98,11 @@ pub(crate) async fn run(
         rx,
         close.clone(),
         config.clone(),
-        started,
-        last_seen.clone(),
+        Liveness {
+            started,
+            last_seen: last_seen.clone(),
+            unfinished,
+        },
     ));
 
     let Ending {
@@ -149,7 +154,9 @@ impl Ending {
     }
 }
 
-type Stream = futures::stream::SplitStream<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>;
+/// The client's connection as the WebSocket reads and writes it.
+type Io = Watched<TokioIo<hyper::upgrade::Upgraded>>;
+type Stream = futures::stream::SplitStream<WebSocketStream<Io>>;
 
 /// Reads client frames into the session until the socket ends or a close is requested,
 /// enforcing the rate limit and the replay buffer's bound.
@@ -233,16 +240,23 @@ fn protocol_close(e: &WsError) -> Option<(u16, &'static str)> {
     }
 }
 
-type Sink =
-    futures::stream::SplitSink<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, WsMessage>;
+type Sink = futures::stream::SplitSink<WebSocketStream<Io>, WsMessage>;
+
+/// What the writer checks at each ping: when the client was last heard from, and whether
+/// it has left a message unfinished.
+struct Liveness {
+    started: Instant,
+    /// Ms after `started` of the client's last frame.
+    last_seen: Arc<AtomicU64>,
+    unfinished: Arc<UnfinishedSince>,
+}
 
 async fn write_loop(
     mut sink: Sink,
     mut rx: OutboundRx,
     close: Arc<CloseSignal>,
     config: Arc<GatewayConfig>,
-    started: Instant,
-    last_seen: Arc<AtomicU64>,
+    live: Liveness,
 ) {
     let timeout = config.write_timeout;
     let mut ping =
@@ -284,9 +298,13 @@ async fn write_loop(
                 }
             }
             _ = ping.tick() => {
-                let silent_ms = (started.elapsed().as_millis() as u64).saturating_sub(last_seen.load(Ordering::Relaxed));
+                let silent_ms = (live.started.elapsed().as_millis() as u64).saturating_sub(live.last_seen.load(Ordering::Relaxed));
                 if silent_ms > 2 * config.ping_interval.as_millis() as u64 {
                     close.trigger(close::GOING_AWAY, "Keepalive timeout");
+                    continue;
+                }
+                if live.unfinished.for_how_long().is_some_and(|d| d > config.message_timeout) {
+                    close.trigger(close::POLICY_VIOLATION, "Message not finished in time");
                     continue;
                 }
                 let ok = tokio::time::timeout(timeout, sink.send(WsMessage::Ping(bytes::Bytes::new()))).await;
