@@ -63,7 +63,8 @@ class Compose:
 
     def local(self, text):
         """Service names and 0.0.0.0 in `text` → the services' loopback addresses."""
-        text = str(text).replace("0.0.0.0", "{self}")
+        # The any-address alone, not inside a network such as 10.0.0.0/8.
+        text = re.sub(r"(?<![\d.])0\.0\.0\.0(?![\d/])", "{self}", str(text))
         for name in sorted(self.services, key=len, reverse=True):
             text = re.sub(rf"(?<![\w-]){re.escape(name)}(?=:\d)", self.addr[name], text)
         return text

@@ -17,6 +17,5 @@ cargo test --workspace --locked
 CONCLAVE_TEST_MTLS=1 cargo test --locked --test cluster --test failover --test regions --test partitions
 scripts/test-fdb.sh
 scripts/check-deploy.sh
-# y_websocket is left out until the use-after-free it finds in yrs is resolved (fuzz/findings).
-scripts/fuzz.sh 30 jwt relay_events request_target storage_keys
+scripts/fuzz.sh 30
 (cd tests/compat && npm test)

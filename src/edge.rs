@@ -45,7 +45,11 @@ impl EdgeServer {
                 health_router(ready).merge(gateway.client_router())
             }
         };
-        let server = tokio::spawn(conclave_gateway::serve_http1(listener, app));
+        let server = tokio::spawn(conclave_gateway::serve_http1(
+            listener,
+            app,
+            gateway.config(),
+        ));
         Ok(Self {
             addr,
             gateway,

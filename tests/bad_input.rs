@@ -499,3 +499,35 @@ async fn rooms_that_were_only_read_leave_no_record_once_idle() {
     let written = store.owner(&key("written")).await.unwrap();
     assert!(written.is_some(), "a written room lost its owner record");
 }
+
+/// One address may hold only its share of connections: past it the gateway answers 429
+/// at once (before, two processes took every file descriptor); a connection that ends
+/// gives its place back, and a trusted proxy's address is not held to a share.
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let server = start(|c| c.gateway.max_connections_per_address = Some(3), |r| r).await;
+    let path = "/parties/main/crowd";
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(server.connect(path).await);
+    }
+    assert_eq!(server.connect_status(path).await, 429);
+    let (status, _) = server.http("GET", path, "").await;
+    assert_eq!(status, 429, "plain requests count too");
+    held.pop();
+    let reopened = eventually(async || server.connect_status(path).await == 101).await;
+    assert!(reopened, "a closed connection did not give its place back");
+
+    let proxied = start(
+        |c| {
+            c.gateway.max_connections_per_address = Some(3);
+            c.gateway.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        },
+        |r| r,
+    )
+    .await;
+    let mut many = Vec::new();
+    for _ in 0..10 {
+        many.push(proxied.connect(path).await);
+    }
+}

@@ -25,6 +25,12 @@ pub struct GatewayConfig {
     pub http_body_timeout: Duration,
     /// How long a socket write may block before the client is dropped.
     pub write_timeout: Duration,
+    /// Client connections one address may hold at once (more are answered 429); `None`:
+    /// a quarter of the process's open-file limit; `Some(0)`: no limit.
+    pub max_connections_per_address: Option<usize>,
+    /// Balancers and proxies in front of the gateway: their connections carry many
+    /// clients, so they are not held to one address's share.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long a client may take to finish a message (all its fragments) from its first
     /// byte; checked at each ping, so a socket is closed (1008) within a ping interval of it.
     pub message_timeout: Duration,
@@ -60,6 +66,8 @@ impl Default for GatewayConfig {
             http_body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             message_timeout: Duration::from_secs(60),
+            max_connections_per_address: None,
+            trusted_proxies: Vec::new(),
             node_timeout: Duration::from_secs(10),
             replay_buffer_bytes: 256 * 1024,
             reattach_timeout: Duration::from_secs(30),

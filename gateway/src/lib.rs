@@ -13,6 +13,7 @@
 //! attachment and replay buffer) → `outbound` (a socket's send queue and close signal).
 #![warn(clippy::unwrap_used)]
 
+mod addresses;
 mod admin;
 mod admission;
 mod auth;

@@ -2,6 +2,8 @@
 //! PartySocket and browsers send there; HTTP/2 cleartext (h2c) would only be one more
 //! protocol parser facing the internet.
 
+use crate::addresses::{AddressLimits, Held, REFUSAL};
+use crate::GatewayConfig;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -33,29 +35,58 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves `app` on `listener` over HTTP/1.1 (with upgrades) until the task is dropped.
-pub async fn serve_http1(listener: TcpListener, app: Router) -> std::io::Result<()> {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a client connection failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+/// How long a refused client is given to read its 429.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves `app` on `listener` over HTTP/1.1 (with upgrades) until the task is dropped,
+/// holding each client address to its share of connections (`config`).
+pub fn serve_http1(
+    listener: TcpListener,
+    app: Router,
+    config: &GatewayConfig,
+) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+    let per_address = config
+        .max_connections_per_address
+        .unwrap_or_else(crate::addresses::default_per_address);
+    let limits = AddressLimits::new(per_address, config.trusted_proxies.clone());
+    async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a client connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Some(slot) = limits.admit(peer.ip()) else {
+                metrics::counter!("conclave_gateway_address_limit_refusals_total").increment(1);
+                tokio::spawn(refuse(stream));
                 continue;
-            }
-        };
-        let service = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
-        });
+            };
+            let service = TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(Held::new(stream, slot)), service)
+                    .with_upgrades();
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+            });
+        }
     }
+}
+
+/// Answers 429 without reading the request, and closes.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        stream.write_all(REFUSAL).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -49,6 +49,11 @@ impl Gateway {
         Self::build(config, Routing::new(rings, region), Box::new(connector))
     }
 
+    /// The gateway's settings.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.state.config
+    }
+
     /// Whether the gateway can route rooms: it knows at least one node (a gateway that
     /// follows placement knows none until the first ring arrives).
     pub fn readiness(&self) -> Result<(), String> {

@@ -115,6 +115,8 @@ pub struct FileLimits {
     pub max_http_body_bytes: Option<usize>,
     pub replay_buffer_bytes: Option<usize>,
     pub reattach_timeout_ms: Option<u64>,
+    pub max_connections_per_address: Option<usize>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Debug, Clone)]

@@ -70,6 +70,29 @@ pub struct GatewayLimitOpts {
         gateway().reattach_timeout.as_millis(),
     ))]
     pub reattach_timeout_ms: Option<u64>,
+    /// Client connections one address may hold at once; more are answered 429 (0: no
+    /// limit) [default: a quarter of the open-file limit]
+    #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+    /// Addresses (CIDR, comma-separated) of the balancers in front: their connections are
+    /// not held to one address's share
+    #[arg(long, env = "CONCLAVE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+}
+
+/// Networks in CIDR form (a bare address is a network of one).
+fn networks(list: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    anyhow::anyhow!("trusted_proxies: {s:?} is not an address or a CIDR network")
+                })
+        })
+        .collect()
 }
 
 impl GatewayLimitOpts {
@@ -111,6 +134,16 @@ impl GatewayLimitOpts {
                 d.reattach_timeout,
             ),
             admin_token: admin_token(self.admin_token.as_ref(), self.admin_token_file.as_ref())?,
+            max_connections_per_address: self
+                .max_connections_per_address
+                .or(l.max_connections_per_address)
+                .or(d.max_connections_per_address),
+            trusted_proxies: networks(
+                self.trusted_proxies
+                    .as_ref()
+                    .or(l.trusted_proxies.as_ref())
+                    .map_or(&[][..], Vec::as_slice),
+            )?,
             ..d
         };
         g.auth.extend(file.party_auth()?);

@@ -1,0 +1,181 @@
+//! Client connections per address: one address may hold at most so many at once, so a
+//! single client cannot take every file descriptor of the gateway (before, two processes
+//! on one host took all 20,000 and new clients timed out). Connections from trusted
+//! proxies (the balancer in front) carry many clients each and are not limited.
+
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What a refused client reads before its connection is closed.
+pub(crate) const REFUSAL: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\n\
+Retry-After: 10\r\nConnection: close\r\nContent-Length: 45\r\n\r\nToo many connections from this address (429)\n";
+
+/// The open connections of each address.
+pub(crate) struct AddressLimits {
+    /// At most this many per address (0: no limit).
+    per_address: usize,
+    trusted: Vec<IpNet>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl AddressLimits {
+    pub fn new(per_address: usize, trusted: Vec<IpNet>) -> Arc<Self> {
+        Arc::new(Self {
+            per_address,
+            trusted,
+            open: Mutex::default(),
+        })
+    }
+
+    /// A slot for one more connection from `addr`, or `None` if it holds its share.
+    pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Option<Slot> {
+        let addr = canonical(addr);
+        if self.per_address == 0 || self.trusted.iter().any(|net| net.contains(&addr)) {
+            return Some(Slot { limits: None, addr });
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(addr).or_default();
+        if *n >= self.per_address {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            limits: Some(self.clone()),
+            addr,
+        })
+    }
+
+    fn release(&self, addr: IpAddr) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&addr) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&addr);
+            }
+        }
+    }
+}
+
+/// An IPv4 client on a dual-stack socket counts as its IPv4 address.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// One connection's place in its address's count, given back when dropped.
+pub(crate) struct Slot {
+    limits: Option<Arc<AddressLimits>>,
+    addr: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(limits) = &self.limits {
+            limits.release(self.addr);
+        }
+    }
+}
+
+/// A connection holding its slot for as long as it lives (through an upgrade to a
+/// WebSocket, which keeps the connection).
+pub(crate) struct Held<S> {
+    io: S,
+    _slot: Slot,
+}
+
+impl<S> Held<S> {
+    pub fn new(io: S, slot: Slot) -> Self {
+        Self { io, _slot: slot }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Held<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Held<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// A quarter of the process's open-file limit: the default share of one address.
+pub(crate) fn default_per_address() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !ok || limit.rlim_cur == libc::RLIM_INFINITY {
+        return 16_384;
+    }
+    (limit.rlim_cur as usize / 4).max(64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_holds_its_share_and_gets_slots_back_trusted_ones_are_not_counted() {
+        let limits = AddressLimits::new(2, vec!["10.0.0.0/8".parse().unwrap()]);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let first = limits.admit(a).unwrap();
+        let _second = limits.admit(mapped).unwrap();
+        assert!(limits.admit(a).is_none(), "a third from one address");
+        assert!(limits.admit("192.0.2.2".parse().unwrap()).is_some());
+        drop(first);
+        assert!(limits.admit(a).is_some(), "a slot given back");
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let many: Vec<_> = (0..10).map(|_| limits.admit(proxy)).collect();
+        assert!(many.iter().all(Option::is_some));
+        let (_, body) = std::str::from_utf8(REFUSAL)
+            .unwrap()
+            .split_once("\r\n\r\n")
+            .unwrap();
+        assert!(REFUSAL.ends_with(b"(429)\n"));
+        assert!(std::str::from_utf8(REFUSAL)
+            .unwrap()
+            .contains(&format!("Content-Length: {}", body.len())));
+    }
+}
