@@ -26,7 +26,7 @@ pub struct GatewayConfig {
     /// How long a socket write may block before the client is dropped.
     pub write_timeout: Duration,
     /// Client connections one address may hold at once (more are answered 429); `None`:
-    /// a quarter of the process's open-file limit; `Some(0)`: no limit.
+    /// the process's open-file limit less a fortieth; `Some(0)`: no limit.
     pub max_connections_per_address: Option<usize>,
     /// Balancers and proxies in front of the gateway: their connections carry many
     /// clients, so they are not held to one address's share.

@@ -45,6 +45,7 @@ pub fn serve_http1(
     app: Router,
     config: &GatewayConfig,
 ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+    crate::addresses::raise_open_file_limit();
     let per_address = config
         .max_connections_per_address
         .unwrap_or_else(crate::addresses::default_per_address);

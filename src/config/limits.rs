@@ -71,7 +71,7 @@ pub struct GatewayLimitOpts {
     ))]
     pub reattach_timeout_ms: Option<u64>,
     /// Client connections one address may hold at once; more are answered 429 (0: no
-    /// limit) [default: a quarter of the open-file limit]
+    /// limit) [default: the open-file limit less a fortieth]
     #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS_PER_ADDRESS")]
     pub max_connections_per_address: Option<usize>,
     /// Addresses (CIDR, comma-separated) of the balancers in front: their connections are
