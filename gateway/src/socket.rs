@@ -9,7 +9,7 @@ use crate::limits::TokenBucket;
 use crate::outbound::{CloseSignal, Outbound, OutboundRx};
 use crate::session::Session;
 use crate::state::GatewayState;
-use crate::unfinished::{UnfinishedSince, Watched};
+use crate::unfinished::{watched, UnfinishedSince, Watched};
 use crate::GatewayConfig;
 use conclave_proto::wire::gateway_event;
 use conclave_proto::{close, trace};
@@ -82,7 +82,7 @@ pub(crate) async fn run(
     let started = Instant::now();
     let unfinished = UnfinishedSince::new(started);
     let ws = WebSocketStream::from_raw_socket(
-        Watched::new(TokioIo::new(upgraded), unfinished.clone()),
+        watched(TokioIo::new(upgraded), unfinished.clone()),
         Role::Server,
         Some(ws_config(&config)),
     )

@@ -5,13 +5,10 @@
 //! when a data message (or a frame's header) has been incomplete; the writer closes the
 //! socket once that lasts past `GatewayConfig::message_timeout`.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+use tokio_util::io::InspectReader;
 
 /// Since when (ms after `origin`, plus one; 0: nothing unfinished) the client has had a
 /// message or a frame header incomplete. Shared by the reader's stream and the writer.
@@ -142,67 +139,16 @@ impl FrameHeaders {
 }
 
 /// A client's connection, its reads watched for unfinished messages.
-pub(crate) struct Watched<S> {
-    inner: S,
-    headers: FrameHeaders,
-    since: Arc<UnfinishedSince>,
-}
+pub(crate) type Watched<S> = InspectReader<S, Box<dyn FnMut(&[u8]) + Send>>;
 
-impl<S> Watched<S> {
-    pub fn new(inner: S, since: Arc<UnfinishedSince>) -> Self {
-        Self {
-            inner,
-            headers: FrameHeaders::default(),
-            since,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let this = &mut *self;
-            this.headers.feed(&buf.filled()[before..]);
-            this.since.set(this.headers.unfinished());
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+/// Watches `io`'s reads, keeping `since` up to date.
+pub(crate) fn watched<S: tokio::io::AsyncRead>(io: S, since: Arc<UnfinishedSince>) -> Watched<S> {
+    let mut headers = FrameHeaders::default();
+    let watch = move |read: &[u8]| {
+        headers.feed(read);
+        since.set(headers.unfinished());
+    };
+    InspectReader::new(io, Box::new(watch))
 }
 
 #[cfg(test)]
