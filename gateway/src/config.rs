@@ -4,6 +4,10 @@ use crate::auth::PartyAuth;
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// How many connections' worth of the per-connection message rate one address's
+/// connections share by default (so raising `messages_per_second` for a load test raises
+/// the address's share with it).
+pub const ADDRESS_SHARE: f64 = 20.0;
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     /// Largest WebSocket frame or message accepted; over it the socket closes with 1009.
@@ -28,6 +32,14 @@ pub struct GatewayConfig {
     /// Client connections one address may hold at once (more are answered 429); `None`:
     /// the process's open-file limit less a fortieth; `Some(0)`: no limit.
     pub max_connections_per_address: Option<usize>,
+    /// Messages (and HTTP requests to rooms) per second that one address's connections
+    /// share, sustained (`Some(0.0)`: no such limit); past it its sockets are read more
+    /// slowly and its room requests answered 429. `None`: [`ADDRESS_SHARE`] connections'
+    /// worth of `messages_per_second`.
+    pub address_messages_per_second: Option<f64>,
+    /// Burst above `address_messages_per_second`; `None`: [`ADDRESS_SHARE`] connections'
+    /// worth of `message_burst`.
+    pub address_message_burst: Option<f64>,
     /// Balancers and proxies in front of the gateway: their connections carry many
     /// clients, so they are not held to one address's share.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -67,6 +79,8 @@ impl Default for GatewayConfig {
             write_timeout: Duration::from_secs(10),
             message_timeout: Duration::from_secs(60),
             max_connections_per_address: None,
+            address_messages_per_second: None,
+            address_message_burst: None,
             trusted_proxies: Vec::new(),
             node_timeout: Duration::from_secs(10),
             replay_buffer_bytes: 256 * 1024,

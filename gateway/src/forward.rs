@@ -1,5 +1,6 @@
 //! Plain HTTP to a room: forwarded to the room's node, answered by its `on_request`.
 
+use crate::addresses::AddressRate;
 use crate::admission::{resolve_home, RingFollower};
 use crate::http::{plain, refused, room_uri, wire_headers};
 use crate::state::GatewayState;
@@ -13,6 +14,11 @@ use std::sync::Arc;
 use tracing::warn;
 
 pub(crate) async fn forward_http(gw: Arc<GatewayState>, key: RoomKey, req: Request) -> Response {
+    let rate = req.extensions().get::<AddressRate>();
+    if !rate.is_none_or(AddressRate::try_take) {
+        metrics::counter!("conclave_gateway_address_rate_limited_total").increment(1);
+        return plain(429, "Too many requests from this address");
+    }
     let hint = req.uri().query().and_then(|q| query_param(q, "_region"));
     let request = HttpRequest {
         request_id: 0,

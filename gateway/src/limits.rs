@@ -1,4 +1,4 @@
-//! Per-connection message rate limit: a token bucket.
+//! Message rate limits (per connection, and per address): a token bucket.
 
 use std::time::Instant;
 
@@ -19,12 +19,22 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token; false when the bucket is empty.
-    pub fn take(&mut self) -> bool {
+    fn refill(&mut self) {
         let now = Instant::now();
         self.tokens =
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
+    }
+
+    /// Whether the bucket has refilled to its burst.
+    pub fn is_full(&mut self) -> bool {
+        self.refill();
+        self.tokens >= self.burst
+    }
+
+    /// Takes one token; false when the bucket is empty.
+    pub fn take(&mut self) -> bool {
+        self.refill();
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

@@ -49,7 +49,16 @@ pub fn serve_http1(
     let per_address = config
         .max_connections_per_address
         .unwrap_or_else(crate::addresses::default_per_address);
-    let limits = AddressLimits::new(per_address, config.trusted_proxies.clone());
+    let share = |own: Option<f64>, per_connection: f64| {
+        own.unwrap_or(crate::config::ADDRESS_SHARE * per_connection)
+    };
+    let per_second = share(
+        config.address_messages_per_second,
+        config.messages_per_second,
+    );
+    let burst = share(config.address_message_burst, config.message_burst);
+    let rate = (per_second > 0.0).then_some((per_second, burst));
+    let limits = AddressLimits::new(per_address, rate, config.trusted_proxies.clone());
     async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -65,7 +74,9 @@ pub fn serve_http1(
                 tokio::spawn(refuse(stream));
                 continue;
             };
-            let service = TowerToHyperService::new(app.clone());
+            // Every request of the connection carries its address's rate.
+            let app = tower_layer::Layer::layer(&axum::Extension(slot.rate()), app.clone());
+            let service = TowerToHyperService::new(app);
             tokio::spawn(async move {
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())

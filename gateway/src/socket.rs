@@ -5,6 +5,7 @@
 //! coalescing queued frames into one flush, and sends keepalive pings. Either side, the
 //! node, or a full queue can ask for a close through the socket's [`CloseSignal`].
 
+use crate::addresses::AddressRate;
 use crate::limits::TokenBucket;
 use crate::outbound::{CloseSignal, Outbound, OutboundRx};
 use crate::session::Session;
@@ -73,10 +74,13 @@ pub(crate) fn ws_config(config: &GatewayConfig) -> WebSocketConfig {
         .max_message_size(Some(config.max_frame_bytes))
 }
 
+/// Serves the client's socket until it closes; its messages take tokens of `rate`, the
+/// rate its address's connections share.
 pub(crate) async fn run(
     gw: Arc<GatewayState>,
     upgraded: hyper::upgrade::Upgraded,
     p: PendingSocket,
+    rate: AddressRate,
 ) {
     let config = gw.config.clone();
     let started = Instant::now();
@@ -109,7 +113,7 @@ pub(crate) async fn run(
         code,
         reason,
         error,
-    } = read_loop(&mut stream, &session, &config, started, &last_seen).await;
+    } = read_loop(&mut stream, &session, &config, &rate, started, &last_seen).await;
     debug!(socket = session.id.0, code, "socket closed");
     // Codes the protocol defines as themselves; the applications' range as one value.
     let label = if code < 3000 {
@@ -164,6 +168,7 @@ async fn read_loop(
     stream: &mut Stream,
     session: &Session,
     config: &GatewayConfig,
+    address_rate: &AddressRate,
     started: Instant,
     last_seen: &AtomicU64,
 ) -> Ending {
@@ -207,6 +212,15 @@ async fn read_loop(
             metrics::counter!("conclave_gateway_rate_limited_total").increment(1);
             close.trigger(close::POLICY_VIOLATION, "Message rate limit exceeded");
             continue;
+        }
+        if !address_rate.try_take() {
+            // Over its address's share: this socket waits (and is not read) meanwhile.
+            metrics::counter!("conclave_gateway_address_rate_limited_total").increment(1);
+            tokio::select! {
+                biased;
+                (code, reason) = &mut close_requested => return Ending::closed(code, reason),
+                _ = address_rate.take() => {}
+            }
         }
         metrics::counter!("conclave_gateway_messages_in_total").increment(1);
         // One span per client message when traces are exported; the node continues it.

@@ -2,6 +2,7 @@
 //! has run) before the 101 answer, so whatever the party sends on connect is already
 //! queued when the client sees "open".
 
+use crate::addresses::AddressRate;
 use crate::admission::{join_room, resolve_home, RingFollower};
 use crate::http::{refused, room_uri, wire_headers};
 use crate::socket::{self, PendingSocket};
@@ -116,9 +117,14 @@ pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Reques
         gw.move_socket(session.clone(), RingVersion(0));
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let rate = req
+        .extensions()
+        .get::<AddressRate>()
+        .cloned()
+        .unwrap_or_default();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => socket::run(gw, upgraded, pending).await,
+            Ok(upgraded) => socket::run(gw, upgraded, pending, rate).await,
             Err(e) => {
                 debug!(error = %e, "upgrade failed");
                 if let Some(link) = session.end() {

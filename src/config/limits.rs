@@ -70,6 +70,14 @@ pub struct GatewayLimitOpts {
         gateway().reattach_timeout.as_millis(),
     ))]
     pub reattach_timeout_ms: Option<u64>,
+    /// Messages and room requests per second one address's connections share, sustained;
+    /// past it its sockets are read more slowly and its room requests answered 429 (0: off)
+    /// [default: 20 × --messages-per-second]
+    #[arg(long, env = "CONCLAVE_ADDRESS_MESSAGES_PER_SECOND")]
+    pub address_messages_per_second: Option<f64>,
+    /// Burst above --address-messages-per-second [default: 20 × --message-burst]
+    #[arg(long, env = "CONCLAVE_ADDRESS_MESSAGE_BURST")]
+    pub address_message_burst: Option<f64>,
     /// Client connections one address may hold at once; more are answered 429 (0: no
     /// limit) [default: the open-file limit less a fortieth]
     #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS_PER_ADDRESS")]
@@ -134,6 +142,10 @@ impl GatewayLimitOpts {
                 d.reattach_timeout,
             ),
             admin_token: admin_token(self.admin_token.as_ref(), self.admin_token_file.as_ref())?,
+            address_messages_per_second: self
+                .address_messages_per_second
+                .or(l.address_messages_per_second),
+            address_message_burst: self.address_message_burst.or(l.address_message_burst),
             max_connections_per_address: self
                 .max_connections_per_address
                 .or(l.max_connections_per_address)
@@ -161,6 +173,13 @@ fn check_gateway(g: &GatewayConfig) -> anyhow::Result<()> {
     }
     if g.send_queue_frames == 0 || g.messages_per_second <= 0.0 || g.message_burst < 1.0 {
         bail!("send_queue_frames, messages_per_second and message_burst must be positive");
+    }
+    if g.address_messages_per_second.is_some_and(|r| r < 0.0)
+        || g.address_message_burst.is_some_and(|b| b < 1.0)
+    {
+        bail!(
+            "address_messages_per_second must not be negative, nor address_message_burst below 1"
+        );
     }
     if g.ping_interval < Duration::from_millis(100) {
         bail!("ping_interval_ms must be at least 100");
