@@ -26,29 +26,51 @@ pub(crate) type RateSettings = Option<(f64, f64)>;
 /// One address's shared rate; every request of a connection carries it (as an extension).
 /// Empty for trusted proxies and when the rate is off.
 #[derive(Clone, Default)]
-pub(crate) struct AddressRate(Option<Arc<Mutex<TokenBucket>>>);
+pub(crate) struct AddressRate(Option<Arc<SharedRate>>);
+
+pub(crate) struct SharedRate {
+    bucket: Mutex<TokenBucket>,
+    /// Sockets waiting for a token queue here, first come first served: only the first
+    /// sleeps until the next token, however many wait.
+    queue: tokio::sync::Mutex<()>,
+}
 
 impl AddressRate {
-    /// Takes a token now; false when the address is over its rate.
-    pub fn try_take(&self) -> bool {
-        match &self.0 {
-            None => true,
-            Some(bucket) => bucket.lock().unwrap_or_else(|e| e.into_inner()).take(),
-        }
+    fn new(rate: f64, burst: f64) -> Self {
+        Self(Some(Arc::new(SharedRate {
+            bucket: Mutex::new(TokenBucket::new(rate, burst)),
+            queue: tokio::sync::Mutex::new(()),
+        })))
     }
 
-    /// Takes a token, waiting for one while the address is over its rate (the socket is
-    /// not read meanwhile: its client is slowed, not cut off).
+    fn bucket(shared: &SharedRate) -> std::sync::MutexGuard<'_, TokenBucket> {
+        shared.bucket.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a token now; false when the address is over its rate.
+    pub fn try_take(&self) -> bool {
+        self.0.as_ref().is_none_or(|s| Self::bucket(s).take())
+    }
+
+    /// Takes a token, waiting in turn for one while the address is over its rate (the
+    /// socket is not read meanwhile: its client is slowed, not cut off).
     pub async fn take(&self) {
-        while !self.try_take() {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let Some(shared) = &self.0 else { return };
+        let _turn = shared.queue.lock().await;
+        loop {
+            let wait = {
+                let mut bucket = Self::bucket(shared);
+                if bucket.take() {
+                    return;
+                }
+                bucket.time_to_token()
+            };
+            tokio::time::sleep(wait.max(std::time::Duration::from_millis(1))).await;
         }
     }
 
     fn is_full(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_none_or(|b| b.lock().unwrap_or_else(|e| e.into_inner()).is_full())
+        self.0.as_ref().is_none_or(|s| Self::bucket(s).is_full())
     }
 }
 
@@ -101,10 +123,11 @@ impl AddressLimits {
         }
         let address = addresses.entry(addr).or_insert_with(|| Address {
             open: 0,
-            rate: AddressRate(
-                self.rate
-                    .map(|(rate, burst)| Arc::new(Mutex::new(TokenBucket::new(rate, burst)))),
-            ),
+            rate: self
+                .rate
+                .map_or_else(AddressRate::default, |(rate, burst)| {
+                    AddressRate::new(rate, burst)
+                }),
         });
         if self.per_address != 0 && address.open >= self.per_address {
             return None;

@@ -32,6 +32,13 @@ impl TokenBucket {
         self.tokens >= self.burst
     }
 
+    /// How long until the bucket holds a whole token (zero if it does).
+    pub fn time_to_token(&mut self) -> std::time::Duration {
+        self.refill();
+        let missing = (1.0 - self.tokens).max(0.0);
+        std::time::Duration::from_secs_f64(missing / self.rate)
+    }
+
     /// Takes one token; false when the bucket is empty.
     pub fn take(&mut self) -> bool {
         self.refill();
@@ -51,5 +58,10 @@ mod tests {
         let mut b = super::TokenBucket::new(1.0, 3.0);
         assert!(b.take() && b.take() && b.take());
         assert!(!b.take());
+        let wait = b.time_to_token();
+        assert!(
+            wait > std::time::Duration::from_millis(900)
+                && wait <= std::time::Duration::from_secs(1)
+        );
     }
 }
