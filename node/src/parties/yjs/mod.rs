@@ -18,6 +18,8 @@
 mod batch;
 mod bounds;
 mod callback;
+mod fuzz;
+mod integrate;
 mod options;
 mod stored;
 
@@ -30,12 +32,14 @@ use crate::room::{Connection, Room};
 use async_trait::async_trait;
 use batch::Batches;
 use callback::Callback;
+pub(crate) use fuzz::fuzz_client_message;
+use integrate::{integrate, trimmed, Refused};
 use std::collections::{HashMap, HashSet};
 use stored::Stored;
 use yrs::sync::{Awareness, AwarenessUpdate, Message as YMessage, MessageReader, SyncMessage};
-use yrs::updates::decoder::{Decode, DecoderV1};
+use yrs::updates::decoder::DecoderV1;
 use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
-use yrs::{ClientID, Doc, IdSet, ReadTxn, Transact, TransactionMut};
+use yrs::{ClientID, Doc, ReadTxn, Transact, TransactionMut};
 
 /// The tag of a read-only connection (tags outlive hand-offs and hibernation).
 pub const READ_ONLY_TAG: &str = "yjs:read-only";
@@ -253,18 +257,20 @@ impl<H: YjsHooks> Yjs<H> {
         if is_empty_update(&update) || conn.tags().iter().any(|t| t == READ_ONLY_TAG) {
             return Ok(());
         }
-        let (decoded, update) = trimmed(&self.document.doc().transact(), update).map_err(bad)?;
-        if is_empty_update(&update) {
+        let trimmed = trimmed(&self.document.doc().transact(), update).map_err(bad)?;
+        if is_empty_update(&trimmed.bytes) {
             return Ok(());
         }
-        if !self
-            .hooks
-            .accept_update(conn, self.document.doc(), &decoded, update.len())
-        {
+        if !self.hooks.accept_update(
+            conn,
+            self.document.doc(),
+            &trimmed.update,
+            trimmed.bytes.len(),
+        ) {
             return Ok(());
         }
-        match integrate(self.document.doc(), decoded) {
-            Ok(()) => self.document.committed(room, update),
+        match integrate(self.document.doc(), trimmed) {
+            Ok(update) => self.document.committed(room, update),
             Err(Refused::Invalid(e)) => Err(bad(e)),
             Err(Refused::Broken(why)) => Err(Box::new(InstanceBroken(format!("yjs: {why}")))),
         }
@@ -282,91 +288,6 @@ impl<H: YjsHooks> Yjs<H> {
         }
         self.document.awareness.apply_update(update).map_err(bad)
     }
-}
-
-/// An update as the document can take it: without what the document already holds. yrs
-/// trims an overlapping update itself by splitting its items, and the parts it then drops
-/// are still pointed at: a heap use-after-free inside `apply_update` (found by the
-/// `y_websocket` fuzz target; a client re-sending a block the room holds part of, as after
-/// a reconnect race, takes the same path). An update that starts past what the document
-/// holds, the usual case, is used as it is; another is first cut down to what is new by
-/// yrs' own diff (`diff_updates_v1`), which encodes offsets instead of splitting items.
-pub(crate) fn trimmed(
-    txn: &impl ReadTxn,
-    bytes: Vec<u8>,
-) -> Result<(Update, Vec<u8>), yrs::encoding::read::Error> {
-    let update = Update::decode_v1(&bytes)?;
-    let known = txn.state_vector();
-    let overlaps = update
-        .state_vector_lower()
-        .iter()
-        .any(|(client, lowest)| *lowest < known.get(client));
-    if !overlaps {
-        return Ok((update, bytes));
-    }
-    let new = yrs::diff_updates_v1(&bytes, &known.encode_v1())?;
-    Ok((Update::decode_v1(&new)?, new))
-}
-
-/// Why [`integrate`] did not take an update.
-enum Refused {
-    /// The update is not one the room takes; the document is as it was.
-    Invalid(String),
-    /// Applying it broke the document: it must not be used again.
-    Broken(&'static str),
-}
-
-/// Applies a client's update to the document. A panic inside yrs (the fuzz target found
-/// some on crafted updates) leaves the document [`Refused::Broken`], as does what
-/// [`broken_by`] finds.
-fn integrate(doc: &Doc, update: Update) -> Result<(), Refused> {
-    if starts_past_the_document(&doc.transact(), &update) {
-        return Err(Refused::Invalid(
-            "an update starts past what the room holds of its client".into(),
-        ));
-    }
-    let inserted = update.insertions(true);
-    let apply = std::panic::AssertUnwindSafe(|| doc.transact_mut().apply_update(update));
-    match std::panic::catch_unwind(apply) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Refused::Invalid(e.to_string())),
-        Err(_) => return Err(Refused::Broken("yrs panicked applying an update")),
-    }
-    broken_by(doc, &inserted).map_or(Ok(()), |why| Err(Refused::Broken(why)))
-}
-
-/// What an update just applied broke in the document, if anything; then the instance is
-/// dropped (the next event reloads the document from storage) and the update not kept.
-///
-/// - Content left pending, waiting on content the room does not have: yrs merges pending
-///   updates into every later encoding with an `unwrap` (a crafted one made every new
-///   client's sync step 1 panic the room once it was stored), and trimming a later update
-///   against them freed memory still in use (a heap use-after-free). Both were found by the
-///   `y_websocket` fuzz target. A room is every client's only peer, so a client's update
-///   depends only on content the room sent it: nothing is pending but by a crafted update.
-/// - A client's content past where its state vector ends: a range skipped inside it (skip
-///   structs, which only merged updates carry, never a client's own), which leads a later
-///   update that straddles the gap's end down the same use-after-free.
-fn broken_by(doc: &Doc, inserted: &IdSet) -> Option<&'static str> {
-    let txn = doc.transact();
-    if txn.has_missing_updates() {
-        return Some("an update waits on content the room does not have");
-    }
-    let known = txn.state_vector();
-    let gap = inserted
-        .iter()
-        .any(|(client, ranges)| ranges.iter().any(|r| r.end > known.get(client)));
-    gap.then_some("an update left a gap (skipped ranges) in the document")
-}
-
-/// Whether an update starts past what the document holds of one of its clients: it would
-/// wait for the content between (see [`broken_by`]), so it is refused before it is applied.
-fn starts_past_the_document(txn: &impl ReadTxn, update: &Update) -> bool {
-    let known = txn.state_vector();
-    update
-        .state_vector_lower()
-        .iter()
-        .any(|(client, lowest)| *lowest > known.get(client))
 }
 
 /// Yjs encodes "nothing new" as two zero bytes (no structs, no deletes).
@@ -515,90 +436,5 @@ impl<H: YjsHooks> Yjs<H> {
                 .compact(room.storage(), document.awareness.doc())?;
         }
         Ok(())
-    }
-}
-
-/// For the fuzz targets (`conclave_node::fuzz`): what a room does with one client message,
-/// up to the room — the y-partykit batch markers when it is text, else the y-websocket
-/// messages decoded, updates decoded and applied, awareness applied, state vectors
-/// answered — on a fresh document.
-pub(crate) fn fuzz_client_message(data: &[u8]) {
-    let mut document = Document::new(YjsOptions::default());
-    if let Ok(text) = std::str::from_utf8(data) {
-        if batch::is_marker(text) {
-            let mut batches = Batches::default();
-            for line in text.lines() {
-                let _ = if batch::is_marker(line) {
-                    batches.marker("conn", line).map(drop)
-                } else {
-                    batches.chunk("conn", line.as_bytes())
-                };
-            }
-            return;
-        }
-    }
-    if bounds::check_declared_counts(data).is_err() {
-        return;
-    }
-    let mut decoder = DecoderV1::from(data);
-    for message in MessageReader::new(&mut decoder) {
-        let Ok(message) = message else { return };
-        match message {
-            YMessage::Sync(SyncMessage::SyncStep1(sv)) => {
-                let _ = document.doc().transact().encode_state_as_update_v1(&sv);
-            }
-            YMessage::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
-                let new = trimmed(&document.doc().transact(), update);
-                if let Ok((update, _)) = new {
-                    // libFuzzer aborts on any panic, even a caught one: quiet the hook.
-                    let hook = std::panic::take_hook();
-                    std::panic::set_hook(Box::new(|_| {}));
-                    let integrated = integrate(document.doc(), update);
-                    std::panic::set_hook(hook);
-                    if let Err(Refused::Broken(_)) = integrated {
-                        // As the room does: the instance is dropped, the step discarded.
-                        document = Document::new(YjsOptions::default());
-                    }
-                }
-            }
-            YMessage::Awareness(update) => {
-                let _ = document.awareness.apply_update(update);
-            }
-            YMessage::AwarenessQuery => {
-                let _ = document.awareness.update();
-            }
-            YMessage::Auth(_) | YMessage::Custom(..) => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use yrs::{GetString, StateVector, Text};
-
-    /// A client's merged update holding a block the document knows the first half of (its
-    /// earlier update reached the room, then it re-sent the merged block).
-    #[test]
-    fn an_update_overlapping_the_document_is_cut_to_what_is_new() {
-        let client = Doc::with_client_id(7);
-        let text = client.get_or_insert_text("t");
-        text.insert(&mut client.transact_mut(), 0, "hel");
-        let first = client
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        text.insert(&mut client.transact_mut(), 3, "lo");
-        let merged = client
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-
-        let room = Doc::new();
-        for bytes in [first, merged.clone()] {
-            let (update, applied) = trimmed(&room.transact(), bytes.clone()).unwrap();
-            assert_eq!(applied == bytes, bytes != merged, "trimmed iff it overlaps");
-            room.transact_mut().apply_update(update).unwrap();
-        }
-        let room_text = room.get_or_insert_text("t");
-        assert_eq!(room_text.get_string(&room.transact()), "hello");
     }
 }

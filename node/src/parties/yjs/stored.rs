@@ -70,8 +70,8 @@ impl Stored {
         self.update_bytes = 0;
         for (key, bytes) in &updates {
             // Trimmed: updates stored before they were trimmed on arrival may overlap.
-            let (update, _) = super::trimmed(&txn, bytes.to_vec()).map_err(bad)?;
-            txn.apply_update(update).map_err(bad)?;
+            let update = super::integrate::trimmed(&txn, bytes.to_vec()).map_err(bad)?;
+            txn.apply_update(update.update).map_err(bad)?;
             self.update_bytes += bytes.len();
             self.updates.push(key.clone());
         }

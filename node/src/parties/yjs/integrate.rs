@@ -1,0 +1,135 @@
+//! What a client's update goes through before it is kept: cut to what the document
+//! lacks, refused when it would wait on content the room does not have, applied with yrs'
+//! panics caught, and the document checked afterwards. Each guard stands for an input the
+//! `y_websocket` fuzz target found (see `conclave_node::fuzz`).
+
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, IdSet, ReadTxn, StateVector, Transact, Update};
+
+/// An update as the document can take it: without what the document already holds. yrs
+/// trims an overlapping update itself by splitting its items, and the parts it then drops
+/// are still pointed at: a heap use-after-free inside `apply_update` (a client re-sending
+/// a block the room holds part of, as after a reconnect race, takes the same path). An
+/// update that starts past what the document holds, the usual case, is used as it is;
+/// another is first cut down to what is new by yrs' own diff (`diff_updates_v1`), which
+/// encodes offsets instead of splitting items.
+pub(crate) struct Trimmed {
+    pub update: Update,
+    /// The update's encoding (the diff's, when it was cut).
+    pub bytes: Vec<u8>,
+    /// It starts past what the document holds of one of its clients: it would wait for the
+    /// content between (see [`broken_by`]).
+    starts_past: bool,
+}
+
+/// `bytes`, an update, trimmed against the document `txn` reads.
+pub(crate) fn trimmed(
+    txn: &impl ReadTxn,
+    bytes: Vec<u8>,
+) -> Result<Trimmed, yrs::encoding::read::Error> {
+    let update = Update::decode_v1(&bytes)?;
+    let known = txn.state_vector();
+    let lowest = update.state_vector_lower();
+    let starts_past = lowest.iter().any(|(c, lowest)| *lowest > known.get(c));
+    if !lowest.iter().any(|(c, lowest)| *lowest < known.get(c)) {
+        return Ok(Trimmed {
+            update,
+            bytes,
+            starts_past,
+        });
+    }
+    let new = yrs::diff_updates_v1(&bytes, &known.encode_v1())?;
+    Ok(Trimmed {
+        update: Update::decode_v1(&new)?,
+        bytes: new,
+        starts_past,
+    })
+}
+
+/// Why [`integrate`] did not take an update.
+pub(crate) enum Refused {
+    /// The update is not one the room takes; the document is as it was.
+    Invalid(String),
+    /// Applying it broke the document: it must not be used again.
+    Broken(&'static str),
+}
+
+/// Applies a client's trimmed update to the document; returns its encoding. One that
+/// starts past the document is refused before it is applied; a panic inside yrs (the fuzz
+/// target found some on crafted updates) leaves the document [`Refused::Broken`], as does
+/// what [`broken_by`] finds.
+pub(crate) fn integrate(doc: &Doc, trimmed: Trimmed) -> Result<Vec<u8>, Refused> {
+    if trimmed.starts_past {
+        return Err(Refused::Invalid(
+            "an update starts past what the room holds of its client".into(),
+        ));
+    }
+    let update = trimmed.update;
+    let inserted = update.insertions(true);
+    let apply = std::panic::AssertUnwindSafe(|| doc.transact_mut().apply_update(update));
+    match std::panic::catch_unwind(apply) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Refused::Invalid(e.to_string())),
+        Err(_) => return Err(Refused::Broken("yrs panicked applying an update")),
+    }
+    match broken_by(doc, &inserted) {
+        Some(why) => Err(Refused::Broken(why)),
+        None => Ok(trimmed.bytes),
+    }
+}
+
+/// What an update just applied broke in the document, if anything; then the instance is
+/// dropped (the next event reloads the document from storage) and the update not kept.
+///
+/// - Content left pending, waiting on content the room does not have: yrs merges pending
+///   updates into every later encoding with an `unwrap` (a crafted one made every new
+///   client's sync step 1 panic the room once it was stored), and trimming a later update
+///   against them freed memory still in use (a heap use-after-free). A room is every
+///   client's only peer, so a client's update depends only on content the room sent it:
+///   nothing is pending but by a crafted update.
+/// - A client's content past where its state vector ends: a range skipped inside it (skip
+///   structs, which only merged updates carry, never a client's own), which leads a later
+///   update that straddles the gap's end down the same use-after-free.
+fn broken_by(doc: &Doc, inserted: &IdSet) -> Option<&'static str> {
+    let txn = doc.transact();
+    if txn.has_missing_updates() {
+        return Some("an update waits on content the room does not have");
+    }
+    let known: StateVector = txn.state_vector();
+    let gap = inserted
+        .iter()
+        .any(|(client, ranges)| ranges.iter().any(|r| r.end > known.get(client)));
+    gap.then_some("an update left a gap (skipped ranges) in the document")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{GetString, Text};
+
+    /// A client's merged update holding a block the document knows the first half of (its
+    /// earlier update reached the room, then it re-sent the merged block).
+    #[test]
+    fn an_update_overlapping_the_document_is_cut_to_what_is_new() {
+        let client = Doc::with_client_id(7);
+        let text = client.get_or_insert_text("t");
+        text.insert(&mut client.transact_mut(), 0, "hel");
+        let first = client
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        text.insert(&mut client.transact_mut(), 3, "lo");
+        let merged = client
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+
+        let room = Doc::new();
+        for bytes in [first, merged.clone()] {
+            let t = trimmed(&room.transact(), bytes.clone()).unwrap();
+            assert_eq!(t.bytes == bytes, bytes != merged, "trimmed iff it overlaps");
+            assert!(integrate(&room, t).is_ok());
+        }
+        let room_text = room.get_or_insert_text("t");
+        assert_eq!(room_text.get_string(&room.transact()), "hello");
+    }
+}
