@@ -193,6 +193,11 @@ impl<S> Held<S> {
     pub fn new(io: S, slot: Slot) -> Self {
         Self { io, _slot: slot }
     }
+
+    /// The connection and its slot, to be held apart.
+    pub fn into_parts(self) -> (S, Slot) {
+        (self.io, self._slot)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Held<S> {

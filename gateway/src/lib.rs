@@ -7,7 +7,7 @@
 //!
 //! Modules, from the edge inwards: `server` (public type, entry point) →
 //! `upgrade` / `forward` / `admin` → `admission` (home region, admission, 421 retries) and
-//! `reattach` (moving sockets between nodes) → `socket` (one client socket's tasks) →
+//! `reattach` (moving sockets between nodes) → `socket` (one client socket's task) → `frames` (its WebSocket framing) →
 //! `state` (what all of those share) → `routing` (rings, homes), `pool` (links per node),
 //! `sessions` (open sockets) → `link` ⇄ `session` (one relay link; one socket's
 //! attachment and replay buffer) → `outbound` (a socket's send queue and close signal).
@@ -20,6 +20,7 @@ mod auth;
 mod config;
 mod connector;
 mod forward;
+mod frames;
 #[doc(hidden)]
 pub mod fuzz;
 mod http;
@@ -36,7 +37,6 @@ mod session;
 mod sessions;
 mod socket;
 mod state;
-mod unfinished;
 mod upgrade;
 
 pub use admin::check_admin_token;

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 
 /// A socket that must move: to the owner of its room under a ring of at least `min_ring`.
 pub(crate) struct MoveRequest {
@@ -272,7 +271,7 @@ impl NodeLink {
                 }
             }
             Event::Send(s) => {
-                let Some(msg) = ws_message(s.payload, s.binary) else {
+                let Some(msg) = crate::frames::message(&s.payload, s.binary) else {
                     return;
                 };
                 if let Some(e) = self.registry().sockets.get(&s.socket) {
@@ -319,7 +318,8 @@ impl NodeLink {
 
     /// Broadcast fan-out: one frame from the node, written to every local member.
     fn deliver(&self, room: &RoomKey, d: conclave_proto::wire::Deliver) {
-        let Some(msg) = ws_message(d.payload, d.binary) else {
+        // Encoded once: every member writes the same bytes.
+        let Some(msg) = crate::frames::message(&d.payload, d.binary) else {
             return;
         };
         let reg = self.registry();
@@ -345,13 +345,5 @@ impl NodeLink {
         if let Some(tx) = self.pending().remove(&id) {
             let _ = tx.send(event);
         }
-    }
-}
-
-fn ws_message(payload: bytes::Bytes, binary: bool) -> Option<WsMessage> {
-    if binary {
-        Some(WsMessage::Binary(payload))
-    } else {
-        Utf8Bytes::try_from(payload).ok().map(WsMessage::Text)
     }
 }

@@ -115,7 +115,9 @@ impl Gateway {
     }
 
     /// Serves room URLs and `/admin/*` (with an admin token) on one listener (`conclave
-    /// dev`); everything else is 404.
+    /// dev`); everything else is 404. Serve it with [`serve_http1`](crate::serve_http1):
+    /// a WebSocket takes its TCP connection over from the HTTP server, which only that
+    /// server's connections allow (any other refuses the socket after the upgrade).
     pub fn router(&self) -> Router {
         self.client_router().merge(self.admin_router())
     }

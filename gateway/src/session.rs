@@ -308,7 +308,7 @@ mod tests {
     use conclave_proto::{in_process_link, NodeSide};
 
     fn session(max_unacked_bytes: usize) -> Arc<Session> {
-        let (out, _rx) = Outbound::new(16, 1 << 20);
+        let out = Outbound::new(16, 1 << 20, std::time::Duration::from_secs(1));
         let room = RoomKey::new("main", "r").unwrap();
         Arc::new(Session::new(
             SocketId(7),

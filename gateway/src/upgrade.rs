@@ -5,7 +5,7 @@
 use crate::addresses::AddressRate;
 use crate::admission::{join_room, resolve_home, RingFollower};
 use crate::http::{refused, room_uri, wire_headers};
-use crate::socket::{self, PendingSocket};
+use crate::socket;
 use crate::state::GatewayState;
 use axum::body::Body;
 use axum::extract::Request;
@@ -95,8 +95,7 @@ pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Reques
     }
     let socket_id = gw.sessions.next_socket_id();
     let conn_id = hs.conn_id.clone();
-    let pending = PendingSocket::new(&gw.config, socket_id, key, conn_id, room_uri(&req));
-    let session = pending.session.clone();
+    let session = socket::new_session(&gw.config, socket_id, key, conn_id, room_uri(&req));
     let headers = wire_headers(req.headers());
     // The node answers once the socket is in the room (on_connect has run) or refuses it;
     // a node with a newer ring that places the room elsewhere sends us there.
@@ -124,9 +123,10 @@ pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Reques
         .unwrap_or_default();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => socket::run(gw, upgraded, pending, rate).await,
+            Ok(upgraded) => socket::run(gw, upgraded, session, rate).await,
             Err(e) => {
                 debug!(error = %e, "upgrade failed");
+                session.out.end();
                 if let Some(link) = session.end() {
                     session
                         .tell_closed(&link, close::ABNORMAL, "", "upgrade failed")

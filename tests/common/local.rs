@@ -83,8 +83,9 @@ impl LocalCluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = gateway.router();
+        let serving = conclave_gateway::serve_http1(listener, router, &config.gateway);
         let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
+            serving.await.unwrap();
         });
         Self {
             addr,
