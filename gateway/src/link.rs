@@ -122,6 +122,16 @@ impl NodeLink {
             .map_err(|_| LinkError::Unavailable)
     }
 
+    /// Sends without waiting; returns the event when the link's queue is full (to be sent
+    /// with [`Self::send`]). When the link is gone the event is dropped: the link's end
+    /// moves the socket, and replays its frames.
+    pub fn try_send(&self, event: gateway_event::Event) -> Option<gateway_event::Event> {
+        match self.to_node.try_send(GatewayEvent { event: Some(event) }) {
+            Err(mpsc::error::TrySendError::Full(full)) => full.event,
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+        }
+    }
+
     /// Sends a request and waits, up to the link's request timeout, for its reply.
     pub async fn request<R: RelayRequest>(&self, request: R) -> Result<R::Reply, LinkError> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -202,7 +202,10 @@ impl Writer {
                     }
                 }
             };
-            let blocked = tokio::time::timeout_at(deadline, socket.writable()).await;
+            // The stream's own write readiness (one waiter: this flusher), which also lets go
+            // of a waker an earlier writer left there.
+            let writable = std::future::poll_fn(|cx| socket.poll_write_ready(cx));
+            let blocked = tokio::time::timeout_at(deadline, writable).await;
             if !matches!(blocked, Ok(Ok(()))) {
                 {
                     let mut state = self.state();

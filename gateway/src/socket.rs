@@ -12,6 +12,7 @@
 use crate::addresses::{AddressRate, Held, Slot};
 use crate::frames::{self, FrameReader, Incoming};
 use crate::limits::TokenBucket;
+use crate::link::NodeLink;
 use crate::outbound::Outbound;
 use crate::session::Session;
 use crate::state::GatewayState;
@@ -92,24 +93,29 @@ pub(crate) async fn run(
         Ok((stream, slot, already_read)) => (Arc::new(stream), slot, already_read),
         Err(_) => {
             tracing::error!("an upgraded connection was not a plain TCP connection");
-            session.out.end();
-            if let Some(link) = session.end() {
-                session
-                    .tell_closed(&link, close::ABNORMAL, "", "upgrade failed")
-                    .await;
-            }
-            gw.sessions.remove(session.id);
-            return;
+            return Box::pin(upgrade_failed(&gw, &session)).await;
         }
     };
     session.out.attach(stream.clone());
     metrics::gauge!("conclave_gateway_connections").increment(1.0);
+    let mut reader = FrameReader::new(config.max_frame_bytes);
+    let mut incoming = Vec::new();
+    reader.read(&already_read, Instant::now(), &mut incoming);
+    drop(already_read);
+    let ending = serve(&stream, &session, &config, &rate, reader, incoming).await;
+    // Boxed, as is the failure above: each runs once, and inline they would make the
+    // task of every open socket larger.
+    Box::pin(close(&gw, &session, &stream, ending)).await;
+    drop(slot);
+}
 
+/// Ends the socket: the close frame, the node told, the connection shut.
+async fn close(gw: &GatewayState, session: &Session, stream: &TcpStream, ending: Ending) {
     let Ending {
         code,
         reason,
         error,
-    } = serve(&stream, &session, &config, &rate, already_read).await;
+    } = ending;
     debug!(socket = session.id.0, code, "socket closed");
     // Codes the protocol defines as themselves; the applications' range as one value.
     let label = if code < 3000 {
@@ -125,11 +131,21 @@ pub(crate) async fn run(
     }
     // Counted open until the close frame is out: shutdown waits for that.
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, session.out.drained()).await;
-    shut_writes(&stream);
+    shut_writes(stream);
     session.out.end();
     gw.sessions.remove(session.id);
     metrics::gauge!("conclave_gateway_connections").decrement(1.0);
-    drop(slot);
+}
+
+/// Ends a socket whose upgrade failed: the node hears it closed.
+pub(crate) async fn upgrade_failed(gw: &GatewayState, session: &Session) {
+    session.out.end();
+    if let Some(link) = session.end() {
+        session
+            .tell_closed(&link, close::ABNORMAL, "", "upgrade failed")
+            .await;
+    }
+    gw.sessions.remove(session.id);
 }
 
 /// Sends the client a FIN after the close frame, as a WebSocket server ends its side.
@@ -193,6 +209,20 @@ fn read_frames(
     })
 }
 
+/// Hands a client frame to its node's link; what to wait on when the link's queue is
+/// full. (Boxed: that wait is rare, and held in the socket's task it would triple the size
+/// of every socket's task, idle or not.) If the link is dead, its end moves the socket and
+/// the frame is replayed.
+fn forward(
+    link: Arc<NodeLink>,
+    frame: gateway_event::Event,
+) -> Option<futures::future::BoxFuture<'static, ()>> {
+    let frame = link.try_send(frame)?;
+    Some(Box::pin(async move {
+        let _ = link.send(frame).await;
+    }))
+}
+
 /// Reads client frames into the session until the socket ends or a close is requested,
 /// enforcing the rate limits and the replay buffer's bound, and pings the client.
 async fn serve(
@@ -200,19 +230,16 @@ async fn serve(
     session: &Session,
     config: &GatewayConfig,
     address_rate: &AddressRate,
-    already_read: Bytes,
+    mut reader: FrameReader,
+    mut incoming: Vec<Incoming>,
 ) -> Ending {
     let close = &session.out.close;
     let close_requested = close.wait();
     tokio::pin!(close_requested);
     let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
-    let mut reader = FrameReader::new(config.max_frame_bytes);
-    let mut incoming = Vec::new();
     let mut last_heard = Instant::now();
     let mut ping =
         tokio::time::interval_at(last_heard + config.ping_interval, config.ping_interval);
-    reader.read(&already_read, last_heard, &mut incoming);
-    drop(already_read);
     loop {
         for event in incoming.drain(..) {
             let (payload, binary) = match event {
@@ -251,12 +278,16 @@ async fn serve(
             let span = trace::enabled().then(|| {
                 tracing::info_span!(target: trace::TARGET, "client.message", room = %session.room)
             });
-            if let Some((link, mut frame)) = session.push_frame(payload, binary) {
-                if let (Some(span), gateway_event::Event::Frame(f)) = (&span, &mut frame) {
-                    f.trace_parent = trace::traceparent(span);
-                }
-                // If the link is dead, its end moves the socket and the frame is replayed.
-                let _ = link.send(frame).await;
+            let blocked = session
+                .push_frame(payload, binary)
+                .and_then(|(link, mut frame)| {
+                    if let (Some(span), gateway_event::Event::Frame(f)) = (&span, &mut frame) {
+                        f.trace_parent = trace::traceparent(span);
+                    }
+                    forward(link, frame)
+                });
+            if let Some(wait) = blocked {
+                wait.await;
             }
             drop(span);
             // Stop reading while the node is behind (or the socket is between nodes).
@@ -269,7 +300,10 @@ async fn serve(
         tokio::select! {
             biased;
             (code, reason) = &mut close_requested => return Ending::closed(code, reason),
-            ready = stream.readable() => {
+            // Not `readable()`: polling the stream's own read readiness replaces the waker the
+            // HTTP server's task left there, which would keep that finished task's memory
+            // (~900 bytes) allocated for as long as the socket lives.
+            ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                 if let Err(e) = ready {
                     return Ending::failed(e.to_string());
                 }

@@ -10,7 +10,7 @@ use crate::state::GatewayState;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
-use conclave_proto::{close, query_param, Refusal, RingVersion, RoomKey};
+use conclave_proto::{query_param, Refusal, RingVersion, RoomKey};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -126,13 +126,7 @@ pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Reques
             Ok(upgraded) => socket::run(gw, upgraded, session, rate).await,
             Err(e) => {
                 debug!(error = %e, "upgrade failed");
-                session.out.end();
-                if let Some(link) = session.end() {
-                    session
-                        .tell_closed(&link, close::ABNORMAL, "", "upgrade failed")
-                        .await;
-                }
-                gw.sessions.remove(session.id);
+                Box::pin(socket::upgrade_failed(&gw, &session)).await;
             }
         }
     });
