@@ -59,3 +59,45 @@ pub fn jwt(data: &[u8]) {
     let token = String::from_utf8_lossy(data);
     let _ = auth.check(Some(&token), "party", "room", Some("id"));
 }
+
+/// The bytes of a client's WebSocket connection after the upgrade, as the gateway parses
+/// them: the first byte picks how the rest is cut into reads. However it is cut, the same
+/// messages come out, none over the size limit, and nothing follows a close or a violation.
+pub fn client_frames(data: &[u8]) {
+    use crate::frames::{FrameReader, Incoming};
+    const MAX_MESSAGE: usize = 4096;
+    let Some((&cut, wire)) = data.split_first() else {
+        return;
+    };
+    let now = tokio::time::Instant::now();
+    let read = |chunk: usize| {
+        let mut reader = FrameReader::new(MAX_MESSAGE);
+        let mut out = Vec::new();
+        for piece in wire.chunks(chunk.max(1)) {
+            reader.read(piece, now, &mut out);
+        }
+        out
+    };
+    let whole = read(wire.len());
+    assert_eq!(
+        read(cut as usize),
+        whole,
+        "cutting the reads changed the messages"
+    );
+    for (i, event) in whole.iter().enumerate() {
+        match event {
+            Incoming::Message { payload, binary } => {
+                assert!(payload.len() <= MAX_MESSAGE, "a message over the limit");
+                assert!(
+                    *binary || std::str::from_utf8(payload).is_ok(),
+                    "text not UTF-8"
+                );
+            }
+            Incoming::Ping(payload) => assert!(payload.len() <= 125, "a long ping"),
+            Incoming::Close { .. } | Incoming::Violation { .. } => {
+                assert_eq!(i + 1, whole.len(), "something read after the end")
+            }
+            Incoming::Pong => {}
+        }
+    }
+}

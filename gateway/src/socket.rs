@@ -240,6 +240,7 @@ async fn serve(
     let mut last_heard = Instant::now();
     let mut ping =
         tokio::time::interval_at(last_heard + config.ping_interval, config.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         for event in incoming.drain(..) {
             let (payload, binary) = match event {
@@ -297,6 +298,8 @@ async fn serve(
                 _ = session.wait_for_buffer_space() => {}
             }
         }
+        // An idle socket keeps no room for events.
+        incoming = Vec::new();
         tokio::select! {
             biased;
             (code, reason) = &mut close_requested => return Ending::closed(code, reason),
