@@ -175,6 +175,11 @@ impl Writer {
     async fn flush(self: Arc<Self>, close: Arc<CloseSignal>) {
         let mut deadline = tokio::time::Instant::now() + self.write_timeout;
         loop {
+            // Registered before the state is read: an `end` from now on wakes this wait, so
+            // an ended socket's connection is let go at once, not at the write timeout.
+            let ended = self.drained.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
             let socket = {
                 let mut state = self.state();
                 let before = state.bytes;
@@ -205,7 +210,12 @@ impl Writer {
             // The stream's own write readiness (one waiter: this flusher), which also lets go
             // of a waker an earlier writer left there.
             let writable = std::future::poll_fn(|cx| socket.poll_write_ready(cx));
-            let blocked = tokio::time::timeout_at(deadline, writable).await;
+            let blocked = tokio::select! {
+                blocked = tokio::time::timeout_at(deadline, writable) => blocked,
+                // The socket ended (or went past its close): the next turn finds out.
+                _ = &mut ended => continue,
+            };
+            drop(socket);
             if !matches!(blocked, Ok(Ok(()))) {
                 {
                     let mut state = self.state();
@@ -435,6 +445,25 @@ mod tests {
         assert_eq!(out.close.requested().map(|(c, _)| c), Some(close::ABNORMAL));
         assert_eq!(out.queued(), (0, 0), "the queue is let go");
         assert!(!out.enqueue(frame(1)));
+    }
+
+    #[tokio::test]
+    async fn an_ended_socket_lets_go_of_its_connection_at_once_even_while_blocked() {
+        let (server, _client) = pair().await;
+        let out = Outbound::new(1000, 1 << 30, Duration::from_secs(60));
+        out.attach(server.clone());
+        while out.queued().0 == 0 {
+            out.enqueue(frame(64 * 1024));
+        }
+        // The flusher waits for the client to read (it never does); the socket ends.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        out.end();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            Arc::strong_count(&server),
+            1,
+            "something still holds the connection"
+        );
     }
 
     #[test]
