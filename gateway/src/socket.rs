@@ -80,61 +80,115 @@ fn into_tcp(
     Ok((parts.io.into_inner(), None, parts.read_buf))
 }
 
-/// Serves the client's socket until it closes; its messages take tokens of `rate`, the
-/// rate its address's connections share.
+/// A client socket after the upgrade: what its task holds.
+struct Socket {
+    gw: Arc<GatewayState>,
+    session: Arc<Session>,
+    /// The rate its address's connections share.
+    rate: AddressRate,
+    stream: Arc<TcpStream>,
+    /// Its address's connection slot, held for as long as it lives.
+    _slot: Option<Slot>,
+    reader: FrameReader,
+    /// Events read and not yet handled.
+    incoming: Vec<Incoming>,
+}
+
+/// Serves the client's socket, once the upgrade completes, until it closes; its messages
+/// take tokens of `rate`, the rate its address's connections share.
 pub(crate) async fn run(
     gw: Arc<GatewayState>,
-    upgraded: hyper::upgrade::Upgraded,
+    on_upgrade: hyper::upgrade::OnUpgrade,
     session: Arc<Session>,
     rate: AddressRate,
 ) {
-    let config = gw.config.clone();
-    let (stream, slot, already_read) = match into_tcp(upgraded) {
-        Ok((stream, slot, already_read)) => (Arc::new(stream), slot, already_read),
-        Err(_) => {
-            tracing::error!("an upgraded connection was not a plain TCP connection");
-            return Box::pin(upgrade_failed(&gw, &session)).await;
+    // In a block of its own, so that nothing of the opening stays in the task's memory
+    // while the socket is served.
+    let socket = {
+        let tcp = match on_upgrade.await {
+            Ok(upgraded) => into_tcp(upgraded)
+                .map_err(|_| "the upgraded connection is not a plain TCP connection".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match tcp {
+            Ok((stream, slot, already_read)) => {
+                Socket::open(gw, session, rate, stream, slot, &already_read)
+            }
+            Err(e) => {
+                debug!(error = %e, "upgrade failed");
+                // Boxed, as is the close: each runs once, and inline they would make the
+                // task of every open socket larger.
+                return Box::pin(upgrade_failed(&gw, &session)).await;
+            }
         }
     };
-    session.out.attach(stream.clone());
-    metrics::gauge!("conclave_gateway_connections").increment(1.0);
-    let mut reader = FrameReader::new(config.max_frame_bytes);
-    let mut incoming = Vec::new();
-    reader.read(&already_read, Instant::now(), &mut incoming);
-    drop(already_read);
-    let ending = serve(&stream, &session, &config, &rate, reader, incoming).await;
-    // Boxed, as is the failure above: each runs once, and inline they would make the
-    // task of every open socket larger.
-    Box::pin(close(&gw, &session, &stream, ending)).await;
-    drop(slot);
+    socket.serve().await
 }
 
-/// Ends the socket: the close frame, the node told, the connection shut.
-async fn close(gw: &GatewayState, session: &Session, stream: &TcpStream, ending: Ending) {
-    let Ending {
-        code,
-        reason,
-        error,
-    } = ending;
-    debug!(socket = session.id.0, code, "socket closed");
-    // Codes the protocol defines as themselves; the applications' range as one value.
-    let label = if code < 3000 {
-        code.to_string()
-    } else {
-        "3000-4999".to_string()
-    };
-    metrics::counter!("conclave_gateway_closes_total", "code" => label).increment(1);
-    session.out.close.trigger(code, &reason);
-    session.out.finish(frames::close_frame(code, &reason));
-    if let Some(link) = session.end() {
-        session.tell_closed(&link, code, &reason, &error).await;
+impl Socket {
+    fn open(
+        gw: Arc<GatewayState>,
+        session: Arc<Session>,
+        rate: AddressRate,
+        stream: TcpStream,
+        slot: Option<Slot>,
+        already_read: &[u8],
+    ) -> Self {
+        let stream = Arc::new(stream);
+        session.out.attach(stream.clone());
+        metrics::gauge!("conclave_gateway_connections").increment(1.0);
+        let mut reader = FrameReader::new(gw.config.max_frame_bytes);
+        let mut incoming = Vec::new();
+        reader.read(already_read, Instant::now(), &mut incoming);
+        Self {
+            gw,
+            session,
+            rate,
+            stream,
+            _slot: slot,
+            reader,
+            incoming,
+        }
     }
-    // Counted open until the close frame is out: shutdown waits for that.
-    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, session.out.drained()).await;
-    shut_writes(stream);
-    session.out.end();
-    gw.sessions.remove(session.id);
-    metrics::gauge!("conclave_gateway_connections").decrement(1.0);
+
+    /// Not an `async fn`: one taking `self` by value would hold the socket twice in its
+    /// state (the argument and the moved-in binding); the block captures it once.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn serve(mut self) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let ending = self.read().await;
+            Box::pin(self.close(ending)).await;
+        }
+    }
+
+    /// Ends the socket: the close frame, the node told, the connection shut.
+    async fn close(&self, ending: Ending) {
+        let Ending {
+            code,
+            reason,
+            error,
+        } = ending;
+        let session = &self.session;
+        debug!(socket = session.id.0, code, "socket closed");
+        // Codes the protocol defines as themselves; the applications' range as one value.
+        let label = if code < 3000 {
+            code.to_string()
+        } else {
+            "3000-4999".to_string()
+        };
+        metrics::counter!("conclave_gateway_closes_total", "code" => label).increment(1);
+        session.out.close.trigger(code, &reason);
+        session.out.finish(frames::close_frame(code, &reason));
+        if let Some(link) = session.end() {
+            session.tell_closed(&link, code, &reason, &error).await;
+        }
+        // Counted open until the close frame is out: shutdown waits for that.
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, session.out.drained()).await;
+        shut_writes(&self.stream);
+        session.out.end();
+        self.gw.sessions.remove(session.id);
+        metrics::gauge!("conclave_gateway_connections").decrement(1.0);
+    }
 }
 
 /// Ends a socket whose upgrade failed: the node hears it closed.
@@ -223,114 +277,120 @@ fn forward(
     }))
 }
 
-/// Reads client frames into the session until the socket ends or a close is requested,
-/// enforcing the rate limits and the replay buffer's bound, and pings the client.
-async fn serve(
-    stream: &TcpStream,
-    session: &Session,
-    config: &GatewayConfig,
-    address_rate: &AddressRate,
-    mut reader: FrameReader,
-    mut incoming: Vec<Incoming>,
-) -> Ending {
-    let close = &session.out.close;
-    let close_requested = close.wait();
-    tokio::pin!(close_requested);
-    let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
-    let mut last_heard = Instant::now();
-    let mut ping =
-        tokio::time::interval_at(last_heard + config.ping_interval, config.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        for event in incoming.drain(..) {
-            let (payload, binary) = match event {
-                Incoming::Message { payload, binary } => (payload, binary),
-                Incoming::Ping(payload) => {
-                    session.out.enqueue(frames::pong(&payload));
-                    continue;
-                }
-                Incoming::Pong => continue,
-                Incoming::Close { code, reason } => {
-                    close.trigger(code, &reason);
-                    return Ending::closed(code, reason);
-                }
-                Incoming::Violation { code, reason } => {
-                    close.trigger(code, reason);
-                    return Ending::closed(code, reason.to_string());
-                }
-            };
-            if !bucket.take() {
-                metrics::counter!("conclave_gateway_rate_limited_total").increment(1);
-                let reason = "Message rate limit exceeded";
-                close.trigger(close::POLICY_VIOLATION, reason);
-                return Ending::closed(close::POLICY_VIOLATION, reason.into());
-            }
-            if !address_rate.try_take() {
-                // Over its address's share: this socket waits (and is not read) meanwhile.
-                metrics::counter!("conclave_gateway_address_rate_limited_total").increment(1);
-                tokio::select! {
-                    biased;
-                    (code, reason) = &mut close_requested => return Ending::closed(code, reason),
-                    _ = address_rate.take() => {}
-                }
-            }
-            metrics::counter!("conclave_gateway_messages_in_total").increment(1);
-            // One span per client message when traces are exported; the node continues it.
-            let span = trace::enabled().then(|| {
-                tracing::info_span!(target: trace::TARGET, "client.message", room = %session.room)
-            });
-            let blocked = session
-                .push_frame(payload, binary)
-                .and_then(|(link, mut frame)| {
-                    if let (Some(span), gateway_event::Event::Frame(f)) = (&span, &mut frame) {
-                        f.trace_parent = trace::traceparent(span);
+impl Socket {
+    /// Reads client frames into the session until the socket ends or a close is
+    /// requested, enforcing the rate limits and the replay buffer's bound, and pings the
+    /// client.
+    async fn read(&mut self) -> Ending {
+        let Socket {
+            gw,
+            session,
+            rate: address_rate,
+            stream,
+            reader,
+            incoming,
+            ..
+        } = self;
+        let config = &gw.config;
+        let close = &session.out.close;
+        let close_requested = close.wait();
+        tokio::pin!(close_requested);
+        let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
+        let mut last_heard = Instant::now();
+        let mut ping =
+            tokio::time::interval_at(last_heard + config.ping_interval, config.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            for event in incoming.drain(..) {
+                let (payload, binary) = match event {
+                    Incoming::Message { payload, binary } => (payload, binary),
+                    Incoming::Ping(payload) => {
+                        session.out.enqueue(frames::pong(&payload));
+                        continue;
                     }
-                    forward(link, frame)
-                });
-            if let Some(wait) = blocked {
-                wait.await;
-            }
-            drop(span);
-            // Stop reading while the node is behind (or the socket is between nodes).
-            tokio::select! {
-                biased;
-                (code, reason) = &mut close_requested => return Ending::closed(code, reason),
-                _ = session.wait_for_buffer_space() => {}
-            }
-        }
-        // An idle socket keeps no room for events.
-        incoming = Vec::new();
-        tokio::select! {
-            biased;
-            (code, reason) = &mut close_requested => return Ending::closed(code, reason),
-            // Not `readable()`: polling the stream's own read readiness replaces the waker the
-            // HTTP server's task left there, which would keep that finished task's memory
-            // (~900 bytes) allocated for as long as the socket lives.
-            ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                if let Err(e) = ready {
-                    return Ending::failed(e.to_string());
-                }
-                match read_frames(stream, &mut reader, &mut incoming) {
-                    Ok(Read::Frames) => last_heard = Instant::now(),
-                    Ok(Read::Nothing) => {}
-                    // The client's TCP connection ended without a close frame: an abnormal
-                    // close, not a protocol error.
-                    Ok(Read::Eof) => return Ending::closed(close::ABNORMAL, String::new()),
-                    Err(e) => return Ending::failed(e.to_string()),
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > 2 * config.ping_interval {
-                    let reason = "Keepalive timeout";
-                    close.trigger(close::GOING_AWAY, reason);
-                    return Ending::closed(close::GOING_AWAY, reason.into());
-                }
-                if reader.unfinished_since().is_some_and(|t| t.elapsed() > config.message_timeout) {
-                    let reason = "Message not finished in time";
+                    Incoming::Pong => continue,
+                    Incoming::Close { code, reason } => {
+                        close.trigger(code, &reason);
+                        return Ending::closed(code, reason);
+                    }
+                    Incoming::Violation { code, reason } => {
+                        close.trigger(code, reason);
+                        return Ending::closed(code, reason.to_string());
+                    }
+                };
+                if !bucket.take() {
+                    metrics::counter!("conclave_gateway_rate_limited_total").increment(1);
+                    let reason = "Message rate limit exceeded";
                     close.trigger(close::POLICY_VIOLATION, reason);
                     return Ending::closed(close::POLICY_VIOLATION, reason.into());
                 }
-                session.out.enqueue_control(frames::ping());
+                if !address_rate.try_take() {
+                    // Over its address's share: this socket waits (and is not read) meanwhile.
+                    metrics::counter!("conclave_gateway_address_rate_limited_total").increment(1);
+                    tokio::select! {
+                        biased;
+                        (code, reason) = &mut close_requested => return Ending::closed(code, reason),
+                        _ = address_rate.take() => {}
+                    }
+                }
+                metrics::counter!("conclave_gateway_messages_in_total").increment(1);
+                // One span per client message when traces are exported; the node continues it.
+                let span = trace::enabled().then(|| {
+                tracing::info_span!(target: trace::TARGET, "client.message", room = %session.room)
+            });
+                let blocked = session
+                    .push_frame(payload, binary)
+                    .and_then(|(link, mut frame)| {
+                        if let (Some(span), gateway_event::Event::Frame(f)) = (&span, &mut frame) {
+                            f.trace_parent = trace::traceparent(span);
+                        }
+                        forward(link, frame)
+                    });
+                if let Some(wait) = blocked {
+                    wait.await;
+                }
+                drop(span);
+                // Stop reading while the node is behind (or the socket is between nodes).
+                tokio::select! {
+                    biased;
+                    (code, reason) = &mut close_requested => return Ending::closed(code, reason),
+                    _ = session.wait_for_buffer_space() => {}
+                }
+            }
+            // An idle socket keeps no room for events.
+            *incoming = Vec::new();
+            tokio::select! {
+                biased;
+                (code, reason) = &mut close_requested => return Ending::closed(code, reason),
+                // Not `readable()`: polling the stream's own read readiness replaces the waker the
+                // HTTP server's task left there, which would keep that finished task's memory
+                // (~900 bytes) allocated for as long as the socket lives.
+                ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
+                    if let Err(e) = ready {
+                        return Ending::failed(e.to_string());
+                    }
+                    match read_frames(stream, reader, incoming) {
+                        Ok(Read::Frames) => last_heard = Instant::now(),
+                        Ok(Read::Nothing) => {}
+                        // The client's TCP connection ended without a close frame: an abnormal
+                        // close, not a protocol error.
+                        Ok(Read::Eof) => return Ending::closed(close::ABNORMAL, String::new()),
+                        Err(e) => return Ending::failed(e.to_string()),
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > 2 * config.ping_interval {
+                        let reason = "Keepalive timeout";
+                        close.trigger(close::GOING_AWAY, reason);
+                        return Ending::closed(close::GOING_AWAY, reason.into());
+                    }
+                    if reader.unfinished_since().is_some_and(|t| t.elapsed() > config.message_timeout) {
+                        let reason = "Message not finished in time";
+                        close.trigger(close::POLICY_VIOLATION, reason);
+                        return Ending::closed(close::POLICY_VIOLATION, reason.into());
+                    }
+                    session.out.enqueue_control(frames::ping());
+                }
             }
         }
     }

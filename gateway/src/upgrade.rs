@@ -14,7 +14,6 @@ use conclave_proto::{query_param, Refusal, RingVersion, RoomKey};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tracing::debug;
 
 /// Whether the request asks for a WebSocket.
 pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -121,15 +120,7 @@ pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Reques
         .get::<AddressRate>()
         .cloned()
         .unwrap_or_default();
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => socket::run(gw, upgraded, session, rate).await,
-            Err(e) => {
-                debug!(error = %e, "upgrade failed");
-                Box::pin(socket::upgrade_failed(&gw, &session)).await;
-            }
-        }
-    });
+    tokio::spawn(socket::run(gw, on_upgrade, session, rate));
     switching_protocols(&hs)
 }
 
