@@ -17,6 +17,53 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+/// Frames for local sockets held at most before they are written, however busy the link.
+const MAX_HELD_WRITES: usize = 4096;
+
+/// The frames for local sockets from the node events the link had at once, written when
+/// they are all in: a socket behind on a busy link gets its frames in one write, not one
+/// each. (An idle link's events come one at a time, and are written at once.)
+#[derive(Default)]
+struct Writes {
+    frames: Vec<(Arc<Session>, bytes::Bytes)>,
+    /// Events that added frames: with one, no socket appears twice.
+    sources: usize,
+    /// A socket's frames, put together for its write.
+    run: Vec<bytes::Bytes>,
+}
+
+impl Writes {
+    fn push(&mut self, session: &Arc<Session>, frame: bytes::Bytes) {
+        self.frames.push((session.clone(), frame));
+    }
+
+    /// Writes every held frame, each socket's together and in order; returns how many the
+    /// sockets took.
+    fn flush(&mut self) -> u64 {
+        if self.sources > 1 {
+            // Stable: a socket's frames keep their order.
+            self.frames.sort_by_key(|(s, _)| Arc::as_ptr(s) as usize);
+        }
+        self.sources = 0;
+        let mut taken = 0;
+        let mut frames = self.frames.drain(..).peekable();
+        while let Some((session, frame)) = frames.next() {
+            self.run.push(frame);
+            while let Some((_, frame)) = frames.next_if(|(s, _)| Arc::ptr_eq(s, &session)) {
+                self.run.push(frame);
+            }
+            taken += session.out.enqueue_all(&self.run) as u64;
+            self.run.clear();
+        }
+        drop(frames);
+        // Room for a large room's broadcast is kept; a rare giant's is let go.
+        if self.frames.capacity() > 16 * MAX_HELD_WRITES {
+            self.frames = Vec::new();
+        }
+        taken
+    }
+}
+
 /// A socket that must move: to the owner of its room under a ring of at least `min_ring`.
 pub(crate) struct MoveRequest {
     pub session: Arc<Session>,
@@ -217,14 +264,20 @@ impl NodeLink {
     async fn run(self: Arc<Self>, mut from_node: mpsc::Receiver<NodeEvent>) {
         // Per room, the highest numbered output that arrived since the last confirmation.
         let mut received: HashMap<RoomKey, u64> = HashMap::new();
+        let mut writes = Writes::default();
         while let Some(event) = from_node.recv().await {
             if let Some(event) = event.event {
-                self.apply(event, &mut received);
+                self.apply(event, &mut received, &mut writes);
+            }
+            // The end of what the node had sent: its frames go out.
+            if from_node.is_empty() || writes.frames.len() >= MAX_HELD_WRITES {
+                self.messages_out.increment(writes.flush());
             }
             if !received.is_empty() && from_node.is_empty() {
                 self.confirm(&mut received);
             }
         }
+        self.messages_out.increment(writes.flush());
         self.alive.store(false, Ordering::Release);
         self.pending().clear();
         self.evacuate(RingVersion(0), false);
@@ -243,7 +296,12 @@ impl NodeLink {
         }
     }
 
-    fn apply(self: &Arc<Self>, event: node_event::Event, received: &mut HashMap<RoomKey, u64>) {
+    fn apply(
+        self: &Arc<Self>,
+        event: node_event::Event,
+        received: &mut HashMap<RoomKey, u64>,
+        writes: &mut Writes,
+    ) {
         use node_event::Event;
         let mut arrived = |room: &RoomKey, out_seq: u64| {
             if out_seq != 0 {
@@ -286,10 +344,11 @@ impl NodeLink {
                 };
                 if let Some(e) = self.registry().sockets.get(&s.socket) {
                     arrived(&e.room, s.out_seq);
-                    if e.takes_output(s.out_seq) && e.out.enqueue(msg) {
-                        self.messages_out.increment(1);
+                    if e.takes_output(s.out_seq) {
+                        writes.push(e, msg);
                     }
                 }
+                writes.sources += 1;
             }
             Event::Deliver(d) => {
                 if let Some(Ok(room)) = d.room.as_ref().map(RoomKey::from_wire) {
@@ -302,10 +361,12 @@ impl NodeLink {
                         span
                     });
                     let _entered = span.as_ref().map(tracing::Span::enter);
-                    self.deliver(&room, d);
+                    self.deliver(&room, d, writes);
                 }
             }
             Event::CloseSocket(c) => {
+                // What was sent before the close goes before it.
+                self.messages_out.increment(writes.flush());
                 if let Some(e) = self.registry().sockets.get(&c.socket) {
                     arrived(&e.room, c.out_seq);
                     if e.takes_output(c.out_seq) {
@@ -326,8 +387,8 @@ impl NodeLink {
         }
     }
 
-    /// Broadcast fan-out: one frame from the node, written to every local member.
-    fn deliver(&self, room: &RoomKey, d: conclave_proto::wire::Deliver) {
+    /// Broadcast fan-out: one frame from the node, for every local member.
+    fn deliver(&self, room: &RoomKey, d: conclave_proto::wire::Deliver, writes: &mut Writes) {
         // Encoded once: every member writes the same bytes.
         let Some(msg) = crate::frames::message(&d.payload, d.binary) else {
             return;
@@ -336,18 +397,17 @@ impl NodeLink {
         let Some(members) = reg.rooms.get(room) else {
             return;
         };
-        let mut queued = 0;
         for socket in members {
             if d.exclude.contains(socket) {
                 continue;
             }
             if let Some(e) = reg.sockets.get(socket) {
                 if e.takes_output(d.out_seq) {
-                    queued += e.out.enqueue(msg.clone()) as u64;
+                    writes.push(e, msg.clone());
                 }
             }
         }
-        self.messages_out.increment(queued);
+        writes.sources += 1;
     }
 
     fn reply(&self, event: node_event::Event) {

@@ -162,6 +162,18 @@ fn write_some(result: io::Result<usize>) -> io::Result<usize> {
     }
 }
 
+/// One non-blocking write of `frames` (at most [`FRAMES_PER_WRITE`]).
+fn write_now(socket: &TcpStream, frames: &[Bytes]) -> io::Result<usize> {
+    if let [frame] = frames {
+        return socket.try_write(frame);
+    }
+    let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
+    for (slot, frame) in slices.iter_mut().zip(frames) {
+        *slot = IoSlice::new(frame);
+    }
+    socket.try_write_vectored(&slices[..frames.len()])
+}
+
 /// Frame slots an empty queue keeps; a larger one, grown by a burst, is freed.
 const IDLE_QUEUE_CAPACITY: usize = 8;
 
@@ -280,43 +292,74 @@ impl Outbound {
     }
 
     fn send(&self, frame: Bytes, past_bounds: bool) -> bool {
+        self.send_all(std::slice::from_ref(&frame), past_bounds) == 1
+    }
+
+    /// Sends frames in order, as [`Self::enqueue`] does one: written at once (in one
+    /// vectored write) when nothing is queued, queued otherwise. Returns how many were
+    /// taken; a full queue closes the socket as a slow consumer and takes no more.
+    pub fn enqueue_all(&self, frames: &[Bytes]) -> usize {
+        self.send_all(frames, false)
+    }
+
+    fn send_all(&self, frames: &[Bytes], past_bounds: bool) -> usize {
         let mut state = self.writer.state();
-        if state.finished {
-            return false;
+        if state.finished || frames.is_empty() {
+            return 0;
         }
-        if let (true, false, Some(socket)) =
-            (state.frames.is_empty(), state.flushing, &state.socket)
-        {
-            match write_some(socket.try_write(&frame)) {
-                Ok(n) if n == frame.len() => {}
-                Ok(n) => {
-                    state.push(frame.slice(n..));
-                    self.start_flusher(&mut state);
-                }
-                Err(e) => {
-                    state.finished = true;
-                    state.clear();
-                    drop(state);
-                    tracing::debug!(error = %e, "writing to a client failed");
-                    self.close.trigger(close::ABNORMAL, "write failed");
-                    return false;
+        let mut rest = frames;
+        let written = match &state.socket {
+            Some(socket) if state.frames.is_empty() && !state.flushing => {
+                let batch = &frames[..frames.len().min(FRAMES_PER_WRITE)];
+                rest = &frames[batch.len()..];
+                Some((batch, write_some(write_now(socket, batch))))
+            }
+            _ => None,
+        };
+        match written {
+            Some((_, Err(e))) => {
+                state.finished = true;
+                state.clear();
+                drop(state);
+                tracing::debug!(error = %e, "writing to a client failed");
+                self.close.trigger(close::ABNORMAL, "write failed");
+                return 0;
+            }
+            Some((batch, Ok(mut written))) => {
+                // What the socket did not take waits in the queue, in order.
+                for frame in batch {
+                    if written >= frame.len() {
+                        written -= frame.len();
+                    } else {
+                        state.push(frame.slice(written..));
+                        written = 0;
+                    }
                 }
             }
-            return true;
+            None => {}
         }
-        if past_bounds || (state.frames.len() < self.max_frames && state.bytes < self.max_bytes) {
-            state.push(frame);
-            return true;
+        let mut taken = frames.len() - rest.len();
+        for frame in rest {
+            if !(past_bounds
+                || (state.frames.len() < self.max_frames && state.bytes < self.max_bytes))
+            {
+                drop(state);
+                if self.close.requested().is_none() {
+                    metrics::counter!("conclave_gateway_slow_consumer_closes_total").increment(1);
+                }
+                self.close.trigger(
+                    close::TRY_AGAIN_LATER,
+                    "Send queue full: client is not reading fast enough",
+                );
+                return taken;
+            }
+            state.push(frame.clone());
+            taken += 1;
         }
-        drop(state);
-        if self.close.requested().is_none() {
-            metrics::counter!("conclave_gateway_slow_consumer_closes_total").increment(1);
+        if !state.frames.is_empty() && !state.flushing && state.socket.is_some() {
+            self.start_flusher(&mut state);
         }
-        self.close.trigger(
-            close::TRY_AGAIN_LATER,
-            "Send queue full: client is not reading fast enough",
-        );
-        false
+        taken
     }
 
     /// Sends the close frame, the last frame the socket sends (past the queue's bounds:
@@ -429,6 +472,33 @@ mod tests {
         out.end();
         let total = reading.await.unwrap();
         assert_eq!(total, (sent - 1) * 64 * 1024 + 2);
+    }
+
+    #[tokio::test]
+    async fn frames_sent_together_arrive_whole_and_in_order_however_the_socket_takes_them() {
+        let (server, mut client) = pair().await;
+        let out = Outbound::new(100_000, 1 << 30, TIMEOUT);
+        out.attach(server);
+        // Numbered frames of uneven sizes, in batches far larger than the socket's buffer
+        // takes at once: partial writes leave the rest queued behind in order.
+        let frames: Vec<Bytes> = (0..3000u32)
+            .map(|i| {
+                let mut f = i.to_be_bytes().to_vec();
+                f.resize(4 + (i as usize * 37) % 3000, 0);
+                Bytes::from(f)
+            })
+            .collect();
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        for batch in frames.chunks(100) {
+            assert_eq!(out.enqueue_all(batch), batch.len());
+        }
+        let mut got = vec![0u8; expected.len()];
+        tokio::time::timeout(TIMEOUT, client.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got == expected, "frames arrived out of order or cut");
+        assert!(out.close.requested().is_none());
     }
 
     #[tokio::test]
