@@ -17,6 +17,8 @@ mod addresses;
 mod admin;
 mod admission;
 mod auth;
+#[doc(hidden)]
+pub mod bench;
 mod config;
 mod connector;
 mod forward;
