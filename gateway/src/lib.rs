@@ -26,6 +26,7 @@ mod frames;
 #[doc(hidden)]
 pub mod fuzz;
 mod http;
+mod keepalive;
 mod limits;
 mod link;
 mod listener;

@@ -78,6 +78,7 @@ impl Gateway {
         let state = Arc::new(GatewayState::new(config, routing, links, mover));
         tokio::spawn(reattach::run(Arc::downgrade(&state), moves));
         tokio::spawn(record_link_states(Arc::downgrade(&state)));
+        tokio::spawn(crate::keepalive::run(Arc::downgrade(&state)));
         Self { state }
     }
 

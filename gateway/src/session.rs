@@ -45,6 +45,8 @@ pub(crate) struct Session {
     pub conn_id: String,
     pub uri: String,
     pub out: Outbound,
+    /// When the client was last heard from (read by the keepalive sweep).
+    pub liveness: crate::keepalive::Liveness,
     attachment: Mutex<Attachment>,
     /// Signalled when acknowledgements free replay buffer space.
     acked: Notify,
@@ -70,6 +72,7 @@ impl Session {
             conn_id,
             uri,
             out,
+            liveness: crate::keepalive::Liveness::new(),
             attachment: Mutex::default(),
             acked: Notify::new(),
             max_unacked_bytes,

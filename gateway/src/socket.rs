@@ -1,6 +1,6 @@
-//! One client WebSocket after the upgrade: one task that reads the client's frames (and
-//! sends the keepalive pings); what is sent to the client is written by the sender itself
-//! (`outbound.rs`).
+//! One client WebSocket after the upgrade: one task that reads the client's frames; what
+//! is sent to the client is written by the sender itself (`outbound.rs`), and keepalive
+//! pings by one sweep over all sockets (`keepalive.rs`).
 //!
 //! After the upgrade the gateway holds the TCP connection itself: a read takes what the
 //! socket has into the worker thread's buffer and parses frames from there (`frames.rs`),
@@ -279,8 +279,8 @@ fn forward(
 
 impl Socket {
     /// Reads client frames into the session until the socket ends or a close is
-    /// requested, enforcing the rate limits and the replay buffer's bound, and pings the
-    /// client.
+    /// requested, enforcing the rate limits and the replay buffer's bound; each read is
+    /// noted for the keepalive sweep.
     async fn read(&mut self) -> Ending {
         let Socket {
             gw,
@@ -296,10 +296,6 @@ impl Socket {
         let close_requested = close.wait();
         tokio::pin!(close_requested);
         let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
-        let mut last_heard = Instant::now();
-        let mut ping =
-            tokio::time::interval_at(last_heard + config.ping_interval, config.ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             for event in incoming.drain(..) {
                 let (payload, binary) = match event {
@@ -370,26 +366,13 @@ impl Socket {
                         return Ending::failed(e.to_string());
                     }
                     match read_frames(stream, reader, incoming) {
-                        Ok(Read::Frames) => last_heard = Instant::now(),
+                        Ok(Read::Frames) => session.liveness.heard(reader.unfinished_since()),
                         Ok(Read::Nothing) => {}
                         // The client's TCP connection ended without a close frame: an abnormal
                         // close, not a protocol error.
                         Ok(Read::Eof) => return Ending::closed(close::ABNORMAL, String::new()),
                         Err(e) => return Ending::failed(e.to_string()),
                     }
-                }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > 2 * config.ping_interval {
-                        let reason = "Keepalive timeout";
-                        close.trigger(close::GOING_AWAY, reason);
-                        return Ending::closed(close::GOING_AWAY, reason.into());
-                    }
-                    if reader.unfinished_since().is_some_and(|t| t.elapsed() > config.message_timeout) {
-                        let reason = "Message not finished in time";
-                        close.trigger(close::POLICY_VIOLATION, reason);
-                        return Ending::closed(close::POLICY_VIOLATION, reason.into());
-                    }
-                    session.out.enqueue_control(frames::ping());
                 }
             }
         }

@@ -1,0 +1,131 @@
+//! Keepalive for every client socket at once: one task pings them all each
+//! `ping_interval` and closes those silent for two intervals (1001) or holding a message
+//! unfinished past `message_timeout` (1008). A timer per socket cost each open socket its
+//! own timer entry and a boxed sleep.
+
+use crate::outbound::Outbound;
+use crate::state::GatewayState;
+use conclave_proto::close;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, Weak};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Sockets swept between yields to the runtime.
+const SWEEP_SLICE: usize = 256;
+
+/// Milliseconds since this process's first call (never 0, which marks "none").
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| Instant::now() - Duration::from_millis(1));
+    epoch.elapsed().as_millis() as u64
+}
+
+/// What the sweep reads of one socket, written by the socket's task as it reads.
+pub(crate) struct Liveness {
+    /// When the client was last heard from.
+    heard_ms: AtomicU64,
+    /// Since when it has had a message (or frame) begun and not finished; 0: none.
+    unfinished_ms: AtomicU64,
+}
+
+impl Liveness {
+    pub fn new() -> Self {
+        Self {
+            heard_ms: AtomicU64::new(now_ms()),
+            unfinished_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The client sent something; `unfinished_since` is its reader's.
+    pub fn heard(&self, unfinished_since: Option<Instant>) {
+        let now = now_ms();
+        self.heard_ms.store(now, Ordering::Relaxed);
+        let since = unfinished_since.map_or(0, |t| {
+            now.saturating_sub(t.elapsed().as_millis() as u64).max(1)
+        });
+        self.unfinished_ms.store(since, Ordering::Relaxed);
+    }
+
+    /// Why the socket must close, if it must.
+    fn verdict(
+        &self,
+        ping_interval: Duration,
+        message_timeout: Duration,
+    ) -> Option<(u16, &'static str)> {
+        let now = now_ms();
+        let silent = now.saturating_sub(self.heard_ms.load(Ordering::Relaxed));
+        if silent > 2 * ping_interval.as_millis() as u64 {
+            return Some((close::GOING_AWAY, "Keepalive timeout"));
+        }
+        let since = self.unfinished_ms.load(Ordering::Relaxed);
+        if since != 0 && now.saturating_sub(since) > message_timeout.as_millis() as u64 {
+            return Some((close::POLICY_VIOLATION, "Message not finished in time"));
+        }
+        None
+    }
+}
+
+/// Checks one socket: closes it if it must, pings it otherwise.
+fn sweep_one(live: &Liveness, out: &Outbound, ping_interval: Duration, message_timeout: Duration) {
+    match live.verdict(ping_interval, message_timeout) {
+        Some((code, reason)) => out.close.trigger(code, reason),
+        None => {
+            out.enqueue_control(crate::frames::ping());
+        }
+    }
+}
+
+/// Sweeps the gateway's sockets each `ping_interval` while the gateway lives.
+pub(crate) async fn run(state: Weak<GatewayState>) {
+    let Some(interval) = state.upgrade().map(|s| s.config.ping_interval) else {
+        return;
+    };
+    let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        let (ping_interval, message_timeout) =
+            (state.config.ping_interval, state.config.message_timeout);
+        for (i, session) in state.sessions.all().into_iter().enumerate() {
+            sweep_one(
+                &session.liveness,
+                &session.out,
+                ping_interval,
+                message_timeout,
+            );
+            // Tens of thousands of pings are written here: others get the worker between.
+            if i % SWEEP_SLICE == SWEEP_SLICE - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_clients_and_unfinished_messages_are_told_apart() {
+        let (ping, timeout) = (Duration::from_secs(15), Duration::from_secs(60));
+        let live = Liveness::new();
+        assert_eq!(live.verdict(ping, timeout), None);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(live.verdict(ping, timeout).map(|v| v.0), Some(1001));
+        // A message begun, then only pings, each heard.
+        let begun = Instant::now();
+        live.heard(Some(begun));
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(14)).await;
+            live.heard(Some(begun));
+            assert_eq!(live.verdict(ping, timeout), None, "56 s at most");
+        }
+        tokio::time::advance(Duration::from_secs(14)).await;
+        live.heard(Some(begun));
+        assert_eq!(live.verdict(ping, timeout).map(|v| v.0), Some(1008));
+        live.heard(None);
+        assert_eq!(live.verdict(ping, timeout), None, "finished at last");
+    }
+}
