@@ -19,6 +19,7 @@ mod admission;
 mod auth;
 #[doc(hidden)]
 pub mod bench;
+mod close_signal;
 mod config;
 mod connector;
 mod forward;

@@ -7,64 +7,15 @@
 //! wake-up, no task per socket. Only what the socket does not take at once is queued, and a
 //! flusher task runs just while something is.
 
+use crate::close_signal::CloseSignal;
 use bytes::{Buf, Bytes};
 use conclave_proto::close;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-
-/// A request to close a socket from outside its tasks (node request, slow consumer,
-/// limit), with the close code to send.
-#[derive(Default)]
-pub(crate) struct CloseSignal {
-    code: AtomicU32,
-    reason: Mutex<String>,
-    notify: Notify,
-}
-
-impl CloseSignal {
-    /// Asks the socket to close; the first request wins.
-    pub fn trigger(&self, code: u16, reason: &str) {
-        if self
-            .code
-            .compare_exchange(0, code as u32, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.to_string();
-            self.notify.notify_waiters();
-            self.notify.notify_one();
-        }
-    }
-
-    /// The requested close, if any.
-    pub fn requested(&self) -> Option<(u16, String)> {
-        match self.code.load(Ordering::Acquire) {
-            0 => None,
-            c => Some((
-                c as u16,
-                self.reason
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
-            )),
-        }
-    }
-
-    /// Waits until a close is requested.
-    pub async fn wait(&self) -> (u16, String) {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(r) = self.requested() {
-                return r;
-            }
-            notified.await;
-        }
-    }
-}
 
 /// Frames one vectored write takes at most.
 const FRAMES_PER_WRITE: usize = 64;
@@ -107,13 +58,9 @@ impl WriteState {
             return Ok(());
         };
         while !self.frames.is_empty() {
-            let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE];
-            let mut count = 0;
-            for (slot, frame) in slices.iter_mut().zip(&self.frames) {
-                *slot = IoSlice::new(frame);
-                count += 1;
-            }
-            let written = write_some(socket.try_write_vectored(&slices[..count]))?;
+            let count = self.frames.len().min(FRAMES_PER_WRITE);
+            let queued = &self.frames.make_contiguous()[..count];
+            let written = write_some(write_now(&socket, queued))?;
             if written == 0 {
                 return Ok(());
             }
@@ -204,18 +151,15 @@ impl Writer {
                         }
                         socket
                     }
-                    (result, _) => {
+                    (Ok(()), _) => {
                         state.flushing = false;
-                        if result.is_err() {
-                            state.finished = true;
-                            state.clear();
-                        }
                         drop(state);
                         self.drained.notify_waiters();
-                        if result.is_err() {
-                            close.trigger(close::ABNORMAL, "write failed");
-                        }
                         return;
+                    }
+                    (Err(_), _) => {
+                        drop(state);
+                        return self.give_up(&close, "write failed");
                     }
                 }
             };
@@ -229,17 +173,22 @@ impl Writer {
             };
             drop(socket);
             if !matches!(blocked, Ok(Ok(()))) {
-                {
-                    let mut state = self.state();
-                    state.flushing = false;
-                    state.finished = true;
-                    state.clear();
-                }
-                self.drained.notify_waiters();
-                close.trigger(close::ABNORMAL, "write timed out");
-                return;
+                return self.give_up(&close, "write timed out");
             }
         }
+    }
+
+    /// The socket cannot be written to: nothing more is sent, what is queued is let go, and
+    /// the socket is closed as abnormal.
+    fn give_up(&self, close: &CloseSignal, reason: &str) {
+        {
+            let mut state = self.state();
+            state.flushing = false;
+            state.finished = true;
+            state.clear();
+        }
+        self.drained.notify_waiters();
+        close.trigger(close::ABNORMAL, reason);
     }
 }
 
@@ -318,11 +267,9 @@ impl Outbound {
         };
         match written {
             Some((_, Err(e))) => {
-                state.finished = true;
-                state.clear();
                 drop(state);
                 tracing::debug!(error = %e, "writing to a client failed");
-                self.close.trigger(close::ABNORMAL, "write failed");
+                self.writer.give_up(&self.close, "write failed");
                 return 0;
             }
             Some((batch, Ok(mut written))) => {

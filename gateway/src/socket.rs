@@ -7,7 +7,7 @@
 //! so an idle socket holds no read buffer, and writes go straight to the socket. The task
 //! enforces the rate limits and maps protocol errors to close codes (1009 too big, 1007
 //! bad UTF-8, 1002 protocol). Either side, the node, or a full queue can ask for a close
-//! through the socket's [`CloseSignal`](crate::outbound::CloseSignal).
+//! through the socket's [`CloseSignal`](crate::close_signal::CloseSignal).
 
 use crate::addresses::{AddressRate, Held, Slot};
 use crate::frames::{self, FrameReader, Incoming};
@@ -189,6 +189,103 @@ impl Socket {
         self.gw.sessions.remove(session.id);
         metrics::gauge!("conclave_gateway_connections").decrement(1.0);
     }
+
+    /// Reads client frames into the session until the socket ends or a close is
+    /// requested, enforcing the rate limits and the replay buffer's bound; each read is
+    /// noted for the keepalive sweep.
+    async fn read(&mut self) -> Ending {
+        let Socket {
+            gw,
+            session,
+            rate: address_rate,
+            stream,
+            reader,
+            incoming,
+            ..
+        } = self;
+        let config = &gw.config;
+        // Whoever asks for the close (this task by returning), `close` sends its code.
+        let close_requested = session.out.close.wait();
+        tokio::pin!(close_requested);
+        let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
+        loop {
+            for event in incoming.drain(..) {
+                let (payload, binary) = match event {
+                    Incoming::Message { payload, binary } => (payload, binary),
+                    Incoming::Ping(payload) => {
+                        session.out.enqueue(frames::pong(&payload));
+                        continue;
+                    }
+                    Incoming::Pong => continue,
+                    Incoming::Close { code, reason } => return Ending::closed(code, reason),
+                    Incoming::Violation { code, reason } => {
+                        return Ending::closed(code, reason.to_string())
+                    }
+                };
+                if !bucket.take() {
+                    metrics::counter!("conclave_gateway_rate_limited_total").increment(1);
+                    let reason = "Message rate limit exceeded";
+                    return Ending::closed(close::POLICY_VIOLATION, reason.into());
+                }
+                if !address_rate.try_take() {
+                    // Over its address's share: this socket waits (and is not read) meanwhile.
+                    metrics::counter!("conclave_gateway_address_rate_limited_total").increment(1);
+                    tokio::select! {
+                        biased;
+                        (code, reason) = &mut close_requested => return Ending::closed(code, reason),
+                        _ = address_rate.take() => {}
+                    }
+                }
+                metrics::counter!("conclave_gateway_messages_in_total").increment(1);
+                // One span per client message when traces are exported; the node continues
+                // it.
+                let span = trace::enabled().then(|| {
+                    let room = &session.room;
+                    tracing::info_span!(target: trace::TARGET, "client.message", room = %room)
+                });
+                let blocked = session
+                    .push_frame(payload, binary)
+                    .and_then(|(link, mut frame)| {
+                        if let (Some(span), gateway_event::Event::Frame(f)) = (&span, &mut frame) {
+                            f.trace_parent = trace::traceparent(span);
+                        }
+                        forward(link, frame)
+                    });
+                if let Some(wait) = blocked {
+                    wait.await;
+                }
+                drop(span);
+                // Stop reading while the node is behind (or the socket is between nodes).
+                tokio::select! {
+                    biased;
+                    (code, reason) = &mut close_requested => return Ending::closed(code, reason),
+                    _ = session.wait_for_buffer_space() => {}
+                }
+            }
+            // An idle socket keeps no room for events.
+            *incoming = Vec::new();
+            tokio::select! {
+                biased;
+                (code, reason) = &mut close_requested => return Ending::closed(code, reason),
+                // Not `readable()`: polling the stream's own read readiness replaces the waker
+                // the HTTP server's task left there, which would keep that finished task's
+                // memory (~900 bytes) allocated for as long as the socket lives.
+                ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
+                    if let Err(e) = ready {
+                        return Ending::failed(e.to_string());
+                    }
+                    match read_frames(stream, reader, incoming) {
+                        Ok(Read::Frames) => session.liveness.heard(reader.unfinished_since()),
+                        Ok(Read::Nothing) => {}
+                        // The client's TCP connection ended without a close frame: an abnormal
+                        // close, not a protocol error.
+                        Ok(Read::Eof) => return Ending::closed(close::ABNORMAL, String::new()),
+                        Err(e) => return Ending::failed(e.to_string()),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Ends a socket whose upgrade failed: the node hears it closed.
@@ -275,106 +372,4 @@ fn forward(
     Some(Box::pin(async move {
         let _ = link.send(frame).await;
     }))
-}
-
-impl Socket {
-    /// Reads client frames into the session until the socket ends or a close is
-    /// requested, enforcing the rate limits and the replay buffer's bound; each read is
-    /// noted for the keepalive sweep.
-    async fn read(&mut self) -> Ending {
-        let Socket {
-            gw,
-            session,
-            rate: address_rate,
-            stream,
-            reader,
-            incoming,
-            ..
-        } = self;
-        let config = &gw.config;
-        let close = &session.out.close;
-        let close_requested = close.wait();
-        tokio::pin!(close_requested);
-        let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
-        loop {
-            for event in incoming.drain(..) {
-                let (payload, binary) = match event {
-                    Incoming::Message { payload, binary } => (payload, binary),
-                    Incoming::Ping(payload) => {
-                        session.out.enqueue(frames::pong(&payload));
-                        continue;
-                    }
-                    Incoming::Pong => continue,
-                    Incoming::Close { code, reason } => {
-                        close.trigger(code, &reason);
-                        return Ending::closed(code, reason);
-                    }
-                    Incoming::Violation { code, reason } => {
-                        close.trigger(code, reason);
-                        return Ending::closed(code, reason.to_string());
-                    }
-                };
-                if !bucket.take() {
-                    metrics::counter!("conclave_gateway_rate_limited_total").increment(1);
-                    let reason = "Message rate limit exceeded";
-                    close.trigger(close::POLICY_VIOLATION, reason);
-                    return Ending::closed(close::POLICY_VIOLATION, reason.into());
-                }
-                if !address_rate.try_take() {
-                    // Over its address's share: this socket waits (and is not read) meanwhile.
-                    metrics::counter!("conclave_gateway_address_rate_limited_total").increment(1);
-                    tokio::select! {
-                        biased;
-                        (code, reason) = &mut close_requested => return Ending::closed(code, reason),
-                        _ = address_rate.take() => {}
-                    }
-                }
-                metrics::counter!("conclave_gateway_messages_in_total").increment(1);
-                // One span per client message when traces are exported; the node continues it.
-                let span = trace::enabled().then(|| {
-                tracing::info_span!(target: trace::TARGET, "client.message", room = %session.room)
-            });
-                let blocked = session
-                    .push_frame(payload, binary)
-                    .and_then(|(link, mut frame)| {
-                        if let (Some(span), gateway_event::Event::Frame(f)) = (&span, &mut frame) {
-                            f.trace_parent = trace::traceparent(span);
-                        }
-                        forward(link, frame)
-                    });
-                if let Some(wait) = blocked {
-                    wait.await;
-                }
-                drop(span);
-                // Stop reading while the node is behind (or the socket is between nodes).
-                tokio::select! {
-                    biased;
-                    (code, reason) = &mut close_requested => return Ending::closed(code, reason),
-                    _ = session.wait_for_buffer_space() => {}
-                }
-            }
-            // An idle socket keeps no room for events.
-            *incoming = Vec::new();
-            tokio::select! {
-                biased;
-                (code, reason) = &mut close_requested => return Ending::closed(code, reason),
-                // Not `readable()`: polling the stream's own read readiness replaces the waker the
-                // HTTP server's task left there, which would keep that finished task's memory
-                // (~900 bytes) allocated for as long as the socket lives.
-                ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                    if let Err(e) = ready {
-                        return Ending::failed(e.to_string());
-                    }
-                    match read_frames(stream, reader, incoming) {
-                        Ok(Read::Frames) => session.liveness.heard(reader.unfinished_since()),
-                        Ok(Read::Nothing) => {}
-                        // The client's TCP connection ended without a close frame: an abnormal
-                        // close, not a protocol error.
-                        Ok(Read::Eof) => return Ending::closed(close::ABNORMAL, String::new()),
-                        Err(e) => return Ending::failed(e.to_string()),
-                    }
-                }
-            }
-        }
-    }
 }
