@@ -2,7 +2,7 @@
 // picks, ready once their /readyz answers, each with a temporary data dir, stopped after
 // each test file.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { createServer } from "node:net";
@@ -190,12 +190,40 @@ export async function startRole(args, readyAddr) {
   };
 }
 
+/** A loopback port nothing listens on now, below the kernel's ephemeral range: outgoing
+ * connections and `listen(0)` take their ports from that range, so none of them can take
+ * this one before the process the test starts next binds it (tests/common/net.rs does the
+ * same). Each test file starts at a random place and counts up. */
 async function freePort() {
+  const low = 10000;
+  const span = ephemeralStart() - low;
+  if (span <= 0) return listensOn(0);
+  nextPort ??= Math.floor(Math.random() * span);
+  for (let tried = 0; tried < span; tried++) {
+    const port = low + (nextPort++ % span);
+    if ((await listensOn(port)) !== null) return port;
+  }
+  throw new Error(`no free loopback port in ${low}..${low + span}`);
+}
+
+let nextPort;
+
+function ephemeralStart() {
+  try {
+    return Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+/** Listens on `port` (0: any) and lets go; the port, or null if it was taken. */
+function listensOn(port) {
   return new Promise((ok) => {
     const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
+    s.once("error", () => ok(null));
+    s.listen(port, "127.0.0.1", () => {
+      const bound = s.address().port;
+      s.close(() => ok(bound));
     });
   });
 }
