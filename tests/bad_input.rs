@@ -587,3 +587,117 @@ async fn reconnecting_does_not_reset_an_address_rate() {
         "the test sent too little to tell"
     );
 }
+
+/// Stores each POST's body under `body`.
+#[derive(Default)]
+struct Writer;
+
+#[async_trait]
+impl Party for Writer {
+    async fn on_message(
+        &mut self,
+        _room: &mut Room,
+        _conn: &Connection,
+        _msg: Message,
+    ) -> Result<(), PartyError> {
+        Ok(())
+    }
+
+    async fn on_request(&mut self, room: &mut Room, req: Request) -> Result<Response, PartyError> {
+        room.storage().put("body", req.into_body())?;
+        Ok(Response::new("stored".into()))
+    }
+}
+
+/// Sends chat messages of `chars` characters until one is refused; how many were stored,
+/// and the refusal.
+async fn chat_until_refused(ws: &mut Ws, chars: usize) -> (usize, String) {
+    let text = "x".repeat(chars);
+    for stored in 0..1000 {
+        send(
+            ws,
+            &serde_json::json!({"type": "message", "text": text}).to_string(),
+        )
+        .await;
+        let reply = next_json(ws).await;
+        if reply["type"] == "error" {
+            return (stored, reply["error"].as_str().unwrap().to_string());
+        }
+        assert_eq!(reply["type"], "message", "{reply}");
+    }
+    panic!("1,000 messages stored without a refusal");
+}
+
+/// Storage is bounded per room and per party (before, 20 chat rooms grew the database by
+/// 201 MB in 13.6 s): a chat message past its room's quota is refused to its sender with an
+/// error and not stored, a room request past it is answered 507, other rooms go on, and a
+/// party's rooms together stop at the party's quota.
+#[tokio::test]
+async fn storage_quotas_refuse_writes_past_them_with_a_clear_error() {
+    use conclave_node::StorageQuota;
+    let server = start(
+        |c| {
+            c.node.storage_quota = StorageQuota {
+                room_bytes: Some(2_000),
+                ..StorageQuota::UNLIMITED
+            };
+            let capped = StorageQuota {
+                party_bytes: Some(3_000),
+                ..StorageQuota::UNLIMITED
+            };
+            c.node.party_storage_quotas.insert("capped".into(), capped);
+        },
+        |r| {
+            r.with::<Writer>("writer")
+                .with::<conclave_node::parties::Chat>("capped")
+        },
+    )
+    .await;
+
+    // One room: a message of ~370 bytes stored (key, id, sender, time) fits five times.
+    let mut ws = server.connect("/parties/chat/full?_pk=alice").await;
+    assert_eq!(next_json(&mut ws).await["type"], "history");
+    let (stored, refusal) = chat_until_refused(&mut ws, 300).await;
+    assert!((4..=5).contains(&stored), "{stored} messages stored");
+    assert!(
+        refusal.contains("storage quota exceeded") && refusal.contains("2000"),
+        "{refusal}"
+    );
+    let (status, body) = server.http("GET", "/parties/chat/full", "").await;
+    assert_eq!(status, 200);
+    let messages: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(messages["messages"].as_array().unwrap().len(), stored);
+    // The socket stays open (a message that fits in what is left is still stored), and
+    // the next room is not bound by this one's use.
+    assert_eq!(chat_until_refused(&mut ws, 300).await.0, 0);
+    let mut other = server.connect("/parties/chat/other").await;
+    next_json(&mut other).await;
+    send(&mut other, r#"{"type":"message","text":"fine"}"#).await;
+    assert_eq!(next_json(&mut other).await["type"], "message");
+
+    // A request whose handler writes past the quota.
+    let (status, body) = server
+        .http("POST", "/parties/writer/w", &"b".repeat(2_500))
+        .await;
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains("storage quota exceeded"), "{body}");
+    let (status, _) = server.http("POST", "/parties/writer/w", "small").await;
+    assert_eq!(status, 200);
+
+    // A party's rooms together: room a takes four messages, room b what is left.
+    let mut a = server.connect("/parties/capped/a").await;
+    next_json(&mut a).await;
+    for _ in 0..4 {
+        send(
+            &mut a,
+            &serde_json::json!({"type": "message", "text": "y".repeat(300)}).to_string(),
+        )
+        .await;
+        assert_eq!(next_json(&mut a).await["type"], "message");
+    }
+    let mut b = server.connect("/parties/capped/b").await;
+    next_json(&mut b).await;
+    let (in_b, refusal) = chat_until_refused(&mut b, 300).await;
+    assert!(in_b <= 4, "room b stored {in_b} past the party's quota");
+    assert!(refusal.contains("party"), "{refusal}");
+}

@@ -8,7 +8,8 @@ mod common;
 
 use bytes::Bytes;
 use conclave_node::storage::{
-    Claim, PostgresStore, RedbStore, Store, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    Claim, PartyTotal, PostgresStore, RedbStore, StorageQuota, Store, Usage, MAX_BATCH_KEYS,
+    MAX_KEY_BYTES, MAX_VALUE_BYTES,
 };
 use conclave_node::{ListOptions, Storage, StorageError};
 use conclave_proto::RoomKey;
@@ -989,6 +990,223 @@ async fn a_large_commit_applies_whole_or_not_at_all() {
                 );
             }
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn usage_counts_keys_and_bytes_exactly_and_sums_a_partys_rooms() {
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let usage = |bytes, keys| Usage { bytes, keys };
+        let (r, longer, other) = (
+            room("u"),
+            room("u-longer"),
+            RoomKey::new("other", "u").unwrap(),
+        );
+        let mut s = Storage::new(r.clone(), store.clone());
+        s.put("a", vec![1u8; 10]).unwrap();
+        s.put("bb", vec![2u8; 5]).unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(store.usage(&r).await.unwrap(), usage(18, 2));
+        // Overwritten, deleted, and a delete of a key that is not there.
+        s.put("a", vec![1u8; 3]).unwrap();
+        s.delete("bb").unwrap();
+        s.delete("zz").unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(store.usage(&r).await.unwrap(), usage(4, 1));
+        // A value as large as allowed (FoundationDB keeps it in chunks), then replaced.
+        s.put("big", vec![3u8; MAX_VALUE_BYTES]).unwrap();
+        s.commit().await.unwrap();
+        let big = 3 + MAX_VALUE_BYTES as u64;
+        assert_eq!(store.usage(&r).await.unwrap(), usage(4 + big, 2));
+        s.put("big", vec![3u8; 100]).unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(store.usage(&r).await.unwrap(), usage(4 + 103, 2));
+        // Rooms of the party add up; a room whose name extends another's and another
+        // party's room stay apart.
+        let mut l = Storage::new(longer.clone(), store.clone());
+        l.put("k", "v").unwrap();
+        l.commit().await.unwrap();
+        let mut o = Storage::new(other.clone(), store.clone());
+        o.put("k", vec![0u8; 1000]).unwrap();
+        o.commit().await.unwrap();
+        assert_eq!(store.usage(&longer).await.unwrap(), usage(2, 1));
+        assert_eq!(store.party_usage("main").await.unwrap(), usage(109, 3));
+        assert_eq!(store.party_usage("other").await.unwrap(), usage(1001, 1));
+        assert_eq!(store.party_usage("nobody").await.unwrap(), usage(0, 0));
+        // delete_all starts the count again.
+        s.delete_all();
+        s.put("c", "1").unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(store.usage(&r).await.unwrap(), usage(2, 1));
+        drop((s, l, o, store));
+        // It persists, and a room that deleted everything holds nothing.
+        let store = backend.open().await;
+        assert_eq!(store.usage(&r).await.unwrap(), usage(2, 1));
+        let mut s = Storage::new(r.clone(), store.clone());
+        s.delete("c").unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(store.usage(&r).await.unwrap(), usage(0, 0));
+        assert_eq!(store.party_usage("main").await.unwrap(), usage(2, 1));
+        // So its claim is forgotten when released, as for a room that never wrote.
+        let owner = store.claim(&r, &claim("a", 1, &["a"])).await.unwrap();
+        store.release(&r, &owner).await.unwrap();
+        assert_eq!(store.owner(&r).await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rooms_quota_refuses_writes_past_it_and_counts_what_deletes_free() {
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let r = room("quota");
+        let quota = StorageQuota {
+            room_bytes: Some(100),
+            room_keys: Some(3),
+            ..StorageQuota::UNLIMITED
+        };
+        let mut s = Storage::new(r.clone(), store.clone());
+        s.set_quota(quota, store.usage(&r).await.unwrap(), None);
+        s.put("a", vec![0u8; 49]).unwrap(); // 50 bytes with its key
+                                            // The same key again replaces what it buffered, it does not add to it.
+        s.put("a", vec![0u8; 49]).unwrap();
+        let refused = s.put("b", vec![0u8; 50]).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                StorageError::QuotaExceeded {
+                    scope: "room",
+                    what: "bytes",
+                    used: 101,
+                    limit: 100
+                }
+            ),
+            "{refused}"
+        );
+        let text = refused.to_string();
+        assert!(text.contains("quota") && text.contains("100"), "{text}");
+        assert_eq!(
+            s.get("b").await.unwrap(),
+            None,
+            "a refused write is not buffered"
+        );
+        // A batch over the quota is refused whole.
+        let batch = vec![("c", vec![0u8; 10]), ("d", vec![0u8; 45])];
+        assert!(matches!(
+            s.put_many(batch),
+            Err(StorageError::QuotaExceeded { .. })
+        ));
+        assert_eq!(s.get("c").await.unwrap(), None);
+        s.put_many(vec![("c", vec![0u8; 9]), ("d", vec![0u8; 9])])
+            .unwrap();
+        assert!(matches!(
+            s.put("e", ""),
+            Err(StorageError::QuotaExceeded { what: "keys", .. })
+        ));
+        // Deleting what it buffered frees it at once.
+        s.delete("d").unwrap();
+        s.put("e", "").unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(store.usage(&r).await.unwrap(), Usage { bytes: 61, keys: 3 });
+        // A stored key is counted again until the commit says what it replaced: deleted
+        // and committed, its bytes are free for the next write.
+        s.delete("a").unwrap();
+        assert!(s.put("big", vec![0u8; 60]).is_err());
+        s.commit().await.unwrap();
+        s.put("big", vec![0u8; 60]).unwrap();
+        s.commit().await.unwrap();
+        assert_eq!(store.usage(&r).await.unwrap(), Usage { bytes: 74, keys: 3 });
+        // A room reopened with its usage from the store is held to the same bound.
+        let mut again = Storage::new(r.clone(), store.clone());
+        again.set_quota(quota, store.usage(&r).await.unwrap(), None);
+        assert!(again.put("f", vec![0u8; 30]).is_err());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_partys_quota_counts_all_its_rooms() {
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let quota = StorageQuota {
+            party_bytes: Some(100),
+            ..StorageQuota::UNLIMITED
+        };
+        let total = Arc::new(PartyTotal::default());
+        total.set(store.party_usage("main").await.unwrap());
+        let mut a = Storage::new(room("pa"), store.clone());
+        a.set_quota(quota, Usage::default(), Some(total.clone()));
+        let mut b = Storage::new(room("pb"), store.clone());
+        b.set_quota(quota, Usage::default(), Some(total.clone()));
+        a.put("k", vec![0u8; 59]).unwrap();
+        a.commit().await.unwrap();
+        assert_eq!(total.get(), Usage { bytes: 60, keys: 1 });
+        let refused = b.put("k", vec![0u8; 40]).unwrap_err();
+        assert!(
+            matches!(refused, StorageError::QuotaExceeded { scope: "party", .. }),
+            "{refused}"
+        );
+        b.put("k", vec![0u8; 39]).unwrap();
+        b.commit().await.unwrap();
+        assert_eq!(
+            store.party_usage("main").await.unwrap(),
+            Usage {
+                bytes: 100,
+                keys: 2
+            }
+        );
+        assert_eq!(
+            total.get(),
+            Usage {
+                bytes: 100,
+                keys: 2
+            }
+        );
+        // Freed in one room, room for the other.
+        a.delete("k").unwrap();
+        a.commit().await.unwrap();
+        b.put("more", vec![0u8; 10]).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_partys_rooms_are_listed_in_pages_with_their_usage() {
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        for i in 0..5 {
+            let r = RoomKey::new("pages", &format!("p{i}")).unwrap();
+            let mut s = Storage::new(r, store.clone());
+            s.put("k", vec![0u8; i]).unwrap();
+            s.commit().await.unwrap();
+        }
+        // A room whose name extends a listed one's sorts right after it.
+        let mut longer = Storage::new(RoomKey::new("pages", "p1-b").unwrap(), store.clone());
+        longer.put("k", "v").unwrap();
+        longer.commit().await.unwrap();
+        let names =
+            |page: &[(String, Usage)]| page.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>();
+        let first = store.party_rooms("pages", None, 2).await.unwrap();
+        assert_eq!(names(&first), ["p0", "p1"]);
+        assert_eq!(first[1].1, Usage { bytes: 2, keys: 1 });
+        let next = store.party_rooms("pages", Some("p1"), 2).await.unwrap();
+        assert_eq!(names(&next), ["p1-b", "p2"]);
+        let last = store.party_rooms("pages", Some("p3"), 10).await.unwrap();
+        assert_eq!(names(&last), ["p4"]);
+        assert!(store
+            .party_rooms("pages", Some("p4"), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.party_usage("pages").await.unwrap(),
+            Usage {
+                bytes: 5 + 10 + 2,
+                keys: 6
+            }
+        );
     })
     .await;
 }

@@ -1,5 +1,7 @@
 //! Node settings the runtime uses (the CLI builds this from flags, env and TOML).
 
+use crate::storage::StorageQuota;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -29,6 +31,21 @@ pub struct NodeConfig {
     /// A node of a dynamic cluster starts so: until its membership says it is alive and on
     /// the ring, its first ring (of itself) would let it take rooms that live nodes hold.
     pub start_fenced: bool,
+    /// What each room (and each party's rooms together) may store, unless the party has
+    /// its own in `party_storage_quotas`.
+    pub storage_quota: StorageQuota,
+    /// Parties with a storage quota of their own.
+    pub party_storage_quotas: BTreeMap<String, StorageQuota>,
+}
+
+impl NodeConfig {
+    /// The storage quota of `party`'s rooms.
+    pub fn storage_quota(&self, party: &str) -> StorageQuota {
+        self.party_storage_quotas
+            .get(party)
+            .copied()
+            .unwrap_or(self.storage_quota)
+    }
 }
 
 impl Default for NodeConfig {
@@ -44,6 +61,8 @@ impl Default for NodeConfig {
             max_http_body_bytes: 1024 * 1024,
             fetch_timeout: Duration::from_secs(10),
             start_fenced: false,
+            storage_quota: StorageQuota::default(),
+            party_storage_quotas: BTreeMap::new(),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::message::{Request, Response};
 use crate::party::{ConnectCheck, ConnectRequest, PartyFactory, PartyRegistry};
 use crate::room::{FetchError, Room, RoomFetcher, RoomRequests};
 use crate::rooms::Rooms;
-use crate::storage::{Storage, Store};
+use crate::storage::{PartyTotals, Storage, Store};
 use conclave_proto::{Refusal, Ring, RoomKey};
 use futures::future::BoxFuture;
 use std::sync::atomic::AtomicUsize;
@@ -28,6 +28,8 @@ pub(crate) struct Host {
     /// Woken when a commit changes an alarm: the scheduler looks at the index again.
     pub alarms_changed: Arc<Notify>,
     pub rooms: Arc<Rooms>,
+    /// The storage totals of the parties whose quota bounds the whole party.
+    party_totals: Arc<PartyTotals>,
     /// Room-to-room requests come back here.
     fetcher: RoomFetcher,
 }
@@ -48,7 +50,13 @@ impl Host {
     pub fn new(config: NodeConfig, parties: PartyRegistry, store: Arc<dyn Store>) -> Arc<Self> {
         Arc::new_cyclic(|host: &Weak<Host>| {
             let requests: Weak<dyn RoomRequests> = host.clone();
+            let bounded = parties
+                .names()
+                .into_iter()
+                .filter(|p| config.storage_quota(p).bounds_party());
+            let party_totals = PartyTotals::start(store.clone(), bounded);
             Self {
+                party_totals,
                 cluster: Arc::new(Cluster::new(&config)),
                 config,
                 parties,
@@ -116,6 +124,8 @@ impl Host {
             alarms_changed: self.alarms_changed.clone(),
             hibernate_after: self.config.hibernate_after,
             max_connections: self.config.max_connections_per_room,
+            storage_quota: self.config.storage_quota(key.party.as_str()),
+            party_totals: self.party_totals.clone(),
         };
         let storage = Storage::new(key.clone(), self.store.clone());
         let room = Room::new(

@@ -46,6 +46,6 @@ pub use room::{
     Connection, FetchError, PartyStub, Room, RoomFetcher, RoomStub, StateError,
     MAX_CONNECTION_STATE_BYTES, MAX_SEND_BYTES,
 };
-pub use storage::{ListOptions, Storage, StorageError};
+pub use storage::{ListOptions, Storage, StorageError, StorageQuota, Usage};
 /// The Yjs implementation the `yjs` party kind is built on, for code that builds on it.
 pub use yrs;

@@ -5,7 +5,7 @@ use super::kinds::PartyKinds;
 use anyhow::{bail, Context};
 use conclave_gateway::{JwtAlgorithm, JwtRules, PartyAuth};
 use conclave_node::parties::yjs::{Yjs, YjsOptions};
-use conclave_node::PartyRegistry;
+use conclave_node::{PartyRegistry, StorageQuota};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -119,6 +119,10 @@ pub struct FileLimits {
     pub address_messages_per_second: Option<f64>,
     pub address_message_burst: Option<f64>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub max_room_storage_bytes: Option<u64>,
+    pub max_room_storage_keys: Option<u64>,
+    pub max_party_storage_bytes: Option<u64>,
+    pub max_party_storage_keys: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -129,6 +133,32 @@ pub struct FileParty {
     pub auth: Option<FileAuth>,
     /// The `yjs` kind's settings (`[parties.NAME.yjs]`).
     pub yjs: Option<YjsOptions>,
+    /// The party's own storage quota (`[parties.NAME.storage]`).
+    pub storage: Option<FileStorageQuota>,
+}
+
+/// `[parties.NAME.storage]`: bounds of the party's own (0: none); those not given are the
+/// `[limits]` ones.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileStorageQuota {
+    pub max_room_bytes: Option<u64>,
+    pub max_room_keys: Option<u64>,
+    pub max_party_bytes: Option<u64>,
+    pub max_party_keys: Option<u64>,
+}
+
+impl FileStorageQuota {
+    /// This party's quota: its own bounds over `defaults`.
+    pub fn over(&self, defaults: StorageQuota) -> StorageQuota {
+        let pick = |own: Option<u64>, default| own.map_or(default, |v| (v > 0).then_some(v));
+        StorageQuota {
+            room_bytes: pick(self.max_room_bytes, defaults.room_bytes),
+            room_keys: pick(self.max_room_keys, defaults.room_keys),
+            party_bytes: pick(self.max_party_bytes, defaults.party_bytes),
+            party_keys: pick(self.max_party_keys, defaults.party_keys),
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -175,6 +205,7 @@ impl FileConfig {
                     kind,
                     auth: None,
                     yjs: None,
+                    storage: None,
                 };
                 (name, party)
             })

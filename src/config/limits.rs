@@ -2,12 +2,12 @@
 //! the node's (per room). Their defaults are `GatewayConfig::default()` and
 //! `NodeConfig::default()`.
 
-use super::file::FileConfig;
+use super::file::{FileConfig, FileLimits};
 use super::layer::{admin_token, layer, millis, with_default};
 use anyhow::bail;
 use clap::Args;
 use conclave_gateway::GatewayConfig;
-use conclave_node::NodeConfig;
+use conclave_node::{NodeConfig, StorageQuota};
 use std::time::Duration;
 
 fn gateway() -> GatewayConfig {
@@ -200,12 +200,79 @@ pub struct NodeLimitOpts {
         node().hibernate_after.as_millis(),
     ))]
     pub hibernate_after_ms: Option<u64>,
+    #[arg(long, env = "CONCLAVE_MAX_ROOM_STORAGE_BYTES", help = with_default(
+        "Bytes of keys and values one room may store (0: no bound); past it a write fails",
+        bound_or_zero(node().storage_quota.room_bytes),
+    ))]
+    pub max_room_storage_bytes: Option<u64>,
+    #[arg(long, env = "CONCLAVE_MAX_ROOM_STORAGE_KEYS", help = with_default(
+        "Keys one room may store (0: no bound); past it a write fails",
+        bound_or_zero(node().storage_quota.room_keys),
+    ))]
+    pub max_room_storage_keys: Option<u64>,
+    #[arg(long, env = "CONCLAVE_MAX_PARTY_STORAGE_BYTES", help = with_default(
+        "Bytes all rooms of one party may store together (0: no bound)",
+        bound_or_zero(node().storage_quota.party_bytes),
+    ))]
+    pub max_party_storage_bytes: Option<u64>,
+    #[arg(long, env = "CONCLAVE_MAX_PARTY_STORAGE_KEYS", help = with_default(
+        "Keys all rooms of one party may store together (0: no bound)",
+        bound_or_zero(node().storage_quota.party_keys),
+    ))]
+    pub max_party_storage_keys: Option<u64>,
+}
+
+/// A bound as flags and files write it: 0 for none.
+fn bound_or_zero(bound: Option<u64>) -> u64 {
+    bound.unwrap_or(0)
+}
+
+fn bound(value: u64) -> Option<u64> {
+    (value > 0).then_some(value)
 }
 
 impl NodeLimitOpts {
+    /// The storage quota of every party without one of its own.
+    fn storage_quota(&self, l: &FileLimits) -> StorageQuota {
+        let d = node().storage_quota;
+        let pick = |flag: Option<u64>, file: Option<u64>, default: Option<u64>| {
+            bound(layer(flag, file, bound_or_zero(default)))
+        };
+        StorageQuota {
+            room_bytes: pick(
+                self.max_room_storage_bytes,
+                l.max_room_storage_bytes,
+                d.room_bytes,
+            ),
+            room_keys: pick(
+                self.max_room_storage_keys,
+                l.max_room_storage_keys,
+                d.room_keys,
+            ),
+            party_bytes: pick(
+                self.max_party_storage_bytes,
+                l.max_party_storage_bytes,
+                d.party_bytes,
+            ),
+            party_keys: pick(
+                self.max_party_storage_keys,
+                l.max_party_storage_keys,
+                d.party_keys,
+            ),
+        }
+    }
+
     pub fn resolve(&self, file: &FileConfig) -> anyhow::Result<NodeConfig> {
         let (l, d) = (&file.limits, node());
+        let storage_quota = self.storage_quota(l);
+        let party_storage_quotas = file
+            .parties
+            .iter()
+            .filter_map(|(name, p)| Some((name.clone(), p.storage.as_ref()?.over(storage_quota))))
+            .collect();
         let n = NodeConfig {
+            storage_quota,
+            party_storage_quotas,
             max_connections_per_room: layer(
                 self.max_connections_per_room,
                 l.max_connections_per_room,

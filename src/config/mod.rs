@@ -187,6 +187,47 @@ http_listen = "0.0.0.0:7301"
     }
 
     #[test]
+    fn storage_quotas_layer_flags_over_the_file_and_parties_over_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[limits]\nmax_room_storage_bytes = 5000\nmax_party_storage_keys = 70\n[parties.small]\nkind = \"counter\"\n[parties.small.storage]\nmax_room_bytes = 10\nmax_party_keys = 0\n",
+        )
+        .unwrap();
+        let opts = DevOpts {
+            config: Some(path),
+            node: NodeLimitOpts {
+                max_room_storage_keys: Some(9),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let c = opts.resolve().unwrap();
+        let all = conclave_node::StorageQuota {
+            room_bytes: Some(5000),
+            room_keys: Some(9),
+            party_bytes: None,
+            party_keys: Some(70),
+        };
+        assert_eq!(c.node.storage_quota("chat"), all);
+        // Its own bounds; 0 lifts one; the rest as for every party.
+        let small = conclave_node::StorageQuota {
+            room_bytes: Some(10),
+            party_keys: None,
+            ..all
+        };
+        assert_eq!(c.node.storage_quota("small"), small);
+        // The defaults: 256 MiB and a million keys per room, nothing per party.
+        let d = DevOpts::default().resolve().unwrap().node.storage_quota;
+        assert_eq!(d, conclave_node::StorageQuota::default());
+        assert_eq!(
+            (d.room_bytes, d.room_keys, d.party_bytes),
+            (Some(256 << 20), Some(1_000_000), None)
+        );
+    }
+
+    #[test]
     fn yjs_settings_are_read_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

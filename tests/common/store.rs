@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use conclave_node::async_trait;
-use conclave_node::storage::{AlarmScan, Claim, Owner, RedbStore, RoomCommit, Store};
+use conclave_node::storage::{AlarmScan, Claim, Owner, RedbStore, RoomCommit, Store, Usage};
 use conclave_node::{ListOptions, StorageError};
 use conclave_proto::RoomKey;
 use futures::future::BoxFuture;
@@ -102,7 +102,11 @@ impl Store for TestStore {
         self.call(move |s| Box::pin(async move { s.get_alarm(&room).await }))
             .await
     }
-    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
+    async fn commit(
+        &self,
+        room: &RoomKey,
+        commit: RoomCommit,
+    ) -> Result<Option<Usage>, StorageError> {
         let mut held = self.holding.subscribe();
         let _ = held.wait_for(|holding| !*holding).await;
         if self.failing.load(Ordering::SeqCst) {
@@ -125,6 +129,23 @@ impl Store for TestStore {
             self.commits.fetch_add(1, Ordering::SeqCst);
         }
         result
+    }
+    async fn usage(&self, room: &RoomKey) -> Result<Usage, StorageError> {
+        let room = room.clone();
+        self.call(move |s| Box::pin(async move { s.usage(&room).await }))
+            .await
+    }
+    async fn party_rooms(
+        &self,
+        party: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Usage)>, StorageError> {
+        let (party, after) = (party.to_string(), after.map(str::to_string));
+        self.call(move |s| {
+            Box::pin(async move { s.party_rooms(&party, after.as_deref(), limit).await })
+        })
+        .await
     }
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
         let (room, claim) = (room.clone(), claim.clone());

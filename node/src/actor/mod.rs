@@ -28,6 +28,7 @@ use crate::message::{text_response, Message, Request, Response};
 use crate::party::{Party, PartyFactory};
 use crate::room::{Connection, Peer, Room, SocketRef};
 use crate::rooms::{gauge, Rooms};
+use crate::storage::{PartyTotals, StorageError, StorageQuota};
 use conclave_proto::wire::{node_event, Ack};
 use handler::{Handler, StepError};
 use std::sync::Arc;
@@ -53,6 +54,10 @@ pub(crate) struct ActorContext {
     pub hibernate_after: Duration,
     /// Most connections the room takes (a socket replacing one with its id aside).
     pub max_connections: usize,
+    /// What the room (and its party) may store.
+    pub storage_quota: StorageQuota,
+    /// The totals of the parties whose quota bounds the whole party.
+    pub party_totals: Arc<PartyTotals>,
 }
 
 pub(crate) struct RoomActor {
@@ -441,10 +446,15 @@ impl RoomActor {
         }
         match self.step(Handler::Request(req)).await {
             Ok(Some(resp)) => resp,
-            Err(StepError::Handler(e)) => {
-                warn!(error = %e, "on_request failed");
-                text_response(500, "The room failed to handle the request")
-            }
+            Err(StepError::Handler(e)) => match e.downcast_ref::<StorageError>() {
+                Some(quota @ StorageError::QuotaExceeded { .. }) => {
+                    text_response(507, &format!("{quota}"))
+                }
+                _ => {
+                    warn!(error = %e, "on_request failed");
+                    text_response(500, "The room failed to handle the request")
+                }
+            },
             Err(_) => text_response(500, "The room could not commit its writes"),
             // Not reached: a request's handler always answers.
             Ok(None) => text_response(500, "The room failed to handle the request"),

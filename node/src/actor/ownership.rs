@@ -72,11 +72,16 @@ impl RoomActor {
         };
         debug!(node = %owner.node, epoch = owner.epoch, "claimed");
         // What earlier owners committed for frames and outputs (`room/ledger/`).
-        let records = store
-            .ledger(self.room.key())
-            .await
-            .map_err(StepError::Claim)?;
+        // And what its keys take, for its storage quota.
+        let (records, usage) =
+            futures::try_join!(store.ledger(self.room.key()), store.usage(self.room.key()))
+                .map_err(StepError::Claim)?;
         *self.room.ledger() = Ledger::load(records);
+        let (quota, party) = (
+            self.ctx.storage_quota,
+            self.ctx.party_totals.get(self.room.key().party.as_str()),
+        );
+        self.room.storage().set_quota(quota, usage, party);
         self.room.storage().set_fence(Some(owner));
         Ok(())
     }

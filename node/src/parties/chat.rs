@@ -6,7 +6,7 @@
 use crate::message::{is_read, json_response, method_not_allowed, Message, Request, Response};
 use crate::party::{Party, PartyError};
 use crate::room::{Connection, Room};
-use crate::storage::ListOptions;
+use crate::storage::{ListOptions, StorageError};
 use crate::time::now_ms;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,10 @@ struct Incoming {
     #[serde(rename = "type")]
     kind: String,
     text: Option<String>,
+}
+
+fn json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(|e| StorageError::Encode(e.to_string()))
 }
 
 fn msg_key(id: u64) -> String {
@@ -110,8 +114,15 @@ impl Party for Chat {
             text,
             ts: now_ms(),
         };
-        room.storage().put_json(&msg_key(id), &m)?;
-        room.storage().put_json(NEXT_ID, &(id + 1))?;
+        let stored = room.storage().put_many(vec![
+            (msg_key(id), json_bytes(&m)?),
+            (NEXT_ID.into(), json_bytes(&(id + 1))?),
+        ]);
+        if let Err(e @ StorageError::QuotaExceeded { .. }) = stored {
+            error(conn, &e.to_string());
+            return Ok(());
+        }
+        stored?;
         if id > KEEP {
             room.storage().delete(&msg_key(id - KEEP))?;
         }

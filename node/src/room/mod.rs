@@ -232,7 +232,8 @@ impl Room {
         };
         self.commit_seconds.record(started.elapsed().as_secs_f64());
         match result {
-            Ok(()) => {
+            Ok(usage) => {
+                self.storage.committed(usage);
                 self.ledger.committed(sealed);
                 Ok(alarm_changed)
             }

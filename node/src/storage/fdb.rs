@@ -30,7 +30,8 @@
 
 use super::keys;
 use super::store::{
-    check_fence, home_region, AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store,
+    check_fence, home_region, AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError,
+    Store, Usage,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -238,6 +239,47 @@ impl FdbStore {
     }
 }
 
+impl FdbStore {
+    /// The room's usage record, read in `trx`; for a room that holds keys but has none
+    /// (written before usage was recorded), what a scan of its keys counts.
+    async fn read_usage(
+        &self,
+        trx: &RetryableTransaction,
+        room: &RoomKey,
+        usage_key: &[u8],
+    ) -> Result<Usage, FdbError> {
+        if let Some(usage) = trx
+            .get(usage_key, false)
+            .await?
+            .and_then(|v| Usage::decode(&v))
+        {
+            return Ok(usage);
+        }
+        let prefix = self.kv_prefix(room);
+        let end = keys::strinc(&prefix);
+        let rows = read_all(trx, RangeOption::from((prefix.clone(), end)), false).await?;
+        let mut usage = Usage::default();
+        let mut current: Option<(String, usize)> = None;
+        for (k, v) in rows {
+            let Some((key, _)) = keys::parse_chunk_key(&prefix, &k) else {
+                continue;
+            };
+            match &mut current {
+                Some((cur, len)) if *cur == key => *len += v.len(),
+                _ => {
+                    if let Some((done, len)) = current.replace((key, v.len())) {
+                        usage.replace(&done, None, Some(len));
+                    }
+                }
+            }
+        }
+        if let Some((done, len)) = current {
+            usage.replace(&done, None, Some(len));
+        }
+        Ok(usage)
+    }
+}
+
 /// Writes `value` as chunks under `kv_key` (an empty value is one empty chunk).
 fn write_value(trx: &RetryableTransaction, kv_key: &[u8], value: &[u8]) {
     let (lo, hi) = keys::chunk_range(kv_key);
@@ -414,7 +456,11 @@ impl Store for FdbStore {
             .map_err(from_binding)
     }
 
-    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
+    async fn commit(
+        &self,
+        room: &RoomKey,
+        commit: RoomCommit,
+    ) -> Result<Option<Usage>, StorageError> {
         let size = commit_bytes(&commit);
         if size > MAX_COMMIT_BYTES {
             return Err(StorageError::Backend(format!(
@@ -426,6 +472,8 @@ impl Store for FdbStore {
         let owner_key = self.room_key(room, "o");
         let alarm_key = self.room_key(room, "a");
         let commit_id_key = self.room_key(room, "c");
+        let usage_key = self.key(&keys::usage_key(room));
+        let writes_keys = commit.delete_all || !commit.writes.is_empty();
         let commit_id = uuid::Uuid::new_v4().into_bytes();
         let commit = &commit;
         // Set once any attempt ended in `commit_unknown_result`: every later attempt checks
@@ -436,7 +484,7 @@ impl Store for FdbStore {
             .run(|trx, maybe_committed| {
                 let (prefix, ledger_prefix) = (prefix.clone(), ledger_prefix.clone());
                 let (owner_key, alarm_key) = (owner_key.clone(), alarm_key.clone());
-                let commit_id_key = commit_id_key.clone();
+                let (commit_id_key, usage_key) = (commit_id_key.clone(), usage_key.clone());
                 async move {
                     use std::sync::atomic::Ordering;
                     if bool::from(maybe_committed) {
@@ -445,14 +493,44 @@ impl Store for FdbStore {
                     if maybe_landed.load(Ordering::Relaxed)
                         && trx.get(&commit_id_key, false).await?.as_deref() == Some(&commit_id[..])
                     {
-                        return Ok(()); // an earlier attempt did commit
+                        // An earlier attempt did commit.
+                        return Ok(match writes_keys {
+                            true => Some(self.read_usage(&trx, room, &usage_key).await?),
+                            false => None,
+                        });
                     }
                     if let Some(fence) = &commit.fence {
                         let current = Self::read_owner(&trx, &owner_key).await?;
                         check_fence(current.as_ref(), fence).map_err(refuse)?;
                     }
-                    if commit.delete_all {
+                    let mut usage = if commit.delete_all {
                         trx.clear_range(&prefix, &keys::strinc(&prefix));
+                        Some(Usage::default())
+                    } else if writes_keys {
+                        Some(self.read_usage(&trx, room, &usage_key).await?)
+                    } else {
+                        None
+                    };
+                    if let Some(usage) = usage.as_mut() {
+                        // What each written key held before, from its chunks.
+                        let olds = commit.writes.iter().map(|(k, _)| {
+                            let (lo, hi) = keys::chunk_range(&keys::kv_key(&prefix, k));
+                            let trx = &trx;
+                            async move {
+                                let rows = read_all(trx, RangeOption::from((lo, hi)), false).await?;
+                                let len: usize = rows.iter().map(|(_, v)| v.len()).sum();
+                                Ok::<_, FdbError>((!rows.is_empty()).then_some(len))
+                            }
+                        });
+                        let olds = futures::future::try_join_all(olds).await?;
+                        for ((k, v), old) in commit.writes.iter().zip(olds) {
+                            usage.replace(k, old, v.as_ref().map(Bytes::len));
+                        }
+                        if usage.is_empty() {
+                            trx.clear(&usage_key);
+                        } else {
+                            trx.set(&usage_key, &usage.encode());
+                        }
                     }
                     let writes = commit.writes.iter().map(|w| (&prefix, w));
                     let ledger = commit.ledger.iter().map(|w| (&ledger_prefix, w));
@@ -491,7 +569,49 @@ impl Store for FdbStore {
                             "a commit of about {size} bytes is over FoundationDB's transaction limit ({MAX_COMMIT_BYTES} bytes here); write less per handler"
                         ))));
                     }
-                    Ok(())
+                    Ok(usage)
+                }
+            })
+            .await
+            .map_err(from_binding)
+    }
+
+    async fn usage(&self, room: &RoomKey) -> Result<Usage, StorageError> {
+        let usage_key = self.key(&keys::usage_key(room));
+        self.db
+            .run(|trx, _| {
+                let usage_key = usage_key.clone();
+                async move { Ok(self.read_usage(&trx, room, &usage_key).await?) }
+            })
+            .await
+            .map_err(from_binding)
+    }
+
+    async fn party_rooms(
+        &self,
+        party: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Usage)>, StorageError> {
+        let (lo, hi) = keys::party_usage_range(party, after);
+        let (lo, hi) = (self.key(&lo), self.key(&hi));
+        let root = self.root.len();
+        self.db
+            .run(|trx, _| {
+                let (lo, hi) = (lo.clone(), hi.clone());
+                async move {
+                    let opt = RangeOption {
+                        limit: Some(limit),
+                        mode: StreamingMode::WantAll,
+                        ..RangeOption::from((lo, hi))
+                    };
+                    let rows = read_all(&trx, opt, true).await?;
+                    Ok(rows
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            Some((keys::parse_usage_key(k.get(root..)?)?, Usage::decode(v)?))
+                        })
+                        .collect())
                 }
             })
             .await
@@ -511,19 +631,26 @@ impl Store for FdbStore {
 
     async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError> {
         let key = self.room_key(room, "o");
+        // The id of the room's last commit (kept to tell whether an attempt landed) is no
+        // reason to keep the room.
+        let commit_id_key = self.room_key(room, "c");
         let prefix = self.key(&keys::room_prefix(room));
         self.db
             .run(|trx, _| {
-                let (key, prefix) = (key.clone(), prefix.clone());
+                let (key, prefix, commit_id_key) = (key.clone(), prefix.clone(), &commit_id_key);
                 async move {
                     if Self::read_owner(&trx, &key).await?.as_ref() != Some(owner) {
                         return Ok(());
                     }
                     let opt = RangeOption {
-                        limit: Some(2),
+                        limit: Some(3),
                         ..RangeOption::from((prefix.clone(), keys::strinc(&prefix)))
                     };
-                    if trx.get_range(&opt, 1, false).await?.len() > 1 {
+                    let rows = trx.get_range(&opt, 1, false).await?;
+                    let holds_more = rows.iter().any(|kv| {
+                        kv.key() != key.as_slice() && kv.key() != commit_id_key.as_slice()
+                    });
+                    if holds_more {
                         let released = Owner {
                             released: true,
                             ..owner.clone()
@@ -531,6 +658,7 @@ impl Store for FdbStore {
                         trx.set(&key, &keys::encode_owner(&released));
                     } else {
                         trx.clear(&key);
+                        trx.clear(commit_id_key);
                     }
                     Ok(())
                 }

@@ -3,7 +3,7 @@
 //! keeps probing it (reopening an embedded file, reconnecting a server) until a write goes
 //! through again, so the node recovers without a restart once space or the server returns.
 
-use super::store::{AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store};
+use super::store::{AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store, Usage};
 use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
@@ -152,8 +152,24 @@ impl Store for Monitored {
     async fn ledger(&self, room: &RoomKey) -> Result<Vec<(String, Bytes)>, StorageError> {
         self.health.read(self.inner.ledger(room).await)
     }
-    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
+    async fn commit(
+        &self,
+        room: &RoomKey,
+        commit: RoomCommit,
+    ) -> Result<Option<Usage>, StorageError> {
         self.health.write(self.inner.commit(room, commit).await)
+    }
+    async fn usage(&self, room: &RoomKey) -> Result<Usage, StorageError> {
+        self.health.read(self.inner.usage(room).await)
+    }
+    async fn party_rooms(
+        &self,
+        party: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Usage)>, StorageError> {
+        self.health
+            .read(self.inner.party_rooms(party, after, limit).await)
     }
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
         self.health.write(self.inner.claim(room, claim).await)

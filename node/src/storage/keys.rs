@@ -8,6 +8,8 @@
 //!   frames its steps applied, the outputs of committed steps): apart from the party's keys,
 //!   so `delete_all` and `list` never touch them
 //! - `("alarms", due_ms, party, room)` → empty: the global index of due alarms
+//! - `("usage", party, room)` → what the room's keys take ([`Usage`](super::Usage)),
+//!   present while it holds a key: a party's rooms are one range
 
 use super::store::{AlarmScan, ListOptions, Owner};
 use bytes::Bytes;
@@ -69,6 +71,30 @@ pub fn encode_owner(o: &Owner) -> Vec<u8> {
 
 pub fn decode_owner(v: &[u8]) -> Option<Owner> {
     serde_json::from_slice(v).ok()
+}
+
+pub fn usage_key(room: &RoomKey) -> Vec<u8> {
+    pack(&("usage", room.party.as_str(), room.room.as_str()))
+}
+
+/// The range of the usage records of the rooms of `party`, after the room `after` if given.
+pub fn party_usage_range(party: &str, after: Option<&str>) -> (Vec<u8>, Vec<u8>) {
+    let prefix = pack(&("usage", party));
+    let end = strinc(&prefix);
+    match after {
+        Some(room) => {
+            let mut lo = pack(&("usage", party, room));
+            lo.push(0); // just past that room's record
+            (lo, end)
+        }
+        None => (prefix, end),
+    }
+}
+
+/// The room name of a usage record's key.
+pub fn parse_usage_key(k: &[u8]) -> Option<String> {
+    let (_, _, room) = unpack::<(String, String, String)>(k).ok()?;
+    Some(room)
 }
 
 /// An alarm time as stored under [`alarm_key`].

@@ -17,6 +17,7 @@ mod postgres;
 mod redb;
 mod room_storage;
 mod store;
+mod usage;
 
 #[cfg(feature = "fdb")]
 pub use self::fdb::{stop_network as stop_fdb_network, FdbStore};
@@ -30,5 +31,6 @@ pub use limits::{MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub(crate) use room_storage::Savepoint;
 pub use room_storage::Storage;
 pub use store::{
-    AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store, DEFAULT_REGION,
+    AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store, Usage, DEFAULT_REGION,
 };
+pub use usage::{PartyTotal, PartyTotals, StorageQuota, PARTY_REFRESH};

@@ -12,7 +12,8 @@
 
 use super::keys;
 use super::store::{
-    check_fence, home_region, AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store,
+    check_fence, home_region, AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError,
+    Store, Usage,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use conclave_proto::RoomKey;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::GenericClient;
 
 /// Connections per node by default.
 pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -173,27 +175,69 @@ impl PostgresStore {
     }
 }
 
+/// Applies a commit; what the room's keys take after it, if it wrote any.
 async fn apply(
     txn: &tokio_postgres::Transaction<'_>,
     room: &RoomKey,
     c: &RoomCommit,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Option<Usage>, tokio_postgres::Error> {
     let prefix = keys::kv_prefix(room);
-    if c.delete_all {
+    let usage_key = keys::usage_key(room);
+    let mut usage = if c.delete_all {
         let end = keys::strinc(&prefix);
         txn.execute(
             "DELETE FROM conclave_kv WHERE k >= $1 AND k < $2",
             &[&prefix, &end],
         )
         .await?;
-    }
+        Some(Usage::default())
+    } else if !c.writes.is_empty() {
+        Some(stored_usage(txn, room, &usage_key).await?)
+    } else {
+        None
+    };
+    let usage_record: [u8; 16];
     let mut put_k: Vec<Vec<u8>> = Vec::new();
     let mut put_v: Vec<&[u8]> = Vec::new();
     let mut del_k: Vec<Vec<u8>> = Vec::new();
+    if let (Some(usage), false) = (usage.as_mut(), c.writes.is_empty()) {
+        // Every entry the party writes is deleted first, and what that removed counted.
+        let written: Vec<Vec<u8>> = c
+            .writes
+            .iter()
+            .map(|(k, _)| keys::kv_key(&prefix, k))
+            .collect();
+        let removed = txn
+            .query(
+                "DELETE FROM conclave_kv WHERE k = ANY($1) RETURNING k, octet_length(v)",
+                &[&written],
+            )
+            .await?;
+        for row in &removed {
+            let key = keys::user_key(&prefix, row.get(0)).unwrap_or_default();
+            let len: i32 = row.get(1);
+            usage.replace(&key, Some(len as usize), None);
+        }
+        for ((k, v), key) in c.writes.iter().zip(written) {
+            if let Some(v) = v {
+                usage.replace(k, None, Some(v.len()));
+                put_k.push(key);
+                put_v.push(v.as_ref());
+            }
+        }
+        if usage.is_empty() {
+            del_k.push(usage_key);
+        } else {
+            usage_record = usage.encode();
+            put_k.push(usage_key);
+            put_v.push(&usage_record);
+        }
+    } else if c.delete_all {
+        del_k.push(usage_key);
+    }
     let ledger = keys::ledger_prefix(room);
-    let writes = c.writes.iter().map(|w| (&prefix, w));
-    for (prefix, (k, v)) in writes.chain(c.ledger.iter().map(|w| (&ledger, w))) {
-        let key = keys::kv_key(prefix, k);
+    for (k, v) in &c.ledger {
+        let key = keys::kv_key(&ledger, k);
         match v {
             Some(v) => {
                 put_k.push(key);
@@ -238,7 +282,37 @@ async fn apply(
             .await?;
         }
     }
-    Ok(())
+    Ok(usage)
+}
+
+/// The room's usage record; for a room that holds keys but has none (written before usage
+/// was recorded), what a scan of its keys counts.
+async fn stored_usage(
+    client: &impl GenericClient,
+    room: &RoomKey,
+    usage_key: &[u8],
+) -> Result<Usage, tokio_postgres::Error> {
+    let row = client
+        .query_opt("SELECT v FROM conclave_kv WHERE k = $1", &[&usage_key])
+        .await?;
+    if let Some(usage) = row.and_then(|r| Usage::decode(r.get(0))) {
+        return Ok(usage);
+    }
+    let prefix = keys::kv_prefix(room);
+    let end = keys::strinc(&prefix);
+    let rows = client
+        .query(
+            "SELECT k, octet_length(v) FROM conclave_kv WHERE k >= $1 AND k < $2",
+            &[&prefix, &end],
+        )
+        .await?;
+    let mut usage = Usage::default();
+    for row in &rows {
+        let key = keys::user_key(&prefix, row.get(0)).unwrap_or_default();
+        let len: i32 = row.get(1);
+        usage.replace(&key, None, Some(len as usize));
+    }
+    Ok(usage)
 }
 
 /// A transaction's failure: the database's, or a refusal decided inside it.
@@ -392,17 +466,22 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
+    async fn commit(
+        &self,
+        room: &RoomKey,
+        commit: RoomCommit,
+    ) -> Result<Option<Usage>, StorageError> {
         let mut client = self.client().await?;
         for attempt in 1.. {
-            let result: Result<(), TxnError> = async {
+            let result: Result<Option<Usage>, TxnError> = async {
                 let txn = client.transaction().await?;
                 if let Some(fence) = &commit.fence {
                     // FOR SHARE: a concurrent claim (FOR UPDATE) waits for us, or we see it.
                     check_fence(read_owner(&txn, room, "FOR SHARE").await?.as_ref(), fence)?;
                 }
-                apply(&txn, room, &commit).await?;
-                Ok(txn.commit().await?)
+                let usage = apply(&txn, room, &commit).await?;
+                txn.commit().await?;
+                Ok(usage)
             }
             .await;
             match result {
@@ -411,6 +490,35 @@ impl Store for PostgresStore {
             }
         }
         unreachable!("the loop returns")
+    }
+
+    async fn usage(&self, room: &RoomKey) -> Result<Usage, StorageError> {
+        let client = self.client().await?;
+        stored_usage(&**client, room, &keys::usage_key(room))
+            .await
+            .map_err(pg)
+    }
+
+    async fn party_rooms(
+        &self,
+        party: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Usage)>, StorageError> {
+        let (lo, hi) = keys::party_usage_range(party, after);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+                &[&lo, &hi, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((keys::parse_usage_key(r.get(0))?, Usage::decode(r.get(1))?)))
+            .collect())
     }
 
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {

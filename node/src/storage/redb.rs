@@ -11,7 +11,8 @@
 
 use super::keys;
 use super::store::{
-    check_fence, home_region, AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store,
+    check_fence, home_region, AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError,
+    Store, Usage,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -46,8 +47,23 @@ enum Work {
     Probe,
 }
 
-/// What a write produced: the owner record for claims.
-type OpResult = Result<Option<Owner>, StorageError>;
+/// What a write produced: the owner record for claims and region lookups, the room's usage
+/// for commits.
+enum Outcome {
+    Owner(Option<Owner>),
+    Usage(Option<Usage>),
+}
+
+type OpResult = Result<Outcome, StorageError>;
+
+impl Outcome {
+    fn owner(self) -> Option<Owner> {
+        match self {
+            Outcome::Owner(o) => o,
+            Outcome::Usage(_) => None,
+        }
+    }
+}
 
 struct Pending {
     work: Work,
@@ -245,7 +261,7 @@ fn apply_group(db: &Database, group: &[Pending]) -> Result<Vec<OpResult>, String
                     probe
                         .insert("probe", [0u8; PROBE_BYTES].as_slice())
                         .map_err(|e| format!("probe: {e}"))?;
-                    Ok(None)
+                    Ok(Outcome::Owner(None))
                 }
             };
             results.push(r);
@@ -276,8 +292,7 @@ fn apply_op(
                     return Ok(Err(e));
                 }
             }
-            apply_one(table, room, c)?;
-            Ok(Ok(None))
+            Ok(Ok(Outcome::Usage(apply_one(table, room, c)?)))
         }
         Op::Home(proposed) => {
             let current = read_owner(table, room)?;
@@ -288,7 +303,7 @@ fn apply_op(
                     keys::encode_owner(placeholder).as_slice(),
                 )?;
             }
-            Ok(Ok(write.or(current)))
+            Ok(Ok(Outcome::Owner(write.or(current))))
         }
         Op::Claim(claim) => match claim.decide(read_owner(table, room)?.as_ref()) {
             Ok(owner) => {
@@ -296,7 +311,7 @@ fn apply_op(
                     keys::owner_key(room).as_slice(),
                     keys::encode_owner(&owner).as_slice(),
                 )?;
-                Ok(Ok(Some(owner)))
+                Ok(Ok(Outcome::Owner(Some(owner))))
             }
             Err(e) => Ok(Err(e)),
         },
@@ -320,25 +335,25 @@ fn apply_op(
                     table.remove(key.as_slice())?;
                 }
             }
-            Ok(Ok(None))
+            Ok(Ok(Outcome::Owner(None)))
         }
     }
 }
 
+/// Applies a commit; what the room's keys take after it, if it wrote any.
 fn apply_one(
     table: &mut redb::Table<&[u8], &[u8]>,
     room: &RoomKey,
     c: &RoomCommit,
-) -> Result<(), redb::StorageError> {
-    let prefix = keys::kv_prefix(room);
-    if c.delete_all {
-        let end = keys::strinc(&prefix);
-        table.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)?;
-    }
+) -> Result<Option<Usage>, redb::StorageError> {
+    let usage = if c.delete_all || !c.writes.is_empty() {
+        Some(apply_writes(table, room, c)?)
+    } else {
+        None
+    };
     let ledger = keys::ledger_prefix(room);
-    let writes = c.writes.iter().map(|w| (&prefix, w));
-    for (prefix, (k, v)) in writes.chain(c.ledger.iter().map(|w| (&ledger, w))) {
-        let key = keys::kv_key(prefix, k);
+    for (k, v) in &c.ledger {
+        let key = keys::kv_key(&ledger, k);
         match v {
             Some(v) => {
                 table.insert(key.as_slice(), v.as_ref())?;
@@ -361,7 +376,71 @@ fn apply_one(
             table.insert(keys::alarm_index_key(at, room).as_slice(), [].as_slice())?;
         }
     }
-    Ok(())
+    Ok(usage)
+}
+
+/// Applies `delete_all` and the party's writes, and the room's usage record with them.
+fn apply_writes(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    room: &RoomKey,
+    c: &RoomCommit,
+) -> Result<Usage, redb::StorageError> {
+    let prefix = keys::kv_prefix(room);
+    let usage_key = keys::usage_key(room);
+    let mut usage = if c.delete_all {
+        let end = keys::strinc(&prefix);
+        table.retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)?;
+        Usage::default()
+    } else {
+        stored_usage(table, room, &usage_key)?
+    };
+    for (k, v) in &c.writes {
+        let key = keys::kv_key(&prefix, k);
+        let old = match v {
+            Some(v) => table.insert(key.as_slice(), v.as_ref())?,
+            None => table.remove(key.as_slice())?,
+        };
+        usage.replace(
+            k,
+            old.map(|old| old.value().len()),
+            v.as_ref().map(Bytes::len),
+        );
+    }
+    if usage.is_empty() {
+        table.remove(usage_key.as_slice())?;
+    } else {
+        table.insert(usage_key.as_slice(), usage.encode().as_slice())?;
+    }
+    Ok(usage)
+}
+
+/// The room's usage record; for a room that holds keys but has none (written before usage
+/// was recorded), what a scan of its keys counts.
+fn stored_usage(
+    table: &redb::Table<&[u8], &[u8]>,
+    room: &RoomKey,
+    usage_key: &[u8],
+) -> Result<Usage, redb::StorageError> {
+    if let Some(usage) = table.get(usage_key)?.and_then(|v| Usage::decode(v.value())) {
+        return Ok(usage);
+    }
+    count_keys(table, room)
+}
+
+/// What a room's keys take, counted one by one.
+fn count_keys(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    room: &RoomKey,
+) -> Result<Usage, redb::StorageError> {
+    let prefix = keys::kv_prefix(room);
+    let end = keys::strinc(&prefix);
+    let mut usage = Usage::default();
+    for item in table.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
+        let (k, v) = item?;
+        let key = keys::user_key(&prefix, k.value()).unwrap_or_default();
+        usage.replace(&key, None, Some(v.value().len()));
+    }
+    Ok(usage)
 }
 
 /// One entry of a range read.
@@ -464,13 +543,62 @@ impl Store for RedbStore {
             .await
     }
 
-    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError> {
-        self.write(room, Op::Commit(commit)).await.map(|_| ())
+    async fn commit(
+        &self,
+        room: &RoomKey,
+        commit: RoomCommit,
+    ) -> Result<Option<Usage>, StorageError> {
+        match self.write(room, Op::Commit(commit)).await? {
+            Outcome::Usage(usage) => Ok(usage),
+            Outcome::Owner(_) => Err(StorageError::Backend("commit returned no usage".into())),
+        }
+    }
+
+    async fn usage(&self, room: &RoomKey) -> Result<Usage, StorageError> {
+        let room = room.clone();
+        self.read(move |t| {
+            match t
+                .get(keys::usage_key(&room).as_slice())
+                .map_err(backend)?
+                .and_then(|v| Usage::decode(v.value()))
+            {
+                Some(usage) => Ok(usage),
+                None => count_keys(t, &room).map_err(backend),
+            }
+        })
+        .await
+    }
+
+    async fn party_rooms(
+        &self,
+        party: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Usage)>, StorageError> {
+        let (lo, hi) = keys::party_usage_range(party, after);
+        self.read(move |t| {
+            let mut rooms = Vec::new();
+            for item in t
+                .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+                .map_err(backend)?
+                .take(limit)
+            {
+                let (k, v) = item.map_err(backend)?;
+                if let (Some(room), Some(usage)) =
+                    (keys::parse_usage_key(k.value()), Usage::decode(v.value()))
+                {
+                    rooms.push((room, usage));
+                }
+            }
+            Ok(rooms)
+        })
+        .await
     }
 
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
         self.write(room, Op::Claim(claim.clone()))
             .await?
+            .owner()
             .ok_or_else(|| StorageError::Backend("claim returned no owner".into()))
     }
 
@@ -481,7 +609,10 @@ impl Store for RedbStore {
     }
 
     async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError> {
-        let owner = self.write(room, Op::Home(proposed.to_string())).await?;
+        let owner = self
+            .write(room, Op::Home(proposed.to_string()))
+            .await?
+            .owner();
         Ok(owner.map_or_else(|| proposed.to_string(), |o| o.home().to_string()))
     }
 

@@ -6,6 +6,7 @@
 
 use super::limits::{check_batch, check_key, check_value};
 use super::store::{ListOptions, Owner, RoomCommit, StorageError, Store};
+use super::usage::{PartyTotal, StorageQuota, Usage};
 use bytes::Bytes;
 use conclave_proto::RoomKey;
 use futures::future::BoxFuture;
@@ -22,6 +23,16 @@ pub struct Storage {
     pending: BTreeMap<String, Option<Bytes>>,
     cleared: bool,
     alarm: Option<Option<i64>>,
+    /// What the entries `pending` puts take, counted as new keys: a write over a stored
+    /// key, or a delete, is credited only once committed (the store knows what it replaced).
+    pending_usage: Usage,
+    /// What the room's stored keys take: the store's count after the last commit.
+    usage: Usage,
+    /// What a commit taken from the buffer may add until the store counts it.
+    in_flight: Usage,
+    quota: StorageQuota,
+    /// The last known usage of the room's whole party, when its quota bounds the party.
+    party: Option<Arc<PartyTotal>>,
 }
 
 /// The buffered writes at one moment of a handler ([`Storage::savepoint`]).
@@ -30,6 +41,7 @@ pub(crate) struct Savepoint {
     pending: BTreeMap<String, Option<Bytes>>,
     cleared: bool,
     alarm: Option<Option<i64>>,
+    pending_usage: Usage,
 }
 
 impl Storage {
@@ -43,6 +55,70 @@ impl Storage {
             pending: BTreeMap::new(),
             cleared: false,
             alarm: None,
+            pending_usage: Usage::default(),
+            usage: Usage::default(),
+            in_flight: Usage::default(),
+            quota: StorageQuota::UNLIMITED,
+            party: None,
+        }
+    }
+
+    /// Bounds what the room stores: every later write that would take the room (or its
+    /// party, whose total `party` tracks) past `quota` fails with
+    /// [`StorageError::QuotaExceeded`]. `usage` is what the room holds now.
+    pub fn set_quota(&mut self, quota: StorageQuota, usage: Usage, party: Option<Arc<PartyTotal>>) {
+        self.quota = quota;
+        self.usage = usage;
+        self.party = party;
+    }
+
+    /// What the room's keys take, as far as this storage knows: the store's count after
+    /// the last commit (and what a commit in flight may add), plus the buffered writes.
+    pub fn usage(&self) -> Usage {
+        self.stored_usage() + self.pending_usage
+    }
+
+    fn stored_usage(&self) -> Usage {
+        if self.cleared {
+            Usage::default()
+        } else {
+            self.usage + self.in_flight
+        }
+    }
+
+    /// Checks that buffering `entries` keeps the room and its party within the quota; what
+    /// the buffered writes would take then.
+    fn admit<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (&'a str, usize)>,
+    ) -> Result<Usage, StorageError> {
+        let mut pending = self.pending_usage;
+        for (key, len) in entries {
+            let replaced = self
+                .pending
+                .get(key)
+                .and_then(|v| v.as_ref())
+                .map(Bytes::len);
+            pending.replace(key, replaced, Some(len));
+        }
+        if pending.bytes > self.pending_usage.bytes || pending.keys > self.pending_usage.keys {
+            let party = self.party.as_ref().map_or(Usage::default(), |p| p.get());
+            let checked = self
+                .quota
+                .check(self.stored_usage() + pending, party + pending);
+            if let Err(StorageError::QuotaExceeded { scope, .. }) = &checked {
+                metrics::counter!("conclave_storage_quota_refusals_total", "scope" => *scope)
+                    .increment(1);
+            }
+            checked?;
+        }
+        Ok(pending)
+    }
+
+    /// Buffers a delete of `key`: what it put before in this handler no longer counts.
+    fn forget_pending(&mut self, key: &str) {
+        if let Some(Some(v)) = self.pending.get(key) {
+            self.pending_usage.replace(key, Some(v.len()), None);
         }
     }
 
@@ -87,6 +163,7 @@ impl Storage {
         let value = value.into();
         check_key(key)?;
         check_value(key, value.len())?;
+        self.pending_usage = self.admit([(key, value.len())])?;
         self.pending.insert(key.to_string(), Some(value));
         Ok(())
     }
@@ -102,6 +179,7 @@ impl Storage {
             check_key(k.as_ref())?;
             check_value(k.as_ref(), v.len())?;
         }
+        self.pending_usage = self.admit(entries.iter().map(|(k, v)| (k.as_ref(), v.len())))?;
         for (k, v) in entries {
             self.pending.insert(k.as_ref().to_string(), Some(v));
         }
@@ -110,6 +188,7 @@ impl Storage {
 
     pub fn delete(&mut self, key: &str) -> Result<(), StorageError> {
         check_key(key)?;
+        self.forget_pending(key);
         self.pending.insert(key.to_string(), None);
         Ok(())
     }
@@ -120,6 +199,7 @@ impl Storage {
             check_key(k)?;
         }
         for k in keys {
+            self.forget_pending(k);
             self.pending.insert(k.to_string(), None);
         }
         Ok(())
@@ -128,6 +208,7 @@ impl Storage {
     /// Removes every key of the room (the alarm stays).
     pub fn delete_all(&mut self) {
         self.pending.clear();
+        self.pending_usage = Usage::default();
         self.cleared = true;
     }
 
@@ -159,6 +240,7 @@ impl Storage {
             pending: self.pending.clone(),
             cleared: self.cleared,
             alarm: self.alarm,
+            pending_usage: self.pending_usage,
         }
     }
 
@@ -167,6 +249,7 @@ impl Storage {
         self.pending = save.pending;
         self.cleared = save.cleared;
         self.alarm = save.alarm;
+        self.pending_usage = save.pending_usage;
     }
 
     /// Runs `f` as a unit: if it returns an error, its writes are undone.
@@ -255,8 +338,12 @@ impl Storage {
         self.cleared || !self.pending.is_empty() || self.alarm.is_some()
     }
 
-    /// Takes the buffered writes as one commit, leaving the buffer empty.
+    /// Takes the buffered writes as one commit, leaving the buffer empty. Until the store
+    /// says what the room holds after it ([`Storage::committed`]), the room counts as
+    /// holding everything the commit puts besides what it held.
     pub(crate) fn take_commit(&mut self) -> RoomCommit {
+        self.in_flight = self.in_flight + self.pending_usage;
+        self.pending_usage = Usage::default();
         let writes = std::mem::take(&mut self.pending).into_iter().collect();
         RoomCommit {
             delete_all: std::mem::take(&mut self.cleared),
@@ -274,7 +361,21 @@ impl Storage {
             return Ok(());
         }
         let commit = self.take_commit();
-        self.store.commit(&self.room, commit).await
+        let usage = self.store.commit(&self.room, commit).await?;
+        self.committed(usage);
+        Ok(())
+    }
+
+    /// A commit of the buffered writes is durable; `usage` is what the store counted for
+    /// the room's keys after it, if it wrote any.
+    pub(crate) fn committed(&mut self, usage: Option<Usage>) {
+        if let Some(usage) = usage {
+            if let Some(party) = &self.party {
+                party.changed(self.usage, usage);
+            }
+            self.usage = usage;
+        }
+        self.in_flight = Usage::default();
     }
 
     /// Fences every later commit by `owner`: they apply only while it still holds the room.
@@ -291,6 +392,7 @@ impl Storage {
         self.pending.clear();
         self.cleared = false;
         self.alarm = None;
+        self.pending_usage = Usage::default();
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
@@ -303,6 +405,9 @@ impl Storage {
     pub(crate) fn lend(&mut self) -> Storage {
         let stand_in = Storage {
             fence: self.fence.clone(),
+            usage: self.usage,
+            quota: self.quota,
+            party: self.party.clone(),
             ..Storage::new(self.room.clone(), self.store.clone())
         };
         std::mem::replace(self, stand_in)

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use conclave_proto::RoomKey;
 pub use conclave_proto::DEFAULT_REGION;
 
+pub use super::usage::Usage;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("key is {len} bytes; the limit is {max}")]
@@ -21,6 +23,14 @@ pub enum StorageError {
     Encode(String),
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// A write would take the room (or its party) past its storage quota.
+    #[error("storage quota exceeded: the {scope} would hold {used} {what}; its limit is {limit}")]
+    QuotaExceeded {
+        scope: &'static str,
+        what: &'static str,
+        used: u64,
+        limit: u64,
+    },
     #[error("storage is shutting down")]
     Closed,
     /// The room's owner record changed since this node claimed it: its writes are refused.
@@ -245,7 +255,37 @@ pub trait Store: Send + Sync + 'static {
     /// Every ledger record of the room, in key order: what the runtime committed with the
     /// room's steps for itself (`RoomCommit::ledger`).
     async fn ledger(&self, room: &RoomKey) -> Result<Vec<(String, Bytes)>, StorageError>;
-    async fn commit(&self, room: &RoomKey, commit: RoomCommit) -> Result<(), StorageError>;
+    /// Applies a room's commit atomically, with the room's usage record; what the room's
+    /// keys take after it, if it wrote any (`delete_all` or `writes`).
+    async fn commit(
+        &self,
+        room: &RoomKey,
+        commit: RoomCommit,
+    ) -> Result<Option<Usage>, StorageError>;
+    /// What the room's keys take (its usage record).
+    async fn usage(&self, room: &RoomKey) -> Result<Usage, StorageError>;
+    /// The rooms of `party` that hold keys, with what their keys take, in name order:
+    /// those after the room `after` (a page's last), at most `limit`.
+    async fn party_rooms(
+        &self,
+        party: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Usage)>, StorageError>;
+    /// What the keys of every room of `party` take together.
+    async fn party_usage(&self, party: &str) -> Result<Usage, StorageError> {
+        const PAGE: usize = 1000;
+        let mut total = Usage::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.party_rooms(party, after.as_deref(), PAGE).await?;
+            total = page.iter().fold(total, |total, (_, usage)| total + *usage);
+            match page.last() {
+                Some((room, _)) if page.len() == PAGE => after = Some(room.clone()),
+                _ => return Ok(total),
+            }
+        }
+    }
     /// Takes ownership of a room (see [`Claim::decide`]), atomically with reading the
     /// current owner.
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError>;
