@@ -67,6 +67,9 @@ pub(crate) fn integrate(doc: &Doc, trimmed: Trimmed) -> Result<Vec<u8>, Refused>
     }
     let update = trimmed.update;
     let inserted = update.insertions(true);
+    if let Some(why) = malformed(&update, &inserted) {
+        return Err(Refused::Invalid(why));
+    }
     let apply = std::panic::AssertUnwindSafe(|| doc.transact_mut().apply_update(update));
     match std::panic::catch_unwind(apply) {
         Ok(Ok(())) => {}
@@ -77,6 +80,37 @@ pub(crate) fn integrate(doc: &Doc, trimmed: Trimmed) -> Result<Vec<u8>, Refused>
         Some(why) => Err(Refused::Broken(why)),
         None => Ok(trimmed.bytes),
     }
+}
+
+/// Why an update's content, as `inserted` (its blocks' clock ranges) shows it, is not a
+/// client's, if it is not. yrs fills a hole in a client's content (a skip struct, blocks out
+/// of order, a length that wraps the clock past its first block) with a skip, and later
+/// replaces whatever block covers the clock the next one starts at, freeing an item still
+/// pointed at: a heap use-after-free in `BlockStore::push`, found by the fuzz target. It
+/// also mixes clocks with `i32` offsets. A client's own update, and its answer to the room's
+/// sync step 1, hold each client's content from its first block on without a hole; only a
+/// merged update of several, or a crafted one, does not.
+fn malformed(update: &Update, inserted: &IdSet) -> Option<String> {
+    let first_blocks = update.state_vector_lower();
+    inserted.iter().find_map(|(client, ranges)| {
+        let mut ranges: Vec<_> = ranges.iter().cloned().collect();
+        ranges.sort_by_key(|r| r.start);
+        let first = ranges.first()?;
+        if first.start != first_blocks.get(client) {
+            return Some(format!(
+                "an update's content of client {client} does not start at its first block"
+            ));
+        }
+        let mut end = first.end;
+        for r in &ranges {
+            if r.start > end {
+                return Some(format!("an update skips part of client {client}'s content"));
+            }
+            end = end.max(r.end);
+        }
+        (end > i32::MAX as u32)
+            .then(|| format!("an update's clock of client {client} is out of range"))
+    })
 }
 
 /// What an update just applied broke in the document, if anything; then the instance is
@@ -131,5 +165,35 @@ mod tests {
         }
         let room_text = room.get_or_insert_text("t");
         assert_eq!(room_text.get_string(&room.transact()), "hello");
+    }
+
+    /// A merged update of a client's first and third edits (a skip over the second) is
+    /// refused before yrs integrates the hole, and the document is as it was.
+    #[test]
+    fn an_update_with_a_hole_in_a_clients_content_is_refused_unapplied() {
+        let client = Doc::with_client_id(7);
+        let text = client.get_or_insert_text("t");
+        let mut edits = Vec::new();
+        for (at, s) in [(0, "hel"), (3, "lo"), (5, "!!")] {
+            let before = client.transact().state_vector();
+            text.insert(&mut client.transact_mut(), at, s);
+            edits.push(client.transact().encode_state_as_update_v1(&before));
+        }
+        let holed = yrs::merge_updates_v1([edits[0].as_slice(), edits[2].as_slice()]).unwrap();
+
+        let room = Doc::new();
+        let t = trimmed(&room.transact(), holed).unwrap();
+        match integrate(&room, t) {
+            Err(Refused::Invalid(why)) => assert!(why.contains("skips"), "{why}"),
+            _ => panic!("an update with a hole was not refused as invalid"),
+        }
+        assert_eq!(room.transact().state_vector(), StateVector::default());
+        // The same edits whole and in order are taken.
+        for bytes in edits {
+            let t = trimmed(&room.transact(), bytes).unwrap();
+            assert!(integrate(&room, t).is_ok());
+        }
+        let room_text = room.get_or_insert_text("t");
+        assert_eq!(room_text.get_string(&room.transact()), "hello!!");
     }
 }
