@@ -457,3 +457,75 @@ async fn a_room_whose_actor_died_starts_afresh_for_the_next_event() {
     assert_eq!(next_text(&mut second).await, "still alive");
     assert_serving(&server).await;
 }
+
+/// An operator lists the rooms of a party that store keys, a page at a time, and deletes
+/// one: its sockets are closed with 1000, its keys are gone, and the next client finds an
+/// empty room. Without the token, neither is served.
+#[tokio::test]
+async fn an_operator_lists_a_partys_rooms_and_deletes_one() {
+    const TOKEN: &str = "t0ken-of-the-operator";
+    let server = start(|c| c.gateway.admin_token = Some(TOKEN.into()), |r| r).await;
+    let admin = async |method: &str, path: &str| {
+        let (status, body) = http(server.addr, method, path, Some(TOKEN), "").await;
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or(json!(body)),
+        )
+    };
+    let mut sockets = Vec::new();
+    for room in ["a", "b", "c"] {
+        let mut ws = server.connect(&format!("/parties/chat/{room}")).await;
+        assert_eq!(next_json(&mut ws).await["type"], "history");
+        send(&mut ws, r#"{"type":"message","text":"hello"}"#).await;
+        assert_eq!(next_json(&mut ws).await["type"], "message");
+        sockets.push(ws);
+    }
+    let names = |list: &serde_json::Value| -> Vec<String> {
+        let rooms = list["rooms"].as_array().unwrap_or_else(|| panic!("{list}"));
+        rooms
+            .iter()
+            .map(|r| r["room"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let (status, list) = admin("GET", "/admin/rooms/chat").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(names(&list), ["a", "b", "c"]);
+    assert_eq!(list["rooms"][1]["keys"], 2, "{list}"); // the message and the next id
+    assert!(list["rooms"][1]["bytes"].as_u64().unwrap() > 50, "{list}");
+    let (_, first) = admin("GET", "/admin/rooms/chat?limit=2").await;
+    assert_eq!(
+        (names(&first), &first["next"]),
+        (vec!["a".into(), "b".into()], &json!("b"))
+    );
+    let (_, rest) = admin("GET", "/admin/rooms/chat?after=b&limit=2").await;
+    assert_eq!(
+        (names(&rest), &rest["next"]),
+        (vec!["c".to_string()], &json!(null))
+    );
+    let (status, _) = get(server.addr, "/admin/rooms/chat").await;
+    assert_eq!(status, 401);
+    let (status, _) = http(server.addr, "DELETE", "/admin/rooms/chat/b", None, "").await;
+    assert_eq!(status, 401);
+
+    let (status, deleted) = admin("DELETE", "/admin/rooms/chat/b").await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    assert_eq!(deleted["keys"], 2, "{deleted}");
+    assert_eq!(deleted["connections_closed"], 1, "{deleted}");
+    assert_eq!(close_code(&mut sockets[1]).await, 1000);
+    let (_, list) = admin("GET", "/admin/rooms/chat").await;
+    assert_eq!(names(&list), ["a", "c"]);
+    let (_, info) = admin("GET", "/admin/rooms/chat/b").await;
+    assert_eq!(
+        info["node"]["storage"],
+        json!({"bytes": 0, "keys": 0}),
+        "{info}"
+    );
+    let mut again = server.connect("/parties/chat/b").await;
+    let history = next_json(&mut again).await;
+    assert_eq!(history["messages"], json!([]), "{history}");
+    // The other rooms and their sockets are untouched.
+    send(&mut sockets[0], r#"{"type":"message","text":"still here"}"#).await;
+    assert_eq!(next_json(&mut sockets[0]).await["text"], "still here");
+}

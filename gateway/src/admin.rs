@@ -5,11 +5,12 @@ use crate::admission::resolve_home;
 use crate::link::NodeLink;
 use crate::route::{parse_room_path, RouteError};
 use crate::state::GatewayState;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use conclave_proto::wire::RoomInfoRequest;
+use conclave_proto::wire::{RoomAdmin, RoomInfoRequest};
+use conclave_proto::RoomKey;
 use http::{header, HeaderMap, StatusCode};
 use serde_json::json;
 use std::sync::Arc;
@@ -47,7 +48,113 @@ pub fn check_admin_token(
 pub(crate) fn router() -> Router<Arc<GatewayState>> {
     Router::new()
         .route("/admin/cluster", get(cluster))
-        .route("/admin/rooms/{party}/{room}", get(room))
+        .route("/admin/rooms/{party}", get(list_rooms))
+        .route("/admin/rooms/{party}/{room}", get(room).delete(delete_room))
+}
+
+/// The room `party`/`room` names, or the answer to a bad name.
+fn room_key(party: &str, room: &str) -> Result<RoomKey, Refused> {
+    match parse_room_path(&format!("/parties/{party}/{room}")) {
+        Ok(k) => Ok(k),
+        Err(RouteError::BadName(e)) => Err((StatusCode::BAD_REQUEST, e.to_string())),
+        Err(RouteError::NotARoom) => Err((StatusCode::BAD_REQUEST, "not a room".into())),
+    }
+}
+
+/// An admin request not served: its status and why.
+type Refused = (StatusCode, String);
+
+/// Asks the node that owns `key` by the ring an admin question: its JSON answer, or
+/// 503/502 when the node cannot be reached or does not answer.
+async fn ask_node(
+    gw: &GatewayState,
+    key: &RoomKey,
+    action: RoomAdmin,
+    page: &ListPage,
+) -> Result<serde_json::Value, Refused> {
+    let unavailable = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the room's node is unavailable".into(),
+        )
+    };
+    let link = gw.link_for(key).await.map_err(|_| unavailable())?;
+    let ask = RoomInfoRequest {
+        request_id: 0,
+        room: Some(key.to_wire()),
+        action: action.into(),
+        after: page.after.clone().unwrap_or_default(),
+        limit: page.limit.unwrap_or(0),
+    };
+    let silent = || {
+        (
+            StatusCode::BAD_GATEWAY,
+            "the room's node did not answer".into(),
+        )
+    };
+    let reply = link.request(ask).await.map_err(|_| silent())?;
+    Ok(serde_json::from_str(&reply.json).unwrap_or(serde_json::Value::Null))
+}
+
+/// `?after=ROOM&limit=N` of a room listing.
+#[derive(serde::Deserialize, Default)]
+struct ListPage {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The answer to a node's JSON: 500 when it reports an error.
+fn node_answer(v: serde_json::Value) -> Response {
+    let status = if v.get("error").is_some() {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(v)).into_response()
+}
+
+/// `GET /admin/rooms/:party?after=&limit=`: the party's rooms that store keys, with what
+/// they store, in name order, a page at a time (`next` is the next page's `after`).
+async fn list_rooms(
+    State(gw): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(party): Path<String>,
+    Query(page): Query<ListPage>,
+) -> Response {
+    if let Err(e) = check_admin_token(gw.config.admin_token.as_deref(), &headers) {
+        return e.into_response();
+    }
+    // Any node of this region reads the store; the ring owner of the page's first name.
+    let key = match room_key(&party, page.after.as_deref().unwrap_or("0")) {
+        Ok(k) => k,
+        Err(refused) => return refused.into_response(),
+    };
+    match ask_node(&gw, &key, RoomAdmin::ListParty, &page).await {
+        Ok(v) => node_answer(v),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// `DELETE /admin/rooms/:party/:room`: the room's connections are closed (1000, "Room
+/// deleted"), its keys and alarm deleted, its party instance dropped.
+async fn delete_room(
+    State(gw): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path((party, room)): Path<(String, String)>,
+) -> Response {
+    if let Err(e) = check_admin_token(gw.config.admin_token.as_deref(), &headers) {
+        return e.into_response();
+    }
+    let key = match room_key(&party, &room) {
+        Ok(k) => k,
+        Err(refused) => return refused.into_response(),
+    };
+    // Where the room lives: its home region's ring.
+    let _ = resolve_home(&gw, &key, None).await;
+    match ask_node(&gw, &key, RoomAdmin::Delete, &ListPage::default()).await {
+        Ok(v) => node_answer(v),
+        Err(refused) => refused.into_response(),
+    }
 }
 
 fn link_json(link: Option<&Arc<NodeLink>>) -> serde_json::Value {
@@ -86,14 +193,9 @@ async fn room(
     if let Err(e) = check_admin_token(gw.config.admin_token.as_deref(), &headers) {
         return e.into_response();
     }
-    let key = match parse_room_path(&format!("/parties/{party}/{room}")) {
+    let key = match room_key(&party, &room) {
         Ok(k) => k,
-        Err(RouteError::BadName(e)) => {
-            return (StatusCode::BAD_REQUEST, e.to_string()).into_response()
-        }
-        Err(RouteError::NotARoom) => {
-            return (StatusCode::BAD_REQUEST, "not a room").into_response()
-        }
+        Err(refused) => return refused.into_response(),
     };
     let home = resolve_home(&gw, &key, None).await.ok();
     let ring_owner = gw.routing.owner_of(&key);
@@ -109,6 +211,7 @@ async fn room(
             let ask = RoomInfoRequest {
                 request_id: 0,
                 room: Some(key.to_wire()),
+                ..Default::default()
             };
             match link.request(ask).await {
                 Ok(r) => {

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use conclave_proto::close;
 use conclave_proto::wire::{
     gateway_event, node_event, Admit, Closed, Detach, Frame, Header, HomeReply, HomeRequest,
-    HttpReply, HttpRequest, NodeEvent, Received, RoomInfoReply, RoomInfoRequest, RoomRef,
+    HttpReply, HttpRequest, NodeEvent, Received, RoomAdmin, RoomInfoReply, RoomInfoRequest,
+    RoomRef,
 };
 use conclave_proto::{ConnId, NodeSide, Refusal, RoomKey, SocketId};
 use futures::future::BoxFuture;
@@ -317,7 +318,12 @@ impl GatewayLink {
     fn room_info(&self, q: RoomInfoRequest) {
         let host = self.host.clone();
         self.reply_later(async move {
-            let json = room_info(&host, q.room.as_ref()).await.to_string();
+            let json = match q.action() {
+                RoomAdmin::Info => room_info(&host, q.room.as_ref()).await,
+                RoomAdmin::ListParty => list_party(&host, &q).await,
+                RoomAdmin::Delete => delete_room(&host, q.room.as_ref()).await,
+            }
+            .to_string();
             node_event::Event::RoomInfoReply(RoomInfoReply {
                 request_id: q.request_id,
                 json,
@@ -451,11 +457,67 @@ async fn room_info(host: &Host, room: Option<&RoomRef>) -> serde_json::Value {
         Ok(o) => serde_json::to_value(o).unwrap_or_default(),
         Err(e) => serde_json::json!({"error": e.to_string()}),
     };
+    let storage = match host.store.usage(&key).await {
+        Ok(u) => serde_json::to_value(u).unwrap_or_default(),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
     serde_json::json!({
         "node": host.config.node_id,
         "placed_here": host.cluster.places_here(&key),
         "live_here": host.rooms.is_live(&key),
         "connections_here": host.rooms.conn_count(&key),
         "owner": owner,
+        "storage": storage,
     })
+}
+
+/// Rooms listed per page when the request names no limit, and at most.
+const LIST_PAGE: usize = 100;
+const LIST_PAGE_MAX: usize = 1000;
+
+/// The rooms of the request's party that store keys, a page at a time: `next` is the
+/// `after` of the next page.
+async fn list_party(host: &Host, q: &RoomInfoRequest) -> serde_json::Value {
+    let Some(party) = q.room.as_ref().map(|r| r.party.as_str()) else {
+        return serde_json::json!({"error": "missing party"});
+    };
+    let limit = match q.limit as usize {
+        0 => LIST_PAGE,
+        n => n.min(LIST_PAGE_MAX),
+    };
+    let after = (!q.after.is_empty()).then_some(q.after.as_str());
+    match host.store.party_rooms(party, after, limit).await {
+        Ok(rooms) => {
+            let next = (rooms.len() == limit).then(|| rooms.last().map(|(r, _)| r.clone()));
+            let rooms: Vec<_> = rooms
+                .into_iter()
+                .map(
+                    |(room, u)| serde_json::json!({"room": room, "bytes": u.bytes, "keys": u.keys}),
+                )
+                .collect();
+            serde_json::json!({"party": party, "rooms": rooms, "next": next.flatten()})
+        }
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    }
+}
+
+/// How long a deletion may wait for the room's actor.
+const DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Deletes the room through its actor (so it waits for the room's running step, and its
+/// commit is fenced like the room's own).
+async fn delete_room(host: &Arc<Host>, room: Option<&RoomRef>) -> serde_json::Value {
+    let key = match room_key(room) {
+        Ok(k) => k,
+        Err(refusal) => return serde_json::json!({"error": refusal.body}),
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if let Err(e) = host.dispatch(&key, RoomEvent::Delete { reply }).await {
+        return serde_json::json!({"error": e.to_string()});
+    }
+    match tokio::time::timeout(DELETE_TIMEOUT, answer).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_)) => serde_json::json!({"error": "the room left this node before deleting"}),
+        Err(_) => serde_json::json!({"error": "the room did not answer within 10 s"}),
+    }
 }

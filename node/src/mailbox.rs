@@ -64,6 +64,11 @@ pub(crate) enum RoomEvent {
         gateway: GatewayId,
         out_seq: u64,
     },
+    /// An operator deletes the room: its connections are closed, its keys and alarm
+    /// deleted, its party instance dropped. The answer says what it held (JSON).
+    Delete {
+        reply: oneshot::Sender<serde_json::Value>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,10 +14,12 @@
 //! - `admission.rs`: sockets joining the room (new, or moving here from another node).
 //! - `alarm.rs`: the alarm step.
 //! - `batch.rs`: client frames queued behind each other, as steps sharing one commit.
+//! - `delete.rs`: an operator deleting the room.
 
 mod admission;
 mod alarm;
 mod batch;
+mod delete;
 mod handler;
 mod ownership;
 mod step;
@@ -261,6 +263,10 @@ impl RoomActor {
             }
             RoomEvent::Received { gateway, out_seq } => {
                 self.room.ledger().confirm(gateway, out_seq);
+            }
+            RoomEvent::Delete { reply } => {
+                let outcome = self.delete().await;
+                let _ = reply.send(outcome);
             }
         }
     }

@@ -48,7 +48,7 @@ impl RoomActor {
         r
     }
 
-    async fn claim(&mut self) -> Result<(), StepError> {
+    pub(super) async fn claim(&mut self) -> Result<(), StepError> {
         if !self.ctx.cluster.is_serving() {
             return Err(StepError::NodeFenced);
         }
