@@ -1210,3 +1210,40 @@ async fn a_partys_rooms_are_listed_in_pages_with_their_usage() {
     })
     .await;
 }
+
+/// A room whose keys were written before usage was recorded (no usage record) is counted
+/// from its keys at its next commit, and from then on by its record. (PostgreSQL, where
+/// the test can remove the record as an older version would have left the room.)
+#[tokio::test]
+async fn a_room_without_a_usage_record_is_counted_from_its_keys() {
+    let url = common::postgres::fresh_database().await;
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, 2).await.unwrap());
+    let r = room("older");
+    let mut s = Storage::new(r.clone(), store.clone());
+    s.put_many(vec![("a", vec![0u8; 10]), ("b", vec![0u8; 20])])
+        .unwrap();
+    s.commit().await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // Usage records are the keys that start with the tuple-encoded string "usage".
+    let records: &[u8] = b"\x02usage\x00";
+    let removed = client
+        .execute(
+            "DELETE FROM conclave_kv WHERE substring(k from 1 for 7) = $1",
+            &[&records],
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(store.usage(&r).await.unwrap(), Usage { bytes: 32, keys: 2 });
+    s.put("a", vec![0u8; 5]).unwrap();
+    s.put("c", "").unwrap();
+    s.commit().await.unwrap();
+    assert_eq!(store.usage(&r).await.unwrap(), Usage { bytes: 28, keys: 3 });
+    assert_eq!(
+        store.party_usage("main").await.unwrap(),
+        Usage { bytes: 28, keys: 3 }
+    );
+}

@@ -175,65 +175,114 @@ impl PostgresStore {
     }
 }
 
-/// Applies a commit; what the room's keys take after it, if it wrote any.
-async fn apply(
+/// What a commit needs to know before it writes: what the room's keys took before it, and
+/// how many bytes each key it writes held (`None`: absent). Read in one query, sent
+/// together with the fence check, so that counting costs no round trip of its own.
+struct Before {
+    usage: Usage,
+    sizes: std::collections::HashMap<Vec<u8>, usize>,
+}
+
+/// Reads [`Before`] for a commit that writes the room's keys (`None` for one that does
+/// not). The usage record and the written keys' sizes come in one query; a room without a
+/// record (written before usage was recorded) has its keys counted in the same query.
+/// `delete_all` deletes the room's keys here, first.
+async fn read_before(
     txn: &tokio_postgres::Transaction<'_>,
     room: &RoomKey,
     c: &RoomCommit,
-) -> Result<Option<Usage>, tokio_postgres::Error> {
+) -> Result<Option<Before>, tokio_postgres::Error> {
     let prefix = keys::kv_prefix(room);
-    let usage_key = keys::usage_key(room);
-    let mut usage = if c.delete_all {
-        let end = keys::strinc(&prefix);
+    let end = keys::strinc(&prefix);
+    if c.delete_all {
         txn.execute(
             "DELETE FROM conclave_kv WHERE k >= $1 AND k < $2",
             &[&prefix, &end],
         )
         .await?;
-        Some(Usage::default())
-    } else if !c.writes.is_empty() {
-        Some(stored_usage(txn, room, &usage_key).await?)
-    } else {
-        None
-    };
+        return Ok(Some(Before {
+            usage: Usage::default(),
+            sizes: Default::default(),
+        }));
+    }
+    if c.writes.is_empty() {
+        return Ok(None);
+    }
+    let usage_key = keys::usage_key(room);
+    let written: Vec<Vec<u8>> = c
+        .writes
+        .iter()
+        .map(|(k, _)| keys::kv_key(&prefix, k))
+        .collect();
+    let rows = txn
+        .query(
+            "SELECT k, octet_length(v), CASE WHEN k = $2 THEN v END FROM conclave_kv
+             WHERE k = ANY($1) OR k = $2
+                OR (k >= $3 AND k < $4 AND NOT EXISTS (SELECT 1 FROM conclave_kv WHERE k = $2))",
+            &[&written, &usage_key, &prefix, &end],
+        )
+        .await?;
+    let mut record = None;
+    let mut counted = Usage::default();
+    let mut sizes = std::collections::HashMap::new();
+    for row in &rows {
+        let k: &[u8] = row.get(0);
+        let len = row.get::<_, i32>(1) as usize;
+        if k == usage_key.as_slice() {
+            record = row.get::<_, Option<&[u8]>>(2).and_then(Usage::decode);
+        } else {
+            let key = keys::user_key(&prefix, k).unwrap_or_default();
+            counted.replace(&key, None, Some(len));
+            sizes.insert(k.to_vec(), len);
+        }
+    }
+    Ok(Some(Before {
+        // Without a record, every key of the room was read: their count is the usage.
+        usage: record.unwrap_or(counted),
+        sizes,
+    }))
+}
+
+/// Applies a commit after [`read_before`]; what the room's keys take after it, if it wrote
+/// any. The party's and the ledger's writes, and the usage record, are one statement.
+async fn apply(
+    txn: &tokio_postgres::Transaction<'_>,
+    room: &RoomKey,
+    c: &RoomCommit,
+    before: Option<Before>,
+) -> Result<Option<Usage>, tokio_postgres::Error> {
+    let prefix = keys::kv_prefix(room);
     let usage_record: [u8; 16];
     let mut put_k: Vec<Vec<u8>> = Vec::new();
     let mut put_v: Vec<&[u8]> = Vec::new();
     let mut del_k: Vec<Vec<u8>> = Vec::new();
-    if let (Some(usage), false) = (usage.as_mut(), c.writes.is_empty()) {
-        // Every entry the party writes is deleted first, and what that removed counted.
-        let written: Vec<Vec<u8>> = c
-            .writes
-            .iter()
-            .map(|(k, _)| keys::kv_key(&prefix, k))
-            .collect();
-        let removed = txn
-            .query(
-                "DELETE FROM conclave_kv WHERE k = ANY($1) RETURNING k, octet_length(v)",
-                &[&written],
-            )
-            .await?;
-        for row in &removed {
-            let key = keys::user_key(&prefix, row.get(0)).unwrap_or_default();
-            let len: i32 = row.get(1);
-            usage.replace(&key, Some(len as usize), None);
-        }
-        for ((k, v), key) in c.writes.iter().zip(written) {
-            if let Some(v) = v {
-                usage.replace(k, None, Some(v.len()));
-                put_k.push(key);
-                put_v.push(v.as_ref());
+    let usage = before.map(|before| {
+        let mut usage = before.usage;
+        for (k, v) in &c.writes {
+            let key = keys::kv_key(&prefix, k);
+            usage.replace(
+                k,
+                before.sizes.get(&key).copied(),
+                v.as_ref().map(Bytes::len),
+            );
+            match v {
+                Some(v) => {
+                    put_k.push(key);
+                    put_v.push(v.as_ref());
+                }
+                None => del_k.push(key),
             }
         }
+        usage
+    });
+    if let Some(usage) = &usage {
         if usage.is_empty() {
-            del_k.push(usage_key);
+            del_k.push(keys::usage_key(room));
         } else {
             usage_record = usage.encode();
-            put_k.push(usage_key);
+            put_k.push(keys::usage_key(room));
             put_v.push(&usage_record);
         }
-    } else if c.delete_all {
-        del_k.push(usage_key);
     }
     let ledger = keys::ledger_prefix(room);
     for (k, v) in &c.ledger {
@@ -246,15 +295,13 @@ async fn apply(
             None => del_k.push(key),
         }
     }
-    if !del_k.is_empty() {
-        txn.execute("DELETE FROM conclave_kv WHERE k = ANY($1)", &[&del_k])
-            .await?;
-    }
-    if !put_k.is_empty() {
+    if !del_k.is_empty() || !put_k.is_empty() {
+        // No key is both deleted and put: the writes are per key, the rest apart.
         txn.execute(
-            "INSERT INTO conclave_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
+            "WITH deleted AS (DELETE FROM conclave_kv WHERE k = ANY($1))
+             INSERT INTO conclave_kv (k, v) SELECT * FROM unnest($2::bytea[], $3::bytea[])
              ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-            &[&put_k, &put_v],
+            &[&del_k, &put_k, &put_v],
         )
         .await?;
     }
@@ -475,11 +522,19 @@ impl Store for PostgresStore {
         for attempt in 1.. {
             let result: Result<Option<Usage>, TxnError> = async {
                 let txn = client.transaction().await?;
-                if let Some(fence) = &commit.fence {
-                    // FOR SHARE: a concurrent claim (FOR UPDATE) waits for us, or we see it.
-                    check_fence(read_owner(&txn, room, "FOR SHARE").await?.as_ref(), fence)?;
-                }
-                let usage = apply(&txn, room, &commit).await?;
+                let fenced = async {
+                    if let Some(fence) = &commit.fence {
+                        // FOR SHARE: a concurrent claim (FOR UPDATE) waits for us, or we see
+                        // it.
+                        let owner = read_owner(&txn, room, "FOR SHARE").await?;
+                        check_fence(owner.as_ref(), fence)?;
+                    }
+                    Ok::<_, TxnError>(())
+                };
+                let before = async { Ok::<_, TxnError>(read_before(&txn, room, &commit).await?) };
+                // Sent together: one round trip for both.
+                let ((), before) = futures::try_join!(fenced, before)?;
+                let usage = apply(&txn, room, &commit, before).await?;
                 txn.commit().await?;
                 Ok(usage)
             }
