@@ -701,3 +701,80 @@ async fn storage_quotas_refuse_writes_past_them_with_a_clear_error() {
     assert!(in_b <= 4, "room b stored {in_b} past the party's quota");
     assert!(refusal.contains("party"), "{refusal}");
 }
+
+/// A WebSocket opened through "a proxy" (the test, from a trusted address) on behalf of
+/// `client`; the HTTP status it gets.
+async fn upgrade_status_for(server: &TestServer, path: &str, client: &str) -> (u16, Option<Ws>) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}{path}", server.addr)
+        .into_client_request()
+        .unwrap();
+    let forwarded = format!("{client}, 127.0.0.1").parse().unwrap();
+    request.headers_mut().insert("x-forwarded-for", forwarded);
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => (101, Some(ws)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => (r.status().as_u16(), None),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Behind a trusted balancer, clients are told apart by the address it forwards: each
+/// holds its own share of connections and its own rate (before, the balancer's address was
+/// exempt and its clients were not limited at all).
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_holds_its_own_share() {
+    let server = start(
+        |c| {
+            c.gateway.max_connections_per_address = Some(2);
+            c.gateway.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+            c.gateway.address_messages_per_second = Some(5.0);
+            c.gateway.address_message_burst = Some(5.0);
+        },
+        |r| r,
+    )
+    .await;
+    let path = "/parties/main/behind";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (status, ws) = upgrade_status_for(&server, path, "203.0.113.7").await;
+        assert_eq!(status, 101);
+        held.push(ws);
+    }
+    assert_eq!(
+        upgrade_status_for(&server, path, "203.0.113.7").await.0,
+        429
+    );
+    assert_eq!(
+        upgrade_status_for(&server, path, "203.0.113.8").await.0,
+        101
+    );
+    held.pop();
+    let reopened =
+        eventually(async || upgrade_status_for(&server, path, "203.0.113.7").await.0 == 101).await;
+    assert!(
+        reopened,
+        "a closed socket did not give its client's place back"
+    );
+    // The proxy's own connections (no forwarded client) are not limited.
+    let mut direct = Vec::new();
+    for _ in 0..5 {
+        direct.push(server.connect(path).await);
+    }
+    // Room requests are counted per forwarded client: one client's run out, another's not.
+    let request = |client: &str| {
+        format!(
+            "GET /parties/counter/c HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {client}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let mut refused = 0;
+    for _ in 0..10 {
+        if raw_http(server.addr, &request("198.51.100.1")).await.0 == 429 {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 4,
+        "{refused} of 10 requests over a rate of 5 refused"
+    );
+    assert_eq!(raw_http(server.addr, &request("198.51.100.2")).await.0, 200);
+}

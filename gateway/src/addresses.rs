@@ -4,9 +4,11 @@
 //! rate of messages and room requests ([`AddressRate`]), so reconnecting does not reset a
 //! client's rate (before, reconnecting every 199 messages pushed 366,000 msg/s through a
 //! 100 msg/s limit). Connections from trusted proxies (the balancer in front) carry many
-//! clients each and are not limited.
+//! clients each: their requests are counted by the client address the proxy forwards
+//! (`X-Forwarded-For`, or `Forwarded: for=`) instead ([`ClientAddress`]).
 
 use crate::limits::TokenBucket;
+use http::HeaderMap;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::io;
@@ -74,6 +76,90 @@ impl AddressRate {
     }
 }
 
+/// Who a request comes from, as every request of a connection carries it (an extension):
+/// the connection's own address, or a trusted proxy that names the client in a header.
+#[derive(Clone)]
+pub(crate) enum ClientAddress {
+    Direct(AddressRate),
+    Proxied(Arc<AddressLimits>),
+}
+
+impl ClientAddress {
+    /// The rate the request's client shares with its other connections and requests.
+    pub fn rate(&self, headers: &HeaderMap) -> AddressRate {
+        match self {
+            ClientAddress::Direct(rate) => rate.clone(),
+            ClientAddress::Proxied(limits) => match forwarded_client(headers, &limits.trusted) {
+                Some(client) => limits.rate_of(client),
+                None => AddressRate::default(),
+            },
+        }
+    }
+
+    /// For a socket: its client's rate, and behind a proxy the forwarded client's slot
+    /// among its connections (held for as long as the socket lives); `None` when that
+    /// client holds its share already.
+    pub fn admit_socket(&self, headers: &HeaderMap) -> Option<(AddressRate, Option<Slot>)> {
+        match self {
+            ClientAddress::Direct(rate) => Some((rate.clone(), None)),
+            ClientAddress::Proxied(limits) => match forwarded_client(headers, &limits.trusted) {
+                Some(client) => {
+                    let slot = limits.admit(client)?;
+                    Some((slot.rate(), Some(slot)))
+                }
+                None => Some((AddressRate::default(), None)),
+            },
+        }
+    }
+}
+
+/// The client a trusted proxy forwards the request for: in `X-Forwarded-For` (else the
+/// `for=` of `Forwarded`), the nearest address that is not itself a trusted proxy. An
+/// entry that is not an address ends the search: what a client wrote before it is not
+/// trusted.
+pub(crate) fn forwarded_client(headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let listed = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|entry| entry.trim().to_string())
+            .collect()
+    };
+    let mut hops = listed("x-forwarded-for");
+    if hops.is_empty() {
+        hops = listed("forwarded")
+            .iter()
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    name.eq_ignore_ascii_case("for")
+                        .then(|| value.trim_matches('"').to_string())
+                })
+            })
+            .collect();
+    }
+    for hop in hops.iter().rev() {
+        let addr = canonical(parse_hop(hop)?);
+        if !trusted.iter().any(|net| net.contains(&addr)) {
+            return Some(addr);
+        }
+    }
+    None
+}
+
+/// An address as proxies write it: bare, with a port, or IPv6 in brackets.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(addr) = hop.parse::<IpAddr>() {
+        return Some(addr);
+    }
+    if let Ok(with_port) = hop.parse::<std::net::SocketAddr>() {
+        return Some(with_port.ip());
+    }
+    hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}
+
 /// An address's open connections and shared rate.
 struct Address {
     open: usize,
@@ -103,12 +189,36 @@ impl AddressLimits {
         })
     }
 
+    /// Whether `addr` is a trusted proxy's.
+    pub fn is_trusted(&self, addr: IpAddr) -> bool {
+        let addr = canonical(addr);
+        self.trusted.iter().any(|net| net.contains(&addr))
+    }
+
+    /// The rate `addr`'s connections and requests share, for a request that holds no
+    /// connection of its own (one of many on a proxy's connection).
+    fn rate_of(&self, addr: IpAddr) -> AddressRate {
+        let addr = canonical(addr);
+        let Some((rate, burst)) = self.rate.filter(|_| !self.is_trusted(addr)) else {
+            return AddressRate::default();
+        };
+        let mut guard = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        let (addresses, admitted) = &mut *guard;
+        *admitted += 1;
+        if *admitted % SWEEP_EVERY == 0 {
+            addresses.retain(|_, a| a.open > 0 || !a.rate.is_full());
+        }
+        let address = addresses.entry(addr).or_insert_with(|| Address {
+            open: 0,
+            rate: AddressRate::new(rate, burst),
+        });
+        address.rate.clone()
+    }
+
     /// A slot for one more connection from `addr`, or `None` if it holds its share.
     pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Option<Slot> {
         let addr = canonical(addr);
-        if self.trusted.iter().any(|net| net.contains(&addr))
-            || (self.per_address == 0 && self.rate.is_none())
-        {
+        if self.is_trusted(addr) || (self.per_address == 0 && self.rate.is_none()) {
             return Some(Slot {
                 limits: None,
                 addr,
@@ -282,6 +392,49 @@ pub(crate) fn raise_open_file_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_forwarded_client_is_the_nearest_address_no_trusted_proxy_holds() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let client = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            forwarded_client(&h, &trusted).map(|a| a.to_string())
+        };
+        let xff = |v: &str| client(&[("x-forwarded-for", v)]);
+        assert_eq!(xff("203.0.113.9").as_deref(), Some("203.0.113.9"));
+        // What the client wrote itself, left of the proxies' entries, does not count.
+        assert_eq!(
+            xff("1.2.3.4, 203.0.113.9, 10.0.0.2").as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(
+            xff("not-an-address, 203.0.113.9").as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(xff("203.0.113.9, not-an-address"), None);
+        assert_eq!(xff("10.0.0.3, 10.0.0.2"), None);
+        assert_eq!(xff("[2001:db8::1]:4711").as_deref(), Some("2001:db8::1"));
+        assert_eq!(xff("192.0.2.1:80").as_deref(), Some("192.0.2.1"));
+        assert_eq!(xff("::ffff:192.0.2.1").as_deref(), Some("192.0.2.1"));
+        // Two header lines are one list.
+        let two = client(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "198.51.100.1"),
+        ]);
+        assert_eq!(two.as_deref(), Some("198.51.100.1"));
+        let rfc7239 = client(&[(
+            "forwarded",
+            "for=192.0.2.60;proto=http;by=203.0.113.43, for=\"[2001:db8:cafe::17]:4711\"",
+        )]);
+        assert_eq!(rfc7239.as_deref(), Some("2001:db8:cafe::17"));
+        assert_eq!(client(&[]), None);
+    }
 
     #[test]
     fn an_address_holds_its_share_and_gets_slots_back_trusted_ones_are_not_counted() {

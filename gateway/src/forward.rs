@@ -1,6 +1,6 @@
 //! Plain HTTP to a room: forwarded to the room's node, answered by its `on_request`.
 
-use crate::addresses::AddressRate;
+use crate::addresses::{AddressRate, ClientAddress};
 use crate::admission::{resolve_home, RingFollower};
 use crate::http::{plain, refused, room_uri, wire_headers};
 use crate::state::GatewayState;
@@ -14,8 +14,9 @@ use std::sync::Arc;
 use tracing::warn;
 
 pub(crate) async fn forward_http(gw: Arc<GatewayState>, key: RoomKey, req: Request) -> Response {
-    let rate = req.extensions().get::<AddressRate>();
-    if !rate.is_none_or(AddressRate::try_take) {
+    let client = req.extensions().get::<ClientAddress>();
+    let rate = client.map(|c| c.rate(req.headers()));
+    if !rate.as_ref().is_none_or(AddressRate::try_take) {
         metrics::counter!("conclave_gateway_address_rate_limited_total").increment(1);
         return plain(429, "Too many requests from this address");
     }

@@ -2,7 +2,7 @@
 //! PartySocket and browsers send there; HTTP/2 cleartext (h2c) would only be one more
 //! protocol parser facing the internet.
 
-use crate::addresses::{AddressLimits, Held, REFUSAL};
+use crate::addresses::{AddressLimits, ClientAddress, Held, REFUSAL};
 use crate::GatewayConfig;
 use axum::Router;
 use hyper::server::conn::http1;
@@ -74,8 +74,14 @@ pub fn serve_http1(
                 tokio::spawn(refuse(stream));
                 continue;
             };
-            // Every request of the connection carries its address's rate.
-            let app = tower_layer::Layer::layer(&axum::Extension(slot.rate()), app.clone());
+            // Every request of the connection carries who it comes from: the connection's
+            // address and its rate, or a proxy's word for each request.
+            let client = if limits.is_trusted(peer.ip()) {
+                ClientAddress::Proxied(limits.clone())
+            } else {
+                ClientAddress::Direct(slot.rate())
+            };
+            let app = tower_layer::Layer::layer(&axum::Extension(client), app.clone());
             let service = TowerToHyperService::new(app);
             tokio::spawn(async move {
                 let connection = http1::Builder::new()

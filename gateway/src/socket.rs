@@ -95,12 +95,15 @@ struct Socket {
 }
 
 /// Serves the client's socket, once the upgrade completes, until it closes; its messages
-/// take tokens of `rate`, the rate its address's connections share.
+/// take tokens of `rate`, the rate its address's connections share. Behind a trusted
+/// proxy, `forwarded` is the client's connection slot, held in place of the proxy
+/// connection's (which counts nothing).
 pub(crate) async fn run(
     gw: Arc<GatewayState>,
     on_upgrade: hyper::upgrade::OnUpgrade,
     session: Arc<Session>,
     rate: AddressRate,
+    forwarded: Option<Slot>,
 ) {
     // In a block of its own, so that nothing of the opening stays in the task's memory
     // while the socket is served.
@@ -112,6 +115,7 @@ pub(crate) async fn run(
         };
         match tcp {
             Ok((stream, slot, already_read)) => {
+                let slot = forwarded.or(slot);
                 Socket::open(gw, session, rate, stream, slot, &already_read)
             }
             Err(e) => {

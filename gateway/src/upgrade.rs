@@ -2,7 +2,7 @@
 //! has run) before the 101 answer, so whatever the party sends on connect is already
 //! queued when the client sees "open".
 
-use crate::addresses::AddressRate;
+use crate::addresses::ClientAddress;
 use crate::admission::{join_room, resolve_home, RingFollower};
 use crate::http::{refused, room_uri, wire_headers};
 use crate::socket;
@@ -88,6 +88,14 @@ pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Reques
         Ok(hs) => hs,
         Err(r) => return refused(r),
     };
+    // Behind a trusted proxy, the client it names holds its share of connections here.
+    let client = req.extensions().get::<ClientAddress>().cloned();
+    let Some((rate, forwarded_slot)) =
+        client.map_or(Some(Default::default()), |c| c.admit_socket(req.headers()))
+    else {
+        metrics::counter!("conclave_gateway_address_limit_refusals_total").increment(1);
+        return refused(Refusal::new(429, "Too many connections from this address"));
+    };
     let hint = req.uri().query().and_then(|q| query_param(q, "_region"));
     if let Err(r) = resolve_home(&gw, &key, hint.as_deref()).await {
         return refused(r);
@@ -115,12 +123,7 @@ pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Reques
         gw.move_socket(session.clone(), RingVersion(0));
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let rate = req
-        .extensions()
-        .get::<AddressRate>()
-        .cloned()
-        .unwrap_or_default();
-    tokio::spawn(socket::run(gw, on_upgrade, session, rate));
+    tokio::spawn(socket::run(gw, on_upgrade, session, rate, forwarded_slot));
     switching_protocols(&hs)
 }
 
