@@ -83,7 +83,7 @@ pub struct GatewayLimitOpts {
     #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS_PER_ADDRESS")]
     pub max_connections_per_address: Option<usize>,
     /// Addresses (CIDR, comma-separated) of the balancers in front: their connections are
-    /// not held to one address's share
+    /// not held to one address's share; the clients they name in X-Forwarded-For are
     #[arg(long, env = "CONCLAVE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
 }
