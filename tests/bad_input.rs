@@ -778,3 +778,74 @@ async fn behind_a_trusted_proxy_each_forwarded_client_holds_its_own_share() {
     );
     assert_eq!(raw_http(server.addr, &request("198.51.100.2")).await.0, 200);
 }
+
+/// When its descriptors run short, the gateway holds the connections it has, answers
+/// health checks (`/healthz` alive, `/readyz` not ready) and turns the newest connections
+/// away with 503 at once (before: accept failed with "Too many open files" every second
+/// while new clients, health checks included, timed out); room comes back as sockets close.
+#[tokio::test]
+async fn at_its_descriptor_ceiling_the_gateway_answers_health_checks_and_turns_new_ones_away() {
+    use common::process::{conclave, Readiness, Role};
+    let addr = common::net::free_addr();
+    let binary = conclave();
+    let dir = tempfile::tempdir().unwrap();
+    let launch = "ulimit -n 256 && exec \"$0\" \"$@\"";
+    let args = [
+        "-c",
+        launch,
+        binary.to_str().unwrap(),
+        "dev",
+        "--port",
+        &addr.port().to_string(),
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--max-connections-per-address",
+        "0",
+    ];
+    let mut server = Role::start_program(
+        "/bin/bash".into(),
+        "dev with 256 descriptors",
+        args.iter().map(|a| a.to_string()).collect(),
+        Readiness::Readyz(addr),
+    )
+    .await;
+    // The ceiling is 256 less 64 kept back: 192 connections.
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..260 {
+        let attempt = tokio::time::timeout(Duration::from_secs(5), async {
+            try_ws_connect(addr, "/parties/main/full").await
+        });
+        match attempt
+            .await
+            .expect("a connection neither opened nor was refused in 5 s")
+        {
+            Ok(ws) => open.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), 503);
+                refused += 1;
+            }
+            Err(e) => panic!("a connection neither opened nor was refused: {e}"),
+        }
+    }
+    assert!((185..=192).contains(&open.len()), "{} opened", open.len());
+    assert_eq!(open.len() + refused, 260);
+    assert_eq!(get(addr, "/healthz").await, (200, "ok".to_string()));
+    assert_eq!(get(addr, "/readyz").await.0, 503);
+    // The open ones still work.
+    send(&mut open[0], "still here").await;
+    let mut fresh = false;
+    for _ in 0..10 {
+        open.pop();
+    }
+    for _ in 0..50 {
+        if try_ws_connect(addr, "/parties/main/full").await.is_ok() {
+            fresh = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fresh, "no connection taken after ten closed");
+    assert_eq!(get(addr, "/readyz").await.0, 200);
+    server.kill().await;
+}

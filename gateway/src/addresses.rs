@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -177,6 +178,8 @@ pub(crate) struct AddressLimits {
     rate: RateSettings,
     trusted: Vec<IpNet>,
     addresses: Mutex<(HashMap<IpAddr, Address>, u32)>,
+    /// Slots held now.
+    open: AtomicUsize,
 }
 
 impl AddressLimits {
@@ -186,6 +189,7 @@ impl AddressLimits {
             rate,
             trusted,
             addresses: Mutex::default(),
+            open: AtomicUsize::new(0),
         })
     }
 
@@ -219,11 +223,7 @@ impl AddressLimits {
     pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Option<Slot> {
         let addr = canonical(addr);
         if self.is_trusted(addr) || (self.per_address == 0 && self.rate.is_none()) {
-            return Some(Slot {
-                limits: None,
-                addr,
-                rate: AddressRate::default(),
-            });
+            return Some(self.slot(addr, false, AddressRate::default()));
         }
         let mut guard = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
         let (addresses, admitted) = &mut *guard;
@@ -243,11 +243,24 @@ impl AddressLimits {
             return None;
         }
         address.open += 1;
-        Some(Slot {
-            limits: Some(self.clone()),
+        let rate = address.rate.clone();
+        drop(guard);
+        Some(self.slot(addr, true, rate))
+    }
+
+    fn slot(self: &Arc<Self>, addr: IpAddr, counted: bool, rate: AddressRate) -> Slot {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Slot {
+            limits: self.clone(),
+            counted,
             addr,
-            rate: address.rate.clone(),
-        })
+            rate,
+        }
+    }
+
+    /// Client connections open now (every slot: the gateway's part of its descriptors).
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     fn release(&self, addr: IpAddr) {
@@ -270,9 +283,12 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// One connection's place in its address's count, given back when dropped.
+/// One connection's place among the open ones and in its address's count, given back
+/// when dropped.
 pub(crate) struct Slot {
-    limits: Option<Arc<AddressLimits>>,
+    limits: Arc<AddressLimits>,
+    /// Counted in its address's share (not a trusted proxy's, nor without limits).
+    counted: bool,
     addr: IpAddr,
     rate: AddressRate,
 }
@@ -286,8 +302,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(limits) = &self.limits {
-            limits.release(self.addr);
+        self.limits.open.fetch_sub(1, Ordering::Relaxed);
+        if self.counted {
+            self.limits.release(self.addr);
         }
     }
 }
@@ -354,6 +371,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Held<S> {
 /// least 64), kept for everyone else: one address cannot take every descriptor, yet a
 /// load generator on one host can still hold 19,000 connections under a limit of 20,000.
 pub(crate) fn default_per_address() -> usize {
+    connection_ceiling()
+}
+
+/// Client connections the gateway holds at most: the open-file limit less a fortieth (at
+/// least 64), kept for its other descriptors (node links, the store, logs) and for the
+/// connections it answers past this (health checks, and a 503 to the others).
+pub(crate) fn connection_ceiling() -> usize {
     let Some(limit) = open_file_limit() else {
         return 16_384;
     };

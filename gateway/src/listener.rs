@@ -59,16 +59,37 @@ pub fn serve_http1(
     let burst = share(config.address_message_burst, config.message_burst);
     let rate = (per_second > 0.0).then_some((per_second, burst));
     let limits = AddressLimits::new(per_address, rate, config.trusted_proxies.clone());
+    let ceiling = crate::addresses::connection_ceiling();
+    let mut spare = Spare::open();
     async move {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
+                Err(e) if spare.is_held() && out_of_descriptors(&e) => {
+                    // Past every reserve: the spare descriptor makes room to take the
+                    // next connection off the queue and answer it, rather than leave
+                    // clients (and health checks) to time out.
+                    tracing::warn!(error = %e, "out of file descriptors: answering 503");
+                    spare.release();
+                    if let Ok((stream, _)) = listener.accept().await {
+                        metrics::counter!("conclave_gateway_capacity_refusals_total").increment(1);
+                        refuse_now(stream, AT_CAPACITY).await;
+                    }
+                    spare = Spare::open();
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a client connection failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };
+            if limits.open() >= ceiling {
+                // The newest connections are the ones turned away: open ones go on.
+                metrics::counter!("conclave_gateway_capacity_refusals_total").increment(1);
+                tokio::spawn(at_capacity(stream));
+                continue;
+            }
             let Some(slot) = limits.admit(peer.ip()) else {
                 metrics::counter!("conclave_gateway_address_limit_refusals_total").increment(1);
                 tokio::spawn(refuse(stream));
@@ -98,18 +119,120 @@ pub fn serve_http1(
 }
 
 /// Answers 429 without reading the request, and closes.
-async fn refuse(mut stream: tokio::net::TcpStream) {
+async fn refuse(stream: tokio::net::TcpStream) {
+    refuse_now(stream, REFUSAL).await
+}
+
+/// Writes `answer` without reading the request, and closes.
+async fn refuse_now(mut stream: tokio::net::TcpStream, answer: &[u8]) {
     use tokio::io::AsyncWriteExt;
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
-        stream.write_all(REFUSAL).await?;
+        stream.write_all(answer).await?;
         stream.shutdown().await
     })
     .await;
 }
 
+/// What a connection past the gateway's ceiling reads, unless it is a health check.
+const AT_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Retry-After: 5\r\nConnection: close\r\nContent-Length: 37\r\n\r\nServer at its connection limit (503)\n";
+
+/// How long a connection past the ceiling may take to send its request line.
+const AT_CAPACITY_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection past the gateway's ceiling: a health check is answered (`/healthz`: alive;
+/// `/readyz`: not ready, so balancers send new clients elsewhere), anything else gets 503;
+/// then it is closed. It lives on the descriptors kept below the ceiling.
+async fn at_capacity(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 64];
+    let mut len = 0;
+    let read = tokio::time::timeout(AT_CAPACITY_READ_TIMEOUT, async {
+        while len < head.len() && !head[..len].contains(&b'\n') {
+            match stream.read(&mut head[len..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => len += n,
+            }
+        }
+    })
+    .await;
+    let line = &head[..len];
+    let answer: &[u8] = if read.is_err() {
+        return;
+    } else if line.starts_with(b"GET /healthz ") || line.starts_with(b"HEAD /healthz ") {
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    } else if line.starts_with(b"GET /readyz ") || line.starts_with(b"HEAD /readyz ") {
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 29\r\n\r\nat the connection limit (503)"
+    } else {
+        AT_CAPACITY
+    };
+    refuse_now(stream, answer).await
+}
+
+/// Whether accepting failed for want of a file descriptor (the process's or the system's).
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// One descriptor held back, to be let go when every other is taken.
+struct Spare(Option<std::fs::File>);
+
+impl Spare {
+    fn open() -> Self {
+        Self(std::fs::File::open("/dev/null").ok())
+    }
+
+    fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn release(&mut self) {
+        self.0 = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection past the ceiling: health checks answered, anything else 503, and each
+    /// canned answer's length right.
+    #[tokio::test]
+    async fn past_the_ceiling_health_checks_are_answered_and_the_rest_get_503() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(at_capacity(stream));
+            }
+        });
+        for (request, status, body) in [
+            ("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", "200", "ok"),
+            (
+                "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n",
+                "503",
+                "at the connection limit (503)",
+            ),
+            (
+                "GET /parties/main/r HTTP/1.1\r\nHost: t\r\n\r\n",
+                "503",
+                "Server at its connection limit (503)\n",
+            ),
+        ] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).await.unwrap();
+            let (head, got) = reply.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{reply}");
+            assert_eq!(got, body);
+            assert!(
+                head.contains(&format!("Content-Length: {}", body.len())),
+                "{reply}"
+            );
+        }
+    }
 
     /// 1,000 connections to a listener that is not accepting yet all complete their TCP
     /// handshake at once: none waits out a SYN retransmit (a 128-deep queue would hold
