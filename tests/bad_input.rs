@@ -849,3 +849,22 @@ async fn at_its_descriptor_ceiling_the_gateway_answers_health_checks_and_turns_n
     assert_eq!(get(addr, "/readyz").await.0, 200);
     server.kill().await;
 }
+
+/// With a connect rate set, an address opens new connections at that rate: closing them
+/// does not give the burst back, time does, and other addresses are not held to it.
+#[tokio::test]
+async fn an_address_opens_connections_no_faster_than_its_connect_rate() {
+    let server = start(|c| c.gateway.address_connects = Some((2.0, 3.0)), |r| r).await;
+    let path = "/parties/main/rush";
+    for _ in 0..3 {
+        assert_eq!(server.connect_status(path).await, 101);
+    }
+    assert_eq!(server.connect_status(path).await, 429);
+    assert_eq!(
+        server.http("GET", path, "").await.0,
+        429,
+        "plain requests count too"
+    );
+    let refilled = eventually(async || server.connect_status(path).await == 101).await;
+    assert!(refilled, "no connection allowed again at 2 a second");
+}

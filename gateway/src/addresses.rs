@@ -165,6 +165,17 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 struct Address {
     open: usize,
     rate: AddressRate,
+    /// The new connections it may open (with a connect rate configured).
+    connects: Option<TokenBucket>,
+}
+
+impl Address {
+    /// Whether nothing of the address need be kept: no connection, and its buckets full.
+    fn forgettable(&mut self) -> bool {
+        self.open == 0
+            && self.rate.is_full()
+            && self.connects.as_mut().is_none_or(TokenBucket::is_full)
+    }
 }
 
 /// Addresses with no open connection are kept while their rate has not refilled (so
@@ -176,6 +187,8 @@ pub(crate) struct AddressLimits {
     /// At most this many per address (0: no limit).
     per_address: usize,
     rate: RateSettings,
+    /// New connections per second per address, and the burst (`None`: not limited).
+    connects: RateSettings,
     trusted: Vec<IpNet>,
     addresses: Mutex<(HashMap<IpAddr, Address>, u32)>,
     /// Slots held now.
@@ -183,10 +196,16 @@ pub(crate) struct AddressLimits {
 }
 
 impl AddressLimits {
-    pub fn new(per_address: usize, rate: RateSettings, trusted: Vec<IpNet>) -> Arc<Self> {
+    pub fn new(
+        per_address: usize,
+        rate: RateSettings,
+        connects: RateSettings,
+        trusted: Vec<IpNet>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             per_address,
             rate,
+            connects,
             trusted,
             addresses: Mutex::default(),
             open: AtomicUsize::new(0),
@@ -210,42 +229,52 @@ impl AddressLimits {
         let (addresses, admitted) = &mut *guard;
         *admitted += 1;
         if *admitted % SWEEP_EVERY == 0 {
-            addresses.retain(|_, a| a.open > 0 || !a.rate.is_full());
+            addresses.retain(|_, a| !a.forgettable());
         }
-        let address = addresses.entry(addr).or_insert_with(|| Address {
-            open: 0,
-            rate: AddressRate::new(rate, burst),
-        });
+        let address = addresses
+            .entry(addr)
+            .or_insert_with(|| self.new_address(Some((rate, burst))));
         address.rate.clone()
     }
 
     /// A slot for one more connection from `addr`, or `None` if it holds its share.
     pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Option<Slot> {
         let addr = canonical(addr);
-        if self.is_trusted(addr) || (self.per_address == 0 && self.rate.is_none()) {
+        let unlimited = self.per_address == 0 && self.rate.is_none() && self.connects.is_none();
+        if self.is_trusted(addr) || unlimited {
             return Some(self.slot(addr, false, AddressRate::default()));
         }
         let mut guard = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
         let (addresses, admitted) = &mut *guard;
         *admitted += 1;
         if *admitted % SWEEP_EVERY == 0 {
-            addresses.retain(|_, a| a.open > 0 || !a.rate.is_full());
+            addresses.retain(|_, a| !a.forgettable());
         }
-        let address = addresses.entry(addr).or_insert_with(|| Address {
-            open: 0,
-            rate: self
-                .rate
-                .map_or_else(AddressRate::default, |(rate, burst)| {
-                    AddressRate::new(rate, burst)
-                }),
-        });
+        let address = addresses
+            .entry(addr)
+            .or_insert_with(|| self.new_address(self.rate));
         if self.per_address != 0 && address.open >= self.per_address {
+            return None;
+        }
+        if !address.connects.as_mut().is_none_or(TokenBucket::take) {
             return None;
         }
         address.open += 1;
         let rate = address.rate.clone();
         drop(guard);
         Some(self.slot(addr, true, rate))
+    }
+
+    fn new_address(&self, rate: RateSettings) -> Address {
+        Address {
+            open: 0,
+            rate: rate.map_or_else(AddressRate::default, |(rate, burst)| {
+                AddressRate::new(rate, burst)
+            }),
+            connects: self
+                .connects
+                .map(|(rate, burst)| TokenBucket::new(rate, burst)),
+        }
     }
 
     fn slot(self: &Arc<Self>, addr: IpAddr, counted: bool, rate: AddressRate) -> Slot {
@@ -268,7 +297,7 @@ impl AddressLimits {
         let addresses = &mut guard.0;
         if let Some(a) = addresses.get_mut(&addr) {
             a.open -= 1;
-            if a.open == 0 && a.rate.is_full() {
+            if a.forgettable() {
                 addresses.remove(&addr);
             }
         }
@@ -418,6 +447,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_address_opens_connections_at_its_connect_rate_closing_them_does_not_reset_it() {
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let limits = AddressLimits::new(0, None, Some((1.0, 3.0)), trusted);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            assert!(limits.admit(a).is_some(), "within the burst");
+        }
+        assert!(
+            limits.admit(a).is_none(),
+            "past the burst, though none is open"
+        );
+        assert!(limits.admit("192.0.2.2".parse().unwrap()).is_some());
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!((0..10).all(|_| limits.admit(proxy).is_some()));
+        assert_eq!(limits.open(), 0, "every slot was given back");
+    }
+
+    #[test]
     fn the_forwarded_client_is_the_nearest_address_no_trusted_proxy_holds() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let client = |pairs: &[(&str, &str)]| {
@@ -462,7 +509,7 @@ mod tests {
 
     #[test]
     fn an_address_holds_its_share_and_gets_slots_back_trusted_ones_are_not_counted() {
-        let limits = AddressLimits::new(2, None, vec!["10.0.0.0/8".parse().unwrap()]);
+        let limits = AddressLimits::new(2, None, None, vec!["10.0.0.0/8".parse().unwrap()]);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         let first = limits.admit(a).unwrap();

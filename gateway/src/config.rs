@@ -40,6 +40,10 @@ pub struct GatewayConfig {
     /// Burst above `address_messages_per_second`; `None`: [`ADDRESS_SHARE`] connections'
     /// worth of `message_burst`.
     pub address_message_burst: Option<f64>,
+    /// New connections per second one address may open, sustained, and the burst above it
+    /// (past it they are answered 429 before their request is read); `None`: no such
+    /// limit (the connections an address holds at once are bounded all the same).
+    pub address_connects: Option<(f64, f64)>,
     /// Balancers and proxies in front of the gateway: their connections carry many
     /// clients, so they are not held to one address's share.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -81,6 +85,7 @@ impl Default for GatewayConfig {
             max_connections_per_address: None,
             address_messages_per_second: None,
             address_message_burst: None,
+            address_connects: None,
             trusted_proxies: Vec::new(),
             node_timeout: Duration::from_secs(10),
             replay_buffer_bytes: 256 * 1024,

@@ -58,7 +58,12 @@ pub fn serve_http1(
     );
     let burst = share(config.address_message_burst, config.message_burst);
     let rate = (per_second > 0.0).then_some((per_second, burst));
-    let limits = AddressLimits::new(per_address, rate, config.trusted_proxies.clone());
+    let limits = AddressLimits::new(
+        per_address,
+        rate,
+        config.address_connects,
+        config.trusted_proxies.clone(),
+    );
     let ceiling = crate::addresses::connection_ceiling();
     let mut spare = Spare::open();
     async move {

@@ -118,6 +118,8 @@ pub struct FileLimits {
     pub max_connections_per_address: Option<usize>,
     pub address_messages_per_second: Option<f64>,
     pub address_message_burst: Option<f64>,
+    pub address_connects_per_second: Option<f64>,
+    pub address_connect_burst: Option<f64>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_room_storage_bytes: Option<u64>,
     pub max_room_storage_keys: Option<u64>,

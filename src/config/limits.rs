@@ -78,6 +78,13 @@ pub struct GatewayLimitOpts {
     /// Burst above --address-messages-per-second [default: 20 × --message-burst]
     #[arg(long, env = "CONCLAVE_ADDRESS_MESSAGE_BURST")]
     pub address_message_burst: Option<f64>,
+    /// New connections per second one address may open, sustained; past it they are
+    /// answered 429 before their request is read (0: off) [default: 0]
+    #[arg(long, env = "CONCLAVE_ADDRESS_CONNECTS_PER_SECOND")]
+    pub address_connects_per_second: Option<f64>,
+    /// Burst above --address-connects-per-second [default: the rate, at least 1]
+    #[arg(long, env = "CONCLAVE_ADDRESS_CONNECT_BURST")]
+    pub address_connect_burst: Option<f64>,
     /// Client connections one address may hold at once; more are answered 429 (0: no
     /// limit) [default: the open-file limit less a fortieth]
     #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS_PER_ADDRESS")]
@@ -146,6 +153,20 @@ impl GatewayLimitOpts {
                 .address_messages_per_second
                 .or(l.address_messages_per_second),
             address_message_burst: self.address_message_burst.or(l.address_message_burst),
+            address_connects: {
+                let rate = self
+                    .address_connects_per_second
+                    .or(l.address_connects_per_second)
+                    .unwrap_or(0.0);
+                let burst = self
+                    .address_connect_burst
+                    .or(l.address_connect_burst)
+                    .unwrap_or(rate.max(1.0));
+                if rate < 0.0 || burst < 1.0 {
+                    bail!("address_connects_per_second must not be negative, nor address_connect_burst below 1");
+                }
+                (rate > 0.0).then_some((rate, burst))
+            },
             max_connections_per_address: self
                 .max_connections_per_address
                 .or(l.max_connections_per_address)
