@@ -69,6 +69,7 @@ impl Storage {
     pub fn set_quota(&mut self, quota: StorageQuota, usage: Usage, party: Option<Arc<PartyTotal>>) {
         self.quota = quota;
         self.usage = usage;
+        self.in_flight = Usage::default();
         self.party = party;
     }
 
