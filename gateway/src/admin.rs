@@ -64,6 +64,18 @@ fn room_key(party: &str, room: &str) -> Result<RoomKey, Refused> {
 /// An admin request not served: its status and why.
 type Refused = (StatusCode, String);
 
+/// The room an admin request names, once its token is checked.
+fn admin_room(
+    gw: &GatewayState,
+    headers: &HeaderMap,
+    party: &str,
+    room: &str,
+) -> Result<RoomKey, Refused> {
+    check_admin_token(gw.config.admin_token.as_deref(), headers)
+        .map_err(|(status, why)| (status, why.to_string()))?;
+    room_key(party, room)
+}
+
 /// Asks the node that owns `key` by the ring an admin question: its JSON answer, or
 /// 503/502 when the node cannot be reached or does not answer.
 async fn ask_node(
@@ -142,10 +154,7 @@ async fn delete_room(
     headers: HeaderMap,
     Path((party, room)): Path<(String, String)>,
 ) -> Response {
-    if let Err(e) = check_admin_token(gw.config.admin_token.as_deref(), &headers) {
-        return e.into_response();
-    }
-    let key = match room_key(&party, &room) {
+    let key = match admin_room(&gw, &headers, &party, &room) {
         Ok(k) => k,
         Err(refused) => return refused.into_response(),
     };
@@ -190,10 +199,7 @@ async fn room(
     headers: HeaderMap,
     Path((party, room)): Path<(String, String)>,
 ) -> Response {
-    if let Err(e) = check_admin_token(gw.config.admin_token.as_deref(), &headers) {
-        return e.into_response();
-    }
-    let key = match room_key(&party, &room) {
+    let key = match admin_room(&gw, &headers, &party, &room) {
         Ok(k) => k,
         Err(refused) => return refused.into_response(),
     };
