@@ -184,17 +184,15 @@ struct Before {
 }
 
 /// Reads [`Before`] for a commit that writes the room's keys (`None` for one that does
-/// not). The usage record and the written keys' sizes come in one query; a room without a
-/// record (written before usage was recorded) has its keys counted in the same query.
-/// `delete_all` deletes the room's keys here, first.
+/// not). `delete_all` deletes the room's keys here, first.
 async fn read_before(
     txn: &tokio_postgres::Transaction<'_>,
     room: &RoomKey,
     c: &RoomCommit,
 ) -> Result<Option<Before>, tokio_postgres::Error> {
     let prefix = keys::kv_prefix(room);
-    let end = keys::strinc(&prefix);
     if c.delete_all {
+        let end = keys::strinc(&prefix);
         txn.execute(
             "DELETE FROM conclave_kv WHERE k >= $1 AND k < $2",
             &[&prefix, &end],
@@ -208,13 +206,26 @@ async fn read_before(
     if c.writes.is_empty() {
         return Ok(None);
     }
-    let usage_key = keys::usage_key(room);
     let written: Vec<Vec<u8>> = c
         .writes
         .iter()
         .map(|(k, _)| keys::kv_key(&prefix, k))
         .collect();
-    let rows = txn
+    Ok(Some(read_usage(txn, room, &written).await?))
+}
+
+/// The room's usage record and the sizes of the `written` keys (encoded), in one query; a
+/// room without a record (written before usage was recorded) has its keys counted in the
+/// same query.
+async fn read_usage(
+    client: &impl GenericClient,
+    room: &RoomKey,
+    written: &[Vec<u8>],
+) -> Result<Before, tokio_postgres::Error> {
+    let prefix = keys::kv_prefix(room);
+    let end = keys::strinc(&prefix);
+    let usage_key = keys::usage_key(room);
+    let rows = client
         .query(
             "SELECT k, octet_length(v), CASE WHEN k = $2 THEN v END FROM conclave_kv
              WHERE k = ANY($1) OR k = $2
@@ -236,11 +247,11 @@ async fn read_before(
             sizes.insert(k.to_vec(), len);
         }
     }
-    Ok(Some(Before {
+    Ok(Before {
         // Without a record, every key of the room was read: their count is the usage.
         usage: record.unwrap_or(counted),
         sizes,
-    }))
+    })
 }
 
 /// Applies a commit after [`read_before`]; what the room's keys take after it, if it wrote
@@ -328,36 +339,6 @@ async fn apply(
             )
             .await?;
         }
-    }
-    Ok(usage)
-}
-
-/// The room's usage record; for a room that holds keys but has none (written before usage
-/// was recorded), what a scan of its keys counts.
-async fn stored_usage(
-    client: &impl GenericClient,
-    room: &RoomKey,
-    usage_key: &[u8],
-) -> Result<Usage, tokio_postgres::Error> {
-    let row = client
-        .query_opt("SELECT v FROM conclave_kv WHERE k = $1", &[&usage_key])
-        .await?;
-    if let Some(usage) = row.and_then(|r| Usage::decode(r.get(0))) {
-        return Ok(usage);
-    }
-    let prefix = keys::kv_prefix(room);
-    let end = keys::strinc(&prefix);
-    let rows = client
-        .query(
-            "SELECT k, octet_length(v) FROM conclave_kv WHERE k >= $1 AND k < $2",
-            &[&prefix, &end],
-        )
-        .await?;
-    let mut usage = Usage::default();
-    for row in &rows {
-        let key = keys::user_key(&prefix, row.get(0)).unwrap_or_default();
-        let len: i32 = row.get(1);
-        usage.replace(&key, None, Some(len as usize));
     }
     Ok(usage)
 }
@@ -549,9 +530,8 @@ impl Store for PostgresStore {
 
     async fn usage(&self, room: &RoomKey) -> Result<Usage, StorageError> {
         let client = self.client().await?;
-        stored_usage(&**client, room, &keys::usage_key(room))
-            .await
-            .map_err(pg)
+        let before = read_usage(&**client, room, &[]).await.map_err(pg)?;
+        Ok(before.usage)
     }
 
     async fn party_rooms(

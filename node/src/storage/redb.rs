@@ -417,7 +417,7 @@ fn apply_writes(
 /// The room's usage record; for a room that holds keys but has none (written before usage
 /// was recorded), what a scan of its keys counts.
 fn stored_usage(
-    table: &redb::Table<&[u8], &[u8]>,
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     room: &RoomKey,
     usage_key: &[u8],
 ) -> Result<Usage, redb::StorageError> {
@@ -556,17 +556,8 @@ impl Store for RedbStore {
 
     async fn usage(&self, room: &RoomKey) -> Result<Usage, StorageError> {
         let room = room.clone();
-        self.read(move |t| {
-            match t
-                .get(keys::usage_key(&room).as_slice())
-                .map_err(backend)?
-                .and_then(|v| Usage::decode(v.value()))
-            {
-                Some(usage) => Ok(usage),
-                None => count_keys(t, &room).map_err(backend),
-            }
-        })
-        .await
+        self.read(move |t| stored_usage(t, &room, &keys::usage_key(&room)).map_err(backend))
+            .await
     }
 
     async fn party_rooms(
