@@ -222,19 +222,10 @@ impl AddressLimits {
     /// connection of its own (one of many on a proxy's connection).
     fn rate_of(&self, addr: IpAddr) -> AddressRate {
         let addr = canonical(addr);
-        let Some((rate, burst)) = self.rate.filter(|_| !self.is_trusted(addr)) else {
+        if self.rate.is_none() || self.is_trusted(addr) {
             return AddressRate::default();
-        };
-        let mut guard = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        let (addresses, admitted) = &mut *guard;
-        *admitted += 1;
-        if *admitted % SWEEP_EVERY == 0 {
-            addresses.retain(|_, a| !a.forgettable());
         }
-        let address = addresses
-            .entry(addr)
-            .or_insert_with(|| self.new_address(Some((rate, burst))));
-        address.rate.clone()
+        self.with_address(addr, |address| address.rate.clone())
     }
 
     /// A slot for one more connection from `addr`, or `None` if it holds its share.
@@ -244,33 +235,39 @@ impl AddressLimits {
         if self.is_trusted(addr) || unlimited {
             return Some(self.slot(addr, false, AddressRate::default()));
         }
-        let mut guard = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        let (addresses, admitted) = &mut *guard;
-        *admitted += 1;
-        if *admitted % SWEEP_EVERY == 0 {
-            addresses.retain(|_, a| !a.forgettable());
-        }
-        let address = addresses
-            .entry(addr)
-            .or_insert_with(|| self.new_address(self.rate));
-        if self.per_address != 0 && address.open >= self.per_address {
-            return None;
-        }
-        if !address.connects.as_mut().is_none_or(TokenBucket::take) {
-            return None;
-        }
-        address.open += 1;
-        let rate = address.rate.clone();
-        drop(guard);
+        let rate = self.with_address(addr, |address| {
+            if self.per_address != 0 && address.open >= self.per_address {
+                return None;
+            }
+            if !address.connects.as_mut().is_none_or(TokenBucket::take) {
+                return None;
+            }
+            address.open += 1;
+            Some(address.rate.clone())
+        })?;
         Some(self.slot(addr, true, rate))
     }
 
-    fn new_address(&self, rate: RateSettings) -> Address {
+    /// Runs `f` on `addr`'s entry, made if it has none; entries with nothing left to keep
+    /// are swept every [`SWEEP_EVERY`] calls.
+    fn with_address<T>(&self, addr: IpAddr, f: impl FnOnce(&mut Address) -> T) -> T {
+        let mut guard = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        let (addresses, calls) = &mut *guard;
+        *calls += 1;
+        if *calls % SWEEP_EVERY == 0 {
+            addresses.retain(|_, a| !a.forgettable());
+        }
+        f(addresses.entry(addr).or_insert_with(|| self.new_address()))
+    }
+
+    fn new_address(&self) -> Address {
         Address {
             open: 0,
-            rate: rate.map_or_else(AddressRate::default, |(rate, burst)| {
-                AddressRate::new(rate, burst)
-            }),
+            rate: self
+                .rate
+                .map_or_else(AddressRate::default, |(rate, burst)| {
+                    AddressRate::new(rate, burst)
+                }),
             connects: self
                 .connects
                 .map(|(rate, burst)| TokenBucket::new(rate, burst)),

@@ -78,7 +78,7 @@ pub fn serve_http1(
                     spare.release();
                     if let Ok((stream, _)) = listener.accept().await {
                         metrics::counter!("conclave_gateway_capacity_refusals_total").increment(1);
-                        refuse_now(stream, AT_CAPACITY).await;
+                        refuse(stream, AT_CAPACITY).await;
                     }
                     spare = Spare::open();
                     continue;
@@ -97,7 +97,7 @@ pub fn serve_http1(
             }
             let Some(slot) = limits.admit(peer.ip()) else {
                 metrics::counter!("conclave_gateway_address_limit_refusals_total").increment(1);
-                tokio::spawn(refuse(stream));
+                tokio::spawn(refuse(stream, REFUSAL));
                 continue;
             };
             // Every request of the connection carries who it comes from: the connection's
@@ -123,13 +123,8 @@ pub fn serve_http1(
     }
 }
 
-/// Answers 429 without reading the request, and closes.
-async fn refuse(stream: tokio::net::TcpStream) {
-    refuse_now(stream, REFUSAL).await
-}
-
-/// Writes `answer` without reading the request, and closes.
-async fn refuse_now(mut stream: tokio::net::TcpStream, answer: &[u8]) {
+/// Writes `answer` (429, 503) without reading the request, and closes.
+async fn refuse(mut stream: tokio::net::TcpStream, answer: &[u8]) {
     use tokio::io::AsyncWriteExt;
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
         stream.write_all(answer).await?;
@@ -171,7 +166,7 @@ async fn at_capacity(mut stream: tokio::net::TcpStream) {
     } else {
         AT_CAPACITY
     };
-    refuse_now(stream, answer).await
+    refuse(stream, answer).await
 }
 
 /// Whether accepting failed for want of a file descriptor (the process's or the system's).
