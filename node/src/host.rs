@@ -125,7 +125,7 @@ impl Host {
             hibernate_after: self.config.hibernate_after,
             max_connections: self.config.max_connections_per_room,
             storage_quota: self.config.storage_quota(key.party.as_str()),
-            party_totals: self.party_totals.clone(),
+            party_total: self.party_totals.get(key.party.as_str()),
         };
         let storage = Storage::new(key.clone(), self.store.clone());
         let room = Room::new(

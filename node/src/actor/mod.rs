@@ -30,7 +30,7 @@ use crate::message::{text_response, Message, Request, Response};
 use crate::party::{Party, PartyFactory};
 use crate::room::{Connection, Peer, Room, SocketRef};
 use crate::rooms::{gauge, Rooms};
-use crate::storage::{PartyTotals, StorageError, StorageQuota};
+use crate::storage::{PartyTotal, StorageError, StorageQuota};
 use conclave_proto::wire::{node_event, Ack};
 use handler::{Handler, StepError};
 use std::sync::Arc;
@@ -58,8 +58,8 @@ pub(crate) struct ActorContext {
     pub max_connections: usize,
     /// What the room (and its party) may store.
     pub storage_quota: StorageQuota,
-    /// The totals of the parties whose quota bounds the whole party.
-    pub party_totals: Arc<PartyTotals>,
+    /// The total of the room's party, when its quota bounds the whole party.
+    pub party_total: Option<Arc<PartyTotal>>,
 }
 
 pub(crate) struct RoomActor {

@@ -77,10 +77,7 @@ impl RoomActor {
             futures::try_join!(store.ledger(self.room.key()), store.usage(self.room.key()))
                 .map_err(StepError::Claim)?;
         *self.room.ledger() = Ledger::load(records);
-        let (quota, party) = (
-            self.ctx.storage_quota,
-            self.ctx.party_totals.get(self.room.key().party.as_str()),
-        );
+        let (quota, party) = (self.ctx.storage_quota, self.ctx.party_total.clone());
         self.room.storage().set_quota(quota, usage, party);
         self.room.storage().set_fence(Some(owner));
         Ok(())
