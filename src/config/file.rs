@@ -2,6 +2,7 @@
 //! it configures: which party kind serves each name, and with what auth.
 
 use super::kinds::PartyKinds;
+use super::layer::bound;
 use anyhow::{bail, Context};
 use conclave_gateway::{JwtAlgorithm, JwtRules, PartyAuth};
 use conclave_node::parties::yjs::{Yjs, YjsOptions};
@@ -153,7 +154,7 @@ pub struct FileStorageQuota {
 impl FileStorageQuota {
     /// This party's quota: its own bounds over `defaults`.
     pub fn over(&self, defaults: StorageQuota) -> StorageQuota {
-        let pick = |own: Option<u64>, default| own.map_or(default, |v| (v > 0).then_some(v));
+        let pick = |own: Option<u64>, default| own.map_or(default, bound);
         StorageQuota {
             room_bytes: pick(self.max_room_bytes, defaults.room_bytes),
             room_keys: pick(self.max_room_keys, defaults.room_keys),

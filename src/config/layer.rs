@@ -34,6 +34,16 @@ pub(super) fn admin_token(
     Ok(Some(token.to_string()))
 }
 
+/// A bound as flags and files write it: 0 for none.
+pub(super) fn bound_or_zero(bound: Option<u64>) -> u64 {
+    bound.unwrap_or(0)
+}
+
+/// The bound a flag or file value sets: none for 0.
+pub(super) fn bound(value: u64) -> Option<u64> {
+    (value > 0).then_some(value)
+}
+
 /// Milliseconds from a flag or the file, as a duration.
 pub(super) fn millis(ms: Option<u64>) -> Option<std::time::Duration> {
     ms.map(std::time::Duration::from_millis)

@@ -3,7 +3,7 @@
 //! `NodeConfig::default()`.
 
 use super::file::{FileConfig, FileLimits};
-use super::layer::{admin_token, layer, millis, with_default};
+use super::layer::{admin_token, bound, bound_or_zero, layer, millis, with_default};
 use anyhow::bail;
 use clap::Args;
 use conclave_gateway::GatewayConfig;
@@ -241,15 +241,6 @@ pub struct NodeLimitOpts {
         bound_or_zero(node().storage_quota.party_keys),
     ))]
     pub max_party_storage_keys: Option<u64>,
-}
-
-/// A bound as flags and files write it: 0 for none.
-fn bound_or_zero(bound: Option<u64>) -> u64 {
-    bound.unwrap_or(0)
-}
-
-fn bound(value: u64) -> Option<u64> {
-    (value > 0).then_some(value)
 }
 
 impl NodeLimitOpts {

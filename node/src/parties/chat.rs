@@ -6,7 +6,7 @@
 use crate::message::{is_read, json_response, method_not_allowed, Message, Request, Response};
 use crate::party::{Party, PartyError};
 use crate::room::{Connection, Room};
-use crate::storage::{ListOptions, StorageError};
+use crate::storage::{encode_json, ListOptions, StorageError};
 use crate::time::now_ms;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -31,10 +31,6 @@ struct Incoming {
     #[serde(rename = "type")]
     kind: String,
     text: Option<String>,
-}
-
-fn json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
-    serde_json::to_vec(value).map_err(|e| StorageError::Encode(e.to_string()))
 }
 
 fn msg_key(id: u64) -> String {
@@ -115,8 +111,8 @@ impl Party for Chat {
             ts: now_ms(),
         };
         let stored = room.storage().put_many(vec![
-            (msg_key(id), json_bytes(&m)?),
-            (NEXT_ID.into(), json_bytes(&(id + 1))?),
+            (msg_key(id), encode_json(&m)?),
+            (NEXT_ID.into(), encode_json(&(id + 1))?),
         ]);
         if let Err(e @ StorageError::QuotaExceeded { .. }) = stored {
             error(conn, &e.to_string());

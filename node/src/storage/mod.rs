@@ -28,8 +28,8 @@ pub use self::postgres::{
 pub use self::redb::RedbStore;
 pub use health::{Monitored, StoreHealth};
 pub use limits::{MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES};
-pub(crate) use room_storage::Savepoint;
 pub use room_storage::Storage;
+pub(crate) use room_storage::{encode_json, Savepoint};
 pub use store::{
     AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store, Usage, DEFAULT_REGION,
 };

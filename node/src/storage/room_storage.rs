@@ -330,8 +330,7 @@ impl Storage {
         key: &str,
         value: &T,
     ) -> Result<(), StorageError> {
-        let v = serde_json::to_vec(value).map_err(|e| StorageError::Encode(e.to_string()))?;
-        self.put(key, v)
+        self.put(key, encode_json(value)?)
     }
 
     /// Whether the handler has written anything not yet committed.
@@ -417,6 +416,11 @@ impl Storage {
     pub(crate) fn give_back(&mut self, lent: Storage) {
         *self = lent;
     }
+}
+
+/// `value` as JSON, as [`Storage::put_json`] stores it.
+pub(crate) fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(|e| StorageError::Encode(e.to_string()))
 }
 
 /// A read of some keys ([`Storage::read_plan`]).
