@@ -28,6 +28,9 @@
 //! `delete_all` is one range clear. A room commit must stay under [`MAX_COMMIT_BYTES`] as
 //! FoundationDB counts it (`get_approximate_size`); a larger one fails whole.
 
+mod client;
+mod ranges;
+
 use super::keys;
 use super::store::{
     check_fence, home_region, AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError,
@@ -35,14 +38,14 @@ use super::store::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+pub use client::stop_network;
+use client::{backend, boot_network, directory_error, from_binding, refuse};
 use conclave_proto::RoomKey;
-use foundationdb::api::NetworkAutoStop;
-use foundationdb::directory::{Directory, DirectoryError, DirectoryLayer};
+use foundationdb::directory::{Directory, DirectoryLayer};
 use foundationdb::options::{DatabaseOption, StreamingMode};
-use foundationdb::tuple::hca::HcaError;
 use foundationdb::tuple::{pack, unpack};
 use foundationdb::{Database, FdbBindingError, FdbError, RangeOption, RetryableTransaction};
-use std::sync::Mutex;
+use ranges::{read_all, write_value};
 use std::time::Duration;
 
 /// Largest piece of a value stored under one key.
@@ -58,105 +61,6 @@ const TRANSACTION_TIMEOUT_MS: i32 = 4_000;
 const RETRY_LIMIT: i32 = 20;
 /// Rows per transaction when listing a large room.
 const LIST_PAGE_ROWS: usize = 1_000;
-
-/// The client's network thread: started once per process, stopped by
-/// [`stop_network`] before the process exits.
-static NETWORK: Mutex<Option<NetworkAutoStop>> = Mutex::new(None);
-/// How starting the network went: `None` until the first attempt (which is the only one:
-/// FoundationDB selects its API version once per process).
-static BOOTED: Mutex<Option<Result<(), String>>> = Mutex::new(None);
-
-fn boot_network() -> Result<(), StorageError> {
-    let mut booted = BOOTED.lock().unwrap_or_else(|e| e.into_inner());
-    let outcome = booted.get_or_insert_with(|| {
-        let builder = foundationdb::api::FdbApiBuilder::default()
-            .build()
-            .map_err(describe_fdb)?;
-        // SAFETY: runs once per process (guarded by BOOTED); the handle is kept until
-        // `stop_network`, after which no FoundationDB store is used.
-        let network = unsafe { builder.boot() }.map_err(describe_fdb)?;
-        *NETWORK.lock().unwrap_or_else(|e| e.into_inner()) = Some(network);
-        Ok(())
-    });
-    outcome
-        .clone()
-        .map_err(|e| backend(format!("cannot start the client network: {e}")))
-}
-
-/// Stops the FoundationDB network thread. Call it at process exit, after every
-/// [`FdbStore`] is dropped: no FoundationDB store may be used afterwards. Does nothing if
-/// it never started.
-pub fn stop_network() {
-    drop(NETWORK.lock().unwrap_or_else(|e| e.into_inner()).take());
-}
-
-/// An FDB error as an operator reads it: its message and code.
-fn describe_fdb(e: FdbError) -> String {
-    format!("{} (error {})", e.message(), e.code())
-}
-
-fn describe(e: &FdbBindingError) -> String {
-    match e {
-        FdbBindingError::NonRetryableFdbError(e) => describe_fdb(*e),
-        other => other.to_string(),
-    }
-}
-
-/// The directory layer wraps an error of its prefix allocator as `HcaError(FdbError)`,
-/// which the bindings' retry loop does not look into: unwrapped, a retryable error (a
-/// conflict with another node opening the directory, 1037, …) is retried, not fatal.
-fn directory_error(e: DirectoryError) -> FdbBindingError {
-    match e {
-        DirectoryError::FdbError(e) | DirectoryError::HcaError(HcaError::FdbError(e)) => e.into(),
-        other => other.into(),
-    }
-}
-
-fn backend(e: impl std::fmt::Display) -> StorageError {
-    StorageError::Backend(format!("FoundationDB: {e}"))
-}
-
-/// A refusal from inside a transaction closure (fenced, held, …), carried out of the
-/// retry loop unchanged.
-fn refuse(e: StorageError) -> FdbBindingError {
-    FdbBindingError::new_custom_error(Box::new(e))
-}
-
-fn from_binding(e: FdbBindingError) -> StorageError {
-    match e {
-        FdbBindingError::CustomError(inner) => match inner.downcast::<StorageError>() {
-            Ok(e) => *e,
-            Err(other) => backend(other),
-        },
-        other => backend(describe(&other)),
-    }
-}
-
-/// Every row `opt` selects, in one transaction: batch after batch while FoundationDB says
-/// there is `more` (a batch ends at a byte target as well as at the row limit).
-async fn read_all(
-    trx: &RetryableTransaction,
-    mut opt: RangeOption<'static>,
-    snapshot: bool,
-) -> Result<Vec<(Vec<u8>, Bytes)>, FdbError> {
-    let mut rows = Vec::new();
-    let mut iteration = 1;
-    loop {
-        let batch = trx.get_range(&opt, iteration, snapshot).await?;
-        rows.extend(
-            batch
-                .iter()
-                .map(|kv| (kv.key().to_vec(), Bytes::copy_from_slice(kv.value()))),
-        );
-        match opt.next_range(&batch) {
-            Some(next) => {
-                opt = next;
-                iteration += 1;
-            }
-            None => return Ok(rows),
-        }
-    }
-}
 
 pub struct FdbStore {
     db: Database,
@@ -239,59 +143,6 @@ impl FdbStore {
     }
 }
 
-impl FdbStore {
-    /// The room's usage record, read in `trx`; for a room that holds keys but has none
-    /// (written before usage was recorded), what a scan of its keys counts.
-    async fn read_usage(
-        &self,
-        trx: &RetryableTransaction,
-        room: &RoomKey,
-        usage_key: &[u8],
-    ) -> Result<Usage, FdbError> {
-        if let Some(usage) = trx
-            .get(usage_key, false)
-            .await?
-            .and_then(|v| Usage::decode(&v))
-        {
-            return Ok(usage);
-        }
-        let prefix = self.kv_prefix(room);
-        let end = keys::strinc(&prefix);
-        let rows = read_all(trx, RangeOption::from((prefix.clone(), end)), false).await?;
-        let mut usage = Usage::default();
-        let mut current: Option<(String, usize)> = None;
-        for (k, v) in rows {
-            let Some((key, _)) = keys::parse_chunk_key(&prefix, &k) else {
-                continue;
-            };
-            match &mut current {
-                Some((cur, len)) if *cur == key => *len += v.len(),
-                _ => {
-                    if let Some((done, len)) = current.replace((key, v.len())) {
-                        usage.replace(&done, None, Some(len));
-                    }
-                }
-            }
-        }
-        if let Some((done, len)) = current {
-            usage.replace(&done, None, Some(len));
-        }
-        Ok(usage)
-    }
-}
-
-/// Writes `value` as chunks under `kv_key` (an empty value is one empty chunk).
-fn write_value(trx: &RetryableTransaction, kv_key: &[u8], value: &[u8]) {
-    let (lo, hi) = keys::chunk_range(kv_key);
-    trx.clear_range(&lo, &hi);
-    if value.is_empty() {
-        trx.set(&keys::chunk_key(kv_key, 0), &[]);
-    }
-    for (n, chunk) in value.chunks(CHUNK_BYTES).enumerate() {
-        trx.set(&keys::chunk_key(kv_key, n), chunk);
-    }
-}
-
 /// A lower bound of the size FoundationDB counts for a commit (keys and values written),
 /// to refuse a hopeless commit before any round trip; the exact check is in the
 /// transaction (`get_approximate_size`).
@@ -301,85 +152,6 @@ fn commit_bytes(c: &RoomCommit) -> usize {
         .chain(&c.ledger)
         .map(|(k, v)| k.len() + 64 + v.as_ref().map_or(0, |v| v.len()))
         .sum()
-}
-
-impl FdbStore {
-    /// The entries under `prefix` (a room's keys or its ledger) that `opts` selects.
-    async fn list_under(
-        &self,
-        prefix: &[u8],
-        opts: &ListOptions,
-    ) -> Result<Vec<(String, Bytes)>, StorageError> {
-        let limit = opts.limit.unwrap_or(usize::MAX);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let (mut lo, mut hi) = keys::list_range(prefix, opts);
-        let mut out: Vec<(String, Bytes)> = Vec::new();
-        // The key whose chunks are being gathered (they may span pages).
-        let mut current: Option<(String, Vec<(i64, Bytes)>)> = None;
-        let finish = |entry: Option<(String, Vec<(i64, Bytes)>)>, out: &mut Vec<_>| {
-            if let Some((key, chunks)) = entry {
-                if opts.contains(&key) && out.len() < limit {
-                    out.push((key, keys::join_chunks(chunks)));
-                }
-            }
-        };
-        while lo < hi && out.len() < limit {
-            let (page_lo, page_hi) = (lo.clone(), hi.clone());
-            let reverse = opts.reverse;
-            // One transaction per page; a page is one batch, which ends at the row limit or
-            // at FoundationDB's byte target: only `more` says whether the range goes on.
-            let (rows, more): (Vec<(Vec<u8>, Bytes)>, bool) = self
-                .db
-                .run(|trx, _| {
-                    let (page_lo, page_hi) = (page_lo.clone(), page_hi.clone());
-                    async move {
-                        let opt = RangeOption {
-                            limit: Some(LIST_PAGE_ROWS),
-                            reverse,
-                            mode: StreamingMode::WantAll,
-                            ..RangeOption::from((page_lo, page_hi))
-                        };
-                        let batch = trx.get_range(&opt, 1, true).await?;
-                        let rows = batch
-                            .iter()
-                            .map(|kv| (kv.key().to_vec(), Bytes::copy_from_slice(kv.value())))
-                            .collect();
-                        Ok((rows, batch.more()))
-                    }
-                })
-                .await
-                .map_err(from_binding)?;
-            let Some((last, _)) = rows.last() else {
-                break;
-            };
-            // Next page: past the last row read, in the direction of the scan.
-            if reverse {
-                hi = last.clone();
-            } else {
-                lo = last.clone();
-                lo.push(0);
-            }
-            for (k, v) in rows {
-                let (key, n) = keys::parse_chunk_key(prefix, &k).ok_or_else(|| {
-                    StorageError::Backend("undecodable key in room subspace".into())
-                })?;
-                match &mut current {
-                    Some((cur, chunks)) if *cur == key => chunks.push((n, v)),
-                    _ => {
-                        finish(current.take(), &mut out);
-                        current = Some((key, vec![(n, v)]));
-                    }
-                }
-            }
-            if !more {
-                break;
-            }
-        }
-        finish(current.take(), &mut out);
-        Ok(out)
-    }
 }
 
 #[async_trait]
