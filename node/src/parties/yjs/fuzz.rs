@@ -4,7 +4,7 @@
 //! answered — on a fresh document.
 
 use super::batch::{self, Batches};
-use super::integrate::{integrate, trimmed, Refused};
+use super::integrate::{from_client, integrate, Refused};
 use super::{bounds, Document, YjsOptions};
 use yrs::sync::{Message as YMessage, MessageReader, SyncMessage};
 use yrs::updates::decoder::DecoderV1;
@@ -36,7 +36,8 @@ pub(crate) fn fuzz_client_message(data: &[u8]) {
                 let _ = document.doc().transact().encode_state_as_update_v1(&sv);
             }
             YMessage::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
-                let Ok(update) = trimmed(&document.doc().transact(), update) else {
+                let checked = from_client(&document.doc().transact(), &document.nesting, update);
+                let Ok((update, checked)) = checked else {
                     continue;
                 };
                 // libFuzzer aborts on any panic, even a caught one: quiet the hook.
@@ -44,9 +45,11 @@ pub(crate) fn fuzz_client_message(data: &[u8]) {
                 std::panic::set_hook(Box::new(|_| {}));
                 let integrated = integrate(document.doc(), update);
                 std::panic::set_hook(hook);
-                if let Err(Refused::Broken(_)) = integrated {
+                match integrated {
+                    Ok(_) => checked.applied(&mut document.nesting),
                     // As the room does: the instance is dropped, the step discarded.
-                    document = Document::new(YjsOptions::default());
+                    Err(Refused::Broken(_)) => document = Document::new(YjsOptions::default()),
+                    Err(Refused::Invalid(_)) => {}
                 }
             }
             YMessage::Awareness(update) => {

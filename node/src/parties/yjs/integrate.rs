@@ -1,11 +1,25 @@
-//! What a client's update goes through before it is kept: cut to what the document
-//! lacks, refused when it would wait on content the room does not have, applied with yrs'
-//! panics caught, and the document checked afterwards. Each guard stands for an input the
+//! What a client's update goes through before it is kept: read through before yrs decodes
+//! it ([`client_update::check`]), cut to what the document lacks, applied with yrs' panics
+//! caught, and the document checked afterwards. Each guard stands for an input the
 //! `y_websocket` fuzz target found (see `conclave_node::fuzz`).
+
+use super::client_update::{self, Checked};
+use super::nesting::Nesting;
 
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, IdSet, ReadTxn, StateVector, Transact, Update};
+
+/// A client's update, checked ([`client_update::check`]) and trimmed against the document
+/// `txn` reads, whose types nest as `nesting` says.
+pub(crate) fn from_client(
+    txn: &impl ReadTxn,
+    nesting: &Nesting,
+    bytes: Vec<u8>,
+) -> Result<(Trimmed, Checked), String> {
+    let checked = client_update::check(&bytes, &txn.state_vector(), nesting)?;
+    Ok((trimmed(txn, bytes).map_err(|e| e.to_string())?, checked))
+}
 
 /// An update as the document can take it: without what the document already holds. yrs
 /// trims an overlapping update itself by splitting its items, and the parts it then drops
@@ -18,12 +32,10 @@ pub(crate) struct Trimmed {
     pub update: Update,
     /// The update's encoding (the diff's, when it was cut).
     pub bytes: Vec<u8>,
-    /// It starts past what the document holds of one of its clients: it would wait for the
-    /// content between (see [`broken_by`]).
-    starts_past: bool,
 }
 
-/// `bytes`, an update, trimmed against the document `txn` reads.
+/// `bytes`, an update, trimmed against the document `txn` reads (a stored one; a client's
+/// goes through [`from_client`]).
 pub(crate) fn trimmed(
     txn: &impl ReadTxn,
     bytes: Vec<u8>,
@@ -31,19 +43,13 @@ pub(crate) fn trimmed(
     let update = Update::decode_v1(&bytes)?;
     let known = txn.state_vector();
     let lowest = update.state_vector_lower();
-    let starts_past = lowest.iter().any(|(c, lowest)| *lowest > known.get(c));
     if !lowest.iter().any(|(c, lowest)| *lowest < known.get(c)) {
-        return Ok(Trimmed {
-            update,
-            bytes,
-            starts_past,
-        });
+        return Ok(Trimmed { update, bytes });
     }
     let new = yrs::diff_updates_v1(&bytes, &known.encode_v1())?;
     Ok(Trimmed {
         update: Update::decode_v1(&new)?,
         bytes: new,
-        starts_past,
     })
 }
 
@@ -55,21 +61,12 @@ pub(crate) enum Refused {
     Broken(&'static str),
 }
 
-/// Applies a client's trimmed update to the document; returns its encoding. One that
-/// starts past the document is refused before it is applied; a panic inside yrs (the fuzz
-/// target found some on crafted updates) leaves the document [`Refused::Broken`], as does
-/// what [`broken_by`] finds.
+/// Applies a client's checked and trimmed update ([`from_client`]) to the document;
+/// returns its encoding. A panic inside yrs (the fuzz target found some on crafted updates)
+/// leaves the document [`Refused::Broken`], as does what [`broken_by`] finds.
 pub(crate) fn integrate(doc: &Doc, trimmed: Trimmed) -> Result<Vec<u8>, Refused> {
-    if trimmed.starts_past {
-        return Err(Refused::Invalid(
-            "an update starts past what the room holds of its client".into(),
-        ));
-    }
     let update = trimmed.update;
     let inserted = update.insertions(true);
-    if let Some(why) = malformed(&update, &inserted) {
-        return Err(Refused::Invalid(why));
-    }
     // The transaction is held outside the closure that may panic, and committed (dropped)
     // apart: yrs' commit runs in its `Drop`, and when it panicked again while a panic of
     // `apply_update` unwound through it (a zero-length block made both divide by zero),
@@ -88,37 +85,6 @@ pub(crate) fn integrate(doc: &Doc, trimmed: Trimmed) -> Result<Vec<u8>, Refused>
         Some(why) => Err(Refused::Broken(why)),
         None => Ok(trimmed.bytes),
     }
-}
-
-/// Why an update's content, as `inserted` (its blocks' clock ranges) shows it, is not a
-/// client's, if it is not. yrs fills a hole in a client's content (a skip struct, blocks out
-/// of order, a length that wraps the clock past its first block) with a skip, and later
-/// replaces whatever block covers the clock the next one starts at, freeing an item still
-/// pointed at: a heap use-after-free in `BlockStore::push`, found by the fuzz target. It
-/// also mixes clocks with `i32` offsets. A client's own update, and its answer to the room's
-/// sync step 1, hold each client's content from its first block on without a hole; only a
-/// merged update of several, or a crafted one, does not.
-fn malformed(update: &Update, inserted: &IdSet) -> Option<String> {
-    let first_blocks = update.state_vector_lower();
-    inserted.iter().find_map(|(client, ranges)| {
-        let mut ranges: Vec<_> = ranges.iter().cloned().collect();
-        ranges.sort_by_key(|r| r.start);
-        let first = ranges.first()?;
-        if first.start != first_blocks.get(client) {
-            return Some(format!(
-                "an update's content of client {client} does not start at its first block"
-            ));
-        }
-        let mut end = first.end;
-        for r in &ranges {
-            if r.start > end {
-                return Some(format!("an update skips part of client {client}'s content"));
-            }
-            end = end.max(r.end);
-        }
-        (end > i32::MAX as u32)
-            .then(|| format!("an update's clock of client {client} is out of range"))
-    })
 }
 
 /// What an update just applied broke in the document, if anything; then the instance is
@@ -145,6 +111,21 @@ fn broken_by(doc: &Doc, inserted: &IdSet) -> Option<&'static str> {
     gap.then_some("an update left a gap (skipped ranges) in the document")
 }
 
+/// For tests: a client's update through the room's path (checked, trimmed, applied, its
+/// nesting learnt); the reason when it is refused.
+#[cfg(test)]
+pub(crate) fn take(doc: &Doc, nesting: &mut Nesting, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let (trimmed, checked) = from_client(&doc.transact(), nesting, bytes)?;
+    match integrate(doc, trimmed) {
+        Ok(bytes) => {
+            checked.applied(nesting);
+            Ok(bytes)
+        }
+        Err(Refused::Invalid(why)) => Err(why),
+        Err(Refused::Broken(why)) => Err(why.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,10 +147,10 @@ mod tests {
             .encode_state_as_update_v1(&StateVector::default());
 
         let room = Doc::new();
+        let mut nesting = Nesting::default();
         for bytes in [first, merged.clone()] {
-            let t = trimmed(&room.transact(), bytes.clone()).unwrap();
-            assert_eq!(t.bytes == bytes, bytes != merged, "trimmed iff it overlaps");
-            assert!(integrate(&room, t).is_ok());
+            let taken = take(&room, &mut nesting, bytes.clone()).unwrap();
+            assert_eq!(taken == bytes, bytes != merged, "trimmed iff it overlaps");
         }
         let room_text = room.get_or_insert_text("t");
         assert_eq!(room_text.get_string(&room.transact()), "hello");
@@ -193,11 +174,11 @@ mod tests {
                 replayed += 1;
             }
         }
-        assert!(replayed >= 9, "{replayed} inputs found in {dir}");
+        assert!(replayed >= 12, "{replayed} inputs found in {dir}");
     }
 
     /// A merged update of a client's first and third edits (a skip over the second) is
-    /// refused before yrs integrates the hole, and the document is as it was.
+    /// refused before yrs decodes it, and the document is as it was.
     #[test]
     fn an_update_with_a_hole_in_a_clients_content_is_refused_unapplied() {
         let client = Doc::with_client_id(7);
@@ -211,16 +192,15 @@ mod tests {
         let holed = yrs::merge_updates_v1([edits[0].as_slice(), edits[2].as_slice()]).unwrap();
 
         let room = Doc::new();
-        let t = trimmed(&room.transact(), holed).unwrap();
-        match integrate(&room, t) {
-            Err(Refused::Invalid(why)) => assert!(why.contains("skips"), "{why}"),
-            _ => panic!("an update with a hole was not refused as invalid"),
+        let mut nesting = Nesting::default();
+        match take(&room, &mut nesting, holed) {
+            Err(why) => assert!(why.contains("skips"), "{why}"),
+            Ok(_) => panic!("an update with a hole was not refused"),
         }
         assert_eq!(room.transact().state_vector(), StateVector::default());
         // The same edits whole and in order are taken.
         for bytes in edits {
-            let t = trimmed(&room.transact(), bytes).unwrap();
-            assert!(integrate(&room, t).is_ok());
+            take(&room, &mut nesting, bytes).unwrap();
         }
         let room_text = room.get_or_insert_text("t");
         assert_eq!(room_text.get_string(&room.transact()), "hello!!");

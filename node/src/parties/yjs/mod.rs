@@ -18,8 +18,10 @@
 mod batch;
 mod bounds;
 mod callback;
+mod client_update;
 mod fuzz;
 mod integrate;
+mod nesting;
 mod options;
 mod stored;
 
@@ -33,7 +35,8 @@ use async_trait::async_trait;
 use batch::Batches;
 use callback::Callback;
 pub(crate) use fuzz::fuzz_client_message;
-use integrate::{integrate, trimmed, Refused};
+use integrate::{from_client, integrate, Refused};
+use nesting::Nesting;
 use std::collections::{HashMap, HashSet};
 use stored::Stored;
 use yrs::sync::{Awareness, AwarenessUpdate, Message as YMessage, MessageReader, SyncMessage};
@@ -109,6 +112,8 @@ impl YjsHooks for () {}
 pub struct Document {
     awareness: Awareness,
     stored: Stored,
+    /// How the document nests shared types, which yrs does not say.
+    nesting: Nesting,
     options: YjsOptions,
     callback: Option<Callback>,
 }
@@ -119,6 +124,7 @@ impl Document {
         Self {
             awareness: Awareness::new(Doc::new()),
             stored: Stored::new(options.max_updates, options.max_bytes),
+            nesting: Nesting::default(),
             options,
             callback,
         }
@@ -136,10 +142,12 @@ impl Document {
         room: &mut Room,
         change: impl FnOnce(&mut TransactionMut) -> R,
     ) -> Result<R, PartyError> {
+        let before = self.awareness.doc().transact().state_vector();
         let mut txn = self.awareness.doc().transact_mut();
         let result = change(&mut txn);
         let update = txn.encode_update_v1();
         drop(txn);
+        self.nesting.learn(&update, &before);
         self.committed(room, update)?;
         Ok(result)
     }
@@ -257,7 +265,9 @@ impl<H: YjsHooks> Yjs<H> {
         if is_empty_update(&update) || conn.tags().iter().any(|t| t == READ_ONLY_TAG) {
             return Ok(());
         }
-        let trimmed = trimmed(&self.document.doc().transact(), update).map_err(bad)?;
+        let document = &mut self.document;
+        let (trimmed, checked) =
+            from_client(&document.doc().transact(), &document.nesting, update).map_err(bad)?;
         if is_empty_update(&trimmed.bytes) {
             return Ok(());
         }
@@ -270,7 +280,10 @@ impl<H: YjsHooks> Yjs<H> {
             return Ok(());
         }
         match integrate(self.document.doc(), trimmed) {
-            Ok(update) => self.document.committed(room, update),
+            Ok(update) => {
+                checked.applied(&mut self.document.nesting);
+                self.document.committed(room, update)
+            }
             Err(Refused::Invalid(e)) => Err(bad(e)),
             Err(Refused::Broken(why)) => Err(Box::new(InstanceBroken(format!("yjs: {why}")))),
         }
@@ -313,7 +326,11 @@ impl<H: YjsHooks> Party for Yjs<H> {
         let document = &mut self.document;
         document
             .stored
-            .load(room.storage(), document.awareness.doc())
+            .load(
+                room.storage(),
+                document.awareness.doc(),
+                &mut document.nesting,
+            )
             .await?;
         self.hooks.on_load(room, &mut self.document).await
     }

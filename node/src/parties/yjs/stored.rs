@@ -5,6 +5,7 @@
 //! what is stored stays bounded by the document's size.
 
 use super::bad;
+use super::nesting::Nesting;
 use crate::party::PartyError;
 use crate::storage::{ListOptions, Storage, MAX_BATCH_KEYS, MAX_VALUE_BYTES};
 use yrs::updates::decoder::Decode;
@@ -44,7 +45,13 @@ impl Stored {
     }
 
     /// Applies the stored document to `doc`: the snapshot, then the updates after it.
-    pub async fn load(&mut self, storage: &Storage, doc: &Doc) -> Result<(), PartyError> {
+    /// Loads the document into `doc`, and how it nests into `nesting`.
+    pub async fn load(
+        &mut self,
+        storage: &Storage,
+        doc: &Doc,
+        nesting: &mut Nesting,
+    ) -> Result<(), PartyError> {
         self.snapshot_chunks = storage.get_json(SNAPSHOT_CHUNKS).await?.unwrap_or(0);
         let keys: Vec<String> = (0..self.snapshot_chunks).map(snapshot_key).collect();
         let mut snapshot = Vec::new();
@@ -62,7 +69,9 @@ impl Stored {
             })
             .await?;
         let mut txn = doc.transact_mut();
+        *nesting = Nesting::default();
         if !snapshot.is_empty() {
+            nesting.learn(&snapshot, &txn.state_vector());
             let update = Update::decode_v1(&snapshot).map_err(bad)?;
             txn.apply_update(update).map_err(bad)?;
         }
@@ -70,6 +79,7 @@ impl Stored {
         self.update_bytes = 0;
         for (key, bytes) in &updates {
             // Trimmed: updates stored before they were trimmed on arrival may overlap.
+            nesting.learn(bytes, &txn.state_vector());
             let update = super::integrate::trimmed(&txn, bytes.to_vec()).map_err(bad)?;
             txn.apply_update(update.update).map_err(bad)?;
             self.update_bytes += bytes.len();
