@@ -11,23 +11,7 @@ use tokio::net::TcpStream;
 
 /// A WebSocket opened by hand, to send frames no client library would.
 async fn raw_ws(server: &TestServer, path: &str) -> TcpStream {
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
+    upgrade_by_hand(TcpStream::connect(server.addr).await.unwrap(), path).await
 }
 
 /// Records how each connection ended (`close <code>` or `error`); `GET` lists them.

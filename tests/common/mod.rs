@@ -261,6 +261,27 @@ pub async fn close_code(ws: &mut Ws) -> u16 {
     }
 }
 
+/// Upgrades `s` to a WebSocket on `path` by hand (to send frames no client library
+/// would, or to never read).
+pub async fn upgrade_by_hand(mut s: TcpStream, path: &str) -> TcpStream {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
 pub async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
 }
