@@ -17,8 +17,9 @@ pub(crate) fn from_client(
     nesting: &Nesting,
     bytes: Vec<u8>,
 ) -> Result<(Trimmed, Checked), String> {
-    let checked = client_update::check(&bytes, &txn.state_vector(), nesting)?;
-    Ok((trimmed(txn, bytes).map_err(|e| e.to_string())?, checked))
+    let known = txn.state_vector();
+    let checked = client_update::check(&bytes, &known, nesting)?;
+    Ok((trimmed(&known, bytes).map_err(|e| e.to_string())?, checked))
 }
 
 /// An update as the document can take it: without what the document already holds. yrs
@@ -34,14 +35,13 @@ pub(crate) struct Trimmed {
     pub bytes: Vec<u8>,
 }
 
-/// `bytes`, an update, trimmed against the document `txn` reads (a stored one; a client's
-/// goes through [`from_client`]).
+/// `bytes`, an update, trimmed against a document holding `known` (a stored one; a
+/// client's goes through [`from_client`]).
 pub(crate) fn trimmed(
-    txn: &impl ReadTxn,
+    known: &StateVector,
     bytes: Vec<u8>,
 ) -> Result<Trimmed, yrs::encoding::read::Error> {
     let update = Update::decode_v1(&bytes)?;
-    let known = txn.state_vector();
     let lowest = update.state_vector_lower();
     if !lowest.iter().any(|(c, lowest)| *lowest < known.get(c)) {
         return Ok(Trimmed { update, bytes });

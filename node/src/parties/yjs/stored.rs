@@ -79,8 +79,9 @@ impl Stored {
         self.update_bytes = 0;
         for (key, bytes) in &updates {
             // Trimmed: updates stored before they were trimmed on arrival may overlap.
-            nesting.learn(bytes, &txn.state_vector());
-            let update = super::integrate::trimmed(&txn, bytes.to_vec()).map_err(bad)?;
+            let known = txn.state_vector();
+            nesting.learn(bytes, &known);
+            let update = super::integrate::trimmed(&known, bytes.to_vec()).map_err(bad)?;
             txn.apply_update(update.update).map_err(bad)?;
             self.update_bytes += bytes.len();
             self.updates.push(key.clone());
