@@ -14,7 +14,8 @@ async fn raw_ws(server: &TestServer, path: &str) -> TcpStream {
     upgrade_by_hand(TcpStream::connect(server.addr).await.unwrap(), path).await
 }
 
-/// Records how each connection ended (`close <code>` or `error`); `GET` lists them.
+/// Records each text message (`message <text>`) and how each connection ended
+/// (`close <code>` or `error`); `GET` lists them.
 #[derive(Default)]
 struct Endings(Vec<String>);
 
@@ -24,8 +25,11 @@ impl Party for Endings {
         &mut self,
         _room: &mut Room,
         _conn: &Connection,
-        _msg: Message,
+        msg: Message,
     ) -> Result<(), PartyError> {
+        if let Some(text) = msg.as_text() {
+            self.0.push(format!("message {text}"));
+        }
         Ok(())
     }
 
@@ -78,6 +82,42 @@ async fn a_connection_dropped_without_a_close_frame_ends_as_1006() {
         endings().await
     );
     assert_eq!(endings().await, "close 1000,close 1006");
+}
+
+/// The gateway reads a socket once per readiness when the read leaves it empty: data and
+/// the end of the connection arriving together must still both be seen.
+#[tokio::test]
+async fn messages_and_the_end_of_the_connection_sent_at_once_are_all_seen() {
+    let server = start(|_| {}, |r| r.with::<Endings>("endings")).await;
+    for round in 0..20 {
+        let path = format!("/parties/endings/r{round}");
+        let mut ws = raw_ws(&server, &format!("{path}?_pk=p")).await;
+        let mut bytes = frame(0x1, b"one");
+        bytes.extend(frame(0x1, b"two"));
+        ws.write_all(&bytes).await.unwrap();
+        ws.shutdown().await.unwrap();
+        let endings = async || get(server.addr, &path).await.1;
+        let want = "message one,message two,close 1006";
+        assert!(
+            eventually(async || endings().await == want).await,
+            "round {round}: {}",
+            endings().await
+        );
+        // Half of the rounds: the two messages in one read, then the end in the next.
+        if round % 2 == 1 {
+            let mut ws = raw_ws(&server, &format!("{path}-apart?_pk=p")).await;
+            ws.write_all(&frame(0x1, b"three")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            ws.shutdown().await.unwrap();
+            let path = format!("{path}-apart");
+            let endings = async || get(server.addr, &path).await.1;
+            assert!(
+                eventually(async || endings().await == "message three,close 1006").await,
+                "round {round}: {}",
+                endings().await
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@
 use crate::session::Session;
 use conclave_proto::trace;
 use conclave_proto::wire::{gateway_event, node_event, Detach, GatewayEvent, NodeEvent, Received};
-use conclave_proto::{reply_id, GatewaySide, Refusal, RelayRequest, RingVersion, RoomKey};
+use conclave_proto::{reply_id, GatewaySide, Inbound, Refusal, RelayRequest, RingVersion, RoomKey};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -261,7 +261,7 @@ impl NodeLink {
     /// Applies the node's events until its side of the link ends; then its sockets move to
     /// the rooms' next owners. (`alive` is cleared first: a socket attaching concurrently
     /// sees it and moves on by itself.)
-    async fn run(self: Arc<Self>, mut from_node: mpsc::Receiver<NodeEvent>) {
+    async fn run(self: Arc<Self>, mut from_node: Inbound<NodeEvent>) {
         // Per room, the highest numbered output that arrived since the last confirmation.
         let mut received: HashMap<RoomKey, u64> = HashMap::new();
         let mut writes = Writes::default();

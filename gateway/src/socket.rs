@@ -348,20 +348,52 @@ enum Read {
 }
 
 /// Reads what the socket has and parses it into `incoming`.
+///
+/// A read that does not fill the buffer emptied the socket's receive queue, so the
+/// socket's read readiness is cleared right away: without that, every message would cost
+/// a second read just to hear "would block". (Safe against data arriving meanwhile: tokio
+/// clears readiness only if no readiness event came after the one this read answered, and
+/// never clears a closed read side.)
 fn read_frames(
     stream: &TcpStream,
     reader: &mut FrameReader,
     incoming: &mut Vec<Incoming>,
 ) -> std::io::Result<Read> {
-    READ_BUFFER.with_borrow_mut(|buf| match stream.try_read(buf) {
-        Ok(0) => Ok(Read::Eof),
-        Ok(n) => {
-            reader.read(&buf[..n], Instant::now(), incoming);
-            Ok(Read::Frames)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Read::Nothing),
-        Err(e) => Err(e),
+    use std::io::ErrorKind::WouldBlock;
+    READ_BUFFER.with_borrow_mut(|buf| {
+        let mut drained = 0;
+        let read = stream.try_io(tokio::io::Interest::READABLE, || match recv(stream, buf)? {
+            n if n > 0 && n < buf.len() => {
+                drained = n;
+                Err(WouldBlock.into())
+            }
+            n => Ok(n),
+        });
+        let n = match read {
+            Ok(0) => return Ok(Read::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == WouldBlock && drained > 0 => drained,
+            Err(e) if e.kind() == WouldBlock => return Ok(Read::Nothing),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(Read::Nothing),
+            Err(e) => return Err(e),
+        };
+        reader.read(&buf[..n], Instant::now(), incoming);
+        Ok(Read::Frames)
     })
+}
+
+/// One `recv` on the socket, outside tokio's readiness bookkeeping (which the caller's
+/// `try_io` does).
+fn recv(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor belongs to `stream`, which is alive, and `buf` is valid for
+    // `buf.len()` bytes of writes.
+    let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// Hands a client frame to its node's link; what to wait on when the link's queue is

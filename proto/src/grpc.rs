@@ -1,12 +1,13 @@
 //! The relay link over the network: one bidirectional gRPC stream per gateway↔node pair.
 //!
-//! Both ends turn the stream back into the same channel pair an in-process link has
+//! Both ends turn the stream back into the same pair of ends an in-process link has
 //! ([`GatewaySide`] / [`NodeSide`]), so gateway and node code never know which transport
 //! carries their events. Events are batched per write: whatever is queued (up to
-//! [`MAX_BATCH_EVENTS`] or about [`MAX_BATCH_BYTES`]) goes in one message.
+//! [`MAX_BATCH_EVENTS`] or about [`MAX_BATCH_BYTES`]) goes in one message. The receiving
+//! link's task decodes the batches itself ([`Inbound::batches`]): no task forwards them.
 
 use crate::auth::ClusterAuth;
-use crate::link::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
+use crate::link::{GatewaySide, Inbound, NodeSide, LINK_CAPACITY};
 use crate::secret::{attach_proof, require_proof, ClusterSecret};
 use crate::wire::relay_client::RelayClient;
 use crate::wire::relay_server::{Relay, RelayServer};
@@ -93,20 +94,13 @@ impl Relay for RelayService {
         &self,
         request: Request<Streaming<GatewayBatch>>,
     ) -> Result<Response<NodeBatchStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (gateway_side, node_side) = in_process_link(LINK_CAPACITY);
-        (self.on_attach)(node_side);
-        let GatewaySide { to_node, from_node } = gateway_side;
-        tokio::spawn(async move {
-            while let Ok(Some(batch)) = inbound.message().await {
-                for ev in batch.events {
-                    if to_node.send(ev).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            // Dropping `to_node` ends the node's side of the link: it closes the gateway's
-            // connections in their rooms.
+        let inbound = request.into_inner();
+        let (to_gateway, from_node) = mpsc::channel(LINK_CAPACITY);
+        // The stream's end (or an error) ends the node's side of the link: it closes the
+        // gateway's connections in their rooms.
+        (self.on_attach)(NodeSide {
+            from_gateway: Inbound::batches(events_of(inbound, |b: GatewayBatch| b.events)),
+            to_gateway,
         });
         let out = batches(from_node).map(|events| Ok(NodeBatch { events }));
         Ok(Response::new(Box::pin(out)))
@@ -155,22 +149,23 @@ pub async fn connect_relay(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (to_node, to_node_rx) = mpsc::channel(LINK_CAPACITY);
-    let (from_node_tx, from_node) = mpsc::channel(LINK_CAPACITY);
     let outbound = batches(to_node_rx).map(|events| GatewayBatch { events });
-    let mut inbound = client
+    let inbound = client
         .attach(outbound)
         .await
         .map_err(|s| RelayError::Connect(url.to_string(), s.message().to_string()))?
         .into_inner();
-    tokio::spawn(async move {
-        while let Ok(Some(batch)) = inbound.message().await {
-            for ev in batch.events {
-                if from_node_tx.send(ev).await.is_err() {
-                    return;
-                }
-            }
-        }
-        // Dropping `from_node_tx` tells the gateway the node is gone.
-    });
+    // The stream's end (or an error) tells the gateway the node is gone.
+    let from_node = Inbound::batches(events_of(inbound, |b: NodeBatch| b.events));
     Ok(GatewaySide { to_node, from_node })
+}
+
+/// The events of each batch a relay stream decodes, until it ends or fails.
+fn events_of<B: Send + 'static, T: Send>(
+    stream: Streaming<B>,
+    events: fn(B) -> Vec<T>,
+) -> impl Stream<Item = Vec<T>> + Send {
+    stream
+        .take_while(|batch| std::future::ready(batch.is_ok()))
+        .filter_map(move |batch| std::future::ready(batch.ok().map(events)))
 }

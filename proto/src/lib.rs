@@ -23,7 +23,7 @@ pub mod wire {
 }
 
 pub use auth::{ClusterAuth, RoleTls};
-pub use link::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
+pub use link::{in_process_link, GatewaySide, Inbound, NodeSide, LINK_CAPACITY};
 pub use names::{
     ConnId, NameError, PartyName, RoomKey, RoomName, SocketId, MAX_PARTY_LEN, MAX_ROOM_LEN,
 };

@@ -11,7 +11,7 @@
 //!   acknowledgements), as for a node that dies right after its commits land.
 
 use conclave_proto::wire::{node_event, NodeEvent};
-use conclave_proto::{in_process_link, GatewaySide, NodeSide, LINK_CAPACITY};
+use conclave_proto::{in_process_link, GatewaySide, Inbound, NodeSide, LINK_CAPACITY};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +78,7 @@ enum Fate {
 /// Forwards events one by one while the link is not stalled, until it is cut or either
 /// end goes away.
 async fn forward<E>(
-    mut from: mpsc::Receiver<E>,
+    mut from: Inbound<E>,
     to: mpsc::Sender<E>,
     faults: LinkFaults,
     fate: impl Fn(&E) -> Fate,

@@ -9,7 +9,7 @@ use conclave_proto::wire::{
     gateway_event, node_event, Admit, AdmitReply, CloseSocket, Frame, GatewayEvent, HomeRequest,
     NodeEvent,
 };
-use conclave_proto::{in_process_link, RoomKey, LINK_CAPACITY};
+use conclave_proto::{in_process_link, Inbound, RoomKey, LINK_CAPACITY};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RelayGateway {
     pub node: Node,
     to_node: mpsc::Sender<GatewayEvent>,
-    from_node: mpsc::Receiver<NodeEvent>,
+    from_node: Inbound<NodeEvent>,
     /// Each open socket's room and last frame sequence number.
     sockets: HashMap<u64, (RoomKey, u64)>,
     /// Messages for sockets that arrived while the test waited for something else.
