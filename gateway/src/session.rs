@@ -182,12 +182,17 @@ impl Session {
         })
     }
 
-    /// Waits while the replay buffer is over its limit (the client is sending faster than
+    /// Whether the replay buffer is over its limit (the client is sending faster than
     /// the node acknowledges, or the socket is between nodes).
+    pub fn over_buffer_limit(&self) -> bool {
+        self.attachment().unacked_bytes > self.max_unacked_bytes
+    }
+
+    /// Waits while the replay buffer is over its limit.
     pub async fn wait_for_buffer_space(&self) {
         loop {
             let notified = self.acked.notified();
-            if self.attachment().unacked_bytes <= self.max_unacked_bytes {
+            if !self.over_buffer_limit() {
                 return;
             }
             notified.await;

@@ -105,8 +105,8 @@ pub(crate) async fn run(
     rate: AddressRate,
     forwarded: Option<Slot>,
 ) {
-    // In a block of its own, so that nothing of the opening stays in the task's memory
-    // while the socket is served.
+    // The socket is served by a task of its own: this one's state (the upgrade, the
+    // arguments it moved on) would otherwise stay allocated for as long as it lives.
     let socket = {
         let tcp = match on_upgrade.await {
             Ok(upgraded) => into_tcp(upgraded)
@@ -126,7 +126,7 @@ pub(crate) async fn run(
             }
         }
     };
-    socket.serve().await
+    tokio::spawn(socket.serve());
 }
 
 impl Socket {
@@ -234,10 +234,17 @@ impl Socket {
                 if !address_rate.try_take() {
                     // Over its address's share: this socket waits (and is not read) meanwhile.
                     metrics::counter!("conclave_gateway_address_rate_limited_total").increment(1);
-                    tokio::select! {
-                        biased;
-                        (code, reason) = &mut close_requested => return Ending::closed(code, reason),
-                        _ = address_rate.take() => {}
+                    // Boxed, as every rare wait here: inline, each would size every
+                    // socket's task, idle or not.
+                    let waited = Box::pin(async {
+                        tokio::select! {
+                            biased;
+                            (code, reason) = &mut close_requested => Some(Ending::closed(code, reason)),
+                            _ = address_rate.take() => None,
+                        }
+                    });
+                    if let Some(ending) = waited.await {
+                        return ending;
                     }
                 }
                 metrics::counter!("conclave_gateway_messages_in_total").increment(1);
@@ -259,11 +266,21 @@ impl Socket {
                     wait.await;
                 }
                 drop(span);
+                if let Some((code, reason)) = session.out.close.requested() {
+                    return Ending::closed(code, reason);
+                }
                 // Stop reading while the node is behind (or the socket is between nodes).
-                tokio::select! {
-                    biased;
-                    (code, reason) = &mut close_requested => return Ending::closed(code, reason),
-                    _ = session.wait_for_buffer_space() => {}
+                if session.over_buffer_limit() {
+                    let waited = Box::pin(async {
+                        tokio::select! {
+                            biased;
+                            (code, reason) = &mut close_requested => Some(Ending::closed(code, reason)),
+                            _ = session.wait_for_buffer_space() => None,
+                        }
+                    });
+                    if let Some(ending) = waited.await {
+                        return ending;
+                    }
                 }
             }
             // An idle socket keeps no room for events.
