@@ -234,16 +234,9 @@ impl Socket {
                 if !address_rate.try_take() {
                     // Over its address's share: this socket waits (and is not read) meanwhile.
                     metrics::counter!("conclave_gateway_address_rate_limited_total").increment(1);
-                    // Boxed, as every rare wait here: inline, each would size every
-                    // socket's task, idle or not.
-                    let waited = Box::pin(async {
-                        tokio::select! {
-                            biased;
-                            (code, reason) = &mut close_requested => Some(Ending::closed(code, reason)),
-                            _ = address_rate.take() => None,
-                        }
-                    });
-                    if let Some(ending) = waited.await {
+                    if let Some(ending) =
+                        unless_closed(&mut close_requested, address_rate.take()).await
+                    {
                         return ending;
                     }
                 }
@@ -271,14 +264,8 @@ impl Socket {
                 }
                 // Stop reading while the node is behind (or the socket is between nodes).
                 if session.over_buffer_limit() {
-                    let waited = Box::pin(async {
-                        tokio::select! {
-                            biased;
-                            (code, reason) = &mut close_requested => Some(Ending::closed(code, reason)),
-                            _ = session.wait_for_buffer_space() => None,
-                        }
-                    });
-                    if let Some(ending) = waited.await {
+                    let space = session.wait_for_buffer_space();
+                    if let Some(ending) = unless_closed(&mut close_requested, space).await {
                         return ending;
                     }
                 }
@@ -307,6 +294,25 @@ impl Socket {
             }
         }
     }
+}
+
+/// Waits for `wait` unless a close is requested first, which ends the socket. Boxed: the
+/// waits it serves are rare, and held inline in the socket's task each would size every
+/// socket's task, idle or not.
+fn unless_closed<'a, C>(
+    close_requested: &'a mut C,
+    wait: impl std::future::Future<Output = ()> + Send + 'a,
+) -> futures::future::BoxFuture<'a, Option<Ending>>
+where
+    C: std::future::Future<Output = (u16, String)> + Unpin + Send,
+{
+    Box::pin(async move {
+        tokio::select! {
+            biased;
+            (code, reason) = close_requested => Some(Ending::closed(code, reason)),
+            _ = wait => None,
+        }
+    })
 }
 
 /// Ends a socket whose upgrade failed: the node hears it closed.
