@@ -149,6 +149,12 @@ impl Conclave {
     }
 
     async fn run(self, command: Command) -> anyhow::Result<()> {
+        if matches!(
+            command,
+            Command::Dev(_) | Command::Node(_) | Command::Gateway(_) | Command::Placement(_)
+        ) {
+            crate::memory::spawn_trimmer();
+        }
         match command {
             Command::Dev(opts) => self.dev(opts).await,
             Command::Node(opts) => {

@@ -6,7 +6,8 @@
 //! - `dev`: [`DevServer`], gateway and node in one process.
 //! - `roles`: the cluster roles ([`run_node`], [`run_gateway`], [`run_placement`]).
 //! - `edge`: the client-facing server of `dev` and `gateway`; `store`: opening the room
-//!   store; `shutdown`: the stop signal; `admin`: a node's admin endpoint.
+//!   store; `shutdown`: the stop signal; `admin`: a node's admin endpoint; `memory`:
+//!   giving freed heap back to the system.
 //! - [`telemetry`]: logs and metrics.
 #![warn(clippy::unwrap_used)]
 
@@ -15,6 +16,7 @@ mod app;
 pub mod config;
 mod dev;
 mod edge;
+mod memory;
 pub mod project;
 mod roles;
 mod shutdown;
