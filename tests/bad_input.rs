@@ -391,6 +391,38 @@ async fn clients_that_stop_answering_pings_are_closed() {
     assert!(body.contains("\"connections\":1"), "{body}");
 }
 
+/// A client that keeps talking is known to be there: it is not pinged, and stays open past
+/// two ping intervals without answering any ping.
+#[tokio::test]
+async fn clients_that_keep_talking_are_not_pinged() {
+    let server = start(
+        |c| c.gateway.ping_interval = Duration::from_millis(500),
+        |r| r,
+    )
+    .await;
+    let (mut read, mut write) = raw_ws(&server, "/parties/main/talker?_pk=talker")
+        .await
+        .into_split();
+    let talker = tokio::spawn(async move {
+        for _ in 0..40 {
+            write.write_all(&frame(0x1, b"still here")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        write
+    });
+    // Alone in its room, it gets nothing back but what keepalive would send.
+    let mut got = [0u8; 64];
+    let heard = tokio::time::timeout(Duration::from_millis(1800), read.read(&mut got)).await;
+    assert!(
+        heard.is_err(),
+        "the talking client got {heard:?}: {:?}",
+        &got[..2]
+    );
+    let _write = talker.await.unwrap();
+    let (_, body) = server.http("GET", "/parties/main/talker", "").await;
+    assert!(body.contains("\"connections\":1"), "{body}");
+}
+
 /// The public port speaks HTTP/1.1 only: an HTTP/2 prior-knowledge (h2c) preface gets no
 /// HTTP/2 session (no SETTINGS frame back), and the server goes on serving.
 #[tokio::test]

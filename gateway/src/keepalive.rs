@@ -1,7 +1,12 @@
-//! Keepalive for every client socket at once: one task pings them all each
-//! `ping_interval` and closes those silent for two intervals (1001) or holding a message
-//! unfinished past `message_timeout` (1008). A timer per socket cost each open socket its
-//! own timer entry and a boxed sleep.
+//! Keepalive for every client socket at once: one task sweeps them all each
+//! `ping_interval`, pings those it has not heard from for half an interval, and closes
+//! those silent for two intervals (1001) or holding a message unfinished past
+//! `message_timeout` (1008). A client that spoke that recently is known to be there:
+//! pinging it would cost a write and a read per socket per interval for nothing. (Half,
+//! not a whole interval: a client that spoke just under an interval before one sweep and
+//! then fell quiet must still be pinged in time to answer before the silence limit, even
+//! when the next sweep runs a little late.) A timer per socket cost
+//! each open socket its own timer entry and a boxed sleep.
 
 use crate::outbound::Outbound;
 use crate::state::GatewayState;
@@ -47,6 +52,11 @@ impl Liveness {
         self.unfinished_ms.store(since, Ordering::Relaxed);
     }
 
+    /// Whether the client was heard from within `d`.
+    fn heard_within(&self, d: Duration) -> bool {
+        now_ms().saturating_sub(self.heard_ms.load(Ordering::Relaxed)) < d.as_millis() as u64
+    }
+
     /// Why the socket must close, if it must.
     fn verdict(
         &self,
@@ -66,10 +76,11 @@ impl Liveness {
     }
 }
 
-/// Checks one socket: closes it if it must, pings it otherwise.
+/// Checks one socket: closes it if it must, pings it if it has been quiet.
 fn sweep_one(live: &Liveness, out: &Outbound, ping_interval: Duration, message_timeout: Duration) {
     match live.verdict(ping_interval, message_timeout) {
         Some((code, reason)) => out.close.trigger(code, reason),
+        None if live.heard_within(ping_interval / 2) => {}
         None => {
             out.enqueue_control(crate::frames::ping());
         }
@@ -127,5 +138,18 @@ mod tests {
         assert_eq!(live.verdict(ping, timeout).map(|v| v.0), Some(1008));
         live.heard(None);
         assert_eq!(live.verdict(ping, timeout), None, "finished at last");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_clients_quiet_for_an_interval_need_a_ping() {
+        let ping = Duration::from_secs(15);
+        let live = Liveness::new();
+        assert!(live.heard_within(ping));
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert!(live.heard_within(ping));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!live.heard_within(ping), "quiet for a whole interval");
+        live.heard(None);
+        assert!(live.heard_within(ping));
     }
 }
