@@ -8,7 +8,7 @@
 //! when the next sweep runs a little late.) A timer per socket cost
 //! each open socket its own timer entry and a boxed sleep.
 
-use crate::outbound::Outbound;
+use crate::session::Session;
 use crate::state::GatewayState;
 use conclave_proto::close;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,13 +76,16 @@ impl Liveness {
     }
 }
 
-/// Checks one socket: closes it if it must, pings it if it has been quiet.
-fn sweep_one(live: &Liveness, out: &Outbound, ping_interval: Duration, message_timeout: Duration) {
+/// Checks one socket: closes it if it must; if it has been quiet, pings it and lets go of
+/// the buffer space it kept while it talked.
+fn sweep_one(session: &Session, ping_interval: Duration, message_timeout: Duration) {
+    let live = &session.liveness;
     match live.verdict(ping_interval, message_timeout) {
-        Some((code, reason)) => out.close.trigger(code, reason),
+        Some((code, reason)) => session.out.close.trigger(code, reason),
         None if live.heard_within(ping_interval / 2) => {}
         None => {
-            out.enqueue_control(crate::frames::ping());
+            session.out.enqueue_control(crate::frames::ping());
+            session.release_idle_buffers();
         }
     }
 }
@@ -100,12 +103,7 @@ pub(crate) async fn run(state: Weak<GatewayState>) {
         let (ping_interval, message_timeout) =
             (state.config.ping_interval, state.config.message_timeout);
         for (i, session) in state.sessions.all().into_iter().enumerate() {
-            sweep_one(
-                &session.liveness,
-                &session.out,
-                ping_interval,
-                message_timeout,
-            );
+            sweep_one(&session, ping_interval, message_timeout);
             // Tens of thousands of pings are written here: others get the worker between.
             if i % SWEEP_SLICE == SWEEP_SLICE - 1 {
                 tokio::task::yield_now().await;

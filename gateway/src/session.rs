@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
+/// Replay buffer slots kept after the buffer empties while its socket is active.
+const BURST_CAPACITY: usize = 16;
+
 struct Unacked {
     seq: u64,
     payload: Bytes,
@@ -211,8 +214,22 @@ impl Session {
                 a.unacked_bytes -= f.payload.len();
             }
         }
+        if a.unacked.is_empty() && a.unacked.capacity() > BURST_CAPACITY {
+            // A burst is over: give its slots back.
+            a.unacked = VecDeque::new();
+        }
         drop(a);
         self.acked.notify_waiters();
+    }
+
+    /// The socket has been quiet: its replay buffer, if every frame in it is
+    /// acknowledged, gives back the room it kept for the next frame. (Kept while the
+    /// client talks, so that a chatty socket does not allocate per message.)
+    pub fn release_idle_buffers(&self) {
+        let mut a = self.attachment();
+        if a.unacked.is_empty() && a.unacked.capacity() > 0 {
+            a.unacked = VecDeque::new();
+        }
     }
 
     pub fn set_tags(&self, tags: Vec<String>) {
@@ -343,6 +360,26 @@ mod tests {
             Some(gateway_event::Event::Frame(f)) => f.seq,
             other => panic!("not a frame: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_replay_buffer_gives_its_room_back_after_a_burst_and_when_quiet() {
+        let s = session(1 << 20);
+        let capacity = |s: &Session| s.attachment().unacked.capacity();
+        for seq in 1..=3 {
+            s.push_frame(Bytes::from_static(b"m"), false);
+            s.ack(seq);
+        }
+        assert!(capacity(&s) > 0, "kept while the client talks");
+        s.release_idle_buffers();
+        assert_eq!(capacity(&s), 0, "given back once quiet");
+        for _ in 0..100 {
+            s.push_frame(Bytes::from_static(b"m"), false);
+        }
+        s.release_idle_buffers();
+        assert!(capacity(&s) >= 100, "frames not acknowledged stay");
+        s.ack(103);
+        assert_eq!(capacity(&s), 0, "a burst's room is given back at once");
     }
 
     #[tokio::test]
