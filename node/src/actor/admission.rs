@@ -30,10 +30,11 @@ impl RoomActor {
         let replaced = {
             let mut conns = self.room.shared().conns();
             // The same socket seen again (over a new link): frames it had handled here
-            // stay handled.
+            // stay handled. A socket keeps its connection id for life, so if it is here
+            // it is the entry under that id.
             let same = conns
-                .iter()
-                .find(|e| e.origin == origin && e.socket == socket)
+                .by_conn_id(&entry.id)
+                .filter(|e| e.origin == origin && e.socket == socket)
                 .map(|e| (e.peer(), e.last_seq));
             if let Some((peer, last_seq)) = same {
                 entry.last_seq = entry.last_seq.max(last_seq);

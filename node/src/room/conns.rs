@@ -90,9 +90,11 @@ impl ConnTable {
     }
 
     pub fn by_id(&self, id: &str) -> Option<&ConnEntry> {
-        self.by_id
-            .get(&ConnId::new(id))
-            .and_then(|s| self.by_peer.get(s))
+        self.by_conn_id(&ConnId::new(id))
+    }
+
+    pub fn by_conn_id(&self, id: &ConnId) -> Option<&ConnEntry> {
+        self.by_id.get(id).and_then(|s| self.by_peer.get(s))
     }
 
     pub fn set_tags(&mut self, peer: Peer, tags: Arc<[String]>) {
