@@ -5,8 +5,8 @@
 //! pinging it would cost a write and a read per socket per interval for nothing. (Half,
 //! not a whole interval: a client that spoke just under an interval before one sweep and
 //! then fell quiet must still be pinged in time to answer before the silence limit, even
-//! when the next sweep runs a little late.) A timer per socket cost
-//! each open socket its own timer entry and a boxed sleep.
+//! when the next sweep runs a little late.) A timer per socket cost each open socket its
+//! own timer entry and a boxed sleep.
 
 use crate::session::Session;
 use crate::state::GatewayState;
@@ -52,9 +52,10 @@ impl Liveness {
         self.unfinished_ms.store(since, Ordering::Relaxed);
     }
 
-    /// Whether the client was heard from within `d`.
-    fn heard_within(&self, d: Duration) -> bool {
-        now_ms().saturating_sub(self.heard_ms.load(Ordering::Relaxed)) < d.as_millis() as u64
+    /// Whether the sweep must ping the client: not heard from for half an interval.
+    fn needs_ping(&self, ping_interval: Duration) -> bool {
+        let quiet = now_ms().saturating_sub(self.heard_ms.load(Ordering::Relaxed));
+        quiet >= ping_interval.as_millis() as u64 / 2
     }
 
     /// Why the socket must close, if it must.
@@ -82,11 +83,11 @@ fn sweep_one(session: &Session, ping_interval: Duration, message_timeout: Durati
     let live = &session.liveness;
     match live.verdict(ping_interval, message_timeout) {
         Some((code, reason)) => session.out.close.trigger(code, reason),
-        None if live.heard_within(ping_interval / 2) => {}
-        None => {
+        None if live.needs_ping(ping_interval) => {
             session.out.enqueue_control(crate::frames::ping());
             session.release_idle_buffers();
         }
+        None => {}
     }
 }
 
@@ -139,15 +140,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn only_clients_quiet_for_an_interval_need_a_ping() {
+    async fn only_clients_quiet_for_half_an_interval_need_a_ping() {
         let ping = Duration::from_secs(15);
         let live = Liveness::new();
-        assert!(live.heard_within(ping));
-        tokio::time::advance(Duration::from_secs(14)).await;
-        assert!(live.heard_within(ping));
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(!live.heard_within(ping), "quiet for a whole interval");
+        assert!(!live.needs_ping(ping));
+        tokio::time::advance(Duration::from_millis(7_499)).await;
+        assert!(!live.needs_ping(ping));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(live.needs_ping(ping), "quiet for half an interval");
         live.heard(None);
-        assert!(live.heard_within(ping));
+        assert!(!live.needs_ping(ping));
     }
 }

@@ -42,6 +42,15 @@ struct Attachment {
     ended: bool,
 }
 
+impl Attachment {
+    /// An empty replay buffer holding more than `kept` slots gives them all back.
+    fn release_unacked_slots_over(&mut self, kept: usize) {
+        if self.unacked.is_empty() && self.unacked.capacity() > kept {
+            self.unacked = VecDeque::new();
+        }
+    }
+}
+
 pub(crate) struct Session {
     pub id: SocketId,
     pub room: RoomKey,
@@ -214,10 +223,8 @@ impl Session {
                 a.unacked_bytes -= f.payload.len();
             }
         }
-        if a.unacked.is_empty() && a.unacked.capacity() > BURST_CAPACITY {
-            // A burst is over: give its slots back.
-            a.unacked = VecDeque::new();
-        }
+        // A burst is over: its slots go back at once.
+        a.release_unacked_slots_over(BURST_CAPACITY);
         drop(a);
         self.acked.notify_waiters();
     }
@@ -226,10 +233,7 @@ impl Session {
     /// acknowledged, gives back the room it kept for the next frame. (Kept while the
     /// client talks, so that a chatty socket does not allocate per message.)
     pub fn release_idle_buffers(&self) {
-        let mut a = self.attachment();
-        if a.unacked.is_empty() && a.unacked.capacity() > 0 {
-            a.unacked = VecDeque::new();
-        }
+        self.attachment().release_unacked_slots_over(0);
     }
 
     pub fn set_tags(&self, tags: Vec<String>) {
