@@ -37,8 +37,8 @@ pub struct StorageOpts {
     #[arg(long, env = "CONCLAVE_POSTGRES_CA_FILE")]
     pub postgres_ca_file: Option<PathBuf>,
     #[arg(long, env = "CONCLAVE_POSTGRES_POOL_SIZE", help = with_default(
-        "PostgreSQL connections this process keeps open at most (commits of different rooms \
-         run on different connections)",
+        "PostgreSQL connections this process keeps open, all opened at start (commits of \
+         different rooms run on different connections)",
         conclave_node::storage::POSTGRES_POOL_SIZE,
     ))]
     pub postgres_pool_size: Option<usize>,

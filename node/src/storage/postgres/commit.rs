@@ -4,9 +4,10 @@
 
 use super::super::keys;
 use super::super::store::{RoomCommit, Usage};
+use super::statements;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
-use tokio_postgres::GenericClient;
+use deadpool_postgres::GenericClient;
 
 /// What a commit needs to know before it writes: what the room's keys took before it, and
 /// how many bytes each key it writes held (`None`: absent). Read in one query, sent
@@ -19,14 +20,15 @@ pub(super) struct Before {
 /// Reads [`Before`] for a commit that writes the room's keys (`None` for one that does
 /// not). `delete_all` deletes the room's keys here, first.
 pub(super) async fn read_before(
-    txn: &tokio_postgres::Transaction<'_>,
+    txn: &deadpool_postgres::Transaction<'_>,
     room: &RoomKey,
     c: &RoomCommit,
 ) -> Result<Option<Before>, tokio_postgres::Error> {
     let prefix = keys::kv_prefix(room);
     if c.delete_all {
         let end = keys::strinc(&prefix);
-        txn.execute(
+        statements::execute(
+            txn,
             "DELETE FROM conclave_kv WHERE k >= $1 AND k < $2",
             &[&prefix, &end],
         )
@@ -58,14 +60,14 @@ pub(super) async fn read_usage(
     let prefix = keys::kv_prefix(room);
     let end = keys::strinc(&prefix);
     let usage_key = keys::usage_key(room);
-    let rows = client
-        .query(
-            "SELECT k, octet_length(v), CASE WHEN k = $2 THEN v END FROM conclave_kv
+    let rows = statements::query(
+        client,
+        "SELECT k, octet_length(v), CASE WHEN k = $2 THEN v END FROM conclave_kv
              WHERE k = ANY($1) OR k = $2
                 OR (k >= $3 AND k < $4 AND NOT EXISTS (SELECT 1 FROM conclave_kv WHERE k = $2))",
-            &[&written, &usage_key, &prefix, &end],
-        )
-        .await?;
+        &[&written, &usage_key, &prefix, &end],
+    )
+    .await?;
     let mut record = None;
     let mut counted = Usage::default();
     let mut sizes = std::collections::HashMap::new();
@@ -90,7 +92,7 @@ pub(super) async fn read_usage(
 /// Applies a commit after [`read_before`]; what the room's keys take after it, if it wrote
 /// any. The party's and the ledger's writes, and the usage record, are one statement.
 pub(super) async fn apply(
-    txn: &tokio_postgres::Transaction<'_>,
+    txn: &deadpool_postgres::Transaction<'_>,
     room: &RoomKey,
     c: &RoomCommit,
     before: Option<Before>,
@@ -141,7 +143,8 @@ pub(super) async fn apply(
     }
     if !del_k.is_empty() || !put_k.is_empty() {
         // No key is both deleted and put: the writes are per key, the rest apart.
-        txn.execute(
+        statements::execute(
+            txn,
             "WITH deleted AS (DELETE FROM conclave_kv WHERE k = ANY($1))
              INSERT INTO conclave_kv (k, v) SELECT * FROM unnest($2::bytea[], $3::bytea[])
              ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
@@ -151,18 +154,23 @@ pub(super) async fn apply(
     }
     if let Some(alarm) = c.alarm {
         let akey = keys::alarm_key(room);
-        let old = txn
-            .query_opt("DELETE FROM conclave_kv WHERE k = $1 RETURNING v", &[&akey])
-            .await?;
+        let old = statements::query_opt(
+            txn,
+            "DELETE FROM conclave_kv WHERE k = $1 RETURNING v",
+            &[&akey],
+        )
+        .await?;
         if let Some(at) = old.and_then(|r| keys::decode_alarm(r.get(0))) {
-            txn.execute(
+            statements::execute(
+                txn,
                 "DELETE FROM conclave_kv WHERE k = $1",
                 &[&keys::alarm_index_key(at, room)],
             )
             .await?;
         }
         if let Some(at) = alarm {
-            txn.execute(
+            statements::execute(
+                txn,
                 "INSERT INTO conclave_kv (k, v) VALUES ($1, $2), ($3, ''::bytea)",
                 &[
                     &akey,

@@ -11,6 +11,7 @@
 //! Transactions that fail with a serialization failure or deadlock are retried.
 
 mod commit;
+mod statements;
 
 use super::keys;
 use super::store::{
@@ -149,6 +150,8 @@ impl PostgresStore {
         .await
         .map_err(pg)?;
         txn.commit().await.map_err(pg)?;
+        drop(client);
+        warm(&pool, pool_size).await;
         Ok(Self {
             pool,
             config,
@@ -168,11 +171,25 @@ impl PostgresStore {
         decode: fn(&[u8]) -> Option<T>,
     ) -> Result<Option<T>, StorageError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT v FROM conclave_kv WHERE k = $1", &[&key])
+        let row = statements::query_opt(&client, "SELECT v FROM conclave_kv WHERE k = $1", &[&key])
             .await
             .map_err(pg)?;
         Ok(row.and_then(|r| decode(r.get(0))))
+    }
+}
+
+/// Opens the pool's connections before the node serves anything. PostgreSQL starts a
+/// backend process per session, which takes milliseconds; opened on demand, the first
+/// burst of rooms (a node starting under load, a storm of new rooms) would queue behind
+/// those start-ups. A connection that fails here is opened again on first use.
+async fn warm(pool: &Pool, size: usize) {
+    let opened = futures::future::join_all((0..size).map(|_| pool.get())).await;
+    let failed = opened.iter().filter(|c| c.is_err()).count();
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            "PostgreSQL: some pool connections could not be opened at start"
+        );
     }
 }
 
@@ -205,16 +222,16 @@ impl TxnError {
 
 /// The owner record, locked as `lock` says (`FOR SHARE` / `FOR UPDATE`).
 async fn read_owner(
-    txn: &tokio_postgres::Transaction<'_>,
+    txn: &deadpool_postgres::Transaction<'_>,
     room: &RoomKey,
     lock: &str,
 ) -> Result<Option<Owner>, tokio_postgres::Error> {
-    let row = txn
-        .query_opt(
-            &format!("SELECT v FROM conclave_kv WHERE k = $1 {lock}"),
-            &[&keys::owner_key(room)],
-        )
-        .await?;
+    let row = statements::query_opt(
+        txn,
+        &format!("SELECT v FROM conclave_kv WHERE k = $1 {lock}"),
+        &[&keys::owner_key(room)],
+    )
+    .await?;
     Ok(row.and_then(|r| keys::decode_owner(r.get(0))))
 }
 
@@ -238,13 +255,15 @@ impl PostgresStore {
             .unwrap_or(i64::MAX);
         let order = if opts.reverse { "DESC" } else { "ASC" };
         let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!("SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k {order} LIMIT $3"),
-                &[&lo, &hi, &sql_limit],
-            )
-            .await
-            .map_err(pg)?;
+        let rows = statements::query(
+            &client,
+            &format!(
+                "SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k {order} LIMIT $3"
+            ),
+            &[&lo, &hi, &sql_limit],
+        )
+        .await
+        .map_err(pg)?;
         let mut out = Vec::new();
         for r in &rows {
             let key = keys::user_key(prefix, r.get(0))
@@ -274,13 +293,13 @@ impl Store for PostgresStore {
         let prefix = keys::kv_prefix(room);
         let encoded: Vec<Vec<u8>> = wanted.iter().map(|k| keys::kv_key(&prefix, k)).collect();
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT k, v FROM conclave_kv WHERE k = ANY($1)",
-                &[&encoded],
-            )
-            .await
-            .map_err(pg)?;
+        let rows = statements::query(
+            &client,
+            "SELECT k, v FROM conclave_kv WHERE k = ANY($1)",
+            &[&encoded],
+        )
+        .await
+        .map_err(pg)?;
         let found: std::collections::HashMap<&[u8], &[u8]> =
             rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         Ok(encoded
@@ -364,7 +383,7 @@ impl Store for PostgresStore {
 
     async fn usage(&self, room: &RoomKey) -> Result<Usage, StorageError> {
         let client = self.client().await?;
-        let before = commit::read_usage(&**client, room, &[]).await.map_err(pg)?;
+        let before = commit::read_usage(&client, room, &[]).await.map_err(pg)?;
         Ok(before.usage)
     }
 
@@ -377,13 +396,13 @@ impl Store for PostgresStore {
         let (lo, hi) = keys::party_usage_range(party, after);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
-                &[&lo, &hi, &limit],
-            )
-            .await
-            .map_err(pg)?;
+        let rows = statements::query(
+            &client,
+            "SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+            &[&lo, &hi, &limit],
+        )
+        .await
+        .map_err(pg)?;
         Ok(rows
             .iter()
             .filter_map(|r| Some((keys::parse_usage_key(r.get(0))?, Usage::decode(r.get(1))?)))
@@ -399,14 +418,16 @@ impl Store for PostgresStore {
                 let current = read_owner(&txn, room, "FOR UPDATE").await?;
                 let next = claim.decide(current.as_ref())?;
                 let inserted = if current.is_some() {
-                    txn.execute(
+                    statements::execute(
+                        &txn,
                         "UPDATE conclave_kv SET v = $2 WHERE k = $1",
                         &[&key, &keys::encode_owner(&next)],
                     )
                     .await?
                 } else {
                     // No row to lock yet: a concurrent first claim makes this insert a no-op.
-                    txn.execute(
+                    statements::execute(
+                        &txn,
                         "INSERT INTO conclave_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING",
                         &[&key, &keys::encode_owner(&next)],
                     )
@@ -437,24 +458,26 @@ impl Store for PostgresStore {
             let txn = client.transaction().await?;
             if read_owner(&txn, room, "FOR UPDATE").await?.as_ref() == Some(owner) {
                 let prefix = keys::room_prefix(room);
-                let rows = txn
-                    .query(
-                        "SELECT 1 FROM conclave_kv WHERE k >= $1 AND k < $2 LIMIT 2",
-                        &[&prefix, &keys::strinc(&prefix)],
-                    )
-                    .await?;
+                let rows = statements::query(
+                    &txn,
+                    "SELECT 1 FROM conclave_kv WHERE k >= $1 AND k < $2 LIMIT 2",
+                    &[&prefix, &keys::strinc(&prefix)],
+                )
+                .await?;
                 if rows.len() > 1 {
                     let released = Owner {
                         released: true,
                         ..owner.clone()
                     };
-                    txn.execute(
+                    statements::execute(
+                        &txn,
                         "UPDATE conclave_kv SET v = $2 WHERE k = $1",
                         &[&keys::owner_key(room), &keys::encode_owner(&released)],
                     )
                     .await?;
                 } else {
-                    txn.execute(
+                    statements::execute(
+                        &txn,
                         "DELETE FROM conclave_kv WHERE k = $1",
                         &[&keys::owner_key(room)],
                     )
@@ -473,13 +496,13 @@ impl Store for PostgresStore {
         // Insert-if-absent then read: whoever inserted first fixed the home region.
         let (_, placeholder) = home_region(None, proposed);
         if let Some(p) = placeholder {
-            client
-                .execute(
-                    "INSERT INTO conclave_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING",
-                    &[&key, &keys::encode_owner(&p)],
-                )
-                .await
-                .map_err(pg)?;
+            statements::execute(
+                &client,
+                "INSERT INTO conclave_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING",
+                &[&key, &keys::encode_owner(&p)],
+            )
+            .await
+            .map_err(pg)?;
         }
         let owner = self.owner(room).await?;
         Ok(owner.map_or_else(|| proposed.to_string(), |o| o.home().to_string()))
@@ -497,13 +520,13 @@ impl Store for PostgresStore {
         let (lo, hi) = keys::alarm_scan_range(scan);
         let limit = i64::try_from(scan.limit).unwrap_or(i64::MAX);
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT k FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
-                &[&lo, &hi, &limit],
-            )
-            .await
-            .map_err(pg)?;
+        let rows = statements::query(
+            &client,
+            "SELECT k FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+            &[&lo, &hi, &limit],
+        )
+        .await
+        .map_err(pg)?;
         Ok(rows
             .iter()
             .filter_map(|r| keys::parse_alarm_index(r.get::<_, &[u8]>(0)))
