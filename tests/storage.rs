@@ -689,6 +689,55 @@ async fn a_claim_does_not_wait_for_an_owner_stalled_mid_commit() {
 /// The runtime's ledger records commit atomically with the room's writes, but live apart
 /// from the party's keys: `list`, `get` and `delete_all` never see them, and a fenced
 /// commit writes neither.
+/// A claim hands its owner every commit of the previous owner that was acknowledged before
+/// the claim, in its ledger and its usage, and none after: those are fenced.
+#[tokio::test]
+async fn a_claim_loads_every_commit_acknowledged_before_it() {
+    use conclave_node::storage::RoomCommit;
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let r = room("handed-over");
+        let a = store.claim(&r, &claim("a", 1, &["a", "b"])).await.unwrap();
+        // Node a commits as fast as it can while b takes the room over.
+        let writer = {
+            let (store, r) = (store.clone(), r.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0.. {
+                    let key = format!("a/{i:06}");
+                    let commit = RoomCommit {
+                        writes: vec![(key.clone(), Some(Bytes::from("value")))],
+                        ledger: vec![(key.clone(), Some(Bytes::from("record")))],
+                        fence: Some(a.clone()),
+                        ..RoomCommit::default()
+                    };
+                    match store.commit(&r, commit).await {
+                        Ok(_) => acknowledged.push(key),
+                        Err(StorageError::Fenced { .. }) => return acknowledged,
+                        Err(e) => panic!("unexpected commit error: {e}"),
+                    }
+                }
+                unreachable!("the loop ends when the commits are fenced")
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let taken = store
+            .claim_and_load(&r, &claim("b", 1, &["b"]))
+            .await
+            .unwrap();
+        let acknowledged = writer.await.unwrap();
+        assert_eq!((taken.owner.node.as_str(), taken.owner.epoch), ("b", 2));
+        assert!(
+            !acknowledged.is_empty(),
+            "no commit got in before the claim"
+        );
+        assert_eq!(keys(&taken.ledger), acknowledged);
+        assert_eq!(taken.usage.keys, acknowledged.len() as u64);
+        assert_eq!(taken.usage, store.usage(&r).await.unwrap());
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn ledger_records_commit_with_the_step_and_stay_apart_from_the_party_keys() {
     use conclave_node::storage::RoomCommit;

@@ -7,7 +7,7 @@ use crate::links::GatewayId;
 use crate::mailbox::{AlarmOutcome, RoomEvent};
 use crate::message::text_response;
 use crate::room::Ledger;
-use crate::storage::StorageError;
+use crate::storage::{Claimed, StorageError};
 use conclave_proto::wire::{node_event, Moved};
 use std::collections::BTreeMap;
 use tracing::{debug, warn};
@@ -58,9 +58,15 @@ impl RoomActor {
         let store = self.room.storage().store().clone();
         // A node handing the room to us releases it in a moment: wait for that, briefly.
         let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
-        let owner = loop {
+        // With the claim: what earlier owners committed for frames and outputs
+        // (`room/ledger/`), and what the room's keys take, for its storage quota.
+        let Claimed {
+            owner,
+            ledger,
+            usage,
+        } = loop {
             match store
-                .claim(self.room.key(), &self.ctx.cluster.claim())
+                .claim_and_load(self.room.key(), &self.ctx.cluster.claim())
                 .await
             {
                 Err(StorageError::Held { .. }) if tokio::time::Instant::now() < deadline => {
@@ -71,12 +77,7 @@ impl RoomActor {
             }
         };
         debug!(node = %owner.node, epoch = owner.epoch, "claimed");
-        // What earlier owners committed for frames and outputs (`room/ledger/`).
-        // And what its keys take, for its storage quota.
-        let (records, usage) =
-            futures::try_join!(store.ledger(self.room.key()), store.usage(self.room.key()))
-                .map_err(StepError::Claim)?;
-        *self.room.ledger() = Ledger::load(records);
+        *self.room.ledger() = Ledger::load(ledger);
         let (quota, party) = (self.ctx.storage_quota, self.ctx.party_total.clone());
         self.room.storage().set_quota(quota, usage, party);
         self.room.storage().set_fence(Some(owner));

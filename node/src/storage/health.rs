@@ -3,7 +3,9 @@
 //! keeps probing it (reopening an embedded file, reconnecting a server) until a write goes
 //! through again, so the node recovers without a restart once space or the server returns.
 
-use super::store::{AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store, Usage};
+use super::store::{
+    AlarmScan, Claim, Claimed, ListOptions, Owner, RoomCommit, StorageError, Store, Usage,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
@@ -173,6 +175,10 @@ impl Store for Monitored {
     }
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
         self.health.write(self.inner.claim(room, claim).await)
+    }
+    async fn claim_and_load(&self, room: &RoomKey, claim: &Claim) -> Result<Claimed, StorageError> {
+        self.health
+            .write(self.inner.claim_and_load(room, claim).await)
     }
     async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError> {
         self.health.write(self.inner.release(room, owner).await)

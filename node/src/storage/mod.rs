@@ -31,6 +31,7 @@ pub use limits::{MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use room_storage::Storage;
 pub(crate) use room_storage::{encode_json, Savepoint};
 pub use store::{
-    AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError, Store, Usage, DEFAULT_REGION,
+    AlarmScan, Claim, Claimed, ListOptions, Owner, RoomCommit, StorageError, Store, Usage,
+    DEFAULT_REGION,
 };
 pub use usage::{PartyTotal, PartyTotals, StorageQuota, PARTY_REFRESH};

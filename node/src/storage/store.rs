@@ -201,6 +201,16 @@ impl Claim {
     }
 }
 
+/// A room just claimed: its owner record and what the owner loads first.
+#[derive(Debug)]
+pub struct Claimed {
+    pub owner: Owner,
+    /// Every ledger record of the room (as [`Store::ledger`]).
+    pub ledger: Vec<(String, Bytes)>,
+    /// What the room's keys take (as [`Store::usage`]).
+    pub usage: Usage,
+}
+
 /// Whether a commit fenced by `fence` may apply, given the stored owner.
 pub(crate) fn check_fence(current: Option<&Owner>, fence: &Owner) -> Result<(), StorageError> {
     match current {
@@ -289,6 +299,19 @@ pub trait Store: Send + Sync + 'static {
     /// Takes ownership of a room (see [`Claim::decide`]), atomically with reading the
     /// current owner.
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError>;
+    /// Claims the room, then reads what its owner starts from: the ledger and what the
+    /// room's keys take, as they are once the claim has committed (earlier owners' later
+    /// commits are fenced). A backend that can send the reads with the claim's write, in
+    /// one round trip, does.
+    async fn claim_and_load(&self, room: &RoomKey, claim: &Claim) -> Result<Claimed, StorageError> {
+        let owner = self.claim(room, claim).await?;
+        let (ledger, usage) = futures::try_join!(self.ledger(room), self.usage(room))?;
+        Ok(Claimed {
+            owner,
+            ledger,
+            usage,
+        })
+    }
     /// Lets go of a room this owner still holds (no-op otherwise). A room that holds
     /// nothing but its owner record (no keys, ledger or alarm: it only served reads, or
     /// deleted all it wrote) is forgotten instead: the record is deleted, in the same

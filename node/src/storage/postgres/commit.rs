@@ -49,6 +49,11 @@ pub(super) async fn read_before(
     Ok(Some(read_usage(txn, room, &written).await?))
 }
 
+/// The statement [`read_usage`] runs.
+pub(super) const READ_USAGE: &str = "SELECT k, octet_length(v), CASE WHEN k = $2 THEN v END
+    FROM conclave_kv WHERE k = ANY($1) OR k = $2
+        OR (k >= $3 AND k < $4 AND NOT EXISTS (SELECT 1 FROM conclave_kv WHERE k = $2))";
+
 /// The room's usage record and the sizes of the `written` keys (encoded), in one query; a
 /// room without a record (written before usage was recorded) has its keys counted in the
 /// same query.
@@ -60,14 +65,8 @@ pub(super) async fn read_usage(
     let prefix = keys::kv_prefix(room);
     let end = keys::strinc(&prefix);
     let usage_key = keys::usage_key(room);
-    let rows = statements::query(
-        client,
-        "SELECT k, octet_length(v), CASE WHEN k = $2 THEN v END FROM conclave_kv
-             WHERE k = ANY($1) OR k = $2
-                OR (k >= $3 AND k < $4 AND NOT EXISTS (SELECT 1 FROM conclave_kv WHERE k = $2))",
-        &[&written, &usage_key, &prefix, &end],
-    )
-    .await?;
+    let rows =
+        statements::query(client, READ_USAGE, &[&written, &usage_key, &prefix, &end]).await?;
     let mut record = None;
     let mut counted = Usage::default();
     let mut sizes = std::collections::HashMap::new();

@@ -15,13 +15,13 @@ mod statements;
 
 use super::keys;
 use super::store::{
-    check_fence, home_region, AlarmScan, Claim, ListOptions, Owner, RoomCommit, StorageError,
-    Store, Usage,
+    check_fence, home_region, AlarmScan, Claim, Claimed, ListOptions, Owner, RoomCommit,
+    StorageError, Store, Usage,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
 use conclave_proto::RoomKey;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 
@@ -235,48 +235,54 @@ async fn read_owner(
     Ok(row.and_then(|r| keys::decode_owner(r.get(0))))
 }
 
-impl PostgresStore {
-    /// The entries under `prefix` (a room's keys or its ledger) that `opts` selects.
-    async fn list_under(
-        &self,
-        prefix: &[u8],
-        opts: &ListOptions,
-    ) -> Result<Vec<(String, Bytes)>, StorageError> {
-        let (lo, hi) = keys::list_range(prefix, opts);
-        if lo >= hi {
-            return Ok(Vec::new());
-        }
-        let limit = opts.limit.unwrap_or(usize::MAX);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // `start_after` is inclusive in the byte range; fetch one more to make up for it.
-        let sql_limit = i64::try_from(limit.saturating_add(opts.start_after.is_some() as usize))
-            .unwrap_or(i64::MAX);
-        let order = if opts.reverse { "DESC" } else { "ASC" };
-        let client = self.client().await?;
-        let rows = statements::query(
-            &client,
-            &format!(
-                "SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k {order} LIMIT $3"
-            ),
-            &[&lo, &hi, &sql_limit],
-        )
+/// Writes a record where there is none (where there is, nothing: a concurrent first claim
+/// or home-region lookup got there first).
+const INSERT_IF_ABSENT: &str =
+    "INSERT INTO conclave_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING";
+/// A later claim: only over the record it read.
+const CLAIM_UPDATE: &str = "UPDATE conclave_kv SET v = $2 WHERE k = $1 AND v = $3";
+
+/// The statement a listing runs, in key order or reversed.
+fn list_sql(reverse: bool) -> &'static str {
+    if reverse {
+        "SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT $3"
+    } else {
+        "SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k ASC LIMIT $3"
+    }
+}
+
+/// The entries under `prefix` (a room's keys or its ledger) that `opts` selects.
+async fn list_under(
+    client: &impl GenericClient,
+    prefix: &[u8],
+    opts: &ListOptions,
+) -> Result<Vec<(String, Bytes)>, StorageError> {
+    let (lo, hi) = keys::list_range(prefix, opts);
+    if lo >= hi {
+        return Ok(Vec::new());
+    }
+    let limit = opts.limit.unwrap_or(usize::MAX);
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    // `start_after` is inclusive in the byte range; fetch one more to make up for it.
+    let sql_limit = i64::try_from(limit.saturating_add(opts.start_after.is_some() as usize))
+        .unwrap_or(i64::MAX);
+    let rows = statements::query(client, list_sql(opts.reverse), &[&lo, &hi, &sql_limit])
         .await
         .map_err(pg)?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let key = keys::user_key(prefix, r.get(0))
-                .ok_or_else(|| StorageError::Backend("undecodable key in room subspace".into()))?;
-            if opts.contains(&key) {
-                out.push((key, Bytes::copy_from_slice(r.get(1))));
-            }
-            if out.len() >= limit {
-                break;
-            }
+    let mut out = Vec::new();
+    for r in &rows {
+        let key = keys::user_key(prefix, r.get(0))
+            .ok_or_else(|| StorageError::Backend("undecodable key in room subspace".into()))?;
+        if opts.contains(&key) {
+            out.push((key, Bytes::copy_from_slice(r.get(1))));
         }
-        Ok(out)
+        if out.len() >= limit {
+            break;
+        }
     }
+    Ok(out)
 }
 
 #[async_trait]
@@ -313,12 +319,12 @@ impl Store for PostgresStore {
         room: &RoomKey,
         opts: &ListOptions,
     ) -> Result<Vec<(String, Bytes)>, StorageError> {
-        self.list_under(&keys::kv_prefix(room), opts).await
+        list_under(&self.client().await?, &keys::kv_prefix(room), opts).await
     }
 
     async fn ledger(&self, room: &RoomKey) -> Result<Vec<(String, Bytes)>, StorageError> {
-        self.list_under(&keys::ledger_prefix(room), &ListOptions::default())
-            .await
+        let client = self.client().await?;
+        list_under(&client, &keys::ledger_prefix(room), &ListOptions::default()).await
     }
 
     /// On a connection of its own, so a busy pool does not make the store look away.
@@ -410,42 +416,77 @@ impl Store for PostgresStore {
     }
 
     async fn claim(&self, room: &RoomKey, claim: &Claim) -> Result<Owner, StorageError> {
-        let mut client = self.client().await?;
+        Ok(self.claim_and_load(room, claim).await?.owner)
+    }
+
+    /// A compare-and-set on the owner record: read it, decide, and write the new record
+    /// only if the stored one is still what was read (else read again). The write runs on
+    /// its own (committed when it returns) with the ledger and usage reads sent behind it
+    /// on the same connection: PostgreSQL runs them after the write has committed, so they
+    /// see every commit of an earlier owner that got in before the claim, and any later one
+    /// is fenced. Two round trips, where a transaction holding the record's lock took five.
+    /// A commit in flight holds the record `FOR SHARE`, so the write waits for it, as a
+    /// `FOR UPDATE` would.
+    async fn claim_and_load(&self, room: &RoomKey, claim: &Claim) -> Result<Claimed, StorageError> {
+        let client = self.client().await?;
         let key = keys::owner_key(room);
+        let ledger = keys::ledger_prefix(room);
+        // Prepared (or found in the cache) before the pipeline: each then goes out on its
+        // first poll, in the order `try_join!` polls them.
+        let (insert, update) = futures::try_join!(
+            client.prepare_cached(INSERT_IF_ABSENT),
+            client.prepare_cached(CLAIM_UPDATE),
+            client.prepare_cached(list_sql(false)),
+            client.prepare_cached(commit::READ_USAGE),
+        )
+        .map(|(insert, update, _, _)| (insert, update))
+        .map_err(pg)?;
         for attempt in 1.. {
-            let result: Result<Option<Owner>, TxnError> = async {
-                let txn = client.transaction().await?;
-                let current = read_owner(&txn, room, "FOR UPDATE").await?;
-                let next = claim.decide(current.as_ref())?;
-                let inserted = if current.is_some() {
-                    statements::execute(
-                        &txn,
-                        "UPDATE conclave_kv SET v = $2 WHERE k = $1",
-                        &[&key, &keys::encode_owner(&next)],
-                    )
-                    .await?
-                } else {
-                    // No row to lock yet: a concurrent first claim makes this insert a no-op.
-                    statements::execute(
-                        &txn,
-                        "INSERT INTO conclave_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING",
-                        &[&key, &keys::encode_owner(&next)],
-                    )
-                    .await?
-                };
-                txn.commit().await?;
-                Ok((inserted == 1).then_some(next))
-            }
-            .await;
-            match result {
-                Ok(Some(owner)) => return Ok(owner),
-                Ok(None) if attempt < COMMIT_ATTEMPTS => continue,
-                Err(TxnError::Pg(e)) if retryable(&e) && attempt < COMMIT_ATTEMPTS => continue,
-                Ok(None) => {
+            let stored: Option<Vec<u8>> =
+                statements::query_opt(&client, "SELECT v FROM conclave_kv WHERE k = $1", &[&key])
+                    .await
+                    .map_err(pg)?
+                    .map(|row| row.get(0));
+            let current = match stored.as_deref() {
+                Some(raw) => Some(
+                    keys::decode_owner(raw)
+                        .ok_or_else(|| StorageError::Backend("undecodable owner record".into()))?,
+                ),
+                None => None,
+            };
+            let owner = claim.decide(current.as_ref())?;
+            let next = keys::encode_owner(&owner);
+            let write = async {
+                match &stored {
+                    None => client.execute(&insert, &[&key, &next]).await,
+                    Some(old) => client.execute(&update, &[&key, &next, old]).await,
+                }
+            };
+            let loaded = futures::try_join!(
+                async { write.await.map_err(TxnError::Pg) },
+                async {
+                    list_under(&client, &ledger, &ListOptions::default())
+                        .await
+                        .map_err(TxnError::Refused)
+                },
+                async { Ok(commit::read_usage(&client, room, &[]).await?.usage) },
+            );
+            match loaded {
+                Ok((1, ledger, usage)) => {
+                    return Ok(Claimed {
+                        owner,
+                        ledger,
+                        usage,
+                    })
+                }
+                // Another claim or a release changed the record since it was read.
+                Ok(_) if attempt < COMMIT_ATTEMPTS => continue,
+                Ok(_) => {
                     return Err(StorageError::Backend(
                         "claim kept racing with other claims".into(),
                     ))
                 }
+                Err(TxnError::Pg(e)) if retryable(&e) && attempt < COMMIT_ATTEMPTS => continue,
                 Err(e) => return Err(e.into_storage()),
             }
         }
@@ -496,13 +537,9 @@ impl Store for PostgresStore {
         // Insert-if-absent then read: whoever inserted first fixed the home region.
         let (_, placeholder) = home_region(None, proposed);
         if let Some(p) = placeholder {
-            statements::execute(
-                &client,
-                "INSERT INTO conclave_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING",
-                &[&key, &keys::encode_owner(&p)],
-            )
-            .await
-            .map_err(pg)?;
+            statements::execute(&client, INSERT_IF_ABSENT, &[&key, &keys::encode_owner(&p)])
+                .await
+                .map_err(pg)?;
         }
         let owner = self.owner(room).await?;
         Ok(owner.map_or_else(|| proposed.to_string(), |o| o.home().to_string()))
