@@ -423,6 +423,59 @@ async fn clients_that_keep_talking_are_not_pinged() {
     assert!(body.contains("\"connections\":1"), "{body}");
 }
 
+/// A member that only receives is known to be there by its TCP stack acknowledging what it
+/// is sent: it is not pinged, and stays open past two ping intervals without sending a
+/// byte. (A member that only receives and stops acknowledging is pinged; once pinged, only
+/// an answer counts: `clients_that_stop_answering_pings_are_closed`.)
+#[tokio::test]
+async fn clients_that_keep_receiving_are_not_pinged() {
+    let server = start(
+        |c| c.gateway.ping_interval = Duration::from_millis(500),
+        |r| r,
+    )
+    .await;
+    let mut listener = raw_ws(&server, "/parties/main/listener?_pk=listener").await;
+    let mut talker = server.connect("/parties/main/listener?_pk=talker").await;
+    let talking = tokio::spawn(async move {
+        for i in 0..50 {
+            send(&mut talker, &format!("m{i}")).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        talker
+    });
+    // What the listener gets in 1.8 s (more than three intervals): the talker's messages,
+    // and no ping.
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(1800), async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = listener.read(&mut chunk).await {
+            got.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let mut opcodes = Vec::new();
+    let mut i = 0;
+    while i + 2 <= got.len() {
+        opcodes.push(got[i] & 0x0f);
+        i += 2 + (got[i + 1] & 0x7f) as usize;
+    }
+    assert!(
+        opcodes.iter().filter(|&&op| op == 0x1).count() >= 20,
+        "{opcodes:?}"
+    );
+    assert!(
+        !opcodes.contains(&0x9),
+        "the listener was pinged: {opcodes:?}"
+    );
+    assert!(
+        !opcodes.contains(&0x8),
+        "the listener was closed: {opcodes:?}"
+    );
+    let _talker = talking.await.unwrap();
+    let (_, body) = server.http("GET", "/parties/main/listener", "").await;
+    assert!(body.contains("\"connections\":2"), "{body}");
+}
+
 /// The public port speaks HTTP/1.1 only: an HTTP/2 prior-knowledge (h2c) preface gets no
 /// HTTP/2 session (no SETTINGS frame back), and the server goes on serving.
 #[tokio::test]

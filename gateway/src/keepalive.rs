@@ -5,13 +5,16 @@
 //! pinging it would cost a write and a read per socket per interval for nothing. (Half,
 //! not a whole interval: a client that spoke just under an interval before one sweep and
 //! then fell quiet must still be pinged in time to answer before the silence limit, even
-//! when the next sweep runs a little late.) A timer per socket cost each open socket its
-//! own timer entry and a boxed sleep.
+//! when the next sweep runs a little late.) So is a client whose TCP stack acknowledged
+//! what the server sent it within half an interval (a member that only receives), unless
+//! it has a ping unanswered: its stack acknowledges pings too, so after a ping only an
+//! answer counts. A timer per socket cost each open socket its own timer entry and a
+//! boxed sleep.
 
 use crate::session::Session;
 use crate::state::GatewayState;
 use conclave_proto::close;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{OnceLock, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -32,6 +35,8 @@ pub(crate) struct Liveness {
     heard_ms: AtomicU64,
     /// Since when it has had a message (or frame) begun and not finished; 0: none.
     unfinished_ms: AtomicU64,
+    /// A ping went out that nothing the client sent has followed yet.
+    pinged: AtomicBool,
 }
 
 impl Liveness {
@@ -39,6 +44,7 @@ impl Liveness {
         Self {
             heard_ms: AtomicU64::new(now_ms()),
             unfinished_ms: AtomicU64::new(0),
+            pinged: AtomicBool::new(false),
         }
     }
 
@@ -50,6 +56,12 @@ impl Liveness {
             now.saturating_sub(t.elapsed().as_millis() as u64).max(1)
         });
         self.unfinished_ms.store(since, Ordering::Relaxed);
+        self.pinged.store(false, Ordering::Relaxed);
+    }
+
+    /// The client's TCP stack acknowledged what was sent to it: it is there, as if heard.
+    fn acknowledged(&self) {
+        self.heard_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     /// Whether the sweep must ping the client: not heard from for half an interval.
@@ -77,15 +89,23 @@ impl Liveness {
     }
 }
 
-/// Checks one socket: closes it if it must; if it has been quiet, pings it and lets go of
-/// the buffer space it kept while it talked.
+/// Checks one socket: closes it if it must; if it has been quiet, lets go of the buffer
+/// space it kept while it talked and pings it, unless its TCP stack has acknowledged what
+/// the server sent it lately (and no ping of ours is waiting for an answer).
 fn sweep_one(session: &Session, ping_interval: Duration, message_timeout: Duration) {
     let live = &session.liveness;
     match live.verdict(ping_interval, message_timeout) {
         Some((code, reason)) => session.out.close.trigger(code, reason),
         None if live.needs_ping(ping_interval) => {
-            session.out.enqueue_control(crate::frames::ping());
             session.release_idle_buffers();
+            if !live.pinged.load(Ordering::Relaxed)
+                && session.out.acknowledged_within(ping_interval / 2)
+            {
+                live.acknowledged();
+            } else {
+                live.pinged.store(true, Ordering::Relaxed);
+                session.out.enqueue_control(crate::frames::ping());
+            }
         }
         None => {}
     }

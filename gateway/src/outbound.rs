@@ -309,6 +309,14 @@ impl Outbound {
         taken
     }
 
+    /// Whether the client's TCP stack has acknowledged something this server sent within
+    /// `within` (what it sends is only acknowledged by a peer that is there). False before
+    /// the upgrade completes, and where the kernel does not say.
+    pub fn acknowledged_within(&self, within: Duration) -> bool {
+        let socket = self.writer.state().socket.clone();
+        socket.is_some_and(|s| since_last_ack(&s).is_some_and(|since| since < within))
+    }
+
     /// Sends the close frame, the last frame the socket sends (past the queue's bounds:
     /// it goes after what is queued).
     pub fn finish(&self, close_frame: Bytes) {
@@ -345,6 +353,33 @@ impl Outbound {
         let state = self.writer.state();
         (state.frames.len(), state.bytes)
     }
+}
+
+/// How long ago the connection last received an acknowledgement (`TCP_INFO`'s
+/// `tcpi_last_ack_recv`).
+#[cfg(target_os = "linux")]
+fn since_last_ack(stream: &TcpStream) -> Option<Duration> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero `tcp_info` is valid (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the descriptor belongs to `stream`, which is alive; `info` and `len`
+    // describe a writable buffer of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| Duration::from_millis(info.tcpi_last_ack_recv.into()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn since_last_ack(_: &TcpStream) -> Option<Duration> {
+    None
 }
 
 #[cfg(test)]
