@@ -23,7 +23,7 @@ use tokio::time::Instant;
 const SWEEP_SLICE: usize = 256;
 
 /// Milliseconds since this process's first call (never 0, which marks "none").
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(|| Instant::now() - Duration::from_millis(1));
     epoch.elapsed().as_millis() as u64

@@ -1,6 +1,11 @@
-//! One client WebSocket after the upgrade: one task that reads the client's frames; what
-//! is sent to the client is written by the sender itself (`outbound.rs`), and keepalive
-//! pings by one sweep over all sockets (`keepalive.rs`).
+//! One client WebSocket after the upgrade: a task reads the client's frames while it
+//! talks; what is sent to the client is written by the sender itself (`outbound.rs`), and
+//! keepalive pings by one sweep over all sockets (`keepalive.rs`).
+//!
+//! A socket whose client has sent no message for half a ping interval (or none yet) has no
+//! task: its state is parked ([`Parked`]) until it becomes readable or a close is
+//! requested, and a task is spawned to serve it then. Most sockets of a real-time service
+//! are idle most of the time; a task costs each of them 640 bytes.
 //!
 //! After the upgrade the gateway holds the TCP connection itself: a read takes what the
 //! socket has into the worker thread's buffer and parses frames from there (`frames.rs`),
@@ -11,6 +16,7 @@
 
 use crate::addresses::{AddressRate, Held, Slot};
 use crate::frames::{self, FrameReader, Incoming};
+use crate::keepalive;
 use crate::limits::TokenBucket;
 use crate::link::NodeLink;
 use crate::outbound::Outbound;
@@ -23,6 +29,7 @@ use conclave_proto::{close, trace};
 use conclave_proto::{RoomKey, SocketId};
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -92,6 +99,39 @@ struct Socket {
     reader: FrameReader,
     /// Events read and not yet handled.
     incoming: Vec<Incoming>,
+    /// The socket's own message rate.
+    bucket: TokenBucket,
+    /// When the client last sent a message (not a control frame), in keepalive time; 0:
+    /// never.
+    last_message_ms: u64,
+}
+
+/// Where an idle socket waits without a task: it is the waker of the socket's read
+/// readiness and of its close signal, and either wakes it into a new task.
+struct Parked {
+    socket: std::sync::Mutex<Option<Socket>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::task::Wake for Parked {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // None: a task serves the socket (this is a wake-up left from an earlier park).
+        if let Some(socket) = socket {
+            self.runtime.spawn(socket.serve(self.clone()));
+        }
+    }
+}
+
+/// What the read loop came to.
+enum Next {
+    End(Ending),
+    /// Nothing to read, no close requested, and no message for a while.
+    Park,
 }
 
 /// Serves the client's socket, once the upgrade completes, until it closes; its messages
@@ -126,7 +166,17 @@ pub(crate) async fn run(
             }
         }
     };
-    tokio::spawn(socket.serve());
+    let parked = Arc::new(Parked {
+        socket: std::sync::Mutex::new(None),
+        runtime: tokio::runtime::Handle::current(),
+    });
+    // A new socket has sent no message: it starts parked, unless the client's first
+    // frames came with the upgrade request.
+    if socket.incoming.is_empty() {
+        socket.park(parked);
+    } else {
+        tokio::spawn(socket.serve(parked));
+    }
 }
 
 impl Socket {
@@ -144,6 +194,7 @@ impl Socket {
         let mut reader = FrameReader::new(gw.config.max_frame_bytes);
         let mut incoming = Vec::new();
         reader.read(already_read, Instant::now(), &mut incoming);
+        let bucket = TokenBucket::new(gw.config.messages_per_second, gw.config.message_burst);
         Self {
             gw,
             session,
@@ -152,16 +203,34 @@ impl Socket {
             _slot: slot,
             reader,
             incoming,
+            bucket,
+            last_message_ms: 0,
         }
     }
 
     /// Not an `async fn`: one taking `self` by value would hold the socket twice in its
     /// state (the argument and the moved-in binding); the block captures it once.
     #[allow(clippy::manual_async_fn)] // on purpose: see above
-    fn serve(mut self) -> impl std::future::Future<Output = ()> + Send {
+    fn serve(mut self, parked: Arc<Parked>) -> impl std::future::Future<Output = ()> + Send {
         async move {
-            let ending = self.read().await;
-            Box::pin(self.close(ending)).await;
+            match self.read().await {
+                Next::End(ending) => Box::pin(self.close(ending)).await,
+                Next::Park => self.park(parked),
+            }
+        }
+    }
+
+    /// Leaves the socket in `parked`, with no task, registered to wake on its read
+    /// readiness and its close signal. Whatever came in meanwhile wakes it at once.
+    fn park(self, parked: Arc<Parked>) {
+        let (session, stream) = (self.session.clone(), self.stream.clone());
+        *parked.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+        let waker = std::task::Waker::from(parked.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        if session.out.close.poll_requested(&mut cx).is_ready()
+            | stream.poll_read_ready(&mut cx).is_ready()
+        {
+            waker.wake();
         }
     }
 
@@ -197,7 +266,7 @@ impl Socket {
     /// Reads client frames into the session until the socket ends or a close is
     /// requested, enforcing the rate limits and the replay buffer's bound; each read is
     /// noted for the keepalive sweep.
-    async fn read(&mut self) -> Ending {
+    async fn read(&mut self) -> Next {
         let Socket {
             gw,
             session,
@@ -205,13 +274,14 @@ impl Socket {
             stream,
             reader,
             incoming,
+            bucket,
+            last_message_ms,
             ..
         } = self;
-        let config = &gw.config;
         // Whoever asks for the close (this task by returning), `close` sends its code.
         let close_requested = session.out.close.wait();
         tokio::pin!(close_requested);
-        let mut bucket = TokenBucket::new(config.messages_per_second, config.message_burst);
+        let park_after_ms = gw.config.ping_interval.as_millis() as u64 / 2;
         loop {
             for event in incoming.drain(..) {
                 let (payload, binary) = match event {
@@ -221,15 +291,16 @@ impl Socket {
                         continue;
                     }
                     Incoming::Pong => continue,
-                    Incoming::Close { code, reason } => return Ending::closed(code, reason),
+                    Incoming::Close { code, reason } => return Next::closed(code, reason),
                     Incoming::Violation { code, reason } => {
-                        return Ending::closed(code, reason.to_string())
+                        return Next::closed(code, reason.to_string())
                     }
                 };
+                *last_message_ms = keepalive::now_ms();
                 if !bucket.take() {
                     metrics::counter!("conclave_gateway_rate_limited_total").increment(1);
                     let reason = "Message rate limit exceeded";
-                    return Ending::closed(close::POLICY_VIOLATION, reason.into());
+                    return Next::closed(close::POLICY_VIOLATION, reason.into());
                 }
                 if !address_rate.try_take() {
                     // Over its address's share: this socket waits (and is not read) meanwhile.
@@ -237,7 +308,7 @@ impl Socket {
                     if let Some(ending) =
                         unless_closed(&mut close_requested, address_rate.take()).await
                     {
-                        return ending;
+                        return Next::End(ending);
                     }
                 }
                 metrics::counter!("conclave_gateway_messages_in_total").increment(1);
@@ -260,40 +331,62 @@ impl Socket {
                 }
                 drop(span);
                 if let Some((code, reason)) = session.out.close.requested() {
-                    return Ending::closed(code, reason);
+                    return Next::closed(code, reason);
                 }
                 // Stop reading while the node is behind (or the socket is between nodes).
                 if session.over_buffer_limit() {
                     let space = session.wait_for_buffer_space();
                     if let Some(ending) = unless_closed(&mut close_requested, space).await {
-                        return ending;
+                        return Next::End(ending);
                     }
                 }
             }
             // An idle socket keeps no room for events.
             *incoming = Vec::new();
-            tokio::select! {
-                biased;
-                (code, reason) = &mut close_requested => return Ending::closed(code, reason),
-                // Not `readable()`: polling the stream's own read readiness replaces the waker
-                // the HTTP server's task left there, which would keep that finished task's
-                // memory (~900 bytes) allocated for as long as the socket lives.
-                ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                    if let Err(e) = ready {
-                        return Ending::failed(e.to_string());
-                    }
-                    match read_frames(stream, reader, incoming) {
-                        Ok(Read::Frames) => session.liveness.heard(reader.unfinished_since()),
-                        Ok(Read::Nothing) => {}
-                        // The client's TCP connection ended without a close frame: an abnormal
-                        // close, not a protocol error.
-                        Ok(Read::Eof) => return Ending::closed(close::ABNORMAL, String::new()),
-                        Err(e) => return Ending::failed(e.to_string()),
-                    }
+            // Nor a task, once its client has sent no message for a while (pongs do not
+            // count: a quiet client answers one each interval) and nothing is waiting.
+            let quiet =
+                |last: u64| last == 0 || keepalive::now_ms().saturating_sub(last) >= park_after_ms;
+            let woke = std::future::poll_fn(|cx| {
+                use std::task::Poll;
+                if let Poll::Ready(r) = close_requested.as_mut().poll(cx) {
+                    return Poll::Ready(Woke::Close(r));
                 }
+                // Not `readable()`: polling the stream's own read readiness replaces the
+                // waker the HTTP server's task left there, which would keep that finished
+                // task's memory (~900 bytes) allocated for as long as the socket lives.
+                if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                    return Poll::Ready(Woke::Readable(r));
+                }
+                if quiet(*last_message_ms) {
+                    return Poll::Ready(Woke::Quiet);
+                }
+                Poll::Pending
+            })
+            .await;
+            match woke {
+                Woke::Close((code, reason)) => return Next::closed(code, reason),
+                Woke::Quiet => return Next::Park,
+                Woke::Readable(Err(e)) => return Next::End(Ending::failed(e.to_string())),
+                Woke::Readable(Ok(())) => match read_frames(stream, reader, incoming) {
+                    Ok(Read::Frames) => session.liveness.heard(reader.unfinished_since()),
+                    Ok(Read::Nothing) => {}
+                    // The client's TCP connection ended without a close frame: an abnormal
+                    // close, not a protocol error.
+                    Ok(Read::Eof) => return Next::closed(close::ABNORMAL, String::new()),
+                    Err(e) => return Next::End(Ending::failed(e.to_string())),
+                },
             }
         }
     }
+}
+
+/// What the read loop's wait came to.
+enum Woke {
+    Close((u16, String)),
+    Readable(std::io::Result<()>),
+    /// Neither, and the client has been quiet: time to park.
+    Quiet,
 }
 
 /// Waits for `wait` unless a close is requested first, which ends the socket. Boxed: the
@@ -359,6 +452,12 @@ impl Ending {
             reason: String::new(),
             error,
         }
+    }
+}
+
+impl Next {
+    fn closed(code: u16, reason: String) -> Self {
+        Next::End(Ending::closed(code, reason))
     }
 }
 
