@@ -16,7 +16,7 @@ mod app;
 pub mod config;
 mod dev;
 mod edge;
-mod memory;
+pub mod memory;
 pub mod project;
 mod roles;
 mod shutdown;

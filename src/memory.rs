@@ -37,6 +37,31 @@ impl TrimPolicy {
     }
 }
 
+/// Caps glibc's malloc arenas at one per four cores (it makes up to eight per core), unless
+/// the operator chose (`MALLOC_ARENA_MAX`, or `GLIBC_TUNABLES`). Memory freed in one arena
+/// only serves that arena's later allocations, so after a connect storm each of a dozen
+/// arenas kept its own holes among the sockets that stayed: on 2 cores, a gateway holding
+/// 10,000 idle sockets is about 150 bytes a socket smaller with one arena, with no
+/// connect-storm CPU lost (docs/benchmarks.md). Threads keep the arena they first
+/// allocated in, so this runs before any thread starts: the `conclave` binary calls it
+/// first thing; a program embedding [`Conclave`](crate::Conclave) may too.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let chosen = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+        if chosen {
+            return;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let arenas = cores.div_ceil(4) as libc::c_int;
+        // SAFETY: mallopt only sets the allocator's own parameter.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+}
+
 /// Starts the sweep on the current runtime (a server role's; not for short-lived
 /// commands). Does nothing where the allocator is not glibc's.
 pub(crate) fn spawn_trimmer() {
