@@ -423,32 +423,12 @@ async fn clients_that_keep_talking_are_not_pinged() {
     assert!(body.contains("\"connections\":1"), "{body}");
 }
 
-/// A member that only receives is known to be there by its TCP stack acknowledging what it
-/// is sent: it is not pinged, and stays open past two ping intervals without sending a
-/// byte. (A member that only receives and stops acknowledging is pinged; once pinged, only
-/// an answer counts: `clients_that_stop_answering_pings_are_closed`.)
-#[tokio::test]
-async fn clients_that_keep_receiving_are_not_pinged() {
-    let server = start(
-        |c| c.gateway.ping_interval = Duration::from_millis(500),
-        |r| r,
-    )
-    .await;
-    let mut listener = raw_ws(&server, "/parties/main/listener?_pk=listener").await;
-    let mut talker = server.connect("/parties/main/listener?_pk=talker").await;
-    let talking = tokio::spawn(async move {
-        for i in 0..50 {
-            send(&mut talker, &format!("m{i}")).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        talker
-    });
-    // What the listener gets in 1.8 s (more than three intervals): the talker's messages,
-    // and no ping.
+/// The opcodes of the frames `s` receives within `within`.
+async fn opcodes_within(s: &mut TcpStream, within: Duration) -> Vec<u8> {
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_millis(1800), async {
+    let _ = tokio::time::timeout(within, async {
         let mut chunk = [0u8; 4096];
-        while let Ok(n @ 1..) = listener.read(&mut chunk).await {
+        while let Ok(n @ 1..) = s.read(&mut chunk).await {
             got.extend_from_slice(&chunk[..n]);
         }
     })
@@ -459,8 +439,49 @@ async fn clients_that_keep_receiving_are_not_pinged() {
         opcodes.push(got[i] & 0x0f);
         i += 2 + (got[i + 1] & 0x7f) as usize;
     }
+    opcodes
+}
+
+/// A raw socket that only listens in `room`, and a client that says something there every
+/// 50 ms for `secs`, on a gateway pinging every `ping_ms`.
+async fn listener_and_talker(
+    ping_ms: u64,
+    room: &str,
+    secs: u64,
+) -> (TestServer, TcpStream, tokio::task::JoinHandle<Ws>) {
+    let server = start(
+        |c| c.gateway.ping_interval = Duration::from_millis(ping_ms),
+        |r| r,
+    )
+    .await;
+    let listener = raw_ws(&server, &format!("/parties/main/{room}?_pk=listener")).await;
+    let mut talker = server
+        .connect(&format!("/parties/main/{room}?_pk=talker"))
+        .await;
+    let talking = tokio::spawn(async move {
+        for i in 0..secs * 20 {
+            send(&mut talker, &format!("m{i}")).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        talker
+    });
+    (server, listener, talking)
+}
+
+/// A member that only receives is known to be there by its TCP stack acknowledging what it
+/// is sent: it is not pinged for up to three sweeps in a row, and stays open past two ping
+/// intervals without sending a byte. (A member that only receives and stops acknowledging
+/// is pinged; once pinged, only an answer counts:
+/// `clients_that_stop_answering_pings_are_closed`.)
+#[tokio::test]
+async fn clients_that_keep_receiving_are_not_pinged() {
+    let (server, mut listener, talking) = listener_and_talker(500, "listener", 2).await;
+    // 1.4 s: more than two intervals, and at most three sweeps find the listener quiet
+    // (the first half an interval after it connected). It gets the talker's messages and
+    // no ping.
+    let opcodes = opcodes_within(&mut listener, Duration::from_millis(1400)).await;
     assert!(
-        opcodes.iter().filter(|&&op| op == 0x1).count() >= 20,
+        opcodes.iter().filter(|&&op| op == 0x1).count() >= 15,
         "{opcodes:?}"
     );
     assert!(
@@ -471,9 +492,32 @@ async fn clients_that_keep_receiving_are_not_pinged() {
         !opcodes.contains(&0x8),
         "the listener was closed: {opcodes:?}"
     );
-    let _talker = talking.await.unwrap();
     let (_, body) = server.http("GET", "/parties/main/listener", "").await;
     assert!(body.contains("\"connections\":2"), "{body}");
+    talking.abort();
+}
+
+/// Acknowledgements stand in for three pings in a row at most: behind a proxy that ends
+/// TCP they are the proxy's, so a member that only receives is still pinged end to end.
+#[tokio::test]
+async fn clients_that_keep_receiving_are_still_pinged_now_and_then() {
+    let (_server, mut listener, talking) = listener_and_talker(400, "pinged", 4).await;
+    // A sweep each 0.4 s. The first three that find the listener quiet (from 0.2 s after
+    // it connected: by 1.0 s at the latest) take its acknowledgements; the fourth pings,
+    // 1.4 s after it connected at the earliest (some 28 messages at one per 50 ms; without
+    // acknowledgements standing in, 12 at most). It never answers, so from then on every
+    // sweep pings it until the silence closes it.
+    let opcodes = opcodes_within(&mut listener, Duration::from_millis(4000)).await;
+    let first_ping = opcodes.iter().position(|&op| op == 0x9);
+    let Some(first_ping) = first_ping else {
+        panic!("never pinged: {opcodes:?}");
+    };
+    let before = opcodes[..first_ping]
+        .iter()
+        .filter(|&&op| op == 0x1)
+        .count();
+    assert!(before >= 18, "pinged after {before} messages: {opcodes:?}");
+    talking.abort();
 }
 
 /// The public port speaks HTTP/1.1 only: an HTTP/2 prior-knowledge (h2c) preface gets no

@@ -8,16 +8,22 @@
 //! when the next sweep runs a little late.) So is a client whose TCP stack acknowledged
 //! what the server sent it within half an interval (a member that only receives), unless
 //! it has a ping unanswered: its stack acknowledges pings too, so after a ping only an
-//! answer counts. A timer per socket cost each open socket its own timer entry and a
-//! boxed sleep.
+//! answer counts. That stands in for at most [`PINGS_SKIPPED`] pings in a row: behind a
+//! proxy that ends TCP (a TLS-terminating load balancer) the acknowledgements are the
+//! proxy's, so every client is still pinged end to end now and then. A timer per socket
+//! cost each open socket its own timer entry and a boxed sleep.
 
 use crate::session::Session;
 use crate::state::GatewayState;
 use conclave_proto::close;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{OnceLock, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Pings a quiet client's TCP acknowledgements may stand in for in a row: at the default
+/// 15 s interval, a member that only receives is pinged once a minute.
+const PINGS_SKIPPED: u8 = 3;
 
 /// Sockets swept between yields to the runtime.
 const SWEEP_SLICE: usize = 256;
@@ -37,6 +43,8 @@ pub(crate) struct Liveness {
     unfinished_ms: AtomicU64,
     /// A ping went out that nothing the client sent has followed yet.
     pinged: AtomicBool,
+    /// Pings its TCP acknowledgements stood in for since the last ping.
+    skipped: AtomicU8,
 }
 
 impl Liveness {
@@ -45,6 +53,7 @@ impl Liveness {
             heard_ms: AtomicU64::new(now_ms()),
             unfinished_ms: AtomicU64::new(0),
             pinged: AtomicBool::new(false),
+            skipped: AtomicU8::new(0),
         }
     }
 
@@ -91,18 +100,23 @@ impl Liveness {
 
 /// Checks one socket: closes it if it must; if it has been quiet, lets go of the buffer
 /// space it kept while it talked and pings it, unless its TCP stack has acknowledged what
-/// the server sent it lately (and no ping of ours is waiting for an answer).
+/// the server sent it lately (no ping of ours waiting for an answer, and not too many
+/// pings skipped in a row).
 fn sweep_one(session: &Session, ping_interval: Duration, message_timeout: Duration) {
     let live = &session.liveness;
     match live.verdict(ping_interval, message_timeout) {
         Some((code, reason)) => session.out.close.trigger(code, reason),
         None if live.needs_ping(ping_interval) => {
             session.release_idle_buffers();
+            let skipped = live.skipped.load(Ordering::Relaxed);
             if !live.pinged.load(Ordering::Relaxed)
+                && skipped < PINGS_SKIPPED
                 && session.out.acknowledged_within(ping_interval / 2)
             {
+                live.skipped.store(skipped + 1, Ordering::Relaxed);
                 live.acknowledged();
             } else {
+                live.skipped.store(0, Ordering::Relaxed);
                 live.pinged.store(true, Ordering::Relaxed);
                 session.out.enqueue_control(crate::frames::ping());
             }
