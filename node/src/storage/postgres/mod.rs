@@ -11,6 +11,7 @@
 //! Transactions that fail with a serialization failure or deadlock are retried.
 
 mod commit;
+mod owner;
 mod statements;
 
 use super::keys;
@@ -171,7 +172,7 @@ impl PostgresStore {
         decode: fn(&[u8]) -> Option<T>,
     ) -> Result<Option<T>, StorageError> {
         let client = self.client().await?;
-        let row = statements::query_opt(&client, "SELECT v FROM conclave_kv WHERE k = $1", &[&key])
+        let row = statements::query_opt(&client, statements::READ_VALUE, &[&key])
             .await
             .map_err(pg)?;
         Ok(row.and_then(|r| decode(r.get(0))))
@@ -219,28 +220,6 @@ impl TxnError {
         }
     }
 }
-
-/// The owner record, locked as `lock` says (`FOR SHARE` / `FOR UPDATE`).
-async fn read_owner(
-    txn: &deadpool_postgres::Transaction<'_>,
-    room: &RoomKey,
-    lock: &str,
-) -> Result<Option<Owner>, tokio_postgres::Error> {
-    let row = statements::query_opt(
-        txn,
-        &format!("SELECT v FROM conclave_kv WHERE k = $1 {lock}"),
-        &[&keys::owner_key(room)],
-    )
-    .await?;
-    Ok(row.and_then(|r| keys::decode_owner(r.get(0))))
-}
-
-/// Writes a record where there is none (where there is, nothing: a concurrent first claim
-/// or home-region lookup got there first).
-const INSERT_IF_ABSENT: &str =
-    "INSERT INTO conclave_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING";
-/// A later claim: only over the record it read.
-const CLAIM_UPDATE: &str = "UPDATE conclave_kv SET v = $2 WHERE k = $1 AND v = $3";
 
 /// The statement a listing runs, in key order or reversed.
 fn list_sql(reverse: bool) -> &'static str {
@@ -365,7 +344,7 @@ impl Store for PostgresStore {
                     if let Some(fence) = &commit.fence {
                         // FOR SHARE: a concurrent claim (FOR UPDATE) waits for us, or we see
                         // it.
-                        let owner = read_owner(&txn, room, "FOR SHARE").await?;
+                        let owner = owner::read_owner(&txn, room, "FOR SHARE").await?;
                         check_fence(owner.as_ref(), fence)?;
                     }
                     Ok::<_, TxnError>(())
@@ -402,13 +381,10 @@ impl Store for PostgresStore {
         let (lo, hi) = keys::party_usage_range(party, after);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.client().await?;
-        let rows = statements::query(
-            &client,
-            "SELECT k, v FROM conclave_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
-            &[&lo, &hi, &limit],
-        )
-        .await
-        .map_err(pg)?;
+        // A listing's statement: one prepared statement serves both.
+        let rows = statements::query(&client, list_sql(false), &[&lo, &hi, &limit])
+            .await
+            .map_err(pg)?;
         Ok(rows
             .iter()
             .filter_map(|r| Some((keys::parse_usage_key(r.get(0))?, Usage::decode(r.get(1))?)))
@@ -419,116 +395,12 @@ impl Store for PostgresStore {
         Ok(self.claim_and_load(room, claim).await?.owner)
     }
 
-    /// A compare-and-set on the owner record: read it, decide, and write the new record
-    /// only if the stored one is still what was read (else read again). The write runs on
-    /// its own (committed when it returns) with the ledger and usage reads sent behind it
-    /// on the same connection: PostgreSQL runs them after the write has committed, so they
-    /// see every commit of an earlier owner that got in before the claim, and any later one
-    /// is fenced. Two round trips, where a transaction holding the record's lock took five.
-    /// A commit in flight holds the record `FOR SHARE`, so the write waits for it, as a
-    /// `FOR UPDATE` would.
     async fn claim_and_load(&self, room: &RoomKey, claim: &Claim) -> Result<Claimed, StorageError> {
-        let client = self.client().await?;
-        let key = keys::owner_key(room);
-        let ledger = keys::ledger_prefix(room);
-        // Prepared (or found in the cache) before the pipeline: each then goes out on its
-        // first poll, in the order `try_join!` polls them.
-        let (insert, update) = futures::try_join!(
-            client.prepare_cached(INSERT_IF_ABSENT),
-            client.prepare_cached(CLAIM_UPDATE),
-            client.prepare_cached(list_sql(false)),
-            client.prepare_cached(commit::READ_USAGE),
-        )
-        .map(|(insert, update, _, _)| (insert, update))
-        .map_err(pg)?;
-        for attempt in 1.. {
-            let stored: Option<Vec<u8>> =
-                statements::query_opt(&client, "SELECT v FROM conclave_kv WHERE k = $1", &[&key])
-                    .await
-                    .map_err(pg)?
-                    .map(|row| row.get(0));
-            let current = match stored.as_deref() {
-                Some(raw) => Some(
-                    keys::decode_owner(raw)
-                        .ok_or_else(|| StorageError::Backend("undecodable owner record".into()))?,
-                ),
-                None => None,
-            };
-            let owner = claim.decide(current.as_ref())?;
-            let next = keys::encode_owner(&owner);
-            let write = async {
-                match &stored {
-                    None => client.execute(&insert, &[&key, &next]).await,
-                    Some(old) => client.execute(&update, &[&key, &next, old]).await,
-                }
-            };
-            let loaded = futures::try_join!(
-                async { write.await.map_err(TxnError::Pg) },
-                async {
-                    list_under(&client, &ledger, &ListOptions::default())
-                        .await
-                        .map_err(TxnError::Refused)
-                },
-                async { Ok(commit::read_usage(&client, room, &[]).await?.usage) },
-            );
-            match loaded {
-                Ok((1, ledger, usage)) => {
-                    return Ok(Claimed {
-                        owner,
-                        ledger,
-                        usage,
-                    })
-                }
-                // Another claim or a release changed the record since it was read.
-                Ok(_) if attempt < COMMIT_ATTEMPTS => continue,
-                Ok(_) => {
-                    return Err(StorageError::Backend(
-                        "claim kept racing with other claims".into(),
-                    ))
-                }
-                Err(TxnError::Pg(e)) if retryable(&e) && attempt < COMMIT_ATTEMPTS => continue,
-                Err(e) => return Err(e.into_storage()),
-            }
-        }
-        unreachable!("the loop returns")
+        owner::claim_and_load(&self.client().await?, room, claim).await
     }
 
     async fn release(&self, room: &RoomKey, owner: &Owner) -> Result<(), StorageError> {
-        let mut client = self.client().await?;
-        let result: Result<(), TxnError> = async {
-            let txn = client.transaction().await?;
-            if read_owner(&txn, room, "FOR UPDATE").await?.as_ref() == Some(owner) {
-                let prefix = keys::room_prefix(room);
-                let rows = statements::query(
-                    &txn,
-                    "SELECT 1 FROM conclave_kv WHERE k >= $1 AND k < $2 LIMIT 2",
-                    &[&prefix, &keys::strinc(&prefix)],
-                )
-                .await?;
-                if rows.len() > 1 {
-                    let released = Owner {
-                        released: true,
-                        ..owner.clone()
-                    };
-                    statements::execute(
-                        &txn,
-                        "UPDATE conclave_kv SET v = $2 WHERE k = $1",
-                        &[&keys::owner_key(room), &keys::encode_owner(&released)],
-                    )
-                    .await?;
-                } else {
-                    statements::execute(
-                        &txn,
-                        "DELETE FROM conclave_kv WHERE k = $1",
-                        &[&keys::owner_key(room)],
-                    )
-                    .await?;
-                }
-            }
-            Ok(txn.commit().await?)
-        }
-        .await;
-        result.map_err(TxnError::into_storage)
+        owner::release(&mut self.client().await?, room, owner).await
     }
 
     async fn home_region(&self, room: &RoomKey, proposed: &str) -> Result<String, StorageError> {
@@ -537,9 +409,13 @@ impl Store for PostgresStore {
         // Insert-if-absent then read: whoever inserted first fixed the home region.
         let (_, placeholder) = home_region(None, proposed);
         if let Some(p) = placeholder {
-            statements::execute(&client, INSERT_IF_ABSENT, &[&key, &keys::encode_owner(&p)])
-                .await
-                .map_err(pg)?;
+            statements::execute(
+                &client,
+                owner::INSERT_IF_ABSENT,
+                &[&key, &keys::encode_owner(&p)],
+            )
+            .await
+            .map_err(pg)?;
         }
         let owner = self.owner(room).await?;
         Ok(owner.map_or_else(|| proposed.to_string(), |o| o.home().to_string()))

@@ -7,6 +7,9 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, Row};
 
+/// Reads one key's value.
+pub(super) const READ_VALUE: &str = "SELECT v FROM conclave_kv WHERE k = $1";
+
 pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 pub(super) async fn query(
