@@ -11,7 +11,7 @@ use crate::session::Session;
 use conclave_proto::trace;
 use conclave_proto::wire::{gateway_event, node_event, Detach, GatewayEvent, NodeEvent, Received};
 use conclave_proto::{reply_id, GatewaySide, Inbound, Refusal, RelayRequest, RingVersion, RoomKey};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -93,16 +93,17 @@ impl From<LinkError> for Refusal {
 #[derive(Default)]
 struct Registry {
     sockets: HashMap<u64, Arc<Session>>,
-    /// Sockets the node accepted into each room: the targets of deliveries.
-    rooms: HashMap<RoomKey, HashSet<u64>>,
+    /// Sockets the node accepted into each room: the targets of deliveries, with their
+    /// sessions (the fan-out walks a room's table without a lookup per member).
+    rooms: HashMap<RoomKey, HashMap<u64, Arc<Session>>>,
 }
 
 impl Registry {
     fn remove(&mut self, socket: u64) -> Option<Arc<Session>> {
         let s = self.sockets.remove(&socket)?;
-        if let Some(set) = self.rooms.get_mut(&s.room) {
-            set.remove(&socket);
-            if set.is_empty() {
+        if let Some(members) = self.rooms.get_mut(&s.room) {
+            members.remove(&socket);
+            if members.is_empty() {
                 self.rooms.remove(&s.room);
             }
         }
@@ -207,7 +208,7 @@ impl NodeLink {
 
     /// Sockets of `room` on this link.
     pub fn sockets_in(&self, room: &RoomKey) -> usize {
-        self.registry().rooms.get(room).map_or(0, HashSet::len)
+        self.registry().rooms.get(room).map_or(0, HashMap::len)
     }
 
     /// Routes the node's events for the socket to it (deliveries start once admitted).
@@ -383,7 +384,10 @@ impl NodeLink {
         if let Some(s) = reg.sockets.get(&socket).cloned() {
             s.set_tags(tags.to_vec());
             s.admitted_after(last_out);
-            reg.rooms.entry(s.room.clone()).or_default().insert(socket);
+            reg.rooms
+                .entry(s.room.clone())
+                .or_default()
+                .insert(socket, s);
         }
     }
 
@@ -397,14 +401,9 @@ impl NodeLink {
         let Some(members) = reg.rooms.get(room) else {
             return;
         };
-        for socket in members {
-            if d.exclude.contains(socket) {
-                continue;
-            }
-            if let Some(e) = reg.sockets.get(socket) {
-                if e.takes_output(d.out_seq) {
-                    writes.push(e, msg.clone());
-                }
+        for (socket, e) in members {
+            if !d.exclude.contains(socket) && e.takes_output(d.out_seq) {
+                writes.push(e, msg.clone());
             }
         }
         writes.sources += 1;
