@@ -194,6 +194,7 @@ impl GatewayLink {
         if let Err(refusal) = self.one_room_per_socket(&a).await {
             return self.send(refused(request_id, socket, refusal)).await;
         }
+        let key = self.host.rooms.shared_key(key);
         self.sockets.insert(a.socket, key.clone());
         let event = RoomEvent::Open(Box::new(OpenRequest {
             peer: self.peer(a.socket),

@@ -135,7 +135,7 @@ impl Host {
             self.fetcher.clone(),
             conn_count,
         );
-        let actor = RoomActor::new(ctx, room, factory);
+        let actor = Box::new(RoomActor::new(ctx, room, factory));
         let span = tracing::info_span!("room", party = %key.party, room = %key.room);
         let host = self.clone();
         tokio::spawn(

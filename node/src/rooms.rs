@@ -51,6 +51,15 @@ impl Rooms {
         Ok(tx)
     }
 
+    /// `key` as the registry holds it when the room is live, sharing its names'
+    /// allocations; else `key` itself, which then becomes the room's key if the room
+    /// starts with it. A record kept per socket holds no copy of its room's names.
+    pub fn shared_key(&self, key: RoomKey) -> RoomKey {
+        self.lock()
+            .get_key_value(&key)
+            .map_or(key, |(k, _)| k.clone())
+    }
+
     /// The mailbox of `key` if the room is live on this node.
     pub fn live_mailbox(&self, key: &RoomKey) -> Option<mpsc::Sender<RoomEvent>> {
         self.lock().get(key).map(|e| e.tx.clone())
@@ -136,5 +145,25 @@ pub(crate) mod gauge {
     pub fn party_dropped() {
         metrics::gauge!(ACTIVE).decrement(1.0);
         metrics::gauge!(HIBERNATED).increment(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_rooms_key_is_handed_out_in_place_of_an_equal_copy() {
+        let rooms = Rooms::default();
+        let key = RoomKey::new("main", "r").unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        rooms.mailbox(&key, |_| Ok::<_, ()>(tx)).unwrap();
+        let shared = rooms.shared_key(RoomKey::new("main", "r").unwrap());
+        assert!(std::ptr::eq(shared.room.as_str(), key.room.as_str()));
+        assert!(std::ptr::eq(shared.party.as_str(), key.party.as_str()));
+        // A room that is not live keeps the caller's key.
+        let other = RoomKey::new("main", "s").unwrap();
+        let kept = rooms.shared_key(other.clone());
+        assert!(std::ptr::eq(kept.room.as_str(), other.room.as_str()));
     }
 }

@@ -67,7 +67,7 @@ impl RoomActor {
             Arc::from(resume.tags)
         };
         let state = (!resume.state.is_empty())
-            .then(|| serde_json::from_slice(&resume.state).ok())
+            .then(|| serde_json::from_slice(&resume.state).ok().map(Box::new))
             .flatten();
         self.insert_conn(ConnEntry {
             id: o.conn_id,

@@ -90,8 +90,9 @@ impl RoomActor {
     }
 
     /// Handles the room's events until the actor retires or leaves the room. Returns the
-    /// events that reached the mailbox too late, for a fresh actor to handle.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<RoomEvent>) -> Vec<RoomEvent> {
+    /// events that reached the mailbox too late, for a fresh actor to handle. The actor is
+    /// boxed: an `async fn`'s state holds a by-value `self` twice.
+    pub async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<RoomEvent>) -> Vec<RoomEvent> {
         while let Some(event) = self.next_event(&mut rx).await {
             if matches!(event, RoomEvent::Fence) || !self.ctx.cluster.is_serving() {
                 self.fenced = true;
@@ -205,7 +206,10 @@ impl RoomActor {
                         conclave_proto::trace::continue_from(&span, parent);
                         span
                     });
-                conclave_proto::trace::within(span, self.admit(*o)).await
+                // Boxed: admission is the largest of the handlers' futures, and inline it
+                // would set the size of every room's task (one allocation per connect
+                // instead of kilobytes per room).
+                Box::pin(conclave_proto::trace::within(span, self.admit(*o))).await
             }
             RoomEvent::Frame {
                 peer,

@@ -76,7 +76,7 @@ impl Connection {
     /// The state last stored with `set_state`, decoded. It survives hibernation.
     pub fn state<T: DeserializeOwned>(&self) -> Option<T> {
         let conns = self.shared.conns();
-        let v = conns.get(self.peer())?.state.as_ref()?;
+        let v = conns.get(self.peer())?.state.as_deref()?;
         serde_json::from_value(v.clone()).ok()
     }
 
@@ -109,7 +109,7 @@ impl Connection {
         }
         let mut conns = self.shared.conns();
         let entry = conns.get_mut(self.peer()).ok_or(StateError::Gone)?;
-        let old = entry.state.replace(v);
+        let old = entry.state.replace(Box::new(v));
         self.shared.state_replaced(self.peer(), old);
         Ok(())
     }

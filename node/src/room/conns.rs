@@ -3,7 +3,9 @@
 
 use crate::links::GatewayId;
 use conclave_proto::{ConnId, SocketId};
+use hashbrown::hash_table::{Entry, HashTable};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -21,7 +23,8 @@ pub(crate) struct ConnEntry {
     pub gateway: GatewayId,
     pub uri: Arc<str>,
     pub tags: Arc<[String]>,
-    pub state: Option<serde_json::Value>,
+    /// Boxed: most connections have none, and the table holds an entry per connection.
+    pub state: Option<Box<serde_json::Value>>,
     /// The gateway process the socket belongs to (with `socket`, the socket's identity
     /// across moves between nodes and links).
     pub origin: u64,
@@ -39,8 +42,11 @@ impl ConnEntry {
 }
 
 pub(crate) struct ConnTable {
-    by_peer: HashMap<Peer, ConnEntry>,
+    /// The connections, found by their peer, which each entry holds (a map would store
+    /// it a second time as the key).
+    by_peer: HashTable<ConnEntry>,
     by_id: HashMap<ConnId, Peer>,
+    hasher: RandomState,
     /// How many connections the table holds, shared with the node's room registry (the
     /// room-full check at admission, and whether the room may retire).
     count: Arc<AtomicUsize>,
@@ -50,26 +56,51 @@ impl ConnTable {
     /// An empty table that keeps `count` equal to its size.
     pub fn new(count: Arc<AtomicUsize>) -> Self {
         Self {
-            by_peer: HashMap::new(),
+            by_peer: HashTable::new(),
             by_id: HashMap::new(),
+            hasher: RandomState::new(),
             count,
         }
+    }
+
+    fn hash(&self, peer: Peer) -> u64 {
+        self.hasher.hash_one(peer)
     }
 
     /// Adds a connection; returns the socket it replaces if one already had this id
     /// (the newer connection wins).
     pub fn insert(&mut self, entry: ConnEntry) -> Option<ConnEntry> {
+        let peer = entry.peer();
         let replaced = self
             .by_id
-            .insert(entry.id.clone(), entry.peer())
-            .and_then(|old| self.by_peer.remove(&old));
-        self.by_peer.insert(entry.peer(), entry);
+            .insert(entry.id.clone(), peer)
+            .and_then(|old| self.take(old));
+        let hasher = &self.hasher;
+        match self.by_peer.entry(
+            hasher.hash_one(peer),
+            |e| e.peer() == peer,
+            |e| hasher.hash_one(e.peer()),
+        ) {
+            Entry::Occupied(mut slot) => *slot.get_mut() = entry,
+            Entry::Vacant(slot) => {
+                slot.insert(entry);
+            }
+        }
         self.count_changed();
         replaced
     }
 
+    /// Takes `peer`'s entry out of `by_peer` alone.
+    fn take(&mut self, peer: Peer) -> Option<ConnEntry> {
+        let slot = self
+            .by_peer
+            .find_entry(self.hash(peer), |e| e.peer() == peer)
+            .ok()?;
+        Some(slot.remove().0)
+    }
+
     pub fn remove(&mut self, peer: Peer) -> Option<ConnEntry> {
-        let e = self.by_peer.remove(&peer)?;
+        let e = self.take(peer)?;
         if self.by_id.get(&e.id) == Some(&peer) {
             self.by_id.remove(&e.id);
         }
@@ -82,11 +113,12 @@ impl ConnTable {
     }
 
     pub fn get(&self, peer: Peer) -> Option<&ConnEntry> {
-        self.by_peer.get(&peer)
+        self.by_peer.find(self.hash(peer), |e| e.peer() == peer)
     }
 
     pub fn get_mut(&mut self, peer: Peer) -> Option<&mut ConnEntry> {
-        self.by_peer.get_mut(&peer)
+        let hash = self.hash(peer);
+        self.by_peer.find_mut(hash, |e| e.peer() == peer)
     }
 
     pub fn by_id(&self, id: &str) -> Option<&ConnEntry> {
@@ -94,17 +126,17 @@ impl ConnTable {
     }
 
     pub fn by_conn_id(&self, id: &ConnId) -> Option<&ConnEntry> {
-        self.by_id.get(id).and_then(|s| self.by_peer.get(s))
+        self.by_id.get(id).and_then(|&peer| self.get(peer))
     }
 
     pub fn set_tags(&mut self, peer: Peer, tags: Arc<[String]>) {
-        if let Some(e) = self.by_peer.get_mut(&peer) {
+        if let Some(e) = self.get_mut(peer) {
             e.tags = tags;
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ConnEntry> {
-        self.by_peer.values()
+        self.by_peer.iter()
     }
 
     pub fn len(&self) -> usize {
@@ -148,5 +180,24 @@ mod tests {
         assert!(table.remove(gone(3)).is_some());
         assert_eq!(count.load(Ordering::Relaxed), 1);
         assert_eq!(table.by_id("b").map(|e| e.socket), Some(SocketId(2)));
+    }
+
+    #[test]
+    fn a_socket_inserted_again_replaces_its_own_entry() {
+        let mut table = ConnTable::new(Arc::new(AtomicUsize::new(0)));
+        assert!(table.insert(entry("a", 1)).is_none());
+        let mut again = entry("a", 1);
+        again.last_seq = 7;
+        assert_eq!(table.insert(again).map(|e| e.last_seq), Some(0));
+        assert_eq!(table.len(), 1);
+        let peer = Peer {
+            gateway: 0,
+            socket: SocketId(1),
+        };
+        assert_eq!(table.get(peer).map(|e| e.last_seq), Some(7));
+        table.get_mut(peer).unwrap().last_seq = 8;
+        assert_eq!(table.by_id("a").map(|e| e.last_seq), Some(8));
+        assert!(table.remove(peer).is_some());
+        assert!(table.by_id("a").is_none() && table.iter().next().is_none());
     }
 }
