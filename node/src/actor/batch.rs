@@ -47,7 +47,9 @@ impl QueuedFrame {
 }
 
 impl RoomActor {
-    /// Handles `first` and the frames queued right behind it as one batch.
+    /// Handles `first` and the frames queued right behind it as one batch. The paths taken
+    /// only when a step or commit fails are boxed: inline, they would set the size of
+    /// every room's task.
     pub(super) async fn frames(&mut self, first: QueuedFrame, rx: &mut mpsc::Receiver<RoomEvent>) {
         let mut held: Vec<(Connection, QueuedFrame)> = Vec::new();
         let mut next = Some(first);
@@ -62,7 +64,7 @@ impl RoomActor {
                     // A commit inside the handler (`sync`) failed, and the held steps'
                     // writes and messages with it.
                     held.push((conn, frame));
-                    self.one_at_a_time(held, true).await;
+                    Box::pin(self.one_at_a_time(held, true)).await;
                     return;
                 }
                 match result {
@@ -70,7 +72,7 @@ impl RoomActor {
                     Err(e) if held.is_empty() => {
                         // Alone so far: as any single frame.
                         self.room.ledger().end_frames();
-                        self.settle_frame(&conn, frame.msg, frame.seq, Err(e)).await;
+                        Box::pin(self.settle_frame(&conn, frame.msg, frame.seq, Err(e))).await;
                         return;
                     }
                     Err(StepError::Handler(e)) => {
@@ -80,7 +82,7 @@ impl RoomActor {
                     }
                     Err(_) => {
                         held.push((conn, frame));
-                        self.one_at_a_time(held, false).await;
+                        Box::pin(self.one_at_a_time(held, false)).await;
                         return;
                     }
                 }
@@ -98,10 +100,10 @@ impl RoomActor {
         if let Err(e) = committed {
             if held.len() == 1 {
                 let (conn, frame) = held.remove(0);
-                self.settle_frame(&conn, frame.msg, frame.seq, Err(e)).await;
+                Box::pin(self.settle_frame(&conn, frame.msg, frame.seq, Err(e))).await;
             } else if !self.fenced {
                 warn!(error = %e, frames = held.len(), "a batch of messages did not commit; handling them again one at a time");
-                self.one_at_a_time(held, true).await;
+                Box::pin(self.one_at_a_time(held, true)).await;
             }
         }
     }
