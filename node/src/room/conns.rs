@@ -75,12 +75,12 @@ impl ConnTable {
             .by_id
             .insert(entry.id.clone(), peer)
             .and_then(|old| self.take(old));
+        let hash = self.hash(peer);
         let hasher = &self.hasher;
-        match self.by_peer.entry(
-            hasher.hash_one(peer),
-            |e| e.peer() == peer,
-            |e| hasher.hash_one(e.peer()),
-        ) {
+        match self
+            .by_peer
+            .entry(hash, |e| e.peer() == peer, |e| hasher.hash_one(e.peer()))
+        {
             Entry::Occupied(mut slot) => *slot.get_mut() = entry,
             Entry::Vacant(slot) => {
                 slot.insert(entry);
