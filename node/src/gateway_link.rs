@@ -30,7 +30,7 @@ pub(crate) struct GatewayLink {
     host: Arc<Host>,
     gateway: GatewayId,
     /// Which room each socket of this gateway is in: frames carry only the socket.
-    sockets: HashMap<u64, RoomKey>,
+    sockets: HashMap<u64, Arc<RoomKey>>,
     /// Admissions whose party's asynchronous check passed, to go on with in order with
     /// the link's other events.
     checked: mpsc::UnboundedSender<(Admit, RoomKey)>,
@@ -241,7 +241,7 @@ impl GatewayLink {
     }
 
     /// Closes `socket` with 1009 and lets its room see it leave.
-    async fn too_big(&mut self, socket: u64, key: RoomKey) {
+    async fn too_big(&mut self, socket: u64, key: Arc<RoomKey>) {
         tracing::warn!(gateway = ?self.gateway, socket, "a gateway forwarded a frame over max_frame_bytes");
         self.sockets.remove(&socket);
         self.send(close_socket(

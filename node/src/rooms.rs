@@ -19,11 +19,12 @@ struct Entry {
 
 #[derive(Default)]
 pub(crate) struct Rooms {
-    rooms: Mutex<HashMap<RoomKey, Entry>>,
+    /// Keyed by a shared key: the records kept per socket hold the room's as a pointer.
+    rooms: Mutex<HashMap<Arc<RoomKey>, Entry>>,
 }
 
 impl Rooms {
-    fn lock(&self) -> MutexGuard<'_, HashMap<RoomKey, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<RoomKey>, Entry>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -41,7 +42,7 @@ impl Rooms {
         let conns = Arc::new(AtomicUsize::new(0));
         let tx = start(conns.clone())?;
         rooms.insert(
-            key.clone(),
+            Arc::new(key.clone()),
             Entry {
                 tx: tx.clone(),
                 conns,
@@ -51,13 +52,12 @@ impl Rooms {
         Ok(tx)
     }
 
-    /// `key` as the registry holds it when the room is live, sharing its names'
-    /// allocations; else `key` itself, which then becomes the room's key if the room
-    /// starts with it. A record kept per socket holds no copy of its room's names.
-    pub fn shared_key(&self, key: RoomKey) -> RoomKey {
+    /// `key` as the registry holds it when the room is live (a pointer to one key per
+    /// room); else `key` itself, shared from now on.
+    pub fn shared_key(&self, key: RoomKey) -> Arc<RoomKey> {
         self.lock()
             .get_key_value(&key)
-            .map_or(key, |(k, _)| k.clone())
+            .map_or_else(|| Arc::new(key), |(k, _)| k.clone())
     }
 
     /// The mailbox of `key` if the room is live on this node.
@@ -159,8 +159,9 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         rooms.mailbox(&key, |_| Ok::<_, ()>(tx)).unwrap();
         let shared = rooms.shared_key(RoomKey::new("main", "r").unwrap());
-        assert!(std::ptr::eq(shared.room.as_str(), key.room.as_str()));
-        assert!(std::ptr::eq(shared.party.as_str(), key.party.as_str()));
+        let again = rooms.shared_key(RoomKey::new("main", "r").unwrap());
+        assert!(Arc::ptr_eq(&shared, &again));
+        assert_eq!(*shared, key);
         // A room that is not live keeps the caller's key.
         let other = RoomKey::new("main", "s").unwrap();
         let kept = rooms.shared_key(other.clone());

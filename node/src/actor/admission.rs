@@ -6,7 +6,7 @@
 use super::handler::Handler;
 use super::RoomActor;
 use crate::mailbox::{admitted, refused, OpenRequest};
-use crate::room::{close_socket, ConnEntry, Connection, Peer, SocketRef};
+use crate::room::{close_socket, stored_tags, ConnEntry, Connection, Peer, SocketRef};
 use conclave_proto::wire::Resume;
 use conclave_proto::Refusal;
 use conclave_proto::{close, ConnId};
@@ -61,11 +61,7 @@ impl RoomActor {
     /// A socket moving here from another node: it joins as it was, without `on_connect`.
     async fn resume(&mut self, o: OpenRequest, resume: Resume) {
         let peer = o.peer;
-        let tags: Arc<[String]> = if resume.tags.is_empty() {
-            Arc::from(vec![o.conn_id.to_string()])
-        } else {
-            Arc::from(resume.tags)
-        };
+        let tags = stored_tags(&o.conn_id, resume.tags);
         let state = (!resume.state.is_empty())
             .then(|| serde_json::from_slice(&resume.state).ok().map(Box::new))
             .flatten();
@@ -99,7 +95,12 @@ impl RoomActor {
         let shared = self.room.shared();
         shared.push(
             peer.gateway,
-            admitted(o.request_id, peer.socket, &tags, last_out),
+            admitted(
+                o.request_id,
+                peer.socket,
+                tags.as_deref().unwrap_or_default(),
+                last_out,
+            ),
         );
         for event in resend {
             shared.push(peer.gateway, event);
@@ -150,7 +151,7 @@ impl RoomActor {
             socket: peer.socket,
             gateway: peer.gateway,
             uri,
-            tags: Arc::from(vec![conn_id.to_string()]),
+            tags: None,
             state: None,
             origin,
             last_seq: 0,
@@ -172,19 +173,30 @@ impl RoomActor {
             Some(party) => party.connection_tags(&mut self.room, &conn).await,
             None => Vec::new(),
         };
-        let mut tags = vec![conn_id.to_string()];
-        tags.extend(
-            extra
-                .into_iter()
-                .filter(|t| !t.is_empty() && t.len() <= MAX_TAG_BYTES)
-                .take(MAX_EXTRA_TAGS),
-        );
+        let tags = {
+            let mut all = vec![conn_id.to_string()];
+            all.extend(
+                extra
+                    .into_iter()
+                    .filter(|t| !t.is_empty() && t.len() <= MAX_TAG_BYTES)
+                    .take(MAX_EXTRA_TAGS),
+            );
+            stored_tags(&conn_id, all)
+        };
         let last_out = self.room.ledger().last_out();
+        // The gateway keeps the tags for a move, in the same form (nothing for the id alone).
         self.room.shared().push(
             peer.gateway,
-            admitted(request_id, peer.socket, &tags, last_out),
+            admitted(
+                request_id,
+                peer.socket,
+                tags.as_deref().unwrap_or_default(),
+                last_out,
+            ),
         );
-        self.room.shared().conns().set_tags(peer, Arc::from(tags));
+        if let Some(e) = self.room.shared().conns().get_mut(peer) {
+            e.tags = tags;
+        }
         let Some(conn) = self.conn(peer) else {
             return;
         };

@@ -8,7 +8,7 @@ use crate::message::Message;
 use conclave_proto::wire::{node_event, CloseSocket, Send};
 use conclave_proto::{ConnId, SocketId};
 use serde::{de::DeserializeOwned, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Largest connection state (`set_state`), serialized, in bytes.
 pub const MAX_CONNECTION_STATE_BYTES: usize = 16 * 1024;
@@ -25,7 +25,8 @@ pub struct Connection {
     socket: SocketId,
     gateway: GatewayId,
     uri: Arc<str>,
-    tags: Arc<[String]>,
+    /// Filled from the entry when it has tags besides the id; else built on first use.
+    tags: OnceLock<Arc<[String]>>,
     shared: Arc<RoomShared>,
 }
 
@@ -46,7 +47,7 @@ impl Connection {
             socket: e.socket,
             gateway: e.gateway,
             uri: e.uri.clone(),
-            tags: e.tags.clone(),
+            tags: e.tags.clone().map(OnceLock::from).unwrap_or_default(),
             shared: shared.clone(),
         }
     }
@@ -70,7 +71,23 @@ impl Connection {
 
     /// Tags: the connection id first, then what `Party::connection_tags` returned.
     pub fn tags(&self) -> &[String] {
-        &self.tags
+        self.tags.get_or_init(|| Arc::from([self.id.to_string()]))
+    }
+
+    /// Whether the connection carries `tag` (without building the tag list).
+    pub fn has_tag(&self, tag: &str) -> bool {
+        match self.tags.get() {
+            Some(all) => all.iter().any(|t| t == tag),
+            None => self.id.as_str() == tag,
+        }
+    }
+
+    /// The tags, owned.
+    pub(crate) fn tag_list(&self) -> Vec<String> {
+        match self.tags.get() {
+            Some(all) => all.to_vec(),
+            None => vec![self.id.to_string()],
+        }
     }
 
     /// The state last stored with `set_state`, decoded. It survives hibernation.

@@ -4,7 +4,6 @@
 use crate::links::GatewayId;
 use conclave_proto::{ConnId, SocketId};
 use hashbrown::hash_table::{Entry, HashTable};
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,7 +21,9 @@ pub(crate) struct ConnEntry {
     pub socket: SocketId,
     pub gateway: GatewayId,
     pub uri: Arc<str>,
-    pub tags: Arc<[String]>,
+    /// All the connection's tags, its id first; `None` when the id is its only tag (most
+    /// connections: nothing is allocated for them).
+    pub tags: Option<Arc<[String]>>,
     /// Boxed: most connections have none, and the table holds an entry per connection.
     pub state: Option<Box<serde_json::Value>>,
     /// The gateway process the socket belongs to (with `socket`, the socket's identity
@@ -39,13 +40,32 @@ impl ConnEntry {
             socket: self.socket,
         }
     }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        match &self.tags {
+            Some(all) => all.iter().any(|t| t == tag),
+            None => self.id.as_str() == tag,
+        }
+    }
+}
+
+/// `tags` as a connection entry keeps them: `None` for the default (the id alone, or
+/// none given).
+pub(crate) fn stored_tags(id: &ConnId, tags: Vec<String>) -> Option<Arc<[String]>> {
+    match tags.as_slice() {
+        [] => None,
+        [only] if only == id.as_str() => None,
+        _ => Some(Arc::from(tags)),
+    }
 }
 
 pub(crate) struct ConnTable {
     /// The connections, found by their peer, which each entry holds (a map would store
     /// it a second time as the key).
     by_peer: HashTable<ConnEntry>,
-    by_id: HashMap<ConnId, Peer>,
+    /// The peer holding each connection id, hashed by the id its entry holds (so the
+    /// index keeps no id of its own). Every peer here has its entry in `by_peer`.
+    by_id: HashTable<Peer>,
     hasher: RandomState,
     /// How many connections the table holds, shared with the node's room registry (the
     /// room-full check at admission, and whether the room may retire).
@@ -57,7 +77,7 @@ impl ConnTable {
     pub fn new(count: Arc<AtomicUsize>) -> Self {
         Self {
             by_peer: HashTable::new(),
-            by_id: HashMap::new(),
+            by_id: HashTable::new(),
             hasher: RandomState::new(),
             count,
         }
@@ -67,25 +87,47 @@ impl ConnTable {
         self.hasher.hash_one(peer)
     }
 
+    fn id_hash(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
     /// Adds a connection; returns the socket it replaces if one already had this id
     /// (the newer connection wins).
     pub fn insert(&mut self, entry: ConnEntry) -> Option<ConnEntry> {
         let peer = entry.peer();
-        let replaced = self
-            .by_id
-            .insert(entry.id.clone(), peer)
-            .and_then(|old| self.take(old));
-        let hash = self.hash(peer);
-        let hasher = &self.hasher;
-        match self
-            .by_peer
-            .entry(hash, |e| e.peer() == peer, |e| hasher.hash_one(e.peer()))
-        {
-            Entry::Occupied(mut slot) => *slot.get_mut() = entry,
-            Entry::Vacant(slot) => {
-                slot.insert(entry);
-            }
+        // A socket keeps its id for life; were it to come back under another, its old
+        // id would otherwise stay indexed.
+        if self.get(peer).is_some_and(|e| e.id != entry.id) {
+            self.remove(peer);
         }
+        let (id_hash, hash) = (self.id_hash(entry.id.as_str()), self.hash(peer));
+        let Self {
+            by_peer,
+            by_id,
+            hasher,
+            ..
+        } = self;
+        let entry_of = |p: &Peer| by_peer.find(hasher.hash_one(*p), |e| e.peer() == *p);
+        let previous = match by_id.entry(
+            id_hash,
+            |p| entry_of(p).is_some_and(|e| e.id == entry.id),
+            |p| entry_of(p).map_or(0, |e| hasher.hash_one(e.id.as_str())),
+        ) {
+            Entry::Occupied(mut slot) => Some(std::mem::replace(slot.get_mut(), peer)),
+            Entry::Vacant(slot) => {
+                slot.insert(peer);
+                None
+            }
+        };
+        let replaced =
+            match by_peer.entry(hash, |e| e.peer() == peer, |e| hasher.hash_one(e.peer())) {
+                // The same socket again: its own entry is the one replaced.
+                Entry::Occupied(mut slot) => Some(std::mem::replace(slot.get_mut(), entry)),
+                Entry::Vacant(slot) => {
+                    slot.insert(entry);
+                    previous.and_then(|old| self.take(old))
+                }
+            };
         self.count_changed();
         replaced
     }
@@ -101,8 +143,9 @@ impl ConnTable {
 
     pub fn remove(&mut self, peer: Peer) -> Option<ConnEntry> {
         let e = self.take(peer)?;
-        if self.by_id.get(&e.id) == Some(&peer) {
-            self.by_id.remove(&e.id);
+        let id_hash = self.id_hash(e.id.as_str());
+        if let Ok(slot) = self.by_id.find_entry(id_hash, |p| *p == peer) {
+            slot.remove();
         }
         self.count_changed();
         Some(e)
@@ -122,17 +165,16 @@ impl ConnTable {
     }
 
     pub fn by_id(&self, id: &str) -> Option<&ConnEntry> {
-        self.by_conn_id(&ConnId::new(id))
+        let mut found = None;
+        self.by_id.find(self.id_hash(id), |&p| {
+            found = self.get(p).filter(|e| e.id.as_str() == id);
+            found.is_some()
+        });
+        found
     }
 
     pub fn by_conn_id(&self, id: &ConnId) -> Option<&ConnEntry> {
-        self.by_id.get(id).and_then(|&peer| self.get(peer))
-    }
-
-    pub fn set_tags(&mut self, peer: Peer, tags: Arc<[String]>) {
-        if let Some(e) = self.get_mut(peer) {
-            e.tags = tags;
-        }
+        self.by_id(id.as_str())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ConnEntry> {
@@ -154,7 +196,7 @@ mod tests {
             socket: SocketId(socket),
             gateway: 0,
             uri: Arc::from("/"),
-            tags: Arc::from(Vec::new()),
+            tags: None,
             state: None,
             origin: 1,
             last_seq: 0,
@@ -199,5 +241,56 @@ mod tests {
         assert_eq!(table.by_id("a").map(|e| e.last_seq), Some(8));
         assert!(table.remove(peer).is_some());
         assert!(table.by_id("a").is_none() && table.iter().next().is_none());
+    }
+
+    #[test]
+    fn ids_stay_found_as_the_table_grows_and_shrinks() {
+        let mut table = ConnTable::new(Arc::new(AtomicUsize::new(0)));
+        for n in 0..1000 {
+            assert!(table.insert(entry(&format!("c{n}"), n)).is_none());
+        }
+        for n in (0..1000).step_by(2) {
+            let peer = Peer {
+                gateway: 0,
+                socket: SocketId(n),
+            };
+            assert!(table.remove(peer).is_some());
+        }
+        for n in 0..1000u64 {
+            let found = table.by_id(&format!("c{n}")).map(|e| e.socket);
+            assert_eq!(found, (n % 2 == 1).then_some(SocketId(n)), "c{n}");
+        }
+        // Newer sockets take over half the ids.
+        for n in (1..1000).step_by(4) {
+            let replaced = table.insert(entry(&format!("c{n}"), 5000 + n));
+            assert_eq!(replaced.map(|e| e.socket), Some(SocketId(n)));
+        }
+        assert_eq!(table.len(), 500);
+        assert_eq!(table.by_id("c1").map(|e| e.socket), Some(SocketId(5001)));
+        assert_eq!(table.by_id("c3").map(|e| e.socket), Some(SocketId(3)));
+    }
+
+    #[test]
+    fn a_socket_back_under_another_id_is_found_by_the_new_one_only() {
+        let mut table = ConnTable::new(Arc::new(AtomicUsize::new(0)));
+        table.insert(entry("a", 1));
+        assert!(table.insert(entry("b", 1)).is_none());
+        assert!(table.by_id("a").is_none());
+        assert_eq!(table.by_id("b").map(|e| e.socket), Some(SocketId(1)));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn only_tags_besides_the_id_are_stored() {
+        let id = ConnId::new("a");
+        assert!(stored_tags(&id, vec![]).is_none());
+        assert!(stored_tags(&id, vec!["a".into()]).is_none());
+        let tagged = ConnEntry {
+            tags: stored_tags(&id, vec!["a".into(), "admin".into()]),
+            ..entry("a", 1)
+        };
+        assert!(tagged.has_tag("a") && tagged.has_tag("admin") && !tagged.has_tag("b"));
+        let plain = entry("a", 2);
+        assert!(plain.has_tag("a") && !plain.has_tag("admin"));
     }
 }

@@ -11,7 +11,7 @@ mod shared;
 
 pub(crate) use connection::{close_socket, refuse_broadcast};
 pub use connection::{Connection, StateError, MAX_CONNECTION_STATE_BYTES, MAX_SEND_BYTES};
-pub(crate) use conns::{ConnEntry, Peer};
+pub(crate) use conns::{stored_tags, ConnEntry, Peer};
 pub(crate) use fetch::RoomRequests;
 pub use fetch::{FetchError, PartyStub, RoomFetcher, RoomStub};
 pub(crate) use ledger::{Ledger, SocketRef};
@@ -145,7 +145,7 @@ impl Room {
         let conns = self.shared.conns();
         conns
             .iter()
-            .filter(|e| tag.is_none_or(|t| e.tags.iter().any(|x| x == t)))
+            .filter(|e| tag.is_none_or(|t| e.has_tag(t)))
             .map(|e| Connection::from_entry(e, &self.shared))
             .collect()
     }

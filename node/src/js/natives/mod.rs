@@ -195,7 +195,7 @@ pub(super) fn conn_ref(c: &Connection) -> ConnRef {
         key: peer_key(c.peer()),
         id: c.id().to_string(),
         uri: c.uri().to_string(),
-        tags: c.tags().to_vec(),
+        tags: c.tag_list(),
     }
 }
 

@@ -93,7 +93,7 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, n: &Object<'js>, shared: &Rc<Shared>)
                     let conns = lease.shared.conns();
                     conns
                         .iter()
-                        .filter(|e| tag.as_deref().is_none_or(|t| e.tags.iter().any(|x| x == t)))
+                        .filter(|e| tag.as_deref().is_none_or(|t| e.has_tag(t)))
                         .map(|e| conn_ref(&Connection::from_entry(e, &lease.shared)))
                         .collect::<Vec<_>>()
                 })?;

@@ -262,7 +262,7 @@ impl<H: YjsHooks> Yjs<H> {
         conn: &Connection,
         update: Vec<u8>,
     ) -> Result<(), PartyError> {
-        if is_empty_update(&update) || conn.tags().iter().any(|t| t == READ_ONLY_TAG) {
+        if is_empty_update(&update) || conn.has_tag(READ_ONLY_TAG) {
             return Ok(());
         }
         let document = &mut self.document;

@@ -495,7 +495,7 @@ mod tests {
                 socket: SocketId(*s),
                 gateway: *gateway,
                 uri: Arc::from(""),
-                tags: Arc::from(vec![]),
+                tags: None,
                 state: None,
                 origin: *origin,
                 last_seq: 0,
