@@ -97,3 +97,13 @@ impl Default for GatewayConfig {
         }
     }
 }
+
+impl GatewayConfig {
+    /// One connection's message rate limit.
+    pub(crate) fn message_rate(&self) -> crate::limits::Rate {
+        crate::limits::Rate {
+            per_second: self.messages_per_second,
+            burst: self.message_burst,
+        }
+    }
+}

@@ -105,7 +105,7 @@ impl Liveness {
 fn sweep_one(session: &Session, ping_interval: Duration, message_timeout: Duration) {
     let live = &session.liveness;
     match live.verdict(ping_interval, message_timeout) {
-        Some((code, reason)) => session.out.close.trigger(code, reason),
+        Some((code, reason)) => session.out.close().trigger(code, reason),
         None if live.needs_ping(ping_interval) => {
             session.release_idle_buffers();
             let skipped = live.skipped.load(Ordering::Relaxed);

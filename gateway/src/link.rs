@@ -95,7 +95,7 @@ struct Registry {
     sockets: HashMap<u64, Arc<Session>>,
     /// Sockets the node accepted into each room: the targets of deliveries, with their
     /// sessions (the fan-out walks a room's table without a lookup per member).
-    rooms: HashMap<RoomKey, HashMap<u64, Arc<Session>>>,
+    rooms: HashMap<Arc<RoomKey>, HashMap<u64, Arc<Session>>>,
 }
 
 impl Registry {
@@ -371,7 +371,7 @@ impl NodeLink {
                 if let Some(e) = self.registry().sockets.get(&c.socket) {
                     arrived(&e.room, c.out_seq);
                     if e.takes_output(c.out_seq) {
-                        e.out.close.trigger(c.code as u16, &c.reason);
+                        e.out.close().trigger(c.code as u16, &c.reason);
                     }
                 }
             }

@@ -24,18 +24,40 @@ const FRAMES_PER_WRITE: usize = 64;
 /// The socket's bounded send queue and its close signal.
 pub(crate) struct Outbound {
     writer: Arc<Writer>,
-    pub close: Arc<CloseSignal>,
-    max_frames: usize,
-    max_bytes: usize,
 }
 
-/// The client connection's write side, shared by the senders and the flusher.
+/// The bounds every socket of a gateway is held to (one copy, shared).
+#[derive(Clone, Debug)]
+pub(crate) struct SocketLimits {
+    /// Frames queued before the socket counts as a slow consumer.
+    pub send_frames: usize,
+    /// Bytes queued before the socket counts as a slow consumer.
+    pub send_bytes: usize,
+    /// How long a blocked socket may take nothing before it is given up.
+    pub write_timeout: Duration,
+    /// Client frames buffered until the node acknowledges them (`session.rs`).
+    pub replay_bytes: usize,
+}
+
+impl SocketLimits {
+    pub fn of(config: &crate::GatewayConfig) -> Self {
+        Self {
+            send_frames: config.send_queue_frames,
+            send_bytes: config.send_queue_bytes,
+            write_timeout: config.write_timeout,
+            replay_bytes: config.replay_buffer_bytes,
+        }
+    }
+}
+
+/// The client connection's write side, shared by the senders and the flusher; one
+/// allocation per socket with its close signal.
 struct Writer {
     state: Mutex<WriteState>,
     /// Signalled when the queue has emptied (or will never empty).
     drained: Notify,
-    /// How long a blocked socket may take nothing before it is given up.
-    write_timeout: Duration,
+    close: CloseSignal,
+    limits: Arc<SocketLimits>,
 }
 
 #[derive(Default)]
@@ -175,8 +197,9 @@ impl Writer {
 
     /// Writes the queue out while the socket blocks; gives the socket up (closing it as
     /// abnormal) when it takes nothing for `write_timeout` or fails.
-    async fn flush(self: Arc<Self>, close: Arc<CloseSignal>) {
-        let mut deadline = tokio::time::Instant::now() + self.write_timeout;
+    async fn flush(self: Arc<Self>) {
+        let write_timeout = self.limits.write_timeout;
+        let mut deadline = tokio::time::Instant::now() + write_timeout;
         loop {
             // Registered before the state is read: an `end` from now on wakes this wait, so
             // an ended socket's connection is let go at once, not at the write timeout.
@@ -191,7 +214,7 @@ impl Writer {
                 match (result, socket) {
                     (Ok(()), Some(socket)) if !state.frames.is_empty() => {
                         if state.bytes < before {
-                            deadline = tokio::time::Instant::now() + self.write_timeout;
+                            deadline = tokio::time::Instant::now() + write_timeout;
                         }
                         socket
                     }
@@ -203,7 +226,7 @@ impl Writer {
                     }
                     (Err(_), _) => {
                         drop(state);
-                        return self.give_up(&close, "write failed");
+                        return self.give_up("write failed");
                     }
                 }
             };
@@ -217,14 +240,14 @@ impl Writer {
             };
             drop(socket);
             if !matches!(blocked, Ok(Ok(()))) {
-                return self.give_up(&close, "write timed out");
+                return self.give_up("write timed out");
             }
         }
     }
 
     /// The socket cannot be written to: nothing more is sent, what is queued is let go, and
     /// the socket is closed as abnormal.
-    fn give_up(&self, close: &CloseSignal, reason: &str) {
+    fn give_up(&self, reason: &str) {
         {
             let mut state = self.state();
             state.flushing = false;
@@ -232,26 +255,33 @@ impl Writer {
             state.clear();
         }
         self.drained.notify_waiters();
-        close.trigger(close::ABNORMAL, reason);
+        self.close.trigger(close::ABNORMAL, reason);
     }
 }
 
 impl Outbound {
-    /// A queue of at most `frames` frames and `bytes` bytes, plus the one frame that
-    /// crosses the byte bound (so a single message larger than `bytes`, such as a large
-    /// document's sync, still goes out when the client keeps up). A socket that takes
-    /// nothing for `write_timeout` while frames wait is closed.
-    pub fn new(frames: usize, bytes: usize, write_timeout: Duration) -> Self {
+    /// A queue of at most `limits.send_frames` frames and `limits.send_bytes` bytes, plus
+    /// the one frame that crosses the byte bound (so a single message larger than the
+    /// bound, such as a large document's sync, still goes out when the client keeps up). A
+    /// socket that takes nothing for `limits.write_timeout` while frames wait is closed.
+    pub fn new(limits: Arc<SocketLimits>) -> Self {
         Self {
             writer: Arc::new(Writer {
                 state: Mutex::default(),
                 drained: Notify::new(),
-                write_timeout,
+                close: CloseSignal::default(),
+                limits,
             }),
-            close: Arc::default(),
-            max_frames: frames,
-            max_bytes: bytes,
         }
+    }
+
+    /// The socket's close signal.
+    pub fn close(&self) -> &CloseSignal {
+        &self.writer.close
+    }
+
+    pub fn limits(&self) -> &SocketLimits {
+        &self.writer.limits
     }
 
     /// The upgrade completed: frames go to `socket` from now on, those queued first.
@@ -269,7 +299,7 @@ impl Outbound {
 
     fn start_flusher(&self, state: &mut WriteState) {
         state.flushing = true;
-        tokio::spawn(self.writer.clone().flush(self.close.clone()));
+        tokio::spawn(self.writer.clone().flush());
     }
 
     /// Sends an encoded frame: written at once when nothing is queued and the socket
@@ -314,7 +344,7 @@ impl Outbound {
             Some((_, Err(e))) => {
                 drop(state);
                 tracing::debug!(error = %e, "writing to a client failed");
-                self.writer.give_up(&self.close, "write failed");
+                self.writer.give_up("write failed");
                 return 0;
             }
             Some((batch, Ok(mut written))) => {
@@ -331,15 +361,16 @@ impl Outbound {
             None => {}
         }
         let mut taken = frames.len() - rest.len();
+        let limits = &self.writer.limits;
         for frame in rest {
             if !(past_bounds
-                || (state.frames.len() < self.max_frames && state.bytes < self.max_bytes))
+                || (state.frames.len() < limits.send_frames && state.bytes < limits.send_bytes))
             {
                 drop(state);
-                if self.close.requested().is_none() {
+                if self.close().requested().is_none() {
                     metrics::counter!("conclave_gateway_slow_consumer_closes_total").increment(1);
                 }
-                self.close.trigger(
+                self.close().trigger(
                     close::TRY_AGAIN_LATER,
                     "Send queue full: client is not reading fast enough",
                 );
@@ -439,6 +470,15 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(5);
 
+    fn limits(send_frames: usize, send_bytes: usize, write_timeout: Duration) -> Arc<SocketLimits> {
+        Arc::new(SocketLimits {
+            send_frames,
+            send_bytes,
+            write_timeout,
+            replay_bytes: 1 << 20,
+        })
+    }
+
     /// A connected pair: the server's end (as the gateway holds it) and the client's.
     async fn pair() -> (Arc<TcpStream>, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -450,7 +490,7 @@ mod tests {
     #[tokio::test]
     async fn frames_queued_before_the_upgrade_go_first_and_later_ones_are_written_at_once() {
         let (server, mut client) = pair().await;
-        let out = Outbound::new(8, 1024, TIMEOUT);
+        let out = Outbound::new(limits(8, 1024, TIMEOUT));
         assert!(out.enqueue(Bytes::from_static(b"ab")));
         assert!(out.enqueue(Bytes::from_static(b"cd")));
         out.attach(server);
@@ -469,16 +509,16 @@ mod tests {
     #[tokio::test]
     async fn a_socket_that_stops_reading_queues_then_is_closed_as_a_slow_consumer() {
         let (server, mut client) = pair().await;
-        let out = Outbound::new(4, 1 << 30, TIMEOUT);
+        let out = Outbound::new(limits(4, 1 << 30, TIMEOUT));
         out.attach(server);
         // Far more than the kernel's buffers hold: the rest waits in the queue.
         let mut sent = 0;
-        while out.close.requested().is_none() && sent < 10_000 {
+        while out.close().requested().is_none() && sent < 10_000 {
             out.enqueue(frame(64 * 1024));
             sent += 1;
         }
         assert_eq!(
-            out.close.requested().map(|(c, _)| c),
+            out.close().requested().map(|(c, _)| c),
             Some(close::TRY_AGAIN_LATER)
         );
         assert_eq!(out.queued().0, 4);
@@ -505,7 +545,7 @@ mod tests {
     #[tokio::test]
     async fn frames_sent_together_arrive_whole_and_in_order_however_the_socket_takes_them() {
         let (server, mut client) = pair().await;
-        let out = Outbound::new(100_000, 1 << 30, TIMEOUT);
+        let out = Outbound::new(limits(100_000, 1 << 30, TIMEOUT));
         out.attach(server);
         // Numbered frames of uneven sizes, in batches far larger than the socket's buffer
         // takes at once: partial writes leave the rest queued behind in order.
@@ -526,21 +566,24 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(got == expected, "frames arrived out of order or cut");
-        assert!(out.close.requested().is_none());
+        assert!(out.close().requested().is_none());
     }
 
     #[tokio::test]
     async fn a_socket_that_takes_nothing_for_the_write_timeout_is_given_up() {
         let (server, _client) = pair().await;
-        let out = Outbound::new(1000, 1 << 30, Duration::from_millis(200));
+        let out = Outbound::new(limits(1000, 1 << 30, Duration::from_millis(200)));
         out.attach(server);
         while out.queued().0 == 0 {
             out.enqueue(frame(64 * 1024));
         }
-        tokio::time::timeout(TIMEOUT, out.close.wait())
+        tokio::time::timeout(TIMEOUT, out.close().wait())
             .await
             .unwrap();
-        assert_eq!(out.close.requested().map(|(c, _)| c), Some(close::ABNORMAL));
+        assert_eq!(
+            out.close().requested().map(|(c, _)| c),
+            Some(close::ABNORMAL)
+        );
         assert_eq!(out.queued(), (0, 0), "the queue is let go");
         assert!(!out.enqueue(frame(1)));
     }
@@ -548,7 +591,7 @@ mod tests {
     #[tokio::test]
     async fn an_ended_socket_lets_go_of_its_connection_at_once_even_while_blocked() {
         let (server, _client) = pair().await;
-        let out = Outbound::new(1000, 1 << 30, Duration::from_secs(60));
+        let out = Outbound::new(limits(1000, 1 << 30, Duration::from_secs(60)));
         out.attach(server.clone());
         while out.queued().0 == 0 {
             out.enqueue(frame(64 * 1024));
@@ -566,7 +609,7 @@ mod tests {
 
     #[test]
     fn one_frame_may_cross_the_byte_bound_but_none_after_it() {
-        let out = Outbound::new(100, 1000, TIMEOUT);
+        let out = Outbound::new(limits(100, 1000, TIMEOUT));
         assert!(
             out.enqueue(frame(5000)),
             "one large frame into an empty queue"
@@ -575,16 +618,16 @@ mod tests {
             !out.enqueue(frame(1)),
             "a frame behind a queue over its bound"
         );
-        assert!(out.close.requested().is_some());
+        assert!(out.close().requested().is_some());
     }
 
     #[test]
     fn nothing_is_queued_once_the_socket_has_ended() {
-        let out = Outbound::new(8, 1024, TIMEOUT);
+        let out = Outbound::new(limits(8, 1024, TIMEOUT));
         out.end();
         assert!(!out.enqueue(frame(1)));
         assert!(
-            out.close.requested().is_none(),
+            out.close().requested().is_none(),
             "an ended socket is not a slow consumer"
         );
     }

@@ -50,7 +50,7 @@ async fn reattach(gw: Arc<GatewayState>, m: MoveRequest) {
             metrics::counter!("conclave_gateway_socket_move_failures_total").increment(1);
             session
                 .out
-                .close
+                .close()
                 .trigger(close::SERVICE_RESTART, "The room is unavailable; reconnect");
             return;
         }

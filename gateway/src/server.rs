@@ -106,7 +106,7 @@ impl Gateway {
         }
         for s in &sessions {
             s.out
-                .close
+                .close()
                 .trigger(close::GOING_AWAY, "Server shutting down");
         }
         let deadline = tokio::time::Instant::now() + grace;

@@ -36,13 +36,35 @@ struct Attachment {
     acked_seq: u64,
     unacked: VecDeque<Unacked>,
     unacked_bytes: usize,
-    tags: Vec<String>,
-    state: Bytes,
+    /// What the room gave the connection to keep across a move; `None` (nothing
+    /// allocated) for most: no tags besides the id, no state.
+    carried: Option<Box<Carried>>,
     /// Set once the client socket has ended.
     ended: bool,
 }
 
+#[derive(Default)]
+struct Carried {
+    tags: Vec<String>,
+    state: Bytes,
+}
+
 impl Attachment {
+    fn carried(&mut self) -> &mut Carried {
+        self.carried.get_or_insert_with(Box::default)
+    }
+
+    /// Forgets what is carried once it is all empty again.
+    fn drop_empty_carried(&mut self) {
+        if self
+            .carried
+            .as_ref()
+            .is_some_and(|c| c.tags.is_empty() && c.state.is_empty())
+        {
+            self.carried = None;
+        }
+    }
+
     /// An empty replay buffer holding more than `kept` slots gives them all back.
     fn release_unacked_slots_over(&mut self, kept: usize) {
         if self.unacked.is_empty() && self.unacked.capacity() > kept {
@@ -53,7 +75,8 @@ impl Attachment {
 
 pub(crate) struct Session {
     pub id: SocketId,
-    pub room: RoomKey,
+    /// Shared by the room's sockets (`Sessions::room_key`).
+    pub room: Arc<RoomKey>,
     pub conn_id: String,
     pub uri: String,
     pub out: Outbound,
@@ -62,7 +85,6 @@ pub(crate) struct Session {
     attachment: Mutex<Attachment>,
     /// Signalled when acknowledgements free replay buffer space.
     acked: Notify,
-    max_unacked_bytes: usize,
     /// The room's last numbered output this socket has taken (`u64::MAX` until the first
     /// admission says where the socket starts). After a crash the room's next owner sends
     /// outputs again that may have arrived already: each number is taken once.
@@ -72,11 +94,10 @@ pub(crate) struct Session {
 impl Session {
     pub fn new(
         id: SocketId,
-        room: RoomKey,
+        room: Arc<RoomKey>,
         conn_id: String,
         uri: String,
         out: Outbound,
-        max_unacked_bytes: usize,
     ) -> Self {
         Self {
             id,
@@ -87,7 +108,6 @@ impl Session {
             liveness: crate::keepalive::Liveness::new(),
             attachment: Mutex::default(),
             acked: Notify::new(),
-            max_unacked_bytes,
             last_out: AtomicU64::new(u64::MAX),
         }
     }
@@ -197,7 +217,7 @@ impl Session {
     /// Whether the replay buffer is over its limit (the client is sending faster than
     /// the node acknowledges, or the socket is between nodes).
     pub fn over_buffer_limit(&self) -> bool {
-        self.attachment().unacked_bytes > self.max_unacked_bytes
+        self.attachment().unacked_bytes > self.out.limits().replay_bytes
     }
 
     /// Waits while the replay buffer is over its limit.
@@ -237,19 +257,31 @@ impl Session {
     }
 
     pub fn set_tags(&self, tags: Vec<String>) {
-        self.attachment().tags = tags;
+        let mut a = self.attachment();
+        a.carried().tags = tags;
+        a.drop_empty_carried();
     }
 
     pub fn set_state(&self, state: Bytes) {
-        self.attachment().state = state;
+        let mut a = self.attachment();
+        a.carried().state = state;
+        a.drop_empty_carried();
     }
 
     /// What the next node needs to take the socket over as it is.
     pub fn resume(&self) -> Resume {
         let a = self.attachment();
         Resume {
-            tags: a.tags.clone(),
-            state: a.state.clone(),
+            tags: a
+                .carried
+                .as_ref()
+                .map(|c| c.tags.clone())
+                .unwrap_or_default(),
+            state: a
+                .carried
+                .as_ref()
+                .map(|c| c.state.clone())
+                .unwrap_or_default(),
             acked_seq: a.acked_seq,
         }
     }
@@ -337,15 +369,19 @@ mod tests {
     use conclave_proto::{in_process_link, NodeSide};
 
     fn session(max_unacked_bytes: usize) -> Arc<Session> {
-        let out = Outbound::new(16, 1 << 20, std::time::Duration::from_secs(1));
-        let room = RoomKey::new("main", "r").unwrap();
+        let out = Outbound::new(Arc::new(crate::outbound::SocketLimits {
+            send_frames: 16,
+            send_bytes: 1 << 20,
+            write_timeout: std::time::Duration::from_secs(1),
+            replay_bytes: max_unacked_bytes,
+        }));
+        let room = Arc::new(RoomKey::new("main", "r").unwrap());
         Arc::new(Session::new(
             SocketId(7),
             room,
             "c".into(),
             "http://h/parties/main/r".into(),
             out,
-            max_unacked_bytes,
         ))
     }
 
@@ -384,6 +420,23 @@ mod tests {
         assert!(capacity(&s) >= 100, "frames not acknowledged stay");
         s.ack(103);
         assert_eq!(capacity(&s), 0, "a burst's room is given back at once");
+    }
+
+    #[test]
+    fn tags_and_state_are_carried_for_a_move_and_nothing_is_kept_without_them() {
+        let s = session(1 << 20);
+        let carries = |s: &Session| s.attachment().carried.is_some();
+        assert!(!carries(&s));
+        s.set_tags(vec!["c".into(), "admin".into()]);
+        s.set_state(Bytes::from_static(b"{\"n\":1}"));
+        let resume = s.resume();
+        assert_eq!(resume.tags, ["c", "admin"]);
+        assert_eq!(&resume.state[..], b"{\"n\":1}");
+        s.set_tags(Vec::new());
+        assert!(carries(&s), "the state is still carried");
+        s.set_state(Bytes::new());
+        assert!(!carries(&s));
+        assert!(s.resume().tags.is_empty() && s.resume().state.is_empty());
     }
 
     #[tokio::test]

@@ -17,12 +17,11 @@
 use crate::addresses::{AddressRate, Held, Slot};
 use crate::frames::{self, FrameReader, Incoming};
 use crate::keepalive;
-use crate::limits::TokenBucket;
+use crate::limits::Tokens;
 use crate::link::NodeLink;
 use crate::outbound::Outbound;
 use crate::session::Session;
 use crate::state::GatewayState;
-use crate::GatewayConfig;
 use bytes::Bytes;
 use conclave_proto::wire::gateway_event;
 use conclave_proto::{close, trace};
@@ -49,25 +48,15 @@ thread_local! {
 /// A socket admitted before the upgrade completes, so that what the party sends in
 /// `on_connect` is already queued when the client sees "open".
 pub(crate) fn new_session(
-    config: &GatewayConfig,
+    gw: &GatewayState,
     socket: SocketId,
     room: RoomKey,
     conn_id: String,
     uri: String,
 ) -> Arc<Session> {
-    let out = Outbound::new(
-        config.send_queue_frames,
-        config.send_queue_bytes,
-        config.write_timeout,
-    );
-    Arc::new(Session::new(
-        socket,
-        room,
-        conn_id,
-        uri,
-        out,
-        config.replay_buffer_bytes,
-    ))
+    let out = Outbound::new(gw.socket_limits.clone());
+    let room = gw.sessions.room_key(room);
+    Arc::new(Session::new(socket, room, conn_id, uri, out))
 }
 
 /// The TCP connection under an upgrade, with the address slot it holds when it came
@@ -99,8 +88,8 @@ struct Socket {
     reader: FrameReader,
     /// Events read and not yet handled.
     incoming: Vec<Incoming>,
-    /// The socket's own message rate.
-    bucket: TokenBucket,
+    /// The socket's own message rate (`GatewayConfig::message_rate`).
+    bucket: Tokens,
     /// When the client last sent a message (not a control frame), in keepalive time; 0:
     /// never.
     last_message_ms: u64,
@@ -110,7 +99,6 @@ struct Socket {
 /// readiness and of its close signal, and either wakes it into a new task.
 struct Parked {
     socket: std::sync::Mutex<Option<Socket>>,
-    runtime: tokio::runtime::Handle,
 }
 
 impl std::task::Wake for Parked {
@@ -122,7 +110,8 @@ impl std::task::Wake for Parked {
         let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
         // None: a task serves the socket (this is a wake-up left from an earlier park).
         if let Some(socket) = socket {
-            self.runtime.spawn(socket.serve(self.clone()));
+            let runtime = socket.gw.runtime.clone();
+            runtime.spawn(socket.serve(self.clone()));
         }
     }
 }
@@ -168,7 +157,6 @@ pub(crate) async fn run(
     };
     let parked = Arc::new(Parked {
         socket: std::sync::Mutex::new(None),
-        runtime: tokio::runtime::Handle::current(),
     });
     // A new socket has sent no message: it starts parked, unless the client's first
     // frames came with the upgrade request.
@@ -194,7 +182,7 @@ impl Socket {
         let mut reader = FrameReader::new(gw.config.max_frame_bytes);
         let mut incoming = Vec::new();
         reader.read(already_read, Instant::now(), &mut incoming);
-        let bucket = TokenBucket::new(gw.config.messages_per_second, gw.config.message_burst);
+        let bucket = Tokens::new(gw.config.message_rate());
         Self {
             gw,
             session,
@@ -227,7 +215,7 @@ impl Socket {
         *parked.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
         let waker = std::task::Waker::from(parked.clone());
         let mut cx = std::task::Context::from_waker(&waker);
-        if session.out.close.poll_requested(&mut cx).is_ready()
+        if session.out.close().poll_requested(&mut cx).is_ready()
             | stream.poll_read_ready(&mut cx).is_ready()
         {
             waker.wake();
@@ -250,7 +238,7 @@ impl Socket {
             "3000-4999".to_string()
         };
         metrics::counter!("conclave_gateway_closes_total", "code" => label).increment(1);
-        session.out.close.trigger(code, &reason);
+        session.out.close().trigger(code, &reason);
         session.out.finish(frames::close_frame(code, &reason));
         if let Some(link) = session.end() {
             session.tell_closed(&link, code, &reason, &error).await;
@@ -279,9 +267,10 @@ impl Socket {
             ..
         } = self;
         // Whoever asks for the close (this task by returning), `close` sends its code.
-        let close_requested = session.out.close.wait();
+        let close_requested = session.out.close().wait();
         tokio::pin!(close_requested);
         let park_after_ms = gw.config.ping_interval.as_millis() as u64 / 2;
+        let message_rate = gw.config.message_rate();
         loop {
             for event in incoming.drain(..) {
                 let (payload, binary) = match event {
@@ -297,7 +286,7 @@ impl Socket {
                     }
                 };
                 *last_message_ms = keepalive::now_ms();
-                if !bucket.take() {
+                if !bucket.take(message_rate) {
                     metrics::counter!("conclave_gateway_rate_limited_total").increment(1);
                     let reason = "Message rate limit exceeded";
                     return Next::closed(close::POLICY_VIOLATION, reason.into());
@@ -330,7 +319,7 @@ impl Socket {
                     wait.await;
                 }
                 drop(span);
-                if let Some((code, reason)) = session.out.close.requested() {
+                if let Some((code, reason)) = session.out.close().requested() {
                     return Next::closed(code, reason);
                 }
                 // Stop reading while the node is behind (or the socket is between nodes).

@@ -3,6 +3,7 @@
 
 use crate::config::GatewayConfig;
 use crate::link::{LinkError, MoveRequest, Mover, NodeLink};
+use crate::outbound::SocketLimits;
 use crate::pool::LinkPool;
 use crate::routing::Routing;
 use crate::session::Session;
@@ -27,17 +28,25 @@ pub(crate) struct GatewayState {
     /// Set when the process is told to stop: `/readyz` fails so load balancers stop
     /// sending new clients here while the open sockets carry on for the drain delay.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The runtime the gateway was built in, where a parked socket's task is spawned when
+    /// it wakes (the wake may come from any thread).
+    pub runtime: tokio::runtime::Handle,
+    /// The bounds each socket is held to, shared by all of them.
+    pub socket_limits: Arc<SocketLimits>,
     mover: Mover,
 }
 
 impl GatewayState {
     pub fn new(config: GatewayConfig, routing: Routing, links: LinkPool, mover: Mover) -> Self {
+        let socket_limits = Arc::new(SocketLimits::of(&config));
         Self {
             config: Arc::new(config),
             routing,
             links,
             sessions: Sessions::new(),
             draining: Default::default(),
+            runtime: tokio::runtime::Handle::current(),
+            socket_limits,
             mover,
         }
     }

@@ -102,7 +102,7 @@ pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Reques
     }
     let socket_id = gw.sessions.next_socket_id();
     let conn_id = hs.conn_id.clone();
-    let session = socket::new_session(&gw.config, socket_id, key, conn_id, room_uri(&req));
+    let session = socket::new_session(&gw, socket_id, key, conn_id, room_uri(&req));
     let headers = wire_headers(req.headers());
     // The node answers once the socket is in the room (on_connect has run) or refuses it;
     // a node with a newer ring that places the room elsewhere sends us there.

@@ -43,25 +43,37 @@ struct Assembling {
 /// Parses a client's frames from the bytes read off its connection.
 pub(crate) struct FrameReader {
     max_message: usize,
-    /// The start of a frame cut off by the end of a read (empty, unallocated, between
-    /// frames).
+    /// What the reads so far left unfinished; `None`, nothing allocated, between
+    /// messages (an idle socket's reader is a few words).
+    unfinished: Option<Box<Unfinished>>,
+    /// A close frame or a violation was read: what follows is ignored.
+    done: bool,
+}
+
+#[derive(Default)]
+struct Unfinished {
+    /// The start of a frame cut off by the end of a read.
     partial: Vec<u8>,
     message: Option<Assembling>,
     /// Since when the client has had a message (or a frame) begun and not finished.
-    unfinished_since: Option<Instant>,
-    /// A close frame or a violation was read: what follows is ignored.
-    done: bool,
+    since: Option<Instant>,
 }
 
 impl FrameReader {
     pub fn new(max_message: usize) -> Self {
         Self {
             max_message,
-            partial: Vec::new(),
-            message: None,
-            unfinished_since: None,
+            unfinished: None,
             done: false,
         }
+    }
+
+    fn unfinished(&mut self) -> &mut Unfinished {
+        self.unfinished.get_or_insert_with(Box::default)
+    }
+
+    fn message(&self) -> Option<&Assembling> {
+        self.unfinished.as_ref()?.message.as_ref()
     }
 
     /// Parses `data`, the next bytes from the client, into `out`.
@@ -69,34 +81,41 @@ impl FrameReader {
         if self.done {
             return;
         }
-        if self.partial.is_empty() {
-            let used = self.parse(data, out);
-            if !self.done {
-                self.partial.extend_from_slice(&data[used..]);
+        let buffered = self
+            .unfinished
+            .as_mut()
+            .map(|u| std::mem::take(&mut u.partial))
+            .filter(|partial| !partial.is_empty());
+        match buffered {
+            None => {
+                let used = self.parse(data, out);
+                if !self.done && used < data.len() {
+                    self.unfinished().partial = data[used..].to_vec();
+                }
             }
+            Some(mut buf) => {
+                buf.extend_from_slice(data);
+                let used = self.parse(&buf, out);
+                if used < buf.len() && !self.done {
+                    buf.drain(..used);
+                    self.unfinished().partial = buf;
+                }
+            }
+        }
+        let finished = self
+            .unfinished
+            .as_ref()
+            .is_none_or(|u| u.partial.is_empty() && u.message.is_none());
+        if self.done || finished {
+            self.unfinished = None;
         } else {
-            let mut buf = std::mem::take(&mut self.partial);
-            buf.extend_from_slice(data);
-            let used = self.parse(&buf, out);
-            if used < buf.len() && !self.done {
-                buf.drain(..used);
-                self.partial = buf;
-            }
-        }
-        if self.done {
-            self.partial = Vec::new();
-            self.message = None;
-        }
-        if self.partial.is_empty() && self.message.is_none() {
-            self.unfinished_since = None;
-        } else if self.unfinished_since.is_none() {
-            self.unfinished_since = Some(now);
+            self.unfinished().since.get_or_insert(now);
         }
     }
 
     /// How long the client has left a message or frame unfinished, if it has.
     pub fn unfinished_since(&self) -> Option<Instant> {
-        self.unfinished_since
+        self.unfinished.as_ref()?.since
     }
 
     /// Parses every complete frame at the start of `data`; returns the bytes used.
@@ -143,14 +162,14 @@ impl FrameReader {
                 protocol("Fragmented or oversized control frame")
             }
             OpCode::Control(_) => Ok(()),
-            OpCode::Data(Data::Continue) if self.message.is_none() => {
+            OpCode::Data(Data::Continue) if self.message().is_none() => {
                 protocol("Continuation frame outside a fragmented message")
             }
-            OpCode::Data(Data::Text | Data::Binary) if self.message.is_some() => {
+            OpCode::Data(Data::Text | Data::Binary) if self.message().is_some() => {
                 protocol("New message inside a fragmented message")
             }
             OpCode::Data(_) => {
-                let so_far = self.message.as_ref().map_or(0, |m| m.payload.len() as u64);
+                let so_far = self.message().map_or(0, |m| m.payload.len() as u64);
                 if so_far.saturating_add(length) > self.max_message as u64 {
                     return Err((close::MESSAGE_TOO_BIG, "Message too big"));
                 }
@@ -170,18 +189,19 @@ impl FrameReader {
                 if h.is_final {
                     self.complete(binary, payload, out);
                 } else {
-                    self.message = Some(Assembling { binary, payload });
+                    self.unfinished().message = Some(Assembling { binary, payload });
                 }
             }
             OpCode::Data(_) => {
-                let Some(message) = self.message.as_mut() else {
+                let Some(message) = self.unfinished.as_mut().and_then(|u| u.message.as_mut())
+                else {
                     return;
                 };
                 let from = message.payload.len();
                 message.payload.extend_from_slice(masked);
                 unmask(&mut message.payload[from..], mask);
                 if h.is_final {
-                    if let Some(m) = self.message.take() {
+                    if let Some(m) = self.unfinished.as_mut().and_then(|u| u.message.take()) {
                         self.complete(m.binary, m.payload, out);
                     }
                 }
@@ -203,7 +223,9 @@ impl FrameReader {
             return self.violate(out, close::INVALID_PAYLOAD, "Invalid UTF-8 in text message");
         }
         // A finished message starts the clock again for the next one.
-        self.unfinished_since = None;
+        if let Some(u) = self.unfinished.as_mut() {
+            u.since = None;
+        }
         out.push(Incoming::Message {
             payload: payload.into(),
             binary,
@@ -327,7 +349,7 @@ mod tests {
             }
             assert_eq!(got, expected, "cut every {cut} bytes");
             assert!(reader.unfinished_since().is_none());
-            assert_eq!(reader.partial.capacity(), 0, "an idle reader holds nothing");
+            assert!(reader.unfinished.is_none(), "an idle reader holds nothing");
         }
     }
 
