@@ -36,8 +36,8 @@ pub(crate) async fn join_room(
     let admit = Admit {
         request_id: 0,
         room: Some(session.room.to_wire()),
-        conn_id: session.conn_id.clone(),
-        uri: session.uri.clone(),
+        conn_id: session.conn_id.to_string(),
+        uri: session.uri.to_string(),
         headers,
         socket: session.id.0,
         origin: gw.sessions.origin,

@@ -70,11 +70,27 @@ struct WriteState {
     socket: Option<Arc<TcpStream>>,
     /// `socket`'s descriptor, kept next to the queue: the fan-out's write to an idle
     /// socket reads no other line of the socket's memory (see [`write_direct`]).
-    fd: Option<RawFd>,
+    fd: Option<Descriptor>,
     /// A flusher task is writing the queue out.
     flushing: bool,
     /// Nothing more is sent: the close frame is queued, or the socket has ended.
     finished: bool,
+}
+
+/// A descriptor kept as `fd + 1`, so that an `Option` of it takes four bytes (the queue's
+/// state then fits one allocation class smaller).
+#[derive(Clone, Copy)]
+struct Descriptor(std::num::NonZeroU32);
+
+impl Descriptor {
+    fn new(fd: RawFd) -> Option<Self> {
+        let fd = u32::try_from(fd).ok()?;
+        std::num::NonZeroU32::new(fd.checked_add(1)?).map(Self)
+    }
+
+    fn get(self) -> RawFd {
+        (self.0.get() - 1) as RawFd
+    }
 }
 
 impl WriteState {
@@ -290,7 +306,7 @@ impl Outbound {
         if state.finished {
             return;
         }
-        state.fd = Some(socket.as_raw_fd());
+        state.fd = Descriptor::new(socket.as_raw_fd());
         state.socket = Some(socket);
         if !state.frames.is_empty() {
             self.start_flusher(&mut state);
@@ -336,7 +352,7 @@ impl Outbound {
             Some(fd) if state.frames.is_empty() && !state.flushing => {
                 let batch = &frames[..frames.len().min(FRAMES_PER_WRITE)];
                 rest = &frames[batch.len()..];
-                Some((batch, write_some(write_direct(fd, batch))))
+                Some((batch, write_some(write_direct(fd.get(), batch))))
             }
             _ => None,
         };

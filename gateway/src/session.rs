@@ -77,8 +77,8 @@ pub(crate) struct Session {
     pub id: SocketId,
     /// Shared by the room's sockets (`Sessions::room_key`).
     pub room: Arc<RoomKey>,
-    pub conn_id: String,
-    pub uri: String,
+    pub conn_id: Box<str>,
+    pub uri: Box<str>,
     pub out: Outbound,
     /// When the client was last heard from (read by the keepalive sweep).
     pub liveness: crate::keepalive::Liveness,
@@ -102,8 +102,8 @@ impl Session {
         Self {
             id,
             room,
-            conn_id,
-            uri,
+            conn_id: conn_id.into_boxed_str(),
+            uri: uri.into_boxed_str(),
             out,
             liveness: crate::keepalive::Liveness::new(),
             attachment: Mutex::default(),

@@ -86,8 +86,6 @@ struct Socket {
     /// Its address's connection slot, held for as long as it lives.
     _slot: Option<Slot>,
     reader: FrameReader,
-    /// Events read and not yet handled.
-    incoming: Vec<Incoming>,
     /// The socket's own message rate (`GatewayConfig::message_rate`).
     bucket: Tokens,
     /// When the client last sent a message (not a control frame), in keepalive time; 0:
@@ -111,7 +109,7 @@ impl std::task::Wake for Parked {
         // None: a task serves the socket (this is a wake-up left from an earlier park).
         if let Some(socket) = socket {
             let runtime = socket.gw.runtime.clone();
-            runtime.spawn(socket.serve(self.clone()));
+            runtime.spawn(socket.serve(self.clone(), Vec::new()));
         }
     }
 }
@@ -136,7 +134,7 @@ pub(crate) async fn run(
 ) {
     // The socket is served by a task of its own: this one's state (the upgrade, the
     // arguments it moved on) would otherwise stay allocated for as long as it lives.
-    let socket = {
+    let (socket, incoming) = {
         let tcp = match on_upgrade.await {
             Ok(upgraded) => into_tcp(upgraded)
                 .map_err(|_| "the upgraded connection is not a plain TCP connection".to_string()),
@@ -160,10 +158,10 @@ pub(crate) async fn run(
     });
     // A new socket has sent no message: it starts parked, unless the client's first
     // frames came with the upgrade request.
-    if socket.incoming.is_empty() {
+    if incoming.is_empty() {
         socket.park(parked);
     } else {
-        tokio::spawn(socket.serve(parked));
+        tokio::spawn(socket.serve(parked, incoming));
     }
 }
 
@@ -175,7 +173,7 @@ impl Socket {
         stream: TcpStream,
         slot: Option<Slot>,
         already_read: &[u8],
-    ) -> Self {
+    ) -> (Self, Vec<Incoming>) {
         let stream = Arc::new(stream);
         session.out.attach(stream.clone());
         metrics::gauge!("conclave_gateway_connections").increment(1.0);
@@ -183,25 +181,29 @@ impl Socket {
         let mut incoming = Vec::new();
         reader.read(already_read, Instant::now(), &mut incoming);
         let bucket = Tokens::new(gw.config.message_rate());
-        Self {
+        let socket = Self {
             gw,
             session,
             rate,
             stream,
             _slot: slot,
             reader,
-            incoming,
             bucket,
             last_message_ms: 0,
-        }
+        };
+        (socket, incoming)
     }
 
     /// Not an `async fn`: one taking `self` by value would hold the socket twice in its
     /// state (the argument and the moved-in binding); the block captures it once.
     #[allow(clippy::manual_async_fn)] // on purpose: see above
-    fn serve(mut self, parked: Arc<Parked>) -> impl std::future::Future<Output = ()> + Send {
+    fn serve(
+        mut self,
+        parked: Arc<Parked>,
+        incoming: Vec<Incoming>,
+    ) -> impl std::future::Future<Output = ()> + Send {
         async move {
-            match self.read().await {
+            match self.read(incoming).await {
                 Next::End(ending) => Box::pin(self.close(ending)).await,
                 Next::Park => self.park(parked),
             }
@@ -253,15 +255,14 @@ impl Socket {
 
     /// Reads client frames into the session until the socket ends or a close is
     /// requested, enforcing the rate limits and the replay buffer's bound; each read is
-    /// noted for the keepalive sweep.
-    async fn read(&mut self) -> Next {
+    /// noted for the keepalive sweep. `incoming`: events read already (with the upgrade).
+    async fn read(&mut self, mut incoming: Vec<Incoming>) -> Next {
         let Socket {
             gw,
             session,
             rate: address_rate,
             stream,
             reader,
-            incoming,
             bucket,
             last_message_ms,
             ..
@@ -331,7 +332,7 @@ impl Socket {
                 }
             }
             // An idle socket keeps no room for events.
-            *incoming = Vec::new();
+            incoming = Vec::new();
             // Nor a task, once its client has sent no message for a while (pongs do not
             // count: a quiet client answers one each interval) and nothing is waiting.
             let quiet =
@@ -357,7 +358,7 @@ impl Socket {
                 Woke::Close((code, reason)) => return Next::closed(code, reason),
                 Woke::Quiet => return Next::Park,
                 Woke::Readable(Err(e)) => return Next::End(Ending::failed(e.to_string())),
-                Woke::Readable(Ok(())) => match read_frames(stream, reader, incoming) {
+                Woke::Readable(Ok(())) => match read_frames(stream, reader, &mut incoming) {
                     Ok(Read::Frames) => session.liveness.heard(reader.unfinished_since()),
                     Ok(Read::Nothing) => {}
                     // The client's TCP connection ended without a close frame: an abnormal
