@@ -7,7 +7,7 @@ use crate::links::GatewayId;
 use crate::mailbox::{refused, OpenRequest, RoomEvent};
 use crate::message::{Message, Response};
 use crate::party::{ConnectCheck, ConnectRequest};
-use crate::room::{close_socket, FetchError, Peer};
+use crate::room::{close_socket, ConnNames, FetchError, Peer};
 use bytes::Bytes;
 use conclave_proto::close;
 use conclave_proto::wire::{
@@ -15,7 +15,7 @@ use conclave_proto::wire::{
     HttpReply, HttpRequest, NodeEvent, Received, RoomAdmin, RoomInfoReply, RoomInfoRequest,
     RoomRef,
 };
-use conclave_proto::{ConnId, NodeSide, Refusal, RoomKey, SocketId};
+use conclave_proto::{NodeSide, Refusal, RoomKey, SocketId};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::future::Future;
@@ -198,8 +198,7 @@ impl GatewayLink {
         self.sockets.insert(a.socket, key.clone());
         let event = RoomEvent::Open(Box::new(OpenRequest {
             peer: self.peer(a.socket),
-            conn_id: ConnId::new(&a.conn_id),
-            uri: Arc::from(a.uri.as_str()),
+            names: ConnNames::new(&a.uri, &a.conn_id),
             headers: (a.resume.is_none()).then(|| Arc::new(header_map(&a.headers))),
             request_id,
             origin: a.origin,

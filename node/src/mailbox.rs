@@ -3,9 +3,9 @@
 
 use crate::links::GatewayId;
 use crate::message::{Message, Request, Response};
-use crate::room::Peer;
+use crate::room::{ConnNames, Peer};
 use conclave_proto::wire::{node_event, AdmitReply, Resume};
-use conclave_proto::{ConnId, Refusal, SocketId};
+use conclave_proto::{Refusal, SocketId};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -13,8 +13,7 @@ use tokio::sync::oneshot;
 /// node (`resume`: it keeps its tags and state, and no hook runs).
 pub(crate) struct OpenRequest {
     pub peer: Peer,
-    pub conn_id: ConnId,
-    pub uri: Arc<str>,
+    pub names: ConnNames,
     /// The upgrade request's headers, for a new socket (`Room::upgrade_headers`).
     pub headers: Option<Arc<http::HeaderMap>>,
     /// The admission this open answers.

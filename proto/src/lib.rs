@@ -24,9 +24,7 @@ pub mod wire {
 
 pub use auth::{ClusterAuth, RoleTls};
 pub use link::{in_process_link, GatewaySide, Inbound, NodeSide, LINK_CAPACITY};
-pub use names::{
-    ConnId, NameError, PartyName, RoomKey, RoomName, SocketId, MAX_PARTY_LEN, MAX_ROOM_LEN,
-};
+pub use names::{NameError, PartyName, RoomKey, RoomName, SocketId, MAX_PARTY_LEN, MAX_ROOM_LEN};
 pub use query::query_param;
 pub use refusal::{Refusal, MISPLACED};
 pub use request::{reply_id, RelayRequest};

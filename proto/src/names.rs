@@ -121,28 +121,8 @@ impl fmt::Display for RoomKey {
     }
 }
 
-/// A connection id as the party sees it: the client's `_pk`, else a fresh UUID.
-/// Not unique over time: a reconnecting client reuses it.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct ConnId(Arc<str>);
-
-impl ConnId {
-    pub fn new(s: &str) -> Self {
-        Self(Arc::from(s))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// One physical client socket on one gateway; unique for the gateway's lifetime, so two
-/// sockets that share a `ConnId` during a reconnect are still told apart.
+/// sockets that share a connection id (`_pk`) during a reconnect are still told apart.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct SocketId(pub u64);
 

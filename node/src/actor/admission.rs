@@ -6,11 +6,10 @@
 use super::handler::Handler;
 use super::RoomActor;
 use crate::mailbox::{admitted, refused, OpenRequest};
-use crate::room::{close_socket, stored_tags, ConnEntry, Connection, Peer, SocketRef};
+use crate::room::{close_socket, ConnEntry, ConnNames, Connection, Peer, SocketRef};
+use conclave_proto::close;
 use conclave_proto::wire::Resume;
 use conclave_proto::Refusal;
-use conclave_proto::{close, ConnId};
-use std::sync::Arc;
 use tracing::warn;
 
 use crate::gateway_bounds::{MAX_EXTRA_TAGS, MAX_TAG_BYTES};
@@ -33,7 +32,7 @@ impl RoomActor {
             // stay handled. A socket keeps its connection id for life, so if it is here
             // it is the entry under that id.
             let same = conns
-                .by_conn_id(&entry.id)
+                .by_id(entry.id())
                 .filter(|e| e.origin == origin && e.socket == socket)
                 .map(|e| (e.peer(), e.last_seq));
             if let Some((peer, last_seq)) = same {
@@ -61,21 +60,13 @@ impl RoomActor {
     /// A socket moving here from another node: it joins as it was, without `on_connect`.
     async fn resume(&mut self, o: OpenRequest, resume: Resume) {
         let peer = o.peer;
-        let tags = stored_tags(&o.conn_id, resume.tags);
-        let state = (!resume.state.is_empty())
-            .then(|| serde_json::from_slice(&resume.state).ok().map(Box::new))
-            .flatten();
-        self.insert_conn(ConnEntry {
-            id: o.conn_id,
-            socket: peer.socket,
-            gateway: peer.gateway,
-            uri: o.uri,
-            tags: tags.clone(),
-            state,
-            origin: o.origin,
-            last_seq: resume.acked_seq,
-        })
-        .await;
+        let mut entry = ConnEntry::new(o.names, peer, o.origin, resume.acked_seq);
+        entry.set_tags(resume.tags);
+        let tags = entry.extra_tags().cloned();
+        if !resume.state.is_empty() {
+            entry.replace_state(serde_json::from_slice(&resume.state).ok());
+        }
+        self.insert_conn(entry).await;
         if let Err(e) = self.ensure_started().await {
             self.refuse_open(peer, o.request_id, &e.to_string()).await;
             return;
@@ -115,8 +106,7 @@ impl RoomActor {
     async fn open(&mut self, o: OpenRequest) {
         let OpenRequest {
             peer,
-            conn_id,
-            uri,
+            names,
             headers,
             request_id,
             origin,
@@ -126,7 +116,7 @@ impl RoomActor {
         let max = self.ctx.max_connections;
         let full = {
             let conns = self.room.shared().conns();
-            conns.len() >= max && conns.by_id(conn_id.as_str()).is_none()
+            conns.len() >= max && conns.by_id(names.id()).is_none()
         };
         if full {
             let refusal = Refusal::new(503, format!("Room is full ({max} connections)"));
@@ -134,29 +124,14 @@ impl RoomActor {
             return;
         }
         self.room.set_upgrade_headers(headers);
-        self.admit_new(peer, conn_id, uri, request_id, origin).await;
+        self.admit_new(peer, names, request_id, origin).await;
         self.room.set_upgrade_headers(None);
     }
 
-    async fn admit_new(
-        &mut self,
-        peer: Peer,
-        conn_id: ConnId,
-        uri: Arc<str>,
-        request_id: u64,
-        origin: u64,
-    ) {
-        self.insert_conn(ConnEntry {
-            id: conn_id.clone(),
-            socket: peer.socket,
-            gateway: peer.gateway,
-            uri,
-            tags: None,
-            state: None,
-            origin,
-            last_seq: 0,
-        })
-        .await;
+    async fn admit_new(&mut self, peer: Peer, names: ConnNames, request_id: u64, origin: u64) {
+        let conn_id = names.id().to_string();
+        self.insert_conn(ConnEntry::new(names, peer, origin, 0))
+            .await;
         if let Err(e) = self.ensure_started().await {
             if self.fenced {
                 self.refuse_open(peer, request_id, &e.to_string()).await;
@@ -173,15 +148,20 @@ impl RoomActor {
             Some(party) => party.connection_tags(&mut self.room, &conn).await,
             None => Vec::new(),
         };
+        let mut tags = vec![conn_id.clone()];
+        tags.extend(
+            extra
+                .into_iter()
+                .filter(|t| !t.is_empty() && t.len() <= MAX_TAG_BYTES)
+                .take(MAX_EXTRA_TAGS),
+        );
         let tags = {
-            let mut all = vec![conn_id.to_string()];
-            all.extend(
-                extra
-                    .into_iter()
-                    .filter(|t| !t.is_empty() && t.len() <= MAX_TAG_BYTES)
-                    .take(MAX_EXTRA_TAGS),
-            );
-            stored_tags(&conn_id, all)
+            let mut conns = self.room.shared().conns();
+            let Some(e) = conns.get_mut(peer) else {
+                return;
+            };
+            e.set_tags(tags);
+            e.extra_tags().cloned()
         };
         let last_out = self.room.ledger().last_out();
         // The gateway keeps the tags for a move, in the same form (nothing for the id alone).
@@ -194,9 +174,6 @@ impl RoomActor {
                 last_out,
             ),
         );
-        if let Some(e) = self.room.shared().conns().get_mut(peer) {
-            e.tags = tags;
-        }
         let Some(conn) = self.conn(peer) else {
             return;
         };

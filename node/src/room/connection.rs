@@ -1,12 +1,12 @@
 //! One client connection of a room, as party code sees it.
 
-use super::conns::{ConnEntry, Peer};
+use super::conns::{ConnEntry, ConnNames, Peer};
 use super::shared::RoomShared;
 use crate::gateway_bounds::{cut, MAX_CLOSE_REASON_BYTES};
 use crate::links::GatewayId;
 use crate::message::Message;
 use conclave_proto::wire::{node_event, CloseSocket, Send};
-use conclave_proto::{ConnId, SocketId};
+use conclave_proto::SocketId;
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::{Arc, OnceLock};
 
@@ -21,10 +21,9 @@ pub const MAX_SEND_BYTES: usize = 32 * 1024 * 1024;
 /// One client connection of a room, as party code sees it. Cheap to clone.
 #[derive(Clone)]
 pub struct Connection {
-    id: ConnId,
+    names: ConnNames,
     socket: SocketId,
     gateway: GatewayId,
-    uri: Arc<str>,
     /// Filled from the entry when it has tags besides the id; else built on first use.
     tags: OnceLock<Arc<[String]>>,
     shared: Arc<RoomShared>,
@@ -43,11 +42,14 @@ pub enum StateError {
 impl Connection {
     pub(crate) fn from_entry(e: &ConnEntry, shared: &Arc<RoomShared>) -> Self {
         Self {
-            id: e.id.clone(),
+            names: e.names.clone(),
             socket: e.socket,
             gateway: e.gateway,
-            uri: e.uri.clone(),
-            tags: e.tags.clone().map(OnceLock::from).unwrap_or_default(),
+            tags: e
+                .extra_tags()
+                .cloned()
+                .map(OnceLock::from)
+                .unwrap_or_default(),
             shared: shared.clone(),
         }
     }
@@ -61,24 +63,24 @@ impl Connection {
 
     /// The connection id: the client's `_pk`, else a generated UUID.
     pub fn id(&self) -> &str {
-        self.id.as_str()
+        self.names.id()
     }
 
     /// The URL the client connected to (`http://host/parties/...`, as PartyKit reports it).
     pub fn uri(&self) -> &str {
-        &self.uri
+        self.names.uri()
     }
 
     /// Tags: the connection id first, then what `Party::connection_tags` returned.
     pub fn tags(&self) -> &[String] {
-        self.tags.get_or_init(|| Arc::from([self.id.to_string()]))
+        self.tags.get_or_init(|| Arc::from([self.id().to_string()]))
     }
 
     /// Whether the connection carries `tag` (without building the tag list).
     pub fn has_tag(&self, tag: &str) -> bool {
         match self.tags.get() {
             Some(all) => all.iter().any(|t| t == tag),
-            None => self.id.as_str() == tag,
+            None => self.id() == tag,
         }
     }
 
@@ -86,14 +88,14 @@ impl Connection {
     pub(crate) fn tag_list(&self) -> Vec<String> {
         match self.tags.get() {
             Some(all) => all.to_vec(),
-            None => vec![self.id.to_string()],
+            None => vec![self.id().to_string()],
         }
     }
 
     /// The state last stored with `set_state`, decoded. It survives hibernation.
     pub fn state<T: DeserializeOwned>(&self) -> Option<T> {
         let conns = self.shared.conns();
-        let v = conns.get(self.peer())?.state.as_deref()?;
+        let v = conns.get(self.peer())?.state()?;
         serde_json::from_value(v.clone()).ok()
     }
 
@@ -126,7 +128,7 @@ impl Connection {
         }
         let mut conns = self.shared.conns();
         let entry = conns.get_mut(self.peer()).ok_or(StateError::Gone)?;
-        let old = entry.state.replace(Box::new(v));
+        let old = entry.replace_state(Some(v));
         self.shared.state_replaced(self.peer(), old);
         Ok(())
     }
@@ -167,7 +169,7 @@ pub(crate) fn refuse_broadcast(shared: &RoomShared, bytes: usize, exclude: &[&st
     let receivers: Vec<(GatewayId, SocketId)> = shared
         .conns()
         .iter()
-        .filter(|e| !exclude.contains(&e.id.as_str()))
+        .filter(|e| !exclude.contains(&e.id()))
         .map(|e| (e.gateway, e.socket))
         .collect();
     for (gateway, socket) in receivers {

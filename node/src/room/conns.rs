@@ -2,7 +2,7 @@
 //! so connections, their tags and their state are all there when the room wakes.
 
 use crate::links::GatewayId;
-use conclave_proto::{ConnId, SocketId};
+use conclave_proto::SocketId;
 use hashbrown::hash_table::{Entry, HashTable};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,16 +16,47 @@ pub(crate) struct Peer {
     pub socket: SocketId,
 }
 
+/// A connection's URI and id, in one allocation.
+#[derive(Clone)]
+pub(crate) struct ConnNames {
+    /// The URI, then the id.
+    text: Arc<str>,
+    id_at: usize,
+}
+
+impl ConnNames {
+    pub fn new(uri: &str, id: &str) -> Self {
+        Self {
+            text: Arc::from([uri, id].concat()),
+            id_at: uri.len(),
+        }
+    }
+
+    /// The connection id: the client's `_pk`, else a generated UUID.
+    pub fn id(&self) -> &str {
+        &self.text[self.id_at..]
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.text[..self.id_at]
+    }
+}
+
+impl std::fmt::Debug for ConnNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// One connection of the room. The table holds an entry per connection, so what most
+/// connections do not have is boxed away.
 pub(crate) struct ConnEntry {
-    pub id: ConnId,
+    pub names: ConnNames,
     pub socket: SocketId,
     pub gateway: GatewayId,
-    pub uri: Arc<str>,
-    /// All the connection's tags, its id first; `None` when the id is its only tag (most
-    /// connections: nothing is allocated for them).
-    pub tags: Option<Arc<[String]>>,
-    /// Boxed: most connections have none, and the table holds an entry per connection.
-    pub state: Option<Box<serde_json::Value>>,
+    /// Tags besides the id, and state: `None` (nothing allocated) for a connection with
+    /// neither.
+    extra: Option<Box<ConnExtra>>,
     /// The gateway process the socket belongs to (with `socket`, the socket's identity
     /// across moves between nodes and links).
     pub origin: u64,
@@ -33,7 +64,26 @@ pub(crate) struct ConnEntry {
     pub last_seq: u64,
 }
 
+#[derive(Default)]
+struct ConnExtra {
+    /// All the connection's tags, its id first; `None` when the id is its only tag.
+    tags: Option<Arc<[String]>>,
+    state: Option<serde_json::Value>,
+}
+
 impl ConnEntry {
+    /// A connection with no tags besides its id and no state.
+    pub fn new(names: ConnNames, peer: Peer, origin: u64, last_seq: u64) -> Self {
+        Self {
+            names,
+            socket: peer.socket,
+            gateway: peer.gateway,
+            extra: None,
+            origin,
+            last_seq,
+        }
+    }
+
     pub fn peer(&self) -> Peer {
         Peer {
             gateway: self.gateway,
@@ -41,21 +91,52 @@ impl ConnEntry {
         }
     }
 
+    pub fn id(&self) -> &str {
+        self.names.id()
+    }
+
+    /// All the tags, the id first, when there are others.
+    pub fn extra_tags(&self) -> Option<&Arc<[String]>> {
+        self.extra.as_ref()?.tags.as_ref()
+    }
+
     pub fn has_tag(&self, tag: &str) -> bool {
-        match &self.tags {
+        match self.extra_tags() {
             Some(all) => all.iter().any(|t| t == tag),
-            None => self.id.as_str() == tag,
+            None => self.id() == tag,
         }
     }
-}
 
-/// `tags` as a connection entry keeps them: `None` for the default (the id alone, or
-/// none given).
-pub(crate) fn stored_tags(id: &ConnId, tags: Vec<String>) -> Option<Arc<[String]>> {
-    match tags.as_slice() {
-        [] => None,
-        [only] if only == id.as_str() => None,
-        _ => Some(Arc::from(tags)),
+    /// Sets the tags (the id first); only the id, or none, is the default.
+    pub fn set_tags(&mut self, tags: Vec<String>) {
+        let tags = match tags.as_slice() {
+            [] => None,
+            [only] if only == self.id() => None,
+            _ => Some(Arc::from(tags)),
+        };
+        self.update_extra(|x| x.tags = tags);
+    }
+
+    pub fn state(&self) -> Option<&serde_json::Value> {
+        self.extra.as_ref()?.state.as_ref()
+    }
+
+    /// Replaces the state; returns the one it had.
+    pub fn replace_state(&mut self, state: Option<serde_json::Value>) -> Option<serde_json::Value> {
+        let mut old = None;
+        self.update_extra(|x| old = std::mem::replace(&mut x.state, state));
+        old
+    }
+
+    fn update_extra(&mut self, change: impl FnOnce(&mut ConnExtra)) {
+        change(self.extra.get_or_insert_with(Box::default));
+        if self
+            .extra
+            .as_ref()
+            .is_some_and(|x| x.tags.is_none() && x.state.is_none())
+        {
+            self.extra = None;
+        }
     }
 }
 
@@ -97,10 +178,10 @@ impl ConnTable {
         let peer = entry.peer();
         // A socket keeps its id for life; were it to come back under another, its old
         // id would otherwise stay indexed.
-        if self.get(peer).is_some_and(|e| e.id != entry.id) {
+        if self.get(peer).is_some_and(|e| e.id() != entry.id()) {
             self.remove(peer);
         }
-        let (id_hash, hash) = (self.id_hash(entry.id.as_str()), self.hash(peer));
+        let (id_hash, hash) = (self.id_hash(entry.id()), self.hash(peer));
         let Self {
             by_peer,
             by_id,
@@ -110,8 +191,8 @@ impl ConnTable {
         let entry_of = |p: &Peer| by_peer.find(hasher.hash_one(*p), |e| e.peer() == *p);
         let previous = match by_id.entry(
             id_hash,
-            |p| entry_of(p).is_some_and(|e| e.id == entry.id),
-            |p| entry_of(p).map_or(0, |e| hasher.hash_one(e.id.as_str())),
+            |p| entry_of(p).is_some_and(|e| e.id() == entry.id()),
+            |p| entry_of(p).map_or(0, |e| hasher.hash_one(e.id())),
         ) {
             Entry::Occupied(mut slot) => Some(std::mem::replace(slot.get_mut(), peer)),
             Entry::Vacant(slot) => {
@@ -143,7 +224,7 @@ impl ConnTable {
 
     pub fn remove(&mut self, peer: Peer) -> Option<ConnEntry> {
         let e = self.take(peer)?;
-        let id_hash = self.id_hash(e.id.as_str());
+        let id_hash = self.id_hash(e.id());
         if let Ok(slot) = self.by_id.find_entry(id_hash, |p| *p == peer) {
             slot.remove();
         }
@@ -167,14 +248,10 @@ impl ConnTable {
     pub fn by_id(&self, id: &str) -> Option<&ConnEntry> {
         let mut found = None;
         self.by_id.find(self.id_hash(id), |&p| {
-            found = self.get(p).filter(|e| e.id.as_str() == id);
+            found = self.get(p).filter(|e| e.id() == id);
             found.is_some()
         });
         found
-    }
-
-    pub fn by_conn_id(&self, id: &ConnId) -> Option<&ConnEntry> {
-        self.by_id(id.as_str())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ConnEntry> {
@@ -191,16 +268,11 @@ mod tests {
     use super::*;
 
     fn entry(id: &str, socket: u64) -> ConnEntry {
-        ConnEntry {
-            id: ConnId::new(id),
-            socket: SocketId(socket),
+        let peer = Peer {
             gateway: 0,
-            uri: Arc::from("/"),
-            tags: None,
-            state: None,
-            origin: 1,
-            last_seq: 0,
-        }
+            socket: SocketId(socket),
+        };
+        ConnEntry::new(ConnNames::new("/", id), peer, 1, 0)
     }
 
     #[test]
@@ -281,16 +353,21 @@ mod tests {
     }
 
     #[test]
-    fn only_tags_besides_the_id_are_stored() {
-        let id = ConnId::new("a");
-        assert!(stored_tags(&id, vec![]).is_none());
-        assert!(stored_tags(&id, vec!["a".into()]).is_none());
-        let tagged = ConnEntry {
-            tags: stored_tags(&id, vec!["a".into(), "admin".into()]),
-            ..entry("a", 1)
-        };
-        assert!(tagged.has_tag("a") && tagged.has_tag("admin") && !tagged.has_tag("b"));
-        let plain = entry("a", 2);
-        assert!(plain.has_tag("a") && !plain.has_tag("admin"));
+    fn only_tags_besides_the_id_and_a_state_are_allocated() {
+        let mut e = entry("a", 1);
+        let names = ConnNames::new("http://h/parties/main/r?_pk=a", "a");
+        assert_eq!(
+            (names.uri(), names.id()),
+            ("http://h/parties/main/r?_pk=a", "a")
+        );
+        e.set_tags(vec!["a".into()]);
+        assert!(e.extra.is_none() && e.has_tag("a") && !e.has_tag("admin"));
+        e.set_tags(vec!["a".into(), "admin".into()]);
+        assert!(e.has_tag("a") && e.has_tag("admin") && !e.has_tag("b"));
+        assert!(e.replace_state(Some(serde_json::json!(1))).is_none());
+        e.set_tags(Vec::new());
+        assert!(!e.has_tag("admin") && e.extra.is_some(), "the state stays");
+        assert_eq!(e.replace_state(None), Some(serde_json::json!(1)));
+        assert!(e.extra.is_none());
     }
 }

@@ -11,7 +11,7 @@ mod shared;
 
 pub(crate) use connection::{close_socket, refuse_broadcast};
 pub use connection::{Connection, StateError, MAX_CONNECTION_STATE_BYTES, MAX_SEND_BYTES};
-pub(crate) use conns::{stored_tags, ConnEntry, Peer};
+pub(crate) use conns::{ConnEntry, ConnNames, Peer};
 pub(crate) use fetch::RoomRequests;
 pub use fetch::{FetchError, PartyStub, RoomFetcher, RoomStub};
 pub(crate) use ledger::{Ledger, SocketRef};
@@ -257,8 +257,7 @@ impl Room {
                 .filter_map(|peer| conns.get(peer))
                 .map(|e| {
                     let state = e
-                        .state
-                        .as_ref()
+                        .state()
                         .and_then(|v| serde_json::to_vec(v).ok())
                         .unwrap_or_default();
                     let event = node_event::Event::ConnState(ConnState {
@@ -323,7 +322,7 @@ pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, ex
         let conns = shared.conns();
         for e in conns.iter() {
             let excluded = per_gateway.entry(e.gateway).or_default();
-            if exclude.contains(&e.id.as_str()) {
+            if exclude.contains(&e.id()) {
                 excluded.push(e.socket.0);
             }
         }

@@ -13,7 +13,7 @@ pub(crate) struct RoomShared {
     outbox: Mutex<Vec<(GatewayId, NodeEvent)>>,
     /// Connection states as they were before this step's `set_state` calls, newest last:
     /// a discarded step puts them back.
-    state_undo: Mutex<Vec<(Peer, Option<Box<serde_json::Value>>)>>,
+    state_undo: Mutex<Vec<(Peer, Option<serde_json::Value>)>>,
 }
 
 impl RoomShared {
@@ -63,12 +63,12 @@ impl RoomShared {
         self.outbox().truncate(len);
     }
 
-    fn state_undo(&self) -> MutexGuard<'_, Vec<(Peer, Option<Box<serde_json::Value>>)>> {
+    fn state_undo(&self) -> MutexGuard<'_, Vec<(Peer, Option<serde_json::Value>)>> {
         self.state_undo.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Remembers a connection's state before a `set_state`, to undo it with the step.
-    pub(super) fn state_replaced(&self, peer: Peer, old: Option<Box<serde_json::Value>>) {
+    pub(super) fn state_replaced(&self, peer: Peer, old: Option<serde_json::Value>) {
         self.state_undo().push((peer, old));
     }
 
@@ -95,7 +95,7 @@ impl RoomShared {
         let mut conns = self.conns();
         for (peer, old) in undo.into_iter().rev() {
             if let Some(e) = conns.get_mut(peer) {
-                e.state = old;
+                e.replace_state(old);
             }
         }
     }

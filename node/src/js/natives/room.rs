@@ -117,7 +117,7 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, n: &Object<'js>, shared: &Rc<Shared>)
                     Ok::<_, rquickjs::Error>(
                         conns
                             .get(peer)
-                            .and_then(|e| e.state.as_ref())
+                            .and_then(|e| e.state())
                             .and_then(|v| v.as_str().map(str::to_string)),
                     )
                 })?

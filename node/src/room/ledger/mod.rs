@@ -474,9 +474,8 @@ impl Landed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::ConnEntry;
+    use crate::room::{ConnEntry, ConnNames, Peer};
     use conclave_proto::wire::{Deliver, Send};
-    use conclave_proto::ConnId;
     use std::sync::Arc;
 
     const ORIGIN: u64 = 0xabc;
@@ -490,16 +489,12 @@ mod tests {
     fn table_of(members: &[(GatewayId, u64, u64)]) -> ConnTable {
         let mut t = ConnTable::new(Arc::default());
         for (gateway, origin, s) in members {
-            t.insert(ConnEntry {
-                id: ConnId::new(&format!("c{origin}-{s}")),
-                socket: SocketId(*s),
+            let peer = Peer {
                 gateway: *gateway,
-                uri: Arc::from(""),
-                tags: None,
-                state: None,
-                origin: *origin,
-                last_seq: 0,
-            });
+                socket: SocketId(*s),
+            };
+            let names = ConnNames::new("", &format!("c{origin}-{s}"));
+            t.insert(ConnEntry::new(names, peer, *origin, 0));
         }
         t
     }
