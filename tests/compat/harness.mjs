@@ -13,8 +13,17 @@ import WS from "ws";
 const here = dirname(fileURLToPath(import.meta.url));
 const binDir = process.env.CONCLAVE_BIN_DIR ?? resolve(here, "../../target/debug");
 
+/** Every directory `tempDir` made; removed when the test file's process exits, whether or
+ * not its test cleaned up (a failed or interrupted test would otherwise leave it behind). */
+const madeDirs = new Set();
+process.on("exit", () => {
+  for (const dir of madeDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 export function tempDir() {
-  return mkdtempSync(join(tmpdir(), "conclave-compat-"));
+  const dir = mkdtempSync(join(tmpdir(), "conclave-compat-"));
+  madeDirs.add(dir);
+  return dir;
 }
 
 export function writeConfig(dir, toml) {
