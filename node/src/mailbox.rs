@@ -79,11 +79,12 @@ pub(crate) enum AlarmOutcome {
 }
 
 /// The admission answer that tells the gateway the socket is in the room, after the
-/// room's output number `last_out`.
+/// room's output number `last_out`, with its tags for a later move: all of them when it
+/// has others than its id, `None` (sent as none) for the id alone.
 pub(crate) fn admitted(
     request_id: u64,
     socket: SocketId,
-    tags: &[String],
+    tags: Option<&[String]>,
     last_out: u64,
 ) -> node_event::Event {
     node_event::Event::AdmitReply(AdmitReply {
@@ -91,7 +92,7 @@ pub(crate) fn admitted(
         status: 0,
         body: String::new(),
         socket: socket.0,
-        tags: tags.to_vec(),
+        tags: tags.map(<[String]>::to_vec).unwrap_or_default(),
         ring_version: 0,
         out_seq: last_out,
     })

@@ -53,7 +53,7 @@ impl Rooms {
     }
 
     /// `key` as the registry holds it when the room is live (a pointer to one key per
-    /// room); else `key` itself, shared from now on.
+    /// room); else `key` in a pointer of its own (a room that starts later keeps another).
     pub fn shared_key(&self, key: RoomKey) -> Arc<RoomKey> {
         self.lock()
             .get_key_value(&key)

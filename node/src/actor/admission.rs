@@ -86,12 +86,7 @@ impl RoomActor {
         let shared = self.room.shared();
         shared.push(
             peer.gateway,
-            admitted(
-                o.request_id,
-                peer.socket,
-                tags.as_deref().unwrap_or_default(),
-                last_out,
-            ),
+            admitted(o.request_id, peer.socket, tags.as_deref(), last_out),
         );
         for event in resend {
             shared.push(peer.gateway, event);
@@ -164,15 +159,9 @@ impl RoomActor {
             e.extra_tags().cloned()
         };
         let last_out = self.room.ledger().last_out();
-        // The gateway keeps the tags for a move, in the same form (nothing for the id alone).
         self.room.shared().push(
             peer.gateway,
-            admitted(
-                request_id,
-                peer.socket,
-                tags.as_deref().unwrap_or_default(),
-                last_out,
-            ),
+            admitted(request_id, peer.socket, tags.as_deref(), last_out),
         );
         let Some(conn) = self.conn(peer) else {
             return;
@@ -212,7 +201,7 @@ impl RoomActor {
         let shared = self.room.shared();
         shared.push(
             peer.gateway,
-            admitted(request_id, peer.socket, &[], last_out),
+            admitted(request_id, peer.socket, None, last_out),
         );
         shared.push(
             peer.gateway,

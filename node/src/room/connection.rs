@@ -1,6 +1,6 @@
 //! One client connection of a room, as party code sees it.
 
-use super::conns::{ConnEntry, ConnNames, Peer};
+use super::conns::{carries_tag, ConnEntry, ConnNames, Peer};
 use super::shared::RoomShared;
 use crate::gateway_bounds::{cut, MAX_CLOSE_REASON_BYTES};
 use crate::links::GatewayId;
@@ -78,10 +78,7 @@ impl Connection {
 
     /// Whether the connection carries `tag` (without building the tag list).
     pub fn has_tag(&self, tag: &str) -> bool {
-        match self.tags.get() {
-            Some(all) => all.iter().any(|t| t == tag),
-            None => self.id() == tag,
-        }
+        carries_tag(self.tags.get().map(|all| &all[..]), self.id(), tag)
     }
 
     /// The tags, owned.

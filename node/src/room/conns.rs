@@ -48,6 +48,15 @@ impl std::fmt::Debug for ConnNames {
     }
 }
 
+/// Whether a connection carries `tag`: `all` its tags when it has others than its id, else
+/// `None` and its id alone.
+pub(super) fn carries_tag(all: Option<&[String]>, id: &str, tag: &str) -> bool {
+    match all {
+        Some(all) => all.iter().any(|t| t == tag),
+        None => id == tag,
+    }
+}
+
 /// One connection of the room. The table holds an entry per connection, so what most
 /// connections do not have is boxed away.
 pub(crate) struct ConnEntry {
@@ -101,10 +110,7 @@ impl ConnEntry {
     }
 
     pub fn has_tag(&self, tag: &str) -> bool {
-        match self.extra_tags() {
-            Some(all) => all.iter().any(|t| t == tag),
-            None => self.id() == tag,
-        }
+        carries_tag(self.extra_tags().map(|all| &all[..]), self.id(), tag)
     }
 
     /// Sets the tags (the id first); only the id, or none, is the default.
@@ -246,6 +252,7 @@ impl ConnTable {
     }
 
     pub fn by_id(&self, id: &str) -> Option<&ConnEntry> {
+        // The match finds the entry in passing: one lookup in `by_peer`, not two.
         let mut found = None;
         self.by_id.find(self.id_hash(id), |&p| {
             found = self.get(p).filter(|e| e.id() == id);
