@@ -50,12 +50,9 @@ struct Carried {
 }
 
 impl Attachment {
-    fn carried(&mut self) -> &mut Carried {
-        self.carried.get_or_insert_with(Box::default)
-    }
-
-    /// Forgets what is carried once it is all empty again.
-    fn drop_empty_carried(&mut self) {
+    /// Changes what is carried; nothing stays allocated once it is all empty again.
+    fn carry(&mut self, change: impl FnOnce(&mut Carried)) {
+        change(self.carried.get_or_insert_with(Box::default));
         if self
             .carried
             .as_ref()
@@ -257,31 +254,20 @@ impl Session {
     }
 
     pub fn set_tags(&self, tags: Vec<String>) {
-        let mut a = self.attachment();
-        a.carried().tags = tags;
-        a.drop_empty_carried();
+        self.attachment().carry(|c| c.tags = tags);
     }
 
     pub fn set_state(&self, state: Bytes) {
-        let mut a = self.attachment();
-        a.carried().state = state;
-        a.drop_empty_carried();
+        self.attachment().carry(|c| c.state = state);
     }
 
     /// What the next node needs to take the socket over as it is.
     pub fn resume(&self) -> Resume {
         let a = self.attachment();
+        let carried = a.carried.as_deref();
         Resume {
-            tags: a
-                .carried
-                .as_ref()
-                .map(|c| c.tags.clone())
-                .unwrap_or_default(),
-            state: a
-                .carried
-                .as_ref()
-                .map(|c| c.state.clone())
-                .unwrap_or_default(),
+            tags: carried.map(|c| c.tags.clone()).unwrap_or_default(),
+            state: carried.map(|c| c.state.clone()).unwrap_or_default(),
             acked_seq: a.acked_seq,
         }
     }
