@@ -1,5 +1,5 @@
 //! One client WebSocket after the upgrade: a task reads the client's frames while it
-//! talks; what is sent to the client is written by the sender itself (`outbound.rs`), and
+//! talks; what is sent to the client is written by the sender itself (`outbound/`), and
 //! keepalive pings by one sweep over all sockets (`keepalive.rs`).
 //!
 //! A socket whose client has sent no message for half a ping interval (or none yet) has no
