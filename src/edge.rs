@@ -45,11 +45,7 @@ impl EdgeServer {
                 health_router(ready).merge(gateway.client_router())
             }
         };
-        let server = tokio::spawn(conclave_gateway::serve_http1(
-            listener,
-            app,
-            gateway.config(),
-        ));
+        let server = tokio::spawn(conclave_gateway::serve_http1(listener, app, &gateway));
         Ok(Self {
             addr,
             gateway,

@@ -120,6 +120,58 @@ async fn messages_and_the_end_of_the_connection_sent_at_once_are_all_seen() {
     }
 }
 
+/// An upgrade whose head arrives in pieces, with the client's first frame right behind it,
+/// is served and the frame is not lost; an upgrade refused before admission is answered
+/// with its status and a body that says why.
+#[tokio::test]
+async fn upgrades_sent_in_pieces_keep_the_frame_behind_them_and_refusals_say_why() {
+    let server = start(|_| {}, |r| r.with::<Endings>("endings")).await;
+    let head = |version: u8| {
+        format!(
+            "GET /parties/endings/pieces?_pk=p HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: {version}\r\n\r\n"
+        )
+    };
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let upgrade = head(13);
+    let (first, rest) = upgrade.split_at(30);
+    s.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut last = rest.as_bytes().to_vec();
+    last.extend(frame(0x1, b"early"));
+    s.write_all(&last).await.unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        s.read_exact(&mut byte).await.unwrap();
+        answer.push(byte[0]);
+    }
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 101 "), "{answer}");
+    // RFC 6455's example key and its accept value.
+    assert!(
+        answer.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+        "{answer}"
+    );
+    s.shutdown().await.unwrap();
+    let endings = async || get(server.addr, "/parties/endings/pieces").await.1;
+    assert!(
+        eventually(async || endings().await == "message early,close 1006").await,
+        "{}",
+        endings().await
+    );
+
+    let (reply, closed) = raw_http_reply(server.addr, &head(8)).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 426 "), "{reply}");
+    assert!(
+        reply.ends_with("Unsupported WebSocket version (need 13)"),
+        "{reply}"
+    );
+    assert!(closed, "the refused connection was left open");
+    assert_serving(&server).await;
+}
+
 #[tokio::test]
 async fn a_request_body_that_never_finishes_is_answered_408_and_the_connection_closed() {
     let server = start(

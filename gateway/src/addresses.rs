@@ -8,6 +8,7 @@
 //! (`X-Forwarded-For`, or `Forwarded: for=`) instead ([`ClientAddress`]).
 
 use crate::limits::TokenBucket;
+use bytes::Bytes;
 use http::HeaderMap;
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -336,20 +337,26 @@ impl Drop for Slot {
 }
 
 /// A connection holding its slot for as long as it lives (through an upgrade to a
-/// WebSocket, which keeps the connection).
+/// WebSocket, which keeps the connection), and what was read from it before the HTTP
+/// server took it over: the server reads that first.
 pub(crate) struct Held<S> {
     io: S,
     _slot: Slot,
+    replay: Bytes,
 }
 
 impl<S> Held<S> {
-    pub fn new(io: S, slot: Slot) -> Self {
-        Self { io, _slot: slot }
+    pub fn new(io: S, slot: Slot, replay: Bytes) -> Self {
+        Self {
+            io,
+            _slot: slot,
+            replay,
+        }
     }
 
-    /// The connection and its slot, to be held apart.
-    pub fn into_parts(self) -> (S, Slot) {
-        (self.io, self._slot)
+    /// The connection, its slot, and what of the replayed bytes the server left unread.
+    pub fn into_parts(self) -> (S, Slot, Bytes) {
+        (self.io, self._slot, self.replay)
     }
 }
 
@@ -359,6 +366,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Held<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }

@@ -1,6 +1,5 @@
 //! Small HTTP pieces the entry points share.
 
-use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use conclave_proto::wire::Header;
@@ -44,7 +43,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The URL the room sees, with PartyKit's `http://` scheme.
-pub(crate) fn room_uri(req: &Request) -> String {
+pub(crate) fn room_uri<B>(req: &http::Request<B>) -> String {
     let host = req
         .headers()
         .get(header::HOST)

@@ -5,14 +5,17 @@
 //! owns the room over a relay link. Broadcasts fan out here: the node sends one delivery
 //! per room and the gateway writes it to its local sockets.
 //!
-//! Modules, from the edge inwards: `server` (public type, entry point) →
-//! `upgrade` / `forward` / `admin` → `admission` (home region, admission, 421 retries) and
-//! `reattach` (moving sockets between nodes) → `socket` (one client socket's task) → `frames` (its WebSocket framing) →
-//! `state` (what all of those share) → `routing` (rings, homes), `pool` (links per node),
-//! `sessions` (open sockets) → `link` ⇄ `session` (one relay link; one socket's
-//! attachment and replay buffer) → `outbound` (a socket's send queue and close signal).
+//! Modules, from the edge inwards: `listener` → `accept` (a connection's first request:
+//! room upgrades straight to `upgrade`, anything else to the HTTP server) → `server`
+//! (public type, the HTTP entry point) → `upgrade` / `forward` / `admin` → `admission`
+//! (home region, admission, 421 retries) and `reattach` (moving sockets between nodes) →
+//! `socket` (one client socket's task) → `frames` (its WebSocket framing) → `state` (what
+//! all of those share) → `routing` (rings, homes), `pool` (links per node), `sessions`
+//! (open sockets) → `link` ⇄ `session` (one relay link; one socket's attachment and replay
+//! buffer) → `outbound` (a socket's send queue and close signal).
 #![warn(clippy::unwrap_used)]
 
+mod accept;
 mod addresses;
 mod admin;
 mod admission;

@@ -2,18 +2,13 @@
 //! PartySocket and browsers send there; HTTP/2 cleartext (h2c) would only be one more
 //! protocol parser facing the internet.
 
-use crate::addresses::{AddressLimits, ClientAddress, Held, REFUSAL};
-use crate::GatewayConfig;
+use crate::accept::Accepted;
+use crate::addresses::{AddressLimits, ClientAddress, REFUSAL};
+use crate::Gateway;
 use axum::Router;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// How long a client may take to send a request's headers (slow-header clients hold a
-/// socket and a task; they are cut off after this).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause after a failed accept (out of file descriptors, say) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -39,12 +34,17 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves `app` on `listener` over HTTP/1.1 (with upgrades) until the task is dropped,
-/// holding each client address to its share of connections (`config`).
+/// holding each client address to its share of connections (the gateway's config).
+/// WebSocket upgrades to rooms go straight to `gateway` (`accept.rs`); `app` serves every
+/// other request, and should hold the gateway's [`Gateway::router`] or
+/// [`Gateway::client_router`].
 pub fn serve_http1(
     listener: TcpListener,
     app: Router,
-    config: &GatewayConfig,
+    gateway: &Gateway,
 ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+    let gw = gateway.state().clone();
+    let config = gateway.config();
     crate::addresses::raise_open_file_limit();
     let per_address = config
         .max_connections_per_address
@@ -107,18 +107,12 @@ pub fn serve_http1(
             } else {
                 ClientAddress::Direct(slot.rate())
             };
-            let app = tower_layer::Layer::layer(&axum::Extension(client), app.clone());
-            let service = TowerToHyperService::new(app);
-            tokio::spawn(async move {
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(Held::new(stream, slot)), service)
-                    .with_upgrades();
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "client connection ended with an error");
-                }
-            });
+            let accepted = Accepted {
+                stream,
+                slot,
+                client,
+            };
+            tokio::spawn(crate::accept::serve(gw.clone(), app.clone(), accepted));
         }
     }
 }

@@ -10,12 +10,14 @@ use crate::route::{parse_room_path, RouteError};
 use crate::routing::Routing;
 use crate::state::GatewayState;
 use crate::upgrade::{is_upgrade, upgrade};
-use crate::GatewayConfig;
+use crate::{AuthError, GatewayConfig};
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::Router;
 use conclave_proto::DEFAULT_REGION;
-use conclave_proto::{close, query_param, GatewaySide, Ring, RingVersion, RingView, Rings};
+use conclave_proto::{
+    close, query_param, GatewaySide, Ring, RingVersion, RingView, Rings, RoomKey,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::debug;
@@ -52,6 +54,10 @@ impl Gateway {
     /// The gateway's settings.
     pub fn config(&self) -> &GatewayConfig {
         &self.state.config
+    }
+
+    pub(crate) fn state(&self) -> &Arc<GatewayState> {
+        &self.state
     }
 
     /// Whether the gateway can route rooms: it knows at least one node (a gateway that
@@ -142,32 +148,47 @@ async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
         Err(RouteError::NotARoom) => return plain(404, "Not found: use /parties/:party/:room"),
         Err(RouteError::BadName(e)) => return plain(400, format!("Invalid room URL: {e}")),
     };
-    if let Some(auth) = gw.config.auth.get(key.party.as_str()) {
-        let query = req.uri().query();
-        let token = query.and_then(|q| query_param(q, "token"));
-        let token = token.as_deref().or_else(|| bearer(req.headers()));
-        // A socket's connection id, which a party may bind to a claim.
-        let conn_id = is_upgrade(req.headers())
-            .then(|| query.and_then(|q| query_param(q, "_pk")))
-            .flatten()
-            .filter(|id| !id.is_empty());
-        let (party, room) = (key.party.as_str(), key.room.as_str());
-        if let Err(e) = auth.check(token, party, room, conn_id.as_deref()) {
-            debug!(room = %key, error = ?e, "rejected by auth");
-            metrics::counter!(
-                "conclave_gateway_auth_refusals_total",
-                "party" => party.to_string(),
-                "status" => e.status().to_string()
-            )
-            .increment(1);
-            return plain(e.status(), e.to_string());
-        }
+    if let Err(e) = authorize(&gw, &key, &req) {
+        let party = key.party.as_str();
+        debug!(room = %key, error = ?e, "rejected by auth");
+        metrics::counter!(
+            "conclave_gateway_auth_refusals_total",
+            "party" => party.to_string(),
+            "status" => e.status().to_string()
+        )
+        .increment(1);
+        return plain(e.status(), e.to_string());
     }
     if is_upgrade(req.headers()) {
         upgrade(gw, key, req).await
     } else {
         forward_http(gw, key, req).await
     }
+}
+
+/// Checks the token a request to `key` carries, when the room's party requires one.
+pub(crate) fn authorize<B>(
+    gw: &GatewayState,
+    key: &RoomKey,
+    req: &http::Request<B>,
+) -> Result<(), AuthError> {
+    let Some(auth) = gw.config.auth.get(key.party.as_str()) else {
+        return Ok(());
+    };
+    let query = req.uri().query();
+    let token = query.and_then(|q| query_param(q, "token"));
+    let token = token.as_deref().or_else(|| bearer(req.headers()));
+    // A socket's connection id, which a party may bind to a claim.
+    let conn_id = is_upgrade(req.headers())
+        .then(|| query.and_then(|q| query_param(q, "_pk")))
+        .flatten()
+        .filter(|id| !id.is_empty());
+    auth.check(
+        token,
+        key.party.as_str(),
+        key.room.as_str(),
+        conn_id.as_deref(),
+    )
 }
 
 /// How often the relay links' states are published as metrics.

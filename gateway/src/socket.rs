@@ -61,14 +61,19 @@ pub(crate) fn new_session(
 
 /// The TCP connection under an upgrade, with the address slot it holds when it came
 /// through [`serve_http1`](crate::serve_http1) (the router served by `axum::serve` has
-/// none) and the bytes the HTTP server read past the request.
+/// none) and the bytes read past the request, which the socket reads first.
 fn into_tcp(
     upgraded: hyper::upgrade::Upgraded,
 ) -> Result<(TcpStream, Option<Slot>, Bytes), hyper::upgrade::Upgraded> {
     let upgraded = match upgraded.downcast::<TokioIo<Held<TcpStream>>>() {
         Ok(parts) => {
-            let (stream, slot) = parts.io.into_inner().into_parts();
-            return Ok((stream, Some(slot), parts.read_buf));
+            let (stream, slot, unread) = parts.io.into_inner().into_parts();
+            let already_read = match (parts.read_buf.is_empty(), unread.is_empty()) {
+                (_, true) => parts.read_buf,
+                (true, false) => unread,
+                (false, false) => [parts.read_buf, unread].concat().into(),
+            };
+            return Ok((stream, Some(slot), already_read));
         }
         Err(upgraded) => upgraded,
     };
@@ -132,32 +137,39 @@ pub(crate) async fn run(
     rate: AddressRate,
     forwarded: Option<Slot>,
 ) {
-    // The socket is served by a task of its own: this one's state (the upgrade, the
-    // arguments it moved on) would otherwise stay allocated for as long as it lives.
-    let (socket, incoming) = {
-        let tcp = match on_upgrade.await {
-            Ok(upgraded) => into_tcp(upgraded)
-                .map_err(|_| "the upgraded connection is not a plain TCP connection".to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match tcp {
-            Ok((stream, slot, already_read)) => {
-                let slot = forwarded.or(slot);
-                Socket::open(gw, session, rate, stream, slot, &already_read)
-            }
-            Err(e) => {
-                debug!(error = %e, "upgrade failed");
-                // Boxed, as is the close: each runs once, and inline they would make the
-                // task of every open socket larger.
-                return Box::pin(upgrade_failed(&gw, &session)).await;
-            }
-        }
+    let tcp = match on_upgrade.await {
+        Ok(upgraded) => into_tcp(upgraded)
+            .map_err(|_| "the upgraded connection is not a plain TCP connection".to_string()),
+        Err(e) => Err(e.to_string()),
     };
+    match tcp {
+        Ok((stream, slot, already_read)) => {
+            let slot = forwarded.or(slot);
+            start(gw, session, rate, stream, slot, &already_read);
+        }
+        Err(e) => {
+            debug!(error = %e, "upgrade failed");
+            upgrade_failed(&gw, &session).await;
+        }
+    }
+}
+
+/// Serves an upgraded socket until it closes: parked at once unless the client's first
+/// frames came with the upgrade request (`already_read`), else by a task of its own (the
+/// caller's state, the upgrade and its arguments, would otherwise stay allocated for as
+/// long as the socket lives).
+pub(crate) fn start(
+    gw: Arc<GatewayState>,
+    session: Arc<Session>,
+    rate: AddressRate,
+    stream: TcpStream,
+    slot: Option<Slot>,
+    already_read: &[u8],
+) {
+    let (socket, incoming) = Socket::open(gw, session, rate, stream, slot, already_read);
     let parked = Arc::new(Parked {
         socket: std::sync::Mutex::new(None),
     });
-    // A new socket has sent no message: it starts parked, unless the client's first
-    // frames came with the upgrade request.
     if incoming.is_empty() {
         socket.park(parked);
     } else {

@@ -2,9 +2,10 @@
 //! has run) before the 101 answer, so whatever the party sends on connect is already
 //! queued when the client sees "open".
 
-use crate::addresses::ClientAddress;
+use crate::addresses::{AddressRate, ClientAddress, Slot};
 use crate::admission::{join_room, resolve_home, RingFollower};
 use crate::http::{refused, room_uri, wire_headers};
+use crate::session::Session;
 use crate::socket;
 use crate::state::GatewayState;
 use axum::body::Body;
@@ -36,7 +37,10 @@ pub(crate) struct Handshake {
     protocol: Option<HeaderValue>,
 }
 
-pub(crate) fn handshake(req: &Request, max_conn_id_bytes: usize) -> Result<Handshake, Refusal> {
+pub(crate) fn handshake<B>(
+    req: &http::Request<B>,
+    max_conn_id_bytes: usize,
+) -> Result<Handshake, Refusal> {
     if req.method() != http::Method::GET {
         return Err(Refusal::new(405, "WebSocket upgrades must use GET"));
     }
@@ -83,38 +87,47 @@ pub(crate) fn handshake(req: &Request, max_conn_id_bytes: usize) -> Result<Hands
     })
 }
 
-pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Request) -> Response {
-    let hs = match handshake(&req, gw.config.max_conn_id_bytes) {
-        Ok(hs) => hs,
-        Err(r) => return refused(r),
-    };
+/// A socket its room's node has admitted, waiting for its connection to be handed over.
+pub(crate) struct Admitted {
+    pub(crate) session: Arc<Session>,
+    pub(crate) handshake: Handshake,
+    /// The rate its address's connections share.
+    pub(crate) rate: AddressRate,
+    /// Behind a trusted proxy, the slot of the client it names.
+    pub(crate) forwarded_slot: Option<Slot>,
+}
+
+/// Admits the socket an upgrade request to `key` asks for, `client` being who the
+/// connection comes from (none: a server that does not count addresses): once this
+/// returns, the socket is in the room (its `on_connect` has run) and what the party sent
+/// it is queued, to be written once the 101 answer is.
+pub(crate) async fn admit(
+    gw: &Arc<GatewayState>,
+    key: RoomKey,
+    req: &http::Request<()>,
+    client: Option<&ClientAddress>,
+) -> Result<Admitted, Refusal> {
+    let handshake = handshake(req, gw.config.max_conn_id_bytes)?;
     // Behind a trusted proxy, the client it names holds its share of connections here.
-    let client = req.extensions().get::<ClientAddress>().cloned();
     let Some((rate, forwarded_slot)) =
         client.map_or(Some(Default::default()), |c| c.admit_socket(req.headers()))
     else {
         metrics::counter!("conclave_gateway_address_limit_refusals_total").increment(1);
-        return refused(Refusal::new(429, "Too many connections from this address"));
+        return Err(Refusal::new(429, "Too many connections from this address"));
     };
     let hint = req.uri().query().and_then(|q| query_param(q, "_region"));
-    if let Err(r) = resolve_home(&gw, &key, hint.as_deref()).await {
-        return refused(r);
-    }
+    resolve_home(gw, &key, hint.as_deref()).await?;
     let socket_id = gw.sessions.next_socket_id();
-    let conn_id = hs.conn_id.clone();
-    let session = socket::new_session(&gw, socket_id, key, conn_id, room_uri(&req));
+    let conn_id = handshake.conn_id.clone();
+    let session = socket::new_session(gw, socket_id, key, conn_id, room_uri(req));
     let headers = wire_headers(req.headers());
     // The node answers once the socket is in the room (on_connect has run) or refuses it;
     // a node with a newer ring that places the room elsewhere sends us there.
     let mut follower = RingFollower::default();
     let link = loop {
-        match join_room(&gw, &session, headers.clone(), None).await {
+        match join_room(gw, &session, headers.clone(), None).await {
             Ok(link) => break link,
-            Err(r) => {
-                if let Err(r) = follower.retry(&gw, r).await {
-                    return refused(r);
-                }
-            }
+            Err(r) => follower.retry(gw, r).await?,
         }
     };
     gw.sessions.add(session.clone());
@@ -122,9 +135,35 @@ pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Reques
         // The node died right after admitting the socket: it moves on like the others.
         gw.move_socket(session.clone(), RingVersion(0));
     }
+    Ok(Admitted {
+        session,
+        handshake,
+        rate,
+        forwarded_slot,
+    })
+}
+
+/// An upgrade through the HTTP server: the socket is served once hyper hands its
+/// connection over, after writing the 101 answer returned here.
+pub(crate) async fn upgrade(gw: Arc<GatewayState>, key: RoomKey, mut req: Request) -> Response {
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // The body stays behind: it is not `Sync`, and nothing reads it.
+    let (mut parts, _body) = req.into_parts();
+    let client = parts.extensions.remove::<ClientAddress>();
+    let req = http::Request::from_parts(parts, ());
+    let admitted = match admit(&gw, key, &req, client.as_ref()).await {
+        Ok(admitted) => admitted,
+        Err(r) => return refused(r),
+    };
+    let response = switching_protocols(&admitted.handshake);
+    let Admitted {
+        session,
+        rate,
+        forwarded_slot,
+        ..
+    } = admitted;
     tokio::spawn(socket::run(gw, on_upgrade, session, rate, forwarded_slot));
-    switching_protocols(&hs)
+    response
 }
 
 fn switching_protocols(hs: &Handshake) -> Response {
@@ -140,4 +179,20 @@ fn switching_protocols(hs: &Handshake) -> Response {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, p.clone());
     }
     resp
+}
+
+/// The 101 answer as the bytes on the wire, for an upgrade taken off the connection
+/// without the HTTP server (`crate::handshake`).
+pub(crate) fn switching_protocols_head(hs: &Handshake) -> Vec<u8> {
+    let mut head = Vec::with_capacity(160);
+    head.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ",
+    );
+    head.extend_from_slice(hs.accept_key.as_bytes());
+    if let Some(p) = &hs.protocol {
+        head.extend_from_slice(b"\r\nsec-websocket-protocol: ");
+        head.extend_from_slice(p.as_bytes());
+    }
+    head.extend_from_slice(b"\r\n\r\n");
+    head
 }

@@ -83,7 +83,7 @@ impl LocalCluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = gateway.router();
-        let serving = conclave_gateway::serve_http1(listener, router, &config.gateway);
+        let serving = conclave_gateway::serve_http1(listener, router, &gateway);
         let server = tokio::spawn(async move {
             serving.await.unwrap();
         });
