@@ -120,12 +120,12 @@ pub(crate) async fn admit(
     let socket_id = gw.sessions.next_socket_id();
     let conn_id = handshake.conn_id.clone();
     let session = socket::new_session(gw, socket_id, key, conn_id, room_uri(req));
-    let headers = wire_headers(req.headers());
     // The node answers once the socket is in the room (on_connect has run) or refuses it;
-    // a node with a newer ring that places the room elsewhere sends us there.
+    // a node with a newer ring that places the room elsewhere sends us there. (The headers
+    // are written out for each attempt: a second one is rare.)
     let mut follower = RingFollower::default();
     let link = loop {
-        match join_room(gw, &session, headers.clone(), None).await {
+        match join_room(gw, &session, wire_headers(req.headers()), None).await {
             Ok(link) => break link,
             Err(r) => follower.retry(gw, r).await?,
         }

@@ -50,7 +50,7 @@ impl GatewayLink {
             let ev = tokio::select! {
                 ev = side.from_gateway.recv() => ev,
                 Some((a, key)) = checked_rx.recv() => {
-                    link.open(a, key).await;
+                    link.open(a, key, None).await;
                     continue;
                 }
             };
@@ -108,32 +108,35 @@ impl GatewayLink {
         if let Err(refusal) = self.one_room_per_socket(&a).await {
             return self.send(refused(request_id, socket, refusal)).await;
         }
-        let headers = header_map(&a.headers);
-        let req = ConnectRequest {
+        // A socket coming back (`resume`) was checked when it first connected.
+        let headers = a.resume.is_none().then(|| header_map(&a.headers));
+        let hook = headers.as_ref().map(|headers| ConnectRequest {
             party: key.party.as_str(),
             room: key.room.as_str(),
             conn_id: &a.conn_id,
             uri: &a.uri,
-            headers: &headers,
-        };
-        let hook = a.resume.is_none().then_some(&req);
-        if let Err(refusal) = self.host.admit(&key, hook) {
+            headers,
+        });
+        if let Err(refusal) = self.host.admit(&key, hook.as_ref()) {
             return self.send(refused(request_id, socket, refusal)).await;
         }
-        if a.resume.is_none() {
-            let check = ConnectCheck {
-                party: key.party.to_string(),
-                room: key.room.to_string(),
-                conn_id: a.conn_id.clone(),
-                uri: a.uri.clone(),
-                headers,
-            };
-            if let Some(pending) = self.host.check_connect(&key, check) {
-                self.check_then_open(a, key, pending);
-                return;
-            }
+        let Some(headers) = headers else {
+            return self.open(a, key, None).await;
+        };
+        if !self.host.checks_connections(&key) {
+            return self.open(a, key, Some(headers)).await;
         }
-        self.open(a, key).await;
+        let check = ConnectCheck {
+            party: key.party.to_string(),
+            room: key.room.to_string(),
+            conn_id: a.conn_id.clone(),
+            uri: a.uri.clone(),
+            headers,
+        };
+        match self.host.check_connect(&key, check) {
+            Some(pending) => self.check_then_open(a, key, pending),
+            None => self.open(a, key, None).await,
+        }
     }
 
     /// Keeps a socket in one room. A socket coming back to this node (`resume`) may still
@@ -188,8 +191,9 @@ impl GatewayLink {
         });
     }
 
-    /// An admitted socket joins its room.
-    async fn open(&mut self, a: Admit, key: RoomKey) {
+    /// An admitted socket joins its room; `headers` are its request's, when already built
+    /// from `a` (a new socket's room keeps them for `Room::upgrade_headers`).
+    async fn open(&mut self, a: Admit, key: RoomKey, headers: Option<http::HeaderMap>) {
         let (request_id, socket) = (a.request_id, SocketId(a.socket));
         if let Err(refusal) = self.one_room_per_socket(&a).await {
             return self.send(refused(request_id, socket, refusal)).await;
@@ -199,7 +203,8 @@ impl GatewayLink {
         let event = RoomEvent::Open(Box::new(OpenRequest {
             peer: self.peer(a.socket),
             names: ConnNames::new(&a.uri, &a.conn_id),
-            headers: (a.resume.is_none()).then(|| Arc::new(header_map(&a.headers))),
+            headers: (a.resume.is_none())
+                .then(|| Arc::new(headers.unwrap_or_else(|| header_map(&a.headers)))),
             request_id,
             origin: a.origin,
             resume: a.resume,

@@ -197,6 +197,13 @@ impl Host {
             .map_err(|r| Refusal::new(r.status, r.body))
     }
 
+    /// Whether the party may check a new socket asynchronously ([`Host::check_connect`]).
+    pub fn checks_connections(&self, key: &RoomKey) -> bool {
+        self.parties
+            .get(key.party.as_str())
+            .is_some_and(|p| p.checks_connections())
+    }
+
     /// The party's asynchronous check of a new socket, if it has one.
     pub fn check_connect(
         &self,

@@ -185,6 +185,13 @@ pub trait PartyFactory: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`check_connect`](Self::check_connect) may check this party's sockets: when
+    /// false the node builds no [`ConnectCheck`] for them, which is work on every connect.
+    /// True unless a party says otherwise.
+    fn checks_connections(&self) -> bool {
+        true
+    }
+
     /// An asynchronous check of an HTTP request from a client before it reaches the room,
     /// run outside the room: `None` when the party has none. It may answer in the room's
     /// place, or rewrite the request.
@@ -203,6 +210,11 @@ where
 {
     fn create(&self) -> Box<dyn Party> {
         self()
+    }
+
+    /// A party built by a function checks no connections.
+    fn checks_connections(&self) -> bool {
+        false
     }
 }
 

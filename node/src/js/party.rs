@@ -60,6 +60,14 @@ impl PartyFactory for JsPartyFactory {
         self.connect_check(req)
     }
 
+    fn checks_connections(&self) -> bool {
+        self.version
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .traits
+            .on_before_connect
+    }
+
     fn check_request(
         &self,
         room: &str,
