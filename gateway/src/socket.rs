@@ -166,7 +166,23 @@ pub(crate) fn start(
     slot: Option<Slot>,
     already_read: &[u8],
 ) {
-    let (socket, incoming) = Socket::open(gw, session, rate, stream, slot, already_read);
+    let stream = Arc::new(stream);
+    session.out.attach(stream.clone());
+    metrics::gauge!("conclave_gateway_connections").increment(1.0);
+    let mut reader = FrameReader::new(gw.config.max_frame_bytes);
+    let mut incoming = Vec::new();
+    reader.read(already_read, Instant::now(), &mut incoming);
+    let bucket = Tokens::new(gw.config.message_rate());
+    let socket = Socket {
+        gw,
+        session,
+        rate,
+        stream,
+        _slot: slot,
+        reader,
+        bucket,
+        last_message_ms: 0,
+    };
     let parked = Arc::new(Parked {
         socket: std::sync::Mutex::new(None),
     });
@@ -178,34 +194,6 @@ pub(crate) fn start(
 }
 
 impl Socket {
-    fn open(
-        gw: Arc<GatewayState>,
-        session: Arc<Session>,
-        rate: AddressRate,
-        stream: TcpStream,
-        slot: Option<Slot>,
-        already_read: &[u8],
-    ) -> (Self, Vec<Incoming>) {
-        let stream = Arc::new(stream);
-        session.out.attach(stream.clone());
-        metrics::gauge!("conclave_gateway_connections").increment(1.0);
-        let mut reader = FrameReader::new(gw.config.max_frame_bytes);
-        let mut incoming = Vec::new();
-        reader.read(already_read, Instant::now(), &mut incoming);
-        let bucket = Tokens::new(gw.config.message_rate());
-        let socket = Self {
-            gw,
-            session,
-            rate,
-            stream,
-            _slot: slot,
-            reader,
-            bucket,
-            last_message_ms: 0,
-        };
-        (socket, incoming)
-    }
-
     /// Not an `async fn`: one taking `self` by value would hold the socket twice in its
     /// state (the argument and the moved-in binding); the block captures it once.
     #[allow(clippy::manual_async_fn)] // on purpose: see above

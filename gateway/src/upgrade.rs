@@ -182,7 +182,7 @@ fn switching_protocols(hs: &Handshake) -> Response {
 }
 
 /// The 101 answer as the bytes on the wire, for an upgrade taken off the connection
-/// without the HTTP server (`crate::handshake`).
+/// without the HTTP server (`accept.rs`).
 pub(crate) fn switching_protocols_head(hs: &Handshake) -> Vec<u8> {
     let mut head = Vec::with_capacity(160);
     head.extend_from_slice(
