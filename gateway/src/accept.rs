@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 /// How long a client may take to send a request's headers (slow-header clients hold a
 /// socket and a task; they are cut off after this).
-pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request heads longer than this go to the HTTP server, which has its own limit.
 const HEAD_LIMIT: usize = 16 * 1024;
 /// Heads with more header lines than this go to the HTTP server.
@@ -220,7 +220,7 @@ impl RoomUpgrade {
 }
 
 /// Answers a refused upgrade as the HTTP server would (plain text), and closes.
-async fn refuse(mut stream: TcpStream, r: &Refusal) {
+async fn refuse(stream: TcpStream, r: &Refusal) {
     let status =
         http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     let answer = format!(
@@ -231,8 +231,14 @@ async fn refuse(mut stream: TcpStream, r: &Refusal) {
         r.body.len(),
         r.body
     );
+    answer_and_close(stream, answer.as_bytes()).await
+}
+
+/// Writes `answer` (whatever the request was, read or not) and closes, giving the client
+/// [`REFUSAL_WRITE_TIMEOUT`] to take it.
+pub(crate) async fn answer_and_close(mut stream: TcpStream, answer: &[u8]) {
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
-        stream.write_all(answer.as_bytes()).await?;
+        stream.write_all(answer).await?;
         stream.shutdown().await
     })
     .await;

@@ -2,7 +2,7 @@
 //! PartySocket and browsers send there; HTTP/2 cleartext (h2c) would only be one more
 //! protocol parser facing the internet.
 
-use crate::accept::Accepted;
+use crate::accept::{answer_and_close, Accepted};
 use crate::addresses::{AddressLimits, ClientAddress, REFUSAL};
 use crate::Gateway;
 use axum::Router;
@@ -29,9 +29,6 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
-
-/// How long a refused client is given to read its 429.
-const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves `app` on `listener` over HTTP/1.1 (with upgrades) until the task is dropped,
 /// holding each client address to its share of connections (the gateway's config).
@@ -78,7 +75,7 @@ pub fn serve_http1(
                     spare.release();
                     if let Ok((stream, _)) = listener.accept().await {
                         metrics::counter!("conclave_gateway_capacity_refusals_total").increment(1);
-                        refuse(stream, AT_CAPACITY).await;
+                        answer_and_close(stream, AT_CAPACITY).await;
                     }
                     spare = Spare::open();
                     continue;
@@ -97,7 +94,7 @@ pub fn serve_http1(
             }
             let Some(slot) = limits.admit(peer.ip()) else {
                 metrics::counter!("conclave_gateway_address_limit_refusals_total").increment(1);
-                tokio::spawn(refuse(stream, REFUSAL));
+                tokio::spawn(answer_and_close(stream, REFUSAL));
                 continue;
             };
             // Every request of the connection carries who it comes from: the connection's
@@ -115,16 +112,6 @@ pub fn serve_http1(
             tokio::spawn(crate::accept::serve(gw.clone(), app.clone(), accepted));
         }
     }
-}
-
-/// Writes `answer` (429, 503) without reading the request, and closes.
-async fn refuse(mut stream: tokio::net::TcpStream, answer: &[u8]) {
-    use tokio::io::AsyncWriteExt;
-    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
-        stream.write_all(answer).await?;
-        stream.shutdown().await
-    })
-    .await;
 }
 
 /// What a connection past the gateway's ceiling reads, unless it is a health check.
@@ -160,7 +147,7 @@ async fn at_capacity(mut stream: tokio::net::TcpStream) {
     } else {
         AT_CAPACITY
     };
-    refuse(stream, answer).await
+    answer_and_close(stream, answer).await
 }
 
 /// Whether accepting failed for want of a file descriptor (the process's or the system's).
