@@ -179,17 +179,24 @@ impl PostgresStore {
     }
 }
 
-/// Opens the pool's connections before the node serves anything. PostgreSQL starts a
-/// backend process per session, which takes milliseconds; opened on demand, the first
-/// burst of rooms (a node starting under load, a storm of new rooms) would queue behind
-/// those start-ups. A connection that fails here is opened again on first use.
+/// Opens the pool's connections before the node serves anything, and prepares a claim's
+/// statements on each. PostgreSQL starts a backend process per session, which takes
+/// milliseconds; opened on demand, the first burst of rooms (a node starting under load,
+/// a storm of new rooms) would queue behind those start-ups, and each first claim on a
+/// connection would parse its statements. A connection that fails here is opened again
+/// (and its statements prepared) on first use.
 async fn warm(pool: &Pool, size: usize) {
-    let opened = futures::future::join_all((0..size).map(|_| pool.get())).await;
+    let opened = futures::future::join_all((0..size).map(|_| async {
+        let client = pool.get().await.map_err(backend)?;
+        owner::prepare_claim(&client).await.map_err(pg)?;
+        Ok::<_, StorageError>(client)
+    }))
+    .await;
     let failed = opened.iter().filter(|c| c.is_err()).count();
     if failed > 0 {
         tracing::warn!(
             failed,
-            "PostgreSQL: some pool connections could not be opened at start"
+            "PostgreSQL: some pool connections could not be opened (or their statements prepared) at start"
         );
     }
 }

@@ -28,14 +28,47 @@ pub(super) async fn read_owner(
     Ok(row.and_then(|r| keys::decode_owner(r.get(0))))
 }
 
+/// A first claim: inserts the owner record where there is none, and otherwise returns the
+/// stored one (`inserted`, `v`). No row at all: a record committed while the statement
+/// ran, which its snapshot does not show (read it again).
+pub(super) const CLAIM_NEW: &str = "WITH inserted AS (
+        INSERT INTO conclave_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING RETURNING k
+    )
+    SELECT true, NULL::bytea FROM inserted
+    UNION ALL
+    SELECT false, v FROM conclave_kv WHERE k = $1 AND NOT EXISTS (SELECT 1 FROM inserted)";
+
+/// The statements a claim runs, prepared together (or found in the connection's cache):
+/// each then goes out on its first poll, in the order `try_join!` polls them. The pool
+/// prepares them on every connection it opens at start, so a burst of new rooms parses
+/// none.
+pub(super) async fn prepare_claim(
+    client: &deadpool_postgres::Object,
+) -> Result<[tokio_postgres::Statement; 5], tokio_postgres::Error> {
+    let (claim_new, insert, update, list, usage) = futures::try_join!(
+        client.prepare_cached(CLAIM_NEW),
+        client.prepare_cached(INSERT_IF_ABSENT),
+        client.prepare_cached(CLAIM_UPDATE),
+        client.prepare_cached(list_sql(false)),
+        client.prepare_cached(commit::READ_USAGE),
+    )?;
+    Ok([claim_new, insert, update, list, usage])
+}
+
 /// A compare-and-set on the owner record: read it, decide, and write the new record
 /// only if the stored one is still what was read (else read again). The write runs on
 /// its own (committed when it returns) with the ledger and usage reads sent behind it
 /// on the same connection: PostgreSQL runs them after the write has committed, so they
 /// see every commit of an earlier owner that got in before the claim, and any later one
-/// is fenced. Two round trips, where a transaction holding the record's lock took five.
-/// A commit in flight holds the record `FOR SHARE`, so the write waits for it, as a
-/// `FOR UPDATE` would.
+/// is fenced. A commit in flight holds the record `FOR SHARE`, so the write waits for
+/// it, as a `FOR UPDATE` would.
+///
+/// The first attempt does not read: it inserts the record a room without one gets
+/// ([`CLAIM_NEW`]), the reads behind it, so a new room (or one let go with nothing
+/// stored) is claimed in one round trip. Where a record exists, that statement returns
+/// it, and the update follows: two round trips, where a transaction holding the record's
+/// lock took five. (The reads sent behind a first claim that found a record are read
+/// again behind the update.)
 pub(super) async fn claim_and_load(
     client: &deadpool_postgres::Object,
     room: &RoomKey,
@@ -43,22 +76,54 @@ pub(super) async fn claim_and_load(
 ) -> Result<Claimed, StorageError> {
     let key = keys::owner_key(room);
     let ledger = keys::ledger_prefix(room);
-    // Prepared (or found in the cache) before the pipeline: each then goes out on its
-    // first poll, in the order `try_join!` polls them.
-    let (insert, update) = futures::try_join!(
-        client.prepare_cached(INSERT_IF_ABSENT),
-        client.prepare_cached(CLAIM_UPDATE),
-        client.prepare_cached(list_sql(false)),
-        client.prepare_cached(commit::READ_USAGE),
-    )
-    .map(|(insert, update, _, _)| (insert, update))
-    .map_err(pg)?;
+    let [claim_new, insert, update, ..] = prepare_claim(client).await.map_err(pg)?;
+    let load = || async {
+        futures::try_join!(
+            async {
+                list_under(client, &ledger, &ListOptions::default())
+                    .await
+                    .map_err(TxnError::Refused)
+            },
+            async { Ok(commit::read_usage(client, room, &[]).await?.usage) },
+        )
+    };
+    // The stored record, when the first claim's statement returned it.
+    let mut found: Option<Vec<u8>> = None;
+    if let Ok(owner) = claim.decide(None) {
+        let next = keys::encode_owner(&owner);
+        let first = futures::try_join!(
+            async {
+                client
+                    .query(&claim_new, &[&key, &next])
+                    .await
+                    .map_err(TxnError::Pg)
+            },
+            load(),
+        );
+        match first {
+            Ok((rows, (ledger, usage))) => match rows.first() {
+                Some(row) if row.get::<_, bool>(0) => {
+                    return Ok(Claimed {
+                        owner,
+                        ledger,
+                        usage,
+                    })
+                }
+                Some(row) => found = row.get(1),
+                None => {}
+            },
+            Err(TxnError::Pg(e)) if retryable(&e) => {}
+            Err(e) => return Err(e.into_storage()),
+        }
+    }
     for attempt in 1.. {
-        let stored: Option<Vec<u8>> =
-            statements::query_opt(client, statements::READ_VALUE, &[&key])
+        let stored: Option<Vec<u8>> = match found.take() {
+            Some(record) => Some(record),
+            None => statements::query_opt(client, statements::READ_VALUE, &[&key])
                 .await
                 .map_err(pg)?
-                .map(|row| row.get(0));
+                .map(|row| row.get(0)),
+        };
         let current = match stored.as_deref() {
             Some(raw) => Some(
                 keys::decode_owner(raw)
@@ -74,17 +139,9 @@ pub(super) async fn claim_and_load(
                 Some(old) => client.execute(&update, &[&key, &next, old]).await,
             }
         };
-        let loaded = futures::try_join!(
-            async { write.await.map_err(TxnError::Pg) },
-            async {
-                list_under(client, &ledger, &ListOptions::default())
-                    .await
-                    .map_err(TxnError::Refused)
-            },
-            async { Ok(commit::read_usage(client, room, &[]).await?.usage) },
-        );
+        let loaded = futures::try_join!(async { write.await.map_err(TxnError::Pg) }, load());
         match loaded {
-            Ok((1, ledger, usage)) => {
+            Ok((1, (ledger, usage))) => {
                 return Ok(Claimed {
                     owner,
                     ledger,
