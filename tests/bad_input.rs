@@ -475,6 +475,51 @@ async fn clients_that_keep_talking_are_not_pinged() {
     assert!(body.contains("\"connections\":1"), "{body}");
 }
 
+/// A client that talked and then fell quiet gives its socket's task back half a ping
+/// interval after its last message, as one that never talked has none. (Nothing else
+/// wakes such a task to park: a member the room keeps sending to is not pinged while its
+/// TCP stack acknowledges, so the task, its buffers and its timer stayed for as long as
+/// the socket did.)
+#[tokio::test]
+async fn clients_that_talked_then_fell_quiet_give_their_tasks_back() {
+    let server = start(|c| c.gateway.ping_interval = Duration::from_secs(2), |r| r).await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let mut sockets = Vec::new();
+    for i in 0..20 {
+        sockets.push(raw_ws(&server, &format!("/parties/main/quiet-talkers?_pk=t{i}")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle = tasks();
+    for s in &mut sockets {
+        s.write_all(&frame(0x1, b"hello")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let talking = tasks();
+    assert!(
+        talking >= idle + 15,
+        "{idle} tasks before the messages, {talking} after one from each socket"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let quiet = tasks();
+    assert!(
+        quiet <= idle + 2,
+        "{idle} tasks before the messages, {quiet} 1.8 s after them"
+    );
+    // Parked, a socket still wakes for its client's next message.
+    sockets[0]
+        .write_all(&frame(0x1, b"hello again"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(tasks() > quiet, "the socket did not wake for a message");
+    let (_, body) = server.http("GET", "/parties/main/quiet-talkers", "").await;
+    assert!(body.contains("\"connections\":20"), "{body}");
+}
+
 /// The frames `s` receives until `deadline`: each one's opcode, and when its first bytes
 /// arrived.
 async fn frames_until(s: &mut TcpStream, deadline: Instant) -> Vec<(u8, Instant)> {

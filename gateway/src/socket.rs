@@ -272,6 +272,10 @@ impl Socket {
         tokio::pin!(close_requested);
         let park_after_ms = gw.config.ping_interval.as_millis() as u64 / 2;
         let message_rate = gw.config.message_rate();
+        // Wakes a client that talked, then fell quiet, to park: nothing else would (a
+        // member that receives is not pinged while its TCP stack acknowledges). Armed once
+        // per quiet spell it waits out, not per message.
+        let mut park_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             for event in incoming.drain(..) {
                 let (payload, binary) = match event {
@@ -335,8 +339,6 @@ impl Socket {
             incoming = Vec::new();
             // Nor a task, once its client has sent no message for a while (pongs do not
             // count: a quiet client answers one each interval) and nothing is waiting.
-            let quiet =
-                |last: u64| last == 0 || keepalive::now_ms().saturating_sub(last) >= park_after_ms;
             let woke = std::future::poll_fn(|cx| {
                 use std::task::Poll;
                 if let Poll::Ready(r) = close_requested.as_mut().poll(cx) {
@@ -348,8 +350,20 @@ impl Socket {
                 if let Poll::Ready(r) = stream.poll_read_ready(cx) {
                     return Poll::Ready(Woke::Readable(r));
                 }
-                if quiet(*last_message_ms) {
+                let since_message = keepalive::now_ms().saturating_sub(*last_message_ms);
+                if *last_message_ms == 0 || since_message >= park_after_ms {
                     return Poll::Ready(Woke::Quiet);
+                }
+                let due = Instant::now() + Duration::from_millis(park_after_ms - since_message);
+                let timer =
+                    park_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                // Gone off while the client was still talking: on to the next quiet spell
+                // (`due` is at least a millisecond ahead, so a reset one is pending).
+                if timer.is_elapsed() || timer.as_mut().poll(cx).is_ready() {
+                    timer.as_mut().reset(due);
+                    if timer.as_mut().poll(cx).is_ready() {
+                        cx.waker().wake_by_ref();
+                    }
                 }
                 Poll::Pending
             })
