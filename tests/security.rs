@@ -342,7 +342,6 @@ async fn a_node_refuses_what_no_gateway_would_send_and_keeps_serving() {
 
     let big = Frame {
         socket: a,
-        room: room.clone(),
         payload: vec![b'x'; 2048].into(),
         binary: true,
         seq: 1,

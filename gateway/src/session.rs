@@ -203,7 +203,6 @@ impl Session {
     fn frame_event(&self, seq: u64, payload: Bytes, binary: bool) -> gateway_event::Event {
         gateway_event::Event::Frame(Frame {
             socket: self.id.0,
-            room: Some(self.room.to_wire()),
             payload,
             binary,
             seq,

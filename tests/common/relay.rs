@@ -146,11 +146,10 @@ impl RelayGateway {
 
     /// A text frame from `socket`.
     pub async fn send(&mut self, socket: u64, text: &str) {
-        let (room, seq) = self.sockets.get_mut(&socket).expect("an open socket");
+        let (_, seq) = self.sockets.get_mut(&socket).expect("an open socket");
         *seq += 1;
         let frame = Frame {
             socket,
-            room: Some(room.to_wire()),
             payload: text.to_string().into(),
             binary: false,
             seq: *seq,
