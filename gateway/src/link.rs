@@ -163,11 +163,18 @@ impl NodeLink {
         self.alive.load(Ordering::Acquire)
     }
 
+    /// Queues `event` for the node, waiting while the link's queue is full.
     pub async fn send(&self, event: gateway_event::Event) -> Result<(), LinkError> {
-        self.to_node
-            .send(GatewayEvent { event: Some(event) })
-            .await
-            .map_err(|_| LinkError::Unavailable)
+        let event = match self.to_node.try_send(GatewayEvent { event: Some(event) }) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(LinkError::Unavailable),
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
+        // Boxed: the channel's send future holds the event and its wait for a slot, and
+        // held inline it would size every caller's future (each connection's handshake
+        // task among them) for a wait that is rare.
+        let wait: futures::future::BoxFuture<'_, _> = Box::pin(self.to_node.send(event));
+        wait.await.map_err(|_| LinkError::Unavailable)
     }
 
     /// Sends without waiting; returns the event when the link's queue is full (to be sent
