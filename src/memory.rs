@@ -8,11 +8,11 @@
 //!
 //! A sweep reads the process's resident memory every [`SWEEP`] (a counter the kernel
 //! keeps: no walk of the heap) and trims once it has grown by [`TRIM_AFTER_BYTES`] since
-//! the last trim and stopped growing: the burst is over, and what it freed is free. A
-//! steady server never walks its heap; one whose sockets left (resident memory does not
-//! grow when they go) is trimmed every [`TRIM_AT_LEAST_EVERY`]. Asking the allocator how
-//! much it holds free (`mallinfo2`) would walk every free chunk holding the arena's lock,
-//! which stopped every allocation in the process for up to 7 ms at each look.
+//! the last trim and stopped growing: the burst is over, and what it freed is free. Else
+//! it trims every [`TRIM_AT_LEAST_EVERY`], which gives back what sockets that left freed
+//! (resident memory does not grow when they go). Asking the allocator how much it holds
+//! free (`mallinfo2`) would walk every free chunk holding the arena's lock, which stopped
+//! every allocation in the process for up to 7 ms at each look.
 
 use std::time::Duration;
 
