@@ -22,8 +22,8 @@ pub struct RelayGateway {
     pub node: Node,
     to_node: mpsc::Sender<GatewayEvent>,
     from_node: Inbound<NodeEvent>,
-    /// Each open socket's room and last frame sequence number.
-    sockets: HashMap<u64, (RoomKey, u64)>,
+    /// Each open socket's last frame sequence number.
+    sockets: HashMap<u64, u64>,
     /// Messages for sockets that arrived while the test waited for something else.
     messages: VecDeque<String>,
     next_id: u64,
@@ -108,7 +108,7 @@ impl RelayGateway {
         loop {
             if let node_event::Event::AdmitReply(r) = self.recv().await {
                 assert_eq!((r.request_id, r.status), (id, 0), "refused: {}", r.body);
-                self.sockets.insert(id, (key, 0));
+                self.sockets.insert(id, 0);
                 return id;
             }
         }
@@ -146,7 +146,7 @@ impl RelayGateway {
 
     /// A text frame from `socket`.
     pub async fn send(&mut self, socket: u64, text: &str) {
-        let (_, seq) = self.sockets.get_mut(&socket).expect("an open socket");
+        let seq = self.sockets.get_mut(&socket).expect("an open socket");
         *seq += 1;
         let frame = Frame {
             socket,
