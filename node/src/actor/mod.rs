@@ -33,6 +33,7 @@ use crate::rooms::{gauge, Rooms};
 use crate::storage::{PartyTotal, StorageError, StorageQuota};
 use conclave_proto::wire::{node_event, Ack};
 use handler::{Handler, StepError};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -44,6 +45,14 @@ const COMMIT_RETRY_PAUSES: [Duration; 3] = [
     Duration::from_millis(300),
     Duration::from_millis(900),
 ];
+
+/// When an idle spell of `length` starting now ends (far ahead for a length too long to
+/// add).
+fn idle_deadline(length: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(length)
+        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365))
+}
 
 /// What an actor needs from its node.
 pub(crate) struct ActorContext {
@@ -93,7 +102,13 @@ impl RoomActor {
     /// events that reached the mailbox too late, for a fresh actor to handle. The actor is
     /// boxed: an `async fn`'s state holds a by-value `self` twice.
     pub async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<RoomEvent>) -> Vec<RoomEvent> {
-        while let Some(event) = self.next_event(&mut rx).await {
+        // The end of the current idle spell (hibernation, or retiring with no connections):
+        // one timer, in the task's own memory, moved on by each event rather than one set
+        // and cancelled per event (a later deadline is a store, not a trip through the
+        // timer wheel).
+        let idle_timer = tokio::time::sleep_until(idle_deadline(self.ctx.hibernate_after));
+        tokio::pin!(idle_timer);
+        while let Some(event) = self.next_event(&mut rx, idle_timer.as_mut()).await {
             if matches!(event, RoomEvent::Fence) || !self.ctx.cluster.is_serving() {
                 self.fenced = true;
                 self.bounce(event).await;
@@ -156,7 +171,11 @@ impl RoomActor {
 
     /// The next event. While none comes, an active room hibernates and a room with no
     /// connections retires: `None` then, or when the mailbox closed.
-    async fn next_event(&mut self, rx: &mut mpsc::Receiver<RoomEvent>) -> Option<RoomEvent> {
+    async fn next_event(
+        &mut self,
+        rx: &mut mpsc::Receiver<RoomEvent>,
+        mut idle_timer: Pin<&mut tokio::time::Sleep>,
+    ) -> Option<RoomEvent> {
         if let Some(event) = self.lookahead.take() {
             return Some(event);
         }
@@ -168,10 +187,18 @@ impl RoomActor {
                 // connected: nothing to time out, wait for the next event.
                 return rx.recv().await;
             }
-            match tokio::time::timeout(self.ctx.hibernate_after, rx.recv()).await {
-                Ok(event) => return event,
-                Err(_) if self.party.is_some() => self.hibernate(),
-                Err(_) => {
+            idle_timer
+                .as_mut()
+                .reset(idle_deadline(self.ctx.hibernate_after));
+            let event = tokio::select! {
+                biased;
+                event = rx.recv() => Some(event),
+                () = idle_timer.as_mut() => None,
+            };
+            match event {
+                Some(event) => return event,
+                None if self.party.is_some() => self.hibernate(),
+                None => {
                     // Idle with no connections: let go of the room, then leave, unless
                     // events arrived meanwhile (the next one claims the room again).
                     self.release().await;
