@@ -10,7 +10,9 @@
 use crate::session::Session;
 use conclave_proto::trace;
 use conclave_proto::wire::{gateway_event, node_event, Detach, GatewayEvent, NodeEvent, Received};
-use conclave_proto::{reply_id, GatewaySide, Inbound, Refusal, RelayRequest, RingVersion, RoomKey};
+use conclave_proto::{
+    reply_id, GatewaySide, Inbound, Refusal, RelayRequest, RingVersion, RoomKey, SocketMap,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -92,10 +94,10 @@ impl From<LinkError> for Refusal {
 
 #[derive(Default)]
 struct Registry {
-    sockets: HashMap<u64, Arc<Session>>,
+    sockets: SocketMap<Arc<Session>>,
     /// Sockets the node accepted into each room: the targets of deliveries, with their
     /// sessions (the fan-out walks a room's table without a lookup per member).
-    rooms: HashMap<Arc<RoomKey>, HashMap<u64, Arc<Session>>>,
+    rooms: HashMap<Arc<RoomKey>, SocketMap<Arc<Session>>>,
 }
 
 impl Registry {

@@ -15,9 +15,8 @@ use conclave_proto::wire::{
     HttpReply, HttpRequest, NodeEvent, Received, RoomAdmin, RoomInfoReply, RoomInfoRequest,
     RoomRef,
 };
-use conclave_proto::{NodeSide, Refusal, RoomKey, SocketId};
+use conclave_proto::{NodeSide, Refusal, RoomKey, SocketId, SocketMap};
 use futures::future::BoxFuture;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -30,7 +29,7 @@ pub(crate) struct GatewayLink {
     host: Arc<Host>,
     gateway: GatewayId,
     /// Which room each socket of this gateway is in: frames carry only the socket.
-    sockets: HashMap<u64, Arc<RoomKey>>,
+    sockets: SocketMap<Arc<RoomKey>>,
     /// Admissions whose party's asynchronous check passed, to go on with in order with
     /// the link's other events.
     checked: mpsc::UnboundedSender<(Admit, RoomKey)>,
@@ -43,7 +42,7 @@ impl GatewayLink {
         let mut link = Self {
             host,
             gateway,
-            sockets: HashMap::new(),
+            sockets: SocketMap::default(),
             checked,
         };
         loop {

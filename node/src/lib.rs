@@ -15,6 +15,8 @@
 
 mod actor;
 mod alarms;
+#[doc(hidden)]
+pub mod bench;
 mod cluster;
 mod config;
 #[doc(hidden)]

@@ -31,3 +31,12 @@ pub use request::{reply_id, RelayRequest};
 pub use ring::{Ring, RingVersion, RingView, Rings, DEFAULT_REGION, VNODES_PER_NODE};
 pub use secret::ClusterSecret;
 pub use tls::DEFAULT_TLS_RELOAD;
+
+/// The hasher of maps keyed by ids a gateway or node assigns itself (socket ids, peers),
+/// looked up for every relayed message: foldhash, randomly seeded, rather than the
+/// standard SipHash. Keys a client chooses (room names, connection ids) keep SipHash,
+/// which resists collisions crafted to slow a map down.
+pub type IdHasher = foldhash::fast::RandomState;
+
+/// A map from a socket id (assigned by the gateway) to `V`.
+pub type SocketMap<V> = std::collections::HashMap<u64, V, IdHasher>;

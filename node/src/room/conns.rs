@@ -2,6 +2,7 @@
 //! so connections, their tags and their state are all there when the room wakes.
 
 use crate::links::GatewayId;
+use conclave_proto::IdHasher;
 use conclave_proto::SocketId;
 use hashbrown::hash_table::{Entry, HashTable};
 use std::hash::{BuildHasher, RandomState};
@@ -153,7 +154,10 @@ pub(crate) struct ConnTable {
     /// The peer holding each connection id, hashed by the id its entry holds (so the
     /// index keeps no id of its own). Every peer here has its entry in `by_peer`.
     by_id: HashTable<Peer>,
+    /// Hashes the connection ids (chosen by clients).
     hasher: RandomState,
+    /// Hashes the peers (assigned by the node and its gateways), found for every frame.
+    peer_hasher: IdHasher,
     /// How many connections the table holds, shared with the node's room registry (the
     /// room-full check at admission, and whether the room may retire).
     count: Arc<AtomicUsize>,
@@ -166,12 +170,13 @@ impl ConnTable {
             by_peer: HashTable::new(),
             by_id: HashTable::new(),
             hasher: RandomState::new(),
+            peer_hasher: IdHasher::default(),
             count,
         }
     }
 
     fn hash(&self, peer: Peer) -> u64 {
-        self.hasher.hash_one(peer)
+        self.peer_hasher.hash_one(peer)
     }
 
     fn id_hash(&self, id: &str) -> u64 {
@@ -192,9 +197,10 @@ impl ConnTable {
             by_peer,
             by_id,
             hasher,
+            peer_hasher,
             ..
         } = self;
-        let entry_of = |p: &Peer| by_peer.find(hasher.hash_one(*p), |e| e.peer() == *p);
+        let entry_of = |p: &Peer| by_peer.find(peer_hasher.hash_one(*p), |e| e.peer() == *p);
         let previous = match by_id.entry(
             id_hash,
             |p| entry_of(p).is_some_and(|e| e.id() == entry.id()),
@@ -206,15 +212,18 @@ impl ConnTable {
                 None
             }
         };
-        let replaced =
-            match by_peer.entry(hash, |e| e.peer() == peer, |e| hasher.hash_one(e.peer())) {
-                // The same socket again: its own entry is the one replaced.
-                Entry::Occupied(mut slot) => Some(std::mem::replace(slot.get_mut(), entry)),
-                Entry::Vacant(slot) => {
-                    slot.insert(entry);
-                    previous.and_then(|old| self.take(old))
-                }
-            };
+        let replaced = match by_peer.entry(
+            hash,
+            |e| e.peer() == peer,
+            |e| peer_hasher.hash_one(e.peer()),
+        ) {
+            // The same socket again: its own entry is the one replaced.
+            Entry::Occupied(mut slot) => Some(std::mem::replace(slot.get_mut(), entry)),
+            Entry::Vacant(slot) => {
+                slot.insert(entry);
+                previous.and_then(|old| self.take(old))
+            }
+        };
         self.count_changed();
         replaced
     }

@@ -11,7 +11,7 @@ mod shared;
 
 pub(crate) use connection::{close_socket, refuse_broadcast};
 pub use connection::{Connection, StateError, MAX_CONNECTION_STATE_BYTES, MAX_SEND_BYTES};
-pub(crate) use conns::{ConnEntry, ConnNames, Peer};
+pub(crate) use conns::{ConnEntry, ConnNames, ConnTable, Peer};
 pub(crate) use fetch::RoomRequests;
 pub use fetch::{FetchError, PartyStub, RoomFetcher, RoomStub};
 pub(crate) use ledger::{Ledger, SocketRef};
