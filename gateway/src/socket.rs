@@ -305,7 +305,7 @@ impl Socket {
                         return Next::End(ending);
                     }
                 }
-                metrics::counter!("conclave_gateway_messages_in_total").increment(1);
+                gw.messages_in.increment(1);
                 // One span per client message when traces are exported; the node continues
                 // it.
                 let span = trace::enabled().then(|| {

@@ -33,6 +33,9 @@ pub(crate) struct GatewayState {
     pub runtime: tokio::runtime::Handle,
     /// The bounds each socket is held to, shared by all of them.
     pub socket_limits: Arc<SocketLimits>,
+    /// Client messages read (`conclave_gateway_messages_in_total`): the handle is looked up
+    /// once, not in the recorder's registry per message.
+    pub messages_in: metrics::Counter,
     mover: Mover,
 }
 
@@ -47,6 +50,7 @@ impl GatewayState {
             draining: Default::default(),
             runtime: tokio::runtime::Handle::current(),
             socket_limits,
+            messages_in: metrics::counter!("conclave_gateway_messages_in_total"),
             mover,
         }
     }

@@ -28,16 +28,21 @@ impl Links {
         }
     }
 
-    pub fn get(&self, id: GatewayId) -> Option<mpsc::Sender<NodeEvent>> {
-        let s = self.senders.read().unwrap_or_else(|e| e.into_inner());
-        s.get(id).cloned().flatten()
-    }
-
     /// Sends `event` to gateway `id`. A gateway that went away has no sockets left to
     /// deliver to: the event is dropped.
     pub async fn send(&self, id: GatewayId, event: NodeEvent) {
-        if let Some(tx) = self.get(id) {
-            let _ = tx.send(event).await;
-        }
+        // A free slot is taken under the read lock, without cloning the sender; only a
+        // full link clones it to wait (released slots go to waiting senders first).
+        let (tx, event) = {
+            let s = self.senders.read().unwrap_or_else(|e| e.into_inner());
+            let Some(tx) = s.get(id).and_then(Option::as_ref) else {
+                return;
+            };
+            match tx.try_send(event) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(event)) => (tx.clone(), event),
+            }
+        };
+        let _ = tx.send(event).await;
     }
 }
