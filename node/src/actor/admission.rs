@@ -16,8 +16,11 @@ use crate::gateway_bounds::{MAX_EXTRA_TAGS, MAX_TAG_BYTES};
 
 impl RoomActor {
     pub(super) async fn admit(&mut self, mut o: OpenRequest) {
+        // The rare paths (a socket moving here, a socket replacing another, refusals) are
+        // boxed where they branch off: inline, each would add its future to every
+        // admission's (allocated and copied once per connect).
         match o.resume.take() {
-            Some(resume) => self.resume(o, resume).await,
+            Some(resume) => Box::pin(self.resume(o, resume)).await,
             None => self.open(o).await,
         }
     }
@@ -52,7 +55,7 @@ impl RoomActor {
                     .shared()
                     .push(old.gateway, close_socket(old.socket, close::NORMAL, reason));
                 let old_conn = Connection::from_entry(&old, self.room.shared());
-                self.closed(old_conn, close::NORMAL, "replaced", None).await;
+                Box::pin(self.closed(old_conn, close::NORMAL, "replaced", None)).await;
             }
         }
     }
@@ -115,7 +118,7 @@ impl RoomActor {
         };
         if full {
             let refusal = Refusal::new(503, format!("Room is full ({max} connections)"));
-            self.refuse(peer, request_id, refusal).await;
+            Box::pin(self.refuse(peer, request_id, refusal)).await;
             return;
         }
         self.room.set_upgrade_headers(headers);
@@ -129,10 +132,10 @@ impl RoomActor {
             .await;
         if let Err(e) = self.ensure_started().await {
             if self.fenced {
-                self.refuse_open(peer, request_id, &e.to_string()).await;
+                Box::pin(self.refuse_open(peer, request_id, &e.to_string())).await;
             } else {
-                self.reject_open(peer, request_id, &format!("Room failed to start: {e}"))
-                    .await;
+                let why = format!("Room failed to start: {e}");
+                Box::pin(self.reject_open(peer, request_id, &why)).await;
             }
             return;
         }
@@ -168,7 +171,7 @@ impl RoomActor {
         };
         if let Err(e) = self.step(Handler::Connect(&conn)).await {
             warn!(conn = %conn_id, error = %e, "on_connect failed; closing with 1011");
-            self.reject_open(peer, request_id, &e.to_string()).await;
+            Box::pin(self.reject_open(peer, request_id, &e.to_string())).await;
         }
     }
 

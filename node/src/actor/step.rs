@@ -98,6 +98,12 @@ impl RoomActor {
         if self.party.is_some() {
             return Ok(());
         }
+        // Boxed: a start is rare (a room's first event, or its first after hibernating),
+        // and inline its future would be part of, and copied into, every caller's.
+        Box::pin(self.start_party()).await
+    }
+
+    async fn start_party(&mut self) -> Result<(), StepError> {
         self.ensure_owned().await?;
         self.party = Some(self.factory.create());
         gauge::party_loaded();
