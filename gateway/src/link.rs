@@ -48,11 +48,27 @@ impl Writes {
         }
         self.sources = 0;
         let mut taken = 0;
-        let mut frames = self.frames.drain(..).peekable();
-        while let Some((session, frame)) = frames.next() {
+        let mut frames = self.frames.drain(..);
+        let mut next = frames.next();
+        while let Some((session, frame)) = next.take() {
             self.run.push(frame);
-            while let Some((_, frame)) = frames.next_if(|(s, _)| Arc::ptr_eq(s, &session)) {
-                self.run.push(frame);
+            loop {
+                match frames.next() {
+                    Some((s, frame)) if Arc::ptr_eq(&s, &session) => self.run.push(frame),
+                    other => {
+                        next = other;
+                        break;
+                    }
+                }
+            }
+            // While this socket's write goes out, the CPU loads the next member's queue and
+            // the session after it (most are not in cache when a broadcast reaches them).
+            if let Some((s, _)) = &next {
+                s.out.prefetch();
+            }
+            if let Some((s, _)) = frames.as_slice().first() {
+                crate::outbound::prefetch(Arc::as_ptr(s));
+                crate::outbound::prefetch(std::ptr::from_ref(&s.out));
             }
             taken += session.out.enqueue_all(&self.run) as u64;
             self.run.clear();
