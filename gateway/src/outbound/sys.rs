@@ -115,3 +115,16 @@ pub(super) fn since_last_ack(stream: &TcpStream) -> Option<Duration> {
 pub(super) fn since_last_ack(_: &TcpStream) -> Option<Duration> {
     None
 }
+
+/// Asks the CPU to start loading the cache line at `at` (a hint: nothing is read or
+/// written that the program sees, and any address is allowed).
+pub(crate) fn prefetch<T>(at: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch neither reads nor writes memory the program sees and takes any
+    // address; SSE, which has it, is part of every x86_64 CPU.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(at.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
