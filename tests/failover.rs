@@ -234,6 +234,40 @@ async fn a_socket_that_re_attaches_after_the_room_moved_and_broadcast_still_gets
     );
 }
 
+/// The same for a message no storage records (a relay room: the step writes nothing), when
+/// the room's node drains: the sockets' gateways re-attach them to the next owner on their
+/// own schedules, and one that comes back late still gets what was said meanwhile.
+#[tokio::test]
+async fn a_socket_back_late_from_a_drain_gets_what_the_room_relayed_meanwhile() {
+    let mut cluster = Cluster::builder()
+        .nodes(["a", "b"])
+        .gateways(2)
+        .placement()
+        .start()
+        .await;
+    let path = format!("/parties/main/{}", room_on("main", &["a", "b"], "a"));
+    let mut early = cluster.ws(0, &path).await;
+    let mut late = cluster.ws(1, &path).await;
+    send(&mut early, "before the drain").await;
+    assert_eq!(next_text(&mut late).await, "before the drain");
+    cluster.signal_gateway(1, "-STOP");
+    cluster.drain("a").await;
+    let status = cluster.exit_status("a", Duration::from_secs(15)).await;
+    assert!(status.success(), "a drained: {status}");
+    send(&mut early, "while you were away").await;
+    // The early socket's gateway re-attaches it and replays the frame within moments;
+    // the late one's gateway is still asleep.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.signal_gateway(1, "-CONT");
+    assert_eq!(
+        next_text_within(&mut late, Duration::from_secs(20)).await,
+        "while you were away",
+        "the socket that came back later missed the message"
+    );
+    send(&mut late, "back").await;
+    assert_eq!(next_text(&mut early).await, "back");
+}
+
 /// Increments its own counter room over one socket until `stop`, publishing each value in
 /// `last`; panics if the socket closes or a value is skipped or repeated.
 async fn steady_client(

@@ -7,7 +7,7 @@ use super::store::TestStore;
 use conclave_node::{Node, NodeConfig, PartyRegistry};
 use conclave_proto::wire::{
     gateway_event, node_event, Admit, AdmitReply, CloseSocket, Frame, GatewayEvent, HomeRequest,
-    NodeEvent,
+    NodeEvent, Resume,
 };
 use conclave_proto::{in_process_link, Inbound, RoomKey, LINK_CAPACITY};
 use std::collections::{HashMap, VecDeque};
@@ -18,6 +18,14 @@ use tokio::sync::mpsc;
 /// How long the node may take to answer (in paused time: until nothing else can happen).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whom a message from the node is for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum To {
+    Socket(u64),
+    /// A broadcast: this gateway's members in the room, but for these sockets.
+    MembersBut(Vec<u64>),
+}
+
 pub struct RelayGateway {
     pub node: Node,
     to_node: mpsc::Sender<GatewayEvent>,
@@ -25,7 +33,7 @@ pub struct RelayGateway {
     /// Each open socket's last frame sequence number.
     sockets: HashMap<u64, u64>,
     /// Messages for sockets that arrived while the test waited for something else.
-    messages: VecDeque<String>,
+    messages: VecDeque<(To, String)>,
     next_id: u64,
     _dir: tempfile::TempDir,
 }
@@ -92,6 +100,23 @@ impl RelayGateway {
 
     /// Opens a socket `conn_id` in `party/room`; returns its socket id once admitted.
     pub async fn open(&mut self, party: &str, room: &str, conn_id: &str) -> u64 {
+        self.join(party, room, conn_id, None).await
+    }
+
+    /// A socket `conn_id`, open elsewhere until now, moves to `party/room` on this node (as
+    /// after a failover or a hand-off); returns its socket id once admitted.
+    pub async fn resume(&mut self, party: &str, room: &str, conn_id: &str) -> u64 {
+        self.join(party, room, conn_id, Some(Resume::default()))
+            .await
+    }
+
+    async fn join(
+        &mut self,
+        party: &str,
+        room: &str,
+        conn_id: &str,
+        resume: Option<Resume>,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let key = RoomKey::new(party, room).unwrap();
@@ -102,6 +127,7 @@ impl RelayGateway {
             uri: format!("http://test/parties/{party}/{room}?_pk={conn_id}"),
             socket: id,
             origin: 1,
+            resume,
             ..Default::default()
         }))
         .await;
@@ -165,6 +191,13 @@ impl RelayGateway {
             .expect("the node sent nothing in time")
     }
 
+    /// The next message the node sends, and whom it is for.
+    pub async fn next_message(&mut self) -> (To, String) {
+        self.next_message_within(ANSWER_TIMEOUT)
+            .await
+            .expect("the node sent nothing in time")
+    }
+
     pub async fn next_json(&mut self) -> serde_json::Value {
         serde_json::from_str(&self.next_text().await).unwrap()
     }
@@ -175,6 +208,10 @@ impl RelayGateway {
     }
 
     async fn next_text_within(&mut self, d: Duration) -> Option<String> {
+        Some(self.next_message_within(d).await?.1)
+    }
+
+    async fn next_message_within(&mut self, d: Duration) -> Option<(To, String)> {
         let deadline = tokio::time::Instant::now() + d;
         while self.messages.is_empty() {
             let ev = tokio::time::timeout_at(deadline, self.recv()).await;
@@ -194,8 +231,12 @@ impl RelayGateway {
             .expect("the node closed the link");
         let ev = ev.event.expect("an event");
         match &ev {
-            node_event::Event::Send(s) => self.messages.push_back(text(&s.payload)),
-            node_event::Event::Deliver(d) => self.messages.push_back(text(&d.payload)),
+            node_event::Event::Send(s) => self
+                .messages
+                .push_back((To::Socket(s.socket), text(&s.payload))),
+            node_event::Event::Deliver(d) => self
+                .messages
+                .push_back((To::MembersBut(d.exclude.clone()), text(&d.payload))),
             node_event::Event::CloseSocket(c) => {
                 panic!(
                     "the node closed socket {}: {} {}",

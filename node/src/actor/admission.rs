@@ -63,6 +63,18 @@ impl RoomActor {
     /// A socket moving here from another node: it joins as it was, without `on_connect`.
     async fn resume(&mut self, o: OpenRequest, resume: Resume) {
         let peer = o.peer;
+        let socket = SocketRef {
+            origin: o.origin,
+            socket: peer.socket.0,
+        };
+        // Seen here before (over a link since lost), it had this room's broadcasts until
+        // then; else it was away for every one made since the room came here.
+        let first_time = !self
+            .room
+            .shared()
+            .conns()
+            .by_id(o.names.id())
+            .is_some_and(|e| e.origin == socket.origin && e.socket == peer.socket);
         let mut entry = ConnEntry::new(o.names, peer, o.origin, resume.acked_seq);
         entry.set_tags(resume.tags);
         let tags = entry.extra_tags().cloned();
@@ -76,12 +88,9 @@ impl RoomActor {
         }
         // Frames whose step committed are not handled again, and the outputs of committed
         // steps that may not have reached the socket are sent again (the gateway drops
-        // those it has), before the acknowledgement that covers them.
-        let socket = SocketRef {
-            origin: o.origin,
-            socket: peer.socket.0,
-        };
-        let (applied, resend) = self.room.ledger().resumed(socket);
+        // those it has), with the broadcasts it missed while coming back, before the
+        // acknowledgement that covers them.
+        let (applied, resend) = self.room.ledger().resumed(socket, first_time);
         let last_out = self.room.ledger().last_out();
         if let Some(e) = self.room.shared().conns().get_mut(peer) {
             e.last_seq = e.last_seq.max(applied);

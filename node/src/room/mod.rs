@@ -248,7 +248,8 @@ impl Room {
 
     /// Releases held messages to the gateways, in order. Changed connection states go
     /// first, so a gateway holds them before it sees the acknowledgement of the step.
-    pub(crate) async fn flush(&self) {
+    /// While sockets are coming back after a move, the ledger sees the broadcasts.
+    pub(crate) async fn flush(&mut self) {
         let changed = self.shared.keep_states();
         let states: Vec<(GatewayId, NodeEvent)> = {
             let conns = self.shared.conns();
@@ -268,7 +269,11 @@ impl Room {
                 })
                 .collect()
         };
-        for (gateway, event) in states.into_iter().chain(self.shared.take_outbox()) {
+        let released = self.shared.take_outbox();
+        if self.ledger.holds_broadcasts() {
+            self.ledger.released(&released);
+        }
+        for (gateway, event) in states.into_iter().chain(released) {
             self.links.send(gateway, event).await;
         }
     }

@@ -11,13 +11,15 @@
 //!   them again to each socket as it re-attaches, and the gateway takes each number once
 //!   per socket. A broadcast also reaches a socket that was still re-attaching when the
 //!   room made it (its gateway then had no member in the room): while sockets come back
-//!   after a move ([`REGATHER`]) steps are kept even when confirmed.
+//!   after a move ([`regather`]) steps are kept even when confirmed.
 //! - `n` → the last output number, when no `o/` record holds it any more.
 //!
 //! Steps that write nothing leave no record: after a crash they may run again, and so may
-//! their messages; a socket re-attaching after them does not get their broadcasts.
+//! their messages. While sockets come back after a move, their broadcasts are held in
+//! memory for the sockets that come back after them ([`regather`]).
 
 mod record;
+mod regather;
 
 use super::conns::{ConnTable, Peer};
 use crate::links::GatewayId;
@@ -30,6 +32,7 @@ use record::{
     applied_key, outputs_for, parse_socket, same_broadcast, step_key, Output, StoredOutput,
     StoredStep, LAST_OUT_KEY,
 };
+use regather::Regather;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -38,9 +41,6 @@ use tracing::warn;
 /// longer than a gateway tries to re-attach a socket (`reattach_timeout`, 30 s) before it
 /// closes it.
 const RETAIN: Duration = Duration::from_secs(60);
-/// How long after a socket re-attaches others may still be on their way (a gateway tries
-/// for `reattach_timeout`, 30 s by default, from when the socket lost its node).
-const REGATHER: Duration = Duration::from_secs(30);
 /// How often records of sockets that went away are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Most unconfirmed steps and output bytes a room keeps; past them the oldest are
@@ -94,9 +94,9 @@ pub(crate) struct Ledger {
     /// The gateway process of each link that carried this room's sockets.
     origins: HashMap<GatewayId, u64>,
     last_sweep: Option<Instant>,
-    /// Until when sockets may still be re-attaching after a move: no step is forgotten for
-    /// being confirmed before then.
-    regathering_until: Option<Instant>,
+    /// Sockets coming back after a move: while they may, no step is forgotten for being
+    /// confirmed, and broadcasts of steps that wrote nothing are held for them.
+    regather: Regather,
 }
 
 impl Ledger {
@@ -193,12 +193,15 @@ impl Ledger {
     }
 
     /// `socket` re-attached here: its last applied frame, and the kept outputs it was sent
-    /// (the gateway drops those it has already).
-    pub(crate) fn resumed(&mut self, socket: SocketRef) -> (u64, Vec<node_event::Event>) {
+    /// (the gateway drops those it has already). `first_time`: it was not in the room here
+    /// before, so it also missed every broadcast the room holds for sockets coming back.
+    pub(crate) fn resumed(
+        &mut self,
+        socket: SocketRef,
+        first_time: bool,
+    ) -> (u64, Vec<node_event::Event>) {
         let now = Instant::now();
-        if !self.regathering(now) {
-            self.regathering_until = Some(now + REGATHER);
-        }
+        self.regather.socket_back(now);
         let applied = match self.applied.get_mut(&socket) {
             Some(a) => {
                 a.seen = now;
@@ -206,8 +209,24 @@ impl Ledger {
             }
             None => 0,
         };
-        let resend = outputs_for(self.kept.iter().flat_map(|k| &k.outputs), socket);
+        let mut resend = outputs_for(self.kept.iter().flat_map(|k| &k.outputs), socket);
+        if first_time {
+            resend = self.regather.missed_by(socket.socket, resend, now);
+        }
         (applied, resend)
+    }
+
+    /// Whether events released to the gateways should be shown to [`Ledger::released`]
+    /// (sockets may still be coming back after a move). Cheap when they may not.
+    pub(crate) fn holds_broadcasts(&mut self) -> bool {
+        self.regather.began() && self.regather.holding(Instant::now())
+    }
+
+    /// Events on their way to the gateways: the broadcasts no record keeps are held for
+    /// sockets still coming back.
+    pub(crate) fn released(&mut self, events: &[(GatewayId, NodeEvent)]) {
+        self.regather
+            .hold_unnumbered(events, self.last_out, Instant::now());
     }
 
     /// The socket closed: its record goes with the next commit.
@@ -356,7 +375,7 @@ impl Ledger {
     /// The kept steps whose records may go: confirmed by every link they went out on, or
     /// older than [`RETAIN`]; past the caps, the oldest too.
     fn trimmable(&self, now: Instant) -> Vec<u64> {
-        let regathering = self.regathering(now);
+        let regathering = self.regather.open(now);
         let confirmed = |k: &KeptStep| {
             !regathering
                 && !k.links.is_empty()
@@ -382,10 +401,6 @@ impl Ledger {
             }
         }
         out
-    }
-
-    fn regathering(&self, now: Instant) -> bool {
-        self.regathering_until.is_some_and(|until| now < until)
     }
 
     /// Every so often: forgets the records of sockets that have not been seen for
@@ -472,254 +487,4 @@ impl Landed {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::room::{ConnEntry, ConnNames, Peer};
-    use conclave_proto::wire::{Deliver, Send};
-    use std::sync::Arc;
-
-    const ORIGIN: u64 = 0xabc;
-
-    fn table(sockets: &[u64]) -> ConnTable {
-        let members: Vec<(GatewayId, u64, u64)> = sockets.iter().map(|s| (0, ORIGIN, *s)).collect();
-        table_of(&members)
-    }
-
-    /// A room whose members are (gateway link, its gateway process, socket).
-    fn table_of(members: &[(GatewayId, u64, u64)]) -> ConnTable {
-        let mut t = ConnTable::new(Arc::default());
-        for (gateway, origin, s) in members {
-            let peer = Peer {
-                gateway: *gateway,
-                socket: SocketId(*s),
-            };
-            let names = ConnNames::new("", &format!("c{origin}-{s}"));
-            t.insert(ConnEntry::new(names, peer, *origin, 0));
-        }
-        t
-    }
-
-    fn send(socket: u64, text: &str) -> (GatewayId, NodeEvent) {
-        let event = node_event::Event::Send(Send {
-            socket,
-            payload: Bytes::from(text.to_string()),
-            ..Send::default()
-        });
-        (0, NodeEvent { event: Some(event) })
-    }
-
-    fn deliver(text: &str, exclude: Vec<u64>) -> (GatewayId, NodeEvent) {
-        let event = node_event::Event::Deliver(Deliver {
-            payload: Bytes::from(text.to_string()),
-            exclude,
-            ..Deliver::default()
-        });
-        (0, NodeEvent { event: Some(event) })
-    }
-
-    /// What `broadcast_to` queues: one delivery per link, sharing the payload.
-    fn broadcast(links: &[GatewayId], payload: &Bytes) -> Vec<(GatewayId, NodeEvent)> {
-        links
-            .iter()
-            .map(|g| {
-                let event = node_event::Event::Deliver(Deliver {
-                    payload: payload.clone(),
-                    ..Deliver::default()
-                });
-                (*g, NodeEvent { event: Some(event) })
-            })
-            .collect()
-    }
-
-    /// The (payload, number) of each event, which must all be sends to `socket`.
-    fn sends_to(socket: u64, events: &[node_event::Event]) -> Vec<(String, u64)> {
-        events
-            .iter()
-            .map(|e| match e {
-                node_event::Event::Send(s) if s.socket == socket => {
-                    (String::from_utf8(s.payload.to_vec()).unwrap(), s.out_seq)
-                }
-                other => panic!("not a send to {socket}: {other:?}"),
-            })
-            .collect()
-    }
-
-    fn out_seq(e: &node_event::Event) -> u64 {
-        match e {
-            node_event::Event::Send(s) => s.out_seq,
-            node_event::Event::Deliver(d) => d.out_seq,
-            node_event::Event::CloseSocket(c) => c.out_seq,
-            _ => 0,
-        }
-    }
-
-    /// Seals and commits one step; returns the ledger writes it made.
-    fn step(
-        ledger: &mut Ledger,
-        outbox: &mut [(GatewayId, NodeEvent)],
-        conns: &ConnTable,
-    ) -> Vec<(String, Option<Bytes>)> {
-        let mut writes = Vec::new();
-        let sealed = ledger.seal(&mut writes, outbox, conns);
-        ledger.committed(sealed);
-        writes
-    }
-
-    fn puts(writes: &[(String, Option<Bytes>)]) -> Vec<(String, Bytes)> {
-        writes
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .collect()
-    }
-
-    #[test]
-    fn outputs_are_numbered_recorded_and_forgotten_once_confirmed() {
-        let conns = table(&[1, 2]);
-        let mut ledger = Ledger::default();
-        let frame = SocketRef {
-            origin: ORIGIN,
-            socket: 1,
-        };
-        ledger.begin_frame(frame, 7);
-        let mut outbox = vec![send(1, "reply"), deliver("news", vec![1]), send(99, "gone")];
-        let writes = step(&mut ledger, &mut outbox, &conns);
-        ledger.end_frames();
-        let numbers: Vec<u64> = outbox
-            .iter()
-            .map(|(_, e)| out_seq(e.event.as_ref().unwrap()))
-            .collect();
-        assert_eq!(
-            numbers,
-            [1, 2, 0],
-            "a socket not in the room is not numbered"
-        );
-        let keys: Vec<&str> = writes.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["o/00000000000000000001", &applied_key(frame)]);
-        assert_eq!(ledger.applied(frame), 7);
-
-        // The record read back (as the next owner does) gives each socket its outputs.
-        let mut next = Ledger::load(puts(&writes));
-        assert_eq!(next.last_out(), 2);
-        let (applied, resend) = next.resumed(frame);
-        assert_eq!(applied, 7);
-        assert_eq!(
-            resend.len(),
-            1,
-            "the sender was excluded from the broadcast"
-        );
-        let (_, resend) = next.resumed(SocketRef {
-            origin: ORIGIN,
-            socket: 2,
-        });
-        assert!(
-            matches!(&resend[..], [node_event::Event::Send(s)] if s.socket == 2 && s.out_seq == 2)
-        );
-
-        // Not confirmed yet: kept. Confirmed by the link: deleted with the next commit, and
-        // the last number then goes to `n`.
-        assert!(step(&mut ledger, &mut [], &conns).is_empty());
-        ledger.confirm(0, 2);
-        let writes = step(&mut ledger, &mut [], &conns);
-        assert_eq!(
-            writes,
-            [
-                ("o/00000000000000000001".to_string(), None),
-                (LAST_OUT_KEY.to_string(), Some(Bytes::from("2")))
-            ]
-        );
-        assert_eq!(Ledger::load(puts(&writes)).last_out(), 2);
-        let mut outbox = vec![send(2, "later")];
-        step(&mut ledger, &mut outbox, &conns);
-        assert_eq!(out_seq(outbox[0].1.event.as_ref().unwrap()), 3);
-    }
-
-    #[test]
-    fn a_closed_socket_loses_its_record_with_the_next_commit() {
-        let conns = table(&[1]);
-        let mut ledger = Ledger::default();
-        let socket = SocketRef {
-            origin: ORIGIN,
-            socket: 1,
-        };
-        ledger.begin_frame(socket, 3);
-        step(&mut ledger, &mut [], &conns);
-        ledger.end_frames();
-        ledger.closed(socket);
-        let writes = step(&mut ledger, &mut [], &conns);
-        assert_eq!(writes, [(applied_key(socket), None)]);
-        assert_eq!(ledger.applied(socket), 0);
-    }
-
-    #[test]
-    fn a_broadcast_made_while_a_gateway_had_no_member_reaches_its_socket_as_it_comes_back() {
-        const OTHER: u64 = 0xdef;
-        // Socket 1 of ORIGIN re-attached first; socket 1 of OTHER is still on its way.
-        let conns = table(&[1]);
-        let mut ledger = Ledger::default();
-        let early = SocketRef {
-            origin: ORIGIN,
-            socket: 1,
-        };
-        let late = SocketRef {
-            origin: OTHER,
-            socket: 1,
-        };
-        assert!(ledger.resumed(early).1.is_empty());
-        let news = Bytes::from("news");
-        let mut outbox = broadcast(&[0], &news);
-        if let Some(node_event::Event::Deliver(d)) = &mut outbox[0].1.event {
-            d.exclude = vec![1];
-        }
-        step(&mut ledger, &mut outbox, &conns);
-        ledger.confirm(0, 1);
-        assert!(
-            step(&mut ledger, &mut [], &conns).is_empty(),
-            "confirmed, but kept while sockets may still be re-attaching"
-        );
-        let (_, resend) = ledger.resumed(late);
-        assert_eq!(sends_to(1, &resend), [("news".to_string(), 1)]);
-        let (_, resend) = ledger.resumed(early);
-        assert!(resend.is_empty(), "the sender was excluded: {resend:?}");
-    }
-
-    #[test]
-    fn each_broadcast_reaches_a_socket_of_a_gateway_it_missed_once() {
-        const THIRD: u64 = 0x333;
-        let conns = table_of(&[(0, 0xa, 1), (1, 0xb, 1)]);
-        let mut ledger = Ledger::default();
-        let same = Bytes::from("same");
-        // The same message twice, then another: three broadcasts over two links.
-        let mut outbox = broadcast(&[0, 1], &same);
-        outbox.extend(broadcast(&[0, 1], &same));
-        outbox.extend(broadcast(&[0, 1], &Bytes::from("other")));
-        let writes = step(&mut ledger, &mut outbox, &conns);
-        let mut next = Ledger::load(puts(&writes));
-        let late = SocketRef {
-            origin: THIRD,
-            socket: 1,
-        };
-        let (_, resend) = next.resumed(late);
-        assert_eq!(
-            sends_to(1, &resend),
-            [
-                ("same".to_string(), 1),
-                ("same".to_string(), 3),
-                ("other".to_string(), 5)
-            ]
-        );
-        let member = SocketRef {
-            origin: 0xb,
-            socket: 1,
-        };
-        let (_, resend) = next.resumed(member);
-        assert_eq!(
-            sends_to(1, &resend),
-            [
-                ("same".to_string(), 2),
-                ("same".to_string(), 4),
-                ("other".to_string(), 6)
-            ],
-            "a member's gateway had its own deliveries"
-        );
-    }
-}
+mod tests;
