@@ -19,7 +19,9 @@ const REGATHER: Duration = Duration::from_secs(30);
 /// back. Gateways learn of a move at about the same time (the node's `Moved`, a dropped
 /// link, a new ring) and retry at most a second apart, so stragglers are seconds behind.
 const HOLD_FOR: Duration = Duration::from_secs(10);
-/// Most broadcasts and payload bytes a room holds; past them the oldest go.
+/// Most broadcasts and payload bytes a room holds; past them the oldest go. Well inside a
+/// gateway's default send queue (1,024 messages, 4 MiB), so that a socket back late is not
+/// taken for a slow consumer when it gets them all at once.
 const MAX_HELD: usize = 512;
 const MAX_HELD_BYTES: usize = 256 << 10;
 
