@@ -218,29 +218,49 @@ async fn a_close_from_a_node_the_socket_has_left_does_not_reach_the_client() {
 }
 
 /// Each gateway re-attaches its sockets on its own schedule, so after a move a socket that
-/// came back first can talk before the others are back. What the room broadcast meanwhile
-/// must still reach them, once, although the step wrote nothing (no record of it is
-/// stored): a relay room, whose sockets come back to this node one after the other.
+/// came back first can talk before the others are back, and a new client can reach the
+/// room before any of them. What the room broadcast meanwhile must still reach them, once,
+/// although the step wrote nothing (no record of it is stored): a relay room, whose
+/// sockets come back to this node one after the other.
 #[tokio::test]
 async fn a_socket_back_after_a_move_gets_what_the_room_broadcast_before_it_was_back() {
     let parties = PartyRegistry::new().with::<Relay>("relay");
     let mut gw = RelayGateway::start(NodeConfig::default(), parties);
+    let ann = gw.open("relay", "moved", "ann").await;
+    gw.send(ann, "from a client new to the room").await;
+    assert_eq!(
+        gw.next_message().await,
+        (
+            To::MembersBut(vec![ann]),
+            "from a client new to the room".into()
+        ),
+        "the broadcast went to the members there were: none but its sender"
+    );
     let erin = gw.resume("relay", "moved", "erin").await;
+    assert_eq!(
+        gw.next_message().await,
+        (To::Socket(erin), "from a client new to the room".into()),
+        "erin, back after it, did not get it"
+    );
     gw.send(erin, "sent while frank was on his way").await;
     assert_eq!(
         gw.next_message().await,
         (
             To::MembersBut(vec![erin]),
             "sent while frank was on his way".into()
-        ),
-        "the broadcast went to the members there were: none but its sender"
+        )
     );
     let frank = gw.resume("relay", "moved", "frank").await;
-    assert_eq!(
-        gw.next_message().await,
-        (To::Socket(frank), "sent while frank was on his way".into()),
-        "frank, back after it, did not get it"
-    );
+    for text in [
+        "from a client new to the room",
+        "sent while frank was on his way",
+    ] {
+        assert_eq!(
+            gw.next_message().await,
+            (To::Socket(frank), text.into()),
+            "frank, back after both, did not get them in order"
+        );
+    }
     // A socket new to the room does not get what was said before it joined.
     let _newcomer = gw.open("relay", "moved", "newcomer").await;
     assert!(gw.silent_for(Duration::from_millis(300)).await);

@@ -78,6 +78,7 @@ impl RoomActor {
         };
         debug!(node = %owner.node, epoch = owner.epoch, "claimed");
         *self.room.ledger() = Ledger::load(ledger);
+        self.room.ledger().room_came();
         let (quota, party) = (self.ctx.storage_quota, self.ctx.party_total.clone());
         self.room.storage().set_quota(quota, usage, party);
         self.room.storage().set_fence(Some(owner));

@@ -216,10 +216,16 @@ impl Ledger {
         (applied, resend)
     }
 
+    /// The room starts on this node (it claimed it): sockets of its may be on their way
+    /// from the node that had it.
+    pub(crate) fn room_came(&mut self) {
+        self.regather.room_came(Instant::now());
+    }
+
     /// Whether events released to the gateways should be shown to [`Ledger::released`]
     /// (sockets may still be coming back after a move). Cheap when they may not.
     pub(crate) fn holds_broadcasts(&mut self) -> bool {
-        self.regather.began() && self.regather.holding(Instant::now())
+        self.regather.may_hold() && self.regather.holding(Instant::now())
     }
 
     /// Events on their way to the gateways: the broadcasts no record keeps are held for

@@ -2,10 +2,15 @@
 //! and what the room broadcast meanwhile that no record holds.
 //!
 //! Each gateway re-attaches its sockets on its own schedule, so a socket that comes back
-//! first may talk before the others are back. A committed step's broadcast is numbered and
-//! kept in the ledger's records, and reaches a late socket from there. A step that wrote
-//! nothing leaves no record; its broadcasts are held here, in memory and for a short while,
-//! and a socket coming back after them gets them in the order they were made.
+//! first may talk before the others are back (and a new client, or an HTTP request, may
+//! reach the room before any of them). A committed step's broadcast is numbered and kept
+//! in the ledger's records, and reaches a late socket from there. A step that wrote
+//! nothing leaves no record; its broadcasts are held here, in memory and for a short
+//! while, and a socket coming back after them gets them in the order they were made.
+//!
+//! Whether the room comes from another node is not known when it starts here (a room that
+//! stored nothing leaves no owner record behind), so every room holds its broadcasts for
+//! its first moments on a node, and for as long as sockets are coming back.
 
 use bytes::Bytes;
 use conclave_proto::wire::{node_event, Deliver, NodeEvent, Send};
@@ -27,8 +32,11 @@ const MAX_HELD_BYTES: usize = 256 << 10;
 
 #[derive(Default)]
 pub(super) struct Regather {
-    /// Until when sockets may still come back.
+    /// Until when sockets may still come back (one came back: others may follow).
     until: Option<Instant>,
+    /// Until when broadcasts are held: a while after the room came here, and while sockets
+    /// may still come back.
+    hold_until: Option<Instant>,
     /// Broadcasts of steps that wrote nothing, made while sockets came back, oldest first.
     held: VecDeque<Held>,
     held_bytes: usize,
@@ -44,11 +52,21 @@ struct Held {
 }
 
 impl Regather {
+    /// The room starts on this node: its sockets may be on their way from another.
+    pub(super) fn room_came(&mut self, now: Instant) {
+        self.hold_until(now + HOLD_FOR);
+    }
+
     /// A socket came back: others may follow for a while.
     pub(super) fn socket_back(&mut self, now: Instant) {
         if !self.open(now) {
             self.until = Some(now + REGATHER);
         }
+        self.hold_until(now + REGATHER);
+    }
+
+    fn hold_until(&mut self, until: Instant) {
+        self.hold_until = Some(self.hold_until.map_or(until, |u| u.max(until)));
     }
 
     /// Whether sockets may still be coming back.
@@ -56,22 +74,24 @@ impl Regather {
         self.until.is_some_and(|until| now < until)
     }
 
-    /// Whether sockets came back here at all (the room moved here).
-    pub(super) fn began(&self) -> bool {
-        self.until.is_some()
+    /// Whether broadcasts may be held (cheap: no clock read).
+    pub(super) fn may_hold(&self) -> bool {
+        self.hold_until.is_some()
     }
 
-    /// Whether broadcasts are held now; once sockets can no longer be coming back, lets go
+    /// Whether broadcasts are held now; once no socket can still be coming back, lets go
     /// of what it held.
     pub(super) fn holding(&mut self, now: Instant) -> bool {
-        if !self.began() {
-            return false;
+        match self.hold_until {
+            None => false,
+            Some(until) if now < until => true,
+            Some(_) => {
+                self.hold_until = None;
+                self.held = VecDeque::new();
+                self.held_bytes = 0;
+                false
+            }
         }
-        if self.open(now) {
-            return true;
-        }
-        *self = Regather::default();
-        false
     }
 
     /// Holds each broadcast in `released` (events on their way to the gateways) that no
@@ -195,8 +215,11 @@ mod tests {
         let start = Instant::now();
         let mut r = Regather::default();
         assert!(!r.holding(start));
-        r.socket_back(start);
+        r.room_came(start);
         assert!(r.holding(start));
+        assert!(!r.open(start), "no socket came back yet");
+        r.socket_back(start);
+        assert!(r.open(start));
         for i in 0..MAX_HELD + 10 {
             r.hold_unnumbered(&broadcast(&format!("m{i}")), 0, start);
         }
@@ -221,5 +244,12 @@ mod tests {
             "sockets cannot be on their way any more"
         );
         assert!(r.held.is_empty() && r.held_bytes == 0);
+
+        // A room that no socket comes back to holds for its first moments only.
+        let mut r = Regather::default();
+        r.room_came(start);
+        assert!(r.holding(start + HOLD_FOR - Duration::from_millis(1)));
+        assert!(!r.holding(start + HOLD_FOR));
+        assert!(!r.may_hold());
     }
 }

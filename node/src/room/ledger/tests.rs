@@ -256,13 +256,17 @@ fn broadcasts_of_steps_that_wrote_nothing_reach_sockets_back_after_them_in_order
     const OTHER: u64 = 0xdef;
     let conns = table(&[1]);
     let mut ledger = Ledger::default();
-    assert!(!ledger.holds_broadcasts(), "no socket came back");
+    assert!(!ledger.holds_broadcasts(), "the room did not come here");
+    ledger.room_came();
+    assert!(ledger.holds_broadcasts());
+    // Before any socket is back (a new client, an HTTP request).
+    ledger.released(&broadcast(&[0], &Bytes::from("first")));
     let early = SocketRef {
         origin: ORIGIN,
         socket: 1,
     };
-    assert!(ledger.resumed(early, true).1.is_empty());
-    assert!(ledger.holds_broadcasts());
+    let (_, resend) = ledger.resumed(early, true);
+    assert_eq!(sends_to(1, &resend), [("first".to_string(), 0)]);
     // A step that wrote nothing broadcasts over two links (one broadcast), a step that
     // committed broadcasts (numbered: the ledger's records keep it), then the first
     // message again.
@@ -280,6 +284,7 @@ fn broadcasts_of_steps_that_wrote_nothing_reach_sockets_back_after_them_in_order
     assert_eq!(
         sends_to(1, &resend),
         [
+            ("first".to_string(), 0),
             ("hello".to_string(), 0),
             ("stored".to_string(), 1),
             ("hello".to_string(), 0)
