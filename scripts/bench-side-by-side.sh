@@ -46,6 +46,11 @@ start_dev() {
 }
 
 source scripts/lib/postgres.sh
+# The cluster's four processes share this machine's cores with PostgreSQL and the load
+# generator: each gets one runtime worker (README, "one worker per process" on a shared
+# machine); CLUSTER_WORKERS=N sets another number, CLUSTER_WORKERS= leaves tokio's default
+# (one per CPU).
+CLUSTER_WORKERS=${CLUSTER_WORKERS-1}
 start_cluster() {
   local list="a=http://127.0.0.1:21101,b=http://127.0.0.1:21201,c=http://127.0.0.1:21301"
   local all=()
@@ -54,12 +59,12 @@ start_cluster() {
   PIDS+=("$PG_PID")
   for n in a:211 b:212 c:213; do
     local id=${n%%:*} p=${n##*:}
-    setsid $B node --id "$id" --nodes a,b,c --relay-listen "127.0.0.1:${p}01" --http-listen "127.0.0.1:${p}02" \
+    setsid env ${CLUSTER_WORKERS:+TOKIO_WORKER_THREADS=$CLUSTER_WORKERS} $B node --id "$id" --nodes a,b,c --relay-listen "127.0.0.1:${p}01" --http-listen "127.0.0.1:${p}02" \
       --postgres-url "$PG" >"$OUT/node-$id.log" 2>&1 &
     PIDS+=($!); all+=($!)
     wait_http "http://127.0.0.1:${p}02/healthz"
   done
-  setsid $B gateway --port 21998 --nodes "$list" "${NOLIMIT[@]}" >"$OUT/gateway.log" 2>&1 &
+  setsid env ${CLUSTER_WORKERS:+TOKIO_WORKER_THREADS=$CLUSTER_WORKERS} $B gateway --port 21998 --nodes "$list" "${NOLIMIT[@]}" >"$OUT/gateway.log" 2>&1 &
   PIDS+=($!); all+=($!)
   wait_http http://127.0.0.1:21998/healthz
   URL="ws://127.0.0.1:21998/parties/main/{room}"
@@ -121,5 +126,5 @@ for system in $SYSTEMS; do
   done
 done
 
-python3 scripts/side_by_side_report.py "$OUT" "$SCENARIOS" docs/benchmarks.md
+CLUSTER_WORKERS=$CLUSTER_WORKERS python3 scripts/side_by_side_report.py "$OUT" "$SCENARIOS" docs/benchmarks.md
 echo "docs/benchmarks.md updated"

@@ -122,6 +122,12 @@ def ratio(a, b):
 
 def main():
     out_dir, scenarios, doc = sys.argv[1], sys.argv[2].split(), sys.argv[3]
+    def cluster_workers():
+        n = os.environ.get("CLUSTER_WORKERS", "")
+        if not n:
+            return "each process with tokio's default of one runtime worker per CPU"
+        return f"{n} runtime worker{'s' if n != '1' else ''} per process, as the four share the machine"
+
     intro = os.environ.get("BENCH_INTRO")
     if intro:
         title, text = intro.split("\n", 1)
@@ -134,7 +140,8 @@ def main():
             f"One run of `scripts/bench-side-by-side.sh` on {datetime.date.today().isoformat()}, "
             f"{platform.machine()}, {os.cpu_count()} cores; load generator, servers and PartyKit on "
             "the same machine over loopback. Servers: `conclave dev` (redb), a static 3-node "
-            "Conclave cluster (one gateway, three nodes sharing one PostgreSQL, gRPC relay), `partykit dev` "
+            "Conclave cluster (one gateway, three nodes sharing one PostgreSQL, gRPC relay; "
+            f"{cluster_workers()}), `partykit dev` "
             "(npm partykit 0.0.115, workerd, offline) with a relay party, and the fastest peer, "
             "uWebSockets.js (npm @trufflesuite/uws-js-unofficial 20.30.0, `scripts/uws-relay`: "
             "pub/sub per room, no storage). A fresh server per "
