@@ -54,6 +54,14 @@ fn idle_deadline(length: Duration) -> tokio::time::Instant {
         .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365))
 }
 
+/// Waits until `deadline`, or for ever without one.
+async fn sleep_until_some(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What an actor needs from its node.
 pub(crate) struct ActorContext {
     pub cluster: Arc<Cluster>,
@@ -179,21 +187,41 @@ impl RoomActor {
         if let Some(event) = self.lookahead.take() {
             return Some(event);
         }
+        // Broadcasts held for sockets coming back after a move (`Ledger::holds_broadcasts`)
+        // are let go when the hold ends, also in a room that has gone quiet.
+        let mut new_spell = true;
         loop {
+            let hold_end = self.room.ledger().hold_deadline();
             let connected = self.room.connection_count() > 0;
             let keeps_instance = self.party.as_ref().is_some_and(|p| !p.hibernates());
             if connected && (self.party.is_none() || keeps_instance) {
                 // Hibernated with connections, or a party that must not hibernate while
                 // connected: nothing to time out, wait for the next event.
-                return rx.recv().await;
+                tokio::select! {
+                    biased;
+                    event = rx.recv() => return event,
+                    () = sleep_until_some(hold_end) => {
+                        self.room.ledger().holds_broadcasts();
+                        continue;
+                    }
+                }
             }
-            idle_timer
-                .as_mut()
-                .reset(idle_deadline(self.ctx.hibernate_after));
+            if new_spell {
+                idle_timer
+                    .as_mut()
+                    .reset(idle_deadline(self.ctx.hibernate_after));
+            }
+            new_spell = true;
             let event = tokio::select! {
                 biased;
                 event = rx.recv() => Some(event),
                 () = idle_timer.as_mut() => None,
+                () = sleep_until_some(hold_end) => {
+                    // The same idle spell goes on.
+                    self.room.ledger().holds_broadcasts();
+                    new_spell = false;
+                    continue;
+                }
             };
             match event {
                 Some(event) => return event,

@@ -228,6 +228,12 @@ impl Ledger {
         self.regather.may_hold() && self.regather.holding(Instant::now())
     }
 
+    /// When broadcasts stop being held (and what is held is let go at the next
+    /// [`Ledger::holds_broadcasts`]), if they are held.
+    pub(crate) fn hold_deadline(&self) -> Option<Instant> {
+        self.regather.hold_deadline()
+    }
+
     /// Events on their way to the gateways: the broadcasts no record keeps are held for
     /// sockets still coming back.
     pub(crate) fn released(&mut self, events: &[(GatewayId, NodeEvent)]) {

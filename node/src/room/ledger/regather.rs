@@ -79,6 +79,10 @@ impl Regather {
         self.hold_until.is_some()
     }
 
+    pub(super) fn hold_deadline(&self) -> Option<Instant> {
+        self.hold_until
+    }
+
     /// Whether broadcasts are held now; once no socket can still be coming back, lets go
     /// of what it held.
     pub(super) fn holding(&mut self, now: Instant) -> bool {
