@@ -188,7 +188,8 @@ impl RoomActor {
             return Some(event);
         }
         // Broadcasts held for sockets coming back after a move (`Ledger::holds_broadcasts`)
-        // are let go when the hold ends, also in a room that has gone quiet.
+        // are let go when the hold ends, also in a room that has gone quiet. (Ended by this
+        // timer, not by comparing clocks: tokio's may run ahead of the ledger's in tests.)
         let mut new_spell = true;
         loop {
             let hold_end = self.room.ledger().hold_deadline();
@@ -201,7 +202,7 @@ impl RoomActor {
                     biased;
                     event = rx.recv() => return event,
                     () = sleep_until_some(hold_end) => {
-                        self.room.ledger().holds_broadcasts();
+                        self.room.ledger().end_hold();
                         continue;
                     }
                 }
@@ -218,7 +219,7 @@ impl RoomActor {
                 () = idle_timer.as_mut() => None,
                 () = sleep_until_some(hold_end) => {
                     // The same idle spell goes on.
-                    self.room.ledger().holds_broadcasts();
+                    self.room.ledger().end_hold();
                     new_spell = false;
                     continue;
                 }

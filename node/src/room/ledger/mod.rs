@@ -228,10 +228,14 @@ impl Ledger {
         self.regather.may_hold() && self.regather.holding(Instant::now())
     }
 
-    /// When broadcasts stop being held (and what is held is let go at the next
-    /// [`Ledger::holds_broadcasts`]), if they are held.
+    /// When broadcasts stop being held, if they are held: then call [`Ledger::end_hold`].
     pub(crate) fn hold_deadline(&self) -> Option<Instant> {
         self.regather.hold_deadline()
+    }
+
+    /// The hold is over: what is held is let go.
+    pub(crate) fn end_hold(&mut self) {
+        self.regather.end_hold();
     }
 
     /// Events on their way to the gateways: the broadcasts no record keeps are held for

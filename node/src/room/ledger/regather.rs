@@ -90,12 +90,17 @@ impl Regather {
             None => false,
             Some(until) if now < until => true,
             Some(_) => {
-                self.hold_until = None;
-                self.held = VecDeque::new();
-                self.held_bytes = 0;
+                self.end_hold();
                 false
             }
         }
+    }
+
+    /// Stops holding, and lets go of what is held.
+    pub(super) fn end_hold(&mut self) {
+        self.hold_until = None;
+        self.held = VecDeque::new();
+        self.held_bytes = 0;
     }
 
     /// Holds each broadcast in `released` (events on their way to the gateways) that no
