@@ -26,10 +26,11 @@ impl RoomActor {
     }
 
     /// Adds a connection. Newest wins: an older socket with the same id is closed and leaves
-    /// first, unless it is this very socket seen over an earlier link.
-    async fn insert_conn(&mut self, mut entry: ConnEntry) {
+    /// first, unless it is this very socket seen over an earlier link. Returns whether it
+    /// was (the socket was in the room here already).
+    async fn insert_conn(&mut self, mut entry: ConnEntry) -> bool {
         let (origin, socket) = (entry.origin, entry.socket);
-        let replaced = {
+        let (seen_before, replaced) = {
             let mut conns = self.room.shared().conns();
             // The same socket seen again (over a new link): frames it had handled here
             // stay handled. A socket keeps its connection id for life, so if it is here
@@ -44,7 +45,7 @@ impl RoomActor {
                     conns.remove(peer);
                 }
             }
-            conns.insert(entry)
+            (same.is_some(), conns.insert(entry))
         };
         match replaced {
             None => {}
@@ -58,6 +59,7 @@ impl RoomActor {
                 Box::pin(self.closed(old_conn, close::NORMAL, "replaced", None)).await;
             }
         }
+        seen_before
     }
 
     /// A socket moving here from another node: it joins as it was, without `on_connect`.
@@ -67,21 +69,15 @@ impl RoomActor {
             origin: o.origin,
             socket: peer.socket.0,
         };
-        // Seen here before (over a link since lost), it had this room's broadcasts until
-        // then; else it was away for every one made since the room came here.
-        let first_time = !self
-            .room
-            .shared()
-            .conns()
-            .by_id(o.names.id())
-            .is_some_and(|e| e.origin == socket.origin && e.socket == peer.socket);
         let mut entry = ConnEntry::new(o.names, peer, o.origin, resume.acked_seq);
         entry.set_tags(resume.tags);
         let tags = entry.extra_tags().cloned();
         if !resume.state.is_empty() {
             entry.replace_state(serde_json::from_slice(&resume.state).ok());
         }
-        self.insert_conn(entry).await;
+        // Seen here before (over a link since lost), it had this room's broadcasts until
+        // then; else it was away for every one made since the room came here.
+        let first_time = !self.insert_conn(entry).await;
         if let Err(e) = self.ensure_started().await {
             self.refuse_open(peer, o.request_id, &e.to_string()).await;
             return;

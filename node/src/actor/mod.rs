@@ -187,7 +187,7 @@ impl RoomActor {
         if let Some(event) = self.lookahead.take() {
             return Some(event);
         }
-        // Broadcasts held for sockets coming back after a move (`Ledger::holds_broadcasts`)
+        // Broadcasts held for sockets coming back after a move (`Ledger::released`)
         // are let go when the hold ends, also in a room that has gone quiet. (Ended by this
         // timer, not by comparing clocks: tokio's may run ahead of the ledger's in tests.)
         let mut new_spell = true;

@@ -270,9 +270,7 @@ impl Room {
                 .collect()
         };
         let released = self.shared.take_outbox();
-        if self.ledger.holds_broadcasts() {
-            self.ledger.released(&released);
-        }
+        self.ledger.released(&released);
         for (gateway, event) in states.into_iter().chain(released) {
             self.links.send(gateway, event).await;
         }

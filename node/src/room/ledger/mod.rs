@@ -222,10 +222,17 @@ impl Ledger {
         self.regather.room_came(Instant::now());
     }
 
-    /// Whether events released to the gateways should be shown to [`Ledger::released`]
-    /// (sockets may still be coming back after a move). Cheap when they may not.
+    /// The time, if broadcasts are held now (sockets may still be coming back after a
+    /// move). Reads the clock only while a hold runs.
+    fn holding_now(&mut self) -> Option<Instant> {
+        self.regather.hold_deadline()?;
+        let now = Instant::now();
+        self.regather.holding(now).then_some(now)
+    }
+
+    #[cfg(test)]
     pub(crate) fn holds_broadcasts(&mut self) -> bool {
-        self.regather.may_hold() && self.regather.holding(Instant::now())
+        self.holding_now().is_some()
     }
 
     /// When broadcasts stop being held, if they are held: then call [`Ledger::end_hold`].
@@ -238,11 +245,12 @@ impl Ledger {
         self.regather.end_hold();
     }
 
-    /// Events on their way to the gateways: the broadcasts no record keeps are held for
-    /// sockets still coming back.
+    /// Events on their way to the gateways: while sockets may still be coming back after
+    /// a move, the broadcasts no record keeps are held for them.
     pub(crate) fn released(&mut self, events: &[(GatewayId, NodeEvent)]) {
-        self.regather
-            .hold_unnumbered(events, self.last_out, Instant::now());
+        if let Some(now) = self.holding_now() {
+            self.regather.hold_unnumbered(events, self.last_out, now);
+        }
     }
 
     /// The socket closed: its record goes with the next commit.

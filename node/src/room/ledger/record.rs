@@ -84,8 +84,18 @@ pub(super) fn same_broadcast(
     payload: &Bytes,
 ) -> Option<u64> {
     let (broadcast, last_gateway, last_payload) = last.as_ref()?;
+    continues_delivery((*last_gateway, last_payload), gateway, payload).then_some(*broadcast)
+}
+
+/// Whether a delivery to `gateway` of `payload` belongs to the same broadcast as the
+/// delivery `last` (its link and payload) queued just before it.
+pub(super) fn continues_delivery(
+    (last_gateway, last_payload): (GatewayId, &Bytes),
+    gateway: GatewayId,
+    payload: &Bytes,
+) -> bool {
     let shared = last_payload.as_ptr() == payload.as_ptr() && last_payload.len() == payload.len();
-    (*last_gateway < gateway && shared).then_some(*broadcast)
+    last_gateway < gateway && shared
 }
 
 /// The events that carry `outputs` to `socket` (those that were for it). A broadcast none

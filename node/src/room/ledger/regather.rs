@@ -12,6 +12,7 @@
 //! stored nothing leaves no owner record behind), so every room holds its broadcasts for
 //! its first moments on a node, and for as long as sockets are coming back.
 
+use super::record::continues_delivery;
 use bytes::Bytes;
 use conclave_proto::wire::{node_event, Deliver, NodeEvent, Send};
 use std::collections::VecDeque;
@@ -74,11 +75,7 @@ impl Regather {
         self.until.is_some_and(|until| now < until)
     }
 
-    /// Whether broadcasts may be held (cheap: no clock read).
-    pub(super) fn may_hold(&self) -> bool {
-        self.hold_until.is_some()
-    }
-
+    /// When the hold ends, if one runs.
     pub(super) fn hold_deadline(&self) -> Option<Instant> {
         self.hold_until
     }
@@ -118,9 +115,7 @@ impl Regather {
                 last = None;
                 continue;
             };
-            let continues = last.is_some_and(|(g, p)| {
-                g < *gateway && p.as_ptr() == d.payload.as_ptr() && p.len() == d.payload.len()
-            });
+            let continues = last.is_some_and(|l| continues_delivery(l, *gateway, &d.payload));
             last = Some((*gateway, &d.payload));
             if d.out_seq == 0 && !continues {
                 self.hold(d, last_out, now);
@@ -188,7 +183,8 @@ impl Held {
     }
 }
 
-fn out_seq(event: &node_event::Event) -> u64 {
+/// An output's number (0 for events that are not numbered outputs).
+pub(super) fn out_seq(event: &node_event::Event) -> u64 {
     match event {
         node_event::Event::Send(s) => s.out_seq,
         node_event::Event::CloseSocket(c) => c.out_seq,
@@ -259,6 +255,6 @@ mod tests {
         r.room_came(start);
         assert!(r.holding(start + HOLD_FOR - Duration::from_millis(1)));
         assert!(!r.holding(start + HOLD_FOR));
-        assert!(!r.may_hold());
+        assert!(r.hold_deadline().is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! The ledger's unit tests: numbering, confirmations, trimming, and what a socket gets back.
 
+use super::regather::out_seq;
 use super::*;
 use crate::room::{ConnEntry, ConnNames, Peer};
 use conclave_proto::wire::{Deliver, Send};
@@ -69,15 +70,6 @@ fn sends_to(socket: u64, events: &[node_event::Event]) -> Vec<(String, u64)> {
             other => panic!("not a send to {socket}: {other:?}"),
         })
         .collect()
-}
-
-fn out_seq(e: &node_event::Event) -> u64 {
-    match e {
-        node_event::Event::Send(s) => s.out_seq,
-        node_event::Event::Deliver(d) => d.out_seq,
-        node_event::Event::CloseSocket(c) => c.out_seq,
-        _ => 0,
-    }
 }
 
 /// Seals and commits one step; returns the ledger writes it made.
