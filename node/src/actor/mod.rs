@@ -430,7 +430,7 @@ impl RoomActor {
         };
         let landed = self.room.ledger().merge(records);
         if !landed.is_empty() {
-            let sockets: Vec<(Peer, SocketRef)> = self
+            let sockets: Vec<(Peer, SocketRef, String)> = self
                 .room
                 .shared()
                 .conns()
@@ -440,11 +440,11 @@ impl RoomActor {
                         origin: e.origin,
                         socket: e.socket.0,
                     };
-                    (e.peer(), s)
+                    (e.peer(), s, e.id().to_string())
                 })
                 .collect();
-            for (to, socket) in sockets {
-                for event in landed.for_socket(socket) {
+            for (to, socket, id) in sockets {
+                for event in landed.for_socket(socket, &id) {
                     self.room.shared().push(to.gateway, event);
                 }
             }

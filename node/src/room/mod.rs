@@ -321,12 +321,20 @@ pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, ex
         return;
     }
     let mut per_gateway: BTreeMap<GatewayId, Vec<u64>> = BTreeMap::new();
+    let mut exclude_absent = Vec::new();
     {
         let conns = shared.conns();
         for e in conns.iter() {
             let excluded = per_gateway.entry(e.gateway).or_default();
             if exclude.contains(&e.id()) {
                 excluded.push(e.socket.0);
+            }
+        }
+        // An excluded connection may be away, coming back after a move: the room's
+        // records keep its id, so that what is sent again on its return skips it.
+        for id in exclude {
+            if conns.by_id(id).is_none() {
+                exclude_absent.push(id.to_string());
             }
         }
     }
@@ -340,6 +348,7 @@ pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, ex
                 exclude,
                 out_seq: 0,
                 trace_parent: conclave_proto::trace::current(),
+                exclude_absent: exclude_absent.clone(),
             }),
         );
     }

@@ -192,12 +192,14 @@ impl Ledger {
         self.applied.get(&socket).map_or(0, |a| a.seq)
     }
 
-    /// `socket` re-attached here: its last applied frame, and the kept outputs it was sent
-    /// (the gateway drops those it has already). `first_time`: it was not in the room here
-    /// before, so it also missed every broadcast the room holds for sockets coming back.
+    /// `socket` (connection `id`) re-attached here: its last applied frame, and the kept
+    /// outputs it was sent (the gateway drops those it has already). `first_time`: it was
+    /// not in the room here before, so it also missed every broadcast the room holds for
+    /// sockets coming back.
     pub(crate) fn resumed(
         &mut self,
         socket: SocketRef,
+        id: &str,
         first_time: bool,
     ) -> (u64, Vec<node_event::Event>) {
         let now = Instant::now();
@@ -209,9 +211,9 @@ impl Ledger {
             }
             None => 0,
         };
-        let mut resend = outputs_for(self.kept.iter().flat_map(|k| &k.outputs), socket);
+        let mut resend = outputs_for(self.kept.iter().flat_map(|k| &k.outputs), socket, id);
         if first_time {
-            resend = self.regather.missed_by(socket.socket, resend, now);
+            resend = self.regather.missed_by(socket.socket, id, resend, now);
         }
         (applied, resend)
     }
@@ -504,9 +506,9 @@ impl Landed {
         self.0.is_empty()
     }
 
-    /// The events that carry them to `socket`.
-    pub(crate) fn for_socket(&self, socket: SocketRef) -> Vec<node_event::Event> {
-        outputs_for(self.0.iter(), socket)
+    /// The events that carry them to `socket`, connection `id`.
+    pub(crate) fn for_socket(&self, socket: SocketRef, id: &str) -> Vec<node_event::Event> {
+        outputs_for(self.0.iter(), socket, id)
     }
 }
 

@@ -44,14 +44,19 @@ pub(super) enum Output {
 }
 
 impl Output {
-    /// This output as the event for one socket of its gateway, if it was for that socket.
-    pub(super) fn for_socket(&self, socket: u64) -> Option<node_event::Event> {
+    /// This output as the event for one socket of its gateway (connection `id`), if it was
+    /// for that socket.
+    pub(super) fn for_socket(&self, socket: u64, id: &str) -> Option<node_event::Event> {
         match self {
             Output::Send(s) if s.socket == socket => Some(node_event::Event::Send(s.clone())),
             Output::Close(c) if c.socket == socket => {
                 Some(node_event::Event::CloseSocket(c.clone()))
             }
-            Output::Deliver(d) if !d.exclude.contains(&socket) => Some(delivered_to(d, socket)),
+            Output::Deliver(d)
+                if !d.exclude.contains(&socket) && !excluded_while_away(&d.exclude_absent, id) =>
+            {
+                Some(delivered_to(d, socket))
+            }
             _ => None,
         }
     }
@@ -59,7 +64,10 @@ impl Output {
     pub(super) fn bytes(&self) -> usize {
         match self {
             Output::Send(s) => s.payload.len(),
-            Output::Deliver(d) => d.payload.len() + 8 * d.exclude.len(),
+            Output::Deliver(d) => {
+                let away: usize = d.exclude_absent.iter().map(String::len).sum();
+                d.payload.len() + 8 * d.exclude.len() + away
+            }
             Output::Close(c) => c.reason.len(),
         }
     }
@@ -98,13 +106,20 @@ pub(super) fn continues_delivery(
     last_gateway < gateway && shared
 }
 
-/// The events that carry `outputs` to `socket` (those that were for it). A broadcast none
-/// of whose deliveries went to the socket's gateway was made while the socket was away
-/// re-attaching (a socket that joined later took only later numbers, and its gateway
-/// drops it): the socket gets it too.
+/// Whether a broadcast whose excluded ids that were away are `exclude_absent` excluded
+/// connection `id`.
+pub(super) fn excluded_while_away(exclude_absent: &[String], id: &str) -> bool {
+    exclude_absent.iter().any(|away| away == id)
+}
+
+/// The events that carry `outputs` to `socket`, connection `id` (those that were for it).
+/// A broadcast none of whose deliveries went to the socket's gateway was made while the
+/// socket was away re-attaching (a socket that joined later took only later numbers, and
+/// its gateway drops it): the socket gets it too, unless it excluded the connection.
 pub(super) fn outputs_for<'a>(
     outputs: impl Iterator<Item = &'a StoredOutput>,
     socket: SocketRef,
+    id: &str,
 ) -> Vec<node_event::Event> {
     let outputs: Vec<&StoredOutput> = outputs.collect();
     let reached_its_gateway: HashSet<u64> = outputs
@@ -117,13 +132,17 @@ pub(super) fn outputs_for<'a>(
         .iter()
         .filter_map(|o| {
             if o.origin == socket.origin {
-                return o.output.as_ref()?.for_socket(socket.socket);
+                return o.output.as_ref()?.for_socket(socket.socket, id);
             }
             let first_of_missed = o.broadcast != 0
                 && !reached_its_gateway.contains(&o.broadcast)
                 && missed.insert(o.broadcast);
             match &o.output {
-                Some(Output::Deliver(d)) if first_of_missed => Some(delivered_to(d, socket.socket)),
+                Some(Output::Deliver(d))
+                    if first_of_missed && !excluded_while_away(&d.exclude_absent, id) =>
+                {
+                    Some(delivered_to(d, socket.socket))
+                }
                 _ => None,
             }
         })

@@ -12,7 +12,7 @@
 //! stored nothing leaves no owner record behind), so every room holds its broadcasts for
 //! its first moments on a node, and for as long as sockets are coming back.
 
-use super::record::continues_delivery;
+use super::record::{continues_delivery, excluded_while_away};
 use bytes::Bytes;
 use conclave_proto::wire::{node_event, Deliver, NodeEvent, Send};
 use std::collections::VecDeque;
@@ -49,6 +49,8 @@ struct Held {
     after_out: u64,
     payload: Bytes,
     binary: bool,
+    /// Ids it excluded that were away: a socket coming back under one does not get it.
+    exclude_absent: Vec<String>,
     made: Instant,
 }
 
@@ -130,6 +132,7 @@ impl Regather {
             after_out,
             payload: d.payload.clone(),
             binary: d.binary,
+            exclude_absent: d.exclude_absent.clone(),
             made: now,
         });
     }
@@ -145,12 +148,14 @@ impl Regather {
         }
     }
 
-    /// Adds to `resend` (the numbered outputs `socket` is sent again, in number order) the
-    /// held broadcasts, each after the numbered outputs made before it. For a socket coming
-    /// back for the first time since the room came here: it was away for all of them.
+    /// Adds to `resend` (the numbered outputs `socket`, connection `id`, is sent again, in
+    /// number order) the held broadcasts that did not exclude it, each after the numbered
+    /// outputs made before it. For a socket coming back for the first time since the room
+    /// came here: it was away for all of them.
     pub(super) fn missed_by(
         &mut self,
         socket: u64,
+        id: &str,
         resend: Vec<node_event::Event>,
         now: Instant,
     ) -> Vec<node_event::Event> {
@@ -159,7 +164,11 @@ impl Regather {
             return resend;
         }
         let mut merged = Vec::with_capacity(resend.len() + self.held.len());
-        let mut held = self.held.iter().peekable();
+        let mut held = self
+            .held
+            .iter()
+            .filter(|h| !excluded_while_away(&h.exclude_absent, id))
+            .peekable();
         for event in resend {
             let n = out_seq(&event);
             while let Some(h) = held.next_if(|h| h.after_out < n) {
@@ -228,7 +237,7 @@ mod tests {
         for i in 0..MAX_HELD + 10 {
             r.hold_unnumbered(&broadcast(&format!("m{i}")), 0, start);
         }
-        let missed = texts(&r.missed_by(7, Vec::new(), start));
+        let missed = texts(&r.missed_by(7, "c7", Vec::new(), start));
         assert_eq!(missed.len(), MAX_HELD, "the oldest go past the count");
         assert_eq!(missed[0], "m10");
 
@@ -240,8 +249,10 @@ mod tests {
 
         let later = start + HOLD_FOR + Duration::from_secs(1);
         r.hold_unnumbered(&broadcast("late"), 0, later);
-        assert_eq!(texts(&r.missed_by(7, Vec::new(), later)), ["late"]);
-        assert!(r.missed_by(7, Vec::new(), later + HOLD_FOR * 2).is_empty());
+        assert_eq!(texts(&r.missed_by(7, "c7", Vec::new(), later)), ["late"]);
+        assert!(r
+            .missed_by(7, "c7", Vec::new(), later + HOLD_FOR * 2)
+            .is_empty());
 
         let closed = start + REGATHER + Duration::from_secs(1);
         assert!(

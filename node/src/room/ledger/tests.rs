@@ -27,6 +27,11 @@ fn table_of(members: &[(GatewayId, u64, u64)]) -> ConnTable {
     t
 }
 
+/// The connection id `table_of` gives a socket.
+fn id_of(s: SocketRef) -> String {
+    format!("c{}-{}", s.origin, s.socket)
+}
+
 fn send(socket: u64, text: &str) -> (GatewayId, NodeEvent) {
     let event = node_event::Event::Send(Send {
         socket,
@@ -119,20 +124,18 @@ fn outputs_are_numbered_recorded_and_forgotten_once_confirmed() {
     // The record read back (as the next owner does) gives each socket its outputs.
     let mut next = Ledger::load(puts(&writes));
     assert_eq!(next.last_out(), 2);
-    let (applied, resend) = next.resumed(frame, true);
+    let (applied, resend) = next.resumed(frame, &id_of(frame), true);
     assert_eq!(applied, 7);
     assert_eq!(
         resend.len(),
         1,
         "the sender was excluded from the broadcast"
     );
-    let (_, resend) = next.resumed(
-        SocketRef {
-            origin: ORIGIN,
-            socket: 2,
-        },
-        true,
-    );
+    let second = SocketRef {
+        origin: ORIGIN,
+        socket: 2,
+    };
+    let (_, resend) = next.resumed(second, &id_of(second), true);
     assert!(matches!(&resend[..], [node_event::Event::Send(s)] if s.socket == 2 && s.out_seq == 2));
 
     // Not confirmed yet: kept. Confirmed by the link: deleted with the next commit, and
@@ -184,7 +187,7 @@ fn a_broadcast_made_while_a_gateway_had_no_member_reaches_its_socket_as_it_comes
         origin: OTHER,
         socket: 1,
     };
-    assert!(ledger.resumed(early, true).1.is_empty());
+    assert!(ledger.resumed(early, &id_of(early), true).1.is_empty());
     let news = Bytes::from("news");
     let mut outbox = broadcast(&[0], &news);
     if let Some(node_event::Event::Deliver(d)) = &mut outbox[0].1.event {
@@ -196,9 +199,9 @@ fn a_broadcast_made_while_a_gateway_had_no_member_reaches_its_socket_as_it_comes
         step(&mut ledger, &mut [], &conns).is_empty(),
         "confirmed, but kept while sockets may still be re-attaching"
     );
-    let (_, resend) = ledger.resumed(late, true);
+    let (_, resend) = ledger.resumed(late, &id_of(late), true);
     assert_eq!(sends_to(1, &resend), [("news".to_string(), 1)]);
-    let (_, resend) = ledger.resumed(early, true);
+    let (_, resend) = ledger.resumed(early, &id_of(early), true);
     assert!(resend.is_empty(), "the sender was excluded: {resend:?}");
 }
 
@@ -218,7 +221,7 @@ fn each_broadcast_reaches_a_socket_of_a_gateway_it_missed_once() {
         origin: THIRD,
         socket: 1,
     };
-    let (_, resend) = next.resumed(late, true);
+    let (_, resend) = next.resumed(late, &id_of(late), true);
     assert_eq!(
         sends_to(1, &resend),
         [
@@ -231,7 +234,7 @@ fn each_broadcast_reaches_a_socket_of_a_gateway_it_missed_once() {
         origin: 0xb,
         socket: 1,
     };
-    let (_, resend) = next.resumed(member, true);
+    let (_, resend) = next.resumed(member, &id_of(member), true);
     assert_eq!(
         sends_to(1, &resend),
         [
@@ -257,7 +260,7 @@ fn broadcasts_of_steps_that_wrote_nothing_reach_sockets_back_after_them_in_order
         origin: ORIGIN,
         socket: 1,
     };
-    let (_, resend) = ledger.resumed(early, true);
+    let (_, resend) = ledger.resumed(early, &id_of(early), true);
     assert_eq!(sends_to(1, &resend), [("first".to_string(), 0)]);
     // A step that wrote nothing broadcasts over two links (one broadcast), a step that
     // committed broadcasts (numbered: the ledger's records keep it), then the first
@@ -272,7 +275,7 @@ fn broadcasts_of_steps_that_wrote_nothing_reach_sockets_back_after_them_in_order
         origin: OTHER,
         socket: 1,
     };
-    let (_, resend) = ledger.resumed(late, true);
+    let (_, resend) = ledger.resumed(late, &id_of(late), true);
     assert_eq!(
         sends_to(1, &resend),
         [
@@ -286,10 +289,90 @@ fn broadcasts_of_steps_that_wrote_nothing_reach_sockets_back_after_them_in_order
         origin: OTHER,
         socket: 2,
     };
-    let (_, resend) = ledger.resumed(again, false);
+    let (_, resend) = ledger.resumed(again, &id_of(again), false);
     assert_eq!(
         sends_to(2, &resend),
         [("stored".to_string(), 1)],
         "a socket that was here before had the broadcasts no record keeps"
     );
+}
+
+/// A broadcast that excluded a connection while it was away (coming back after a move).
+fn excluding_away(links: &[GatewayId], payload: &Bytes, away: &str) -> Vec<(GatewayId, NodeEvent)> {
+    let mut events = broadcast(links, payload);
+    for (_, e) in &mut events {
+        if let Some(node_event::Event::Deliver(d)) = &mut e.event {
+            d.exclude_absent = vec![away.to_string()];
+        }
+    }
+    events
+}
+
+#[test]
+fn a_broadcast_that_excluded_a_connection_while_it_was_away_skips_it_when_it_comes_back() {
+    const OTHER: u64 = 0xdef;
+    let conns = table(&[1]);
+    let (excluded, other) = (
+        SocketRef {
+            origin: OTHER,
+            socket: 1,
+        },
+        SocketRef {
+            origin: OTHER,
+            socket: 2,
+        },
+    );
+    // Numbered: the ledger's records keep what the broadcast excluded.
+    let mut ledger = Ledger::default();
+    let mut outbox = excluding_away(&[0], &Bytes::from("stored"), &id_of(excluded));
+    let writes = step(&mut ledger, &mut outbox, &conns);
+    let mut next = Ledger::load(puts(&writes));
+    assert!(next.resumed(excluded, &id_of(excluded), true).1.is_empty());
+    let (_, resend) = next.resumed(other, &id_of(other), true);
+    assert_eq!(sends_to(2, &resend), [("stored".to_string(), 1)]);
+
+    // Held (the step wrote nothing): so does the hold.
+    let mut ledger = Ledger::default();
+    ledger.room_came();
+    ledger.released(&excluding_away(
+        &[0],
+        &Bytes::from("held"),
+        &id_of(excluded),
+    ));
+    assert!(ledger
+        .resumed(excluded, &id_of(excluded), true)
+        .1
+        .is_empty());
+    let (_, resend) = ledger.resumed(other, &id_of(other), true);
+    assert_eq!(sends_to(2, &resend), [("held".to_string(), 0)]);
+}
+
+#[test]
+fn a_broadcast_names_the_excluded_connections_that_are_away() {
+    let shared = crate::room::RoomShared::new(Arc::default());
+    for s in [1, 2] {
+        let peer = Peer {
+            gateway: 0,
+            socket: SocketId(s),
+        };
+        let names = ConnNames::new("", &format!("c{s}"));
+        shared
+            .conns()
+            .insert(ConnEntry::new(names, peer, ORIGIN, 0));
+    }
+    let key = conclave_proto::RoomKey::new("main", "r").unwrap();
+    let msg = crate::Message::text("hi");
+    crate::room::broadcast_to(&shared, &key, &msg, &["c1", "away"]);
+    let out = shared.take_outbox();
+    let [(
+        0,
+        NodeEvent {
+            event: Some(node_event::Event::Deliver(d)),
+        },
+    )] = &out[..]
+    else {
+        panic!("one delivery expected: {out:?}");
+    };
+    assert_eq!(d.exclude, [1], "the present excluded connection, by socket");
+    assert_eq!(d.exclude_absent, ["away"], "the away one, by id");
 }
