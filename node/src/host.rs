@@ -6,7 +6,7 @@ use crate::actor::{ActorContext, RoomActor};
 use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::links::Links;
-use crate::mailbox::RoomEvent;
+use crate::mailbox::{mailbox, MailboxTx, RoomEvent};
 use crate::message::{Request, Response};
 use crate::party::{ConnectCheck, ConnectRequest, PartyFactory, PartyRegistry};
 use crate::room::{FetchError, Room, RoomFetcher, RoomRequests};
@@ -16,7 +16,7 @@ use conclave_proto::{Refusal, Ring, RoomKey};
 use futures::future::BoxFuture;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Weak};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
 
 pub(crate) struct Host {
@@ -100,7 +100,7 @@ impl Host {
     }
 
     /// The mailbox of a room, starting its actor if needed.
-    fn mailbox(self: &Arc<Self>, key: &RoomKey) -> Result<mpsc::Sender<RoomEvent>, DispatchError> {
+    fn mailbox(self: &Arc<Self>, key: &RoomKey) -> Result<MailboxTx, DispatchError> {
         self.rooms.mailbox(key, |conn_count| {
             let factory = self
                 .parties
@@ -116,8 +116,8 @@ impl Host {
         key: RoomKey,
         factory: Arc<dyn PartyFactory>,
         conn_count: Arc<AtomicUsize>,
-    ) -> mpsc::Sender<RoomEvent> {
-        let (tx, rx) = mpsc::channel(self.config.room_mailbox);
+    ) -> MailboxTx {
+        let (tx, rx) = mailbox(self.config.room_mailbox);
         let ctx = ActorContext {
             cluster: self.cluster.clone(),
             rooms: self.rooms.clone(),
@@ -163,7 +163,7 @@ impl Host {
                 Ok(()) => return Ok(()),
                 // The actor retired (or died) between lookup and send: forget its stale
                 // entry, and a fresh actor takes the event.
-                Err(mpsc::error::SendError(ev)) => {
+                Err(ev) => {
                     event = ev;
                     self.rooms.forget_if_closed(key);
                     // A runtime that is shutting down cancels new actors at once: do not spin.

@@ -7,7 +7,64 @@ use crate::room::{ConnNames, Peer};
 use conclave_proto::wire::{node_event, AdmitReply, Resume};
 use conclave_proto::{Refusal, SocketId};
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+
+/// Opens a room's mailbox, holding at most `capacity` events.
+///
+/// tokio's channel allocates its first block of 32 slots with the channel, each slot
+/// the size of an event: 2,592 bytes an idle room kept. Its events go boxed (a slot is a
+/// pointer, the block 288 bytes), at the cost of one small allocation per event.
+pub(crate) fn mailbox(capacity: usize) -> (MailboxTx, MailboxRx) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (MailboxTx(tx), MailboxRx(rx))
+}
+
+/// The sending end of a room's mailbox; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct MailboxTx(mpsc::Sender<Box<RoomEvent>>);
+
+impl MailboxTx {
+    /// Queues `event`, waiting while the mailbox is full; gives it back if the mailbox
+    /// is closed (the actor retired or died).
+    pub async fn send(&self, event: RoomEvent) -> Result<(), RoomEvent> {
+        self.0.send(Box::new(event)).await.map_err(|e| *e.0)
+    }
+
+    /// Queues `event` if there is room now.
+    pub fn try_send(&self, event: RoomEvent) -> Result<(), RoomEvent> {
+        self.0.try_send(Box::new(event)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e) => *e,
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// The actor's end of a room's mailbox.
+pub(crate) struct MailboxRx(mpsc::Receiver<Box<RoomEvent>>);
+
+impl MailboxRx {
+    /// The next event; `None` once the mailbox is closed and empty.
+    pub async fn recv(&mut self) -> Option<RoomEvent> {
+        self.0.recv().await.map(|e| *e)
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<RoomEvent> {
+        self.0.try_recv().ok().map(|e| *e)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Refuses further events; those queued can still be taken.
+    pub fn close(&mut self) {
+        self.0.close();
+    }
+}
 
 /// A socket asking to join the room: new (`on_connect` runs) or moving here from another
 /// node (`resume`: it keeps its tags and state, and no hook runs).
@@ -109,4 +166,30 @@ pub(crate) fn refused(request_id: u64, socket: SocketId, refusal: Refusal) -> no
         ring_version: refusal.ring_version.0,
         out_seq: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_mailbox_gives_events_back_and_keeps_those_queued() {
+        let (tx, mut rx) = mailbox(2);
+        assert!(tx.send(RoomEvent::Wake).await.is_ok());
+        assert!(tx.try_send(RoomEvent::Fence).is_ok());
+        assert!(
+            matches!(tx.try_send(RoomEvent::Wake), Err(RoomEvent::Wake)),
+            "full"
+        );
+        rx.close();
+        assert!(tx.is_closed());
+        assert!(matches!(
+            tx.send(RoomEvent::Handoff).await,
+            Err(RoomEvent::Handoff)
+        ));
+        assert!(!rx.is_empty());
+        assert!(matches!(rx.try_recv(), Some(RoomEvent::Wake)));
+        assert!(matches!(rx.recv().await, Some(RoomEvent::Fence)));
+        assert!(rx.recv().await.is_none());
+    }
 }

@@ -4,15 +4,14 @@
 //! an event either reaches a mailbox that is still registered, or finds it closed and
 //! gets a fresh actor.
 
-use crate::mailbox::RoomEvent;
+use crate::mailbox::{MailboxRx, MailboxTx};
 use conclave_proto::RoomKey;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::mpsc;
 
 struct Entry {
-    tx: mpsc::Sender<RoomEvent>,
+    tx: MailboxTx,
     /// Kept by the room's connection table.
     conns: Arc<AtomicUsize>,
 }
@@ -33,8 +32,8 @@ impl Rooms {
     pub fn mailbox<E>(
         &self,
         key: &RoomKey,
-        start: impl FnOnce(Arc<AtomicUsize>) -> Result<mpsc::Sender<RoomEvent>, E>,
-    ) -> Result<mpsc::Sender<RoomEvent>, E> {
+        start: impl FnOnce(Arc<AtomicUsize>) -> Result<MailboxTx, E>,
+    ) -> Result<MailboxTx, E> {
         let mut rooms = self.lock();
         if let Some(e) = rooms.get(key) {
             return Ok(e.tx.clone());
@@ -61,7 +60,7 @@ impl Rooms {
     }
 
     /// The mailbox of `key` if the room is live on this node.
-    pub fn live_mailbox(&self, key: &RoomKey) -> Option<mpsc::Sender<RoomEvent>> {
+    pub fn live_mailbox(&self, key: &RoomKey) -> Option<MailboxTx> {
         self.lock().get(key).map(|e| e.tx.clone())
     }
 
@@ -75,7 +74,7 @@ impl Rooms {
 
     /// Removes an idle room with no connections, unless events are waiting for it; then
     /// closes its mailbox.
-    pub fn retire(&self, key: &RoomKey, rx: &mut mpsc::Receiver<RoomEvent>) -> bool {
+    pub fn retire(&self, key: &RoomKey, rx: &mut MailboxRx) -> bool {
         let mut rooms = self.lock();
         if !rx.is_empty() {
             return false;
@@ -97,7 +96,7 @@ impl Rooms {
     }
 
     /// Mailboxes of the live rooms `which` selects.
-    pub fn mailboxes(&self, which: impl Fn(&RoomKey) -> bool) -> Vec<mpsc::Sender<RoomEvent>> {
+    pub fn mailboxes(&self, which: impl Fn(&RoomKey) -> bool) -> Vec<MailboxTx> {
         self.lock()
             .iter()
             .filter(|(k, _)| which(k))
@@ -156,7 +155,7 @@ mod tests {
     fn a_live_rooms_key_is_handed_out_in_place_of_an_equal_copy() {
         let rooms = Rooms::default();
         let key = RoomKey::new("main", "r").unwrap();
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = crate::mailbox::mailbox(1);
         rooms.mailbox(&key, |_| Ok::<_, ()>(tx)).unwrap();
         let shared = rooms.shared_key(RoomKey::new("main", "r").unwrap());
         let again = rooms.shared_key(RoomKey::new("main", "r").unwrap());

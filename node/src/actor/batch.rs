@@ -11,11 +11,10 @@
 //! instance, each as if it had come alone.
 
 use super::{RoomActor, StepError, COMMIT_RETRY_PAUSES};
-use crate::mailbox::RoomEvent;
+use crate::mailbox::{MailboxRx, RoomEvent};
 use crate::message::Message;
 use crate::room::{Connection, Peer};
 use crate::rooms::gauge;
-use tokio::sync::mpsc;
 use tracing::warn;
 
 /// Most frames whose steps share one commit.
@@ -50,7 +49,7 @@ impl RoomActor {
     /// Handles `first` and the frames queued right behind it as one batch. The paths taken
     /// only when a step or commit fails are boxed: inline, they would set the size of
     /// every room's task.
-    pub(super) async fn frames(&mut self, first: QueuedFrame, rx: &mut mpsc::Receiver<RoomEvent>) {
+    pub(super) async fn frames(&mut self, first: QueuedFrame, rx: &mut MailboxRx) {
         let mut held: Vec<(Connection, QueuedFrame)> = Vec::new();
         let mut next = Some(first);
         while let Some(frame) = next.take() {
@@ -123,9 +122,9 @@ impl RoomActor {
     /// (not while the node stops serving or the ring changed: the actor's loop sees to
     /// those first). A gateway's confirmation is taken in passing; any other event waits
     /// as the actor's next one.
-    fn queued_frame(&mut self, rx: &mut mpsc::Receiver<RoomEvent>) -> Option<QueuedFrame> {
+    fn queued_frame(&mut self, rx: &mut MailboxRx) -> Option<QueuedFrame> {
         let event = loop {
-            match rx.try_recv().ok()? {
+            match rx.try_recv()? {
                 RoomEvent::Received { gateway, out_seq } => {
                     self.room.ledger().confirm(gateway, out_seq);
                 }

@@ -25,7 +25,7 @@ mod ownership;
 mod step;
 
 use crate::cluster::Cluster;
-use crate::mailbox::RoomEvent;
+use crate::mailbox::{MailboxRx, RoomEvent};
 use crate::message::{text_response, Message, Request, Response};
 use crate::party::{Party, PartyFactory};
 use crate::room::{Connection, Peer, Room, SocketRef};
@@ -36,7 +36,7 @@ use handler::{Handler, StepError};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 /// The pauses before a frame whose writes did not commit is tried again on this actor.
@@ -109,7 +109,7 @@ impl RoomActor {
     /// Handles the room's events until the actor retires or leaves the room. Returns the
     /// events that reached the mailbox too late, for a fresh actor to handle. The actor is
     /// boxed: an `async fn`'s state holds a by-value `self` twice.
-    pub async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<RoomEvent>) -> Vec<RoomEvent> {
+    pub async fn run(mut self: Box<Self>, mut rx: MailboxRx) -> Vec<RoomEvent> {
         // The end of the current idle spell (hibernation, or retiring with no connections):
         // one timer, in the task's own memory, moved on by each event rather than one set
         // and cancelled per event (a later deadline is a store, not a trip through the
@@ -153,7 +153,7 @@ impl RoomActor {
         // the room left this node.
         rx.close();
         let mut leftovers = Vec::new();
-        let queued = std::iter::from_fn(|| rx.try_recv().ok());
+        let queued = std::iter::from_fn(|| rx.try_recv());
         for ev in self.lookahead.take().into_iter().chain(queued) {
             if matches!(ev, RoomEvent::Received { .. }) {
                 continue; // about outputs this actor kept: nothing for a fresh one
@@ -181,7 +181,7 @@ impl RoomActor {
     /// connections retires: `None` then, or when the mailbox closed.
     async fn next_event(
         &mut self,
-        rx: &mut mpsc::Receiver<RoomEvent>,
+        rx: &mut MailboxRx,
         mut idle_timer: Pin<&mut tokio::time::Sleep>,
     ) -> Option<RoomEvent> {
         if let Some(event) = self.lookahead.take() {
