@@ -106,8 +106,8 @@ pub(super) fn continues_delivery(
     last_gateway < gateway && shared
 }
 
-/// Whether a broadcast whose excluded ids that were away are `exclude_absent` excluded
-/// connection `id`.
+/// Whether connection `id` is among the ids a broadcast excluded while they were away
+/// (its `exclude_absent`).
 pub(super) fn excluded_while_away(exclude_absent: &[String], id: &str) -> bool {
     exclude_absent.iter().any(|away| away == id)
 }
