@@ -69,7 +69,7 @@ impl RoomActor {
             origin: o.origin,
             socket: peer.socket.0,
         };
-        let id = o.names.id().to_string();
+        let names = o.names.clone();
         let mut entry = ConnEntry::new(o.names, peer, o.origin, resume.acked_seq);
         entry.set_tags(resume.tags);
         let tags = entry.extra_tags().cloned();
@@ -87,7 +87,7 @@ impl RoomActor {
         // steps that may not have reached the socket are sent again (the gateway drops
         // those it has), with the broadcasts it missed while coming back, before the
         // acknowledgement that covers them.
-        let (applied, resend) = self.room.ledger().resumed(socket, &id, first_time);
+        let (applied, resend) = self.room.ledger().resumed(socket, names.id(), first_time);
         let last_out = self.room.ledger().last_out();
         if let Some(e) = self.room.shared().conns().get_mut(peer) {
             e.last_seq = e.last_seq.max(applied);

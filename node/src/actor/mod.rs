@@ -430,23 +430,22 @@ impl RoomActor {
         };
         let landed = self.room.ledger().merge(records);
         if !landed.is_empty() {
-            let sockets: Vec<(Peer, SocketRef, String)> = self
-                .room
-                .shared()
+            let shared = self.room.shared();
+            let events: Vec<_> = shared
                 .conns()
                 .iter()
-                .map(|e| {
-                    let s = SocketRef {
+                .flat_map(|e| {
+                    let socket = SocketRef {
                         origin: e.origin,
                         socket: e.socket.0,
                     };
-                    (e.peer(), s, e.id().to_string())
+                    let gateway = e.gateway;
+                    let events = landed.for_socket(socket, e.id());
+                    events.into_iter().map(move |event| (gateway, event))
                 })
                 .collect();
-            for (to, socket, id) in sockets {
-                for event in landed.for_socket(socket, &id) {
-                    self.room.shared().push(to.gateway, event);
-                }
+            for (gateway, event) in events {
+                shared.push(gateway, event);
             }
         }
         let origin = self.room.shared().conns().get(peer).map(|e| e.origin)?;

@@ -325,16 +325,20 @@ pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, ex
     {
         let conns = shared.conns();
         for e in conns.iter() {
-            let excluded = per_gateway.entry(e.gateway).or_default();
-            if exclude.contains(&e.id()) {
-                excluded.push(e.socket.0);
-            }
+            per_gateway.entry(e.gateway).or_default();
         }
-        // An excluded connection may be away, coming back after a move: the room's
-        // records keep its id, so that what is sent again on its return skips it.
+        // An excluded connection here is excluded by its socket. One may be away, coming
+        // back after a move: the room's records keep its id, so that what is sent again
+        // on its return skips it.
         for id in exclude {
-            if conns.by_id(id).is_none() {
-                exclude_absent.push(id.to_string());
+            match conns.by_id(id) {
+                Some(e) => {
+                    let excluded = per_gateway.entry(e.gateway).or_default();
+                    if !excluded.contains(&e.socket.0) {
+                        excluded.push(e.socket.0);
+                    }
+                }
+                None => exclude_absent.push(id.to_string()),
             }
         }
     }
