@@ -5,6 +5,16 @@ use crate::room::{broadcast_to, ConnEntry, ConnNames, ConnTable, Peer, RoomShare
 use conclave_proto::{RoomKey, SocketId};
 use std::sync::Arc;
 
+/// The `i`-th connection of a bench room: `conn-{i}`, on gateway `i % 2`.
+fn member(i: usize) -> ConnEntry {
+    let peer = Peer {
+        gateway: i % 2,
+        socket: SocketId(1_000 + i as u64),
+    };
+    let names = ConnNames::new("http://localhost/parties/main/room", &format!("conn-{i}"));
+    ConnEntry::new(names, peer, 1, 0)
+}
+
 /// A room's connection table holding some connections, and their peers.
 pub struct ConnLookup {
     table: ConnTable,
@@ -15,16 +25,14 @@ impl ConnLookup {
     /// A table of `connections` sockets over two gateways.
     pub fn new(connections: usize) -> Self {
         let mut table = ConnTable::new(Arc::default());
-        let peers: Vec<Peer> = (0..connections)
-            .map(|i| Peer {
-                gateway: i % 2,
-                socket: SocketId(1_000 + i as u64),
+        let peers = (0..connections)
+            .map(|i| {
+                let entry = member(i);
+                let peer = entry.peer();
+                table.insert(entry);
+                peer
             })
             .collect();
-        for (i, peer) in peers.iter().enumerate() {
-            let names = ConnNames::new("http://localhost/parties/main/room", &format!("conn-{i}"));
-            table.insert(ConnEntry::new(names, *peer, 1, 0));
-        }
         Self { table, peers }
     }
 
@@ -52,13 +60,7 @@ impl Broadcast {
         {
             let mut conns = shared.conns();
             for i in 0..members {
-                let peer = Peer {
-                    gateway: i % 2,
-                    socket: SocketId(1_000 + i as u64),
-                };
-                let names =
-                    ConnNames::new("http://localhost/parties/main/room", &format!("conn-{i}"));
-                conns.insert(ConnEntry::new(names, peer, 1, 0));
+                conns.insert(member(i));
             }
         }
         Self {
