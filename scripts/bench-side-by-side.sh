@@ -8,13 +8,20 @@
 #
 # Not part of the test run. Needs Node.js/npm (scripts/test-deps.sh) and python3.
 # Takes about 10 minutes. SCENARIOS=hot-100 (space-separated) runs a subset.
+#
+# The systems take turns within each scenario, so a slow spell of a shared machine falls
+# on all of them rather than on whichever ran then. ROUNDS=3 repeats every scenario three
+# times (turns again each round) and reports each figure's median over the rounds: on a
+# 2-core VM the same server's CPU per delivery varies by up to a third between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/target/bench/side-by-side}
 SCENARIOS=${SCENARIOS:-"connect-storm idle-hold-10k hot-100 hot-1000 many-rooms-1000x10"}
 SYSTEMS=${SYSTEMS:-"dev cluster partykit uws"} # also: js (scripts/bench-js.sh)
+ROUNDS=${ROUNDS:-1}
 mkdir -p "$OUT"
+rm -f "$OUT"/*.r[0-9]*.json "$OUT"/*.r[0-9]*.txt # rounds of an earlier run
 cargo build --release --locked -q
 B=$ROOT/target/release/conclave
 W=$(mktemp -d)
@@ -102,9 +109,9 @@ start_uws() {
 
 stop_all() { cleanup; PIDS=(); W=$(mktemp -d); }
 
-run_scenario() { # system scenario
-  local json="$OUT/$1-$2.json"
-  echo "== $1 $2"
+run_scenario() { # system scenario round
+  local json="$OUT/$1-$2.r$3.json"
+  echo "== $1 $2 (round $3 of $ROUNDS)"
   case $2 in
     connect-storm) $B loadtest connect-storm --url "$URL" --connections 5000 --concurrency 200 --json "$json" ;;
     idle-hold-10k) $B loadtest idle-hold --url "$URL" --connections 10000 --hold-secs 10 --server-pid "$SERVER_PIDS" --json "$json" ;;
@@ -113,18 +120,20 @@ run_scenario() { # system scenario
     hot-100) $B loadtest hot-room --url "$URL" --members 100 --rate 100 --secs 15 --room-prefix "h100-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
     hot-1000) $B loadtest hot-room --url "$URL" --members 1000 --rate 100 --secs 15 --room-prefix "h1000-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
     many-rooms-1000x10) $B loadtest many-rooms --url "$URL" --rooms 1000 --members 10 --rate 2 --secs 15 --room-prefix "many-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
-  esac | tee "$OUT/$1-$2.txt" || echo "(failed)"
+  esac | tee "$OUT/$1-$2.r$3.txt" || echo "(failed)"
   sleep 2
 }
 
-for system in $SYSTEMS; do
+for round in $(seq 1 "$ROUNDS"); do
   for scenario in $SCENARIOS; do
-    # A fresh server per scenario: no scenario inherits another's connections or memory.
-    "start_$system"
-    run_scenario "$system" "$scenario"
-    stop_all
+    for system in $SYSTEMS; do
+      # A fresh server per scenario: no scenario inherits another's connections or memory.
+      "start_$system"
+      run_scenario "$system" "$scenario" "$round"
+      stop_all
+    done
   done
 done
 
-CLUSTER_WORKERS=$CLUSTER_WORKERS python3 scripts/side_by_side_report.py "$OUT" "$SCENARIOS" docs/benchmarks.md
+ROUNDS=$ROUNDS CLUSTER_WORKERS=$CLUSTER_WORKERS python3 scripts/side_by_side_report.py "$OUT" "$SCENARIOS" docs/benchmarks.md
 echo "docs/benchmarks.md updated"

@@ -10,9 +10,11 @@ name) and BENCH_INTRO (the section's title and first paragraph, separated by a n
 render another comparison (scripts/bench-js.sh) into its own section.
 """
 import datetime
+import glob
 import json
 import os
 import platform
+import statistics
 import sys
 
 SYSTEMS = [
@@ -107,11 +109,26 @@ def value(report, key):
 
 
 def load(out_dir, system, scenario):
-    try:
-        with open(os.path.join(out_dir, f"{system}-{scenario}.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    """The system's report for the scenario: with several rounds (`SYSTEM-SCENARIO.rN.json`),
+    each number is the median over the rounds that have it."""
+    rounds = []
+    paths = sorted(glob.glob(os.path.join(out_dir, f"{system}-{scenario}.r*.json")))
+    for path in paths or [os.path.join(out_dir, f"{system}-{scenario}.json")]:
+        try:
+            with open(path) as f:
+                rounds.append(json.load(f))
+        except (OSError, ValueError):
+            pass
+    if len(rounds) <= 1:
+        return rounds[0] if rounds else None
+    merged = dict(rounds[0])
+    for key in merged:
+        nums = [r[key] for r in rounds
+                if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+        if nums:
+            merged[key] = statistics.median(nums)
+    merged["rounds"] = len(rounds)
+    return merged
 
 
 def ratio(a, b):
@@ -128,16 +145,20 @@ def main():
             return "each process with tokio's default of one runtime worker per CPU"
         return f"{n} runtime worker{'s' if n != '1' else ''} per process, as the four share the machine"
 
+    rounds = int(os.environ.get("ROUNDS", "1") or 1)
+    run = "One run" if rounds == 1 else (
+        f"One run ({rounds} rounds, the systems taking turns in each; every figure is the "
+        "median of its rounds)")
     intro = os.environ.get("BENCH_INTRO")
     if intro:
         title, text = intro.split("\n", 1)
-        head = [f"## {title}", "", f"One run of `{os.environ.get('BENCH_SCRIPT', 'scripts/bench-side-by-side.sh')}` on "
+        head = [f"## {title}", "", f"{run} of `{os.environ.get('BENCH_SCRIPT', 'scripts/bench-side-by-side.sh')}` on "
                 f"{datetime.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores. " + text]
     else:
         head = [
             "## Side by side: Conclave, PartyKit and uWebSockets.js",
             "",
-            f"One run of `scripts/bench-side-by-side.sh` on {datetime.date.today().isoformat()}, "
+            f"{run} of `scripts/bench-side-by-side.sh` on {datetime.date.today().isoformat()}, "
             f"{platform.machine()}, {os.cpu_count()} cores; load generator, servers and PartyKit on "
             "the same machine over loopback. Servers: `conclave dev` (redb), a static 3-node "
             "Conclave cluster (one gateway, three nodes sharing one PostgreSQL, gRPC relay; "
@@ -154,14 +175,7 @@ def main():
     ref_key, ref_label = SYSTEMS[-1]
     others = SYSTEMS[:-1]
     for sc in scenarios:
-        reports = {}
-        for key, _ in SYSTEMS:
-            path = os.path.join(out_dir, f"{key}-{sc}.json")
-            try:
-                with open(path) as f:
-                    reports[key] = json.load(f)
-            except (OSError, ValueError):
-                reports[key] = None
+        reports = {key: load(out_dir, key, sc) for key, _ in SYSTEMS}
         if sc == "rooms-1000":
             # A room's own memory: its growth less that of the same connections in 10 rooms.
             for key, _ in SYSTEMS:
