@@ -222,27 +222,36 @@ fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// The close code of the server's close frame (None if the socket just ended).
 async fn read_close_code(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<u16> {
+    let buf = read_for(s, Duration::from_secs(5)).await;
+    server_frames(&buf)
+        .into_iter()
+        .find(|(op, payload)| *op == 0x8 && payload.len() >= 2)
+        .map(|(_, p)| u16::from_be_bytes([p[0], p[1]]))
+}
+
+/// What the server sends within `limit` (or until it closes the connection).
+async fn read_for(s: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> Vec<u8> {
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let _ = tokio::time::timeout(limit, async {
         let mut chunk = [0u8; 4096];
-        loop {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        while let Ok(n @ 1..) = s.read(&mut chunk).await {
+            buf.extend_from_slice(&chunk[..n]);
         }
     })
     .await;
-    // Skip ping frames; find the close frame (opcode 0x8).
+    buf
+}
+
+/// The server's frames in `buf` (unmasked, payloads under 126 bytes): opcode and payload.
+fn server_frames(buf: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut frames = Vec::new();
     let mut i = 0;
     while i + 2 <= buf.len() {
         let (op, len) = (buf[i] & 0x0f, (buf[i + 1] & 0x7f) as usize);
-        if op == 0x8 && len >= 2 && i + 4 <= buf.len() {
-            return Some(u16::from_be_bytes([buf[i + 2], buf[i + 3]]));
-        }
+        frames.push((op, &buf[i + 2..(i + 2 + len).min(buf.len())]));
         i += 2 + len;
     }
-    None
+    frames
 }
 
 #[tokio::test]
@@ -305,14 +314,7 @@ async fn invalid_room_urls_are_400_or_404() {
 
 #[tokio::test]
 async fn message_flood_closes_with_1008() {
-    let server = start(
-        |c| {
-            c.gateway.messages_per_second = 5.0;
-            c.gateway.message_burst = 5.0;
-        },
-        |r| r,
-    )
-    .await;
+    let server = five_messages_a_second().await;
     let mut ws = server.connect("/parties/main/flood?_pk=f").await;
     for i in 0..50 {
         if futures::SinkExt::send(
@@ -327,6 +329,59 @@ async fn message_flood_closes_with_1008() {
     }
     assert_eq!(close_code(&mut ws).await, 1008);
     assert_serving(&server).await;
+}
+
+/// Pings count against the message rate (each one answered is a write): a client that
+/// only pings, past the rate, is closed like one that floods messages.
+#[tokio::test]
+async fn ping_flood_closes_with_1008() {
+    let server = five_messages_a_second().await;
+    let mut s = raw_ws(&server, "/parties/main/pings").await;
+    for i in 0..50u8 {
+        if s.write_all(&frame(0x9, &[i])).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(read_close_code(&mut s).await, Some(1008));
+    assert_serving(&server).await;
+}
+
+/// Pings read together are answered once, with the last one's payload (RFC 6455, 5.5.3);
+/// a ping on its own gets its own pong.
+#[tokio::test]
+async fn pings_read_together_get_one_pong() {
+    let server = start(|_| {}, |r| r).await;
+    let mut s = raw_ws(&server, "/parties/main/pongs").await;
+    let burst: Vec<u8> = [&b"a"[..], b"b", b"c"]
+        .iter()
+        .flat_map(|p| frame(0x9, p))
+        .collect();
+    s.write_all(&burst).await.unwrap();
+    assert_eq!(read_pongs(&mut s).await, vec![b"c".to_vec()]);
+    s.write_all(&frame(0x9, b"d")).await.unwrap();
+    assert_eq!(read_pongs(&mut s).await, vec![b"d".to_vec()]);
+}
+
+/// The payloads of the pong frames that arrive within 300 ms.
+async fn read_pongs(s: &mut TcpStream) -> Vec<Vec<u8>> {
+    let buf = read_for(s, Duration::from_millis(300)).await;
+    server_frames(&buf)
+        .into_iter()
+        .filter(|(op, _)| *op == 0xA)
+        .map(|(_, payload)| payload.to_vec())
+        .collect()
+}
+
+/// A server whose sockets may send 5 messages a second (5 at once).
+async fn five_messages_a_second() -> TestServer {
+    start(
+        |c| {
+            c.gateway.messages_per_second = 5.0;
+            c.gateway.message_burst = 5.0;
+        },
+        |r| r,
+    )
+    .await
 }
 
 #[tokio::test]

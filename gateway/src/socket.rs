@@ -277,11 +277,20 @@ impl Socket {
         // per quiet spell it waits out, not per message.
         let mut park_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
+            // Of consecutive pings read together only the last is answered (RFC 6455,
+            // 5.5.3), before the message after them, which may wait.
+            let mut pong: Option<Bytes> = None;
             for event in incoming.drain(..) {
+                if let (Some(ping), Incoming::Message { .. }) = (&pong, &event) {
+                    session.out.enqueue(frames::pong(ping));
+                    pong = None;
+                }
                 let (payload, binary) = match event {
                     Incoming::Message { payload, binary } => (payload, binary),
+                    // A ping counts against the message rate: each one answered is a write.
+                    Incoming::Ping(_) if !bucket.take(message_rate) => return rate_limited(),
                     Incoming::Ping(payload) => {
-                        session.out.enqueue(frames::pong(&payload));
+                        pong = Some(payload);
                         continue;
                     }
                     Incoming::Pong => continue,
@@ -292,9 +301,7 @@ impl Socket {
                 };
                 *last_message_ms = keepalive::now_ms();
                 if !bucket.take(message_rate) {
-                    metrics::counter!("conclave_gateway_rate_limited_total").increment(1);
-                    let reason = "Message rate limit exceeded";
-                    return Next::closed(close::POLICY_VIOLATION, reason.into());
+                    return rate_limited();
                 }
                 if !address_rate.try_take() {
                     // Over its address's share: this socket waits (and is not read) meanwhile.
@@ -334,6 +341,9 @@ impl Socket {
                         return Next::End(ending);
                     }
                 }
+            }
+            if let Some(ping) = pong {
+                session.out.enqueue(frames::pong(&ping));
             }
             // An idle socket keeps no room for events.
             incoming = Vec::new();
@@ -383,6 +393,15 @@ impl Socket {
             }
         }
     }
+}
+
+/// The client sent faster than its message rate: closed with 1008.
+fn rate_limited() -> Next {
+    metrics::counter!("conclave_gateway_rate_limited_total").increment(1);
+    Next::closed(
+        close::POLICY_VIOLATION,
+        "Message rate limit exceeded".into(),
+    )
 }
 
 /// What the read loop's wait came to.
