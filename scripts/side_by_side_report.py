@@ -112,8 +112,7 @@ def load(out_dir, system, scenario):
     """The system's report for the scenario: with several rounds (`SYSTEM-SCENARIO.rN.json`),
     each number is the median over the rounds that have it."""
     rounds = []
-    paths = sorted(glob.glob(os.path.join(out_dir, f"{system}-{scenario}.r*.json")))
-    for path in paths or [os.path.join(out_dir, f"{system}-{scenario}.json")]:
+    for path in sorted(glob.glob(os.path.join(out_dir, f"{system}-{scenario}.r*.json"))):
         try:
             with open(path) as f:
                 rounds.append(json.load(f))
@@ -127,7 +126,6 @@ def load(out_dir, system, scenario):
                 if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
         if nums:
             merged[key] = statistics.median(nums)
-    merged["rounds"] = len(rounds)
     return merged
 
 
