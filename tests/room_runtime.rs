@@ -529,3 +529,37 @@ async fn an_operator_lists_a_partys_rooms_and_deletes_one() {
     send(&mut sockets[0], r#"{"type":"message","text":"still here"}"#).await;
     assert_eq!(next_json(&mut sockets[0]).await["text"], "still here");
 }
+
+/// Each frame leaves as it is written. With Nagle's algorithm on a client's socket, a
+/// frame written while the client had not yet acknowledged the previous one waited for
+/// that acknowledgement, and a client that also talks delays its acknowledgements to carry
+/// them on what it sends next (Linux: 20–40 ms): the second of two broadcasts a
+/// millisecond apart reached such a client 10–40 ms after the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_does_not_wait_for_the_previous_one_to_be_acknowledged() {
+    let server = start(|_| {}, |r| r).await;
+    let mut a = server.connect("/parties/main/nagle").await;
+    let mut b = server.connect("/parties/main/nagle").await;
+    let mut gaps = Vec::new();
+    for round in 0..15 {
+        send(&mut b, &format!("first {round}")).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        send(&mut b, &format!("second {round}")).await;
+        assert_eq!(next_text(&mut a).await, format!("first {round}"));
+        let first = std::time::Instant::now();
+        assert_eq!(next_text(&mut a).await, format!("second {round}"));
+        gaps.push(first.elapsed());
+        // A answers a little after it hears, as a chatty client does, so its TCP stack
+        // holds acknowledgements back for its answers.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        send(&mut a, &format!("answer {round}")).await;
+        assert_eq!(next_text(&mut b).await, format!("answer {round}"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gaps.sort();
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        median < Duration::from_millis(10),
+        "the second broadcast came {median:?} after the first (median; all: {gaps:?})"
+    );
+}

@@ -18,16 +18,29 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// 200 handshakes in flight, putting 1 s into the 99th percentile of a connect storm.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// A TCP listener on `addr` with a deep accept queue (and `SO_REUSEADDR`, as tokio's
-/// `TcpListener::bind` sets it).
+/// A TCP listener on `addr` with a deep accept queue, Nagle's algorithm off for what it
+/// accepts (see [`no_delay`]), and `SO_REUSEADDR`, as tokio's `TcpListener::bind` sets it.
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr {
         std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// Turns Nagle's algorithm off on `listener`; the sockets it accepts inherit that (Linux
+/// and the BSDs copy `TCP_NODELAY` to them), so no connection pays a system call for it.
+///
+/// With Nagle on, a frame written while the client has not yet acknowledged the previous
+/// one waits for that acknowledgement, and a client that also sends (so its TCP stack
+/// delays its acknowledgements to carry them on its own data) leaves the second of two
+/// broadcasts a millisecond apart waiting up to its next send or ~40 ms. Every frame the
+/// gateway writes is a whole message that should leave at once.
+fn no_delay(listener: &TcpListener) -> std::io::Result<()> {
+    socket2::SockRef::from(listener).set_tcp_nodelay(true)
 }
 
 /// Serves `app` on `listener` over HTTP/1.1 (with upgrades) until the task is dropped,
@@ -43,6 +56,10 @@ pub fn serve_http1(
     let gw = gateway.state().clone();
     let config = gateway.config();
     crate::addresses::raise_open_file_limit();
+    // A listener made elsewhere than `bind` gets it too.
+    if let Err(e) = no_delay(&listener) {
+        tracing::warn!(error = %e, "could not turn Nagle's algorithm off for client sockets");
+    }
     let per_address = config
         .max_connections_per_address
         .unwrap_or_else(crate::addresses::default_per_address);
@@ -211,6 +228,25 @@ mod tests {
             assert!(
                 head.contains(&format!("Content-Length: {}", body.len())),
                 "{reply}"
+            );
+        }
+    }
+
+    /// What the listener accepts has Nagle's algorithm off, whether it was bound here or
+    /// by the caller of `serve_http1`.
+    #[tokio::test]
+    async fn accepted_sockets_send_without_waiting_for_acknowledgements() {
+        let ours = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let theirs = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        assert!(!socket2::SockRef::from(&theirs).tcp_nodelay().unwrap());
+        no_delay(&theirs).unwrap();
+        for listener in [ours, theirs] {
+            let addr = listener.local_addr().unwrap();
+            let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            assert!(
+                accepted.nodelay().unwrap(),
+                "Nagle on for a socket of {addr}"
             );
         }
     }

@@ -116,12 +116,14 @@ impl TestServer {
     }
 }
 
-/// A WebSocket to `path` at `addr`.
+/// A WebSocket to `path` at `addr`, with Nagle's algorithm off as browsers and Node's `ws`
+/// have it.
 pub async fn try_ws_connect(
     addr: SocketAddr,
     path: &str,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await?;
+    let url = format!("ws://{addr}{path}");
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
     Ok(ws)
 }
 
