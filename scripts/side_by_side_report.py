@@ -68,6 +68,7 @@ TITLES = {
     "hot-100": "hot-room 1×100: one publisher at 100 msg/s, 64 B",
     "hot-1000": "hot-room 1×1000: one publisher at 100 msg/s, 64 B",
     "many-rooms-1000x10": "many-rooms 1000×10: one publisher per room at 2 msg/s, 64 B",
+    "all-to-all-50x10": "all-to-all 50×10: every member of 50 rooms of 10 publishes at 20 msg/s, 64 B",
 }
 COMMANDS = {
     "connect-storm": "conclave loadtest connect-storm --url URL --connections 5000 --concurrency 200",
@@ -77,6 +78,7 @@ COMMANDS = {
     "hot-100": "conclave loadtest hot-room --url URL --members 100 --rate 100 --secs 15 --server-pid PIDS",
     "hot-1000": "conclave loadtest hot-room --url URL --members 1000 --rate 100 --secs 15 --server-pid PIDS",
     "many-rooms-1000x10": "conclave loadtest many-rooms --url URL --rooms 1000 --members 10 --rate 2 --secs 15 --server-pid PIDS",
+    "all-to-all-50x10": "conclave loadtest all-to-all --url URL --rooms 50 --members 10 --rate 20 --secs 15 --server-pid PIDS",
 }
 SECTION = os.environ.get("BENCH_SECTION", "side-by-side")
 START = f"<!-- {SECTION}:start -->"
