@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// A listener of this role. Its connections have Nagle's algorithm off (they inherit it
+/// from the listener): small relay frames and client messages must not wait for the
+/// peer's ACK.
 fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     conclave_gateway::bind(addr)
         .map_err(|e| anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"))
@@ -28,7 +31,8 @@ fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 /// Serves an internal gRPC service (relay, placement) on `listener` until `shutdown`: over
 /// mutual TLS with the role's current certificates when it has them (each connection's
-/// handshake uses whatever the files held at the last reload).
+/// handshake uses whatever the files held at the last reload). `listener` comes from
+/// [`bind`].
 async fn serve_internal(
     router: tonic::transport::server::Router,
     listener: TcpListener,
@@ -43,23 +47,13 @@ async fn serve_internal(
         }
         None => {
             router
-                .serve_with_incoming_shutdown(nodelay_incoming(listener), shutdown)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    shutdown,
+                )
                 .await
         }
     }
-}
-
-/// Accepted relay connections with Nagle off: tonic sets TCP_NODELAY only on listeners it
-/// binds itself, and small relay frames must not wait for the peer's ACK.
-fn nodelay_incoming(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            let _ = stream.set_nodelay(true);
-        })
-    })
 }
 
 /// Runs a node serving `parties` until SIGINT/SIGTERM or `POST /admin/drain`; in a
