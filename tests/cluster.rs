@@ -247,6 +247,30 @@ async fn metrics_are_histograms_labelled_by_backend_and_off_the_public_port() {
     );
 }
 
+/// A gateway opens its relay link to every node on its ring when it starts, before any
+/// client needs one: the first clients of a node do not wait for the connection and the
+/// relay stream to be set up (a cold gateway's first wave of handshakes did).
+#[tokio::test]
+async fn a_gateway_links_to_every_node_before_its_first_client() {
+    let cluster = Cluster::builder()
+        .nodes(["a", "b"])
+        .gateways(1)
+        .start()
+        .await;
+    let linked = eventually(async || {
+        let (_, gateway) = get(cluster.gateway_ops(0), "/metrics").await;
+        ["a", "b"].iter().all(|id| {
+            gateway.lines().any(|l| {
+                l.starts_with("conclave_gateway_relay_link_up{")
+                    && l.contains(&format!(r#"node="{id}""#))
+                    && l.ends_with(" 1")
+            })
+        })
+    })
+    .await;
+    assert!(linked, "the gateway has not linked to both nodes");
+}
+
 /// A stopping gateway first fails `/readyz` for its drain delay — so a load balancer's health
 /// check sends new clients elsewhere — while its open sockets keep working; only then does
 /// it close them with 1001 (going away), and exit.

@@ -83,7 +83,7 @@ impl Gateway {
         let links = LinkPool::new(connector, mover.clone(), timeout);
         let state = Arc::new(GatewayState::new(config, routing, links, mover));
         tokio::spawn(reattach::run(Arc::downgrade(&state), moves));
-        tokio::spawn(record_link_states(Arc::downgrade(&state)));
+        tokio::spawn(keep_links(Arc::downgrade(&state)));
         tokio::spawn(crate::keepalive::run(Arc::downgrade(&state)));
         Self { state }
     }
@@ -194,14 +194,40 @@ pub(crate) fn authorize<B>(
 /// How often the relay links' states are published as metrics.
 const LINK_STATE_EVERY: Duration = Duration::from_secs(2);
 
-/// Publishes the relay links' states while the gateway lives.
-async fn record_link_states(state: std::sync::Weak<GatewayState>) {
+/// Opens a link to each node as soon as it is on the rings (at start, and when placement
+/// adds it), so its first clients do not wait for the connection and the relay stream to
+/// be set up, and publishes the links' states while the gateway lives. Each node is
+/// tried once here; a link that fails or drops is opened again by the next socket that
+/// needs it, as before.
+async fn keep_links(state: std::sync::Weak<GatewayState>) {
+    let Some(mut rings) = state.upgrade().map(|s| s.routing.subscribe()) else {
+        return;
+    };
+    let mut tried = std::collections::HashSet::new();
     let mut tick = tokio::time::interval(LINK_STATE_EVERY);
     loop {
-        tick.tick().await;
-        match state.upgrade() {
-            Some(state) => state.links.record_link_states(),
-            None => return,
+        let Some(gw) = state.upgrade() else { return };
+        let (_, nodes) = gw.routing.nodes();
+        tried.retain(|n| nodes.iter().any(|(node, _)| node == n));
+        for (node, _) in nodes {
+            if gw.links.link(&node).is_none() && tried.insert(node.clone()) {
+                let gw = gw.clone();
+                tokio::spawn(async move {
+                    if gw.links.link_to(&node).await.is_ok() {
+                        gw.links.record_link_states();
+                    }
+                });
+            }
+        }
+        gw.links.record_link_states();
+        drop(gw);
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = rings.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
         }
     }
 }
