@@ -635,6 +635,36 @@ async fn commits_of_a_room_apply_in_order_and_rooms_stay_apart() {
     .await;
 }
 
+/// A store's sessions plan their statements generically unless the operator's URL says
+/// otherwise, and the claim it rehearses on each pooled session at start leaves nothing
+/// stored.
+#[tokio::test]
+async fn sessions_plan_generically_and_the_start_leaves_nothing_stored() {
+    use conclave_node::storage::postgres_session_config;
+    let url = common::postgres::fresh_database().await;
+    let _store = PostgresStore::connect(&url, 4).await.unwrap();
+    let plan_mode = async |url: &str| {
+        let (client, conn) = postgres_session_config(url)
+            .unwrap()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let row = client.query_one("SHOW plan_cache_mode", &[]).await.unwrap();
+        let stored: i64 = client
+            .query_one("SELECT count(*) FROM conclave_kv", &[])
+            .await
+            .unwrap()
+            .get(0);
+        conn.abort();
+        (row.get::<_, String>(0), stored)
+    };
+    assert_eq!(plan_mode(&url).await, ("force_generic_plan".into(), 0));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let own = format!("{url}{sep}options=-c%20plan_cache_mode%3Dauto");
+    assert_eq!(plan_mode(&own).await.0, "auto");
+}
+
 /// Finding 2 of issue 11: an owner stopped in the middle of a commit (its session holding
 /// the owner row `FOR SHARE`) must not hold up the next owner's claim for longer than the
 /// store's bound. Here a session opened with the store's own settings stalls inside such a

@@ -80,9 +80,17 @@ const LOCK_TIMEOUT: Duration = Duration::from_millis(1000);
 /// the kernel gives up on it, instead of TCP's default of many minutes.
 const UNANSWERED_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The settings of every session a store opens: the URL's, plus the bounds above (server
-/// side: idle-in-transaction and lock timeouts; client side: connect timeout, TCP
-/// keepalives and user timeout).
+/// How a session plans its prepared statements: once, generically. Every statement of ours
+/// looks up the primary key by one value or one range, which the generic plan does as
+/// well as any; PostgreSQL's default plans each of a session's first five runs of a
+/// statement for its values, which made planning the larger part of a new room's claim
+/// (a storm of new rooms spreads their claims over every pooled session). An operator's
+/// own setting in the URL's `options` comes after this one and wins.
+const PLAN_CACHE_MODE: &str = "-c plan_cache_mode=force_generic_plan";
+
+/// The settings of every session a store opens: the URL's, plus how statements are
+/// planned ([`PLAN_CACHE_MODE`]) and the bounds above (server side: idle-in-transaction
+/// and lock timeouts; client side: connect timeout, TCP keepalives and user timeout).
 pub fn session_config(url: &str) -> Result<tokio_postgres::Config, StorageError> {
     let mut config: tokio_postgres::Config = url
         .parse()
@@ -93,8 +101,8 @@ pub fn session_config(url: &str) -> Result<tokio_postgres::Config, StorageError>
         LOCK_TIMEOUT.as_millis()
     );
     let options = match config.get_options() {
-        Some(own) if !own.trim().is_empty() => format!("{own} {bounds}"),
-        _ => bounds,
+        Some(own) if !own.trim().is_empty() => format!("{PLAN_CACHE_MODE} {own} {bounds}"),
+        _ => format!("{PLAN_CACHE_MODE} {bounds}"),
     };
     config
         .options(options)
@@ -179,16 +187,16 @@ impl PostgresStore {
     }
 }
 
-/// Opens the pool's connections before the node serves anything, and prepares a claim's
-/// statements on each. PostgreSQL starts a backend process per session, which takes
-/// milliseconds; opened on demand, the first burst of rooms (a node starting under load,
-/// a storm of new rooms) would queue behind those start-ups, and each first claim on a
-/// connection would parse its statements. A connection that fails here is opened again
-/// (and its statements prepared) on first use.
+/// Opens the pool's connections before the node serves anything, and runs a claim's
+/// statements once on each (rolled back). PostgreSQL starts a backend process per
+/// session, which takes milliseconds, and a backend's first run of a statement parses
+/// and plans it; opened on demand, the first burst of rooms (a node starting under load,
+/// a storm of new rooms) would queue behind those start-ups and first runs. A connection
+/// that fails here is opened again (and its statements prepared) on first use.
 async fn warm(pool: &Pool, size: usize) {
-    let opened = futures::future::join_all((0..size).map(|_| async {
-        let client = pool.get().await.map_err(backend)?;
-        owner::prepare_claim(&client).await.map_err(pg)?;
+    let opened = futures::future::join_all((0..size).map(|n| async move {
+        let mut client = pool.get().await.map_err(backend)?;
+        owner::rehearse_claim(&mut client, n).await?;
         Ok::<_, StorageError>(client)
     }))
     .await;
