@@ -197,8 +197,9 @@ const LINK_STATE_EVERY: Duration = Duration::from_secs(2);
 /// Opens a link to each node as soon as it is on the rings (at start, and when placement
 /// adds it), so its first clients do not wait for the connection and the relay stream to
 /// be set up, and publishes the links' states while the gateway lives. Each node is
-/// tried once here; a link that fails or drops is opened again by the next socket that
-/// needs it, as before.
+/// tried once here each time it joins the rings (a node that left and came back has only
+/// its old, dropped link); a link that fails or drops while its node stays is opened
+/// again by the next socket that needs it, as before.
 async fn keep_links(state: std::sync::Weak<GatewayState>) {
     let Some(mut rings) = state.upgrade().map(|s| s.routing.subscribe()) else {
         return;
@@ -210,7 +211,8 @@ async fn keep_links(state: std::sync::Weak<GatewayState>) {
         let (_, nodes) = gw.routing.nodes();
         tried.retain(|n| nodes.iter().any(|(node, _)| node == n));
         for (node, _) in nodes {
-            if gw.links.link(&node).is_none() && tried.insert(node.clone()) {
+            let linked = gw.links.link(&node).is_some_and(|l| l.is_alive());
+            if !linked && tried.insert(node.clone()) {
                 let gw = gw.clone();
                 tokio::spawn(async move {
                     if gw.links.link_to(&node).await.is_ok() {
