@@ -46,7 +46,8 @@ impl LinkPool {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn live(&self, node: &str) -> Option<Arc<NodeLink>> {
+    /// The link to `node` if one is open and alive.
+    pub fn live(&self, node: &str) -> Option<Arc<NodeLink>> {
         let slots = self.slots();
         slots
             .get(node)?

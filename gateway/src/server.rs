@@ -211,8 +211,7 @@ async fn keep_links(state: std::sync::Weak<GatewayState>) {
         let (_, nodes) = gw.routing.nodes();
         tried.retain(|n| nodes.iter().any(|(node, _)| node == n));
         for (node, _) in nodes {
-            let linked = gw.links.link(&node).is_some_and(|l| l.is_alive());
-            if !linked && tried.insert(node.clone()) {
+            if gw.links.live(&node).is_none() && tried.insert(node.clone()) {
                 let gw = gw.clone();
                 tokio::spawn(async move {
                     if gw.links.link_to(&node).await.is_ok() {
