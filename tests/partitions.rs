@@ -10,6 +10,7 @@ mod common;
 
 use common::cluster::{named_room_on, Cluster};
 use common::counting::Counting;
+use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 const NODES: [&str; 2] = ["a", "b"];
@@ -126,4 +127,64 @@ async fn clients_cut_off_from_a_live_owner_wait_and_go_on_when_healed() {
     );
     let tally = counting.finish().await;
     tally.assert_exactly_once(counter_value(&cluster, &room).await);
+}
+
+/// The gateway loses its link to a live owner for longer than `reattach_timeout`: the
+/// owner's sockets are all closed with 1012 (reconnect) once that time has passed after
+/// the link was given up, though every attempt to open a new link meanwhile hangs in the
+/// partition (the TCP proxy accepts, then forwards nothing): the sockets share one attempt
+/// at a time, each bounded, instead of queueing behind each other's. A new socket for the
+/// room meanwhile is refused, not left waiting.
+#[tokio::test]
+async fn sockets_cut_off_from_a_live_owner_past_the_reattach_timeout_are_closed_with_1012() {
+    let cluster = Cluster::builder()
+        .nodes(NODES)
+        .placement()
+        .gateway_flags(&["--reattach-timeout-ms", "3000"])
+        .partitionable("a")
+        .start()
+        .await;
+    let room = named_room_on("part", "counter", &NODES, "a");
+    let path = format!("/parties/counter/{room}");
+    let mut sockets = Vec::new();
+    for _ in 0..8 {
+        let mut ws = cluster.ws(0, &path).await;
+        common::send(&mut ws, "inc").await;
+        common::next_text(&mut ws).await;
+        sockets.push(ws);
+    }
+    cluster.relay_link("a").cut();
+    let cut_at = Instant::now();
+    // The relay's keepalive gives the link up after about 10 s; the moves then have 3 s.
+    let closes = futures::future::join_all(sockets.iter_mut().map(|ws| async {
+        tokio::time::timeout(Duration::from_secs(25), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+                        return (u16::from(f.code), cut_at.elapsed());
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("the socket ended without a close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("a socket was not closed within 25 s of the cut")
+    }))
+    .await;
+    eprintln!("closes after the cut: {closes:?}");
+    assert!(closes.iter().all(|&(code, _)| code == 1012), "{closes:?}");
+    let started = Instant::now();
+    let status = common::upgrade_status(cluster.gateway(0), &path).await;
+    let waited = started.elapsed();
+    eprintln!("a new socket meanwhile: {status} after {waited:?}");
+    assert_eq!(status, 503);
+    assert!(
+        waited < Duration::from_secs(8),
+        "a new socket waited {waited:?}"
+    );
+    cluster.relay_link("a").heal();
+    let mut ws = cluster.ws(0, &path).await;
+    common::send(&mut ws, "inc").await;
+    common::next_text(&mut ws).await;
 }

@@ -1,10 +1,13 @@
 //! The gateway's relay links, one per node, opened on first use and reopened after a node
-//! drops its stream. Each node has its own connect lock: sockets racing to a node share
-//! one new link, and a dead node's connect timeout delays nobody else's.
+//! drops its stream. A node has at most one attempt to open its link under way: every
+//! socket that needs the node meanwhile waits for that attempt and shares its outcome. An
+//! attempt is bounded as a whole ([`OPEN_TIMEOUT`]), and a dead or partitioned node delays
+//! nobody else's.
 
 use crate::connector::NodeConnector;
 use crate::link::{LinkError, Mover, NodeLink};
 use conclave_proto::Rings;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -14,18 +17,33 @@ use tracing::{debug, warn};
 /// retries; say so once in a while, not each time).
 const UNREACHABLE_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The longest an attempt to open a link may take, connection and relay stream together.
+/// A node behind a partition accepts nothing or answers nothing; without this bound the
+/// relay stream's opening waits for HTTP/2's keepalive (about 10 s), and every socket
+/// that needs the node with it.
+pub(crate) const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An attempt under way to open a node's link: its outcome, shared by all who wait for it.
+type Attempt = Shared<BoxFuture<'static, Option<Arc<NodeLink>>>>;
+
 #[derive(Default)]
 struct Slot {
     link: Option<Arc<NodeLink>>,
-    /// Held while a link to this node is being opened.
-    connecting: Arc<tokio::sync::Mutex<()>>,
+    /// The attempt under way to open a link to this node, if any.
+    opening: Option<Attempt>,
     /// When the node was last logged as unreachable at warn level.
     warned_at: Option<Instant>,
 }
 
+type Slots = Arc<Mutex<HashMap<String, Slot>>>;
+
+fn lock(slots: &Slots) -> MutexGuard<'_, HashMap<String, Slot>> {
+    slots.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub(crate) struct LinkPool {
     connector: Box<dyn NodeConnector>,
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Slots,
     /// New links hand the sockets that must move here.
     mover: Mover,
     /// How long a request over a link waits for its reply.
@@ -36,14 +54,14 @@ impl LinkPool {
     pub fn new(connector: Box<dyn NodeConnector>, mover: Mover, request_timeout: Duration) -> Self {
         Self {
             connector,
-            slots: Mutex::default(),
+            slots: Slots::default(),
             mover,
             request_timeout,
         }
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.slots)
     }
 
     /// The link to `node` if one is open and alive.
@@ -62,54 +80,54 @@ impl LinkPool {
         self.connector.set_addresses(urls);
     }
 
-    /// The link to `node`, connecting if needed.
+    /// The link to `node`, connecting if needed: joins the attempt under way, or starts
+    /// one. The attempt runs in its own task, so it finishes (within [`OPEN_TIMEOUT`])
+    /// even if every caller stops waiting for it.
     pub async fn link_to(&self, node: &str) -> Result<Arc<NodeLink>, LinkError> {
         if let Some(l) = self.live(node) {
             return Ok(l);
         }
-        let connecting = self
-            .slots()
-            .entry(node.to_string())
-            .or_default()
-            .connecting
-            .clone();
-        let _one_at_a_time = connecting.lock().await;
-        if let Some(l) = self.live(node) {
-            return Ok(l);
-        }
-        match self.connector.connect(node).await {
-            Ok(side) => {
-                let link = NodeLink::start(
-                    node.to_string(),
-                    side,
-                    self.mover.clone(),
-                    self.request_timeout,
-                );
-                let mut slots = self.slots();
-                let slot = slots.entry(node.to_string()).or_default();
-                slot.link = Some(link.clone());
-                slot.warned_at = None;
-                Ok(link)
+        let attempt = {
+            let mut slots = self.slots();
+            let slot = slots.entry(node.to_string()).or_default();
+            if let Some(l) = slot.link.as_ref().filter(|l| l.is_alive()) {
+                return Ok(l.clone());
             }
-            Err(e) => {
-                self.log_unreachable(node, &e);
-                Err(LinkError::Unavailable)
-            }
-        }
+            slot.opening.get_or_insert_with(|| self.open(node)).clone()
+        };
+        attempt.await.ok_or(LinkError::Unavailable)
     }
 
-    fn log_unreachable(&self, node: &str, error: &str) {
-        let mut slots = self.slots();
-        let slot = slots.entry(node.to_string()).or_default();
-        if slot
-            .warned_at
-            .is_none_or(|t| t.elapsed() >= UNREACHABLE_LOG_EVERY)
-        {
-            warn!(node, error, "cannot reach node");
-            slot.warned_at = Some(Instant::now());
-        } else {
-            debug!(node, error, "cannot reach node");
-        }
+    /// Starts an attempt to open a link to `node`, which puts its outcome in the node's
+    /// slot when it ends.
+    fn open(&self, node: &str) -> Attempt {
+        let connecting = self.connector.connect(node);
+        let slots = self.slots.clone();
+        let mover = self.mover.clone();
+        let request_timeout = self.request_timeout;
+        let node = node.to_string();
+        let attempt = tokio::spawn(async move {
+            let outcome = match tokio::time::timeout(OPEN_TIMEOUT, connecting).await {
+                Ok(Ok(side)) => Ok(NodeLink::start(node.clone(), side, mover, request_timeout)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!("no relay stream within {OPEN_TIMEOUT:?}")),
+            };
+            let mut slots = lock(&slots);
+            let slot = slots.entry(node.clone()).or_default();
+            slot.opening = None;
+            match outcome {
+                Ok(link) => {
+                    slot.link = Some(link.clone());
+                    slot.warned_at = None;
+                    Some(link)
+                }
+                Err(e) => {
+                    log_unreachable(slot, &node, &e);
+                    None
+                }
+            }
+        });
+        attempt.map(|ended| ended.ok().flatten()).boxed().shared()
     }
 
     /// The link to `node` if one was opened (alive or not).
@@ -136,5 +154,19 @@ impl LinkPool {
             .filter(|l| l.is_alive() && !rings.contains(&l.node))
             .cloned()
             .collect()
+    }
+}
+
+/// Logs that `node` cannot be reached: at warn level once per [`UNREACHABLE_LOG_EVERY`],
+/// else at debug.
+fn log_unreachable(slot: &mut Slot, node: &str, error: &str) {
+    if slot
+        .warned_at
+        .is_none_or(|t| t.elapsed() >= UNREACHABLE_LOG_EVERY)
+    {
+        warn!(node, error, "cannot reach node");
+        slot.warned_at = Some(Instant::now());
+    } else {
+        debug!(node, error, "cannot reach node");
     }
 }

@@ -2,9 +2,10 @@
 //! fenced — without closing the client socket.
 
 use crate::admission::join_room;
-use crate::link::MoveRequest;
+use crate::link::{MoveRequest, NodeLink};
+use crate::session::Session;
 use crate::state::GatewayState;
-use conclave_proto::close;
+use conclave_proto::{close, Refusal};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -55,7 +56,7 @@ async fn reattach(gw: Arc<GatewayState>, m: MoveRequest) {
             return;
         }
         gw.routing.wait_for_version(min_ring, deadline).await;
-        match join_room(&gw, &session, Vec::new(), Some(session.resume())).await {
+        match join_by(&gw, &session, deadline).await {
             Ok(link) => {
                 if session.switch_to(link.clone()).await {
                     debug!(room = %session.room, socket = session.id.0, node = %link.node, elapsed_ms = started.elapsed().as_millis() as u64, "socket moved");
@@ -76,5 +77,20 @@ async fn reattach(gw: Arc<GatewayState>, m: MoveRequest) {
         let until = Instant::now() + retry.min(deadline.saturating_duration_since(Instant::now()));
         gw.routing.wait_for_version(seen.next(), until).await;
         retry = (retry * 2).min(MAX_RETRY);
+    }
+}
+
+/// Admits the moving socket on its room's owner, opening the owner's link first no later
+/// than `deadline`: an attempt to open it may take the pool's whole bound (a partitioned
+/// node), and a socket no node takes must still be closed on time.
+async fn join_by(
+    gw: &GatewayState,
+    session: &Arc<Session>,
+    deadline: Instant,
+) -> Result<Arc<NodeLink>, Refusal> {
+    match tokio::time::timeout_at(deadline, gw.link_for(&session.room)).await {
+        Ok(Ok(_)) => join_room(gw, session, Vec::new(), Some(session.resume())).await,
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(Refusal::unavailable()),
     }
 }
