@@ -258,17 +258,49 @@ async fn a_gateway_links_to_every_node_before_its_first_client() {
         .start()
         .await;
     let linked = eventually(async || {
-        let (_, gateway) = get(cluster.gateway_ops(0), "/metrics").await;
-        ["a", "b"].iter().all(|id| {
-            gateway.lines().any(|l| {
-                l.starts_with("conclave_gateway_relay_link_up{")
-                    && l.contains(&format!(r#"node="{id}""#))
-                    && l.ends_with(" 1")
-            })
-        })
+        link_up(&cluster, "a").await == Some(true) && link_up(&cluster, "b").await == Some(true)
     })
     .await;
     assert!(linked, "the gateway has not linked to both nodes");
+}
+
+/// A node killed and started again on the same address gets its link back from the
+/// gateway on its own, before any client needs it (and the link's gauge says so): its
+/// next clients do not wait for the link, and an operator's alert on the gauge clears.
+#[tokio::test]
+async fn a_gateway_links_again_to_a_node_that_restarted_without_waiting_for_a_client() {
+    let mut cluster = Cluster::builder()
+        .nodes(["a", "b"])
+        .gateways(1)
+        .start()
+        .await;
+    assert!(
+        eventually(async || link_up(&cluster, "a").await == Some(true)).await,
+        "the gateway never linked to node a"
+    );
+    cluster.signal("a", "-KILL");
+    assert!(
+        eventually(async || link_up(&cluster, "a").await == Some(false)).await,
+        "the gateway's link to the killed node still counts as up"
+    );
+    cluster.restart("a").await;
+    // The first try after the drop may have come while the node was down; the next
+    // comes at most 4 s later.
+    let relinked = eventually_within(Duration::from_secs(15), async || {
+        link_up(&cluster, "a").await == Some(true)
+    })
+    .await;
+    assert!(relinked, "no link to the restarted node without a client");
+}
+
+/// `conclave_gateway_relay_link_up{node}` on gateway 0: whether its link to `node` is up,
+/// `None` before a link to it was ever opened.
+async fn link_up(cluster: &Cluster, node: &str) -> Option<bool> {
+    let (_, metrics) = get(cluster.gateway_ops(0), "/metrics").await;
+    let line = metrics.lines().find(|l| {
+        l.starts_with("conclave_gateway_relay_link_up{") && l.contains(&format!(r#"node="{node}""#))
+    })?;
+    Some(line.ends_with(" 1"))
 }
 
 /// A stopping gateway first fails `/readyz` for its drain delay — so a load balancer's health

@@ -18,6 +18,7 @@ use conclave_proto::DEFAULT_REGION;
 use conclave_proto::{
     close, query_param, GatewaySide, Ring, RingVersion, RingView, Rings, RoomKey,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::debug;
@@ -191,34 +192,51 @@ pub(crate) fn authorize<B>(
     )
 }
 
-/// How often the relay links' states are published as metrics.
+/// How often the relay links' states are published as metrics, and how soon a node on
+/// the rings without a live link is first tried again.
 const LINK_STATE_EVERY: Duration = Duration::from_secs(2);
 
-/// Opens a link to each node as soon as it is on the rings (at start, and when placement
-/// adds it), so its first clients do not wait for the connection and the relay stream to
-/// be set up, and publishes the links' states while the gateway lives. Each node is
-/// tried once here each time it joins the rings (a node that left and came back has only
-/// its old, dropped link); a link that fails or drops while its node stays is opened
-/// again by the next socket that needs it, as before.
+/// The longest wait between two tries of a node that stays unreachable.
+const LINK_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Keeps a live link to each node on the rings, so a node's clients do not wait for the
+/// connection and the relay stream to be set up: at start, when placement adds a node,
+/// and after a link drops (a node restarted on the same address comes back linked within
+/// seconds, not at its first client). A node that cannot be reached is tried again after
+/// 2, 4, 8, then every 10 seconds; sockets that need it meanwhile share the pool's
+/// attempt under way or start one, as before. Also publishes the links' states while the
+/// gateway lives.
 async fn keep_links(state: std::sync::Weak<GatewayState>) {
     let Some(mut rings) = state.upgrade().map(|s| s.routing.subscribe()) else {
         return;
     };
-    let mut tried = std::collections::HashSet::new();
+    // Per node without a live link: when to try it next, and the wait after that.
+    let mut retries: HashMap<String, (tokio::time::Instant, Duration)> = HashMap::new();
     let mut tick = tokio::time::interval(LINK_STATE_EVERY);
     loop {
         let Some(gw) = state.upgrade() else { return };
         let (_, nodes) = gw.routing.nodes();
-        tried.retain(|n| nodes.iter().any(|(node, _)| node == n));
+        let now = tokio::time::Instant::now();
+        retries.retain(|n, _| nodes.iter().any(|(node, _)| node == n));
         for (node, _) in nodes {
-            if gw.links.live(&node).is_none() && tried.insert(node.clone()) {
-                let gw = gw.clone();
-                tokio::spawn(async move {
-                    if gw.links.link_to(&node).await.is_ok() {
-                        gw.links.record_link_states();
-                    }
-                });
+            if gw.links.live(&node).is_some() {
+                retries.remove(&node);
+                continue;
             }
+            let (next, wait) = retries
+                .entry(node.clone())
+                .or_insert((now, LINK_STATE_EVERY));
+            if now < *next {
+                continue;
+            }
+            *next = now + *wait;
+            *wait = (*wait * 2).min(LINK_RETRY_MAX);
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                if gw.links.link_to(&node).await.is_ok() {
+                    gw.links.record_link_states();
+                }
+            });
         }
         gw.links.record_link_states();
         drop(gw);
