@@ -168,7 +168,7 @@ pub(crate) fn start(
 ) {
     let stream = Arc::new(stream);
     session.out.attach(stream.clone());
-    metrics::gauge!("conclave_gateway_connections").increment(1.0);
+    gw.connections.increment(1.0);
     let mut reader = FrameReader::new(gw.config.max_frame_bytes);
     let mut incoming = Vec::new();
     reader.read(already_read, Instant::now(), &mut incoming);
@@ -233,13 +233,7 @@ impl Socket {
         } = ending;
         let session = &self.session;
         debug!(socket = session.id.0, code, "socket closed");
-        // Codes the protocol defines as themselves; the applications' range as one value.
-        let label = if code < 3000 {
-            code.to_string()
-        } else {
-            "3000-4999".to_string()
-        };
-        metrics::counter!("conclave_gateway_closes_total", "code" => label).increment(1);
+        self.gw.closes.count(code);
         session.out.close().trigger(code, &reason);
         session.out.finish(frames::close_frame(code, &reason));
         if let Some(link) = session.end() {
@@ -250,7 +244,7 @@ impl Socket {
         shut_writes(&self.stream);
         session.out.end();
         self.gw.sessions.remove(session.id);
-        metrics::gauge!("conclave_gateway_connections").decrement(1.0);
+        self.gw.connections.decrement(1.0);
     }
 
     /// Reads client frames into the session until the socket ends or a close is

@@ -36,6 +36,10 @@ pub(crate) struct GatewayState {
     /// Client messages read (`conclave_gateway_messages_in_total`): the handle is looked up
     /// once, not in the recorder's registry per message.
     pub messages_in: metrics::Counter,
+    /// Open client sockets (`conclave_gateway_connections`), looked up once.
+    pub connections: metrics::Gauge,
+    /// Client sockets closed, by close code (`conclave_gateway_closes_total`).
+    pub closes: CloseCounters,
     mover: Mover,
 }
 
@@ -51,6 +55,8 @@ impl GatewayState {
             runtime: tokio::runtime::Handle::current(),
             socket_limits,
             messages_in: metrics::counter!("conclave_gateway_messages_in_total"),
+            connections: metrics::gauge!("conclave_gateway_connections"),
+            closes: CloseCounters::default(),
             mover,
         }
     }
@@ -86,5 +92,30 @@ impl GatewayState {
                 }
             });
         }
+    }
+}
+
+/// `conclave_gateway_closes_total{code}`, each code's handle looked up in the recorder
+/// once (the lookup builds the labelled key: a few allocations per close otherwise).
+#[derive(Default)]
+pub(crate) struct CloseCounters(std::sync::Mutex<HashMap<u16, metrics::Counter>>);
+
+impl CloseCounters {
+    /// Counts a socket closed with `code`: codes the protocol defines as themselves, the
+    /// applications' range (3000–4999) as one value.
+    pub fn count(&self, code: u16) {
+        let code = code.min(3000);
+        let mut counters = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counters
+            .entry(code)
+            .or_insert_with(|| {
+                let label = if code < 3000 {
+                    code.to_string()
+                } else {
+                    "3000-4999".to_string()
+                };
+                metrics::counter!("conclave_gateway_closes_total", "code" => label)
+            })
+            .increment(1);
     }
 }

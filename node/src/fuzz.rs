@@ -26,7 +26,7 @@ fn bound_event(event: GatewayEvent) {
         Some(Event::Admit(a)) => {
             let _ = room(a.room.as_ref());
             if check_admit(&a).is_ok() {
-                let _ = crate::gateway_link::header_map(&a.headers);
+                let _ = crate::gateway_link::header_map(a.headers);
             }
             let _ = gateway_bounds::trace_parent(a.trace_parent);
         }
@@ -44,7 +44,7 @@ fn bound_event(event: GatewayEvent) {
         Some(Event::HttpRequest(r)) => {
             let _ = room(r.room.as_ref());
             if check_headers(&r.headers).is_ok() {
-                let _ = crate::gateway_link::header_map(&r.headers);
+                let _ = crate::gateway_link::header_map(r.headers);
             }
         }
         _ => {}

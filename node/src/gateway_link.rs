@@ -97,7 +97,7 @@ impl GatewayLink {
 
     /// A socket asks to join a room. The room answers the admission itself, once the
     /// socket has joined; only a refusal before that is answered here.
-    async fn admit(&mut self, a: Admit) {
+    async fn admit(&mut self, mut a: Admit) {
         let (request_id, socket) = (a.request_id, SocketId(a.socket));
         let key = match room_key(a.room.as_ref()).and_then(|key| check_admit(&a).map(|()| key)) {
             Ok(key) => key,
@@ -108,7 +108,10 @@ impl GatewayLink {
             return self.send(refused(request_id, socket, refusal)).await;
         }
         // A socket coming back (`resume`) was checked when it first connected.
-        let headers = a.resume.is_none().then(|| header_map(&a.headers));
+        let headers = a
+            .resume
+            .is_none()
+            .then(|| header_map(std::mem::take(&mut a.headers)));
         let hook = headers.as_ref().map(|headers| ConnectRequest {
             party: key.party.as_str(),
             room: key.room.as_str(),
@@ -192,7 +195,7 @@ impl GatewayLink {
 
     /// An admitted socket joins its room; `headers` are its request's, when already built
     /// from `a` (a new socket's room keeps them for `Room::upgrade_headers`).
-    async fn open(&mut self, a: Admit, key: RoomKey, headers: Option<http::HeaderMap>) {
+    async fn open(&mut self, mut a: Admit, key: RoomKey, headers: Option<http::HeaderMap>) {
         let (request_id, socket) = (a.request_id, SocketId(a.socket));
         if let Err(refusal) = self.one_room_per_socket(&a).await {
             return self.send(refused(request_id, socket, refusal)).await;
@@ -202,8 +205,9 @@ impl GatewayLink {
         let event = RoomEvent::Open(Box::new(OpenRequest {
             peer: self.peer(a.socket),
             names: ConnNames::new(&a.uri, &a.conn_id),
-            headers: (a.resume.is_none())
-                .then(|| Arc::new(headers.unwrap_or_else(|| header_map(&a.headers)))),
+            headers: (a.resume.is_none()).then(|| {
+                Arc::new(headers.unwrap_or_else(|| header_map(std::mem::take(&mut a.headers))))
+            }),
             request_id,
             origin: a.origin,
             resume: a.resume,
@@ -381,13 +385,18 @@ fn wire_headers(headers: &http::HeaderMap) -> Vec<Header> {
         .collect()
 }
 
-pub(crate) fn header_map(headers: &[Header]) -> http::HeaderMap {
-    let mut map = http::HeaderMap::new();
+/// The request headers a gateway sent, as a map. A value whose bytes are its own (the
+/// in-process link's) is kept as it is; a slice of a decoded relay batch is copied, so
+/// that headers a party keeps do not keep the whole batch.
+pub(crate) fn header_map(headers: Vec<Header>) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(headers.len());
     for h in headers {
-        if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(h.name.as_bytes()),
-            http::HeaderValue::from_bytes(&h.value),
-        ) {
+        let value = if h.value.is_unique() {
+            http::HeaderValue::from_maybe_shared(h.value)
+        } else {
+            http::HeaderValue::from_bytes(&h.value)
+        };
+        if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(h.name.as_bytes()), value) {
             // Bounded before (check_headers); `try_append` cannot panic past capacity.
             let _ = map.try_append(n, v);
         }
@@ -396,7 +405,7 @@ pub(crate) fn header_map(headers: &[Header]) -> http::HeaderMap {
 }
 
 /// An HTTP request to a room on this node, answered by the room's `on_request`.
-async fn http_request(host: &Arc<Host>, r: HttpRequest) -> Result<Response, Refusal> {
+async fn http_request(host: &Arc<Host>, mut r: HttpRequest) -> Result<Response, Refusal> {
     let key = room_key(r.room.as_ref())?;
     check_headers(&r.headers)?;
     if r.body.len() > host.config.max_http_body_bytes {
@@ -407,7 +416,7 @@ async fn http_request(host: &Arc<Host>, r: HttpRequest) -> Result<Response, Refu
         .method(r.method.as_str())
         .uri(r.uri.as_str());
     if let Some(h) = builder.headers_mut() {
-        *h = header_map(&r.headers);
+        *h = header_map(std::mem::take(&mut r.headers));
     }
     let mut req = builder
         .body(r.body)
