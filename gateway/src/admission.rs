@@ -28,6 +28,18 @@ pub(crate) async fn join_room(
     resume: Option<Resume>,
 ) -> Result<Arc<NodeLink>, Refusal> {
     let link = gw.link_for(&session.room).await?;
+    join_on(gw, link, session, headers, resume).await
+}
+
+/// Asks the node at the end of `link` (the room's owner) to admit the socket, as
+/// [`join_room`] does.
+pub(crate) async fn join_on(
+    gw: &GatewayState,
+    link: Arc<NodeLink>,
+    session: &Arc<Session>,
+    headers: Vec<Header>,
+    resume: Option<Resume>,
+) -> Result<Arc<NodeLink>, Refusal> {
     link.register(session.clone());
     let span = trace::enabled().then(
         || tracing::info_span!(target: trace::TARGET, "client.connect", room = %session.room),

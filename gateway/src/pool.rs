@@ -66,13 +66,7 @@ impl LinkPool {
 
     /// The link to `node` if one is open and alive.
     pub fn live(&self, node: &str) -> Option<Arc<NodeLink>> {
-        let slots = self.slots();
-        slots
-            .get(node)?
-            .link
-            .as_ref()
-            .filter(|l| l.is_alive())
-            .cloned()
+        live_in(&self.slots(), node)
     }
 
     /// New node addresses (node id → relay URL) from placement.
@@ -84,15 +78,12 @@ impl LinkPool {
     /// one. The attempt runs in its own task, so it finishes (within [`OPEN_TIMEOUT`])
     /// even if every caller stops waiting for it.
     pub async fn link_to(&self, node: &str) -> Result<Arc<NodeLink>, LinkError> {
-        if let Some(l) = self.live(node) {
-            return Ok(l);
-        }
         let attempt = {
             let mut slots = self.slots();
-            let slot = slots.entry(node.to_string()).or_default();
-            if let Some(l) = slot.link.as_ref().filter(|l| l.is_alive()) {
-                return Ok(l.clone());
+            if let Some(l) = live_in(&slots, node) {
+                return Ok(l);
             }
+            let slot = slots.entry(node.to_string()).or_default();
             slot.opening.get_or_insert_with(|| self.open(node)).clone()
         };
         attempt.await.ok_or(LinkError::Unavailable)
@@ -155,6 +146,16 @@ impl LinkPool {
             .cloned()
             .collect()
     }
+}
+
+/// The link to `node` in `slots` if one is open and alive.
+fn live_in(slots: &HashMap<String, Slot>, node: &str) -> Option<Arc<NodeLink>> {
+    slots
+        .get(node)?
+        .link
+        .as_ref()
+        .filter(|l| l.is_alive())
+        .cloned()
 }
 
 /// Logs that `node` cannot be reached: at warn level once per [`UNREACHABLE_LOG_EVERY`],

@@ -1,7 +1,7 @@
 //! Moving a socket to its room's next owner when its node dies, hands the room off or is
 //! fenced — without closing the client socket.
 
-use crate::admission::join_room;
+use crate::admission::join_on;
 use crate::link::{MoveRequest, NodeLink};
 use crate::session::Session;
 use crate::state::GatewayState;
@@ -89,7 +89,7 @@ async fn join_by(
     deadline: Instant,
 ) -> Result<Arc<NodeLink>, Refusal> {
     match tokio::time::timeout_at(deadline, gw.link_for(&session.room)).await {
-        Ok(Ok(_)) => join_room(gw, session, Vec::new(), Some(session.resume())).await,
+        Ok(Ok(link)) => join_on(gw, link, session, Vec::new(), Some(session.resume())).await,
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(Refusal::unavailable()),
     }
