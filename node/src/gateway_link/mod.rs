@@ -1,19 +1,24 @@
 //! Serving one gateway's relay link: the gateway's events become room events, and its
 //! requests (admission, home region, room info, HTTP) get their replies.
 
-use crate::gateway_bounds::{self, check_admit, check_headers};
+mod headers;
+mod requests;
+
+pub(crate) use headers::header_map;
+use headers::wire_headers;
+use requests::{delete_room, http_reply, http_request, list_party, room_info, room_key};
+
+use crate::gateway_bounds::{self, check_admit};
 use crate::host::Host;
 use crate::links::GatewayId;
 use crate::mailbox::{refused, OpenRequest, RoomEvent};
 use crate::message::{Message, Response};
 use crate::party::{ConnectCheck, ConnectRequest};
-use crate::room::{close_socket, ConnNames, FetchError, Peer};
-use bytes::Bytes;
+use crate::room::{close_socket, ConnNames, Peer};
 use conclave_proto::close;
 use conclave_proto::wire::{
-    gateway_event, node_event, Admit, Closed, Detach, Frame, Header, HomeReply, HomeRequest,
-    HttpReply, HttpRequest, NodeEvent, Received, RoomAdmin, RoomInfoReply, RoomInfoRequest,
-    RoomRef,
+    gateway_event, node_event, Admit, Closed, Detach, Frame, HomeReply, HomeRequest, HttpRequest,
+    NodeEvent, Received, RoomAdmin, RoomInfoReply, RoomInfoRequest,
 };
 use conclave_proto::{NodeSide, Refusal, RoomKey, SocketId, SocketMap};
 use futures::future::BoxFuture;
@@ -365,206 +370,5 @@ impl GatewayLink {
             };
             let _ = self.host.dispatch(key, event).await;
         }
-    }
-}
-
-/// The room a request names; 400 if it names none or an invalid one.
-fn room_key(room: Option<&RoomRef>) -> Result<RoomKey, Refusal> {
-    room.map(RoomKey::from_wire)
-        .ok_or_else(|| Refusal::new(400, "missing room"))?
-        .map_err(|e| Refusal::new(400, e.to_string()))
-}
-
-fn wire_headers(headers: &http::HeaderMap) -> Vec<Header> {
-    headers
-        .iter()
-        .map(|(k, v)| Header {
-            name: k.as_str().to_string(),
-            value: v.as_bytes().to_vec().into(),
-        })
-        .collect()
-}
-
-/// The request headers a gateway sent, as a map. A value that is the whole of its own
-/// allocation (the in-process link's) is kept as it is; any other (a slice of a decoded
-/// relay batch) is copied, so that headers a party keeps never keep a batch's buffer.
-pub(crate) fn header_map(headers: Vec<Header>) -> http::HeaderMap {
-    let mut map = http::HeaderMap::with_capacity(headers.len());
-    for h in headers {
-        let value = match h.value.try_into_mut() {
-            Ok(own) if own.capacity() == own.len() => {
-                http::HeaderValue::from_maybe_shared(own.freeze())
-            }
-            Ok(shared) => http::HeaderValue::from_bytes(&shared),
-            Err(shared) => http::HeaderValue::from_bytes(&shared),
-        };
-        if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(h.name.as_bytes()), value) {
-            // Bounded before (check_headers); `try_append` cannot panic past capacity.
-            let _ = map.try_append(n, v);
-        }
-    }
-    map
-}
-
-/// An HTTP request to a room on this node, answered by the room's `on_request`.
-async fn http_request(host: &Arc<Host>, mut r: HttpRequest) -> Result<Response, Refusal> {
-    let key = room_key(r.room.as_ref())?;
-    check_headers(&r.headers)?;
-    if r.body.len() > host.config.max_http_body_bytes {
-        return Err(Refusal::new(413, "Request body too large"));
-    }
-    host.cluster.check_placed_here(&key)?;
-    let mut builder = http::Request::builder()
-        .method(r.method.as_str())
-        .uri(r.uri.as_str());
-    if let Some(h) = builder.headers_mut() {
-        *h = header_map(std::mem::take(&mut r.headers));
-    }
-    let mut req = builder
-        .body(r.body)
-        .map_err(|e| Refusal::new(400, e.to_string()))?;
-    if let Some(check) = host.check_request(&key, req.clone()) {
-        match check.await {
-            Ok(checked) => req = checked,
-            Err(answer) => return Ok(answer),
-        }
-    }
-    host.request(key, req).await.map_err(|e| match e {
-        FetchError::UnknownParty(p) => Refusal::new(404, format!("Party {p} not found")),
-        FetchError::Timeout => Refusal::new(504, "The room did not answer in time"),
-        other => Refusal::new(503, other.to_string()),
-    })
-}
-
-fn http_reply(request_id: u64, result: Result<Response, Refusal>) -> HttpReply {
-    match result {
-        Ok(resp) => HttpReply {
-            request_id,
-            status: resp.status().as_u16().into(),
-            headers: resp
-                .headers()
-                .iter()
-                .map(|(n, v)| Header {
-                    name: n.to_string(),
-                    value: Bytes::copy_from_slice(v.as_bytes()),
-                })
-                .collect(),
-            body: resp.into_body(),
-            ring_version: 0,
-        },
-        Err(r) => HttpReply {
-            request_id,
-            status: r.status.into(),
-            headers: Vec::new(),
-            body: Bytes::from(r.body),
-            ring_version: r.ring_version.0,
-        },
-    }
-}
-
-/// What this node knows about a room, for the admin endpoint.
-async fn room_info(host: &Host, room: Option<&RoomRef>) -> serde_json::Value {
-    let key = match room_key(room) {
-        Ok(k) => k,
-        Err(refusal) => return serde_json::json!({"error": refusal.body}),
-    };
-    let owner = match host.store.owner(&key).await {
-        Ok(o) => serde_json::to_value(o).unwrap_or_default(),
-        Err(e) => serde_json::json!({"error": e.to_string()}),
-    };
-    let storage = match host.store.usage(&key).await {
-        Ok(u) => serde_json::to_value(u).unwrap_or_default(),
-        Err(e) => serde_json::json!({"error": e.to_string()}),
-    };
-    serde_json::json!({
-        "node": host.config.node_id,
-        "placed_here": host.cluster.places_here(&key),
-        "live_here": host.rooms.is_live(&key),
-        "connections_here": host.rooms.conn_count(&key),
-        "owner": owner,
-        "storage": storage,
-    })
-}
-
-/// Rooms listed per page when the request names no limit, and at most.
-const LIST_PAGE: usize = 100;
-const LIST_PAGE_MAX: usize = 1000;
-
-/// The rooms of the request's party that store keys, a page at a time: `next` is the
-/// `after` of the next page.
-async fn list_party(host: &Host, q: &RoomInfoRequest) -> serde_json::Value {
-    let Some(party) = q.room.as_ref().map(|r| r.party.as_str()) else {
-        return serde_json::json!({"error": "missing party"});
-    };
-    let limit = match q.limit as usize {
-        0 => LIST_PAGE,
-        n => n.min(LIST_PAGE_MAX),
-    };
-    let after = (!q.after.is_empty()).then_some(q.after.as_str());
-    match host.store.party_rooms(party, after, limit).await {
-        Ok(rooms) => {
-            let next = (rooms.len() == limit).then(|| rooms.last().map(|(r, _)| r.clone()));
-            let rooms: Vec<_> = rooms
-                .into_iter()
-                .map(
-                    |(room, u)| serde_json::json!({"room": room, "bytes": u.bytes, "keys": u.keys}),
-                )
-                .collect();
-            serde_json::json!({"party": party, "rooms": rooms, "next": next.flatten()})
-        }
-        Err(e) => serde_json::json!({"error": e.to_string()}),
-    }
-}
-
-/// How long a deletion may wait for the room's actor.
-const DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Deletes the room through its actor (so it waits for the room's running step, and its
-/// commit is fenced like the room's own).
-async fn delete_room(host: &Arc<Host>, room: Option<&RoomRef>) -> serde_json::Value {
-    let key = match room_key(room) {
-        Ok(k) => k,
-        Err(refusal) => return serde_json::json!({"error": refusal.body}),
-    };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    if let Err(e) = host.dispatch(&key, RoomEvent::Delete { reply }).await {
-        return serde_json::json!({"error": e.to_string()});
-    }
-    match tokio::time::timeout(DELETE_TIMEOUT, answer).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(_)) => serde_json::json!({"error": "the room left this node before deleting"}),
-        Err(_) => serde_json::json!({"error": "the room did not answer within 10 s"}),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::header_map;
-    use bytes::Bytes;
-    use conclave_proto::wire::Header;
-
-    fn header(name: &str, value: Bytes) -> Header {
-        Header {
-            name: name.to_string(),
-            value,
-        }
-    }
-
-    /// A value that is its own allocation is kept; a slice of a larger buffer is copied,
-    /// even when nothing else holds that buffer any more, so a kept header never keeps a
-    /// decoded relay batch alive.
-    #[test]
-    fn header_values_keep_their_own_bytes_and_copy_slices_of_batches() {
-        let own = Bytes::from(b"text/plain".to_vec());
-        let own_at = own.as_ptr();
-        let batch = Bytes::from(vec![b'x'; 64 * 1024]);
-        let slice = batch.slice(100..110);
-        let slice_at = slice.as_ptr();
-        drop(batch);
-        let map = header_map(vec![header("accept", own), header("x-from-batch", slice)]);
-        assert_eq!(map["accept"].as_bytes().as_ptr(), own_at);
-        assert_eq!(map["accept"], "text/plain");
-        assert_ne!(map["x-from-batch"].as_bytes().as_ptr(), slice_at);
-        assert_eq!(map["x-from-batch"], "xxxxxxxxxx");
     }
 }
