@@ -22,7 +22,6 @@ use crate::message::Message;
 use crate::storage::{Savepoint, Storage, StorageError};
 use conclave_proto::wire::{node_event, ConnState, Deliver, NodeEvent};
 use conclave_proto::RoomKey;
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -313,6 +312,18 @@ impl Room {
     }
 }
 
+/// The sockets `gateway` excludes from a broadcast, its entry made if it has none.
+fn excluded_on(per_gateway: &mut Vec<(GatewayId, Vec<u64>)>, gateway: GatewayId) -> &mut Vec<u64> {
+    let at = match per_gateway.iter().position(|(g, _)| *g == gateway) {
+        Some(at) => at,
+        None => {
+            per_gateway.push((gateway, Vec::new()));
+            per_gateway.len() - 1
+        }
+    };
+    &mut per_gateway[at].1
+}
+
 /// Queues `msg` for every connection of the room except those whose id is in `exclude`:
 /// one delivery per gateway that holds members.
 pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, exclude: &[&str]) {
@@ -320,12 +331,19 @@ pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, ex
         refuse_broadcast(shared, msg.payload().len(), exclude);
         return;
     }
-    let mut per_gateway: BTreeMap<GatewayId, Vec<u64>> = BTreeMap::new();
+    // The gateways that hold members, each with the sockets it excludes: a few gateways,
+    // so a list searched in place (most rooms are on one).
+    let mut per_gateway: Vec<(GatewayId, Vec<u64>)> = Vec::new();
     let mut exclude_absent = Vec::new();
     {
         let conns = shared.conns();
+        let mut last = None;
         for e in conns.iter() {
-            per_gateway.entry(e.gateway).or_default();
+            // Members of one gateway are mostly next to each other.
+            if last != Some(e.gateway) {
+                excluded_on(&mut per_gateway, e.gateway);
+                last = Some(e.gateway);
+            }
         }
         // An excluded connection here is excluded by its socket. One may be away, coming
         // back after a move: the room's records keep its id, so that what is sent again
@@ -333,7 +351,7 @@ pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, ex
         for id in exclude {
             match conns.by_id(id) {
                 Some(e) => {
-                    let excluded = per_gateway.entry(e.gateway).or_default();
+                    let excluded = excluded_on(&mut per_gateway, e.gateway);
                     if !excluded.contains(&e.socket.0) {
                         excluded.push(e.socket.0);
                     }
