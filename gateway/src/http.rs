@@ -54,5 +54,10 @@ pub(crate) fn room_uri<B>(req: &http::Request<B>) -> String {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    format!("http://{host}{pq}")
+    // Built by hand: one allocation, no formatting machinery (once per connection).
+    let mut uri = String::with_capacity(7 + host.len() + pq.len());
+    uri.push_str("http://");
+    uri.push_str(host);
+    uri.push_str(pq);
+    uri
 }

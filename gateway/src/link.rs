@@ -9,11 +9,15 @@
 
 use crate::session::Session;
 use conclave_proto::trace;
-use conclave_proto::wire::{gateway_event, node_event, Detach, GatewayEvent, NodeEvent, Received};
+use conclave_proto::wire::{
+    gateway_event, node_event, Deliver, Detach, GatewayEvent, NodeEvent, Received, RoomRef,
+};
 use conclave_proto::{
-    reply_id, GatewaySide, Inbound, Refusal, RelayRequest, RingVersion, RoomKey, SocketMap,
+    reply_id, GatewaySide, IdHasher, Inbound, Refusal, RelayRequest, RingVersion, RoomKey,
+    SocketMap,
 };
 use std::collections::HashMap;
+use std::hash::RandomState;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -112,8 +116,33 @@ impl From<LinkError> for Refusal {
 struct Registry {
     sockets: SocketMap<Arc<Session>>,
     /// Sockets the node accepted into each room: the targets of deliveries, with their
-    /// sessions (the fan-out walks a room's table without a lookup per member).
-    rooms: HashMap<Arc<RoomKey>, SocketMap<Arc<Session>>>,
+    /// sessions (the fan-out walks a room's table without a lookup per member). Room names
+    /// are the clients' choice: SipHash, randomly keyed, as the standard map has it.
+    rooms: hashbrown::HashMap<Arc<RoomKey>, SocketMap<Arc<Session>>, RandomState>,
+}
+
+/// A room as a node's event names it, for finding its entry in [`Registry::rooms`]
+/// without validating or copying the names (the node validated them). It hashes as
+/// [`RoomKey`] does: each name as a `str`, the party's first.
+#[derive(Hash)]
+struct WireRoom<'a> {
+    party: &'a str,
+    room: &'a str,
+}
+
+impl<'a> WireRoom<'a> {
+    fn of(room: &'a RoomRef) -> Self {
+        Self {
+            party: &room.party,
+            room: &room.room,
+        }
+    }
+}
+
+impl hashbrown::Equivalent<Arc<RoomKey>> for WireRoom<'_> {
+    fn equivalent(&self, key: &Arc<RoomKey>) -> bool {
+        key.party.as_str() == self.party && key.room.as_str() == self.room
+    }
 }
 
 impl Registry {
@@ -137,7 +166,8 @@ pub(crate) struct NodeLink {
     /// Counted once per node event, not per frame: the fan-out loop is the hot path.
     messages_out: metrics::Counter,
     registry: Mutex<Registry>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<node_event::Event>>>,
+    /// Requests waiting for their replies, by the ids this link assigns.
+    pending: Mutex<HashMap<u64, oneshot::Sender<node_event::Event>, IdHasher>>,
     next_id: AtomicU64,
     /// How long a request waits for its reply.
     request_timeout: Duration,
@@ -173,7 +203,9 @@ impl NodeLink {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<node_event::Event>>> {
+    fn pending(
+        &self,
+    ) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<node_event::Event>, IdHasher>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -233,7 +265,10 @@ impl NodeLink {
 
     /// Sockets of `room` on this link.
     pub fn sockets_in(&self, room: &RoomKey) -> usize {
-        self.registry().rooms.get(room).map_or(0, HashMap::len)
+        self.registry()
+            .rooms
+            .get(room)
+            .map_or(0, |members| members.len())
     }
 
     /// Routes the node's events for the socket to it (deliveries start once admitted).
@@ -376,20 +411,7 @@ impl NodeLink {
                 }
                 writes.sources += 1;
             }
-            Event::Deliver(d) => {
-                if let Some(Ok(room)) = d.room.as_ref().map(RoomKey::from_wire) {
-                    arrived(&room, d.out_seq);
-                    // The fan-out continues the node's trace when there is one.
-                    let span = (!d.trace_parent.is_empty() && trace::enabled()).then(|| {
-                        let span =
-                            tracing::info_span!(target: trace::TARGET, "room.fanout", room = %room);
-                        trace::continue_from(&span, &d.trace_parent);
-                        span
-                    });
-                    let _entered = span.as_ref().map(tracing::Span::enter);
-                    self.deliver(&room, d, writes);
-                }
-            }
+            Event::Deliver(d) => self.deliver(d, writes, arrived),
             Event::CloseSocket(c) => {
                 // What was sent before the close goes before it.
                 self.messages_out.increment(writes.flush());
@@ -416,16 +438,34 @@ impl NodeLink {
         }
     }
 
-    /// Broadcast fan-out: one frame from the node, for every local member.
-    fn deliver(&self, room: &RoomKey, d: conclave_proto::wire::Deliver, writes: &mut Writes) {
+    /// Broadcast fan-out: one frame from the node, for every local member; `arrived`
+    /// counts its output as received.
+    fn deliver(&self, d: Deliver, writes: &mut Writes, arrived: impl FnOnce(&RoomKey, u64)) {
+        let Some(wire) = d.room.as_ref() else {
+            return;
+        };
         // Encoded once: every member writes the same bytes.
-        let Some(msg) = crate::frames::message(&d.payload, d.binary) else {
-            return;
-        };
+        let msg = crate::frames::message(&d.payload, d.binary);
         let reg = self.registry();
-        let Some(members) = reg.rooms.get(room) else {
+        let Some((room, members)) = reg.rooms.get_key_value(&WireRoom::of(wire)) else {
+            drop(reg);
+            // Its members here left meanwhile; the output still arrived.
+            if let Ok(room) = RoomKey::from_wire(wire) {
+                arrived(&room, d.out_seq);
+            }
             return;
         };
+        arrived(room, d.out_seq);
+        let Some(msg) = msg else {
+            return;
+        };
+        // The fan-out continues the node's trace when there is one.
+        let span = (!d.trace_parent.is_empty() && trace::enabled()).then(|| {
+            let span = tracing::info_span!(target: trace::TARGET, "room.fanout", room = %room);
+            trace::continue_from(&span, &d.trace_parent);
+            span
+        });
+        let _entered = span.as_ref().map(tracing::Span::enter);
         for (socket, e) in members {
             if !d.exclude.contains(socket) && e.takes_output(d.out_seq) {
                 writes.push(e, msg.clone());
@@ -439,5 +479,33 @@ impl NodeLink {
         if let Some(tx) = self.pending().remove(&id) {
             let _ = tx.send(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_named_on_the_wire_finds_its_members() {
+        let mut rooms: hashbrown::HashMap<Arc<RoomKey>, u32, RandomState> = Default::default();
+        for (i, (party, room)) in [("main", "lobby"), ("main", "lobb"), ("mai", "nlobby")]
+            .into_iter()
+            .enumerate()
+        {
+            rooms.insert(Arc::new(RoomKey::new(party, room).unwrap()), i as u32);
+        }
+        let find = |party: &str, room: &str| {
+            let wire = RoomRef {
+                party: party.into(),
+                room: room.into(),
+            };
+            rooms.get(&WireRoom::of(&wire)).copied()
+        };
+        assert_eq!(find("main", "lobby"), Some(0));
+        assert_eq!(find("main", "lobb"), Some(1));
+        assert_eq!(find("mai", "nlobby"), Some(2));
+        assert_eq!(find("main", "other"), None);
+        assert_eq!(find("", "mainlobby"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Every open client socket of this gateway, attached to a node or moving between nodes.
 
 use crate::session::Session;
-use conclave_proto::{RoomKey, SocketId};
+use conclave_proto::{IdHasher, RoomKey, SocketId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -10,7 +10,8 @@ pub(crate) struct Sessions {
     /// This gateway process, as nodes tell its sockets apart from other gateways'.
     pub origin: u64,
     next_socket: AtomicU64,
-    open: Mutex<HashMap<SocketId, Arc<Session>>>,
+    /// Keyed by ids this gateway assigns: the fast hasher.
+    open: Mutex<HashMap<SocketId, Arc<Session>, IdHasher>>,
     room_keys: Mutex<RoomKeys>,
 }
 
@@ -63,7 +64,7 @@ impl Sessions {
             .share(key)
     }
 
-    fn open(&self) -> MutexGuard<'_, HashMap<SocketId, Arc<Session>>> {
+    fn open(&self) -> MutexGuard<'_, HashMap<SocketId, Arc<Session>, IdHasher>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
