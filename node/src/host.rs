@@ -151,16 +151,18 @@ impl Host {
         tx
     }
 
-    /// Delivers an event to its room, in order with the caller's earlier events.
+    /// Delivers an event to its room, in order with the caller's earlier events; returns
+    /// the mailbox that took it (the caller may keep it for the room's next events, while
+    /// its actor lives).
     pub async fn dispatch(
         self: &Arc<Self>,
         key: &RoomKey,
         mut event: RoomEvent,
-    ) -> Result<(), DispatchError> {
+    ) -> Result<MailboxTx, DispatchError> {
         for _ in 0..DISPATCH_ATTEMPTS {
             let tx = self.mailbox(key)?;
             match tx.send(event).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(tx),
                 // The actor retired (or died) between lookup and send: forget its stale
                 // entry, and a fresh actor takes the event.
                 Err(ev) => {

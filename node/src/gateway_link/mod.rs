@@ -11,7 +11,7 @@ use requests::{delete_room, http_reply, http_request, list_party, room_info, roo
 use crate::gateway_bounds::{self, check_admit};
 use crate::host::Host;
 use crate::links::GatewayId;
-use crate::mailbox::{refused, OpenRequest, RoomEvent};
+use crate::mailbox::{refused, MailboxTx, OpenRequest, RoomEvent};
 use crate::message::{Message, Response};
 use crate::party::{ConnectCheck, ConnectRequest};
 use crate::room::{close_socket, ConnNames, Peer};
@@ -34,10 +34,18 @@ pub(crate) struct GatewayLink {
     host: Arc<Host>,
     gateway: GatewayId,
     /// Which room each socket of this gateway is in: frames carry only the socket.
-    sockets: SocketMap<Arc<RoomKey>>,
+    sockets: SocketMap<SocketRoom>,
     /// Admissions whose party's asynchronous check passed, to go on with in order with
     /// the link's other events.
     checked: mpsc::UnboundedSender<(Admit, RoomKey)>,
+}
+
+/// The room a socket is in.
+struct SocketRoom {
+    key: Arc<RoomKey>,
+    /// The room's mailbox as its socket's last frame found it: the next goes straight in
+    /// while that actor lives (a closed one sends it the long way, by the room's key).
+    mailbox: Option<MailboxTx>,
 }
 
 impl GatewayLink {
@@ -152,7 +160,7 @@ impl GatewayLink {
     /// socket already in a room comes from a faulty gateway: refused (409), or the first
     /// connection would stay behind in its room for ever.
     async fn one_room_per_socket(&mut self, a: &Admit) -> Result<(), Refusal> {
-        let Some(old) = self.sockets.get(&a.socket).cloned() else {
+        let Some(old) = self.sockets.get(&a.socket).map(|s| s.key.clone()) else {
             return Ok(());
         };
         if a.resume.is_none() {
@@ -206,7 +214,11 @@ impl GatewayLink {
             return self.send(refused(request_id, socket, refusal)).await;
         }
         let key = self.host.rooms.shared_key(key);
-        self.sockets.insert(a.socket, key.clone());
+        let room = SocketRoom {
+            key: key.clone(),
+            mailbox: None,
+        };
+        self.sockets.insert(a.socket, room);
         let event = RoomEvent::Open(Box::new(OpenRequest {
             peer: self.peer(a.socket),
             names: ConnNames::new(&a.uri, &a.conn_id),
@@ -226,12 +238,13 @@ impl GatewayLink {
     }
 
     async fn frame(&mut self, f: Frame) {
-        let Some(key) = self.sockets.get(&f.socket) else {
+        let peer = self.peer(f.socket);
+        let Some(room) = self.sockets.get_mut(&f.socket) else {
             return;
         };
         if f.payload.len() > self.host.config.max_frame_bytes {
             // No gateway forwards this: treat it as the client's message being too big.
-            let key = key.clone();
+            let key = room.key.clone();
             return self.too_big(f.socket, key).await;
         }
         let msg = if f.binary {
@@ -242,14 +255,21 @@ impl GatewayLink {
                 None => return, // the gateway already validated UTF-8
             }
         };
-        let peer = self.peer(f.socket);
-        let event = RoomEvent::Frame {
+        let mut event = RoomEvent::Frame {
             peer,
             msg,
             seq: f.seq,
             trace_parent: gateway_bounds::trace_parent(f.trace_parent),
         };
-        let _ = self.host.dispatch(key, event).await;
+        if let Some(mailbox) = &room.mailbox {
+            match mailbox.send(event).await {
+                Ok(()) => return,
+                // That actor is gone (the room retired, or moved): the key finds its
+                // successor, if the room is still here.
+                Err(back) => event = back,
+            }
+        }
+        room.mailbox = self.host.dispatch(&room.key, event).await.ok();
     }
 
     /// Closes `socket` with 1009 and lets its room see it leave.
@@ -273,15 +293,18 @@ impl GatewayLink {
 
     /// The socket moved to another node.
     async fn detach(&mut self, d: Detach) {
-        let Some(key) = self.sockets.remove(&d.socket) else {
+        let Some(room) = self.sockets.remove(&d.socket) else {
             return;
         };
         let peer = self.peer(d.socket);
-        let _ = self.host.dispatch(&key, RoomEvent::Detach { peer }).await;
+        let _ = self
+            .host
+            .dispatch(&room.key, RoomEvent::Detach { peer })
+            .await;
     }
 
     async fn closed(&mut self, c: Closed) {
-        let Some(key) = self.sockets.remove(&c.socket) else {
+        let Some(room) = self.sockets.remove(&c.socket) else {
             return;
         };
         let event = RoomEvent::Closed {
@@ -290,7 +313,7 @@ impl GatewayLink {
             reason: gateway_bounds::close_reason(c.reason),
             error: (!c.error.is_empty()).then(|| gateway_bounds::close_error(c.error)),
         };
-        let _ = self.host.dispatch(&key, event).await;
+        let _ = self.host.dispatch(&room.key, event).await;
     }
 
     /// Sends the reply `answer` makes, off the link's loop: it may wait on storage or on a
@@ -361,7 +384,7 @@ impl GatewayLink {
             return;
         }
         tokio::time::sleep(LINK_LOSS_GRACE).await;
-        for (socket, key) in &self.sockets {
+        for (socket, SocketRoom { key, .. }) in &self.sockets {
             let event = RoomEvent::Closed {
                 peer: self.peer(*socket),
                 code: close::ABNORMAL,
