@@ -11,47 +11,35 @@
 # BINARY defaults to a release build of this checkout. Needs valgrind and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=${1:-}
+. scripts/lib/callgrind.sh
+B=$(conclave_binary "${1:-}")
 ROOMS=${2:-100}
 WINDOW=${3:-10}
 RUNS=${4:-3}
 OUT=${OUT:-target/bench/instructions}
 mkdir -p "$OUT"
-if [ -z "$B" ]; then
-  cargo build --release --locked -q
-  B=./target/release/conclave
-fi
-NOLIMIT=(--messages-per-second 1000000 --message-burst 1000000)
 PORT=18999
 metric() {
   curl -s "http://127.0.0.1:$PORT/metrics" | awk -v k="$1" '$1 == k { printf "%d", $2 }'
 }
 for run in $(seq 1 "$RUNS"); do
-  DATA=$(mktemp -d)
   DUMP="$OUT/messages-$run.callgrind"
-  rm -f "$DUMP"*
-  valgrind --tool=callgrind --callgrind-out-file="$DUMP" \
-    "$B" dev --port $PORT --data-dir "$DATA" "${NOLIMIT[@]}" >"$OUT/server-$run.log" 2>&1 &
-  SERVER=$!
-  until curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz"; do sleep 0.3; done
-  sleep 1
+  start_dev_under_callgrind "$DUMP" "$OUT/server-$run.log"
   "$B" loadtest many-rooms --url "ws://127.0.0.1:$PORT/parties/main/{room}" \
     --rooms "$ROOMS" --members 10 --rate 2 --secs $((WINDOW + 12)) --concurrency 20 \
     >"$OUT/messages-$run.txt" 2>&1 &
   LOAD=$!
   sleep 10
-  callgrind_control -z $SERVER >/dev/null 2>&1
+  callgrind_control -z "$SERVER_PID" >/dev/null 2>&1
   in0=$(metric conclave_gateway_messages_in_total)
   out0=$(metric conclave_gateway_messages_out_total)
   sleep "$WINDOW"
-  callgrind_control -d $SERVER >/dev/null 2>&1
+  callgrind_control -d "$SERVER_PID" >/dev/null 2>&1
   in1=$(metric conclave_gateway_messages_in_total)
   out1=$(metric conclave_gateway_messages_out_total)
   wait $LOAD || true
-  kill -INT $SERVER
-  wait $SERVER 2>/dev/null || true
-  rm -rf "$DATA"
-  total=$(callgrind_annotate "$DUMP.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  stop_dev
+  total=$(counted_instructions "$DUMP.1")
   messages=$((in1 - in0))
   deliveries=$((out1 - out0))
   echo "run $run: $((total / messages)) instructions per message, $((total / deliveries)) per delivery ($total for $messages messages, $deliveries deliveries; $DUMP.1)"

@@ -10,38 +10,26 @@
 # BINARY defaults to a release build of this checkout. Needs valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=${1:-}
+. scripts/lib/callgrind.sh
+B=$(conclave_binary "${1:-}")
 N=${2:-1000}
 RUNS=${3:-3}
 OUT=${OUT:-target/bench/instructions}
 mkdir -p "$OUT"
-if [ -z "$B" ]; then
-  cargo build --release --locked -q
-  B=./target/release/conclave
-fi
-NOLIMIT=(--messages-per-second 1000000 --message-burst 1000000)
 PORT=18999
 for run in $(seq 1 "$RUNS"); do
-  DATA=$(mktemp -d)
   DUMP="$OUT/storm-$run.callgrind"
-  rm -f "$DUMP"*
-  valgrind --tool=callgrind --callgrind-out-file="$DUMP" \
-    "$B" dev --port $PORT --data-dir "$DATA" "${NOLIMIT[@]}" >"$OUT/server-$run.log" 2>&1 &
-  SERVER=$!
-  until curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz"; do sleep 0.3; done
-  sleep 1
+  start_dev_under_callgrind "$DUMP" "$OUT/server-$run.log"
   "$B" loadtest connect-storm --url "ws://127.0.0.1:$PORT/parties/main/warm{room}" \
     --connections 100 --concurrency 20 >/dev/null
   sleep 1
-  callgrind_control -z $SERVER >/dev/null 2>&1
+  callgrind_control -z "$SERVER_PID" >/dev/null 2>&1
   "$B" loadtest connect-storm --url "ws://127.0.0.1:$PORT/parties/main/{room}" \
     --connections "$N" --concurrency 50 >"$OUT/storm-$run.txt"
   sleep 2
-  callgrind_control -d $SERVER >/dev/null 2>&1
+  callgrind_control -d "$SERVER_PID" >/dev/null 2>&1
   sleep 1
-  kill -INT $SERVER
-  wait $SERVER 2>/dev/null || true
-  rm -rf "$DATA"
-  total=$(callgrind_annotate "$DUMP.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  stop_dev
+  total=$(counted_instructions "$DUMP.1")
   echo "run $run: $((total / N)) instructions per connection ($total for $N connections; $DUMP.1)"
 done
