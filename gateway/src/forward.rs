@@ -2,12 +2,13 @@
 
 use crate::addresses::{AddressRate, ClientAddress};
 use crate::admission::{resolve_home, RingFollower};
-use crate::http::{plain, refused, room_uri, wire_headers};
+use crate::http::{plain, refused, room_uri};
 use crate::state::GatewayState;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use conclave_proto::wire::{HttpReply, HttpRequest};
+use conclave_proto::wire_headers;
 use conclave_proto::{query_param, Refusal, RingVersion, RoomKey, MISPLACED};
 use http::{header, HeaderValue, StatusCode};
 use std::sync::Arc;

@@ -1,8 +1,6 @@
 //! Small HTTP pieces the entry points share.
 
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use conclave_proto::wire::Header;
 use conclave_proto::Refusal;
 use http::{header, HeaderMap, StatusCode};
 
@@ -20,17 +18,6 @@ pub(crate) fn plain(status: u16, body: impl Into<String>) -> Response {
 /// A node's (or the gateway's own) refusal, as the client sees it.
 pub(crate) fn refused(r: Refusal) -> Response {
     plain(r.status, r.body)
-}
-
-/// Request headers as the relay carries them.
-pub(crate) fn wire_headers(headers: &HeaderMap) -> Vec<Header> {
-    headers
-        .iter()
-        .map(|(n, v)| Header {
-            name: n.as_str().to_string(),
-            value: Bytes::copy_from_slice(v.as_bytes()),
-        })
-        .collect()
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {

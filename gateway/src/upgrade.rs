@@ -4,13 +4,14 @@
 
 use crate::addresses::{AddressRate, ClientAddress, Slot};
 use crate::admission::{join_room, resolve_home, RingFollower};
-use crate::http::{refused, room_uri, wire_headers};
+use crate::http::{refused, room_uri};
 use crate::session::Session;
 use crate::socket;
 use crate::state::GatewayState;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use conclave_proto::wire_headers;
 use conclave_proto::{query_param, Refusal, RingVersion, RoomKey};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use std::sync::Arc;

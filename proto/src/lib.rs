@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod close;
 pub mod grpc;
+mod headers;
 mod link;
 mod names;
 mod query;
@@ -23,6 +24,7 @@ pub mod wire {
 }
 
 pub use auth::{ClusterAuth, RoleTls};
+pub use headers::wire_headers;
 pub use link::{in_process_link, GatewaySide, Inbound, NodeSide, LINK_CAPACITY};
 pub use names::{NameError, PartyName, RoomKey, RoomName, SocketId, MAX_PARTY_LEN, MAX_ROOM_LEN};
 pub use query::query_param;

@@ -1,19 +1,7 @@
-//! Request headers between the relay's wire form (a list of name and value) and the
-//! `http` crate's map that parties see.
+//! Request headers from the relay's wire form (a list of name and value) to the `http`
+//! crate's map that parties see; `conclave_proto::wire_headers` goes the other way.
 
-use bytes::Bytes;
 use conclave_proto::wire::Header;
-
-/// A map of headers as the relay carries them.
-pub(super) fn wire_headers(headers: &http::HeaderMap) -> Vec<Header> {
-    headers
-        .iter()
-        .map(|(k, v)| Header {
-            name: k.as_str().to_string(),
-            value: Bytes::copy_from_slice(v.as_bytes()),
-        })
-        .collect()
-}
 
 /// The request headers a gateway sent, as a map. A value that is the whole of its own
 /// allocation (the in-process link's) is kept as it is; any other (a slice of a decoded

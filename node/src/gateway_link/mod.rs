@@ -5,7 +5,6 @@ mod headers;
 mod requests;
 
 pub(crate) use headers::header_map;
-use headers::wire_headers;
 use requests::{delete_room, http_reply, http_request, list_party, room_info, room_key};
 
 use crate::gateway_bounds::{self, check_admit};
@@ -20,7 +19,7 @@ use conclave_proto::wire::{
     gateway_event, node_event, Admit, Closed, Detach, Frame, HomeReply, HomeRequest, HttpRequest,
     NodeEvent, Received, RoomAdmin, RoomInfoReply, RoomInfoRequest,
 };
-use conclave_proto::{NodeSide, Refusal, RoomKey, SocketId, SocketMap};
+use conclave_proto::{wire_headers, NodeSide, Refusal, RoomKey, SocketId, SocketMap};
 use futures::future::BoxFuture;
 use std::future::Future;
 use std::sync::Arc;

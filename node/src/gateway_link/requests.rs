@@ -1,7 +1,7 @@
 //! What a gateway asks of the node over the link besides sockets: HTTP requests to rooms
 //! (`on_request`) and the admin endpoint's room info, listings and deletions.
 
-use super::headers::{header_map, wire_headers};
+use super::headers::header_map;
 use crate::gateway_bounds::check_headers;
 use crate::host::Host;
 use crate::mailbox::RoomEvent;
@@ -9,6 +9,7 @@ use crate::message::Response;
 use crate::room::FetchError;
 use bytes::Bytes;
 use conclave_proto::wire::{HttpReply, HttpRequest, RoomInfoRequest, RoomRef};
+use conclave_proto::wire_headers;
 use conclave_proto::{Refusal, RoomKey};
 use std::sync::Arc;
 
