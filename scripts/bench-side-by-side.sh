@@ -7,7 +7,7 @@
 # ratios to uWebSockets.js replace the side-by-side section of docs/benchmarks.md.
 #
 # Not part of the test run. Needs Node.js/npm (scripts/test-deps.sh) and python3.
-# Takes about 12 minutes. SCENARIOS=hot-100 (space-separated) runs a subset.
+# Takes about 14 minutes. SCENARIOS=hot-100 (space-separated) runs a subset.
 #
 # The systems take turns within each scenario, so a slow spell of a shared machine falls
 # on all of them rather than on whichever ran then. ROUNDS=3 repeats every scenario three
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/target/bench/side-by-side}
-SCENARIOS=${SCENARIOS:-"connect-storm idle-hold-10k hot-100 hot-1000 many-rooms-1000x10 all-to-all-50x10"}
+SCENARIOS=${SCENARIOS:-"connect-storm idle-hold-10k hot-100 hot-1000 many-rooms-200x10 many-rooms-1000x10 all-to-all-50x10"}
 SYSTEMS=${SYSTEMS:-"dev cluster partykit uws"} # also: js (scripts/bench-js.sh)
 ROUNDS=${ROUNDS:-1}
 mkdir -p "$OUT"
@@ -119,6 +119,7 @@ run_scenario() { # system scenario round
     rooms-10) $B loadtest idle-hold --url "$URL" --connections 1000 --rooms 10 --hold-secs 10 --server-pid "$SERVER_PIDS" --json "$json" ;;
     hot-100) $B loadtest hot-room --url "$URL" --members 100 --rate 100 --secs 15 --room-prefix "h100-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
     hot-1000) $B loadtest hot-room --url "$URL" --members 1000 --rate 100 --secs 15 --room-prefix "h1000-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
+    many-rooms-200x10) $B loadtest many-rooms --url "$URL" --rooms 200 --members 10 --rate 20 --secs 15 --room-prefix "many200-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
     many-rooms-1000x10) $B loadtest many-rooms --url "$URL" --rooms 1000 --members 10 --rate 2 --secs 15 --room-prefix "many-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
     all-to-all-50x10) $B loadtest all-to-all --url "$URL" --rooms 50 --members 10 --rate 20 --secs 15 --room-prefix "a2a-$1" --server-pid "$SERVER_PIDS" --json "$json" ;;
   esac | tee "$OUT/$1-$2.r$3.txt" || echo "(failed)"

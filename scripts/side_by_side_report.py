@@ -67,6 +67,7 @@ TITLES = {
     "rooms-10": "rooms: the same 1,000 idle connections in 10 rooms, held 10 s",
     "hot-100": "hot-room 1×100: one publisher at 100 msg/s, 64 B",
     "hot-1000": "hot-room 1×1000: one publisher at 100 msg/s, 64 B",
+    "many-rooms-200x10": "many-rooms 200×10: one publisher per room at 20 msg/s, 64 B (issue 15's own scenario)",
     "many-rooms-1000x10": "many-rooms 1000×10: one publisher per room at 2 msg/s, 64 B",
     "all-to-all-50x10": "all-to-all 50×10: every member of 50 rooms of 10 publishes at 20 msg/s, 64 B",
 }
@@ -77,6 +78,7 @@ COMMANDS = {
     "rooms-10": "conclave loadtest idle-hold --url URL --connections 1000 --rooms 10 --hold-secs 10 --server-pid PIDS",
     "hot-100": "conclave loadtest hot-room --url URL --members 100 --rate 100 --secs 15 --server-pid PIDS",
     "hot-1000": "conclave loadtest hot-room --url URL --members 1000 --rate 100 --secs 15 --server-pid PIDS",
+    "many-rooms-200x10": "conclave loadtest many-rooms --url URL --rooms 200 --members 10 --rate 20 --secs 15 --server-pid PIDS",
     "many-rooms-1000x10": "conclave loadtest many-rooms --url URL --rooms 1000 --members 10 --rate 2 --secs 15 --server-pid PIDS",
     "all-to-all-50x10": "conclave loadtest all-to-all --url URL --rooms 50 --members 10 --rate 20 --secs 15 --server-pid PIDS",
 }
