@@ -52,20 +52,9 @@ async fn clients_on_different_gateways_share_rooms() {
 
 /// Rooms a node holds (active or hibernated), from its `/metrics`.
 async fn rooms_on(cluster: &Cluster, node: &str) -> f64 {
-    let (_, body) = get(cluster.node(node).http, "/metrics").await;
-    // Each series is `name{labels} value` (a cluster role labels every series).
-    ["conclave_rooms_active", "conclave_rooms_hibernated"]
-        .iter()
-        .filter_map(|m| {
-            body.lines().find_map(|l| {
-                let rest = l.strip_prefix(m)?;
-                if !rest.starts_with([' ', '{']) {
-                    return None;
-                }
-                rest.rsplit(' ').next()?.parse::<f64>().ok()
-            })
-        })
-        .sum()
+    let active = cluster.node_metric(node, "conclave_rooms_active").await;
+    let hibernated = cluster.node_metric(node, "conclave_rooms_hibernated").await;
+    active.unwrap_or(0.0) + hibernated.unwrap_or(0.0)
 }
 
 #[tokio::test]

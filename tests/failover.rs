@@ -193,6 +193,46 @@ async fn draining_a_node_hands_its_rooms_over_and_exits() {
     );
 }
 
+/// A node that hands a room back and stays up forgets the room's sockets: the gateway
+/// answers its `Moved` with a `Detach` for each (or the node would hold every socket that
+/// ever left it, for as long as the gateway's link lasts).
+#[tokio::test]
+async fn a_node_that_hands_a_room_back_forgets_its_sockets() {
+    let mut cluster = dynamic_cluster().await;
+    let room = counter_room_on("a");
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut ws = cluster
+            .ws(0, &format!("/parties/counter/{room}?_pk=c{i}"))
+            .await;
+        assert!(try_incr(&mut ws, Duration::from_secs(10)).await.is_some());
+        clients.push(ws);
+    }
+    let sockets_on = async |cluster: &Cluster, node: &str, n: f64| {
+        let there = eventually_within(Duration::from_secs(20), async || {
+            cluster.node_metric(node, "conclave_node_sockets").await == Some(n)
+        })
+        .await;
+        let now = cluster.node_metric(node, "conclave_node_sockets").await;
+        assert!(there, "node {node} holds {now:?} sockets, not {n}");
+    };
+    // The room goes to b while a is away, then back to a.
+    cluster.drain("a").await;
+    let status = cluster.exit_status("a", Duration::from_secs(15)).await;
+    assert!(status.success(), "a drained node exits cleanly: {status}");
+    sockets_on(&cluster, "b", 3.0).await;
+    cluster.restart("a").await;
+    cluster.wait_until_placed().await;
+    sockets_on(&cluster, "a", 3.0).await;
+    sockets_on(&cluster, "b", 0.0).await;
+    for ws in &mut clients {
+        assert!(
+            try_incr(ws, Duration::from_secs(10)).await.is_some(),
+            "a socket did not come back with the room"
+        );
+    }
+}
+
 /// The next chat message a socket hears: its text.
 async fn next_chat_text(ws: &mut Ws, secs: u64) -> String {
     let text = next_text_within(ws, Duration::from_secs(secs)).await;

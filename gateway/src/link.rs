@@ -300,18 +300,24 @@ impl NodeLink {
                 continue;
             }
             if tell_node {
-                let detach = Detach {
-                    socket: session.id.0,
-                    room: Some(session.room.to_wire()),
-                };
-                let _ = self.to_node.try_send(GatewayEvent {
-                    event: Some(gateway_event::Event::Detach(detach)),
-                });
+                self.tell_detached(&session);
             }
             self.move_session(session, min_ring);
             moved += 1;
         }
         moved
+    }
+
+    /// Tells the node the socket left it, so that it forgets which room the socket was in.
+    /// Advisory: skipped when the link is full (the node then forgets it with the link).
+    fn tell_detached(&self, session: &Session) {
+        let detach = Detach {
+            socket: session.id.0,
+            room: Some(session.room.to_wire()),
+        };
+        let _ = self.to_node.try_send(GatewayEvent {
+            event: Some(gateway_event::Event::Detach(detach)),
+        });
     }
 
     /// Hands a socket that left this link to the mover.
@@ -394,6 +400,11 @@ impl NodeLink {
                     let Some(s) = self.registry().remove(socket) else {
                         continue;
                     };
+                    // The node keeps which room each socket is in until told otherwise:
+                    // a node that stays up would hold every socket that ever moved away.
+                    // Told before the move, so that a socket going back to this node is
+                    // admitted after it.
+                    self.tell_detached(&s);
                     if s.detach_from(self) {
                         self.move_session(s, RingVersion(m.ring_version));
                     }

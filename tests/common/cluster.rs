@@ -530,6 +530,19 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no node {id}"))
     }
 
+    /// The value of metric `name` on node `id`'s `/metrics` (each series is
+    /// `name{labels} value`: a cluster role labels every series), if it has one.
+    pub async fn node_metric(&self, id: &str, name: &str) -> Option<f64> {
+        let (_, body) = super::get(self.node(id).http, "/metrics").await;
+        body.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if !rest.starts_with([' ', '{']) {
+                return None;
+            }
+            rest.rsplit(' ').next()?.parse::<f64>().ok()
+        })
+    }
+
     fn node_mut(&mut self, id: &str) -> &mut ClusterNode {
         self.nodes
             .iter_mut()

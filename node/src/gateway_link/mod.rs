@@ -29,11 +29,17 @@ use tokio::sync::mpsc;
 /// gateway to re-attach them, before the rooms see them close.
 const LINK_LOSS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The client sockets this node's gateway links hold in its rooms.
+const SOCKETS_GAUGE: &str = "conclave_node_sockets";
+
 pub(crate) struct GatewayLink {
     host: Arc<Host>,
     gateway: GatewayId,
     /// Which room each socket of this gateway is in: frames carry only the socket.
+    /// Changed only through [`Self::remember`] and [`Self::forget`], which keep
+    /// `conclave_node_sockets` with it.
     sockets: SocketMap<SocketRoom>,
+    sockets_gauge: metrics::Gauge,
     /// Admissions whose party's asynchronous check passed, to go on with in order with
     /// the link's other events.
     checked: mpsc::UnboundedSender<(Admit, RoomKey)>,
@@ -55,6 +61,7 @@ impl GatewayLink {
             host,
             gateway,
             sockets: SocketMap::default(),
+            sockets_gauge: metrics::gauge!(SOCKETS_GAUGE),
             checked,
         };
         loop {
@@ -93,6 +100,22 @@ impl GatewayLink {
                 out_seq: r.out_seq,
             });
         }
+    }
+
+    /// Records that `socket` is in `room` from now on.
+    fn remember(&mut self, socket: u64, room: SocketRoom) {
+        if self.sockets.insert(socket, room).is_none() {
+            self.sockets_gauge.increment(1.0);
+        }
+    }
+
+    /// Forgets which room `socket` is in; returns it, if it was known.
+    fn forget(&mut self, socket: u64) -> Option<SocketRoom> {
+        let room = self.sockets.remove(&socket);
+        if room.is_some() {
+            self.sockets_gauge.decrement(1.0);
+        }
+        room
     }
 
     fn peer(&self, socket: u64) -> Peer {
@@ -165,7 +188,7 @@ impl GatewayLink {
         if a.resume.is_none() {
             return Err(Refusal::new(409, "The socket is already in a room"));
         }
-        self.sockets.remove(&a.socket);
+        self.forget(a.socket);
         // Only a room still live here can hold it: starting one just to detach would
         // claim a room this node may not own.
         if let Some(tx) = self.host.rooms.live_mailbox(&old) {
@@ -217,7 +240,7 @@ impl GatewayLink {
             key: key.clone(),
             mailbox: None,
         };
-        self.sockets.insert(a.socket, room);
+        self.remember(a.socket, room);
         let event = RoomEvent::Open(Box::new(OpenRequest {
             peer: self.peer(a.socket),
             names: ConnNames::new(&a.uri, &a.conn_id),
@@ -230,7 +253,7 @@ impl GatewayLink {
             trace_parent: gateway_bounds::trace_parent(a.trace_parent),
         }));
         if let Err(e) = self.host.dispatch(&key, event).await {
-            self.sockets.remove(&a.socket);
+            self.forget(a.socket);
             let refusal = Refusal::new(404, e.to_string());
             self.send(refused(request_id, socket, refusal)).await;
         }
@@ -274,7 +297,7 @@ impl GatewayLink {
     /// Closes `socket` with 1009 and lets its room see it leave.
     async fn too_big(&mut self, socket: u64, key: Arc<RoomKey>) {
         tracing::warn!(gateway = ?self.gateway, socket, "a gateway forwarded a frame over max_frame_bytes");
-        self.sockets.remove(&socket);
+        self.forget(socket);
         self.send(close_socket(
             SocketId(socket),
             close::MESSAGE_TOO_BIG,
@@ -290,20 +313,22 @@ impl GatewayLink {
         let _ = self.host.dispatch(&key, event).await;
     }
 
-    /// The socket moved to another node.
+    /// The socket moved to another node: the gateway moved it on a ring change, or this
+    /// node's room told the gateway it moved (`Moved`) and the gateway says it is done with
+    /// it here. Only a room still live here can hold it: starting one just to detach would
+    /// claim a room this node may not own.
     async fn detach(&mut self, d: Detach) {
-        let Some(room) = self.sockets.remove(&d.socket) else {
+        let Some(room) = self.forget(d.socket) else {
             return;
         };
-        let peer = self.peer(d.socket);
-        let _ = self
-            .host
-            .dispatch(&room.key, RoomEvent::Detach { peer })
-            .await;
+        if let Some(tx) = self.host.rooms.live_mailbox(&room.key) {
+            let peer = self.peer(d.socket);
+            let _ = tx.send(RoomEvent::Detach { peer }).await;
+        }
     }
 
     async fn closed(&mut self, c: Closed) {
-        let Some(room) = self.sockets.remove(&c.socket) else {
+        let Some(room) = self.forget(c.socket) else {
             return;
         };
         let event = RoomEvent::Closed {
@@ -392,5 +417,11 @@ impl GatewayLink {
             };
             let _ = self.host.dispatch(key, event).await;
         }
+    }
+}
+
+impl Drop for GatewayLink {
+    fn drop(&mut self) {
+        self.sockets_gauge.decrement(self.sockets.len() as f64);
     }
 }
