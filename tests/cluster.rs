@@ -57,6 +57,32 @@ async fn rooms_on(cluster: &Cluster, node: &str) -> f64 {
     active.unwrap_or(0.0) + hibernated.unwrap_or(0.0)
 }
 
+/// A room that refuses a socket after its node took note of it (a full room) leaves the
+/// node holding only the sockets it admitted: the gateway tells it the refused one is
+/// gone, or every refused attempt would stay on the node for as long as the gateway's link.
+#[tokio::test]
+async fn sockets_a_full_room_refuses_are_not_held_by_its_node() {
+    let cluster = Cluster::builder()
+        .nodes(["a", "b"])
+        .node_flags(&["--max-connections-per-room", "1"])
+        .start()
+        .await;
+    let room = common::cluster::room_on("main", &["a", "b"], "a");
+    let _member = cluster
+        .ws(0, &format!("/parties/main/{room}?_pk=member"))
+        .await;
+    for i in 0..5 {
+        let path = format!("/parties/main/{room}?_pk=late{i}");
+        assert_eq!(upgrade_status(cluster.gateway(0), &path).await, 503);
+    }
+    let held = async || cluster.node_metric("a", "conclave_node_sockets").await;
+    assert!(
+        eventually_within(Duration::from_secs(5), async || held().await == Some(1.0)).await,
+        "node a holds {:?} sockets for a room of one",
+        held().await
+    );
+}
+
 #[tokio::test]
 async fn rooms_spread_over_nodes_and_survive_a_node_restart() {
     let mut cluster = static_cluster().await;

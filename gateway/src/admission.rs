@@ -60,6 +60,9 @@ pub(crate) async fn join_on(
         Ok(r) if r.status == 0 => Ok(link),
         Ok(r) => {
             link.unregister(session);
+            // The room may have refused it after the node took note of the socket (a full
+            // room, one moving away): the node forgets it.
+            link.tell_detached(session);
             Err(Refusal {
                 status: r.status as u16,
                 body: r.body,

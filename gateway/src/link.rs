@@ -310,7 +310,7 @@ impl NodeLink {
 
     /// Tells the node the socket left it, so that it forgets which room the socket was in.
     /// Advisory: skipped when the link is full (the node then forgets it with the link).
-    fn tell_detached(&self, session: &Session) {
+    pub fn tell_detached(&self, session: &Session) {
         let detach = Detach {
             socket: session.id.0,
             room: Some(session.room.to_wire()),

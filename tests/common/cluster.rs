@@ -53,6 +53,7 @@ pub struct ClusterBuilder {
     gateways: Vec<String>,
     /// Flags every gateway gets besides the harness's own.
     gateway_flags: Vec<String>,
+    node_flags: Vec<String>,
     placement: bool,
     /// (renew every, time to live)
     heartbeat: Option<(Duration, Duration)>,
@@ -104,6 +105,12 @@ impl ClusterBuilder {
     /// Extra flags for every gateway.
     pub fn gateway_flags(mut self, flags: &[&str]) -> Self {
         self.gateway_flags.extend(args(flags));
+        self
+    }
+
+    /// Extra flags for every node.
+    pub fn node_flags(mut self, flags: &[&str]) -> Self {
+        self.node_flags.extend(args(flags));
         self
     }
 
@@ -283,6 +290,7 @@ impl ClusterBuilder {
                 flags.extend(args(&["--data-dir", dir.path().join(id).to_str().unwrap()]));
                 flags.extend(node_ring.iter().chain(&self.heartbeat_flags()).cloned());
                 flags.extend(node_tls[id].iter().cloned());
+                flags.extend(self.node_flags.iter().cloned());
                 if let Some((to_redis, to_relay)) = links.get(id) {
                     let redis_url = format!("redis://{}", to_redis.addr);
                     let at = flags.iter().position(|f| f == "--redis-url").unwrap();
