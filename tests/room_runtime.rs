@@ -563,3 +563,49 @@ async fn a_broadcast_does_not_wait_for_the_previous_one_to_be_acknowledged() {
         "the second broadcast came {median:?} after the first (median; all: {gaps:?})"
     );
 }
+
+/// Relays, after checking each socket for `delay` (a slow `onBeforeConnect`).
+struct SlowCheck {
+    delay: Duration,
+}
+
+impl conclave_node::PartyFactory for SlowCheck {
+    fn create(&self) -> Box<dyn Party> {
+        Box::new(conclave_node::parties::Relay)
+    }
+
+    fn check_connect(
+        &self,
+        req: conclave_node::ConnectCheck,
+    ) -> Option<futures::future::BoxFuture<'static, Result<conclave_node::ConnectCheck, Response>>>
+    {
+        let delay = self.delay;
+        Some(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(req)
+        }))
+    }
+}
+
+/// A socket the gateway gave up on while the party's asynchronous check ran (504 to the
+/// client) does not join the room when the check passes later: the room would keep a
+/// member no one closes.
+#[tokio::test]
+async fn a_socket_given_up_during_a_slow_check_never_joins_its_room() {
+    let server = start(
+        |c| c.gateway.node_timeout = Duration::from_millis(200),
+        |r| {
+            r.with_factory(
+                "slow",
+                SlowCheck {
+                    delay: Duration::from_millis(800),
+                },
+            )
+        },
+    )
+    .await;
+    assert_eq!(server.connect_status("/parties/slow/r?_pk=late").await, 504);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, body) = server.http("GET", "/parties/slow/r", "").await;
+    assert!(body.contains("\"connections\":0"), "{body}");
+}

@@ -40,9 +40,21 @@ pub(crate) struct GatewayLink {
     /// `conclave_node_sockets` with it.
     sockets: SocketMap<SocketRoom>,
     sockets_gauge: metrics::Gauge,
-    /// Admissions whose party's asynchronous check passed, to go on with in order with
-    /// the link's other events.
-    checked: mpsc::UnboundedSender<(Admit, RoomKey)>,
+    /// Admissions whose party's asynchronous check ended, to go on with in order with the
+    /// link's other events.
+    checked: mpsc::UnboundedSender<Checked>,
+    /// Sockets whose admission waits on the party's asynchronous check. The gateway gives
+    /// up on one after its node timeout (it sends `Closed`): the socket leaves this set and
+    /// is not admitted when its check passes later, or it would stay in its room for good.
+    checking: SocketMap<()>,
+}
+
+/// How a party's asynchronous check of a socket ended.
+enum Checked {
+    /// The socket goes on into its room, with the request as the check rewrote it.
+    Passed(Box<Admit>, RoomKey),
+    /// The check refused it; the refusal went to the gateway.
+    Refused(u64),
 }
 
 /// The room a socket is in.
@@ -63,12 +75,13 @@ impl GatewayLink {
             sockets: SocketMap::default(),
             sockets_gauge: metrics::gauge!(SOCKETS_GAUGE),
             checked,
+            checking: SocketMap::default(),
         };
         loop {
             let ev = tokio::select! {
                 ev = side.from_gateway.recv() => ev,
-                Some((a, key)) = checked_rx.recv() => {
-                    link.open(a, key, None).await;
+                Some(checked) = checked_rx.recv() => {
+                    link.checked(checked).await;
                     continue;
                 }
             };
@@ -201,20 +214,22 @@ impl GatewayLink {
     /// Runs the party's asynchronous check off the link; the admission goes on (with the
     /// request as the check rewrote it) or is refused with the check's response.
     fn check_then_open(
-        &self,
+        &mut self,
         mut a: Admit,
         key: RoomKey,
         pending: BoxFuture<'static, Result<ConnectCheck, Response>>,
     ) {
+        self.checking.insert(a.socket, ());
         let (checked, host, gateway) = (self.checked.clone(), self.host.clone(), self.gateway);
         tokio::spawn(async move {
             match pending.await {
                 Ok(req) => {
                     a.uri = req.uri;
                     a.headers = wire_headers(&req.headers);
-                    let _ = checked.send((a, key));
+                    let _ = checked.send(Checked::Passed(Box::new(a), key));
                 }
                 Err(resp) => {
+                    let _ = checked.send(Checked::Refused(a.socket));
                     let refusal = Refusal::new(
                         resp.status().as_u16(),
                         String::from_utf8_lossy(resp.body()).into_owned(),
@@ -226,6 +241,21 @@ impl GatewayLink {
                 }
             }
         });
+    }
+
+    /// A party's asynchronous check ended: a socket it passed joins its room, unless the
+    /// gateway gave it up meanwhile.
+    async fn checked(&mut self, checked: Checked) {
+        match checked {
+            Checked::Passed(a, key) => {
+                if self.checking.remove(&a.socket).is_some() {
+                    self.open(*a, key, None).await;
+                }
+            }
+            Checked::Refused(socket) => {
+                self.checking.remove(&socket);
+            }
+        }
     }
 
     /// An admitted socket joins its room; `headers` are its request's, when already built
@@ -319,6 +349,7 @@ impl GatewayLink {
     /// claim a room this node may not own.
     async fn detach(&mut self, d: Detach) {
         let Some(room) = self.forget(d.socket) else {
+            self.checking.remove(&d.socket);
             return;
         };
         if let Some(tx) = self.host.rooms.live_mailbox(&room.key) {
@@ -329,6 +360,8 @@ impl GatewayLink {
 
     async fn closed(&mut self, c: Closed) {
         let Some(room) = self.forget(c.socket) else {
+            // Not in a room yet: if its check is still running, it is not coming.
+            self.checking.remove(&c.socket);
             return;
         };
         let event = RoomEvent::Closed {
