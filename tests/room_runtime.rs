@@ -609,3 +609,39 @@ async fn a_socket_given_up_during_a_slow_check_never_joins_its_room() {
     let (_, body) = server.http("GET", "/parties/slow/r", "").await;
     assert!(body.contains("\"connections\":0"), "{body}");
 }
+
+/// A client that goes away while its upgrade waits on the room (here, a slow asynchronous
+/// check) never joins the room, also on the path for requests with many headers (the HTTP
+/// server's, which ends the connection and drops the upgrade midway).
+#[tokio::test]
+async fn a_client_gone_during_a_slow_admission_never_joins_its_room() {
+    use tokio::io::AsyncWriteExt;
+    let server = start(
+        |_| {},
+        |r| {
+            r.with_factory(
+                "slow",
+                SlowCheck {
+                    delay: Duration::from_millis(800),
+                },
+            )
+        },
+    )
+    .await;
+    let mut request = String::from(
+        "GET /parties/slow/r?_pk=gone HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    );
+    for i in 0..70 {
+        request.push_str(&format!("X-Filler-{i}: {i}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(tcp);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, body) = server.http("GET", "/parties/slow/r", "").await;
+    assert!(body.contains("\"connections\":0"), "{body}");
+}

@@ -41,6 +41,11 @@ pub(crate) async fn join_on(
     resume: Option<Resume>,
 ) -> Result<Arc<NodeLink>, Refusal> {
     link.register(session.clone());
+    let abandoned = Abandoned {
+        link: &link,
+        session,
+        armed: true,
+    };
     let span = trace::enabled().then(
         || tracing::info_span!(target: trace::TARGET, "client.connect", room = %session.room),
     );
@@ -56,7 +61,9 @@ pub(crate) async fn join_on(
         resume,
         trace_parent,
     };
-    match trace::within(span, link.request(admit)).await {
+    let answer = trace::within(span, link.request(admit)).await;
+    abandoned.disarm();
+    match answer {
         Ok(r) if r.status == 0 => Ok(link),
         Ok(r) => {
             link.unregister(session);
@@ -79,6 +86,31 @@ pub(crate) async fn join_on(
         Err(e) => {
             link.unregister(session);
             Err(e.into())
+        }
+    }
+}
+
+/// An admission dropped before the node answered: the HTTP server ends a connection whose
+/// client went away, and drops the upgrade waiting here with it. The node may still take
+/// the socket in: it hears the socket is gone, and the link stops routing to it.
+struct Abandoned<'a> {
+    link: &'a Arc<NodeLink>,
+    session: &'a Arc<Session>,
+    armed: bool,
+}
+
+impl Abandoned<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.link.unregister(self.session);
+            self.link
+                .try_tell_closed(self.session, "client left during admission");
         }
     }
 }
