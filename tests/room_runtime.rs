@@ -587,23 +587,20 @@ impl conclave_node::PartyFactory for SlowCheck {
     }
 }
 
+/// A dev server with party `slow`: a relay whose sockets are checked for 800 ms first.
+async fn with_slow_check(edit: impl FnOnce(&mut conclave::DevConfig)) -> TestServer {
+    let check = SlowCheck {
+        delay: Duration::from_millis(800),
+    };
+    start(edit, |r| r.with_factory("slow", check)).await
+}
+
 /// A socket the gateway gave up on while the party's asynchronous check ran (504 to the
 /// client) does not join the room when the check passes later: the room would keep a
 /// member no one closes.
 #[tokio::test]
 async fn a_socket_given_up_during_a_slow_check_never_joins_its_room() {
-    let server = start(
-        |c| c.gateway.node_timeout = Duration::from_millis(200),
-        |r| {
-            r.with_factory(
-                "slow",
-                SlowCheck {
-                    delay: Duration::from_millis(800),
-                },
-            )
-        },
-    )
-    .await;
+    let server = with_slow_check(|c| c.gateway.node_timeout = Duration::from_millis(200)).await;
     assert_eq!(server.connect_status("/parties/slow/r?_pk=late").await, 504);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (_, body) = server.http("GET", "/parties/slow/r", "").await;
@@ -616,18 +613,7 @@ async fn a_socket_given_up_during_a_slow_check_never_joins_its_room() {
 #[tokio::test]
 async fn a_client_gone_during_a_slow_admission_never_joins_its_room() {
     use tokio::io::AsyncWriteExt;
-    let server = start(
-        |_| {},
-        |r| {
-            r.with_factory(
-                "slow",
-                SlowCheck {
-                    delay: Duration::from_millis(800),
-                },
-            )
-        },
-    )
-    .await;
+    let server = with_slow_check(|_| {}).await;
     let mut request = String::from(
         "GET /parties/slow/r?_pk=gone HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
