@@ -75,11 +75,13 @@ async fn sockets_a_full_room_refuses_are_not_held_by_its_node() {
         let path = format!("/parties/main/{room}?_pk=late{i}");
         assert_eq!(upgrade_status(cluster.gateway(0), &path).await, 503);
     }
-    let held = async || cluster.node_metric("a", "conclave_node_sockets").await;
+    let held = "conclave_node_sockets";
     assert!(
-        eventually_within(Duration::from_secs(5), async || held().await == Some(1.0)).await,
+        cluster
+            .node_metric_reaches("a", held, 1.0, Duration::from_secs(5))
+            .await,
         "node a holds {:?} sockets for a room of one",
-        held().await
+        cluster.node_metric("a", held).await
     );
 }
 

@@ -209,10 +209,9 @@ async fn a_node_that_hands_a_room_back_forgets_its_sockets() {
         clients.push(ws);
     }
     let sockets_on = async |cluster: &Cluster, node: &str, n: f64| {
-        let there = eventually_within(Duration::from_secs(20), async || {
-            cluster.node_metric(node, "conclave_node_sockets").await == Some(n)
-        })
-        .await;
+        let there = cluster
+            .node_metric_reaches(node, "conclave_node_sockets", n, Duration::from_secs(20))
+            .await;
         let now = cluster.node_metric(node, "conclave_node_sockets").await;
         assert!(there, "node {node} holds {now:?} sockets, not {n}");
     };

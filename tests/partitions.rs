@@ -71,10 +71,9 @@ async fn an_owner_cut_off_from_redis_gives_its_rooms_up_and_rejoins_when_healed(
     assert!(moved, "the room stayed with an owner cut off from Redis");
     // a stays up: it forgets the sockets that moved away (or it would hold every socket
     // that ever left it).
-    let forgotten = common::eventually_within(Duration::from_secs(5), async || {
-        cluster.node_metric("a", "conclave_node_sockets").await == Some(0.0)
-    })
-    .await;
+    let forgotten = cluster
+        .node_metric_reaches("a", "conclave_node_sockets", 0.0, Duration::from_secs(5))
+        .await;
     assert!(
         forgotten,
         "a still holds sockets that moved to b: {:?}",

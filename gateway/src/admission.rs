@@ -108,9 +108,9 @@ impl Abandoned<'_> {
 impl Drop for Abandoned<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.link.unregister(self.session);
-            self.link
-                .try_tell_closed(self.session, "client left during admission");
+            // `on_close` runs if the room took it in meanwhile.
+            self.session
+                .try_tell_closed(self.link, "client left during admission");
         }
     }
 }

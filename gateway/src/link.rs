@@ -10,7 +10,7 @@
 use crate::session::Session;
 use conclave_proto::trace;
 use conclave_proto::wire::{
-    gateway_event, node_event, Closed, Deliver, Detach, GatewayEvent, NodeEvent, Received, RoomRef,
+    gateway_event, node_event, Deliver, Detach, GatewayEvent, NodeEvent, Received, RoomRef,
 };
 use conclave_proto::{
     reply_id, GatewaySide, IdHasher, Inbound, Refusal, RelayRequest, RingVersion, RoomKey,
@@ -311,28 +311,10 @@ impl NodeLink {
     /// Tells the node the socket left it, so that it forgets which room the socket was in.
     /// Advisory: skipped when the link is full (the node then forgets it with the link).
     pub fn tell_detached(&self, session: &Session) {
-        let detach = Detach {
+        let _ = self.try_send(gateway_event::Event::Detach(Detach {
             socket: session.id.0,
             room: Some(session.room.to_wire()),
-        };
-        let _ = self.to_node.try_send(GatewayEvent {
-            event: Some(gateway_event::Event::Detach(detach)),
-        });
-    }
-
-    /// Tells the node the socket is gone without waiting (from a drop): `on_close` runs if
-    /// it had joined its room. Skipped when the link is full.
-    pub fn try_tell_closed(&self, session: &Session, error: &str) {
-        let closed = Closed {
-            socket: session.id.0,
-            room: Some(session.room.to_wire()),
-            code: conclave_proto::close::ABNORMAL.into(),
-            reason: String::new(),
-            error: error.to_string(),
-        };
-        let _ = self.to_node.try_send(GatewayEvent {
-            event: Some(gateway_event::Event::Closed(closed)),
-        });
+        }));
     }
 
     /// Hands a socket that left this link to the mover.

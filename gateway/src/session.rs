@@ -336,14 +336,24 @@ impl Session {
     /// Tells the node on `link` the socket is gone.
     pub async fn tell_closed(&self, link: &NodeLink, code: u16, reason: &str, error: &str) {
         link.unregister(self);
-        let closed = Closed {
+        let _ = link.send(self.closed_event(code, reason, error)).await;
+    }
+
+    /// [`Self::tell_closed`] without waiting (from a drop), with 1006: skipped when the
+    /// link's queue is full.
+    pub fn try_tell_closed(&self, link: &NodeLink, error: &str) {
+        link.unregister(self);
+        let _ = link.try_send(self.closed_event(close::ABNORMAL, "", error));
+    }
+
+    fn closed_event(&self, code: u16, reason: &str, error: &str) -> gateway_event::Event {
+        gateway_event::Event::Closed(Closed {
             socket: self.id.0,
             room: Some(self.room.to_wire()),
             code: code.into(),
             reason: reason.to_string(),
             error: error.to_string(),
-        };
-        let _ = link.send(gateway_event::Event::Closed(closed)).await;
+        })
     }
 }
 

@@ -551,6 +551,20 @@ impl Cluster {
         })
     }
 
+    /// Whether metric `name` on node `id` reads `value` within `within`.
+    pub async fn node_metric_reaches(
+        &self,
+        id: &str,
+        name: &str,
+        value: f64,
+        within: Duration,
+    ) -> bool {
+        super::eventually_within(within, async || {
+            self.node_metric(id, name).await == Some(value)
+        })
+        .await
+    }
+
     fn node_mut(&mut self, id: &str) -> &mut ClusterNode {
         self.nodes
             .iter_mut()

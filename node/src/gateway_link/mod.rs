@@ -195,19 +195,13 @@ impl GatewayLink {
     /// socket already in a room comes from a faulty gateway: refused (409), or the first
     /// connection would stay behind in its room for ever.
     async fn one_room_per_socket(&mut self, a: &Admit) -> Result<(), Refusal> {
-        let Some(old) = self.sockets.get(&a.socket).map(|s| s.key.clone()) else {
+        if !self.sockets.contains_key(&a.socket) {
             return Ok(());
-        };
+        }
         if a.resume.is_none() {
             return Err(Refusal::new(409, "The socket is already in a room"));
         }
-        self.forget(a.socket);
-        // Only a room still live here can hold it: starting one just to detach would
-        // claim a room this node may not own.
-        if let Some(tx) = self.host.rooms.live_mailbox(&old) {
-            let peer = self.peer(a.socket);
-            let _ = tx.send(RoomEvent::Detach { peer }).await;
-        }
+        self.leave_room(a.socket).await;
         Ok(())
     }
 
@@ -345,17 +339,26 @@ impl GatewayLink {
 
     /// The socket moved to another node: the gateway moved it on a ring change, or this
     /// node's room told the gateway it moved (`Moved`) and the gateway says it is done with
-    /// it here. Only a room still live here can hold it: starting one just to detach would
-    /// claim a room this node may not own.
+    /// it here.
     async fn detach(&mut self, d: Detach) {
-        let Some(room) = self.forget(d.socket) else {
+        if !self.leave_room(d.socket).await {
+            // Not in a room yet: if its check is still running, it is not coming.
             self.checking.remove(&d.socket);
-            return;
+        }
+    }
+
+    /// Forgets `socket` and detaches it (no `on_close`) from its room, if that room is
+    /// still live here: only a live room can hold it, and starting one just to detach
+    /// would claim a room this node may not own. False when the socket was in no room.
+    async fn leave_room(&mut self, socket: u64) -> bool {
+        let Some(room) = self.forget(socket) else {
+            return false;
         };
         if let Some(tx) = self.host.rooms.live_mailbox(&room.key) {
-            let peer = self.peer(d.socket);
+            let peer = self.peer(socket);
             let _ = tx.send(RoomEvent::Detach { peer }).await;
         }
+        true
     }
 
     async fn closed(&mut self, c: Closed) {
