@@ -118,7 +118,8 @@ async fn hibernated_room_wakes_with_connections_tags_and_state() {
     );
 }
 
-/// `set:<ms>` sets the alarm `ms` from now (wall clock); the alarm broadcasts `fired:<n>`.
+/// `set:<ms>` sets the alarm `ms` from now (wall clock), `del` deletes it; the alarm
+/// broadcasts `fired:<n>`.
 /// Fails its first `fail_first` alarm runs; records when each run began and counts the
 /// room's starts.
 #[derive(Clone, Default)]
@@ -170,6 +171,11 @@ impl Party for AlarmProbe {
         conn: &Connection,
         msg: Message,
     ) -> Result<(), PartyError> {
+        if msg.as_text() == Some("del") {
+            room.storage().delete_alarm();
+            conn.send(Message::text("deleted"));
+            return Ok(());
+        }
         let ms: i64 = msg
             .as_text()
             .and_then(|t| t.strip_prefix("set:"))
@@ -228,5 +234,43 @@ async fn failed_alarm_is_retried_with_backoff() {
     assert!(
         backoff >= Duration::from_secs(2),
         "retry came before its backoff (2 s): {backoff:?}"
+    );
+}
+
+/// The backoff of a failing alarm belongs to that alarm: once the party deletes it, a new
+/// alarm runs when due and starts its retries afresh.
+#[tokio::test(start_paused = true)]
+async fn a_new_alarm_does_not_inherit_the_backoff_of_a_deleted_one() {
+    let probe = AlarmProbe::failing_first(4);
+    let mut gw = probe.node();
+    let socket = gw.open("alarm", "c", "x").await;
+    gw.send(socket, "set:0").await;
+    assert_eq!(gw.next_text().await, "set");
+    // Three failed runs (2 s and 4 s apart): the next retry would wait 8 s.
+    while probe.runs.lock().unwrap().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gw.send(socket, "del").await;
+    assert_eq!(gw.next_text().await, "deleted");
+    // The scheduler looks at the due alarms at least once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gw.send(socket, "set:0").await;
+    assert_eq!(gw.next_text().await, "set");
+    let set_at = Instant::now();
+    // The new alarm fails once (the probe's fourth failure), then fires. (Paused time:
+    // the long wait costs nothing, and lets a wrong backoff show as one.)
+    let fired = gw.next_text_within(Duration::from_secs(60)).await;
+    assert_eq!(fired.as_deref(), Some("fired:1"));
+    let runs = probe.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 5);
+    let waited = runs[3] - set_at;
+    assert!(
+        waited < Duration::from_secs(2),
+        "the new alarm waited out the deleted one's backoff: {waited:?}"
+    );
+    let backoff = runs[4] - runs[3];
+    assert!(
+        backoff >= Duration::from_secs(2) && backoff < Duration::from_secs(4),
+        "the new alarm's first retry should come after 2 s, as a first retry: {backoff:?}"
     );
 }

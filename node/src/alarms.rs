@@ -74,6 +74,9 @@ impl Scheduler {
     /// alarms (a node that is down) must not hide this node's.
     async fn start_due(&mut self, host: &Arc<Host>, now: i64) {
         let mut after = None;
+        // Rooms backing off whose alarm is still due; known for all only after the last page.
+        let mut still_due = HashSet::new();
+        let mut seen_all = false;
         for _ in 0..MAX_PAGES {
             let page = match host.store.due_alarms(now, after.clone(), BATCH).await {
                 Ok(page) => page,
@@ -85,14 +88,29 @@ impl Scheduler {
             let full = page.len() == BATCH;
             after = page.last().cloned();
             for (room, _) in page {
+                if self.retries.contains_key(&room) {
+                    still_due.insert(room.clone());
+                }
                 if let Some(attempt) = self.attempt_due(host, &room).await {
                     self.start(host, room, attempt);
                 }
             }
             if !full {
+                seen_all = true;
                 break;
             }
         }
+        if seen_all {
+            self.forget_retries_not_due(&still_due);
+        }
+    }
+
+    /// Forgets the backoff of rooms whose alarm is no longer due: deleted or replaced by the
+    /// party, or run by the room's new owner after a hand-off. Otherwise each would stay for
+    /// the life of the process, and a later alarm of the room would inherit its attempts.
+    fn forget_retries_not_due(&mut self, still_due: &HashSet<RoomKey>) {
+        self.retries
+            .retain(|room, _| still_due.contains(room) || self.running.contains(room));
     }
 
     /// The attempt to run `room`'s due alarm as, unless it is not this node's to run now.

@@ -207,7 +207,8 @@ impl RelayGateway {
         self.next_text_within(d).await.is_none()
     }
 
-    async fn next_text_within(&mut self, d: Duration) -> Option<String> {
+    /// The next text the node sends within `d`, if any.
+    pub async fn next_text_within(&mut self, d: Duration) -> Option<String> {
         Some(self.next_message_within(d).await?.1)
     }
 
