@@ -69,7 +69,7 @@ pub(crate) async fn join_on(
             link.unregister(session);
             // The room may have refused it after the node took note of the socket (a full
             // room, one moving away): the node forgets it.
-            link.tell_detached(session);
+            link.tell_detached(session, || {});
             Err(Refusal {
                 status: r.status as u16,
                 body: r.body,
@@ -110,7 +110,7 @@ impl Drop for Abandoned<'_> {
         if self.armed {
             // `on_close` runs if the room took it in meanwhile.
             self.session
-                .try_tell_closed(self.link, "client left during admission");
+                .tell_closed_soon(self.link, "client left during admission");
         }
     }
 }

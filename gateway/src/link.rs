@@ -300,7 +300,8 @@ impl NodeLink {
                 continue;
             }
             if tell_node {
-                self.tell_detached(&session);
+                // The node left the ring and may be gone: the move does not wait for it.
+                self.tell_detached(&session, || {});
             }
             self.move_session(session, min_ring);
             moved += 1;
@@ -308,13 +309,41 @@ impl NodeLink {
         moved
     }
 
-    /// Tells the node the socket left it, so that it forgets which room the socket was in.
-    /// Advisory: skipped when the link is full (the node then forgets it with the link).
-    pub fn tell_detached(&self, session: &Session) {
-        let _ = self.try_send(gateway_event::Event::Detach(Detach {
+    /// Queues an event the node must see even when the link's queue is full, without
+    /// waiting here (the link's own task and drops call this): at once when there is room,
+    /// else from a task that waits for room, up to the request timeout (a node that stays
+    /// stuck that long forgets the socket with the link). `then` runs once the event is
+    /// queued or given up on: what follows it for the socket reaches the node after it.
+    pub fn send_then(
+        self: &Arc<Self>,
+        event: gateway_event::Event,
+        then: impl FnOnce() + Send + 'static,
+    ) {
+        let Some(event) = self.try_send(event) else {
+            return then();
+        };
+        let link = self.clone();
+        tokio::spawn(async move {
+            let queued = tokio::time::timeout(link.request_timeout, link.send(event)).await;
+            if queued.is_err() {
+                tracing::warn!(node = %link.node, "relay link stayed full; a socket's detach or close was dropped");
+            }
+            then();
+        });
+    }
+
+    /// Tells the node the socket left it, so that it forgets which room the socket was in;
+    /// `then` runs once that is queued (see [`Self::send_then`]).
+    pub fn tell_detached(
+        self: &Arc<Self>,
+        session: &Session,
+        then: impl FnOnce() + Send + 'static,
+    ) {
+        let detach = gateway_event::Event::Detach(Detach {
             socket: session.id.0,
             room: Some(session.room.to_wire()),
-        }));
+        });
+        self.send_then(detach, then);
     }
 
     /// Hands a socket that left this link to the mover.
@@ -356,7 +385,7 @@ impl NodeLink {
                 room: Some(room.to_wire()),
                 out_seq,
             });
-            let _ = self.to_node.try_send(GatewayEvent { event: Some(event) });
+            let _ = self.try_send(event);
         }
     }
 
@@ -401,10 +430,14 @@ impl NodeLink {
                     // a node that stays up would hold every socket that ever moved away.
                     // Told before the move, so that a socket going back to this node is
                     // admitted after it.
-                    self.tell_detached(&s);
-                    if s.detach_from(self) {
-                        self.move_session(s, RingVersion(m.ring_version));
-                    }
+                    let moves = s.detach_from(self);
+                    let link = self.clone();
+                    let session = s.clone();
+                    self.tell_detached(&s, move || {
+                        if moves {
+                            link.move_session(session, RingVersion(m.ring_version));
+                        }
+                    });
                 }
             }
             Event::Send(s) => {

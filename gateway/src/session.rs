@@ -339,11 +339,10 @@ impl Session {
         let _ = link.send(self.closed_event(code, reason, error)).await;
     }
 
-    /// [`Self::tell_closed`] without waiting (from a drop), with 1006: skipped when the
-    /// link's queue is full.
-    pub fn try_tell_closed(&self, link: &NodeLink, error: &str) {
+    /// [`Self::tell_closed`] without waiting (from a drop), with 1006.
+    pub fn tell_closed_soon(&self, link: &Arc<NodeLink>, error: &str) {
         link.unregister(self);
-        let _ = link.try_send(self.closed_event(close::ABNORMAL, "", error));
+        link.send_then(self.closed_event(close::ABNORMAL, "", error), || {});
     }
 
     fn closed_event(&self, code: u16, reason: &str, error: &str) -> gateway_event::Event {
@@ -381,12 +380,26 @@ mod tests {
     }
 
     fn link(node: &str) -> (Arc<NodeLink>, NodeSide) {
-        let (gateway, node_side) = in_process_link(64);
-        let (mover, _moves) = tokio::sync::mpsc::unbounded_channel();
-        let timeout = std::time::Duration::from_secs(1);
+        let (link, node_side, _moves) = link_holding(node, 64);
+        (link, node_side)
+    }
+
+    /// A link whose queue to the node holds `capacity` events, with where its moves go.
+    fn link_holding(
+        node: &str,
+        capacity: usize,
+    ) -> (
+        Arc<NodeLink>,
+        NodeSide,
+        tokio::sync::mpsc::UnboundedReceiver<crate::link::MoveRequest>,
+    ) {
+        let (gateway, node_side) = in_process_link(capacity);
+        let (mover, moves) = tokio::sync::mpsc::unbounded_channel();
+        let timeout = std::time::Duration::from_secs(5);
         (
             NodeLink::start(node.into(), gateway, mover, timeout),
             node_side,
+            moves,
         )
     }
 
@@ -493,6 +506,57 @@ mod tests {
         assert!(!s.detach_from(&l), "left attached");
         let (fresh, _) = link("b");
         assert!(!s.attach(fresh), "attached without being registered");
+    }
+
+    /// A node that hands a room on while the gateway's queue to it is full still hears
+    /// `Detach` (or it keeps the socket for the life of the link), and the socket moves
+    /// only after it: should it go back to the same node, it is admitted after the `Detach`.
+    #[tokio::test]
+    async fn a_socket_moved_off_a_full_link_is_detached_before_it_moves() {
+        use conclave_proto::wire::{node_event, Moved, NodeEvent};
+        use std::time::Duration;
+        let s = session(1 << 20);
+        let (l, mut node, mut moves) = link_holding("a", 1);
+        l.register(s.clone());
+        assert!(s.attach(l.clone()));
+        let (_, frame) = s.push_frame(Bytes::from_static(b"fills"), false).unwrap();
+        assert!(l.try_send(frame).is_none(), "the queue had room for one");
+
+        let moved = node_event::Event::Moved(Moved {
+            sockets: vec![s.id.0],
+            ring_version: 3,
+        });
+        node.to_gateway
+            .send(NodeEvent { event: Some(moved) })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            moves.try_recv().is_err(),
+            "moved before the node could be told"
+        );
+
+        let second = Duration::from_secs(1);
+        let first = tokio::time::timeout(second, node.from_gateway.recv()).await;
+        assert_eq!(
+            seq(&first.unwrap().unwrap()),
+            1,
+            "the frame that filled the queue"
+        );
+        let next = tokio::time::timeout(second, node.from_gateway.recv())
+            .await
+            .expect("the Detach was dropped")
+            .unwrap();
+        assert!(
+            matches!(next.event, Some(gateway_event::Event::Detach(ref d)) if d.socket == s.id.0),
+            "not the socket's Detach: {next:?}"
+        );
+        let request = tokio::time::timeout(Duration::from_secs(1), moves.recv())
+            .await
+            .expect("the socket never moved")
+            .unwrap();
+        assert!(Arc::ptr_eq(&request.session, &s));
+        assert_eq!(request.min_ring, conclave_proto::RingVersion(3));
     }
 
     #[tokio::test]
