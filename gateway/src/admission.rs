@@ -69,7 +69,8 @@ pub(crate) async fn join_on(
             link.unregister(session);
             // The room may have refused it after the node took note of the socket (a full
             // room, one moving away): the node forgets it.
-            link.tell_detached(session, || {});
+            // Awaited: a retry of this socket's admission on this link must follow it.
+            link.tell_detached(session).await;
             Err(Refusal {
                 status: r.status as u16,
                 body: r.body,

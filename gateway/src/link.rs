@@ -86,6 +86,13 @@ impl Writes {
     }
 }
 
+fn detach_event(session: &Session) -> gateway_event::Event {
+    gateway_event::Event::Detach(Detach {
+        socket: session.id.0,
+        room: Some(session.room.to_wire()),
+    })
+}
+
 /// A socket that must move: to the owner of its room under a ring of at least `min_ring`.
 pub(crate) struct MoveRequest {
     pub session: Arc<Session>,
@@ -301,7 +308,7 @@ impl NodeLink {
             }
             if tell_node {
                 // The node left the ring and may be gone: the move does not wait for it.
-                self.tell_detached(&session, || {});
+                self.tell_detached_then(&session, || {});
             }
             self.move_session(session, min_ring);
             moved += 1;
@@ -324,26 +331,37 @@ impl NodeLink {
         };
         let link = self.clone();
         tokio::spawn(async move {
-            let queued = tokio::time::timeout(link.request_timeout, link.send(event)).await;
-            if queued.is_err() {
-                tracing::warn!(node = %link.node, "relay link stayed full; a socket's detach or close was dropped");
-            }
+            link.send_within_timeout(event).await;
             then();
         });
     }
 
+    /// Queues `event`, waiting for room up to the request timeout.
+    async fn send_within_timeout(&self, event: gateway_event::Event) {
+        if tokio::time::timeout(self.request_timeout, self.send(event))
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %self.node, "relay link stayed full; a socket's detach or close was dropped");
+        }
+    }
+
     /// Tells the node the socket left it, so that it forgets which room the socket was in;
     /// `then` runs once that is queued (see [`Self::send_then`]).
-    pub fn tell_detached(
+    pub fn tell_detached_then(
         self: &Arc<Self>,
         session: &Session,
         then: impl FnOnce() + Send + 'static,
     ) {
-        let detach = gateway_event::Event::Detach(Detach {
-            socket: session.id.0,
-            room: Some(session.room.to_wire()),
-        });
-        self.send_then(detach, then);
+        self.send_then(detach_event(session), then);
+    }
+
+    /// [`Self::tell_detached_then`] for a caller that can wait: whatever it sends next on
+    /// this link (another admission of the socket) goes after the `Detach`.
+    pub async fn tell_detached(&self, session: &Session) {
+        if let Some(event) = self.try_send(detach_event(session)) {
+            self.send_within_timeout(event).await;
+        }
     }
 
     /// Hands a socket that left this link to the mover.
@@ -433,7 +451,7 @@ impl NodeLink {
                     let moves = s.detach_from(self);
                     let link = self.clone();
                     let session = s.clone();
-                    self.tell_detached(&s, move || {
+                    self.tell_detached_then(&s, move || {
                         if moves {
                             link.move_session(session, RingVersion(m.ring_version));
                         }
