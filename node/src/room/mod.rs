@@ -356,7 +356,10 @@ pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, ex
                         excluded.push(e.socket.0);
                     }
                 }
-                None => exclude_absent.push(id.to_string()),
+                None if !exclude_absent.iter().any(|a| a == id) => {
+                    exclude_absent.push(id.to_string())
+                }
+                None => {}
             }
         }
     }
