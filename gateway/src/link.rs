@@ -86,6 +86,20 @@ impl Writes {
     }
 }
 
+/// A request's wait for its reply in [`NodeLink::pending`], ended however the request ends:
+/// also when its future is dropped (an admission whose client left; the node may never
+/// answer it).
+struct PendingReply<'a> {
+    link: &'a NodeLink,
+    request_id: u64,
+}
+
+impl Drop for PendingReply<'_> {
+    fn drop(&mut self) {
+        self.link.pending().remove(&self.request_id);
+    }
+}
+
 fn detach_event(session: &Session) -> gateway_event::Event {
     gateway_event::Event::Detach(Detach {
         socket: session.id.0,
@@ -249,12 +263,15 @@ impl NodeLink {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending().insert(request_id, tx);
+        let _pending = PendingReply {
+            link: self,
+            request_id,
+        };
         let reply = tokio::time::timeout(self.request_timeout, async {
             self.send(request.into_event(request_id)).await?;
             rx.await.map_err(|_| LinkError::Unavailable)
         })
         .await;
-        self.pending().remove(&request_id);
         match reply {
             Err(_) => Err(LinkError::TimedOut),
             Ok(reply) => R::reply(reply?).ok_or(LinkError::Unavailable),
@@ -544,6 +561,28 @@ impl NodeLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An admission's future is dropped when its client leaves, and the node may never
+    /// answer it (a connect check cancelled by the `Closed` that follows): its wait for
+    /// the reply must not stay for the life of the link.
+    #[tokio::test]
+    async fn a_request_dropped_before_its_reply_leaves_nothing_waiting() {
+        let (gateway, mut node) = conclave_proto::in_process_link(8);
+        let (mover, _moves) = mpsc::unbounded_channel();
+        let link = NodeLink::start("a".into(), gateway, mover, Duration::from_secs(10));
+        let request = conclave_proto::wire::RoomInfoRequest::default();
+        let waiting = tokio::time::timeout(Duration::from_millis(50), link.request(request));
+        assert!(waiting.await.is_err(), "the node answered nothing");
+        assert!(
+            node.from_gateway.recv().await.is_some(),
+            "the request went out"
+        );
+        assert_eq!(
+            link.pending().len(),
+            0,
+            "the dropped request is still waiting"
+        );
+    }
 
     #[test]
     fn a_room_named_on_the_wire_finds_its_members() {
