@@ -133,6 +133,23 @@ test("static onBeforeRequest: a Response refuses, a throw is 401 with its messag
   assert.deepEqual(await res.json(), { gate: "request to gate-2", method: "POST", body: "payload" });
 });
 
+test("timers a check sets end with the check", async () => {
+  const before = await metric(server.host, "conclave_js_timers");
+  assert.ok(before !== undefined, "conclave_js_timers is not in /metrics");
+  for (let i = 0; i < 10; i++) {
+    const c = connect("gate", "gate-3", { mode: "timer" });
+    assert.deepEqual(await c.json(), { gate: "connect to gate-3", mode: "timer" });
+    c.ws.close();
+    const res = await fetch(url("gate/gate-3?mode=timer"));
+    assert.equal(res.status, 200);
+  }
+  const after = await until("the checks' timers to end", async () => {
+    const now = await metric(server.host, "conclave_js_timers");
+    return now <= before ? String(now) : undefined;
+  }).catch(async () => `still ${await metric(server.host, "conclave_js_timers")} (${before} before)`);
+  assert.ok(!after.startsWith("still"), `the checks' timers stayed pending: ${after}`);
+});
+
 test("getConnectionTags and room.getConnections(tag); getConnection(id); conn.uri; onClose", async () => {
   const [a, b, c, d] = [
     ["a", { teams: "red" }],

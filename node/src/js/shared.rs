@@ -22,7 +22,7 @@ pub(super) struct Shared {
     pub config: JsConfig,
     /// The instance whose JavaScript is running now (logs, timers).
     pub current: Cell<Option<InstanceId>>,
-    pub timers: RefCell<HashMap<u32, Timer>>,
+    timers: RefCell<Timers>,
     next_timer: Cell<u32>,
     /// Timers that fired while their room had no event in progress: they run first thing
     /// in the room's next event (a wake asks for one).
@@ -35,6 +35,51 @@ pub(super) struct Shared {
 pub(super) struct Timer {
     instance: InstanceId,
     task: tokio::task::AbortHandle,
+}
+
+/// The worker's pending timers by id, counted in `conclave_js_timers` (all workers).
+struct Timers {
+    by_id: HashMap<u32, Timer>,
+    pending: metrics::Gauge,
+}
+
+impl Timers {
+    fn insert(&mut self, id: u32, timer: Timer) {
+        if let Some(replaced) = self.by_id.insert(id, timer) {
+            // Ids wrap after 2^32 timers; a timer still pending under one is dropped.
+            replaced.task.abort();
+        } else {
+            self.pending.increment(1.0);
+        }
+    }
+
+    fn remove(&mut self, id: u32) -> Option<Timer> {
+        let timer = self.by_id.remove(&id)?;
+        self.pending.decrement(1.0);
+        Some(timer)
+    }
+
+    /// Stops and removes `instance`'s timers; returns their ids.
+    fn remove_instance(&mut self, instance: InstanceId) -> Vec<u32> {
+        let ids: Vec<u32> = self
+            .by_id
+            .iter()
+            .filter(|(_, t)| t.instance == instance)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            if let Some(t) = self.remove(*id) {
+                t.task.abort();
+            }
+        }
+        ids
+    }
+}
+
+impl Drop for Timers {
+    fn drop(&mut self) {
+        self.pending.decrement(self.by_id.len() as f64);
+    }
 }
 
 /// The deadline QuickJS's interrupt handler checks.
@@ -64,6 +109,8 @@ pub(super) struct ActiveJob {
     failure: RefCell<Option<Failure>>,
     pub savepoints: RefCell<HashMap<u32, Savepoint>>,
     pub next_savepoint: Cell<u32>,
+    /// Whether the event's JavaScript set a timer.
+    pub set_timers: Cell<bool>,
 }
 
 impl Shared {
@@ -74,7 +121,10 @@ impl Shared {
             started: Instant::now(),
             config,
             current: Cell::new(None),
-            timers: RefCell::default(),
+            timers: RefCell::new(Timers {
+                by_id: HashMap::new(),
+                pending: metrics::gauge!("conclave_js_timers"),
+            }),
             next_timer: Cell::new(1),
             due: RefCell::default(),
             rooms: RefCell::default(),
@@ -133,6 +183,9 @@ impl Shared {
         repeat: bool,
     ) -> Option<u32> {
         let instance = self.current.get()?;
+        if let Some(job) = self.job(instance) {
+            job.set_timers.set(true);
+        }
         let id = self.next_timer.get();
         self.next_timer.set(id.wrapping_add(1).max(1));
         let (shared, context) = (self.clone(), context.clone());
@@ -141,7 +194,7 @@ impl Shared {
                 tokio::time::sleep(delay).await;
                 shared.fire(&context, instance, id);
                 if !repeat {
-                    shared.timers.borrow_mut().remove(&id);
+                    shared.timers.borrow_mut().remove(id);
                     return;
                 }
             }
@@ -155,7 +208,7 @@ impl Shared {
     }
 
     pub(super) fn clear_timer(&self, id: u32) {
-        if let Some(t) = self.timers.borrow_mut().remove(&id) {
+        if let Some(t) = self.timers.borrow_mut().remove(id) {
             t.task.abort();
         }
     }
@@ -210,18 +263,7 @@ impl Shared {
     pub(super) fn forget(&self, instance: InstanceId) -> Vec<u32> {
         self.due.borrow_mut().remove(&instance);
         self.rooms.borrow_mut().remove(&instance);
-        let mut timers = self.timers.borrow_mut();
-        let ids: Vec<u32> = timers
-            .iter()
-            .filter(|(_, t)| t.instance == instance)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &ids {
-            if let Some(t) = timers.remove(id) {
-                t.task.abort();
-            }
-        }
-        ids
+        self.timers.borrow_mut().remove_instance(instance)
     }
 }
 
@@ -234,6 +276,7 @@ impl ActiveJob {
             failure: RefCell::new(None),
             savepoints: RefCell::default(),
             next_savepoint: Cell::new(1),
+            set_timers: Cell::new(false),
         }
     }
 

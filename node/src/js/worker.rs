@@ -180,10 +180,15 @@ impl Worker {
         let Some(party) = self.instances.borrow_mut().remove(&instance) else {
             return;
         };
+        self.forget(party, instance);
+    }
+
+    /// Stops an instance's timers (here and party.js's callbacks) and forgets its room.
+    fn forget(&self, party: PartyId, instance: InstanceId) {
+        let timers = self.shared.forget(instance);
         let Some(loaded) = self.parties.borrow().get(&party).cloned() else {
             return;
         };
-        let timers = self.shared.forget(instance);
         loaded.context.with(|ctx| {
             if let Ok(f) = loaded.destroy.clone().restore(&ctx) {
                 let _ = f.call::<_, ()>((instance, timers));
@@ -210,6 +215,11 @@ impl Worker {
         if matches!(outcome, Err(Failure::Reset(_))) {
             self.destroy(instance);
         }
+        // A check outside any room has no instance to go on: the timers it set (a fetch's
+        // `AbortSignal.timeout`, a race with `setTimeout`) end with it, or nothing would.
+        if lobby && active.set_timers.get() {
+            self.forget(party, instance);
+        }
         let lease = active.lease.borrow_mut().take();
         if lobby && matches!(outcome, Err(Failure::Reset(_))) {
             warn!("a check outside the room was interrupted");
@@ -232,7 +242,11 @@ impl Worker {
             .ok_or(Failure::NotLoaded(party))?;
         let kind = event_kind(&event);
         if matches!(event, Event::Start) && !self.instances.borrow().contains_key(&instance) {
-            self.create(&loaded, instance, active)?;
+            if let Err(e) = self.create(&loaded, instance, active) {
+                // Never listed, so never destroyed: what the constructor set up goes now.
+                self.forget(party, instance);
+                return Err(e);
+            }
             self.instances.borrow_mut().insert(instance, party);
         }
         self.shared.run_due_timers(&loaded.context, instance);

@@ -1,6 +1,7 @@
 // Static onBeforeConnect / onBeforeRequest: they run before the room is reached. A Response
 // refuses (its status and body go to the client), a throw refuses with 401 and the error
-// message, a Request goes on to the room (here with a header the room then reads).
+// message, a Request goes on to the room (here with a header the room then reads). With
+// `mode=timer` each check leaves a long timer behind, as a fetch's `AbortSignal.timeout` does.
 import type * as Party from "partykit/server";
 
 export default class Gate implements Party.Server {
@@ -8,6 +9,7 @@ export default class Gate implements Party.Server {
     const mode = new URL(req.url).searchParams.get("mode");
     if (mode === "refuse") return new Response("no", { status: 403 });
     if (mode === "throw") throw new Error("bad token");
+    if (mode === "timer") setTimeout(() => {}, 600_000);
     req.headers.set("x-gate", `connect to ${lobby.id}`);
     return req;
   }
@@ -16,6 +18,7 @@ export default class Gate implements Party.Server {
     const mode = new URL(req.url).searchParams.get("mode");
     if (mode === "refuse") return new Response("no", { status: 403 });
     if (mode === "throw") throw new Error("bad key");
+    if (mode === "timer") setTimeout(() => {}, 600_000);
     const headers = new Headers(req.headers);
     headers.set("x-gate", `request to ${lobby.id}`);
     return new Request(req, { headers });
