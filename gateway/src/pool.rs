@@ -126,8 +126,8 @@ impl LinkPool {
         self.slots().get(node)?.link.clone()
     }
 
-    /// Sets `conclave_gateway_relay_link_up{node}` for every node a link was ever opened
-    /// to: 1 while the link is alive, 0 once it dropped (until it is reopened).
+    /// Sets `conclave_gateway_relay_link_up{node}` for every node whose link the pool
+    /// keeps: 1 while the link is alive, 0 once it dropped (until it is reopened).
     pub fn record_link_states(&self) {
         for (node, slot) in self.slots().iter() {
             if let Some(link) = &slot.link {
@@ -135,6 +135,16 @@ impl LinkPool {
                 metrics::gauge!("conclave_gateway_relay_link_up", "node" => node.clone()).set(up);
             }
         }
+    }
+
+    /// Forgets the dead links of nodes that are not among `nodes` (the nodes on the rings)
+    /// and that no one is opening a link to: node ids come and go with the cluster.
+    pub fn forget_dead_links_outside(&self, nodes: &[(String, String)]) {
+        self.slots().retain(|node, slot| {
+            nodes.iter().any(|(n, _)| n == node)
+                || slot.opening.is_some()
+                || slot.link.as_ref().is_some_and(|l| l.is_alive())
+        });
     }
 
     /// Live links to nodes that are on none of `rings`.
@@ -169,5 +179,51 @@ fn log_unreachable(slot: &mut Slot, node: &str, error: &str) {
         slot.warned_at = Some(Instant::now());
     } else {
         debug!(node, error, "cannot reach node");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::InProcessNode;
+
+    fn pool() -> (LinkPool, conclave_proto::NodeSide) {
+        let (gateway, node) = conclave_proto::in_process_link(8);
+        let (mover, _moves) = tokio::sync::mpsc::unbounded_channel();
+        let connector = Box::new(InProcessNode::new(gateway));
+        (
+            LinkPool::new(connector, mover, Duration::from_secs(1)),
+            node,
+        )
+    }
+
+    /// Node ids come and go (a node replaced under a new id): the pool keeps no dead link
+    /// of a node that left the rings.
+    #[tokio::test]
+    async fn a_dead_link_of_a_node_off_the_rings_is_forgotten() {
+        let (pool, node) = pool();
+        let link = pool.link_to(InProcessNode::ID).await.unwrap();
+        let on_rings = [(InProcessNode::ID.to_string(), "r".to_string())];
+
+        pool.forget_dead_links_outside(&[]);
+        assert!(
+            pool.link(InProcessNode::ID).is_some(),
+            "a live link is kept"
+        );
+
+        drop(node);
+        while link.is_alive() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pool.forget_dead_links_outside(&on_rings);
+        assert!(
+            pool.link(InProcessNode::ID).is_some(),
+            "a node on the rings keeps its slot while its link is reopened"
+        );
+        pool.forget_dead_links_outside(&[]);
+        assert!(
+            pool.link(InProcessNode::ID).is_none(),
+            "the dead link stayed"
+        );
     }
 }

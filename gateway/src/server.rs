@@ -218,6 +218,7 @@ async fn keep_links(state: std::sync::Weak<GatewayState>) {
         let (_, nodes) = gw.routing.nodes();
         let now = tokio::time::Instant::now();
         retries.retain(|n, _| nodes.iter().any(|(node, _)| node == n));
+        gw.links.forget_dead_links_outside(&nodes);
         for (node, _) in nodes {
             if gw.links.live(&node).is_some() {
                 retries.remove(&node);
