@@ -377,3 +377,20 @@ fn a_broadcast_names_the_excluded_connections_that_are_away() {
     assert_eq!(d.exclude, [1], "the present excluded connection, by socket");
     assert_eq!(d.exclude_absent, ["away"], "the away one, by id");
 }
+
+#[test]
+fn links_that_left_the_room_leave_no_origin_behind() {
+    let mut ledger = Ledger::default();
+    let first = table_of(&[(0, ORIGIN, 1)]);
+    step(&mut ledger, &mut broadcast(&[0], &Bytes::from("a")), &first);
+    assert_eq!(ledger.origins.keys().collect::<Vec<_>>(), [&0]);
+    // The socket's gateway reconnected, on a new link.
+    let second = table_of(&[(1, ORIGIN, 1)]);
+    ledger.last_sweep = None;
+    step(
+        &mut ledger,
+        &mut broadcast(&[1], &Bytes::from("b")),
+        &second,
+    );
+    assert_eq!(ledger.origins.keys().collect::<Vec<_>>(), [&1]);
+}
