@@ -438,7 +438,7 @@ impl Party for Panicky {
 }
 
 #[tokio::test]
-async fn a_room_whose_actor_died_starts_afresh_for_the_next_event() {
+async fn a_party_that_panicked_starts_afresh_and_keeps_its_sockets() {
     let server = serving::<Panicky>("panicky").await;
     let mut first = server.connect("/parties/panicky/p?_pk=first").await;
     send(&mut first, "boom").await;
@@ -446,15 +446,19 @@ async fn a_room_whose_actor_died_starts_afresh_for_the_next_event() {
         eventually(async || PANICKED.load(Ordering::SeqCst)).await,
         "the party never panicked"
     );
-    // Events for the dead actor must neither hang nor spin: a fresh actor serves the room.
+    // The room must neither hang nor spin: a fresh instance serves it.
     let mut second = tokio::time::timeout(
         Duration::from_secs(5),
         server.connect("/parties/panicky/p?_pk=second"),
     )
     .await
-    .expect("the room did not come back after its actor died");
+    .expect("the room did not come back after its party panicked");
     send(&mut second, "still alive").await;
     assert_eq!(next_text(&mut second).await, "still alive");
+    // The socket whose message made the party panic is still in the room, served by the
+    // fresh instance.
+    send(&mut first, "after").await;
+    assert_eq!(next_text(&mut first).await, "after");
     assert_serving(&server).await;
 }
 

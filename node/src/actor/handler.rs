@@ -1,7 +1,7 @@
 //! The party handlers a step can run, and why a step may not take effect.
 
 use crate::message::{Message, Request, Response};
-use crate::party::{Party, PartyError};
+use crate::party::{InstanceBroken, Party, PartyError};
 use crate::room::{Connection, Room};
 use crate::storage::StorageError;
 
@@ -24,8 +24,37 @@ pub(super) enum Handler<'a> {
 }
 
 impl Handler<'_> {
-    /// Runs the handler; only a request's answers with a response.
+    /// Runs the handler; only a request's answers with a response. A panic in the party's
+    /// code fails the step as a broken instance: the room drops the instance and starts a
+    /// fresh one for its next event, as for a thrown error in JavaScript. (Unwinding out of
+    /// the room's task would leave its sockets in a room no one serves.)
     pub(super) async fn call(
+        self,
+        party: &mut dyn Party,
+        room: &mut Room,
+    ) -> Result<Option<Response>, PartyError> {
+        use futures::FutureExt;
+        // The party is dropped after a panic, and the room's held writes and messages are
+        // discarded with the failed step: what the panic interrupted is not used again.
+        match std::panic::AssertUnwindSafe(self.run(party, room))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Err(Box::new(InstanceBroken(format!(
+                    "the party panicked: {what}"
+                ))))
+            }
+        }
+    }
+
+    async fn run(
         self,
         party: &mut dyn Party,
         room: &mut Room,
