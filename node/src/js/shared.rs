@@ -44,11 +44,9 @@ struct Timers {
 }
 
 impl Timers {
+    /// Adds a timer under an id not in use ([`Shared::next_timer_id`]).
     fn insert(&mut self, id: u32, timer: Timer) {
-        if let Some(replaced) = self.by_id.insert(id, timer) {
-            // Ids wrap after 2^32 timers; a timer still pending under one is dropped.
-            replaced.task.abort();
-        } else {
+        if self.by_id.insert(id, timer).is_none() {
             self.pending.increment(1.0);
         }
     }
@@ -183,11 +181,14 @@ impl Shared {
         repeat: bool,
     ) -> Option<u32> {
         let instance = self.current.get()?;
-        if let Some(job) = self.job(instance) {
-            job.set_timers.set(true);
+        match self.job(instance) {
+            Some(job) => job.set_timers.set(true),
+            // Code of a check that has ended (a promise it left settling): its timers
+            // could never run, and nothing would forget them.
+            None if !self.rooms.borrow().contains_key(&instance) => return None,
+            None => {}
         }
-        let id = self.next_timer.get();
-        self.next_timer.set(id.wrapping_add(1).max(1));
+        let id = self.next_timer_id();
         let (shared, context) = (self.clone(), context.clone());
         let task = tokio::task::spawn_local(async move {
             loop {
@@ -207,6 +208,19 @@ impl Shared {
         Some(id)
     }
 
+    /// The next timer id not in use (ids wrap after 2^32 timers; a long interval may
+    /// still hold one).
+    fn next_timer_id(&self) -> u32 {
+        let timers = self.timers.borrow();
+        loop {
+            let id = self.next_timer.get();
+            self.next_timer.set(id.wrapping_add(1).max(1));
+            if !timers.by_id.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
     pub(super) fn clear_timer(&self, id: u32) {
         if let Some(t) = self.timers.borrow_mut().remove(id) {
             t.task.abort();
@@ -219,6 +233,10 @@ impl Shared {
         if let Some(job) = self.job(instance) {
             self.run_timers(context, instance, &[id]);
             job.wake.notify_one();
+            return;
+        }
+        if !self.rooms.borrow().contains_key(&instance) {
+            // No room to run it in (a check's, after the check ended): it never will.
             return;
         }
         let mut due = self.due.borrow_mut();
@@ -259,11 +277,14 @@ impl Shared {
         self.rooms.borrow_mut().insert(instance, (fetcher, key));
     }
 
-    /// Forgets an instance's timers and room; returns the timer ids for party.js to drop.
+    /// Forgets an instance's timers and room; returns the timer ids for party.js to drop
+    /// (those that fired and wait for the room's next event too).
     pub(super) fn forget(&self, instance: InstanceId) -> Vec<u32> {
-        self.due.borrow_mut().remove(&instance);
+        let fired = self.due.borrow_mut().remove(&instance).unwrap_or_default();
         self.rooms.borrow_mut().remove(&instance);
-        self.timers.borrow_mut().remove_instance(instance)
+        let mut ids = self.timers.borrow_mut().remove_instance(instance);
+        ids.extend(fired);
+        ids
     }
 }
 
