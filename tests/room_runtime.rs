@@ -462,6 +462,98 @@ async fn a_party_that_panicked_starts_afresh_and_keeps_its_sockets() {
     assert_serving(&server).await;
 }
 
+/// A party whose checks panic: `before_connect` for connection `gate`, the asynchronous
+/// check for `check`, the request check for a query with `boom`, and `connection_tags`
+/// for `tags`. Its rooms echo.
+struct PanickyChecks;
+
+impl conclave_node::PartyFactory for PanickyChecks {
+    fn create(&self) -> Box<dyn Party> {
+        Box::new(PanickyTags)
+    }
+
+    fn before_connect(
+        &self,
+        req: &conclave_node::ConnectRequest<'_>,
+    ) -> Result<(), conclave_node::Rejection> {
+        assert_ne!(req.conn_id, "gate", "before_connect panicked on purpose");
+        Ok(())
+    }
+
+    fn check_connect(
+        &self,
+        req: conclave_node::ConnectCheck,
+    ) -> Option<futures::future::BoxFuture<'static, Result<conclave_node::ConnectCheck, Response>>>
+    {
+        Some(Box::pin(async move {
+            tokio::task::yield_now().await;
+            assert_ne!(req.conn_id, "check", "check_connect panicked on purpose");
+            Ok(req)
+        }))
+    }
+
+    fn check_request(
+        &self,
+        _room: &str,
+        req: Request,
+    ) -> Option<futures::future::BoxFuture<'static, Result<Request, Response>>> {
+        Some(Box::pin(async move {
+            let query = req.uri().query().unwrap_or_default().to_string();
+            assert!(!query.contains("boom"), "check_request panicked on purpose");
+            Ok(req)
+        }))
+    }
+}
+
+struct PanickyTags;
+
+#[async_trait]
+impl Party for PanickyTags {
+    async fn connection_tags(&mut self, _room: &mut Room, conn: &Connection) -> Vec<String> {
+        assert_ne!(conn.id(), "tags", "connection_tags panicked on purpose");
+        Vec::new()
+    }
+
+    async fn on_request(&mut self, room: &mut Room, _req: Request) -> Result<Response, PartyError> {
+        let count = format!("connections: {}", room.connection_count());
+        Ok(Response::new(Bytes::from(count)))
+    }
+
+    async fn on_message(
+        &mut self,
+        _room: &mut Room,
+        conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError> {
+        conn.send(msg);
+        Ok(())
+    }
+}
+
+/// A panic in a party's checks refuses what it was checking (500 to the client, or a close
+/// with 1011 once upgraded); the node, the room and its other sockets carry on.
+#[tokio::test]
+async fn a_party_that_panics_in_its_checks_refuses_and_keeps_serving() {
+    let server = start(|_| {}, |r| r.with_factory("pcheck", PanickyChecks)).await;
+    let mut member = server.connect("/parties/pcheck/r?_pk=member").await;
+    for id in ["gate", "check"] {
+        let path = format!("/parties/pcheck/r?_pk={id}");
+        assert_eq!(server.connect_status(&path).await, 500, "{id}");
+    }
+    let (status, _) = server.http("GET", "/parties/pcheck/r?boom=1", "").await;
+    assert_eq!(status, 500);
+    let mut tagged = server.connect("/parties/pcheck/r?_pk=tags").await;
+    assert_eq!(close_code(&mut tagged).await, 1011);
+    send(&mut member, "still here").await;
+    assert_eq!(next_text(&mut member).await, "still here");
+    let (_, body) = server.http("GET", "/parties/pcheck/r", "").await;
+    assert_eq!(
+        body, "connections: 1",
+        "the refused sockets are not in the room"
+    );
+    assert_serving(&server).await;
+}
+
 /// An operator lists the rooms of a party that store keys, a page at a time, and deletes
 /// one: its sockets are closed with 1000, its keys are gone, and the next client finds an
 /// empty room. Without the token, neither is served.

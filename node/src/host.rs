@@ -194,9 +194,13 @@ impl Host {
         let Some(req) = hook else {
             return Ok(());
         };
-        factory
-            .before_connect(req)
-            .map_err(|r| Refusal::new(r.status, r.body))
+        match crate::panics::guarded(|| factory.before_connect(req)) {
+            Ok(checked) => checked.map_err(|r| Refusal::new(r.status, r.body)),
+            Err(what) => {
+                tracing::error!(room = %key, "the party panicked in before_connect: {what}");
+                Err(Refusal::new(500, "The party's connection check failed"))
+            }
+        }
     }
 
     /// Whether the party may check a new socket asynchronously ([`Host::check_connect`]).
@@ -212,7 +216,8 @@ impl Host {
         key: &RoomKey,
         req: ConnectCheck,
     ) -> Option<BoxFuture<'static, Result<ConnectCheck, Response>>> {
-        self.parties.get(key.party.as_str())?.check_connect(req)
+        let factory = self.parties.get(key.party.as_str())?;
+        guard_check(key, "check_connect", || factory.check_connect(req))
     }
 
     /// The party's asynchronous check of a client's HTTP request, if it has one.
@@ -221,9 +226,10 @@ impl Host {
         key: &RoomKey,
         req: Request,
     ) -> Option<BoxFuture<'static, Result<Request, Response>>> {
-        self.parties
-            .get(key.party.as_str())?
-            .check_request(key.room.as_str(), req)
+        let factory = self.parties.get(key.party.as_str())?;
+        guard_check(key, "check_request", || {
+            factory.check_request(key.room.as_str(), req)
+        })
     }
 
     /// An HTTP request to a room, answered by its `on_request`.
@@ -267,4 +273,33 @@ impl RoomRequests for Host {
             let _ = self.dispatch(&room, RoomEvent::Wake).await;
         });
     }
+}
+
+/// A party's asynchronous check (`start` makes it) whose panic, starting or running,
+/// refuses with 500 instead of leaving its admission or request unanswered.
+fn guard_check<T: Send + 'static>(
+    room: &RoomKey,
+    check: &'static str,
+    start: impl FnOnce() -> Option<BoxFuture<'static, Result<T, Response>>>,
+) -> Option<BoxFuture<'static, Result<T, Response>>> {
+    let room = room.clone();
+    let pending = match crate::panics::guarded(start) {
+        Ok(pending) => pending?,
+        Err(what) => {
+            return Some(Box::pin(
+                async move { Err(check_panicked(&room, check, &what)) },
+            ))
+        }
+    };
+    Some(Box::pin(async move {
+        match crate::panics::guarded_future(pending).await {
+            Ok(checked) => checked,
+            Err(what) => Err(check_panicked(&room, check, &what)),
+        }
+    }))
+}
+
+fn check_panicked(room: &RoomKey, check: &str, what: &str) -> Response {
+    tracing::error!(%room, "the party panicked in {check}: {what}");
+    crate::message::text_response(500, "The party's check failed")
 }

@@ -29,6 +29,7 @@ mod links;
 mod mailbox;
 mod message;
 mod node;
+mod panics;
 pub mod parties;
 mod party;
 mod room;

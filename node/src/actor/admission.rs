@@ -7,6 +7,7 @@ use super::handler::Handler;
 use super::RoomActor;
 use crate::mailbox::{admitted, refused, OpenRequest};
 use crate::room::{close_socket, ConnEntry, ConnNames, Connection, Peer, SocketRef};
+use crate::rooms::gauge;
 use conclave_proto::close;
 use conclave_proto::wire::Resume;
 use conclave_proto::Refusal;
@@ -149,7 +150,21 @@ impl RoomActor {
             return;
         };
         let extra = match self.party.as_mut() {
-            Some(party) => party.connection_tags(&mut self.room, &conn).await,
+            Some(party) => {
+                let tags = party.connection_tags(&mut self.room, &conn);
+                match crate::panics::guarded_future(tags).await {
+                    Ok(tags) => tags,
+                    Err(what) => {
+                        // The instance is not used again; the socket is not admitted.
+                        self.party = None;
+                        gauge::party_dropped();
+                        let why = format!("the party panicked in connection_tags: {what}");
+                        warn!(conn = %conn_id, "{why}");
+                        Box::pin(self.reject_open(peer, request_id, &why)).await;
+                        return;
+                    }
+                }
+            }
             None => Vec::new(),
         };
         let mut tags = vec![conn_id.clone()];

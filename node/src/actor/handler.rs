@@ -1,7 +1,7 @@
 //! The party handlers a step can run, and why a step may not take effect.
 
 use crate::message::{Message, Request, Response};
-use crate::party::{InstanceBroken, Party, PartyError};
+use crate::party::{Party, PartyError};
 use crate::room::{Connection, Room};
 use crate::storage::StorageError;
 
@@ -33,25 +33,11 @@ impl Handler<'_> {
         party: &mut dyn Party,
         room: &mut Room,
     ) -> Result<Option<Response>, PartyError> {
-        use futures::FutureExt;
         // The party is dropped after a panic, and the room's held writes and messages are
         // discarded with the failed step: what the panic interrupted is not used again.
-        match std::panic::AssertUnwindSafe(self.run(party, room))
-            .catch_unwind()
+        crate::panics::guarded_future(self.run(party, room))
             .await
-        {
-            Ok(result) => result,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".into());
-                Err(Box::new(InstanceBroken(format!(
-                    "the party panicked: {what}"
-                ))))
-            }
-        }
+            .unwrap_or_else(|what| Err(crate::panics::broken(&what)))
     }
 
     async fn run(

@@ -4,7 +4,7 @@
 use super::handler::{Handler, StepError};
 use super::RoomActor;
 use crate::message::Response;
-use crate::party::{InstanceBroken, Party};
+use crate::party::{InstanceBroken, Party, PartyError};
 use crate::room::SocketRef;
 use crate::rooms::gauge;
 use crate::storage::StorageError;
@@ -43,7 +43,13 @@ impl RoomActor {
                 self.room.ledger().begin_frame(socket, seq);
             }
         }
-        let mut party = self.take_party();
+        let mut party = match self.take_party() {
+            Ok(party) => party,
+            Err(e) => {
+                self.room.discard();
+                return Err(StepError::Handler(e));
+            }
+        };
         let result = h.call(party.as_mut(), &mut self.room).await;
         self.party = Some(party);
         match result {
@@ -64,8 +70,17 @@ impl RoomActor {
     }
 
     /// Takes the started party out while one of its handlers runs (it needs `&mut self.room`).
-    fn take_party(&mut self) -> Box<dyn Party> {
-        self.party.take().unwrap_or_else(|| self.factory.create())
+    fn take_party(&mut self) -> Result<Box<dyn Party>, PartyError> {
+        match self.party.take() {
+            Some(party) => Ok(party),
+            None => self.create_party(),
+        }
+    }
+
+    /// A new party instance; its constructor may panic.
+    fn create_party(&self) -> Result<Box<dyn Party>, PartyError> {
+        crate::panics::guarded(|| self.factory.create())
+            .map_err(|what| crate::panics::broken(&what))
     }
 
     /// Commits the step's writes and releases its messages; if the commit fails, discards
@@ -105,7 +120,7 @@ impl RoomActor {
 
     async fn start_party(&mut self) -> Result<(), StepError> {
         self.ensure_owned().await?;
-        self.party = Some(self.factory.create());
+        self.party = Some(self.create_party().map_err(StepError::Handler)?);
         gauge::party_loaded();
         self.step(Handler::Start).await.map(drop)
     }
