@@ -325,7 +325,7 @@ impl NodeLink {
             }
             if tell_node {
                 // The node left the ring and may be gone: the move does not wait for it.
-                self.tell_detached_then(&session, || {});
+                self.send_then(detach_event(&session), || {});
             }
             self.move_session(session, min_ring);
             moved += 1;
@@ -363,22 +363,12 @@ impl NodeLink {
         }
     }
 
-    /// Tells the node the socket left it, so that it forgets which room the socket was in;
-    /// `then` runs once that is queued (see [`Self::send_then`]).
-    pub fn tell_detached_then(
-        self: &Arc<Self>,
-        session: &Session,
-        then: impl FnOnce() + Send + 'static,
-    ) {
-        self.send_then(detach_event(session), then);
-    }
-
-    /// [`Self::tell_detached_then`] for a caller that can wait: whatever it sends next on
-    /// this link (another admission of the socket) goes after the `Detach`.
+    /// Tells the node the socket left it, so that it forgets which room the socket was in.
+    /// Awaited, so that whatever the caller sends next on this link (another admission of
+    /// the socket) goes after the `Detach`; see [`Self::send_then`] for callers that cannot
+    /// wait.
     pub async fn tell_detached(&self, session: &Session) {
-        if let Some(event) = self.try_send(detach_event(session)) {
-            self.send_within_timeout(event).await;
-        }
+        self.send_within_timeout(detach_event(session)).await;
     }
 
     /// Hands a socket that left this link to the mover.
@@ -467,10 +457,9 @@ impl NodeLink {
                     // admitted after it.
                     let moves = s.detach_from(self);
                     let link = self.clone();
-                    let session = s.clone();
-                    self.tell_detached_then(&s, move || {
+                    self.send_then(detach_event(&s), move || {
                         if moves {
-                            link.move_session(session, RingVersion(m.ring_version));
+                            link.move_session(s, RingVersion(m.ring_version));
                         }
                     });
                 }
