@@ -363,6 +363,10 @@ pub(crate) fn broadcast_to(shared: &RoomShared, key: &RoomKey, msg: &Message, ex
             }
         }
     }
+    // In ascending link order: that is how the ledger tells one broadcast's deliveries
+    // from the next broadcast of the same payload (`continues_delivery`). The table's own
+    // order is its hashing's.
+    per_gateway.sort_unstable_by_key(|(gateway, _)| *gateway);
     for (gateway, exclude) in per_gateway {
         shared.push(
             gateway,

@@ -379,6 +379,52 @@ fn a_broadcast_names_the_excluded_connections_that_are_away() {
 }
 
 #[test]
+fn a_broadcast_to_members_on_many_links_is_numbered_as_one() {
+    let links: [GatewayId; 8] = [5, 3, 7, 1, 0, 6, 2, 4];
+    let members: Vec<(GatewayId, u64, u64)> = (0..3u64)
+        .flat_map(|s| {
+            links
+                .iter()
+                .map(move |g| (*g, 100 + *g as u64, s * 10 + *g as u64))
+        })
+        .collect();
+    let conns = table_of(&members);
+    let shared = crate::room::RoomShared::new(Arc::default());
+    for (gateway, origin, s) in &members {
+        let peer = Peer {
+            gateway: *gateway,
+            socket: SocketId(*s),
+        };
+        let names = ConnNames::new("", &format!("c{origin}-{s}"));
+        shared
+            .conns()
+            .insert(ConnEntry::new(names, peer, *origin, 0));
+    }
+    let key = conclave_proto::RoomKey::new("main", "r").unwrap();
+    crate::room::broadcast_to(&shared, &key, &crate::Message::text("news"), &[]);
+    let mut outbox = shared.take_outbox();
+    let order: Vec<GatewayId> = outbox.iter().map(|(g, _)| *g).collect();
+    assert_eq!(
+        order,
+        (0..8).collect::<Vec<_>>(),
+        "one delivery per link, in order"
+    );
+    let mut ledger = Ledger::default();
+    step(&mut ledger, &mut outbox, &conns);
+    // One broadcast: a socket of any link that misses its delivery gets it back once,
+    // not once more for each other link's delivery.
+    let broadcasts: Vec<u64> = ledger.kept[0].outputs.iter().map(|o| o.broadcast).collect();
+    assert_eq!(broadcasts, [1; 8]);
+    // A member that missed it, re-attaching to the room's next owner, gets it once.
+    let member = SocketRef {
+        origin: 103,
+        socket: 13,
+    };
+    let (_, resend) = ledger.resumed(member, &id_of(member), false);
+    assert_eq!(sends_to(13, &resend), [("news".to_string(), 4)]);
+}
+
+#[test]
 fn links_that_left_the_room_leave_no_origin_behind() {
     let mut ledger = Ledger::default();
     let first = table_of(&[(0, ORIGIN, 1)]);
