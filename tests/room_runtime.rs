@@ -9,7 +9,7 @@ use common::*;
 use conclave_node::async_trait;
 use conclave_node::{Connection, Message, Party, PartyError, Request, Response, Room};
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -459,6 +459,47 @@ async fn a_party_that_panicked_starts_afresh_and_keeps_its_sockets() {
     // fresh instance.
     send(&mut first, "after").await;
     assert_eq!(next_text(&mut first).await, "after");
+    assert_serving(&server).await;
+}
+
+/// How often `PanickyHibernation` was asked whether it hibernates.
+static HIBERNATION_ASKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Echoes; panics when asked whether it hibernates (between events).
+#[derive(Default)]
+struct PanickyHibernation;
+
+#[async_trait]
+impl Party for PanickyHibernation {
+    fn hibernates(&self) -> bool {
+        HIBERNATION_ASKED.fetch_add(1, Ordering::SeqCst);
+        panic!("hibernates panicked on purpose");
+    }
+
+    async fn on_message(
+        &mut self,
+        _room: &mut Room,
+        conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError> {
+        conn.send(msg);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_party_that_panics_between_events_keeps_serving_its_sockets() {
+    let server = serving::<PanickyHibernation>("sleepless").await;
+    let mut ws = server.connect("/parties/sleepless/s?_pk=a").await;
+    send(&mut ws, "one").await;
+    assert_eq!(next_text(&mut ws).await, "one");
+    assert!(
+        eventually(async || HIBERNATION_ASKED.load(Ordering::SeqCst) > 0).await,
+        "the room never asked its party whether it hibernates"
+    );
+    // The panicking instance is dropped; a fresh one serves the same socket.
+    send(&mut ws, "two").await;
+    assert_eq!(next_text(&mut ws).await, "two");
     assert_serving(&server).await;
 }
 

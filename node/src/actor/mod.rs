@@ -194,7 +194,7 @@ impl RoomActor {
         loop {
             let hold_end = self.room.ledger().hold_deadline();
             let connected = self.room.connection_count() > 0;
-            let keeps_instance = self.party.as_ref().is_some_and(|p| !p.hibernates());
+            let keeps_instance = self.keeps_instance();
             if connected && (self.party.is_none() || keeps_instance) {
                 // Hibernated with connections, or a party that must not hibernate while
                 // connected: nothing to time out, wait for the next event.
@@ -235,6 +235,24 @@ impl RoomActor {
                         return None;
                     }
                 }
+            }
+        }
+    }
+
+    /// Whether the started instance must live as long as the room has connections (its
+    /// party does not hibernate). A panic in the party's answer drops the instance, as one
+    /// in a handler does.
+    fn keeps_instance(&mut self) -> bool {
+        let Some(party) = self.party.as_ref() else {
+            return false;
+        };
+        match crate::panics::guarded(|| party.hibernates()) {
+            Ok(hibernates) => !hibernates,
+            Err(what) => {
+                warn!("the party panicked in hibernates, dropping its instance: {what}");
+                self.party = None;
+                gauge::party_dropped();
+                false
             }
         }
     }
