@@ -23,68 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// Frames for local sockets held at most before they are written, however busy the link.
-const MAX_HELD_WRITES: usize = 4096;
+mod writes;
 
-/// The frames for local sockets from the node events the link had at once, written when
-/// they are all in: a socket behind on a busy link gets its frames in one write, not one
-/// each. (An idle link's events come one at a time, and are written at once.)
-#[derive(Default)]
-struct Writes {
-    frames: Vec<(Arc<Session>, bytes::Bytes)>,
-    /// Events that added frames: with one, no socket appears twice.
-    sources: usize,
-    /// A socket's frames, put together for its write.
-    run: Vec<bytes::Bytes>,
-}
-
-impl Writes {
-    fn push(&mut self, session: &Arc<Session>, frame: bytes::Bytes) {
-        self.frames.push((session.clone(), frame));
-    }
-
-    /// Writes every held frame, each socket's together and in order; returns how many the
-    /// sockets took.
-    fn flush(&mut self) -> u64 {
-        if self.sources > 1 {
-            // Stable: a socket's frames keep their order.
-            self.frames.sort_by_key(|(s, _)| Arc::as_ptr(s) as usize);
-        }
-        self.sources = 0;
-        let mut taken = 0;
-        let mut frames = self.frames.drain(..);
-        let mut next = frames.next();
-        while let Some((session, frame)) = next.take() {
-            self.run.push(frame);
-            loop {
-                match frames.next() {
-                    Some((s, frame)) if Arc::ptr_eq(&s, &session) => self.run.push(frame),
-                    other => {
-                        next = other;
-                        break;
-                    }
-                }
-            }
-            // While this socket's write goes out, the CPU loads the next member's queue and
-            // the session after it (most are not in cache when a broadcast reaches them).
-            if let Some((s, _)) = &next {
-                s.out.prefetch();
-            }
-            if let Some((s, _)) = frames.as_slice().first() {
-                crate::outbound::prefetch(Arc::as_ptr(s));
-                crate::outbound::prefetch(std::ptr::from_ref(&s.out));
-            }
-            taken += session.out.enqueue_all(&self.run) as u64;
-            self.run.clear();
-        }
-        drop(frames);
-        // Room for a large room's broadcast is kept; a rare giant's is let go.
-        if self.frames.capacity() > 16 * MAX_HELD_WRITES {
-            self.frames = Vec::new();
-        }
-        taken
-    }
-}
+use writes::{Writes, MAX_HELD_WRITES};
 
 /// A request's wait for its reply in [`NodeLink::pending`], ended however the request ends:
 /// also when its future is dropped (an admission whose client left; the node may never
@@ -548,51 +489,4 @@ impl NodeLink {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An admission's future is dropped when its client leaves, and the node may never
-    /// answer it (a connect check cancelled by the `Closed` that follows): its wait for
-    /// the reply must not stay for the life of the link.
-    #[tokio::test]
-    async fn a_request_dropped_before_its_reply_leaves_nothing_waiting() {
-        let (gateway, mut node) = conclave_proto::in_process_link(8);
-        let (mover, _moves) = mpsc::unbounded_channel();
-        let link = NodeLink::start("a".into(), gateway, mover, Duration::from_secs(10));
-        let request = conclave_proto::wire::RoomInfoRequest::default();
-        let waiting = tokio::time::timeout(Duration::from_millis(50), link.request(request));
-        assert!(waiting.await.is_err(), "the node answered nothing");
-        assert!(
-            node.from_gateway.recv().await.is_some(),
-            "the request went out"
-        );
-        assert_eq!(
-            link.pending().len(),
-            0,
-            "the dropped request is still waiting"
-        );
-    }
-
-    #[test]
-    fn a_room_named_on_the_wire_finds_its_members() {
-        let mut rooms: hashbrown::HashMap<Arc<RoomKey>, u32, RandomState> = Default::default();
-        for (i, (party, room)) in [("main", "lobby"), ("main", "lobb"), ("mai", "nlobby")]
-            .into_iter()
-            .enumerate()
-        {
-            rooms.insert(Arc::new(RoomKey::new(party, room).unwrap()), i as u32);
-        }
-        let find = |party: &str, room: &str| {
-            let wire = RoomRef {
-                party: party.into(),
-                room: room.into(),
-            };
-            rooms.get(&WireRoom::of(&wire)).copied()
-        };
-        assert_eq!(find("main", "lobby"), Some(0));
-        assert_eq!(find("main", "lobb"), Some(1));
-        assert_eq!(find("mai", "nlobby"), Some(2));
-        assert_eq!(find("main", "other"), None);
-        assert_eq!(find("", "mainlobby"), None);
-    }
-}
+mod tests;
