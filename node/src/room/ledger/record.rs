@@ -127,11 +127,28 @@ pub(super) fn outputs_for<'a>(
         .filter(|o| o.broadcast != 0 && o.origin == socket.origin)
         .map(|o| o.broadcast)
         .collect();
+    // A broadcast reaches a gateway once per link of it with members: while the gateway
+    // re-attached its sockets over a new link, both may have had one. The socket gets it
+    // once, and not at all if one of them excluded it (it was on the other link then).
+    let excluded_from: HashSet<u64> = outputs
+        .iter()
+        .filter(|o| o.broadcast != 0 && o.origin == socket.origin)
+        .filter(
+            |o| matches!(&o.output, Some(Output::Deliver(d)) if d.exclude.contains(&socket.socket)),
+        )
+        .map(|o| o.broadcast)
+        .collect();
+    let mut had = HashSet::new();
     let mut missed = HashSet::new();
     outputs
         .iter()
         .filter_map(|o| {
             if o.origin == socket.origin {
+                let repeat = o.broadcast != 0
+                    && (excluded_from.contains(&o.broadcast) || !had.insert(o.broadcast));
+                if repeat {
+                    return None;
+                }
                 return o.output.as_ref()?.for_socket(socket.socket, id);
             }
             let first_of_missed = o.broadcast != 0

@@ -425,6 +425,27 @@ fn a_broadcast_to_members_on_many_links_is_numbered_as_one() {
 }
 
 #[test]
+fn a_broadcast_over_two_links_of_one_gateway_comes_back_once() {
+    // The gateway is re-attaching its sockets over a new link (1): socket 1 is still on
+    // the old one (0) and sent the frame whose broadcast excludes it; socket 2 is back.
+    let conns = table_of(&[(0, ORIGIN, 1), (1, ORIGIN, 2)]);
+    let mut ledger = Ledger::default();
+    let mut outbox = broadcast(&[0, 1], &Bytes::from("news"));
+    if let Some(node_event::Event::Deliver(d)) = outbox[0].1.event.as_mut() {
+        d.exclude = vec![1];
+    }
+    step(&mut ledger, &mut outbox, &conns);
+    let back = |socket| SocketRef {
+        origin: ORIGIN,
+        socket,
+    };
+    let (_, resend) = ledger.resumed(back(2), &id_of(back(2)), false);
+    assert_eq!(sends_to(2, &resend), [("news".to_string(), 1)]);
+    let (_, resend) = ledger.resumed(back(1), &id_of(back(1)), false);
+    assert_eq!(sends_to(1, &resend), [], "its own message came back to it");
+}
+
+#[test]
 fn links_that_left_the_room_leave_no_origin_behind() {
     let mut ledger = Ledger::default();
     let first = table_of(&[(0, ORIGIN, 1)]);
