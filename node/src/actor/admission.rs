@@ -90,9 +90,16 @@ impl RoomActor {
         // acknowledgement that covers them.
         let (applied, resend) = self.room.ledger().resumed(socket, names.id(), first_time);
         let last_out = self.room.ledger().last_out();
-        if let Some(e) = self.room.shared().conns().get_mut(peer) {
-            e.last_seq = e.last_seq.max(applied);
-        }
+        // Acknowledged: the frames whose step committed, and those this socket had handled
+        // here over a link since lost (whose acknowledgement may have been lost with it;
+        // the gateway would otherwise keep them, and replay them to the room's next owner).
+        let handled = match self.room.shared().conns().get_mut(peer) {
+            Some(e) => {
+                e.last_seq = e.last_seq.max(applied);
+                e.last_seq
+            }
+            None => applied,
+        };
         let shared = self.room.shared();
         shared.push(
             peer.gateway,
@@ -101,8 +108,8 @@ impl RoomActor {
         for event in resend {
             shared.push(peer.gateway, event);
         }
-        if applied > resume.acked_seq {
-            self.ack(peer, applied);
+        if handled > resume.acked_seq {
+            self.ack(peer, handled);
         }
         self.room.flush().await;
     }
