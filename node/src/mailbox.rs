@@ -100,6 +100,9 @@ pub(crate) enum RoomEvent {
         code: u16,
         reason: String,
         error: Option<String>,
+        /// Its gateway's link was lost and it did not come back within the grace: it may
+        /// still, until the gateway's re-attach timeout, so its frames stay handled.
+        link_lost: bool,
     },
     Request {
         req: Box<Request>,

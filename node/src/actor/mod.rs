@@ -312,13 +312,19 @@ impl RoomActor {
                 code,
                 reason,
                 error,
+                link_lost,
             } => {
                 let entry = self.room.shared().conns().remove(peer);
                 let Some(entry) = entry else { return };
-                self.room.ledger().closed(SocketRef {
+                let socket = SocketRef {
                     origin: entry.origin,
                     socket: entry.socket.0,
-                });
+                };
+                if link_lost {
+                    self.room.ledger().gone_quiet(socket);
+                } else {
+                    self.room.ledger().closed(socket);
+                }
                 let conn = Connection::from_entry(&entry, self.room.shared());
                 self.closed(conn, code, &reason, error.as_deref()).await;
             }

@@ -333,6 +333,7 @@ impl GatewayLink {
             code: close::MESSAGE_TOO_BIG,
             reason: String::new(),
             error: Some("message too big".into()),
+            link_lost: false,
         };
         let _ = self.host.dispatch(&key, event).await;
     }
@@ -372,6 +373,7 @@ impl GatewayLink {
             code: gateway_bounds::close_code(c.code),
             reason: gateway_bounds::close_reason(c.reason),
             error: (!c.error.is_empty()).then(|| gateway_bounds::close_error(c.error)),
+            link_lost: false,
         };
         let _ = self.host.dispatch(&room.key, event).await;
     }
@@ -450,6 +452,7 @@ impl GatewayLink {
                 code: close::ABNORMAL,
                 reason: String::new(),
                 error: Some("gateway link lost".into()),
+                link_lost: true,
             };
             let _ = self.host.dispatch(key, event).await;
         }

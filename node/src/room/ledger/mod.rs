@@ -255,6 +255,16 @@ impl Ledger {
         }
     }
 
+    /// The socket left with its gateway's link, and may yet come back over a new one (the
+    /// gateway re-attaches for longer than this node waits): the frames it had applied
+    /// stay applied until it has been gone for [`RETAIN`], as for a socket that left while
+    /// the room was elsewhere.
+    pub(crate) fn gone_quiet(&mut self, socket: SocketRef) {
+        if let Some(a) = self.applied.get_mut(&socket) {
+            a.seen = Instant::now();
+        }
+    }
+
     /// The socket closed: its record goes with the next commit.
     pub(crate) fn closed(&mut self, socket: SocketRef) {
         if self.applied.remove(&socket).is_some() {

@@ -446,6 +446,26 @@ fn a_broadcast_over_two_links_of_one_gateway_comes_back_once() {
 }
 
 #[test]
+fn a_socket_lost_with_its_link_keeps_its_frames_applied_and_a_closed_one_does_not() {
+    let conns = table(&[1, 2]);
+    let mut ledger = Ledger::default();
+    let [lost, closed] = [1, 2].map(|socket| SocketRef {
+        origin: ORIGIN,
+        socket,
+    });
+    for socket in [lost, closed] {
+        ledger.begin_frame(socket, 7);
+        step(&mut ledger, &mut [send(socket.socket, "ok")], &conns);
+        ledger.end_frames();
+    }
+    ledger.gone_quiet(lost);
+    ledger.closed(closed);
+    // Back over a new link after the node's grace: frame 7 is not handled again.
+    assert_eq!(ledger.resumed(lost, &id_of(lost), true).0, 7);
+    assert_eq!(ledger.resumed(closed, &id_of(closed), true).0, 0);
+}
+
+#[test]
 fn links_that_left_the_room_leave_no_origin_behind() {
     let mut ledger = Ledger::default();
     let first = table_of(&[(0, ORIGIN, 1)]);
