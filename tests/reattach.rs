@@ -274,3 +274,33 @@ async fn a_socket_back_after_a_move_gets_what_the_room_broadcast_before_it_was_b
         "a member got a message twice"
     );
 }
+
+/// A gateway's link to a live node drops just after the node handled a frame that wrote
+/// nothing, its acknowledgement lost with the link. The socket re-attaches to the same
+/// node, which has handled the frame and must say so: a frame left unacknowledged stays
+/// at the gateway and is replayed to the room's next owner, which handles it again.
+#[tokio::test]
+async fn a_frame_whose_ack_a_dropped_link_lost_is_acknowledged_on_re_attach() {
+    let cluster = LocalCluster::start(&["a", "b"]).await;
+    let room = cluster.room_on("main", "a");
+    let mut sender = cluster
+        .connect(&format!("/parties/main/{room}?_pk=s"))
+        .await;
+    let mut listener = cluster
+        .connect(&format!("/parties/main/{room}?_pk=l"))
+        .await;
+    cluster.link("a").drop_acks(true);
+    send(&mut sender, "once").await;
+    assert_eq!(next_text(&mut listener).await, "once");
+    cluster.link("a").end();
+    // Both sockets are back on a (over a new link) once one hears the other.
+    send(&mut listener, "back").await;
+    assert_eq!(next_text(&mut sender).await, "back");
+    cluster.hand_off_to(&["b"]);
+    send(&mut sender, "on b").await;
+    assert_eq!(
+        next_text(&mut listener).await,
+        "on b",
+        "a frame handled on a was handled again on b"
+    );
+}

@@ -32,8 +32,8 @@ struct Faults {
     acks_passed: watch::Sender<u64>,
     /// The socket of the latest acknowledgement that passed.
     last_acked_socket: std::sync::atomic::AtomicU64,
-    /// Straight to the gateway's end, as if from the node.
-    to_gateway: mpsc::Sender<NodeEvent>,
+    /// Straight to the gateway's end, as if from the node; let go when the link ends.
+    to_gateway: std::sync::Mutex<Option<mpsc::Sender<NodeEvent>>>,
 }
 
 /// A relay link with a fault injector between its ends.
@@ -48,7 +48,7 @@ pub fn faulty_link() -> (GatewaySide, NodeSide, LinkFaults) {
             lose_outputs: AtomicBool::new(false),
             acks_passed: watch::Sender::new(0),
             last_acked_socket: std::sync::atomic::AtomicU64::new(0),
-            to_gateway: inner_node.to_gateway.clone(),
+            to_gateway: std::sync::Mutex::new(Some(inner_node.to_gateway.clone())),
         }),
     };
     tokio::spawn(forward(
@@ -119,6 +119,13 @@ impl LinkFaults {
         self.inner.cut.send_replace(true);
     }
 
+    /// Ends the link as a reset connection does: events in flight are lost, and both ends
+    /// see it end (after [`LinkFaults::cut`] alone the gateway's end waits on).
+    pub fn end(&self) {
+        self.cut();
+        self.inner.to_gateway.lock().unwrap().take();
+    }
+
     /// Stops forwarding; events queue until [`LinkFaults::resume`].
     pub fn stall(&self) {
         self.inner.stalled.send_replace(true);
@@ -146,7 +153,12 @@ impl LinkFaults {
     /// Sends `event` to the gateway as if the node had.
     pub async fn inject(&self, event: node_event::Event) {
         let event = NodeEvent { event: Some(event) };
-        self.inner.to_gateway.send(event).await.unwrap();
+        let to_gateway = self.inner.to_gateway.lock().unwrap().clone();
+        to_gateway
+            .expect("the link ended")
+            .send(event)
+            .await
+            .unwrap();
     }
 
     /// Waits until `n` acknowledgements in all have reached the gateway.

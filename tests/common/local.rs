@@ -124,9 +124,20 @@ impl LocalCluster {
     /// Publishes a new ring of `nodes` to the gateway and to those nodes (a node outside
     /// it does not hear: it is dead or stalled).
     pub fn place_on(&self, nodes: &[&str]) {
+        self.publish_ring(nodes, nodes);
+    }
+
+    /// Publishes a new ring of `nodes` to the gateway and to every node: those left out
+    /// hear it too, and hand their rooms off (a drain).
+    pub fn hand_off_to(&self, nodes: &[&str]) {
+        let all: Vec<&str> = self.net.nodes.keys().map(String::as_str).collect();
+        self.publish_ring(nodes, &all);
+    }
+
+    fn publish_ring(&self, nodes: &[&str], told: &[&str]) {
         let version = RingVersion(self.ring_version.fetch_add(1, Ordering::SeqCst) + 1);
         let ring = Ring::new(version, nodes.iter().map(|n| n.to_string()));
-        for n in nodes {
+        for n in told {
             self.net.nodes[*n].set_ring(ring.clone());
         }
         self.gateway.set_ring(&RingView {
