@@ -304,3 +304,65 @@ async fn a_frame_whose_ack_a_dropped_link_lost_is_acknowledged_on_re_attach() {
         "a frame handled on a was handled again on b"
     );
 }
+
+/// Keeps a handle of every connection, as a party that tracks its players does; `all:X`
+/// sends X to each through the handle kept since its connect.
+#[derive(Default)]
+struct Roster {
+    kept: Vec<conclave_node::Connection>,
+}
+
+#[conclave_node::async_trait]
+impl conclave_node::Party for Roster {
+    fn hibernates(&self) -> bool {
+        false
+    }
+
+    async fn on_connect(
+        &mut self,
+        _room: &mut conclave_node::Room,
+        conn: &conclave_node::Connection,
+    ) -> Result<(), conclave_node::PartyError> {
+        self.kept.push(conn.clone());
+        Ok(())
+    }
+
+    async fn on_message(
+        &mut self,
+        _room: &mut conclave_node::Room,
+        _conn: &conclave_node::Connection,
+        msg: conclave_node::Message,
+    ) -> Result<(), conclave_node::PartyError> {
+        if let Some(text) = msg.as_text().and_then(|t| t.strip_prefix("all:")) {
+            for kept in &self.kept {
+                kept.send(conclave_node::Message::text(text.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A connection handle the party kept still reaches its socket after the gateway's link
+/// dropped and the socket came back to the same node over a new one.
+#[tokio::test]
+async fn a_kept_connection_reaches_its_socket_after_a_new_link() {
+    let cluster = LocalCluster::start_with(&["a", "b"], |r| r.with::<Roster>("roster")).await;
+    let room = cluster.room_on("roster", "a");
+    let mut first = cluster
+        .connect(&format!("/parties/roster/{room}?_pk=f"))
+        .await;
+    let mut second = cluster
+        .connect(&format!("/parties/roster/{room}?_pk=s"))
+        .await;
+    send(&mut first, "all:before").await;
+    assert_eq!(next_text(&mut second).await, "before");
+    assert_eq!(next_text(&mut first).await, "before");
+    cluster.link("a").end();
+    send(&mut first, "all:after").await;
+    assert_eq!(
+        next_text(&mut second).await,
+        "after",
+        "the handle kept since its connect no longer reached the socket"
+    );
+    assert_eq!(next_text(&mut first).await, "after");
+}

@@ -8,7 +8,7 @@ use super::faults::{faulty_link, LinkFaults};
 use super::{get, ws_connect, Ws};
 use conclave_gateway::{Gateway, NodeConnector};
 use conclave_node::storage::{RedbStore, Store};
-use conclave_node::Node;
+use conclave_node::{Node, PartyRegistry};
 use conclave_proto::{GatewaySide, Ring, RingVersion, RingView};
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -58,6 +58,14 @@ impl NodeConnector for Connector {
 impl LocalCluster {
     /// Nodes `ids` (the built-in parties) on one store, on a first ring of all of them.
     pub async fn start(ids: &[&str]) -> Self {
+        Self::start_with(ids, |registry| registry).await
+    }
+
+    /// Nodes `ids` serving the built-in parties and those `parties` adds.
+    pub async fn start_with(
+        ids: &[&str],
+        parties: impl Fn(PartyRegistry) -> PartyRegistry,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = super::config(dir.path(), |_| {});
         let store: Arc<dyn Store> =
@@ -69,7 +77,7 @@ impl LocalCluster {
                 let mut node = config.node.clone();
                 node.node_id = id.clone();
                 node.nodes = all.clone();
-                let node = Node::start(node, config.registry(), store.clone());
+                let node = Node::start(node, parties(config.registry()), store.clone());
                 (id.clone(), node)
             })
             .collect();

@@ -232,7 +232,7 @@ impl Party for JsParty {
         conn: &Connection,
         msg: Message,
     ) -> Result<(), PartyError> {
-        let key = super::natives::peer_key(conn.peer());
+        let key = super::natives::conn_key(conn);
         match self.run(room, Event::Message(key, msg)).await {
             Ok(_) => Ok(()),
             Err(Failure::Threw(error)) => {

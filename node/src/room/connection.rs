@@ -1,6 +1,6 @@
 //! One client connection of a room, as party code sees it.
 
-use super::conns::{carries_tag, ConnEntry, ConnNames, Peer};
+use super::conns::{carries_tag, ConnEntry, ConnNames, ConnTable, Peer};
 use super::shared::RoomShared;
 use crate::gateway_bounds::{cut, MAX_CLOSE_REASON_BYTES};
 use crate::links::GatewayId;
@@ -23,7 +23,12 @@ pub const MAX_SEND_BYTES: usize = 32 * 1024 * 1024;
 pub struct Connection {
     names: ConnNames,
     socket: SocketId,
+    /// The gateway link the socket was on when this handle was made. A socket its gateway
+    /// re-attached over a new link (the old one dropped) is found again by its id,
+    /// `origin` and `socket`: a handle the party kept still reaches it.
     gateway: GatewayId,
+    /// The socket's gateway process (with `socket`, its identity across links and nodes).
+    origin: u64,
     /// Filled from the entry when it has tags besides the id; else built on first use.
     tags: OnceLock<Arc<[String]>>,
     shared: Arc<RoomShared>,
@@ -45,6 +50,7 @@ impl Connection {
             names: e.names.clone(),
             socket: e.socket,
             gateway: e.gateway,
+            origin: e.origin,
             tags: e
                 .extra_tags()
                 .cloned()
@@ -58,6 +64,41 @@ impl Connection {
         Peer {
             gateway: self.gateway,
             socket: self.socket,
+        }
+    }
+
+    /// The socket's gateway process.
+    pub(crate) fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    /// The socket's id at its gateway.
+    pub(crate) fn socket_id(&self) -> SocketId {
+        self.socket
+    }
+
+    /// This connection's entry in `conns`, where it is now: on the link the handle was
+    /// made on, or on the link its gateway re-attached it over since.
+    pub(crate) fn entry_in<'a>(&self, conns: &'a ConnTable) -> Option<&'a ConnEntry> {
+        conns
+            .get(self.peer())
+            .or_else(|| self.moved_entry_in(conns))
+    }
+
+    fn moved_entry_in<'a>(&self, conns: &'a ConnTable) -> Option<&'a ConnEntry> {
+        conns
+            .by_id(self.id())
+            .filter(|e| e.origin == self.origin && e.socket == self.socket)
+    }
+
+    /// Where the connection is now; where it was, if it has left the room.
+    fn current_peer(&self) -> Peer {
+        let conns = self.shared.conns();
+        match conns.get(self.peer()) {
+            Some(_) => self.peer(),
+            None => self
+                .moved_entry_in(&conns)
+                .map_or(self.peer(), ConnEntry::peer),
         }
     }
 
@@ -92,7 +133,7 @@ impl Connection {
     /// The state last stored with `set_state`, decoded. It survives hibernation.
     pub fn state<T: DeserializeOwned>(&self) -> Option<T> {
         let conns = self.shared.conns();
-        let v = conns.get(self.peer())?.state()?;
+        let v = self.entry_in(&conns)?.state()?;
         serde_json::from_value(v.clone()).ok()
     }
 
@@ -124,22 +165,24 @@ impl Connection {
             });
         }
         let mut conns = self.shared.conns();
-        let entry = conns.get_mut(self.peer()).ok_or(StateError::Gone)?;
+        let peer = self.entry_in(&conns).ok_or(StateError::Gone)?.peer();
+        let entry = conns.get_mut(peer).ok_or(StateError::Gone)?;
         let old = entry.replace_state(Some(v));
-        self.shared.state_replaced(self.peer(), old);
+        self.shared.state_replaced(peer, old);
         Ok(())
     }
 
     /// Sends a message to this connection (held until the handler's writes commit). Over
     /// [`MAX_SEND_BYTES`] the connection is closed with 1009 instead.
     pub fn send(&self, msg: Message) {
+        let to = self.current_peer();
         if msg.payload().len() > MAX_SEND_BYTES {
             tracing::warn!(conn = %self.id(), bytes = msg.payload().len(), "a party sent a message over MAX_SEND_BYTES: closing its receiver with 1009");
-            self.shared.push(self.gateway, too_big_to_send(self.socket));
+            self.shared.push(to.gateway, too_big_to_send(self.socket));
             return;
         }
         self.shared.push(
-            self.gateway,
+            to.gateway,
             node_event::Event::Send(Send {
                 socket: self.socket.0,
                 binary: msg.is_binary(),
@@ -151,8 +194,9 @@ impl Connection {
 
     /// Closes the connection with a WebSocket close code and reason (`on_close` follows).
     pub fn close(&self, code: u16, reason: &str) {
+        let to = self.current_peer();
         self.shared
-            .push(self.gateway, close_socket(self.socket, code, reason));
+            .push(to.gateway, close_socket(self.socket, code, reason));
     }
 }
 

@@ -7,10 +7,9 @@ use super::shared::{ActiveJob, Shared};
 use super::worker::RoomLease;
 use super::InstanceId;
 use crate::message::{Message, Request};
-use crate::room::{Connection, Peer};
+use crate::room::{ConnEntry, ConnTable, Connection};
 use crate::storage::ListOptions;
 use bytes::Bytes;
-use conclave_proto::SocketId;
 use rquickjs::function::Opt;
 use rquickjs::{
     Array, ArrayBuffer, Context, Ctx, Exception, Function, IntoJs, Object, Persistent, Promise,
@@ -173,26 +172,32 @@ fn with_lease<R>(
     Ok(f(lease))
 }
 
-/// A connection key from party.js: `"<gateway>.<socket>"`.
-pub(super) fn peer_key(peer: Peer) -> String {
-    format!("{}.{}", peer.gateway, peer.socket.0)
+/// A connection's key in party.js: `"<origin>.<socket>.<id>"`, the socket's identity
+/// rather than the link it is on, so that a `Connection` object the party keeps reaches
+/// its socket after the gateway re-attached it over a new link (and the room's cache
+/// holds one object per socket).
+pub(super) fn conn_key(c: &Connection) -> String {
+    format!("{:x}.{}.{}", c.origin(), c.socket_id().0, c.id())
 }
 
-fn peer_of(ctx: &Ctx<'_>, key: &str) -> JsResult<Peer> {
-    let parsed = key
-        .split_once('.')
-        .and_then(|(g, s)| Some((g.parse().ok()?, s.parse().ok()?)));
-    let (gateway, socket) =
+/// The entry of the connection `key` names, if it is still in the room.
+fn entry_of<'a>(ctx: &Ctx<'_>, conns: &'a ConnTable, key: &str) -> JsResult<Option<&'a ConnEntry>> {
+    let mut parts = key.splitn(3, '.');
+    let parsed = (|| {
+        let origin = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let socket: u64 = parts.next()?.parse().ok()?;
+        Some((origin, socket, parts.next()?))
+    })();
+    let (origin, socket, id) =
         parsed.ok_or_else(|| Exception::throw_type(ctx, "not a connection of this room"))?;
-    Ok(Peer {
-        gateway,
-        socket: SocketId(socket),
-    })
+    Ok(conns
+        .by_id(id)
+        .filter(|e| e.origin == origin && e.socket.0 == socket))
 }
 
 pub(super) fn conn_ref(c: &Connection) -> ConnRef {
     ConnRef {
-        key: peer_key(c.peer()),
+        key: conn_key(c),
         id: c.id().to_string(),
         uri: c.uri().to_string(),
         tags: c.tag_list(),
@@ -200,11 +205,8 @@ pub(super) fn conn_ref(c: &Connection) -> ConnRef {
 }
 
 fn connection(ctx: &Ctx<'_>, lease: &RoomLease, key: &str) -> JsResult<Option<Connection>> {
-    let peer = peer_of(ctx, key)?;
     let conns = lease.shared.conns();
-    Ok(conns
-        .get(peer)
-        .map(|e| Connection::from_entry(e, &lease.shared)))
+    Ok(entry_of(ctx, &conns, key)?.map(|e| Connection::from_entry(e, &lease.shared)))
 }
 
 /// Returns a promise settled by `fut`'s result, turned into a value by `to_js`; the

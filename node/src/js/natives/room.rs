@@ -112,11 +112,9 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, n: &Object<'js>, shared: &Rc<Shared>)
             ctx.clone(),
             move |ctx: Ctx<'js>, h: InstanceId, key: String| {
                 with_lease(&ctx, &s, h, |lease| {
-                    let peer = peer_of(&ctx, &key)?;
                     let conns = lease.shared.conns();
                     Ok::<_, rquickjs::Error>(
-                        conns
-                            .get(peer)
+                        entry_of(&ctx, &conns, &key)?
                             .and_then(|e| e.state())
                             .and_then(|v| v.as_str().map(str::to_string)),
                     )
