@@ -768,3 +768,64 @@ async fn a_client_gone_during_a_slow_admission_never_joins_its_room() {
     let (_, body) = server.http("GET", "/parties/slow/r", "").await;
     assert!(body.contains("\"connections\":0"), "{body}");
 }
+
+/// Counts `incr`s, forgiving a read that fails (it counts from 0 then), as party code
+/// that catches storage errors does.
+#[derive(Default)]
+struct Forgiving;
+
+#[async_trait]
+impl Party for Forgiving {
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        _msg: Message,
+    ) -> Result<(), PartyError> {
+        let value: i64 = room
+            .storage()
+            .get_json("n")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        room.storage().put_json("n", &(value + 1))?;
+        conn.send(Message::text((value + 1).to_string()));
+        Ok(())
+    }
+}
+
+/// The store fails a read between two commits (a partition, a restarting PostgreSQL):
+/// the step that read is not taken as done, though its handler caught the error and went
+/// on from what it did not see. It runs again once the store answers.
+#[tokio::test]
+async fn a_step_whose_read_the_store_failed_runs_again_instead_of_counting() {
+    let mut failing_reads = None;
+    let server = start_with_store(
+        |_| {},
+        |r| r.with::<Forgiving>("forgiving"),
+        |inner| {
+            let store = TestStore::new(inner);
+            failing_reads = Some(store.failing_reads());
+            Arc::new(store)
+        },
+    )
+    .await;
+    let failing_reads = failing_reads.unwrap();
+    let mut ws = server.connect("/parties/forgiving/f?_pk=a").await;
+    for n in 1..=3 {
+        send(&mut ws, "incr").await;
+        assert_eq!(next_text(&mut ws).await, n.to_string());
+    }
+    failing_reads.store(true, Ordering::SeqCst);
+    send(&mut ws, "incr").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    failing_reads.store(false, Ordering::SeqCst);
+    assert_eq!(
+        next_text(&mut ws).await,
+        "4",
+        "the step counted from what a failed read gave it"
+    );
+    send(&mut ws, "incr").await;
+    assert_eq!(next_text(&mut ws).await, "5");
+}

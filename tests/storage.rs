@@ -1205,6 +1205,30 @@ async fn a_rooms_quota_refuses_writes_past_it_and_counts_what_deletes_free() {
     .await;
 }
 
+/// A commit that failed counts nothing against the quota: the step that wrote runs again
+/// and writes the same, which must fit as it did the first time.
+#[tokio::test]
+async fn a_failed_commit_leaves_nothing_counted_against_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let test_store = common::store::TestStore::redb(&dir.path().join("quota.redb"));
+    let failing = test_store.failing();
+    let store: Arc<dyn Store> = Arc::new(test_store);
+    let r = room("quota-retry");
+    let quota = StorageQuota {
+        room_keys: Some(1),
+        ..StorageQuota::UNLIMITED
+    };
+    let mut s = Storage::new(r.clone(), store.clone());
+    s.set_quota(quota, Usage::default(), None);
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    s.put("a", "1").unwrap();
+    assert!(s.commit().await.is_err());
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    s.put("a", "1").unwrap();
+    s.commit().await.unwrap();
+    assert_eq!(store.usage(&r).await.unwrap().keys, 1);
+}
+
 #[tokio::test]
 async fn a_partys_quota_counts_all_its_rooms() {
     for_each_backend(async |backend| {

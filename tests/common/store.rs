@@ -1,5 +1,5 @@
 //! The real store, wrapped for tests: commits fail while `failing` is set (a disk that
-//! errors), batches fail while `failing_batches` is set, commits wait while `holding` is
+//! errors), batches fail while `failing_batches` is set, reads while `failing_reads` is, commits wait while `holding` is
 //! set (a slow disk) and are counted, and every call runs as a blocking task. Under paused tokio time the clock does
 //! not auto-advance while a blocking task runs, so it waits for storage as it would for
 //! any other work; without this, time would jump ahead while redb's committer thread
@@ -20,6 +20,7 @@ pub struct TestStore {
     inner: Arc<dyn Store>,
     failing: Arc<AtomicBool>,
     failing_batches: Arc<AtomicBool>,
+    failing_reads: Arc<AtomicBool>,
     holding: Arc<tokio::sync::watch::Sender<bool>>,
     commits: Arc<AtomicUsize>,
 }
@@ -30,6 +31,7 @@ impl TestStore {
             inner,
             failing: Arc::default(),
             failing_batches: Arc::default(),
+            failing_reads: Arc::default(),
             holding: Arc::new(tokio::sync::watch::Sender::new(false)),
             commits: Arc::default(),
         }
@@ -48,6 +50,12 @@ impl TestStore {
     /// While set, a commit fails if it records frames of more than one socket (a batch).
     pub fn failing_batches(&self) -> Arc<AtomicBool> {
         self.failing_batches.clone()
+    }
+
+    /// While set, every read of a room's keys fails with a backend error (a store cut off
+    /// between two commits).
+    pub fn failing_reads(&self) -> Arc<AtomicBool> {
+        self.failing_reads.clone()
     }
 
     /// While it holds `true`, commits wait (before they reach the store).
@@ -79,6 +87,9 @@ impl Store for TestStore {
         room: &RoomKey,
         keys: &[String],
     ) -> Result<Vec<Option<Bytes>>, StorageError> {
+        if self.failing_reads.load(Ordering::SeqCst) {
+            return Err(StorageError::Backend("reads fail on purpose".into()));
+        }
         let (room, keys) = (room.clone(), keys.to_vec());
         self.call(move |s| Box::pin(async move { s.get(&room, &keys).await }))
             .await
@@ -88,6 +99,9 @@ impl Store for TestStore {
         room: &RoomKey,
         opts: &ListOptions,
     ) -> Result<Vec<(String, Bytes)>, StorageError> {
+        if self.failing_reads.load(Ordering::SeqCst) {
+            return Err(StorageError::Backend("reads fail on purpose".into()));
+        }
         let (room, opts) = (room.clone(), opts.clone());
         self.call(move |s| Box::pin(async move { s.list(&room, &opts).await }))
             .await

@@ -50,8 +50,21 @@ impl RoomActor {
                 return Err(StepError::Handler(e));
             }
         };
+        // A failed read from before this step is not its concern.
+        let _ = self.room.storage().take_read_failure();
         let result = h.call(party.as_mut(), &mut self.room).await;
         self.party = Some(party);
+        // The store failed a read: whatever the handler made of that (it may have caught
+        // the error and gone on) rests on data it did not see. Nothing of the step holds,
+        // the instance whose memory saw it goes, and the step fails as a commit does, to be
+        // tried again, or given up with the room's sockets moving (a frame unacknowledged).
+        if let Some(failed) = self.room.storage().take_read_failure() {
+            self.room.discard();
+            if self.party.take().is_some() {
+                gauge::party_dropped();
+            }
+            return Err(StepError::Commit(failed));
+        }
         match result {
             Ok(response) => {
                 if let Some((peer, seq)) = ack {

@@ -237,6 +237,7 @@ impl Room {
                 Ok(alarm_changed)
             }
             Err(e) => {
+                self.storage.not_committed();
                 self.ledger.not_committed(sealed);
                 self.shared.clear_outbox();
                 self.failed_commits += 1;

@@ -33,6 +33,25 @@ pub struct Storage {
     quota: StorageQuota,
     /// The last known usage of the room's whole party, when its quota bounds the party.
     party: Option<Arc<PartyTotal>>,
+    /// A read from the store that failed since [`Storage::take_read_failure`] last looked.
+    read_failure: ReadFailure,
+}
+
+/// Where reads record that the store failed them: a handler may catch the error and go
+/// on, but what it did then rests on data it could not see, so its step must not count as
+/// done (`RoomActor::run_step`).
+#[derive(Clone, Default)]
+pub(crate) struct ReadFailure(Arc<std::sync::Mutex<Option<String>>>);
+
+impl ReadFailure {
+    fn note<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e) = &result {
+            if e.is_store_failure() {
+                *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+            }
+        }
+        result
+    }
 }
 
 /// The buffered writes at one moment of a handler ([`Storage::savepoint`]).
@@ -60,7 +79,19 @@ impl Storage {
             in_flight: Usage::default(),
             quota: StorageQuota::UNLIMITED,
             party: None,
+            read_failure: ReadFailure::default(),
         }
+    }
+
+    /// The error of a read the store failed since the last call, if any.
+    pub(crate) fn take_read_failure(&self) -> Option<StorageError> {
+        let failed = self
+            .read_failure
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        failed.map(StorageError::Backend)
     }
 
     /// Bounds what the room stores: every later write that would take the room (or its
@@ -156,6 +187,7 @@ impl Storage {
             room: self.room.clone(),
             found,
             missing,
+            failure: self.read_failure.clone(),
         })
     }
 
@@ -232,6 +264,7 @@ impl Storage {
             room: self.room.clone(),
             opts: opts.clone(),
             buffered,
+            failure: self.read_failure.clone(),
         }
     }
 
@@ -293,7 +326,8 @@ impl Storage {
             Some(a) => Box::pin(std::future::ready(Ok(a))),
             None => {
                 let (store, room) = (self.store.clone(), self.room.clone());
-                Box::pin(async move { store.get_alarm(&room).await })
+                let failure = self.read_failure.clone();
+                Box::pin(async move { failure.note(store.get_alarm(&room).await) })
             }
         }
     }
@@ -361,9 +395,16 @@ impl Storage {
             return Ok(());
         }
         let commit = self.take_commit();
-        let usage = self.store.commit(&self.room, commit).await?;
-        self.committed(usage);
-        Ok(())
+        match self.store.commit(&self.room, commit).await {
+            Ok(usage) => {
+                self.committed(usage);
+                Ok(())
+            }
+            Err(e) => {
+                self.not_committed();
+                Err(e)
+            }
+        }
     }
 
     /// A commit of the buffered writes is durable; `usage` is what the store counted for
@@ -375,6 +416,13 @@ impl Storage {
             }
             self.usage = usage;
         }
+        self.in_flight = Usage::default();
+    }
+
+    /// A commit taken from the buffer failed: what it would have added no longer counts
+    /// against the quota (the writes go again, counted again, when the step runs again;
+    /// had it landed after all, the next commit's count from the store says so).
+    pub(crate) fn not_committed(&mut self) {
         self.in_flight = Usage::default();
     }
 
@@ -408,6 +456,7 @@ impl Storage {
             usage: self.usage,
             quota: self.quota,
             party: self.party.clone(),
+            read_failure: self.read_failure.clone(),
             ..Storage::new(self.room.clone(), self.store.clone())
         };
         std::mem::replace(self, stand_in)
@@ -430,13 +479,15 @@ pub(crate) struct ReadPlan {
     /// Per key asked: `Some` when the buffer answered it.
     found: Vec<Option<Option<Bytes>>>,
     missing: Vec<String>,
+    failure: ReadFailure,
 }
 
 impl ReadPlan {
     pub(crate) async fn run(self) -> Result<Vec<Option<Bytes>>, StorageError> {
         let mut found = self.found;
         if !self.missing.is_empty() {
-            let mut fetched = self.store.get(&self.room, &self.missing).await?.into_iter();
+            let fetched = self.store.get(&self.room, &self.missing).await;
+            let mut fetched = self.failure.note(fetched)?.into_iter();
             for slot in found.iter_mut().filter(|s| s.is_none()) {
                 *slot = Some(fetched.next().flatten());
             }
@@ -453,6 +504,7 @@ pub(crate) struct ListPlan {
     opts: ListOptions,
     /// The buffered writes inside the range.
     buffered: Vec<(String, Option<Bytes>)>,
+    failure: ReadFailure,
 }
 
 impl ListPlan {
@@ -467,7 +519,8 @@ impl ListPlan {
             let hidden = self.buffered.iter().filter(|(_, v)| v.is_none()).count();
             let mut backend_opts = self.opts.clone();
             backend_opts.limit = self.opts.limit.map(|l| l.saturating_add(hidden));
-            merged.extend(store.list(&self.room, &backend_opts).await?);
+            let listed = store.list(&self.room, &backend_opts).await;
+            merged.extend(self.failure.note(listed)?);
         }
         for (k, v) in self.buffered {
             match v {

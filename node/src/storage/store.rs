@@ -44,6 +44,14 @@ pub enum StorageError {
     OtherRegion { home: String },
 }
 
+impl StorageError {
+    /// Whether the store itself failed (it may do better on a later try), rather than the
+    /// caller asking for something it refuses.
+    pub fn is_store_failure(&self) -> bool {
+        matches!(self, StorageError::Backend(_) | StorageError::Closed)
+    }
+}
+
 /// Options of [`Storage::list`], as in Durable Objects.
 #[derive(Clone, Debug, Default)]
 pub struct ListOptions {
