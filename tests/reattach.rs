@@ -366,3 +366,29 @@ async fn a_kept_connection_reaches_its_socket_after_a_new_link() {
     );
     assert_eq!(next_text(&mut first).await, "after");
 }
+
+/// A node left a room without letting go of its claim (its store failed the release) and
+/// lives on: the node the ring places the room on now takes it over once the holder has
+/// had its time, instead of refusing the room's clients for as long as the holder lives.
+#[tokio::test]
+async fn a_room_whose_live_holder_never_let_go_is_taken_over() {
+    let cluster = LocalCluster::start(&["a", "b"]).await;
+    let room = cluster.room_on("counter", "b");
+    let key = conclave_proto::RoomKey::new("counter", &room).unwrap();
+    let kept = conclave_node::storage::Claim {
+        node: "a".into(),
+        incarnation: 0,
+        region: conclave_node::storage::DEFAULT_REGION.into(),
+        live_nodes: vec!["a".into(), "b".into()],
+        take_over: false,
+    };
+    cluster.store.claim(&key, &kept).await.unwrap();
+    let mut client = tokio::time::timeout(
+        Duration::from_secs(10),
+        cluster.connect(&format!("/parties/counter/{room}?_pk=c")),
+    )
+    .await
+    .expect("the room's clients were kept waiting");
+    send(&mut client, "incr").await;
+    assert_eq!(next_value(&mut client).await, 1);
+}

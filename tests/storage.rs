@@ -351,6 +351,7 @@ fn claim(node: &str, incarnation: u64, live: &[&str]) -> Claim {
         incarnation,
         region: conclave_node::storage::DEFAULT_REGION.into(),
         live_nodes: live.iter().map(|s| s.to_string()).collect(),
+        take_over: false,
     }
 }
 
@@ -380,6 +381,35 @@ async fn a_room_home_region_is_fixed_once_and_binds_its_claims() {
         let fresh = room("claimed-first");
         store.claim(&fresh, &in_region("a", "us")).await.unwrap();
         assert_eq!(store.home_region(&fresh, "eu").await.unwrap(), "us");
+    })
+    .await;
+}
+
+/// A claimant the ring places the room on takes it from a live holder that did not let it
+/// go in time (`take_over`); what the holder commits after that is refused.
+#[tokio::test]
+async fn a_room_is_taken_over_from_a_live_holder_that_kept_it() {
+    for_each_backend(async |backend| {
+        let store = backend.open().await;
+        let r = room("kept");
+        let a = store.claim(&r, &claim("a", 1, &["a", "b"])).await.unwrap();
+        assert!(matches!(
+            store.claim(&r, &claim("b", 1, &["a", "b"])).await,
+            Err(StorageError::Held { .. })
+        ));
+        let taking_over = Claim {
+            take_over: true,
+            ..claim("b", 1, &["a", "b"])
+        };
+        let b = store.claim(&r, &taking_over).await.unwrap();
+        assert_eq!((b.node.as_str(), b.epoch), ("b", a.epoch + 1));
+        let mut late = Storage::new(r.clone(), store.clone());
+        late.set_fence(Some(a));
+        late.put("k", "from a").unwrap();
+        assert!(matches!(
+            late.commit().await,
+            Err(StorageError::Fenced { .. })
+        ));
     })
     .await;
 }

@@ -92,6 +92,7 @@ impl Cluster {
             incarnation: self.incarnation,
             region: self.region.clone(),
             live_nodes: self.ring().nodes().to_vec(),
+            take_over: false,
         }
     }
 

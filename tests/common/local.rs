@@ -23,6 +23,8 @@ pub struct LocalCluster {
     net: Arc<Net>,
     ring_version: AtomicU64,
     server: tokio::task::JoinHandle<()>,
+    /// The store every node shares.
+    pub store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
 }
 
@@ -101,6 +103,7 @@ impl LocalCluster {
             net,
             ring_version: AtomicU64::new(1),
             server,
+            store,
             _dir: dir,
         }
     }

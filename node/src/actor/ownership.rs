@@ -58,6 +58,7 @@ impl RoomActor {
         let store = self.room.storage().store().clone();
         // A node handing the room to us releases it in a moment: wait for that, briefly.
         let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+        let mut claim = self.ctx.cluster.claim();
         // With the claim: what earlier owners committed for frames and outputs
         // (`room/ledger/`), and what the room's keys take, for its storage quota.
         let Claimed {
@@ -65,13 +66,18 @@ impl RoomActor {
             ledger,
             usage,
         } = loop {
-            match store
-                .claim_and_load(self.room.key(), &self.ctx.cluster.claim())
-                .await
-            {
+            match store.claim_and_load(self.room.key(), &claim).await {
                 Err(StorageError::Held { .. }) if tokio::time::Instant::now() < deadline => {
                     let left = deadline - tokio::time::Instant::now();
                     store.wait_owner_change(self.room.key(), left).await;
+                }
+                // The holder had its time: it may have left the room without letting go
+                // (a release its store failed), and would keep it from us for good.
+                Err(StorageError::Held { holder })
+                    if !claim.take_over && self.ctx.cluster.places_here(self.room.key()) =>
+                {
+                    warn!(%holder, "the room's holder did not let it go in time; taking it over (its later commits are refused)");
+                    claim.take_over = true;
                 }
                 other => break other.map_err(StepError::Claim)?,
             }

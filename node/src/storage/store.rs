@@ -172,6 +172,12 @@ pub struct Claim {
     pub region: String,
     /// Nodes currently in the ring: a room held by a node outside it may be taken over.
     pub live_nodes: Vec<String>,
+    /// Take the room from a live holder too. For a claimant the ring places the room on,
+    /// once the holder has had its time to let go: a holder that lost track of its claim
+    /// (it left the room without releasing it, its store failing) would otherwise keep
+    /// the room from every other node for as long as it lives. The epoch fences whatever
+    /// the holder still commits.
+    pub take_over: bool,
 }
 
 impl Claim {
@@ -201,7 +207,12 @@ impl Claim {
             // Released, held by another process of this node (a restart: incarnations do
             // not tell which process is newer, so any other one loses the room), or held by
             // a node that left the ring.
-            Some(c) if c.released || c.node == self.node || !self.live_nodes.contains(&c.node) => {
+            Some(c)
+                if c.released
+                    || c.node == self.node
+                    || !self.live_nodes.contains(&c.node)
+                    || self.take_over =>
+            {
                 Ok(next(c.epoch + 1))
             }
             Some(c) => Err(StorageError::Held { holder: c.clone() }),
