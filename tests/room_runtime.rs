@@ -829,3 +829,42 @@ async fn a_step_whose_read_the_store_failed_runs_again_instead_of_counting() {
     send(&mut ws, "incr").await;
     assert_eq!(next_text(&mut ws).await, "5");
 }
+
+/// An operator's delete whose commit fails deletes nothing: the room's sockets stay in it
+/// and are served as before, instead of staying open to a room that forgot them.
+#[tokio::test]
+async fn a_delete_that_did_not_commit_leaves_the_room_serving_its_sockets() {
+    const TOKEN: &str = "t0ken-of-the-operator";
+    let mut failing = None;
+    let server = start_with_store(
+        |c| c.gateway.admin_token = Some(TOKEN.into()),
+        |r| r,
+        |inner| {
+            let store = TestStore::new(inner);
+            failing = Some(store.failing());
+            Arc::new(store)
+        },
+    )
+    .await;
+    let failing = failing.unwrap();
+    let mut ws = server.connect("/parties/counter/kept?_pk=a").await;
+    send(&mut ws, "incr").await;
+    assert_eq!(next_json(&mut ws).await["value"], 1);
+    failing.store(true, Ordering::SeqCst);
+    let (_, body) = http(
+        server.addr,
+        "DELETE",
+        "/admin/rooms/counter/kept",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert!(body.contains("did not commit"), "{body}");
+    failing.store(false, Ordering::SeqCst);
+    send(&mut ws, "incr").await;
+    assert_eq!(
+        next_json(&mut ws).await["value"],
+        2,
+        "the socket's room no longer answered it"
+    );
+}

@@ -5,6 +5,7 @@
 
 use super::{gauge, RoomActor};
 use crate::room::{close_socket, SocketRef};
+use crate::storage::StorageError;
 use serde_json::json;
 
 /// The close code and reason deleted rooms' sockets get.
@@ -21,11 +22,16 @@ impl RoomActor {
             let peers: Vec<_> = conns.iter().map(|e| e.peer()).collect();
             peers.into_iter().filter_map(|p| conns.remove(p)).collect()
         };
+        // Their records of applied frames go in the same commit; kept to be put back if
+        // it fails.
+        let mut applied = Vec::new();
         for entry in &entries {
-            self.room.ledger().closed(SocketRef {
+            let socket = SocketRef {
                 origin: entry.origin,
                 socket: entry.socket.0,
-            });
+            };
+            applied.push((socket, self.room.ledger().applied(socket)));
+            self.room.ledger().closed(socket);
         }
         // What the party had written or sent in this step is not kept.
         self.room.discard_all();
@@ -42,6 +48,17 @@ impl RoomActor {
             gauge::party_dropped();
         }
         if let Err(e) = committed {
+            // Nothing was deleted: the connections stay in the room with their records
+            // (their closes went with the failed commit), or their sockets would be open to
+            // a room that no longer answers them.
+            self.fenced |= matches!(e, StorageError::Fenced { .. });
+            for (socket, seq) in applied {
+                self.room.ledger().not_closed(socket, seq);
+            }
+            let mut conns = self.room.shared().conns();
+            for entry in entries {
+                conns.insert(entry);
+            }
             return json!({"error": format!("the deletion did not commit: {e}")});
         }
         self.room.flush().await;

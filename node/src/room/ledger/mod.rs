@@ -265,6 +265,22 @@ impl Ledger {
         }
     }
 
+    /// Undoes [`Ledger::closed`] for a socket whose close did not commit (its record,
+    /// of frames applied up to `seq`, is kept; 0: it had none).
+    pub(crate) fn not_closed(&mut self, socket: SocketRef, seq: u64) {
+        let key = applied_key(socket);
+        self.stale.retain(|k| *k != key);
+        if seq != 0 {
+            self.applied.insert(
+                socket,
+                Applied {
+                    seq,
+                    seen: Instant::now(),
+                },
+            );
+        }
+    }
+
     /// The socket closed: its record goes with the next commit.
     pub(crate) fn closed(&mut self, socket: SocketRef) {
         if self.applied.remove(&socket).is_some() {

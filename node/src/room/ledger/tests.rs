@@ -466,6 +466,27 @@ fn a_socket_lost_with_its_link_keeps_its_frames_applied_and_a_closed_one_does_no
 }
 
 #[test]
+fn a_close_that_did_not_commit_keeps_the_sockets_record() {
+    let conns = table(&[1]);
+    let mut ledger = Ledger::default();
+    let socket = SocketRef {
+        origin: ORIGIN,
+        socket: 1,
+    };
+    ledger.begin_frame(socket, 7);
+    step(&mut ledger, &mut [send(1, "ok")], &conns);
+    ledger.end_frames();
+    ledger.closed(socket);
+    ledger.not_closed(socket, 7);
+    let writes = step(&mut ledger, &mut [send(1, "next")], &conns);
+    assert!(
+        !writes.contains(&(applied_key(socket), None)),
+        "its record was deleted: {writes:?}"
+    );
+    assert_eq!(ledger.resumed(socket, &id_of(socket), true).0, 7);
+}
+
+#[test]
 fn links_that_left_the_room_leave_no_origin_behind() {
     let mut ledger = Ledger::default();
     let first = table_of(&[(0, ORIGIN, 1)]);
