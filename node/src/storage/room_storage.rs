@@ -41,16 +41,38 @@ pub struct Storage {
 /// on, but what it did then rests on data it could not see, so its step must not count as
 /// done (`RoomActor::run_step`).
 #[derive(Clone, Default)]
-pub(crate) struct ReadFailure(Arc<std::sync::Mutex<Option<String>>>);
+pub(crate) struct ReadFailure(Arc<ReadFailed>);
+
+#[derive(Default)]
+struct ReadFailed {
+    /// Looked at twice a step: a load, where the error's lock would be two atomic swaps.
+    any: std::sync::atomic::AtomicBool,
+    error: std::sync::Mutex<Option<String>>,
+}
 
 impl ReadFailure {
     fn note<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
         if let Err(e) = &result {
             if e.is_store_failure() {
-                *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                *self.0.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                self.0.any.store(true, std::sync::atomic::Ordering::Release);
             }
         }
         result
+    }
+
+    fn take(&self) -> Option<String> {
+        if !self.0.any.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.0
+            .any
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -85,13 +107,7 @@ impl Storage {
 
     /// The error of a read the store failed since the last call, if any.
     pub(crate) fn take_read_failure(&self) -> Option<StorageError> {
-        let failed = self
-            .read_failure
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        failed.map(StorageError::Backend)
+        self.read_failure.take().map(StorageError::Backend)
     }
 
     /// Bounds what the room stores: every later write that would take the room (or its
