@@ -4,13 +4,11 @@
 mod common;
 
 use bytes::Bytes;
-use common::store::TestStore;
 use common::*;
 use conclave_node::async_trait;
 use conclave_node::{Connection, Message, Party, PartyError, Request, Response, Room};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A dev server that also serves `P` as party `name`.
@@ -82,18 +80,9 @@ async fn queue_behind(ws: &mut Ws, texts: &[&str]) {
 /// a frame at a time, each applied once.
 #[tokio::test]
 async fn frames_queued_behind_a_commit_share_the_next_and_a_failing_one_discards_only_its_step() {
-    let mut store_handles = None;
-    let server = start_with_store(
-        |_| {},
-        |r| r.with::<Tally>("tally"),
-        |inner| {
-            let store = TestStore::new(inner);
-            store_handles = Some((store.holding(), store.commits(), store.failing_batches()));
-            Arc::new(store)
-        },
-    )
-    .await;
-    let (holding, commits, failing_batches) = store_handles.unwrap();
+    let (server, store) = start_on_test_store(|_| {}, |r| r.with::<Tally>("tally")).await;
+    let (holding, commits, failing_batches) =
+        (store.holding(), store.commits(), store.failing_batches());
     let mut ws = server.connect("/parties/tally/t?_pk=a").await;
     send(&mut ws, "x").await;
     assert_eq!(next_text(&mut ws).await, "1");
@@ -171,18 +160,8 @@ async fn frames_queued_behind_a_commit_share_the_next_and_a_failing_one_discards
 /// sockets re-attach) until the store takes it, and applied once.
 #[tokio::test]
 async fn output_gate_holds_messages_until_commit_and_retries_them_until_they_commit() {
-    let mut failing = None;
-    let server = start_with_store(
-        |_| {},
-        |r| r.with::<Journal>("journal"),
-        |inner| {
-            let store = TestStore::new(inner);
-            failing = Some(store.failing());
-            Arc::new(store)
-        },
-    )
-    .await;
-    let failing = failing.unwrap();
+    let (server, store) = start_on_test_store(|_| {}, |r| r.with::<Journal>("journal")).await;
+    let failing = store.failing();
 
     let mut counter = server.connect("/parties/counter/c?_pk=a").await;
     send(&mut counter, "incr").await;
@@ -800,18 +779,8 @@ impl Party for Forgiving {
 /// on from what it did not see. It runs again once the store answers.
 #[tokio::test]
 async fn a_step_whose_read_the_store_failed_runs_again_instead_of_counting() {
-    let mut failing_reads = None;
-    let server = start_with_store(
-        |_| {},
-        |r| r.with::<Forgiving>("forgiving"),
-        |inner| {
-            let store = TestStore::new(inner);
-            failing_reads = Some(store.failing_reads());
-            Arc::new(store)
-        },
-    )
-    .await;
-    let failing_reads = failing_reads.unwrap();
+    let (server, store) = start_on_test_store(|_| {}, |r| r.with::<Forgiving>("forgiving")).await;
+    let failing_reads = store.failing_reads();
     let mut ws = server.connect("/parties/forgiving/f?_pk=a").await;
     for n in 1..=3 {
         send(&mut ws, "incr").await;
@@ -835,18 +804,9 @@ async fn a_step_whose_read_the_store_failed_runs_again_instead_of_counting() {
 #[tokio::test]
 async fn a_delete_that_did_not_commit_leaves_the_room_serving_its_sockets() {
     const TOKEN: &str = "t0ken-of-the-operator";
-    let mut failing = None;
-    let server = start_with_store(
-        |c| c.gateway.admin_token = Some(TOKEN.into()),
-        |r| r,
-        |inner| {
-            let store = TestStore::new(inner);
-            failing = Some(store.failing());
-            Arc::new(store)
-        },
-    )
-    .await;
-    let failing = failing.unwrap();
+    let (server, store) =
+        start_on_test_store(|c| c.gateway.admin_token = Some(TOKEN.into()), |r| r).await;
+    let failing = store.failing();
     let mut ws = server.connect("/parties/counter/kept?_pk=a").await;
     send(&mut ws, "incr").await;
     assert_eq!(next_json(&mut ws).await["value"], 1);

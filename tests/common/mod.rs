@@ -83,6 +83,21 @@ pub async fn start(
     TestServer { server, addr, dir }
 }
 
+/// A server on a [`store::TestStore`] over its redb file, and the store's switches.
+pub async fn start_on_test_store(
+    edit: impl FnOnce(&mut DevConfig),
+    parties: impl FnOnce(PartyRegistry) -> PartyRegistry,
+) -> (TestServer, store::TestStore) {
+    let mut switches = None;
+    let server = start_with_store(edit, parties, |inner| {
+        let store = store::TestStore::new(inner);
+        switches = Some(store.clone());
+        Arc::new(store)
+    })
+    .await;
+    (server, switches.expect("the server opened its store"))
+}
+
 pub async fn start_with_store(
     edit: impl FnOnce(&mut DevConfig),
     parties: impl FnOnce(PartyRegistry) -> PartyRegistry,

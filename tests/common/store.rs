@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Clones share the store and its switches.
+#[derive(Clone)]
 pub struct TestStore {
     inner: Arc<dyn Store>,
     failing: Arc<AtomicBool>,
