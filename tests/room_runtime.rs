@@ -828,3 +828,21 @@ async fn a_delete_that_did_not_commit_leaves_the_room_serving_its_sockets() {
         "the socket's room no longer answered it"
     );
 }
+
+/// A read the store fails every time while this node goes on serving (not a store cut
+/// off: the node would stop) does not hold the room for good: after the retries the party
+/// gets the error as it is, and here forgives it.
+#[tokio::test]
+async fn a_read_that_always_fails_reaches_the_party_after_the_retries() {
+    let (server, store) = start_on_test_store(|_| {}, |r| r.with::<Forgiving>("forgiving")).await;
+    let mut ws = server.connect("/parties/forgiving/f?_pk=a").await;
+    send(&mut ws, "incr").await;
+    assert_eq!(next_text(&mut ws).await, "1");
+    store.failing_reads().store(true, Ordering::SeqCst);
+    send(&mut ws, "incr").await;
+    assert_eq!(
+        next_text_within(&mut ws, Duration::from_secs(10)).await,
+        "1",
+        "the room went on retrying the read"
+    );
+}

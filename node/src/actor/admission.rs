@@ -44,6 +44,7 @@ impl RoomActor {
                 entry.last_seq = entry.last_seq.max(last_seq);
                 if peer != entry.peer() {
                     conns.remove(peer);
+                    self.room.shared().note_relink();
                 }
             }
             (same.is_some(), conns.insert(entry))

@@ -78,4 +78,8 @@ pub(super) enum StepError {
     /// The handler's writes did not commit: they and its messages were discarded.
     #[error("{0}")]
     Commit(StorageError),
+    /// The store failed a read the handler made (a client frame's, or `on_start`'s): what
+    /// it did rests on data it did not see, so it was discarded (`RoomActor::run_step`).
+    #[error("{0}")]
+    Read(StorageError),
 }

@@ -46,6 +46,18 @@ const COMMIT_RETRY_PAUSES: [Duration; 3] = [
     Duration::from_millis(900),
 ];
 
+/// The pauses before a frame whose step the store failed a read of is tried again: 5 s in
+/// all, past the liveness TTL (1.6 s by default), so that a node cut off from its store
+/// stops serving (the room leaves, the frame unacknowledged) before a read that fails
+/// every time is given to the party as the error it is.
+const READ_RETRY_PAUSES: [Duration; 5] = [
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(900),
+    Duration::from_millis(1700),
+    Duration::from_millis(2000),
+];
+
 /// When an idle spell of `length` starting now ends (far ahead for a length too long to
 /// add).
 fn idle_deadline(length: Duration) -> tokio::time::Instant {
@@ -86,6 +98,9 @@ pub(crate) struct RoomActor {
     party: Option<Box<dyn Party>>,
     /// Set when a commit found another owner: the actor tears down after this event.
     fenced: bool,
+    /// Whether a read the store fails fails a client frame's step (`run_step`): off for
+    /// a frame's last try.
+    reads_fail_steps: bool,
     /// The ring (`Cluster::rings_seen`) under which the room was last found placed here.
     placed_as_of: u64,
     /// An event taken from the mailbox (to see whether it could join a batch of frames)
@@ -101,6 +116,7 @@ impl RoomActor {
             factory,
             party: None,
             fenced: false,
+            reads_fail_steps: true,
             placed_as_of: 0,
             lookahead: None,
         }
@@ -403,6 +419,7 @@ impl RoomActor {
     ) {
         let peer = conn.peer();
         let mut pauses = COMMIT_RETRY_PAUSES.iter();
+        let mut read_pauses = READ_RETRY_PAUSES.iter();
         loop {
             match result {
                 Ok(()) => return,
@@ -413,6 +430,25 @@ impl RoomActor {
                     return;
                 }
                 Err(_) if self.fenced => return,
+                Err(StepError::Read(e)) => match read_pauses.next() {
+                    Some(pause) => {
+                        warn!(conn = %conn.id(), error = %e, ?pause, "the store failed a read of a message's step; trying it again");
+                        tokio::time::sleep(*pause).await;
+                    }
+                    // Not a store cut off (this node would have stopped serving): a read
+                    // that fails every time. The party gets the error as it is, once.
+                    None if self.ctx.cluster.is_serving() => {
+                        warn!(conn = %conn.id(), error = %e, "the store keeps failing a read of a message's step; the party handles the error");
+                        self.reads_fail_steps = false;
+                        result = self.handle_frame(conn, msg.clone(), seq).await;
+                        self.reads_fail_steps = true;
+                        continue;
+                    }
+                    None => {
+                        self.fenced = true;
+                        return;
+                    }
+                },
                 Err(e) => match pauses.next() {
                     Some(pause) => {
                         warn!(conn = %conn.id(), error = %e, ?pause, "a message's writes did not commit; trying it again");

@@ -50,20 +50,25 @@ impl RoomActor {
                 return Err(StepError::Handler(e));
             }
         };
+        // The store failing a read fails a client frame's step (or the start before it),
+        // which the frame's retries then run again; other steps have no second try, and
+        // their handlers deal with the error as it is.
+        let reads_count =
+            self.reads_fail_steps && matches!(h, Handler::Message { .. } | Handler::Start);
         // A failed read from before this step is not its concern.
         let _ = self.room.storage().take_read_failure();
         let result = h.call(party.as_mut(), &mut self.room).await;
         self.party = Some(party);
         // The store failed a read: whatever the handler made of that (it may have caught
         // the error and gone on) rests on data it did not see. Nothing of the step holds,
-        // the instance whose memory saw it goes, and the step fails as a commit does, to be
-        // tried again, or given up with the room's sockets moving (a frame unacknowledged).
-        if let Some(failed) = self.room.storage().take_read_failure() {
+        // and the instance whose memory saw it goes.
+        let failed = self.room.storage().take_read_failure();
+        if let Some(failed) = failed.filter(|_| reads_count) {
             self.room.discard();
             if self.party.take().is_some() {
                 gauge::party_dropped();
             }
-            return Err(StepError::Commit(failed));
+            return Err(StepError::Read(failed));
         }
         match result {
             Ok(response) => {

@@ -25,10 +25,13 @@ pub struct Connection {
     socket: SocketId,
     /// The gateway link the socket was on when this handle was made. A socket its gateway
     /// re-attached over a new link (the old one dropped) is found again by its id,
-    /// `origin` and `socket`: a handle the party kept still reaches it.
+    /// `origin` and `socket`: a handle the party kept reaches it again once it is back.
     gateway: GatewayId,
     /// The socket's gateway process (with `socket`, its identity across links and nodes).
     origin: u64,
+    /// The room's count of connections that moved link when this handle was made: while
+    /// it stands, `gateway` is right without a look in the table.
+    relinked: u64,
     /// Filled from the entry when it has tags besides the id; else built on first use.
     tags: OnceLock<Arc<[String]>>,
     shared: Arc<RoomShared>,
@@ -51,6 +54,7 @@ impl Connection {
             socket: e.socket,
             gateway: e.gateway,
             origin: e.origin,
+            relinked: shared.relinked(),
             tags: e
                 .extra_tags()
                 .cloned()
@@ -93,6 +97,9 @@ impl Connection {
 
     /// Where the connection is now; where it was, if it has left the room.
     fn current_peer(&self) -> Peer {
+        if self.shared.relinked() == self.relinked {
+            return self.peer();
+        }
         let conns = self.shared.conns();
         match conns.get(self.peer()) {
             Some(_) => self.peer(),

@@ -4,7 +4,7 @@
 use super::conns::{ConnTable, Peer};
 use crate::links::GatewayId;
 use conclave_proto::wire::{node_event, NodeEvent};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Connection table and outbox of one room, shared by the room and its connections.
@@ -14,6 +14,9 @@ pub(crate) struct RoomShared {
     /// Connection states as they were before this step's `set_state` calls, newest last:
     /// a discarded step puts them back.
     state_undo: Mutex<Vec<(Peer, Option<serde_json::Value>)>>,
+    /// How many times a connection moved to another gateway link (its gateway re-attached
+    /// it over a new one): a `Connection` made since the last move names its socket right.
+    relinked: AtomicU64,
 }
 
 impl RoomShared {
@@ -23,7 +26,18 @@ impl RoomShared {
             conns: Mutex::new(ConnTable::new(conn_count)),
             outbox: Mutex::default(),
             state_undo: Mutex::default(),
+            relinked: AtomicU64::new(0),
         }
+    }
+
+    /// How many times a connection moved to another gateway link.
+    pub(crate) fn relinked(&self) -> u64 {
+        self.relinked.load(Ordering::Acquire)
+    }
+
+    /// A connection moved to another gateway link.
+    pub(crate) fn note_relink(&self) {
+        self.relinked.fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn conns(&self) -> MutexGuard<'_, ConnTable> {

@@ -465,8 +465,9 @@ impl Ledger {
             return;
         }
         self.last_sweep = Some(now);
-        // A link id is never reused: one that carries none of the room's sockets now never
-        // will again (a gateway that reconnects comes back on a new link).
+        // A link id is not given out again (a reused slot comes with a new generation): one
+        // that carries none of the room's sockets now never will (a gateway that
+        // reconnects comes back on a new link).
         self.origins
             .retain(|link, _| conns.iter().any(|e| e.gateway == *link));
         let old: Vec<SocketRef> = self
