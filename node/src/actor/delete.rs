@@ -4,7 +4,7 @@
 //! connection starts an empty room.
 
 use super::{gauge, RoomActor};
-use crate::room::{close_socket, SocketRef};
+use crate::room::close_socket;
 use crate::storage::StorageError;
 use serde_json::json;
 
@@ -26,10 +26,7 @@ impl RoomActor {
         // it fails.
         let mut applied = Vec::new();
         for entry in &entries {
-            let socket = SocketRef {
-                origin: entry.origin,
-                socket: entry.socket.0,
-            };
+            let socket = entry.socket_ref();
             applied.push((socket, self.room.ledger().applied(socket)));
             self.room.ledger().closed(socket);
         }

@@ -332,10 +332,7 @@ impl RoomActor {
             } => {
                 let entry = self.room.shared().conns().remove(peer);
                 let Some(entry) = entry else { return };
-                let socket = SocketRef {
-                    origin: entry.origin,
-                    socket: entry.socket.0,
-                };
+                let socket = entry.socket_ref();
                 if link_lost {
                     self.room.ledger().gone_quiet(socket);
                 } else {
@@ -495,12 +492,8 @@ impl RoomActor {
                 .conns()
                 .iter()
                 .flat_map(|e| {
-                    let socket = SocketRef {
-                        origin: e.origin,
-                        socket: e.socket.0,
-                    };
                     let gateway = e.gateway;
-                    let events = landed.for_socket(socket, e.id());
+                    let events = landed.for_socket(e.socket_ref(), e.id());
                     events.into_iter().map(move |event| (gateway, event))
                 })
                 .collect();

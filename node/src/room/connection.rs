@@ -86,13 +86,7 @@ impl Connection {
     pub(crate) fn entry_in<'a>(&self, conns: &'a ConnTable) -> Option<&'a ConnEntry> {
         conns
             .get(self.peer())
-            .or_else(|| self.moved_entry_in(conns))
-    }
-
-    fn moved_entry_in<'a>(&self, conns: &'a ConnTable) -> Option<&'a ConnEntry> {
-        conns
-            .by_id(self.id())
-            .filter(|e| e.origin == self.origin && e.socket == self.socket)
+            .or_else(|| conns.by_identity(self.id(), self.origin, self.socket))
     }
 
     /// Where the connection is now; where it was, if it has left the room.
@@ -100,13 +94,8 @@ impl Connection {
         if self.shared.relinked() == self.relinked {
             return self.peer();
         }
-        let conns = self.shared.conns();
-        match conns.get(self.peer()) {
-            Some(_) => self.peer(),
-            None => self
-                .moved_entry_in(&conns)
-                .map_or(self.peer(), ConnEntry::peer),
-        }
+        self.entry_in(&self.shared.conns())
+            .map_or(self.peer(), ConnEntry::peer)
     }
 
     /// The connection id: the client's `_pk`, else a generated UUID.

@@ -1,6 +1,7 @@
 //! A room's connection table. It outlives the party instance: a hibernated room keeps it,
 //! so connections, their tags and their state are all there when the room wakes.
 
+use super::ledger::SocketRef;
 use crate::links::GatewayId;
 use conclave_proto::IdHasher;
 use conclave_proto::SocketId;
@@ -82,6 +83,14 @@ struct ConnExtra {
 }
 
 impl ConnEntry {
+    /// The socket as the room's ledger names it, across links and nodes.
+    pub fn socket_ref(&self) -> SocketRef {
+        SocketRef {
+            origin: self.origin,
+            socket: self.socket.0,
+        }
+    }
+
     /// A connection with no tags besides its id and no state.
     pub fn new(names: ConnNames, peer: Peer, origin: u64, last_seq: u64) -> Self {
         Self {
@@ -268,6 +277,13 @@ impl ConnTable {
             found.is_some()
         });
         found
+    }
+
+    /// Connection `id`, if it is still the socket `socket` of gateway process `origin`
+    /// (on whichever link that gateway has it now).
+    pub fn by_identity(&self, id: &str, origin: u64, socket: SocketId) -> Option<&ConnEntry> {
+        self.by_id(id)
+            .filter(|e| e.origin == origin && e.socket == socket)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ConnEntry> {

@@ -190,9 +190,7 @@ fn entry_of<'a>(ctx: &Ctx<'_>, conns: &'a ConnTable, key: &str) -> JsResult<Opti
     })();
     let (origin, socket, id) =
         parsed.ok_or_else(|| Exception::throw_type(ctx, "not a connection of this room"))?;
-    Ok(conns
-        .by_id(id)
-        .filter(|e| e.origin == origin && e.socket.0 == socket))
+    Ok(conns.by_identity(id, origin, conclave_proto::SocketId(socket)))
 }
 
 pub(super) fn conn_ref(c: &Connection) -> ConnRef {

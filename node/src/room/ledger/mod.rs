@@ -481,10 +481,7 @@ impl Ledger {
         }
         let present: std::collections::HashSet<SocketRef> = conns
             .iter()
-            .map(|e| SocketRef {
-                origin: e.origin,
-                socket: e.socket.0,
-            })
+            .map(crate::room::ConnEntry::socket_ref)
             .collect();
         for socket in old {
             if present.contains(&socket) {
