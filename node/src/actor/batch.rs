@@ -10,7 +10,8 @@
 //! message is discarded, and the frames are handled again one at a time from a fresh party
 //! instance, each as if it had come alone.
 
-use super::{RoomActor, StepError, COMMIT_RETRY_PAUSES};
+use super::frames::COMMIT_RETRY_PAUSES;
+use super::{RoomActor, StepError};
 use crate::mailbox::{MailboxRx, RoomEvent};
 use crate::message::Message;
 use crate::room::{Connection, Peer};
