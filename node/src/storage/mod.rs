@@ -14,6 +14,7 @@ pub(crate) mod keys;
 mod limits;
 mod pg_tls;
 mod postgres;
+mod reads;
 mod redb;
 mod room_storage;
 mod store;

@@ -2,9 +2,11 @@
 //!
 //! Writes land in an in-memory buffer; reads see the buffer first (a room always reads its
 //! own writes). When the handler returns, the runtime commits the buffer as one atomic
-//! [`RoomCommit`] and only then releases the messages the handler sent.
+//! [`RoomCommit`] and only then releases the messages the handler sent. Reads that outlive
+//! the borrow of the storage are in `reads.rs`.
 
 use super::limits::{check_batch, check_key, check_value};
+use super::reads::{ListPlan, ReadFailure, ReadPlan};
 use super::store::{ListOptions, Owner, RoomCommit, StorageError, Store};
 use super::usage::{PartyTotal, StorageQuota, Usage};
 use bytes::Bytes;
@@ -35,45 +37,6 @@ pub struct Storage {
     party: Option<Arc<PartyTotal>>,
     /// A read from the store that failed since [`Storage::take_read_failure`] last looked.
     read_failure: ReadFailure,
-}
-
-/// Where reads record that the store failed them: a handler may catch the error and go
-/// on, but what it did then rests on data it could not see, so its step must not count as
-/// done (`RoomActor::run_step`).
-#[derive(Clone, Default)]
-pub(crate) struct ReadFailure(Arc<ReadFailed>);
-
-#[derive(Default)]
-struct ReadFailed {
-    /// Looked at twice a step: a load, where the error's lock would be two atomic swaps.
-    any: std::sync::atomic::AtomicBool,
-    error: std::sync::Mutex<Option<String>>,
-}
-
-impl ReadFailure {
-    fn note<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
-        if let Err(e) = &result {
-            if e.is_store_failure() {
-                *self.0.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-                self.0.any.store(true, std::sync::atomic::Ordering::Release);
-            }
-        }
-        result
-    }
-
-    fn take(&self) -> Option<String> {
-        if !self.0.any.load(std::sync::atomic::Ordering::Acquire) {
-            return None;
-        }
-        self.0
-            .any
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        self.0
-            .error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
 }
 
 /// The buffered writes at one moment of a handler ([`Storage::savepoint`]).
@@ -486,69 +449,4 @@ impl Storage {
 /// `value` as JSON, as [`Storage::put_json`] stores it.
 pub(crate) fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StorageError> {
     serde_json::to_vec(value).map_err(|e| StorageError::Encode(e.to_string()))
-}
-
-/// A read of some keys ([`Storage::read_plan`]).
-pub(crate) struct ReadPlan {
-    store: Arc<dyn Store>,
-    room: RoomKey,
-    /// Per key asked: `Some` when the buffer answered it.
-    found: Vec<Option<Option<Bytes>>>,
-    missing: Vec<String>,
-    failure: ReadFailure,
-}
-
-impl ReadPlan {
-    pub(crate) async fn run(self) -> Result<Vec<Option<Bytes>>, StorageError> {
-        let mut found = self.found;
-        if !self.missing.is_empty() {
-            let fetched = self.store.get(&self.room, &self.missing).await;
-            let mut fetched = self.failure.note(fetched)?.into_iter();
-            for slot in found.iter_mut().filter(|s| s.is_none()) {
-                *slot = Some(fetched.next().flatten());
-            }
-        }
-        Ok(found.into_iter().map(Option::flatten).collect())
-    }
-}
-
-/// A list of a range of keys ([`Storage::list_plan`]).
-pub(crate) struct ListPlan {
-    /// `None` after `delete_all`: only the buffer counts.
-    store: Option<Arc<dyn Store>>,
-    room: RoomKey,
-    opts: ListOptions,
-    /// The buffered writes inside the range.
-    buffered: Vec<(String, Option<Bytes>)>,
-    failure: ReadFailure,
-}
-
-impl ListPlan {
-    pub(crate) async fn run(self) -> Result<Vec<(String, Bytes)>, StorageError> {
-        let limit = self.opts.limit.unwrap_or(usize::MAX);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut merged: BTreeMap<String, Bytes> = BTreeMap::new();
-        if let Some(store) = &self.store {
-            // Each buffered delete hides at most one stored entry: ask for that many more.
-            let hidden = self.buffered.iter().filter(|(_, v)| v.is_none()).count();
-            let mut backend_opts = self.opts.clone();
-            backend_opts.limit = self.opts.limit.map(|l| l.saturating_add(hidden));
-            let listed = store.list(&self.room, &backend_opts).await;
-            merged.extend(self.failure.note(listed)?);
-        }
-        for (k, v) in self.buffered {
-            match v {
-                Some(v) => merged.insert(k, v),
-                None => merged.remove(&k),
-            };
-        }
-        let iter: Box<dyn Iterator<Item = (String, Bytes)>> = if self.opts.reverse {
-            Box::new(merged.into_iter().rev())
-        } else {
-            Box::new(merged.into_iter())
-        };
-        Ok(iter.take(limit).collect())
-    }
 }
