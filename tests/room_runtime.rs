@@ -799,6 +799,59 @@ async fn a_step_whose_read_the_store_failed_runs_again_instead_of_counting() {
     assert_eq!(next_text(&mut ws).await, "5");
 }
 
+/// Counts messages, committing the count in the middle of the step (`Room::sync`), then
+/// writing when it answered. It forgives a sync that fails, except on `strict`.
+#[derive(Default)]
+struct SyncsMidway;
+
+#[async_trait]
+impl Party for SyncsMidway {
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError> {
+        let value: i64 = room.storage().get_json("n").await?.unwrap_or(0);
+        room.storage().put_json("n", &(value + 1))?;
+        let synced = room.sync().await;
+        if msg.as_text() == Some("strict") {
+            synced?;
+        }
+        room.storage().put_json("answered", &(value + 1))?;
+        conn.send(Message::text((value + 1).to_string()));
+        Ok(())
+    }
+}
+
+/// A commit the party made in the middle of a step (`Room::sync`) fails, and the party
+/// goes on as if it had not: the step is not taken as done with its first half lost. It
+/// runs again, as a step whose commit failed does.
+#[tokio::test]
+async fn a_step_whose_sync_failed_runs_again_though_the_party_went_on() {
+    let (server, store) = start_on_test_store(|_| {}, |r| r.with::<SyncsMidway>("syncs")).await;
+    let mut ws = server.connect("/parties/syncs/s?_pk=a").await;
+    send(&mut ws, "incr").await;
+    assert_eq!(next_text(&mut ws).await, "1");
+    store.failing_next().store(1, Ordering::SeqCst);
+    send(&mut ws, "incr").await;
+    assert_eq!(next_text(&mut ws).await, "2");
+    send(&mut ws, "incr").await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        "3",
+        "the step whose sync failed was taken as done, its count lost"
+    );
+    // Passed on, the store's error is not the party's own: the message is not dropped.
+    store.failing_next().store(1, Ordering::SeqCst);
+    send(&mut ws, "strict").await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        "4",
+        "the message whose sync failed was dropped as the party's error"
+    );
+}
+
 /// An operator's delete whose commit fails deletes nothing: the room's sockets stay in it
 /// and are served as before, instead of staying open to a room that forgot them.
 #[tokio::test]

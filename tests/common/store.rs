@@ -1,5 +1,5 @@
 //! The real store, wrapped for tests: commits fail while `failing` is set (a disk that
-//! errors), batches fail while `failing_batches` is set, reads while `failing_reads` is, commits wait while `holding` is
+//! errors) and while `failing_next` counts down, batches fail while `failing_batches` is set, reads while `failing_reads` is, commits wait while `holding` is
 //! set (a slow disk) and are counted, and every call runs as a blocking task. Under paused tokio time the clock does
 //! not auto-advance while a blocking task runs, so it waits for storage as it would for
 //! any other work; without this, time would jump ahead while redb's committer thread
@@ -21,6 +21,7 @@ use std::time::Duration;
 pub struct TestStore {
     inner: Arc<dyn Store>,
     failing: Arc<AtomicBool>,
+    failing_next: Arc<AtomicUsize>,
     failing_batches: Arc<AtomicBool>,
     failing_reads: Arc<AtomicBool>,
     holding: Arc<tokio::sync::watch::Sender<bool>>,
@@ -32,6 +33,7 @@ impl TestStore {
         Self {
             inner,
             failing: Arc::default(),
+            failing_next: Arc::default(),
             failing_batches: Arc::default(),
             failing_reads: Arc::default(),
             holding: Arc::new(tokio::sync::watch::Sender::new(false)),
@@ -47,6 +49,12 @@ impl TestStore {
     /// While set, every commit fails with a backend error.
     pub fn failing(&self) -> Arc<AtomicBool> {
         self.failing.clone()
+    }
+
+    /// While above zero, a commit fails with a backend error and counts it down: the next
+    /// N commits fail.
+    pub fn failing_next(&self) -> Arc<AtomicUsize> {
+        self.failing_next.clone()
     }
 
     /// While set, a commit fails if it records frames of more than one socket (a batch).
@@ -125,7 +133,11 @@ impl Store for TestStore {
     ) -> Result<Option<Usage>, StorageError> {
         let mut held = self.holding.subscribe();
         let _ = held.wait_for(|holding| !*holding).await;
-        if self.failing.load(Ordering::SeqCst) {
+        let counted_down = self
+            .failing_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if counted_down || self.failing.load(Ordering::SeqCst) {
             return Err(StorageError::Backend("injected: disk error".into()));
         }
         let frames = commit

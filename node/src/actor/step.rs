@@ -55,10 +55,25 @@ impl RoomActor {
         // their handlers deal with the error as it is.
         let reads_count =
             self.reads_fail_steps && matches!(h, Handler::Message { .. } | Handler::Start);
-        // A failed read from before this step is not its concern.
+        // A failed read or commit from before this step is not its concern.
         let _ = self.room.storage().take_read_failure();
+        let _ = self.room.take_failed_commit();
         let result = h.call(party.as_mut(), &mut self.room).await;
         self.party = Some(party);
+        // A commit the handler made (`Room::sync`) failed, whatever the handler made of
+        // that: its writes before it are gone, and a step recorded as done at the end
+        // would have half taken effect. The step fails as if its own commit had, and is
+        // tried again as such a step is.
+        if let Some(e) = self.room.take_failed_commit() {
+            self.room.discard();
+            if matches!(e, StorageError::Fenced { .. }) {
+                self.fenced = true;
+            }
+            if self.party.take().is_some() {
+                gauge::party_dropped();
+            }
+            return Err(StepError::Commit(e));
+        }
         // The store failed a read: whatever the handler made of that (it may have caught
         // the error and gone on) rests on data it did not see. Nothing of the step holds,
         // and the instance whose memory saw it goes.

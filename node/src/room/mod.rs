@@ -43,6 +43,10 @@ pub struct Room {
     step_mark: Option<StepMark>,
     /// How many commits have failed (a handler's `sync` among them).
     failed_commits: u64,
+    /// The error of the last commit that failed, until the step it failed in takes it
+    /// ([`Room::take_failed_commit`]). Boxed: it is rare, and the room is part of every
+    /// room's task.
+    failed_commit: Option<Box<StorageError>>,
 }
 
 /// The held writes, messages and connection state changes when a step began.
@@ -73,6 +77,7 @@ impl Room {
             ledger: Ledger::default(),
             step_mark: None,
             failed_commits: 0,
+            failed_commit: None,
         }
     }
 
@@ -241,6 +246,7 @@ impl Room {
                 self.ledger.not_committed(sealed);
                 self.shared.clear_outbox();
                 self.failed_commits += 1;
+                self.failed_commit = Some(Box::new(e.clone()));
                 Err(e)
             }
         }
@@ -300,6 +306,11 @@ impl Room {
     /// How many of the room's commits have failed so far.
     pub(crate) fn failed_commits(&self) -> u64 {
         self.failed_commits
+    }
+
+    /// The error of the last commit that failed since this was last called, if one did.
+    pub(crate) fn take_failed_commit(&mut self) -> Option<StorageError> {
+        self.failed_commit.take().map(|e| *e)
     }
 
     /// The next step runs behind steps still held for the same commit: remembers where it

@@ -9,7 +9,7 @@ pub use conclave_proto::DEFAULT_REGION;
 
 pub use super::usage::Usage;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("key is {len} bytes; the limit is {max}")]
     KeyTooLarge { len: usize, max: usize },
