@@ -579,3 +579,130 @@ async fn a_drain_right_after_redis_restarts_empty_leaves_the_ring_at_once() {
         asked.elapsed()
     );
 }
+
+/// Placement replicas run as library tasks against a real redis-server, with heartbeats
+/// the test writes: which nodes announce themselves, and when, is the test's to say.
+mod replicas {
+    use super::common::redis::RedisServer;
+    use conclave_placement::publisher;
+    use conclave_placement::{LivenessTiming, RedisTarget, RingView};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::sync::watch;
+
+    fn timing() -> LivenessTiming {
+        LivenessTiming::from_heartbeat_and_ttl(Duration::from_millis(200), Duration::from_secs(2))
+    }
+
+    /// A placement replica publishing into a channel of its own.
+    fn replica(redis: &RedisServer) -> (watch::Receiver<RingView>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = watch::channel(RingView::default());
+        let task = tokio::spawn(publisher::run(
+            RedisTarget::new(redis.url()),
+            timing(),
+            tx,
+            None,
+            Arc::new(AtomicBool::new(false)),
+        ));
+        (rx, task)
+    }
+
+    /// Heartbeats for `ids`, living longer than any test.
+    async fn announce(redis: &RedisServer, ids: &[&str]) {
+        let client = ::redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        for id in ids {
+            let beat = serde_json::json!({ "relay_url": format!("http://{id}.invalid:1") });
+            let _: () = ::redis::cmd("SET")
+                .arg(conclave_placement::node_key(id))
+                .arg(beat.to_string())
+                .arg("PX")
+                .arg(60_000)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn ring_stored(redis: &RedisServer) -> bool {
+        let client = ::redis::Client::open(redis.url()).unwrap();
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        ::redis::cmd("EXISTS")
+            .arg(conclave_placement::RING_KEY)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn ring_with(rx: &mut watch::Receiver<RingView>, n: usize) -> RingView {
+        let view = tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|v| v.members.len() == n),
+        )
+        .await
+        .expect("no ring of the nodes")
+        .unwrap();
+        view.clone()
+    }
+
+    /// Redis restarts empty and a node's heartbeat is slow to come back. One replica finds
+    /// the ring gone and keeps its nodes for a TTL; another replica (here one starting
+    /// just then) finds the ring already stored again. It must keep them too, or it
+    /// publishes a ring without the node, which then stops serving its rooms.
+    #[tokio::test]
+    async fn every_replica_keeps_the_nodes_while_they_announce_themselves_again() {
+        let mut redis = RedisServer::start().await;
+        announce(&redis, &["a", "b", "c"]).await;
+        let (mut first, _first) = replica(&redis);
+        let before = ring_with(&mut first, 3).await;
+
+        redis.stop();
+        redis.restart().await;
+        announce(&redis, &["a", "b"]).await;
+        assert!(
+            super::eventually_within(Duration::from_secs(5), async || ring_stored(&redis).await)
+                .await,
+            "the ring was not stored again"
+        );
+        let (second, _second) = replica(&redis);
+        // Well inside the TTL (2 s) during which c may come back.
+        let watched = std::time::Instant::now();
+        while watched.elapsed() < Duration::from_millis(1500) {
+            for (name, rx) in [("first", &first), ("second", &second)] {
+                let view = rx.borrow().clone();
+                assert!(
+                    view.version.0 == 0 || view.members.contains_key("c"),
+                    "the {name} replica published a ring without c: {view:?} (before: {before:?})"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Redis restarts empty and every placement replica with it: none knows the ring's
+    /// version any more. Gateways and nodes do, and ignore rings not newer than theirs, so
+    /// the versions must not start over.
+    #[tokio::test]
+    async fn a_ring_published_after_redis_and_placement_restarted_is_newer() {
+        let mut redis = RedisServer::start().await;
+        announce(&redis, &["a", "b"]).await;
+        let (mut first, first_task) = replica(&redis);
+        let before = ring_with(&mut first, 2).await;
+        first_task.abort();
+
+        redis.stop();
+        redis.restart().await;
+        announce(&redis, &["a", "b"]).await;
+        let (mut second, _second) = replica(&redis);
+        let after = ring_with(&mut second, 2).await;
+        assert!(
+            after.version > before.version,
+            "the ring's version went back from {} to {}",
+            before.version,
+            after.version
+        );
+    }
+}

@@ -67,3 +67,8 @@ pub fn left_key(id: &str) -> String {
 
 /// The Redis key holding the current ring version.
 pub const RING_KEY: &str = "conclave:ring";
+
+/// Set for a TTL by the placement replica that finds the ring gone from Redis (a restart
+/// that lost its data), before it stores the ring again: while it lives, every replica
+/// keeps the ring's nodes that have not re-announced yet, not only the one that noticed.
+pub const RESTORED_KEY: &str = "conclave:ring:restored";

@@ -5,7 +5,7 @@
 //! that loses the race reads the winner's. So every replica publishes the same versions.
 //! While Redis is unreachable the last ring stays published.
 
-use crate::{left_key, LivenessTiming, RING_KEY};
+use crate::{left_key, LivenessTiming, RESTORED_KEY, RING_KEY};
 use conclave_proto::{ClusterSecret, RingVersion, RingView};
 use redis::aio::ConnectionManager;
 use std::collections::BTreeMap;
@@ -171,7 +171,7 @@ async fn step(
         current.clone()
     } else {
         RingView {
-            version: current.version.next(),
+            version: next_version(current.version),
             members,
             regions,
         }
@@ -185,7 +185,20 @@ async fn step(
     Ok(decode(&winner, secret).unwrap_or(current))
 }
 
-/// Publishes rings into `tx` forever.
+/// The version after `current`. A first version (no replica knows an earlier ring: a new
+/// cluster, or Redis and every replica restarted together) is the wall clock in
+/// milliseconds, so that it is above whatever gateways and nodes still hold from before:
+/// they ignore every ring not newer than theirs.
+fn next_version(current: RingVersion) -> RingVersion {
+    if current.0 > 0 {
+        return current.next();
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    RingVersion(now_ms.max(1))
+}
+
 /// Publishes rings into `tx` forever; with a cluster secret, believing only signed
 /// heartbeats and rings.
 /// `redis_ok` says whether the last poll of Redis succeeded (placement's readiness).
@@ -218,16 +231,16 @@ pub async fn run(
         }
         if let Some(c) = conn.as_mut() {
             let last = tx.borrow().clone();
-            if keep_until.is_none() && last.version.0 > 0 && ring_lost(c).await {
-                // Redis restarted empty: give the nodes a TTL to announce themselves again.
-                warn!(
-                    "the ring is gone from Redis (restarted empty?); keeping its nodes for a TTL"
-                );
-                keep_until = Some(tokio::time::Instant::now() + timing.ttl);
-            }
-            match tokio::time::timeout(timing.poll * 4, step(c, &last, keep_until, secret.as_ref()))
-                .await
-            {
+            // Whether Redis lost the ring is known before a ring is built from heartbeats,
+            // or the round fails: right after a restart, the first command may fail and
+            // the next one find only the nodes that have announced themselves again.
+            let round = async {
+                if keep_until.is_none() {
+                    keep_until = restoring_until(c, &last, timing.ttl).await?;
+                }
+                step(c, &last, keep_until, secret.as_ref()).await
+            };
+            match tokio::time::timeout(timing.poll * 4, round).await {
                 Ok(Ok(view)) => {
                     redis_ok.store(true, Ordering::Relaxed);
                     metrics::gauge!("conclave_placement_redis_up").set(1.0);
@@ -261,11 +274,44 @@ pub async fn run(
     }
 }
 
-/// Whether Redis holds no ring (it restarted and lost its data).
-async fn ring_lost(conn: &mut ConnectionManager) -> bool {
-    let exists: redis::RedisResult<bool> =
-        redis::cmd("EXISTS").arg(RING_KEY).query_async(conn).await;
-    matches!(exists, Ok(false))
+/// Until when the nodes of the ring stay on it while they announce themselves again after
+/// Redis lost its data (a restart): this replica finds the ring gone though it published
+/// one (`last`), and marks a TTL for every replica ([`RESTORED_KEY`]), or another replica
+/// marked one. `None` when neither.
+async fn restoring_until(
+    conn: &mut ConnectionManager,
+    last: &RingView,
+    ttl: std::time::Duration,
+) -> redis::RedisResult<Option<tokio::time::Instant>> {
+    let (ring_exists, marked_ms): (bool, i64) = redis::pipe()
+        .cmd("EXISTS")
+        .arg(RING_KEY)
+        .cmd("PTTL")
+        .arg(RESTORED_KEY)
+        .query_async(conn)
+        .await?;
+    let now = tokio::time::Instant::now();
+    if let Ok(ms) = u64::try_from(marked_ms) {
+        // Marked by the replica that noticed (or by us, earlier).
+        return Ok(Some(now + std::time::Duration::from_millis(ms)));
+    }
+    if ring_exists || last.version.0 == 0 {
+        return Ok(None);
+    }
+    warn!("the ring is gone from Redis (restarted empty?); keeping its nodes for a TTL");
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    let marked: redis::RedisResult<()> = redis::cmd("SET")
+        .arg(RESTORED_KEY)
+        .arg(1)
+        .arg("PX")
+        .arg(ttl_ms)
+        .arg("NX")
+        .query_async(conn)
+        .await;
+    if let Err(e) = marked {
+        warn!(error = %e, "cannot mark the ring's restoring window for the other replicas");
+    }
+    Ok(Some(now + ttl))
 }
 
 #[cfg(test)]
