@@ -182,16 +182,17 @@ pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
     let http = bind(config.http_listen, "metrics and health")?;
     println!("conclave placement on http://{}", listener.local_addr()?);
     let (tx, rx) = tokio::sync::watch::channel(conclave_proto::RingView::default());
-    let redis_ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = conclave_placement::publisher::ReplicaHealth::default();
     tokio::spawn(conclave_placement::publisher::run(
         config.redis.clone(),
         config.liveness,
         tx,
         config.auth.secret.clone(),
-        redis_ok.clone(),
+        health.clone(),
     ));
+    let current = health.current();
     let ready = Arc::new(move || {
-        if redis_ok.load(std::sync::atomic::Ordering::Relaxed) {
+        if health.last_poll_ok() {
             Ok(())
         } else {
             Err("not ready: Redis does not answer (the last ring stays published)".to_string())
@@ -199,8 +200,11 @@ pub async fn run_placement(config: PlacementRoleConfig) -> anyhow::Result<()> {
     });
     let ops = crate::telemetry::ops_router(ready);
     tokio::spawn(async move { axum::serve(http, ops).await });
-    let router = tonic::transport::Server::builder()
-        .add_service(placement_service(rx, config.auth.secret.clone()));
+    let router = tonic::transport::Server::builder().add_service(placement_service(
+        rx,
+        current,
+        config.auth.secret.clone(),
+    ));
     serve_internal(router, listener, &config.auth, shutdown_signal()).await?;
     Ok(())
 }

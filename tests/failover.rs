@@ -584,10 +584,8 @@ async fn a_drain_right_after_redis_restarts_empty_leaves_the_ring_at_once() {
 /// the test writes: which nodes announce themselves, and when, is the test's to say.
 mod replicas {
     use super::common::redis::RedisServer;
-    use conclave_placement::publisher;
+    use conclave_placement::publisher::{self, ReplicaHealth};
     use conclave_placement::{LivenessTiming, RedisTarget, RingView};
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
     use std::time::Duration;
     use tokio::sync::watch;
 
@@ -597,15 +595,46 @@ mod replicas {
 
     /// A placement replica publishing into a channel of its own.
     fn replica(redis: &RedisServer) -> (watch::Receiver<RingView>, tokio::task::JoinHandle<()>) {
+        let (rx, _, task) = replica_at(&redis.url());
+        (rx, task)
+    }
+
+    /// A placement replica reading the Redis at `url`; its rings, and whether they are
+    /// current.
+    fn replica_at(
+        url: &str,
+    ) -> (
+        watch::Receiver<RingView>,
+        watch::Receiver<bool>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let (tx, rx) = watch::channel(RingView::default());
+        let health = ReplicaHealth::default();
+        let current = health.current();
         let task = tokio::spawn(publisher::run(
-            RedisTarget::new(redis.url()),
+            RedisTarget::new(url),
             timing(),
             tx,
             None,
-            Arc::new(AtomicBool::new(false)),
+            health,
         ));
-        (rx, task)
+        (rx, current, task)
+    }
+
+    /// A replica reading the Redis at `url`, serving its rings over gRPC once they are
+    /// current: its URL.
+    async fn serving_replica(url: &str) -> String {
+        let (rx, mut current, _) = replica_at(url);
+        let addr = super::common::net::free_addr();
+        let service = conclave_placement::grpc::placement_service(rx, current.clone(), None);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve(addr),
+        );
+        let read = tokio::time::timeout(Duration::from_secs(10), current.wait_for(|c| *c)).await;
+        assert!(read.is_ok(), "the replica did not read Redis");
+        format!("http://{addr}")
     }
 
     /// Heartbeats for `ids`, living longer than any test.
@@ -703,6 +732,116 @@ mod replicas {
             "the ring's version went back from {} to {}",
             before.version,
             after.version
+        );
+    }
+
+    /// The replica gateways and nodes follow first loses Redis while the other still reads
+    /// it. A node that dies meanwhile must still leave their ring: the cut-off replica
+    /// turns its followers away, and they follow the other one.
+    #[tokio::test]
+    async fn followers_leave_a_replica_that_cannot_read_redis() {
+        let redis = RedisServer::start().await;
+        announce(&redis, &["a", "b"]).await;
+        let cut_off =
+            super::common::partition::Partition::start(([127, 0, 0, 1], redis.port).into()).await;
+        let first = serving_replica(&format!("redis://{}", cut_off.addr)).await;
+        let second = serving_replica(&redis.url()).await;
+        let mut rings = conclave_placement::grpc::follow_placement(
+            vec![first, second],
+            Default::default(),
+            |_| {},
+        );
+        let followed = tokio::time::timeout(
+            Duration::from_secs(10),
+            rings.wait_for(|v| v.as_ref().is_some_and(|v| v.members.len() == 2)),
+        )
+        .await
+        .is_ok();
+        assert!(followed, "no ring of both nodes");
+
+        cut_off.cut();
+        let client = ::redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = ::redis::cmd("DEL")
+            .arg(conclave_placement::node_key("b"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let left = tokio::time::timeout(
+            Duration::from_secs(10),
+            rings.wait_for(|v| v.as_ref().is_some_and(|v| !v.members.contains_key("b"))),
+        )
+        .await
+        .is_ok();
+        assert!(
+            left,
+            "the dead node stayed on the followers' ring: {:?}",
+            rings.borrow()
+        );
+    }
+
+    /// A node whose store answers slowly loses Redis (a partition that drops packets).
+    /// Each renewal then takes the store's time and the renewal's own timeout: the node
+    /// must stop serving when its time since the last renewal is up (1.5 s of a 2 s TTL),
+    /// not when the attempt running then ends, after its key expired.
+    #[tokio::test]
+    async fn a_node_fences_itself_in_time_while_a_renewal_hangs() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let redis = RedisServer::start().await;
+        let cut_off =
+            super::common::partition::Partition::start(([127, 0, 0, 1], redis.port).into()).await;
+        let slow_store = Arc::new(AtomicBool::new(false));
+        let slow = slow_store.clone();
+        let fit = move |_budget: Duration| -> futures::future::BoxFuture<'static, bool> {
+            let slow = slow.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if slow {
+                    tokio::time::sleep(Duration::from_millis(490)).await;
+                }
+                true
+            })
+        };
+        let (fences, mut fenced) = watch::channel(true);
+        let (_leave, leave) = watch::channel(false);
+        let beat = conclave_placement::heartbeat::Beat {
+            id: "a".into(),
+            relay_url: "http://a.invalid:1".into(),
+            incarnation: 1,
+            region: conclave_proto::DEFAULT_REGION.into(),
+            auth: Default::default(),
+        };
+        tokio::spawn(conclave_placement::heartbeat::run(
+            RedisTarget::new(format!("redis://{}", cut_off.addr)),
+            beat,
+            LivenessTiming::from_heartbeat_and_ttl(
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+            ),
+            fit,
+            move |f| {
+                fences.send_replace(f);
+            },
+            leave,
+        ));
+        let serving = tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| !*f))
+            .await
+            .is_ok();
+        assert!(serving, "the node never renewed its heartbeat");
+        // Renewals every 500 ms: the last one before the cut began within 500 ms of it.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        slow_store.store(true, Ordering::SeqCst);
+        cut_off.cut();
+        let cut = std::time::Instant::now();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| *f))
+            .await
+            .is_ok();
+        assert!(stopped, "the node went on serving");
+        // At most 1.5 s after the last renewal began, which was before the cut.
+        assert!(
+            cut.elapsed() < Duration::from_millis(1650),
+            "the node stopped serving {:?} after the cut, past its 1.5 s",
+            cut.elapsed()
         );
     }
 }

@@ -48,7 +48,13 @@ fn from_wire(update: RingUpdate) -> RingView {
 
 struct PlacementService {
     rings: watch::Receiver<RingView>,
+    /// Whether this replica's rings are current (it read Redis within a TTL).
+    current: watch::Receiver<bool>,
 }
+
+/// Why a replica that cannot read Redis turns its followers away.
+const NOT_CURRENT: &str =
+    "this placement replica has not read Redis within a TTL: follow another replica";
 
 type RingStream = Pin<Box<dyn Stream<Item = Result<RingUpdate, Status>> + Send>>;
 
@@ -60,21 +66,32 @@ impl Placement for PlacementService {
         &self,
         _: Request<WatchRingRequest>,
     ) -> Result<Response<RingStream>, Status> {
-        let updates =
-            tokio_stream::wrappers::WatchStream::new(self.rings.clone()).map(|v| Ok(to_wire(&v)));
+        if !*self.current.borrow() {
+            return Err(Status::unavailable(NOT_CURRENT));
+        }
+        // The stream ends once this replica stops reading Redis: its followers then follow
+        // another replica, which may see nodes come and go that this one cannot.
+        let mut current = self.current.clone();
+        let not_current = async move {
+            let _ = current.wait_for(|c| !*c).await;
+        };
+        let updates = tokio_stream::wrappers::WatchStream::new(self.rings.clone())
+            .map(|v| Ok(to_wire(&v)))
+            .take_until(not_current);
         Ok(Response::new(Box::pin(updates)))
     }
 }
 
-/// The placement gRPC service: streams every ring `rings` takes.
-/// The ring feed of a placement replica; with a cluster secret, only callers that prove
-/// they hold it may follow it.
+/// The ring feed of a placement replica: streams every ring `rings` takes while `current`
+/// says the replica reads Redis ([`crate::publisher::run`]); with a cluster secret, only
+/// callers that prove they hold it may follow it.
 pub fn placement_service(
     rings: watch::Receiver<RingView>,
+    current: watch::Receiver<bool>,
     secret: Option<ClusterSecret>,
 ) -> InterceptedService<PlacementServer<impl Placement>, impl Interceptor + Clone> {
     InterceptedService::new(
-        PlacementServer::new(PlacementService { rings }),
+        PlacementServer::new(PlacementService { rings, current }),
         require_proof(secret, PLACEMENT_NAME.into()),
     )
 }

@@ -74,13 +74,48 @@ pub async fn run(
     on_fence(true);
     loop {
         let sent = Instant::now();
-        if conn.is_none() {
-            conn = tokio::time::timeout(timing.heartbeat, connect(&redis))
-                .await
-                .ok()
-                .and_then(Result::ok);
-        }
-        let able = fit(timing.heartbeat).await;
+        let attempt = async {
+            if conn.is_none() {
+                conn = tokio::time::timeout(timing.heartbeat, connect(&redis))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+            let able = fit(timing.heartbeat).await;
+            let renewed = match conn.as_mut().filter(|_| able) {
+                Some(c) => {
+                    let mut set = redis::cmd("SET");
+                    set.arg(&key).arg(&value).arg("PX").arg(ttl_ms);
+                    matches!(
+                        tokio::time::timeout(timing.heartbeat, set.query_async::<()>(c)).await,
+                        Ok(Ok(()))
+                    )
+                }
+                None => false,
+            };
+            (able, renewed)
+        };
+        // An attempt may take up to three heartbeats (connect, the store's answer, the
+        // renewal): the node stops serving when its time is up, not when the attempt ends,
+        // or it could go on serving after its key expired.
+        let fence_at = last_ok
+            .filter(|_| !fenced)
+            .map(|t| t + timing.self_fence_after);
+        let (able, renewed) = match fence_at {
+            Some(at) => {
+                tokio::pin!(attempt);
+                tokio::select! {
+                    done = &mut attempt => done,
+                    () = tokio::time::sleep_until(at) => {
+                        fenced = true;
+                        warn!(node = %beat.id, "heartbeat not renewed in time: fencing (no room is served until it is)");
+                        on_fence(true);
+                        attempt.await
+                    }
+                }
+            }
+            None => attempt.await,
+        };
         if able != was_able {
             was_able = able;
             if able {
@@ -89,30 +124,20 @@ pub async fn run(
                 warn!(node = %beat.id, "the store did not answer in time: not renewing the heartbeat until it does");
             }
         }
-        let renewed = match conn.as_mut().filter(|_| able) {
-            Some(c) => {
-                let mut set = redis::cmd("SET");
-                set.arg(&key).arg(&value).arg("PX").arg(ttl_ms);
-                matches!(
-                    tokio::time::timeout(timing.heartbeat, set.query_async::<()>(c)).await,
-                    Ok(Ok(()))
-                )
-            }
-            None => false,
-        };
         if renewed {
             // The key's TTL started no earlier than `sent`: count from there.
             last_ok = Some(sent);
-            if fenced {
-                fenced = false;
-                info!(node = %beat.id, "heartbeat renewed: serving");
-                on_fence(false);
-            }
         } else if able && !failing {
             warn!(node = %beat.id, "heartbeat renewal failed; trying again every {RETRY_AFTER_FAILURE:?}");
         }
         failing = !renewed && able;
         let stale = last_ok.is_none_or(|t| t.elapsed() >= timing.self_fence_after);
+        // A renewal that took so long that its time is up already serves nothing.
+        if renewed && fenced && !stale {
+            fenced = false;
+            info!(node = %beat.id, "heartbeat renewed: serving");
+            on_fence(false);
+        }
         if stale && !fenced {
             fenced = true;
             warn!(node = %beat.id, "heartbeat not renewed in time: fencing (no room is served until it is)");

@@ -9,6 +9,8 @@ use crate::{left_key, LivenessTiming, RESTORED_KEY, RING_KEY};
 use conclave_proto::{ClusterSecret, RingVersion, RingView};
 use redis::aio::ConnectionManager;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -199,17 +201,48 @@ fn next_version(current: RingVersion) -> RingVersion {
     RingVersion(now_ms.max(1))
 }
 
+/// How a replica's reading of Redis goes, for its readiness and for its followers.
+#[derive(Clone)]
+pub struct ReplicaHealth {
+    /// Whether the last poll of Redis succeeded (placement's `/readyz`).
+    last_poll_ok: Arc<AtomicBool>,
+    /// Whether a poll succeeded within a TTL. While not, nodes may have come and gone
+    /// unseen, and the replica turns its followers away ([`crate::grpc::placement_service`]).
+    current: watch::Sender<bool>,
+}
+
+impl Default for ReplicaHealth {
+    fn default() -> Self {
+        Self {
+            last_poll_ok: Arc::default(),
+            current: watch::Sender::new(false),
+        }
+    }
+}
+
+impl ReplicaHealth {
+    /// Whether the last poll of Redis succeeded.
+    pub fn last_poll_ok(&self) -> bool {
+        self.last_poll_ok.load(Ordering::Relaxed)
+    }
+
+    /// Follows whether the replica's rings are current.
+    pub fn current(&self) -> watch::Receiver<bool> {
+        self.current.subscribe()
+    }
+}
+
 /// Publishes rings into `tx` forever; with a cluster secret, believing only signed
-/// heartbeats and rings.
-/// `redis_ok` says whether the last poll of Redis succeeded (placement's readiness).
+/// heartbeats and rings. `health` follows how its polls of Redis go.
 pub async fn run(
     redis: crate::RedisTarget,
     timing: LivenessTiming,
     tx: watch::Sender<RingView>,
     secret: Option<ClusterSecret>,
-    redis_ok: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    health: ReplicaHealth,
 ) {
-    use std::sync::atomic::Ordering;
+    let redis_ok = &health.last_poll_ok;
+    let mut last_ok: Option<tokio::time::Instant> = None;
     let mut conn: Option<ConnectionManager> = None;
     let mut keep_until: Option<tokio::time::Instant> = None;
     loop {
@@ -243,6 +276,7 @@ pub async fn run(
             match tokio::time::timeout(timing.poll * 4, round).await {
                 Ok(Ok(view)) => {
                     redis_ok.store(true, Ordering::Relaxed);
+                    last_ok = Some(tokio::time::Instant::now());
                     metrics::gauge!("conclave_placement_redis_up").set(1.0);
                     tx.send_if_modified(|cur| {
                         if view.version > cur.version {
@@ -270,6 +304,17 @@ pub async fn run(
         if keep_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
             keep_until = None;
         }
+        let current = last_ok.is_some_and(|t| t.elapsed() < timing.ttl);
+        health.current.send_if_modified(|was| {
+            if *was == current {
+                return false;
+            }
+            if !current {
+                warn!("no poll of Redis for a TTL; turning followers away to the other replicas");
+            }
+            *was = current;
+            true
+        });
         tokio::time::sleep_until(started + timing.poll).await;
     }
 }
