@@ -580,9 +580,9 @@ async fn a_drain_right_after_redis_restarts_empty_leaves_the_ring_at_once() {
     );
 }
 
-/// Placement replicas run as library tasks against a real redis-server, with heartbeats
-/// the test writes: which nodes announce themselves, and when, is the test's to say.
-mod replicas {
+/// Placement replicas and node heartbeats run as library tasks against a real
+/// redis-server: which nodes announce themselves, and when, is the test's to say.
+mod liveness {
     use super::common::redis::RedisServer;
     use conclave_placement::publisher::{self, ReplicaHealth};
     use conclave_placement::{LivenessTiming, RedisTarget, RingView};
@@ -824,24 +824,76 @@ mod replicas {
             },
             leave,
         ));
-        let serving = tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| !*f))
-            .await
-            .is_ok();
+        let serving = matches!(
+            tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| !*f)).await,
+            Ok(Ok(_))
+        );
         assert!(serving, "the node never renewed its heartbeat");
         // Renewals every 500 ms: the last one before the cut began within 500 ms of it.
         tokio::time::sleep(Duration::from_millis(1200)).await;
         slow_store.store(true, Ordering::SeqCst);
         cut_off.cut();
         let cut = std::time::Instant::now();
-        let stopped = tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| *f))
-            .await
-            .is_ok();
+        // A heartbeat task that ended without saying so has not stopped the node.
+        let stopped = matches!(
+            tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| *f)).await,
+            Ok(Ok(_))
+        );
         assert!(stopped, "the node went on serving");
         // At most 1.5 s after the last renewal began, which was before the cut.
         assert!(
             cut.elapsed() < Duration::from_millis(1650),
             "the node stopped serving {:?} after the cut, past its 1.5 s",
             cut.elapsed()
+        );
+    }
+
+    /// A node that leaves the cluster (a drain) stops renewing its heartbeat. It must stop
+    /// serving when its time since the last renewal is up even if no ring without it
+    /// ever comes (placement cut off, the key's deletion lost with Redis down), as a node
+    /// whose renewals fail does.
+    #[tokio::test]
+    async fn a_node_that_left_stops_serving_when_its_time_is_up() {
+        let redis = RedisServer::start().await;
+        let (fences, mut fenced) = watch::channel(true);
+        let (leave_tx, leave) = watch::channel(false);
+        let beat = conclave_placement::heartbeat::Beat {
+            id: "a".into(),
+            relay_url: "http://a.invalid:1".into(),
+            incarnation: 1,
+            region: conclave_proto::DEFAULT_REGION.into(),
+            auth: Default::default(),
+        };
+        tokio::spawn(conclave_placement::heartbeat::run(
+            RedisTarget::new(redis.url()),
+            beat,
+            LivenessTiming::from_heartbeat_and_ttl(
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+            ),
+            |_| Box::pin(async { true }),
+            move |f| {
+                fences.send_replace(f);
+            },
+            leave,
+        ));
+        let serving = matches!(
+            tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| !*f)).await,
+            Ok(Ok(_))
+        );
+        assert!(serving, "the node never renewed its heartbeat");
+        leave_tx.send_replace(true);
+        let left = std::time::Instant::now();
+        // A heartbeat task that ended without saying so has not stopped the node.
+        let stopped = matches!(
+            tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| *f)).await,
+            Ok(Ok(_))
+        );
+        assert!(stopped, "the node that left went on serving");
+        assert!(
+            left.elapsed() < Duration::from_millis(1650),
+            "it stopped {:?} after leaving, past its 1.5 s",
+            left.elapsed()
         );
     }
 }

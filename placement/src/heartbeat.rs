@@ -160,6 +160,15 @@ pub async fn run(
                     let _ = tokio::time::timeout(timing.heartbeat, leave.query_async::<()>(c)).await;
                 }
                 info!(node = %beat.id, "left the cluster");
+                // No renewal from now on: the node may serve only until its time since the
+                // last one is up, as when renewals fail. The ring without it normally
+                // comes first; this holds when it does not (placement cut off from Redis,
+                // the key's deletion lost).
+                if let Some(last) = last_ok.filter(|_| !fenced) {
+                    tokio::time::sleep_until(last + timing.self_fence_after).await;
+                    info!(node = %beat.id, "left the cluster: no longer serving");
+                    on_fence(true);
+                }
                 return;
             }
         }
