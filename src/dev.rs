@@ -54,6 +54,12 @@ impl DevServer {
         self.edge.wait().await
     }
 
+    /// Stops as SIGTERM does: the frames clients sent get their answers, then client
+    /// sockets close with 1001. The node goes on until the server is dropped.
+    pub async fn stop(&self) {
+        self.edge.stop().await;
+    }
+
     pub fn abort(&self) {
         self.edge.abort();
     }

@@ -64,11 +64,18 @@ impl EdgeServer {
 
     /// Serves until the server fails or the process gets SIGINT/SIGTERM; then fails
     /// `/readyz` for the drain delay and closes client sockets with 1001.
-    pub async fn wait(self) -> anyhow::Result<()> {
+    pub async fn wait(mut self) -> anyhow::Result<()> {
         tokio::select! {
-            r = self.server => return Ok(r??),
+            r = &mut self.server => return Ok(r??),
             _ = shutdown_signal() => {}
         }
+        self.stop().await;
+        Ok(())
+    }
+
+    /// Stops as on a stop signal: fails `/readyz` for the drain delay, lets the frames
+    /// clients sent get their answers, then closes client sockets with 1001.
+    pub async fn stop(&self) {
         if !self.drain_delay.is_zero() {
             tracing::info!(delay = ?self.drain_delay, "draining: /readyz fails, sockets stay");
             self.gateway.start_draining();
@@ -76,7 +83,6 @@ impl EdgeServer {
         }
         tracing::info!("shutting down");
         self.gateway.shutdown(CLOSE_GRACE).await;
-        Ok(())
     }
 
     /// Stops serving at once, closing nothing.

@@ -852,6 +852,46 @@ async fn a_step_whose_sync_failed_runs_again_though_the_party_went_on() {
     );
 }
 
+/// Answers each message after a pause, as a handler that does some work does.
+#[derive(Default)]
+struct SlowToAnswer;
+
+#[async_trait]
+impl Party for SlowToAnswer {
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        msg: Message,
+    ) -> Result<(), PartyError> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        room.storage().put_json("last", &msg.as_text())?;
+        conn.send(Message::text(format!(
+            "done: {}",
+            msg.as_text().unwrap_or("")
+        )));
+        Ok(())
+    }
+}
+
+/// A server told to stop (SIGTERM) lets a message its client sent just before get its
+/// answer, then closes the socket with 1001: a client that saw no answer cannot tell
+/// whether its write took effect.
+#[tokio::test]
+async fn a_stopping_server_answers_what_its_clients_sent_before_closing() {
+    let server = serving::<SlowToAnswer>("slow").await;
+    let mut ws = server.connect("/parties/slow/s?_pk=a").await;
+    send(&mut ws, "last words").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let client = async {
+        let answer = next_text(&mut ws).await;
+        (answer, close_code(&mut ws).await)
+    };
+    let ((answer, code), ()) = tokio::join!(client, server.server.stop());
+    assert_eq!(answer, "done: last words");
+    assert_eq!(code, 1001);
+}
+
 /// An operator's delete whose commit fails deletes nothing: the room's sockets stay in it
 /// and are served as before, instead of staying open to a room that forgot them.
 #[tokio::test]

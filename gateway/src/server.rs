@@ -105,18 +105,37 @@ impl Gateway {
     }
 
     /// Closes every client socket with 1001 (going away) and waits up to `grace` for them
-    /// to finish closing, so clients reconnect at once instead of timing out.
+    /// to finish closing, so clients reconnect at once instead of timing out. First, for up
+    /// to half of `grace`, the frames clients sent before get their answers: a node
+    /// acknowledges a frame after the messages its step sent, so once every frame sent
+    /// so far is acknowledged, their replies are queued ahead of the close frames.
     pub async fn shutdown(&self, grace: Duration) {
         let sessions = self.state.sessions.all();
         if sessions.is_empty() {
             return;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut answering: Vec<_> = sessions
+            .iter()
+            .map(|s| (s, s.sent_seq()))
+            .filter(|(s, sent)| !s.acked_through(*sent))
+            .collect();
+        let settled_by = tokio::time::Instant::now() + grace / 2;
+        while !answering.is_empty() && tokio::time::Instant::now() < settled_by {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            answering.retain(|(s, sent)| !s.has_ended() && !s.acked_through(*sent));
+        }
+        if !answering.is_empty() {
+            tracing::warn!(
+                sockets = answering.len(),
+                "closing sockets whose last frames were not acknowledged yet"
+            );
         }
         for s in &sessions {
             s.out
                 .close()
                 .trigger(close::GOING_AWAY, "Server shutting down");
         }
-        let deadline = tokio::time::Instant::now() + grace;
         while !self.state.sessions.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -227,6 +227,16 @@ impl Session {
         }
     }
 
+    /// The sequence number of the last frame the client sent (0: none yet).
+    pub fn sent_seq(&self) -> u64 {
+        self.attachment().next_seq
+    }
+
+    /// Whether the node acknowledged every frame up to `seq`.
+    pub fn acked_through(&self, seq: u64) -> bool {
+        self.attachment().acked_seq >= seq
+    }
+
     /// The node handled every frame up to `seq`.
     pub fn ack(&self, seq: u64) {
         let mut a = self.attachment();
