@@ -127,6 +127,9 @@ struct AlarmProbe {
     fail_first: Arc<AtomicUsize>,
     runs: Arc<Mutex<Vec<Instant>>>,
     starts: Arc<AtomicUsize>,
+    /// When above 0, `on_start` sets the alarm this many ms from now (a party that arms
+    /// its next alarm whenever it starts).
+    arm_on_start: Arc<AtomicUsize>,
 }
 
 impl AlarmProbe {
@@ -160,8 +163,12 @@ fn now_ms() -> i64 {
 
 #[async_trait]
 impl Party for AlarmProbe {
-    async fn on_start(&mut self, _room: &mut Room) -> Result<(), PartyError> {
+    async fn on_start(&mut self, room: &mut Room) -> Result<(), PartyError> {
         self.starts.fetch_add(1, Ordering::SeqCst);
+        let arm = self.arm_on_start.load(Ordering::SeqCst);
+        if arm > 0 {
+            room.storage().set_alarm(now_ms() + arm as i64);
+        }
         Ok(())
     }
 
@@ -272,5 +279,58 @@ async fn a_new_alarm_does_not_inherit_the_backoff_of_a_deleted_one() {
     assert!(
         backoff >= Duration::from_secs(2) && backoff < Duration::from_secs(4),
         "the new alarm's first retry should come after 2 s, as a first retry: {backoff:?}"
+    );
+}
+
+/// Real time. A party that arms its next alarm in `on_start`, woken from hibernation by
+/// its alarm: the alarm `on_start` set is not the one that fired, and stays.
+#[tokio::test]
+async fn an_alarm_set_in_on_start_of_a_room_its_alarm_woke_stays() {
+    let probe = AlarmProbe::default();
+    probe.arm_on_start.store(400, Ordering::SeqCst);
+    let mut gw = probe.node();
+    let _socket = gw.open("alarm", "rearm", "x").await;
+    // The room hibernates after 100 ms between alarms, so each one wakes it.
+    for n in 1..=2 {
+        let fired = gw.next_text_within(Duration::from_secs(5)).await;
+        assert_eq!(
+            fired,
+            Some(format!("fired:{n}")),
+            "the alarm on_start set was deleted with the one that fired"
+        );
+    }
+    assert!(
+        probe.starts() >= 3,
+        "the room did not hibernate between alarms"
+    );
+}
+
+/// While the node does not serve (its liveness lapsed: Redis restarting), a due alarm's
+/// handler cannot run. Those attempts are not the alarm's retries: once the node serves
+/// again, a handler that fails twice still gets its third run.
+#[tokio::test(start_paused = true)]
+async fn attempts_while_the_node_does_not_serve_are_not_the_alarms_retries() {
+    let probe = AlarmProbe::failing_first(2);
+    let mut gw = probe.node();
+    let socket = gw.open("alarm", "paused", "x").await;
+    gw.send(socket, "set:300").await;
+    assert_eq!(gw.next_text().await, "set");
+    gw.node.set_serving(false);
+    // The alarm's due time is wall-clock time, which paused time does not move.
+    std::thread::sleep(Duration::from_millis(400));
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    assert!(
+        probe.runs.lock().unwrap().is_empty(),
+        "ran while not serving"
+    );
+    gw.node.set_serving(true);
+    let ran = common::eventually_within(Duration::from_secs(300), async || {
+        probe.runs.lock().unwrap().len() >= 3
+    })
+    .await;
+    assert!(
+        ran,
+        "the alarm was dropped after {} runs: the attempts while not serving counted",
+        probe.runs.lock().unwrap().len()
     );
 }

@@ -14,6 +14,8 @@ use tokio::time::Instant;
 use tracing::warn;
 
 const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// How soon an alarm whose handler did not run is tried again.
+const NOT_RUN_RETRY: Duration = Duration::from_secs(1);
 /// Longest sleep between looks at the index (alarm changes also wake the scheduler).
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Sleep while due alarms are all running or backing off.
@@ -155,7 +157,7 @@ impl Scheduler {
                 .dispatch(&room, RoomEvent::Alarm { attempt, reply })
                 .await
             {
-                Ok(_) => rx.await.unwrap_or(AlarmOutcome::Failed),
+                Ok(_) => rx.await.unwrap_or(AlarmOutcome::NotRun),
                 Err(e) => {
                     warn!(%room, error = %e, "alarm for a party this node does not serve");
                     AlarmOutcome::Failed
@@ -176,6 +178,17 @@ impl Scheduler {
                 let attempt = self.retries.get(&room).map_or(0, |r| r.attempt) + 1;
                 let backoff = FIRST_RETRY * 2u32.saturating_pow(attempt - 1);
                 let not_before = Instant::now() + backoff;
+                self.retries.insert(
+                    room,
+                    Retry {
+                        attempt,
+                        not_before,
+                    },
+                );
+            }
+            AlarmOutcome::NotRun => {
+                let attempt = self.retries.get(&room).map_or(0, |r| r.attempt);
+                let not_before = Instant::now() + NOT_RUN_RETRY;
                 self.retries.insert(
                     room,
                     Retry {

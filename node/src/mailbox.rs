@@ -136,6 +136,9 @@ pub(crate) enum AlarmOutcome {
     Done,
     /// Failed; retry later.
     Failed,
+    /// `on_alarm` did not run: the node was not serving, the room was not its own yet, or
+    /// the store did not answer. Tried again soon; not one of the alarm's retries.
+    NotRun,
 }
 
 /// The admission answer that tells the gateway the socket is in the room, after the

@@ -1,7 +1,7 @@
 //! The alarm step: `on_alarm` runs when the room's alarm is due, and the alarm leaves
 //! storage in the same commit as the handler's writes.
 
-use super::handler::Handler;
+use super::handler::{Handler, StepError};
 use super::RoomActor;
 use crate::mailbox::AlarmOutcome;
 use crate::time::now_ms;
@@ -12,30 +12,50 @@ const MAX_ALARM_RETRIES: u32 = 6;
 
 impl RoomActor {
     pub(super) async fn alarm(&mut self, attempt: u32) -> AlarmOutcome {
+        // Owned first: until then another node may be running the alarm, or have run it
+        // and set the next one.
+        if let Err(e) = self.ensure_owned().await {
+            // Not this node's room (now): its owner runs the alarm; never drop it here.
+            debug!(error = %e, "alarm left to the room's owner");
+            return AlarmOutcome::NotRun;
+        }
         let due = match self.room.storage().get_alarm().await {
             Ok(Some(at)) if at <= now_ms() => at,
             Ok(_) => return AlarmOutcome::Done,
             Err(e) => {
                 warn!(error = %e, "cannot read alarm");
-                return AlarmOutcome::Failed;
+                return AlarmOutcome::NotRun;
             }
         };
         if let Err(e) = self.ensure_started().await {
-            if self.fenced {
-                // Not this node's room (now): its owner runs the alarm; never drop it here.
-                debug!(error = %e, "alarm left to the room's owner");
-                return AlarmOutcome::Failed;
+            if self.fenced || !matches!(e, StepError::Handler(_)) {
+                debug!(error = %e, "alarm not run: the room did not start");
+                return AlarmOutcome::NotRun;
             }
             warn!(error = %e, "on_start failed before alarm");
             return self.alarm_failed(attempt).await;
         }
-        // Cleared in the same commit as the handler's writes, unless the handler sets a new one.
-        self.room.storage().delete_alarm();
+        // Cleared in the same commit as the handler's writes, unless the handler sets a
+        // new one, or `on_start` did (a room woken by its alarm that arms the next one
+        // there): that alarm is not the one that fired.
+        match self.room.storage().get_alarm().await {
+            Ok(Some(at)) if at == due => self.room.storage().delete_alarm(),
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot read alarm");
+                return AlarmOutcome::NotRun;
+            }
+        }
         match self.step(Handler::Alarm).await {
             Ok(_) => AlarmOutcome::Done,
-            Err(e) => {
+            Err(StepError::Handler(e)) => {
                 warn!(due, attempt, error = %e, "on_alarm failed");
                 self.alarm_failed(attempt).await
+            }
+            // The store failed it, or the room is leaving: not the handler's failure.
+            Err(e) => {
+                warn!(due, attempt, error = %e, "on_alarm's step did not commit; trying it again");
+                AlarmOutcome::NotRun
             }
         }
     }

@@ -31,7 +31,7 @@ impl RoomActor {
                 ));
             }
             RoomEvent::Alarm { reply, .. } => {
-                let _ = reply.send(AlarmOutcome::Failed);
+                let _ = reply.send(AlarmOutcome::NotRun);
             }
             _ => {}
         }
