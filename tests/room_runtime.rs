@@ -892,6 +892,56 @@ async fn a_stopping_server_answers_what_its_clients_sent_before_closing() {
     assert_eq!(code, 1001);
 }
 
+/// Counts the connections that closed, in storage; answers `count` with the count.
+#[derive(Default)]
+struct CountsCloses;
+
+#[async_trait]
+impl Party for CountsCloses {
+    async fn on_message(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        _msg: Message,
+    ) -> Result<(), PartyError> {
+        let n: i64 = room.storage().get_json("closes").await?.unwrap_or(0);
+        conn.send(Message::text(n.to_string()));
+        Ok(())
+    }
+
+    async fn on_close(
+        &mut self,
+        room: &mut Room,
+        _conn: &Connection,
+        _code: u16,
+        _reason: &str,
+    ) -> Result<(), PartyError> {
+        let n: i64 = room.storage().get_json("closes").await?.unwrap_or(0);
+        room.storage().put_json("closes", &(n + 1))?;
+        Ok(())
+    }
+}
+
+/// A close whose step the store fails once (a hiccup) is delivered again: the party would
+/// otherwise count the connection as present for good (a ghost in a presence list).
+#[tokio::test]
+async fn a_close_whose_commit_failed_reaches_the_party_again() {
+    let (server, store) = start_on_test_store(|_| {}, |r| r.with::<CountsCloses>("closes")).await;
+    let mut stays = server.connect("/parties/closes/c?_pk=stays").await;
+    let leaves = server.connect("/parties/closes/c?_pk=leaves").await;
+    store.failing_next().store(1, Ordering::SeqCst);
+    drop(leaves);
+    let counted = eventually_within(Duration::from_secs(5), async || {
+        send(&mut stays, "count").await;
+        next_text(&mut stays).await == "1"
+    })
+    .await;
+    assert!(
+        counted,
+        "the close whose commit failed never reached the party"
+    );
+}
+
 /// An operator's delete whose commit fails deletes nothing: the room's sockets stay in it
 /// and are served as before, instead of staying open to a room that forgot them.
 #[tokio::test]

@@ -371,18 +371,38 @@ impl RoomActor {
         }
     }
 
-    /// A connection left the room: `on_close`, or `on_error` if it failed.
+    /// A connection left the room: `on_close`, or `on_error` if it failed. Tried again
+    /// after the pauses a client frame gets while the store fails it (the room's start or
+    /// the step's commit), so that a store's hiccup does not leave the party believing
+    /// the connection is still there; not once the room leaves the node.
     async fn closed(&mut self, conn: Connection, code: u16, reason: &str, error: Option<&str>) {
-        if let Err(e) = self.ensure_started().await {
-            warn!(conn = %conn.id(), error = %e, "on_start failed; close not delivered to the party");
+        let mut pauses = frames::COMMIT_RETRY_PAUSES.iter();
+        loop {
+            let result = match self.ensure_started().await {
+                Ok(()) => {
+                    let step = match error {
+                        Some(error) => Handler::Error(&conn, error),
+                        None => Handler::Close(&conn, code, reason),
+                    };
+                    self.step(step).await.map(drop)
+                }
+                Err(e) => Err(e),
+            };
+            let e = match result {
+                Ok(()) => return,
+                Err(e @ StepError::Handler(_)) => e,
+                Err(e) if self.fenced => e,
+                Err(e) => match pauses.next() {
+                    Some(pause) => {
+                        warn!(conn = %conn.id(), error = %e, ?pause, "the store failed a close's step; trying it again");
+                        tokio::time::sleep(*pause).await;
+                        continue;
+                    }
+                    None => e,
+                },
+            };
+            warn!(conn = %conn.id(), error = %e, "on_close failed; the close is not delivered to the party");
             return;
-        }
-        let step = match error {
-            Some(error) => Handler::Error(&conn, error),
-            None => Handler::Close(&conn, code, reason),
-        };
-        if let Err(e) = self.step(step).await {
-            warn!(conn = %conn.id(), error = %e, "on_close failed");
         }
     }
 
