@@ -942,6 +942,51 @@ async fn a_close_whose_commit_failed_reaches_the_party_again() {
     );
 }
 
+/// Names each connection in its state (`?name=`), and says who left.
+#[derive(Default)]
+struct SaysWhoLeft;
+
+#[async_trait]
+impl Party for SaysWhoLeft {
+    async fn on_connect(&mut self, _room: &mut Room, conn: &Connection) -> Result<(), PartyError> {
+        let name = conn.uri().split("name=").nth(1).unwrap_or("?").to_string();
+        conn.set_state(&name)?;
+        Ok(())
+    }
+
+    async fn on_message(
+        &mut self,
+        _room: &mut Room,
+        _conn: &Connection,
+        _msg: Message,
+    ) -> Result<(), PartyError> {
+        Ok(())
+    }
+
+    async fn on_close(
+        &mut self,
+        room: &mut Room,
+        conn: &Connection,
+        _code: u16,
+        _reason: &str,
+    ) -> Result<(), PartyError> {
+        let name: Option<String> = conn.state();
+        room.broadcast(&Message::text(format!("left: {name:?}")), &[]);
+        Ok(())
+    }
+}
+
+/// A connection's state is still there in the handler of its leaving (PartyKit's
+/// `onClose(conn)` reads `conn.state`), though the room no longer counts it.
+#[tokio::test]
+async fn on_close_reads_the_state_of_the_connection_that_left() {
+    let server = serving::<SaysWhoLeft>("who").await;
+    let mut stays = server.connect("/parties/who/w?_pk=a&name=Ann").await;
+    let mut leaves = server.connect("/parties/who/w?_pk=b&name=Bob").await;
+    leaves.close(None).await.unwrap();
+    assert_eq!(next_text(&mut stays).await, r#"left: Some("Bob")"#);
+}
+
 /// An operator's delete whose commit fails deletes nothing: the room's sockets stay in it
 /// and are served as before, instead of staying open to a room that forgot them.
 #[tokio::test]

@@ -247,6 +247,18 @@ test("connection state (setState, state) outlives hibernation; onStart runs agai
   }
 });
 
+test("onClose reads the state of the connection that left", async () => {
+  const stays = connect("state", "state-2", { _pk: "stays", name: "Sue" });
+  await stays.json();
+  const leaves = connect("state", "state-2", { _pk: "leaves", name: "Leo" });
+  await leaves.json();
+  leaves.send("bump");
+  await leaves.json();
+  leaves.ws.close();
+  assert.deepEqual(await stays.json(), { left: "leaves", state: { name: "Leo", count: 1 } });
+  stays.ws.close();
+});
+
 // ---------------------------------------------------------------------------------------
 // Alarms
 

@@ -321,7 +321,7 @@ impl RoomActor {
                 } else {
                     self.room.ledger().closed(socket);
                 }
-                let conn = Connection::from_entry(&entry, self.room.shared());
+                let conn = Connection::departed(&entry, self.room.shared());
                 self.closed(conn, code, &reason, error.as_deref()).await;
             }
             RoomEvent::Request { req, reply } => {

@@ -13,6 +13,9 @@ pub(crate) struct ConnRef {
     pub id: String,
     pub uri: String,
     pub tags: Vec<String>,
+    /// The stored state (party.js's encoding) of a connection that has left the room: the
+    /// handlers of its leaving still read it.
+    pub departed_state: Option<String>,
 }
 
 pub(crate) enum Event {
@@ -190,11 +193,19 @@ pub(super) fn event_args<'js>(
             values.push(conn_row(ctx, &c)?);
             values.push(Value::new_int(ctx.clone(), code.into()));
             values.push(text(&reason)?);
+            values.push(match &c.departed_state {
+                Some(state) => text(state)?,
+                None => null(),
+            });
         }
         Event::Error { conn, error, gone } => {
             values.push(conn_row(ctx, &conn)?);
             values.push(text(&error)?);
             values.push(Value::new_bool(ctx.clone(), gone));
+            values.push(match &conn.departed_state {
+                Some(state) => text(state)?,
+                None => null(),
+            });
         }
         Event::Request {
             method,

@@ -90,6 +90,7 @@
     #inst;
     #key;
     #listening = false;
+    #departed = null;
     constructor(inst, key, id, uri, tags) {
       super();
       this.#inst = inst;
@@ -134,8 +135,13 @@
     _emit(make) {
       if (this.#listening) this.dispatchEvent(make());
     }
+    /** The connection left the room with `stateText` stored: what the handlers of its
+     * leaving read (the room's table no longer has it). */
+    _left(stateText) {
+      this.#departed = stateText ?? null;
+    }
     #stored() {
-      const text = N.getState(this.#inst.handle, this.#key);
+      const text = N.getState(this.#inst.handle, this.#key) ?? this.#departed;
       return text == null ? {} : codec.decode(text);
     }
     #store(value) {
@@ -564,6 +570,7 @@
           const c0 = connectionOf(inst, conn);
           inst.conns.delete(conn[0]);
           c0.readyState = 3;
+          c0._left(c);
           c0._emit(() => new CloseEvent("close", { code: a, reason: b, wasClean: true }));
           const f = serverMethod(s, "onClose");
           if (f) await f.call(s, c0);
@@ -574,6 +581,7 @@
           if (b) {
             inst.conns.delete(conn[0]);
             c0.readyState = 3;
+            c0._left(c);
           }
           const err = !b && inst.lastError !== undefined ? inst.lastError : new Error(a);
           inst.lastError = undefined;

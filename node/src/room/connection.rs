@@ -35,6 +35,9 @@ pub struct Connection {
     /// Filled from the entry when it has tags besides the id; else built on first use.
     tags: OnceLock<Arc<[String]>>,
     shared: Arc<RoomShared>,
+    /// The state of a connection that has left the room, for the handlers of its leaving
+    /// (`on_close`, `on_error`): the room's table no longer has it.
+    departed_state: Option<Arc<serde_json::Value>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +64,22 @@ impl Connection {
                 .map(OnceLock::from)
                 .unwrap_or_default(),
             shared: shared.clone(),
+            departed_state: None,
         }
+    }
+
+    /// A connection that has just left the room (its entry, removed): it keeps its state
+    /// for the handlers of its leaving.
+    pub(crate) fn departed(e: &ConnEntry, shared: &Arc<RoomShared>) -> Self {
+        let mut conn = Self::from_entry(e, shared);
+        conn.departed_state = e.state().cloned().map(Arc::new);
+        conn
+    }
+
+    /// The state the connection had when it left the room, as stored (`None` for one
+    /// still in it, or one that had none).
+    pub(crate) fn departed_state(&self) -> Option<&serde_json::Value> {
+        self.departed_state.as_deref()
     }
 
     pub(crate) fn peer(&self) -> Peer {
@@ -126,10 +144,14 @@ impl Connection {
         }
     }
 
-    /// The state last stored with `set_state`, decoded. It survives hibernation.
+    /// The state last stored with `set_state`, decoded. It survives hibernation, and is
+    /// still there in the handlers of the connection's leaving (`on_close`, `on_error`).
     pub fn state<T: DeserializeOwned>(&self) -> Option<T> {
         let conns = self.shared.conns();
-        let v = self.entry_in(&conns)?.state()?;
+        let v = match self.entry_in(&conns) {
+            Some(e) => e.state()?,
+            None => self.departed_state.as_deref()?,
+        };
         serde_json::from_value(v.clone()).ok()
     }
 

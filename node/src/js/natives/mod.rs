@@ -199,6 +199,10 @@ pub(super) fn conn_ref(c: &Connection) -> ConnRef {
         id: c.id().to_string(),
         uri: c.uri().to_string(),
         tags: c.tag_list(),
+        departed_state: c
+            .departed_state()
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
     }
 }
 

@@ -34,6 +34,11 @@ export default class State implements Party.Server {
     this.reply(sender);
   }
 
+  // The state of the connection that left is still there here.
+  onClose(conn: Party.Connection<Member>) {
+    this.room.broadcast(JSON.stringify({ left: conn.id, state: conn.state }));
+  }
+
   reply(conn: Party.Connection<Member>) {
     const everyone = [...this.room.getConnections<Member>()]
       .map((c) => ({ id: c.id, state: c.state }))
