@@ -420,6 +420,14 @@ test("room.context.parties.other.get(id).fetch reaches the other room's onReques
   assert.equal(direct.calls, 3);
 });
 
+test("room.context.parties.other.get(id).fetch({ method, body }) calls the other room's own URL", async () => {
+  assert.deepEqual(await getJson("caller/caller-1/init/x3", { method: "POST", body: "five" }), {
+    status: 201,
+    header: "yes",
+    json: { party: "other", room: "x3", method: "POST", path: "/parties/other/x3", via: null, from: null, body: "five", calls: 1 },
+  });
+});
+
 // ---------------------------------------------------------------------------------------
 // HTTP
 
@@ -427,7 +435,7 @@ test("onRequest reads the query and JSON bodies and answers Response.json with a
   const q = await fetch(url("http/http-1/query?x=1&y=a&y=b"));
   assert.equal(q.status, 200);
   assert.equal(q.headers.get("content-type"), "application/json");
-  assert.deepEqual(await q.json(), { method: "GET", path: "/parties/http/http-1/query", x: "1", ys: ["a", "b"], missing: null, room: "http-1" });
+  assert.deepEqual(await q.json(), { method: "GET", path: "/parties/http/http-1/query", x: "1", ys: ["a", "b"], missing: null, room: "http-1", cf: "object" });
   const res = await PartySocket.fetch(
     { host: server.host, party: "http", room: "http-1", path: "json" },
     { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "Ann", n: 21 }) },

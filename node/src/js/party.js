@@ -39,7 +39,18 @@
     if (body !== null && body !== undefined && method !== "GET" && method !== "HEAD") {
       init.body = new Uint8Array(body);
     }
+    init.cf = cfOf(init.headers);
     return new Request(url, init);
+  }
+
+  /** `request.cf` as PartyKit gives it (Cloudflare's request properties): there is no
+   * edge here, so only what a Cloudflare proxy in front may have said in its headers.
+   * Always an object, so that `request.cf.country` reads as undefined, not a TypeError. */
+  function cfOf(headers) {
+    const cf = {};
+    const country = headers.get("cf-ipcountry");
+    if (country) cf.country = country;
+    return cf;
   }
 
   function pairsToHeaders(flat) {
@@ -286,10 +297,17 @@
       this.#party = party;
       this.#id = String(id);
     }
+    /** As PartyKit's stub: a path (from the room's URL) with an init, a Request, or an
+     * init alone (or nothing) for the room's own URL. */
     async fetch(input, init) {
-      const req = input instanceof Request && init === undefined
-        ? input
-        : new Request(resolveUrl(input, this.#party, this.#id), init);
+      let req;
+      if (input instanceof Request && init === undefined) {
+        req = input;
+      } else if (input == null || (typeof input === "object" && !(input instanceof URL) && !(input instanceof Request))) {
+        req = new Request(resolveUrl("", this.#party, this.#id), input ?? undefined);
+      } else {
+        req = new Request(resolveUrl(input, this.#party, this.#id), init);
+      }
       const body = globalThis.__bodyBytes(req);
       const [status, headers, bytes] = await N.fetchRoom(this.#inst.handle, this.#party, this.#id,
         [req.method, req.url, headerPairs(req.headers), body === null ? null : copyBuffer(body)]);
@@ -327,6 +345,7 @@
   function resolveUrl(input, party, id) {
     const s = input instanceof URL ? input.href : String(input);
     const base = `http://conclave.internal/parties/${party}/${id}`;
+    if (s === "") return new URL(base).href;
     if (s.startsWith("/")) return new URL(base + s).href;
     return new URL(s, base + "/").href;
   }

@@ -17,6 +17,8 @@ export default class Http implements Party.Server {
           ys: url.searchParams.getAll("y"),
           missing: url.searchParams.get("missing"),
           room: this.room.id,
+          // Cloudflare's request properties: an object on PartyKit, also in dev.
+          cf: typeof req.cf,
         });
       case "json": {
         const body = await req.json<{ name: string; n: number }>();
