@@ -420,6 +420,16 @@ test("room.context.parties.other.get(id).fetch reaches the other room's onReques
   assert.equal(direct.calls, 3);
 });
 
+test("work a handler starts without awaiting it runs with the room: a .then, an async timer callback", async () => {
+  const s = connect("late", "late-1");
+  assert.equal(await s.next(), "then: hello");
+  s.send("timer");
+  assert.equal(await s.next(), "timer: 1");
+  s.send("timer");
+  assert.equal(await s.next(), "timer: 2");
+  s.ws.close();
+});
+
 test("room.context.parties.other.get(id).fetch({ method, body }) calls the other room's own URL", async () => {
   assert.deepEqual(await getJson("caller/caller-1/init/x3", { method: "POST", body: "five" }), {
     status: 201,

@@ -12,7 +12,9 @@ use crate::room::{RoomFetcher, RoomShared};
 use crate::storage::Storage;
 use conclave_proto::RoomKey;
 use rquickjs::promise::PromiseState;
-use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Persistent, Runtime, Value};
+use rquickjs::{
+    CatchResultExt, CaughtError, Context, Ctx, Function, Persistent, Promise, Runtime, Value,
+};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -23,6 +25,10 @@ use tracing::{error, warn};
 const WEB_JS: &str = include_str!("web.js");
 const CODEC_JS: &str = include_str!("codec.js");
 const PARTY_JS: &str = include_str!("party.js");
+
+/// How long an event stays open, after its handler is done, for the storage and fetch
+/// calls the handler started without awaiting them (each has its own timeout too).
+const NATIVES_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(crate) enum Command {
     Load {
@@ -266,48 +272,76 @@ impl Worker {
                         .map_err(|e| e.to_string())?)),
                 }
             });
-        let promise = match promise.map_err(|e| failure_of(active, e))? {
-            Ok(outcome) => {
-                if let Some(f) = active.take_failure() {
-                    return Err(f);
-                }
-                return Ok(outcome);
-            }
-            Err(promise) => promise,
+        let (mut outcome, promise) = match promise.map_err(|e| failure_of(active, e))? {
+            Ok(outcome) => (Some(outcome), None),
+            Err(promise) => (None, Some(promise)),
         };
+        // Once the handler is done, how long the native calls it left running may keep
+        // the event open.
+        let mut natives_deadline = None;
         loop {
             if let Some(f) = active.take_failure() {
                 return Err(f);
             }
-            let settled = loaded
-                .context
-                .with(|ctx| -> Result<Option<Outcome>, Thrown> {
-                    let p = promise.clone().restore(&ctx).map_err(|e| e.to_string())?;
-                    match p.state() {
-                        PromiseState::Pending => Ok(None),
-                        PromiseState::Resolved => {
-                            let v: Value = p
-                                .result()
-                                .unwrap_or_else(|| Ok(Value::new_null(ctx.clone())))
-                                .map_err(|e| e.to_string())?;
-                            Ok(Some(outcome_of(kind, v).map_err(|e| e.to_string())?))
-                        }
-                        PromiseState::Rejected => {
-                            let r: rquickjs::Result<Value> = p
-                                .result()
-                                .unwrap_or_else(|| Ok(Value::new_null(ctx.clone())));
-                            Err(caught_text(&r.catch(&ctx).err().unwrap_or(
-                                CaughtError::Value(Value::new_undefined(ctx.clone())),
-                            )))
-                        }
-                    }
-                });
-            match settled {
-                Ok(Some(outcome)) => return Ok(outcome),
-                Ok(None) => active.wake.notified().await,
-                Err(e) => return Err(failure_of(active, e)),
+            if let Some(promise) = promise.as_ref().filter(|_| outcome.is_none()) {
+                match self.settled(&loaded, promise, kind) {
+                    Ok(Some(o)) => outcome = Some(o),
+                    Ok(None) => {}
+                    Err(e) => return Err(failure_of(active, e)),
+                }
             }
+            if outcome.is_some() {
+                let deadline = *natives_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + NATIVES_GRACE);
+                if active.natives_in_flight.get() == 0 {
+                    return Ok(outcome.take().expect("checked above"));
+                }
+                if tokio::time::timeout_at(deadline, active.wake.notified())
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        in_flight = active.natives_in_flight.get(),
+                        "calls the handler did not await are still running; ending the event"
+                    );
+                    return Ok(outcome.take().expect("checked above"));
+                }
+                continue;
+            }
+            active.wake.notified().await;
         }
+    }
+
+    /// The outcome of the event's handler once its promise settled (`None`: pending).
+    fn settled(
+        &self,
+        loaded: &LoadedParty,
+        promise: &Persistent<Promise<'static>>,
+        kind: &'static str,
+    ) -> Result<Option<Outcome>, Thrown> {
+        loaded
+            .context
+            .with(|ctx| -> Result<Option<Outcome>, Thrown> {
+                let p = promise.clone().restore(&ctx).map_err(|e| e.to_string())?;
+                match p.state() {
+                    PromiseState::Pending => Ok(None),
+                    PromiseState::Resolved => {
+                        let v: Value = p
+                            .result()
+                            .unwrap_or_else(|| Ok(Value::new_null(ctx.clone())))
+                            .map_err(|e| e.to_string())?;
+                        Ok(Some(outcome_of(kind, v).map_err(|e| e.to_string())?))
+                    }
+                    PromiseState::Rejected => {
+                        let r: rquickjs::Result<Value> = p
+                            .result()
+                            .unwrap_or_else(|| Ok(Value::new_null(ctx.clone())));
+                        Err(caught_text(&r.catch(&ctx).err().unwrap_or(
+                            CaughtError::Value(Value::new_undefined(ctx.clone())),
+                        )))
+                    }
+                }
+            })
     }
 
     fn create(

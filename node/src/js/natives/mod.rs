@@ -225,6 +225,13 @@ fn promise_of<'js, T: 'static>(
     let resolve = Persistent::save(ctx, resolve);
     let reject = Persistent::save(ctx, reject);
     let (shared, context) = (shared.clone(), context.clone());
+    // The event waits for this promise to settle (and what it runs then) before it ends.
+    let event = shared.job(instance);
+    if let Some(event) = &event {
+        event
+            .natives_in_flight
+            .set(event.natives_in_flight.get() + 1);
+    }
     tokio::task::spawn_local(async move {
         let result = fut.await;
         shared.enter(&context, instance, |ctx| {
@@ -244,6 +251,12 @@ fn promise_of<'js, T: 'static>(
                 warn!(error = %e, "could not settle a promise");
             }
         });
+        if let Some(event) = event {
+            event
+                .natives_in_flight
+                .set(event.natives_in_flight.get().saturating_sub(1));
+            event.wake.notify_one();
+        }
         if let Some(job) = shared.job(instance) {
             job.wake.notify_one();
         }
