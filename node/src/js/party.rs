@@ -10,7 +10,6 @@ use crate::party::{ConnectCheck, Party, PartyError, PartyFactory};
 use crate::room::{Connection, Room};
 use async_trait::async_trait;
 use bytes::Bytes;
-use conclave_proto::close;
 use futures::future::BoxFuture;
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
@@ -224,8 +223,10 @@ impl Party for JsParty {
             .await
     }
 
-    /// A handler that throws: its writes and messages are dropped, `onError` runs, and the
-    /// connection is closed with 1011; the room goes on serving the others.
+    /// A handler that throws: its writes and messages are dropped and the error is logged;
+    /// the connection stays open and `onError` does not run, as on PartyKit (where a
+    /// throw in `onMessage` is only logged), so a client that sent something a handler
+    /// chokes on is not disconnected for it.
     async fn on_message(
         &mut self,
         room: &mut Room,
@@ -236,18 +237,8 @@ impl Party for JsParty {
         match self.run(room, Event::Message(key, msg)).await {
             Ok(_) => Ok(()),
             Err(Failure::Threw(error)) => {
-                warn!(conn = %conn.id(), error = %error.trace, "onMessage threw; closing the connection with 1011");
+                warn!(conn = %conn.id(), error = %error.trace, "onMessage threw; its writes and messages were discarded");
                 room.discard();
-                let event = Event::Error {
-                    conn: conn_ref(conn),
-                    error: error.message.clone(),
-                    gone: false,
-                };
-                if let Err(e) = self.run(room, event).await {
-                    warn!(conn = %conn.id(), error = %trace(&e), "onError threw");
-                    room.discard();
-                }
-                conn.close(close::INTERNAL_ERROR, &error.message);
                 Ok(())
             }
             Err(e) => Err(e.into()),
@@ -305,14 +296,6 @@ impl Party for JsParty {
             return Ok(()); // the instance whose timers fired is gone
         }
         self.run_done(room, Event::Wake).await
-    }
-}
-
-/// What to log of a failure: a throw's stack, or the reset's reason.
-fn trace(f: &Failure) -> String {
-    match f {
-        Failure::Threw(t) => t.trace.clone(),
-        other => other.to_string(),
     }
 }
 

@@ -1,6 +1,7 @@
 // Isolation. Messages: "throw" (onMessage throws), "reject" (an awaited promise rejects),
 // "spin" (an endless loop), "ping" ("pong" back, with this instance's id), "note TEXT"
-// (stored). onError records what it was told in storage; onConnect throws for ?fail.
+// (stored). onError records what it was told in storage (a handler's throw is not one of
+// those: it is only logged); onConnect throws for ?fail.
 // GET → {"notes","errors"}.
 import type * as Party from "partykit/server";
 
