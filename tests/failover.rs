@@ -780,6 +780,46 @@ mod liveness {
         );
     }
 
+    /// Node `a`'s heartbeat into the Redis at `url` (500 ms, TTL 2 s), asking `fit` whether
+    /// its store answers: whether it is fenced (it starts fenced), and its leave switch.
+    fn heartbeat(
+        url: String,
+        fit: impl Fn(Duration) -> futures::future::BoxFuture<'static, bool> + Send + Sync + 'static,
+    ) -> (watch::Receiver<bool>, watch::Sender<bool>) {
+        let (fences, fenced) = watch::channel(true);
+        let (leave_tx, leave) = watch::channel(false);
+        let beat = conclave_placement::heartbeat::Beat {
+            id: "a".into(),
+            relay_url: "http://a.invalid:1".into(),
+            incarnation: 1,
+            region: conclave_proto::DEFAULT_REGION.into(),
+            auth: Default::default(),
+        };
+        tokio::spawn(conclave_placement::heartbeat::run(
+            RedisTarget::new(url),
+            beat,
+            LivenessTiming::from_heartbeat_and_ttl(
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+            ),
+            fit,
+            move |f| {
+                fences.send_replace(f);
+            },
+            leave,
+        ));
+        (fenced, leave_tx)
+    }
+
+    /// Whether the node comes to be `fenced` (or not) within 5 s. A heartbeat task that
+    /// ended without saying so has not changed it.
+    async fn comes_to_be(fenced: &mut watch::Receiver<bool>, want: bool) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| *f == want)).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// A node whose store answers slowly loses Redis (a partition that drops packets).
     /// Each renewal then takes the store's time and the renewal's own timeout: the node
     /// must stop serving when its time since the last renewal is up (1.5 s of a 2 s TTL),
@@ -802,44 +842,18 @@ mod liveness {
                 true
             })
         };
-        let (fences, mut fenced) = watch::channel(true);
-        let (_leave, leave) = watch::channel(false);
-        let beat = conclave_placement::heartbeat::Beat {
-            id: "a".into(),
-            relay_url: "http://a.invalid:1".into(),
-            incarnation: 1,
-            region: conclave_proto::DEFAULT_REGION.into(),
-            auth: Default::default(),
-        };
-        tokio::spawn(conclave_placement::heartbeat::run(
-            RedisTarget::new(format!("redis://{}", cut_off.addr)),
-            beat,
-            LivenessTiming::from_heartbeat_and_ttl(
-                Duration::from_millis(500),
-                Duration::from_secs(2),
-            ),
-            fit,
-            move |f| {
-                fences.send_replace(f);
-            },
-            leave,
-        ));
-        let serving = matches!(
-            tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| !*f)).await,
-            Ok(Ok(_))
-        );
+        let (mut fenced, _leave) = heartbeat(format!("redis://{}", cut_off.addr), fit);
+        let serving = comes_to_be(&mut fenced, false).await;
         assert!(serving, "the node never renewed its heartbeat");
         // Renewals every 500 ms: the last one before the cut began within 500 ms of it.
         tokio::time::sleep(Duration::from_millis(1200)).await;
         slow_store.store(true, Ordering::SeqCst);
         cut_off.cut();
         let cut = std::time::Instant::now();
-        // A heartbeat task that ended without saying so has not stopped the node.
-        let stopped = matches!(
-            tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| *f)).await,
-            Ok(Ok(_))
+        assert!(
+            comes_to_be(&mut fenced, true).await,
+            "the node went on serving"
         );
-        assert!(stopped, "the node went on serving");
         // At most 1.5 s after the last renewal began, which was before the cut.
         assert!(
             cut.elapsed() < Duration::from_millis(1650),
@@ -855,41 +869,15 @@ mod liveness {
     #[tokio::test]
     async fn a_node_that_left_stops_serving_when_its_time_is_up() {
         let redis = RedisServer::start().await;
-        let (fences, mut fenced) = watch::channel(true);
-        let (leave_tx, leave) = watch::channel(false);
-        let beat = conclave_placement::heartbeat::Beat {
-            id: "a".into(),
-            relay_url: "http://a.invalid:1".into(),
-            incarnation: 1,
-            region: conclave_proto::DEFAULT_REGION.into(),
-            auth: Default::default(),
-        };
-        tokio::spawn(conclave_placement::heartbeat::run(
-            RedisTarget::new(redis.url()),
-            beat,
-            LivenessTiming::from_heartbeat_and_ttl(
-                Duration::from_millis(500),
-                Duration::from_secs(2),
-            ),
-            |_| Box::pin(async { true }),
-            move |f| {
-                fences.send_replace(f);
-            },
-            leave,
-        ));
-        let serving = matches!(
-            tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| !*f)).await,
-            Ok(Ok(_))
-        );
+        let (mut fenced, leave_tx) = heartbeat(redis.url(), |_| Box::pin(async { true }));
+        let serving = comes_to_be(&mut fenced, false).await;
         assert!(serving, "the node never renewed its heartbeat");
         leave_tx.send_replace(true);
         let left = std::time::Instant::now();
-        // A heartbeat task that ended without saying so has not stopped the node.
-        let stopped = matches!(
-            tokio::time::timeout(Duration::from_secs(5), fenced.wait_for(|f| *f)).await,
-            Ok(Ok(_))
+        assert!(
+            comes_to_be(&mut fenced, true).await,
+            "the node that left went on serving"
         );
-        assert!(stopped, "the node that left went on serving");
         assert!(
             left.elapsed() < Duration::from_millis(1650),
             "it stopped {:?} after leaving, past its 1.5 s",

@@ -44,7 +44,7 @@ pub async fn run(
     redis: RedisTarget,
     beat: Beat,
     timing: LivenessTiming,
-    fit: impl Fn(Duration) -> BoxFuture<'static, bool> + Send + 'static,
+    fit: impl Fn(Duration) -> BoxFuture<'static, bool> + Send + Sync + 'static,
     on_fence: impl Fn(bool) + Send + 'static,
     mut leave: tokio::sync::watch::Receiver<bool>,
 ) {
