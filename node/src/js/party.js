@@ -543,18 +543,9 @@
       c0._emit(() => new MessageEvent("message", { data: a }));
       const f = serverMethod(s, "onMessage");
       if (!f) return null;
-      const failed = (e) => {
-        inst.lastError = e; // onError gets the thrown value itself
-        throw e;
-      };
-      let result;
-      try {
-        result = f.call(s, a, c0);
-      } catch (e) {
-        failed(e);
-      }
+      const result = f.call(s, a, c0);
       if (result !== null && typeof result === "object" && typeof result.then === "function") {
-        return Promise.resolve(result).then(() => null, failed);
+        return Promise.resolve(result).then(() => null);
       }
       return null;
     },
@@ -602,8 +593,7 @@
             c0.readyState = 3;
             c0._left(c);
           }
-          const err = !b && inst.lastError !== undefined ? inst.lastError : new Error(a);
-          inst.lastError = undefined;
+          const err = new Error(a);
           c0._emit(() => new ErrorEvent("error", { error: err, message: a }));
           const f = serverMethod(s, "onError");
           if (f) await f.call(s, c0, err);

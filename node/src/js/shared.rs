@@ -109,7 +109,7 @@ pub(super) struct ActiveJob {
     pub next_savepoint: Cell<u32>,
     /// Whether the event's JavaScript set a timer.
     pub set_timers: Cell<bool>,
-    /// Promises of native calls (storage, fetch) the event made that have not settled:
+    /// Promises of storage calls the event made that have not settled:
     /// the event lasts until they have, so that what the handler started without awaiting
     /// it (a `.then`, an async timer callback) runs while the room is still its own.
     pub natives_in_flight: Cell<u32>,

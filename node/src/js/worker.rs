@@ -26,9 +26,10 @@ const WEB_JS: &str = include_str!("web.js");
 const CODEC_JS: &str = include_str!("codec.js");
 const PARTY_JS: &str = include_str!("party.js");
 
-/// How long an event stays open, after its handler is done, for the storage and fetch
-/// calls the handler started without awaiting them (each has its own timeout too).
-const NATIVES_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long an event stays open, after its handler is done, for the storage calls the
+/// handler started without awaiting them: well inside the gateway's wait for the room's
+/// answer (10 s).
+const NATIVES_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub(crate) enum Command {
     Load {

@@ -34,6 +34,7 @@ fn install_room_fetch<'js>(
                     &s,
                     &c,
                     h,
+                    false,
                     async move {
                         fetcher
                             .party(&party)
@@ -171,6 +172,7 @@ fn install_http_fetch<'js>(
                 &s,
                 &c,
                 instance,
+                false,
                 async move {
                     let fetched = async {
                         use http_body_util::BodyExt;

@@ -212,12 +212,16 @@ fn connection(ctx: &Ctx<'_>, lease: &RoomLease, key: &str) -> JsResult<Option<Co
 }
 
 /// Returns a promise settled by `fut`'s result, turned into a value by `to_js`; the
-/// event of `instance` is woken when it settles.
+/// event of `instance` is woken when it settles. With `event_waits` (storage calls: they
+/// settle in moments), the event running when the call is made lasts until it has
+/// settled, awaited or not; not for fetches, which may take long or never end (a polling
+/// loop would hold every event open).
 fn promise_of<'js, T: 'static>(
     ctx: &Ctx<'js>,
     shared: &Rc<Shared>,
     context: &Context,
     instance: InstanceId,
+    event_waits: bool,
     fut: impl Future<Output = Result<T, String>> + 'static,
     to_js: impl for<'a> FnOnce(&Ctx<'a>, T) -> JsResult<Value<'a>> + 'static,
 ) -> JsResult<Promise<'js>> {
@@ -226,7 +230,7 @@ fn promise_of<'js, T: 'static>(
     let reject = Persistent::save(ctx, reject);
     let (shared, context) = (shared.clone(), context.clone());
     // The event waits for this promise to settle (and what it runs then) before it ends.
-    let event = shared.job(instance);
+    let event = shared.job(instance).filter(|_| event_waits);
     if let Some(event) = &event {
         event
             .natives_in_flight

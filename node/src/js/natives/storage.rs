@@ -36,6 +36,7 @@ pub(super) fn install<'js>(
                     &s,
                     &c,
                     h,
+                    true,
                     async move { plan.run().await.map_err(|e| e.to_string()) },
                     |ctx, values| {
                         let out = Array::new(ctx.clone())?;
@@ -82,6 +83,7 @@ pub(super) fn install<'js>(
                     &s,
                     &c,
                     h,
+                    true,
                     async move { plan.run().await.map_err(|e| e.to_string()) },
                     |ctx, found| {
                         let n = found.iter().filter(|v| v.is_some()).count();
@@ -104,6 +106,7 @@ pub(super) fn install<'js>(
                     &s,
                     &c,
                     h,
+                    true,
                     async move { plan.run().await.map_err(|e| e.to_string()) },
                     |ctx, entries| {
                         let out = Array::new(ctx.clone())?;
@@ -134,6 +137,7 @@ pub(super) fn install<'js>(
                 &s,
                 &c,
                 h,
+                true,
                 async move { plan.await.map_err(|e| e.to_string()) },
                 |ctx, at| {
                     Ok(match at {
