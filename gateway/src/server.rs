@@ -131,7 +131,8 @@ impl Gateway {
                 "closing sockets whose last frames were not acknowledged yet"
             );
         }
-        for s in &sessions {
+        // Sockets opened while the frames were answered are closed too.
+        for s in &self.state.sessions.all() {
             s.out
                 .close()
                 .trigger(close::GOING_AWAY, "Server shutting down");

@@ -157,7 +157,7 @@ impl Scheduler {
                 .dispatch(&room, RoomEvent::Alarm { attempt, reply })
                 .await
             {
-                Ok(_) => rx.await.unwrap_or(AlarmOutcome::NotRun),
+                Ok(_) => rx.await.unwrap_or(AlarmOutcome::Failed),
                 Err(e) => {
                     warn!(%room, error = %e, "alarm for a party this node does not serve");
                     AlarmOutcome::Failed

@@ -136,8 +136,9 @@ pub(crate) enum AlarmOutcome {
     Done,
     /// Failed; retry later.
     Failed,
-    /// `on_alarm` did not run: the node was not serving, the room was not its own yet, or
-    /// the store did not answer. Tried again soon; not one of the alarm's retries.
+    /// `on_alarm` did not run (or commit) because this node could not serve the room: it
+    /// was fenced (Redis restarting, its store cut off) or the room was not its own. Tried
+    /// again soon; not one of the alarm's retries.
     NotRun,
 }
 

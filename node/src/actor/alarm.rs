@@ -24,16 +24,15 @@ impl RoomActor {
             Ok(_) => return AlarmOutcome::Done,
             Err(e) => {
                 warn!(error = %e, "cannot read alarm");
-                return AlarmOutcome::NotRun;
+                return self.not_run_or_failed(attempt).await;
             }
         };
         if let Err(e) = self.ensure_started().await {
-            if self.fenced || !matches!(e, StepError::Handler(_)) {
-                debug!(error = %e, "alarm not run: the room did not start");
-                return AlarmOutcome::NotRun;
-            }
             warn!(error = %e, "on_start failed before alarm");
-            return self.alarm_failed(attempt).await;
+            return match e {
+                StepError::Handler(_) => self.alarm_failed(attempt).await,
+                _ => self.not_run_or_failed(attempt).await,
+            };
         }
         // Cleared in the same commit as the handler's writes, unless the handler sets a
         // new one, or `on_start` did (a room woken by its alarm that arms the next one
@@ -43,7 +42,7 @@ impl RoomActor {
             Ok(_) => {}
             Err(e) => {
                 warn!(error = %e, "cannot read alarm");
-                return AlarmOutcome::NotRun;
+                return self.not_run_or_failed(attempt).await;
             }
         }
         match self.step(Handler::Alarm).await {
@@ -52,12 +51,22 @@ impl RoomActor {
                 warn!(due, attempt, error = %e, "on_alarm failed");
                 self.alarm_failed(attempt).await
             }
-            // The store failed it, or the room is leaving: not the handler's failure.
             Err(e) => {
-                warn!(due, attempt, error = %e, "on_alarm's step did not commit; trying it again");
-                AlarmOutcome::NotRun
+                warn!(due, attempt, error = %e, "on_alarm's step did not commit");
+                self.not_run_or_failed(attempt).await
             }
         }
+    }
+
+    /// The alarm's handler could not run or commit for a reason not its own (the store, the
+    /// claim). While this node may not serve the room (the store cut off fences it, as
+    /// does Redis restarting), that is no attempt of the alarm's; otherwise it counts, so
+    /// that a commit the store refuses every time does not run the handler for good.
+    async fn not_run_or_failed(&mut self, attempt: u32) -> AlarmOutcome {
+        if self.fenced || !self.ctx.cluster.is_serving() {
+            return AlarmOutcome::NotRun;
+        }
+        self.alarm_failed(attempt).await
     }
 
     async fn alarm_failed(&mut self, attempt: u32) -> AlarmOutcome {
