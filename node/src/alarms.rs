@@ -167,36 +167,26 @@ impl Scheduler {
         });
     }
 
-    /// A room's alarm ran: done, or to retry after a backoff.
+    /// A room's alarm ran: done, or to retry after a backoff (a failure counts as one of
+    /// its attempts; an attempt that could not run does not, and is tried again soon).
     fn finished(&mut self, room: RoomKey, outcome: AlarmOutcome) {
         self.running.remove(&room);
-        match outcome {
+        let attempts = self.retries.get(&room).map_or(0, |r| r.attempt);
+        let (attempt, wait) = match outcome {
             AlarmOutcome::Done => {
                 self.retries.remove(&room);
+                return;
             }
-            AlarmOutcome::Failed => {
-                let attempt = self.retries.get(&room).map_or(0, |r| r.attempt) + 1;
-                let backoff = FIRST_RETRY * 2u32.saturating_pow(attempt - 1);
-                let not_before = Instant::now() + backoff;
-                self.retries.insert(
-                    room,
-                    Retry {
-                        attempt,
-                        not_before,
-                    },
-                );
-            }
-            AlarmOutcome::NotRun => {
-                let attempt = self.retries.get(&room).map_or(0, |r| r.attempt);
-                let not_before = Instant::now() + NOT_RUN_RETRY;
-                self.retries.insert(
-                    room,
-                    Retry {
-                        attempt,
-                        not_before,
-                    },
-                );
-            }
-        }
+            AlarmOutcome::Failed => (attempts + 1, FIRST_RETRY * 2u32.saturating_pow(attempts)),
+            AlarmOutcome::NotRun => (attempts, NOT_RUN_RETRY),
+        };
+        let not_before = Instant::now() + wait;
+        self.retries.insert(
+            room,
+            Retry {
+                attempt,
+                not_before,
+            },
+        );
     }
 }

@@ -72,6 +72,11 @@ pub async fn run(
     let mut was_able = true;
     let mut failing = false;
     on_fence(true);
+    let fence = |fenced: &mut bool| {
+        *fenced = true;
+        warn!(node = %beat.id, "heartbeat not renewed in time: fencing (no room is served until it is)");
+        on_fence(true);
+    };
     loop {
         let sent = Instant::now();
         let attempt = async {
@@ -107,9 +112,7 @@ pub async fn run(
                 tokio::select! {
                     done = &mut attempt => done,
                     () = tokio::time::sleep_until(at) => {
-                        fenced = true;
-                        warn!(node = %beat.id, "heartbeat not renewed in time: fencing (no room is served until it is)");
-                        on_fence(true);
+                        fence(&mut fenced);
                         attempt.await
                     }
                 }
@@ -139,9 +142,7 @@ pub async fn run(
             on_fence(false);
         }
         if stale && !fenced {
-            fenced = true;
-            warn!(node = %beat.id, "heartbeat not renewed in time: fencing (no room is served until it is)");
-            on_fence(true);
+            fence(&mut fenced);
         }
         // A renewal that failed while the store answers is tried again soon: a Redis that
         // restarts within the fencing window then costs no room a moment of service.

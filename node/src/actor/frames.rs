@@ -5,7 +5,7 @@
 use super::handler::StepError;
 use super::{Handler, RoomActor};
 use crate::message::Message;
-use crate::room::{Connection, Peer, SocketRef};
+use crate::room::{Connection, Peer};
 use std::time::Duration;
 use tracing::warn;
 
@@ -155,11 +155,7 @@ impl RoomActor {
                 shared.push(gateway, event);
             }
         }
-        let origin = self.room.shared().conns().get(peer).map(|e| e.origin)?;
-        let socket = SocketRef {
-            origin,
-            socket: peer.socket.0,
-        };
+        let socket = self.room.shared().conns().get(peer)?.socket_ref();
         let done = self.room.ledger().applied(socket) >= seq;
         if done {
             self.ack(peer, seq);

@@ -65,14 +65,7 @@ impl RoomActor {
         // would have half taken effect. The step fails as if its own commit had, and is
         // tried again as such a step is.
         if let Some(e) = self.room.take_failed_commit() {
-            self.room.discard();
-            if matches!(e, StorageError::Fenced { .. }) {
-                self.fenced = true;
-            }
-            if self.party.take().is_some() {
-                gauge::party_dropped();
-            }
-            return Err(StepError::Commit(e));
+            return Err(self.commit_failed(e));
         }
         // The store failed a read: whatever the handler made of that (it may have caught
         // the error and gone on) rests on data it did not see. Nothing of the step holds,
@@ -127,18 +120,23 @@ impl RoomActor {
                 self.room.flush().await;
                 Ok(())
             }
-            Err(e) => {
-                if matches!(e, StorageError::Fenced { .. }) {
-                    self.fenced = true;
-                }
-                warn!(error = %e, "commit failed; dropping held messages and resetting the room");
-                self.room.discard_all();
-                if self.party.take().is_some() {
-                    gauge::party_dropped();
-                }
-                Err(StepError::Commit(e))
-            }
+            Err(e) => Err(self.commit_failed(e)),
         }
+    }
+
+    /// A commit failed (the step's own, or one its handler made with `Room::sync`):
+    /// everything held is discarded and the party instance, whose memory saw the writes,
+    /// goes. A commit another owner fenced off means the actor leaves the room.
+    fn commit_failed(&mut self, e: StorageError) -> StepError {
+        if matches!(e, StorageError::Fenced { .. }) {
+            self.fenced = true;
+        }
+        warn!(error = %e, "commit failed; dropping held messages and resetting the room");
+        self.room.discard_all();
+        if self.party.take().is_some() {
+            gauge::party_dropped();
+        }
+        StepError::Commit(e)
     }
 
     /// Makes sure the room is owned and a party instance exists and has run `on_start`.

@@ -255,11 +255,11 @@ fn promise_of<'js, T: 'static>(
                 warn!(error = %e, "could not settle a promise");
             }
         });
+        // While that event lasts it is the instance's job, woken below.
         if let Some(event) = event {
             event
                 .natives_in_flight
                 .set(event.natives_in_flight.get().saturating_sub(1));
-            event.wake.notify_one();
         }
         if let Some(job) = shared.job(instance) {
             job.wake.notify_one();
