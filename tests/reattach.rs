@@ -412,3 +412,135 @@ async fn a_room_whose_live_holder_never_let_go_is_taken_over() {
     send(&mut client, "incr").await;
     assert_eq!(next_value(&mut client).await, 1);
 }
+
+/// Keeps its players in memory, from `on_connect`, and asks to hear of the connections a
+/// new instance inherits; `who` answers the players it knows.
+#[derive(Default)]
+struct Players {
+    ids: Vec<String>,
+}
+
+#[conclave_node::async_trait]
+impl conclave_node::Party for Players {
+    fn hibernates(&self) -> bool {
+        false
+    }
+
+    fn greets_inherited_connections(&self) -> bool {
+        true
+    }
+
+    async fn on_connect(
+        &mut self,
+        _room: &mut conclave_node::Room,
+        conn: &conclave_node::Connection,
+    ) -> Result<(), conclave_node::PartyError> {
+        self.ids.push(conn.id().to_string());
+        Ok(())
+    }
+
+    async fn on_message(
+        &mut self,
+        _room: &mut conclave_node::Room,
+        conn: &conclave_node::Connection,
+        _msg: conclave_node::Message,
+    ) -> Result<(), conclave_node::PartyError> {
+        let mut ids = self.ids.clone();
+        ids.sort();
+        conn.send(conclave_node::Message::text(format!(
+            "players:{}",
+            ids.join(",")
+        )));
+        Ok(())
+    }
+}
+
+/// The next `players:` answer the socket hears.
+async fn next_players(ws: &mut Ws) -> String {
+    loop {
+        let text = next_text(ws).await;
+        if let Some(players) = text.strip_prefix("players:") {
+            return players.to_string();
+        }
+    }
+}
+
+/// Sockets moving to another node are in the new instance's memory as they were in the
+/// old one's, each once: the instance hears `on_connect` for each of them.
+#[tokio::test]
+async fn a_party_that_asks_hears_of_the_sockets_that_moved_to_it() {
+    let cluster = LocalCluster::start_with(&["a", "b"], |r| r.with::<Players>("players")).await;
+    let room = cluster.room_on("players", "a");
+    let mut first = cluster
+        .connect(&format!("/parties/players/{room}?_pk=f"))
+        .await;
+    let mut second = cluster
+        .connect(&format!("/parties/players/{room}?_pk=s"))
+        .await;
+    send(&mut first, "who").await;
+    assert_eq!(next_players(&mut first).await, "f,s");
+    cluster.hand_off_to(&["b"]);
+    send(&mut second, "who").await;
+    next_players(&mut second).await;
+    send(&mut first, "who").await;
+    assert_eq!(
+        next_players(&mut first).await,
+        "f,s",
+        "the instance on b does not know the sockets that moved to it, each once"
+    );
+}
+
+/// A JavaScript party that does not hibernate (PartyKit's default) and keeps its players
+/// in memory from `onConnect`, as many PartyKit projects do: after its sockets moved to
+/// another node, the instance there knows them, each once.
+#[tokio::test]
+async fn a_javascript_party_knows_the_sockets_that_moved_to_it() {
+    use conclave_node::js::{JsConfig, JsEngine, PartySource};
+    let script = r#"
+        var __party = { default: class {
+            constructor(room) { this.room = room; this.players = []; }
+            onConnect(conn) { this.players.push(conn.id); }
+            onMessage(message, sender) {
+                sender.send("players:" + [...this.players].sort().join(","));
+            }
+        } };
+    "#;
+    let engine = JsEngine::start(JsConfig {
+        workers: 1,
+        ..JsConfig::default()
+    })
+    .unwrap();
+    let factory: std::sync::Arc<dyn conclave_node::PartyFactory> = std::sync::Arc::new(
+        engine
+            .load(PartySource {
+                name: "players".into(),
+                origin: "players.js".into(),
+                script: script.into(),
+                env: serde_json::json!({}),
+            })
+            .await
+            .unwrap(),
+    );
+    let cluster = LocalCluster::start_with(&["a", "b"], |r| {
+        r.with_shared_factory("players", factory.clone())
+    })
+    .await;
+    let room = cluster.room_on("players", "a");
+    let mut first = cluster
+        .connect(&format!("/parties/players/{room}?_pk=f"))
+        .await;
+    let mut second = cluster
+        .connect(&format!("/parties/players/{room}?_pk=s"))
+        .await;
+    send(&mut first, "who").await;
+    assert_eq!(next_players(&mut first).await, "f,s");
+    cluster.hand_off_to(&["b"]);
+    send(&mut second, "who").await;
+    next_players(&mut second).await;
+    send(&mut first, "who").await;
+    assert_eq!(
+        next_players(&mut first).await,
+        "f,s",
+        "the instance on b does not know the sockets that moved to it, each once"
+    );
+}

@@ -1034,3 +1034,72 @@ async fn a_read_that_always_fails_reaches_the_party_after_the_retries() {
         "the room went on retrying the read"
     );
 }
+
+/// Keeps no state on disk, asks to hear of the connections a new instance inherits, and
+/// greets each connection with the `x-who` header of its upgrade (`none` without one);
+/// `break` drops the instance.
+#[derive(Default)]
+struct Greeter;
+
+#[async_trait]
+impl Party for Greeter {
+    fn hibernates(&self) -> bool {
+        false
+    }
+
+    fn greets_inherited_connections(&self) -> bool {
+        true
+    }
+
+    async fn on_connect(&mut self, room: &mut Room, conn: &Connection) -> Result<(), PartyError> {
+        let who = room
+            .upgrade_headers()
+            .and_then(|h| h.get("x-who"))
+            .map_or("none".to_string(), |v| v.to_str().unwrap().to_string());
+        conn.send(Message::text(format!("hello {who}")));
+        Ok(())
+    }
+
+    async fn on_message(
+        &mut self,
+        _room: &mut Room,
+        _conn: &Connection,
+        _msg: Message,
+    ) -> Result<(), PartyError> {
+        Err(Box::new(conclave_node::InstanceBroken("on purpose".into())))
+    }
+}
+
+/// A WebSocket to `path` whose upgrade carries `x-who: who`.
+async fn connect_as(server: &TestServer, path: &str, who: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}{path}", server.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("x-who", who.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws
+}
+
+/// A socket joining a room whose instance had gone starts the new one, which greets the
+/// sockets it inherits: with no upgrade headers, not with those of the socket joining.
+#[tokio::test]
+async fn inherited_connections_are_greeted_without_the_joining_sockets_headers() {
+    let server = serving::<Greeter>("greeter").await;
+    let mut first = connect_as(&server, "/parties/greeter/g?_pk=first", "first").await;
+    assert_eq!(next_text(&mut first).await, "hello first");
+    send(&mut first, "break").await;
+    // Once the message has dropped the instance, a second socket starts the next one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = connect_as(&server, "/parties/greeter/g?_pk=second", "second").await;
+    assert_eq!(next_text(&mut second).await, "hello second");
+    assert_eq!(
+        next_text(&mut first).await,
+        "hello none",
+        "the inherited connection was greeted with another socket's headers"
+    );
+    assert!(
+        silent_for(&mut second, 200).await,
+        "the joining socket was greeted twice"
+    );
+}

@@ -106,6 +106,17 @@ pub trait Party: Send + 'static {
         true
     }
 
+    /// Whether a new instance hears `on_connect` for the connections it inherits: sockets
+    /// that were in the room before it started (they moved here from another node, or
+    /// the previous instance was dropped after a failed commit), as if each had just
+    /// joined, so that what a party keeps per connection in memory is rebuilt. Asked
+    /// after `on_start`. The connection's [`Room::upgrade_headers`] are gone by then.
+    /// Without it (the default), a party reads what it needs of inherited connections
+    /// from the room (their state, tags) when it needs it.
+    fn greets_inherited_connections(&self) -> bool {
+        false
+    }
+
     /// A socket joined the room. An error closes it with 1011.
     async fn on_connect(&mut self, _room: &mut Room, _conn: &Connection) -> Result<(), PartyError> {
         Ok(())

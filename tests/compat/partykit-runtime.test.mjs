@@ -145,6 +145,56 @@ test("a handler that exhausts the memory cap is reset like one over budget", asy
   }
 });
 
+test("a party that does not hibernate hears onConnect again for its sockets when its instance starts afresh", async () => {
+  const source = `
+import type * as Party from "partykit/server";
+let starts = 0;
+export default class Server implements Party.Server {
+  players = new Map<string, string>();
+  constructor(readonly room: Party.Room) {}
+  onStart() { starts++; }
+  onConnect(conn: Party.Connection, ctx: Party.ConnectionContext) {
+    this.players.set(conn.id, new URL(ctx.request.url).searchParams.get("name") ?? "?");
+    conn.send("welcome " + starts);
+  }
+  onMessage(message: string, sender: Party.Connection) {
+    if (message === "loop") { for (;;) {} }
+    const known = [...this.players].map(([id, name]) => id + "=" + name).sort().join(",");
+    sender.send("players " + known + " starts=" + starts);
+  }
+}`;
+  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": source }), {
+    args: ["--js-cpu-budget-ms", "300"],
+  });
+  try {
+    const open = (id) => new Promise((ok, fail) => {
+      const ws = new WS(`ws://${server.host}/parties/main/kept?_pk=${id}&name=${id.toUpperCase()}`);
+      ws.got = [];
+      ws.on("message", (d) => ws.got.push(d.toString()));
+      ws.on("open", () => ok(ws));
+      ws.on("error", fail);
+    });
+    const a = await open("a");
+    const b = await open("b");
+    await received(a, "welcome 1");
+    a.send("who");
+    await received(a, "players a=A,b=B starts=1");
+    a.send("loop"); // over the budget: the instance is dropped
+    await sleep(500);
+    a.send("who");
+    // The new instance knows both sockets, each once, from the URL each connected with.
+    await received(a, "players a=A,b=B starts=2", 5000);
+    await received(b, "welcome 2");
+    assert.equal(a.got.filter((m) => m === "welcome 2").length, 1, `a was greeted twice: ${a.got}`);
+    assert.equal(a.readyState, WS.OPEN);
+    a.close();
+    b.close();
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
 test("a bundle that does not load is refused at start, naming the error", async () => {
   const dir = project({
     "partykit.json": manifest,

@@ -80,8 +80,9 @@ impl RoomActor {
         }
         // Seen here before (over a link since lost), it had this room's broadcasts until
         // then; else it was away for every one made since the room came here.
+        let had_instance = self.party.is_some();
         let first_time = !self.insert_conn(entry).await;
-        if let Err(e) = self.ensure_started().await {
+        if let Err(e) = self.ensure_started_for(Some(peer)).await {
             self.refuse_open(peer, o.request_id, &e.to_string()).await;
             return;
         }
@@ -113,6 +114,13 @@ impl RoomActor {
             self.ack(peer, handled);
         }
         self.room.flush().await;
+        // An instance that did not see this socket join hears of it now, if it asks to:
+        // one that started for it, or one it is new to.
+        if (first_time || !had_instance) && self.greets_inherited() {
+            if let Err(e) = self.greet(peer).await {
+                warn!(conn = %names.id(), error = %e, "on_connect for a socket that moved here did not take effect");
+            }
+        }
     }
 
     /// A new socket: it gets its tags, is admitted, then `on_connect` runs.
@@ -145,7 +153,7 @@ impl RoomActor {
         let conn_id = names.id().to_string();
         self.insert_conn(ConnEntry::new(names, peer, origin, 0))
             .await;
-        if let Err(e) = self.ensure_started().await {
+        if let Err(e) = self.ensure_started_for(Some(peer)).await {
             if self.fenced {
                 Box::pin(self.refuse_open(peer, request_id, &e.to_string())).await;
             } else {

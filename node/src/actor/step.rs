@@ -5,7 +5,7 @@ use super::handler::{Handler, StepError};
 use super::RoomActor;
 use crate::message::Response;
 use crate::party::{InstanceBroken, Party, PartyError};
-use crate::room::SocketRef;
+use crate::room::{Peer, SocketRef};
 use crate::rooms::gauge;
 use crate::storage::StorageError;
 use tracing::warn;
@@ -141,18 +141,87 @@ impl RoomActor {
 
     /// Makes sure the room is owned and a party instance exists and has run `on_start`.
     pub(super) async fn ensure_started(&mut self) -> Result<(), StepError> {
+        self.ensure_started_for(None).await
+    }
+
+    /// As [`ensure_started`](Self::ensure_started), for the socket `joining` the room: a
+    /// new instance does not greet it with the connections it inherits, as its own
+    /// `on_connect` follows.
+    pub(super) async fn ensure_started_for(
+        &mut self,
+        joining: Option<Peer>,
+    ) -> Result<(), StepError> {
         if self.party.is_some() {
             return Ok(());
         }
         // Boxed: a start is rare (a room's first event, or its first after hibernating),
         // and inline its future would be part of, and copied into, every caller's.
-        Box::pin(self.start_party()).await
+        Box::pin(self.start_party(joining)).await
     }
 
-    async fn start_party(&mut self) -> Result<(), StepError> {
+    async fn start_party(&mut self, joining: Option<Peer>) -> Result<(), StepError> {
         self.ensure_owned().await?;
         self.party = Some(self.create_party().map_err(StepError::Handler)?);
         gauge::party_loaded();
-        self.step(Handler::Start).await.map(drop)
+        self.step(Handler::Start).await?;
+        if self.greets_inherited() {
+            let inherited: Vec<Peer> = self
+                .room
+                .shared()
+                .conns()
+                .iter()
+                .map(|e| e.peer())
+                .filter(|p| Some(*p) != joining)
+                .collect();
+            for peer in inherited {
+                self.greet(peer).await?;
+                if self.party.is_none() {
+                    break; // dropped: the next instance greets them all again
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the started instance hears `on_connect` for connections it inherits
+    /// ([`Party::greets_inherited_connections`]). A panic in the party's answer drops the
+    /// instance, as one in a handler does.
+    pub(super) fn greets_inherited(&mut self) -> bool {
+        let Some(party) = self.party.as_ref() else {
+            return false;
+        };
+        match crate::panics::guarded(|| party.greets_inherited_connections()) {
+            Ok(greets) => greets,
+            Err(what) => {
+                warn!("the party panicked in greets_inherited_connections, dropping its instance: {what}");
+                self.party = None;
+                gauge::party_dropped();
+                false
+            }
+        }
+    }
+
+    /// `on_connect`, as its own step, for a connection the instance did not see join. A
+    /// handler error closes the socket with 1011, as at admission; a failed commit is the
+    /// caller's (the instance is gone, and the next one greets the connection again).
+    pub(super) async fn greet(&mut self, peer: Peer) -> Result<(), StepError> {
+        let Some(conn) = self.conn(peer) else {
+            return Ok(()); // it left meanwhile
+        };
+        // A socket being admitted may have started the instance: its upgrade headers are
+        // its own, not this connection's.
+        let joining_headers = self.room.take_upgrade_headers();
+        let result = self.step(Handler::Connect(&conn)).await;
+        self.room.set_upgrade_headers(joining_headers);
+        match result {
+            Ok(_) => Ok(()),
+            Err(StepError::Handler(e)) => {
+                warn!(conn = %conn.id(), error = %e, "on_connect for an inherited connection failed; closing it with 1011");
+                conn.close(conclave_proto::close::INTERNAL_ERROR, &e.to_string());
+                self.room.flush().await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }

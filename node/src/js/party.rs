@@ -117,8 +117,13 @@ impl JsParty {
     async fn run(&mut self, room: &mut Room, event: Event) -> Result<Outcome, Failure> {
         self.follow_reload();
         if !self.started && !matches!(event, Event::Start) {
-            // The instance was reset (CPU budget, memory): a new one starts first.
-            Box::pin(self.run(room, Event::Start)).await?;
+            // The instance was reset (CPU budget, memory) or reloaded: a new one starts
+            // first.
+            let joining = match &event {
+                Event::Tags(c, _) | Event::Connect(c, _) => Some(c.key.clone()),
+                _ => None,
+            };
+            Box::pin(self.restart(room, joining)).await?;
         }
         let lease = Some(RoomLease {
             key: room.key().clone(),
@@ -155,6 +160,34 @@ impl JsParty {
             Err(_) => {}
         }
         outcome
+    }
+
+    /// Starts a new instance in place of one that was reset or reloaded. Unless it
+    /// hibernates, it hears `onConnect` for the room's connections (but `joining`, whose
+    /// own event follows), as the room does for an instance it starts
+    /// ([`Party::greets_inherited_connections`]).
+    async fn restart(&mut self, room: &mut Room, joining: Option<String>) -> Result<(), Failure> {
+        if let Outcome::Started { hibernate } = Box::pin(self.run(room, Event::Start)).await? {
+            self.hibernate = hibernate;
+        }
+        if self.hibernate {
+            return Ok(());
+        }
+        for conn in room.connections(None) {
+            let conn_ref = conn_ref(&conn);
+            if joining.as_ref() == Some(&conn_ref.key) {
+                continue;
+            }
+            match Box::pin(self.run(room, Event::Connect(conn_ref, Vec::new()))).await {
+                Ok(_) => {}
+                Err(Failure::Threw(t)) => {
+                    warn!(conn = %conn.id(), error = %t.trace, "onConnect for an inherited connection threw; closing it with 1011");
+                    conn.close(conclave_proto::close::INTERNAL_ERROR, &t.message);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// After a reload, drops the instance running the old code; a new one starts.
@@ -200,6 +233,13 @@ impl Party for JsParty {
 
     fn hibernates(&self) -> bool {
         self.hibernate
+    }
+
+    /// A party that does not hibernate keeps what it knows of its connections in memory
+    /// (from `onConnect`); a new instance rebuilds it for the sockets it inherits, as it
+    /// would on PartyKit when they reconnect after the old instance went.
+    fn greets_inherited_connections(&self) -> bool {
+        !self.hibernate
     }
 
     async fn connection_tags(&mut self, room: &mut Room, conn: &Connection) -> Vec<String> {

@@ -109,6 +109,10 @@ impl Room {
         self.upgrade_headers = headers;
     }
 
+    pub(crate) fn take_upgrade_headers(&mut self) -> Option<Arc<http::HeaderMap>> {
+        self.upgrade_headers.take()
+    }
+
     /// The room's storage (writes commit when the handler returns).
     pub fn storage(&mut self) -> &mut Storage {
         &mut self.storage
