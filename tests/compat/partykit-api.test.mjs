@@ -586,6 +586,10 @@ function checkGlobals(r) {
   });
   assert.deepEqual(r.response, { status: 202, ok: true, header: "r", text: "body text" });
   assert.deepEqual(r.request, { method: "POST", url: "https://example.com/p", json: { q: 1 } });
+  assert.deepEqual(r.webSocket.states, [0, 1, 2, 3]);
+  // Conclave does not open WebSockets to elsewhere; PartyKit does.
+  if (!onPartykit) assert.equal(r.webSocket.opens, "threw");
+  assert.equal(r.processEnv, "hi from .env");
 }
 
 test("web globals work in onRequest", async () => {
@@ -595,5 +599,7 @@ test("web globals work in onRequest", async () => {
 test("web globals work in onMessage", async () => {
   const s = connect("globals", "g-2");
   s.send("go");
-  checkGlobals(await s.json());
+  const r = await s.json();
+  checkGlobals(r);
+  assert.deepEqual(r.connection, { isWebSocket: true, open: true });
 });

@@ -94,16 +94,36 @@
   // ---- connections ---------------------------------------------------------------------
 
   const OPEN = 1;
+  const MADE_HERE = Symbol("a connection");
+
+  /** `WebSocket` as the Workers runtime has it, for its ready-state constants
+   * (`conn.readyState === WebSocket.OPEN`) and `conn instanceof WebSocket`. Opening a
+   * WebSocket to elsewhere is not supported. */
+  class WebSocket extends EventTarget {
+    constructor(token) {
+      if (token !== MADE_HERE) {
+        throw new Error("new WebSocket(…) is not supported: a party cannot open WebSockets to elsewhere");
+      }
+      super();
+    }
+  }
+  for (const [name, value] of [["CONNECTING", 0], ["OPEN", 1], ["CLOSING", 2], ["CLOSED", 3]]) {
+    for (const on of [WebSocket, WebSocket.prototype]) {
+      Object.defineProperty(on, name, { value, enumerable: true });
+      Object.defineProperty(on, `READY_STATE_${name}`, { value, enumerable: true });
+    }
+  }
+  globalThis.WebSocket = WebSocket;
 
   /** One client connection. The same object for the whole life of the instance, so
    * servers may keep connections in their own maps. */
-  class Connection extends EventTarget {
+  class Connection extends WebSocket {
     #inst;
     #key;
     #listening = false;
     #departed = null;
     constructor(inst, key, id, uri, tags) {
-      super();
+      super(MADE_HERE);
       this.#inst = inst;
       this.#key = key;
       this.id = id;
@@ -484,6 +504,22 @@
   // ---- entry points for Rust -----------------------------------------------------------
 
   const conclave = {
+    /** Before the party's bundle runs: its name and `room.env`, and the `process` PartyKit
+     * gives a project's code, whose `env` holds the project's variables (as strings). */
+    prepare(name, envJson) {
+      partyName = name;
+      partyEnv = JSON.parse(envJson);
+      const env = {};
+      for (const [k, v] of Object.entries(partyEnv)) env[k] = typeof v === "string" ? v : JSON.stringify(v);
+      globalThis.process = {
+        env,
+        argv: [],
+        versions: {},
+        cwd: () => "/",
+        nextTick: (fn, ...args) => queueMicrotask(() => fn(...args)),
+      };
+    },
+
     /** Takes the bundle's default export; returns what the party supports. */
     load(exported, name, envJson) {
       partyName = name;

@@ -150,18 +150,24 @@ impl Worker {
             for (name, code) in [("web.js", WEB_JS), ("codec.js", CODEC_JS), ("party.js", PARTY_JS)] {
                 eval_script(&ctx, name, code)?;
             }
-            eval_script(&ctx, &source.origin, &source.script)?;
             let conclave: rquickjs::Object = ctx
                 .globals()
                 .get("__conclave")
                 .map_err(|e| e.to_string())?;
+            let env = source.env.to_string();
+            let prepare: Function = conclave.get("prepare").map_err(|e| e.to_string())?;
+            prepare
+                .call::<_, ()>((source.name.as_str(), env.as_str()))
+                .catch(&ctx)
+                .map_err(|e| caught_text(&e).trace)?;
+            eval_script(&ctx, &source.origin, &source.script)?;
             let exported: Value = ctx.globals().get("__party").map_err(|e| e.to_string())?;
             if exported.is_undefined() {
                 return Err("the script did not define globalThis.__party (bundle it with esbuild --format=iife --global-name=__party)".into());
             }
             let load: Function = conclave.get("load").map_err(|e| e.to_string())?;
             let traits: String = load
-                .call((exported, source.name.as_str(), source.env.to_string()))
+                .call((exported, source.name.as_str(), env.as_str()))
                 .catch(&ctx)
                 .map_err(|e| caught_text(&e).trace)?;
             let traits: PartyTraits =

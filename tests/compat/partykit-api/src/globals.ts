@@ -102,6 +102,19 @@ const checks: Record<string, () => unknown> = {
     const res = new Response("body text", { status: 202, headers: { "x-r": "r" } });
     return { status: res.status, ok: res.ok, header: res.headers.get("x-r"), text: await res.text() };
   },
+  webSocket: () => ({
+    states: [WebSocket.CONNECTING, WebSocket.OPEN, WebSocket.CLOSING, WebSocket.CLOSED],
+    opens: (() => {
+      try {
+        new WebSocket("ws://127.0.0.1:9/");
+        return "opened";
+      } catch {
+        return "threw";
+      }
+    })(),
+  }),
+  // PartyKit injects a `process` whose env holds the project's .env.
+  processEnv: () => process.env.GREETING,
   request: async () => {
     const req = new Request("https://example.com/p", { method: "POST", body: JSON.stringify({ q: 1 }) });
     return { method: req.method, url: req.url, json: await req.json() };
@@ -128,6 +141,7 @@ export default class Globals implements Party.Server {
   }
 
   async onMessage(_message: string | ArrayBuffer | ArrayBufferView, sender: Party.Connection) {
-    sender.send(JSON.stringify(await report()));
+    const connection = { isWebSocket: sender instanceof WebSocket, open: sender.readyState === WebSocket.OPEN };
+    sender.send(JSON.stringify({ ...(await report()), connection }));
   }
 }
