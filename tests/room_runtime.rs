@@ -1103,3 +1103,27 @@ async fn inherited_connections_are_greeted_without_the_joining_sockets_headers()
         "the joining socket was greeted twice"
     );
 }
+
+/// A socket replacing another with the same id, in a room whose instance had gone: the
+/// instance its admission starts greets the other sockets once, and the new socket hears
+/// only its own `on_connect`, with its own headers.
+#[tokio::test]
+async fn a_socket_replacing_another_is_not_greeted_besides_its_own_connect() {
+    let server = serving::<Greeter>("greeter").await;
+    let mut other = connect_as(&server, "/parties/greeter/r?_pk=other", "other").await;
+    assert_eq!(next_text(&mut other).await, "hello other");
+    let _first = connect_as(&server, "/parties/greeter/r?_pk=dup", "first").await;
+    send(&mut other, "break").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = connect_as(&server, "/parties/greeter/r?_pk=dup", "second").await;
+    assert_eq!(next_text(&mut second).await, "hello second");
+    assert!(
+        silent_for(&mut second, 300).await,
+        "the socket being admitted was greeted as well"
+    );
+    assert_eq!(next_text(&mut other).await, "hello none");
+    assert!(
+        silent_for(&mut other, 200).await,
+        "the other socket was greeted twice"
+    );
+}

@@ -108,12 +108,21 @@ pub trait Party: Send + 'static {
 
     /// Whether a new instance hears `on_connect` for the connections it inherits: sockets
     /// that were in the room before it started (they moved here from another node, or
-    /// the previous instance was dropped after a failed commit), as if each had just
-    /// joined, so that what a party keeps per connection in memory is rebuilt. Asked
-    /// after `on_start`. The connection's [`Room::upgrade_headers`] are gone by then.
-    /// Without it (the default), a party reads what it needs of inherited connections
-    /// from the room (their state, tags) when it needs it.
+    /// the previous instance was dropped after a failed commit, an error that broke it, or
+    /// hibernation), as if each had just joined, so that what a party keeps per
+    /// connection in memory is rebuilt. Asked once, after `on_start`. Such an instance
+    /// hears `on_connect` once per connection, and `on_close` only for connections it
+    /// heard `on_connect` for. [`Room::upgrade_headers`] is `None` in a greeting. An
+    /// error closes the connection with 1011, as at admission. Without it (the default),
+    /// a party reads what it needs of inherited connections from the room (their state,
+    /// tags) when it needs it.
     fn greets_inherited_connections(&self) -> bool {
+        false
+    }
+
+    /// Whether this instance runs code that has since been replaced (a reload): the room
+    /// drops it and starts a fresh one before its next event.
+    fn outdated(&self) -> bool {
         false
     }
 

@@ -164,7 +164,8 @@ export default class Server implements Party.Server {
   }
 }`;
   const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": source }), {
-    args: ["--js-cpu-budget-ms", "300"],
+    // One worker: `starts` counts the instances of the room.
+    args: ["--js-cpu-budget-ms", "300", "--js-workers", "1"],
   });
   try {
     const open = (id) => new Promise((ok, fail) => {
@@ -189,6 +190,46 @@ export default class Server implements Party.Server {
     assert.equal(a.readyState, WS.OPEN);
     a.close();
     b.close();
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
+test("a socket whose onConnect breaks the new instance is closed, and the next instance greets the others", async () => {
+  const source = `
+import type * as Party from "partykit/server";
+let starts = 0;
+export default class Server implements Party.Server {
+  players = new Set<string>();
+  constructor(readonly room: Party.Room) {}
+  onStart() { starts++; }
+  onConnect(conn: Party.Connection) {
+    if (conn.id === "bad" && starts > 1) { for (;;) {} }
+    this.players.add(conn.id);
+  }
+  onMessage(message: string, sender: Party.Connection) {
+    if (message === "loop") { for (;;) {} }
+    sender.send("players " + [...this.players].sort().join(",") + " starts=" + starts);
+  }
+}`;
+  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": source }), {
+    // One worker: `starts` counts the instances of the room.
+    args: ["--js-cpu-budget-ms", "300", "--js-workers", "1"],
+  });
+  try {
+    const a = await connect(server.host, "r", "a");
+    const bad = await connect(server.host, "r", "bad");
+    const badClosed = closed(bad);
+    a.send("who");
+    await received(a, "players a,bad starts=1");
+    a.send("loop"); // the instance goes; the next one's greeting of "bad" loops too
+    await sleep(400);
+    a.send("who");
+    await received(a, "players a starts=3", 5000);
+    assert.equal((await badClosed).code, 1011);
+    assert.equal(a.readyState, WS.OPEN);
+    a.close();
   } finally {
     await server.stop();
     server.cleanup();

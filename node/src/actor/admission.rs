@@ -20,10 +20,15 @@ impl RoomActor {
         // The rare paths (a socket moving here, a socket replacing another, refusals) are
         // boxed where they branch off: inline, each would add its future to every
         // admission's (allocated and copied once per connect).
+        self.admitting = Some(SocketRef {
+            origin: o.origin,
+            socket: o.peer.socket.0,
+        });
         match o.resume.take() {
             Some(resume) => Box::pin(self.resume(o, resume)).await,
             None => self.open(o).await,
         }
+        self.admitting = None;
     }
 
     /// Adds a connection. Newest wins: an older socket with the same id is closed and leaves
@@ -80,9 +85,8 @@ impl RoomActor {
         }
         // Seen here before (over a link since lost), it had this room's broadcasts until
         // then; else it was away for every one made since the room came here.
-        let had_instance = self.party.is_some();
         let first_time = !self.insert_conn(entry).await;
-        if let Err(e) = self.ensure_started_for(Some(peer)).await {
+        if let Err(e) = self.ensure_started().await {
             self.refuse_open(peer, o.request_id, &e.to_string()).await;
             return;
         }
@@ -114,12 +118,9 @@ impl RoomActor {
             self.ack(peer, handled);
         }
         self.room.flush().await;
-        // An instance that did not see this socket join hears of it now, if it asks to:
-        // one that started for it, or one it is new to.
-        if (first_time || !had_instance) && self.greets_inherited() {
-            if let Err(e) = self.greet(peer).await {
-                warn!(conn = %names.id(), error = %e, "on_connect for a socket that moved here did not take effect");
-            }
+        // An instance that asks hears of a socket new to it now, once it is admitted.
+        if let Err(e) = self.greet(peer).await {
+            warn!(conn = %names.id(), error = %e, "on_connect for a socket that moved here did not take effect");
         }
     }
 
@@ -153,7 +154,7 @@ impl RoomActor {
         let conn_id = names.id().to_string();
         self.insert_conn(ConnEntry::new(names, peer, origin, 0))
             .await;
-        if let Err(e) = self.ensure_started_for(Some(peer)).await {
+        if let Err(e) = self.ensure_started().await {
             if self.fenced {
                 Box::pin(self.refuse_open(peer, request_id, &e.to_string())).await;
             } else {
@@ -206,7 +207,11 @@ impl RoomActor {
         let Some(conn) = self.conn(peer) else {
             return;
         };
+        if self.greets {
+            self.greeted.insert(conn.socket_ref());
+        }
         if let Err(e) = self.step(Handler::Connect(&conn)).await {
+            self.greeted.remove(&conn.socket_ref());
             warn!(conn = %conn_id, error = %e, "on_connect failed; closing with 1011");
             Box::pin(self.reject_open(peer, request_id, &e.to_string())).await;
         }

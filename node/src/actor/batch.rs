@@ -44,6 +44,15 @@ impl QueuedFrame {
             other => Err(other),
         }
     }
+
+    fn into_event(self) -> RoomEvent {
+        RoomEvent::Frame {
+            peer: self.peer,
+            msg: self.msg,
+            seq: self.seq,
+            trace_parent: None,
+        }
+    }
 }
 
 impl RoomActor {
@@ -54,6 +63,14 @@ impl RoomActor {
         let mut held: Vec<(Connection, QueuedFrame)> = Vec::new();
         let mut next = Some(first);
         while let Some(frame) = next.take() {
+            if !held.is_empty() && self.party.is_none() {
+                // A handler of the batch broke the instance: the held steps commit before
+                // a new one starts (its start commits steps of its own), and this frame
+                // is the actor's next event.
+                debug_assert!(self.lookahead.is_none());
+                self.lookahead = Some(frame.into_event());
+                break;
+            }
             if let Some(conn) = self.frame_to_handle(frame.peer, frame.seq) {
                 if !held.is_empty() {
                     self.room.mark_step();

@@ -30,11 +30,12 @@ use crate::cluster::Cluster;
 use crate::mailbox::{MailboxRx, RoomEvent};
 use crate::message::{text_response, Request, Response};
 use crate::party::{Party, PartyFactory};
-use crate::room::{Connection, Peer, Room};
+use crate::room::{Connection, Peer, Room, SocketRef};
 use crate::rooms::{gauge, Rooms};
 use crate::storage::{PartyTotal, StorageError, StorageQuota};
 use conclave_proto::wire::{node_event, Ack};
 use handler::{Handler, StepError};
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +90,15 @@ pub(crate) struct RoomActor {
     /// An event taken from the mailbox (to see whether it could join a batch of frames)
     /// and not handled yet: the next one.
     lookahead: Option<RoomEvent>,
+    /// Whether the started instance hears `on_connect` for the connections it inherits
+    /// ([`Party::greets_inherited_connections`], asked once after `on_start`).
+    greets: bool,
+    /// For an instance that `greets`: the sockets it has heard `on_connect` for (and not
+    /// `on_close`), so that it hears of each once. Empty otherwise.
+    greeted: HashSet<SocketRef>,
+    /// The socket whose admission is under way: a new instance does not greet it, since
+    /// its own `on_connect` (or its greeting after the admission) follows.
+    admitting: Option<SocketRef>,
 }
 
 impl RoomActor {
@@ -102,6 +112,9 @@ impl RoomActor {
             reads_fail_steps: true,
             placed_as_of: 0,
             lookahead: None,
+            greets: false,
+            greeted: HashSet::new(),
+            admitting: None,
         }
     }
 
@@ -379,6 +392,9 @@ impl RoomActor {
         let mut pauses = frames::COMMIT_RETRY_PAUSES.iter();
         loop {
             let result = match self.ensure_started().await {
+                // An instance that greets hears of the leaving only of connections it
+                // heard join: one started since never knew this one.
+                Ok(()) if self.greets && !self.greeted.remove(&conn.socket_ref()) => return,
                 Ok(()) => {
                     let step = match error {
                         Some(error) => Handler::Error(&conn, error),

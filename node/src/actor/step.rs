@@ -5,10 +5,10 @@ use super::handler::{Handler, StepError};
 use super::RoomActor;
 use crate::message::Response;
 use crate::party::{InstanceBroken, Party, PartyError};
-use crate::room::{Peer, SocketRef};
+use crate::room::{close_socket, Peer, SocketRef};
 use crate::rooms::gauge;
 use crate::storage::StorageError;
-use tracing::warn;
+use tracing::{debug, warn};
 
 impl RoomActor {
     /// Runs one handler as a step: its writes commit and its messages go out together, or
@@ -139,75 +139,97 @@ impl RoomActor {
         StepError::Commit(e)
     }
 
-    /// Makes sure the room is owned and a party instance exists and has run `on_start`.
+    /// Makes sure the room is owned and a party instance exists and has run `on_start`
+    /// (and, for one that asks, heard `on_connect` for the connections it inherits).
     pub(super) async fn ensure_started(&mut self) -> Result<(), StepError> {
-        self.ensure_started_for(None).await
-    }
-
-    /// As [`ensure_started`](Self::ensure_started), for the socket `joining` the room: a
-    /// new instance does not greet it with the connections it inherits, as its own
-    /// `on_connect` follows.
-    pub(super) async fn ensure_started_for(
-        &mut self,
-        joining: Option<Peer>,
-    ) -> Result<(), StepError> {
-        if self.party.is_some() {
-            return Ok(());
+        if let Some(party) = self.party.as_ref() {
+            // A reload replaced the party's code: a fresh instance runs the new one.
+            match crate::panics::guarded(|| party.outdated()) {
+                Ok(false) => return Ok(()),
+                Ok(true) => debug!("the party's code was replaced; starting a fresh instance"),
+                Err(what) => warn!("the party panicked in outdated, dropping its instance: {what}"),
+            }
+            self.party = None;
+            gauge::party_dropped();
         }
         // Boxed: a start is rare (a room's first event, or its first after hibernating),
         // and inline its future would be part of, and copied into, every caller's.
-        Box::pin(self.start_party(joining)).await
+        Box::pin(self.start_party()).await
     }
 
-    async fn start_party(&mut self, joining: Option<Peer>) -> Result<(), StepError> {
+    /// Starts an instance: `on_start`, then, if it asks, `on_connect` for each connection
+    /// it inherits (all in the table but one being admitted). One whose greeting breaks it
+    /// is closed, and a fresh instance starts in its place.
+    async fn start_party(&mut self) -> Result<(), StepError> {
         self.ensure_owned().await?;
-        self.party = Some(self.create_party().map_err(StepError::Handler)?);
-        gauge::party_loaded();
-        self.step(Handler::Start).await?;
-        if self.greets_inherited() {
+        loop {
+            self.party = Some(self.create_party().map_err(StepError::Handler)?);
+            gauge::party_loaded();
+            self.greeted.clear();
+            self.greets = false;
+            if let Err(e) = self.step(Handler::Start).await {
+                // Not kept: the next event starts afresh, from `on_start`.
+                if self.party.take().is_some() {
+                    gauge::party_dropped();
+                }
+                return Err(e);
+            }
+            self.greets = self.asks_for_greetings()?;
+            if !self.greets {
+                return Ok(());
+            }
+            let admitting = self.admitting;
             let inherited: Vec<Peer> = self
                 .room
                 .shared()
                 .conns()
                 .iter()
+                .filter(|e| Some(e.socket_ref()) != admitting)
                 .map(|e| e.peer())
-                .filter(|p| Some(*p) != joining)
                 .collect();
+            let mut broken = false;
             for peer in inherited {
                 self.greet(peer).await?;
                 if self.party.is_none() {
-                    break; // dropped: the next instance greets them all again
+                    broken = true;
+                    break;
                 }
             }
+            if !broken {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Whether the started instance hears `on_connect` for connections it inherits
     /// ([`Party::greets_inherited_connections`]). A panic in the party's answer drops the
     /// instance, as one in a handler does.
-    pub(super) fn greets_inherited(&mut self) -> bool {
+    fn asks_for_greetings(&mut self) -> Result<bool, StepError> {
         let Some(party) = self.party.as_ref() else {
-            return false;
+            return Ok(false);
         };
         match crate::panics::guarded(|| party.greets_inherited_connections()) {
-            Ok(greets) => greets,
+            Ok(greets) => Ok(greets),
             Err(what) => {
-                warn!("the party panicked in greets_inherited_connections, dropping its instance: {what}");
                 self.party = None;
                 gauge::party_dropped();
-                false
+                Err(StepError::Handler(crate::panics::broken(&what)))
             }
         }
     }
 
-    /// `on_connect`, as its own step, for a connection the instance did not see join. A
-    /// handler error closes the socket with 1011, as at admission; a failed commit is the
-    /// caller's (the instance is gone, and the next one greets the connection again).
+    /// `on_connect`, as its own step, for a connection the instance (one that `greets`)
+    /// has not heard of. A handler error closes the socket with 1011 and takes it out of
+    /// the room, as at admission; if it broke the instance, the caller starts another. A
+    /// failed commit is the caller's (the instance is gone; the next one greets again).
     pub(super) async fn greet(&mut self, peer: Peer) -> Result<(), StepError> {
         let Some(conn) = self.conn(peer) else {
             return Ok(()); // it left meanwhile
         };
+        let socket = conn.socket_ref();
+        if !self.greets || !self.greeted.insert(socket) {
+            return Ok(());
+        }
         // A socket being admitted may have started the instance: its upgrade headers are
         // its own, not this connection's.
         let joining_headers = self.room.take_upgrade_headers();
@@ -217,7 +239,13 @@ impl RoomActor {
             Ok(_) => Ok(()),
             Err(StepError::Handler(e)) => {
                 warn!(conn = %conn.id(), error = %e, "on_connect for an inherited connection failed; closing it with 1011");
-                conn.close(conclave_proto::close::INTERNAL_ERROR, &e.to_string());
+                self.greeted.remove(&socket);
+                self.room.shared().conns().remove(peer);
+                let why = e.to_string();
+                self.room.shared().push(
+                    peer.gateway,
+                    close_socket(peer.socket, conclave_proto::close::INTERNAL_ERROR, &why),
+                );
                 self.room.flush().await;
                 Ok(())
             }

@@ -6,7 +6,7 @@ use super::natives::conn_ref;
 use super::worker::{Command, Job, RoomLease};
 use super::{InstanceId, JsEngine, PartyId, PartyTraits};
 use crate::message::{Message, Request, Response};
-use crate::party::{ConnectCheck, Party, PartyError, PartyFactory};
+use crate::party::{ConnectCheck, InstanceBroken, Party, PartyError, PartyFactory};
 use crate::room::{Connection, Room};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -85,6 +85,7 @@ impl PartyFactory for JsPartyFactory {
             worker: self.engine.pick_worker(),
             instance: self.engine.next_instance(),
             started: false,
+            broken: None,
             hibernate: false,
         })
     }
@@ -99,8 +100,11 @@ pub struct JsParty {
     traits: Arc<PartyTraits>,
     worker: usize,
     instance: InstanceId,
-    /// Whether the instance exists on the worker (false again after a reset).
+    /// Whether `onStart` ran.
     started: bool,
+    /// Why the worker dropped the instance (CPU budget, memory): every later event fails,
+    /// as the room drops this one and starts another.
+    broken: Option<String>,
     /// The instance's `options.hibernate`.
     hibernate: bool,
 }
@@ -115,15 +119,11 @@ impl Drop for JsParty {
 impl JsParty {
     /// Runs one event on the worker, with the room's storage lent to it.
     async fn run(&mut self, room: &mut Room, event: Event) -> Result<Outcome, Failure> {
-        self.follow_reload();
+        if let Some(why) = &self.broken {
+            return Err(Failure::Reset(why.clone()));
+        }
         if !self.started && !matches!(event, Event::Start) {
-            // The instance was reset (CPU budget, memory) or reloaded: a new one starts
-            // first.
-            let joining = match &event {
-                Event::Tags(c, _) | Event::Connect(c, _) => Some(c.key.clone()),
-                _ => None,
-            };
-            Box::pin(self.restart(room, joining)).await?;
+            return Err(Failure::Reset("the instance has not started".into()));
         }
         let lease = Some(RoomLease {
             key: room.key().clone(),
@@ -153,58 +153,15 @@ impl JsParty {
         match &outcome {
             Ok(_) => self.started = true,
             Err(Failure::Reset(why)) => {
+                // The worker dropped the instance: so does the room, which starts a new
+                // one (`onStart`, and `onConnect` for the sockets it inherits) for its next
+                // event.
                 warn!(room = %room.key(), "{why}; the room's instance starts afresh");
-                self.started = false;
-                self.instance = self.engine.next_instance();
+                self.broken = Some(why.clone());
             }
             Err(_) => {}
         }
         outcome
-    }
-
-    /// Starts a new instance in place of one that was reset or reloaded. Unless it
-    /// hibernates, it hears `onConnect` for the room's connections (but `joining`, whose
-    /// own event follows), as the room does for an instance it starts
-    /// ([`Party::greets_inherited_connections`]).
-    async fn restart(&mut self, room: &mut Room, joining: Option<String>) -> Result<(), Failure> {
-        if let Outcome::Started { hibernate } = Box::pin(self.run(room, Event::Start)).await? {
-            self.hibernate = hibernate;
-        }
-        if self.hibernate {
-            return Ok(());
-        }
-        for conn in room.connections(None) {
-            let conn_ref = conn_ref(&conn);
-            if joining.as_ref() == Some(&conn_ref.key) {
-                continue;
-            }
-            match Box::pin(self.run(room, Event::Connect(conn_ref, Vec::new()))).await {
-                Ok(_) => {}
-                Err(Failure::Threw(t)) => {
-                    warn!(conn = %conn.id(), error = %t.trace, "onConnect for an inherited connection threw; closing it with 1011");
-                    conn.close(conclave_proto::close::INTERNAL_ERROR, &t.message);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// After a reload, drops the instance running the old code; a new one starts.
-    fn follow_reload(&mut self) {
-        let latest = self
-            .latest
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if latest.party != self.party {
-            self.engine
-                .send(self.worker, Command::Destroy(self.instance));
-            self.party = latest.party;
-            self.traits = latest.traits;
-            self.instance = self.engine.next_instance();
-            self.started = false;
-        }
     }
 
     async fn run_done(&mut self, room: &mut Room, event: Event) -> Result<(), PartyError> {
@@ -219,7 +176,7 @@ impl JsParty {
                 if let Failure::Threw(t) = &e {
                     warn!(room = %room.key(), error = %t.trace, "a handler threw");
                 }
-                Err(e.into())
+                Err(party_error(e))
             }
         }
     }
@@ -240,6 +197,10 @@ impl Party for JsParty {
     /// would on PartyKit when they reconnect after the old instance went.
     fn greets_inherited_connections(&self) -> bool {
         !self.hibernate
+    }
+
+    fn outdated(&self) -> bool {
+        self.latest.read().unwrap_or_else(|e| e.into_inner()).party != self.party
     }
 
     async fn connection_tags(&mut self, room: &mut Room, conn: &Connection) -> Vec<String> {
@@ -281,7 +242,7 @@ impl Party for JsParty {
                 room.discard();
                 Ok(())
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(party_error(e)),
         }
     }
 
@@ -323,7 +284,7 @@ impl Party for JsParty {
                 *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
                 Ok(resp)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(party_error(e)),
         }
     }
 
@@ -332,10 +293,19 @@ impl Party for JsParty {
     }
 
     async fn on_wake(&mut self, room: &mut Room) -> Result<(), PartyError> {
-        if !self.started {
-            return Ok(()); // the instance whose timers fired is gone
+        if !self.started || self.broken.is_some() || self.outdated() {
+            return Ok(()); // the instance whose timers fired is gone, or going
         }
         self.run_done(room, Event::Wake).await
+    }
+}
+
+/// A failed event as the room takes it: a reset instance is broken, so that the room
+/// drops it and starts another.
+fn party_error(failure: Failure) -> PartyError {
+    match failure {
+        Failure::Reset(why) => Box::new(InstanceBroken(why)),
+        other => other.into(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One client connection of a room, as party code sees it.
 
 use super::conns::{carries_tag, ConnEntry, ConnNames, ConnTable, Peer};
+use super::ledger::SocketRef;
 use super::shared::RoomShared;
 use crate::gateway_bounds::{cut, MAX_CLOSE_REASON_BYTES};
 use crate::links::GatewayId;
@@ -97,6 +98,14 @@ impl Connection {
     /// The socket's id at its gateway.
     pub(crate) fn socket_id(&self) -> SocketId {
         self.socket
+    }
+
+    /// The socket across its moves between links and nodes.
+    pub(crate) fn socket_ref(&self) -> SocketRef {
+        SocketRef {
+            origin: self.origin,
+            socket: self.socket.0,
+        }
     }
 
     /// This connection's entry in `conns`, where it is now: on the link the handle was
