@@ -334,3 +334,48 @@ async fn attempts_while_the_node_does_not_serve_are_not_the_alarms_retries() {
         probe.runs.lock().unwrap().len()
     );
 }
+
+/// Alarms of a party this node does not serve (another region's, or one taken out of the
+/// node's configuration): more of them are overdue than one pass of the scheduler looks
+/// at, and all are due before this node's own. The scheduler goes on where its last pass
+/// stopped, so the node's alarm still fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_alarm_behind_more_overdue_foreign_alarms_than_a_pass_sees_fires() {
+    use conclave_node::storage::{RoomCommit, Store};
+    const FOREIGN: i64 = 17_000; // one pass looks at 64 pages of 256
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::store::TestStore::redb(&dir.path().join("node.redb"));
+    let commits = (0..FOREIGN).map(|i| {
+        let store = store.clone();
+        async move {
+            let room = conclave_proto::RoomKey::new("elsewhere", &format!("r{i:05}")).unwrap();
+            let commit = RoomCommit {
+                alarm: Some(Some(1 + i)),
+                ..RoomCommit::default()
+            };
+            store.commit(&room, commit).await.unwrap();
+        }
+    });
+    futures::future::join_all(commits).await;
+    let probe = AlarmProbe::default();
+    let config = NodeConfig {
+        hibernate_after: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let probe_party = probe.clone();
+    let factory = move || Box::new(probe_party.clone()) as Box<dyn Party>;
+    let mut gw = RelayGateway::start_on(
+        config,
+        PartyRegistry::new().with_factory("alarm", factory),
+        store,
+        dir,
+    );
+    let socket = gw.open("alarm", "a", "x").await;
+    gw.send(socket, "set:0").await;
+    assert_eq!(gw.next_text().await, "set");
+    let fired = gw
+        .next_text_within(Duration::from_secs(20))
+        .await
+        .expect("the node's alarm never fired behind the foreign ones");
+    assert_eq!(fired, "fired:1");
+}

@@ -41,6 +41,8 @@ pub(crate) async fn run(host: Weak<Host>) {
         in_region: HashMap::new(),
         retries: HashMap::new(),
         done: done_tx,
+        cursor: None,
+        still_due: HashSet::new(),
     };
     loop {
         let Some(host) = host.upgrade() else { return };
@@ -69,42 +71,51 @@ struct Scheduler {
     retries: HashMap<RoomKey, Retry>,
     /// Where a running alarm reports how it went.
     done: mpsc::UnboundedSender<Done>,
+    /// Where the next pass goes on in the index: after this entry when the last pass
+    /// stopped short of the end (more due alarms than one pass looks at), else from the
+    /// start.
+    cursor: Option<(RoomKey, i64)>,
+    /// Rooms backing off whose alarm was still due, seen since the index was last looked
+    /// at from its start.
+    still_due: HashSet<RoomKey>,
 }
 
 impl Scheduler {
-    /// Pages through the due alarms and starts those this node runs. Other nodes' overdue
-    /// alarms (a node that is down) must not hide this node's.
+    /// Pages through the due alarms and starts those this node runs. Other nodes' or
+    /// regions' overdue alarms (a node or a region that is down) must not hide this
+    /// node's: a pass looks at up to `MAX_PAGES` pages, and the next goes on where it
+    /// stopped, until the end of the index, then starts over.
     async fn start_due(&mut self, host: &Arc<Host>, now: i64) {
-        let mut after = None;
-        // Rooms backing off whose alarm is still due; known for all only after the last page.
-        let mut still_due = HashSet::new();
-        let mut seen_all = false;
+        let mut after = self.cursor.take();
         for _ in 0..MAX_PAGES {
             let page = match host.store.due_alarms(now, after.clone(), BATCH).await {
                 Ok(page) => page,
                 Err(e) => {
                     warn!(error = %e, "cannot read due alarms");
-                    break;
+                    self.cursor = after;
+                    return;
                 }
             };
             let full = page.len() == BATCH;
-            after = page.last().cloned();
+            if let Some(last) = page.last() {
+                after = Some(last.clone());
+            }
             for (room, _) in page {
                 if self.retries.contains_key(&room) {
-                    still_due.insert(room.clone());
+                    self.still_due.insert(room.clone());
                 }
                 if let Some(attempt) = self.attempt_due(host, &room).await {
                     self.start(host, room, attempt);
                 }
             }
             if !full {
-                seen_all = true;
-                break;
+                // The whole index was seen: backoffs of alarms no longer due go.
+                let still_due = std::mem::take(&mut self.still_due);
+                self.forget_retries_not_due(&still_due);
+                return;
             }
         }
-        if seen_all {
-            self.forget_retries_not_due(&still_due);
-        }
+        self.cursor = after;
     }
 
     /// Forgets the backoff of rooms whose alarm is no longer due: deleted or replaced by the

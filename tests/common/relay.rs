@@ -42,8 +42,19 @@ impl RelayGateway {
     /// A node serving `parties` over a fresh redb store, and this gateway attached to it.
     pub fn start(config: NodeConfig, parties: PartyRegistry) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(TestStore::redb(&dir.path().join("node.redb")));
-        let node = Node::start(config, parties, store);
+        let store = TestStore::redb(&dir.path().join("node.redb"));
+        Self::start_on(config, parties, store, dir)
+    }
+
+    /// A node serving `parties` over `store` (in `dir`, kept as long as the gateway), and
+    /// this gateway attached to it.
+    pub fn start_on(
+        config: NodeConfig,
+        parties: PartyRegistry,
+        store: TestStore,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let node = Node::start(config, parties, Arc::new(store));
         let (gateway, node_side) = in_process_link(LINK_CAPACITY);
         node.attach_gateway(node_side);
         Self {
