@@ -309,6 +309,40 @@ test("the project's parties sit next to the built-ins with their env, cannot rea
   }
 });
 
+test("a fetch a handler does not await goes on with the room when it settles after the handler", async () => {
+  // The upstream answers only after the handler has long returned.
+  const upstream = createServer((req, res) => setTimeout(() => res.end("late news"), 300));
+  await new Promise((ok) => upstream.listen(0, "127.0.0.1", ok));
+  const target = `127.0.0.1:${upstream.address().port}`;
+  const dir = project({
+    "partykit.json": manifest,
+    "src/server.ts": `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  onMessage(message: string) {
+    fetch("http://${target}/")
+      .then((res) => res.text())
+      .then(async (text) => {
+        await this.room.storage.put("news", text);
+        this.room.broadcast("fetched " + text + ", stored " + (await this.room.storage.get("news")));
+      });
+  }
+}`,
+  });
+  const server = await startProject(dir, { args: ["--js-fetch-allow", target] });
+  try {
+    const ws = await connect(server.host, "r", "a");
+    ws.send("go");
+    await received(ws, "fetched late news, stored late news", 5000);
+    ws.close();
+  } finally {
+    await server.stop();
+    server.cleanup();
+    upstream.close();
+  }
+});
+
 test("fetch reaches the hosts the node allows, and no other", async () => {
   const upstream = createServer((req, res) => {
     let body = "";

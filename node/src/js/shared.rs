@@ -24,12 +24,24 @@ pub(super) struct Shared {
     pub current: Cell<Option<InstanceId>>,
     timers: RefCell<Timers>,
     next_timer: Cell<u32>,
-    /// Timers that fired while their room had no event in progress: they run first thing
-    /// in the room's next event (a wake asks for one).
-    due: RefCell<HashMap<InstanceId, Vec<u32>>>,
+    /// Timers that fired, and promises of natives that settled, while their room had no
+    /// event in progress: they run first thing in the room's next event (a wake asks for
+    /// one), in the order they came.
+    due: RefCell<HashMap<InstanceId, Vec<Due>>>,
     /// Each instance's room, to wake it.
     rooms: RefCell<HashMap<InstanceId, (RoomFetcher, RoomKey)>>,
 }
+
+/// Work of an instance waiting for its room's next event.
+enum Due {
+    /// A timer that fired.
+    Timer(u32),
+    /// A native's promise to settle (the continuations then run within the event).
+    Settle(Settle),
+}
+
+/// Settles a native's promise in the instance's context.
+pub(super) type Settle = Box<dyn for<'js> FnOnce(Ctx<'js>)>;
 
 /// A pending `setTimeout`/`setInterval`.
 pub(super) struct Timer {
@@ -239,19 +251,38 @@ impl Shared {
             job.wake.notify_one();
             return;
         }
-        if !self.rooms.borrow().contains_key(&instance) {
-            // No room to run it in (a check's, after the check ended): it never will.
+        // Without a room to run it in (a check's, after the check ended), it never runs.
+        self.defer(instance, Due::Timer(id));
+    }
+
+    /// A native's promise settles: now, within the room's event in progress, or first
+    /// thing in the room's next event, which a wake asks for, so that what it runs then
+    /// (a `.then` of a fetch no handler awaited) may use the room. A check's settles at
+    /// once: it has no room.
+    pub(super) fn settle(&self, context: &Context, instance: InstanceId, settle: Settle) {
+        if self.job(instance).is_none() && self.rooms.borrow().contains_key(&instance) {
+            self.defer(instance, Due::Settle(settle));
             return;
         }
+        self.enter(context, instance, settle);
+        if let Some(job) = self.job(instance) {
+            job.wake.notify_one();
+        }
+    }
+
+    /// Keeps `work` for the instance's room's next event, and asks for one. Dropped when
+    /// the instance has no room.
+    fn defer(&self, instance: InstanceId, work: Due) {
+        let rooms = self.rooms.borrow();
+        let Some((fetcher, key)) = rooms.get(&instance) else {
+            return;
+        };
         let mut due = self.due.borrow_mut();
         let queue = due.entry(instance).or_default();
-        let first = queue.is_empty();
-        queue.push(id);
-        if first {
-            if let Some((fetcher, key)) = self.rooms.borrow().get(&instance) {
-                fetcher.wake(key.clone());
-            }
+        if queue.is_empty() {
+            fetcher.wake(key.clone());
         }
+        queue.push(work);
     }
 
     fn run_timers(&self, context: &Context, instance: InstanceId, ids: &[u32]) {
@@ -268,11 +299,16 @@ impl Shared {
         });
     }
 
-    /// Runs the instance's timers that fired while it had no event in progress.
-    pub(super) fn run_due_timers(&self, context: &Context, instance: InstanceId) {
-        let ids = self.due.borrow_mut().remove(&instance);
-        if let Some(ids) = ids {
-            self.run_timers(context, instance, &ids);
+    /// Runs what fired or settled for the instance while it had no event in progress.
+    pub(super) fn run_due(&self, context: &Context, instance: InstanceId) {
+        let Some(work) = self.due.borrow_mut().remove(&instance) else {
+            return;
+        };
+        for w in work {
+            match w {
+                Due::Timer(id) => self.run_timers(context, instance, &[id]),
+                Due::Settle(settle) => self.enter(context, instance, settle),
+            }
         }
     }
 
@@ -284,10 +320,13 @@ impl Shared {
     /// Forgets an instance's timers and room; returns the timer ids for party.js to drop
     /// (those that fired and wait for the room's next event too).
     pub(super) fn forget(&self, instance: InstanceId) -> Vec<u32> {
-        let fired = self.due.borrow_mut().remove(&instance).unwrap_or_default();
+        let due = self.due.borrow_mut().remove(&instance).unwrap_or_default();
         self.rooms.borrow_mut().remove(&instance);
         let mut ids = self.timers.borrow_mut().remove_instance(instance);
-        ids.extend(fired);
+        ids.extend(due.into_iter().filter_map(|w| match w {
+            Due::Timer(id) => Some(id),
+            Due::Settle(_) => None,
+        }));
         ids
     }
 }

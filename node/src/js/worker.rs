@@ -262,7 +262,7 @@ impl Worker {
             }
             self.instances.borrow_mut().insert(instance, party);
         }
-        self.shared.run_due_timers(&loaded.context, instance);
+        self.shared.run_due(&loaded.context, instance);
         let promise =
             self.shared.enter(&loaded.context, instance, |ctx| {
                 let f = loaded

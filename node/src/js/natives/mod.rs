@@ -238,32 +238,24 @@ fn promise_of<'js, T: 'static>(
     }
     tokio::task::spawn_local(async move {
         let result = fut.await;
-        shared.enter(&context, instance, |ctx| {
-            let settle = || -> JsResult<()> {
-                match result {
-                    Ok(v) => {
-                        let v = to_js(&ctx, v)?;
-                        resolve.restore(&ctx)?.call::<_, ()>((v,))
-                    }
-                    Err(e) => {
-                        let err = Exception::from_message(ctx.clone(), &e)?;
-                        reject.restore(&ctx)?.call::<_, ()>((err,))
-                    }
-                }
+        let settle = move |ctx: Ctx<'_>| {
+            let settled = match result {
+                Ok(v) => to_js(&ctx, v).and_then(|v| resolve.restore(&ctx)?.call::<_, ()>((v,))),
+                Err(e) => Exception::from_message(ctx.clone(), &e)
+                    .and_then(|err| reject.restore(&ctx)?.call::<_, ()>((err,))),
             };
-            if let Err(e) = settle() {
+            if let Err(e) = settled {
                 warn!(error = %e, "could not settle a promise");
             }
-        });
-        // While that event lasts it is the instance's job, woken below.
-        if let Some(event) = event {
+        };
+        // While that event lasts it is the instance's job, woken when it has settled; a
+        // fetch that outlived its event settles in the room's next one.
+        if let Some(event) = &event {
             event
                 .natives_in_flight
                 .set(event.natives_in_flight.get().saturating_sub(1));
         }
-        if let Some(job) = shared.job(instance) {
-            job.wake.notify_one();
-        }
+        shared.settle(&context, instance, Box::new(settle));
     });
     Ok(promise)
 }
