@@ -192,6 +192,8 @@ impl Scheduler {
             AlarmOutcome::NotRun => (attempts, NOT_RUN_RETRY),
         };
         let not_before = Instant::now() + wait;
+        // Still due: kept when the pass that reaches the index's end forgets the rest.
+        self.still_due.insert(room.clone());
         self.retries.insert(
             room,
             Retry {

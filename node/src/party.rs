@@ -120,8 +120,8 @@ pub trait Party: Send + 'static {
         false
     }
 
-    /// Whether this instance runs code that has since been replaced (a reload): the room
-    /// drops it and starts a fresh one before its next event.
+    /// Whether this instance is to be replaced: its code was since reloaded, or what runs
+    /// it dropped it. The room drops it and starts a fresh one before its next event.
     fn outdated(&self) -> bool {
         false
     }

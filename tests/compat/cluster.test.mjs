@@ -116,6 +116,30 @@ test("a PartySocket stays open while every node is killed and restarted", async 
   s.close();
 });
 
+test("a party that keeps its players in memory knows each of them once after every node is killed", { skip: process.env.COMPAT_CLUSTER_PARTIES !== "project" && "the players party is in the project only" }, async () => {
+  const a = sock(0, { party: "players", room: "table", id: "ann", query: { name: "Ann" } });
+  const b = sock(1, { party: "players", room: "table", id: "ben", query: { name: "Ben" } });
+  let closes = 0;
+  for (const s of [a, b]) s.addEventListener("close", () => closes++);
+  await Promise.all([opened(a), opened(b)]);
+  const players = async (s) => {
+    const reply = nextMessage(s, 20000);
+    s.send("who");
+    return reply;
+  };
+  assert.equal(await players(a), "players ann=Ann,ben=Ben");
+
+  for (const n of nodes) await n.kill();
+  nodes = [await startNode("a"), await startNode("b")];
+  // Each socket is back in the room once its gateway sends for it.
+  await players(a);
+  await players(b);
+  assert.equal(await players(a), "players ann=Ann,ben=Ben", "the new instance does not know each socket once");
+  assert.equal(closes, 0, "a client socket was closed");
+  a.close();
+  b.close();
+});
+
 /** A y-partykit client of `room` in party `yjs` through gateway `g`. */
 function yjsClient(g, room) {
   const doc = new Y.Doc();

@@ -60,18 +60,23 @@ function spawnRole(bin, args) {
  * or after 20 s. Roles start on addresses the test chose, so nothing is read from stdout. */
 async function untilReady(proc, addr, what) {
   const deadline = Date.now() + 20000;
+  let last = "nothing listening";
   while (Date.now() < deadline) {
     if (proc.exitCode !== null || proc.signalCode !== null) {
       throw new Error(`${what} exited (${proc.exitCode ?? proc.signalCode}): ${proc.stderrText}`);
     }
     try {
-      if ((await fetch(`http://${addr}/readyz`)).status === 200) return;
-    } catch {
-      // not listening yet
+      const res = await fetch(`http://${addr}/readyz`, { signal: AbortSignal.timeout(2000) });
+      if (res.status === 200) return;
+      last = `${res.status} ${await res.text()}`;
+    } catch (e) {
+      last = String(e); // not listening yet
     }
     await new Promise((ok) => setTimeout(ok, 50));
   }
-  throw new Error(`${what} was not ready in 20 s: ${proc.stderrText}`);
+  // Not left running: a test that failed here has no handle to stop it with.
+  proc.kill("SIGKILL");
+  throw new Error(`${what} was not ready in 20 s (last: ${last}): ${proc.stderrText}`);
 }
 
 /** A free loopback address, `127.0.0.1:PORT`. */

@@ -282,6 +282,56 @@ export default class Server implements Party.Server {
   }
 });
 
+test("a room its timers drive runs the new code after a rebuild, with no client event", async () => {
+  const source = (v) => `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  onStart() { setInterval(() => this.room.broadcast("${v}"), 50); }
+}`;
+  const dir = project({ "partykit.json": manifest, "src/server.ts": source("one") });
+  const server = await startProject(dir);
+  try {
+    const ws = await connect(server.host, "r", "x");
+    await received(ws, "one");
+    writeFileSync(join(dir, "src/server.ts"), source("two"));
+    await received(ws, "two", 15000);
+    assert.equal(ws.readyState, WS.OPEN);
+    ws.close();
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
+test("a socket whose getConnectionTags costs the instance its CPU budget still joins, on a fresh instance", async () => {
+  const source = `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  getConnectionTags(conn: Party.Connection) {
+    if (conn.id === "hog") { for (;;) {} }
+    return ["t"];
+  }
+  onConnect(conn: Party.Connection) { conn.send("welcome " + conn.id + " tags=" + conn.tags.join("+")); }
+}`;
+  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": source }), {
+    args: ["--js-cpu-budget-ms", "300"],
+  });
+  try {
+    const other = await connect(server.host, "r", "other");
+    await received(other, "welcome other tags=other+t");
+    const hog = await connect(server.host, "r", "hog");
+    await received(hog, "welcome hog tags=hog", 5000);
+    assert.equal(hog.readyState, WS.OPEN);
+    hog.close();
+    other.close();
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
 test("the project's parties sit next to the built-ins with their env, cannot reach the natives, and a plain `conclave dev` has no JavaScript", async () => {
   const dir = project({
     "partykit.json": JSON.stringify({ main: "src/server.ts", parties: { chat: "src/server.ts" }, vars: { A: "from vars", B: "b" } }),

@@ -199,6 +199,13 @@ impl RoomActor {
             e.set_tags(tags);
             e.extra_tags().cloned()
         };
+        // The tags' handler may have cost the instance (a JavaScript reset): a fresh one
+        // hears this socket's `on_connect`.
+        if let Err(e) = self.ensure_started().await {
+            let why = format!("Room failed to start: {e}");
+            Box::pin(self.reject_open(peer, request_id, &why)).await;
+            return;
+        }
         let last_out = self.room.ledger().last_out();
         self.room.shared().push(
             peer.gateway,

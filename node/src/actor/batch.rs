@@ -63,10 +63,10 @@ impl RoomActor {
         let mut held: Vec<(Connection, QueuedFrame)> = Vec::new();
         let mut next = Some(first);
         while let Some(frame) = next.take() {
-            if !held.is_empty() && self.party.is_none() {
-                // A handler of the batch broke the instance: the held steps commit before
-                // a new one starts (its start commits steps of its own), and this frame
-                // is the actor's next event.
+            if !held.is_empty() && !self.instance_ready() {
+                // A handler of the batch broke the instance (or a reload outdated it):
+                // the held steps commit before a new one starts (its start commits steps
+                // of its own), and this frame is the actor's next event.
                 debug_assert!(self.lookahead.is_none());
                 self.lookahead = Some(frame.into_event());
                 break;

@@ -343,9 +343,14 @@ impl RoomActor {
             }
             RoomEvent::Fence | RoomEvent::Handoff => self.fenced = true,
             RoomEvent::Wake => {
-                // A hibernated party has nothing to wake: whatever asked went with it.
+                // A hibernated party has nothing to wake: whatever asked went with it. An
+                // outdated one is replaced first (a reloaded room driven by its timers).
                 if self.party.is_some() {
-                    if let Err(e) = self.step(Handler::Wake).await {
+                    let result = match self.ensure_started().await {
+                        Ok(()) => self.step(Handler::Wake).await.map(drop),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = result {
                         warn!(error = %e, "on_wake failed");
                     }
                 }

@@ -142,19 +142,34 @@ impl RoomActor {
     /// Makes sure the room is owned and a party instance exists and has run `on_start`
     /// (and, for one that asks, heard `on_connect` for the connections it inherits).
     pub(super) async fn ensure_started(&mut self) -> Result<(), StepError> {
-        if let Some(party) = self.party.as_ref() {
-            // A reload replaced the party's code: a fresh instance runs the new one.
-            match crate::panics::guarded(|| party.outdated()) {
-                Ok(false) => return Ok(()),
-                Ok(true) => debug!("the party's code was replaced; starting a fresh instance"),
-                Err(what) => warn!("the party panicked in outdated, dropping its instance: {what}"),
-            }
-            self.party = None;
+        if self.instance_ready() {
+            return Ok(());
+        }
+        if self.party.take().is_some() {
             gauge::party_dropped();
         }
         // Boxed: a start is rare (a room's first event, or its first after hibernating),
         // and inline its future would be part of, and copied into, every caller's.
         Box::pin(self.start_party()).await
+    }
+
+    /// Whether there is an instance to run the next event: started, and not to be
+    /// replaced ([`Party::outdated`]: its code was reloaded, or its runtime dropped it).
+    pub(super) fn instance_ready(&self) -> bool {
+        let Some(party) = self.party.as_ref() else {
+            return false;
+        };
+        match crate::panics::guarded(|| party.outdated()) {
+            Ok(false) => true,
+            Ok(true) => {
+                debug!("the party instance is outdated; starting a fresh one");
+                false
+            }
+            Err(what) => {
+                warn!("the party panicked in outdated, dropping its instance: {what}");
+                false
+            }
+        }
     }
 
     /// Starts an instance: `on_start`, then, if it asks, `on_connect` for each connection
@@ -241,6 +256,7 @@ impl RoomActor {
                 warn!(conn = %conn.id(), error = %e, "on_connect for an inherited connection failed; closing it with 1011");
                 self.greeted.remove(&socket);
                 self.room.shared().conns().remove(peer);
+                self.room.ledger().closed(socket);
                 let why = e.to_string();
                 self.room.shared().push(
                     peer.gateway,

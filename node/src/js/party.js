@@ -303,6 +303,8 @@
     if (!conn) {
       conn = new Connection(inst, row[0], row[1], row[2], row[3]);
       inst.conns.set(row[0], conn);
+    } else {
+      conn.tags = row[3]; // cached at getConnectionTags, before its tags were set
     }
     return conn;
   }

@@ -199,8 +199,10 @@ impl Party for JsParty {
         !self.hibernate
     }
 
+    /// Reloaded, or reset by the worker (a reset `getConnectionTags` fails no step).
     fn outdated(&self) -> bool {
-        self.latest.read().unwrap_or_else(|e| e.into_inner()).party != self.party
+        self.broken.is_some()
+            || self.latest.read().unwrap_or_else(|e| e.into_inner()).party != self.party
     }
 
     async fn connection_tags(&mut self, room: &mut Room, conn: &Connection) -> Vec<String> {
@@ -293,7 +295,7 @@ impl Party for JsParty {
     }
 
     async fn on_wake(&mut self, room: &mut Room) -> Result<(), PartyError> {
-        if !self.started || self.broken.is_some() || self.outdated() {
+        if !self.started || self.outdated() {
             return Ok(()); // the instance whose timers fired is gone, or going
         }
         self.run_done(room, Event::Wake).await
