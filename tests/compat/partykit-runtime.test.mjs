@@ -304,25 +304,30 @@ export default class Server implements Party.Server {
   }
 });
 
-test("a socket whose getConnectionTags costs the instance its CPU budget still joins, on a fresh instance", async () => {
+test("a socket whose getConnectionTags costs the instance its CPU budget joins through a fresh instance, which tags it", async () => {
   const source = `
 import type * as Party from "partykit/server";
+let starts = 0;
 export default class Server implements Party.Server {
   constructor(readonly room: Party.Room) {}
+  onStart() { starts++; }
   getConnectionTags(conn: Party.Connection) {
-    if (conn.id === "hog") { for (;;) {} }
+    if (conn.id === "hog" && starts === 1) { for (;;) {} }
     return ["t"];
   }
-  onConnect(conn: Party.Connection) { conn.send("welcome " + conn.id + " tags=" + conn.tags.join("+")); }
+  onConnect(conn: Party.Connection) { conn.send("welcome " + conn.id + " tags=" + conn.tags.join("+") + " starts=" + starts); }
 }`;
   const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": source }), {
-    args: ["--js-cpu-budget-ms", "300"],
+    // One worker: `starts` counts the instances of the room.
+    args: ["--js-cpu-budget-ms", "300", "--js-workers", "1"],
   });
   try {
     const other = await connect(server.host, "r", "other");
-    await received(other, "welcome other tags=other+t");
+    await received(other, "welcome other tags=other+t starts=1");
     const hog = await connect(server.host, "r", "hog");
-    await received(hog, "welcome hog tags=hog", 5000);
+    await received(hog, "welcome hog tags=hog+t starts=2", 5000);
+    // The fresh instance greeted the socket it inherited.
+    await received(other, "welcome other tags=other+t starts=2");
     assert.equal(hog.readyState, WS.OPEN);
     hog.close();
     other.close();
@@ -385,6 +390,42 @@ export default class Server implements Party.Server {
     const ws = await connect(server.host, "r", "a");
     ws.send("go");
     await received(ws, "fetched late news, stored late news", 5000);
+    ws.close();
+  } finally {
+    await server.stop();
+    server.cleanup();
+    upstream.close();
+  }
+});
+
+test("a transaction whose body outlived its event cannot roll back the writes of a later one", async () => {
+  const upstream = createServer((req, res) => setTimeout(() => res.end("late"), 300));
+  await new Promise((ok) => upstream.listen(0, "127.0.0.1", ok));
+  const target = `127.0.0.1:${upstream.address().port}`;
+  const dir = project({
+    "partykit.json": manifest,
+    "src/server.ts": `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  onMessage(message: string) {
+    this.room.storage
+      .transaction(async (txn) => {
+        await txn.put("k", "in the first event");
+        await fetch("http://${target}/"); // settles in a later event
+        txn.rollback();
+      })
+      .then(() => this.room.broadcast("rolled back"), (e) => this.room.broadcast("refused: " + e.message));
+  }
+}`,
+  });
+  const server = await startProject(dir, { args: ["--js-fetch-allow", target] });
+  try {
+    const ws = await connect(server.host, "r", "a");
+    ws.send("go");
+    const deadline = Date.now() + 5000;
+    while (!ws.got.some((m) => m.startsWith("refused") || m === "rolled back") && Date.now() < deadline) await sleep(10);
+    assert.match(ws.got.join("\n"), /refused: this transaction began in an earlier event/);
     ws.close();
   } finally {
     await server.stop();

@@ -154,35 +154,11 @@ impl RoomActor {
         let conn_id = names.id().to_string();
         self.insert_conn(ConnEntry::new(names, peer, origin, 0))
             .await;
-        if let Err(e) = self.ensure_started().await {
-            if self.fenced {
-                Box::pin(self.refuse_open(peer, request_id, &e.to_string())).await;
-            } else {
-                let why = format!("Room failed to start: {e}");
-                Box::pin(self.reject_open(peer, request_id, &why)).await;
-            }
+        let Some(extra) = self
+            .tags_from_started_instance(peer, &conn_id, request_id)
+            .await
+        else {
             return;
-        }
-        let Some(conn) = self.conn(peer) else {
-            return;
-        };
-        let extra = match self.party.as_mut() {
-            Some(party) => {
-                let tags = party.connection_tags(&mut self.room, &conn);
-                match crate::panics::guarded_future(tags).await {
-                    Ok(tags) => tags,
-                    Err(what) => {
-                        // The instance is not used again; the socket is not admitted.
-                        self.party = None;
-                        gauge::party_dropped();
-                        let why = format!("the party panicked in connection_tags: {what}");
-                        warn!(conn = %conn_id, "{why}");
-                        Box::pin(self.reject_open(peer, request_id, &why)).await;
-                        return;
-                    }
-                }
-            }
-            None => Vec::new(),
         };
         let mut tags = vec![conn_id.clone()];
         tags.extend(
@@ -199,13 +175,6 @@ impl RoomActor {
             e.set_tags(tags);
             e.extra_tags().cloned()
         };
-        // The tags' handler may have cost the instance (a JavaScript reset): a fresh one
-        // hears this socket's `on_connect`.
-        if let Err(e) = self.ensure_started().await {
-            let why = format!("Room failed to start: {e}");
-            Box::pin(self.reject_open(peer, request_id, &why)).await;
-            return;
-        }
         let last_out = self.room.ledger().last_out();
         self.room.shared().push(
             peer.gateway,
@@ -222,6 +191,55 @@ impl RoomActor {
             warn!(conn = %conn_id, error = %e, "on_connect failed; closing with 1011");
             Box::pin(self.reject_open(peer, request_id, &e.to_string())).await;
         }
+    }
+
+    /// Starts the room's instance if need be and asks it for the joining socket's tags.
+    /// A handler that cost the instance (a JavaScript reset) leaves no tags: a fresh
+    /// instance is asked again, once, and is the one whose `on_connect` the socket hears.
+    /// `None`: the socket was refused or rejected.
+    async fn tags_from_started_instance(
+        &mut self,
+        peer: Peer,
+        conn_id: &str,
+        request_id: u64,
+    ) -> Option<Vec<String>> {
+        for _ in 0..2 {
+            if let Err(e) = self.ensure_started().await {
+                if self.fenced {
+                    Box::pin(self.refuse_open(peer, request_id, &e.to_string())).await;
+                } else {
+                    let why = format!("Room failed to start: {e}");
+                    Box::pin(self.reject_open(peer, request_id, &why)).await;
+                }
+                return None;
+            }
+            let conn = self.conn(peer)?;
+            let tags = match self.party.as_mut() {
+                Some(party) => {
+                    let tags = party.connection_tags(&mut self.room, &conn);
+                    match crate::panics::guarded_future(tags).await {
+                        Ok(tags) => tags,
+                        Err(what) => {
+                            // The instance is not used again; the socket is not admitted.
+                            self.party = None;
+                            gauge::party_dropped();
+                            let why = format!("the party panicked in connection_tags: {what}");
+                            warn!(conn = %conn_id, "{why}");
+                            Box::pin(self.reject_open(peer, request_id, &why)).await;
+                            return None;
+                        }
+                    }
+                }
+                None => Vec::new(),
+            };
+            if self.instance_ready() {
+                return Some(tags);
+            }
+        }
+        let why = "the party's instance was reset while it tagged the connection";
+        warn!(conn = %conn_id, "{why}");
+        Box::pin(self.reject_open(peer, request_id, why)).await;
+        None
     }
 
     /// This node cannot take the socket now (it may not own the room): 503, and the

@@ -11,6 +11,7 @@ use crate::room::{Connection, Room};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 use tracing::warn;
@@ -19,6 +20,8 @@ use tracing::warn;
 pub struct JsPartyFactory {
     engine: Arc<JsEngine>,
     version: Arc<RwLock<Version>>,
+    /// `version`'s party, read by every event of every room (`JsParty::outdated`).
+    latest_party: Arc<AtomicU64>,
 }
 
 /// The code a party's rooms run: a loaded party, replaced on reload.
@@ -33,6 +36,7 @@ impl JsPartyFactory {
         Self {
             engine,
             version: Arc::new(RwLock::new(Version { party, traits })),
+            latest_party: Arc::new(AtomicU64::new(party)),
         }
     }
 
@@ -40,7 +44,9 @@ impl JsPartyFactory {
     /// replaced at its next event (`onStart` runs again), its sockets stay open.
     pub fn replace_with(&self, fresh: &JsPartyFactory) {
         let v = fresh.current();
+        let party = v.party;
         *self.version.write().unwrap_or_else(|e| e.into_inner()) = v;
+        self.latest_party.store(party, Ordering::Release);
     }
 
     fn current(&self) -> Version {
@@ -79,7 +85,7 @@ impl PartyFactory for JsPartyFactory {
         let v = self.current();
         Box::new(JsParty {
             engine: self.engine.clone(),
-            latest: self.version.clone(),
+            latest_party: self.latest_party.clone(),
             party: v.party,
             traits: v.traits,
             worker: self.engine.pick_worker(),
@@ -95,7 +101,7 @@ impl PartyFactory for JsPartyFactory {
 pub struct JsParty {
     engine: Arc<JsEngine>,
     /// The party's current code; the instance is replaced when it moves on.
-    latest: Arc<RwLock<Version>>,
+    latest_party: Arc<AtomicU64>,
     party: PartyId,
     traits: Arc<PartyTraits>,
     worker: usize,
@@ -201,8 +207,7 @@ impl Party for JsParty {
 
     /// Reloaded, or reset by the worker (a reset `getConnectionTags` fails no step).
     fn outdated(&self) -> bool {
-        self.broken.is_some()
-            || self.latest.read().unwrap_or_else(|e| e.into_inner()).party != self.party
+        self.broken.is_some() || self.latest_party.load(Ordering::Acquire) != self.party
     }
 
     async fn connection_tags(&mut self, room: &mut Room, conn: &Connection) -> Vec<String> {

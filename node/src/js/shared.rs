@@ -30,6 +30,9 @@ pub(super) struct Shared {
     due: RefCell<HashMap<InstanceId, Vec<Due>>>,
     /// Each instance's room, to wake it.
     rooms: RefCell<HashMap<InstanceId, (RoomFetcher, RoomKey)>>,
+    /// Savepoint ids, unique on the worker: a transaction whose body outlived its event
+    /// cannot name a savepoint of a later one.
+    next_savepoint: Cell<u32>,
 }
 
 /// Work of an instance waiting for its room's next event.
@@ -118,7 +121,6 @@ pub(super) struct ActiveJob {
     used: Cell<Duration>,
     failure: RefCell<Option<Failure>>,
     pub savepoints: RefCell<HashMap<u32, Savepoint>>,
-    pub next_savepoint: Cell<u32>,
     /// Whether the event's JavaScript set a timer.
     pub set_timers: Cell<bool>,
     /// Promises of storage calls the event made that have not settled:
@@ -142,6 +144,7 @@ impl Shared {
             next_timer: Cell::new(1),
             due: RefCell::default(),
             rooms: RefCell::default(),
+            next_savepoint: Cell::new(1),
         })
     }
 
@@ -182,6 +185,12 @@ impl Shared {
             }
         }
         result
+    }
+
+    pub(super) fn next_savepoint_id(&self) -> u32 {
+        let id = self.next_savepoint.get();
+        self.next_savepoint.set(id.wrapping_add(1).max(1));
+        id
     }
 
     pub(super) fn job(&self, instance: InstanceId) -> Option<Rc<ActiveJob>> {
@@ -255,12 +264,21 @@ impl Shared {
         self.defer(instance, Due::Timer(id));
     }
 
-    /// A native's promise settles: now, within the room's event in progress, or first
-    /// thing in the room's next event, which a wake asks for, so that what it runs then
-    /// (a `.then` of a fetch no handler awaited) may use the room. A check's settles at
-    /// once: it has no room.
-    pub(super) fn settle(&self, context: &Context, instance: InstanceId, settle: Settle) {
-        if self.job(instance).is_none() && self.rooms.borrow().contains_key(&instance) {
+    /// A native's promise settles: now, within the room's event in progress, or, for a
+    /// `deferrable` one (a fetch: what it read is not the room's), first thing in the
+    /// room's next event, which a wake asks for, so that what it runs then (a `.then` no
+    /// handler awaited) may use the room. A storage call's settles at once, outside any
+    /// event, when its own event ended before it: its reads belong to that event, and
+    /// what it runs then cannot use the room. A check's settles at once: it has no room.
+    pub(super) fn settle(
+        &self,
+        context: &Context,
+        instance: InstanceId,
+        deferrable: bool,
+        settle: Settle,
+    ) {
+        if deferrable && self.job(instance).is_none() && self.rooms.borrow().contains_key(&instance)
+        {
             self.defer(instance, Due::Settle(settle));
             return;
         }
@@ -339,7 +357,6 @@ impl ActiveJob {
             used: Cell::new(Duration::ZERO),
             failure: RefCell::new(None),
             savepoints: RefCell::default(),
-            next_savepoint: Cell::new(1),
             set_timers: Cell::new(false),
             natives_in_flight: Cell::new(0),
         }

@@ -249,13 +249,13 @@ fn promise_of<'js, T: 'static>(
             }
         };
         // While that event lasts it is the instance's job, woken when it has settled; a
-        // fetch that outlived its event settles in the room's next one.
+        // fetch that outlived its event settles in the room's next one (`Shared::settle`).
         if let Some(event) = &event {
             event
                 .natives_in_flight
                 .set(event.natives_in_flight.get().saturating_sub(1));
         }
-        shared.settle(&context, instance, Box::new(settle));
+        shared.settle(&context, instance, !event_waits, Box::new(settle));
     });
     Ok(promise)
 }

@@ -167,8 +167,7 @@ pub(super) fn install<'js>(
         Function::new(ctx.clone(), move |ctx: Ctx<'js>, h: InstanceId| {
             let job = job_of(&ctx, &s, h)?;
             let save = with_lease(&ctx, &s, h, |lease| lease.storage.savepoint())?;
-            let id = job.next_savepoint.get();
-            job.next_savepoint.set(id + 1);
+            let id = s.next_savepoint_id();
             job.savepoints.borrow_mut().insert(id, save);
             Ok::<_, rquickjs::Error>(id)
         })?,
@@ -179,8 +178,14 @@ pub(super) fn install<'js>(
         Function::new(ctx.clone(), move |ctx: Ctx<'js>, h: InstanceId, id: u32| {
             let job = job_of(&ctx, &s, h)?;
             let save = job.savepoints.borrow().get(&id).cloned();
-            if let Some(save) = save {
-                with_lease(&ctx, &s, h, |lease| lease.storage.rollback(save))?;
+            match save {
+                Some(save) => with_lease(&ctx, &s, h, |lease| lease.storage.rollback(save))?,
+                None => {
+                    return Err(Exception::throw_message(
+                        &ctx,
+                        "this transaction began in an earlier event of the room, whose writes have committed: it cannot be rolled back",
+                    ))
+                }
             }
             Ok::<_, rquickjs::Error>(())
         })?,
