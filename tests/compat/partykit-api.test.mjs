@@ -483,9 +483,11 @@ test("onRequest answers custom statuses, headers, binary and empty bodies, redir
   assert.deepEqual([res.status, await res.text()], [404, "no route nope"]);
 });
 
-test("a throwing onRequest is a 500 with the error's message; no onRequest is a 500; an unknown party is a 404", async () => {
+test("a throwing onRequest is a 500 (or its error's code) with the error's message; no onRequest is a 500; an unknown party is a 404", async () => {
   let res = await fetch(url("http/http-3/throw"));
   assert.deepEqual([res.status, await res.text()], [500, "boom in onRequest"]);
+  res = await fetch(url("http/http-3/throw-code"));
+  assert.deepEqual([res.status, await res.text()], [404, "no such thing"]);
   res = await fetch(url("echo/http-3"));
   assert.deepEqual([res.status, await res.text()], [500, "No onRequest handler"]);
   res = await fetch(url("nope/http-3"));

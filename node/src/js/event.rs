@@ -85,6 +85,9 @@ pub(crate) enum Outcome {
 pub(crate) struct Thrown {
     pub message: String,
     pub trace: String,
+    /// The thrown object's numeric `code`, when it is an HTTP status a response may have
+    /// (200–599): what PartyKit answers a throwing `onRequest` with.
+    pub status: Option<u16>,
 }
 
 impl std::fmt::Display for Thrown {
@@ -98,6 +101,7 @@ impl From<String> for Thrown {
         Self {
             trace: message.clone(),
             message,
+            status: None,
         }
     }
 }
@@ -137,15 +141,29 @@ pub(super) fn caught_text(e: &CaughtError<'_>) -> Thrown {
                 }
                 _ => format!("{name}: {message}"),
             };
-            Thrown { message, trace }
+            Thrown {
+                message,
+                trace,
+                status: status_code(ex.as_object()),
+            }
         }
-        CaughtError::Value(v) => v
-            .as_string()
-            .and_then(|s| s.to_string().ok())
-            .unwrap_or_else(|| format!("{v:?}"))
-            .into(),
+        CaughtError::Value(v) => {
+            let mut thrown: Thrown = v
+                .as_string()
+                .and_then(|s| s.to_string().ok())
+                .unwrap_or_else(|| format!("{v:?}"))
+                .into();
+            thrown.status = v.as_object().and_then(status_code);
+            thrown
+        }
         CaughtError::Error(e) => e.to_string().into(),
     }
+}
+
+/// A thrown object's `code`, if it is a status a response may have.
+fn status_code(o: &rquickjs::Object<'_>) -> Option<u16> {
+    let code: f64 = o.get("code").ok()?;
+    (code.fract() == 0.0 && (200.0..=599.0).contains(&code)).then_some(code as u16)
 }
 
 pub(super) fn event_kind(e: &Event) -> &'static str {

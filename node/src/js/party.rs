@@ -278,17 +278,27 @@ impl Party for JsParty {
         self.run_done(room, event).await
     }
 
-    /// A throw answers 500 with the error's message, as PartyKit does.
+    /// A throw answers with the error's message, and the status its `code` names (500
+    /// without one), as PartyKit does.
     async fn on_request(&mut self, room: &mut Room, req: Request) -> Result<Response, PartyError> {
         let event = request_event(req);
         match self.run(room, event).await {
             Ok(Outcome::Response(r)) => response(r),
             Ok(_) => Err("onRequest did not return a Response".into()),
             Err(Failure::Threw(error)) => {
-                warn!(error = %error.trace, "onRequest threw; answering 500");
+                let status = error
+                    .status
+                    .and_then(|s| http::StatusCode::from_u16(s).ok())
+                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                warn!(error = %error.trace, %status, "onRequest threw");
                 room.discard();
-                let mut resp = http::Response::new(Bytes::from(error.message));
-                *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                let body = if error.message.is_empty() {
+                    "Uncaught exception when making a request".to_string()
+                } else {
+                    error.message
+                };
+                let mut resp = http::Response::new(Bytes::from(body));
+                *resp.status_mut() = status;
                 Ok(resp)
             }
             Err(e) => Err(party_error(e)),

@@ -53,6 +53,9 @@ export default class Http implements Party.Server {
         return Response.redirect("https://example.com/elsewhere", 302);
       case "throw":
         throw new Error("boom in onRequest");
+      case "throw-code":
+        // PartyKit answers a thrown error's numeric `code` as the status.
+        throw Object.assign(new Error("no such thing"), { code: 404 });
       default:
         return new Response(`no route ${path}`, { status: 404 });
     }
