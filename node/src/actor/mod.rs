@@ -252,19 +252,32 @@ impl RoomActor {
     }
 
     /// Whether the started instance must live as long as the room has connections (its
-    /// party does not hibernate). A panic in the party's answer drops the instance, as one
-    /// in a handler does.
+    /// party does not hibernate).
     fn keeps_instance(&mut self) -> bool {
-        let Some(party) = self.party.as_ref() else {
-            return false;
+        matches!(
+            self.ask_party("hibernates", |p| p.hibernates()),
+            Ok(Some(false))
+        )
+    }
+
+    /// What the started instance answers (`None` without one), outside any step. A panic
+    /// in its answer drops the instance, as one in a handler does, and comes back as the
+    /// error a step fails with then.
+    fn ask_party<T>(
+        &mut self,
+        question: &str,
+        ask: impl FnOnce(&dyn Party) -> T,
+    ) -> Result<Option<T>, crate::party::PartyError> {
+        let Some(party) = self.party.as_deref() else {
+            return Ok(None);
         };
-        match crate::panics::guarded(|| party.hibernates()) {
-            Ok(hibernates) => !hibernates,
+        match crate::panics::guarded(|| ask(party)) {
+            Ok(answer) => Ok(Some(answer)),
             Err(what) => {
-                warn!("the party panicked in hibernates, dropping its instance: {what}");
+                warn!("the party panicked in {question}, dropping its instance: {what}");
                 self.party = None;
                 gauge::party_dropped();
-                false
+                Err(crate::panics::broken(&what))
             }
         }
     }

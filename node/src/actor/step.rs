@@ -155,20 +155,14 @@ impl RoomActor {
 
     /// Whether there is an instance to run the next event: started, and not to be
     /// replaced ([`Party::outdated`]: its code was reloaded, or its runtime dropped it).
-    pub(super) fn instance_ready(&self) -> bool {
-        let Some(party) = self.party.as_ref() else {
-            return false;
-        };
-        match crate::panics::guarded(|| party.outdated()) {
-            Ok(false) => true,
-            Ok(true) => {
+    pub(super) fn instance_ready(&mut self) -> bool {
+        match self.ask_party("outdated", |p| p.outdated()) {
+            Ok(Some(false)) => true,
+            Ok(Some(true)) => {
                 debug!("the party instance is outdated; starting a fresh one");
                 false
             }
-            Err(what) => {
-                warn!("the party panicked in outdated, dropping its instance: {what}");
-                false
-            }
+            Ok(None) | Err(_) => false,
         }
     }
 
@@ -217,20 +211,12 @@ impl RoomActor {
     }
 
     /// Whether the started instance hears `on_connect` for connections it inherits
-    /// ([`Party::greets_inherited_connections`]). A panic in the party's answer drops the
-    /// instance, as one in a handler does.
+    /// ([`Party::greets_inherited_connections`]).
     fn asks_for_greetings(&mut self) -> Result<bool, StepError> {
-        let Some(party) = self.party.as_ref() else {
-            return Ok(false);
-        };
-        match crate::panics::guarded(|| party.greets_inherited_connections()) {
-            Ok(greets) => Ok(greets),
-            Err(what) => {
-                self.party = None;
-                gauge::party_dropped();
-                Err(StepError::Handler(crate::panics::broken(&what)))
-            }
-        }
+        let greets = self.ask_party("greets_inherited_connections", |p| {
+            p.greets_inherited_connections()
+        });
+        Ok(greets.map_err(StepError::Handler)?.unwrap_or(false))
     }
 
     /// `on_connect`, as its own step, for a connection the instance (one that `greets`)

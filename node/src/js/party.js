@@ -1,7 +1,7 @@
 // The PartyKit server API (`partykit/server`) over Conclave's room runtime.
 //
 // Evaluated once per party and worker, after web.js and codec.js and before the user's
-// bundle. Rust drives it through `globalThis.__conclave` (load, create, dispatch,
+// bundle. Rust drives it through `globalThis.__conclave` (prepare, load, create, dispatch,
 // destroy, fireTimer); everything that touches the room goes through `__native`, which
 // acts on the room whose event is running. One server instance per room; a room's events
 // never overlap.
@@ -522,10 +522,9 @@
       };
     },
 
-    /** Takes the bundle's default export; returns what the party supports. */
-    load(exported, name, envJson) {
-      partyName = name;
-      partyEnv = JSON.parse(envJson);
+    /** Takes the bundle's default export (after `prepare`); returns what the party
+     * supports. */
+    load(exported) {
       const def = exported?.default;
       if (typeof def === "function") {
         isClass = true;

@@ -154,10 +154,9 @@ impl Worker {
                 .globals()
                 .get("__conclave")
                 .map_err(|e| e.to_string())?;
-            let env = source.env.to_string();
             let prepare: Function = conclave.get("prepare").map_err(|e| e.to_string())?;
             prepare
-                .call::<_, ()>((source.name.as_str(), env.as_str()))
+                .call::<_, ()>((source.name.as_str(), source.env.to_string()))
                 .catch(&ctx)
                 .map_err(|e| caught_text(&e).trace)?;
             eval_script(&ctx, &source.origin, &source.script)?;
@@ -167,7 +166,7 @@ impl Worker {
             }
             let load: Function = conclave.get("load").map_err(|e| e.to_string())?;
             let traits: String = load
-                .call((exported, source.name.as_str(), env.as_str()))
+                .call((exported,))
                 .catch(&ctx)
                 .map_err(|e| caught_text(&e).trace)?;
             let traits: PartyTraits =
