@@ -29,10 +29,10 @@ function project(files) {
 
 const manifest = JSON.stringify({ name: "runtime-test", main: "src/server.ts" });
 
-/** A raw socket that records every message and its close. */
-function connect(host, room, id) {
+/** A raw socket that records every message and its close; `query` goes after its id. */
+function connect(host, room, id, query = "") {
   return new Promise((ok, fail) => {
-    const ws = new WS(`ws://${host}/parties/main/${room}?_pk=${id}`);
+    const ws = new WS(`ws://${host}/parties/main/${room}?_pk=${id}${query}`);
     ws.got = [];
     ws.on("message", (d) => ws.got.push(d.toString()));
     ws.on("open", () => ok(ws));
@@ -60,6 +60,26 @@ async function reply(ws, ms = 3000) {
   return ws.got[seen];
 }
 
+/** Runs `body(server)` against `conclave dev` on a project whose one party is `source`,
+ * started with `args`, and stops the server after. */
+async function withServer(source, args, body) {
+  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": source }), { args });
+  try {
+    await body(server);
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+}
+
+/** An HTTP server on a free loopback port answering with `handler`: its `host:port` as
+ * `target`, and `close`. */
+async function upstreamServer(handler) {
+  const server = createServer(handler);
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  return { target: `127.0.0.1:${server.address().port}`, port: server.address().port, close: () => server.close() };
+}
+
 const isolated = `
 import type * as Party from "partykit/server";
 let starts = 0;
@@ -79,8 +99,7 @@ export default class Server implements Party.Server {
 `;
 
 test("a handler that throws: the error is logged, the connection stays open and onError does not run, as on PartyKit", async () => {
-  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": isolated }));
-  try {
+  await withServer(isolated, [], async (server) => {
     const a = await connect(server.host, "r", "a");
     const b = await connect(server.host, "r", "b");
     b.send("throw");
@@ -91,17 +110,11 @@ test("a handler that throws: the error is logged, the connection stays open and 
     assert.ok(!a.got.some((m) => String(m).startsWith("onError")), "onError ran for a handler's throw");
     a.close();
     b.close();
-  } finally {
-    await server.stop();
-    server.cleanup();
-  }
+  });
 });
 
 test("an endless handler is interrupted after its CPU budget; the room starts afresh and other rooms answer meanwhile", async () => {
-  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": isolated }), {
-    args: ["--js-cpu-budget-ms", "300", "--js-workers", "2"],
-  });
-  try {
+  await withServer(isolated, ["--js-cpu-budget-ms", "300", "--js-workers", "2"], async (server) => {
     const looper = await connect(server.host, "looping", "l");
     looper.send("ping");
     assert.equal(await reply(looper), "pong starts=1");
@@ -121,17 +134,11 @@ test("an endless handler is interrupted after its CPU budget; the room starts af
     assert.equal(looper.readyState, WS.OPEN);
     looper.close();
     other.close();
-  } finally {
-    await server.stop();
-    server.cleanup();
-  }
+  });
 });
 
 test("a handler that exhausts the memory cap is reset like one over budget", async () => {
-  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": isolated }), {
-    args: ["--js-memory-mb", "64", "--js-cpu-budget-ms", "5000"],
-  });
-  try {
+  await withServer(isolated, ["--js-memory-mb", "64", "--js-cpu-budget-ms", "5000"], async (server) => {
     const ws = await connect(server.host, "hungry", "h");
     ws.send("hog");
     await sleep(200);
@@ -139,10 +146,7 @@ test("a handler that exhausts the memory cap is reset like one over budget", asy
     assert.match(await reply(ws, 10000), /^pong/);
     assert.match(server.stderr(), /out of memory/);
     ws.close();
-  } finally {
-    await server.stop();
-    server.cleanup();
-  }
+  });
 });
 
 test("a party that does not hibernate hears onConnect again for its sockets when its instance starts afresh", async () => {
@@ -163,18 +167,9 @@ export default class Server implements Party.Server {
     sender.send("players " + known + " starts=" + starts);
   }
 }`;
-  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": source }), {
-    // One worker: `starts` counts the instances of the room.
-    args: ["--js-cpu-budget-ms", "300", "--js-workers", "1"],
-  });
-  try {
-    const open = (id) => new Promise((ok, fail) => {
-      const ws = new WS(`ws://${server.host}/parties/main/kept?_pk=${id}&name=${id.toUpperCase()}`);
-      ws.got = [];
-      ws.on("message", (d) => ws.got.push(d.toString()));
-      ws.on("open", () => ok(ws));
-      ws.on("error", fail);
-    });
+  // One worker: `starts` counts the instances of the room.
+  await withServer(source, ["--js-cpu-budget-ms", "300", "--js-workers", "1"], async (server) => {
+    const open = (id) => connect(server.host, "kept", id, `&name=${id.toUpperCase()}`);
     const a = await open("a");
     const b = await open("b");
     await received(a, "welcome 1");
@@ -190,10 +185,7 @@ export default class Server implements Party.Server {
     assert.equal(a.readyState, WS.OPEN);
     a.close();
     b.close();
-  } finally {
-    await server.stop();
-    server.cleanup();
-  }
+  });
 });
 
 test("a socket whose onConnect breaks the new instance is closed, and the next instance greets the others", async () => {
@@ -213,11 +205,8 @@ export default class Server implements Party.Server {
     sender.send("players " + [...this.players].sort().join(",") + " starts=" + starts);
   }
 }`;
-  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": source }), {
-    // One worker: `starts` counts the instances of the room.
-    args: ["--js-cpu-budget-ms", "300", "--js-workers", "1"],
-  });
-  try {
+  // One worker: `starts` counts the instances of the room.
+  await withServer(source, ["--js-cpu-budget-ms", "300", "--js-workers", "1"], async (server) => {
     const a = await connect(server.host, "r", "a");
     const bad = await connect(server.host, "r", "bad");
     const badClosed = closed(bad);
@@ -230,10 +219,7 @@ export default class Server implements Party.Server {
     assert.equal((await badClosed).code, 1011);
     assert.equal(a.readyState, WS.OPEN);
     a.close();
-  } finally {
-    await server.stop();
-    server.cleanup();
-  }
+  });
 });
 
 test("a bundle that does not load is refused at start, naming the error", async () => {
@@ -317,11 +303,8 @@ export default class Server implements Party.Server {
   }
   onConnect(conn: Party.Connection) { conn.send("welcome " + conn.id + " tags=" + conn.tags.join("+") + " starts=" + starts); }
 }`;
-  const server = await startProject(project({ "partykit.json": manifest, "src/server.ts": source }), {
-    // One worker: `starts` counts the instances of the room.
-    args: ["--js-cpu-budget-ms", "300", "--js-workers", "1"],
-  });
-  try {
+  // One worker: `starts` counts the instances of the room.
+  await withServer(source, ["--js-cpu-budget-ms", "300", "--js-workers", "1"], async (server) => {
     const other = await connect(server.host, "r", "other");
     await received(other, "welcome other tags=other+t starts=1");
     const hog = await connect(server.host, "r", "hog");
@@ -331,10 +314,7 @@ export default class Server implements Party.Server {
     assert.equal(hog.readyState, WS.OPEN);
     hog.close();
     other.close();
-  } finally {
-    await server.stop();
-    server.cleanup();
-  }
+  });
 });
 
 test("the project's parties sit next to the built-ins with their env, cannot reach the natives, and a plain `conclave dev` has no JavaScript", async () => {
@@ -366,45 +346,35 @@ test("the project's parties sit next to the built-ins with their env, cannot rea
 
 test("a fetch a handler does not await goes on with the room when it settles after the handler", async () => {
   // The upstream answers only after the handler has long returned.
-  const upstream = createServer((req, res) => setTimeout(() => res.end("late news"), 300));
-  await new Promise((ok) => upstream.listen(0, "127.0.0.1", ok));
-  const target = `127.0.0.1:${upstream.address().port}`;
-  const dir = project({
-    "partykit.json": manifest,
-    "src/server.ts": `
+  const upstream = await upstreamServer((req, res) => setTimeout(() => res.end("late news"), 300));
+  const source = `
 import type * as Party from "partykit/server";
 export default class Server implements Party.Server {
   constructor(readonly room: Party.Room) {}
   onMessage(message: string) {
-    fetch("http://${target}/")
+    fetch("http://${upstream.target}/")
       .then((res) => res.text())
       .then(async (text) => {
         await this.room.storage.put("news", text);
         this.room.broadcast("fetched " + text + ", stored " + (await this.room.storage.get("news")));
       });
   }
-}`,
-  });
-  const server = await startProject(dir, { args: ["--js-fetch-allow", target] });
+}`;
   try {
-    const ws = await connect(server.host, "r", "a");
-    ws.send("go");
-    await received(ws, "fetched late news, stored late news", 5000);
-    ws.close();
+    await withServer(source, ["--js-fetch-allow", upstream.target], async (server) => {
+      const ws = await connect(server.host, "r", "a");
+      ws.send("go");
+      await received(ws, "fetched late news, stored late news", 5000);
+      ws.close();
+    });
   } finally {
-    await server.stop();
-    server.cleanup();
     upstream.close();
   }
 });
 
 test("a transaction whose body outlived its event cannot roll back the writes of a later one", async () => {
-  const upstream = createServer((req, res) => setTimeout(() => res.end("late"), 300));
-  await new Promise((ok) => upstream.listen(0, "127.0.0.1", ok));
-  const target = `127.0.0.1:${upstream.address().port}`;
-  const dir = project({
-    "partykit.json": manifest,
-    "src/server.ts": `
+  const upstream = await upstreamServer((req, res) => setTimeout(() => res.end("late"), 300));
+  const source = `
 import type * as Party from "partykit/server";
 export default class Server implements Party.Server {
   constructor(readonly room: Party.Room) {}
@@ -412,30 +382,28 @@ export default class Server implements Party.Server {
     this.room.storage
       .transaction(async (txn) => {
         await txn.put("k", "in the first event");
-        await fetch("http://${target}/"); // settles in a later event
+        await fetch("http://${upstream.target}/"); // settles in a later event
         txn.rollback();
       })
       .then(() => this.room.broadcast("rolled back"), (e) => this.room.broadcast("refused: " + e.message));
   }
-}`,
-  });
-  const server = await startProject(dir, { args: ["--js-fetch-allow", target] });
+}`;
   try {
-    const ws = await connect(server.host, "r", "a");
-    ws.send("go");
-    const deadline = Date.now() + 5000;
-    while (!ws.got.some((m) => m.startsWith("refused") || m === "rolled back") && Date.now() < deadline) await sleep(10);
-    assert.match(ws.got.join("\n"), /refused: this transaction began in an earlier event/);
-    ws.close();
+    await withServer(source, ["--js-fetch-allow", upstream.target], async (server) => {
+      const ws = await connect(server.host, "r", "a");
+      ws.send("go");
+      const deadline = Date.now() + 5000;
+      while (!ws.got.some((m) => m.startsWith("refused") || m === "rolled back") && Date.now() < deadline) await sleep(10);
+      assert.match(ws.got.join("\n"), /refused: this transaction began in an earlier event/);
+      ws.close();
+    });
   } finally {
-    await server.stop();
-    server.cleanup();
     upstream.close();
   }
 });
 
 test("fetch reaches the hosts the node allows, and no other", async () => {
-  const upstream = createServer((req, res) => {
+  const upstream = await upstreamServer((req, res) => {
     let body = "";
     req.on("data", (d) => (body += d));
     req.on("end", () => {
@@ -443,11 +411,8 @@ test("fetch reaches the hosts the node allows, and no other", async () => {
       res.end(JSON.stringify({ method: req.method, path: req.url, body, auth: req.headers.authorization ?? null }));
     });
   });
-  await new Promise((ok) => upstream.listen(0, "127.0.0.1", ok));
-  const target = `127.0.0.1:${upstream.address().port}`;
-  const dir = project({
-    "partykit.json": manifest,
-    "src/server.ts": `
+  const { target } = upstream;
+  const source = `
 export default class Server {
   async onRequest(req: Request) {
     const to = new URL(req.url).searchParams.get("to")!;
@@ -458,23 +423,21 @@ export default class Server {
       return Response.json({ error: (e as Error).message });
     }
   }
-}`,
-  });
-  const server = await startProject(dir, { args: ["--js-fetch-allow", target] });
+}`;
   try {
-    const ask = async (to) => (await fetch(`http://${server.host}/parties/main/f?to=${encodeURIComponent(to)}`)).json();
-    assert.deepEqual(await ask(`http://${target}/hook?a=1`), {
-      status: 201,
-      upstream: "yes",
-      json: { method: "POST", path: "/hook?a=1", body: "ping", auth: "Bearer t" },
+    await withServer(source, ["--js-fetch-allow", target], async (server) => {
+      const ask = async (to) => (await fetch(`http://${server.host}/parties/main/f?to=${encodeURIComponent(to)}`)).json();
+      assert.deepEqual(await ask(`http://${target}/hook?a=1`), {
+        status: 201,
+        upstream: "yes",
+        json: { method: "POST", path: "/hook?a=1", body: "ping", auth: "Bearer t" },
+      });
+      const refused = await ask(`http://127.0.0.2:${upstream.port}/`);
+      assert.match(refused.error, /is not allowed .*--js-fetch-allow/);
+      const tls = await ask("https://example.invalid/");
+      assert.match(tls.error, /only http:\/\//);
     });
-    const refused = await ask(`http://127.0.0.2:${upstream.address().port}/`);
-    assert.match(refused.error, /is not allowed .*--js-fetch-allow/);
-    const tls = await ask("https://example.invalid/");
-    assert.match(tls.error, /only http:\/\//);
   } finally {
-    await server.stop();
-    server.cleanup();
     upstream.close();
   }
 });
