@@ -16,7 +16,8 @@
 //! - `natives.rs`: the functions JavaScript calls into (`__native`).
 //! - `party.rs`: the [`Party`](crate::Party) and [`PartyFactory`](crate::PartyFactory)
 //!   the actor sees.
-//! - `web.js`, `codec.js`, `party.js`: the globals a PartyKit server expects, storage
+//! - `web.js`, `crypto.js`, `codec.js`, `party.js`: the globals a PartyKit server expects
+//!   (`crypto.js`: `crypto.subtle`'s keys, on the natives in `natives/crypto.rs`), storage
 //!   values with structured-clone semantics, and the PartyKit API over the natives.
 
 mod event;

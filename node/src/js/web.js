@@ -14,8 +14,8 @@
 //
 // Not implemented: fetch, Blob, File, FormData, ReadableStream and the other streams (a
 // body's `.body` is a one-chunk stand-in, see BodyStream), Request/Response blob() and
-// formData(), crypto.subtle other than digest (its other methods reject with
-// NotSupportedError), TextDecoder encodings other than UTF-8, structuredClone's
+// formData(), crypto.subtle other than digest (crypto.js, evaluated next, adds the rest),
+// TextDecoder encodings other than UTF-8, structuredClone's
 // `transfer`, Headers guards (no immutable headers), event capture/bubbling and
 // `on<type>` handler properties, AbortSignal.timeout without a global setTimeout.
 // URL: full UTS #46 (non-ASCII hosts get NFKC + lower case + Punycode; "xn--" labels are
@@ -601,10 +601,6 @@ const INTEGER_ARRAYS = new Set([
   "Uint32Array", "BigInt64Array", "BigUint64Array",
 ]);
 const DIGESTS = ["SHA-1", "SHA-256", "SHA-384", "SHA-512"];
-const UNSUPPORTED_SUBTLE = [
-  "encrypt", "decrypt", "sign", "verify", "generateKey", "deriveKey", "deriveBits", "importKey",
-  "exportKey", "wrapKey", "unwrapKey",
-];
 
 function getRandomValues(array) {
   if (!ArrayBuffer.isView(array)) throw new TypeError("getRandomValues: expected an integer typed array");
@@ -642,11 +638,6 @@ const subtle = {
     });
   },
 };
-for (const method of UNSUPPORTED_SUBTLE) {
-  subtle[method] = async () => {
-    throw new DOMEx(`crypto.subtle.${method} is not supported`, "NotSupportedError");
-  };
-}
 
 const crypto = { getRandomValues, randomUUID, subtle };
 

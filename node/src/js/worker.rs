@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 const WEB_JS: &str = include_str!("web.js");
+const CRYPTO_JS: &str = include_str!("crypto.js");
 const CODEC_JS: &str = include_str!("codec.js");
 const PARTY_JS: &str = include_str!("party.js");
 
@@ -147,7 +148,12 @@ impl Worker {
         let context = Context::full(&self.runtime).map_err(|e| e.to_string())?;
         let loaded = context.with(|ctx| -> Result<(LoadedParty, PartyTraits), String> {
             natives::install(&ctx, &self.shared, &context).map_err(|e| e.to_string())?;
-            for (name, code) in [("web.js", WEB_JS), ("codec.js", CODEC_JS), ("party.js", PARTY_JS)] {
+            for (name, code) in [
+                ("web.js", WEB_JS),
+                ("crypto.js", CRYPTO_JS),
+                ("codec.js", CODEC_JS),
+                ("party.js", PARTY_JS),
+            ] {
                 eval_script(&ctx, name, code)?;
             }
             let conclave: rquickjs::Object = ctx

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::rc::Rc;
 use tracing::{debug, error, info, warn};
 
+mod crypto;
 mod fetch;
 mod room;
 mod storage;
@@ -66,6 +67,7 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>, context: &Contex
         "clearTimer",
         Function::new(ctx.clone(), move |id: u32| s.clear_timer(id))?,
     )?;
+    crypto::install(ctx, &n)?;
     room::install(ctx, &n, shared)?;
     storage::install(ctx, &n, shared, context)?;
     fetch::install(ctx, &n, shared, context)?;
@@ -110,7 +112,7 @@ fn digest<'js>(ctx: Ctx<'js>, algorithm: String, data: Value<'js>) -> JsResult<A
         "SHA-384" => sha2::Sha384::digest(&bytes).to_vec(),
         "SHA-512" => sha2::Sha512::digest(&bytes).to_vec(),
         other => {
-            return Err(Exception::throw_dom(
+            return Err(dom_exception(
                 &ctx,
                 "NotSupportedError",
                 &format!("Unrecognized algorithm name {other}"),
@@ -127,6 +129,20 @@ fn utf8_decode<'js>(ctx: Ctx<'js>, data: Value<'js>, fatal: Opt<bool>) -> JsResu
             .map_err(|_| Exception::throw_type(&ctx, "The encoded data was not valid utf-8"))
     } else {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+/// Throws `new DOMException(message, name)` with the context's own DOMException (web.js's:
+/// the engine's intrinsic one is not in our contexts, so `Exception::throw_dom` would throw
+/// an object without a prototype).
+fn dom_exception(ctx: &Ctx<'_>, name: &str, message: &str) -> rquickjs::Error {
+    let made = ctx
+        .globals()
+        .get::<_, rquickjs::Constructor>("DOMException")
+        .and_then(|c| c.construct::<_, Value>((message, name)));
+    match made {
+        Ok(e) => ctx.throw(e),
+        Err(e) => e,
     }
 }
 
