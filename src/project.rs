@@ -264,7 +264,7 @@ fn run_esbuild(
         "--global-name=__party",
         "--platform=neutral",
         "--target=es2022",
-        "--conditions=workerd,worker,browser",
+        "--conditions=partykit,workerd,worker,browser",
         "--main-fields=browser,module,main",
         "--log-level=warning",
         "--charset=utf8",

@@ -234,6 +234,27 @@ test("a bundle that does not load is refused at start, naming the error", async 
   await assert.rejects(startProject(syntax), /esbuild failed/);
 });
 
+test("a dependency's `partykit` export condition is the one bundled, as PartyKit's build picks it", async () => {
+  const dir = project({
+    "partykit.json": manifest,
+    "node_modules/dual/package.json": JSON.stringify({
+      name: "dual",
+      exports: { ".": { partykit: "./partykit.js", workerd: "./workerd.js", default: "./default.js" } },
+    }),
+    "node_modules/dual/partykit.js": `export const built = "partykit";`,
+    "node_modules/dual/workerd.js": `export const built = "workerd";`,
+    "node_modules/dual/default.js": `export const built = "default";`,
+    "src/server.ts": `import { built } from "dual"; export default { onRequest() { return new Response(built); } };`,
+  });
+  const server = await startProject(dir);
+  try {
+    assert.equal(await (await fetch(`http://${server.host}/parties/main/x`)).text(), "partykit");
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
 test("conclave dev rebuilds on a file change: rooms run the new code, sockets stay open; a broken change keeps the old code", async () => {
   const source = (v) => `
 import type * as Party from "partykit/server";
