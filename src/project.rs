@@ -250,6 +250,60 @@ fn find_esbuild(dir: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Node.js's built-in modules that unenv's `nodeless` preset implements (or stubs, calls
+/// throwing "not implemented"), as `unenv/runtime/node/<module>/index`. PartyKit's build
+/// maps them the same way, except for the few workerd has natively. `process` is not
+/// among them: the runtime's own `process` global holds the project's env.
+#[rustfmt::skip]
+const NODE_BUILTINS: &[&str] = &[
+    "assert", "assert/strict", "async_hooks", "buffer", "console", "child_process",
+    "constants", "cluster", "crypto", "dgram", "diagnostics_channel", "dns", "dns/promises",
+    "domain", "events", "fs", "fs/promises", "http", "https", "http2", "inspector", "module",
+    "net", "os", "path", "punycode", "perf_hooks", "querystring", "readline",
+    "readline/promises", "stream", "stream/promises", "stream/consumers", "stream/web",
+    "string_decoder", "trace_events", "timers", "timers/promises", "tls", "tty", "url",
+    "util", "util/types", "v8", "vm", "wasi", "worker_threads", "zlib",
+];
+
+/// unenv's Node.js polyfills in the project's `node_modules` (or a directory above it):
+/// every PartyKit project has them, as a dependency of the `partykit` package.
+fn find_unenv(dir: &Path) -> Option<PathBuf> {
+    let start = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    start
+        .ancestors()
+        .map(|d| d.join("node_modules/unenv/runtime/node"))
+        .find(|p| p.join("buffer/index.mjs").is_file())
+}
+
+/// What the bundle gets for Node.js: with unenv, its built-ins become unenv's modules and
+/// a free `Buffer` its Buffer; `global` is `globalThis` either way. The returned file (the
+/// globals esbuild injects) must live until esbuild has run.
+fn node_compat(cmd: &mut Command, dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let mut inject = String::from("export const global = globalThis;\n");
+    if let Some(unenv) = find_unenv(dir) {
+        for module in NODE_BUILTINS {
+            if unenv.join(module).join("index.mjs").is_file() {
+                let target = format!("unenv/runtime/node/{module}/index");
+                cmd.arg(format!("--alias:{module}={target}"));
+                cmd.arg(format!("--alias:node:{module}={target}"));
+            }
+        }
+        let buffer = unenv.join("buffer/index.mjs");
+        inject.push_str(&format!(
+            "export {{ Buffer }} from {};\n",
+            serde_json::to_string(&buffer.to_string_lossy())?
+        ));
+    }
+    let mut file = tempfile::Builder::new()
+        .prefix("conclave-node-globals-")
+        .suffix(".mjs")
+        .tempfile()
+        .context("cannot write esbuild's inject file")?;
+    std::io::Write::write_all(&mut file, inject.as_bytes())?;
+    cmd.arg(format!("--inject:{}", file.path().display()));
+    Ok(file)
+}
+
 /// Bundles one entry file into a script that leaves its module in `globalThis.__party`.
 fn run_esbuild(
     esbuild: &Path,
@@ -258,6 +312,7 @@ fn run_esbuild(
     define: &BTreeMap<String, String>,
 ) -> anyhow::Result<String> {
     let mut cmd = Command::new(esbuild);
+    let _inject = node_compat(&mut cmd, dir)?;
     cmd.current_dir(dir).arg(entry).args([
         "--bundle",
         "--format=iife",
@@ -276,10 +331,14 @@ fn run_esbuild(
         .output()
         .with_context(|| format!("cannot run {}", esbuild.display()))?;
     if !out.status.success() {
-        bail!(
-            "esbuild failed:\n{}",
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let hint = if stderr.contains("built into node") && find_unenv(dir).is_none() {
+            "\n(Node.js built-ins bundle as unenv's polyfills when the project has `unenv` in \
+             node_modules; the `partykit` package brings it: `npm install --save-dev partykit`)"
+        } else {
+            ""
+        };
+        bail!("esbuild failed:\n{}{hint}", stderr.trim_end());
     }
     String::from_utf8(out.stdout).context("esbuild's output is not UTF-8")
 }

@@ -608,6 +608,23 @@ test("web globals work in onMessage", async () => {
   assert.deepEqual(r.connection, { isWebSocket: true, open: true });
 });
 
+test("Node.js built-ins and the Buffer and global globals work in a party", async () => {
+  assert.deepEqual(await getJson("node/n-1"), {
+    base64: Buffer.from("héllo").toString("base64"),
+    fromBase64: "héllo",
+    hex: "01ff",
+    concat: "ab",
+    isBuffer: true,
+    heard: "ab",
+    format: "n=4",
+    join: "/a/c",
+    // PartyKit's build injects these two as module objects (Buffer is node:buffer's
+    // namespace); Conclave's are what Node.js has.
+    global: onPartykit ? "object: default" : "globalThis",
+    freeBuffer: onPartykit ? false : "78",
+  });
+});
+
 // ---------------------------------------------------------------------------------------
 // crypto.subtle, through jose as auth code uses it; node:crypto is the reference.
 

@@ -232,6 +232,10 @@ test("a bundle that does not load is refused at start, naming the error", async 
   await assert.rejects(startProject(noExport), /export default a class/);
   const syntax = project({ "partykit.json": manifest, "src/server.ts": `export default class {` });
   await assert.rejects(startProject(syntax), /esbuild failed/);
+  // Without unenv in its node_modules, a project's Node.js built-ins do not bundle, and
+  // the error says where they come from.
+  const node = project({ "partykit.json": manifest, "src/server.ts": `import { Buffer } from "node:buffer"; export default { onRequest() { return new Response(Buffer.from("x").toString("hex")); } };` });
+  await assert.rejects(startProject(node), /node:buffer[\s\S]*npm install --save-dev partykit/);
 });
 
 test("a dependency's `partykit` export condition is the one bundled, as PartyKit's build picks it", async () => {
