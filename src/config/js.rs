@@ -40,6 +40,10 @@ pub struct JsOpts {
     /// any); without it, `fetch` to outside HTTP is off
     #[arg(long, env = "CONCLAVE_JS_FETCH_ALLOW", value_delimiter = ',')]
     pub js_fetch_allow: Vec<String>,
+    /// A PEM file of certificate authorities that `fetch` trusts for https:// besides the
+    /// system's (a private CA)
+    #[arg(long, env = "CONCLAVE_JS_FETCH_CA")]
+    pub js_fetch_ca: Option<PathBuf>,
 }
 
 impl JsOpts {
@@ -68,6 +72,7 @@ impl JsOpts {
             c.memory_limit = mb.max(8) * 1024 * 1024;
         }
         c.fetch_allow = self.js_fetch_allow.clone();
+        c.fetch_ca = self.js_fetch_ca.clone();
         c
     }
 }

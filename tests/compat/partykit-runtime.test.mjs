@@ -3,10 +3,11 @@
 // memory, a bundle that does not load, and a reload on file change in `conclave dev`.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync, rmSync } from "node:fs";
+import { mkdirSync, writeFileSync, rmSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createServer } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import WS from "ws";
 import { startProject, startServer, tempDir, closed, sleep } from "./harness.mjs";
 
@@ -74,8 +75,8 @@ async function withServer(source, args, body) {
 
 /** An HTTP server on a free loopback port answering with `handler`: its `host:port` as
  * `target`, and `close`. */
-async function upstreamServer(handler) {
-  const server = createServer(handler);
+async function upstreamServer(handler, tls) {
+  const server = tls ? createHttpsServer(tls, handler) : createServer(handler);
   await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
   return { target: `127.0.0.1:${server.address().port}`, port: server.address().port, close: () => server.close() };
 }
@@ -459,10 +460,52 @@ export default class Server {
       });
       const refused = await ask(`http://127.0.0.2:${upstream.port}/`);
       assert.match(refused.error, /is not allowed .*--js-fetch-allow/);
-      const tls = await ask("https://example.invalid/");
-      assert.match(tls.error, /only http:\/\//);
+      const ftp = await ask("ftp://example.invalid/");
+      assert.match(ftp.error, /only http:\/\/ and https:\/\//);
     });
   } finally {
     upstream.close();
   }
+});
+
+// A certificate for 127.0.0.1 signed by a test CA whose key was thrown away (fixtures/tls).
+const fixture = (name) => fileURLToPath(new URL(`fixtures/tls/${name}`, import.meta.url));
+
+test("fetch over https trusts the system's certificate authorities and --js-fetch-ca's, and no other", async () => {
+  const tls = { key: readFileSync(fixture("server.key")), cert: readFileSync(fixture("server.pem")) };
+  const upstream = await upstreamServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.end(`secure ${req.method} ${req.url}`);
+  }, tls);
+  const { target } = upstream;
+  const source = `
+export default class Server {
+  async onRequest(req: Request) {
+    try {
+      const res = await fetch(new URL(req.url).searchParams.get("to")!);
+      return new Response(await res.text());
+    } catch (e) {
+      return new Response("error: " + (e as Error).message);
+    }
+  }
+}`;
+  const ask = async (server, to) => (await fetch(`http://${server.host}/parties/main/f?to=${encodeURIComponent(to)}`)).text();
+  try {
+    await withServer(source, ["--js-fetch-allow", target, "--js-fetch-ca", fixture("ca.pem")], async (server) => {
+      assert.equal(await ask(server, `https://${target}/hook?a=1`), "secure GET /hook?a=1");
+    });
+    // Without the test CA, the upstream's certificate is refused, saying why.
+    await withServer(source, ["--js-fetch-allow", target], async (server) => {
+      assert.match(await ask(server, `https://${target}/`), /^error: fetch failed: .*(UnknownIssuer|unknown issuer)/i);
+    });
+  } finally {
+    upstream.close();
+  }
+  // A CA file without a certificate stops the start.
+  const empty = join(tempDir(), "empty.pem");
+  writeFileSync(empty, "");
+  await assert.rejects(
+    startProject(project({ "partykit.json": manifest, "src/server.ts": source }), { args: ["--js-fetch-ca", empty] }),
+    /holds no certificate/,
+  );
 });

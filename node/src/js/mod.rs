@@ -47,6 +47,41 @@ pub struct JsConfig {
     /// Hosts (`host` or `host:port`; `*` for any) that `fetch` may reach. Empty: `fetch`
     /// to outside HTTP is off.
     pub fetch_allow: Vec<String>,
+    /// A PEM file of certificate authorities `fetch` trusts for https, besides the system's.
+    pub fetch_ca: Option<std::path::PathBuf>,
+}
+
+/// The TLS client configuration of `fetch`: the system's certificate authorities (as
+/// `rustls-native-certs` finds them, `SSL_CERT_FILE` included) and those of `extra_ca`.
+/// Fails on an `extra_ca` that cannot be read or holds no certificate.
+pub fn fetch_tls_config(
+    extra_ca: Option<&std::path::Path>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(path) = extra_ca {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read the certificates in {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{} holds no certificate", path.display()));
+        }
+        let (_, refused) = roots.add_parsable_certificates(certs);
+        if refused > 0 {
+            return Err(format!(
+                "{refused} certificates of {} are not usable",
+                path.display()
+            ));
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 impl Default for JsConfig {
@@ -59,6 +94,7 @@ impl Default for JsConfig {
             cpu_budget: Duration::from_millis(1000),
             memory_limit: 512 * 1024 * 1024,
             fetch_allow: Vec::new(),
+            fetch_ca: None,
         }
     }
 }
@@ -110,11 +146,17 @@ pub enum JsError {
     Stopped,
     #[error("could not start a JavaScript worker: {0}")]
     Start(std::io::Error),
+    #[error("fetch's certificate authorities: {0}")]
+    FetchCa(String),
 }
 
 impl JsEngine {
     /// Starts the worker threads.
     pub fn start(config: JsConfig) -> Result<Arc<Self>, JsError> {
+        if let Some(ca) = &config.fetch_ca {
+            // A bad --js-fetch-ca fails the start, not each fetch.
+            fetch_tls_config(Some(ca)).map_err(JsError::FetchCa)?;
+        }
         let workers = (0..config.workers.max(1))
             .map(|i| worker::spawn(i, config.clone()))
             .collect::<Result<Vec<_>, _>>()

@@ -105,14 +105,47 @@ const FETCH_MAX_BODY: usize = 16 * 1024 * 1024;
 const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type HttpClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     http_body_util::Full<Bytes>,
 >;
+
+/// The client of one worker's `fetch`es: http, and https verified against the system's
+/// certificate authorities and the node's `--js-fetch-ca`.
+fn http_client(config: &crate::js::JsConfig) -> Result<HttpClient, String> {
+    let tls = crate::js::fetch_tls_config(config.fetch_ca.as_deref())?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(std::sync::Arc::unwrap_or_clone(tls))
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
+}
+
+/// An error with its causes: hyper's own message ("client error (Connect)") names none,
+/// and the cause is what tells a TLS failure (an unknown issuer, a wrong name) apart.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
 
 /// Whether `--js-fetch-allow` lets `fetch` reach `uri`.
 fn fetch_allowed(allow: &[String], uri: &http::Uri) -> bool {
     let Some(host) = uri.host() else { return false };
-    let port = uri.port_u16().unwrap_or(80);
+    let default_port = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let port = uri.port_u16().unwrap_or(default_port);
     allow.iter().any(|a| {
         a == "*"
             || a.eq_ignore_ascii_case(host)
@@ -128,7 +161,7 @@ fn install_http_fetch<'js>(
     context: &Context,
 ) -> JsResult<()> {
     let (s, c) = (shared.clone(), context.clone());
-    let client: Rc<std::cell::OnceCell<HttpClient>> = Rc::default();
+    let client: Rc<std::cell::OnceCell<Result<HttpClient, String>>> = Rc::default();
     n.set(
         "httpFetch",
         Function::new(ctx.clone(), move |ctx: Ctx<'js>, parts: Array<'js>| {
@@ -136,10 +169,10 @@ fn install_http_fetch<'js>(
             let uri: http::Uri = url
                 .parse()
                 .map_err(|_| Exception::throw_type(&ctx, &format!("fetch: invalid URL {url}")))?;
-            if uri.scheme_str() != Some("http") {
+            if !matches!(uri.scheme_str(), Some("http" | "https")) {
                 return Err(Exception::throw_type(
                     &ctx,
-                    "fetch: only http:// URLs can be fetched from a party (https is not supported yet)",
+                    "fetch: only http:// and https:// URLs can be fetched from a party",
                 ));
             }
             if !fetch_allowed(&s.config.fetch_allow, &uri) {
@@ -160,13 +193,9 @@ fn install_http_fetch<'js>(
                 Exception::throw_internal(&ctx, "fetch can only be called while a room's code runs")
             })?;
             let client = client
-                .get_or_init(|| {
-                    hyper_util::client::legacy::Client::builder(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .build_http()
-                })
-                .clone();
+                .get_or_init(|| http_client(&s.config))
+                .clone()
+                .map_err(|e| Exception::throw_type(&ctx, &format!("fetch: {e}")))?;
             promise_of(
                 &ctx,
                 &s,
@@ -176,7 +205,7 @@ fn install_http_fetch<'js>(
                 async move {
                     let fetched = async {
                         use http_body_util::BodyExt;
-                        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+                        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
                         let (parts, body) = resp.into_parts();
                         let body = http_body_util::Limited::new(body, FETCH_MAX_BODY)
                             .collect()
