@@ -250,58 +250,98 @@ fn find_esbuild(dir: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Node.js's built-in modules that unenv's `nodeless` preset implements (or stubs, calls
-/// throwing "not implemented"), as `unenv/runtime/node/<module>/index`. PartyKit's build
-/// maps them the same way, except for the few workerd has natively. `process` is not
-/// among them: the runtime's own `process` global holds the project's env.
+/// Node.js's built-in modules (`module.builtinModules` of Node.js 20, without `node:`).
 #[rustfmt::skip]
 const NODE_BUILTINS: &[&str] = &[
-    "assert", "assert/strict", "async_hooks", "buffer", "console", "child_process",
-    "constants", "cluster", "crypto", "dgram", "diagnostics_channel", "dns", "dns/promises",
-    "domain", "events", "fs", "fs/promises", "http", "https", "http2", "inspector", "module",
-    "net", "os", "path", "punycode", "perf_hooks", "querystring", "readline",
-    "readline/promises", "stream", "stream/promises", "stream/consumers", "stream/web",
-    "string_decoder", "trace_events", "timers", "timers/promises", "tls", "tty", "url",
-    "util", "util/types", "v8", "vm", "wasi", "worker_threads", "zlib",
+    "_http_agent", "_http_client", "_http_common", "_http_incoming", "_http_outgoing",
+    "_http_server", "_stream_duplex", "_stream_passthrough", "_stream_readable",
+    "_stream_transform", "_stream_wrap", "_stream_writable", "_tls_common", "_tls_wrap",
+    "assert", "assert/strict", "async_hooks", "buffer", "child_process", "cluster", "console",
+    "constants", "crypto", "dgram", "diagnostics_channel", "dns", "dns/promises", "domain",
+    "events", "fs", "fs/promises", "http", "http2", "https", "inspector",
+    "inspector/promises", "module", "net", "os", "path", "path/posix", "path/win32",
+    "perf_hooks", "process", "punycode", "querystring", "readline", "readline/promises",
+    "repl", "stream", "stream/consumers", "stream/promises", "stream/web", "string_decoder",
+    "sys", "timers", "timers/promises", "tls", "trace_events", "tty", "url", "util",
+    "util/types", "v8", "vm", "wasi", "worker_threads", "zlib",
 ];
 
-/// unenv's Node.js polyfills in the project's `node_modules` (or a directory above it):
-/// every PartyKit project has them, as a dependency of the `partykit` package.
-fn find_unenv(dir: &Path) -> Option<PathBuf> {
-    let start = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    start
-        .ancestors()
-        .map(|d| d.join("node_modules/unenv/runtime/node"))
-        .find(|p| p.join("buffer/index.mjs").is_file())
+/// The unenv module standing in for a built-in, as unenv's `nodeless` preset (which
+/// PartyKit's build uses) maps it: its own module, a sibling for the few that share one,
+/// else the mock whose every use throws "not implemented".
+fn unenv_module(unenv: &Path, builtin: &str) -> PathBuf {
+    let node = unenv.join("runtime/node");
+    let own = node.join(builtin).join("index.mjs");
+    if own.is_file() {
+        return own;
+    }
+    match builtin {
+        "path/posix" | "path/win32" => node.join("path/index.mjs"),
+        "inspector/promises" => node.join("inspector/index.mjs"),
+        "sys" => node.join("util/index.mjs"),
+        _ => unenv.join("runtime/mock/proxy.mjs"),
+    }
 }
 
-/// What the bundle gets for Node.js: with unenv, its built-ins become unenv's modules and
-/// a free `Buffer` its Buffer; `global` is `globalThis` either way. The returned file (the
-/// globals esbuild injects) must live until esbuild has run.
-fn node_compat(cmd: &mut Command, dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
-    let mut inject = String::from("export const global = globalThis;\n");
-    if let Some(unenv) = find_unenv(dir) {
-        for module in NODE_BUILTINS {
-            if unenv.join(module).join("index.mjs").is_file() {
-                let target = format!("unenv/runtime/node/{module}/index");
-                cmd.arg(format!("--alias:{module}={target}"));
-                cmd.arg(format!("--alias:node:{module}={target}"));
+/// The unenv package esbuild would find from the project (the nearest
+/// `node_modules/unenv`), else the one beside the project's `partykit` package (where pnpm
+/// keeps it): every PartyKit project has it, as `partykit` depends on it. Only unenv with
+/// the layout of the versions partykit uses (`runtime/node/<module>/index.mjs`) serves.
+fn find_unenv(dir: &Path) -> Option<PathBuf> {
+    let usable = |unenv: PathBuf| {
+        unenv
+            .join("runtime/node/buffer/index.mjs")
+            .is_file()
+            .then_some(unenv)
+    };
+    let start = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    for d in start.ancestors() {
+        let modules = d.join("node_modules");
+        if modules.join("unenv").is_dir() {
+            return usable(modules.join("unenv"));
+        }
+        if let Ok(partykit) = modules.join("partykit").canonicalize() {
+            if let Some(beside) = partykit.parent().map(|p| p.join("unenv")) {
+                return usable(beside);
             }
         }
-        let buffer = unenv.join("buffer/index.mjs");
-        inject.push_str(&format!(
-            "export {{ Buffer }} from {};\n",
-            serde_json::to_string(&buffer.to_string_lossy())?
-        ));
     }
-    let mut file = tempfile::Builder::new()
-        .prefix("conclave-node-globals-")
-        .suffix(".mjs")
-        .tempfile()
-        .context("cannot write esbuild's inject file")?;
-    std::io::Write::write_all(&mut file, inject.as_bytes())?;
-    cmd.arg(format!("--inject:{}", file.path().display()));
-    Ok(file)
+    None
+}
+
+/// Whether the npm package `name` is installed for the project: in a `node_modules` it or a
+/// directory above has, or in pnpm's store of every package (`node_modules/.pnpm`), where
+/// dependencies of dependencies live. (npm nests a package only under one whose version
+/// conflicts with a copy at the top, which this finds.)
+fn npm_package_installed(dir: &Path, name: &str) -> bool {
+    let start = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    start.ancestors().any(|d| {
+        let modules = d.join("node_modules");
+        [
+            modules.join(name),
+            modules.join(".pnpm/node_modules").join(name),
+        ]
+        .iter()
+        .any(|p| p.join("package.json").is_file())
+    })
+}
+
+/// With unenv, Node.js's built-ins bundle as its modules: `node:<module>` always, a bare
+/// `<module>` unless an npm package of that name is installed (`events`, `buffer`,
+/// `string_decoder`, … are polyfills the project chose, and bundled before). Aliases are
+/// absolute paths, so a `require` and an `import` get the same copy.
+fn node_builtins(cmd: &mut Command, dir: &Path) {
+    let Some(unenv) = find_unenv(dir) else {
+        return;
+    };
+    for builtin in NODE_BUILTINS {
+        let target = unenv_module(&unenv, builtin);
+        cmd.arg(format!("--alias:node:{builtin}={}", target.display()));
+        let package = builtin.split('/').next().unwrap_or(builtin);
+        if !npm_package_installed(dir, package) {
+            cmd.arg(format!("--alias:{builtin}={}", target.display()));
+        }
+    }
 }
 
 /// Bundles one entry file into a script that leaves its module in `globalThis.__party`.
@@ -312,7 +352,7 @@ fn run_esbuild(
     define: &BTreeMap<String, String>,
 ) -> anyhow::Result<String> {
     let mut cmd = Command::new(esbuild);
-    let _inject = node_compat(&mut cmd, dir)?;
+    node_builtins(&mut cmd, dir);
     cmd.current_dir(dir).arg(entry).args([
         "--bundle",
         "--format=iife",
@@ -333,8 +373,9 @@ fn run_esbuild(
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let hint = if stderr.contains("built into node") && find_unenv(dir).is_none() {
-            "\n(Node.js built-ins bundle as unenv's polyfills when the project has `unenv` in \
-             node_modules; the `partykit` package brings it: `npm install --save-dev partykit`)"
+            "\n(Node.js built-ins bundle as unenv's polyfills, and no unenv with its \
+             runtime/node modules is in the project's node_modules: the `partykit` package \
+             brings one, `npm install --save-dev partykit`)"
         } else {
             ""
         };
@@ -520,6 +561,57 @@ mod tests {
         std::fs::write(&file, text).unwrap();
         let err = Bundle::read(&file).unwrap_err().to_string();
         assert!(err.contains("does not match its version"), "{err}");
+    }
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "").unwrap();
+    }
+
+    #[test]
+    fn unenv_is_found_where_esbuild_or_pnpm_puts_it() {
+        // npm: the nearest node_modules/unenv, with partykit's layout.
+        let npm = tempfile::tempdir().unwrap();
+        let project = npm.path().join("app");
+        std::fs::create_dir_all(&project).unwrap();
+        assert_eq!(find_unenv(&project), None);
+        touch(
+            &npm.path()
+                .join("node_modules/unenv/runtime/node/buffer/index.mjs"),
+        );
+        let found = find_unenv(&project).unwrap();
+        assert!(found.ends_with("node_modules/unenv"), "{found:?}");
+        assert!(unenv_module(&found, "path/posix").ends_with("runtime/node/path/index.mjs"));
+        assert!(unenv_module(&found, "repl").ends_with("runtime/mock/proxy.mjs"));
+        // A nearer unenv of another layout is what esbuild would load: none is used.
+        touch(&project.join("node_modules/unenv/package.json"));
+        assert_eq!(find_unenv(&project), None);
+
+        // pnpm: unenv only beside partykit in its store.
+        let pnpm = tempfile::tempdir().unwrap();
+        let store = pnpm
+            .path()
+            .join("node_modules/.pnpm/partykit@0.0.115/node_modules");
+        touch(&store.join("partykit/package.json"));
+        touch(&store.join("unenv/runtime/node/buffer/index.mjs"));
+        std::os::unix::fs::symlink(
+            store.join("partykit"),
+            pnpm.path().join("node_modules/partykit"),
+        )
+        .unwrap();
+        let found = find_unenv(pnpm.path()).unwrap();
+        assert!(
+            found.ends_with("partykit@0.0.115/node_modules/unenv"),
+            "{found:?}"
+        );
+
+        assert!(!npm_package_installed(pnpm.path(), "string_decoder"));
+        touch(
+            &pnpm
+                .path()
+                .join("node_modules/.pnpm/node_modules/string_decoder/package.json"),
+        );
+        assert!(npm_package_installed(pnpm.path(), "string_decoder"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 // memory, a bundle that does not load, and a reload on file change in `conclave dev`.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync, rmSync, readFileSync } from "node:fs";
+import { mkdirSync, writeFileSync, rmSync, readFileSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createServer } from "node:http";
@@ -254,6 +254,51 @@ test("a dependency's `partykit` export condition is the one bundled, as PartyKit
   const server = await startProject(dir);
   try {
     assert.equal(await (await fetch(`http://${server.host}/parties/main/x`)).text(), "partykit");
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
+test("Node.js built-ins bundle as unenv's modules; an installed npm package of a built-in's name stays that package", async () => {
+  const dir = project({
+    "partykit.json": manifest,
+    ".env": "GREETING=hi\n",
+    // A project's own polyfill of a built-in (readable-stream brings this one).
+    "node_modules/string_decoder/package.json": JSON.stringify({ name: "string_decoder", main: "index.js" }),
+    "node_modules/string_decoder/index.js": `exports.StringDecoder = class { write() { return "npm's decoder"; } };`,
+    "src/server.ts": `
+import { StringDecoder } from "string_decoder";
+import { env } from "node:process";
+import posixPath from "node:path/posix";
+import { Buffer } from "node:buffer";
+import repl from "node:repl";
+const required = require("buffer");
+export default {
+  onRequest() {
+    return Response.json({
+      decoder: new StringDecoder().write(),
+      env: env.GREETING,
+      posix: posixPath.join("a", "b"),
+      oneBuffer: required.Buffer === Buffer,
+      // unenv has no repl: its mock stands in (PartyKit's build does the same).
+      repl: typeof repl,
+    });
+  },
+};`,
+  });
+  // The project finds the unenv that tests/compat installed, as a PartyKit project finds
+  // the one partykit brings.
+  symlinkSync(fileURLToPath(new URL("node_modules/unenv", import.meta.url)), join(dir, "node_modules/unenv"));
+  const server = await startProject(dir);
+  try {
+    assert.deepEqual(await (await fetch(`http://${server.host}/parties/main/x`)).json(), {
+      decoder: "npm's decoder",
+      env: "hi",
+      posix: "a/b",
+      oneBuffer: true,
+      repl: "function",
+    });
   } finally {
     await server.stop();
     server.cleanup();

@@ -17,7 +17,7 @@ const OUR_GLOBALS = [
   "console", "performance", "queueMicrotask", "structuredClone", "TextEncoder", "TextDecoder",
   "atob", "btoa", "crypto", "URL", "URLSearchParams", "Headers", "Request", "Response", "Event",
   "EventTarget", "MessageEvent", "CloseEvent", "ErrorEvent", "AbortController", "AbortSignal",
-  "DOMException", "__bodyBytes", "__codec", "__brands",
+  "DOMException", "Blob", "__bodyBytes", "__codec", "__brands",
 ];
 
 // The natives as Rust defines them, on node:crypto and Node's encoders. Buffers cross
@@ -387,6 +387,26 @@ test("subclasses of built-ins clone as the built-in; mere heirs of a prototype a
 });
 
 // ----------------------------------------------------- TextEncoder/Decoder
+
+test("Blob holds its parts' bytes, slices them and reads them back, as Node's Blob does", async () => {
+  const parts = () => ["héllo ", new Uint8Array([1, 2, 3]), new Uint16Array([0x4142]).buffer, 42];
+  const ours = new g.Blob(parts(), { type: "Text/Plain" });
+  const node = new Blob(parts(), { type: "Text/Plain" });
+  assert.deepEqual([ours.size, ours.type], [node.size, node.type]);
+  const bytes = async (b) => [...new Uint8Array(await b.arrayBuffer())];
+  assert.deepEqual(await bytes(ours), await bytes(node));
+  for (const [start, end] of [[1], [2, 5], [-4], [-4, -1], [5, 2], [0, 100], [undefined, 3]]) {
+    assert.deepEqual(await bytes(ours.slice(start, end)), await bytes(node.slice(start, end)), `slice(${start}, ${end})`);
+  }
+  assert.equal(ours.slice(0, 1, "X/Y").type, "x/y");
+  assert.equal(await new g.Blob([ours, "!"]).text(), await new Blob([node, "!"]).text());
+  assert.deepEqual([...(await ours.slice(0, 2).bytes())], [0x68, 0xc3]);
+  assert.equal(new g.Blob([], { type: "bad\u00e9" }).type, "");
+  assert.equal(new g.Blob().size, 0);
+  throwsNamed(() => new g.Blob("not a sequence"), "TypeError");
+  throwsNamed(() => ours.stream(), "TypeError");
+  assert.equal(Object.prototype.toString.call(ours), "[object Blob]");
+});
 
 test("TextEncoder encodes UTF-8, lone surrogates as U+FFFD, and encodeInto whole characters only", () => {
   const text = "héllo € 😀 \ud800!";

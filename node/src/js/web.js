@@ -12,7 +12,7 @@
 // And, for codec.js, a hidden `globalThis.__brands`: the value classifier and the tables
 // structuredClone goes by (see the end of this file).
 //
-// Not implemented: fetch, Blob, File, FormData, ReadableStream and the other streams (a
+// Not implemented: fetch, File, FormData, Blob.stream(), ReadableStream and the other streams (a
 // body's `.body` is a one-chunk stand-in, see BodyStream), Request/Response blob() and
 // formData(), crypto.subtle other than digest (crypto.js, evaluated next, adds the rest),
 // TextDecoder encodings other than UTF-8, structuredClone's
@@ -454,6 +454,62 @@ function exactBuffer(bytes) {
 const decodeUtf8 = (bytes, fatal = false) => native.utf8Decode(exactBuffer(bytes), fatal);
 const hasBOM = (b) => b.length >= 3 && b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf;
 const decodeUtf8Text = (bytes) => decodeUtf8(hasBOM(bytes) ? bytes.subarray(3) : bytes);
+
+// ----------------------------------------------------------------------- Blob
+
+// Bytes held in memory: what Node.js polyfills (unenv's buffer, whose File extends Blob)
+// and body helpers expect to find. No stream().
+class Blob {
+  #bytes;
+  #type;
+
+  constructor(blobParts = undefined, options = undefined) {
+    const parts = blobParts === undefined ? [] : blobParts;
+    if (parts === null || typeof parts !== "object" || typeof parts[Symbol.iterator] !== "function") {
+      throw new TypeError("Blob: blobParts must be a sequence");
+    }
+    const chunks = [];
+    for (const part of parts) {
+      if (part instanceof Blob) chunks.push(part.#bytes);
+      else if (ArrayBuffer.isView(part) || isArrayBuffer(part)) chunks.push(bytesOf(part).slice());
+      else chunks.push(utf8Bytes(part));
+    }
+    const bytes = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+    let at = 0;
+    for (const c of chunks) {
+      bytes.set(c, at);
+      at += c.length;
+    }
+    this.#bytes = bytes;
+    this.#type = blobType(options?.type);
+  }
+
+  get size() { return this.#bytes.length; }
+  get type() { return this.#type; }
+
+  slice(start = 0, end = this.#bytes.length, contentType = "") {
+    const size = this.#bytes.length;
+    const clamp = (i) => (i < 0 ? Math.max(size + i, 0) : Math.min(i, size));
+    const from = clamp(Math.trunc(Number(start)) || 0);
+    const to = clamp(Math.trunc(Number(end)) || 0);
+    const blob = new Blob([], { type: contentType });
+    blob.#bytes = this.#bytes.slice(from, Math.max(from, to));
+    return blob;
+  }
+
+  async arrayBuffer() { return this.#bytes.slice().buffer; }
+  async bytes() { return this.#bytes.slice(); }
+  async text() { return decodeUtf8(this.#bytes); }
+  stream() { throw new TypeError("Blob.stream() is not supported"); }
+  [INSPECT]() { return `Blob { size: ${this.size}, type: '${this.type}' }`; }
+}
+
+// A type of printable ASCII, lower-cased; anything else is no type.
+function blobType(type) {
+  if (type === undefined) return "";
+  const t = String(type);
+  return /^[\x20-\x7e]*$/.test(t) ? t.toLowerCase() : "";
+}
 
 class TextEncoder {
   get encoding() { return "utf-8"; }
@@ -1928,7 +1984,7 @@ function queueMicrotask(callback) {
 const performance = { timeOrigin: Date.now() - native.now(), now: () => native.now() };
 
 const classes = {
-  TextEncoder, TextDecoder, URL, URLSearchParams, Headers, Request, Response, Event, EventTarget,
+  Blob, TextEncoder, TextDecoder, URL, URLSearchParams, Headers, Request, Response, Event, EventTarget,
   MessageEvent, CloseEvent, ErrorEvent, AbortController, AbortSignal,
 };
 for (const [name, cls] of Object.entries(classes)) {
