@@ -27,6 +27,21 @@ struct Manifest {
     vars: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     define: BTreeMap<String, String>,
+    #[serde(default)]
+    build: BuildSection,
+    #[serde(default)]
+    crons: BTreeMap<String, String>,
+}
+
+/// `build` in `partykit.json`: of it, Conclave reads `alias` (esbuild's, over the
+/// built-ins' aliases). `command`, `cwd` and `watch` (a command PartyKit runs before each
+/// build) are not run.
+#[derive(Debug, Default, Deserialize)]
+struct BuildSection {
+    #[serde(default)]
+    alias: BTreeMap<String, String>,
+    #[serde(default)]
+    command: Option<String>,
 }
 
 /// Every party of a project, bundled: what nodes load.
@@ -81,12 +96,21 @@ impl Bundle {
             );
         };
         let env = serde_json::Value::Object(project_env(dir, &manifest)?);
+        if let Some(command) = &manifest.build.command {
+            tracing::warn!(
+                %command,
+                "partykit.json's build.command is not run: run it before bundling"
+            );
+        }
+        if !manifest.crons.is_empty() {
+            tracing::warn!(crons = ?manifest.crons.keys().collect::<Vec<_>>(), "partykit.json's crons are not run (onCron is not supported)");
+        }
         let esbuild = find_esbuild(dir)?;
         let mut parties = vec![("main".to_string(), main.clone())];
         parties.extend(manifest.parties.clone());
         let mut bundled = Vec::with_capacity(parties.len());
         for (name, entry) in parties {
-            let script = run_esbuild(&esbuild, dir, &entry, &manifest.define)
+            let script = run_esbuild(&esbuild, dir, &entry, &manifest)
                 .with_context(|| format!("party {name} ({entry})"))?;
             bundled.push(BundledParty {
                 name,
@@ -330,15 +354,18 @@ fn npm_package_installed(dir: &Path, name: &str) -> bool {
 /// `<module>` unless an npm package of that name is installed (`events`, `buffer`,
 /// `string_decoder`, … are polyfills the project chose, and bundled before). Aliases are
 /// absolute paths, so a `require` and an `import` get the same copy.
-fn node_builtins(cmd: &mut Command, dir: &Path) {
+fn node_builtins(cmd: &mut Command, dir: &Path, project_aliases: &BTreeMap<String, String>) {
     let Some(unenv) = find_unenv(dir) else {
         return;
     };
     for builtin in NODE_BUILTINS {
         let target = unenv_module(&unenv, builtin);
-        cmd.arg(format!("--alias:node:{builtin}={}", target.display()));
+        let prefixed = format!("node:{builtin}");
+        if !project_aliases.contains_key(&prefixed) {
+            cmd.arg(format!("--alias:{prefixed}={}", target.display()));
+        }
         let package = builtin.split('/').next().unwrap_or(builtin);
-        if !npm_package_installed(dir, package) {
+        if !npm_package_installed(dir, package) && !project_aliases.contains_key(*builtin) {
             cmd.arg(format!("--alias:{builtin}={}", target.display()));
         }
     }
@@ -349,10 +376,14 @@ fn run_esbuild(
     esbuild: &Path,
     dir: &Path,
     entry: &str,
-    define: &BTreeMap<String, String>,
+    manifest: &Manifest,
 ) -> anyhow::Result<String> {
     let mut cmd = Command::new(esbuild);
-    node_builtins(&mut cmd, dir);
+    let aliases = &manifest.build.alias;
+    node_builtins(&mut cmd, dir, aliases);
+    for (from, to) in aliases {
+        cmd.arg(format!("--alias:{from}={to}"));
+    }
     cmd.current_dir(dir).arg(entry).args([
         "--bundle",
         "--format=iife",
@@ -364,7 +395,7 @@ fn run_esbuild(
         "--log-level=warning",
         "--charset=utf8",
     ]);
-    for (k, v) in define {
+    for (k, v) in &manifest.define {
         cmd.arg(format!("--define:{k}={v}"));
     }
     let out = cmd

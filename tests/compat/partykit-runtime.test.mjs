@@ -260,6 +260,29 @@ test("a dependency's `partykit` export condition is the one bundled, as PartyKit
   }
 });
 
+test("partykit.json's build.alias reaches esbuild, over a built-in's alias too", async () => {
+  const dir = project({
+    "partykit.json": JSON.stringify({
+      name: "aliased",
+      main: "src/server.ts",
+      build: { alias: { "greeting-lib": "./src/greeting.ts", "node:events": "./src/events.ts" } },
+    }),
+    "src/greeting.ts": `export const greeting = "hello from an alias";`,
+    "src/events.ts": `export const which = "the project's events";`,
+    "src/server.ts": `import { greeting } from "greeting-lib"; import { which } from "node:events";
+export default { onRequest() { return new Response(greeting + ", " + which); } };`,
+  });
+  mkdirSync(join(dir, "node_modules"));
+  symlinkSync(fileURLToPath(new URL("node_modules/unenv", import.meta.url)), join(dir, "node_modules/unenv"));
+  const server = await startProject(dir);
+  try {
+    assert.equal(await (await fetch(`http://${server.host}/parties/main/x`)).text(), "hello from an alias, the project's events");
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
 test("Node.js built-ins bundle as unenv's modules; an installed npm package of a built-in's name stays that package", async () => {
   const dir = project({
     "partykit.json": manifest,
