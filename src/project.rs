@@ -292,7 +292,7 @@ const NODE_BUILTINS: &[&str] = &[
 
 /// The unenv module standing in for a built-in, as unenv's `nodeless` preset (which
 /// PartyKit's build uses) maps it: its own module, a sibling for the few that share one,
-/// else the mock whose every use throws "not implemented".
+/// else its mock, whose every property and call gives another mock (nothing happens).
 fn unenv_module(unenv: &Path, builtin: &str) -> PathBuf {
     let node = unenv.join("runtime/node");
     let own = node.join(builtin).join("index.mjs");
@@ -307,10 +307,12 @@ fn unenv_module(unenv: &Path, builtin: &str) -> PathBuf {
     }
 }
 
-/// The unenv package esbuild would find from the project (the nearest
-/// `node_modules/unenv`), else the one beside the project's `partykit` package (where pnpm
-/// keeps it): every PartyKit project has it, as `partykit` depends on it. Only unenv with
-/// the layout of the versions partykit uses (`runtime/node/<module>/index.mjs`) serves.
+/// The unenv package with the layout of the versions partykit uses
+/// (`runtime/node/<module>/index.mjs`), looked for from the project up: in each
+/// `node_modules`, unenv itself, then partykit's own (npm nests it there when another
+/// version sits at the top), then the one beside the real partykit (where pnpm keeps it).
+/// Every PartyKit project has one, as `partykit` depends on it. The aliases are absolute
+/// paths, so the copy need not be the one a bare `unenv` import would find.
 fn find_unenv(dir: &Path) -> Option<PathBuf> {
     let usable = |unenv: PathBuf| {
         unenv
@@ -319,34 +321,35 @@ fn find_unenv(dir: &Path) -> Option<PathBuf> {
             .then_some(unenv)
     };
     let start = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    for d in start.ancestors() {
+    start.ancestors().find_map(|d| {
         let modules = d.join("node_modules");
-        if modules.join("unenv").is_dir() {
-            return usable(modules.join("unenv"));
-        }
-        if let Ok(partykit) = modules.join("partykit").canonicalize() {
-            if let Some(beside) = partykit.parent().map(|p| p.join("unenv")) {
-                return usable(beside);
-            }
-        }
-    }
-    None
+        let partykit = modules.join("partykit");
+        let beside = partykit
+            .canonicalize()
+            .ok()
+            .and_then(|real| real.parent().map(|p| p.join("unenv")));
+        [
+            Some(modules.join("unenv")),
+            Some(partykit.join("node_modules/unenv")),
+            beside,
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(usable)
+    })
 }
 
-/// Whether the npm package `name` is installed for the project: in a `node_modules` it or a
-/// directory above has, or in pnpm's store of every package (`node_modules/.pnpm`), where
-/// dependencies of dependencies live. (npm nests a package only under one whose version
-/// conflicts with a copy at the top, which this finds.)
+/// Whether the npm package `name` is installed at the top of a `node_modules` of the
+/// project or a directory above, where npm puts every package unless two versions
+/// conflict. (pnpm keeps dependencies of dependencies in its store only: there a package's
+/// own polyfill of a built-in is unenv's too.)
 fn npm_package_installed(dir: &Path, name: &str) -> bool {
     let start = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     start.ancestors().any(|d| {
-        let modules = d.join("node_modules");
-        [
-            modules.join(name),
-            modules.join(".pnpm/node_modules").join(name),
-        ]
-        .iter()
-        .any(|p| p.join("package.json").is_file())
+        d.join("node_modules")
+            .join(name)
+            .join("package.json")
+            .is_file()
     })
 }
 
@@ -614,9 +617,18 @@ mod tests {
         assert!(found.ends_with("node_modules/unenv"), "{found:?}");
         assert!(unenv_module(&found, "path/posix").ends_with("runtime/node/path/index.mjs"));
         assert!(unenv_module(&found, "repl").ends_with("runtime/mock/proxy.mjs"));
-        // A nearer unenv of another layout is what esbuild would load: none is used.
+        // A nearer unenv of another layout is passed over for the usable one above.
         touch(&project.join("node_modules/unenv/package.json"));
-        assert_eq!(find_unenv(&project), None);
+        assert_eq!(find_unenv(&project), Some(found.clone()));
+        // npm nests partykit's own unenv when another version holds the top.
+        touch(
+            &project.join("node_modules/partykit/node_modules/unenv/runtime/node/buffer/index.mjs"),
+        );
+        let nested = find_unenv(&project).unwrap();
+        assert!(
+            nested.ends_with("partykit/node_modules/unenv"),
+            "{nested:?}"
+        );
 
         // pnpm: unenv only beside partykit in its store.
         let pnpm = tempfile::tempdir().unwrap();
@@ -637,11 +649,7 @@ mod tests {
         );
 
         assert!(!npm_package_installed(pnpm.path(), "string_decoder"));
-        touch(
-            &pnpm
-                .path()
-                .join("node_modules/.pnpm/node_modules/string_decoder/package.json"),
-        );
+        touch(&pnpm.path().join("node_modules/string_decoder/package.json"));
         assert!(npm_package_installed(pnpm.path(), "string_decoder"));
     }
 

@@ -502,7 +502,7 @@ test("fetch reaches the hosts the node allows, and no other", async () => {
     req.on("data", (d) => (body += d));
     req.on("end", () => {
       res.writeHead(201, { "content-type": "application/json", "x-upstream": "yes" });
-      res.end(JSON.stringify({ method: req.method, path: req.url, body, auth: req.headers.authorization ?? null }));
+      res.end(JSON.stringify({ method: req.method, path: req.url, body, auth: req.headers.authorization ?? null, host: req.headers.host }));
     });
   });
   const { target } = upstream;
@@ -511,7 +511,8 @@ export default class Server {
   async onRequest(req: Request) {
     const to = new URL(req.url).searchParams.get("to")!;
     try {
-      const res = await fetch(to, { method: "POST", body: "ping", headers: { authorization: "Bearer t" } });
+      // A Host of the party's own is not sent: a proxy routing by it would reach another site.
+      const res = await fetch(to, { method: "POST", body: "ping", headers: { authorization: "Bearer t", host: "admin.internal" } });
       return Response.json({ status: res.status, upstream: res.headers.get("x-upstream"), json: await res.json() });
     } catch (e) {
       return Response.json({ error: (e as Error).message });
@@ -524,7 +525,7 @@ export default class Server {
       assert.deepEqual(await ask(`http://${target}/hook?a=1`), {
         status: 201,
         upstream: "yes",
-        json: { method: "POST", path: "/hook?a=1", body: "ping", auth: "Bearer t" },
+        json: { method: "POST", path: "/hook?a=1", body: "ping", auth: "Bearer t", host: target },
       });
       const refused = await ask(`http://127.0.0.2:${upstream.port}/`);
       assert.match(refused.error, /is not allowed .*--js-fetch-allow/);

@@ -49,6 +49,9 @@ pub struct JsConfig {
     pub fetch_allow: Vec<String>,
     /// A PEM file of certificate authorities `fetch` trusts for https, besides the system's.
     pub fetch_ca: Option<std::path::PathBuf>,
+    /// `fetch`'s TLS configuration, built once by [`JsEngine::start`] from the system's
+    /// authorities and `fetch_ca`, and shared by every worker.
+    pub fetch_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// The TLS client configuration of `fetch`: the system's certificate authorities (as
@@ -59,7 +62,17 @@ pub fn fetch_tls_config(
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "fetch: a system certificate authority could not be read");
+    }
+    let (system, _) = roots.add_parsable_certificates(native.certs);
+    if system == 0 {
+        tracing::warn!(
+            "fetch: the system has no certificate authorities (install ca-certificates): \
+             https:// fetches trust only --js-fetch-ca's"
+        );
+    }
     if let Some(path) = extra_ca {
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -95,6 +108,7 @@ impl Default for JsConfig {
             memory_limit: 512 * 1024 * 1024,
             fetch_allow: Vec::new(),
             fetch_ca: None,
+            fetch_tls: None,
         }
     }
 }
@@ -152,10 +166,12 @@ pub enum JsError {
 
 impl JsEngine {
     /// Starts the worker threads.
-    pub fn start(config: JsConfig) -> Result<Arc<Self>, JsError> {
-        if let Some(ca) = &config.fetch_ca {
-            // A bad --js-fetch-ca fails the start, not each fetch.
-            fetch_tls_config(Some(ca)).map_err(JsError::FetchCa)?;
+    pub fn start(mut config: JsConfig) -> Result<Arc<Self>, JsError> {
+        // Once, here: a bad --js-fetch-ca fails the start, not each fetch, and no worker
+        // reads the system's certificates on its own thread.
+        if config.fetch_tls.is_none() {
+            config.fetch_tls =
+                Some(fetch_tls_config(config.fetch_ca.as_deref()).map_err(JsError::FetchCa)?);
         }
         let workers = (0..config.workers.max(1))
             .map(|i| worker::spawn(i, config.clone()))

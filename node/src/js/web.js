@@ -13,8 +13,7 @@
 // structuredClone goes by (see the end of this file).
 //
 // Not implemented: fetch, File, FormData, Blob.stream(), ReadableStream and the other streams (a
-// body's `.body` is a one-chunk stand-in, see BodyStream), Request/Response blob() and
-// formData(), crypto.subtle other than digest (crypto.js, evaluated next, adds the rest),
+// body's `.body` is a one-chunk stand-in, see BodyStream), Request/Response formData(), crypto.subtle other than digest (crypto.js, evaluated next, adds the rest),
 // TextDecoder encodings other than UTF-8, structuredClone's
 // `transfer`, Headers guards (no immutable headers), event capture/bubbling and
 // `on<type>` handler properties, AbortSignal.timeout without a global setTimeout.
@@ -347,10 +346,12 @@ function callerStack() {
 const ERROR_TYPES = Object.freeze({
   __proto__: null, Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError,
 });
-const UNCLONABLE = Object.freeze([
+// Frozen once Blob (defined below) has joined it: a Blob's bytes are private, so a clone or
+// a stored copy would be an empty object, where workerd's storage refuses it.
+const UNCLONABLE = [
   Promise, WeakMap, WeakSet, globalThis.WeakRef, globalThis.FinalizationRegistry,
   globalThis.SharedArrayBuffer,
-].filter(Boolean));
+].filter(Boolean);
 const VIEW_TYPES = Object.freeze(Object.fromEntries([
   "Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array", "Int32Array",
   "Uint32Array", "Float16Array", "Float32Array", "Float64Array", "BigInt64Array", "BigUint64Array",
@@ -458,10 +459,17 @@ const decodeUtf8Text = (bytes) => decodeUtf8(hasBOM(bytes) ? bytes.subarray(3) :
 // ----------------------------------------------------------------------- Blob
 
 // Bytes held in memory: what Node.js polyfills (unenv's buffer, whose File extends Blob)
-// and body helpers expect to find. No stream().
+// and body helpers expect to find. No stream(): code that tells a Blob by it would take
+// a stream path that is not there.
+let blobBytes; // (blob) → its bytes, not a copy
+
 class Blob {
   #bytes;
   #type;
+
+  static {
+    blobBytes = (blob) => blob.#bytes;
+  }
 
   constructor(blobParts = undefined, options = undefined) {
     const parts = blobParts === undefined ? [] : blobParts;
@@ -490,8 +498,8 @@ class Blob {
   slice(start = 0, end = this.#bytes.length, contentType = "") {
     const size = this.#bytes.length;
     const clamp = (i) => (i < 0 ? Math.max(size + i, 0) : Math.min(i, size));
-    const from = clamp(Math.trunc(Number(start)) || 0);
-    const to = clamp(Math.trunc(Number(end)) || 0);
+    const from = clamp(clampedInteger(start));
+    const to = clamp(clampedInteger(end));
     const blob = new Blob([], { type: contentType });
     blob.#bytes = this.#bytes.slice(from, Math.max(from, to));
     return blob;
@@ -499,9 +507,22 @@ class Blob {
 
   async arrayBuffer() { return this.#bytes.slice().buffer; }
   async bytes() { return this.#bytes.slice(); }
-  async text() { return decodeUtf8(this.#bytes); }
-  stream() { throw new TypeError("Blob.stream() is not supported"); }
+  async text() { return decodeUtf8Text(this.#bytes); }
   [INSPECT]() { return `Blob { size: ${this.size}, type: '${this.type}' }`; }
+}
+
+UNCLONABLE.push(Blob);
+Object.freeze(UNCLONABLE);
+
+// WebIDL's [Clamp] long long: NaN is 0, halves round to even.
+function clampedInteger(value) {
+  const n = Number(value);
+  if (Number.isNaN(n)) return 0;
+  const x = Math.min(Math.max(n, -Number.MAX_SAFE_INTEGER), Number.MAX_SAFE_INTEGER);
+  const floor = Math.floor(x);
+  const diff = x - floor;
+  const rounded = diff < 0.5 ? floor : diff > 0.5 ? floor + 1 : floor % 2 === 0 ? floor : floor + 1;
+  return rounded === 0 ? 0 : rounded;
 }
 
 // A type of printable ASCII, lower-cased; anything else is no type.
@@ -1555,6 +1576,7 @@ class Body {
 
   async arrayBuffer() { return toBytes(takeBody(this)).slice().buffer; }
   async bytes() { return toBytes(takeBody(this)).slice(); }
+  async blob() { return new Blob([toBytes(takeBody(this))], { type: this.headers.get("content-type") ?? "" }); }
   async json() { return JSON.parse(await this.text()); }
 
   async text() {
@@ -1575,6 +1597,7 @@ function extractBody(body) {
     return { data: body.toString(), type: "application/x-www-form-urlencoded;charset=UTF-8" };
   }
   if (body instanceof BodyStream) return { data: streamTake(body), type: null };
+  if (body instanceof Blob) return { data: blobBytes(body).slice(), type: body.type || null };
   if (ArrayBuffer.isView(body) || isArrayBuffer(body)) return { data: bytesOf(body).slice(), type: null };
   if (typeof body.getReader === "function") throw new TypeError("ReadableStream bodies are not supported");
   return { data: String(body), type: TEXT_TYPE };

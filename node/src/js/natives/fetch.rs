@@ -112,7 +112,10 @@ type HttpClient = hyper_util::client::legacy::Client<
 /// The client of one worker's `fetch`es: http, and https verified against the system's
 /// certificate authorities and the node's `--js-fetch-ca`.
 fn http_client(config: &crate::js::JsConfig) -> Result<HttpClient, String> {
-    let tls = crate::js::fetch_tls_config(config.fetch_ca.as_deref())?;
+    let tls = match &config.fetch_tls {
+        Some(tls) => tls.clone(),
+        None => crate::js::fetch_tls_config(config.fetch_ca.as_deref())?,
+    };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(std::sync::Arc::unwrap_or_clone(tls))
         .https_or_http()
@@ -183,7 +186,12 @@ fn install_http_fetch<'js>(
                 ));
             }
             let mut b = http::Request::builder().method(method.as_str()).uri(uri);
-            for kv in headers.chunks_exact(2) {
+            // A party's own Host would reach another site behind an allowed one (a shared
+            // proxy routes by it); fetch forbids it, and the URL's host is sent instead.
+            for kv in headers
+                .chunks_exact(2)
+                .filter(|kv| !kv[0].eq_ignore_ascii_case("host"))
+            {
                 b = b.header(kv[0].as_str(), kv[1].as_str());
             }
             let req = b
