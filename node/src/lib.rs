@@ -52,3 +52,17 @@ pub use room::{
 pub use storage::{ListOptions, Storage, StorageError, StorageQuota, Usage};
 /// The Yjs implementation the `yjs` party kind is built on, for code that builds on it.
 pub use yrs;
+
+/// An error with its causes, for messages: a client's own text often names none ("client
+/// error (Connect)"), and the cause is what tells a TLS failure or a refused connection
+/// apart.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

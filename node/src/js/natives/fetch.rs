@@ -127,19 +127,6 @@ fn http_client(config: &crate::js::JsConfig) -> Result<HttpClient, String> {
     )
 }
 
-/// An error with its causes: hyper's own message ("client error (Connect)") names none,
-/// and the cause is what tells a TLS failure (an unknown issuer, a wrong name) apart.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 /// Whether `--js-fetch-allow` lets `fetch` reach `uri`.
 fn fetch_allowed(allow: &[String], uri: &http::Uri) -> bool {
     let Some(host) = uri.host() else { return false };
@@ -213,7 +200,7 @@ fn install_http_fetch<'js>(
                 async move {
                     let fetched = async {
                         use http_body_util::BodyExt;
-                        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+                        let resp = client.request(req).await.map_err(|e| crate::error_chain(&e))?;
                         let (parts, body) = resp.into_parts();
                         let body = http_body_util::Limited::new(body, FETCH_MAX_BODY)
                             .collect()

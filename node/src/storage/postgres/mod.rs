@@ -38,18 +38,6 @@ pub struct PostgresStore {
     probe: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
-/// An error with its causes (a TLS handshake's reason is two levels down).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 fn backend<E: std::fmt::Display>(e: E) -> StorageError {
     StorageError::Backend(e.to_string())
 }
@@ -148,7 +136,10 @@ impl PostgresStore {
             .build()
             .map_err(backend)?;
         let mut client = pool.get().await.map_err(|e| {
-            StorageError::Backend(format!("cannot connect to PostgreSQL: {}", chain(&e)))
+            StorageError::Backend(format!(
+                "cannot connect to PostgreSQL: {}",
+                crate::error_chain(&e)
+            ))
         })?;
         // Nodes may start together: create the table under an advisory lock.
         let txn = client.transaction().await.map_err(pg)?;
