@@ -1,4 +1,5 @@
-//! Plain HTTP to a room: forwarded to the room's node, answered by its `on_request`.
+//! Plain HTTP to a room: forwarded to the room's node, answered by its `on_request`; and
+//! HTTP outside /parties/, for the main party's static `onFetch` on a node of this region.
 
 use crate::addresses::{AddressRate, ClientAddress};
 use crate::admission::{resolve_home, RingFollower};
@@ -15,6 +16,36 @@ use std::sync::Arc;
 use tracing::warn;
 
 pub(crate) async fn forward_http(gw: Arc<GatewayState>, key: RoomKey, req: Request) -> Response {
+    forward(gw, Target::Room(key), req).await
+}
+
+/// A request outside /parties/: any node of the gateway's region answers it, without a
+/// room (the main party's `onFetch`, else 404). Paths spread over the nodes by hash.
+pub(crate) async fn forward_outside_rooms(gw: Arc<GatewayState>, req: Request) -> Response {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    req.uri().path().hash(&mut h);
+    let spread = h.finish() % OUTSIDE_ROOMS_SPREAD;
+    match RoomKey::new("main", &format!("onfetch-{spread}")) {
+        Ok(key) => forward(gw, Target::OutsideRooms(key), req).await,
+        Err(e) => plain(500, e.to_string()),
+    }
+}
+
+/// How many routing keys requests outside /parties/ spread over (so over the nodes).
+const OUTSIDE_ROOMS_SPREAD: u64 = 64;
+
+enum Target {
+    Room(RoomKey),
+    /// Routed as this key, which names no room.
+    OutsideRooms(RoomKey),
+}
+
+async fn forward(gw: Arc<GatewayState>, target: Target, req: Request) -> Response {
+    let (key, outside_rooms) = match target {
+        Target::Room(key) => (key, false),
+        Target::OutsideRooms(key) => (key, true),
+    };
     let client = req.extensions().get::<ClientAddress>();
     let rate = client.map(|c| c.rate(req.headers()));
     if !rate.as_ref().is_none_or(AddressRate::try_take) {
@@ -29,6 +60,7 @@ pub(crate) async fn forward_http(gw: Arc<GatewayState>, key: RoomKey, req: Reque
         uri: room_uri(&req),
         headers: wire_headers(req.headers()),
         body: Default::default(),
+        outside_rooms,
     };
     let limit = gw.config.max_http_body_bytes;
     let body_timeout = gw.config.http_body_timeout;
@@ -45,8 +77,10 @@ pub(crate) async fn forward_http(gw: Arc<GatewayState>, key: RoomKey, req: Reque
             return plain(408, format!("Request body not received within {secs} s"));
         }
     };
-    if let Err(r) = resolve_home(&gw, &key, hint.as_deref()).await {
-        return refused(r);
+    if !outside_rooms {
+        if let Err(r) = resolve_home(&gw, &key, hint.as_deref()).await {
+            return refused(r);
+        }
     }
     // A node whose newer ring places the room elsewhere answers 421: follow that ring.
     let mut follower = RingFollower::default();

@@ -232,6 +232,25 @@ impl Host {
         })
     }
 
+    /// An HTTP request outside any room's URL, answered by the main party's
+    /// [`fetch`](crate::PartyFactory::fetch), if it answers those.
+    pub fn fetch_outside_rooms(&self, req: Request) -> Option<BoxFuture<'static, Response>> {
+        let factory = self.parties.get("main")?;
+        let failed = |what: String| {
+            tracing::error!("the main party panicked in its fetch: {what}");
+            crate::message::text_response(500, "The party's fetch failed")
+        };
+        let pending = match crate::panics::guarded(|| factory.fetch(req)) {
+            Ok(pending) => pending?,
+            Err(what) => return Some(Box::pin(async move { failed(what) })),
+        };
+        Some(Box::pin(async move {
+            crate::panics::guarded_future(pending)
+                .await
+                .unwrap_or_else(failed)
+        }))
+    }
+
     /// An HTTP request to a room, answered by its `on_request`.
     pub async fn request(
         self: &Arc<Self>,

@@ -222,6 +222,12 @@ pub trait PartyFactory: Send + Sync + 'static {
     ) -> Option<BoxFuture<'static, Result<Request, Response>>> {
         None
     }
+
+    /// An HTTP request outside any room's URL (PartyKit's static `onFetch` of the main
+    /// party), answered outside any room: `None` when the party does not answer those.
+    fn fetch(&self, _req: Request) -> Option<BoxFuture<'static, Response>> {
+        None
+    }
 }
 
 impl<F> PartyFactory for F

@@ -76,6 +76,17 @@ test("relay between clients on different gateways", async () => {
   }
 });
 
+test("requests outside /parties/ reach a node through either gateway: the project's onFetch answers, the built-ins 404", async () => {
+  for (const gw of gateways) {
+    const res = await fetch(`http://${gw.host}/outside/x?y=1`);
+    if (process.env.COMPAT_CLUSTER_PARTIES === "project") {
+      assert.deepEqual([res.status, await res.text()], [200, "outside /outside/x?y=1"]);
+    } else {
+      assert.deepEqual([res.status, await res.text()], [404, "Not found: use /parties/:party/:room"]);
+    }
+  }
+});
+
 test("chat between clients on different gateways", async () => {
   const a = sock(0, { party: "chat", room: "cluster-lobby", id: "ann" });
   const b = sock(1, { party: "chat", room: "cluster-lobby", id: "ben" });

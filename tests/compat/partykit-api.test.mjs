@@ -621,6 +621,21 @@ test("Node.js built-ins work in a party", async () => {
   });
 });
 
+test("static onFetch of the main party answers requests outside /parties/, without a room", async () => {
+  const res = await fetch(`http://${server.host}/outside/path?q=1`, { method: "POST", body: "sent" });
+  assert.equal(res.status, 203);
+  assert.equal(res.headers.get("x-on-fetch"), "yes");
+  const { env, ...rest } = await res.json();
+  assert.deepEqual(rest, { method: "POST", path: "/outside/path", query: "?q=1", body: "sent" });
+  // A throw answers 500 with its message (its code does not name the status, unlike in
+  // onRequest).
+  const thrown = await fetch(`http://${server.host}/outside/throw`);
+  assert.deepEqual([thrown.status, await thrown.text()], [500, "no such page"]);
+  if (!onPartykit) {
+    assert.equal(await (await fetch(`http://${server.host}/outside/lobby-parties`)).text(), "lobby.parties is not supported in onFetch");
+  }
+});
+
 // ---------------------------------------------------------------------------------------
 // crypto.subtle, through jose as auth code uses it; node:crypto is the reference.
 

@@ -424,6 +424,9 @@ test("the project's parties sit next to the built-ins with their env, cannot rea
     assert.deepEqual(await res.json(), { env: { A: "from dotenv", B: "b" }, name: "chat", natives: "undefined" });
     const counter = await fetch(`http://${server.host}/parties/counter/x`);
     assert.deepEqual(await counter.json(), { value: 0 });
+    // Without a static onFetch, a request outside /parties/ is a 404.
+    const outside = await fetch(`http://${server.host}/elsewhere`);
+    assert.deepEqual([outside.status, await outside.text()], [404, "Not found: use /parties/:party/:room"]);
   } finally {
     await server.stop();
     server.cleanup();
@@ -432,6 +435,7 @@ test("the project's parties sit next to the built-ins with their env, cannot rea
   try {
     const res = await fetch(`http://${plain.host}/parties/chat/x`);
     assert.deepEqual(Object.keys(await res.json()), ["messages"]);
+    assert.equal((await fetch(`http://${plain.host}/elsewhere`)).status, 404);
   } finally {
     await plain.stop();
     plain.cleanup();

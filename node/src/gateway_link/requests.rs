@@ -13,6 +13,9 @@ use conclave_proto::wire_headers;
 use conclave_proto::{Refusal, RoomKey};
 use std::sync::Arc;
 
+/// The answer to a request outside /parties/ when the main party has no `onFetch`.
+pub const NOT_A_ROOM: &str = "Not found: use /parties/:party/:room";
+
 /// The room a request names; 400 if it names none or an invalid one.
 pub(super) fn room_key(room: Option<&RoomRef>) -> Result<RoomKey, Refusal> {
     room.map(RoomKey::from_wire)
@@ -25,12 +28,10 @@ pub(super) async fn http_request(
     host: &Arc<Host>,
     mut r: HttpRequest,
 ) -> Result<Response, Refusal> {
-    let key = room_key(r.room.as_ref())?;
     check_headers(&r.headers)?;
     if r.body.len() > host.config.max_http_body_bytes {
         return Err(Refusal::new(413, "Request body too large"));
     }
-    host.cluster.check_placed_here(&key)?;
     let mut builder = http::Request::builder()
         .method(r.method.as_str())
         .uri(r.uri.as_str());
@@ -38,8 +39,17 @@ pub(super) async fn http_request(
         *h = header_map(std::mem::take(&mut r.headers));
     }
     let mut req = builder
-        .body(r.body)
+        .body(std::mem::take(&mut r.body))
         .map_err(|e| Refusal::new(400, e.to_string()))?;
+    if r.outside_rooms {
+        // Any node answers these: no room, so no placement to check.
+        return match host.fetch_outside_rooms(req) {
+            Some(answer) => Ok(answer.await),
+            None => Err(Refusal::new(404, NOT_A_ROOM)),
+        };
+    }
+    let key = room_key(r.room.as_ref())?;
+    host.cluster.check_placed_here(&key)?;
     if let Some(check) = host.check_request(&key, req.clone()) {
         match check.await {
             Ok(checked) => req = checked,

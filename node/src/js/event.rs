@@ -52,6 +52,8 @@ pub(crate) enum Event {
         room: String,
         request: HttpParts,
     },
+    /// The static `onFetch(req, lobby, ctx)`: a request outside /parties/.
+    Fetch(HttpParts),
 }
 
 /// An HTTP request or response as it crosses into JavaScript and back.
@@ -179,6 +181,7 @@ pub(super) fn event_kind(e: &Event) -> &'static str {
         Event::Wake => "wake",
         Event::BeforeConnect { .. } => "beforeConnect",
         Event::BeforeRequest { .. } => "beforeRequest",
+        Event::Fetch(..) => "fetch",
     }
 }
 
@@ -249,18 +252,12 @@ pub(super) fn event_args<'js>(
         Event::BeforeRequest { room, request } => {
             values.push(null());
             values.push(text(&room)?);
-            values.push(text(&request.method)?);
-            values.push(text(&request.url)?);
-            let parts = Array::new(ctx.clone())?;
-            parts.set(0, string_array(ctx, &request.headers)?)?;
-            parts.set(
-                1,
-                match &request.body {
-                    Some(b) => ArrayBuffer::new_copy(ctx.clone(), &b[..])?.into_value(),
-                    None => null(),
-                },
-            )?;
-            values.push(parts.into_value());
+            push_request(ctx, &mut values, &request)?;
+        }
+        Event::Fetch(request) => {
+            values.push(null());
+            values.push(null());
+            push_request(ctx, &mut values, &request)?;
         }
     }
     let mut args = rquickjs::function::Args::new(ctx.clone(), values.len());
@@ -268,6 +265,31 @@ pub(super) fn event_args<'js>(
         args.push_arg(v)?;
     }
     Ok(args)
+}
+
+/// A request's method, URL and `[flat headers, body]`, as the static handlers take them.
+fn push_request<'js>(
+    ctx: &Ctx<'js>,
+    values: &mut Vec<Value<'js>>,
+    request: &HttpParts,
+) -> rquickjs::Result<()> {
+    let text = |s: &str| -> rquickjs::Result<Value<'js>> {
+        Ok(rquickjs::String::from_str(ctx.clone(), s)?.into_value())
+    };
+    let null = || Value::new_null(ctx.clone());
+    values.push(text(&request.method)?);
+    values.push(text(&request.url)?);
+    let parts = Array::new(ctx.clone())?;
+    parts.set(0, string_array(ctx, &request.headers)?)?;
+    parts.set(
+        1,
+        match &request.body {
+            Some(b) => ArrayBuffer::new_copy(ctx.clone(), &b[..])?.into_value(),
+            None => null(),
+        },
+    )?;
+    values.push(parts.into_value());
+    Ok(())
 }
 
 fn string_array<'js>(ctx: &Ctx<'js>, items: &[String]) -> rquickjs::Result<Value<'js>> {
@@ -345,7 +367,7 @@ pub(super) fn outcome_of(kind: &str, v: Value<'_>) -> rquickjs::Result<Outcome> 
             let ctx = v.ctx().clone();
             Ok(Outcome::Tags(rquickjs::FromJs::from_js(&ctx, v)?))
         }
-        "request" => Ok(Outcome::Response(http_parts(v)?)),
+        "request" | "fetch" => Ok(Outcome::Response(http_parts(v)?)),
         "beforeConnect" | "beforeRequest" => {
             if v.is_null() || v.is_undefined() {
                 return Ok(Outcome::Proceed(HttpParts::empty()));

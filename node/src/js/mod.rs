@@ -216,10 +216,10 @@ impl JsEngine {
                     error,
                 })?;
         }
-        if traits.on_fetch {
+        if traits.on_fetch && source.name != "main" {
             tracing::warn!(
                 party = %source.name,
-                "static onFetch is not supported yet: requests outside /parties/ are answered 404"
+                "static onFetch is only called on the main party, as PartyKit does"
             );
         }
         Ok(JsPartyFactory::new(self.clone(), party, Arc::new(traits)))

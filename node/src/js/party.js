@@ -588,7 +588,7 @@
     },
 
     async dispatchAsync(handle, kind, conn, a, b, c, d) {
-      if (kind === "beforeConnect" || kind === "beforeRequest") {
+      if (kind === "beforeConnect" || kind === "beforeRequest" || kind === "fetch") {
         return conclave.check(kind, a, b, c, d);
       }
       const inst = instances.get(handle);
@@ -662,10 +662,23 @@
       const req = makeRequest("GET", b, c, null);
       return checked(await definition.onBeforeConnect(req, makeLobby(a), {}), "onBeforeConnect");
     }
-    // a: room id, b: method, c: url, d: [flat headers, body]
+    // a: room id (none for fetch), b: method, c: url, d: [flat headers, body]
     const req = makeRequest(b, c, d[0], d[1]);
+    if (kind === "fetch") {
+      return responseParts(await definition.onFetch(req, makeFetchLobby(), {}), "onFetch");
+    }
     return checked(await definition.onBeforeRequest(req, makeLobby(a), {}), "onBeforeRequest");
   };
+
+  /** What the static `onFetch` gets as `lobby` (PartyKit's FetchLobby). */
+  function makeFetchLobby() {
+    const unsupported = (what) => new Proxy({}, {
+      get() {
+        throw new Error(`lobby.${what} is not supported in onFetch`);
+      },
+    });
+    return { env: partyEnv, parties: unsupported("parties"), assets: unsupported("assets") };
+  }
 
   /** What the static checks get as `lobby`. */
   function makeLobby(roomId) {

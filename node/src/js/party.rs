@@ -81,6 +81,10 @@ impl PartyFactory for JsPartyFactory {
         self.request_check(room, req)
     }
 
+    fn fetch(&self, req: Request) -> Option<BoxFuture<'static, Response>> {
+        self.static_fetch(req)
+    }
+
     fn create(&self) -> Box<dyn Party> {
         let v = self.current();
         Box::new(JsParty {
@@ -486,6 +490,50 @@ impl JsPartyFactory {
                 }
                 Ok(_) => Ok(original),
                 Err(e) => Err(thrown(&e)),
+            }
+        }))
+    }
+}
+
+impl JsPartyFactory {
+    /// The static `onFetch`, outside any room. A throw answers 500 with the error's message
+    /// (PartyKit does not take the status from its `code` here, as it does for onRequest).
+    fn static_fetch(&self, req: Request) -> Option<BoxFuture<'static, Response>> {
+        if !self.current().traits.on_fetch {
+            return None;
+        }
+        let (parts, body) = req.into_parts();
+        let pending = self.check(Event::Fetch(HttpParts {
+            method: parts.method.as_str().to_string(),
+            url: absolute_url(&parts.uri, &parts.headers),
+            status: 0,
+            headers: flat_headers(Some(&parts.headers)),
+            body: (!body.is_empty()).then(|| body.to_vec()),
+        }));
+        Some(Box::pin(async move {
+            let failed = |status: http::StatusCode, body: String| {
+                let mut resp = http::Response::new(Bytes::from(body));
+                *resp.status_mut() = status;
+                resp
+            };
+            match pending.await {
+                Ok(Outcome::Response(r)) => response(r).unwrap_or_else(|e| {
+                    failed(http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                }),
+                Ok(_) => failed(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "onFetch did not return a Response".into(),
+                ),
+                Err(Failure::Threw(error)) => {
+                    warn!(error = %error.trace, "onFetch threw");
+                    let body = if error.message.is_empty() {
+                        "Uncaught exception when making a request".to_string()
+                    } else {
+                        error.message
+                    };
+                    failed(http::StatusCode::INTERNAL_SERVER_ERROR, body)
+                }
+                Err(e) => failed(http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }))
     }

@@ -19,4 +19,22 @@ export default {
     const ids = [...room.getConnections()].map((c) => c.id).sort();
     return new Response(`${req.method} ${room.name}/${room.id}: ${ids.join(",")}`);
   },
+
+  // Requests outside /parties/ (the main party's only): no room, the project's env.
+  async onFetch(req, lobby) {
+    const url = new URL(req.url);
+    if (url.pathname === "/outside/throw") throw Object.assign(new Error("no such page"), { code: 404 });
+    if (url.pathname === "/outside/lobby-parties") {
+      try {
+        lobby.parties.main.get("x");
+        return new Response("reached");
+      } catch (e) {
+        return new Response((e as Error).message);
+      }
+    }
+    return Response.json(
+      { method: req.method, path: url.pathname, query: url.search, body: await req.text(), env: lobby.env.GREETING ?? null },
+      { status: 203, headers: { "x-on-fetch": "yes" } },
+    );
+  },
 } satisfies Party.PartyKitServer;

@@ -4,7 +4,9 @@
 // body to everyone (as text if it is UTF-8, else as binary) and answers "OK"; any other
 // method is 405. A connection's tags come from ?tags=a,b.
 //
-// The TypeScript twin of node/src/parties/relay.rs: same messages, same HTTP answers.
+// The TypeScript twin of node/src/parties/relay.rs: same messages, same HTTP answers to
+// rooms. As the main party it also answers requests outside /parties/ (static onFetch:
+// "outside PATH?QUERY"), which the Rust relay answers 404.
 import type * as Party from "partykit/server";
 import { methodNotAllowed } from "./http";
 
@@ -25,6 +27,11 @@ export default class Relay implements Party.Server {
   readonly options: Party.ServerOptions = { hibernate: true };
 
   constructor(readonly room: Party.Room) {}
+
+  static async onFetch(req: Party.Request): Promise<Response> {
+    const url = new URL(req.url);
+    return new Response(`outside ${url.pathname}${url.search}`, { headers: plain });
+  }
 
   getConnectionTags(_conn: Party.Connection, ctx: Party.ConnectionContext): string[] {
     const tags = new URL(ctx.request.url).searchParams.get("tags");
