@@ -19,14 +19,15 @@ pub(crate) async fn forward_http(gw: Arc<GatewayState>, key: RoomKey, req: Reque
     forward(gw, Target::Room(key), req).await
 }
 
-/// A request outside /parties/: any node of the gateway's region answers it, without a
-/// room (the main party's `onFetch`, else 404). Paths spread over the nodes by hash.
+/// A request outside /parties/: a node of the gateway's region (else of the first region
+/// with nodes) answers it, without a room (the main party's `onFetch`, else 404). Paths
+/// spread over the nodes by hash.
 pub(crate) async fn forward_outside_rooms(gw: Arc<GatewayState>, req: Request) -> Response {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     req.uri().path().hash(&mut h);
     let spread = h.finish() % OUTSIDE_ROOMS_SPREAD;
-    match RoomKey::new("main", &format!("onfetch-{spread}")) {
+    match RoomKey::new(OUTSIDE_ROOMS_PARTY, &spread.to_string()) {
         Ok(key) => forward(gw, Target::OutsideRooms(key), req).await,
         Err(e) => plain(500, e.to_string()),
     }
@@ -34,6 +35,10 @@ pub(crate) async fn forward_outside_rooms(gw: Arc<GatewayState>, req: Request) -
 
 /// How many routing keys requests outside /parties/ spread over (so over the nodes).
 const OUTSIDE_ROOMS_SPREAD: u64 = 64;
+
+/// The party of those routing keys: a name no PartyKit project can give a party, so a node
+/// that predates `outside_rooms` answers 404 (no such party) rather than serve a room.
+const OUTSIDE_ROOMS_PARTY: &str = "(outside rooms)";
 
 enum Target {
     Room(RoomKey),
@@ -85,7 +90,7 @@ async fn forward(gw: Arc<GatewayState>, target: Target, req: Request) -> Respons
     // A node whose newer ring places the room elsewhere answers 421: follow that ring.
     let mut follower = RingFollower::default();
     loop {
-        match ask_room(&gw, &key, request.clone()).await {
+        match ask_room(&gw, &key, request.clone(), outside_rooms).await {
             Ok(reply) => return response(reply),
             Err(r) => {
                 if let Err(r) = follower.retry(&gw, r).await {
@@ -101,8 +106,18 @@ async fn ask_room(
     gw: &GatewayState,
     key: &RoomKey,
     request: HttpRequest,
+    outside_rooms: bool,
 ) -> Result<HttpReply, Refusal> {
-    let link = gw.link_for(key).await?;
+    let link = if outside_rooms {
+        let region = gw.routing.default_home();
+        let node = gw
+            .routing
+            .owner_in(&region, key)
+            .ok_or_else(Refusal::unavailable)?;
+        gw.links.link_to(&node).await?
+    } else {
+        gw.link_for(key).await?
+    };
     match link.request(request).await {
         Ok(r) if r.status == u32::from(MISPLACED) => Err(Refusal {
             status: MISPLACED,

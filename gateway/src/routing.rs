@@ -113,6 +113,11 @@ impl Routing {
     }
 
     /// The node that owns `room`: its owner on the ring of the room's home region.
+    /// The node `key` hashes to in `region`'s ring.
+    pub fn owner_in(&self, region: &str, key: &RoomKey) -> Option<String> {
+        self.rings.borrow().owner(region, key).map(str::to_string)
+    }
+
     pub fn owner_of(&self, room: &RoomKey) -> Option<String> {
         let home = self.known_home(room).unwrap_or_else(|| self.region.clone());
         self.rings.borrow().owner(&home, room).map(str::to_string)

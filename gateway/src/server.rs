@@ -166,11 +166,9 @@ impl Gateway {
 async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
     let key = match parse_room_path(req.uri().path()) {
         Ok(k) => k,
-        // The main party's static onFetch may answer it; else the node's 404.
-        Err(RouteError::NotARoom) if !is_upgrade(req.headers()) => {
-            return crate::forward::forward_outside_rooms(gw, req).await
-        }
-        Err(RouteError::NotARoom) => return plain(404, "Not found: use /parties/:party/:room"),
+        // The main party's static onFetch may answer it (an upgrade too, as on PartyKit,
+        // though not with a WebSocket); else the node's 404.
+        Err(RouteError::NotARoom) => return crate::forward::forward_outside_rooms(gw, req).await,
         Err(RouteError::BadName(e)) => return plain(400, format!("Invalid room URL: {e}")),
     };
     if let Err(e) = authorize(&gw, &key, &req) {

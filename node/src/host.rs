@@ -55,6 +55,10 @@ impl Host {
                 .into_iter()
                 .filter(|p| config.storage_quota(p).bounds_party());
             let party_totals = PartyTotals::start(store.clone(), bounded);
+            let fetcher = RoomFetcher::new(requests);
+            for factory in parties.factories() {
+                factory.attach(&fetcher);
+            }
             Self {
                 party_totals,
                 cluster: Arc::new(Cluster::new(&config)),
@@ -64,7 +68,7 @@ impl Host {
                 links: Arc::new(Links::default()),
                 alarms_changed: Arc::new(Notify::new()),
                 rooms: Arc::new(Rooms::default()),
-                fetcher: RoomFetcher::new(requests),
+                fetcher,
             }
         })
     }

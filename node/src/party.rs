@@ -228,6 +228,10 @@ pub trait PartyFactory: Send + Sync + 'static {
     fn fetch(&self, _req: Request) -> Option<BoxFuture<'static, Response>> {
         None
     }
+
+    /// Called once by the node that serves the party, with how code outside any room (the
+    /// static checks, `fetch`) reaches the node's rooms.
+    fn attach(&self, _fetcher: &crate::room::RoomFetcher) {}
 }
 
 impl<F> PartyFactory for F
@@ -284,6 +288,10 @@ impl PartyRegistry {
     }
 
     /// Party names, sorted.
+    pub(crate) fn factories(&self) -> impl Iterator<Item = &Arc<dyn PartyFactory>> {
+        self.parties.values()
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.parties.keys().cloned().collect();
         v.sort();

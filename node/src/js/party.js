@@ -589,7 +589,7 @@
 
     async dispatchAsync(handle, kind, conn, a, b, c, d) {
       if (kind === "beforeConnect" || kind === "beforeRequest" || kind === "fetch") {
-        return conclave.check(kind, a, b, c, d);
+        return conclave.check(handle, kind, a, b, c, d);
       }
       const inst = instances.get(handle);
       if (!inst) throw new Error(`no party instance ${handle}`);
@@ -656,42 +656,45 @@
   };
 
   /** The static checks, outside any room (PartyKit runs them at the edge). */
-  conclave.check = async (kind, a, b, c, d) => {
+  conclave.check = async (handle, kind, a, b, c, d) => {
+    const parties = partiesFor({ handle }); // lobby.parties: rooms, reached from outside
+    // The ExecutionContext: what the handler hands to waitUntil is awaited before it is
+    // answered (within the limit of code outside rooms), as nothing runs after.
+    const waits = [];
+    const ctx = {
+      waitUntil(promise) { waits.push(Promise.resolve(promise).catch(() => {})); },
+      passThroughOnException() {},
+    };
+    const settle = async (result) => {
+      await Promise.all(waits);
+      return result;
+    };
     if (kind === "beforeConnect") {
       // a: room id, b: url, c: flat headers
       const req = makeRequest("GET", b, c, null);
-      return checked(await definition.onBeforeConnect(req, makeLobby(a), {}), "onBeforeConnect");
+      return settle(checked(await definition.onBeforeConnect(req, makeLobby(a, parties), ctx), "onBeforeConnect"));
     }
     // a: room id (none for fetch), b: method, c: url, d: [flat headers, body]
     const req = makeRequest(b, c, d[0], d[1]);
     if (kind === "fetch") {
-      return responseParts(await definition.onFetch(req, makeFetchLobby(), {}), "onFetch");
+      return settle(responseParts(await definition.onFetch(req, makeFetchLobby(parties), ctx), "onFetch"));
     }
-    return checked(await definition.onBeforeRequest(req, makeLobby(a), {}), "onBeforeRequest");
+    return settle(checked(await definition.onBeforeRequest(req, makeLobby(a, parties), ctx), "onBeforeRequest"));
   };
 
   /** What the static `onFetch` gets as `lobby` (PartyKit's FetchLobby). */
-  function makeFetchLobby() {
-    const unsupported = (what) => new Proxy({}, {
+  function makeFetchLobby(parties) {
+    const assets = new Proxy({}, {
       get() {
-        throw new Error(`lobby.${what} is not supported in onFetch`);
+        throw new Error("lobby.assets is not supported in onFetch");
       },
     });
-    return { env: partyEnv, parties: unsupported("parties"), assets: unsupported("assets") };
+    return { env: partyEnv, parties, assets };
   }
 
   /** What the static checks get as `lobby`. */
-  function makeLobby(roomId) {
-    return {
-      id: roomId,
-      name: partyName,
-      env: partyEnv,
-      parties: new Proxy({}, {
-        get() {
-          throw new Error("lobby.parties is not supported in onBeforeConnect/onBeforeRequest");
-        },
-      }),
-    };
+  function makeLobby(roomId, parties) {
+    return { id: roomId, name: partyName, env: partyEnv, parties };
   }
 
   Object.defineProperty(globalThis, "__conclave", { value: conclave });

@@ -22,6 +22,9 @@ pub struct JsPartyFactory {
     version: Arc<RwLock<Version>>,
     /// `version`'s party, read by every event of every room (`JsParty::outdated`).
     latest_party: Arc<AtomicU64>,
+    /// How the static handlers' `lobby.parties` reach rooms: the node's, once it serves
+    /// the party ([`PartyFactory::attach`]).
+    fetcher: std::sync::OnceLock<crate::room::RoomFetcher>,
 }
 
 /// The code a party's rooms run: a loaded party, replaced on reload.
@@ -37,6 +40,7 @@ impl JsPartyFactory {
             engine,
             version: Arc::new(RwLock::new(Version { party, traits })),
             latest_party: Arc::new(AtomicU64::new(party)),
+            fetcher: std::sync::OnceLock::new(),
         }
     }
 
@@ -83,6 +87,10 @@ impl PartyFactory for JsPartyFactory {
 
     fn fetch(&self, req: Request) -> Option<BoxFuture<'static, Response>> {
         self.static_fetch(req)
+    }
+
+    fn attach(&self, fetcher: &crate::room::RoomFetcher) {
+        let _ = self.fetcher.set(fetcher.clone());
     }
 
     fn create(&self) -> Box<dyn Party> {
@@ -147,6 +155,7 @@ impl JsParty {
             instance: self.instance,
             event,
             lease,
+            fetcher: None,
             reply,
         };
         if !self.engine.send(self.worker, Command::Run(Box::new(job))) {
@@ -401,6 +410,7 @@ impl JsPartyFactory {
     fn check(&self, event: Event) -> BoxFuture<'static, Result<Outcome, Failure>> {
         let engine = self.engine.clone();
         let v = self.current();
+        let fetcher = self.fetcher.get().cloned();
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
             let job = Job {
@@ -408,6 +418,7 @@ impl JsPartyFactory {
                 instance: engine.next_instance(),
                 event,
                 lease: None,
+                fetcher,
                 reply,
             };
             if !engine.send(engine.pick_worker(), Command::Run(Box::new(job))) {

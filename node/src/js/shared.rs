@@ -115,6 +115,8 @@ impl Clock {
 /// An event in progress.
 pub(super) struct ActiveJob {
     pub lease: RefCell<Option<RoomLease>>,
+    /// A check's way to rooms (`lobby.parties`), where there is no lease.
+    pub fetcher: Option<crate::room::RoomFetcher>,
     /// Woken whenever something the event waits on settled.
     pub wake: Notify,
     /// CPU time the event's JavaScript has taken so far.
@@ -350,9 +352,10 @@ impl Shared {
 }
 
 impl ActiveJob {
-    pub(super) fn new(lease: Option<RoomLease>) -> Self {
+    pub(super) fn new(lease: Option<RoomLease>, fetcher: Option<crate::room::RoomFetcher>) -> Self {
         Self {
             lease: RefCell::new(lease),
+            fetcher,
             wake: Notify::new(),
             used: Cell::new(Duration::ZERO),
             failure: RefCell::new(None),

@@ -32,6 +32,11 @@ const PARTY_JS: &str = include_str!("party.js");
 /// answer (10 s).
 const NATIVES_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How long code outside any room (the static checks, `onFetch`) may wait on promises
+/// before it fails: inside the gateway's wait for the node's answer (10 s), so the client
+/// hears why. (A room's events end with their room; these would stay on the worker.)
+const OUTSIDE_ROOMS_LIMIT: std::time::Duration = std::time::Duration::from_secs(8);
+
 pub(crate) enum Command {
     Load {
         party: PartyId,
@@ -50,6 +55,9 @@ pub(crate) struct Job {
     /// `None` for the checks that run outside any room (`onBeforeConnect`,
     /// `onBeforeRequest`).
     pub lease: Option<RoomLease>,
+    /// For a check outside any room: how `lobby.parties` reaches rooms (a room's event has
+    /// its lease's).
+    pub fetcher: Option<RoomFetcher>,
     pub reply: oneshot::Sender<(Option<RoomLease>, Result<Outcome, Failure>)>,
 }
 
@@ -220,9 +228,10 @@ impl Worker {
             instance,
             event,
             lease,
+            fetcher,
             reply,
         } = job;
-        let active = Rc::new(ActiveJob::new(lease));
+        let active = Rc::new(ActiveJob::new(lease, fetcher));
         let lobby = active.lease.borrow().is_none();
         self.shared
             .jobs
@@ -291,6 +300,11 @@ impl Worker {
         // Once the handler is done, how long the native calls it left running may keep
         // the event open.
         let mut natives_deadline = None;
+        let outside_rooms_deadline = active
+            .lease
+            .borrow()
+            .is_none()
+            .then(|| tokio::time::Instant::now() + OUTSIDE_ROOMS_LIMIT);
         loop {
             if let Some(f) = active.take_failure() {
                 return Err(f);
@@ -320,7 +334,26 @@ impl Worker {
                 }
                 continue;
             }
-            active.wake.notified().await;
+            match outside_rooms_deadline {
+                Some(at) => {
+                    if tokio::time::timeout_at(at, active.wake.notified())
+                        .await
+                        .is_err()
+                    {
+                        let limit = OUTSIDE_ROOMS_LIMIT.as_secs();
+                        let handler = match kind {
+                            "beforeConnect" => "onBeforeConnect",
+                            "beforeRequest" => "onBeforeRequest",
+                            "fetch" => "onFetch",
+                            other => other,
+                        };
+                        return Err(Failure::Threw(Thrown::from(format!(
+                            "{handler} did not finish within {limit} s"
+                        ))));
+                    }
+                }
+                None => active.wake.notified().await,
+            }
         }
     }
 

@@ -28,7 +28,7 @@ fn install_room_fetch<'js>(
                 let (method, url, headers, body) = request_parts(&ctx, &parts)?;
                 let req = build_request(&method, &url, &headers, body)
                     .map_err(|e| Exception::throw_type(&ctx, &e))?;
-                let fetcher = with_lease(&ctx, &s, h, |lease| lease.fetcher.clone())?;
+                let fetcher = room_fetcher(&ctx, &s, h)?;
                 promise_of(
                     &ctx,
                     &s,
@@ -52,6 +52,22 @@ fn install_room_fetch<'js>(
 }
 
 /// `[method, url, flat headers, body bytes or null]` from party.js.
+/// How an event reaches other rooms: a room's event through its lease, a check outside
+/// any room (`lobby.parties`) through the node's.
+fn room_fetcher(
+    ctx: &Ctx<'_>,
+    shared: &Shared,
+    instance: InstanceId,
+) -> JsResult<crate::RoomFetcher> {
+    let job = job_of(ctx, shared, instance)?;
+    if let Some(lease) = job.lease.borrow().as_ref() {
+        return Ok(lease.fetcher.clone());
+    }
+    job.fetcher
+        .clone()
+        .ok_or_else(|| Exception::throw_internal(ctx, "no room can be reached from here"))
+}
+
 fn request_parts<'js>(
     ctx: &Ctx<'js>,
     parts: &Array<'js>,

@@ -10,6 +10,12 @@ export default class Gate implements Party.Server {
     if (mode === "refuse") return new Response("no", { status: 403 });
     if (mode === "throw") throw new Error("bad token");
     if (mode === "timer") setTimeout(() => {}, 600_000);
+    if (mode === "ask") {
+      // Another room, reached from outside any room.
+      const answer = await lobby.parties.main.get(`asked-by-${lobby.id}`).fetch();
+      req.headers.set("x-gate", await answer.text());
+      return req;
+    }
     req.headers.set("x-gate", `connect to ${lobby.id}`);
     return req;
   }
@@ -20,6 +26,11 @@ export default class Gate implements Party.Server {
     if (mode === "throw") throw new Error("bad key");
     if (mode === "timer") setTimeout(() => {}, 600_000);
     const headers = new Headers(req.headers);
+    if (mode === "ask") {
+      const answer = await lobby.parties.main.get(`asked-by-${lobby.id}`).fetch("/sub", { method: "PUT" });
+      headers.set("x-gate", await answer.text());
+      return new Request(req, { headers });
+    }
     headers.set("x-gate", `request to ${lobby.id}`);
     return new Request(req, { headers });
   }

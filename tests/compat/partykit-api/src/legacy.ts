@@ -21,16 +21,18 @@ export default {
   },
 
   // Requests outside /parties/ (the main party's only): no room, the project's env.
-  async onFetch(req, lobby) {
+  async onFetch(req, lobby, ctx) {
     const url = new URL(req.url);
     if (url.pathname === "/outside/throw") throw Object.assign(new Error("no such page"), { code: 404 });
+    if (url.pathname === "/outside/never") return new Promise<Response>(() => {});
+    if (url.pathname === "/outside/later") {
+      // Work handed to waitUntil still runs: it asks another room, which counts the calls.
+      ctx.waitUntil(lobby.parties.other.get("waited-for").fetch({ method: "POST" }));
+      return new Response("answered");
+    }
     if (url.pathname === "/outside/lobby-parties") {
-      try {
-        lobby.parties.main.get("x");
-        return new Response("reached");
-      } catch (e) {
-        return new Response((e as Error).message);
-      }
+      const answer = await lobby.parties.main.get("from-outside").fetch({ method: "DELETE" });
+      return new Response(`asked: ${await answer.text()}`);
     }
     return Response.json(
       { method: req.method, path: url.pathname, query: url.search, body: await req.text(), env: lobby.env.GREETING ?? null },
