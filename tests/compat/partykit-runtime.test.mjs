@@ -505,6 +505,14 @@ test("fetch reaches the hosts the node allows, and no other", async () => {
     let body = "";
     req.on("data", (d) => (body += d));
     req.on("end", () => {
+      if (req.url === "/moved") {
+        res.writeHead(302, { location: "/hook?from=moved" });
+        return res.end();
+      }
+      if (req.url === "/moved-away") {
+        res.writeHead(307, { location: `http://127.0.0.2:${upstream.port}/` });
+        return res.end();
+      }
       res.writeHead(201, { "content-type": "application/json", "x-upstream": "yes" });
       res.end(JSON.stringify({ method: req.method, path: req.url, body, auth: req.headers.authorization ?? null, host: req.headers.host }));
     });
@@ -516,8 +524,10 @@ export default class Server {
     const to = new URL(req.url).searchParams.get("to")!;
     try {
       // A Host of the party's own is not sent: a proxy routing by it would reach another site.
-      const res = await fetch(to, { method: "POST", body: "ping", headers: { authorization: "Bearer t", host: "admin.internal" } });
-      return Response.json({ status: res.status, upstream: res.headers.get("x-upstream"), json: await res.json() });
+      const redirect = new URL(req.url).searchParams.get("redirect") ?? "follow";
+      const res = await fetch(to, { method: "POST", body: "ping", redirect, headers: { authorization: "Bearer t", host: "admin.internal" } });
+      const json = res.status === 302 ? null : await res.json();
+      return Response.json({ status: res.status, upstream: res.headers.get("x-upstream"), json, url: res.url, redirected: res.redirected });
     } catch (e) {
       return Response.json({ error: (e as Error).message });
     }
@@ -530,7 +540,22 @@ export default class Server {
         status: 201,
         upstream: "yes",
         json: { method: "POST", path: "/hook?a=1", body: "ping", auth: "Bearer t", host: target },
+        url: `http://${target}/hook?a=1`,
+        redirected: false,
       });
+      // A 302 is followed as fetch follows it: a POST becomes a GET without its body.
+      assert.deepEqual(await ask(`http://${target}/moved`), {
+        status: 201,
+        upstream: "yes",
+        json: { method: "GET", path: "/hook?from=moved", body: "", auth: "Bearer t", host: target },
+        url: `http://${target}/hook?from=moved`,
+        redirected: true,
+      });
+      const manual = await (await fetch(`http://${server.host}/parties/main/f?redirect=manual&to=${encodeURIComponent(`http://${target}/moved`)}`)).json();
+      assert.deepEqual([manual.status, manual.redirected], [302, false]);
+      // Each hop is allowed or refused on its own.
+      const away = await ask(`http://${target}/moved-away`);
+      assert.match(away.error, /127\.0\.0\.2.* is not allowed/);
       const refused = await ask(`http://127.0.0.2:${upstream.port}/`);
       assert.match(refused.error, /is not allowed .*--js-fetch-allow/);
       const ftp = await ask("ftp://example.invalid/");

@@ -445,16 +445,53 @@
   // ---- fetch -----------------------------------------------------------------------------
   // Outside HTTP, to the hosts the node allows (--js-fetch-allow); off by default.
 
+  // Redirects are followed as fetch's `redirect: "follow"` does (each hop allowed or
+  // refused on its own), or returned (`"manual"`), or refused (`"error"`).
+  const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+  const MAX_REDIRECTS = 20;
+  const markFetched = globalThis.__markFetched;
+
   globalThis.fetch = async (input, init) => {
     const req = input instanceof Request && init === undefined
       ? input
       : new Request(input instanceof URL ? input.href : input, init);
     const body = globalThis.__bodyBytes(req);
-    const [status, headers, bytes] = await N.httpFetch(
-      [req.method, req.url, headerPairs(req.headers), body === null ? null : copyBuffer(body)]);
-    const empty = status === 204 || status === 304 || req.method === "HEAD";
-    return new Response(empty ? null : new Uint8Array(bytes), { status, headers: pairsToHeaders(headers) });
+    let url = req.url;
+    let method = req.method;
+    let headers = headerPairs(req.headers);
+    let bytes = body === null ? null : copyBuffer(body);
+    for (let hops = 0; ; hops++) {
+      const [status, got, answer] = await N.httpFetch([method, url, headers, bytes]);
+      const answerHeaders = pairsToHeaders(got);
+      const location = REDIRECT_STATUSES.has(status) ? answerHeaders.get("location") : null;
+      if (location === null || req.redirect === "manual") {
+        const empty = status === 204 || status === 304 || method === "HEAD";
+        const response = new Response(empty ? null : new Uint8Array(answer), { status, headers: answerHeaders });
+        return markFetched(response, url, hops > 0);
+      }
+      if (req.redirect === "error") throw new TypeError(`fetch: ${url} redirects, and redirect is "error"`);
+      if (hops === MAX_REDIRECTS) throw new TypeError(`fetch: more than ${MAX_REDIRECTS} redirects`);
+      const next = new URL(location, url);
+      if ((status === 303 && method !== "HEAD") || ((status === 301 || status === 302) && method === "POST")) {
+        method = "GET";
+        bytes = null;
+        headers = dropHeaders(headers, (name) => name.startsWith("content-"));
+      }
+      if (next.origin !== new URL(url).origin) {
+        // Credentials are not sent on to another origin.
+        headers = dropHeaders(headers, (name) => name === "authorization" || name === "cookie");
+      }
+      url = next.href;
+    }
   };
+
+  function dropHeaders(pairs, drop) {
+    const kept = [];
+    for (let i = 0; i < pairs.length; i += 2) {
+      if (!drop(String(pairs[i]).toLowerCase())) kept.push(pairs[i], pairs[i + 1]);
+    }
+    return kept;
+  }
 
   // ---- the two API shapes --------------------------------------------------------------
 

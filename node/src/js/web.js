@@ -5,6 +5,9 @@
 // A global is defined only when the engine lacks it, so QuickJS-ng's own performance,
 // queueMicrotask, DOMException, atob and btoa are kept where the context has them.
 //
+// And `globalThis.__markFetched(response, url, redirected)`, for the runtime's fetch: sets
+// what `url` and `redirected` read.
+//
 // Also defines `globalThis.__bodyBytes(requestOrResponse)` for the runtime: the body's
 // bytes as a Uint8Array (UTF-8 of a string body; otherwise the internal array, not a
 // copy, so do not modify it), or null without a body. It does not mark the body used.
@@ -1674,11 +1677,24 @@ class Request extends Body {
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
+let markFetched; // (response, url, redirected): what fetch got, from where
+
 class Response extends Body {
   #status;
   #statusText;
   #headers;
   #type = "default";
+  #url = "";
+  #redirected = false;
+
+  static {
+    markFetched = (response, url, redirected) => {
+      response.#url = String(url);
+      response.#redirected = Boolean(redirected);
+      response.#type = "basic";
+      return response;
+    };
+  }
 
   constructor(body = null, init = undefined) {
     super();
@@ -1723,8 +1739,8 @@ class Response extends Body {
   get ok() { return this.#status >= 200 && this.#status <= 299; }
   get headers() { return this.#headers; }
   get type() { return this.#type; }
-  get url() { return ""; }
-  get redirected() { return false; }
+  get url() { return this.#url; }
+  get redirected() { return this.#redirected; }
 
   clone() {
     if (this.bodyUsed) throw new TypeError("Cannot clone a used Response");
@@ -1732,6 +1748,8 @@ class Response extends Body {
     copy.#status = this.#status;
     copy.#statusText = this.#statusText;
     copy.#type = this.#type;
+    copy.#url = this.#url;
+    copy.#redirected = this.#redirected;
     setBodyData(copy, bodyData(this));
     return copy;
   }
@@ -2017,6 +2035,7 @@ for (const [name, cls] of Object.entries(classes)) {
 const functions = { console: makeConsole(), performance, queueMicrotask, structuredClone, atob, btoa, crypto };
 for (const [name, value] of Object.entries(functions)) define(name, value);
 define("__bodyBytes", bodyBytes);
+define("__markFetched", (response, url, redirected) => markFetched(response, url, redirected));
 
 // For codec.js, evaluated next in this context, so that storage judges values as
 // structuredClone does. Not enumerable, not writable, not configurable; its tables frozen.
