@@ -635,6 +635,9 @@ test("static onFetch of the main party answers requests outside /parties/, witho
   // ctx.waitUntil's work runs: the room it asks sees the call.
   assert.equal(await (await fetch(`http://${server.host}/outside/later`)).text(), "answered");
   assert.equal((await getJson("other/waited-for")).calls, 2);
+  // Work that never settles does not hold the answer back for long.
+  const forever = await fetch(`http://${server.host}/outside/forever`);
+  assert.deepEqual([forever.status, await forever.text()], [200, "answered anyway"]);
   if (!onPartykit) {
     // One that never answers fails after the limit of code outside rooms (PartyKit's
     // would hang until the client gave up).

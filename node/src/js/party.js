@@ -695,15 +695,21 @@
   /** The static checks, outside any room (PartyKit runs them at the edge). */
   conclave.check = async (handle, kind, a, b, c, d) => {
     const parties = partiesFor({ handle }); // lobby.parties: rooms, reached from outside
-    // The ExecutionContext: what the handler hands to waitUntil is awaited before it is
-    // answered (within the limit of code outside rooms), as nothing runs after.
+    // The ExecutionContext: what the handler hands to waitUntil gets up to 3 s more
+    // before the answer goes out (nothing of a check runs after it), not the answer's
+    // whole limit.
     const waits = [];
     const ctx = {
       waitUntil(promise) { waits.push(Promise.resolve(promise).catch(() => {})); },
       passThroughOnException() {},
     };
     const settle = async (result) => {
-      await Promise.all(waits);
+      if (waits.length > 0) {
+        let timer;
+        const grace = new Promise((resolve) => { timer = setTimeout(resolve, WAIT_UNTIL_GRACE_MS); });
+        await Promise.race([Promise.all(waits), grace]);
+        clearTimeout(timer);
+      }
       return result;
     };
     if (kind === "beforeConnect") {
@@ -728,6 +734,8 @@
     });
     return { env: partyEnv, parties, assets };
   }
+
+  const WAIT_UNTIL_GRACE_MS = 3000;
 
   /** What the static checks get as `lobby`. */
   function makeLobby(roomId, parties) {

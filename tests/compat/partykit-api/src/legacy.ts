@@ -25,6 +25,10 @@ export default {
     const url = new URL(req.url);
     if (url.pathname === "/outside/throw") throw Object.assign(new Error("no such page"), { code: 404 });
     if (url.pathname === "/outside/never") return new Promise<Response>(() => {});
+    if (url.pathname === "/outside/forever") {
+      ctx.waitUntil(new Promise(() => {}));
+      return new Response("answered anyway");
+    }
     if (url.pathname === "/outside/later") {
       // Work handed to waitUntil still runs: it asks another room, which counts the calls.
       ctx.waitUntil(lobby.parties.other.get("waited-for").fetch({ method: "POST" }));
