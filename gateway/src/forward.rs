@@ -4,11 +4,12 @@
 use crate::addresses::{AddressRate, ClientAddress};
 use crate::admission::{resolve_home, RingFollower};
 use crate::http::{plain, refused, room_uri};
+use crate::link::NodeLink;
 use crate::state::GatewayState;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
-use conclave_proto::wire::{HttpReply, HttpRequest};
+use conclave_proto::wire::{gateway_event, HttpReply, HttpRequest};
 use conclave_proto::wire_headers;
 use conclave_proto::{query_param, Refusal, RingVersion, RoomKey, MISPLACED};
 use http::{header, HeaderValue, StatusCode};
@@ -97,6 +98,47 @@ async fn forward(gw: Arc<GatewayState>, target: Target, req: Request) -> Respons
                     return refused(r);
                 }
             }
+        }
+    }
+}
+
+/// A node's request to a room it does not own: asked of the room's owner as a client's
+/// would be, and answered over the node's link under the node's request id.
+pub(crate) async fn for_node(gw: Arc<GatewayState>, link: Arc<NodeLink>, request: HttpRequest) {
+    let request_id = request.request_id;
+    let reply = match request.room.as_ref().map(RoomKey::from_wire) {
+        Some(Ok(key)) => ask_owner(&gw, &key, request).await,
+        _ => Err(Refusal::new(400, "missing or invalid room")),
+    };
+    let reply = match reply {
+        Ok(reply) => HttpReply {
+            request_id,
+            ..reply
+        },
+        Err(r) => HttpReply {
+            request_id,
+            status: r.status.into(),
+            headers: Vec::new(),
+            body: r.body.into(),
+            ring_version: 0,
+        },
+    };
+    link.send_or_drop(gateway_event::Event::RoomFetchReply(reply))
+        .await;
+}
+
+/// The room's owner's answer, following newer rings, after finding the room's home.
+async fn ask_owner(
+    gw: &GatewayState,
+    key: &RoomKey,
+    request: HttpRequest,
+) -> Result<HttpReply, Refusal> {
+    resolve_home(gw, key, None).await?;
+    let mut follower = RingFollower::default();
+    loop {
+        match ask_room(gw, key, request.clone(), false).await {
+            Ok(reply) => return Ok(reply),
+            Err(r) => follower.retry(gw, r).await?,
         }
     }
 }

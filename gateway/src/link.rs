@@ -54,8 +54,18 @@ pub(crate) struct MoveRequest {
     pub min_ring: RingVersion,
 }
 
-/// Where sockets go that must move to another node (`reattach.rs` takes them).
-pub(crate) type Mover = mpsc::UnboundedSender<MoveRequest>;
+/// Work a link hands to the gateway (`reattach.rs` takes it): sockets that must move to
+/// another node, and a node's requests to rooms on other nodes.
+pub(crate) enum LinkWork {
+    Move(MoveRequest),
+    RoomFetch {
+        link: Arc<NodeLink>,
+        request: conclave_proto::wire::HttpRequest,
+    },
+}
+
+/// Where a link's [`LinkWork`] goes.
+pub(crate) type Mover = mpsc::UnboundedSender<LinkWork>;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LinkError {
@@ -295,6 +305,11 @@ impl NodeLink {
     }
 
     /// Queues `event`, waiting for room up to the request timeout.
+    /// Sends `event`, waiting at most the request timeout for room on the link.
+    pub(crate) async fn send_or_drop(&self, event: gateway_event::Event) {
+        let _ = tokio::time::timeout(self.request_timeout, self.send(event)).await;
+    }
+
     async fn send_within_timeout(&self, event: gateway_event::Event) {
         if tokio::time::timeout(self.request_timeout, self.send(event))
             .await
@@ -314,7 +329,9 @@ impl NodeLink {
 
     /// Hands a socket that left this link to the mover.
     pub fn move_session(&self, session: Arc<Session>, min_ring: RingVersion) {
-        let _ = self.mover.send(MoveRequest { session, min_ring });
+        let _ = self
+            .mover
+            .send(LinkWork::Move(MoveRequest { session, min_ring }));
     }
 
     /// Applies the node's events until its side of the link ends; then its sockets move to
@@ -418,6 +435,12 @@ impl NodeLink {
                 writes.sources += 1;
             }
             Event::Deliver(d) => self.deliver(d, writes, arrived),
+            Event::RoomFetch(request) => {
+                let _ = self.mover.send(LinkWork::RoomFetch {
+                    link: self.clone(),
+                    request,
+                });
+            }
             Event::CloseSocket(c) => {
                 // What was sent before the close goes before it.
                 self.messages_out.increment(writes.flush());

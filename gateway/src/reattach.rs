@@ -2,7 +2,7 @@
 //! fenced — without closing the client socket.
 
 use crate::admission::join_on;
-use crate::link::{MoveRequest, NodeLink};
+use crate::link::{LinkWork, MoveRequest, NodeLink};
 use crate::session::Session;
 use crate::state::GatewayState;
 use conclave_proto::{close, Refusal};
@@ -15,11 +15,17 @@ use tracing::{debug, warn};
 const FIRST_RETRY: Duration = Duration::from_millis(25);
 const MAX_RETRY: Duration = Duration::from_secs(1);
 
-/// Carries out moves until the gateway is gone.
-pub(crate) async fn run(gw: Weak<GatewayState>, mut moves: mpsc::UnboundedReceiver<MoveRequest>) {
-    while let Some(m) = moves.recv().await {
+/// Carries out the links' work (moves, nodes' requests to rooms elsewhere) until the
+/// gateway is gone.
+pub(crate) async fn run(gw: Weak<GatewayState>, mut work: mpsc::UnboundedReceiver<LinkWork>) {
+    while let Some(w) = work.recv().await {
         let Some(gw) = gw.upgrade() else { return };
-        tokio::spawn(reattach(gw, m));
+        match w {
+            LinkWork::Move(m) => tokio::spawn(reattach(gw, m)),
+            LinkWork::RoomFetch { link, request } => {
+                tokio::spawn(crate::forward::for_node(gw, link, request))
+            }
+        };
     }
 }
 

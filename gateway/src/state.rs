@@ -69,7 +69,10 @@ impl GatewayState {
 
     /// Moves a socket to its room's owner under a ring of at least `min_ring`.
     pub fn move_socket(&self, session: Arc<Session>, min_ring: RingVersion) {
-        let _ = self.mover.send(MoveRequest { session, min_ring });
+        let _ = self.mover.send(crate::link::LinkWork::Move(MoveRequest {
+            session,
+            min_ring,
+        }));
     }
 
     /// Routes rooms by new rings (and node addresses) from now on. Sockets on nodes that

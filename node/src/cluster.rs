@@ -101,6 +101,13 @@ impl Cluster {
         self.ring().owner(room) == Some(self.node_id.as_str())
     }
 
+    /// Whether the ring places `room` on another node (not: on none).
+    pub fn places_elsewhere(&self, room: &RoomKey) -> bool {
+        self.ring()
+            .owner(room)
+            .is_some_and(|owner| owner != self.node_id.as_str())
+    }
+
     /// The version of the ring this node places rooms on.
     pub fn ring_version(&self) -> RingVersion {
         self.ring().version()

@@ -12,8 +12,10 @@ use crate::party::{ConnectCheck, ConnectRequest, PartyFactory, PartyRegistry};
 use crate::room::{FetchError, Room, RoomFetcher, RoomRequests};
 use crate::rooms::Rooms;
 use crate::storage::{PartyTotals, Storage, Store};
+use conclave_proto::wire::{node_event, HttpReply, HttpRequest, NodeEvent};
 use conclave_proto::{Refusal, Ring, RoomKey};
 use futures::future::BoxFuture;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Weak};
 use tokio::sync::{oneshot, Notify};
@@ -32,6 +34,10 @@ pub(crate) struct Host {
     party_totals: Arc<PartyTotals>,
     /// Room-to-room requests come back here.
     fetcher: RoomFetcher,
+    /// Requests to rooms other nodes own, asked through a gateway: their replies, by the
+    /// request id this node gave them.
+    elsewhere: std::sync::Mutex<HashMap<u64, oneshot::Sender<HttpReply>>>,
+    next_elsewhere: std::sync::atomic::AtomicU64,
 }
 
 /// Why an event could not reach a room.
@@ -69,6 +75,8 @@ impl Host {
                 alarms_changed: Arc::new(Notify::new()),
                 rooms: Arc::new(Rooms::default()),
                 fetcher,
+                elsewhere: std::sync::Mutex::default(),
+                next_elsewhere: std::sync::atomic::AtomicU64::new(1),
             }
         })
     }
@@ -255,12 +263,67 @@ impl Host {
         }))
     }
 
-    /// An HTTP request to a room, answered by its `on_request`.
+    /// An HTTP request to a room another node owns (a room's or a static handler's fetch),
+    /// asked through one of the gateways linked to this node, which asks the owner.
+    async fn request_elsewhere(&self, key: RoomKey, req: Request) -> Result<Response, FetchError> {
+        let gateway = self.links.any().ok_or(FetchError::Unreachable)?;
+        let request_id = self
+            .next_elsewhere
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (parts, body) = req.into_parts();
+        let request = HttpRequest {
+            request_id,
+            room: Some(key.to_wire()),
+            method: parts.method.to_string(),
+            uri: parts.uri.to_string(),
+            headers: conclave_proto::wire_headers(&parts.headers),
+            body,
+            outside_rooms: false,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.elsewhere().insert(request_id, tx);
+        let event = NodeEvent {
+            event: Some(node_event::Event::RoomFetch(request)),
+        };
+        let answered = tokio::time::timeout(self.config.fetch_timeout, async {
+            self.links.send(gateway, event).await;
+            rx.await
+        })
+        .await;
+        self.elsewhere().remove(&request_id);
+        let reply = match answered {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(FetchError::Unreachable),
+            Err(_) => return Err(FetchError::Timeout),
+        };
+        let mut resp = http::Response::new(reply.body);
+        *resp.status_mut() = http::StatusCode::from_u16(reply.status as u16)
+            .unwrap_or(http::StatusCode::BAD_GATEWAY);
+        *resp.headers_mut() = crate::gateway_link::header_map(reply.headers);
+        Ok(resp)
+    }
+
+    /// A gateway's answer to one of [`Self::request_elsewhere`]'s requests.
+    pub(crate) fn answered_elsewhere(&self, reply: HttpReply) {
+        if let Some(tx) = self.elsewhere().remove(&reply.request_id) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    fn elsewhere(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<HttpReply>>> {
+        self.elsewhere.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An HTTP request to a room, answered by its `on_request`: here when this node owns
+    /// the room, else through a gateway, by its owner.
     pub async fn request(
         self: &Arc<Self>,
         key: RoomKey,
         req: Request,
     ) -> Result<Response, FetchError> {
+        if self.cluster.places_elsewhere(&key) {
+            return self.request_elsewhere(key, req).await;
+        }
         let (reply, rx) = oneshot::channel();
         self.dispatch(
             &key,

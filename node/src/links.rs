@@ -66,6 +66,12 @@ impl Links {
         }
     }
 
+    /// A gateway attached now, if any.
+    pub fn any(&self) -> Option<GatewayId> {
+        let s = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        s.slots.iter().find(|t| t.tx.is_some()).map(|t| t.id)
+    }
+
     /// Sends `event` to gateway `id`. A gateway that went away has no sockets left to
     /// deliver to: the event is dropped.
     pub async fn send(&self, id: GatewayId, event: NodeEvent) {

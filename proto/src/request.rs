@@ -28,7 +28,9 @@ pub fn reply_id(event: &node_event::Event) -> Option<u64> {
         | Event::CloseSocket(_)
         | Event::Ack(_)
         | Event::ConnState(_)
-        | Event::Moved(_) => None,
+        | Event::Moved(_)
+        // A request of the node's own (answered by the gateway), not a reply.
+        | Event::RoomFetch(_) => None,
     }
 }
 

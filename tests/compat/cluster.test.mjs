@@ -87,6 +87,15 @@ test("requests outside /parties/ reach a node through either gateway: the projec
   }
 });
 
+test("a room asked from another node answers (lobby.parties through a gateway to its owner)", { skip: process.env.COMPAT_CLUSTER_PARTIES !== "project" && "the asking onFetch is in the project only" }, async () => {
+  // Eight counter rooms over two nodes, asked from whichever node each path lands on:
+  // about half live on the other one.
+  for (let k = 0; k < 8; k++) {
+    const res = await fetch(`http://${gateways[k % 2].host}/outside/ask/cross-${k}`);
+    assert.deepEqual([res.status, await res.text()], [200, '200 {"value":0}'], `room cross-${k}`);
+  }
+});
+
 test("chat between clients on different gateways", async () => {
   const a = sock(0, { party: "chat", room: "cluster-lobby", id: "ann" });
   const b = sock(1, { party: "chat", room: "cluster-lobby", id: "ben" });

@@ -33,7 +33,7 @@ fn link_holding(
 ) -> (
     Arc<NodeLink>,
     NodeSide,
-    tokio::sync::mpsc::UnboundedReceiver<crate::link::MoveRequest>,
+    tokio::sync::mpsc::UnboundedReceiver<crate::link::LinkWork>,
 ) {
     let (gateway, node_side) = in_process_link(capacity);
     let (mover, moves) = tokio::sync::mpsc::unbounded_channel();
@@ -193,10 +193,13 @@ async fn a_socket_moved_off_a_full_link_is_detached_before_it_moves() {
         matches!(next.event, Some(gateway_event::Event::Detach(ref d)) if d.socket == s.id.0),
         "not the socket's Detach: {next:?}"
     );
-    let request = tokio::time::timeout(Duration::from_secs(1), moves.recv())
+    let work = tokio::time::timeout(Duration::from_secs(1), moves.recv())
         .await
         .expect("the socket never moved")
         .unwrap();
+    let crate::link::LinkWork::Move(request) = work else {
+        panic!("not a move");
+    };
     assert!(Arc::ptr_eq(&request.session, &s));
     assert_eq!(request.min_ring, conclave_proto::RingVersion(3));
 }

@@ -96,6 +96,7 @@ impl GatewayLink {
                 gateway_event::Event::RoomInfo(q) => link.room_info(q),
                 gateway_event::Event::HttpRequest(r) => link.http_request(r),
                 gateway_event::Event::Received(r) => link.received(r),
+                gateway_event::Event::RoomFetchReply(r) => link.host.answered_elsewhere(r),
             }
         }
         link.lost().await;

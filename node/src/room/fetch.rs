@@ -18,6 +18,8 @@ pub enum FetchError {
     Timeout,
     #[error("the node is shutting down")]
     Closed,
+    #[error("the room is on another node, and no gateway is linked to this one to ask it")]
+    Unreachable,
 }
 
 /// Delivers HTTP requests to rooms, answered by their `on_request`.

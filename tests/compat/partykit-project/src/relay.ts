@@ -6,7 +6,8 @@
 //
 // The TypeScript twin of node/src/parties/relay.rs: same messages, same HTTP answers to
 // rooms. As the main party it also answers requests outside /parties/ (static onFetch:
-// "outside PATH?QUERY"), which the Rust relay answers 404.
+// "outside PATH?QUERY", or /outside/ask/ROOM: "STATUS BODY" of counter room ROOM), which
+// the Rust relay answers 404.
 import type * as Party from "partykit/server";
 import { methodNotAllowed } from "./http";
 
@@ -28,8 +29,14 @@ export default class Relay implements Party.Server {
 
   constructor(readonly room: Party.Room) {}
 
-  static async onFetch(req: Party.Request): Promise<Response> {
+  static async onFetch(req: Party.Request, lobby: Party.FetchLobby): Promise<Response> {
     const url = new URL(req.url);
+    // /outside/ask/ROOM: what counter room ROOM answers, wherever it lives.
+    const ask = url.pathname.match(/^\/outside\/ask\/([^/]+)$/);
+    if (ask) {
+      const res = await lobby.parties.counter.get(ask[1]).fetch();
+      return new Response(`${res.status} ${await res.text()}`, { headers: plain });
+    }
     return new Response(`outside ${url.pathname}${url.search}`, { headers: plain });
   }
 
