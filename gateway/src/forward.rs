@@ -67,6 +67,7 @@ async fn forward(gw: Arc<GatewayState>, target: Target, req: Request) -> Respons
         headers: wire_headers(req.headers()),
         body: Default::default(),
         outside_rooms,
+        from_room: false,
     };
     let limit = gw.config.max_http_body_bytes;
     let body_timeout = gw.config.http_body_timeout;
@@ -106,8 +107,17 @@ async fn forward(gw: Arc<GatewayState>, target: Target, req: Request) -> Respons
 /// would be, and answered over the node's link under the node's request id.
 pub(crate) async fn for_node(gw: Arc<GatewayState>, link: Arc<NodeLink>, request: HttpRequest) {
     let request_id = request.request_id;
+    let request = HttpRequest {
+        from_room: true,
+        outside_rooms: false,
+        ..request
+    };
+    // No longer than the node waits for the answer.
+    let timeout = gw.config.node_timeout;
     let reply = match request.room.as_ref().map(RoomKey::from_wire) {
-        Some(Ok(key)) => ask_owner(&gw, &key, request).await,
+        Some(Ok(key)) => tokio::time::timeout(timeout, ask_owner(&gw, &key, request))
+            .await
+            .unwrap_or_else(|_| Err(Refusal::new(504, "The room did not answer in time"))),
         _ => Err(Refusal::new(400, "missing or invalid room")),
     };
     let reply = match reply {

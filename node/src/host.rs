@@ -5,7 +5,7 @@
 use crate::actor::{ActorContext, RoomActor};
 use crate::cluster::Cluster;
 use crate::config::NodeConfig;
-use crate::links::Links;
+use crate::links::{GatewayId, Links};
 use crate::mailbox::{mailbox, MailboxTx, RoomEvent};
 use crate::message::{Request, Response};
 use crate::party::{ConnectCheck, ConnectRequest, PartyFactory, PartyRegistry};
@@ -34,9 +34,9 @@ pub(crate) struct Host {
     party_totals: Arc<PartyTotals>,
     /// Room-to-room requests come back here.
     fetcher: RoomFetcher,
-    /// Requests to rooms other nodes own, asked through a gateway: their replies, by the
-    /// request id this node gave them.
-    elsewhere: std::sync::Mutex<HashMap<u64, oneshot::Sender<HttpReply>>>,
+    /// Requests to rooms other nodes own, asked through a gateway: by the request id this
+    /// node gave them, the gateway link asked and where the reply goes.
+    elsewhere: std::sync::Mutex<HashMap<u64, (GatewayId, oneshot::Sender<HttpReply>)>>,
     next_elsewhere: std::sync::atomic::AtomicU64,
 }
 
@@ -271,6 +271,10 @@ impl Host {
             .next_elsewhere
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (parts, body) = req.into_parts();
+        // As a client's request body is bounded on its way to a room.
+        if body.len() > self.config.max_http_body_bytes {
+            return Err(FetchError::TooLarge(self.config.max_http_body_bytes));
+        }
         let request = HttpRequest {
             request_id,
             room: Some(key.to_wire()),
@@ -279,9 +283,15 @@ impl Host {
             headers: conclave_proto::wire_headers(&parts.headers),
             body,
             outside_rooms: false,
+            from_room: true,
         };
         let (tx, rx) = oneshot::channel();
-        self.elsewhere().insert(request_id, tx);
+        self.elsewhere().insert(request_id, (gateway, tx));
+        // Gone however the wait ends (a dropped fetch too).
+        let _pending = PendingElsewhere {
+            host: self,
+            request_id,
+        };
         let event = NodeEvent {
             event: Some(node_event::Event::RoomFetch(request)),
         };
@@ -290,7 +300,6 @@ impl Host {
             rx.await
         })
         .await;
-        self.elsewhere().remove(&request_id);
         let reply = match answered {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => return Err(FetchError::Unreachable),
@@ -305,12 +314,19 @@ impl Host {
 
     /// A gateway's answer to one of [`Self::request_elsewhere`]'s requests.
     pub(crate) fn answered_elsewhere(&self, reply: HttpReply) {
-        if let Some(tx) = self.elsewhere().remove(&reply.request_id) {
+        if let Some((_, tx)) = self.elsewhere().remove(&reply.request_id) {
             let _ = tx.send(reply);
         }
     }
 
-    fn elsewhere(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<HttpReply>>> {
+    /// The link to `gateway` is gone: what was asked through it will not be answered.
+    pub(crate) fn link_lost(&self, gateway: GatewayId) {
+        self.elsewhere().retain(|_, (asked, _)| *asked != gateway);
+    }
+
+    fn elsewhere(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (GatewayId, oneshot::Sender<HttpReply>)>> {
         self.elsewhere.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -358,6 +374,18 @@ impl RoomRequests for Host {
         tokio::spawn(async move {
             let _ = self.dispatch(&room, RoomEvent::Wake).await;
         });
+    }
+}
+
+/// Removes a request to a room elsewhere from the pending ones when its wait ends.
+struct PendingElsewhere<'a> {
+    host: &'a Host,
+    request_id: u64,
+}
+
+impl Drop for PendingElsewhere<'_> {
+    fn drop(&mut self) {
+        self.host.elsewhere().remove(&self.request_id);
     }
 }
 

@@ -29,6 +29,8 @@ struct Slot {
 #[derive(Default)]
 pub(crate) struct Links {
     slots: RwLock<Slots>,
+    /// Where [`Links::any`] starts looking next.
+    next_any: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -66,10 +68,18 @@ impl Links {
         }
     }
 
-    /// A gateway attached now, if any.
+    /// A gateway attached now, if any: each call starts looking one slot further, so
+    /// requests spread over the gateways.
     pub fn any(&self) -> Option<GatewayId> {
         let s = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        s.slots.iter().find(|t| t.tx.is_some()).map(|t| t.id)
+        let n = s.slots.len();
+        let start = self
+            .next_any
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (0..n)
+            .map(|i| &s.slots[(start + i) % n])
+            .find(|t| t.tx.is_some())
+            .map(|t| t.id)
     }
 
     /// Sends `event` to gateway `id`. A gateway that went away has no sockets left to

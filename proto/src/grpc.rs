@@ -44,6 +44,7 @@ impl Weight for GatewayEvent {
         match &self.event {
             Some(gateway_event::Event::Frame(f)) => f.payload.len(),
             Some(gateway_event::Event::HttpRequest(r)) => r.body.len(),
+            Some(gateway_event::Event::RoomFetchReply(r)) => r.body.len(),
             _ => 64,
         }
     }
@@ -55,6 +56,7 @@ impl Weight for NodeEvent {
             Some(node_event::Event::Send(s)) => s.payload.len(),
             Some(node_event::Event::Deliver(d)) => d.payload.len(),
             Some(node_event::Event::HttpReply(r)) => r.body.len(),
+            Some(node_event::Event::RoomFetch(r)) => r.body.len(),
             _ => 64,
         }
     }

@@ -93,6 +93,12 @@ test("a room asked from another node answers (lobby.parties through a gateway to
   for (let k = 0; k < 8; k++) {
     const res = await fetch(`http://${gateways[k % 2].host}/outside/ask/cross-${k}`);
     assert.deepEqual([res.status, await res.text()], [200, '200 {"value":0}'], `room cross-${k}`);
+    // The party's onBeforeRequest guards clients' requests, not other rooms', wherever the
+    // room lives (as on its own node).
+    const denied = await fetch(`http://${gateways[k % 2].host}/parties/counter/cross-${k}?deny=1`);
+    assert.equal(denied.status, 403);
+    const asked = await fetch(`http://${gateways[k % 2].host}/outside/ask/cross-${k}?deny=1`);
+    assert.equal(await asked.text(), '200 {"value":0}', `room cross-${k}, asked with ?deny=1`);
   }
 });
 

@@ -443,6 +443,7 @@ impl GatewayLink {
     /// left with the gateway.
     async fn lost(self) {
         self.host.links.remove(self.gateway);
+        self.host.link_lost(self.gateway);
         if self.sockets.is_empty() {
             return;
         }

@@ -20,6 +20,8 @@ pub enum FetchError {
     Closed,
     #[error("the room is on another node, and no gateway is linked to this one to ask it")]
     Unreachable,
+    #[error("the request body is over {0} bytes")]
+    TooLarge(usize),
 }
 
 /// Delivers HTTP requests to rooms, answered by their `on_request`.

@@ -2,7 +2,8 @@
 // {"type":"count","value":N}, only once the value is durable (the output gate holds the
 // reply until the write commits). GET (or HEAD) → {"value":N}, other methods 405.
 //
-// The TypeScript twin of node/src/parties/counter.rs.
+// The TypeScript twin of node/src/parties/counter.rs. Beyond it: a client's request with
+// ?deny=1 is refused (403) by onBeforeRequest, which does not see other rooms' requests.
 import type * as Party from "partykit/server";
 import { methodNotAllowed } from "./http";
 
@@ -12,6 +13,11 @@ export default class Counter implements Party.Server {
   readonly options: Party.ServerOptions = { hibernate: true };
 
   constructor(readonly room: Party.Room) {}
+
+  static async onBeforeRequest(req: Party.Request) {
+    if (new URL(req.url).searchParams.get("deny") === "1") return new Response("denied", { status: 403 });
+    return req;
+  }
 
   async onMessage(message: string | ArrayBuffer | ArrayBufferView, sender: Party.Connection) {
     const value = (await this.room.storage.get<number>(KEY)) ?? 0;

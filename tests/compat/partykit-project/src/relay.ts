@@ -34,7 +34,7 @@ export default class Relay implements Party.Server {
     // /outside/ask/ROOM: what counter room ROOM answers, wherever it lives.
     const ask = url.pathname.match(/^\/outside\/ask\/([^/]+)$/);
     if (ask) {
-      const res = await lobby.parties.counter.get(ask[1]).fetch();
+      const res = await lobby.parties.counter.get(ask[1]).fetch(url.search);
       return new Response(`${res.status} ${await res.text()}`, { headers: plain });
     }
     return new Response(`outside ${url.pathname}${url.search}`, { headers: plain });
