@@ -1,7 +1,7 @@
 //! A JavaScript party as the room actor sees it: a [`Party`] whose handlers run on the
 //! engine's worker with the room lent to it.
 
-use super::event::{Event, Failure, HttpParts, Outcome};
+use super::event::{Event, Failure, HttpParts, Outcome, Thrown};
 use super::natives::conn_ref;
 use super::worker::{Command, Job, RoomLease};
 use super::{InstanceId, JsEngine, PartyId, PartyTraits};
@@ -305,14 +305,7 @@ impl Party for JsParty {
                     .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
                 warn!(error = %error.trace, %status, "onRequest threw");
                 room.discard();
-                let body = if error.message.is_empty() {
-                    "Uncaught exception when making a request".to_string()
-                } else {
-                    error.message
-                };
-                let mut resp = http::Response::new(Bytes::from(body));
-                *resp.status_mut() = status;
-                Ok(resp)
+                Ok(answer(status, thrown_message(error)))
             }
             Err(e) => Err(party_error(e)),
         }
@@ -479,16 +472,9 @@ impl JsPartyFactory {
             return None;
         }
         let (parts, body) = req.into_parts();
-        let request = HttpParts {
-            method: parts.method.as_str().to_string(),
-            url: absolute_url(&parts.uri, &parts.headers),
-            status: 0,
-            headers: flat_headers(Some(&parts.headers)),
-            body: (!body.is_empty()).then(|| body.to_vec()),
-        };
         let pending = self.check(Event::BeforeRequest {
             room: room.to_string(),
-            request,
+            request: static_request(&parts, &body),
         });
         Some(Box::pin(async move {
             let original = http::Request::from_parts(parts, body);
@@ -514,40 +500,48 @@ impl JsPartyFactory {
             return None;
         }
         let (parts, body) = req.into_parts();
-        let pending = self.check(Event::Fetch(HttpParts {
-            method: parts.method.as_str().to_string(),
-            url: absolute_url(&parts.uri, &parts.headers),
-            status: 0,
-            headers: flat_headers(Some(&parts.headers)),
-            body: (!body.is_empty()).then(|| body.to_vec()),
-        }));
+        let pending = self.check(Event::Fetch(static_request(&parts, &body)));
         Some(Box::pin(async move {
-            let failed = |status: http::StatusCode, body: String| {
-                let mut resp = http::Response::new(Bytes::from(body));
-                *resp.status_mut() = status;
-                resp
-            };
+            let failed = |body: String| answer(http::StatusCode::INTERNAL_SERVER_ERROR, body);
             match pending.await {
-                Ok(Outcome::Response(r)) => response(r).unwrap_or_else(|e| {
-                    failed(http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                }),
-                Ok(_) => failed(
-                    http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "onFetch did not return a Response".into(),
-                ),
+                Ok(Outcome::Response(r)) => response(r).unwrap_or_else(|e| failed(e.to_string())),
+                Ok(_) => failed("onFetch did not return a Response".into()),
                 Err(Failure::Threw(error)) => {
                     warn!(error = %error.trace, "onFetch threw");
-                    let body = if error.message.is_empty() {
-                        "Uncaught exception when making a request".to_string()
-                    } else {
-                        error.message
-                    };
-                    failed(http::StatusCode::INTERNAL_SERVER_ERROR, body)
+                    failed(thrown_message(error))
                 }
-                Err(e) => failed(http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Err(e) => failed(e.to_string()),
             }
         }))
     }
+}
+
+/// A request as the static handlers (`onBeforeRequest`, `onFetch`) take it.
+fn static_request(parts: &http::request::Parts, body: &Bytes) -> HttpParts {
+    HttpParts {
+        method: parts.method.as_str().to_string(),
+        url: absolute_url(&parts.uri, &parts.headers),
+        status: 0,
+        headers: flat_headers(Some(&parts.headers)),
+        body: (!body.is_empty()).then(|| body.to_vec()),
+    }
+}
+
+/// What a throwing `onRequest` or `onFetch` answers with: its message, or PartyKit's text
+/// for an error without one.
+fn thrown_message(error: Thrown) -> String {
+    if error.message.is_empty() {
+        "Uncaught exception when making a request".to_string()
+    } else {
+        error.message
+    }
+}
+
+/// A response of `status` with `body` and no headers.
+fn answer(status: http::StatusCode, body: String) -> Response {
+    let mut resp = http::Response::new(Bytes::from(body));
+    *resp.status_mut() = status;
+    resp
 }
 
 /// The path and query of an absolute URL (what rooms see as a request's URI).

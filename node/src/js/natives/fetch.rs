@@ -128,10 +128,11 @@ type HttpClient = hyper_util::client::legacy::Client<
 /// The client of one worker's `fetch`es: http, and https verified against the system's
 /// certificate authorities and the node's `--js-fetch-ca`.
 fn http_client(config: &crate::js::JsConfig) -> Result<HttpClient, String> {
-    let tls = match &config.fetch_tls {
-        Some(tls) => tls.clone(),
-        None => crate::js::fetch_tls_config(config.fetch_ca.as_deref())?,
-    };
+    // Built once by JsEngine::start, which starts every worker.
+    let tls = config
+        .fetch_tls
+        .clone()
+        .ok_or("no TLS configuration (the engine builds it at start)")?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(std::sync::Arc::unwrap_or_clone(tls))
         .https_or_http()
