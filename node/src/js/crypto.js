@@ -1,6 +1,6 @@
 // crypto.subtle beyond digest, for PartyKit servers running on QuickJS-ng: what JWT and
 // session libraries (jose and the like) call. Evaluated after web.js, whose `crypto`
-// global it completes; the keys' bytes and the cryptography are Rust's (natives/crypto.rs,
+// global it completes; the keys' bytes and the cryptography are Rust's (natives/crypto/,
 // on ring).
 //
 // Supported:

@@ -17,7 +17,7 @@
 //! - `party.rs`: the [`Party`](crate::Party) and [`PartyFactory`](crate::PartyFactory)
 //!   the actor sees.
 //! - `web.js`, `crypto.js`, `codec.js`, `party.js`: the globals a PartyKit server expects
-//!   (`crypto.js`: `crypto.subtle`'s keys, on the natives in `natives/crypto.rs`), storage
+//!   (`crypto.js`: `crypto.subtle`'s keys, on the natives in `natives/crypto/`), storage
 //!   values with structured-clone semantics, and the PartyKit API over the natives.
 
 mod event;
