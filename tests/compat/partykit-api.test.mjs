@@ -507,6 +507,54 @@ test("an onConnect that throws: the socket opens, then is closed with 1011 and t
   assert.equal(await ok.next(), "hello");
 });
 
+test("the room takes other events while a handler waits on a timer or a fetch, and its writes stand", async () => {
+  const s = connect("overlap", "overlap-1");
+  s.send("sleep:1");
+  s.send("ping");
+  assert.equal(await s.next(), "sleeping 1");
+  assert.equal(await s.next(), "pong");
+  s.send("read");
+  assert.equal(await s.next(), "read 1 undefined");
+  assert.equal(await s.next(), "woke 1");
+  s.send("read");
+  assert.equal(await s.next(), "read 1 1");
+
+  s.send("fetch");
+  s.send("ping");
+  assert.equal(await s.next(), "fetching");
+  assert.equal(await s.next(), "pong");
+  assert.equal(await s.next(), "fetched slowly");
+
+  // A failure after the event ended is only logged; the room goes on.
+  s.send("fail-later");
+  await sleep(150);
+  s.send("ping");
+  assert.equal(await s.next(), "pong");
+  s.ws.close();
+});
+
+test("room.blockConcurrencyWhile holds the room's other events off until it is done", async () => {
+  const s = connect("overlap", "overlap-2");
+  const t = connect("overlap", "overlap-2");
+  await t.opened;
+  s.send("block");
+  await sleep(50);
+  t.send("ping");
+  s.send("ping");
+  assert.equal(await s.next(), "unblocked");
+  assert.equal(await s.next(), "pong");
+  assert.equal(await t.next(), "pong");
+
+  // Not awaited, it holds the room as well.
+  s.send("block-unawaited");
+  await sleep(50);
+  s.send("ping");
+  assert.equal(await s.next(), "unblocked");
+  assert.equal(await s.next(), "pong");
+  s.ws.close();
+  t.ws.close();
+});
+
 test("an onMessage that throws or rejects: the room goes on serving", async () => {
   const [a, b, c] = ["a", "b", "c"].map((id) => connect("crash", "crash-2", { _pk: id }));
   for (const s of [a, b, c]) assert.equal(await s.next(), "hello");

@@ -414,8 +414,23 @@
       for (const c of this.getConnections()) m.set(c.id, c);
       return m;
     }
+    /** Holds the room's other events off until `fn` is done, as a Durable Object's does:
+     * they wait in `dispatch`, and Rust keeps the event open meanwhile (`blocking`). */
     async blockConcurrencyWhile(fn) {
-      return fn();
+      const inst = this.#inst;
+      let done;
+      const unblocked = new Promise((resolve) => { done = resolve; });
+      const before = inst.blocked;
+      inst.blocked = unblocked;
+      inst.blocking += 1;
+      try {
+        if (before) await before;
+        return await fn();
+      } finally {
+        inst.blocking -= 1;
+        if (inst.blocked === unblocked) inst.blocked = null;
+        done();
+      }
     }
   }
 
@@ -582,7 +597,7 @@
     },
 
     create(handle, roomId) {
-      const inst = { handle, conns: new Map(), server: null };
+      const inst = { handle, conns: new Map(), server: null, blocking: 0, blocked: null };
       const room = new Room(inst, roomId, partyName, partyEnv);
       inst.room = room;
       inst.server = isClass ? new definition(room) : new ObjectServer(room, definition);
@@ -609,8 +624,9 @@
     /** Runs one event. A message to a handler that does not return a promise is handled
      * without one (the common case, and the hot path); everything else is async. */
     dispatch(handle, kind, conn, a, b, c, d) {
-      if (kind !== "message") return conclave.dispatchAsync(handle, kind, conn, a, b, c, d);
       const inst = instances.get(handle);
+      if (inst?.blocked) return conclave.afterBlock(inst, handle, kind, conn, a, b, c, d);
+      if (kind !== "message") return conclave.dispatchAsync(handle, kind, conn, a, b, c, d);
       if (!inst) throw new Error(`no party instance ${handle}`);
       const s = inst.server;
       const c0 = connectionByKey(inst, conn);
@@ -622,6 +638,26 @@
         return Promise.resolve(result).then(() => null);
       }
       return null;
+    },
+
+    /** An event that came while `blockConcurrencyWhile` holds the room: it runs after. */
+    async afterBlock(inst, handle, kind, conn, a, b, c, d) {
+      while (inst.blocked) await inst.blocked;
+      return conclave.dispatch(handle, kind, conn, a, b, c, d);
+    },
+
+    /** Whether the instance's `blockConcurrencyWhile` holds its room: the event in
+     * progress then stays open, whatever its handler waits on. */
+    blocking(handle) {
+      return (instances.get(handle)?.blocking ?? 0) > 0;
+    },
+
+    /** A handler that goes on after its event ended, waiting on a fetch or a timer (the
+     * room took other events meanwhile, as PartyKit's does): how it ends is only logged,
+     * as PartyKit logs it. */
+    detach(promise, kind) {
+      const name = { message: "onMessage", close: "onClose", error: "onError" }[kind] ?? kind;
+      promise.then(undefined, (e) => console.error(`${name} failed after its event:`, e));
     },
 
     async dispatchAsync(handle, kind, conn, a, b, c, d) {

@@ -125,6 +125,8 @@ struct LoadedParty {
     dispatch: Persistent<Function<'static>>,
     create: Persistent<Function<'static>>,
     destroy: Persistent<Function<'static>>,
+    blocking: Persistent<Function<'static>>,
+    detach: Persistent<Function<'static>>,
 }
 
 struct Worker {
@@ -194,6 +196,8 @@ impl Worker {
                 dispatch: get("dispatch")?,
                 create: get("create")?,
                 destroy: get("destroy")?,
+                blocking: get("blocking")?,
+                detach: get("detach")?,
             };
             Ok((loaded, traits))
         })?;
@@ -232,7 +236,7 @@ impl Worker {
             reply,
         } = job;
         let active = Rc::new(ActiveJob::new(lease, fetcher));
-        let lobby = active.lease.borrow().is_none();
+        let lobby = outside_rooms(&active);
         self.shared
             .jobs
             .borrow_mut()
@@ -297,14 +301,18 @@ impl Worker {
             Ok(outcome) => (Some(outcome), None),
             Err(promise) => (None, Some(promise)),
         };
+        // A handler of these that waits on neither storage nor `blockConcurrencyWhile` (a
+        // fetch, a timer, another event) lets its room go on meanwhile, as a Durable
+        // Object's input gate opens then: its event ends there, with what it wrote and
+        // sent so far, and the rest runs in the room's later events (`Shared::settle`).
+        // The others keep the room until they are done: a connection is admitted, and a
+        // request or an alarm answered, once its handler is.
+        let may_go_on = matches!(kind, "message" | "close" | "error") && !outside_rooms(active);
         // Once the handler is done, how long the native calls it left running may keep
         // the event open.
         let mut natives_deadline = None;
-        let outside_rooms_deadline = active
-            .lease
-            .borrow()
-            .is_none()
-            .then(|| tokio::time::Instant::now() + OUTSIDE_ROOMS_LIMIT);
+        let outside_rooms_deadline =
+            outside_rooms(active).then(|| tokio::time::Instant::now() + OUTSIDE_ROOMS_LIMIT);
         loop {
             if let Some(f) = active.take_failure() {
                 return Err(f);
@@ -334,6 +342,12 @@ impl Worker {
                 }
                 continue;
             }
+            if let Some(promise) = promise.as_ref().filter(|_| may_go_on) {
+                if active.natives_in_flight.get() == 0 && !self.blocking(&loaded, instance) {
+                    self.detach(&loaded, instance, promise, kind);
+                    return Ok(Outcome::Done);
+                }
+            }
             match outside_rooms_deadline {
                 Some(at) => {
                     if tokio::time::timeout_at(at, active.wake.notified())
@@ -355,6 +369,38 @@ impl Worker {
                 None => active.wake.notified().await,
             }
         }
+    }
+
+    /// Whether the instance's `blockConcurrencyWhile` holds its room.
+    fn blocking(&self, loaded: &LoadedParty, instance: InstanceId) -> bool {
+        loaded.context.with(|ctx| {
+            loaded
+                .blocking
+                .clone()
+                .restore(&ctx)
+                .and_then(|f| f.call::<_, bool>((instance,)))
+                .unwrap_or(false)
+        })
+    }
+
+    /// Leaves a handler that goes on after its event to finish in the room's later
+    /// events; a failure then is logged.
+    fn detach(
+        &self,
+        loaded: &LoadedParty,
+        instance: InstanceId,
+        promise: &Persistent<Promise<'static>>,
+        kind: &'static str,
+    ) {
+        self.shared.enter(&loaded.context, instance, |ctx| {
+            let detached = loaded.detach.clone().restore(&ctx).and_then(|f| {
+                let p = promise.clone().restore(&ctx)?;
+                f.call::<_, ()>((p, kind))
+            });
+            if let Err(e) = detached {
+                warn!(error = %e, "could not leave a handler to finish later");
+            }
+        });
     }
 
     /// The outcome of the event's handler once its promise settled (`None`: pending).
@@ -416,6 +462,11 @@ impl Worker {
             })
             .map_err(|e| failure_of(active, e))
     }
+}
+
+/// Whether the event is code outside any room (no room lent to it).
+fn outside_rooms(active: &ActiveJob) -> bool {
+    active.lease.borrow().is_none()
 }
 
 /// A thrown error, or the reset that caused it.

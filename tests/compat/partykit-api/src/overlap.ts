@@ -1,0 +1,60 @@
+// A room's events overlap where a handler waits on something other than storage: a
+// timer, a fetch. A Durable Object's input gate opens then, so PartyKit takes the room's
+// next event meanwhile; storage calls and `room.blockConcurrencyWhile` keep it shut.
+import type * as Party from "partykit/server";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export default class Overlap implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+
+  async onMessage(message: string | ArrayBuffer | ArrayBufferView, sender: Party.Connection) {
+    const [verb, arg] = String(message).split(":");
+    switch (verb) {
+      case "sleep": {
+        await this.room.storage.put("before", arg);
+        sender.send(`sleeping ${arg}`);
+        await sleep(400);
+        await this.room.storage.put("after", arg);
+        sender.send(`woke ${arg}`);
+        return;
+      }
+      case "fetch": {
+        sender.send("fetching");
+        const res = await this.room.context.parties.overlap.get(`${this.room.id}-slow`).fetch({ method: "POST" });
+        sender.send(`fetched ${await res.text()}`);
+        return;
+      }
+      case "block": {
+        await this.room.blockConcurrencyWhile(async () => {
+          await sleep(400);
+        });
+        sender.send("unblocked");
+        return;
+      }
+      case "block-unawaited": {
+        void this.room.blockConcurrencyWhile(async () => {
+          await sleep(400);
+          sender.send("unblocked");
+        });
+        return;
+      }
+      case "fail-later": {
+        await sleep(50);
+        throw new Error("failed after a timer");
+      }
+      case "read": {
+        const [before, after] = await Promise.all([this.room.storage.get("before"), this.room.storage.get("after")]);
+        sender.send(`read ${before} ${after}`);
+        return;
+      }
+      case "ping":
+        sender.send("pong");
+    }
+  }
+
+  async onRequest() {
+    await sleep(400);
+    return new Response("slowly");
+  }
+}
