@@ -31,6 +31,13 @@ pub struct JsOpts {
         JsConfig::default().cpu_budget.as_millis(),
     ))]
     pub js_cpu_budget_ms: Option<u64>,
+    #[arg(long, env = "CONCLAVE_JS_WAIT_LIMIT_MS", help = with_default(
+        "Time (ms) one event of a JavaScript party may hold its room waiting on promises \
+         (a handler that never finishes, a long blockConcurrencyWhile) before the room's \
+         instance starts afresh",
+        JsConfig::default().wait_limit.as_millis(),
+    ))]
+    pub js_wait_limit_ms: Option<u64>,
     #[arg(long, env = "CONCLAVE_JS_MEMORY_MB", help = with_default(
         "Memory (MiB) each JavaScript thread may allocate for all its rooms",
         JsConfig::default().memory_limit / (1024 * 1024),
@@ -67,6 +74,9 @@ impl JsOpts {
         }
         if let Some(ms) = self.js_cpu_budget_ms {
             c.cpu_budget = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = self.js_wait_limit_ms {
+            c.wait_limit = Duration::from_millis(ms.max(1));
         }
         if let Some(mb) = self.js_memory_mb {
             c.memory_limit = mb.max(8) * 1024 * 1024;

@@ -138,6 +138,62 @@ test("an endless handler is interrupted after its CPU budget; the room starts af
   });
 });
 
+test("a handler that holds its room waiting on what never comes is dropped with its instance after the wait limit", async () => {
+  const source = `
+import type * as Party from "partykit/server";
+let starts = 0;
+const never = () => new Promise<void>(() => {});
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  onStart() { starts++; }
+  async onConnect(conn: Party.Connection, ctx: Party.ConnectionContext) {
+    if (new URL(ctx.request.url).searchParams.has("hang")) await never();
+  }
+  async onMessage(message: string, sender: Party.Connection) {
+    if (message === "wait") { await never(); sender.send("never"); }
+    if (message === "block") await this.room.blockConcurrencyWhile(never);
+    sender.send(message + " starts=" + starts);
+  }
+  async onRequest(req: Party.Request) {
+    if (new URL(req.url).searchParams.has("hang")) await never();
+    return new Response("answer starts=" + starts);
+  }
+}`;
+  // One worker: \`starts\` counts the instances of the room.
+  await withServer(source, ["--js-wait-limit-ms", "500", "--js-workers", "1"], async (server) => {
+    const a = await connect(server.host, "w", "a");
+    // An onMessage that waits on something else does not hold its room.
+    a.send("wait");
+    a.send("ping");
+    assert.equal(await reply(a), "ping starts=1");
+    // An onRequest does: after the limit it fails, and a new instance answers the next.
+    let started = Date.now();
+    const hung = await fetch(`http://${server.host}/parties/main/w?hang`);
+    const waited = Date.now() - started;
+    assert.equal(hung.status, 500);
+    await hung.text();
+    assert.match(server.stderr(), /onRequest waited longer than 500 ms/);
+    assert.ok(waited >= 450 && waited < 5000, `answered after ${waited} ms`);
+    assert.equal(await (await fetch(`http://${server.host}/parties/main/w`)).text(), "answer starts=2");
+    // So does a blockConcurrencyWhile: the events behind it run in the next instance.
+    a.send("block");
+    a.send("after");
+    assert.equal(await reply(a, 5000), "after starts=3");
+    // And an onConnect: the socket is closed with 1011, and the room goes on.
+    const h = new WS(`ws://${server.host}/parties/main/w?_pk=h&hang`);
+    const outcome = await new Promise((ok) => {
+      h.on("unexpected-response", (_req, res) => ok(`refused ${res.statusCode}`));
+      h.on("close", (code, reason) => ok(`closed ${code} ${reason}`));
+      h.on("error", () => {});
+    });
+    assert.match(outcome, /^closed 1011 onConnect waited longer than 500 ms/);
+    a.send("ping");
+    assert.equal(await reply(a, 5000), "ping starts=4");
+    assert.equal(a.readyState, WS.OPEN);
+    a.close();
+  });
+});
+
 test("a handler that exhausts the memory cap is reset like one over budget", async () => {
   await withServer(isolated, ["--js-memory-mb", "64", "--js-cpu-budget-ms", "5000"], async (server) => {
     const ws = await connect(server.host, "hungry", "h");

@@ -42,6 +42,10 @@ pub struct JsConfig {
     /// CPU time one event may take (its handler and everything it awaits); past it, the
     /// handler is interrupted and the room's instance starts afresh.
     pub cpu_budget: Duration,
+    /// How long an event of a room may stay open waiting on promises (a handler that holds
+    /// its room, or a `blockConcurrencyWhile`); past it, the room's instance starts afresh,
+    /// so a handler awaiting what never comes cannot hold its room for good.
+    pub wait_limit: Duration,
     /// Memory one worker's QuickJS runtime may allocate, for all its rooms.
     pub memory_limit: usize,
     /// Hosts (`host` or `host:port`; `*` for any) that `fetch` may reach. Empty: `fetch`
@@ -105,6 +109,8 @@ impl Default for JsConfig {
             // holds up only the rooms of its own thread.
             workers: cores.clamp(4, 16),
             cpu_budget: Duration::from_millis(1000),
+            // A Durable Object's `blockConcurrencyWhile` resets the object after 30 s.
+            wait_limit: Duration::from_secs(30),
             memory_limit: 512 * 1024 * 1024,
             fetch_allow: Vec::new(),
             fetch_ca: None,

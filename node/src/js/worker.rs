@@ -307,12 +307,20 @@ impl Worker {
         // sent so far, and the rest runs in the room's later events (`Shared::settle`).
         // The others keep the room until they are done: a connection is admitted, and a
         // request or an alarm answered, once its handler is.
-        let may_go_on = matches!(kind, "message" | "close" | "error") && !outside_rooms(active);
+        let outside = outside_rooms(active);
+        let may_go_on = matches!(kind, "message" | "close" | "error") && !outside;
         // Once the handler is done, how long the native calls it left running may keep
         // the event open.
         let mut natives_deadline = None;
-        let outside_rooms_deadline =
-            outside_rooms(active).then(|| tokio::time::Instant::now() + OUTSIDE_ROOMS_LIMIT);
+        // How long the event may wait on promises: code outside rooms within the
+        // gateway's wait; a room's event within the wait limit, past which its instance
+        // goes (its handler is half done), so that nothing holds the room for good.
+        let wait_limit = if outside {
+            OUTSIDE_ROOMS_LIMIT
+        } else {
+            self.shared.config.wait_limit
+        };
+        let wait_deadline = tokio::time::Instant::now() + wait_limit;
         loop {
             if let Some(f) = active.take_failure() {
                 return Err(f);
@@ -348,25 +356,21 @@ impl Worker {
                     return Ok(Outcome::Done);
                 }
             }
-            match outside_rooms_deadline {
-                Some(at) => {
-                    if tokio::time::timeout_at(at, active.wake.notified())
-                        .await
-                        .is_err()
-                    {
-                        let limit = OUTSIDE_ROOMS_LIMIT.as_secs();
-                        let handler = match kind {
-                            "beforeConnect" => "onBeforeConnect",
-                            "beforeRequest" => "onBeforeRequest",
-                            "fetch" => "onFetch",
-                            other => other,
-                        };
-                        return Err(Failure::Threw(Thrown::from(format!(
-                            "{handler} did not finish within {limit} s"
-                        ))));
-                    }
+            if tokio::time::timeout_at(wait_deadline, active.wake.notified())
+                .await
+                .is_err()
+            {
+                let handler = handler_name(kind);
+                if outside {
+                    let limit = wait_limit.as_secs();
+                    return Err(Failure::Threw(Thrown::from(format!(
+                        "{handler} did not finish within {limit} s"
+                    ))));
                 }
-                None => active.wake.notified().await,
+                let limit = wait_limit.as_millis();
+                return Err(Failure::Reset(format!(
+                    "{handler} waited longer than {limit} ms (--js-wait-limit-ms)"
+                )));
             }
         }
     }
@@ -461,6 +465,24 @@ impl Worker {
                     .map_err(|e| caught_text(&e))
             })
             .map_err(|e| failure_of(active, e))
+    }
+}
+
+/// The party's handler an event runs, for errors.
+fn handler_name(kind: &'static str) -> &'static str {
+    match kind {
+        "start" => "onStart",
+        "tags" => "getConnectionTags",
+        "connect" => "onConnect",
+        "message" => "onMessage",
+        "close" => "onClose",
+        "error" => "onError",
+        "request" => "onRequest",
+        "alarm" => "onAlarm",
+        "beforeConnect" => "onBeforeConnect",
+        "beforeRequest" => "onBeforeRequest",
+        "fetch" => "onFetch",
+        other => other,
     }
 }
 
