@@ -525,6 +525,19 @@ test("the room takes other events while a handler waits on a timer or a fetch, a
   assert.equal(await s.next(), "pong");
   assert.equal(await s.next(), "fetched slowly");
 
+  // The rest of the handler is a step of its own: an onRequest that holds the room while
+  // its timer fires, then fails, takes nothing of it with it.
+  s.send("sleep:2");
+  assert.equal(await s.next(), "sleeping 2");
+  assert.equal((await fetch(url("overlap/overlap-1?fail"))).status, 500);
+  assert.equal(await s.next(), "woke 2");
+  s.send("read");
+  assert.equal(await s.next(), "read 2 2");
+
+  // A transaction waiting on a timer holds the room to its end, and rolls back whole.
+  s.send("txn:3");
+  assert.equal(await s.next(), "txn undefined");
+
   // A failure after the event ended is only logged; the room goes on.
   s.send("fail-later");
   await sleep(150);
@@ -544,6 +557,10 @@ test("room.blockConcurrencyWhile holds the room's other events off until it is d
   assert.equal(await s.next(), "unblocked");
   assert.equal(await s.next(), "pong");
   assert.equal(await t.next(), "pong");
+
+  // Nested, it holds the room until the outer one is done.
+  s.send("nested");
+  assert.equal(await s.next(), "nested done");
 
   // Not awaited, it holds the room as well.
   s.send("block-unawaited");

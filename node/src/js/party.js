@@ -2,9 +2,10 @@
 //
 // Evaluated once per party and worker, after web.js and codec.js and before the user's
 // bundle. Rust drives it through `globalThis.__conclave` (prepare, load, create, dispatch,
-// destroy, fireTimer); everything that touches the room goes through `__native`, which
-// acts on the room whose event is running. One server instance per room; a room's events
-// never overlap.
+// destroy, fireTimer, detach); everything that touches the room goes through `__native`,
+// which acts on the room whose event is running. One server instance per room; a room's
+// events run one at a time, but a handler that waits on a timer or a fetch may go on in
+// later events (worker.rs, `drive`).
 (() => {
   "use strict";
   const N = globalThis.__native;
@@ -415,21 +416,14 @@
       return m;
     }
     /** Holds the room's other events off until `fn` is done, as a Durable Object's does:
-     * they wait in `dispatch`, and Rust keeps the event open meanwhile (`blocking`). */
+     * the event that calls it stays open until then (Rust counts the holds; calls nest). */
     async blockConcurrencyWhile(fn) {
-      const inst = this.#inst;
-      let done;
-      const unblocked = new Promise((resolve) => { done = resolve; });
-      const before = inst.blocked;
-      inst.blocked = unblocked;
-      inst.blocking += 1;
+      const h = this.#inst.handle;
+      N.hold(h, true);
       try {
-        if (before) await before;
         return await fn();
       } finally {
-        inst.blocking -= 1;
-        if (inst.blocked === unblocked) inst.blocked = null;
-        done();
+        N.hold(h, false);
       }
     }
   }
@@ -597,7 +591,7 @@
     },
 
     create(handle, roomId) {
-      const inst = { handle, conns: new Map(), server: null, blocking: 0, blocked: null };
+      const inst = { handle, conns: new Map(), server: null };
       const room = new Room(inst, roomId, partyName, partyEnv);
       inst.room = room;
       inst.server = isClass ? new definition(room) : new ObjectServer(room, definition);
@@ -624,9 +618,8 @@
     /** Runs one event. A message to a handler that does not return a promise is handled
      * without one (the common case, and the hot path); everything else is async. */
     dispatch(handle, kind, conn, a, b, c, d) {
-      const inst = instances.get(handle);
-      if (inst?.blocked) return conclave.afterBlock(inst, handle, kind, conn, a, b, c, d);
       if (kind !== "message") return conclave.dispatchAsync(handle, kind, conn, a, b, c, d);
+      const inst = instances.get(handle);
       if (!inst) throw new Error(`no party instance ${handle}`);
       const s = inst.server;
       const c0 = connectionByKey(inst, conn);
@@ -638,18 +631,6 @@
         return Promise.resolve(result).then(() => null);
       }
       return null;
-    },
-
-    /** An event that came while `blockConcurrencyWhile` holds the room: it runs after. */
-    async afterBlock(inst, handle, kind, conn, a, b, c, d) {
-      while (inst.blocked) await inst.blocked;
-      return conclave.dispatch(handle, kind, conn, a, b, c, d);
-    },
-
-    /** Whether the instance's `blockConcurrencyWhile` holds its room: the event in
-     * progress then stays open, whatever its handler waits on. */
-    blocking(handle) {
-      return (instances.get(handle)?.blocking ?? 0) > 0;
     },
 
     /** A handler that goes on after its event ended, waiting on a fetch or a timer (the

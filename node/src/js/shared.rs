@@ -24,10 +24,15 @@ pub(super) struct Shared {
     pub current: Cell<Option<InstanceId>>,
     timers: RefCell<Timers>,
     next_timer: Cell<u32>,
-    /// Timers that fired, and promises of natives that settled, while their room had no
-    /// event in progress: they run first thing in the room's next event (a wake asks for
-    /// one), in the order they came.
+    /// Timers that fired, and promises of natives that settled, after the event that set or
+    /// started them ended: they run in a wake event of their room (`run_due`; a wake asks
+    /// for one), in the order they came, as their own step.
     due: RefCell<HashMap<InstanceId, Vec<Due>>>,
+    /// Instances whose `blockConcurrencyWhile` holds their room, and how many times over:
+    /// the event in progress stays open until they let go.
+    holds: RefCell<HashMap<InstanceId, u32>>,
+    /// Numbers the events, so that what an event started knows whether it is still on.
+    next_job: Cell<u64>,
     /// Each instance's room, to wake it.
     rooms: RefCell<HashMap<InstanceId, (RoomFetcher, RoomKey)>>,
     /// Savepoint ids, unique on the worker: a transaction whose body outlived its event
@@ -114,6 +119,8 @@ impl Clock {
 
 /// An event in progress.
 pub(super) struct ActiveJob {
+    /// Which event of the worker this is ([`Shared::next_job_serial`]).
+    pub serial: u64,
     pub lease: RefCell<Option<RoomLease>>,
     /// A check's way to rooms (`lobby.parties`), where there is no lease.
     pub fetcher: Option<crate::room::RoomFetcher>,
@@ -145,6 +152,8 @@ impl Shared {
             }),
             next_timer: Cell::new(1),
             due: RefCell::default(),
+            holds: RefCell::default(),
+            next_job: Cell::new(1),
             rooms: RefCell::default(),
             next_savepoint: Cell::new(1),
         })
@@ -199,6 +208,48 @@ impl Shared {
         self.jobs.borrow().get(&instance).cloned()
     }
 
+    pub(super) fn next_job_serial(&self) -> u64 {
+        let serial = self.next_job.get();
+        self.next_job.set(serial + 1);
+        serial
+    }
+
+    /// The serial of the instance's event in progress, if any: what a timer or a native
+    /// started then belongs to it.
+    pub(super) fn current_job_serial(&self, instance: InstanceId) -> Option<u64> {
+        self.jobs.borrow().get(&instance).map(|j| j.serial)
+    }
+
+    /// The event in progress of `instance`, if it is the one numbered `serial`.
+    fn job_if(&self, instance: InstanceId, serial: Option<u64>) -> Option<Rc<ActiveJob>> {
+        self.job(instance).filter(|j| Some(j.serial) == serial)
+    }
+
+    /// `blockConcurrencyWhile` takes (`on`) or lets go of its room; letting go for the
+    /// last time wakes the event held open for it.
+    pub(super) fn hold(&self, instance: InstanceId, on: bool) {
+        let mut holds = self.holds.borrow_mut();
+        let count = holds.entry(instance).or_default();
+        if on {
+            *count += 1;
+            return;
+        }
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            holds.remove(&instance);
+            drop(holds);
+            if let Some(job) = self.job(instance) {
+                job.wake.notify_one();
+            }
+        }
+    }
+
+    /// Whether `blockConcurrencyWhile` holds the instance's room.
+    pub(super) fn holding(&self, instance: InstanceId) -> bool {
+        let holds = self.holds.borrow();
+        !holds.is_empty() && holds.contains_key(&instance)
+    }
+
     /// Starts a timer for the instance whose JavaScript is running; party.js keeps the
     /// callback under the returned id and runs it from `fireTimer`.
     pub(super) fn set_timer(
@@ -216,11 +267,12 @@ impl Shared {
             None => {}
         }
         let id = self.next_timer_id();
+        let creator = self.current_job_serial(instance);
         let (shared, context) = (self.clone(), context.clone());
         let task = tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(delay).await;
-                shared.fire(&context, instance, id);
+                shared.fire(&context, instance, id, creator);
                 if !repeat {
                     shared.timers.borrow_mut().remove(id);
                     return;
@@ -254,10 +306,11 @@ impl Shared {
         }
     }
 
-    /// A timer fired: it runs now within the room's event in progress, or first thing in
-    /// the room's next event, which a wake asks for.
-    fn fire(&self, context: &Context, instance: InstanceId, id: u32) {
-        if let Some(job) = self.job(instance) {
+    /// A timer fired: it runs now within the event that set it, if that is still in
+    /// progress, or else in a wake event of the room, which it asks for: not within another
+    /// event, whose step (its commit, its CPU budget) is that event's own.
+    fn fire(&self, context: &Context, instance: InstanceId, id: u32, creator: Option<u64>) {
+        if let Some(job) = self.job_if(instance, creator) {
             self.run_timers(context, instance, &[id]);
             job.wake.notify_one();
             return;
@@ -266,20 +319,24 @@ impl Shared {
         self.defer(instance, Due::Timer(id));
     }
 
-    /// A native's promise settles: now, within the room's event in progress, or, for a
-    /// `deferrable` one (a fetch: what it read is not the room's), first thing in the
-    /// room's next event, which a wake asks for, so that what it runs then (a `.then` no
-    /// handler awaited) may use the room. A storage call's settles at once, outside any
-    /// event, when its own event ended before it: its reads belong to that event, and
-    /// what it runs then cannot use the room. A check's settles at once: it has no room.
+    /// A native's promise settles: now, within the event that started it, if that is still
+    /// in progress, or, for a `deferrable` one (a fetch: what it read is not the room's),
+    /// in a wake event of the room, which it asks for, so that what it runs then (the rest
+    /// of a handler that went on after its event, a `.then` no handler awaited) may use the
+    /// room, as its own step. A storage call's settles at once, outside any event, when its
+    /// own event ended before it: its reads belong to that event, and what it runs then
+    /// cannot use the room. A check's settles at once: it has no room.
     pub(super) fn settle(
         &self,
         context: &Context,
         instance: InstanceId,
         deferrable: bool,
+        creator: Option<u64>,
         settle: Settle,
     ) {
-        if deferrable && self.job(instance).is_none() && self.rooms.borrow().contains_key(&instance)
+        if deferrable
+            && self.job_if(instance, creator).is_none()
+            && self.rooms.borrow().contains_key(&instance)
         {
             self.defer(instance, Due::Settle(settle));
             return;
@@ -290,7 +347,7 @@ impl Shared {
         }
     }
 
-    /// Keeps `work` for the instance's room's next event, and asks for one. Dropped when
+    /// Keeps `work` for a wake event of the instance's room, and asks for one. Dropped when
     /// the instance has no room.
     fn defer(&self, instance: InstanceId, work: Due) {
         let rooms = self.rooms.borrow();
@@ -319,7 +376,8 @@ impl Shared {
         });
     }
 
-    /// Runs what fired or settled for the instance while it had no event in progress.
+    /// Runs what fired or settled for the instance after the event that set it ended (in a
+    /// wake event).
     pub(super) fn run_due(&self, context: &Context, instance: InstanceId) {
         let Some(work) = self.due.borrow_mut().remove(&instance) else {
             return;
@@ -342,6 +400,7 @@ impl Shared {
     pub(super) fn forget(&self, instance: InstanceId) -> Vec<u32> {
         let due = self.due.borrow_mut().remove(&instance).unwrap_or_default();
         self.rooms.borrow_mut().remove(&instance);
+        self.holds.borrow_mut().remove(&instance);
         let mut ids = self.timers.borrow_mut().remove_instance(instance);
         ids.extend(due.into_iter().filter_map(|w| match w {
             Due::Timer(id) => Some(id),
@@ -352,8 +411,13 @@ impl Shared {
 }
 
 impl ActiveJob {
-    pub(super) fn new(lease: Option<RoomLease>, fetcher: Option<crate::room::RoomFetcher>) -> Self {
+    pub(super) fn new(
+        serial: u64,
+        lease: Option<RoomLease>,
+        fetcher: Option<crate::room::RoomFetcher>,
+    ) -> Self {
         Self {
+            serial,
             lease: RefCell::new(lease),
             fetcher,
             wake: Notify::new(),

@@ -125,7 +125,6 @@ struct LoadedParty {
     dispatch: Persistent<Function<'static>>,
     create: Persistent<Function<'static>>,
     destroy: Persistent<Function<'static>>,
-    blocking: Persistent<Function<'static>>,
     detach: Persistent<Function<'static>>,
 }
 
@@ -196,7 +195,6 @@ impl Worker {
                 dispatch: get("dispatch")?,
                 create: get("create")?,
                 destroy: get("destroy")?,
-                blocking: get("blocking")?,
                 detach: get("detach")?,
             };
             Ok((loaded, traits))
@@ -235,7 +233,11 @@ impl Worker {
             fetcher,
             reply,
         } = job;
-        let active = Rc::new(ActiveJob::new(lease, fetcher));
+        let active = Rc::new(ActiveJob::new(
+            self.shared.next_job_serial(),
+            lease,
+            fetcher,
+        ));
         let lobby = outside_rooms(&active);
         self.shared
             .jobs
@@ -280,7 +282,11 @@ impl Worker {
             }
             self.instances.borrow_mut().insert(instance, party);
         }
-        self.shared.run_due(&loaded.context, instance);
+        // What fired or settled after the event that started it ended runs in a wake
+        // event, as a step of its own.
+        if matches!(event, Event::Wake) {
+            self.shared.run_due(&loaded.context, instance);
+        }
         let promise =
             self.shared.enter(&loaded.context, instance, |ctx| {
                 let f = loaded
@@ -301,12 +307,14 @@ impl Worker {
             Ok(outcome) => (Some(outcome), None),
             Err(promise) => (None, Some(promise)),
         };
-        // A handler of these that waits on neither storage nor `blockConcurrencyWhile` (a
-        // fetch, a timer, another event) lets its room go on meanwhile, as a Durable
-        // Object's input gate opens then: its event ends there, with what it wrote and
-        // sent so far, and the rest runs in the room's later events (`Shared::settle`).
-        // The others keep the room until they are done: a connection is admitted, and a
-        // request or an alarm answered, once its handler is.
+        // A handler of these that waits on something other than the room (a fetch, a
+        // timer, another event) lets its room go on meanwhile, as a Durable Object's input
+        // gate opens then: its event ends there, with what it wrote and sent so far, and
+        // the rest runs in wake events of the room (`Shared::settle`). Not while it waits
+        // on storage, inside a transaction (whose savepoints are the event's) or while
+        // `blockConcurrencyWhile` holds the room. The others keep the room until they are
+        // done: a connection is admitted, and a request or an alarm answered, once its
+        // handler is.
         let outside = outside_rooms(active);
         let may_go_on = matches!(kind, "message" | "close" | "error") && !outside;
         // Once the handler is done, how long the native calls it left running may keep
@@ -332,7 +340,10 @@ impl Worker {
                     Err(e) => return Err(failure_of(active, e)),
                 }
             }
-            if outcome.is_some() {
+            let held = self.shared.holding(instance);
+            // Done, unless `blockConcurrencyWhile` still holds the room (then the event
+            // waits for it, within the wait limit, below).
+            if outcome.is_some() && !held {
                 let deadline = *natives_deadline
                     .get_or_insert_with(|| tokio::time::Instant::now() + NATIVES_GRACE);
                 if active.natives_in_flight.get() == 0 {
@@ -350,8 +361,11 @@ impl Worker {
                 }
                 continue;
             }
-            if let Some(promise) = promise.as_ref().filter(|_| may_go_on) {
-                if active.natives_in_flight.get() == 0 && !self.blocking(&loaded, instance) {
+            if let Some(promise) = promise.as_ref().filter(|_| may_go_on && outcome.is_none()) {
+                if !held
+                    && active.natives_in_flight.get() == 0
+                    && active.savepoints.borrow().is_empty()
+                {
                     self.detach(&loaded, instance, promise, kind);
                     return Ok(Outcome::Done);
                 }
@@ -360,31 +374,26 @@ impl Worker {
                 .await
                 .is_err()
             {
-                let handler = handler_name(kind);
+                let limit = wait_limit.as_millis();
                 if outside {
+                    let handler = handler_name(kind);
                     let limit = wait_limit.as_secs();
                     return Err(Failure::Threw(Thrown::from(format!(
                         "{handler} did not finish within {limit} s"
                     ))));
                 }
-                let limit = wait_limit.as_millis();
+                if self.shared.holding(instance) {
+                    return Err(Failure::Reset(format!(
+                        "blockConcurrencyWhile held the room longer than {limit} ms \
+                         (--js-wait-limit-ms)"
+                    )));
+                }
+                let handler = handler_name(kind);
                 return Err(Failure::Reset(format!(
                     "{handler} waited longer than {limit} ms (--js-wait-limit-ms)"
                 )));
             }
         }
-    }
-
-    /// Whether the instance's `blockConcurrencyWhile` holds its room.
-    fn blocking(&self, loaded: &LoadedParty, instance: InstanceId) -> bool {
-        loaded.context.with(|ctx| {
-            loaded
-                .blocking
-                .clone()
-                .restore(&ctx)
-                .and_then(|f| f.call::<_, bool>((instance,)))
-                .unwrap_or(false)
-        })
     }
 
     /// Leaves a handler that goes on after its event to finish in the room's later

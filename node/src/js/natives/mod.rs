@@ -67,6 +67,11 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>, context: &Contex
         "clearTimer",
         Function::new(ctx.clone(), move |id: u32| s.clear_timer(id))?,
     )?;
+    let s = shared.clone();
+    n.set(
+        "hold",
+        Function::new(ctx.clone(), move |h: InstanceId, on: bool| s.hold(h, on))?,
+    )?;
     crypto::install(ctx, &n)?;
     room::install(ctx, &n, shared)?;
     storage::install(ctx, &n, shared, context)?;
@@ -247,6 +252,7 @@ fn promise_of<'js, T: 'static>(
     let (shared, context) = (shared.clone(), context.clone());
     // The event waits for this promise to settle (and what it runs then) before it ends.
     let event = shared.job(instance).filter(|_| event_waits);
+    let creator = shared.current_job_serial(instance);
     if let Some(event) = &event {
         event
             .natives_in_flight
@@ -271,7 +277,7 @@ fn promise_of<'js, T: 'static>(
                 .natives_in_flight
                 .set(event.natives_in_flight.get().saturating_sub(1));
         }
-        shared.settle(&context, instance, !event_waits, Box::new(settle));
+        shared.settle(&context, instance, !event_waits, creator, Box::new(settle));
     });
     Ok(promise)
 }

@@ -39,6 +39,21 @@ export default class Overlap implements Party.Server {
         });
         return;
       }
+      case "nested": {
+        await this.room.blockConcurrencyWhile(() => this.room.blockConcurrencyWhile(() => sleep(100)));
+        sender.send("nested done");
+        return;
+      }
+      case "txn": {
+        // A transaction that waits on a timer, then rolls back: nothing of it stands.
+        await this.room.storage.transaction(async (txn) => {
+          await txn.put("txn", arg);
+          await sleep(200);
+          txn.rollback();
+        });
+        sender.send(`txn ${await this.room.storage.get("txn")}`);
+        return;
+      }
       case "fail-later": {
         await sleep(50);
         throw new Error("failed after a timer");
@@ -53,8 +68,10 @@ export default class Overlap implements Party.Server {
     }
   }
 
-  async onRequest() {
-    await sleep(400);
+  async onRequest(req: Party.Request) {
+    const fail = new URL(req.url).searchParams.has("fail");
+    await sleep(fail ? 600 : 400);
+    if (fail) throw new Error("failed after a wait");
     return new Response("slowly");
   }
 }
