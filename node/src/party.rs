@@ -106,6 +106,13 @@ pub trait Party: Send + 'static {
         true
     }
 
+    /// Whether the instance has work of its own under way that will come back to the room
+    /// (a JavaScript fetch that a handler, which went on after its event, waits on): the
+    /// room keeps the instance meanwhile rather than hibernate or retire.
+    fn busy(&self) -> bool {
+        false
+    }
+
     /// Whether a new instance hears `on_connect` for the connections it inherits: sockets
     /// that were in the room before it started (they moved here from another node, or
     /// the previous instance was dropped after a failed commit, an error that broke it, or

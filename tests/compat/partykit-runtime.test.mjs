@@ -194,6 +194,32 @@ export default class Server implements Party.Server {
   });
 });
 
+test("a hibernating room whose handler waits on a fetch keeps its instance until the fetch is back", async () => {
+  const source = `
+import type * as Party from "partykit/server";
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export default class Server implements Party.Server {
+  static options = { hibernate: true };
+  constructor(readonly room: Party.Room) {}
+  async onMessage(message: string, sender: Party.Connection) {
+    const res = await this.room.context.parties.main.get(this.room.id + "-slow").fetch({ method: "POST" });
+    sender.send("fetched " + (await res.text()));
+  }
+  async onRequest() {
+    await sleep(1200);
+    return new Response("slowly");
+  }
+}`;
+  // The room would hibernate four times over while the fetch is out.
+  await withServer(source, ["--hibernate-after-ms", "300"], async (server) => {
+    const a = await connect(server.host, "h", "a");
+    a.send("go");
+    assert.equal(await reply(a, 5000), "fetched slowly");
+    assert.doesNotMatch(server.stderr(), /failed after its event/);
+    a.close();
+  });
+});
+
 test("a handler that exhausts the memory cap is reset like one over budget", async () => {
   await withServer(isolated, ["--js-memory-mb", "64", "--js-cpu-budget-ms", "5000"], async (server) => {
     const ws = await connect(server.host, "hungry", "h");

@@ -206,7 +206,7 @@ impl RoomActor {
         loop {
             let hold_end = self.room.ledger().hold_deadline();
             let connected = self.room.connection_count() > 0;
-            let keeps_instance = self.keeps_instance();
+            let keeps_instance = self.keeps_instance() || self.party_busy();
             if connected && (self.party.is_none() || keeps_instance) {
                 // Hibernated with connections, or a party that must not hibernate while
                 // connected: nothing to time out, wait for the next event.
@@ -238,6 +238,9 @@ impl RoomActor {
             };
             match event {
                 Some(event) => return event,
+                // Work of the instance under way (a fetch a handler waits on) comes back
+                // within its own time limit: the next idle spell starts then.
+                None if self.party_busy() => {}
                 None if self.party.is_some() => self.hibernate(),
                 None => {
                     // Idle with no connections: let go of the room, then leave, unless
@@ -280,6 +283,11 @@ impl RoomActor {
                 Err(crate::panics::broken(&what))
             }
         }
+    }
+
+    /// Whether the started instance has work of its own under way ([`Party::busy`]).
+    fn party_busy(&mut self) -> bool {
+        matches!(self.ask_party("busy", |p| p.busy()), Ok(Some(true)))
     }
 
     fn hibernate(&mut self) {

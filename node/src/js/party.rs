@@ -11,7 +11,7 @@ use crate::room::{Connection, Room};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 use tracing::warn;
@@ -105,6 +105,7 @@ impl PartyFactory for JsPartyFactory {
             started: false,
             broken: None,
             hibernate: false,
+            fetches: Arc::default(),
         })
     }
 }
@@ -125,6 +126,8 @@ pub struct JsParty {
     broken: Option<String>,
     /// The instance's `options.hibernate`.
     hibernate: bool,
+    /// Its fetches in flight: what awaits them runs in the room when they settle.
+    fetches: Arc<AtomicU32>,
 }
 
 impl Drop for JsParty {
@@ -145,6 +148,7 @@ impl JsParty {
         }
         let lease = Some(RoomLease {
             key: room.key().clone(),
+            fetches: self.fetches.clone(),
             storage: room.lend_storage(),
             shared: room.shared().clone(),
             fetcher: room.fetcher().clone(),
@@ -209,6 +213,10 @@ impl Party for JsParty {
 
     fn hibernates(&self) -> bool {
         self.hibernate
+    }
+
+    fn busy(&self) -> bool {
+        self.fetches.load(Ordering::Relaxed) > 0
     }
 
     /// A party that does not hibernate keeps what it knows of its connections in memory

@@ -11,6 +11,8 @@ use rquickjs::{Context, Ctx, Function};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -34,10 +36,18 @@ pub(super) struct Shared {
     /// Numbers the events, so that what an event started knows whether it is still on.
     next_job: Cell<u64>,
     /// Each instance's room, to wake it.
-    rooms: RefCell<HashMap<InstanceId, (RoomFetcher, RoomKey)>>,
+    rooms: RefCell<HashMap<InstanceId, RoomOf>>,
     /// Savepoint ids, unique on the worker: a transaction whose body outlived its event
     /// cannot name a savepoint of a later one.
     next_savepoint: Cell<u32>,
+}
+
+/// An instance's room: how to wake it, and the count of fetches in flight its room reads
+/// ([`crate::Party::busy`]: it does not hibernate meanwhile).
+struct RoomOf {
+    fetcher: RoomFetcher,
+    key: RoomKey,
+    fetches: Arc<AtomicU32>,
 }
 
 /// Work of an instance waiting for its room's next event.
@@ -351,13 +361,13 @@ impl Shared {
     /// the instance has no room.
     fn defer(&self, instance: InstanceId, work: Due) {
         let rooms = self.rooms.borrow();
-        let Some((fetcher, key)) = rooms.get(&instance) else {
+        let Some(room) = rooms.get(&instance) else {
             return;
         };
         let mut due = self.due.borrow_mut();
         let queue = due.entry(instance).or_default();
         if queue.is_empty() {
-            fetcher.wake(key.clone());
+            room.fetcher.wake(room.key.clone());
         }
         queue.push(work);
     }
@@ -391,8 +401,27 @@ impl Shared {
     }
 
     /// Where a wake for `instance`'s timers goes.
-    pub(super) fn remember_room(&self, instance: InstanceId, fetcher: RoomFetcher, key: RoomKey) {
-        self.rooms.borrow_mut().insert(instance, (fetcher, key));
+    pub(super) fn remember_room(
+        &self,
+        instance: InstanceId,
+        fetcher: RoomFetcher,
+        key: RoomKey,
+        fetches: Arc<AtomicU32>,
+    ) {
+        let room = RoomOf {
+            fetcher,
+            key,
+            fetches,
+        };
+        self.rooms.borrow_mut().insert(instance, room);
+    }
+
+    /// A fetch of `instance` starts: counted until it settles (the guard's drop), so that
+    /// its room keeps the instance for what it runs then.
+    pub(super) fn fetch_started(&self, instance: InstanceId) -> Option<FetchInFlight> {
+        let fetches = self.rooms.borrow().get(&instance)?.fetches.clone();
+        fetches.fetch_add(1, Ordering::Relaxed);
+        Some(FetchInFlight(fetches))
     }
 
     /// Forgets an instance's timers and room; returns the timer ids for party.js to drop
@@ -440,5 +469,14 @@ impl ActiveJob {
             *f = Some(failure);
         }
         self.wake.notify_one();
+    }
+}
+
+/// A fetch of an instance in flight, counted in its room's [`crate::Party::busy`].
+pub(super) struct FetchInFlight(Arc<AtomicU32>);
+
+impl Drop for FetchInFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

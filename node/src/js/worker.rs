@@ -64,6 +64,8 @@ pub(crate) struct Job {
 /// What JavaScript may touch of a room during one event.
 pub(crate) struct RoomLease {
     pub key: RoomKey,
+    /// The instance's fetches in flight ([`crate::Party::busy`]).
+    pub fetches: std::sync::Arc<std::sync::atomic::AtomicU32>,
     pub storage: Storage,
     pub shared: Arc<RoomShared>,
     pub fetcher: RoomFetcher,
@@ -456,8 +458,12 @@ impl Worker {
     ) -> Result<(), Failure> {
         let room = match active.lease.borrow().as_ref() {
             Some(lease) => {
-                self.shared
-                    .remember_room(instance, lease.fetcher.clone(), lease.key.clone());
+                self.shared.remember_room(
+                    instance,
+                    lease.fetcher.clone(),
+                    lease.key.clone(),
+                    lease.fetches.clone(),
+                );
                 lease.key.room.to_string()
             }
             None => return Err(Failure::Threw("no room to start".into())),

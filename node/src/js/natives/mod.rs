@@ -253,6 +253,9 @@ fn promise_of<'js, T: 'static>(
     // The event waits for this promise to settle (and what it runs then) before it ends.
     let event = shared.job(instance).filter(|_| event_waits);
     let creator = shared.current_job_serial(instance);
+    let in_flight = (!event_waits)
+        .then(|| shared.fetch_started(instance))
+        .flatten();
     if let Some(event) = &event {
         event
             .natives_in_flight
@@ -278,6 +281,7 @@ fn promise_of<'js, T: 'static>(
                 .set(event.natives_in_flight.get().saturating_sub(1));
         }
         shared.settle(&context, instance, !event_waits, creator, Box::new(settle));
+        drop(in_flight);
     });
     Ok(promise)
 }
