@@ -538,11 +538,20 @@ test("the room takes other events while a handler waits on a timer or a fetch, a
   s.send("txn:3");
   assert.equal(await s.next(), "txn undefined");
 
+  s.send("fetch-then-txn:4");
+  assert.equal(await s.next(), "txn after fetch undefined");
+
   // A failure after the event ended is only logged; the room goes on.
   s.send("fail-later");
   await sleep(150);
   s.send("ping");
   assert.equal(await s.next(), "pong");
+  s.ws.close();
+});
+
+test("onConnect awaits work that onStart left running", async () => {
+  const s = connect("overlap", "early-1");
+  assert.equal(await s.next(), "early slowly");
   s.ws.close();
 });
 
@@ -561,6 +570,11 @@ test("room.blockConcurrencyWhile holds the room's other events off until it is d
   // Nested, it holds the room until the outer one is done.
   s.send("nested");
   assert.equal(await s.next(), "nested done");
+
+  // A handler that fails while its block holds the room: the block still ends.
+  s.send("block-then-throw");
+  s.send("ping");
+  assert.equal(await s.next(), "pong");
 
   // Not awaited, it holds the room as well.
   s.send("block-unawaited");

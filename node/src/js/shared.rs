@@ -29,7 +29,7 @@ pub(super) struct Shared {
     /// Timers that fired, and promises of natives that settled, after the event that set or
     /// started them ended: they run in a wake event of their room (`run_due`; a wake asks
     /// for one), in the order they came, as their own step.
-    due: RefCell<HashMap<InstanceId, Vec<Due>>>,
+    due: RefCell<HashMap<InstanceId, DueQueue>>,
     /// Instances whose `blockConcurrencyWhile` holds their room, and how many times over:
     /// the event in progress stays open until they let go.
     holds: RefCell<HashMap<InstanceId, u32>>,
@@ -50,6 +50,13 @@ struct RoomOf {
     fetches: Arc<AtomicU32>,
 }
 
+/// An instance's deferred work, and when the wake it asked for was asked.
+#[derive(Default)]
+struct DueQueue {
+    work: Vec<Due>,
+    asked: Option<Instant>,
+}
+
 /// Work of an instance waiting for its room's next event.
 enum Due {
     /// A timer that fired.
@@ -65,6 +72,8 @@ pub(super) type Settle = Box<dyn for<'js> FnOnce(Ctx<'js>)>;
 pub(super) struct Timer {
     instance: InstanceId,
     task: tokio::task::AbortHandle,
+    /// The event whose own pending work this one-shot timer counts in, if any.
+    counted_in: Option<u64>,
 }
 
 /// The worker's pending timers by id, counted in `conclave_js_timers` (all workers).
@@ -142,6 +151,10 @@ pub(super) struct ActiveJob {
     pub savepoints: RefCell<HashMap<u32, Savepoint>>,
     /// Whether the event's JavaScript set a timer.
     pub set_timers: Cell<bool>,
+    /// One-shot timers the event set and fetches it started that have not come back:
+    /// while it has none and still waits, it waits on earlier events' work, which then
+    /// runs within it ([`Shared::run_due`]) rather than after it.
+    pub own_pending: Cell<u32>,
     /// Promises of storage calls the event made that have not settled:
     /// the event lasts until they have, so that what the handler started without awaiting
     /// it (a `.then`, an async timer callback) runs while the room is still its own.
@@ -278,11 +291,15 @@ impl Shared {
         }
         let id = self.next_timer_id();
         let creator = self.current_job_serial(instance);
+        let counted_in = creator.filter(|_| !repeat);
+        if let Some(job) = self.job_if(instance, counted_in) {
+            job.own_pending.set(job.own_pending.get() + 1);
+        }
         let (shared, context) = (self.clone(), context.clone());
         let task = tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(delay).await;
-                shared.fire(&context, instance, id, creator);
+                shared.fire(&context, instance, id, creator, !repeat);
                 if !repeat {
                     shared.timers.borrow_mut().remove(id);
                     return;
@@ -292,6 +309,7 @@ impl Shared {
         let timer = Timer {
             instance,
             task: task.abort_handle(),
+            counted_in,
         };
         self.timers.borrow_mut().insert(id, timer);
         Some(id)
@@ -311,16 +329,30 @@ impl Shared {
     }
 
     pub(super) fn clear_timer(&self, id: u32) {
-        if let Some(t) = self.timers.borrow_mut().remove(id) {
-            t.task.abort();
+        let Some(t) = self.timers.borrow_mut().remove(id) else {
+            return;
+        };
+        t.task.abort();
+        if let Some(job) = self.job_if(t.instance, t.counted_in) {
+            job.own_pending.set(job.own_pending.get().saturating_sub(1));
         }
     }
 
     /// A timer fired: it runs now within the event that set it, if that is still in
     /// progress, or else in a wake event of the room, which it asks for: not within another
     /// event, whose step (its commit, its CPU budget) is that event's own.
-    fn fire(&self, context: &Context, instance: InstanceId, id: u32, creator: Option<u64>) {
+    fn fire(
+        &self,
+        context: &Context,
+        instance: InstanceId,
+        id: u32,
+        creator: Option<u64>,
+        one_shot: bool,
+    ) {
         if let Some(job) = self.job_if(instance, creator) {
+            if one_shot {
+                job.own_pending.set(job.own_pending.get().saturating_sub(1));
+            }
             self.run_timers(context, instance, &[id]);
             job.wake.notify_one();
             return;
@@ -344,12 +376,15 @@ impl Shared {
         creator: Option<u64>,
         settle: Settle,
     ) {
-        if deferrable
-            && self.job_if(instance, creator).is_none()
-            && self.rooms.borrow().contains_key(&instance)
-        {
-            self.defer(instance, Due::Settle(settle));
-            return;
+        if deferrable {
+            match self.job_if(instance, creator) {
+                Some(job) => job.own_pending.set(job.own_pending.get().saturating_sub(1)),
+                None if self.rooms.borrow().contains_key(&instance) => {
+                    self.defer(instance, Due::Settle(settle));
+                    return;
+                }
+                None => {}
+            }
         }
         self.enter(context, instance, settle);
         if let Some(job) = self.job(instance) {
@@ -366,10 +401,51 @@ impl Shared {
         };
         let mut due = self.due.borrow_mut();
         let queue = due.entry(instance).or_default();
-        if queue.is_empty() {
-            room.fetcher.wake(room.key.clone());
+        // An interval that fires again before the wake: once is enough.
+        if let Due::Timer(id) = &work {
+            if queue
+                .work
+                .iter()
+                .any(|w| matches!(w, Due::Timer(t) if t == id))
+            {
+                return;
+            }
         }
-        queue.push(work);
+        if queue.work.is_empty() {
+            room.fetcher.wake(room.key.clone());
+            queue.asked = Some(Instant::now());
+        }
+        queue.work.push(work);
+        drop(due);
+        // An event in progress may be waiting on this work (`Worker::drive`).
+        if let Some(job) = self.job(instance) {
+            job.wake.notify_one();
+        }
+    }
+
+    /// Whether work waits for a wake event of the instance's room.
+    pub(super) fn has_due(&self, instance: InstanceId) -> bool {
+        let due = self.due.borrow();
+        !due.is_empty() && due.get(&instance).is_some_and(|q| !q.work.is_empty())
+    }
+
+    /// Asks for a wake event again when the one asked for has not come for a while (its
+    /// dispatch failed): what waits for it would wait for good.
+    pub(super) fn wake_again_if_late(&self, instance: InstanceId) {
+        let mut due = self.due.borrow_mut();
+        let Some(queue) = due.get_mut(&instance) else {
+            return;
+        };
+        let late = queue
+            .asked
+            .is_some_and(|at| at.elapsed() > Duration::from_secs(1));
+        if !late || queue.work.is_empty() {
+            return;
+        }
+        if let Some(room) = self.rooms.borrow().get(&instance) {
+            room.fetcher.wake(room.key.clone());
+            queue.asked = Some(Instant::now());
+        }
     }
 
     fn run_timers(&self, context: &Context, instance: InstanceId, ids: &[u32]) {
@@ -389,10 +465,10 @@ impl Shared {
     /// Runs what fired or settled for the instance after the event that set it ended (in a
     /// wake event).
     pub(super) fn run_due(&self, context: &Context, instance: InstanceId) {
-        let Some(work) = self.due.borrow_mut().remove(&instance) else {
+        let Some(queue) = self.due.borrow_mut().remove(&instance) else {
             return;
         };
-        for w in work {
+        for w in queue.work {
             match w {
                 Due::Timer(id) => self.run_timers(context, instance, &[id]),
                 Due::Settle(settle) => self.enter(context, instance, settle),
@@ -418,6 +494,14 @@ impl Shared {
 
     /// A fetch of `instance` starts: counted until it settles (the guard's drop), so that
     /// its room keeps the instance for what it runs then.
+    /// A deferrable native (a fetch) of the event in progress starts: it counts in the
+    /// event's own pending work until it settles ([`Self::settle`]).
+    pub(super) fn deferrable_started(&self, instance: InstanceId) {
+        if let Some(job) = self.job(instance) {
+            job.own_pending.set(job.own_pending.get() + 1);
+        }
+    }
+
     pub(super) fn fetch_started(&self, instance: InstanceId) -> Option<FetchInFlight> {
         let fetches = self.rooms.borrow().get(&instance)?.fetches.clone();
         fetches.fetch_add(1, Ordering::Relaxed);
@@ -431,7 +515,7 @@ impl Shared {
         self.rooms.borrow_mut().remove(&instance);
         self.holds.borrow_mut().remove(&instance);
         let mut ids = self.timers.borrow_mut().remove_instance(instance);
-        ids.extend(due.into_iter().filter_map(|w| match w {
+        ids.extend(due.work.into_iter().filter_map(|w| match w {
             Due::Timer(id) => Some(id),
             Due::Settle(_) => None,
         }));
@@ -454,6 +538,7 @@ impl ActiveJob {
             failure: RefCell::new(None),
             savepoints: RefCell::default(),
             set_timers: Cell::new(false),
+            own_pending: Cell::new(0),
             natives_in_flight: Cell::new(0),
         }
     }

@@ -288,6 +288,8 @@ impl Worker {
         // event, as a step of its own.
         if matches!(event, Event::Wake) {
             self.shared.run_due(&loaded.context, instance);
+        } else {
+            self.shared.wake_again_if_late(instance);
         }
         let promise =
             self.shared.enter(&loaded.context, instance, |ctx| {
@@ -342,9 +344,10 @@ impl Worker {
                     Err(e) => return Err(failure_of(active, e)),
                 }
             }
-            let held = self.shared.holding(instance);
-            // Done, unless `blockConcurrencyWhile` still holds the room (then the event
-            // waits for it, within the wait limit, below).
+            // `blockConcurrencyWhile` or a transaction (its savepoints are this event's)
+            // holds the room: the event waits for its end, within the wait limit, below.
+            let held = self.shared.holding(instance) || !active.savepoints.borrow().is_empty();
+            // Done, unless held.
             if outcome.is_some() && !held {
                 let deadline = *natives_deadline
                     .get_or_insert_with(|| tokio::time::Instant::now() + NATIVES_GRACE);
@@ -364,13 +367,20 @@ impl Worker {
                 continue;
             }
             if let Some(promise) = promise.as_ref().filter(|_| may_go_on && outcome.is_none()) {
-                if !held
-                    && active.natives_in_flight.get() == 0
-                    && active.savepoints.borrow().is_empty()
-                {
+                if !held && active.natives_in_flight.get() == 0 {
                     self.detach(&loaded, instance, promise, kind);
                     return Ok(Outcome::Done);
                 }
+            }
+            // Waiting, with nothing of its own under way: on earlier events' work (a fetch
+            // `onStart` began, a promise another handler left), which came due meanwhile
+            // and would otherwise wait for this event to end. It runs within this one.
+            if active.own_pending.get() == 0
+                && active.natives_in_flight.get() == 0
+                && self.shared.has_due(instance)
+            {
+                self.shared.run_due(&loaded.context, instance);
+                continue;
             }
             if tokio::time::timeout_at(wait_deadline, active.wake.notified())
                 .await

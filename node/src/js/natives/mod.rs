@@ -253,9 +253,14 @@ fn promise_of<'js, T: 'static>(
     // The event waits for this promise to settle (and what it runs then) before it ends.
     let event = shared.job(instance).filter(|_| event_waits);
     let creator = shared.current_job_serial(instance);
-    let in_flight = (!event_waits)
-        .then(|| shared.fetch_started(instance))
-        .flatten();
+    // A fetch: the event's own pending work, and its room's (`Party::busy`) until what it
+    // settles has run, in this event or a wake event.
+    let in_flight = if event_waits {
+        None
+    } else {
+        shared.deferrable_started(instance);
+        shared.fetch_started(instance)
+    };
     if let Some(event) = &event {
         event
             .natives_in_flight
@@ -264,6 +269,7 @@ fn promise_of<'js, T: 'static>(
     tokio::task::spawn_local(async move {
         let result = fut.await;
         let settle = move |ctx: Ctx<'_>| {
+            let _in_flight = in_flight;
             let settled = match result {
                 Ok(v) => to_js(&ctx, v).and_then(|v| resolve.restore(&ctx)?.call::<_, ()>((v,))),
                 Err(e) => Exception::from_message(ctx.clone(), &e)
@@ -281,7 +287,6 @@ fn promise_of<'js, T: 'static>(
                 .set(event.natives_in_flight.get().saturating_sub(1));
         }
         shared.settle(&context, instance, !event_waits, creator, Box::new(settle));
-        drop(in_flight);
     });
     Ok(promise)
 }

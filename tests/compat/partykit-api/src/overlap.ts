@@ -6,7 +6,25 @@ import type * as Party from "partykit/server";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export default class Overlap implements Party.Server {
+  early: Promise<string> | undefined;
+
   constructor(readonly room: Party.Room) {}
+
+  onStart() {
+    // Work onStart leaves running, which onConnect then awaits. (A fetch of another room
+    // here holds partykit dev up for 10 s or more.)
+    if (this.room.id.startsWith("early")) {
+      this.early = sleep(300).then(() => "slowly");
+    }
+  }
+
+  async onConnect(conn: Party.Connection) {
+    if (this.early) conn.send(`early ${await this.early}`);
+  }
+
+  slowRoom() {
+    return this.room.context.parties.overlap.get(`${this.room.id}-slow`).fetch({ method: "POST" });
+  }
 
   async onMessage(message: string | ArrayBuffer | ArrayBufferView, sender: Party.Connection) {
     const [verb, arg] = String(message).split(":");
@@ -21,7 +39,7 @@ export default class Overlap implements Party.Server {
       }
       case "fetch": {
         sender.send("fetching");
-        const res = await this.room.context.parties.overlap.get(`${this.room.id}-slow`).fetch({ method: "POST" });
+        const res = await this.slowRoom();
         sender.send(`fetched ${await res.text()}`);
         return;
       }
@@ -53,6 +71,20 @@ export default class Overlap implements Party.Server {
         });
         sender.send(`txn ${await this.room.storage.get("txn")}`);
         return;
+      }
+      case "fetch-then-txn": {
+        await (await this.slowRoom()).text();
+        await this.room.storage.transaction(async (txn) => {
+          await txn.put("txn", arg);
+          await sleep(200);
+          txn.rollback();
+        });
+        sender.send(`txn after fetch ${await this.room.storage.get("txn")}`);
+        return;
+      }
+      case "block-then-throw": {
+        void this.room.blockConcurrencyWhile(() => sleep(200));
+        throw new Error("failed while holding the room");
       }
       case "fail-later": {
         await sleep(50);
