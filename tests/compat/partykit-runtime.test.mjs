@@ -172,7 +172,7 @@ export default class Server implements Party.Server {
     const waited = Date.now() - started;
     assert.equal(hung.status, 500);
     await hung.text();
-    assert.match(server.stderr(), /onRequest waited longer than 500 ms/);
+    assert.match(server.stderr(), /onRequest held the room longer than 500 ms/);
     assert.ok(waited >= 450 && waited < 5000, `answered after ${waited} ms`);
     assert.equal(await (await fetch(`http://${server.host}/parties/main/w`)).text(), "answer starts=2");
     // So does a blockConcurrencyWhile: the events behind it run in the next instance.
@@ -186,7 +186,7 @@ export default class Server implements Party.Server {
       h.on("close", (code, reason) => ok(`closed ${code} ${reason}`));
       h.on("error", () => {});
     });
-    assert.match(outcome, /^closed 1011 onConnect waited longer than 500 ms/);
+    assert.match(outcome, /^closed 1011 onConnect held the room longer than 500 ms/);
     a.send("ping");
     assert.equal(await reply(a, 5000), "ping starts=4");
     assert.equal(a.readyState, WS.OPEN);
@@ -583,6 +583,36 @@ export default class Server implements Party.Server {
   } finally {
     upstream.close();
   }
+});
+
+test("a handler that fails with a transaction of its still open: the transaction ends in its event, and goes with it", async () => {
+  const source = `
+import type * as Party from "partykit/server";
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  async onMessage(message: string, sender: Party.Connection) {
+    if (message === "read") {
+      sender.send([await this.room.storage.get("a"), await this.room.storage.get("b")].join(","));
+      return;
+    }
+    void this.room.storage.transaction(async (txn) => {
+      await txn.put("a", 1);
+      await sleep(100);
+      await txn.put("b", 2);
+    });
+    throw new Error("failed with a transaction open");
+  }
+}`;
+  await withServer(source, [], async (server) => {
+    const ws = await connect(server.host, "r", "a");
+    ws.send("go");
+    await sleep(300);
+    ws.send("read");
+    // Unlike PartyKit, a failed handler's writes are discarded: all of the transaction's.
+    assert.equal(await reply(ws), ",");
+    ws.close();
+  });
 });
 
 test("fetch reaches the hosts the node allows, and no other", async () => {

@@ -30,9 +30,6 @@ pub(super) struct Shared {
     /// started them ended: they run in a wake event of their room (`run_due`; a wake asks
     /// for one), in the order they came, as their own step.
     due: RefCell<HashMap<InstanceId, DueQueue>>,
-    /// Instances whose `blockConcurrencyWhile` holds their room, and how many times over:
-    /// the event in progress stays open until they let go.
-    holds: RefCell<HashMap<InstanceId, u32>>,
     /// Numbers the events, so that what an event started knows whether it is still on.
     next_job: Cell<u64>,
     /// Each instance's room, to wake it.
@@ -72,8 +69,6 @@ pub(super) type Settle = Box<dyn for<'js> FnOnce(Ctx<'js>)>;
 pub(super) struct Timer {
     instance: InstanceId,
     task: tokio::task::AbortHandle,
-    /// The event whose own pending work this one-shot timer counts in, if any.
-    counted_in: Option<u64>,
 }
 
 /// The worker's pending timers by id, counted in `conclave_js_timers` (all workers).
@@ -151,10 +146,9 @@ pub(super) struct ActiveJob {
     pub savepoints: RefCell<HashMap<u32, Savepoint>>,
     /// Whether the event's JavaScript set a timer.
     pub set_timers: Cell<bool>,
-    /// One-shot timers the event set and fetches it started that have not come back:
-    /// while it has none and still waits, it waits on earlier events' work, which then
-    /// runs within it ([`Shared::run_due`]) rather than after it.
-    pub own_pending: Cell<u32>,
+    /// How many `blockConcurrencyWhile` calls of the event have not ended: it stays open
+    /// until they have (they nest).
+    pub holds: Cell<u32>,
     /// Promises of storage calls the event made that have not settled:
     /// the event lasts until they have, so that what the handler started without awaiting
     /// it (a `.then`, an async timer callback) runs while the room is still its own.
@@ -175,7 +169,6 @@ impl Shared {
             }),
             next_timer: Cell::new(1),
             due: RefCell::default(),
-            holds: RefCell::default(),
             next_job: Cell::new(1),
             rooms: RefCell::default(),
             next_savepoint: Cell::new(1),
@@ -248,29 +241,20 @@ impl Shared {
         self.job(instance).filter(|j| Some(j.serial) == serial)
     }
 
-    /// `blockConcurrencyWhile` takes (`on`) or lets go of its room; letting go for the
-    /// last time wakes the event held open for it.
+    /// `blockConcurrencyWhile` takes (`on`) or lets go of the room of the event in
+    /// progress, which stays open while it holds it (so the call ends within the same
+    /// event). Outside any event (code a storage call ran after its event), there is no
+    /// room to hold.
     pub(super) fn hold(&self, instance: InstanceId, on: bool) {
-        let mut holds = self.holds.borrow_mut();
-        let count = holds.entry(instance).or_default();
-        if on {
-            *count += 1;
+        let Some(job) = self.job(instance) else {
             return;
+        };
+        if on {
+            job.holds.set(job.holds.get() + 1);
+        } else {
+            job.holds.set(job.holds.get().saturating_sub(1));
+            job.wake.notify_one();
         }
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            holds.remove(&instance);
-            drop(holds);
-            if let Some(job) = self.job(instance) {
-                job.wake.notify_one();
-            }
-        }
-    }
-
-    /// Whether `blockConcurrencyWhile` holds the instance's room.
-    pub(super) fn holding(&self, instance: InstanceId) -> bool {
-        let holds = self.holds.borrow();
-        !holds.is_empty() && holds.contains_key(&instance)
     }
 
     /// Starts a timer for the instance whose JavaScript is running; party.js keeps the
@@ -291,15 +275,11 @@ impl Shared {
         }
         let id = self.next_timer_id();
         let creator = self.current_job_serial(instance);
-        let counted_in = creator.filter(|_| !repeat);
-        if let Some(job) = self.job_if(instance, counted_in) {
-            job.own_pending.set(job.own_pending.get() + 1);
-        }
         let (shared, context) = (self.clone(), context.clone());
         let task = tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(delay).await;
-                shared.fire(&context, instance, id, creator, !repeat);
+                shared.fire(&context, instance, id, creator);
                 if !repeat {
                     shared.timers.borrow_mut().remove(id);
                     return;
@@ -309,7 +289,6 @@ impl Shared {
         let timer = Timer {
             instance,
             task: task.abort_handle(),
-            counted_in,
         };
         self.timers.borrow_mut().insert(id, timer);
         Some(id)
@@ -329,30 +308,16 @@ impl Shared {
     }
 
     pub(super) fn clear_timer(&self, id: u32) {
-        let Some(t) = self.timers.borrow_mut().remove(id) else {
-            return;
-        };
-        t.task.abort();
-        if let Some(job) = self.job_if(t.instance, t.counted_in) {
-            job.own_pending.set(job.own_pending.get().saturating_sub(1));
+        if let Some(t) = self.timers.borrow_mut().remove(id) {
+            t.task.abort();
         }
     }
 
     /// A timer fired: it runs now within the event that set it, if that is still in
     /// progress, or else in a wake event of the room, which it asks for: not within another
     /// event, whose step (its commit, its CPU budget) is that event's own.
-    fn fire(
-        &self,
-        context: &Context,
-        instance: InstanceId,
-        id: u32,
-        creator: Option<u64>,
-        one_shot: bool,
-    ) {
+    fn fire(&self, context: &Context, instance: InstanceId, id: u32, creator: Option<u64>) {
         if let Some(job) = self.job_if(instance, creator) {
-            if one_shot {
-                job.own_pending.set(job.own_pending.get().saturating_sub(1));
-            }
             self.run_timers(context, instance, &[id]);
             job.wake.notify_one();
             return;
@@ -376,15 +341,12 @@ impl Shared {
         creator: Option<u64>,
         settle: Settle,
     ) {
-        if deferrable {
-            match self.job_if(instance, creator) {
-                Some(job) => job.own_pending.set(job.own_pending.get().saturating_sub(1)),
-                None if self.rooms.borrow().contains_key(&instance) => {
-                    self.defer(instance, Due::Settle(settle));
-                    return;
-                }
-                None => {}
-            }
+        if deferrable
+            && self.job_if(instance, creator).is_none()
+            && self.rooms.borrow().contains_key(&instance)
+        {
+            self.defer(instance, Due::Settle(settle));
+            return;
         }
         self.enter(context, instance, settle);
         if let Some(job) = self.job(instance) {
@@ -494,14 +456,6 @@ impl Shared {
 
     /// A fetch of `instance` starts: counted until it settles (the guard's drop), so that
     /// its room keeps the instance for what it runs then.
-    /// A deferrable native (a fetch) of the event in progress starts: it counts in the
-    /// event's own pending work until it settles ([`Self::settle`]).
-    pub(super) fn deferrable_started(&self, instance: InstanceId) {
-        if let Some(job) = self.job(instance) {
-            job.own_pending.set(job.own_pending.get() + 1);
-        }
-    }
-
     pub(super) fn fetch_started(&self, instance: InstanceId) -> Option<FetchInFlight> {
         let fetches = self.rooms.borrow().get(&instance)?.fetches.clone();
         fetches.fetch_add(1, Ordering::Relaxed);
@@ -513,7 +467,6 @@ impl Shared {
     pub(super) fn forget(&self, instance: InstanceId) -> Vec<u32> {
         let due = self.due.borrow_mut().remove(&instance).unwrap_or_default();
         self.rooms.borrow_mut().remove(&instance);
-        self.holds.borrow_mut().remove(&instance);
         let mut ids = self.timers.borrow_mut().remove_instance(instance);
         ids.extend(due.work.into_iter().filter_map(|w| match w {
             Due::Timer(id) => Some(id),
@@ -538,7 +491,7 @@ impl ActiveJob {
             failure: RefCell::new(None),
             savepoints: RefCell::default(),
             set_timers: Cell::new(false),
-            own_pending: Cell::new(0),
+            holds: Cell::new(0),
             natives_in_flight: Cell::new(0),
         }
     }

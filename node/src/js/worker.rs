@@ -307,15 +307,16 @@ impl Worker {
                         .map_err(|e| e.to_string())?)),
                 }
             });
-        let (mut outcome, promise) = match promise.map_err(|e| failure_of(active, e))? {
-            Ok(outcome) => (Some(outcome), None),
+        let (outcome, promise) = match promise.map_err(|e| failure_of(active, e))? {
+            Ok(outcome) => (Some(Ok(outcome)), None),
             Err(promise) => (None, Some(promise)),
         };
+        let mut outcome: Option<Result<Outcome, Failure>> = outcome;
         // A handler of these that waits on something other than the room (a fetch, a
         // timer, another event) lets its room go on meanwhile, as a Durable Object's input
         // gate opens then: its event ends there, with what it wrote and sent so far, and
         // the rest runs in wake events of the room (`Shared::settle`). Not while it waits
-        // on storage, inside a transaction (whose savepoints are the event's) or while
+        // on storage, inside a transaction (whose savepoints are the event's) or while its
         // `blockConcurrencyWhile` holds the room. The others keep the room until they are
         // done: a connection is admitted, and a request or an alarm answered, once its
         // handler is.
@@ -337,22 +338,23 @@ impl Worker {
             if let Some(f) = active.take_failure() {
                 return Err(f);
             }
+            // A `blockConcurrencyWhile` of this event, or a transaction of it (its
+            // savepoints are this event's), holds the room: the event waits for its end,
+            // within the wait limit, even once its handler is done or has failed.
+            let held = active.holds.get() > 0 || !active.savepoints.borrow().is_empty();
             if let Some(promise) = promise.as_ref().filter(|_| outcome.is_none()) {
                 match self.settled(&loaded, promise, kind) {
-                    Ok(Some(o)) => outcome = Some(o),
+                    Ok(Some(o)) => outcome = Some(Ok(o)),
                     Ok(None) => {}
+                    Err(e) if held => outcome = Some(Err(failure_of(active, e))),
                     Err(e) => return Err(failure_of(active, e)),
                 }
             }
-            // `blockConcurrencyWhile` or a transaction (its savepoints are this event's)
-            // holds the room: the event waits for its end, within the wait limit, below.
-            let held = self.shared.holding(instance) || !active.savepoints.borrow().is_empty();
-            // Done, unless held.
             if outcome.is_some() && !held {
                 let deadline = *natives_deadline
                     .get_or_insert_with(|| tokio::time::Instant::now() + NATIVES_GRACE);
                 if active.natives_in_flight.get() == 0 {
-                    return Ok(outcome.take().expect("checked above"));
+                    return outcome.take().expect("checked above");
                 }
                 if tokio::time::timeout_at(deadline, active.wake.notified())
                     .await
@@ -362,7 +364,7 @@ impl Worker {
                         in_flight = active.natives_in_flight.get(),
                         "calls the handler did not await are still running; ending the event"
                     );
-                    return Ok(outcome.take().expect("checked above"));
+                    return outcome.take().expect("checked above");
                 }
                 continue;
             }
@@ -372,13 +374,11 @@ impl Worker {
                     return Ok(Outcome::Done);
                 }
             }
-            // Waiting, with nothing of its own under way: on earlier events' work (a fetch
-            // `onStart` began, a promise another handler left), which came due meanwhile
-            // and would otherwise wait for this event to end. It runs within this one.
-            if active.own_pending.get() == 0
-                && active.natives_in_flight.get() == 0
-                && self.shared.has_due(instance)
-            {
+            // Waiting, and not held: what came due for earlier events (a fetch `onStart`
+            // began, a promise another handler left) runs within this event, which may be
+            // waiting on it (an `onConnect` awaiting it would otherwise never end). A held
+            // event keeps it out, as a Durable Object's `blockConcurrencyWhile` does.
+            if !held && self.shared.has_due(instance) {
                 self.shared.run_due(&loaded.context, instance);
                 continue;
             }
@@ -394,15 +394,15 @@ impl Worker {
                         "{handler} did not finish within {limit} s"
                     ))));
                 }
-                if self.shared.holding(instance) {
-                    return Err(Failure::Reset(format!(
-                        "blockConcurrencyWhile held the room longer than {limit} ms \
-                         (--js-wait-limit-ms)"
-                    )));
-                }
-                let handler = handler_name(kind);
+                let holder = if active.holds.get() > 0 {
+                    "blockConcurrencyWhile"
+                } else if !active.savepoints.borrow().is_empty() {
+                    "a storage transaction"
+                } else {
+                    handler_name(kind)
+                };
                 return Err(Failure::Reset(format!(
-                    "{handler} waited longer than {limit} ms (--js-wait-limit-ms)"
+                    "{holder} held the room longer than {limit} ms (--js-wait-limit-ms)"
                 )));
             }
         }

@@ -258,7 +258,6 @@ fn promise_of<'js, T: 'static>(
     let in_flight = if event_waits {
         None
     } else {
-        shared.deferrable_started(instance);
         shared.fetch_started(instance)
     };
     if let Some(event) = &event {

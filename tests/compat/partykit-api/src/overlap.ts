@@ -19,7 +19,11 @@ export default class Overlap implements Party.Server {
   }
 
   async onConnect(conn: Party.Connection) {
-    if (this.early) conn.send(`early ${await this.early}`);
+    if (!this.early) return;
+    // A timer of its own, unrelated to what it awaits (as AbortSignal.timeout leaves one).
+    const unrelated = setTimeout(() => {}, 5000);
+    conn.send(`early ${await this.early}`);
+    clearTimeout(unrelated);
   }
 
   slowRoom() {
@@ -101,9 +105,8 @@ export default class Overlap implements Party.Server {
   }
 
   async onRequest(req: Party.Request) {
-    const fail = new URL(req.url).searchParams.has("fail");
-    await sleep(fail ? 600 : 400);
-    if (fail) throw new Error("failed after a wait");
-    return new Response("slowly");
+    const wait = new URL(req.url).searchParams.has("wait");
+    await sleep(wait ? 600 : 400);
+    return new Response(wait ? "waited" : "slowly");
   }
 }
