@@ -615,6 +615,30 @@ export default class Server implements Party.Server {
   });
 });
 
+test("a handler that throws at once while its blockConcurrencyWhile runs: the room stays held until the block ends", async () => {
+  const source = `
+import type * as Party from "partykit/server";
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  onMessage(message: string, sender: Party.Connection) {
+    if (message === "ping") return sender.send("pong");
+    this.room.blockConcurrencyWhile(() => sleep(300));
+    JSON.parse("{"); // throws before the handler returns
+  }
+}`;
+  await withServer(source, [], async (server) => {
+    const ws = await connect(server.host, "r", "a");
+    ws.send("go");
+    const sent = Date.now();
+    ws.send("ping");
+    assert.equal(await reply(ws), "pong");
+    const waited = Date.now() - sent;
+    assert.ok(waited >= 250, `pong after ${waited} ms, inside the block`);
+    ws.close();
+  });
+});
+
 test("fetch reaches the hosts the node allows, and no other", async () => {
   const upstream = await upstreamServer((req, res) => {
     let body = "";

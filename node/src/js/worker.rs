@@ -307,11 +307,13 @@ impl Worker {
                         .map_err(|e| e.to_string())?)),
                 }
             });
-        let (outcome, promise) = match promise.map_err(|e| failure_of(active, e))? {
-            Ok(outcome) => (Some(Ok(outcome)), None),
-            Err(promise) => (None, Some(promise)),
+        // The handler's outcome once it is done (or failed: a throw before its first await
+        // too), and its promise while it is not.
+        let (mut outcome, promise): (Option<Result<Outcome, Failure>>, _) = match promise {
+            Ok(Ok(outcome)) => (Some(Ok(outcome)), None),
+            Ok(Err(promise)) => (None, Some(promise)),
+            Err(thrown) => (Some(Err(failure_of(active, thrown))), None),
         };
-        let mut outcome: Option<Result<Outcome, Failure>> = outcome;
         // A handler of these that waits on something other than the room (a fetch, a
         // timer, another event) lets its room go on meanwhile, as a Durable Object's input
         // gate opens then: its event ends there, with what it wrote and sent so far, and
@@ -346,9 +348,12 @@ impl Worker {
                 match self.settled(&loaded, promise, kind) {
                     Ok(Some(o)) => outcome = Some(Ok(o)),
                     Ok(None) => {}
-                    Err(e) if held => outcome = Some(Err(failure_of(active, e))),
-                    Err(e) => return Err(failure_of(active, e)),
+                    Err(e) => outcome = Some(Err(failure_of(active, e))),
                 }
+            }
+            // A reset (out of memory) ends the event at once: the instance is gone.
+            if let Some(Err(Failure::Reset(_))) = &outcome {
+                return outcome.take().expect("matched above");
             }
             if outcome.is_some() && !held {
                 let deadline = *natives_deadline
