@@ -331,7 +331,7 @@ impl Shared {
     /// in a wake event of the room, which it asks for, so that what it runs then (the rest
     /// of a handler that went on after its event, a `.then` no handler awaited) may use the
     /// room, as its own step. A storage call's settles at once when its own event ended
-    /// before it (past the grace, or failed): within whatever event is in progress, or
+    /// before it (past the grace, or reset): within whatever event is in progress, or
     /// outside any, where what it runs cannot use the room. A check's settles at once: it
     /// has no room.
     pub(super) fn settle(

@@ -376,7 +376,10 @@ impl Worker {
             if let Some(promise) = promise.as_ref().filter(|_| may_go_on && outcome.is_none()) {
                 if !held && active.natives_in_flight.get() == 0 {
                     self.detach(&loaded, instance, promise, kind);
-                    return Ok(Outcome::Done);
+                    return match active.take_failure() {
+                        Some(f) => Err(f),
+                        None => Ok(Outcome::Done),
+                    };
                 }
             }
             // Waiting, and not held: what came due for earlier events (a fetch `onStart`
