@@ -1,5 +1,6 @@
 //! A JavaScript party as the room actor sees it: a [`Party`] whose handlers run on the
-//! engine's worker with the room lent to it.
+//! engine's worker with the room lent to it. Its code outside rooms (the static checks,
+//! `onFetch`) is in `party/outside_rooms.rs`.
 
 use super::event::{Event, Failure, HttpParts, Outcome, Thrown};
 use super::natives::conn_ref;
@@ -15,6 +16,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 use tracing::warn;
+
+mod outside_rooms;
 
 /// Makes a [`JsParty`] for each room of one loaded party ([`JsEngine::load`]).
 pub struct JsPartyFactory {
@@ -343,16 +346,10 @@ fn party_error(failure: Failure) -> PartyError {
 /// A request as party.js builds it: an absolute URL, as Cloudflare gives it.
 fn request_event(req: Request) -> Event {
     let (parts, body) = req.into_parts();
-    let url = absolute_url(&parts.uri, &parts.headers);
-    let mut headers = Vec::with_capacity(parts.headers.len() * 2);
-    for (k, v) in &parts.headers {
-        headers.push(k.as_str().to_string());
-        headers.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
-    }
     Event::Request {
         method: parts.method.as_str().to_string(),
-        url,
-        headers,
+        url: absolute_url(&parts.uri, &parts.headers),
+        headers: flat_headers(Some(&parts.headers)),
         body: (!body.is_empty()).then_some(body),
     }
 }
@@ -378,7 +375,7 @@ fn response(r: HttpParts) -> Result<Response, PartyError> {
 }
 
 fn flat_headers(headers: Option<&http::HeaderMap>) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(headers.map_or(0, |h| h.len() * 2));
     for (k, v) in headers.into_iter().flatten() {
         out.push(k.as_str().to_string());
         out.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -399,142 +396,6 @@ fn header_map(flat: &[String]) -> http::HeaderMap {
     map
 }
 
-/// A refusal from a check that threw: 401 with the error, as PartyKit answers.
-fn thrown(error: &Failure) -> Response {
-    let mut resp = http::Response::new(Bytes::from(error.to_string()));
-    *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
-    resp
-}
-
-impl JsPartyFactory {
-    /// Runs a check outside any room on one of the workers.
-    fn check(&self, event: Event) -> BoxFuture<'static, Result<Outcome, Failure>> {
-        let engine = self.engine.clone();
-        let v = self.current();
-        let fetcher = self.fetcher.get().cloned();
-        Box::pin(async move {
-            let (reply, rx) = oneshot::channel();
-            let job = Job {
-                party: v.party,
-                instance: engine.next_instance(),
-                event,
-                lease: None,
-                fetcher,
-                reply,
-            };
-            if !engine.send(engine.pick_worker(), Command::Run(Box::new(job))) {
-                return Err(Failure::Threw("the JavaScript engine stopped".into()));
-            }
-            match rx.await {
-                Ok((_, outcome)) => outcome,
-                Err(_) => Err(Failure::Threw(
-                    "the JavaScript worker dropped the check".into(),
-                )),
-            }
-        })
-    }
-}
-
-impl JsPartyFactory {
-    fn connect_check(
-        &self,
-        req: ConnectCheck,
-    ) -> Option<BoxFuture<'static, Result<ConnectCheck, Response>>> {
-        if !self.current().traits.on_before_connect {
-            return None;
-        }
-        let url = absolute_url(&req.uri.parse().unwrap_or_default(), &req.headers);
-        let pending = self.check(Event::BeforeConnect {
-            room: req.room.clone(),
-            url,
-            headers: flat_headers(Some(&req.headers)),
-        });
-        Some(Box::pin(async move {
-            match pending.await {
-                Ok(Outcome::Proceed(p)) if p.is_unchanged() => Ok(req),
-                Ok(Outcome::Proceed(p)) => Ok(ConnectCheck {
-                    // Connections keep the absolute URL the client connected to.
-                    uri: if req.uri.starts_with('/') {
-                        path_of(&p.url).unwrap_or(req.uri.clone())
-                    } else {
-                        p.url
-                    },
-                    headers: header_map(&p.headers),
-                    ..req
-                }),
-                Ok(Outcome::Response(r)) => response(r)
-                    .map_err(|_| thrown(&Failure::Threw("bad response".into())))
-                    .and_then(Err),
-                Ok(_) => Ok(req),
-                Err(e) => Err(thrown(&e)),
-            }
-        }))
-    }
-
-    fn request_check(
-        &self,
-        room: &str,
-        req: Request,
-    ) -> Option<BoxFuture<'static, Result<Request, Response>>> {
-        if !self.current().traits.on_before_request {
-            return None;
-        }
-        let (parts, body) = req.into_parts();
-        let pending = self.check(Event::BeforeRequest {
-            room: room.to_string(),
-            request: static_request(&parts, &body),
-        });
-        Some(Box::pin(async move {
-            let original = http::Request::from_parts(parts, body);
-            match pending.await {
-                Ok(Outcome::Proceed(p)) if p.is_unchanged() => Ok(original),
-                Ok(Outcome::Proceed(p)) => rebuilt_request(p).or(Ok(original)),
-                Ok(Outcome::Response(r)) => {
-                    Err(response(r)
-                        .unwrap_or_else(|e| thrown(&Failure::Threw(e.to_string().into()))))
-                }
-                Ok(_) => Ok(original),
-                Err(e) => Err(thrown(&e)),
-            }
-        }))
-    }
-}
-
-impl JsPartyFactory {
-    /// The static `onFetch`, outside any room. A throw answers 500 with the error's message
-    /// (PartyKit does not take the status from its `code` here, as it does for onRequest).
-    fn static_fetch(&self, req: Request) -> Option<BoxFuture<'static, Response>> {
-        if !self.current().traits.on_fetch {
-            return None;
-        }
-        let (parts, body) = req.into_parts();
-        let pending = self.check(Event::Fetch(static_request(&parts, &body)));
-        Some(Box::pin(async move {
-            let failed = |body: String| answer(http::StatusCode::INTERNAL_SERVER_ERROR, body);
-            match pending.await {
-                Ok(Outcome::Response(r)) => response(r).unwrap_or_else(|e| failed(e.to_string())),
-                Ok(_) => failed("onFetch did not return a Response".into()),
-                Err(Failure::Threw(error)) => {
-                    warn!(error = %error.trace, "onFetch threw");
-                    failed(thrown_message(error))
-                }
-                Err(e) => failed(e.to_string()),
-            }
-        }))
-    }
-}
-
-/// A request as the static handlers (`onBeforeRequest`, `onFetch`) take it.
-fn static_request(parts: &http::request::Parts, body: &Bytes) -> HttpParts {
-    HttpParts {
-        method: parts.method.as_str().to_string(),
-        url: absolute_url(&parts.uri, &parts.headers),
-        status: 0,
-        headers: flat_headers(Some(&parts.headers)),
-        body: (!body.is_empty()).then(|| body.to_vec()),
-    }
-}
-
 /// What a throwing `onRequest` or `onFetch` answers with: its message, or PartyKit's text
 /// for an error without one.
 fn thrown_message(error: Thrown) -> String {
@@ -550,23 +411,4 @@ fn answer(status: http::StatusCode, body: String) -> Response {
     let mut resp = http::Response::new(Bytes::from(body));
     *resp.status_mut() = status;
     resp
-}
-
-/// The path and query of an absolute URL (what rooms see as a request's URI).
-fn path_of(url: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    Some(
-        uri.path_and_query()
-            .map_or("/".into(), |p| p.as_str().to_string()),
-    )
-}
-
-fn rebuilt_request(p: HttpParts) -> Result<Request, http::Error> {
-    let mut b = http::Request::builder()
-        .method(p.method.as_str())
-        .uri(path_of(&p.url).unwrap_or_else(|| "/".into()));
-    if let Some(h) = b.headers_mut() {
-        *h = header_map(&p.headers);
-    }
-    b.body(p.body.map(Bytes::from).unwrap_or_default())
 }

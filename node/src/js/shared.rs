@@ -54,6 +54,14 @@ struct DueQueue {
     asked: Option<Instant>,
 }
 
+impl DueQueue {
+    /// Asks for a wake event of `room`, to run this work.
+    fn ask_wake(&mut self, room: &RoomOf) {
+        room.fetcher.wake(room.key.clone());
+        self.asked = Some(Instant::now());
+    }
+}
+
 /// Work of an instance waiting for its room's next event.
 enum Due {
     /// A timer that fired.
@@ -375,8 +383,7 @@ impl Shared {
             }
         }
         if queue.work.is_empty() {
-            room.fetcher.wake(room.key.clone());
-            queue.asked = Some(Instant::now());
+            queue.ask_wake(room);
         }
         queue.work.push(work);
         drop(due);
@@ -406,8 +413,7 @@ impl Shared {
             return;
         }
         if let Some(room) = self.rooms.borrow().get(&instance) {
-            room.fetcher.wake(room.key.clone());
-            queue.asked = Some(Instant::now());
+            queue.ask_wake(room);
         }
     }
 
