@@ -6,7 +6,7 @@
 //! (`--bundle`), so all of them run the same version.
 
 use anyhow::{bail, Context as _};
-use conclave_node::js::{JsConfig, JsEngine, JsPartyFactory, PartySource};
+use conclave_node::js::{JsConfig, JsEngine, JsPartyFactory, PartySource, StaticAssets};
 use conclave_node::PartyRegistry;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+mod assets;
 mod node_builtins;
+pub use assets::{BundledAssets, BundledFile};
 use node_builtins::{find_unenv, node_builtins};
 
 /// The parts of `partykit.json` Conclave reads.
@@ -34,6 +36,7 @@ struct Manifest {
     build: BuildSection,
     #[serde(default)]
     crons: BTreeMap<String, String>,
+    serve: Option<assets::ServeSection>,
 }
 
 /// `build` in `partykit.json`: of it, Conclave reads `alias` (esbuild's, over the
@@ -55,6 +58,9 @@ pub struct Bundle {
     /// A digest of the parties' code and env: nodes of one cluster must agree on it.
     pub version: String,
     pub parties: Vec<BundledParty>,
+    /// The project's static files (`serve`), if it serves any.
+    #[serde(default)]
+    pub assets: Option<BundledAssets>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,14 +128,19 @@ impl Bundle {
                 env: env.clone(),
             });
         }
+        let assets = match &manifest.serve {
+            Some(serve) => BundledAssets::collect(dir, serve, &esbuild, &manifest.define)
+                .context("serve (the project's static files)")?,
+            None => None,
+        };
         let name = manifest
             .name
             .clone()
             .unwrap_or_else(|| dir_name(dir).unwrap_or_else(|| "project".into()));
-        Ok(Self::versioned(name, bundled))
+        Ok(Self::versioned(name, bundled, assets))
     }
 
-    fn versioned(name: String, parties: Vec<BundledParty>) -> Self {
+    fn versioned(name: String, parties: Vec<BundledParty>, assets: Option<BundledAssets>) -> Self {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         for p in &parties {
@@ -138,12 +149,17 @@ impl Bundle {
                 h.update(part.as_bytes());
             }
         }
+        for part in assets.iter().flat_map(BundledAssets::digest_parts) {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
         let digest = h.finalize();
         let version = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         Self {
             name,
             version,
             parties,
+            assets,
         }
     }
 
@@ -152,7 +168,11 @@ impl Bundle {
             .with_context(|| format!("cannot read the bundle {}", file.display()))?;
         let bundle: Bundle = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a bundle from `conclave build`", file.display()))?;
-        let check = Self::versioned(bundle.name.clone(), bundle.parties.clone());
+        let check = Self::versioned(
+            bundle.name.clone(),
+            bundle.parties.clone(),
+            bundle.assets.clone(),
+        );
         if check.version != bundle.version {
             bail!(
                 "{}: the bundle's content does not match its version (edited by hand?)",
@@ -175,8 +195,9 @@ impl Bundle {
         mut registry: PartyRegistry,
     ) -> anyhow::Result<(PartyRegistry, Vec<Arc<JsPartyFactory>>)> {
         let mut factories = Vec::new();
+        let assets = self.static_assets();
         for p in &self.parties {
-            let factory = Arc::new(engine.load(self.source(p)).await?);
+            let factory = Arc::new(engine.load(self.source(p, &assets)).await?);
             registry = registry.with_shared_factory(&p.name, factory.clone());
             factories.push(factory);
         }
@@ -193,9 +214,10 @@ impl Bundle {
         names: &[String],
     ) -> anyhow::Result<()> {
         let mut loaded = Vec::new();
+        let assets = self.static_assets();
         for p in &self.parties {
             if let Some(i) = names.iter().position(|n| n == &p.name) {
-                loaded.push((i, engine.load(self.source(p)).await?));
+                loaded.push((i, engine.load(self.source(p, &assets)).await?));
             }
         }
         for (i, fresh) in loaded {
@@ -204,13 +226,19 @@ impl Bundle {
         Ok(())
     }
 
-    fn source(&self, p: &BundledParty) -> PartySource {
+    fn source(&self, p: &BundledParty, assets: &Option<Arc<StaticAssets>>) -> PartySource {
         PartySource {
             name: p.name.clone(),
             origin: p.entry.clone(),
             script: Arc::from(p.script.as_str()),
             env: p.env.clone(),
+            assets: assets.clone(),
         }
+    }
+
+    /// The static files as the parties serve them: one copy for all of them.
+    fn static_assets(&self) -> Option<Arc<StaticAssets>> {
+        self.assets.as_ref().map(|a| Arc::new(a.to_static()))
     }
 }
 
@@ -322,8 +350,10 @@ fn run_esbuild(
 }
 
 /// A fingerprint of the project's files (paths, sizes, modification times), outside
-/// `node_modules` and dot-directories: when it changes, `conclave dev` rebuilds.
-pub fn fingerprint(dir: &Path) -> u64 {
+/// `node_modules`, dot-directories and `skip` (what the build itself writes, relative to
+/// `dir`): when it changes, `conclave dev` rebuilds.
+pub fn fingerprint(dir: &Path, skip: &[PathBuf]) -> u64 {
+    let skip: Vec<PathBuf> = skip.iter().map(|s| dir.join(s)).collect();
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -341,7 +371,10 @@ pub fn fingerprint(dir: &Path) -> u64 {
             }
             let Ok(meta) = e.metadata() else { continue };
             if meta.is_dir() {
-                stack.push(e.path());
+                let path = e.path();
+                if !skip.contains(&path) {
+                    stack.push(path);
+                }
             } else {
                 e.path().hash(&mut h);
                 meta.len().hash(&mut h);
@@ -405,10 +438,18 @@ impl JsParties {
     /// Rebuilds the project in `dir` whenever a file changes and switches the rooms to the
     /// new code; a build or load that fails is logged and the previous version serves on.
     pub async fn watch(mut self, dir: PathBuf) {
-        let mut seen = fingerprint(&dir);
+        // What the client build writes is no change of the project's.
+        let built_into = |b: &Bundle| -> Vec<PathBuf> {
+            b.assets
+                .iter()
+                .filter_map(|a| a.built_into.clone())
+                .collect()
+        };
+        let mut skip = built_into(&self.bundle);
+        let mut seen = fingerprint(&dir, &skip);
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            let now = fingerprint(&dir);
+            let now = fingerprint(&dir, &skip);
             if now == seen {
                 continue;
             }
@@ -426,6 +467,7 @@ impl JsParties {
                     continue;
                 }
             };
+            skip = built_into(&bundle);
             if bundle.version == self.bundle.version {
                 continue;
             }
@@ -481,14 +523,39 @@ mod tests {
 
     #[test]
     fn a_bundle_version_follows_its_content_and_a_tampered_file_is_refused() {
-        let one = Bundle::versioned("app".into(), vec![party("main", "a")]);
-        let same = Bundle::versioned("app".into(), vec![party("main", "a")]);
-        let other = Bundle::versioned("app".into(), vec![party("main", "b")]);
+        let one = Bundle::versioned("app".into(), vec![party("main", "a")], None);
+        let same = Bundle::versioned("app".into(), vec![party("main", "a")], None);
+        let other = Bundle::versioned("app".into(), vec![party("main", "b")], None);
         assert_eq!(one.version, same.version);
         assert_ne!(one.version, other.version);
         assert_eq!(one.version.len(), 12);
+        // The static files are part of the version, and cross a bundle file whole.
+        let served = |page: &'static [u8]| {
+            let assets = BundledAssets {
+                path: "public".into(),
+                single_page_app: false,
+                browser_ttl: None,
+                files: vec![BundledFile {
+                    path: "index.html".into(),
+                    content: bytes::Bytes::from_static(page),
+                }],
+                built_into: None,
+            };
+            Bundle::versioned("app".into(), vec![party("main", "a")], Some(assets))
+        };
+        let page = served(b"<h1>\xff</h1>");
+        assert_ne!(page.version, one.version);
+        assert_ne!(page.version, served(b"<h2></h2>").version);
 
         let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("page.bundle.json");
+        page.write(&file).unwrap();
+        let read = Bundle::read(&file).unwrap();
+        assert_eq!(read.version, page.version);
+        assert_eq!(
+            read.assets.unwrap().files[0].content.as_ref(),
+            b"<h1>\xff</h1>"
+        );
         let file = dir.path().join("app.bundle.json");
         one.write(&file).unwrap();
         assert_eq!(Bundle::read(&file).unwrap().version, one.version);

@@ -523,6 +523,7 @@ async fn a_javascript_party_knows_the_sockets_that_moved_to_it() {
                 origin: "players.js".into(),
                 script: script.into(),
                 env: serde_json::json!({}),
+                assets: None,
             })
             .await
             .unwrap(),

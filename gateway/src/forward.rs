@@ -59,6 +59,7 @@ async fn forward(gw: Arc<GatewayState>, target: Target, req: Request) -> Respons
         return plain(429, "Too many requests from this address");
     }
     let hint = req.uri().query().and_then(|q| query_param(q, "_region"));
+    let head = req.method() == http::Method::HEAD;
     let request = HttpRequest {
         request_id: 0,
         room: Some(key.to_wire()),
@@ -93,7 +94,7 @@ async fn forward(gw: Arc<GatewayState>, target: Target, req: Request) -> Respons
     let mut follower = RingFollower::default();
     loop {
         match ask_room(&gw, &key, request.clone(), outside_rooms).await {
-            Ok(reply) => return response(reply),
+            Ok(reply) => return response(reply, head),
             Err(r) => {
                 if let Err(r) = follower.retry(&gw, r).await {
                     return refused(r);
@@ -185,8 +186,11 @@ async fn ask_room(
     }
 }
 
-/// The room's answer, minus the hop-by-hop headers the gateway sets itself.
-fn response(r: HttpReply) -> Response {
+/// The room's answer, minus the hop-by-hop headers the gateway sets itself. The answer to
+/// a HEAD keeps its `Content-Length`: the length of what a GET would get, not of its empty
+/// body.
+fn response(r: HttpReply, head: bool) -> Response {
+    let empty = r.body.is_empty();
     let mut resp = Response::new(Body::from(r.body));
     *resp.status_mut() =
         StatusCode::from_u16(r.status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -197,7 +201,11 @@ fn response(r: HttpReply) -> Response {
         ) else {
             continue;
         };
-        if n == header::CONTENT_LENGTH || n == header::TRANSFER_ENCODING || n == header::CONNECTION
+        let length_of_get = head && empty && n == header::CONTENT_LENGTH;
+        if !length_of_get
+            && (n == header::CONTENT_LENGTH
+                || n == header::TRANSFER_ENCODING
+                || n == header::CONNECTION)
         {
             continue;
         }

@@ -81,6 +81,10 @@ test("requests outside /parties/ reach a node through either gateway: the projec
     const res = await fetch(`http://${gw.host}/outside/x?y=1`);
     if (process.env.COMPAT_CLUSTER_PARTIES === "project") {
       assert.deepEqual([res.status, await res.text()], [200, "outside /outside/x?y=1"]);
+      // The project's static files (serve) travel in the bundle: every node answers them.
+      const page = await fetch(`http://${gw.host}/`);
+      assert.equal(page.status, 200);
+      assert.match(await page.text(), /served by every node of the cluster/);
     } else {
       assert.deepEqual([res.status, await res.text()], [404, "Not found: use /parties/:party/:room"]);
     }

@@ -3,7 +3,7 @@
 // memory, a bundle that does not load, and a reload on file change in `conclave dev`.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync, rmSync, readFileSync, symlinkSync } from "node:fs";
+import { mkdirSync, writeFileSync, rmSync, readFileSync, symlinkSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createServer } from "node:http";
@@ -460,6 +460,44 @@ export default class Server implements Party.Server {
     await received(ws, "two", 15000);
     assert.equal(ws.readyState, WS.OPEN);
     ws.close();
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
+test("conclave dev serves the project's static files again after a change, and does not rebuild for what its client build wrote", async () => {
+  const site = JSON.stringify({ name: "site-test", main: "src/server.ts", serve: { path: "public", build: "src/client.ts" } });
+  const dir = project({
+    "partykit.json": site,
+    "src/server.ts": "export default class { constructor(room) {} }",
+    "src/client.ts": 'console.log("client one");',
+    "public/index.html": "page one",
+  });
+  const server = await startProject(dir);
+  const get = async (path) => (await fetch(`http://${server.host}${path}`)).text();
+  const until = async (path, text) => {
+    let got;
+    for (let i = 0; i < 100 && got !== text; i++) {
+      got = await get(path);
+      if (got !== text) await sleep(100);
+    }
+    assert.equal(got, text, path);
+  };
+  try {
+    assert.equal(await get("/"), "page one");
+    assert.match(await get("/dist/client.js"), /client one/);
+    writeFileSync(join(dir, "public/index.html"), "page two");
+    await until("/", "page two");
+    writeFileSync(join(dir, "src/client.ts"), 'console.log("client two");');
+    for (let i = 0; i < 100 && !(await get("/dist/client.js")).includes("client two"); i++) await sleep(100);
+    assert.match(await get("/dist/client.js"), /client two/);
+    // The build's own output is no change: no build runs again (each would rewrite it).
+    const written = () => statSync(join(dir, "public/dist/client.js")).mtimeMs;
+    await sleep(1500);
+    const before = written();
+    await sleep(2000);
+    assert.equal(written(), before, "dist/client.js was written again with nothing changed");
   } finally {
     await server.stop();
     server.cleanup();

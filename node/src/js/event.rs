@@ -367,6 +367,8 @@ pub(super) fn outcome_of(kind: &str, v: Value<'_>) -> rquickjs::Result<Outcome> 
             let ctx = v.ctx().clone();
             Ok(Outcome::Tags(rquickjs::FromJs::from_js(&ctx, v)?))
         }
+        // An `onFetch` that returns nothing leaves the request to the 404 page.
+        "fetch" if v.is_null() || v.is_undefined() => Ok(Outcome::Done),
         "request" | "fetch" => Ok(Outcome::Response(http_parts(v)?)),
         "beforeConnect" | "beforeRequest" => {
             if v.is_null() || v.is_undefined() {

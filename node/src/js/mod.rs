@@ -16,16 +16,19 @@
 //! - `natives.rs`: the functions JavaScript calls into (`__native`).
 //! - `party.rs`: the [`Party`](crate::Party) and [`PartyFactory`](crate::PartyFactory)
 //!   the actor sees.
+//! - `assets.rs`: the project's static files (`serve`), answered outside rooms.
 //! - `web.js`, `crypto.js`, `codec.js`, `party.js`: the globals a PartyKit server expects
 //!   (`crypto.js`: `crypto.subtle`'s keys, on the natives in `natives/crypto/`), storage
 //!   values with structured-clone semantics, and the PartyKit API over the natives.
 
+mod assets;
 mod event;
 mod natives;
 mod party;
 mod shared;
 mod worker;
 
+pub use assets::StaticAssets;
 pub use party::JsPartyFactory;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -130,6 +133,10 @@ pub struct PartySource {
     pub script: Arc<str>,
     /// `room.env`, a JSON object.
     pub env: serde_json::Value,
+    /// The project's static files (`serve` in partykit.json), if it serves any: the main
+    /// party answers requests outside rooms with them, and every party's
+    /// `assets.fetch(path)` reads them.
+    pub assets: Option<Arc<StaticAssets>>,
 }
 
 /// What a loaded party's module declares.
@@ -228,7 +235,12 @@ impl JsEngine {
                 "static onFetch is only called on the main party, as PartyKit does"
             );
         }
-        Ok(JsPartyFactory::new(self.clone(), party, Arc::new(traits)))
+        Ok(JsPartyFactory::new(
+            self.clone(),
+            party,
+            Arc::new(traits),
+            source.assets.clone(),
+        ))
     }
 
     fn next_instance(&self) -> InstanceId {

@@ -373,6 +373,19 @@
     return new URL(s, base + "/").href;
   }
 
+  /** `room.context.assets`, `lobby.assets`: the project's static files (`serve` in
+   * partykit.json), a Response as a GET of the path gets it, or null. */
+  const assets = Object.freeze({
+    async fetch(path) {
+      path = String(path);
+      if (!path.startsWith("/")) throw new Error("Path must start with /");
+      const found = N.asset(path);
+      if (found === null) return null;
+      const [status, headers, bytes] = found;
+      return new Response(new Uint8Array(bytes), { status, headers: pairsToHeaders(headers) });
+    },
+  });
+
   /** `this.room`. Methods and rarely used parts live on the prototype or are made when
    * first used, so an idle room costs little. */
   class Room {
@@ -393,7 +406,7 @@
     }
     get context() {
       return (this.#context ??= {
-        parties: partiesFor(this.#inst), ai: undefined, vectorize: undefined, assets: undefined, bindings: {},
+        parties: partiesFor(this.#inst), ai: undefined, vectorize: undefined, assets, bindings: {},
       });
     }
     get parties() {
@@ -737,18 +750,15 @@
     // a: room id (none for fetch), b: method, c: url, d: [flat headers, body]
     const req = makeRequest(b, c, d[0], d[1]);
     if (kind === "fetch") {
-      return settle(responseParts(await definition.onFetch(req, makeFetchLobby(parties), ctx), "onFetch"));
+      // Nothing returned: the request goes on to the project's 404 page, as on PartyKit.
+      const resp = await definition.onFetch(req, makeFetchLobby(parties), ctx);
+      return settle(resp === undefined || resp === null ? null : responseParts(resp, "onFetch"));
     }
     return settle(checked(await definition.onBeforeRequest(req, makeLobby(a, parties), ctx), "onBeforeRequest"));
   };
 
   /** What the static `onFetch` gets as `lobby` (PartyKit's FetchLobby). */
   function makeFetchLobby(parties) {
-    const assets = new Proxy({}, {
-      get() {
-        throw new Error("lobby.assets is not supported in onFetch");
-      },
-    });
     return { env: partyEnv, parties, assets };
   }
 
@@ -756,7 +766,7 @@
 
   /** What the static checks get as `lobby`. */
   function makeLobby(roomId, parties) {
-    return { id: roomId, name: partyName, env: partyEnv, parties };
+    return { id: roomId, name: partyName, env: partyEnv, parties, assets };
   }
 
   Object.defineProperty(globalThis, "__conclave", { value: conclave });

@@ -5,7 +5,7 @@
 use super::event::{Event, Failure, HttpParts, Outcome, Thrown};
 use super::natives::conn_ref;
 use super::worker::{Command, Job, RoomLease};
-use super::{InstanceId, JsEngine, PartyId, PartyTraits};
+use super::{InstanceId, JsEngine, PartyId, PartyTraits, StaticAssets};
 use crate::message::{Message, Request, Response};
 use crate::party::{ConnectCheck, InstanceBroken, Party, PartyError, PartyFactory};
 use crate::room::{Connection, Room};
@@ -35,13 +35,24 @@ pub struct JsPartyFactory {
 struct Version {
     party: PartyId,
     traits: Arc<PartyTraits>,
+    /// The project's static files, answered outside rooms (by the main party).
+    assets: Option<Arc<StaticAssets>>,
 }
 
 impl JsPartyFactory {
-    pub(super) fn new(engine: Arc<JsEngine>, party: PartyId, traits: Arc<PartyTraits>) -> Self {
+    pub(super) fn new(
+        engine: Arc<JsEngine>,
+        party: PartyId,
+        traits: Arc<PartyTraits>,
+        assets: Option<Arc<StaticAssets>>,
+    ) -> Self {
         Self {
             engine,
-            version: Arc::new(RwLock::new(Version { party, traits })),
+            version: Arc::new(RwLock::new(Version {
+                party,
+                traits,
+                assets,
+            })),
             latest_party: Arc::new(AtomicU64::new(party)),
             fetcher: std::sync::OnceLock::new(),
         }
@@ -89,7 +100,7 @@ impl PartyFactory for JsPartyFactory {
     }
 
     fn fetch(&self, req: Request) -> Option<BoxFuture<'static, Response>> {
-        self.static_fetch(req)
+        self.outside_rooms_fetch(req)
     }
 
     fn attach(&self, fetcher: &crate::room::RoomFetcher) {

@@ -158,7 +158,8 @@ impl Worker {
     fn load(&self, party: PartyId, source: &Arc<PartySource>) -> Result<PartyTraits, String> {
         let context = Context::full(&self.runtime).map_err(|e| e.to_string())?;
         let loaded = context.with(|ctx| -> Result<(LoadedParty, PartyTraits), String> {
-            natives::install(&ctx, &self.shared, &context).map_err(|e| e.to_string())?;
+            natives::install(&ctx, &self.shared, &context, source.assets.clone())
+                .map_err(|e| e.to_string())?;
             for (name, code) in [
                 ("web.js", WEB_JS),
                 ("crypto.js", CRYPTO_JS),

@@ -5,7 +5,7 @@
 use super::event::{conn_row, ConnRef};
 use super::shared::{ActiveJob, Shared};
 use super::worker::RoomLease;
-use super::InstanceId;
+use super::{InstanceId, StaticAssets};
 use crate::message::{Message, Request};
 use crate::room::{ConnEntry, ConnTable, Connection};
 use crate::storage::ListOptions;
@@ -17,6 +17,7 @@ use rquickjs::{
 };
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 use tracing::{debug, error, info, warn};
 
 mod crypto;
@@ -26,9 +27,20 @@ mod storage;
 
 type JsResult<T> = rquickjs::Result<T>;
 
-/// Defines `__native` in the context.
-pub(super) fn install<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>, context: &Context) -> JsResult<()> {
+/// Defines `__native` in the context of a party whose project serves `assets`.
+pub(super) fn install<'js>(
+    ctx: &Ctx<'js>,
+    shared: &Rc<Shared>,
+    context: &Context,
+    assets: Option<Arc<StaticAssets>>,
+) -> JsResult<()> {
     let n = Object::new(ctx.clone())?;
+    n.set(
+        "asset",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, path: String| {
+            asset(&ctx, assets.as_deref(), &path)
+        })?,
+    )?;
     let s = shared.clone();
     n.set(
         "log",
@@ -78,6 +90,26 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, shared: &Rc<Shared>, context: &Contex
     fetch::install(ctx, &n, shared, context)?;
     ctx.globals().set("__native", n)?;
     Ok(())
+}
+
+/// `assets.fetch(path)`: the file as `[status, flat headers, bytes]`, or null.
+fn asset<'js>(ctx: &Ctx<'js>, assets: Option<&StaticAssets>, path: &str) -> JsResult<Value<'js>> {
+    let Some(resp) = assets.and_then(|a| a.fetch(path)) else {
+        return Ok(Value::new_null(ctx.clone()));
+    };
+    let headers = Array::new(ctx.clone())?;
+    for (i, (name, value)) in resp.headers().iter().enumerate() {
+        headers.set(2 * i, name.as_str())?;
+        headers.set(
+            2 * i + 1,
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        )?;
+    }
+    let found = Array::new(ctx.clone())?;
+    found.set(0, resp.status().as_u16())?;
+    found.set(1, headers)?;
+    found.set(2, ArrayBuffer::new_copy(ctx.clone(), resp.body().as_ref())?)?;
+    Ok(found.into_value())
 }
 
 fn log(shared: &Shared, level: &str, text: &str) {

@@ -94,11 +94,20 @@ impl JsPartyFactory {
         }))
     }
 
-    /// The static `onFetch`, outside any room. A throw answers 500 with the error's message
-    /// (PartyKit does not take the status from its `code` here, as it does for onRequest).
-    pub(super) fn static_fetch(&self, req: Request) -> Option<BoxFuture<'static, Response>> {
-        if !self.current().traits.on_fetch {
-            return None;
+    /// A request outside any room, answered as PartyKit answers it: by a static file
+    /// (`serve`: a GET or HEAD of its path), else by the main party's static `onFetch`,
+    /// else by the project's `404.html`; `None` when there is none of them (the node's 404).
+    /// A throw in `onFetch` answers 500 with the error's message (PartyKit does not take
+    /// the status from its `code` here, as it does for onRequest).
+    pub(super) fn outside_rooms_fetch(&self, req: Request) -> Option<BoxFuture<'static, Response>> {
+        let v = self.current();
+        let assets = v.assets.as_deref();
+        if let Some(file) = assets.and_then(|a| a.answer(&req)) {
+            return Some(Box::pin(std::future::ready(file)));
+        }
+        let not_found_page = assets.and_then(|a| a.not_found(&req));
+        if !v.traits.on_fetch {
+            return not_found_page.map(|page| Box::pin(std::future::ready(page)) as BoxFuture<_>);
         }
         let (parts, body) = req.into_parts();
         let pending = self.check(Event::Fetch(static_request(&parts, &body)));
@@ -106,7 +115,8 @@ impl JsPartyFactory {
             let failed = |body: String| answer(http::StatusCode::INTERNAL_SERVER_ERROR, body);
             match pending.await {
                 Ok(Outcome::Response(r)) => response(r).unwrap_or_else(|e| failed(e.to_string())),
-                Ok(_) => failed("onFetch did not return a Response".into()),
+                Ok(_) => not_found_page
+                    .unwrap_or_else(|| answer(http::StatusCode::NOT_FOUND, "Not found".into())),
                 Err(Failure::Threw(error)) => {
                     warn!(error = %error.trace, "onFetch threw");
                     failed(thrown_message(error))

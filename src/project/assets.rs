@@ -1,0 +1,390 @@
+//! `serve` in partykit.json: the project's static files, and the client code PartyKit
+//! builds into them (`serve.build`) with esbuild. They travel in the [`Bundle`](super::Bundle),
+//! so every node of a cluster answers them as `conclave dev` does.
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use conclave_node::js::StaticAssets;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Files above this are left out (with a warning): an answer crosses the relay as one
+/// message (64 MiB at most), and every node holds every file in memory.
+const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+/// All the files together: more fails the build, naming the limit.
+const MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
+
+/// `serve`: a directory's path, or the object with it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum ServeSection {
+    Path(String),
+    Options(Box<ServeOptions>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ServeOptions {
+    path: Option<String>,
+    /// Seconds a browser may keep a file without asking again.
+    #[serde(rename = "browserTTL")]
+    browser_ttl: Option<f64>,
+    #[serde(default)]
+    single_page_app: bool,
+    build: Option<ClientBuild>,
+    include: Option<serde_json::Value>,
+    exclude: Option<serde_json::Value>,
+}
+
+/// `serve.build`: an entry's path, or esbuild's options for the client code.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ClientBuild {
+    Entry(String),
+    Options(ClientBuildOptions),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ClientBuildOptions {
+    entry: Entries,
+    bundle: Option<bool>,
+    splitting: Option<bool>,
+    outdir: Option<String>,
+    minify: Option<bool>,
+    format: Option<String>,
+    sourcemap: Option<bool>,
+    #[serde(default)]
+    define: BTreeMap<String, String>,
+    #[serde(default)]
+    external: Vec<String>,
+    #[serde(default)]
+    loader: BTreeMap<String, String>,
+    #[serde(default)]
+    alias: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Entries {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The served files as a bundle carries them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundledAssets {
+    /// The served directory, relative to the project (for logs).
+    pub path: String,
+    pub single_page_app: bool,
+    pub browser_ttl: Option<u64>,
+    pub files: Vec<BundledFile>,
+    /// Where `serve.build` writes (relative to the project): `conclave dev` does not
+    /// rebuild for what its own build wrote there.
+    #[serde(skip)]
+    pub built_into: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundledFile {
+    /// The file's path in the served directory, `/` between its parts.
+    pub path: String,
+    #[serde(with = "base64_bytes")]
+    pub content: Bytes,
+}
+
+impl BundledAssets {
+    /// Builds the client code (`serve.build`), then reads every file of the served
+    /// directory but dot-files and `node_modules`, as PartyKit serves them.
+    /// `define`: partykit.json's `define`, which the client build gets too.
+    pub(super) fn collect(
+        dir: &Path,
+        serve: &ServeSection,
+        esbuild: &Path,
+        define: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Option<Self>> {
+        let default_options;
+        let options = match serve {
+            ServeSection::Path(path) => {
+                default_options = ServeOptions {
+                    path: Some(path.clone()),
+                    ..Default::default()
+                };
+                &default_options
+            }
+            ServeSection::Options(o) => o,
+        };
+        let Some(path) = &options.path else {
+            tracing::warn!("partykit.json's serve has no path: no static files are served");
+            return Ok(None);
+        };
+        for (key, set) in [("include", &options.include), ("exclude", &options.exclude)] {
+            if set.is_some() {
+                tracing::warn!(
+                    "partykit.json's serve.{key} is not supported (nor by PartyKit yet): every file is served"
+                );
+            }
+        }
+        let built_into = match &options.build {
+            Some(build) => Some(build_client(dir, path, build, esbuild, define)?),
+            None => None,
+        };
+        let root = dir.join(path);
+        if !root.is_dir() {
+            bail!(
+                "partykit.json's serve.path {} is not a directory",
+                root.display()
+            );
+        }
+        let files = read_files(&root)?;
+        Ok(Some(Self {
+            path: path.clone(),
+            single_page_app: options.single_page_app,
+            browser_ttl: options.browser_ttl.map(|s| s.max(0.0) as u64),
+            files,
+            built_into,
+        }))
+    }
+
+    /// The files as the nodes serve them (sharing the bundle's bytes).
+    pub fn to_static(&self) -> StaticAssets {
+        StaticAssets::new(
+            self.files
+                .iter()
+                .map(|f| (f.path.clone(), f.content.clone())),
+            self.single_page_app,
+            self.browser_ttl,
+        )
+    }
+
+    /// What the bundle's version digests of them.
+    pub(super) fn digest_parts(&self) -> impl Iterator<Item = &[u8]> {
+        let settings = [
+            self.path.as_bytes(),
+            if self.single_page_app { b"spa" } else { b"" },
+        ];
+        settings.into_iter().chain(
+            self.files
+                .iter()
+                .flat_map(|f| [f.path.as_bytes(), f.content.as_ref()]),
+        )
+    }
+}
+
+/// Runs esbuild over `serve.build`'s entries, as PartyKit's dev server builds them: into
+/// `outdir` (by default `dist` in the served directory), bundled, split, as ES modules
+/// with source maps unless told otherwise. `PARTYKIT_HOST` is `location.host` (the server
+/// that served the page) unless `define` says otherwise. Returns the output directory.
+fn build_client(
+    dir: &Path,
+    served: &str,
+    build: &ClientBuild,
+    esbuild: &Path,
+    define: &BTreeMap<String, String>,
+) -> anyhow::Result<PathBuf> {
+    let options = match build {
+        ClientBuild::Entry(entry) => ClientBuildOptions {
+            entry: Entries::One(entry.clone()),
+            bundle: None,
+            splitting: None,
+            outdir: None,
+            minify: None,
+            format: None,
+            sourcemap: None,
+            define: BTreeMap::new(),
+            external: Vec::new(),
+            loader: BTreeMap::new(),
+            alias: BTreeMap::new(),
+        },
+        ClientBuild::Options(o) => o.clone(),
+    };
+    let outdir = options
+        .outdir
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(served).join("dist"));
+    let format = options.format.as_deref().unwrap_or("esm");
+    let mut cmd = Command::new(esbuild);
+    cmd.current_dir(dir);
+    match &options.entry {
+        Entries::One(e) => {
+            cmd.arg(e);
+        }
+        Entries::Many(es) => {
+            cmd.args(es);
+        }
+    }
+    cmd.arg(format!("--outdir={}", outdir.display()))
+        .arg(format!("--format={format}"))
+        .arg("--log-level=warning");
+    if options.bundle.unwrap_or(true) {
+        cmd.arg("--bundle");
+    }
+    // esbuild splits ES modules only.
+    if options.splitting.unwrap_or(true) && format == "esm" {
+        cmd.arg("--splitting");
+    }
+    if options.minify.unwrap_or(false) {
+        cmd.arg("--minify");
+    }
+    if options.sourcemap.unwrap_or(true) {
+        cmd.arg("--sourcemap");
+    }
+    let mut defines = BTreeMap::from([("PARTYKIT_HOST".to_string(), "location.host".to_string())]);
+    defines.extend(define.clone());
+    defines.extend(options.define);
+    for (k, v) in defines {
+        cmd.arg(format!("--define:{k}={v}"));
+    }
+    for e in options.external {
+        cmd.arg(format!("--external:{e}"));
+    }
+    for (ext, loader) in options.loader {
+        cmd.arg(format!("--loader:{ext}={loader}"));
+    }
+    for (from, to) in options.alias {
+        cmd.arg(format!("--alias:{from}={to}"));
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {}", esbuild.display()))?;
+    if !out.status.success() {
+        bail!(
+            "esbuild failed on serve.build:\n{}",
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    Ok(outdir)
+}
+
+/// Every file under `root` but dot-files and `node_modules`, by path relative to it.
+fn read_files(root: &Path) -> anyhow::Result<Vec<BundledFile>> {
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?;
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = e.path();
+            // Followed as PartyKit follows them (stat, not lstat).
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if name != "node_modules" {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let relative = path
+                .strip_prefix(root)
+                .expect("walked from root")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            if meta.len() > MAX_FILE_BYTES {
+                tracing::warn!(
+                    file = %path.display(),
+                    bytes = meta.len(),
+                    "a static file over 32 MiB is not served: serve it from elsewhere"
+                );
+                continue;
+            }
+            total += meta.len();
+            if total > MAX_TOTAL_BYTES {
+                bail!(
+                    "the served files under {} are over 256 MiB together: serve large files from elsewhere",
+                    root.display()
+                );
+            }
+            let content =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            files.push(BundledFile {
+                path: relative,
+                content: content.into(),
+            });
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// A file's bytes in the bundle's JSON: base64.
+mod base64_bytes {
+    use base64::Engine as _;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_is_served_but_dot_files_and_node_modules() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (path, text) in [
+            ("index.html", "home"),
+            ("a/b/deep.txt", "deep"),
+            (".env", "secret"),
+            (".git/config", "git"),
+            ("a/.hidden", "hidden"),
+            ("node_modules/x/index.js", "dependency"),
+            ("a/node_modules.txt", "a file of that name"),
+        ] {
+            let file = root.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
+        }
+        let files = read_files(root).unwrap();
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a/b/deep.txt", "a/node_modules.txt", "index.html"]);
+        assert_eq!(files[0].content.as_ref(), b"deep");
+    }
+
+    #[test]
+    fn serve_takes_a_path_or_its_options_and_refuses_a_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("public")).unwrap();
+        std::fs::write(dir.path().join("public/index.html"), "home").unwrap();
+        let no_esbuild = Path::new("/nonexistent/esbuild");
+        let collect = |json: &str| {
+            let serve: ServeSection = serde_json::from_str(json).unwrap();
+            BundledAssets::collect(dir.path(), &serve, no_esbuild, &BTreeMap::new())
+        };
+        let plain = collect(r#""public""#).unwrap().unwrap();
+        assert_eq!((plain.files.len(), plain.single_page_app), (1, false));
+        let spa = collect(r#"{"path": "public", "singlePageApp": true, "browserTTL": 60}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!((spa.single_page_app, spa.browser_ttl), (true, Some(60)));
+        assert!(collect(r#"{"singlePageApp": true}"#).unwrap().is_none());
+        let err = collect(r#""static""#).unwrap_err().to_string();
+        assert!(err.contains("is not a directory"), "{err}");
+        // A build that cannot run fails the bundle, naming the cause.
+        let err = collect(r#"{"path": "public", "build": "src/client.ts"}"#).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot run"), "{err:#}");
+    }
+}
