@@ -26,7 +26,7 @@
 
 use crate::config::{DevOpts, GatewayOpts, NodeOpts, PartyKinds, PlacementOpts};
 use crate::dev::DevServer;
-use crate::project::{Bundle, JsParties, PartySourceSpec};
+use crate::project::{BuildFor, Bundle, JsParties, PartySourceSpec};
 use clap::{Parser, Subcommand};
 use conclave_node::{Party, PartyFactory};
 
@@ -162,7 +162,8 @@ impl Conclave {
                 let mut parties = crate::config::registry_for(&config.parties, &self.kinds);
                 if let Some(spec) = &config.js {
                     let (registry, js) =
-                        JsParties::start(spec, config.js_engine.clone(), parties).await?;
+                        JsParties::start(spec, BuildFor::Deploy, config.js_engine.clone(), parties)
+                            .await?;
                     println!("serving {} version {}", js.bundle.name, js.bundle.version);
                     parties = registry;
                 }
@@ -173,7 +174,7 @@ impl Conclave {
             Command::Loadtest(opts) => conclave_loadtest::run(opts).await,
             Command::Probe(opts) => probe(&opts.url).await,
             Command::Build(opts) => {
-                let bundle = Bundle::build(&opts.project)?;
+                let bundle = Bundle::build(&opts.project, BuildFor::Deploy)?;
                 bundle.write(&opts.out)?;
                 println!(
                     "wrote {} ({} version {}: {})",
@@ -198,7 +199,7 @@ impl Conclave {
         let mut js = None;
         if let Some(spec) = &config.js {
             let (with_js, parties) =
-                JsParties::start(spec, config.js_engine.clone(), registry).await?;
+                JsParties::start(spec, BuildFor::Dev, config.js_engine.clone(), registry).await?;
             registry = with_js;
             js = Some(parties);
         }

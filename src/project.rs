@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 mod assets;
 mod node_builtins;
-pub use assets::{BundledAssets, BundledFile};
+mod walk;
+pub use assets::{BundledAssets, BundledFile, FileId};
 use node_builtins::{find_unenv, node_builtins};
 
 /// The parts of `partykit.json` Conclave reads.
@@ -50,6 +51,14 @@ struct BuildSection {
     command: Option<String>,
 }
 
+/// What a project is bundled for: `conclave dev`, or a cluster (`conclave build`, a node's
+/// `--project`), whose client code is minified unless partykit.json says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildFor {
+    Dev,
+    Deploy,
+}
+
 /// Every party of a project, bundled: what nodes load.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bundle {
@@ -61,6 +70,9 @@ pub struct Bundle {
     /// The project's static files (`serve`), if it serves any.
     #[serde(default)]
     pub assets: Option<BundledAssets>,
+    /// The project's cron triggers (`crons`): name, schedule.
+    #[serde(default)]
+    pub crons: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,9 +94,9 @@ pub enum PartySourceSpec {
 }
 
 impl PartySourceSpec {
-    pub fn bundle(&self) -> anyhow::Result<Bundle> {
+    pub fn bundle(&self, build_for: BuildFor) -> anyhow::Result<Bundle> {
         match self {
-            PartySourceSpec::Project(dir) => Bundle::build(dir),
+            PartySourceSpec::Project(dir) => Bundle::build(dir, build_for),
             PartySourceSpec::Bundle(file) => Bundle::read(file),
         }
     }
@@ -92,7 +104,7 @@ impl PartySourceSpec {
 
 impl Bundle {
     /// Bundles every party of the project in `dir` with esbuild.
-    pub fn build(dir: &Path) -> anyhow::Result<Self> {
+    pub fn build(dir: &Path, build_for: BuildFor) -> anyhow::Result<Self> {
         let manifest_path = dir.join("partykit.json");
         let text = std::fs::read_to_string(&manifest_path)
             .with_context(|| format!("cannot read {}", manifest_path.display()))?;
@@ -111,8 +123,8 @@ impl Bundle {
                 "partykit.json's build.command is not run: run it before bundling"
             );
         }
-        if !manifest.crons.is_empty() {
-            tracing::warn!(crons = ?manifest.crons.keys().collect::<Vec<_>>(), "partykit.json's crons are not run (onCron is not supported)");
+        for (name, pattern) in &manifest.crons {
+            conclave_node::Cron::new(name, pattern).map_err(anyhow::Error::msg)?;
         }
         let esbuild = find_esbuild(dir)?;
         let mut parties = vec![("main".to_string(), main.clone())];
@@ -129,38 +141,67 @@ impl Bundle {
             });
         }
         let assets = match &manifest.serve {
-            Some(serve) => BundledAssets::collect(dir, serve, &esbuild, &manifest.define)
-                .context("serve (the project's static files)")?,
+            Some(serve) => BundledAssets::collect(
+                dir,
+                serve,
+                &esbuild,
+                &manifest.define,
+                build_for == BuildFor::Deploy,
+            )
+            .context("serve (the project's static files)")?,
             None => None,
         };
         let name = manifest
             .name
             .clone()
             .unwrap_or_else(|| dir_name(dir).unwrap_or_else(|| "project".into()));
-        Ok(Self::versioned(name, bundled, assets))
+        Ok(Self::versioned(
+            name,
+            bundled,
+            assets,
+            manifest.crons.clone(),
+        ))
     }
 
-    fn versioned(name: String, parties: Vec<BundledParty>, assets: Option<BundledAssets>) -> Self {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        for p in &parties {
-            for part in [p.name.as_str(), p.script.as_str(), &p.env.to_string()] {
-                h.update((part.len() as u64).to_le_bytes());
-                h.update(part.as_bytes());
-            }
-        }
-        for part in assets.iter().flat_map(BundledAssets::digest_parts) {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-        let digest = h.finalize();
-        let version = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-        Self {
+    fn versioned(
+        name: String,
+        parties: Vec<BundledParty>,
+        assets: Option<BundledAssets>,
+        crons: BTreeMap<String, String>,
+    ) -> Self {
+        let mut bundle = Self {
             name,
-            version,
+            version: String::new(),
             parties,
             assets,
+            crons,
+        };
+        bundle.version = bundle.digest();
+        bundle
+    }
+
+    /// A digest of the parties' code and env, the static files and the crons.
+    fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut add = |part: &[u8]| {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        };
+        for p in &self.parties {
+            for part in [p.name.as_str(), p.script.as_str(), &p.env.to_string()] {
+                add(part.as_bytes());
+            }
         }
+        if let Some(assets) = &self.assets {
+            assets.digest_into(&mut add);
+        }
+        for (name, pattern) in &self.crons {
+            add(name.as_bytes());
+            add(pattern.as_bytes());
+        }
+        let digest = h.finalize();
+        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     pub fn read(file: &Path) -> anyhow::Result<Self> {
@@ -168,12 +209,7 @@ impl Bundle {
             .with_context(|| format!("cannot read the bundle {}", file.display()))?;
         let bundle: Bundle = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a bundle from `conclave build`", file.display()))?;
-        let check = Self::versioned(
-            bundle.name.clone(),
-            bundle.parties.clone(),
-            bundle.assets.clone(),
-        );
-        if check.version != bundle.version {
+        if bundle.digest() != bundle.version {
             bail!(
                 "{}: the bundle's content does not match its version (edited by hand?)",
                 file.display()
@@ -195,7 +231,7 @@ impl Bundle {
         mut registry: PartyRegistry,
     ) -> anyhow::Result<(PartyRegistry, Vec<Arc<JsPartyFactory>>)> {
         let mut factories = Vec::new();
-        let assets = self.static_assets();
+        let assets = self.static_assets().await?;
         for p in &self.parties {
             let factory = Arc::new(engine.load(self.source(p, &assets)).await?);
             registry = registry.with_shared_factory(&p.name, factory.clone());
@@ -214,7 +250,7 @@ impl Bundle {
         names: &[String],
     ) -> anyhow::Result<()> {
         let mut loaded = Vec::new();
-        let assets = self.static_assets();
+        let assets = self.static_assets().await?;
         for p in &self.parties {
             if let Some(i) = names.iter().position(|n| n == &p.name) {
                 loaded.push((i, engine.load(self.source(p, &assets)).await?));
@@ -233,12 +269,25 @@ impl Bundle {
             script: Arc::from(p.script.as_str()),
             env: p.env.clone(),
             assets: assets.clone(),
+            crons: self
+                .crons
+                .iter()
+                .filter_map(|(name, pattern)| {
+                    // Checked when the bundle was built (or read).
+                    conclave_node::Cron::new(name, pattern).ok()
+                })
+                .collect(),
         }
     }
 
-    /// The static files as the parties serve them: one copy for all of them.
-    fn static_assets(&self) -> Option<Arc<StaticAssets>> {
-        self.assets.as_ref().map(|a| Arc::new(a.to_static()))
+    /// The static files as the parties serve them: one copy for all of them (their ETags
+    /// hashed off the async runtime).
+    async fn static_assets(&self) -> anyhow::Result<Option<Arc<StaticAssets>>> {
+        let Some(assets) = self.assets.clone() else {
+            return Ok(None);
+        };
+        let served = tokio::task::spawn_blocking(move || assets.to_static()).await?;
+        Ok(Some(Arc::new(served)))
     }
 }
 
@@ -350,38 +399,20 @@ fn run_esbuild(
 }
 
 /// A fingerprint of the project's files (paths, sizes, modification times), outside
-/// `node_modules`, dot-directories and `skip` (what the build itself writes, relative to
-/// `dir`): when it changes, `conclave dev` rebuilds.
-pub fn fingerprint(dir: &Path, skip: &[PathBuf]) -> u64 {
-    let skip: Vec<PathBuf> = skip.iter().map(|s| dir.join(s)).collect();
+/// `node_modules` and dot-directories, but for `skip` (what the client build wrote): when
+/// it changes, `conclave dev` rebuilds.
+pub fn fingerprint(dir: &Path, skip: &[FileId]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        let mut entries: Vec<_> = entries.flatten().collect();
-        entries.sort_by_key(|e| e.path());
-        for e in entries {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') && name != ".env" || name == "node_modules" {
-                continue;
-            }
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() {
-                let path = e.path();
-                if !skip.contains(&path) {
-                    stack.push(path);
-                }
-            } else {
-                e.path().hash(&mut h);
-                meta.len().hash(&mut h);
-                meta.modified().ok().hash(&mut h);
-            }
+    let watched = |name: &str| !(name.starts_with('.') && name != ".env" || name == "node_modules");
+    let _ = walk::walk_files(dir, watched, |path, meta| {
+        if !skip.contains(&assets::file_id(meta)) {
+            path.hash(&mut h);
+            meta.len().hash(&mut h);
+            meta.modified().ok().hash(&mut h);
         }
-    }
+        Ok(())
+    });
     h.finish()
 }
 
@@ -407,11 +438,12 @@ impl JsParties {
     /// Bundles (or reads) the parties, starts the engine and adds them to `registry`.
     pub async fn start(
         spec: &PartySourceSpec,
+        build_for: BuildFor,
         config: JsConfig,
         registry: PartyRegistry,
     ) -> anyhow::Result<(PartyRegistry, Self)> {
         crate::telemetry::metrics(); // installed before the version gauge is set
-        let bundle = spec.bundle()?;
+        let bundle = spec.bundle(build_for)?;
         let engine = JsEngine::start(config)?;
         let (registry, factories) = bundle.serve(&engine, registry).await?;
         tracing::info!(
@@ -439,13 +471,13 @@ impl JsParties {
     /// new code; a build or load that fails is logged and the previous version serves on.
     pub async fn watch(mut self, dir: PathBuf) {
         // What the client build writes is no change of the project's.
-        let built_into = |b: &Bundle| -> Vec<PathBuf> {
+        let built = |b: &Bundle| -> Vec<FileId> {
             b.assets
                 .iter()
-                .filter_map(|a| a.built_into.clone())
+                .flat_map(|a| a.built.iter().copied())
                 .collect()
         };
-        let mut skip = built_into(&self.bundle);
+        let mut skip = built(&self.bundle);
         let mut seen = fingerprint(&dir, &skip);
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -455,19 +487,23 @@ impl JsParties {
             }
             seen = now;
             let build_dir = dir.clone();
-            let built = tokio::task::spawn_blocking(move || Bundle::build(&build_dir)).await;
-            let bundle = match built {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    tracing::error!("rebuild failed; the previous version keeps serving: {e:#}");
-                    continue;
-                }
+            let rebuilt =
+                tokio::task::spawn_blocking(move || Bundle::build(&build_dir, BuildFor::Dev)).await;
+            let failure = match rebuilt {
+                Ok(Ok(b)) => Ok(b),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(e) => Err(e.to_string()),
+            };
+            let bundle = match failure {
+                Ok(b) => b,
                 Err(e) => {
-                    tracing::error!("rebuild failed: {e}");
+                    tracing::error!("rebuild failed; the previous version keeps serving: {e}");
+                    // What a failed build wrote is no change either: wait for the next.
+                    seen = fingerprint(&dir, &skip);
                     continue;
                 }
             };
-            skip = built_into(&bundle);
+            skip = built(&bundle);
             if bundle.version == self.bundle.version {
                 continue;
             }
@@ -523,9 +559,24 @@ mod tests {
 
     #[test]
     fn a_bundle_version_follows_its_content_and_a_tampered_file_is_refused() {
-        let one = Bundle::versioned("app".into(), vec![party("main", "a")], None);
-        let same = Bundle::versioned("app".into(), vec![party("main", "a")], None);
-        let other = Bundle::versioned("app".into(), vec![party("main", "b")], None);
+        let one = Bundle::versioned(
+            "app".into(),
+            vec![party("main", "a")],
+            None,
+            BTreeMap::new(),
+        );
+        let same = Bundle::versioned(
+            "app".into(),
+            vec![party("main", "a")],
+            None,
+            BTreeMap::new(),
+        );
+        let other = Bundle::versioned(
+            "app".into(),
+            vec![party("main", "b")],
+            None,
+            BTreeMap::new(),
+        );
         assert_eq!(one.version, same.version);
         assert_ne!(one.version, other.version);
         assert_eq!(one.version.len(), 12);
@@ -539,13 +590,21 @@ mod tests {
                     path: "index.html".into(),
                     content: bytes::Bytes::from_static(page),
                 }],
-                built_into: None,
+                built: Vec::new(),
             };
-            Bundle::versioned("app".into(), vec![party("main", "a")], Some(assets))
+            Bundle::versioned(
+                "app".into(),
+                vec![party("main", "a")],
+                Some(assets),
+                BTreeMap::new(),
+            )
         };
         let page = served(b"<h1>\xff</h1>");
         assert_ne!(page.version, one.version);
         assert_ne!(page.version, served(b"<h2></h2>").version);
+        let nightly = BTreeMap::from([("nightly".to_string(), "0 3 * * *".to_string())]);
+        let cron = Bundle::versioned("app".into(), vec![party("main", "a")], None, nightly);
+        assert_ne!(cron.version, one.version);
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("page.bundle.json");
@@ -568,12 +627,29 @@ mod tests {
     }
 
     #[test]
+    fn a_cron_that_is_no_schedule_fails_the_bundle_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("partykit.json"),
+            r#"{"main":"x.ts","crons":{"nightly":"at three"}}"#,
+        )
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            Bundle::build(dir.path(), BuildFor::Dev).unwrap_err()
+        );
+        assert!(err.contains("cron nightly"), "{err}");
+    }
+
+    #[test]
     fn a_project_without_main_says_so() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("partykit.json"), r#"{"name":"x"}"#).unwrap();
-        let err = Bundle::build(dir.path()).unwrap_err().to_string();
+        let err = Bundle::build(dir.path(), BuildFor::Dev)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("\"main\""), "{err}");
-        let err = Bundle::build(&dir.path().join("missing"))
+        let err = Bundle::build(&dir.path().join("missing"), BuildFor::Dev)
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot read"), "{err}");

@@ -524,6 +524,7 @@ async fn a_javascript_party_knows_the_sockets_that_moved_to_it() {
                 script: script.into(),
                 env: serde_json::json!({}),
                 assets: None,
+                crons: std::sync::Arc::from([]),
             })
             .await
             .unwrap(),

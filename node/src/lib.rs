@@ -19,6 +19,7 @@ mod alarms;
 pub mod bench;
 mod cluster;
 mod config;
+mod crons;
 #[doc(hidden)]
 pub mod fuzz;
 mod gateway_bounds;
@@ -39,6 +40,7 @@ mod time;
 
 pub use async_trait::async_trait;
 pub use config::NodeConfig;
+pub use crons::{Cron, CronTick};
 pub use message::{Message, Request, Response};
 pub use node::Node;
 pub use party::{

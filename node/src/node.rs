@@ -23,6 +23,7 @@ impl Node {
         let (store, store_health) = Monitored::start(store);
         let host = Host::new(config, parties, store);
         tokio::spawn(alarms::run(Arc::downgrade(&host)));
+        tokio::spawn(crate::crons::run(Arc::downgrade(&host)));
         Self { host, store_health }
     }
 

@@ -239,6 +239,18 @@ pub trait PartyFactory: Send + Sync + 'static {
     /// Called once by the node that serves the party, with how code outside any room (the
     /// static checks, `fetch`) reaches the node's rooms.
     fn attach(&self, _fetcher: &crate::room::RoomFetcher) {}
+
+    /// The main party's cron triggers (PartyKit's `crons`), read again before each look at
+    /// the schedule: a reload may change them. None by default.
+    fn crons(&self) -> Arc<[crate::Cron]> {
+        Arc::from([])
+    }
+
+    /// One tick of a cron, run outside any room (PartyKit's static `onCron`): `None` when
+    /// the party has no such handler.
+    fn run_cron(&self, _tick: crate::CronTick) -> Option<BoxFuture<'static, Result<(), String>>> {
+        None
+    }
 }
 
 impl<F> PartyFactory for F

@@ -120,7 +120,11 @@ impl DevOpts {
             node,
             parties: file.parties(kinds)?,
             js: self.js.source(true),
-            js_engine: self.js.engine_config(),
+            // As PartyKit's dev server: /__scheduled__?cron=NAME runs a cron at once.
+            js_engine: JsConfig {
+                scheduled_route: true,
+                ..self.js.engine_config()
+            },
         })
     }
 }

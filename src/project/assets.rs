@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Files above this are left out (with a warning): an answer crosses the relay as one
-/// message (64 MiB at most), and every node holds every file in memory.
-const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+/// Files above this are left out (with a warning): an answer crosses the relay link of its
+/// node whole, between the frames of every room of that node, and every node holds every
+/// file in memory.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// All the files together: more fails the build, naming the limit.
-const MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
+const MAX_TOTAL_BYTES: u64 = 128 * 1024 * 1024;
 
 /// `serve`: a directory's path, or the object with it.
 #[derive(Debug, Deserialize)]
@@ -46,9 +47,10 @@ enum ClientBuild {
     Options(ClientBuildOptions),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 struct ClientBuildOptions {
-    entry: Entries,
+    /// None: nothing to build (PartyKit skips the build too).
+    entry: Option<Entries>,
     bundle: Option<bool>,
     splitting: Option<bool>,
     outdir: Option<String>,
@@ -80,10 +82,9 @@ pub struct BundledAssets {
     pub single_page_app: bool,
     pub browser_ttl: Option<u64>,
     pub files: Vec<BundledFile>,
-    /// Where `serve.build` writes (relative to the project): `conclave dev` does not
-    /// rebuild for what its own build wrote there.
+    /// The files `serve.build` wrote: `conclave dev` does not rebuild for them.
     #[serde(skip)]
-    pub built_into: Option<PathBuf>,
+    pub built: Vec<FileId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,11 +99,14 @@ impl BundledAssets {
     /// Builds the client code (`serve.build`), then reads every file of the served
     /// directory but dot-files and `node_modules`, as PartyKit serves them.
     /// `define`: partykit.json's `define`, which the client build gets too.
+    /// `deploy`: built for a cluster (`conclave build`, a node's `--project`), where the
+    /// client code is minified unless `minify` says otherwise, as PartyKit's deploy does.
     pub(super) fn collect(
         dir: &Path,
         serve: &ServeSection,
         esbuild: &Path,
         define: &BTreeMap<String, String>,
+        deploy: bool,
     ) -> anyhow::Result<Option<Self>> {
         let default_options;
         let options = match serve {
@@ -126,9 +130,9 @@ impl BundledAssets {
                 );
             }
         }
-        let built_into = match &options.build {
-            Some(build) => Some(build_client(dir, path, build, esbuild, define)?),
-            None => None,
+        let built = match &options.build {
+            Some(build) => build_client(dir, path, build, esbuild, define, deploy)?,
+            None => Vec::new(),
         };
         let root = dir.join(path);
         if !root.is_dir() {
@@ -143,7 +147,7 @@ impl BundledAssets {
             single_page_app: options.single_page_app,
             browser_ttl: options.browser_ttl.map(|s| s.max(0.0) as u64),
             files,
-            built_into,
+            built,
         }))
     }
 
@@ -158,46 +162,48 @@ impl BundledAssets {
         )
     }
 
-    /// What the bundle's version digests of them.
-    pub(super) fn digest_parts(&self) -> impl Iterator<Item = &[u8]> {
-        let settings = [
-            self.path.as_bytes(),
-            if self.single_page_app { b"spa" } else { b"" },
-        ];
-        settings.into_iter().chain(
-            self.files
-                .iter()
-                .flat_map(|f| [f.path.as_bytes(), f.content.as_ref()]),
-        )
+    /// Gives `add` what the bundle's version digests of them: every setting and file.
+    pub(super) fn digest_into(&self, add: &mut impl FnMut(&[u8])) {
+        add(self.path.as_bytes());
+        add(if self.single_page_app { b"spa" } else { b"" });
+        add(&self.browser_ttl.map_or(-1, |t| t as i128).to_le_bytes());
+        for f in &self.files {
+            add(f.path.as_bytes());
+            add(&f.content);
+        }
     }
 }
 
-/// Runs esbuild over `serve.build`'s entries, as PartyKit's dev server builds them: into
-/// `outdir` (by default `dist` in the served directory), bundled, split, as ES modules
-/// with source maps unless told otherwise. `PARTYKIT_HOST` is `location.host` (the server
-/// that served the page) unless `define` says otherwise. Returns the output directory.
+/// A file as its device and inode know it, however its path is spelled: what the client
+/// build wrote (esbuild rewrites its outputs in place).
+pub type FileId = (u64, u64);
+
+pub(super) fn file_id(meta: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// Runs esbuild over `serve.build`'s entries, as PartyKit builds them: into `outdir` (by
+/// default `dist` in the served directory), bundled, split, as ES modules with source maps,
+/// minified for a deploy, unless told otherwise. `PARTYKIT_HOST` is `location.host` (the
+/// server that served the page) unless `define` says otherwise. Returns the files written.
 fn build_client(
     dir: &Path,
     served: &str,
     build: &ClientBuild,
     esbuild: &Path,
     define: &BTreeMap<String, String>,
-) -> anyhow::Result<PathBuf> {
+    deploy: bool,
+) -> anyhow::Result<Vec<FileId>> {
     let options = match build {
         ClientBuild::Entry(entry) => ClientBuildOptions {
-            entry: Entries::One(entry.clone()),
-            bundle: None,
-            splitting: None,
-            outdir: None,
-            minify: None,
-            format: None,
-            sourcemap: None,
-            define: BTreeMap::new(),
-            external: Vec::new(),
-            loader: BTreeMap::new(),
-            alias: BTreeMap::new(),
+            entry: Some(Entries::One(entry.clone())),
+            ..Default::default()
         },
         ClientBuild::Options(o) => o.clone(),
+    };
+    let Some(entries) = &options.entry else {
+        return Ok(Vec::new());
     };
     let outdir = options
         .outdir
@@ -206,7 +212,7 @@ fn build_client(
     let format = options.format.as_deref().unwrap_or("esm");
     let mut cmd = Command::new(esbuild);
     cmd.current_dir(dir);
-    match &options.entry {
+    match entries {
         Entries::One(e) => {
             cmd.arg(e);
         }
@@ -214,6 +220,12 @@ fn build_client(
             cmd.args(es);
         }
     }
+    let metafile = std::env::temp_dir().join(format!(
+        "conclave-client-build-{}-{}.json",
+        std::process::id(),
+        NEXT_METAFILE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    cmd.arg(format!("--metafile={}", metafile.display()));
     cmd.arg(format!("--outdir={}", outdir.display()))
         .arg(format!("--format={format}"))
         .arg("--log-level=warning");
@@ -224,7 +236,7 @@ fn build_client(
     if options.splitting.unwrap_or(true) && format == "esm" {
         cmd.arg("--splitting");
     }
-    if options.minify.unwrap_or(false) {
+    if options.minify.unwrap_or(deploy) {
         cmd.arg("--minify");
     }
     if options.sourcemap.unwrap_or(true) {
@@ -247,73 +259,71 @@ fn build_client(
     }
     let out = cmd
         .output()
-        .with_context(|| format!("cannot run {}", esbuild.display()))?;
+        .with_context(|| format!("cannot run {}", esbuild.display()));
+    let written = std::fs::read(&metafile);
+    let _ = std::fs::remove_file(&metafile);
+    let out = out?;
+    let said = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        bail!(
-            "esbuild failed on serve.build:\n{}",
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        );
+        bail!("esbuild failed on serve.build:\n{}", said.trim_end());
     }
-    Ok(outdir)
+    if !said.trim().is_empty() {
+        tracing::warn!("esbuild on serve.build:\n{}", said.trim_end());
+    }
+    // The files it wrote, from its metafile (paths relative to the project).
+    #[derive(Deserialize)]
+    struct Metafile {
+        outputs: BTreeMap<String, serde_json::Value>,
+    }
+    let meta: Metafile = serde_json::from_slice(&written.context("esbuild wrote no metafile")?)
+        .context("esbuild's metafile")?;
+    Ok(meta
+        .outputs
+        .keys()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| file_id(&m))
+        .collect())
 }
+
+/// Tells one client build's metafile from another's.
+static NEXT_METAFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Every file under `root` but dot-files and `node_modules`, by path relative to it.
 fn read_files(root: &Path) -> anyhow::Result<Vec<BundledFile>> {
     let mut files = Vec::new();
     let mut total = 0u64;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?;
-        let mut entries: Vec<_> = entries.flatten().collect();
-        entries.sort_by_key(|e| e.path());
-        for e in entries {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') {
-                continue;
-            }
-            let path = e.path();
-            // Followed as PartyKit follows them (stat, not lstat).
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            if meta.is_dir() {
-                if name != "node_modules" {
-                    stack.push(path);
-                }
-                continue;
-            }
-            let relative = path
-                .strip_prefix(root)
-                .expect("walked from root")
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            if meta.len() > MAX_FILE_BYTES {
-                tracing::warn!(
-                    file = %path.display(),
-                    bytes = meta.len(),
-                    "a static file over 32 MiB is not served: serve it from elsewhere"
-                );
-                continue;
-            }
-            total += meta.len();
-            if total > MAX_TOTAL_BYTES {
-                bail!(
-                    "the served files under {} are over 256 MiB together: serve large files from elsewhere",
-                    root.display()
-                );
-            }
-            let content =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            files.push(BundledFile {
-                path: relative,
-                content: content.into(),
-            });
+    let served = |name: &str| !name.starts_with('.') && name != "node_modules";
+    super::walk::walk_files(root, served, |path, meta| {
+        let relative = path
+            .strip_prefix(root)
+            .expect("walked from root")
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        if meta.len() > MAX_FILE_BYTES {
+            tracing::warn!(
+                file = %path.display(),
+                bytes = meta.len(),
+                "a static file over 4 MiB is not served: serve it from elsewhere"
+            );
+            return Ok(());
         }
-    }
+        total += meta.len();
+        if total > MAX_TOTAL_BYTES {
+            bail!(
+                "the served files under {} are over 128 MiB together: serve large files from elsewhere",
+                root.display()
+            );
+        }
+        let content =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        files.push(BundledFile {
+            path: relative,
+            content: content.into(),
+        });
+        Ok(())
+    })?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
@@ -372,7 +382,7 @@ mod tests {
         let no_esbuild = Path::new("/nonexistent/esbuild");
         let collect = |json: &str| {
             let serve: ServeSection = serde_json::from_str(json).unwrap();
-            BundledAssets::collect(dir.path(), &serve, no_esbuild, &BTreeMap::new())
+            BundledAssets::collect(dir.path(), &serve, no_esbuild, &BTreeMap::new(), false)
         };
         let plain = collect(r#""public""#).unwrap().unwrap();
         assert_eq!((plain.files.len(), plain.single_page_app), (1, false));
@@ -383,6 +393,9 @@ mod tests {
         assert!(collect(r#"{"singlePageApp": true}"#).unwrap().is_none());
         let err = collect(r#""static""#).unwrap_err().to_string();
         assert!(err.contains("is not a directory"), "{err}");
+        // A build with no entry builds nothing, as on PartyKit.
+        let unbuilt = collect(r#"{"path": "public", "build": {"minify": true}}"#).unwrap();
+        assert!(unbuilt.unwrap().built.is_empty());
         // A build that cannot run fails the bundle, naming the cause.
         let err = collect(r#"{"path": "public", "build": "src/client.ts"}"#).unwrap_err();
         assert!(format!("{err:#}").contains("cannot run"), "{err:#}");

@@ -81,13 +81,26 @@ test("requests outside /parties/ reach a node through either gateway: the projec
     const res = await fetch(`http://${gw.host}/outside/x?y=1`);
     if (process.env.COMPAT_CLUSTER_PARTIES === "project") {
       assert.deepEqual([res.status, await res.text()], [200, "outside /outside/x?y=1"]);
-      // The project's static files (serve) travel in the bundle: every node answers them.
+      // The project's static files (serve) travel in the bundle: every node answers them
+      // (paths spread over the nodes, see below).
       const page = await fetch(`http://${gw.host}/`);
       assert.equal(page.status, 200);
       assert.match(await page.text(), /served by every node of the cluster/);
+      for (const f of ["a", "b", "c", "d", "e", "f"]) {
+        const file = await fetch(`http://${gw.host}/${f}.txt`);
+        assert.deepEqual([file.status, await file.text()], [200, `file ${f}\n`]);
+      }
     } else {
       assert.deepEqual([res.status, await res.text()], [404, "Not found: use /parties/:party/:room"]);
     }
+  }
+});
+
+test("every node answered some of the project's static files", { skip: process.env.COMPAT_CLUSTER_PARTIES !== "project" && "the files are in the project only" }, async () => {
+  for (const id of ["a", "b"]) {
+    const metrics = await (await fetch(`http://${addrs[id][1]}/metrics`)).text();
+    const served = Number(metrics.match(/^conclave_static_files_served_total (\d+)/m)?.[1] ?? 0);
+    assert.ok(served > 0, `node ${id} served no static file`);
   }
 });
 

@@ -504,6 +504,50 @@ test("conclave dev serves the project's static files again after a change, and d
   }
 });
 
+test("crons run the main party's onCron on their schedule, each tick once; a failing tick does not stop the next", async () => {
+  // Every second (a sixth field in front, for seconds: Conclave's, not Cloudflare's).
+  const crons = { fast: "* * * * * *", never: "0 0 31 2 *" };
+  const source = `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  async onRequest(req: Party.Request) {
+    const runs = (await this.room.storage.get<unknown[]>("runs")) ?? [];
+    if (req.method === "POST") { runs.push(await req.json()); await this.room.storage.put("runs", runs); }
+    return Response.json(runs);
+  }
+  static async onCron(cron: Party.Cron, lobby: Party.CronLobby) {
+    if ((cron.scheduledTime / 1000) % 3 === 0) throw new Error("every third second fails");
+    await lobby.parties.main.get("log").fetch({ method: "POST", body: JSON.stringify({ name: cron.name, cron: cron.cron, at: cron.scheduledTime }) });
+  }
+}`;
+  const dir = project({ "partykit.json": JSON.stringify({ name: "cron-test", main: "src/server.ts", crons }), "src/server.ts": source });
+  const server = await startProject(dir);
+  try {
+    let runs = [];
+    // Four ticks that did not fail span a failing one.
+    for (let i = 0; i < 150 && runs.length < 4; i++) {
+      await sleep(100);
+      runs = await (await fetch(`http://${server.host}/parties/main/log`)).json();
+    }
+    assert.ok(runs.length >= 4, JSON.stringify(runs));
+    for (const run of runs) {
+      assert.equal(run.name, "fast");
+      assert.equal(run.cron, "* * * * * *");
+      assert.equal(run.at % 1000, 0, "scheduledTime is the tick's own time");
+    }
+    // One tick each second, none twice, none missed but those that threw.
+    for (let i = 1; i < runs.length; i++) {
+      const failedBetween = (runs[i - 1].at / 1000 + 1) % 3 === 0;
+      assert.equal(runs[i].at - runs[i - 1].at, failedBetween ? 2000 : 1000, JSON.stringify(runs));
+    }
+    assert.match(server.stderr(), /onCron failed.*every third second fails/);
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
 test("a socket whose getConnectionTags costs the instance its CPU budget joins through a fresh instance, which tags it", async () => {
   const source = `
 import type * as Party from "partykit/server";

@@ -120,3 +120,13 @@ test("Conclave: an unchanged file is answered 304 to its ETag", { skip: onPartyk
   assert.equal(again.status, 304);
   assert.equal(await again.text(), "");
 });
+
+test("/__scheduled__?cron=NAME runs the main party's onCron in the dev server", async () => {
+  const before = Date.now();
+  const ran = await get("/__scheduled__?cron=tidy");
+  assert.deepEqual([ran.status, await ran.text()], [200, "ran cron tidy: 0 3 * * *"]);
+  const runs = await (await get("/parties/main/cron-log")).json();
+  assert.equal(runs.length, 1);
+  assert.deepEqual({ ...runs[0], scheduledTime: 0 }, { name: "tidy", cron: "0 3 * * *", scheduledTime: 0, env: "object" });
+  assert.ok(runs[0].scheduledTime >= before - 1000 && runs[0].scheduledTime <= Date.now() + 1000, `${runs[0].scheduledTime}`);
+});

@@ -54,6 +54,8 @@ pub(crate) enum Event {
     },
     /// The static `onFetch(req, lobby, ctx)`: a request outside /parties/.
     Fetch(HttpParts),
+    /// A tick of a cron trigger, for the static `onCron`.
+    Cron(crate::CronTick),
 }
 
 /// An HTTP request or response as it crosses into JavaScript and back.
@@ -182,6 +184,7 @@ pub(super) fn event_kind(e: &Event) -> &'static str {
         Event::BeforeConnect { .. } => "beforeConnect",
         Event::BeforeRequest { .. } => "beforeRequest",
         Event::Fetch(..) => "fetch",
+        Event::Cron(..) => "cron",
     }
 }
 
@@ -258,6 +261,12 @@ pub(super) fn event_args<'js>(
             values.push(null());
             values.push(null());
             push_request(ctx, &mut values, &request)?;
+        }
+        Event::Cron(tick) => {
+            values.push(null());
+            values.push(text(&tick.name)?);
+            values.push(text(&tick.pattern)?);
+            values.push(Value::new_number(ctx.clone(), tick.scheduled_ms));
         }
     }
     let mut args = rquickjs::function::Args::new(ctx.clone(), values.len());
@@ -367,8 +376,9 @@ pub(super) fn outcome_of(kind: &str, v: Value<'_>) -> rquickjs::Result<Outcome> 
             let ctx = v.ctx().clone();
             Ok(Outcome::Tags(rquickjs::FromJs::from_js(&ctx, v)?))
         }
-        // An `onFetch` that returns nothing leaves the request to the 404 page.
-        "fetch" if v.is_null() || v.is_undefined() => Ok(Outcome::Done),
+        // An `onFetch` that returns nothing (party.js: nothing truthy) leaves the request
+        // to the 404 page.
+        "fetch" if v.is_null() => Ok(Outcome::Done),
         "request" | "fetch" => Ok(Outcome::Response(http_parts(v)?)),
         "beforeConnect" | "beforeRequest" => {
             if v.is_null() || v.is_undefined() {

@@ -59,6 +59,9 @@ pub struct JsConfig {
     /// `fetch`'s TLS configuration, built once by [`JsEngine::start`] from the system's
     /// authorities and `fetch_ca`, and shared by every worker.
     pub fetch_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Whether `/__scheduled__?cron=NAME` runs the main party's `onCron` at once, as
+    /// PartyKit's dev server does (`conclave dev` only: anyone could call it).
+    pub scheduled_route: bool,
 }
 
 /// The TLS client configuration of `fetch`: the system's certificate authorities (as
@@ -118,6 +121,7 @@ impl Default for JsConfig {
             fetch_allow: Vec::new(),
             fetch_ca: None,
             fetch_tls: None,
+            scheduled_route: false,
         }
     }
 }
@@ -137,6 +141,9 @@ pub struct PartySource {
     /// party answers requests outside rooms with them, and every party's
     /// `assets.fetch(path)` reads them.
     pub assets: Option<Arc<StaticAssets>>,
+    /// The project's cron triggers (`crons` in partykit.json): the main party's `onCron`
+    /// runs them.
+    pub crons: Arc<[crate::Cron]>,
 }
 
 /// What a loaded party's module declares.
@@ -148,6 +155,7 @@ pub(crate) struct PartyTraits {
     pub on_before_connect: bool,
     pub on_before_request: bool,
     pub on_fetch: bool,
+    pub on_cron: bool,
 }
 
 /// Identifies a loaded party across the workers.
@@ -229,6 +237,9 @@ impl JsEngine {
                     error,
                 })?;
         }
+        if source.name == "main" && !source.crons.is_empty() && !traits.on_cron {
+            tracing::warn!("partykit.json has crons, but the main party has no onCron to run them");
+        }
         if traits.on_fetch && source.name != "main" {
             tracing::warn!(
                 party = %source.name,
@@ -240,6 +251,7 @@ impl JsEngine {
             party,
             Arc::new(traits),
             source.assets.clone(),
+            source.crons.clone(),
         ))
     }
 

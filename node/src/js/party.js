@@ -598,6 +598,7 @@
         onBeforeConnect: typeof def.onBeforeConnect === "function",
         onBeforeRequest: typeof def.onBeforeRequest === "function",
         onFetch: typeof def.onFetch === "function",
+        onCron: typeof def.onCron === "function",
         onRequest: isClass ? has("onRequest") : has("onRequest"),
         getConnectionTags: isClass && has("getConnectionTags"),
       });
@@ -655,7 +656,7 @@
     },
 
     async dispatchAsync(handle, kind, conn, a, b, c, d) {
-      if (kind === "beforeConnect" || kind === "beforeRequest" || kind === "fetch") {
+      if (kind === "beforeConnect" || kind === "beforeRequest" || kind === "fetch" || kind === "cron") {
         return conclave.check(handle, kind, a, b, c, d);
       }
       const inst = instances.get(handle);
@@ -747,12 +748,18 @@
       const req = makeRequest("GET", b, c, null);
       return settle(checked(await definition.onBeforeConnect(req, makeLobby(a, parties), ctx), "onBeforeConnect"));
     }
+    if (kind === "cron") {
+      // a: the cron's name, b: its schedule, c: when it was due (ms since the epoch)
+      const controller = { name: a, cron: b, scheduledTime: c, noRetry() {} };
+      await definition.onCron(controller, makeFetchLobby(parties), ctx);
+      return settle(null);
+    }
     // a: room id (none for fetch), b: method, c: url, d: [flat headers, body]
     const req = makeRequest(b, c, d[0], d[1]);
     if (kind === "fetch") {
       // Nothing returned: the request goes on to the project's 404 page, as on PartyKit.
       const resp = await definition.onFetch(req, makeFetchLobby(parties), ctx);
-      return settle(resp === undefined || resp === null ? null : responseParts(resp, "onFetch"));
+      return settle(resp ? responseParts(resp, "onFetch") : null);
     }
     return settle(checked(await definition.onBeforeRequest(req, makeLobby(a, parties), ctx), "onBeforeRequest"));
   };

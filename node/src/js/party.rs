@@ -37,6 +37,8 @@ struct Version {
     traits: Arc<PartyTraits>,
     /// The project's static files, answered outside rooms (by the main party).
     assets: Option<Arc<StaticAssets>>,
+    /// The project's cron triggers, run by the main party's `onCron`.
+    crons: Arc<[crate::Cron]>,
 }
 
 impl JsPartyFactory {
@@ -45,6 +47,7 @@ impl JsPartyFactory {
         party: PartyId,
         traits: Arc<PartyTraits>,
         assets: Option<Arc<StaticAssets>>,
+        crons: Arc<[crate::Cron]>,
     ) -> Self {
         Self {
             engine,
@@ -52,6 +55,7 @@ impl JsPartyFactory {
                 party,
                 traits,
                 assets,
+                crons,
             })),
             latest_party: Arc::new(AtomicU64::new(party)),
             fetcher: std::sync::OnceLock::new(),
@@ -101,6 +105,19 @@ impl PartyFactory for JsPartyFactory {
 
     fn fetch(&self, req: Request) -> Option<BoxFuture<'static, Response>> {
         self.outside_rooms_fetch(req)
+    }
+
+    fn crons(&self) -> Arc<[crate::Cron]> {
+        let v = self.current();
+        if v.traits.on_cron {
+            v.crons
+        } else {
+            Arc::from([])
+        }
+    }
+
+    fn run_cron(&self, tick: crate::CronTick) -> Option<BoxFuture<'static, Result<(), String>>> {
+        self.cron(tick)
     }
 
     fn attach(&self, fetcher: &crate::room::RoomFetcher) {

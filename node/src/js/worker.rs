@@ -331,7 +331,8 @@ impl Worker {
         // How long the event may wait on promises: code outside rooms within the
         // gateway's wait; a room's event within the wait limit, past which its instance
         // goes (its handler is half done), so that nothing holds the room for good.
-        let wait_limit = if outside {
+        // A cron answers no one waiting: it gets the rooms' limit.
+        let wait_limit = if outside && kind != "cron" {
             OUTSIDE_ROOMS_LIMIT
         } else {
             self.shared.config.wait_limit
@@ -516,6 +517,7 @@ fn handler_name(kind: &'static str) -> &'static str {
         "beforeConnect" => "onBeforeConnect",
         "beforeRequest" => "onBeforeRequest",
         "fetch" => "onFetch",
+        "cron" => "onCron",
         other => other,
     }
 }

@@ -94,12 +94,71 @@ impl JsPartyFactory {
         }))
     }
 
+    /// One tick of a cron trigger: the static `onCron`, outside any room.
+    pub(super) fn cron(
+        &self,
+        tick: crate::CronTick,
+    ) -> Option<BoxFuture<'static, Result<(), String>>> {
+        if !self.current().traits.on_cron {
+            return None;
+        }
+        let pending = self.check(Event::Cron(tick));
+        Some(Box::pin(async move {
+            match pending.await {
+                Ok(_) => Ok(()),
+                Err(Failure::Threw(error)) => Err(error.trace),
+                Err(e) => Err(e.to_string()),
+            }
+        }))
+    }
+
+    /// `/__scheduled__?cron=NAME` in `conclave dev`: runs cron NAME's `onCron` at once
+    /// and answers when it is done, as PartyKit's dev server does (a name with no cron
+    /// runs with the schedule `* * * * *`).
+    fn scheduled_route(&self, req: &Request) -> Option<BoxFuture<'static, Response>> {
+        let v = self.current();
+        if !self.engine.config().scheduled_route
+            || !v.traits.on_cron
+            || req.uri().path() != "/__scheduled__"
+        {
+            return None;
+        }
+        let name = req
+            .uri()
+            .query()
+            .and_then(|q| conclave_proto::query_param(q, "cron"))
+            .unwrap_or_else(|| "unknown".into());
+        let pattern = v
+            .crons
+            .iter()
+            .find(|c| c.name == name)
+            .map_or_else(|| "* * * * *".to_string(), |c| c.pattern.clone());
+        let tick = crate::CronTick {
+            name: name.clone(),
+            pattern: pattern.clone(),
+            scheduled_ms: crate::time::now_ms() as f64,
+        };
+        let run = self.cron(tick)?;
+        Some(Box::pin(async move {
+            match run.await {
+                Ok(()) => answer(http::StatusCode::OK, format!("ran cron {name}: {pattern}")),
+                Err(e) => {
+                    warn!(cron = %name, error = %e, "onCron threw");
+                    answer(http::StatusCode::INTERNAL_SERVER_ERROR, e)
+                }
+            }
+        }))
+    }
+
     /// A request outside any room, answered as PartyKit answers it: by a static file
     /// (`serve`: a GET or HEAD of its path), else by the main party's static `onFetch`,
     /// else by the project's `404.html`; `None` when there is none of them (the node's 404).
     /// A throw in `onFetch` answers 500 with the error's message (PartyKit does not take
     /// the status from its `code` here, as it does for onRequest).
     pub(super) fn outside_rooms_fetch(&self, req: Request) -> Option<BoxFuture<'static, Response>> {
+        if let Some(ran) = self.scheduled_route(&req) {
+            return Some(ran);
+        }
         let v = self.current();
         let assets = v.assets.as_deref();
         if let Some(file) = assets.and_then(|a| a.answer(&req)) {

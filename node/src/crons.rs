@@ -1,0 +1,172 @@
+//! Cron triggers (`crons` in partykit.json): the main party's `onCron` runs at each time its
+//! schedule names, in UTC, on one node of the cluster: the one its ring places the cron on.
+//! A tick missed while no node ran (or while the ring changed hands) is not run later, as
+//! on Cloudflare; a tick may run twice when two nodes briefly disagree on the ring.
+
+use crate::host::Host;
+use chrono::{DateTime, Utc};
+use conclave_proto::RoomKey;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// One cron trigger: its name and its schedule.
+#[derive(Clone, Debug)]
+pub struct Cron {
+    pub name: String,
+    pub pattern: String,
+    schedule: croner::Cron,
+}
+
+/// One firing of a cron: what `onCron` gets as its controller.
+#[derive(Clone, Debug)]
+pub struct CronTick {
+    pub name: String,
+    pub pattern: String,
+    /// When the tick was due, in milliseconds since the epoch.
+    pub scheduled_ms: f64,
+}
+
+impl Cron {
+    /// Parses a schedule as Cloudflare takes one: five fields (minute, hour, day of month,
+    /// month, day of week), with `L`, `W` and `#`, weekdays 1–7 from Sunday or by name; a
+    /// sixth field in front, for seconds, is accepted too.
+    pub fn new(name: &str, pattern: &str) -> Result<Self, String> {
+        let parser = croner::parser::CronParser::builder()
+            .alternative_weekdays(true)
+            .build();
+        let schedule = parser
+            .parse(pattern)
+            .map_err(|e| format!("cron {name}: {pattern:?} is not a cron schedule: {e}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            pattern: pattern.to_string(),
+            schedule,
+        })
+    }
+
+    /// The first time after `t` that the schedule names.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule.find_next_occurrence(&t, false).ok()
+    }
+
+    fn tick_at(&self, at: DateTime<Utc>) -> CronTick {
+        CronTick {
+            name: self.name.clone(),
+            pattern: self.pattern.clone(),
+            scheduled_ms: at.timestamp_millis() as f64,
+        }
+    }
+
+    /// The routing key the ring places this cron by: a node runs it where it would own
+    /// that room.
+    fn placement(&self) -> Option<RoomKey> {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.name.as_bytes());
+        let id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        RoomKey::new(CRONS_PARTY, &id).ok()
+    }
+}
+
+/// The party of the crons' routing keys: a name no project can give a party.
+const CRONS_PARTY: &str = "(crons)";
+
+/// Longest sleep between looks at the schedule: a reload may have changed it.
+const MAX_SLEEP: Duration = Duration::from_secs(10);
+
+/// Runs the main party's crons until the host is gone.
+pub(crate) async fn run(host: Weak<Host>) {
+    let mut checked = Utc::now();
+    loop {
+        let sleep = {
+            let Some(host) = host.upgrade() else { return };
+            let now = Utc::now();
+            let main = host.parties.get("main");
+            let crons = main.as_ref().map(|m| m.crons()).unwrap_or_default();
+            for cron in crons.iter() {
+                if let Some(at) = cron.next_after(checked).filter(|at| *at <= now) {
+                    start(&host, cron, at);
+                }
+            }
+            checked = now;
+            crons
+                .iter()
+                .filter_map(|c| c.next_after(now))
+                .min()
+                .and_then(|at| (at - now).to_std().ok())
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP)
+        };
+        // Past the tick, so that the wall clock has reached it too.
+        tokio::time::sleep(sleep + Duration::from_millis(1)).await;
+    }
+}
+
+/// Runs one tick of `cron` if this node is the one to run it.
+fn start(host: &Arc<Host>, cron: &Cron, at: DateTime<Utc>) {
+    let Some(key) = cron.placement() else { return };
+    if !host.cluster.is_serving() || !host.cluster.places_here(&key) {
+        debug!(cron = %cron.name, "cron tick left to the node the ring places it on");
+        return;
+    }
+    let Some(main) = host.parties.get("main") else {
+        return;
+    };
+    let tick = cron.tick_at(at);
+    let Some(run) = main.run_cron(tick) else {
+        return;
+    };
+    let name = cron.name.clone();
+    tokio::spawn(async move {
+        let outcome = match crate::panics::guarded_future(run).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(e)) => {
+                warn!(cron = %name, error = %e, "onCron failed");
+                "failed"
+            }
+            Err(panic) => {
+                warn!(cron = %name, "onCron panicked: {panic}");
+                "failed"
+            }
+        };
+        metrics::counter!("conclave_cron_runs_total", "outcome" => outcome).increment(1);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    #[test]
+    fn schedules_read_as_cloudflare_reads_them() {
+        // 2026-12-07 is a Monday.
+        let monday = at(2026, 12, 7, 12, 0);
+        let next = |pattern: &str| Cron::new("c", pattern).unwrap().next_after(monday).unwrap();
+        assert_eq!(next("* * * * *"), at(2026, 12, 7, 12, 1));
+        assert_eq!(next("*/30 * * * *"), at(2026, 12, 7, 12, 30));
+        // Weekdays count from Sunday = 1, as Cloudflare's (Quartz's) do.
+        assert_eq!(next("0 17 * * 1"), at(2026, 12, 13, 17, 0));
+        assert_eq!(next("0 17 * * sun"), at(2026, 12, 13, 17, 0));
+        assert_eq!(next("10 7 * * 2-6"), at(2026, 12, 8, 7, 10));
+        assert_eq!(next("10 7 * * MON-FRI"), at(2026, 12, 8, 7, 10));
+        // The last Friday of the month.
+        assert_eq!(next("0 18 * * 6L"), at(2026, 12, 25, 18, 0));
+        assert_eq!(next("0 15 1 * *"), at(2027, 1, 1, 15, 0));
+        let err = Cron::new("nightly", "every night").unwrap_err();
+        assert!(err.contains("nightly"), "{err}");
+    }
+
+    #[test]
+    fn a_cron_is_placed_by_its_name() {
+        let a = Cron::new("a", "* * * * *").unwrap().placement().unwrap();
+        let again = Cron::new("a", "0 * * * *").unwrap().placement().unwrap();
+        let b = Cron::new("b", "* * * * *").unwrap().placement().unwrap();
+        assert_eq!(a, again);
+        assert_ne!(a, b);
+    }
+}

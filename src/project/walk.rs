@@ -1,0 +1,83 @@
+//! Walking a project's files: what `conclave dev` watches and what `serve` reads.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Calls `visit` with every regular file under `root` and its metadata, in a fixed order,
+/// following symbolic links (each directory once, so a link back up ends there), past
+/// the entries whose name `keep` refuses. A directory that cannot be read is passed over;
+/// the first error of `visit` ends the walk.
+pub(super) fn walk_files(
+    root: &Path,
+    keep: impl Fn(&str) -> bool,
+    mut visit: impl FnMut(&Path, &std::fs::Metadata) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(canonical) = dir.canonicalize() else {
+            continue;
+        };
+        if !seen.insert(canonical) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        let mut dirs = Vec::new();
+        for e in entries {
+            let name = e.file_name();
+            if !keep(&name.to_string_lossy()) {
+                continue;
+            }
+            let path = e.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue; // a dangling link
+            };
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file() {
+                visit(&path, &meta)?;
+            }
+        }
+        // Popped from the end: the first name first.
+        stack.extend(dirs.into_iter().rev());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_followed_once_and_only_regular_files_are_visited() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/file"), "x").unwrap();
+        std::fs::write(root.join("top"), "y").unwrap();
+        // A link back up, and a link to a sibling directory.
+        std::os::unix::fs::symlink(root, root.join("a/up")).unwrap();
+        std::os::unix::fs::symlink(root.join("a/b"), root.join("linked")).unwrap();
+        std::os::unix::fs::symlink(root.join("missing"), root.join("dangling")).unwrap();
+        let fifo = root.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let mut visited = Vec::new();
+        walk_files(
+            root,
+            |_| true,
+            |path, _| {
+                visited.push(path.strip_prefix(root).unwrap().to_path_buf());
+                Ok(())
+            },
+        )
+        .unwrap();
+        let visited: Vec<&str> = visited.iter().map(|p| p.to_str().unwrap()).collect();
+        // a/b is walked once, under whichever path reached it first.
+        assert_eq!(visited, ["top", "a/b/file"]);
+    }
+}
