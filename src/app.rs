@@ -26,7 +26,7 @@
 
 use crate::config::{DevOpts, GatewayOpts, NodeOpts, PartyKinds, PlacementOpts};
 use crate::dev::DevServer;
-use crate::project::{BuildFor, Bundle, JsParties, PartySourceSpec};
+use crate::project::{BuildFor, JsParties, PartySourceSpec};
 use clap::{Parser, Subcommand};
 use conclave_node::{Party, PartyFactory};
 
@@ -174,7 +174,8 @@ impl Conclave {
             Command::Loadtest(opts) => conclave_loadtest::run(opts).await,
             Command::Probe(opts) => probe(&opts.url).await,
             Command::Build(opts) => {
-                let bundle = Bundle::build(&opts.project, BuildFor::Deploy)?;
+                let bundle =
+                    PartySourceSpec::Project(opts.project.clone()).bundle(BuildFor::Deploy)?;
                 bundle.write(&opts.out)?;
                 println!(
                     "wrote {} ({} version {}: {})",

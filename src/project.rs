@@ -15,9 +15,11 @@ use std::process::Command;
 use std::sync::Arc;
 
 mod assets;
+mod command;
 mod node_builtins;
 mod walk;
-pub use assets::{BundledAssets, BundledFile, FileId};
+pub use assets::{BuiltFile, BundledAssets, BundledFile};
+pub use command::BuildCommand;
 use node_builtins::{find_unenv, node_builtins};
 
 /// The parts of `partykit.json` Conclave reads.
@@ -40,15 +42,18 @@ struct Manifest {
     serve: Option<assets::ServeSection>,
 }
 
-/// `build` in `partykit.json`: of it, Conclave reads `alias` (esbuild's, over the
-/// built-ins' aliases). `command`, `cwd` and `watch` (a command PartyKit runs before each
-/// build) are not run.
+/// `build` in `partykit.json`: `alias` (esbuild's, over the built-ins' aliases), and the
+/// `command` run before bundling (in `cwd`; again in `conclave dev` when `watch` changes).
 #[derive(Debug, Default, Deserialize)]
 struct BuildSection {
     #[serde(default)]
     alias: BTreeMap<String, String>,
     #[serde(default)]
     command: Option<String>,
+    #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
+    watch: Option<String>,
 }
 
 /// What a project is bundled for: `conclave dev`, or a cluster (`conclave build`, a node's
@@ -94,22 +99,57 @@ pub enum PartySourceSpec {
 }
 
 impl PartySourceSpec {
+    /// The bundle: a project's `build.command` run, then its parties bundled; or a
+    /// bundle file read.
     pub fn bundle(&self, build_for: BuildFor) -> anyhow::Result<Bundle> {
         match self {
-            PartySourceSpec::Project(dir) => Bundle::build(dir, build_for),
+            PartySourceSpec::Project(dir) => {
+                if let Some(command) = build_command(dir)? {
+                    command.run()?;
+                }
+                Bundle::build(dir, build_for)
+            }
             PartySourceSpec::Bundle(file) => Bundle::read(file),
         }
     }
 }
 
+/// The project's `build.command`, if partykit.json has one.
+pub fn build_command(dir: &Path) -> anyhow::Result<Option<BuildCommand>> {
+    let (_, manifest) = read_manifest(dir)?;
+    let b = &manifest.build;
+    Ok(BuildCommand::new(
+        dir,
+        b.command.as_deref(),
+        b.cwd.as_deref(),
+        b.watch.as_deref(),
+    ))
+}
+
+fn read_manifest(dir: &Path) -> anyhow::Result<(PathBuf, Manifest)> {
+    let manifest_path = dir.join("partykit.json");
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid partykit.json", manifest_path.display()))?;
+    Ok((manifest_path, manifest))
+}
+
 impl Bundle {
-    /// Bundles every party of the project in `dir` with esbuild.
+    /// Bundles every party of the project in `dir` with esbuild (its `build.command` is
+    /// the caller's: [`PartySourceSpec::bundle`] runs it first).
     pub fn build(dir: &Path, build_for: BuildFor) -> anyhow::Result<Self> {
-        let manifest_path = dir.join("partykit.json");
-        let text = std::fs::read_to_string(&manifest_path)
-            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a valid partykit.json", manifest_path.display()))?;
+        Self::build_noting(dir, build_for, &mut Vec::new())
+    }
+
+    /// Like [`Bundle::build`], noting in `written` the files the client build wrote (even
+    /// when the bundle then fails).
+    pub fn build_noting(
+        dir: &Path,
+        build_for: BuildFor,
+        written: &mut Vec<BuiltFile>,
+    ) -> anyhow::Result<Self> {
+        let (manifest_path, manifest) = read_manifest(dir)?;
         let Some(main) = &manifest.main else {
             bail!(
                 "{}: \"main\" (the main party's file) is missing",
@@ -117,12 +157,6 @@ impl Bundle {
             );
         };
         let env = serde_json::Value::Object(project_env(dir, &manifest)?);
-        if let Some(command) = &manifest.build.command {
-            tracing::warn!(
-                %command,
-                "partykit.json's build.command is not run: run it before bundling"
-            );
-        }
         for (name, pattern) in &manifest.crons {
             conclave_node::Cron::new(name, pattern).map_err(anyhow::Error::msg)?;
         }
@@ -147,6 +181,7 @@ impl Bundle {
                 &esbuild,
                 &manifest.define,
                 build_for == BuildFor::Deploy,
+                written,
             )
             .context("serve (the project's static files)")?,
             None => None,
@@ -209,6 +244,10 @@ impl Bundle {
             .with_context(|| format!("cannot read the bundle {}", file.display()))?;
         let bundle: Bundle = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a bundle from `conclave build`", file.display()))?;
+        for (name, pattern) in &bundle.crons {
+            conclave_node::Cron::new(name, pattern)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        }
         if bundle.digest() != bundle.version {
             bail!(
                 "{}: the bundle's content does not match its version (edited by hand?)",
@@ -401,12 +440,12 @@ fn run_esbuild(
 /// A fingerprint of the project's files (paths, sizes, modification times), outside
 /// `node_modules` and dot-directories, but for `skip` (what the client build wrote): when
 /// it changes, `conclave dev` rebuilds.
-pub fn fingerprint(dir: &Path, skip: &[FileId]) -> u64 {
+pub fn fingerprint(dir: &Path, skip: &[BuiltFile]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let watched = |name: &str| !(name.starts_with('.') && name != ".env" || name == "node_modules");
     let _ = walk::walk_files(dir, watched, |path, meta| {
-        if !skip.contains(&assets::file_id(meta)) {
+        if !skip.iter().any(|b| b.is(path, meta)) {
             path.hash(&mut h);
             meta.len().hash(&mut h);
             meta.modified().ok().hash(&mut h);
@@ -471,39 +510,61 @@ impl JsParties {
     /// new code; a build or load that fails is logged and the previous version serves on.
     pub async fn watch(mut self, dir: PathBuf) {
         // What the client build writes is no change of the project's.
-        let built = |b: &Bundle| -> Vec<FileId> {
-            b.assets
-                .iter()
-                .flat_map(|a| a.built.iter().copied())
-                .collect()
-        };
-        let mut skip = built(&self.bundle);
+        let mut skip: Vec<BuiltFile> = self
+            .bundle
+            .assets
+            .iter()
+            .flat_map(|a| a.built.iter().cloned())
+            .collect();
         let mut seen = fingerprint(&dir, &skip);
+        // `build.command` runs again when what it watches changes: its own output then
+        // changes the project, which rebuilds.
+        let mut command = build_command(&dir).ok().flatten();
+        let mut command_saw = command.as_ref().map(BuildCommand::watched);
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if let Some(c) = &command {
+                let now = c.watched();
+                if command_saw != Some(now) {
+                    command_saw = Some(now);
+                    let c = c.clone();
+                    match tokio::task::spawn_blocking(move || c.run()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!("{e:#}"),
+                        Err(e) => tracing::error!("build.command: {e}"),
+                    }
+                }
+            }
             let now = fingerprint(&dir, &skip);
             if now == seen {
                 continue;
             }
             seen = now;
             let build_dir = dir.clone();
-            let rebuilt =
-                tokio::task::spawn_blocking(move || Bundle::build(&build_dir, BuildFor::Dev)).await;
-            let failure = match rebuilt {
-                Ok(Ok(b)) => Ok(b),
-                Ok(Err(e)) => Err(format!("{e:#}")),
-                Err(e) => Err(e.to_string()),
+            let rebuilt = tokio::task::spawn_blocking(move || {
+                let mut written = Vec::new();
+                let bundle = Bundle::build_noting(&build_dir, BuildFor::Dev, &mut written);
+                (bundle, written)
+            })
+            .await;
+            let (outcome, written) = match rebuilt {
+                Ok((Ok(b), written)) => (Ok(b), written),
+                Ok((Err(e), written)) => (Err(format!("{e:#}")), written),
+                Err(e) => (Err(e.to_string()), Vec::new()),
             };
-            let bundle = match failure {
+            // What the client build wrote, failed or not, is no change of the project's.
+            if !written.is_empty() {
+                skip = written;
+            }
+            let bundle = match outcome {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!("rebuild failed; the previous version keeps serving: {e}");
-                    // What a failed build wrote is no change either: wait for the next.
-                    seen = fingerprint(&dir, &skip);
                     continue;
                 }
             };
-            skip = built(&bundle);
+            // partykit.json may name another command now.
+            command = build_command(&dir).ok().flatten();
             if bundle.version == self.bundle.version {
                 continue;
             }

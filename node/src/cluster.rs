@@ -31,6 +31,8 @@ pub(crate) struct Cluster {
     serving: AtomicBool,
     /// Regions placement has shown with live nodes (besides this node's own).
     regions: RwLock<std::collections::BTreeSet<String>>,
+    /// The regions with nodes in placement's last ring (none without placement).
+    live_regions: RwLock<Vec<String>>,
 }
 
 impl Cluster {
@@ -49,12 +51,22 @@ impl Cluster {
             rings_seen: AtomicU64::new(1),
             serving: AtomicBool::new(!config.start_fenced),
             regions: RwLock::default(),
+            live_regions: RwLock::default(),
         }
     }
 
     pub fn set_regions(&self, regions: Vec<String>) {
+        *self.live_regions.write().unwrap_or_else(|e| e.into_inner()) = regions.clone();
         let mut known = self.regions.write().unwrap_or_else(|e| e.into_inner());
         known.extend(regions);
+    }
+
+    /// Whether this node's region runs the cluster's crons: the first of the regions
+    /// with nodes now (each region has a ring of its own, and a cron runs once in all).
+    /// Without placement (`conclave dev`, a static ring), the node's own.
+    pub fn runs_crons_in_region(&self) -> bool {
+        let live = self.live_regions.read().unwrap_or_else(|e| e.into_inner());
+        live.iter().min().is_none_or(|first| *first == self.region)
     }
 
     /// Whether a room may be homed in `region`: this node's own, or one placement has
@@ -169,6 +181,26 @@ mod tests {
 
         cluster.set_ring(Ring::new(RingVersion(8), ["a".to_string()]));
         assert!(cluster.check_placed_here(&room).is_ok());
+    }
+
+    #[test]
+    fn crons_run_in_the_first_region_with_nodes_and_in_one_without_placement() {
+        let in_region = |region: &str| {
+            Cluster::new(&NodeConfig {
+                region: region.into(),
+                ..config("a", &[])
+            })
+        };
+        let eu = in_region("eu");
+        assert!(eu.runs_crons_in_region(), "no placement: its own region");
+        eu.set_regions(vec!["us".into(), "eu".into()]);
+        assert!(eu.runs_crons_in_region());
+        let us = in_region("us");
+        us.set_regions(vec!["us".into(), "eu".into()]);
+        assert!(!us.runs_crons_in_region());
+        // eu's nodes are gone: us runs them.
+        us.set_regions(vec!["us".into()]);
+        assert!(us.runs_crons_in_region());
     }
 
     #[test]

@@ -29,20 +29,28 @@ pub struct CronTick {
 
 impl Cron {
     /// Parses a schedule as Cloudflare takes one: five fields (minute, hour, day of month,
-    /// month, day of week), with `L`, `W` and `#`, weekdays 1–7 from Sunday or by name; a
-    /// sixth field in front, for seconds, is accepted too.
+    /// month, day of week), with `L`, `W` and `#`, weekdays 1–7 from Sunday or by name,
+    /// ranges that wrap around (`FRI-MON`, `22-2`) and steps from a start (`0/15`); a
+    /// sixth field in front, for seconds, is accepted too. A schedule that never comes
+    /// due (the 31st of February) is refused, as Cloudflare refuses it.
     pub fn new(name: &str, pattern: &str) -> Result<Self, String> {
+        let refused = |why: String| format!("cron {name}: {pattern:?} {why}");
         let parser = croner::parser::CronParser::builder()
             .alternative_weekdays(true)
+            .sloppy_ranges(true)
             .build();
         let schedule = parser
-            .parse(pattern)
-            .map_err(|e| format!("cron {name}: {pattern:?} is not a cron schedule: {e}"))?;
-        Ok(Self {
+            .parse(&unwrapped(pattern))
+            .map_err(|e| refused(format!("is not a cron schedule: {e}")))?;
+        let cron = Self {
             name: name.to_string(),
             pattern: pattern.to_string(),
             schedule,
-        })
+        };
+        if cron.next_after(Utc::now()).is_none() {
+            return Err(refused("never comes due".into()));
+        }
+        Ok(cron)
     }
 
     /// The first time after `t` that the schedule names.
@@ -68,11 +76,72 @@ impl Cron {
     }
 }
 
+/// `pattern` with what croner reads otherwise than Cloudflare made plain: month and
+/// weekday names as numbers (weekdays from SUN = 1), ranges that wrap around split in two
+/// (`7-1` is `7-7,1-1`), and a lone `L` for a weekday as Saturday.
+fn unwrapped(pattern: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ];
+    const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    let mut fields: Vec<String> = pattern
+        .split_whitespace()
+        .map(str::to_ascii_uppercase)
+        .collect();
+    // The five fields Cloudflare has, after an optional seconds field.
+    let first = fields.len().saturating_sub(5);
+    let limits = [(0, 59), (0, 23), (1, 31), (1, 12), (1, 7)];
+    for (i, (low, high)) in limits.into_iter().enumerate() {
+        let Some(field) = fields.get_mut(first + i) else {
+            break;
+        };
+        let names: &[&str] = match i {
+            3 => &MONTHS,
+            4 => &WEEKDAYS,
+            _ => &[],
+        };
+        for (n, name) in names.iter().enumerate() {
+            *field = field.replace(name, &(n + 1).to_string());
+        }
+        if i == 4 && field == "L" {
+            *field = "7".into();
+        }
+        *field = field
+            .split(',')
+            .map(|part| wrap_around(part, low, high))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    fields.join(" ")
+}
+
+/// A range `a-b` with `a` past `b` as the two ranges it wraps around to.
+fn wrap_around(part: &str, low: u32, high: u32) -> String {
+    let (range, step) = match part.split_once('/') {
+        Some((r, s)) => (r, Some(s)),
+        None => (part, None),
+    };
+    let Some((a, b)) = range.split_once('-') else {
+        return part.to_string();
+    };
+    match (a.parse::<u32>(), b.parse::<u32>()) {
+        (Ok(a), Ok(b)) if a > b && step.is_none() => format!("{a}-{high},{low}-{b}"),
+        _ => part.to_string(),
+    }
+}
+
 /// The party of the crons' routing keys: a name no project can give a party.
 const CRONS_PARTY: &str = "(crons)";
 
 /// Longest sleep between looks at the schedule: a reload may have changed it.
 const MAX_SLEEP: Duration = Duration::from_secs(10);
+
+/// A tick this late (the process stalled, the clock stepped) still runs; one later is
+/// missed, as a tick due while no node ran is.
+const GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// The most ticks of one cron run in one look at the schedule.
+const MAX_TICKS_AT_ONCE: usize = 10;
 
 /// Runs the main party's crons until the host is gone.
 pub(crate) async fn run(host: Weak<Host>) {
@@ -84,11 +153,17 @@ pub(crate) async fn run(host: Weak<Host>) {
             let main = host.parties.get("main");
             let crons = main.as_ref().map(|m| m.crons()).unwrap_or_default();
             for cron in crons.iter() {
-                if let Some(at) = cron.next_after(checked).filter(|at| *at <= now) {
+                let mut from = checked.max(now - GRACE);
+                for _ in 0..MAX_TICKS_AT_ONCE {
+                    let Some(at) = cron.next_after(from).filter(|at| *at <= now) else {
+                        break;
+                    };
                     start(&host, cron, at);
+                    from = at;
                 }
             }
-            checked = now;
+            // Never back: a clock stepped back does not run ticks again.
+            checked = checked.max(now);
             crons
                 .iter()
                 .filter_map(|c| c.next_after(now))
@@ -105,7 +180,10 @@ pub(crate) async fn run(host: Weak<Host>) {
 /// Runs one tick of `cron` if this node is the one to run it.
 fn start(host: &Arc<Host>, cron: &Cron, at: DateTime<Utc>) {
     let Some(key) = cron.placement() else { return };
-    if !host.cluster.is_serving() || !host.cluster.places_here(&key) {
+    let here = host.cluster.is_serving()
+        && host.cluster.runs_crons_in_region()
+        && host.cluster.places_here(&key);
+    if !here {
         debug!(cron = %cron.name, "cron tick left to the node the ring places it on");
         return;
     }
@@ -157,8 +235,16 @@ mod tests {
         // The last Friday of the month.
         assert_eq!(next("0 18 * * 6L"), at(2026, 12, 25, 18, 0));
         assert_eq!(next("0 15 1 * *"), at(2027, 1, 1, 15, 0));
+        // Wrapping ranges, steps from a start, a lone L for Saturday, as Cloudflare reads them.
+        assert_eq!(next("0 9 * * SAT-SUN"), at(2026, 12, 12, 9, 0));
+        assert_eq!(next("0 9 * * 7-1"), at(2026, 12, 12, 9, 0));
+        assert_eq!(next("30 22-2 * * *"), at(2026, 12, 7, 22, 30));
+        assert_eq!(next("0/15 * * * *"), at(2026, 12, 7, 12, 15));
+        assert_eq!(next("0 8 * * L"), at(2026, 12, 12, 8, 0));
         let err = Cron::new("nightly", "every night").unwrap_err();
         assert!(err.contains("nightly"), "{err}");
+        let err = Cron::new("never", "0 0 31 2 *").unwrap_err();
+        assert!(err.contains("never comes due"), "{err}");
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub struct BundledAssets {
     pub files: Vec<BundledFile>,
     /// The files `serve.build` wrote: `conclave dev` does not rebuild for them.
     #[serde(skip)]
-    pub built: Vec<FileId>,
+    pub built: Vec<BuiltFile>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,12 +101,15 @@ impl BundledAssets {
     /// `define`: partykit.json's `define`, which the client build gets too.
     /// `deploy`: built for a cluster (`conclave build`, a node's `--project`), where the
     /// client code is minified unless `minify` says otherwise, as PartyKit's deploy does.
+    /// The files the client build wrote are added to `written` at once, even when
+    /// reading the directory then fails.
     pub(super) fn collect(
         dir: &Path,
         serve: &ServeSection,
         esbuild: &Path,
         define: &BTreeMap<String, String>,
         deploy: bool,
+        written: &mut Vec<BuiltFile>,
     ) -> anyhow::Result<Option<Self>> {
         let default_options;
         let options = match serve {
@@ -134,6 +137,7 @@ impl BundledAssets {
             Some(build) => build_client(dir, path, build, esbuild, define, deploy)?,
             None => Vec::new(),
         };
+        written.extend(built.iter().cloned());
         let root = dir.join(path);
         if !root.is_dir() {
             bail!(
@@ -174,11 +178,30 @@ impl BundledAssets {
     }
 }
 
-/// A file as its device and inode know it, however its path is spelled: what the client
-/// build wrote (esbuild rewrites its outputs in place).
-pub type FileId = (u64, u64);
+/// A file the client build wrote: its device and inode (esbuild rewrites its outputs in
+/// place), and its canonical path (an inode is used again once its file is gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltFile {
+    id: (u64, u64),
+    path: PathBuf,
+}
 
-pub(super) fn file_id(meta: &std::fs::Metadata) -> FileId {
+impl BuiltFile {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            id: file_id(&meta),
+            path: path.canonicalize().ok()?,
+        })
+    }
+
+    /// Whether the file at `path` (with `meta`) is this one.
+    pub(super) fn is(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        self.id == file_id(meta) && path.canonicalize().is_ok_and(|p| p == self.path)
+    }
+}
+
+fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     (meta.dev(), meta.ino())
 }
@@ -194,7 +217,7 @@ fn build_client(
     esbuild: &Path,
     define: &BTreeMap<String, String>,
     deploy: bool,
-) -> anyhow::Result<Vec<FileId>> {
+) -> anyhow::Result<Vec<BuiltFile>> {
     let options = match build {
         ClientBuild::Entry(entry) => ClientBuildOptions {
             entry: Some(Entries::One(entry.clone())),
@@ -220,11 +243,12 @@ fn build_client(
             cmd.args(es);
         }
     }
-    let metafile = std::env::temp_dir().join(format!(
-        "conclave-client-build-{}-{}.json",
-        std::process::id(),
-        NEXT_METAFILE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    // In a directory of its own, which no one else can have made.
+    let scratch = tempfile::Builder::new()
+        .prefix("conclave-client-build")
+        .tempdir()
+        .context("cannot make a temporary directory for esbuild's metafile")?;
+    let metafile = scratch.path().join("meta.json");
     cmd.arg(format!("--metafile={}", metafile.display()));
     cmd.arg(format!("--outdir={}", outdir.display()))
         .arg(format!("--format={format}"))
@@ -261,7 +285,6 @@ fn build_client(
         .output()
         .with_context(|| format!("cannot run {}", esbuild.display()));
     let written = std::fs::read(&metafile);
-    let _ = std::fs::remove_file(&metafile);
     let out = out?;
     let said = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
@@ -280,13 +303,9 @@ fn build_client(
     Ok(meta
         .outputs
         .keys()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| file_id(&m))
+        .filter_map(|f| BuiltFile::of(&dir.join(f)))
         .collect())
 }
-
-/// Tells one client build's metafile from another's.
-static NEXT_METAFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Every file under `root` but dot-files and `node_modules`, by path relative to it.
 fn read_files(root: &Path) -> anyhow::Result<Vec<BundledFile>> {
@@ -382,7 +401,14 @@ mod tests {
         let no_esbuild = Path::new("/nonexistent/esbuild");
         let collect = |json: &str| {
             let serve: ServeSection = serde_json::from_str(json).unwrap();
-            BundledAssets::collect(dir.path(), &serve, no_esbuild, &BTreeMap::new(), false)
+            BundledAssets::collect(
+                dir.path(),
+                &serve,
+                no_esbuild,
+                &BTreeMap::new(),
+                false,
+                &mut Vec::new(),
+            )
         };
         let plain = collect(r#""public""#).unwrap().unwrap();
         assert_eq!((plain.files.len(), plain.single_page_app), (1, false));

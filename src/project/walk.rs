@@ -1,26 +1,27 @@
 //! Walking a project's files: what `conclave dev` watches and what `serve` reads.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Calls `visit` with every regular file under `root` and its metadata, in a fixed order,
-/// following symbolic links (each directory once, so a link back up ends there), past
-/// the entries whose name `keep` refuses. A directory that cannot be read is passed over;
-/// the first error of `visit` ends the walk.
+/// following symbolic links (a link to a directory the walk is already inside ends
+/// there: no cycles), past the entries whose name `keep` refuses. A directory that
+/// cannot be read is passed over; the first error of `visit` ends the walk.
 pub(super) fn walk_files(
     root: &Path,
     keep: impl Fn(&str) -> bool,
     mut visit: impl FnMut(&Path, &std::fs::Metadata) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
+    // Each directory to walk, with the (canonical) directories it is inside.
+    let mut stack: Vec<(PathBuf, Rc<Vec<PathBuf>>)> = vec![(root.to_path_buf(), Rc::default())];
+    while let Some((dir, outside)) = stack.pop() {
         let Ok(canonical) = dir.canonicalize() else {
             continue;
         };
-        if !seen.insert(canonical) {
+        if outside.contains(&canonical) {
             continue;
         }
+        let inside = Rc::new(outside.iter().cloned().chain([canonical]).collect());
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -43,7 +44,7 @@ pub(super) fn walk_files(
             }
         }
         // Popped from the end: the first name first.
-        stack.extend(dirs.into_iter().rev());
+        stack.extend(dirs.into_iter().rev().map(|d| (d, Rc::clone(&inside))));
     }
     Ok(())
 }
@@ -53,7 +54,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn links_are_followed_once_and_only_regular_files_are_visited() {
+    fn links_are_followed_without_cycles_and_only_regular_files_are_visited() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("a/b")).unwrap();
@@ -77,7 +78,7 @@ mod tests {
         )
         .unwrap();
         let visited: Vec<&str> = visited.iter().map(|p| p.to_str().unwrap()).collect();
-        // a/b is walked once, under whichever path reached it first.
-        assert_eq!(visited, ["top", "a/b/file"]);
+        // a/b under both of its paths; the link back up ends at once.
+        assert_eq!(visited, ["top", "a/b/file", "linked/file"]);
     }
 }

@@ -506,7 +506,7 @@ test("conclave dev serves the project's static files again after a change, and d
 
 test("crons run the main party's onCron on their schedule, each tick once; a failing tick does not stop the next", async () => {
   // Every second (a sixth field in front, for seconds: Conclave's, not Cloudflare's).
-  const crons = { fast: "* * * * * *", never: "0 0 31 2 *" };
+  const crons = { fast: "* * * * * *", yearly: "0 0 1 1 *" };
   const source = `
 import type * as Party from "partykit/server";
 export default class Server implements Party.Server {
@@ -546,6 +546,45 @@ export default class Server implements Party.Server {
     await server.stop();
     server.cleanup();
   }
+});
+
+test("build.command runs before the bundle, and in conclave dev again when what it watches changes", async () => {
+  // Code generation, as projects use it: data/word.txt becomes gen/word.ts.
+  const make = `import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+mkdirSync("gen", { recursive: true });
+writeFileSync("gen/word.ts", "export const word = " + JSON.stringify(readFileSync("data/word.txt", "utf8").trim()) + ";\\n");`;
+  const source = `
+import type * as Party from "partykit/server";
+import { word } from "../gen/word";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  onRequest() { return new Response(word); }
+}`;
+  const manifest = { name: "command-test", main: "src/server.ts", build: { command: "node make.mjs", watch: "data" } };
+  const dir = project({
+    "partykit.json": JSON.stringify(manifest),
+    "make.mjs": make,
+    "data/word.txt": "one",
+    "src/server.ts": source,
+  });
+  const server = await startProject(dir);
+  try {
+    const word = async () => (await fetch(`http://${server.host}/parties/main/r`)).text();
+    assert.equal(await word(), "one");
+    writeFileSync(join(dir, "data/word.txt"), "two");
+    let got;
+    for (let i = 0; i < 100 && (got = await word()) !== "two"; i++) await sleep(100);
+    assert.equal(got, "two");
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+});
+
+test("a build.command that fails stops conclave dev from starting, naming it", async () => {
+  const manifest = { name: "command-fails", main: "src/server.ts", build: { command: "exit 7" } };
+  const dir = project({ "partykit.json": JSON.stringify(manifest), "src/server.ts": "export default class {}" });
+  await assert.rejects(startProject(dir), /build\.command "exit 7" failed/);
 });
 
 test("a socket whose getConnectionTags costs the instance its CPU budget joins through a fresh instance, which tags it", async () => {

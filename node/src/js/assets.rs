@@ -254,6 +254,21 @@ mod tests {
         assert!(a.answer(&post).is_none());
     }
 
+    /// Files are looked up by name, never opened by path: what a request spells with `..`
+    /// names no file (a guard for whoever changes that).
+    #[test]
+    fn a_path_outside_the_directory_names_no_file() {
+        let a = assets(false);
+        for path in [
+            "/../index.html",
+            "/%2e%2e/index.html",
+            "/dist/../index.html",
+        ] {
+            let req = get(path).body(Bytes::new()).unwrap();
+            assert!(a.answer(&req).is_none(), "{path}");
+        }
+    }
+
     #[test]
     fn head_has_the_headers_without_the_body() {
         let a = assets(false);

@@ -734,8 +734,11 @@
       waitUntil(promise) { waits.push(Promise.resolve(promise).catch(() => {})); },
       passThroughOnException() {},
     };
+    // A cron answers no one: what it hands to waitUntil may take the event's whole limit.
     const settle = async (result) => {
-      if (waits.length > 0) {
+      if (waits.length > 0 && kind === "cron") {
+        await Promise.all(waits);
+      } else if (waits.length > 0) {
         let timer;
         const grace = new Promise((resolve) => { timer = setTimeout(resolve, WAIT_UNTIL_GRACE_MS); });
         await Promise.race([Promise.all(waits), grace]);

@@ -127,6 +127,7 @@ impl JsPartyFactory {
             .uri()
             .query()
             .and_then(|q| conclave_proto::query_param(q, "cron"))
+            .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "unknown".into());
         let pattern = v
             .crons
