@@ -53,7 +53,7 @@ struct BuildSection {
     #[serde(default)]
     cwd: Option<String>,
     #[serde(default)]
-    watch: Option<String>,
+    watch: Option<command::Watched>,
 }
 
 /// What a project is bundled for: `conclave dev`, or a cluster (`conclave build`, a node's
@@ -122,7 +122,7 @@ pub fn build_command(dir: &Path) -> anyhow::Result<Option<BuildCommand>> {
         dir,
         b.command.as_deref(),
         b.cwd.as_deref(),
-        b.watch.as_deref(),
+        b.watch.as_ref(),
     ))
 }
 
@@ -517,16 +517,28 @@ impl JsParties {
             .flat_map(|a| a.built.iter().cloned())
             .collect();
         let mut seen = fingerprint(&dir, &skip);
-        // `build.command` runs again when what it watches changes: its own output then
-        // changes the project, which rebuilds.
+        // `build.command` (which ran before the first bundle) runs again when what it
+        // watches changes, or partykit.json names another: its own output then changes
+        // the project, which rebuilds.
         let mut command = build_command(&dir).ok().flatten();
         let mut command_saw = command.as_ref().map(BuildCommand::watched);
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            if let Some(c) = &command {
-                let now = c.watched();
-                if command_saw != Some(now) {
-                    command_saw = Some(now);
+            // One look at the project, off the runtime: it walks the tree.
+            let (look_dir, look_skip) = (dir.clone(), skip.clone());
+            let look = tokio::task::spawn_blocking(move || {
+                let command = build_command(&look_dir).map(|c| {
+                    let watched = c.as_ref().map(BuildCommand::watched);
+                    (c, watched)
+                });
+                (fingerprint(&look_dir, &look_skip), command)
+            })
+            .await;
+            let Ok((now, named)) = look else { continue };
+            // A partykit.json that does not parse (mid-edit) leaves the command as it was.
+            if let Ok((now_command, now_watched)) = named {
+                let changed = now_command != command || now_watched != command_saw;
+                if let (Some(c), true) = (&now_command, changed) {
                     let c = c.clone();
                     match tokio::task::spawn_blocking(move || c.run()).await {
                         Ok(Ok(())) => {}
@@ -534,8 +546,8 @@ impl JsParties {
                         Err(e) => tracing::error!("build.command: {e}"),
                     }
                 }
+                (command, command_saw) = (now_command, now_watched);
             }
-            let now = fingerprint(&dir, &skip);
             if now == seen {
                 continue;
             }
@@ -552,19 +564,21 @@ impl JsParties {
                 Ok((Err(e), written)) => (Err(format!("{e:#}")), written),
                 Err(e) => (Err(e.to_string()), Vec::new()),
             };
-            // What the client build wrote, failed or not, is no change of the project's.
-            if !written.is_empty() {
-                skip = written;
-            }
+            // What the client build wrote is no change of the project's: all of it after a
+            // build, and what a failed one wrote before it failed.
             let bundle = match outcome {
-                Ok(b) => b,
+                Ok(b) => {
+                    skip = written;
+                    b
+                }
                 Err(e) => {
+                    if !written.is_empty() {
+                        skip = written;
+                    }
                     tracing::error!("rebuild failed; the previous version keeps serving: {e}");
                     continue;
                 }
             };
-            // partykit.json may name another command now.
-            command = build_command(&dir).ok().flatten();
             if bundle.version == self.bundle.version {
                 continue;
             }

@@ -38,9 +38,11 @@ impl Cron {
         let parser = croner::parser::CronParser::builder()
             .alternative_weekdays(true)
             .sloppy_ranges(true)
+            .year(croner::parser::Year::Disallowed)
             .build();
+        let plain = unwrapped(pattern).map_err(refused)?;
         let schedule = parser
-            .parse(&unwrapped(pattern))
+            .parse(&plain)
             .map_err(|e| refused(format!("is not a cron schedule: {e}")))?;
         let cron = Self {
             name: name.to_string(),
@@ -78,8 +80,9 @@ impl Cron {
 
 /// `pattern` with what croner reads otherwise than Cloudflare made plain: month and
 /// weekday names as numbers (weekdays from SUN = 1), ranges that wrap around split in two
-/// (`7-1` is `7-7,1-1`), and a lone `L` for a weekday as Saturday.
-fn unwrapped(pattern: &str) -> String {
+/// (`7-1` is `7-7,1-1`), and a lone `L` for a weekday as Saturday. Refuses more than six
+/// fields, and letters where none belong (a name in another field than its own).
+fn unwrapped(pattern: &str) -> Result<String, String> {
     const MONTHS: [&str; 12] = [
         "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
     ];
@@ -88,6 +91,12 @@ fn unwrapped(pattern: &str) -> String {
         .split_whitespace()
         .map(str::to_ascii_uppercase)
         .collect();
+    if fields.len() > 6 {
+        return Err(format!(
+            "has {} fields: five (minute to weekday), or six with seconds in front",
+            fields.len()
+        ));
+    }
     // The five fields Cloudflare has, after an optional seconds field.
     let first = fields.len().saturating_sub(5);
     let limits = [(0, 59), (0, 23), (1, 31), (1, 12), (1, 7)];
@@ -112,7 +121,20 @@ fn unwrapped(pattern: &str) -> String {
             .collect::<Vec<_>>()
             .join(",");
     }
-    fields.join(" ")
+    for (i, field) in fields.iter().enumerate() {
+        let letters: &[char] = match i.checked_sub(first) {
+            Some(2) => &['L', 'W'],
+            Some(4) => &['L'],
+            _ => &[],
+        };
+        if field
+            .chars()
+            .any(|c| c.is_ascii_alphabetic() && !letters.contains(&c))
+        {
+            return Err(format!("has {field:?} where no name or letter belongs"));
+        }
+    }
+    Ok(fields.join(" "))
 }
 
 /// A range `a-b` with `a` past `b` as the two ranges it wraps around to.
@@ -245,6 +267,15 @@ mod tests {
         assert!(err.contains("nightly"), "{err}");
         let err = Cron::new("never", "0 0 31 2 *").unwrap_err();
         assert!(err.contains("never comes due"), "{err}");
+        // Names only in their own fields; no year field.
+        for wrong in [
+            "0 0 * * MAY",
+            "0 0 * MON *",
+            "0 0 * * * * 2027",
+            "0 X * * *",
+        ] {
+            assert!(Cron::new("c", wrong).is_err(), "{wrong}");
+        }
     }
 
     #[test]

@@ -3,10 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+/// The most directories one walk reads: links can make a tree look far larger than it is.
+pub(super) const MAX_DIRS: usize = 20_000;
+
 /// Calls `visit` with every regular file under `root` and its metadata, in a fixed order,
 /// following symbolic links (a link to a directory the walk is already inside ends
 /// there: no cycles), past the entries whose name `keep` refuses. A directory that
-/// cannot be read is passed over; the first error of `visit` ends the walk.
+/// cannot be read is passed over; the first error of `visit` ends the walk. Past
+/// [`MAX_DIRS`] directories the walk stops, with a warning (once).
 pub(super) fn walk_files(
     root: &Path,
     keep: impl Fn(&str) -> bool,
@@ -14,7 +18,19 @@ pub(super) fn walk_files(
 ) -> anyhow::Result<()> {
     // Each directory to walk, with the (canonical) directories it is inside.
     let mut stack: Vec<(PathBuf, Rc<Vec<PathBuf>>)> = vec![(root.to_path_buf(), Rc::default())];
+    let mut walked = 0;
     while let Some((dir, outside)) = stack.pop() {
+        walked += 1;
+        if walked > MAX_DIRS {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    root = %root.display(),
+                    "more than {MAX_DIRS} directories (symbolic links?): the rest is not read"
+                );
+            });
+            break;
+        }
         let Ok(canonical) = dir.canonicalize() else {
             continue;
         };
