@@ -105,6 +105,7 @@ impl PartySourceSpec {
         match self {
             PartySourceSpec::Project(dir) => {
                 if let Some(command) = build_command(dir)? {
+                    command.warn_of_globs();
                     command.run()?;
                 }
                 Bundle::build(dir, build_for)
@@ -444,7 +445,7 @@ pub fn fingerprint(dir: &Path, skip: &[BuiltFile]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let watched = |name: &str| !(name.starts_with('.') && name != ".env" || name == "node_modules");
-    let _ = walk::walk_files(dir, watched, |path, meta| {
+    let walk = walk::walk_files(dir, watched, |path, meta| {
         if !skip.iter().any(|b| b.is(path, meta)) {
             path.hash(&mut h);
             meta.len().hash(&mut h);
@@ -452,6 +453,11 @@ pub fn fingerprint(dir: &Path, skip: &[BuiltFile]) -> u64 {
         }
         Ok(())
     });
+    if let Err(e) = walk {
+        // What was walked still counts; the same each time.
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| tracing::warn!("watching the project: {e:#}"));
+    }
     h.finish()
 }
 
@@ -506,6 +512,26 @@ impl JsParties {
         self.bundle.parties.iter().map(|p| p.name.clone()).collect()
     }
 
+    /// One look at the project, off the async runtime (it walks the tree): its
+    /// fingerprint, and its `build.command` with what that watches (an error while
+    /// partykit.json does not parse). `None` if the look itself failed.
+    async fn look(
+        dir: PathBuf,
+        skip: Vec<BuiltFile>,
+    ) -> Option<(u64, anyhow::Result<(Option<BuildCommand>, Option<u64>)>)> {
+        let looked = tokio::task::spawn_blocking(move || {
+            let command = build_command(&dir).map(|c| {
+                let watched = c.as_ref().map(|c| c.watched(&skip));
+                (c, watched)
+            });
+            (fingerprint(&dir, &skip), command)
+        })
+        .await;
+        looked
+            .map_err(|e| tracing::error!("watching the project: {e}"))
+            .ok()
+    }
+
     /// Rebuilds the project in `dir` whenever a file changes and switches the rooms to the
     /// new code; a build or load that fails is logged and the previous version serves on.
     pub async fn watch(mut self, dir: PathBuf) {
@@ -516,37 +542,41 @@ impl JsParties {
             .iter()
             .flat_map(|a| a.built.iter().cloned())
             .collect();
-        let mut seen = fingerprint(&dir, &skip);
         // `build.command` (which ran before the first bundle) runs again when what it
-        // watches changes, or partykit.json names another: its own output then changes
-        // the project, which rebuilds.
-        let mut command = build_command(&dir).ok().flatten();
-        let mut command_saw = command.as_ref().map(BuildCommand::watched);
+        // watches changes, or partykit.json changes it: its own output then changes the
+        // project, which rebuilds.
+        let (mut command, mut command_saw) = (None, None);
+        let mut seen = 0;
+        let first = Self::look(dir.clone(), skip.clone()).await;
+        if let Some((project, Ok((c, watched)))) = first {
+            (seen, command, command_saw) = (project, c, watched);
+        }
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            // One look at the project, off the runtime: it walks the tree.
-            let (look_dir, look_skip) = (dir.clone(), skip.clone());
-            let look = tokio::task::spawn_blocking(move || {
-                let command = build_command(&look_dir).map(|c| {
-                    let watched = c.as_ref().map(BuildCommand::watched);
-                    (c, watched)
-                });
-                (fingerprint(&look_dir, &look_skip), command)
-            })
-            .await;
-            let Ok((now, named)) = look else { continue };
+            let Some((now, named)) = Self::look(dir.clone(), skip.clone()).await else {
+                continue;
+            };
             // A partykit.json that does not parse (mid-edit) leaves the command as it was.
             if let Ok((now_command, now_watched)) = named {
                 let changed = now_command != command || now_watched != command_saw;
-                if let (Some(c), true) = (&now_command, changed) {
-                    let c = c.clone();
-                    match tokio::task::spawn_blocking(move || c.run()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!("{e:#}"),
+                (command, command_saw) = (now_command, now_watched);
+                if let (Some(c), true) = (&command, changed) {
+                    let (c, run_skip) = (c.clone(), skip.clone());
+                    // What it watches, taken after it ran: what it wrote there itself
+                    // does not run it again.
+                    let ran = tokio::task::spawn_blocking(move || (c.run(), c.watched(&run_skip)));
+                    match ran.await {
+                        Ok((outcome, watched)) => {
+                            if let Err(e) = outcome {
+                                tracing::error!("{e:#}");
+                            }
+                            command_saw = Some(watched);
+                        }
                         Err(e) => tracing::error!("build.command: {e}"),
                     }
+                    // The next look sees what it wrote, and rebuilds once.
+                    continue;
                 }
-                (command, command_saw) = (now_command, now_watched);
             }
             if now == seen {
                 continue;

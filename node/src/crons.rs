@@ -91,6 +91,13 @@ fn unwrapped(pattern: &str) -> Result<String, String> {
         .split_whitespace()
         .map(str::to_ascii_uppercase)
         .collect();
+    if pattern.trim_start().starts_with('@') {
+        return Err(
+            "is an alias, which Cloudflare does not take: write its fields (@daily is 0 0 * * *)"
+                .into(),
+        );
+    }
+    let given = fields.clone();
     if fields.len() > 6 {
         return Err(format!(
             "has {} fields: five (minute to weekday), or six with seconds in front",
@@ -121,7 +128,7 @@ fn unwrapped(pattern: &str) -> Result<String, String> {
             .collect::<Vec<_>>()
             .join(",");
     }
-    for (i, field) in fields.iter().enumerate() {
+    for (i, (field, given)) in fields.iter().zip(&given).enumerate() {
         let letters: &[char] = match i.checked_sub(first) {
             Some(2) => &['L', 'W'],
             Some(4) => &['L'],
@@ -131,7 +138,9 @@ fn unwrapped(pattern: &str) -> Result<String, String> {
             .chars()
             .any(|c| c.is_ascii_alphabetic() && !letters.contains(&c))
         {
-            return Err(format!("has {field:?} where no name or letter belongs"));
+            return Err(format!(
+                "has {given:?} where no such name or letter belongs"
+            ));
         }
     }
     Ok(fields.join(" "))
@@ -276,6 +285,10 @@ mod tests {
         ] {
             assert!(Cron::new("c", wrong).is_err(), "{wrong}");
         }
+        let err = Cron::new("c", "0 0 * * MONDAY").unwrap_err();
+        assert!(err.contains("\"MONDAY\""), "{err}");
+        let err = Cron::new("c", "@daily").unwrap_err();
+        assert!(err.contains("alias"), "{err}");
     }
 
     #[test]

@@ -74,14 +74,37 @@ impl BuildCommand {
         Ok(())
     }
 
-    /// A fingerprint of what `conclave dev` watches to run the command again.
-    pub fn watched(&self) -> u64 {
+    /// A fingerprint of what `conclave dev` watches to run the command again: each watched
+    /// directory's files, or the watched file, but for `skip` (what the client build
+    /// wrote, which is no reason to run it).
+    pub fn watched(&self, skip: &[super::BuiltFile]) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for w in &self.watch {
-            super::fingerprint(w, &[]).hash(&mut h);
+            match std::fs::metadata(w) {
+                Ok(meta) if meta.is_file() => {
+                    if !skip.iter().any(|b| b.is(w, &meta)) {
+                        (meta.len(), meta.modified().ok()).hash(&mut h);
+                    }
+                }
+                Ok(_) => super::fingerprint(w, skip).hash(&mut h),
+                Err(_) => "missing".hash(&mut h),
+            }
         }
         h.finish()
+    }
+
+    /// Warns of watched paths `conclave dev` cannot watch: globs (PartyKit's watcher
+    /// takes them; here they name no file).
+    pub fn warn_of_globs(&self) {
+        for w in &self.watch {
+            if w.to_string_lossy().contains(['*', '?', '[', '{']) {
+                tracing::warn!(
+                    watch = %w.display(),
+                    "build.watch: globs are not expanded; name directories or files"
+                );
+            }
+        }
     }
 }
 
@@ -117,19 +140,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("src")).unwrap();
         let c = BuildCommand::new(dir.path(), Some("true"), None, None).unwrap();
-        let before = c.watched();
+        let before = c.watched(&[]);
         std::fs::write(dir.path().join("elsewhere.txt"), "x").unwrap();
-        assert_eq!(c.watched(), before);
+        assert_eq!(c.watched(&[]), before);
         std::fs::write(dir.path().join("src/a.ts"), "x").unwrap();
-        assert_ne!(c.watched(), before);
-        // A list of places, as partykit.json may give.
-        let many: Watched = serde_json::from_str(r#"["data", "schema"]"#).unwrap();
+        assert_ne!(c.watched(&[]), before);
+        // A list of places, as partykit.json may give, a file among them.
+        let many: Watched = serde_json::from_str(r#"["data", "schema.json"]"#).unwrap();
         let c = BuildCommand::new(dir.path(), Some("true"), None, Some(&many)).unwrap();
-        let before = c.watched();
+        let before = c.watched(&[]);
         std::fs::write(dir.path().join("src/b.ts"), "x").unwrap();
-        assert_eq!(c.watched(), before);
-        std::fs::create_dir(dir.path().join("schema")).unwrap();
-        std::fs::write(dir.path().join("schema/s.json"), "{}").unwrap();
-        assert_ne!(c.watched(), before);
+        assert_eq!(c.watched(&[]), before);
+        std::fs::write(dir.path().join("schema.json"), "{}").unwrap();
+        let with_schema = c.watched(&[]);
+        assert_ne!(with_schema, before);
+        std::fs::write(dir.path().join("schema.json"), "{\"a\": 1}").unwrap();
+        assert_ne!(c.watched(&[]), with_schema);
     }
 }

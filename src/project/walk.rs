@@ -1,16 +1,18 @@
 //! Walking a project's files: what `conclave dev` watches and what `serve` reads.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-/// The most directories one walk reads: links can make a tree look far larger than it is.
-pub(super) const MAX_DIRS: usize = 20_000;
+/// The most times one walk reads a directory it has read already, through another
+/// symbolic link: links to links can make a tree look far larger than it is.
+pub(super) const MAX_REVISITS: usize = 10_000;
 
 /// Calls `visit` with every regular file under `root` and its metadata, in a fixed order,
 /// following symbolic links (a link to a directory the walk is already inside ends
 /// there: no cycles), past the entries whose name `keep` refuses. A directory that
-/// cannot be read is passed over; the first error of `visit` ends the walk. Past
-/// [`MAX_DIRS`] directories the walk stops, with a warning (once).
+/// cannot be read is passed over; the first error of `visit` ends the walk, as does
+/// reading directories again through links more than [`MAX_REVISITS`] times.
 pub(super) fn walk_files(
     root: &Path,
     keep: impl Fn(&str) -> bool,
@@ -18,24 +20,23 @@ pub(super) fn walk_files(
 ) -> anyhow::Result<()> {
     // Each directory to walk, with the (canonical) directories it is inside.
     let mut stack: Vec<(PathBuf, Rc<Vec<PathBuf>>)> = vec![(root.to_path_buf(), Rc::default())];
-    let mut walked = 0;
+    let mut walked: HashSet<PathBuf> = HashSet::new();
+    let mut revisits = 0;
     while let Some((dir, outside)) = stack.pop() {
-        walked += 1;
-        if walked > MAX_DIRS {
-            static WARNED: std::sync::Once = std::sync::Once::new();
-            WARNED.call_once(|| {
-                tracing::warn!(
-                    root = %root.display(),
-                    "more than {MAX_DIRS} directories (symbolic links?): the rest is not read"
-                );
-            });
-            break;
-        }
         let Ok(canonical) = dir.canonicalize() else {
             continue;
         };
         if outside.contains(&canonical) {
             continue;
+        }
+        if !walked.insert(canonical.clone()) {
+            revisits += 1;
+            if revisits > MAX_REVISITS {
+                anyhow::bail!(
+                    "{}: symbolic links lead to the same directories over {MAX_REVISITS} times",
+                    root.display()
+                );
+            }
         }
         let inside = Rc::new(outside.iter().cloned().chain([canonical]).collect());
         let Ok(entries) = std::fs::read_dir(&dir) else {
