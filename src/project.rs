@@ -105,7 +105,6 @@ impl PartySourceSpec {
         match self {
             PartySourceSpec::Project(dir) => {
                 if let Some(command) = build_command(dir)? {
-                    command.warn_of_globs();
                     command.run()?;
                 }
                 Bundle::build(dir, build_for)
@@ -545,12 +544,19 @@ impl JsParties {
         // `build.command` (which ran before the first bundle) runs again when what it
         // watches changes, or partykit.json changes it: its own output then changes the
         // project, which rebuilds.
-        let (mut command, mut command_saw) = (None, None);
+        let (mut command, mut command_saw): (Option<BuildCommand>, _) = (None, None);
         let mut seen = 0;
-        let first = Self::look(dir.clone(), skip.clone()).await;
-        if let Some((project, Ok((c, watched)))) = first {
-            (seen, command, command_saw) = (project, c, watched);
+        if let Some((project, named)) = Self::look(dir.clone(), skip.clone()).await {
+            seen = project;
+            if let Ok((c, watched)) = named {
+                (command, command_saw) = (c, watched);
+            }
         }
+        if let Some(c) = &command {
+            c.warn_of_globs();
+        }
+        // Whether the last run was the second for one change (see below).
+        let mut ran_again = false;
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             let Some((now, named)) = Self::look(dir.clone(), skip.clone()).await else {
@@ -559,18 +565,30 @@ impl JsParties {
             // A partykit.json that does not parse (mid-edit) leaves the command as it was.
             if let Ok((now_command, now_watched)) = named {
                 let changed = now_command != command || now_watched != command_saw;
+                if now_command != command {
+                    if let Some(c) = &now_command {
+                        c.warn_of_globs();
+                    }
+                }
                 (command, command_saw) = (now_command, now_watched);
                 if let (Some(c), true) = (&command, changed) {
                     let (c, run_skip) = (c.clone(), skip.clone());
-                    // What it watches, taken after it ran: what it wrote there itself
-                    // does not run it again.
                     let ran = tokio::task::spawn_blocking(move || (c.run(), c.watched(&run_skip)));
                     match ran.await {
-                        Ok((outcome, watched)) => {
+                        Ok((outcome, after)) => {
                             if let Err(e) = outcome {
                                 tracing::error!("{e:#}");
                             }
-                            command_saw = Some(watched);
+                            // What changed under `watch` while it ran may be its own
+                            // output or an edit saved meanwhile: it runs once more then,
+                            // so that no edit is lost, and what it wrote there itself
+                            // does not run it again after that.
+                            if after != now_watched.unwrap_or_default() && !ran_again {
+                                ran_again = true;
+                            } else {
+                                ran_again = false;
+                                command_saw = Some(after);
+                            }
                         }
                         Err(e) => tracing::error!("build.command: {e}"),
                     }
