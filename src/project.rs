@@ -6,7 +6,7 @@
 //! (`--bundle`), so all of them run the same version.
 
 use anyhow::{bail, Context as _};
-use conclave_node::js::{JsConfig, JsEngine, JsPartyFactory, PartySource, StaticAssets};
+use conclave_node::js::{JsEngine, JsPartyFactory, PartySource, StaticAssets};
 use conclave_node::PartyRegistry;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,10 +17,13 @@ use std::sync::Arc;
 mod assets;
 mod command;
 mod node_builtins;
+mod serving;
 mod walk;
 pub use assets::{BuiltFile, BundledAssets, BundledFile};
 pub use command::BuildCommand;
 use node_builtins::{find_unenv, node_builtins};
+pub use serving::JsParties;
+pub use walk::fingerprint;
 
 /// The parts of `partykit.json` Conclave reads.
 #[derive(Debug, Deserialize)]
@@ -435,216 +438,6 @@ fn run_esbuild(
         bail!("esbuild failed:\n{}{hint}", stderr.trim_end());
     }
     String::from_utf8(out.stdout).context("esbuild's output is not UTF-8")
-}
-
-/// A fingerprint of the project's files (paths, sizes, modification times), outside
-/// `node_modules` and dot-directories, but for `skip` (what the client build wrote): when
-/// it changes, `conclave dev` rebuilds.
-pub fn fingerprint(dir: &Path, skip: &[BuiltFile]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    let watched = |name: &str| !(name.starts_with('.') && name != ".env" || name == "node_modules");
-    let walk = walk::walk_files(dir, watched, |path, meta| {
-        if !skip.iter().any(|b| b.is(path, meta)) {
-            path.hash(&mut h);
-            meta.len().hash(&mut h);
-            meta.modified().ok().hash(&mut h);
-        }
-        Ok(())
-    });
-    if let Err(e) = walk {
-        // What was walked still counts; the same each time.
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| tracing::warn!("watching the project: {e:#}"));
-    }
-    h.finish()
-}
-
-/// `conclave_js_bundle{project, version}`: 1 for the bundle this process serves, so an
-/// operator sees which version each node of a cluster runs.
-fn report_version(bundle: &Bundle, value: f64) {
-    metrics::gauge!(
-        "conclave_js_bundle",
-        "project" => bundle.name.clone(),
-        "version" => bundle.version.clone()
-    )
-    .set(value);
-}
-
-/// The JavaScript parties a process serves, and what reloading them needs.
-pub struct JsParties {
-    engine: Arc<JsEngine>,
-    pub bundle: Bundle,
-    factories: Vec<Arc<JsPartyFactory>>,
-}
-
-impl JsParties {
-    /// Bundles (or reads) the parties, starts the engine and adds them to `registry`.
-    pub async fn start(
-        spec: &PartySourceSpec,
-        build_for: BuildFor,
-        config: JsConfig,
-        registry: PartyRegistry,
-    ) -> anyhow::Result<(PartyRegistry, Self)> {
-        crate::telemetry::metrics(); // installed before the version gauge is set
-        let bundle = spec.bundle(build_for)?;
-        let engine = JsEngine::start(config)?;
-        let (registry, factories) = bundle.serve(&engine, registry).await?;
-        tracing::info!(
-            project = %bundle.name,
-            version = %bundle.version,
-            parties = ?bundle.parties.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
-            "JavaScript parties loaded"
-        );
-        report_version(&bundle, 1.0);
-        Ok((
-            registry,
-            Self {
-                engine,
-                bundle,
-                factories,
-            },
-        ))
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        self.bundle.parties.iter().map(|p| p.name.clone()).collect()
-    }
-
-    /// One look at the project, off the async runtime (it walks the tree): its
-    /// fingerprint, and its `build.command` with what that watches (an error while
-    /// partykit.json does not parse). `None` if the look itself failed.
-    async fn look(
-        dir: PathBuf,
-        skip: Vec<BuiltFile>,
-    ) -> Option<(u64, anyhow::Result<(Option<BuildCommand>, Option<u64>)>)> {
-        let looked = tokio::task::spawn_blocking(move || {
-            let command = build_command(&dir).map(|c| {
-                let watched = c.as_ref().map(|c| c.watched(&skip));
-                (c, watched)
-            });
-            (fingerprint(&dir, &skip), command)
-        })
-        .await;
-        looked
-            .map_err(|e| tracing::error!("watching the project: {e}"))
-            .ok()
-    }
-
-    /// Rebuilds the project in `dir` whenever a file changes and switches the rooms to the
-    /// new code; a build or load that fails is logged and the previous version serves on.
-    pub async fn watch(mut self, dir: PathBuf) {
-        // What the client build writes is no change of the project's.
-        let mut skip: Vec<BuiltFile> = self
-            .bundle
-            .assets
-            .iter()
-            .flat_map(|a| a.built.iter().cloned())
-            .collect();
-        // `build.command` (which ran before the first bundle) runs again when what it
-        // watches changes, or partykit.json changes it: its own output then changes the
-        // project, which rebuilds.
-        let (mut command, mut command_saw): (Option<BuildCommand>, _) = (None, None);
-        let mut seen = 0;
-        if let Some((project, named)) = Self::look(dir.clone(), skip.clone()).await {
-            seen = project;
-            if let Ok((c, watched)) = named {
-                (command, command_saw) = (c, watched);
-            }
-        }
-        if let Some(c) = &command {
-            c.warn_of_globs();
-        }
-        // Whether the last run was the second for one change (see below).
-        let mut ran_again = false;
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            let Some((now, named)) = Self::look(dir.clone(), skip.clone()).await else {
-                continue;
-            };
-            // A partykit.json that does not parse (mid-edit) leaves the command as it was.
-            if let Ok((now_command, now_watched)) = named {
-                let changed = now_command != command || now_watched != command_saw;
-                if now_command != command {
-                    if let Some(c) = &now_command {
-                        c.warn_of_globs();
-                    }
-                }
-                (command, command_saw) = (now_command, now_watched);
-                if let (Some(c), true) = (&command, changed) {
-                    let (c, run_skip) = (c.clone(), skip.clone());
-                    let ran = tokio::task::spawn_blocking(move || (c.run(), c.watched(&run_skip)));
-                    match ran.await {
-                        Ok((outcome, after)) => {
-                            if let Err(e) = outcome {
-                                tracing::error!("{e:#}");
-                            }
-                            // What changed under `watch` while it ran may be its own
-                            // output or an edit saved meanwhile: it runs once more then,
-                            // so that no edit is lost, and what it wrote there itself
-                            // does not run it again after that.
-                            if after != now_watched.unwrap_or_default() && !ran_again {
-                                ran_again = true;
-                            } else {
-                                ran_again = false;
-                                command_saw = Some(after);
-                            }
-                        }
-                        Err(e) => tracing::error!("build.command: {e}"),
-                    }
-                    // The next look sees what it wrote, and rebuilds once.
-                    continue;
-                }
-            }
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            let build_dir = dir.clone();
-            let rebuilt = tokio::task::spawn_blocking(move || {
-                let mut written = Vec::new();
-                let bundle = Bundle::build_noting(&build_dir, BuildFor::Dev, &mut written);
-                (bundle, written)
-            })
-            .await;
-            let (outcome, written) = match rebuilt {
-                Ok((Ok(b), written)) => (Ok(b), written),
-                Ok((Err(e), written)) => (Err(format!("{e:#}")), written),
-                Err(e) => (Err(e.to_string()), Vec::new()),
-            };
-            // What the client build wrote is no change of the project's: all of it after a
-            // build, and what a failed one wrote before it failed.
-            let bundle = match outcome {
-                Ok(b) => {
-                    skip = written;
-                    b
-                }
-                Err(e) => {
-                    if !written.is_empty() {
-                        skip = written;
-                    }
-                    tracing::error!("rebuild failed; the previous version keeps serving: {e}");
-                    continue;
-                }
-            };
-            if bundle.version == self.bundle.version {
-                continue;
-            }
-            let names = self.names();
-            match bundle.reload(&self.engine, &self.factories, &names).await {
-                Ok(()) => {
-                    tracing::info!(version = %bundle.version, "reloaded the project");
-                    report_version(&self.bundle, 0.0);
-                    report_version(&bundle, 1.0);
-                    println!("reloaded {} (version {})", bundle.name, bundle.version);
-                    self.bundle = bundle;
-                }
-                Err(e) => {
-                    tracing::error!("reload failed; the previous version keeps serving: {e:#}")
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -81,15 +81,7 @@ impl BuildCommand {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for w in &self.watch {
-            match std::fs::metadata(w) {
-                Ok(meta) if meta.is_file() => {
-                    if !skip.iter().any(|b| b.is(w, &meta)) {
-                        (meta.len(), meta.modified().ok()).hash(&mut h);
-                    }
-                }
-                Ok(_) => super::fingerprint(w, skip).hash(&mut h),
-                Err(_) => "missing".hash(&mut h),
-            }
+            super::fingerprint(w, skip).hash(&mut h);
         }
         h.finish()
     }

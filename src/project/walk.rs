@@ -1,5 +1,6 @@
 //! Walking a project's files: what `conclave dev` watches and what `serve` reads.
 
+use super::BuiltFile;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -8,7 +9,8 @@ use std::rc::Rc;
 /// symbolic link: links to links can make a tree look far larger than it is.
 pub(super) const MAX_REVISITS: usize = 10_000;
 
-/// Calls `visit` with every regular file under `root` and its metadata, in a fixed order,
+/// Calls `visit` with every regular file under `root` (or with `root`, a file) and its
+/// metadata, in a fixed order,
 /// following symbolic links (a link to a directory the walk is already inside ends
 /// there: no cycles), past the entries whose name `keep` refuses. A directory that
 /// cannot be read is passed over; the first error of `visit` ends the walk, as does
@@ -18,6 +20,9 @@ pub(super) fn walk_files(
     keep: impl Fn(&str) -> bool,
     mut visit: impl FnMut(&Path, &std::fs::Metadata) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    if let Some(meta) = std::fs::metadata(root).ok().filter(|m| m.is_file()) {
+        return visit(root, &meta);
+    }
     // Each directory to walk, with the (canonical) directories it is inside.
     let mut stack: Vec<(PathBuf, Rc<Vec<PathBuf>>)> = vec![(root.to_path_buf(), Rc::default())];
     let mut walked: HashSet<PathBuf> = HashSet::new();
@@ -64,6 +69,30 @@ pub(super) fn walk_files(
         stack.extend(dirs.into_iter().rev().map(|d| (d, Rc::clone(&inside))));
     }
     Ok(())
+}
+
+/// A fingerprint of the files under `root` (or of `root`, a file): paths, sizes,
+/// modification times, outside `node_modules` and dot-directories but `.env`, and but for
+/// `skip` (what the client build wrote). When the project's changes, `conclave dev`
+/// rebuilds; when what `build.command` watches changes, it runs the command again.
+pub fn fingerprint(root: &Path, skip: &[BuiltFile]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let watched = |name: &str| !(name.starts_with('.') && name != ".env" || name == "node_modules");
+    let walk = walk_files(root, watched, |path, meta| {
+        if !skip.iter().any(|b| b.is(path, meta)) {
+            path.hash(&mut h);
+            meta.len().hash(&mut h);
+            meta.modified().ok().hash(&mut h);
+        }
+        Ok(())
+    });
+    if let Err(e) = walk {
+        // What was walked still counts; the same each time.
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| tracing::warn!("watching the project: {e:#}"));
+    }
+    h.finish()
 }
 
 #[cfg(test)]
