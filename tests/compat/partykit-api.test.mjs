@@ -525,8 +525,7 @@ test("the room takes other events while a handler waits on a timer or a fetch, a
   assert.equal(await s.next(), "pong");
   assert.equal(await s.next(), "fetched slowly");
 
-  // An onRequest that waits (holding the room, on Conclave) lets the rest of an earlier
-  // handler run when its timer fires.
+  // An onRequest that waits lets the rest of an earlier handler run when its timer fires.
   s.send("sleep:2");
   assert.equal(await s.next(), "sleeping 2");
   const waited = fetch(url("overlap/overlap-1?wait"));
@@ -547,6 +546,26 @@ test("the room takes other events while a handler waits on a timer or a fetch, a
   await sleep(150);
   s.send("ping");
   assert.equal(await s.next(), "pong");
+  s.ws.close();
+});
+
+test("onRequest waiting on something other than storage lets the room take its messages, and answers when done", async () => {
+  const s = connect("overlap", "overlap-4");
+  await s.opened;
+  const answered = fetch(url("overlap/overlap-4?until-message"));
+  assert.equal(await s.next(), "request waiting");
+  // The message that ends the request's wait: held behind the request, it never came.
+  s.send("release:x");
+  const res = await answered;
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), "released x");
+  s.send("read-request");
+  assert.equal(await s.next(), "request x");
+
+  // A throw after the wait answers with its message and code.
+  const thrown = await fetch(url("overlap/overlap-4?throw-later"));
+  assert.equal(thrown.status, 418);
+  assert.equal(await thrown.text(), "thrown after a timer");
   s.ws.close();
 });
 

@@ -155,27 +155,39 @@ export default class Server implements Party.Server {
     sender.send(message + " starts=" + starts);
   }
   async onRequest(req: Party.Request) {
-    if (new URL(req.url).searchParams.has("hang")) await never();
+    const params = new URL(req.url).searchParams;
+    if (params.has("hang")) await never();
+    if (params.has("spin")) {
+      await new Promise((r) => setTimeout(r, 20));
+      for (;;) {}
+    }
     return new Response("answer starts=" + starts);
   }
 }`;
   // One worker: \`starts\` counts the instances of the room.
-  await withServer(source, ["--js-wait-limit-ms", "500", "--js-workers", "1"], async (server) => {
+  await withServer(source, ["--js-wait-limit-ms", "500", "--js-cpu-budget-ms", "200", "--js-workers", "1"], async (server) => {
     const a = await connect(server.host, "w", "a");
     // An onMessage that waits on something else does not hold its room.
     a.send("wait");
     a.send("ping");
     assert.equal(await reply(a), "ping starts=1");
-    // An onRequest does: after the limit it fails, and a new instance answers the next.
+    // Nor does an onRequest: its requester hears 504 after the limit, and the instance
+    // goes on.
     let started = Date.now();
     const hung = await fetch(`http://${server.host}/parties/main/w?hang`);
     const waited = Date.now() - started;
-    assert.equal(hung.status, 500);
-    await hung.text();
-    assert.match(server.stderr(), /onRequest held the room longer than 500 ms/);
+    assert.equal(hung.status, 504);
+    assert.equal(await hung.text(), "onRequest did not answer within 500 ms (--js-wait-limit-ms)");
     assert.ok(waited >= 450 && waited < 5000, `answered after ${waited} ms`);
+    assert.equal(await (await fetch(`http://${server.host}/parties/main/w`)).text(), "answer starts=1");
+    // One whose later step fails (here over its CPU budget) is answered 500 then, not
+    // left waiting; a new instance answers the next.
+    const spun = await fetch(`http://${server.host}/parties/main/w?spin`);
+    assert.equal(spun.status, 500);
+    assert.equal(await spun.text(), "The room failed to handle the request");
     assert.equal(await (await fetch(`http://${server.host}/parties/main/w`)).text(), "answer starts=2");
-    // So does a blockConcurrencyWhile: the events behind it run in the next instance.
+    // A blockConcurrencyWhile holds the room: the events behind it run in the next
+    // instance.
     a.send("block");
     a.send("after");
     assert.equal(await reply(a, 5000), "after starts=3");

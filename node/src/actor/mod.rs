@@ -358,10 +358,24 @@ impl RoomActor {
                 let conn = Connection::departed(&entry, self.room.shared());
                 self.closed(conn, code, &reason, error.as_deref()).await;
             }
-            RoomEvent::Request { req, reply } => {
-                let resp = self.request(*req).await;
-                let _ = reply.send(resp);
-            }
+            RoomEvent::Request { req, reply } => match self.request(*req).await {
+                Answer::Now(resp) => {
+                    let _ = reply.send(resp);
+                }
+                // The handler goes on after its step; the room takes its next events.
+                Answer::Later(answer) => {
+                    let mut reply = reply;
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            resp = answer => {
+                                let _ = reply.send(resp);
+                            }
+                            // The requester gave up.
+                            () = reply.closed() => {}
+                        }
+                    });
+                }
+            },
             RoomEvent::Fence | RoomEvent::Handoff => self.fenced = true,
             RoomEvent::Wake => {
                 // A hibernated party has nothing to wake: whatever asked went with it. An
@@ -449,13 +463,18 @@ impl RoomActor {
     }
 
     /// An HTTP request to the room, answered by `on_request`.
-    async fn request(&mut self, req: Request) -> Response {
+    async fn request(&mut self, req: Request) -> Answer {
         if let Err(e) = self.ensure_started().await {
             warn!(error = %e, "on_start failed");
-            return text_response(500, "The room failed to start");
+            return Answer::Now(text_response(500, "The room failed to start"));
         }
-        match self.step(Handler::Request(req)).await {
-            Ok(Some(resp)) => resp,
+        let result = self.step(Handler::Request(req)).await;
+        let later = self.room.take_later_answer();
+        Answer::Now(match result {
+            Ok(Some(resp)) => match later {
+                Some(later) => return Answer::Later(later),
+                None => resp,
+            },
             Err(StepError::Handler(e)) => match e.downcast_ref::<StorageError>() {
                 Some(quota @ StorageError::QuotaExceeded { .. }) => {
                     text_response(507, &format!("{quota}"))
@@ -468,6 +487,12 @@ impl RoomActor {
             Err(_) => text_response(500, "The room could not commit its writes"),
             // Not reached: a request's handler always answers.
             Ok(None) => text_response(500, "The room failed to handle the request"),
-        }
+        })
     }
+}
+
+/// A request's answer: given by its step, or to come after it (`Room::answer_later`).
+enum Answer {
+    Now(Response),
+    Later(futures::future::BoxFuture<'static, Response>),
 }

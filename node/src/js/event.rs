@@ -81,6 +81,9 @@ pub(crate) enum Outcome {
     Response(HttpParts),
     /// A check let the request through, as returned (possibly rewritten).
     Proceed(HttpParts),
+    /// `onRequest` went on after its event, waiting on something other than storage: its
+    /// answer arrives here once the later step that gives it has committed.
+    AnswerLater(tokio::sync::oneshot::Receiver<crate::message::Response>),
 }
 
 /// A value JavaScript threw: its message (what clients may see: a close reason, a

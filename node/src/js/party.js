@@ -649,8 +649,13 @@
 
     /** A handler that goes on after its event ended, waiting on a fetch or a timer (the
      * room took other events meanwhile, as PartyKit's does): how it ends is only logged,
-     * as PartyKit logs it. */
-    detach(promise, kind) {
+     * as PartyKit logs it, but for `onRequest`, whose answer (`answer`: its id) goes to
+     * its requester from the step that gives it. */
+    detach(handle, promise, kind, answer) {
+      if (kind === "request") {
+        promise.then((parts) => N.answer(handle, answer, parts), (e) => N.answerThrown(handle, answer, e));
+        return;
+      }
       const name = { message: "onMessage", close: "onClose", error: "onError" }[kind] ?? kind;
       promise.then(undefined, (e) => console.error(`${name} failed after its event:`, e));
     },

@@ -6,7 +6,7 @@ use super::event::{Event, Failure, HttpParts, Outcome, Thrown};
 use super::natives::conn_ref;
 use super::worker::{Command, Job, RoomLease};
 use super::{InstanceId, JsEngine, PartyId, PartyTraits, StaticAssets};
-use crate::message::{Message, Request, Response};
+use crate::message::{text_response, Message, Request, Response};
 use crate::party::{ConnectCheck, InstanceBroken, Party, PartyError, PartyFactory};
 use crate::room::{Connection, Room};
 use async_trait::async_trait;
@@ -137,6 +137,7 @@ impl PartyFactory for JsPartyFactory {
             broken: None,
             hibernate: false,
             fetches: Arc::default(),
+            answers_due: Arc::default(),
         })
     }
 }
@@ -159,6 +160,25 @@ pub struct JsParty {
     hibernate: bool,
     /// Its fetches in flight: what awaits them runs in the room when they settle.
     fetches: Arc<AtomicU32>,
+    /// Requests whose `onRequest` goes on after its event: the room keeps the instance
+    /// that will answer them.
+    answers_due: Arc<AtomicU32>,
+}
+
+/// Counts an answer due from a room's instance while it lives ([`JsParty::busy`]).
+struct AnswerDue(Arc<AtomicU32>);
+
+impl AnswerDue {
+    fn new(count: &Arc<AtomicU32>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for AnswerDue {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for JsParty {
@@ -247,7 +267,7 @@ impl Party for JsParty {
     }
 
     fn busy(&self) -> bool {
-        self.fetches.load(Ordering::Relaxed) > 0
+        self.fetches.load(Ordering::Relaxed) > 0 || self.answers_due.load(Ordering::Relaxed) > 0
     }
 
     /// A party that does not hibernate keeps what it knows of its connections in memory
@@ -331,20 +351,37 @@ impl Party for JsParty {
     }
 
     /// A throw answers with the error's message, and the status its `code` names (500
-    /// without one), as PartyKit does.
+    /// without one), as PartyKit does. A handler that waits on something other than
+    /// storage answers from a later step (`Outcome::AnswerLater`), within the wait limit.
     async fn on_request(&mut self, room: &mut Room, req: Request) -> Result<Response, PartyError> {
         let event = request_event(req);
         match self.run(room, event).await {
-            Ok(Outcome::Response(r)) => response(r),
+            Ok(Outcome::Response(r)) => response_of(r),
+            Ok(Outcome::AnswerLater(answer)) => {
+                let limit = self.engine.config().wait_limit;
+                let due = AnswerDue::new(&self.answers_due);
+                room.answer_later(Box::pin(async move {
+                    let _due = due;
+                    match tokio::time::timeout(limit, answer).await {
+                        Ok(Ok(answer)) => answer,
+                        // The step that gave it was discarded, or the instance went.
+                        Ok(Err(_)) => text_response(500, "The room failed to handle the request"),
+                        Err(_) => text_response(
+                            504,
+                            &format!(
+                                "onRequest did not answer within {} ms (--js-wait-limit-ms)",
+                                limit.as_millis()
+                            ),
+                        ),
+                    }
+                }));
+                // Not sent: the room answers with the later answer.
+                Ok(text_response(202, ""))
+            }
             Ok(_) => Err("onRequest did not return a Response".into()),
             Err(Failure::Threw(error)) => {
-                let status = error
-                    .status
-                    .and_then(|s| http::StatusCode::from_u16(s).ok())
-                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-                warn!(error = %error.trace, %status, "onRequest threw");
                 room.discard();
-                Ok(answer(status, thrown_message(error)))
+                Ok(thrown_answer(error))
             }
             Err(e) => Err(party_error(e)),
         }
@@ -394,7 +431,7 @@ fn absolute_url(uri: &http::Uri, headers: &http::HeaderMap) -> String {
     format!("http://{host}{path}")
 }
 
-fn response(r: HttpParts) -> Result<Response, PartyError> {
+pub(super) fn response_of(r: HttpParts) -> Result<Response, PartyError> {
     let mut b = http::Response::builder().status(r.status);
     for kv in r.headers.chunks_exact(2) {
         b = b.header(kv[0].as_str(), kv[1].as_str());
@@ -422,6 +459,17 @@ fn header_map(flat: &[String]) -> http::HeaderMap {
         }
     }
     map
+}
+
+/// What a throwing `onRequest` answers with: the error's message, and the status its
+/// `code` names (500 without one), as PartyKit does.
+pub(super) fn thrown_answer(error: Thrown) -> Response {
+    let status = error
+        .status
+        .and_then(|s| http::StatusCode::from_u16(s).ok())
+        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    warn!(error = %error.trace, %status, "onRequest threw");
+    answer(status, thrown_message(error))
 }
 
 /// What a throwing `onRequest` or `onFetch` answers with: its message, or PartyKit's text

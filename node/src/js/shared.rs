@@ -4,6 +4,7 @@
 use super::event::Failure;
 use super::worker::RoomLease;
 use super::{InstanceId, JsConfig};
+use crate::message::Response;
 use crate::room::RoomFetcher;
 use crate::storage::Savepoint;
 use conclave_proto::RoomKey;
@@ -14,7 +15,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 /// What natives reach: the events in progress, by instance, and the CPU clock.
 pub(super) struct Shared {
@@ -37,6 +38,10 @@ pub(super) struct Shared {
     /// Savepoint ids, unique on the worker: a transaction whose body outlived its event
     /// cannot name a savepoint of a later one.
     next_savepoint: Cell<u32>,
+    /// Where the answers go of requests whose `onRequest` went on after its event, by id
+    /// (`Worker::drive`); the instance's going drops them, and its requesters hear so.
+    answers: RefCell<HashMap<u32, (InstanceId, oneshot::Sender<Response>)>>,
+    next_answer: Cell<u32>,
 }
 
 /// An instance's room: how to wake it, and the count of fetches in flight its room reads
@@ -180,6 +185,8 @@ impl Shared {
             next_job: Cell::new(1),
             rooms: RefCell::default(),
             next_savepoint: Cell::new(1),
+            answers: RefCell::default(),
+            next_answer: Cell::new(1),
         })
     }
 
@@ -472,6 +479,7 @@ impl Shared {
     /// Forgets an instance's timers and room; returns the timer ids for party.js to drop
     /// (those that fired and wait for the room's next event too).
     pub(super) fn forget(&self, instance: InstanceId) -> Vec<u32> {
+        self.answers.borrow_mut().retain(|_, (i, _)| *i != instance);
         let due = self.due.borrow_mut().remove(&instance).unwrap_or_default();
         self.rooms.borrow_mut().remove(&instance);
         let mut ids = self.timers.borrow_mut().remove_instance(instance);
@@ -480,6 +488,34 @@ impl Shared {
             Due::Settle(_) => None,
         }));
         ids
+    }
+
+    /// An id for the answer `instance` will give a request after its event, and where the
+    /// answer will arrive. Requesters that gave up are forgotten here.
+    pub(super) fn answer_later(&self, instance: InstanceId) -> (u32, oneshot::Receiver<Response>) {
+        let mut answers = self.answers.borrow_mut();
+        answers.retain(|_, (_, to)| !to.is_closed());
+        let mut id = self.next_answer.get();
+        while answers.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_answer.set(id.wrapping_add(1));
+        let (to, from) = oneshot::channel();
+        answers.insert(id, (instance, to));
+        (id, from)
+    }
+
+    /// Where `instance`'s answer `id` goes, once.
+    pub(super) fn take_answer(
+        &self,
+        instance: InstanceId,
+        id: u32,
+    ) -> Option<oneshot::Sender<Response>> {
+        let mut answers = self.answers.borrow_mut();
+        match answers.get(&id) {
+            Some((i, _)) if *i == instance => answers.remove(&id).map(|(_, to)| to),
+            _ => None,
+        }
     }
 }
 

@@ -320,11 +320,12 @@ impl Worker {
         // gate opens then: its event ends there, with what it wrote and sent so far, and
         // the rest runs in wake events of the room (`Shared::settle`). Not while it waits
         // on storage, inside a transaction (whose savepoints are the event's) or while its
-        // `blockConcurrencyWhile` holds the room. The others keep the room until they are
-        // done: a connection is admitted, and a request or an alarm answered, once its
+        // `blockConcurrencyWhile` holds the room. A request is answered from the step in
+        // which its handler ends (`Outcome::AnswerLater`). The others keep the room until
+        // they are done: a connection is admitted, and an alarm retried or not, once its
         // handler is.
         let outside = outside_rooms(active);
-        let may_go_on = matches!(kind, "message" | "close" | "error") && !outside;
+        let may_go_on = matches!(kind, "message" | "close" | "error" | "request") && !outside;
         // Once the handler is done, how long the native calls it left running may keep
         // the event open.
         let mut natives_deadline = None;
@@ -377,10 +378,10 @@ impl Worker {
             }
             if let Some(promise) = promise.as_ref().filter(|_| may_go_on && outcome.is_none()) {
                 if !held && active.natives_in_flight.get() == 0 {
-                    self.detach(&loaded, instance, promise, kind);
+                    let outcome = self.detach(&loaded, instance, promise, kind);
                     return match active.take_failure() {
                         Some(f) => Err(f),
-                        None => Ok(Outcome::Done),
+                        None => Ok(outcome),
                     };
                 }
             }
@@ -419,23 +420,31 @@ impl Worker {
     }
 
     /// Leaves a handler that goes on after its event to finish in the room's later
-    /// events; a failure then is logged.
+    /// events; a failure then is logged. A request's answer is then held in the step that
+    /// gives it, and arrives once that step commits (`Outcome::AnswerLater`).
     fn detach(
         &self,
         loaded: &LoadedParty,
         instance: InstanceId,
         promise: &Persistent<Promise<'static>>,
         kind: &'static str,
-    ) {
+    ) -> Outcome {
+        let (answer, outcome) = if kind == "request" {
+            let (id, answer) = self.shared.answer_later(instance);
+            (Some(id), Outcome::AnswerLater(answer))
+        } else {
+            (None, Outcome::Done)
+        };
         self.shared.enter(&loaded.context, instance, |ctx| {
             let detached = loaded.detach.clone().restore(&ctx).and_then(|f| {
                 let p = promise.clone().restore(&ctx)?;
-                f.call::<_, ()>((p, kind))
+                f.call::<_, ()>((instance, p, kind, answer))
             });
             if let Err(e) = detached {
                 warn!(error = %e, "could not leave a handler to finish later");
             }
         });
+        outcome
     }
 
     /// The outcome of the event's handler once its promise settled (`None`: pending).

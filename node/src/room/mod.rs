@@ -47,12 +47,16 @@ pub struct Room {
     /// ([`Room::take_failed_commit`]). Boxed: it is rare, and the room is part of every
     /// room's task.
     failed_commit: Option<Box<StorageError>>,
+    /// The answer of the request being handled, when its handler gives it after its step
+    /// ([`Room::answer_later`]).
+    later_answer: Option<futures::future::BoxFuture<'static, crate::message::Response>>,
 }
 
 /// The held writes, messages and connection state changes when a step began.
 struct StepMark {
     storage: Savepoint,
-    outbox: usize,
+    /// Held messages and answers.
+    outbox: (usize, usize),
     states: usize,
 }
 
@@ -78,6 +82,7 @@ impl Room {
             step_mark: None,
             failed_commits: 0,
             failed_commit: None,
+            later_answer: None,
         }
     }
 
@@ -284,6 +289,9 @@ impl Room {
         for (gateway, event) in states.into_iter().chain(released) {
             self.links.send(gateway, event).await;
         }
+        for (to, answer) in self.shared.take_answers() {
+            let _ = to.send(answer);
+        }
     }
 
     /// Discards what the running step wrote, sent and changed; with no step mark (the
@@ -305,6 +313,22 @@ impl Room {
         self.storage.discard();
         self.shared.clear_outbox();
         self.shared.revert_states_after(0);
+    }
+
+    /// The request being handled is answered by `answer` rather than by what its handler
+    /// returns: the handler goes on after its step, and the room takes other events
+    /// meanwhile.
+    pub(crate) fn answer_later(
+        &mut self,
+        answer: futures::future::BoxFuture<'static, crate::message::Response>,
+    ) {
+        self.later_answer = Some(answer);
+    }
+
+    pub(crate) fn take_later_answer(
+        &mut self,
+    ) -> Option<futures::future::BoxFuture<'static, crate::message::Response>> {
+        self.later_answer.take()
     }
 
     /// How many of the room's commits have failed so far.

@@ -6,11 +6,22 @@ use crate::links::GatewayId;
 use conclave_proto::wire::{node_event, NodeEvent};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::oneshot;
+
+/// An HTTP answer a handler gave after its request's own step (it waited on something
+/// other than storage meanwhile), held like a message: it goes out once the step that
+/// made it has committed. Dropped with a discarded step, its requester hears of a failure.
+pub(crate) type HeldAnswer = (
+    oneshot::Sender<crate::message::Response>,
+    crate::message::Response,
+);
 
 /// Connection table and outbox of one room, shared by the room and its connections.
 pub(crate) struct RoomShared {
     conns: Mutex<ConnTable>,
     outbox: Mutex<Vec<(GatewayId, NodeEvent)>>,
+    /// Answers to earlier requests, held with the outbox.
+    answers: Mutex<Vec<HeldAnswer>>,
     /// Connection states as they were before this step's `set_state` calls, newest last:
     /// a discarded step puts them back.
     state_undo: Mutex<Vec<(Peer, Option<serde_json::Value>)>>,
@@ -25,6 +36,7 @@ impl RoomShared {
         Self {
             conns: Mutex::new(ConnTable::new(conn_count)),
             outbox: Mutex::default(),
+            answers: Mutex::default(),
             state_undo: Mutex::default(),
             relinked: AtomicU64::new(0),
         }
@@ -64,17 +76,34 @@ impl RoomShared {
         *outbox = taken;
     }
 
+    /// Drops every held message and answer.
     pub(crate) fn clear_outbox(&self) {
         self.outbox().clear();
+        self.answers().clear();
     }
 
-    pub(crate) fn outbox_len(&self) -> usize {
-        self.outbox().len()
+    /// How many messages and answers are held.
+    pub(crate) fn outbox_len(&self) -> (usize, usize) {
+        (self.outbox().len(), self.answers().len())
     }
 
-    /// Drops what was queued after the first `len` events.
-    pub(crate) fn truncate_outbox(&self, len: usize) {
-        self.outbox().truncate(len);
+    /// Drops what was queued after the first `len` messages and answers.
+    pub(crate) fn truncate_outbox(&self, (messages, answers): (usize, usize)) {
+        self.outbox().truncate(messages);
+        self.answers().truncate(answers);
+    }
+
+    fn answers(&self) -> MutexGuard<'_, Vec<HeldAnswer>> {
+        self.answers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds an answer to an earlier request until the step's commit.
+    pub(crate) fn hold_answer(&self, answer: HeldAnswer) {
+        self.answers().push(answer);
+    }
+
+    pub(crate) fn take_answers(&self) -> Vec<HeldAnswer> {
+        std::mem::take(&mut *self.answers())
     }
 
     fn state_undo(&self) -> MutexGuard<'_, Vec<(Peer, Option<serde_json::Value>)>> {

@@ -1,6 +1,9 @@
 //! The room and its connections: send, close, broadcast, look up, connection state.
 
 use super::*;
+use crate::js::event::{caught_text, outcome_of, Outcome};
+use crate::js::party::{response_of, thrown_answer};
+use rquickjs::CaughtError;
 
 pub(super) fn install<'js>(ctx: &Ctx<'js>, n: &Object<'js>, shared: &Rc<Shared>) -> JsResult<()> {
     let s = shared.clone();
@@ -138,7 +141,58 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, n: &Object<'js>, shared: &Rc<Shared>)
             },
         )?,
     )?;
+    // The answer of a request whose `onRequest` went on after its event (party.js,
+    // `detach`), held in the step that gives it.
+    let s = shared.clone();
+    n.set(
+        "answer",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, id: u32, parts: Value<'js>| {
+                let answer = match outcome_of("request", parts) {
+                    Ok(Outcome::Response(parts)) => response_of(parts),
+                    _ => Err("onRequest did not return a Response".into()),
+                };
+                let answer = answer.unwrap_or_else(|e| {
+                    warn!(error = %e, "onRequest's answer could not be sent");
+                    crate::message::text_response(500, "The room failed to handle the request")
+                });
+                hold_answer(&ctx, &s, h, id, answer)
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    n.set(
+        "answerThrown",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, h: InstanceId, id: u32, thrown: Value<'js>| {
+                let caught = match thrown.as_object().cloned().and_then(Exception::from_object) {
+                    Some(e) => CaughtError::Exception(e),
+                    None => CaughtError::Value(thrown),
+                };
+                hold_answer(&ctx, &s, h, id, thrown_answer(caught_text(&caught)))
+            },
+        )?,
+    )?;
     Ok(())
+}
+
+/// Holds `answer` to `instance`'s request `id` in the step running now; without one (the
+/// room's event ended), the requester hears of a failure.
+fn hold_answer(
+    ctx: &Ctx<'_>,
+    shared: &Shared,
+    instance: InstanceId,
+    id: u32,
+    answer: crate::message::Response,
+) -> JsResult<()> {
+    let Some(to) = shared.take_answer(instance, id) else {
+        return Ok(()); // its requester gave up, or the instance went
+    };
+    with_lease(ctx, shared, instance, |lease| {
+        lease.shared.hold_answer((to, answer))
+    })
 }
 
 /// `Room::broadcast`, over the lent room.

@@ -57,7 +57,7 @@ impl JsPartyFactory {
                     headers: header_map(&p.headers),
                     ..req
                 }),
-                Ok(Outcome::Response(r)) => response(r)
+                Ok(Outcome::Response(r)) => response_of(r)
                     .map_err(|_| thrown(&Failure::Threw("bad response".into())))
                     .and_then(Err),
                 Ok(_) => Ok(req),
@@ -84,10 +84,8 @@ impl JsPartyFactory {
             match pending.await {
                 Ok(Outcome::Proceed(p)) if p.is_unchanged() => Ok(original),
                 Ok(Outcome::Proceed(p)) => rebuilt_request(p).or(Ok(original)),
-                Ok(Outcome::Response(r)) => {
-                    Err(response(r)
-                        .unwrap_or_else(|e| thrown(&Failure::Threw(e.to_string().into()))))
-                }
+                Ok(Outcome::Response(r)) => Err(response_of(r)
+                    .unwrap_or_else(|e| thrown(&Failure::Threw(e.to_string().into())))),
                 Ok(_) => Ok(original),
                 Err(e) => Err(thrown(&e)),
             }
@@ -174,7 +172,9 @@ impl JsPartyFactory {
         Some(Box::pin(async move {
             let failed = |body: String| answer(http::StatusCode::INTERNAL_SERVER_ERROR, body);
             match pending.await {
-                Ok(Outcome::Response(r)) => response(r).unwrap_or_else(|e| failed(e.to_string())),
+                Ok(Outcome::Response(r)) => {
+                    response_of(r).unwrap_or_else(|e| failed(e.to_string()))
+                }
                 Ok(_) => not_found_page
                     .unwrap_or_else(|| answer(http::StatusCode::NOT_FOUND, "Not found".into())),
                 Err(Failure::Threw(error)) => {

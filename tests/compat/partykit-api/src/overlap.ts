@@ -7,6 +7,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export default class Overlap implements Party.Server {
   early: Promise<string> | undefined;
+  /** Ends the wait of an `onRequest` (`?until-message`). */
+  release: ((value: string) => void) | undefined;
 
   constructor(readonly room: Party.Room) {}
 
@@ -99,13 +101,37 @@ export default class Overlap implements Party.Server {
         sender.send(`read ${before} ${after}`);
         return;
       }
+      case "release": {
+        this.release?.(arg);
+        return;
+      }
+      case "read-request": {
+        sender.send(`request ${await this.room.storage.get("request")}`);
+        return;
+      }
       case "ping":
         sender.send("pong");
     }
   }
 
   async onRequest(req: Party.Request) {
-    const wait = new URL(req.url).searchParams.has("wait");
+    const params = new URL(req.url).searchParams;
+    if (params.has("until-message")) {
+      // Waits for a message to the room, which the room takes meanwhile.
+      await this.room.storage.put("request", "waiting");
+      const released = new Promise<string>((resolve) => {
+        this.release = resolve;
+      });
+      this.room.broadcast("request waiting");
+      const value = await released;
+      await this.room.storage.put("request", value);
+      return new Response(`released ${value}`);
+    }
+    if (params.has("throw-later")) {
+      await sleep(50);
+      throw Object.assign(new Error("thrown after a timer"), { code: 418 });
+    }
+    const wait = params.has("wait");
     await sleep(wait ? 600 : 400);
     return new Response(wait ? "waited" : "slowly");
   }
