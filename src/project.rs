@@ -40,9 +40,48 @@ struct Manifest {
     define: BTreeMap<String, String>,
     #[serde(default)]
     build: BuildSection,
-    #[serde(default)]
-    crons: BTreeMap<String, String>,
+    /// In the file's order: of names with the same schedule, the first names its runs.
+    #[serde(default, deserialize_with = "in_order")]
+    crons: Vec<(String, String)>,
     serve: Option<assets::ServeSection>,
+}
+
+/// An object's entries in the order the file has them.
+fn in_order<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = Vec<(String, String)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of names and cron schedules")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+    d.deserialize_map(Entries)
+}
+
+/// The crons to run: one per schedule, as Cloudflare runs each distinct schedule once (a
+/// tick's `controller.name` is then the first name with it, as PartyKit looks it up).
+fn distinct_schedules(crons: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut kept: Vec<&(String, String)> = Vec::new();
+    for cron in crons {
+        match kept.iter().find(|(_, pattern)| *pattern == cron.1) {
+            Some((first, _)) => tracing::warn!(
+                "crons {first:?} and {:?} have the same schedule ({:?}): it runs once, as {first:?}, as on PartyKit",
+                cron.0, cron.1
+            ),
+            None => kept.push(cron),
+        }
+    }
+    kept.into_iter().cloned().collect()
 }
 
 /// `build` in `partykit.json`: `alias` (esbuild's, over the built-ins' aliases), and the
@@ -197,7 +236,7 @@ impl Bundle {
             name,
             bundled,
             assets,
-            manifest.crons.clone(),
+            distinct_schedules(&manifest.crons),
         ))
     }
 
@@ -555,6 +594,31 @@ mod tests {
             Bundle::build(dir.path(), BuildFor::Dev).unwrap_err()
         );
         assert!(err.contains("cron nightly"), "{err}");
+    }
+
+    #[test]
+    fn crons_with_the_same_schedule_run_once_named_by_the_first_in_the_file() {
+        let manifest: Manifest = serde_json::from_str(
+            r#"{"main":"x.ts","crons":{"zeta":"*/5 * * * *","alpha":"*/5 * * * *","beta":"0 * * * *"}}"#,
+        )
+        .unwrap();
+        let kept: Vec<(String, String)> = distinct_schedules(&manifest.crons).into_iter().collect();
+        assert_eq!(
+            kept,
+            [
+                ("beta".to_string(), "0 * * * *".to_string()),
+                ("zeta".to_string(), "*/5 * * * *".to_string()),
+            ]
+        );
+        let none: Manifest = serde_json::from_str(r#"{"main":"x.ts"}"#).unwrap();
+        assert!(none.crons.is_empty());
+        let err = serde_json::from_str::<Manifest>(r#"{"main":"x.ts","crons":["* * * * *"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("an object of names and cron schedules"),
+            "{err}"
+        );
     }
 
     #[test]
