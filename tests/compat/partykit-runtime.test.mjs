@@ -232,6 +232,33 @@ export default class Server implements Party.Server {
   });
 });
 
+test("a hibernating room with sockets hibernates once the answer its onRequest gave after its event is out", async () => {
+  const source = `
+import type * as Party from "partykit/server";
+let starts = 0;
+export default class Server implements Party.Server {
+  static options = { hibernate: true };
+  constructor(readonly room: Party.Room) {}
+  onStart() { starts++; }
+  onMessage(message: string, sender: Party.Connection) { sender.send("starts=" + starts); }
+  async onRequest() {
+    await new Promise((r) => setTimeout(r, 100));
+    return new Response("later");
+  }
+}`;
+  await withServer(source, ["--hibernate-after-ms", "300", "--js-workers", "1"], async (server) => {
+    const a = await connect(server.host, "q", "a");
+    a.send("ping");
+    assert.equal(await reply(a), "starts=1");
+    assert.equal(await (await fetch(`http://${server.host}/parties/main/q`)).text(), "later");
+    // Idle well past --hibernate-after-ms: the instance went, and the message wakes a new one.
+    await sleep(1200);
+    a.send("ping");
+    assert.equal(await reply(a), "starts=2");
+    a.close();
+  });
+});
+
 test("a handler that exhausts the memory cap is reset like one over budget", async () => {
   await withServer(isolated, ["--js-memory-mb", "64", "--js-cpu-budget-ms", "5000"], async (server) => {
     const ws = await connect(server.host, "hungry", "h");

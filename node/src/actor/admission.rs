@@ -221,6 +221,9 @@ impl RoomActor {
                         Ok(tags) => tags,
                         Err(what) => {
                             // The instance is not used again; the socket is not admitted.
+                            // What it did meanwhile (work of earlier events run within
+                            // this one) goes with it.
+                            self.room.discard_all();
                             self.party = None;
                             gauge::party_dropped();
                             let why = format!("the party panicked in connection_tags: {what}");
@@ -235,6 +238,9 @@ impl RoomActor {
             if self.instance_ready() {
                 return Some(tags);
             }
+            // Reset while it tagged: what it did meanwhile is not committed by the next
+            // instance's steps.
+            self.room.discard_all();
         }
         let why = "the party's instance was reset while it tagged the connection";
         warn!(conn = %conn_id, "{why}");

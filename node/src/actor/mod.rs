@@ -206,10 +206,11 @@ impl RoomActor {
         loop {
             let hold_end = self.room.ledger().hold_deadline();
             let connected = self.room.connection_count() > 0;
-            let keeps_instance = self.keeps_instance() || self.party_busy();
-            if connected && (self.party.is_none() || keeps_instance) {
+            if connected && (self.party.is_none() || self.keeps_instance()) {
                 // Hibernated with connections, or a party that must not hibernate while
-                // connected: nothing to time out, wait for the next event.
+                // connected: nothing to time out, wait for the next event. (A busy party
+                // is looked at again when its idle spell ends: what keeps it busy may end
+                // outside any event, such as an answer due to a requester.)
                 tokio::select! {
                     biased;
                     event = rx.recv() => return event,

@@ -190,9 +190,13 @@ fn hold_answer(
     let Some(to) = shared.take_answer(instance, id) else {
         return Ok(()); // its requester gave up, or the instance went
     };
-    with_lease(ctx, shared, instance, |lease| {
+    let held = with_lease(ctx, shared, instance, |lease| {
         lease.shared.hold_answer((to, answer))
-    })
+    });
+    if held.is_err() {
+        warn!("onRequest answered outside any event of its room (a storage call of it outlived its event); its requester gets 500");
+    }
+    held
 }
 
 /// `Room::broadcast`, over the lent room.
