@@ -232,7 +232,7 @@ export default class Server implements Party.Server {
   });
 });
 
-test("a hibernating room with sockets hibernates once the answer its onRequest gave after its event is out", async () => {
+test("a hibernating room with sockets hibernates once the answer its onRequest gave after its event is out, or its timers fired", async () => {
   const source = `
 import type * as Party from "partykit/server";
 let starts = 0;
@@ -240,7 +240,13 @@ export default class Server implements Party.Server {
   static options = { hibernate: true };
   constructor(readonly room: Party.Room) {}
   onStart() { starts++; }
-  onMessage(message: string, sender: Party.Connection) { sender.send("starts=" + starts); }
+  onMessage(message: string, sender: Party.Connection) {
+    if (message === "timer") {
+      setTimeout(() => sender.send("fired starts=" + starts), 1000);
+      return;
+    }
+    sender.send("starts=" + starts);
+  }
   async onRequest() {
     await new Promise((r) => setTimeout(r, 100));
     return new Response("later");
@@ -255,6 +261,13 @@ export default class Server implements Party.Server {
     await sleep(1200);
     a.send("ping");
     assert.equal(await reply(a), "starts=2");
+    // A timer set keeps the instance past --hibernate-after-ms, as a Durable Object with
+    // timers set is not hibernated; once it fired, the room hibernates again.
+    a.send("timer");
+    assert.equal(await reply(a, 5000), "fired starts=2");
+    await sleep(1200);
+    a.send("ping");
+    assert.equal(await reply(a), "starts=3");
     a.close();
   });
 });

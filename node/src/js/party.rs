@@ -4,6 +4,7 @@
 
 use super::event::{Event, Failure, HttpParts, Outcome, Thrown};
 use super::natives::conn_ref;
+use super::shared::UnderWay;
 use super::worker::{Command, Job, RoomLease};
 use super::{InstanceId, JsEngine, PartyId, PartyTraits, StaticAssets};
 use crate::message::{text_response, Message, Request, Response};
@@ -136,7 +137,8 @@ impl PartyFactory for JsPartyFactory {
             started: false,
             broken: None,
             hibernate: false,
-            fetches: Arc::default(),
+            under_way: Arc::default(),
+            last_event: std::time::Instant::now(),
             answers_due: Arc::default(),
         })
     }
@@ -158,8 +160,11 @@ pub struct JsParty {
     broken: Option<String>,
     /// The instance's `options.hibernate`.
     hibernate: bool,
-    /// Its fetches in flight: what awaits them runs in the room when they settle.
-    fetches: Arc<AtomicU32>,
+    /// Its fetches in flight (what awaits them runs in the room when they settle) and its
+    /// timers set.
+    under_way: Arc<UnderWay>,
+    /// When its last event other than a wake began: timers keep it only so long.
+    last_event: std::time::Instant,
     /// Requests whose `onRequest` goes on after its event: the room keeps the instance
     /// that will answer them.
     answers_due: Arc<AtomicU32>,
@@ -188,9 +193,16 @@ impl Drop for JsParty {
     }
 }
 
+/// How long after its last event (other than a wake) timers set keep a room's instance
+/// from hibernating or retiring.
+const TIMERS_KEEP_FOR: std::time::Duration = std::time::Duration::from_secs(70);
+
 impl JsParty {
     /// Runs one event on the worker, with the room's storage lent to it.
     async fn run(&mut self, room: &mut Room, event: Event) -> Result<Outcome, Failure> {
+        if !matches!(event, Event::Wake) {
+            self.last_event = std::time::Instant::now();
+        }
         if let Some(why) = &self.broken {
             return Err(Failure::Reset(why.clone()));
         }
@@ -199,7 +211,7 @@ impl JsParty {
         }
         let lease = Some(RoomLease {
             key: room.key().clone(),
-            fetches: self.fetches.clone(),
+            under_way: self.under_way.clone(),
             storage: room.lend_storage(),
             shared: room.shared().clone(),
             fetcher: room.fetcher().clone(),
@@ -266,8 +278,15 @@ impl Party for JsParty {
         self.hibernate
     }
 
+    /// Fetches in flight and answers due keep the instance (each ends within its limit);
+    /// timers set keep it up to [`TIMERS_KEEP_FOR`] after its last event, as a Durable
+    /// Object with timers set is not hibernated, but evicted after 70–140 s without
+    /// events.
     fn busy(&self) -> bool {
-        self.fetches.load(Ordering::Relaxed) > 0 || self.answers_due.load(Ordering::Relaxed) > 0
+        self.under_way.fetches.load(Ordering::Relaxed) > 0
+            || self.answers_due.load(Ordering::Relaxed) > 0
+            || (self.under_way.timers.load(Ordering::Relaxed) > 0
+                && self.last_event.elapsed() < TIMERS_KEEP_FOR)
     }
 
     /// A party that does not hibernate keeps what it knows of its connections in memory

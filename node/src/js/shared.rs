@@ -44,12 +44,19 @@ pub(super) struct Shared {
     next_answer: Cell<u32>,
 }
 
-/// An instance's room: how to wake it, and the count of fetches in flight its room reads
-/// ([`crate::Party::busy`]: it does not hibernate meanwhile).
+/// An instance's room: how to wake it, and what the instance has under way, which its
+/// room reads ([`crate::Party::busy`]: it does not hibernate meanwhile).
 struct RoomOf {
     fetcher: RoomFetcher,
     key: RoomKey,
-    fetches: Arc<AtomicU32>,
+    under_way: Arc<UnderWay>,
+}
+
+/// What an instance has under way outside its events: fetches in flight and timers set.
+#[derive(Default)]
+pub(crate) struct UnderWay {
+    pub fetches: AtomicU32,
+    pub timers: AtomicU32,
 }
 
 /// An instance's deferred work, and when the wake it asked for was asked.
@@ -82,6 +89,8 @@ pub(super) type Settle = Box<dyn for<'js> FnOnce(Ctx<'js>)>;
 pub(super) struct Timer {
     instance: InstanceId,
     task: tokio::task::AbortHandle,
+    /// Its room's count, for a timer of a room's instance.
+    under_way: Option<Arc<UnderWay>>,
 }
 
 /// The worker's pending timers by id, counted in `conclave_js_timers` (all workers).
@@ -93,7 +102,14 @@ struct Timers {
 impl Timers {
     /// Adds a timer under an id not in use ([`Shared::next_timer_id`]).
     fn insert(&mut self, id: u32, timer: Timer) {
-        if self.by_id.insert(id, timer).is_none() {
+        if let Some(u) = &timer.under_way {
+            u.timers.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(replaced) = self.by_id.insert(id, timer) {
+            if let Some(u) = &replaced.under_way {
+                u.timers.fetch_sub(1, Ordering::Relaxed);
+            }
+        } else {
             self.pending.increment(1.0);
         }
     }
@@ -101,6 +117,9 @@ impl Timers {
     fn remove(&mut self, id: u32) -> Option<Timer> {
         let timer = self.by_id.remove(&id)?;
         self.pending.decrement(1.0);
+        if let Some(u) = &timer.under_way {
+            u.timers.fetch_sub(1, Ordering::Relaxed);
+        }
         Some(timer)
     }
 
@@ -304,6 +323,11 @@ impl Shared {
         let timer = Timer {
             instance,
             task: task.abort_handle(),
+            under_way: self
+                .rooms
+                .borrow()
+                .get(&instance)
+                .map(|r| r.under_way.clone()),
         };
         self.timers.borrow_mut().insert(id, timer);
         Some(id)
@@ -458,12 +482,12 @@ impl Shared {
         instance: InstanceId,
         fetcher: RoomFetcher,
         key: RoomKey,
-        fetches: Arc<AtomicU32>,
+        under_way: Arc<UnderWay>,
     ) {
         let room = RoomOf {
             fetcher,
             key,
-            fetches,
+            under_way,
         };
         self.rooms.borrow_mut().insert(instance, room);
     }
@@ -471,9 +495,9 @@ impl Shared {
     /// A fetch of `instance` starts: counted until it settles (the guard's drop), so that
     /// its room keeps the instance for what it runs then.
     pub(super) fn fetch_started(&self, instance: InstanceId) -> Option<FetchInFlight> {
-        let fetches = self.rooms.borrow().get(&instance)?.fetches.clone();
-        fetches.fetch_add(1, Ordering::Relaxed);
-        Some(FetchInFlight(fetches))
+        let under_way = self.rooms.borrow().get(&instance)?.under_way.clone();
+        under_way.fetches.fetch_add(1, Ordering::Relaxed);
+        Some(FetchInFlight(under_way))
     }
 
     /// Forgets an instance's timers and room; returns the timer ids for party.js to drop
@@ -554,10 +578,10 @@ impl ActiveJob {
 }
 
 /// A fetch of an instance in flight, counted in its room's [`crate::Party::busy`].
-pub(super) struct FetchInFlight(Arc<AtomicU32>);
+pub(super) struct FetchInFlight(Arc<UnderWay>);
 
 impl Drop for FetchInFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetches.fetch_sub(1, Ordering::Relaxed);
     }
 }

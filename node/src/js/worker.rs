@@ -64,8 +64,8 @@ pub(crate) struct Job {
 /// What JavaScript may touch of a room during one event.
 pub(crate) struct RoomLease {
     pub key: RoomKey,
-    /// The instance's fetches in flight ([`crate::Party::busy`]).
-    pub fetches: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// What the instance has under way ([`crate::Party::busy`]).
+    pub under_way: Arc<super::shared::UnderWay>,
     pub storage: Storage,
     pub shared: Arc<RoomShared>,
     pub fetcher: RoomFetcher,
@@ -491,7 +491,7 @@ impl Worker {
                     instance,
                     lease.fetcher.clone(),
                     lease.key.clone(),
-                    lease.fetches.clone(),
+                    lease.under_way.clone(),
                 );
                 lease.key.room.to_string()
             }
