@@ -58,9 +58,14 @@ fn in_order<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, Strin
             self,
             mut map: A,
         ) -> Result<Self::Value, A::Error> {
-            let mut entries = Vec::new();
-            while let Some(entry) = map.next_entry()? {
-                entries.push(entry);
+            let mut entries: Vec<(String, String)> = Vec::new();
+            while let Some((name, value)) = map.next_entry::<String, String>()? {
+                // A name given twice keeps its place and takes the later value, as
+                // JSON.parse has it.
+                match entries.iter_mut().find(|(n, _)| *n == name) {
+                    Some(entry) => entry.1 = value,
+                    None => entries.push((name, value)),
+                }
             }
             Ok(entries)
         }
@@ -610,6 +615,12 @@ mod tests {
                 ("zeta".to_string(), "*/5 * * * *".to_string()),
             ]
         );
+        let twice: Manifest = serde_json::from_str(
+            r#"{"main":"x.ts","crons":{"a":"0 1 * * *","b":"0 2 * * *","a":"0 2 * * *"}}"#,
+        )
+        .unwrap();
+        let kept: Vec<(String, String)> = distinct_schedules(&twice.crons).into_iter().collect();
+        assert_eq!(kept, [("a".to_string(), "0 2 * * *".to_string())]);
         let none: Manifest = serde_json::from_str(r#"{"main":"x.ts"}"#).unwrap();
         assert!(none.crons.is_empty());
         let err = serde_json::from_str::<Manifest>(r#"{"main":"x.ts","crons":["* * * * *"]}"#)

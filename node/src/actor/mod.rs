@@ -50,6 +50,9 @@ fn idle_deadline(length: Duration) -> tokio::time::Instant {
         .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365))
 }
 
+/// How often, at most, a room whose party is busy is looked at again for hibernating.
+const BUSY_RECHECK: Duration = Duration::from_secs(1);
+
 /// Waits until `deadline`, or for ever without one.
 async fn sleep_until_some(deadline: Option<std::time::Instant>) {
     match deadline {
@@ -128,7 +131,15 @@ impl RoomActor {
         // timer wheel).
         let idle_timer = tokio::time::sleep_until(idle_deadline(self.ctx.hibernate_after));
         tokio::pin!(idle_timer);
-        while let Some(event) = self.next_event(&mut rx, idle_timer.as_mut()).await {
+        let mut spell_goes_on = false;
+        while let Some(event) = self
+            .next_event(&mut rx, idle_timer.as_mut(), spell_goes_on)
+            .await
+        {
+            // A wake (the party's own timers and fetches coming due) is not activity: the
+            // idle spell from the last other event goes on, so that a party's interval
+            // does not keep its room in memory for good.
+            spell_goes_on = matches!(event, RoomEvent::Wake);
             if matches!(event, RoomEvent::Fence) || !self.ctx.cluster.is_serving() {
                 self.fenced = true;
                 self.bounce(event).await;
@@ -190,11 +201,13 @@ impl RoomActor {
     }
 
     /// The next event. While none comes, an active room hibernates and a room with no
-    /// connections retires: `None` then, or when the mailbox closed.
+    /// connections retires: `None` then, or when the mailbox closed. `spell_goes_on`: the
+    /// idle spell under way is not restarted.
     async fn next_event(
         &mut self,
         rx: &mut MailboxRx,
         mut idle_timer: Pin<&mut tokio::time::Sleep>,
+        spell_goes_on: bool,
     ) -> Option<RoomEvent> {
         if let Some(event) = self.lookahead.take() {
             return Some(event);
@@ -202,7 +215,7 @@ impl RoomActor {
         // Broadcasts held for sockets coming back after a move (`Ledger::released`)
         // are let go when the hold ends, also in a room that has gone quiet. (Ended by this
         // timer, not by comparing clocks: tokio's may run ahead of the ledger's in tests.)
-        let mut new_spell = true;
+        let mut new_spell = !spell_goes_on;
         loop {
             let hold_end = self.room.ledger().hold_deadline();
             let connected = self.room.connection_count() > 0;
@@ -240,8 +253,14 @@ impl RoomActor {
             match event {
                 Some(event) => return event,
                 // Work of the instance under way (a fetch a handler waits on) comes back
-                // within its own time limit: the next idle spell starts then.
-                None if self.party_busy() => {}
+                // within its own time limit: it is looked at again after another spell,
+                // and not more often than every second.
+                None if self.party_busy() => {
+                    idle_timer
+                        .as_mut()
+                        .reset(idle_deadline(self.ctx.hibernate_after.max(BUSY_RECHECK)));
+                    new_spell = false;
+                }
                 None if self.party.is_some() => self.hibernate(),
                 None => {
                     // Idle with no connections: let go of the room, then leave, unless

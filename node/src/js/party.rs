@@ -279,13 +279,14 @@ impl Party for JsParty {
     }
 
     /// Fetches in flight and answers due keep the instance (each ends within its limit);
-    /// timers set keep it up to [`TIMERS_KEEP_FOR`] after its last event, as a Durable
-    /// Object with timers set is not hibernated, but evicted after 70–140 s without
-    /// events.
+    /// timers set, and work come due that waits for its wake event, keep it up to
+    /// [`TIMERS_KEEP_FOR`] after its last event, as a Durable Object with timers set is not
+    /// hibernated, but evicted after 70–140 s without events.
     fn busy(&self) -> bool {
-        self.under_way.fetches.load(Ordering::Relaxed) > 0
+        let u = &self.under_way;
+        u.fetches.load(Ordering::Relaxed) > 0
             || self.answers_due.load(Ordering::Relaxed) > 0
-            || (self.under_way.timers.load(Ordering::Relaxed) > 0
+            || ((u.timers.load(Ordering::Relaxed) > 0 || u.due.load(Ordering::Relaxed) > 0)
                 && self.last_event.elapsed() < TIMERS_KEEP_FOR)
     }
 

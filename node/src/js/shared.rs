@@ -52,11 +52,13 @@ struct RoomOf {
     under_way: Arc<UnderWay>,
 }
 
-/// What an instance has under way outside its events: fetches in flight and timers set.
+/// What an instance has under way outside its events: fetches in flight, timers set, and
+/// work come due that waits for a wake event of its room.
 #[derive(Default)]
 pub(crate) struct UnderWay {
     pub fetches: AtomicU32,
     pub timers: AtomicU32,
+    pub due: AtomicU32,
 }
 
 /// An instance's deferred work, and when the wake it asked for was asked.
@@ -417,6 +419,7 @@ impl Shared {
             queue.ask_wake(room);
         }
         queue.work.push(work);
+        room.under_way.due.fetch_add(1, Ordering::Relaxed);
         drop(due);
         // An event in progress may be waiting on this work (`Worker::drive`).
         if let Some(job) = self.job(instance) {
@@ -468,6 +471,10 @@ impl Shared {
         let Some(queue) = self.due.borrow_mut().remove(&instance) else {
             return;
         };
+        if let Some(room) = self.rooms.borrow().get(&instance) {
+            let ran = u32::try_from(queue.work.len()).unwrap_or(u32::MAX);
+            room.under_way.due.fetch_sub(ran, Ordering::Relaxed);
+        }
         for w in queue.work {
             match w {
                 Due::Timer(id) => self.run_timers(context, instance, &[id]),
@@ -505,7 +512,10 @@ impl Shared {
     pub(super) fn forget(&self, instance: InstanceId) -> Vec<u32> {
         self.answers.borrow_mut().retain(|_, (i, _)| *i != instance);
         let due = self.due.borrow_mut().remove(&instance).unwrap_or_default();
-        self.rooms.borrow_mut().remove(&instance);
+        if let Some(room) = self.rooms.borrow_mut().remove(&instance) {
+            let dropped = u32::try_from(due.work.len()).unwrap_or(u32::MAX);
+            room.under_way.due.fetch_sub(dropped, Ordering::Relaxed);
+        }
         let mut ids = self.timers.borrow_mut().remove_instance(instance);
         ids.extend(due.work.into_iter().filter_map(|w| match w {
             Due::Timer(id) => Some(id),
