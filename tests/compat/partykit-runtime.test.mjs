@@ -272,6 +272,50 @@ export default class Server implements Party.Server {
   });
 });
 
+test("streams: a library's TransformStream subclass loads; a streamed response, produced on timers, is answered whole", async () => {
+  const source = `
+import type * as Party from "partykit/server";
+// As libraries do at load (eventsource-parser's stream, for one).
+class Upper extends TransformStream<string, string> {
+  constructor() {
+    super({ transform(chunk, c) { c.enqueue(chunk.toUpperCase()); } });
+  }
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  async onRequest(req: Party.Request) {
+    if (req.method === "POST") {
+      const parts: string[] = [];
+      for await (const chunk of req.body!.pipeThrough(new TextDecoderStream())) parts.push(chunk);
+      return new Response(parts.join("") + " " + req.bodyUsed);
+    }
+    const words = new ReadableStream<Uint8Array>({
+      async start(c) {
+        for (const w of ["one ", "two ", "three"]) {
+          await sleep(20);
+          c.enqueue(new TextEncoder().encode(w));
+        }
+        c.close();
+      },
+    });
+    const body = words.pipeThrough(new TextDecoderStream()).pipeThrough(new Upper()).pipeThrough(new TextEncoderStream());
+    return new Response(body, { headers: { "content-type": "text/event-stream" } });
+  }
+  onMessage(message: string, sender: Party.Connection) {
+    sender.send("pong");
+  }
+}`;
+  await withServer(source, [], async (server) => {
+    const res = await fetch(`http://${server.host}/parties/main/s`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "text/event-stream");
+    assert.equal(await res.text(), "ONE TWO THREE");
+    const posted = await fetch(`http://${server.host}/parties/main/s`, { method: "POST", body: "sent up" });
+    assert.equal(await posted.text(), "sent up true");
+  });
+});
+
 test("a handler that exhausts the memory cap is reset like one over budget", async () => {
   await withServer(isolated, ["--js-memory-mb", "64", "--js-cpu-budget-ms", "5000"], async (server) => {
     const ws = await connect(server.host, "hungry", "h");

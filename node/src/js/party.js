@@ -60,23 +60,30 @@
     return h;
   }
 
+  /** The bytes of a Request's or Response's body (a stream body read whole first), or
+   * null. */
+  async function bodyOf(owner) {
+    const reading = globalThis.__bodyReady(owner);
+    if (reading !== null) await reading;
+    const body = globalThis.__bodyBytes(owner);
+    return body === null ? null : copyBuffer(body);
+  }
+
   /** A Response as Rust takes it: ["", "", status, flat headers, body bytes or null]. */
-  function responseParts(resp, what) {
+  async function responseParts(resp, what) {
     if (!(resp instanceof Response)) {
       throw new TypeError(`${what} must return a Response, got ${describe(resp)}`);
     }
-    const body = globalThis.__bodyBytes(resp);
-    return ["", "", resp.status, headerPairs(resp.headers), body === null ? null : copyBuffer(body)];
+    return ["", "", resp.status, headerPairs(resp.headers), await bodyOf(resp)];
   }
 
   /** A Request as Rust takes it: [method, url, 0, flat headers, body bytes or null]. */
-  function requestParts(req) {
-    const body = globalThis.__bodyBytes(req);
-    return [req.method, req.url, 0, headerPairs(req.headers), body === null ? null : copyBuffer(body)];
+  async function requestParts(req) {
+    return [req.method, req.url, 0, headerPairs(req.headers), await bodyOf(req)];
   }
 
   /** What a static check returned: go on (as returned) or answer in the room's place. */
-  function checked(result, what) {
+  async function checked(result, what) {
     if (result === undefined || result === null) return null;
     if (result instanceof Request) return requestParts(result);
     return responseParts(result, what);
@@ -331,9 +338,8 @@
       } else {
         req = new Request(resolveUrl(input, this.#party, this.#id), init);
       }
-      const body = globalThis.__bodyBytes(req);
       const [status, headers, bytes] = await N.fetchRoom(this.#inst.handle, this.#party, this.#id,
-        [req.method, req.url, headerPairs(req.headers), body === null ? null : copyBuffer(body)]);
+        [req.method, req.url, headerPairs(req.headers), await bodyOf(req)]);
       return new Response(status === 204 || status === 304 ? null : new Uint8Array(bytes),
         { status, headers: pairsToHeaders(headers) });
     }
@@ -477,11 +483,10 @@
     const req = input instanceof Request && init === undefined
       ? input
       : new Request(input instanceof URL ? input.href : input, init);
-    const body = globalThis.__bodyBytes(req);
     let url = req.url;
     let method = req.method;
     let headers = headerPairs(req.headers);
-    let bytes = body === null ? null : copyBuffer(body);
+    let bytes = await bodyOf(req);
     for (let hops = 0; ; hops++) {
       const [status, got, answer] = await N.httpFetch([method, url, headers, bytes]);
       const answerHeaders = pairsToHeaders(got);
@@ -754,7 +759,7 @@
     if (kind === "beforeConnect") {
       // a: room id, b: url, c: flat headers
       const req = makeRequest("GET", b, c, null);
-      return settle(checked(await definition.onBeforeConnect(req, makeLobby(a, parties), ctx), "onBeforeConnect"));
+      return settle(await checked(await definition.onBeforeConnect(req, makeLobby(a, parties), ctx), "onBeforeConnect"));
     }
     if (kind === "cron") {
       // a: the cron's name, b: its schedule, c: when it was due (ms since the epoch)
@@ -767,9 +772,9 @@
     if (kind === "fetch") {
       // Nothing returned: the request goes on to the project's 404 page, as on PartyKit.
       const resp = await definition.onFetch(req, makeFetchLobby(parties), ctx);
-      return settle(resp ? responseParts(resp, "onFetch") : null);
+      return settle(resp ? await responseParts(resp, "onFetch") : null);
     }
-    return settle(checked(await definition.onBeforeRequest(req, makeLobby(a, parties), ctx), "onBeforeRequest"));
+    return settle(await checked(await definition.onBeforeRequest(req, makeLobby(a, parties), ctx), "onBeforeRequest"));
   };
 
   /** What the static `onFetch` gets as `lobby` (PartyKit's FetchLobby). */

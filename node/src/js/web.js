@@ -15,8 +15,10 @@
 // And, for codec.js, a hidden `globalThis.__brands`: the value classifier and the tables
 // structuredClone goes by (see the end of this file).
 //
-// Not implemented: fetch, File, FormData, Blob.stream(), ReadableStream and the other streams (a
-// body's `.body` is a one-chunk stand-in, see BodyStream), Request/Response formData(), crypto.subtle other than digest (crypto.js, evaluated next, adds the rest),
+// Streams come from streams.js, evaluated before this file: a body may be a ReadableStream,
+// collected whole when it is read (or, for the runtime, by `__bodyReady`).
+//
+// Not implemented: fetch, File, FormData, Request/Response formData(), crypto.subtle other than digest (crypto.js, evaluated next, adds the rest),
 // TextDecoder encodings other than UTF-8, structuredClone's
 // `transfer`, Headers guards (no immutable headers), event capture/bubbling and
 // `on<type>` handler properties, AbortSignal.timeout without a global setTimeout.
@@ -462,8 +464,7 @@ const decodeUtf8Text = (bytes) => decodeUtf8(hasBOM(bytes) ? bytes.subarray(3) :
 // ----------------------------------------------------------------------- Blob
 
 // Bytes held in memory: what Node.js polyfills (unenv's buffer, whose File extends Blob)
-// and body helpers expect to find. No stream(): code that tells a Blob by it would take
-// a stream path that is not there.
+// and body helpers expect to find.
 let blobBytes; // (blob) → its bytes, not a copy
 
 class Blob {
@@ -511,6 +512,7 @@ class Blob {
   async arrayBuffer() { return this.#bytes.slice().buffer; }
   async bytes() { return this.#bytes.slice(); }
   async text() { return decodeUtf8Text(this.#bytes); }
+  stream() { return bytesStream(() => this.#bytes.slice()); }
   [INSPECT]() { return `Blob { size: ${this.size}, type: '${this.type}' }`; }
 }
 
@@ -1493,97 +1495,149 @@ class Headers {
 
 // ---------------------------------------------------------- Request, Response
 
-let bodyData; // (body owner) → null | string | Uint8Array
-let setBodyData; // (body owner, data) → void
+let bodyData; // (body owner) → null | string | Uint8Array (null while its body is a stream)
+let bodySource; // (body owner) → the ReadableStream given as its body, until it is read
+let setBody; // (body owner, headers, extracted body) → void
 let takeBody; // (body owner) → its data, marking it used (TypeError when already used)
-let streamTake; // (BodyStream) → its owner's bytes, marking the owner used
+let moveBody; // (body owner) → its body as extracted, marking it used
+let cloneBody; // (body owner, copy) → void: the copy gets the same body
+let bodyReady; // (body owner) → null, or a promise that its stream body has been read
+const streamDisturbed = globalThis.__streams.disturbed;
+delete globalThis.__streams;
+// What `.body` of a body held in memory gives: its owner, so that passing it as another
+// Request's or Response's body moves the bytes over rather than streaming them.
+const bodyStreamOwners = new WeakMap();
 
-// Stands in for ReadableStream on `.body`: one chunk holding the whole body, readable
-// through getReader().read() or for await; reading it uses the body up. Passing it
-// as another Request's or Response's body moves the bytes over.
-class BodyStream {
-  #take;
-  #reader = null;
+// The largest stream body collected whole (a response's body crosses to the gateway
+// whole).
+const MAX_STREAM_BODY_BYTES = 32 * 1024 * 1024;
 
-  constructor(take) {
-    this.#take = take;
-  }
+/** A stream of the bytes `take` gives when first read, in one chunk. */
+function bytesStream(take) {
+  return new ReadableStream({
+    pull(c) {
+      const bytes = take();
+      if (bytes.length > 0) c.enqueue(bytes);
+      c.close();
+    },
+  }, { highWaterMark: 0 });
+}
 
-  static {
-    streamTake = (stream) => stream.#take();
-  }
-
-  get locked() { return this.#reader !== null; }
-
-  getReader() {
-    if (this.#reader) throw new TypeError("ReadableStream is locked");
-    let done = false;
-    const take = () => {
-      done = true;
-      return this.#take();
-    };
-    this.#reader = {
-      read: async () => {
-        const value = done ? null : take();
-        return value?.length ? { value, done: false } : { value: undefined, done: true };
-      },
-      cancel: async () => {
-        if (!done) take();
-      },
-      releaseLock: () => {
-        this.#reader = null;
-      },
-    };
-    return this.#reader;
-  }
-
-  async cancel() {
-    await this.getReader().cancel();
-  }
-
-  async *[Symbol.asyncIterator]() {
-    const reader = this.getReader();
-    try {
-      for (let r = await reader.read(); !r.done; r = await reader.read()) yield r.value;
-    } finally {
-      reader.releaseLock();
+/** Reads `stream` to its end: its chunks' bytes, as one array. */
+async function collectStream(stream) {
+  const reader = stream.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    let bytes;
+    if (value instanceof Uint8Array) bytes = value;
+    else if (ArrayBuffer.isView(value) || isArrayBuffer(value)) bytes = bytesOf(value);
+    else if (typeof value === "string") bytes = utf8Bytes(value);
+    else {
+      await reader.cancel();
+      throw new TypeError("A body stream's chunks must be Uint8Array, ArrayBuffer or string");
     }
+    size += bytes.length;
+    if (size > MAX_STREAM_BODY_BYTES) {
+      await reader.cancel();
+      throw new TypeError(`A stream body is larger than ${MAX_STREAM_BODY_BYTES} bytes`);
+    }
+    chunks.push(bytes);
   }
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
 }
 
 // The spec's Body mixin, as a hidden base class of Request and Response.
 class Body {
   #data = null;
+  #source = null;
   #used = false;
   #stream = null;
 
   static {
     bodyData = (owner) => owner.#data;
-    setBodyData = (owner, data) => {
+    bodySource = (owner) => owner.#source;
+    setBody = (owner, headers, { data, source, type }) => {
+      if (type && !headers.has("content-type")) headers.set("content-type", type);
       owner.#data = data;
+      owner.#source = source ?? null;
     };
     takeBody = (owner) => {
-      if (owner.#used) throw new TypeError("Body has already been used");
+      if (owner.bodyUsed) throw new TypeError("Body has already been used");
+      if (owner.#source !== null) throw new TypeError("A stream body is read asynchronously");
       if (owner.#data !== null) owner.#used = true;
       return owner.#data;
+    };
+    moveBody = (owner) => {
+      if (owner.bodyUsed) throw new TypeError("Body has already been used");
+      const moved = { data: owner.#data, source: owner.#source, type: null };
+      if (owner.#data !== null || owner.#source !== null) owner.#used = true;
+      return moved;
+    };
+    cloneBody = (owner, copy) => {
+      if (owner.bodyUsed) throw new TypeError("Cannot clone a used body");
+      if (owner.#source !== null) {
+        const [mine, theirs] = owner.#source.tee();
+        owner.#source = mine;
+        copy.#source = theirs;
+      } else {
+        copy.#data = owner.#data;
+      }
+    };
+    bodyReady = (owner) => {
+      const source = owner.#source;
+      if (source === null) return null;
+      if (source.locked || streamDisturbed(source)) {
+        return Promise.reject(new TypeError("The body's stream is locked or was read"));
+      }
+      return collectStream(source).then((bytes) => {
+        owner.#source = null;
+        owner.#data = bytes;
+      });
     };
   }
 
   get body() {
+    if (this.#source !== null) return this.#source;
     if (this.#data === null) return null;
-    this.#stream ??= new BodyStream(() => toBytes(takeBody(this)));
+    if (this.#stream === null) {
+      this.#stream = bytesStream(() => toBytes(takeBody(this)));
+      bodyStreamOwners.set(this.#stream, this);
+    }
     return this.#stream;
   }
 
-  get bodyUsed() { return this.#used; }
+  get bodyUsed() {
+    return this.#used || (this.#source !== null && streamDisturbed(this.#source));
+  }
 
-  async arrayBuffer() { return toBytes(takeBody(this)).slice().buffer; }
-  async bytes() { return toBytes(takeBody(this)).slice(); }
-  async blob() { return new Blob([toBytes(takeBody(this))], { type: this.headers.get("content-type") ?? "" }); }
+  /** The body's data, marking it used; a stream body is read to its end. */
+  async #take() {
+    if (this.#source === null) return takeBody(this);
+    if (this.bodyUsed) throw new TypeError("Body has already been used");
+    if (this.#source.locked) throw new TypeError("The body's stream is locked");
+    this.#used = true;
+    const source = this.#source;
+    this.#source = null;
+    return collectStream(source);
+  }
+
+  async arrayBuffer() { return toBytes(await this.#take()).slice().buffer; }
+  async bytes() { return toBytes(await this.#take()).slice(); }
+  async blob() { return new Blob([toBytes(await this.#take())], { type: this.headers.get("content-type") ?? "" }); }
   async json() { return JSON.parse(await this.text()); }
 
   async text() {
-    const data = takeBody(this);
+    const data = await this.#take();
     return typeof data === "string" ? data : decodeUtf8Text(data ?? new Uint8Array(0));
   }
 }
@@ -1599,22 +1653,26 @@ function extractBody(body) {
   if (body instanceof URLSearchParams) {
     return { data: body.toString(), type: "application/x-www-form-urlencoded;charset=UTF-8" };
   }
-  if (body instanceof BodyStream) return { data: streamTake(body), type: null };
+  if (body instanceof ReadableStream) {
+    if (body.locked || streamDisturbed(body)) throw new TypeError("The body's stream is locked or was read");
+    const owner = bodyStreamOwners.get(body);
+    if (owner !== undefined) return moveBody(owner);
+    return { data: null, source: body, type: null };
+  }
   if (body instanceof Blob) return { data: blobBytes(body).slice(), type: body.type || null };
   if (ArrayBuffer.isView(body) || isArrayBuffer(body)) return { data: bytesOf(body).slice(), type: null };
-  if (typeof body.getReader === "function") throw new TypeError("ReadableStream bodies are not supported");
   return { data: String(body), type: TEXT_TYPE };
 }
 
-function setBody(owner, headers, { data, type }) {
-  if (type && !headers.has("content-type")) headers.set("content-type", type);
-  setBodyData(owner, data);
-}
-
+/** The body's bytes for the runtime, without marking it used: null without a body. A
+ * stream body must be read first (`__bodyReady`). */
 function bodyBytes(owner) {
+  if (bodySource(owner) !== null) throw new TypeError("A stream body must be read first (__bodyReady)");
   const data = bodyData(owner);
   return data === null ? null : toBytes(data);
 }
+
+const hasBody = (owner) => bodyData(owner) !== null || bodySource(owner) !== null;
 
 const NORMALIZED_METHODS = new Set(["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"]);
 const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
@@ -1644,13 +1702,13 @@ class Request extends Body {
     this.#signal = init.signal ?? from?.signal ?? new AbortController().signal;
     this.#redirect = init.redirect ?? from?.redirect ?? "follow";
     this.#cf = init.cf ?? from?.cf;
-    const inherited = init.body === undefined && from !== null && bodyData(from) !== null;
+    const inherited = init.body === undefined && from !== null && hasBody(from);
     if (inherited && from.bodyUsed) throw new TypeError("Cannot construct a Request from a used Request");
-    const body = inherited ? { data: bodyData(from), type: null } : extractBody(init.body);
-    if (body.data !== null && (this.#method === "GET" || this.#method === "HEAD")) {
+    const given = (init.body ?? null) !== null;
+    if ((inherited || given) && (this.#method === "GET" || this.#method === "HEAD")) {
       throw new TypeError("Request with GET/HEAD method cannot have body");
     }
-    if (inherited) takeBody(from);
+    const body = inherited ? moveBody(from) : extractBody(init.body);
     setBody(this, this.#headers, body);
   }
 
@@ -1665,7 +1723,7 @@ class Request extends Body {
     if (this.bodyUsed) throw new TypeError("Cannot clone a used Request");
     const { url, method, headers, signal, redirect, cf } = this;
     const copy = new Request(url, { method, headers, signal, redirect, cf });
-    setBodyData(copy, bodyData(this));
+    cloneBody(this, copy);
     return copy;
   }
 
@@ -1707,7 +1765,7 @@ class Response extends Body {
     this.#statusText = statusText;
     this.#headers = new Headers(init.headers);
     const extracted = extractBody(body);
-    if (extracted.data !== null && NULL_BODY_STATUSES.has(status)) {
+    if ((extracted.data !== null || extracted.source) && NULL_BODY_STATUSES.has(status)) {
       throw new TypeError(`Response with status ${status} cannot have a body`);
     }
     setBody(this, this.#headers, extracted);
@@ -1750,7 +1808,7 @@ class Response extends Body {
     copy.#type = this.#type;
     copy.#url = this.#url;
     copy.#redirected = this.#redirected;
-    setBodyData(copy, bodyData(this));
+    cloneBody(this, copy);
     return copy;
   }
 
@@ -2035,6 +2093,7 @@ for (const [name, cls] of Object.entries(classes)) {
 const functions = { console: makeConsole(), performance, queueMicrotask, structuredClone, atob, btoa, crypto };
 for (const [name, value] of Object.entries(functions)) define(name, value);
 define("__bodyBytes", bodyBytes);
+define("__bodyReady", (owner) => bodyReady(owner));
 define("__markFetched", (response, url, redirected) => markFetched(response, url, redirected));
 
 // For codec.js, evaluated next in this context, so that storage judges values as

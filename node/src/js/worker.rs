@@ -22,6 +22,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
+const STREAMS_JS: &str = include_str!("streams.js");
 const WEB_JS: &str = include_str!("web.js");
 const CRYPTO_JS: &str = include_str!("crypto.js");
 const CODEC_JS: &str = include_str!("codec.js");
@@ -161,6 +162,7 @@ impl Worker {
             natives::install(&ctx, &self.shared, &context, source.assets.clone())
                 .map_err(|e| e.to_string())?;
             for (name, code) in [
+                ("streams.js", STREAMS_JS),
                 ("web.js", WEB_JS),
                 ("crypto.js", CRYPTO_JS),
                 ("codec.js", CODEC_JS),
