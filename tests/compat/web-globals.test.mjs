@@ -1126,6 +1126,93 @@ async function streamScenario() {
   return JSON.stringify(log);
 }
 
+// Where streams fail or wait: each step must settle as Node's does, not hang.
+async function streamFaultScenario() {
+  const log = [];
+  const ticks = async (n = 20) => {
+    for (let i = 0; i < n; i++) await null;
+  };
+  const outcome = async (promise) => {
+    const settled = await Promise.race([
+      promise.then((v) => ["ok", v ?? null], (e) => ["threw", e?.message ?? String(e)]),
+      ticks(200).then(() => ["pending"]),
+    ]);
+    return settled;
+  };
+
+  // A transform that throws errors its readable side: a reader hears of it.
+  const throwing = new TransformStream({ transform() { throw new RangeError("bad chunk"); } });
+  const tw = throwing.writable.getWriter();
+  const tr = throwing.readable.getReader();
+  const read = tr.read();
+  log.push(["transform threw: write", await outcome(tw.write("x"))]);
+  log.push(["transform threw: read", await outcome(read)]);
+
+  // Two reads waiting on a transform's readable side: two writes reach both.
+  const identity = new TransformStream();
+  const ir = identity.readable.getReader();
+  const iw = identity.writable.getWriter();
+  const r1 = ir.read();
+  const r2 = ir.read();
+  await ticks();
+  const w1 = iw.write("a");
+  const w2 = iw.write("b");
+  log.push(["two reads", await outcome(r1), await outcome(r2), await outcome(w1), await outcome(w2)]);
+
+  // terminate() inside transform: the write resolves, the readable side closes.
+  const ending = new TransformStream({ transform(chunk, c) { c.enqueue(chunk); c.terminate(); } });
+  const er = ending.readable.getReader();
+  const ew = ending.writable.getWriter();
+  const ended = ew.write("last");
+  log.push(["terminated", await outcome(ended), await outcome(er.read()), await outcome(er.read())]);
+
+  // A destination that errors while the source is idle: the pipe ends, the source is
+  // cancelled.
+  let idleCancel = null;
+  let sinkController;
+  const idle = new ReadableStream({ cancel(reason) { idleCancel = reason?.message ?? String(reason); } });
+  const toFailing = idle.pipeTo(new WritableStream({ start(c) { sinkController = c; } }));
+  await ticks();
+  sinkController.error(new RangeError("sink gone"));
+  log.push(["dest errored, source idle", await outcome(toFailing), idleCancel]);
+
+  // A source that errors while the destination holds it back: the pipe ends, the
+  // destination is aborted.
+  let stuckAbort = null;
+  let sourceController;
+  const stuckSource = new ReadableStream({ start(c) { sourceController = c; c.enqueue(1); } });
+  const stuck = stuckSource.pipeTo(new WritableStream({
+    write() { return new Promise(() => {}); },
+    abort(reason) { stuckAbort = reason?.message ?? String(reason); },
+  }, { highWaterMark: 1 }));
+  await ticks();
+  sourceController.enqueue(2);
+  await ticks();
+  sourceController.error(new RangeError("source gone"));
+  log.push(["source errored, dest stuck", await outcome(stuck), stuckAbort]);
+
+  // A destination already closed: the source is cancelled, the pipe rejects.
+  const closedSink = new WritableStream();
+  await closedSink.close();
+  let closedCancel = null;
+  const intoClosed = new ReadableStream({
+    pull(c) { c.enqueue("more"); },
+    cancel() { closedCancel = "cancelled"; },
+  }).pipeTo(closedSink);
+  log.push(["into a closed destination", (await outcome(intoClosed))[0], closedCancel]);
+
+  // An async iterator past its end keeps answering done.
+  const it = ReadableStream.from(["only"])[Symbol.asyncIterator]();
+  log.push(["iterator", await it.next(), await it.next(), await it.next(), await it.return("r")]);
+  return JSON.stringify(log);
+}
+
+test("streams fail and end as Node's do: throwing transforms, pending reads, terminate, pipes whose other side fails or closed", async () => {
+  const ours = await run(streamFaultScenario);
+  const node = await streamFaultScenario();
+  assert.deepEqual(JSON.parse(ours), JSON.parse(node));
+});
+
 test("streams behave as Node's: pull and backpressure, errors, cancel, pipes, transforms, text streams, tee, iteration, bodies", async () => {
   const ours = await run(streamScenario);
   const node = await streamScenario();

@@ -311,18 +311,19 @@ class ReadableStream {
 
   /** A stream of what `iterable` (sync or async) yields. */
   static from(iterable) {
-    if (iterable instanceof ReadableStream) return iterable;
     const asyncMethod = iterable?.[Symbol.asyncIterator];
     const syncMethod = iterable?.[Symbol.iterator];
     if (typeof asyncMethod !== "function" && typeof syncMethod !== "function") {
       throw new TypeError("ReadableStream.from takes an iterable or an async iterable");
     }
-    const it = typeof asyncMethod === "function" ? asyncMethod.call(iterable) : syncMethod.call(iterable);
+    const isAsync = typeof asyncMethod === "function";
+    const it = isAsync ? asyncMethod.call(iterable) : syncMethod.call(iterable);
     return new ReadableStream({
       async pull(c) {
         const { value, done } = await it.next();
         if (done) c.close();
-        else c.enqueue(await value);
+        // A sync iterator's values are awaited, as an async iterator made from it has them.
+        else c.enqueue(isAsync ? value : await value);
       },
       async cancel(reason) {
         if (typeof it.return === "function") await it.return(reason);
@@ -365,43 +366,75 @@ class ReadableStream {
     const preventAbort = Boolean(options?.preventAbort);
     const preventCancel = Boolean(options?.preventCancel);
     const signal = options?.signal;
-    const r = this.#r;
-    const w = writableState(dest);
     const reader = this.getReader();
     const writer = dest.getWriter();
-    return (async () => {
-      let stop;
-      const aborted = new Promise((_, reject) => {
-        if (!signal) return;
-        stop = () => reject(signal.reason);
-        if (signal.aborted) stop();
-        else signal.addEventListener("abort", stop);
-      });
-      handled(aborted);
-      let lastWrite = Promise.resolve();
-      try {
-        for (;;) {
-          await Promise.race([writer.ready, aborted]);
-          const { value, done } = await Promise.race([reader.read(), aborted]);
-          if (done) break;
-          lastWrite = handled(writer.write(value));
-        }
-        await Promise.race([lastWrite, aborted]);
-        if (!preventClose) await writer.close();
-      } catch (e) {
-        // The source failed: the destination is aborted; the destination failed: the
-        // source is cancelled; the signal aborted the pipe: both.
-        const sourceFailed = r.state === "errored";
-        const destFailed = w.state === "errored" || w.state === "erroring";
-        if (!destFailed && !preventAbort) await writer.abort(e).catch(() => {});
-        if (!sourceFailed && !preventCancel) await reader.cancel(e).catch(() => {});
-        throw e;
-      } finally {
-        if (stop) signal.removeEventListener("abort", stop);
-        reader.releaseLock();
-        writer.releaseLock();
+    const piped = deferred();
+    let finished = false;
+    let stop = null;
+    let lastWrite = Promise.resolve();
+    // Ends the pipe once: `action` (closing, aborting or cancelling a side), then the locks
+    // go and the pipe settles.
+    const finish = (action, error, failed) => {
+      if (finished) return;
+      finished = true;
+      Promise.resolve()
+        .then(action)
+        .then(
+          () => {},
+          (e) => {
+            if (!failed) {
+              failed = true;
+              error = e;
+            }
+          },
+        )
+        .then(() => {
+          if (stop !== null) signal.removeEventListener("abort", stop);
+          reader.releaseLock();
+          writer.releaseLock();
+          if (failed) piped.reject(error);
+          else piped.resolve(undefined);
+        });
+    };
+    // Reads what the destination is ready for and writes it, until the source ends. A
+    // side that fails or closes meanwhile ends the pipe through its `closed` (below),
+    // whatever this waits on.
+    const loop = (async () => {
+      for (;;) {
+        await writer.ready;
+        const { value, done } = await reader.read();
+        if (done) return;
+        lastWrite = handled(writer.write(value));
       }
     })();
+    handled(loop);
+    reader.closed.then(
+      () => finish(async () => {
+        await loop;
+        await lastWrite;
+        if (!preventClose) await writer.close();
+      }, undefined, false),
+      (e) => finish(() => (preventAbort ? undefined : writer.abort(e)), e, true),
+    );
+    writer.closed.then(
+      () => {
+        const e = new TypeError("The destination closed before the pipe ended");
+        finish(() => (preventCancel ? undefined : reader.cancel(e)), e, true);
+      },
+      (e) => finish(() => (preventCancel ? undefined : reader.cancel(e)), e, true),
+    );
+    if (signal) {
+      stop = () => {
+        const e = signal.reason;
+        finish(() => Promise.all([
+          preventAbort ? undefined : writer.abort(e),
+          preventCancel ? undefined : reader.cancel(e),
+        ]), e, true);
+      };
+      if (signal.aborted) stop();
+      else signal.addEventListener("abort", stop);
+    }
+    return piped.promise;
   }
 
   /** Two streams that each read what this one gives. */
@@ -457,18 +490,28 @@ class ReadableStream {
   values(options = undefined) {
     const reader = this.getReader();
     const preventCancel = Boolean(options?.preventCancel);
+    let ended = false;
     return {
-      next: () => reader.read().then(
-        (result) => {
-          if (result.done) reader.releaseLock();
-          return result;
-        },
-        (e) => {
-          reader.releaseLock();
-          throw e;
-        },
-      ),
+      next: () => {
+        if (ended) return Promise.resolve({ value: undefined, done: true });
+        return reader.read().then(
+          (result) => {
+            if (result.done) {
+              ended = true;
+              reader.releaseLock();
+            }
+            return result;
+          },
+          (e) => {
+            ended = true;
+            reader.releaseLock();
+            throw e;
+          },
+        );
+      },
       return: async (value) => {
+        if (ended) return { value, done: true };
+        ended = true;
         if (!preventCancel) {
           const cancelled = reader.cancel(value);
           reader.releaseLock();
@@ -536,7 +579,10 @@ function advance(w) {
         w.inFlight = null;
         w.queue.shift();
         head.done.reject(e);
-        failWritable(w, e);
+        // An abort that waited on the close fails with it.
+        w.pendingAbort?.done.reject(e);
+        w.pendingAbort = null;
+        sinkFailed(w, e);
       },
     );
     return;
@@ -555,15 +601,21 @@ function advance(w) {
       w.inFlight = null;
       w.queue.shift();
       head.done.reject(e);
-      failWritable(w, e);
+      sinkFailed(w, e);
     },
   );
 }
 
-/** The sink failed, or the controller errored the stream: writes queued fail with it. */
-function failWritable(w, e) {
+/** The sink failed (its start, a write or the close): writes queued fail with it. */
+function sinkFailed(w, e) {
   if (w.state === "writable") startErroring(w, e);
-  if (w.state === "erroring") finishErroring(w);
+  finishErroring(w);
+}
+
+/** The stream is errored (by its controller, a chunk's size, its transform): it errors
+ * once what the sink is doing settles. */
+function errorWritable(w, e) {
+  if (w.state === "writable") startErroring(w, e);
 }
 
 function startErroring(w, e) {
@@ -630,7 +682,7 @@ function write(w, chunk) {
   try {
     size = w.size(chunk);
   } catch (e) {
-    failWritable(w, e);
+    errorWritable(w, e);
     return Promise.reject(e);
   }
   const done = deferred();
@@ -651,7 +703,7 @@ class WritableStreamDefaultController {
   }
   get signal() { return this.#w.controllerAbort.signal; }
   error(e) {
-    if (this.#w.state === "writable") failWritable(this.#w, e);
+    errorWritable(this.#w, e);
   }
 }
 
@@ -753,7 +805,7 @@ class WritableStream {
       },
       (e) => {
         w.started = true;
-        failWritable(w, e);
+        sinkFailed(w, e);
       },
     );
   }
@@ -793,19 +845,19 @@ class TransformStreamDefaultController {
     try {
       enqueue(t.readable, chunk);
     } catch (e) {
-      failWritable(t.writable, e);
+      errorWritable(t.writable, e);
       throw e;
     }
     t.checkBackpressure();
   }
   error(reason) {
     errorReadable(this.#t.readable, reason);
-    failWritable(this.#t.writable, reason);
+    errorWritable(this.#t.writable, reason);
   }
   terminate() {
     const t = this.#t;
     if (t.readable.state === "readable" && !t.readable.closeRequested) requestClose(t.readable);
-    failWritable(t.writable, new TypeError("The transform stream was terminated"));
+    errorWritable(t.writable, new TypeError("The transform stream was terminated"));
   }
 }
 
@@ -826,9 +878,9 @@ class TransformStream {
     const t = {
       readable: null,
       writable: null,
+      // As the spec's HasBackpressure: the readable side would not pull.
       checkBackpressure() {
-        const r = t.readable;
-        if (r.state === "readable" && !r.closeRequested && r.highWaterMark - r.queueSize <= 0) waiting ??= deferred();
+        if (t.readable.state === "readable" && !shouldPull(t.readable)) waiting ??= deferred();
       },
     };
     const controller = new TransformStreamDefaultController(KEY, t);
@@ -839,11 +891,21 @@ class TransformStream {
         if (waiting) await waiting.promise;
         const r = t.readable;
         if (r.state === "errored") throw r.error;
-        if (transform === undefined) controller.enqueue(chunk);
-        else await transform.call(transformer, chunk, controller);
+        try {
+          if (transform === undefined) controller.enqueue(chunk);
+          else await transform.call(transformer, chunk, controller);
+        } catch (e) {
+          errorReadable(t.readable, e);
+          throw e;
+        }
       },
       close: async () => {
-        await promiseCall(flush, transformer, controller);
+        try {
+          await promiseCall(flush, transformer, controller);
+        } catch (e) {
+          errorReadable(t.readable, e);
+          throw e;
+        }
         const r = t.readable;
         if (r.state === "errored") throw r.error;
         if (r.state === "readable" && !r.closeRequested) requestClose(r);
@@ -863,7 +925,7 @@ class TransformStream {
       },
       cancel: async (reason) => {
         await promiseCall(cancel, transformer, reason);
-        failWritable(t.writable, reason);
+        errorWritable(t.writable, reason);
       },
     }, { highWaterMark: readableStrategy?.highWaterMark ?? 0, size: readableStrategy?.size });
     t.readable = readableState(this.#readable);

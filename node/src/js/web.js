@@ -1626,9 +1626,7 @@ class Body {
     if (this.bodyUsed) throw new TypeError("Body has already been used");
     if (this.#source.locked) throw new TypeError("The body's stream is locked");
     this.#used = true;
-    const source = this.#source;
-    this.#source = null;
-    return collectStream(source);
+    return collectStream(this.#source);
   }
 
   async arrayBuffer() { return toBytes(await this.#take()).slice().buffer; }
@@ -1702,10 +1700,11 @@ class Request extends Body {
     this.#signal = init.signal ?? from?.signal ?? new AbortController().signal;
     this.#redirect = init.redirect ?? from?.redirect ?? "follow";
     this.#cf = init.cf ?? from?.cf;
-    const inherited = init.body === undefined && from !== null && hasBody(from);
-    if (inherited && from.bodyUsed) throw new TypeError("Cannot construct a Request from a used Request");
+    // The init's body, or else the input's (a null init body too, as the spec has it).
     const given = (init.body ?? null) !== null;
-    if ((inherited || given) && (this.#method === "GET" || this.#method === "HEAD")) {
+    const inherited = !given && from !== null && hasBody(from);
+    if (inherited && from.bodyUsed) throw new TypeError("Cannot construct a Request from a used Request");
+    if ((given || (from !== null && hasBody(from))) && (this.#method === "GET" || this.#method === "HEAD")) {
       throw new TypeError("Request with GET/HEAD method cannot have body");
     }
     const body = inherited ? moveBody(from) : extractBody(init.body);
