@@ -316,6 +316,26 @@ export default class Server implements Party.Server {
   });
 });
 
+test("a socket replaced by a newer one with its id is closed, even when onClose throws", async () => {
+  const source = `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  onClose() { throw new Error("onClose broke"); }
+  onMessage(message: string, sender: Party.Connection) { sender.send("pong"); }
+}`;
+  await withServer(source, [], async (server) => {
+    const old = await connect(server.host, "r", "same");
+    const closed = new Promise((ok) => old.on("close", (code, reason) => ok(`${code} ${reason}`)));
+    const fresh = await connect(server.host, "r", "same");
+    const outcome = await Promise.race([closed, sleep(3000).then(() => "still open")]);
+    assert.equal(outcome, "1000 Replaced by a newer connection with the same id");
+    fresh.send("ping");
+    assert.equal(await reply(fresh), "pong");
+    fresh.close();
+  });
+});
+
 test("a handler that exhausts the memory cap is reset like one over budget", async () => {
   await withServer(isolated, ["--js-memory-mb", "64", "--js-cpu-budget-ms", "5000"], async (server) => {
     const ws = await connect(server.host, "hungry", "h");

@@ -62,6 +62,9 @@ impl RoomActor {
                 self.room
                     .shared()
                     .push(old.gateway, close_socket(old.socket, close::NORMAL, reason));
+                // Out now, not with the close's step: a step that fails discards what it
+                // holds, and the old socket would stay open with no room to serve it.
+                self.room.flush().await;
                 let old_conn = Connection::from_entry(&old, self.room.shared());
                 Box::pin(self.closed(old_conn, close::NORMAL, "replaced", None)).await;
             }
