@@ -284,12 +284,12 @@ impl Room {
                 })
                 .collect()
         };
-        let released = self.shared.take_outbox();
+        let (released, answers) = self.shared.take_released();
         self.ledger.released(&released);
         for (gateway, event) in states.into_iter().chain(released) {
             self.links.send(gateway, event).await;
         }
-        for (to, answer) in self.shared.take_answers() {
+        for (to, answer) in answers {
             let _ = to.send(answer);
         }
     }

@@ -16,12 +16,18 @@ pub(crate) type HeldAnswer = (
     crate::message::Response,
 );
 
+/// What a room's steps hold until their writes commit: events for the gateways, and
+/// answers to earlier requests.
+#[derive(Default)]
+struct Outbox {
+    events: Vec<(GatewayId, NodeEvent)>,
+    answers: Vec<HeldAnswer>,
+}
+
 /// Connection table and outbox of one room, shared by the room and its connections.
 pub(crate) struct RoomShared {
     conns: Mutex<ConnTable>,
-    outbox: Mutex<Vec<(GatewayId, NodeEvent)>>,
-    /// Answers to earlier requests, held with the outbox.
-    answers: Mutex<Vec<HeldAnswer>>,
+    outbox: Mutex<Outbox>,
     /// Connection states as they were before this step's `set_state` calls, newest last:
     /// a discarded step puts them back.
     state_undo: Mutex<Vec<(Peer, Option<serde_json::Value>)>>,
@@ -36,7 +42,6 @@ impl RoomShared {
         Self {
             conns: Mutex::new(ConnTable::new(conn_count)),
             outbox: Mutex::default(),
-            answers: Mutex::default(),
             state_undo: Mutex::default(),
             relinked: AtomicU64::new(0),
         }
@@ -56,54 +61,60 @@ impl RoomShared {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn outbox(&self) -> MutexGuard<'_, Vec<(GatewayId, NodeEvent)>> {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn push(&self, gateway: GatewayId, event: node_event::Event) {
         self.outbox()
+            .events
             .push((gateway, NodeEvent { event: Some(event) }));
     }
 
+    /// The held events (not the answers).
     pub(crate) fn take_outbox(&self) -> Vec<(GatewayId, NodeEvent)> {
-        std::mem::take(&mut *self.outbox())
+        std::mem::take(&mut self.outbox().events)
+    }
+
+    /// Everything held: the events and the answers.
+    pub(crate) fn take_released(&self) -> (Vec<(GatewayId, NodeEvent)>, Vec<HeldAnswer>) {
+        let mut outbox = self.outbox();
+        (
+            std::mem::take(&mut outbox.events),
+            std::mem::take(&mut outbox.answers),
+        )
     }
 
     /// Puts back what [`RoomShared::take_outbox`] took, ahead of anything pushed since.
     pub(crate) fn restore_outbox(&self, mut taken: Vec<(GatewayId, NodeEvent)>) {
         let mut outbox = self.outbox();
-        taken.append(&mut outbox);
-        *outbox = taken;
+        taken.append(&mut outbox.events);
+        outbox.events = taken;
     }
 
-    /// Drops every held message and answer.
+    /// Drops every held event and answer.
     pub(crate) fn clear_outbox(&self) {
-        self.outbox().clear();
-        self.answers().clear();
+        let mut outbox = self.outbox();
+        outbox.events.clear();
+        outbox.answers.clear();
     }
 
-    /// How many messages and answers are held.
+    /// How many events and answers are held.
     pub(crate) fn outbox_len(&self) -> (usize, usize) {
-        (self.outbox().len(), self.answers().len())
+        let outbox = self.outbox();
+        (outbox.events.len(), outbox.answers.len())
     }
 
-    /// Drops what was queued after the first `len` messages and answers.
-    pub(crate) fn truncate_outbox(&self, (messages, answers): (usize, usize)) {
-        self.outbox().truncate(messages);
-        self.answers().truncate(answers);
-    }
-
-    fn answers(&self) -> MutexGuard<'_, Vec<HeldAnswer>> {
-        self.answers.lock().unwrap_or_else(|e| e.into_inner())
+    /// Drops what was queued after the first `len` events and answers.
+    pub(crate) fn truncate_outbox(&self, (events, answers): (usize, usize)) {
+        let mut outbox = self.outbox();
+        outbox.events.truncate(events);
+        outbox.answers.truncate(answers);
     }
 
     /// Holds an answer to an earlier request until the step's commit.
     pub(crate) fn hold_answer(&self, answer: HeldAnswer) {
-        self.answers().push(answer);
-    }
-
-    pub(crate) fn take_answers(&self) -> Vec<HeldAnswer> {
-        std::mem::take(&mut *self.answers())
+        self.outbox().answers.push(answer);
     }
 
     fn state_undo(&self) -> MutexGuard<'_, Vec<(Peer, Option<serde_json::Value>)>> {
