@@ -789,6 +789,53 @@ export default class Server implements Party.Server {
   }
 });
 
+test("a fetch waits for the writes made before it, as a Durable Object's output gate holds it, and is not sent when they are discarded", async () => {
+  const hits = [];
+  const upstream = await upstreamServer((req, res) => {
+    hits.push(req.url);
+    res.end("ok");
+  });
+  const source = `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  async onMessage(message: string, sender: Party.Connection) {
+    if (message === "write, fetch, throw") {
+      this.room.storage.put("k", "discarded");
+      fetch("http://${upstream.target}/discarded").catch(() => {});
+      throw new Error("after the fetch");
+    }
+    if (message === "write, fetch") {
+      this.room.storage.put("k", "kept");
+      const res = await fetch("http://${upstream.target}/kept");
+      sender.send("fetched " + (await res.text()) + ", stored " + (await this.room.storage.get("k")));
+    }
+    if (message === "fetch the room") {
+      await this.room.storage.put("n", 1);
+      const res = await this.room.context.parties.main.get(this.room.id + "-other").fetch({ method: "POST" });
+      sender.send("room said " + (await res.text()));
+    }
+  }
+  async onRequest() {
+    return new Response("hello");
+  }
+}`;
+  try {
+    await withServer(source, ["--js-fetch-allow", upstream.target], async (server) => {
+      const ws = await connect(server.host, "r", "a");
+      ws.send("write, fetch, throw");
+      ws.send("write, fetch");
+      assert.equal(await reply(ws, 5000), "fetched ok, stored kept");
+      assert.deepEqual(hits, ["/kept"]);
+      ws.send("fetch the room");
+      assert.equal(await reply(ws, 5000), "room said hello");
+      ws.close();
+    });
+  } finally {
+    upstream.close();
+  }
+});
+
 test("a transaction whose body awaits a fetch holds its event to its end, and rolls back whole", async () => {
   const upstream = await upstreamServer((req, res) => setTimeout(() => res.end("late"), 300));
   const source = `

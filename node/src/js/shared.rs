@@ -187,6 +187,17 @@ pub(super) struct ActiveJob {
     /// the event lasts until they have, so that what the handler started without awaiting
     /// it (a `.then`, an async timer callback) runs while the room is still its own.
     pub natives_in_flight: Cell<u32>,
+    /// An event that keeps its room until its handler is done (`onStart`, `onConnect`,
+    /// `getConnectionTags`, `onAlarm`): its writes commit only then.
+    pub holds_to_end: bool,
+}
+
+impl ActiveJob {
+    /// Whether the writes this event made so far commit only when it ends, however long it
+    /// waits: what is held behind them cannot wait for them in the meantime.
+    pub(super) fn commits_at_end(&self) -> bool {
+        self.holds_to_end || self.holds.get() > 0 || !self.savepoints.borrow().is_empty()
+    }
 }
 
 impl Shared {
@@ -558,8 +569,10 @@ impl ActiveJob {
         serial: u64,
         lease: Option<RoomLease>,
         fetcher: Option<crate::room::RoomFetcher>,
+        holds_to_end: bool,
     ) -> Self {
         Self {
+            holds_to_end,
             serial,
             lease: RefCell::new(lease),
             fetcher,

@@ -238,10 +238,16 @@ impl Worker {
             fetcher,
             reply,
         } = job;
+        // These keep their room until they are done, so their writes commit only then.
+        let holds_to_end = matches!(
+            event,
+            Event::Start | Event::Tags(..) | Event::Connect(..) | Event::Alarm
+        );
         let active = Rc::new(ActiveJob::new(
             self.shared.next_job_serial(),
             lease,
             fetcher,
+            holds_to_end,
         ));
         let lobby = outside_rooms(&active);
         self.shared

@@ -55,7 +55,7 @@ pub struct Room {
 /// The held writes, messages and connection state changes when a step began.
 struct StepMark {
     storage: Savepoint,
-    /// Held messages and answers.
+    /// Held messages, and things to run on their release.
     outbox: (usize, usize),
     states: usize,
 }
@@ -284,13 +284,13 @@ impl Room {
                 })
                 .collect()
         };
-        let (released, answers) = self.shared.take_released();
+        let (released, then) = self.shared.take_released();
         self.ledger.released(&released);
         for (gateway, event) in states.into_iter().chain(released) {
             self.links.send(gateway, event).await;
         }
-        for (to, answer) in answers {
-            let _ = to.send(answer);
+        for action in then {
+            action();
         }
     }
 

@@ -6,22 +6,20 @@ use crate::links::GatewayId;
 use conclave_proto::wire::{node_event, NodeEvent};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::oneshot;
 
-/// An HTTP answer a handler gave after its request's own step (it waited on something
-/// other than storage meanwhile), held like a message: it goes out once the step that
-/// made it has committed. Dropped with a discarded step, its requester hears of a failure.
-pub(crate) type HeldAnswer = (
-    oneshot::Sender<crate::message::Response>,
-    crate::message::Response,
-);
+/// What a step holds, besides its messages, until its writes commit: the answer to an
+/// earlier request its handler gave after that request's own step, the go-ahead of a
+/// fetch it made (a Durable Object's output gate holds those too). Run when the step's
+/// outputs are released; dropped with a discarded step, so that what waits on it hears
+/// of the failure.
+pub(crate) type Released = Box<dyn FnOnce() + Send>;
 
-/// What a room's steps hold until their writes commit: events for the gateways, and
-/// answers to earlier requests.
+/// What a room's steps hold until their writes commit: events for the gateways, and what
+/// else waits on the release ([`Released`]).
 #[derive(Default)]
 struct Outbox {
     events: Vec<(GatewayId, NodeEvent)>,
-    answers: Vec<HeldAnswer>,
+    released: Vec<Released>,
 }
 
 /// Connection table and outbox of one room, shared by the room and its connections.
@@ -71,17 +69,17 @@ impl RoomShared {
             .push((gateway, NodeEvent { event: Some(event) }));
     }
 
-    /// The held events (not the answers).
+    /// The held events (not the rest).
     pub(crate) fn take_outbox(&self) -> Vec<(GatewayId, NodeEvent)> {
         std::mem::take(&mut self.outbox().events)
     }
 
-    /// Everything held: the events and the answers.
-    pub(crate) fn take_released(&self) -> (Vec<(GatewayId, NodeEvent)>, Vec<HeldAnswer>) {
+    /// Everything held: the events, and what runs on their release.
+    pub(crate) fn take_released(&self) -> (Vec<(GatewayId, NodeEvent)>, Vec<Released>) {
         let mut outbox = self.outbox();
         (
             std::mem::take(&mut outbox.events),
-            std::mem::take(&mut outbox.answers),
+            std::mem::take(&mut outbox.released),
         )
     }
 
@@ -96,25 +94,25 @@ impl RoomShared {
     pub(crate) fn clear_outbox(&self) {
         let mut outbox = self.outbox();
         outbox.events.clear();
-        outbox.answers.clear();
+        outbox.released.clear();
     }
 
-    /// How many events and answers are held.
+    /// How many events, and things to run on their release, are held.
     pub(crate) fn outbox_len(&self) -> (usize, usize) {
         let outbox = self.outbox();
-        (outbox.events.len(), outbox.answers.len())
+        (outbox.events.len(), outbox.released.len())
     }
 
-    /// Drops what was queued after the first `len` events and answers.
-    pub(crate) fn truncate_outbox(&self, (events, answers): (usize, usize)) {
+    /// Drops what was held after the first `len` events and things to run.
+    pub(crate) fn truncate_outbox(&self, (events, released): (usize, usize)) {
         let mut outbox = self.outbox();
         outbox.events.truncate(events);
-        outbox.answers.truncate(answers);
+        outbox.released.truncate(released);
     }
 
-    /// Holds an answer to an earlier request until the step's commit.
-    pub(crate) fn hold_answer(&self, answer: HeldAnswer) {
-        self.outbox().answers.push(answer);
+    /// Runs `action` when the step's outputs are released; drops it with the step.
+    pub(crate) fn hold(&self, action: Released) {
+        self.outbox().released.push(action);
     }
 
     fn state_undo(&self) -> MutexGuard<'_, Vec<(Peer, Option<serde_json::Value>)>> {

@@ -29,6 +29,7 @@ fn install_room_fetch<'js>(
                 let req = build_request(&method, &url, &headers, body)
                     .map_err(|e| Exception::throw_type(&ctx, &e))?;
                 let fetcher = room_fetcher(&ctx, &s, h)?;
+                let gate = output_gate(&s, h);
                 promise_of(
                     &ctx,
                     &s,
@@ -36,6 +37,7 @@ fn install_room_fetch<'js>(
                     h,
                     false,
                     async move {
+                        through(gate).await?;
                         fetcher
                             .party(&party)
                             .get(&room)
@@ -49,6 +51,40 @@ fn install_room_fetch<'js>(
         )?,
     )?;
     Ok(())
+}
+
+/// A Durable Object's output gate, for a fetch: while writes the event made have not
+/// committed, the request waits for them (for the release of the step that holds them),
+/// and is not sent when they are discarded. An event that keeps its room to its end
+/// commits only then, so its fetches go at once, as before.
+fn output_gate(
+    shared: &Shared,
+    instance: InstanceId,
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let job = shared.job(instance)?;
+    if job.commits_at_end() {
+        return None;
+    }
+    let lease = job.lease.borrow();
+    let lease = lease.as_ref()?;
+    if !lease.storage.has_pending_writes() {
+        return None;
+    }
+    let (open, gate) = tokio::sync::oneshot::channel();
+    lease.shared.hold(Box::new(move || {
+        let _ = open.send(());
+    }));
+    Some(gate)
+}
+
+/// Waits for `gate`, if there is one: an error when the writes it waits on were discarded.
+async fn through(gate: Option<tokio::sync::oneshot::Receiver<()>>) -> Result<(), String> {
+    match gate {
+        None => Ok(()),
+        Some(gate) => gate.await.map_err(|_| {
+            "fetch not sent: the room's writes made before it were discarded (the handler failed, or they did not commit)".to_string()
+        }),
+    }
 }
 
 /// `[method, url, flat headers, body bytes or null]` from party.js.
@@ -208,6 +244,7 @@ fn install_http_fetch<'js>(
                 .get_or_init(|| http_client(&s.config))
                 .clone()
                 .map_err(|e| Exception::throw_type(&ctx, &format!("fetch: {e}")))?;
+            let gate = output_gate(&s, instance);
             promise_of(
                 &ctx,
                 &s,
@@ -215,6 +252,7 @@ fn install_http_fetch<'js>(
                 instance,
                 false,
                 async move {
+                    through(gate).await?;
                     let fetched = async {
                         use http_body_util::BodyExt;
                         let resp = client.request(req).await.map_err(|e| crate::error_chain(&e))?;

@@ -191,7 +191,9 @@ fn hold_answer(
         return Ok(()); // its requester gave up, or the instance went
     };
     let held = with_lease(ctx, shared, instance, |lease| {
-        lease.shared.hold_answer((to, answer))
+        lease.shared.hold(Box::new(move || {
+            let _ = to.send(answer);
+        }))
     });
     if held.is_err() {
         warn!("onRequest answered outside any event of its room (a storage call of it outlived its event); its requester gets 500");
