@@ -810,6 +810,15 @@ export default class Server implements Party.Server {
       const res = await fetch("http://${upstream.target}/kept");
       sender.send("fetched " + (await res.text()) + ", stored " + (await this.room.storage.get("k")));
     }
+    if (message === "write, fetch, block on it") {
+      this.room.storage.put("b", 1);
+      const pending = fetch("http://${upstream.target}/blocked");
+      // The request is made (held behind the write) before the block begins.
+      for (let i = 0; i < 5; i++) await null;
+      // The block holds the event to its end, so the fetch goes without waiting on it.
+      const res = await this.room.blockConcurrencyWhile(() => pending);
+      sender.send("block got " + (await res.text()));
+    }
     if (message === "fetch the room") {
       await this.room.storage.put("n", 1);
       const res = await this.room.context.parties.main.get(this.room.id + "-other").fetch({ method: "POST" });
@@ -829,6 +838,8 @@ export default class Server implements Party.Server {
       assert.deepEqual(hits, ["/kept"]);
       ws.send("fetch the room");
       assert.equal(await reply(ws, 5000), "room said hello");
+      ws.send("write, fetch, block on it");
+      assert.equal(await reply(ws, 5000), "block got ok");
       ws.close();
     });
   } finally {

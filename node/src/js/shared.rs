@@ -190,6 +190,9 @@ pub(super) struct ActiveJob {
     /// An event that keeps its room until its handler is done (`onStart`, `onConnect`,
     /// `getConnectionTags`, `onAlarm`): its writes commit only then.
     pub holds_to_end: bool,
+    /// The way through for the fetches this event holds behind its writes (the natives'
+    /// `output_gate`), taken when it comes to commit only at its end.
+    pub gated: RefCell<Vec<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl ActiveJob {
@@ -197,6 +200,15 @@ impl ActiveJob {
     /// waits: what is held behind them cannot wait for them in the meantime.
     pub(super) fn commits_at_end(&self) -> bool {
         self.holds_to_end || self.holds.get() > 0 || !self.savepoints.borrow().is_empty()
+    }
+
+    /// The event now commits only at its end (a `blockConcurrencyWhile` or a transaction
+    /// began): the fetches it held behind its writes go, or they would wait on it while
+    /// it waits on them.
+    pub(super) fn open_gates(&self) {
+        for way in self.gated.borrow_mut().drain(..) {
+            let _ = way.send(());
+        }
     }
 }
 
@@ -298,6 +310,7 @@ impl Shared {
         };
         if on {
             job.holds.set(job.holds.get() + 1);
+            job.open_gates();
         } else {
             job.holds.set(job.holds.get().saturating_sub(1));
             job.wake.notify_one();
@@ -573,6 +586,7 @@ impl ActiveJob {
     ) -> Self {
         Self {
             holds_to_end,
+            gated: RefCell::default(),
             serial,
             lease: RefCell::new(lease),
             fetcher,

@@ -56,11 +56,10 @@ fn install_room_fetch<'js>(
 /// A Durable Object's output gate, for a fetch: while writes the event made have not
 /// committed, the request waits for them (for the release of the step that holds them),
 /// and is not sent when they are discarded. An event that keeps its room to its end
-/// commits only then, so its fetches go at once, as before.
-fn output_gate(
-    shared: &Shared,
-    instance: InstanceId,
-) -> Option<tokio::sync::oneshot::Receiver<()>> {
+/// commits only then, so its fetches go at once; so do those it held, once it comes to
+/// that (a `blockConcurrencyWhile` or a transaction begins), or it would wait on them
+/// while they wait on it.
+fn output_gate(shared: &Shared, instance: InstanceId) -> Option<Gate> {
     let job = shared.job(instance)?;
     if job.commits_at_end() {
         return None;
@@ -70,20 +69,36 @@ fn output_gate(
     if !lease.storage.has_pending_writes() {
         return None;
     }
-    let (open, gate) = tokio::sync::oneshot::channel();
+    let (open, released) = tokio::sync::oneshot::channel();
     lease.shared.hold(Box::new(move || {
         let _ = open.send(());
     }));
-    Some(gate)
+    let (way, bypass) = tokio::sync::oneshot::channel();
+    job.gated.borrow_mut().push(way);
+    Some(Gate { released, bypass })
 }
 
-/// Waits for `gate`, if there is one: an error when the writes it waits on were discarded.
-async fn through(gate: Option<tokio::sync::oneshot::Receiver<()>>) -> Result<(), String> {
-    match gate {
-        None => Ok(()),
-        Some(gate) => gate.await.map_err(|_| {
+/// What a fetch waits on before it is sent ([`output_gate`]).
+struct Gate {
+    /// The step holding the writes before it released its outputs (dropped: discarded).
+    released: tokio::sync::oneshot::Receiver<()>,
+    /// Its event came to commit only at its end.
+    bypass: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Waits for the gate, if there is one: an error when the writes it waits on were
+/// discarded.
+async fn through(gate: Option<Gate>) -> Result<(), String> {
+    let Some(Gate { released, bypass }) = gate else {
+        return Ok(());
+    };
+    tokio::select! {
+        outcome = released => outcome.map_err(|_| {
             "fetch not sent: the room's writes made before it were discarded (the handler failed, or they did not commit)".to_string()
         }),
+        // Its event came to commit only at its end. (Once the event ended, this way is
+        // closed and the release is what it waits for.)
+        Ok(()) = bypass => Ok(()),
     }
 }
 

@@ -169,6 +169,7 @@ pub(super) fn install<'js>(
             let save = with_lease(&ctx, &s, h, |lease| lease.storage.savepoint())?;
             let id = s.next_savepoint_id();
             job.savepoints.borrow_mut().insert(id, save);
+            job.open_gates();
             Ok::<_, rquickjs::Error>(id)
         })?,
     )?;
