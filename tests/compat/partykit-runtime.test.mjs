@@ -336,6 +336,36 @@ export default class Server implements Party.Server {
   });
 });
 
+test("a stream body that does not end is given up after the wait limit: its requester hears 504, its source is cancelled", async () => {
+  const source = `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  onMessage(message: string, sender: Party.Connection) { sender.send("pong"); }
+  async onRequest() {
+    let timer: ReturnType<typeof setInterval>;
+    const body = new ReadableStream<Uint8Array>({
+      start(c) { timer = setInterval(() => c.enqueue(new TextEncoder().encode("tick\\n")), 100); },
+      cancel: () => {
+        clearInterval(timer);
+        this.room.broadcast("stream cancelled");
+      },
+    });
+    return new Response(body, { headers: { "content-type": "text/event-stream" } });
+  }
+}`;
+  await withServer(source, ["--js-wait-limit-ms", "500"], async (server) => {
+    const ws = await connect(server.host, "e", "a");
+    const res = await fetch(`http://${server.host}/parties/main/e`);
+    assert.equal(res.status, 504);
+    await res.text();
+    await received(ws, "stream cancelled", 3000);
+    ws.send("ping");
+    assert.equal(await reply(ws), "pong");
+    ws.close();
+  });
+});
+
 test("a handler that exhausts the memory cap is reset like one over budget", async () => {
   await withServer(isolated, ["--js-memory-mb", "64", "--js-cpu-budget-ms", "5000"], async (server) => {
     const ws = await connect(server.host, "hungry", "h");

@@ -131,15 +131,18 @@ impl RoomActor {
         // timer wheel).
         let idle_timer = tokio::time::sleep_until(idle_deadline(self.ctx.hibernate_after));
         tokio::pin!(idle_timer);
-        let mut spell_goes_on = false;
+        // Whether something happened since the idle spell began: the next wait begins a
+        // new one. A wake (the party's own timers and fetches coming due) and the
+        // gateways' receipts for what the room sent are not activity, so that a party's
+        // interval does not keep its room in memory for good.
+        let mut active = false;
         while let Some(event) = self
-            .next_event(&mut rx, idle_timer.as_mut(), spell_goes_on)
+            .next_event(&mut rx, idle_timer.as_mut(), &mut active)
             .await
         {
-            // A wake (the party's own timers and fetches coming due) is not activity: the
-            // idle spell from the last other event goes on, so that a party's interval
-            // does not keep its room in memory for good.
-            spell_goes_on = matches!(event, RoomEvent::Wake);
+            if !matches!(event, RoomEvent::Wake | RoomEvent::Received { .. }) {
+                active = true;
+            }
             if matches!(event, RoomEvent::Fence) || !self.ctx.cluster.is_serving() {
                 self.fenced = true;
                 self.bounce(event).await;
@@ -201,13 +204,14 @@ impl RoomActor {
     }
 
     /// The next event. While none comes, an active room hibernates and a room with no
-    /// connections retires: `None` then, or when the mailbox closed. `spell_goes_on`: the
-    /// idle spell under way is not restarted.
+    /// connections retires: `None` then, or when the mailbox closed. A wait after
+    /// activity (`active`, which it clears) begins a new idle spell; otherwise the spell
+    /// under way goes on.
     async fn next_event(
         &mut self,
         rx: &mut MailboxRx,
         mut idle_timer: Pin<&mut tokio::time::Sleep>,
-        spell_goes_on: bool,
+        active: &mut bool,
     ) -> Option<RoomEvent> {
         if let Some(event) = self.lookahead.take() {
             return Some(event);
@@ -215,7 +219,7 @@ impl RoomActor {
         // Broadcasts held for sockets coming back after a move (`Ledger::released`)
         // are let go when the hold ends, also in a room that has gone quiet. (Ended by this
         // timer, not by comparing clocks: tokio's may run ahead of the ledger's in tests.)
-        let mut new_spell = !spell_goes_on;
+        let mut new_spell = std::mem::take(active);
         loop {
             let hold_end = self.room.ledger().hold_deadline();
             let connected = self.room.connection_count() > 0;

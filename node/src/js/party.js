@@ -15,6 +15,9 @@
   let isClass = false;
   let partyName = "";
   let partyEnv = {};
+  // How long a stream body may take to end before it is given up (--js-wait-limit-ms):
+  // past it no one waits for the answer it is part of.
+  let streamBodyLimitMs = 30000;
 
   // ---- values crossing into Rust -------------------------------------------------------
 
@@ -63,7 +66,7 @@
   /** The bytes of a Request's or Response's body (a stream body read whole first), or
    * null. */
   async function bodyOf(owner) {
-    const reading = globalThis.__bodyReady(owner);
+    const reading = globalThis.__bodyReady(owner, streamBodyLimitMs);
     if (reading !== null) await reading;
     const body = globalThis.__bodyBytes(owner);
     return body === null ? null : copyBuffer(body);
@@ -572,8 +575,9 @@
   const conclave = {
     /** Before the party's bundle runs: its name and `room.env`, and the `process` PartyKit
      * gives a project's code, whose `env` holds the project's variables (as strings). */
-    prepare(name, envJson) {
+    prepare(name, envJson, waitLimitMs) {
       partyName = name;
+      streamBodyLimitMs = waitLimitMs;
       partyEnv = JSON.parse(envJson);
       const env = {};
       for (const [k, v] of Object.entries(partyEnv)) env[k] = typeof v === "string" ? v : JSON.stringify(v);

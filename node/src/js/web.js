@@ -1523,14 +1523,20 @@ function bytesStream(take) {
   }, { highWaterMark: 0 });
 }
 
-/** Reads `stream` to its end: its chunks' bytes, as one array. */
-async function collectStream(stream) {
+/** Reads `stream` to its end: its chunks' bytes, as one array. Given up (the stream
+ * cancelled) when a chunk comes after `limitMs`. */
+async function collectStream(stream, limitMs = Infinity) {
   const reader = stream.getReader();
+  const deadline = native.now() + limitMs;
   const chunks = [];
   let size = 0;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
+    if (native.now() > deadline) {
+      await reader.cancel();
+      throw new TypeError(`A stream body did not end within ${limitMs} ms`);
+    }
     let bytes;
     if (value instanceof Uint8Array) bytes = value;
     else if (ArrayBuffer.isView(value) || isArrayBuffer(value)) bytes = bytesOf(value);
@@ -1593,13 +1599,13 @@ class Body {
         copy.#data = owner.#data;
       }
     };
-    bodyReady = (owner) => {
+    bodyReady = (owner, limitMs = Infinity) => {
       const source = owner.#source;
       if (source === null) return null;
       if (source.locked || streamDisturbed(source)) {
         return Promise.reject(new TypeError("The body's stream is locked or was read"));
       }
-      return collectStream(source).then((bytes) => {
+      return collectStream(source, limitMs).then((bytes) => {
         owner.#source = null;
         owner.#data = bytes;
       });
@@ -2092,7 +2098,7 @@ for (const [name, cls] of Object.entries(classes)) {
 const functions = { console: makeConsole(), performance, queueMicrotask, structuredClone, atob, btoa, crypto };
 for (const [name, value] of Object.entries(functions)) define(name, value);
 define("__bodyBytes", bodyBytes);
-define("__bodyReady", (owner) => bodyReady(owner));
+define("__bodyReady", (owner, limitMs) => bodyReady(owner, limitMs ?? Infinity));
 define("__markFetched", (response, url, redirected) => markFetched(response, url, redirected));
 
 // For codec.js, evaluated next in this context, so that storage judges values as

@@ -176,7 +176,11 @@ impl Worker {
                 .map_err(|e| e.to_string())?;
             let prepare: Function = conclave.get("prepare").map_err(|e| e.to_string())?;
             prepare
-                .call::<_, ()>((source.name.as_str(), source.env.to_string()))
+                .call::<_, ()>((
+                    source.name.as_str(),
+                    source.env.to_string(),
+                    self.shared.config.wait_limit.as_millis() as f64,
+                ))
                 .catch(&ctx)
                 .map_err(|e| caught_text(&e).trace)?;
             eval_script(&ctx, &source.origin, &source.script)?;
