@@ -13,7 +13,7 @@ use crate::room::{Connection, Room};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 use tracing::warn;
@@ -139,7 +139,6 @@ impl PartyFactory for JsPartyFactory {
             hibernate: false,
             under_way: Arc::default(),
             last_event: std::time::Instant::now(),
-            answers_due: Arc::default(),
         })
     }
 }
@@ -160,30 +159,11 @@ pub struct JsParty {
     broken: Option<String>,
     /// The instance's `options.hibernate`.
     hibernate: bool,
-    /// Its fetches in flight (what awaits them runs in the room when they settle) and its
-    /// timers set.
+    /// What it has under way: its fetches in flight (what awaits them runs in the room when
+    /// they settle), the answers it owes requesters, its timers set.
     under_way: Arc<UnderWay>,
     /// When its last event other than a wake began: timers keep it only so long.
     last_event: std::time::Instant,
-    /// Requests whose `onRequest` goes on after its event: the room keeps the instance
-    /// that will answer them.
-    answers_due: Arc<AtomicU32>,
-}
-
-/// Counts an answer due from a room's instance while it lives ([`JsParty::busy`]).
-struct AnswerDue(Arc<AtomicU32>);
-
-impl AnswerDue {
-    fn new(count: &Arc<AtomicU32>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count.clone())
-    }
-}
-
-impl Drop for AnswerDue {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Drop for JsParty {
@@ -285,7 +265,7 @@ impl Party for JsParty {
     fn busy(&self) -> bool {
         let u = &self.under_way;
         u.fetches.load(Ordering::Relaxed) > 0
-            || self.answers_due.load(Ordering::Relaxed) > 0
+            || u.answers.load(Ordering::Relaxed) > 0
             || ((u.timers.load(Ordering::Relaxed) > 0 || u.due.load(Ordering::Relaxed) > 0)
                 && self.last_event.elapsed() < TIMERS_KEEP_FOR)
     }
@@ -379,7 +359,7 @@ impl Party for JsParty {
             Ok(Outcome::Response(r)) => response_of(r),
             Ok(Outcome::AnswerLater(answer)) => {
                 let limit = self.engine.config().wait_limit;
-                let due = AnswerDue::new(&self.answers_due);
+                let due = self.under_way.start(|u| &u.answers);
                 room.answer_later(Box::pin(async move {
                     let _due = due;
                     match tokio::time::timeout(limit, answer).await {

@@ -52,13 +52,39 @@ struct RoomOf {
     under_way: Arc<UnderWay>,
 }
 
-/// What an instance has under way outside its events: fetches in flight, timers set, and
-/// work come due that waits for a wake event of its room.
+/// What an instance has under way outside its events: fetches in flight, answers due to
+/// requesters (an `onRequest` that went on after its event), timers set, and work come
+/// due that waits for a wake event of its room.
 #[derive(Default)]
 pub(crate) struct UnderWay {
     pub fetches: AtomicU32,
+    pub answers: AtomicU32,
     pub timers: AtomicU32,
     pub due: AtomicU32,
+}
+
+impl UnderWay {
+    /// Counts one more in `count` (one of this struct's fields) until the guard drops.
+    pub(crate) fn start(self: &Arc<Self>, count: fn(&UnderWay) -> &AtomicU32) -> UnderWayGuard {
+        count(self).fetch_add(1, Ordering::Relaxed);
+        UnderWayGuard {
+            under_way: self.clone(),
+            count,
+        }
+    }
+}
+
+/// A fetch in flight or an answer due, counted in its instance's [`UnderWay`] (which its
+/// room reads: [`crate::Party::busy`]) while it lives.
+pub(crate) struct UnderWayGuard {
+    under_way: Arc<UnderWay>,
+    count: fn(&UnderWay) -> &AtomicU32,
+}
+
+impl Drop for UnderWayGuard {
+    fn drop(&mut self) {
+        (self.count)(&self.under_way).fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// An instance's deferred work, and when the wake it asked for was asked.
@@ -525,10 +551,9 @@ impl Shared {
 
     /// A fetch of `instance` starts: counted until it settles (the guard's drop), so that
     /// its room keeps the instance for what it runs then.
-    pub(super) fn fetch_started(&self, instance: InstanceId) -> Option<FetchInFlight> {
-        let under_way = self.rooms.borrow().get(&instance)?.under_way.clone();
-        under_way.fetches.fetch_add(1, Ordering::Relaxed);
-        Some(FetchInFlight(under_way))
+    pub(super) fn fetch_started(&self, instance: InstanceId) -> Option<UnderWayGuard> {
+        let rooms = self.rooms.borrow();
+        Some(rooms.get(&instance)?.under_way.start(|u| &u.fetches))
     }
 
     /// Forgets an instance's timers and room; returns the timer ids for party.js to drop
@@ -611,14 +636,5 @@ impl ActiveJob {
             *f = Some(failure);
         }
         self.wake.notify_one();
-    }
-}
-
-/// A fetch of an instance in flight, counted in its room's [`crate::Party::busy`].
-pub(super) struct FetchInFlight(Arc<UnderWay>);
-
-impl Drop for FetchInFlight {
-    fn drop(&mut self) {
-        self.0.fetches.fetch_sub(1, Ordering::Relaxed);
     }
 }

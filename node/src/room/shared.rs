@@ -90,7 +90,7 @@ impl RoomShared {
         outbox.events = taken;
     }
 
-    /// Drops every held event and answer.
+    /// Drops everything held.
     pub(crate) fn clear_outbox(&self) {
         let mut outbox = self.outbox();
         outbox.events.clear();
