@@ -819,6 +819,122 @@ export default class Server implements Party.Server {
   }
 });
 
+test("a fetched body is read as it arrives, so a party relays a streamed answer chunk by chunk", async () => {
+  // The upstream writes its second part only once the client has the first: a body read
+  // whole before it is given would never be relayed.
+  let goOn;
+  const clientHasFirst = new Promise((ok) => (goOn = ok));
+  const upstream = await upstreamServer(async (req, res) => {
+    if (req.url === "/big") {
+      res.end("x".repeat(3 * 1024 * 1024));
+      return;
+    }
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    res.write("data: first\n\n");
+    await clientHasFirst;
+    res.write("data: second\n\n");
+    res.end();
+  });
+  const source = `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  async onMessage(message: string, sender: Party.Connection) {
+    if (message === "big") {
+      const text = await (await fetch("http://${upstream.target}/big")).text();
+      sender.send("big " + text.length);
+      return;
+    }
+    const res = await fetch("http://${upstream.target}/events");
+    const decoder = new TextDecoder();
+    for await (const chunk of res.body!) sender.send("chunk " + decoder.decode(chunk, { stream: true }).trim());
+    sender.send("end");
+  }
+}`;
+  try {
+    await withServer(source, ["--js-fetch-allow", upstream.target], async (server) => {
+      const ws = await connect(server.host, "r", "a");
+      ws.send("go");
+      await received(ws, "chunk data: first", 5000);
+      goOn();
+      await received(ws, "chunk data: second", 5000);
+      await received(ws, "end", 5000);
+      // A body of many reads comes whole to text().
+      ws.send("big");
+      await received(ws, `big ${3 * 1024 * 1024}`, 10000);
+      ws.close();
+    });
+  } finally {
+    goOn();
+    upstream.close();
+  }
+});
+
+test("an AbortSignal stops a fetch waiting for its answer or reading its body, and so does cancelling the body", async () => {
+  // Each request names itself; the upstream records when the party let go of it.
+  const closedEarly = [];
+  const upstream = await upstreamServer((req, res) => {
+    res.on("close", () => { if (!res.writableEnded) closedEarly.push(req.url); });
+    if (req.url === "/silent") return; // never answers
+    res.writeHead(200);
+    res.write("part one");
+    // and never ends
+  });
+  const source = `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  async onMessage(message: string, sender: Party.Connection) {
+    const base = "http://${upstream.target}";
+    try {
+      if (message === "timeout") {
+        await fetch(base + "/silent", { signal: AbortSignal.timeout(200) });
+      } else if (message === "already") {
+        await fetch(base + "/never-sent", { signal: AbortSignal.abort() });
+      } else if (message === "body") {
+        const controller = new AbortController();
+        const res = await fetch(base + "/body", { signal: controller.signal });
+        const reader = res.body!.getReader();
+        const first = new TextDecoder().decode((await reader.read()).value);
+        sender.send("read " + first);
+        setTimeout(() => controller.abort(), 100);
+        await reader.read();
+      } else if (message === "cancel") {
+        const res = await fetch(base + "/cancel");
+        await res.body!.cancel();
+        sender.send("cancelled");
+        return;
+      }
+      sender.send("not stopped");
+    } catch (e) {
+      sender.send((e as Error).name + ": " + (e as Error).message);
+    }
+  }
+}`;
+  try {
+    await withServer(source, ["--js-fetch-allow", upstream.target], async (server) => {
+      const ws = await connect(server.host, "r", "a");
+      ws.send("timeout");
+      assert.equal(await reply(ws, 5000), "TimeoutError: The operation timed out");
+      ws.send("already");
+      assert.equal(await reply(ws, 5000), "AbortError: This operation was aborted");
+      ws.send("body");
+      assert.equal(await reply(ws, 5000), "read part one");
+      assert.equal(await reply(ws, 5000), "AbortError: This operation was aborted");
+      ws.send("cancel");
+      assert.equal(await reply(ws, 5000), "cancelled");
+      // The party let go of each request it stopped; the one aborted before it began was
+      // never sent.
+      const deadline = Date.now() + 5000;
+      while (closedEarly.length < 3 && Date.now() < deadline) await sleep(50);
+      assert.deepEqual(closedEarly.sort(), ["/body", "/cancel", "/silent"]);
+      ws.close();
+    });
+  } finally {
+    upstream.close();
+  }
+});
+
 test("a fetch waits for the writes made before it, as a Durable Object's output gate holds it, and is not sent when they are discarded", async () => {
   const hits = [];
   const upstream = await upstreamServer((req, res) => {

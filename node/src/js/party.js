@@ -341,8 +341,11 @@
       } else {
         req = new Request(resolveUrl(input, this.#party, this.#id), init);
       }
-      const [status, headers, bytes] = await N.fetchRoom(this.#inst.handle, this.#party, this.#id,
+      req.signal.throwIfAborted();
+      const asked = N.fetchRoom(this.#inst.handle, this.#party, this.#id,
         [req.method, req.url, headerPairs(req.headers), await bodyOf(req)]);
+      // An abort rejects at once; the other room's handler goes on.
+      const [status, headers, bytes] = await untilAborted(asked, req.signal);
       return new Response(status === 204 || status === 304 ? null : new Uint8Array(bytes),
         { status, headers: pairsToHeaders(headers) });
     }
@@ -486,19 +489,24 @@
     const req = input instanceof Request && init === undefined
       ? input
       : new Request(input instanceof URL ? input.href : input, init);
+    const signal = req.signal;
+    signal.throwIfAborted();
     let url = req.url;
     let method = req.method;
     let headers = headerPairs(req.headers);
     let bytes = await bodyOf(req);
     for (let hops = 0; ; hops++) {
-      const [status, got, answer] = await N.httpFetch([method, url, headers, bytes]);
+      const [id, pending] = N.httpFetch([method, url, headers, bytes]);
+      const [status, got, first, more] = await untilAborted(pending, signal, () => N.fetchCancel(id));
       const answerHeaders = pairsToHeaders(got);
       const location = REDIRECT_STATUSES.has(status) ? answerHeaders.get("location") : null;
       if (location === null || req.redirect === "manual") {
         const empty = status === 204 || status === 304 || method === "HEAD";
-        const response = new Response(empty ? null : new Uint8Array(answer), { status, headers: answerHeaders });
-        return markFetched(response, url, hops > 0);
+        if (empty && more) N.fetchCancel(id);
+        const body = empty ? null : fetchedBody(id, first, more, signal);
+        return markFetched(new Response(body, { status, headers: answerHeaders }), url, hops > 0);
       }
+      if (more) N.fetchCancel(id);
       if (req.redirect === "error") throw new TypeError(`fetch: ${url} redirects, and redirect is "error"`);
       if (hops === MAX_REDIRECTS) throw new TypeError(`fetch: more than ${MAX_REDIRECTS} redirects`);
       const next = new URL(location, url);
@@ -514,6 +522,73 @@
       url = next.href;
     }
   };
+
+  /** `promise`, or a rejection with `signal`'s reason once it aborts (then `stop` runs,
+   * and what `promise` comes to is ignored). */
+  function untilAborted(promise, signal, stop) {
+    if (signal.aborted) {
+      stop?.();
+      promise.catch(() => {});
+      return Promise.reject(signal.reason);
+    }
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        stop?.();
+        promise.catch(() => {});
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      promise.then(
+        (v) => { signal.removeEventListener("abort", onAbort); resolve(v); },
+        (e) => { signal.removeEventListener("abort", onAbort); reject(e); },
+      );
+    });
+  }
+
+  /** A fetched response's body as a stream that reads from the network as it is pulled:
+   * `first` arrived with the head; with `more`, the rest is read by id. The fetch's
+   * signal errors it, as fetch's does. */
+  function fetchedBody(id, first, more, signal) {
+    let onAbort = null;
+    const done = () => { if (onAbort) signal.removeEventListener("abort", onAbort); };
+    return new ReadableStream({
+      start(controller) {
+        if (first.byteLength > 0) controller.enqueue(new Uint8Array(first));
+        if (!more) {
+          controller.close();
+          return;
+        }
+        onAbort = () => {
+          N.fetchCancel(id);
+          controller.error(signal.reason);
+        };
+        signal.addEventListener("abort", onAbort, { once: true });
+      },
+      async pull(controller) {
+        for (;;) {
+          let chunk, rest;
+          try {
+            [chunk, rest] = await N.fetchRead(id);
+          } catch (e) {
+            done();
+            throw e;
+          }
+          if (signal.aborted) return;
+          if (chunk.byteLength > 0) controller.enqueue(new Uint8Array(chunk));
+          if (!rest) {
+            done();
+            controller.close();
+            return;
+          }
+          if (chunk.byteLength > 0) return;
+        }
+      },
+      cancel() {
+        done();
+        N.fetchCancel(id);
+      },
+    }, { highWaterMark: 0 });
+  }
 
   function dropHeaders(pairs, drop) {
     const kept = [];

@@ -2,6 +2,7 @@
 //! worker), the CPU clock the interrupt handler checks, and the timers.
 
 use super::event::Failure;
+use super::natives::outside::OpenFetches;
 use super::worker::RoomLease;
 use super::{InstanceId, JsConfig};
 use crate::message::Response;
@@ -42,6 +43,8 @@ pub(super) struct Shared {
     /// (`Worker::drive`); the instance's going drops them, and its requesters hear so.
     answers: RefCell<HashMap<u32, (InstanceId, oneshot::Sender<Response>)>>,
     next_answer: Cell<u32>,
+    /// Outside fetches waiting for their response, or with a body left to read.
+    pub open_fetches: RefCell<OpenFetches>,
 }
 
 /// An instance's room: how to wake it, and what the instance has under way, which its
@@ -257,6 +260,7 @@ impl Shared {
             next_savepoint: Cell::new(1),
             answers: RefCell::default(),
             next_answer: Cell::new(1),
+            open_fetches: RefCell::default(),
         })
     }
 
@@ -560,6 +564,7 @@ impl Shared {
     /// (those that fired and wait for the room's next event too).
     pub(super) fn forget(&self, instance: InstanceId) -> Vec<u32> {
         self.answers.borrow_mut().retain(|_, (i, _)| *i != instance);
+        self.open_fetches.borrow_mut().forget(instance);
         let due = self.due.borrow_mut().remove(&instance).unwrap_or_default();
         if let Some(room) = self.rooms.borrow_mut().remove(&instance) {
             let dropped = u32::try_from(due.work.len()).unwrap_or(u32::MAX);

@@ -1,5 +1,5 @@
-//! HTTP out of a party: to another room (`room.context.parties…fetch`) and to allowed
-//! outside hosts (`fetch`).
+//! HTTP out of a party to another room (`room.context.parties…fetch`), and the output
+//! gate every request out of a party passes (outside hosts: `outside.rs`).
 
 use super::*;
 
@@ -10,7 +10,7 @@ pub(super) fn install<'js>(
     context: &Context,
 ) -> JsResult<()> {
     install_room_fetch(ctx, n, shared, context)?;
-    install_http_fetch(ctx, n, shared, context)
+    super::outside::install(ctx, n, shared, context)
 }
 
 fn install_room_fetch<'js>(
@@ -59,7 +59,7 @@ fn install_room_fetch<'js>(
 /// commits only then, so its fetches go at once; so do those it held, once it comes to
 /// that (a `blockConcurrencyWhile` or a transaction begins), or it would wait on them
 /// while they wait on it.
-fn output_gate(shared: &Shared, instance: InstanceId) -> Option<Gate> {
+pub(super) fn output_gate(shared: &Shared, instance: InstanceId) -> Option<Gate> {
     let job = shared.job(instance)?;
     if job.commits_at_end() {
         return None;
@@ -79,7 +79,7 @@ fn output_gate(shared: &Shared, instance: InstanceId) -> Option<Gate> {
 }
 
 /// What a fetch waits on before it is sent ([`output_gate`]).
-struct Gate {
+pub(super) struct Gate {
     /// The step holding the writes before it released its outputs (dropped: discarded).
     released: tokio::sync::oneshot::Receiver<()>,
     /// Its event came to commit only at its end.
@@ -88,7 +88,7 @@ struct Gate {
 
 /// Waits for the gate, if there is one: an error when the writes it waits on were
 /// discarded.
-async fn through(gate: Option<Gate>) -> Result<(), String> {
+pub(super) async fn through(gate: Option<Gate>) -> Result<(), String> {
     let Some(Gate { released, bypass }) = gate else {
         return Ok(());
     };
@@ -102,7 +102,6 @@ async fn through(gate: Option<Gate>) -> Result<(), String> {
     }
 }
 
-/// `[method, url, flat headers, body bytes or null]` from party.js.
 /// How an event reaches other rooms: a room's event through its lease, a check outside
 /// any room (`lobby.parties`) through the node's.
 fn room_fetcher(
@@ -119,7 +118,8 @@ fn room_fetcher(
         .ok_or_else(|| Exception::throw_internal(ctx, "no room can be reached from here"))
 }
 
-fn request_parts<'js>(
+/// `[method, url, flat headers, body bytes or null]` from party.js.
+pub(super) fn request_parts<'js>(
     ctx: &Ctx<'js>,
     parts: &Array<'js>,
 ) -> JsResult<(String, String, Vec<String>, Bytes)> {
@@ -133,7 +133,7 @@ fn request_parts<'js>(
 }
 
 /// `[status, flat headers, body bytes]`, how party.js takes a response.
-fn response_value<'a>(
+pub(super) fn response_value<'a>(
     ctx: &Ctx<'a>,
     status: http::StatusCode,
     headers: &http::HeaderMap,
@@ -165,128 +165,4 @@ fn build_request(
         b = b.header(kv[0].as_str(), kv[1].as_str());
     }
     b.body(body).map_err(|e| e.to_string())
-}
-
-/// Largest response body `fetch` reads, and how long a fetch may take.
-const FETCH_MAX_BODY: usize = 16 * 1024 * 1024;
-const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<Bytes>,
->;
-
-/// The client of one worker's `fetch`es: http, and https verified against the system's
-/// certificate authorities and the node's `--js-fetch-ca`.
-fn http_client(config: &crate::js::JsConfig) -> Result<HttpClient, String> {
-    // Built once by JsEngine::start, which starts every worker.
-    let tls = config
-        .fetch_tls
-        .clone()
-        .ok_or("no TLS configuration (the engine builds it at start)")?;
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(std::sync::Arc::unwrap_or_clone(tls))
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(connector),
-    )
-}
-
-/// Whether `--js-fetch-allow` lets `fetch` reach `uri`.
-fn fetch_allowed(allow: &[String], uri: &http::Uri) -> bool {
-    let Some(host) = uri.host() else { return false };
-    let default_port = if uri.scheme_str() == Some("https") {
-        443
-    } else {
-        80
-    };
-    let port = uri.port_u16().unwrap_or(default_port);
-    allow.iter().any(|a| {
-        a == "*"
-            || a.eq_ignore_ascii_case(host)
-            || a.eq_ignore_ascii_case(&format!("{host}:{port}"))
-    })
-}
-
-/// `fetch` to outside HTTP (party.js builds the Request and the Response).
-fn install_http_fetch<'js>(
-    ctx: &Ctx<'js>,
-    n: &Object<'js>,
-    shared: &Rc<Shared>,
-    context: &Context,
-) -> JsResult<()> {
-    let (s, c) = (shared.clone(), context.clone());
-    let client: Rc<std::cell::OnceCell<Result<HttpClient, String>>> = Rc::default();
-    n.set(
-        "httpFetch",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>, parts: Array<'js>| {
-            let (method, url, headers, body) = request_parts(&ctx, &parts)?;
-            let uri: http::Uri = url
-                .parse()
-                .map_err(|_| Exception::throw_type(&ctx, &format!("fetch: invalid URL {url}")))?;
-            if !matches!(uri.scheme_str(), Some("http" | "https")) {
-                return Err(Exception::throw_type(
-                    &ctx,
-                    "fetch: only http:// and https:// URLs can be fetched from a party",
-                ));
-            }
-            if !fetch_allowed(&s.config.fetch_allow, &uri) {
-                let host = uri.authority().map_or("", |a| a.as_str());
-                return Err(Exception::throw_type(
-                    &ctx,
-                    &format!("fetch: {host} is not allowed (start the node with --js-fetch-allow {host})"),
-                ));
-            }
-            let mut b = http::Request::builder().method(method.as_str()).uri(uri);
-            // A party's own Host would reach another site behind an allowed one (a shared
-            // proxy routes by it); fetch forbids it, and the URL's host is sent instead.
-            for kv in headers
-                .chunks_exact(2)
-                .filter(|kv| !kv[0].eq_ignore_ascii_case("host"))
-            {
-                b = b.header(kv[0].as_str(), kv[1].as_str());
-            }
-            let req = b
-                .body(http_body_util::Full::new(body))
-                .map_err(|e| Exception::throw_type(&ctx, &format!("fetch: {e}")))?;
-            let instance = s.current.get().ok_or_else(|| {
-                Exception::throw_internal(&ctx, "fetch can only be called while a room's code runs")
-            })?;
-            let client = client
-                .get_or_init(|| http_client(&s.config))
-                .clone()
-                .map_err(|e| Exception::throw_type(&ctx, &format!("fetch: {e}")))?;
-            let gate = output_gate(&s, instance);
-            promise_of(
-                &ctx,
-                &s,
-                &c,
-                instance,
-                false,
-                async move {
-                    through(gate).await?;
-                    let fetched = async {
-                        use http_body_util::BodyExt;
-                        let resp = client.request(req).await.map_err(|e| crate::error_chain(&e))?;
-                        let (parts, body) = resp.into_parts();
-                        let body = http_body_util::Limited::new(body, FETCH_MAX_BODY)
-                            .collect()
-                            .await
-                            .map_err(|e| format!("reading the response: {e}"))?
-                            .to_bytes();
-                        Ok::<_, String>((parts, body))
-                    };
-                    match tokio::time::timeout(FETCH_TIMEOUT, fetched).await {
-                        Ok(r) => r.map_err(|e| format!("fetch failed: {e}")),
-                        Err(_) => Err("fetch timed out after 30 s".into()),
-                    }
-                },
-                |ctx, (parts, body)| response_value(ctx, parts.status, &parts.headers, &body),
-            )
-        })?,
-    )?;
-    Ok(())
 }

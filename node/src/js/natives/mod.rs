@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 
 mod crypto;
 mod fetch;
+pub(super) mod outside;
 mod room;
 mod storage;
 
