@@ -870,10 +870,70 @@ export default class Server implements Party.Server {
   }
 });
 
+test("a small body the party never reads is read ahead, so its connection is used again; bytes before a broken body are given before its error", async () => {
+  const sockets = new Set();
+  const upstream = await upstreamServer((req, res) => {
+    sockets.add(req.socket);
+    if (req.url === "/broken") {
+      res.writeHead(200);
+      res.write("partial");
+      setTimeout(() => res.destroy(), 200);
+      return;
+    }
+    // The end comes a moment after the head: not with it.
+    res.write("small");
+    setTimeout(() => res.end(" answer"), 50);
+  });
+  const source = `
+import type * as Party from "partykit/server";
+export default class Server implements Party.Server {
+  constructor(readonly room: Party.Room) {}
+  async onMessage(message: string, sender: Party.Connection) {
+    const base = "http://${upstream.target}";
+    if (message === "ignore") {
+      for (let i = 0; i < 5; i++) {
+        await fetch(base + "/hook");
+        await new Promise((ok) => setTimeout(ok, 150));
+      }
+      sender.send("sent 5");
+      return;
+    }
+    const reader = (await fetch(base + "/broken")).body!.getReader();
+    const decoder = new TextDecoder();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        sender.send("got " + decoder.decode(value));
+      }
+      sender.send("ended");
+    } catch (e) {
+      sender.send((e as Error).name);
+    }
+  }
+}`;
+  try {
+    await withServer(source, ["--js-fetch-allow", upstream.target], async (server) => {
+      const ws = await connect(server.host, "r", "a");
+      ws.send("ignore");
+      assert.equal(await reply(ws, 5000), "sent 5");
+      assert.equal(sockets.size, 1, "each unread answer gave its connection back for the next");
+      ws.send("broken");
+      assert.equal(await reply(ws, 5000), "got partial");
+      assert.equal(await reply(ws, 5000), "TypeError");
+      ws.close();
+    });
+  } finally {
+    upstream.close();
+  }
+});
+
 test("an AbortSignal stops a fetch waiting for its answer or reading its body, and so does cancelling the body", async () => {
   // Each request names itself; the upstream records when the party let go of it.
   const closedEarly = [];
+  const asked = [];
   const upstream = await upstreamServer((req, res) => {
+    asked.push(req.url);
     res.on("close", () => { if (!res.writableEnded) closedEarly.push(req.url); });
     if (req.url === "/silent") return; // never answers
     res.writeHead(200);
@@ -928,6 +988,7 @@ export default class Server implements Party.Server {
       const deadline = Date.now() + 5000;
       while (closedEarly.length < 3 && Date.now() < deadline) await sleep(50);
       assert.deepEqual(closedEarly.sort(), ["/body", "/cancel", "/silent"]);
+      assert.deepEqual(asked.sort(), ["/body", "/cancel", "/silent"]);
       ws.close();
     });
   } finally {

@@ -497,16 +497,22 @@
     let bytes = await bodyOf(req);
     for (let hops = 0; ; hops++) {
       const [id, pending] = N.httpFetch([method, url, headers, bytes]);
-      const [status, got, first, more] = await untilAborted(pending, signal, () => N.fetchCancel(id));
-      const answerHeaders = pairsToHeaders(got);
-      const location = REDIRECT_STATUSES.has(status) ? answerHeaders.get("location") : null;
-      if (location === null || req.redirect === "manual") {
-        const empty = status === 204 || status === 304 || method === "HEAD";
-        if (empty && more) N.fetchCancel(id);
-        const body = empty ? null : fetchedBody(id, first, more, signal);
-        return markFetched(new Response(body, { status, headers: answerHeaders }), url, hops > 0);
+      const [status, got] = await untilAborted(asTypeError(pending), signal, () => N.fetchCancel(id));
+      let location;
+      try {
+        const answerHeaders = pairsToHeaders(got);
+        location = REDIRECT_STATUSES.has(status) ? answerHeaders.get("location") : null;
+        if (location === null || req.redirect === "manual") {
+          const empty = status === 204 || status === 205 || status === 304 || method === "HEAD";
+          const response = new Response(empty ? null : fetchedBody(id, signal), { status, headers: answerHeaders });
+          if (empty) N.fetchCancel(id);
+          return markFetched(response, url, hops > 0);
+        }
+      } catch (e) {
+        N.fetchCancel(id);
+        throw e;
       }
-      if (more) N.fetchCancel(id);
+      N.fetchCancel(id);
       if (req.redirect === "error") throw new TypeError(`fetch: ${url} redirects, and redirect is "error"`);
       if (hops === MAX_REDIRECTS) throw new TypeError(`fetch: more than ${MAX_REDIRECTS} redirects`);
       const next = new URL(location, url);
@@ -545,38 +551,27 @@
     });
   }
 
-  /** A fetched response's body as a stream that reads from the network as it is pulled:
-   * `first` arrived with the head; with `more`, the rest is read by id. The fetch's
-   * signal errors it, as fetch's does. */
-  function fetchedBody(id, first, more, signal) {
-    let onAbort = null;
-    const done = () => { if (onAbort) signal.removeEventListener("abort", onAbort); };
+  /** A native fetch's rejection as fetch gives a network error: a TypeError. */
+  function asTypeError(promise) {
+    return promise.catch((e) => {
+      throw new TypeError(e?.message ?? String(e), { cause: e });
+    });
+  }
+
+  /** A fetched response's body as a stream read from the network as it is pulled (Rust
+   * reads a little ahead). An abort of the fetch's signal errors it at its next read with
+   * the signal's reason, and lets the connection go. */
+  function fetchedBody(id, signal) {
     return new ReadableStream({
-      start(controller) {
-        if (first.byteLength > 0) controller.enqueue(new Uint8Array(first));
-        if (!more) {
-          controller.close();
-          return;
-        }
-        onAbort = () => {
-          N.fetchCancel(id);
-          controller.error(signal.reason);
-        };
-        signal.addEventListener("abort", onAbort, { once: true });
-      },
       async pull(controller) {
         for (;;) {
-          let chunk, rest;
-          try {
-            [chunk, rest] = await N.fetchRead(id);
-          } catch (e) {
-            done();
-            throw e;
+          if (signal.aborted) {
+            N.fetchCancel(id);
+            throw signal.reason;
           }
-          if (signal.aborted) return;
+          const [chunk, more] = await untilAborted(asTypeError(N.fetchRead(id)), signal, () => N.fetchCancel(id));
           if (chunk.byteLength > 0) controller.enqueue(new Uint8Array(chunk));
-          if (!rest) {
-            done();
+          if (!more) {
             controller.close();
             return;
           }
@@ -584,7 +579,6 @@
         }
       },
       cancel() {
-        done();
         N.fetchCancel(id);
       },
     }, { highWaterMark: 0 });

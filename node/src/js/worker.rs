@@ -268,6 +268,11 @@ impl Worker {
         if lobby && active.set_timers.get() {
             self.forget(party, instance);
         }
+        // Nor can anything read the bodies it fetched (a Response it returned was read
+        // whole before its answer went); their connections go now.
+        if lobby {
+            self.shared.open_fetches.borrow_mut().forget(instance);
+        }
         let lease = active.lease.borrow_mut().take();
         if lobby && matches!(outcome, Err(Failure::Reset(_))) {
             warn!("a check outside the room was interrupted");

@@ -133,7 +133,7 @@ pub(super) fn request_parts<'js>(
 }
 
 /// `[status, flat headers, body bytes]`, how party.js takes a response.
-pub(super) fn response_value<'a>(
+fn response_value<'a>(
     ctx: &Ctx<'a>,
     status: http::StatusCode,
     headers: &http::HeaderMap,

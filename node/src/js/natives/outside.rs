@@ -1,24 +1,31 @@
-//! `fetch` to allowed outside hosts. A response's body is read as it arrives, one read per
-//! pull of its stream in party.js, so a party relays a streamed answer (server-sent
-//! events, a model's tokens) as it comes, and memory holds what was read and not pulled,
-//! not the whole body. An `AbortSignal` stops a fetch waiting for its response or a read
-//! of its body; so does cancelling the body.
+//! `fetch` to allowed outside hosts. A response's body is read ahead by a task of its
+//! own into a short queue, and handed to party.js one read per pull of its stream: a
+//! party relays a streamed answer (server-sent events, a model's tokens) as it comes;
+//! memory holds at most the queue of a body no one reads; and a small body is read to
+//! its end at once, so its connection goes back to the pool though the party never
+//! reads it. An `AbortSignal` stops a fetch waiting for its response or a read of its
+//! body; so does cancelling the body.
 
-use super::fetch::{output_gate, request_parts, response_value, through};
+use super::fetch::{output_gate, request_parts, through};
 use super::*;
-use futures::FutureExt;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
 
-/// How long a fetch waits for its response's head, and a read for the next bytes of its
-/// body (Cloudflare's edge gives an origin 100 s too).
+/// How long a fetch waits for its response's head, and its body's reader for the next
+/// bytes (Cloudflare's edge gives an origin 100 s too).
 const FETCH_WAIT: Duration = Duration::from_secs(100);
 /// A body no read has asked of for this long is dropped, and its connection with it
 /// (the party kept the `Response` without reading it to its end).
 const BODY_IDLE: Duration = Duration::from_secs(100);
-/// Bodies an instance may hold open; past that, the one idle longest is dropped.
+/// How often bodies left idle are looked for, while any fetch is open.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Bodies an instance may hold open between reads; past that, the one idle longest is
+/// dropped.
 const BODIES_PER_INSTANCE: usize = 256;
+/// Parts of a body read ahead of the party (each what one read of the socket gave).
+const BODY_QUEUE: usize = 2;
 /// What one read gives at most once it has some bytes: what else has arrived by then.
 const READ_AHEAD: usize = 64 * 1024;
 
@@ -29,40 +36,47 @@ type HttpClient = hyper_util::client::legacy::Client<
 
 /// The fetches of a worker's instances that are waiting for their response's head or
 /// have a body still to read, by id (`Shared::open_fetches`). Dropping one stops what
-/// waits on it: its `stop` sender goes, and its body with its connection.
+/// waits on it: its `stop` sender goes, and its body's reader with its connection.
 #[derive(Default)]
 pub(in crate::js) struct OpenFetches {
     by_id: HashMap<u32, OpenFetch>,
     next_id: u32,
+    /// A task drops idle bodies while any fetch is open.
+    sweeping: bool,
 }
 
 struct OpenFetch {
     instance: InstanceId,
     /// Held while the request or a read is under way: its dropping stops that.
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<oneshot::Sender<()>>,
     /// The body, between reads.
-    body: Option<hyper::body::Incoming>,
+    body: Option<BodyParts>,
     /// When a read last gave bytes (or the head came).
     idle_since: Instant,
 }
 
+/// A response body as its reader task queues it: bytes, then the end (the sender gone) or
+/// an error.
+struct BodyParts {
+    parts: mpsc::Receiver<Result<Bytes, String>>,
+    /// An error that came after bytes a read gave: the next read's.
+    failed: Option<String>,
+}
+
 impl OpenFetches {
-    /// Registers a fetch of `instance`; returns its id. Bodies left unread past
-    /// [`BODY_IDLE`], and the instance's longest idle one past [`BODIES_PER_INSTANCE`],
-    /// are dropped.
+    /// Registers a fetch of `instance`; returns its id. Past [`BODIES_PER_INSTANCE`]
+    /// bodies between reads, the instance's longest idle one is dropped.
     fn open(&mut self, instance: InstanceId) -> u32 {
-        self.by_id
-            .retain(|_, f| f.body.is_none() || f.idle_since.elapsed() < BODY_IDLE);
         let idle_bodies = || {
             self.by_id
                 .iter()
                 .filter(|(_, f)| f.instance == instance && f.body.is_some())
         };
         if idle_bodies().count() >= BODIES_PER_INSTANCE {
-            if let Some(oldest) = idle_bodies()
+            let oldest = idle_bodies()
                 .min_by_key(|(_, f)| f.idle_since)
-                .map(|(id, _)| *id)
-            {
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
                 self.by_id.remove(&oldest);
             }
         }
@@ -83,20 +97,29 @@ impl OpenFetches {
         id
     }
 
+    /// Drops bodies left unread past [`BODY_IDLE`]; whether any fetch is still open.
+    fn sweep(&mut self) -> bool {
+        self.by_id
+            .retain(|_, f| f.body.is_none() || f.idle_since.elapsed() < BODY_IDLE);
+        !self.by_id.is_empty()
+    }
+
     /// Stops fetch `id`'s request or read, and drops its body.
     pub(in crate::js) fn cancel(&mut self, id: u32) {
         self.by_id.remove(&id);
     }
 
-    /// Drops what `instance` has open (it goes).
+    /// Drops what `instance` has open (it goes, or its check outside any room ended).
     pub(in crate::js) fn forget(&mut self, instance: InstanceId) {
-        self.by_id.retain(|_, f| f.instance != instance);
+        if !self.by_id.is_empty() {
+            self.by_id.retain(|_, f| f.instance != instance);
+        }
     }
 
     /// What stops the work about to begin on fetch `id` (it was cancelled meanwhile: at
     /// once).
-    fn stopper(&mut self, id: u32) -> tokio::sync::oneshot::Receiver<()> {
-        let (stop, stopped) = tokio::sync::oneshot::channel();
+    fn stopper(&mut self, id: u32) -> oneshot::Receiver<()> {
+        let (stop, stopped) = oneshot::channel();
         if let Some(f) = self.by_id.get_mut(&id) {
             f.stop = Some(stop);
         }
@@ -104,7 +127,7 @@ impl OpenFetches {
     }
 
     /// Puts fetch `id`'s body back between reads; dropped if it was cancelled meanwhile.
-    fn put_back(&mut self, id: u32, body: hyper::body::Incoming) {
+    fn put_back(&mut self, id: u32, body: BodyParts) {
         if let Some(f) = self.by_id.get_mut(&id) {
             f.stop = None;
             f.body = Some(body);
@@ -113,7 +136,7 @@ impl OpenFetches {
     }
 
     /// Takes fetch `id`'s body for a read.
-    fn take_body(&mut self, id: u32) -> Result<hyper::body::Incoming, &'static str> {
+    fn take_body(&mut self, id: u32) -> Result<BodyParts, &'static str> {
         let f = self
             .by_id
             .get_mut(&id)
@@ -124,67 +147,90 @@ impl OpenFetches {
     }
 }
 
-/// What a read of a body gave.
-struct Chunk {
-    bytes: Vec<u8>,
-    /// The body goes on after these bytes.
-    more: Option<hyper::body::Incoming>,
-}
-
-/// Reads what `body` has ready now, up to [`READ_AHEAD`] bytes, after `bytes`.
-fn read_ready(mut body: hyper::body::Incoming, mut bytes: Vec<u8>) -> Result<Chunk, String> {
-    while bytes.len() < READ_AHEAD {
-        match body.frame().now_or_never() {
-            None => break,
-            Some(None) => return Ok(Chunk { bytes, more: None }),
-            Some(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    bytes.extend_from_slice(&data);
-                }
-            }
-            Some(Some(Err(e))) => return Err(format!("reading the response: {e}")),
-        }
+/// Drops idle bodies every [`SWEEP_EVERY`] while any fetch of the worker is open.
+fn keep_sweeping(shared: &Rc<Shared>) {
+    if std::mem::replace(&mut shared.open_fetches.borrow_mut().sweeping, true) {
+        return;
     }
-    Ok(Chunk {
-        bytes,
-        more: Some(body),
-    })
+    let shared = Rc::downgrade(shared);
+    tokio::task::spawn_local(async move {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut open = shared.open_fetches.borrow_mut();
+            if !open.sweep() {
+                open.sweeping = false;
+                return;
+            }
+        }
+    });
 }
 
-/// Waits for the next bytes of `body` (at most [`FETCH_WAIT`]), with what else has
-/// arrived by then.
-async fn read_some(mut body: hyper::body::Incoming) -> Result<Chunk, String> {
-    loop {
-        let frame = tokio::time::timeout(FETCH_WAIT, body.frame())
-            .await
-            .map_err(|_| {
-                format!(
+/// Starts reading `body` ahead of the party, into a queue of [`BODY_QUEUE`] parts. The
+/// reader ends at the body's end, at an error, or when the queue's receiver goes.
+fn read_ahead(mut body: hyper::body::Incoming) -> BodyParts {
+    let (queue, parts) = mpsc::channel(BODY_QUEUE);
+    tokio::task::spawn_local(async move {
+        loop {
+            let frame = tokio::select! {
+                () = queue.closed() => return,
+                frame = tokio::time::timeout(FETCH_WAIT, body.frame()) => frame,
+            };
+            let part = match frame {
+                Err(_) => Err(format!(
                     "reading the response: no data for {} s",
                     FETCH_WAIT.as_secs()
-                )
-            })?;
-        match frame {
-            None => {
-                return Ok(Chunk {
-                    bytes: Vec::new(),
-                    more: None,
-                })
-            }
-            Some(Err(e)) => return Err(format!("reading the response: {e}")),
-            Some(Ok(frame)) => {
+                )),
+                Ok(None) => return,
+                Ok(Some(Err(e))) => Err(format!("reading the response: {e}")),
                 // Trailers are not given to the party.
-                if let Ok(data) = frame.into_data() {
-                    return read_ready(body, data.to_vec());
-                }
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => Ok(data),
+                    _ => continue,
+                },
+            };
+            let failed = part.is_err();
+            if queue.send(part).await.is_err() || failed {
+                return;
             }
         }
+    });
+    BodyParts {
+        parts,
+        failed: None,
     }
 }
 
-/// Runs `work` until it ends or fetch `id` is stopped (aborted, its body cancelled, its
+/// The body's next bytes, with what else has arrived by then (up to [`READ_AHEAD`]), and
+/// whether more may follow. An error after some bytes waits for the next read.
+async fn read_some(body: &mut BodyParts) -> Result<(Vec<u8>, bool), String> {
+    if let Some(e) = body.failed.take() {
+        return Err(e);
+    }
+    let mut bytes = match body.parts.recv().await {
+        None => return Ok((Vec::new(), false)),
+        Some(part) => part?.to_vec(),
+    };
+    while bytes.len() < READ_AHEAD {
+        match body.parts.try_recv() {
+            Ok(Ok(more)) => bytes.extend_from_slice(&more),
+            Ok(Err(e)) => {
+                body.failed = Some(e);
+                break;
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return Ok((bytes, false)),
+            Err(mpsc::error::TryRecvError::Empty) => break,
+        }
+    }
+    Ok((bytes, true))
+}
+
+/// Runs `work` until it ends or its fetch is stopped (aborted, its body cancelled, its
 /// instance gone).
 async fn unless_stopped<T>(
-    stopped: tokio::sync::oneshot::Receiver<()>,
+    stopped: oneshot::Receiver<()>,
     work: impl Future<Output = Result<T, String>>,
 ) -> Result<T, String> {
     tokio::select! {
@@ -228,7 +274,7 @@ fn fetch_allowed(allow: &[String], uri: &http::Uri) -> bool {
     })
 }
 
-/// `httpFetch(parts)` → `[id, promise of [status, flat headers, first bytes, more]]`;
+/// `httpFetch(parts)` → `[id, promise of [status, flat headers]]`;
 /// `fetchRead(id)` → a promise of `[the body's next bytes, more]`;
 /// `fetchCancel(id)` stops the request or read, and drops the body.
 pub(super) fn install<'js>(
@@ -281,16 +327,18 @@ pub(super) fn install<'js>(
             let gate = output_gate(&s, instance);
             let id = s.open_fetches.borrow_mut().open(instance);
             let stopped = s.open_fetches.borrow_mut().stopper(id);
+            keep_sweeping(&s);
             let opened = s.clone();
             let head = async move {
                 through(gate).await?;
                 let resp = tokio::time::timeout(FETCH_WAIT, client.request(req))
                     .await
-                    .map_err(|_| format!("fetch failed: no response within {} s", FETCH_WAIT.as_secs()))?
+                    .map_err(|_| {
+                        format!("fetch failed: no response within {} s", FETCH_WAIT.as_secs())
+                    })?
                     .map_err(|e| format!("fetch failed: {}", crate::error_chain(&e)))?;
                 let (head, body) = resp.into_parts();
-                let chunk = read_ready(body, Vec::new())?;
-                Ok::<_, String>((head, chunk))
+                Ok::<_, String>((head, body))
             };
             let promise = promise_of(
                 &ctx,
@@ -302,13 +350,9 @@ pub(super) fn install<'js>(
                     let got = unless_stopped(stopped, head).await;
                     let mut open = opened.open_fetches.borrow_mut();
                     match got {
-                        Ok((head, Chunk { bytes, more: Some(body) })) => {
-                            open.put_back(id, body);
-                            Ok((head, bytes, true))
-                        }
-                        Ok((head, Chunk { bytes, more: None })) => {
-                            open.cancel(id);
-                            Ok((head, bytes, false))
+                        Ok((head, body)) => {
+                            open.put_back(id, read_ahead(body));
+                            Ok(head)
                         }
                         Err(e) => {
                             open.cancel(id);
@@ -316,13 +360,7 @@ pub(super) fn install<'js>(
                         }
                     }
                 },
-                |ctx, (head, bytes, more)| {
-                    let v = response_value(ctx, head.status, &head.headers, &bytes)?;
-                    if let Some(a) = v.as_array() {
-                        a.set(3, more)?;
-                    }
-                    Ok(v)
-                },
+                |ctx, head| head_value(ctx, &head),
             )?;
             let out = Array::new(ctx.clone())?;
             out.set(0, id)?;
@@ -340,7 +378,7 @@ pub(super) fn install<'js>(
                     "a response body can only be read while a room's code runs",
                 )
             })?;
-            let body = s
+            let mut body = s
                 .open_fetches
                 .borrow_mut()
                 .take_body(id)
@@ -354,17 +392,14 @@ pub(super) fn install<'js>(
                 instance,
                 false,
                 async move {
-                    let got = unless_stopped(stopped, read_some(body)).await;
+                    let got = unless_stopped(stopped, read_some(&mut body)).await;
                     let mut open = read.open_fetches.borrow_mut();
                     match got {
-                        Ok(Chunk {
-                            bytes,
-                            more: Some(body),
-                        }) => {
+                        Ok((bytes, true)) => {
                             open.put_back(id, body);
                             Ok((bytes, true))
                         }
-                        Ok(Chunk { bytes, more: None }) => {
+                        Ok((bytes, false)) => {
                             open.cancel(id);
                             Ok((bytes, false))
                         }
@@ -391,4 +426,19 @@ pub(super) fn install<'js>(
         })?,
     )?;
     Ok(())
+}
+
+/// `[status, flat headers]`. A header's bytes are its characters, as fetch reads them (a
+/// ByteString): a UTF-8 value comes as its bytes, not as the text they spell.
+fn head_value<'a>(ctx: &Ctx<'a>, head: &http::response::Parts) -> JsResult<Value<'a>> {
+    let flat = Array::new(ctx.clone())?;
+    for (i, (k, v)) in head.headers.iter().enumerate() {
+        flat.set(2 * i, k.as_str())?;
+        let latin1: String = v.as_bytes().iter().map(|&b| char::from(b)).collect();
+        flat.set(2 * i + 1, latin1)?;
+    }
+    let out = Array::new(ctx.clone())?;
+    out.set(0, head.status.as_u16())?;
+    out.set(1, flat)?;
+    Ok(out.into_value())
 }
