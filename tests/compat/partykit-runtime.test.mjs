@@ -880,9 +880,10 @@ test("a small body the party never reads is read ahead, so its connection is use
       setTimeout(() => res.destroy(), 200);
       return;
     }
-    // The end comes a moment after the head: not with it.
+    // The body comes in three parts, after the head: not with it.
     res.write("small");
-    setTimeout(() => res.end(" answer"), 50);
+    setTimeout(() => res.write(" ans"), 10);
+    setTimeout(() => res.end("wer"), 20);
   });
   const source = `
 import type * as Party from "partykit/server";
@@ -893,7 +894,7 @@ export default class Server implements Party.Server {
     if (message === "ignore") {
       for (let i = 0; i < 5; i++) {
         await fetch(base + "/hook");
-        await new Promise((ok) => setTimeout(ok, 150));
+        await new Promise((ok) => setTimeout(ok, 500));
       }
       sender.send("sent 5");
       return;
@@ -959,6 +960,18 @@ export default class Server implements Party.Server {
         sender.send("read " + first);
         setTimeout(() => controller.abort(), 100);
         await reader.read();
+      } else if (message === "many") {
+        // Past 256 fetches waiting for their answer, the next is refused.
+        const controller = new AbortController();
+        const waiting = [];
+        for (let i = 0; i < 256; i++) waiting.push(fetch(base + "/silent", { signal: controller.signal }).catch(() => {}));
+        await new Promise((ok) => setTimeout(ok, 100));
+        try {
+          await fetch(base + "/silent");
+        } finally {
+          controller.abort();
+          await Promise.all(waiting);
+        }
       } else if (message === "cancel") {
         const res = await fetch(base + "/cancel");
         await res.body!.cancel();
@@ -989,6 +1002,8 @@ export default class Server implements Party.Server {
       while (closedEarly.length < 3 && Date.now() < deadline) await sleep(50);
       assert.deepEqual(closedEarly.sort(), ["/body", "/cancel", "/silent"]);
       assert.deepEqual(asked.sort(), ["/body", "/cancel", "/silent"]);
+      ws.send("many");
+      assert.equal(await reply(ws, 10000), "TypeError: fetch: this room has 256 fetches waiting for their answer");
       ws.close();
     });
   } finally {

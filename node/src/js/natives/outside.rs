@@ -21,13 +21,13 @@ const FETCH_WAIT: Duration = Duration::from_secs(100);
 const BODY_IDLE: Duration = Duration::from_secs(100);
 /// How often bodies left idle are looked for, while any fetch is open.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
-/// Bodies an instance may hold open between reads; past that, the one idle longest is
-/// dropped.
-const BODIES_PER_INSTANCE: usize = 256;
-/// Parts of a body read ahead of the party (each what one read of the socket gave).
-const BODY_QUEUE: usize = 2;
-/// What one read gives at most once it has some bytes: what else has arrived by then.
+/// Fetches an instance may have open (waiting for their head, or with a body to read);
+/// past that, its body idle longest is dropped, or, with none idle, the fetch refused.
+const FETCHES_PER_INSTANCE: usize = 256;
+/// Bytes of a body read ahead of the party; also the most one read gives.
 const READ_AHEAD: usize = 64 * 1024;
+/// The client's read buffer, which holds what came past the read-ahead.
+const CLIENT_BUFFER: usize = 64 * 1024;
 
 type HttpClient = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
@@ -58,27 +58,35 @@ struct OpenFetch {
 /// A response body as its reader task queues it: bytes, then the end (the sender gone) or
 /// an error.
 struct BodyParts {
-    parts: mpsc::Receiver<Result<Bytes, String>>,
+    parts: mpsc::UnboundedReceiver<Result<Bytes, String>>,
+    /// Bytes the reader may queue: a read gives back what it took.
+    room: Arc<tokio::sync::Semaphore>,
     /// An error that came after bytes a read gave: the next read's.
     failed: Option<String>,
 }
 
 impl OpenFetches {
-    /// Registers a fetch of `instance`; returns its id. Past [`BODIES_PER_INSTANCE`]
-    /// bodies between reads, the instance's longest idle one is dropped.
-    fn open(&mut self, instance: InstanceId) -> u32 {
-        let idle_bodies = || {
-            self.by_id
+    /// Registers a fetch of `instance`; returns its id. Past [`FETCHES_PER_INSTANCE`]
+    /// open, the instance's body idle longest is dropped; with none, the fetch refused.
+    fn open(&mut self, instance: InstanceId) -> Result<u32, String> {
+        let open = self
+            .by_id
+            .values()
+            .filter(|f| f.instance == instance)
+            .count();
+        if open >= FETCHES_PER_INSTANCE {
+            let oldest = self
+                .by_id
                 .iter()
                 .filter(|(_, f)| f.instance == instance && f.body.is_some())
-        };
-        if idle_bodies().count() >= BODIES_PER_INSTANCE {
-            let oldest = idle_bodies()
                 .min_by_key(|(_, f)| f.idle_since)
                 .map(|(id, _)| *id);
-            if let Some(oldest) = oldest {
-                self.by_id.remove(&oldest);
-            }
+            let oldest = oldest.ok_or_else(|| {
+                format!(
+                    "fetch: this room has {FETCHES_PER_INSTANCE} fetches waiting for their answer"
+                )
+            })?;
+            self.by_id.remove(&oldest);
         }
         let mut id = self.next_id;
         while self.by_id.contains_key(&id) {
@@ -94,7 +102,7 @@ impl OpenFetches {
                 idle_since: Instant::now(),
             },
         );
-        id
+        Ok(id)
     }
 
     /// Drops bodies left unread past [`BODY_IDLE`]; whether any fetch is still open.
@@ -168,10 +176,13 @@ fn keep_sweeping(shared: &Rc<Shared>) {
     });
 }
 
-/// Starts reading `body` ahead of the party, into a queue of [`BODY_QUEUE`] parts. The
-/// reader ends at the body's end, at an error, or when the queue's receiver goes.
+/// Starts reading `body` ahead of the party, into a queue of at most [`READ_AHEAD`]
+/// bytes (a part of more waits for the queue to be empty). The reader ends at the body's
+/// end, at an error, or when the queue's receiver goes.
 fn read_ahead(mut body: hyper::body::Incoming) -> BodyParts {
-    let (queue, parts) = mpsc::channel(BODY_QUEUE);
+    let (queue, parts) = mpsc::unbounded_channel();
+    let room = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD));
+    let taken = room.clone();
     tokio::task::spawn_local(async move {
         loop {
             let frame = tokio::select! {
@@ -192,13 +203,22 @@ fn read_ahead(mut body: hyper::body::Incoming) -> BodyParts {
                 },
             };
             let failed = part.is_err();
-            if queue.send(part).await.is_err() || failed {
+            let size = part.as_ref().map_or(0, |b| b.len().min(READ_AHEAD));
+            let size = u32::try_from(size).unwrap_or(u32::MAX);
+            let queued = tokio::select! {
+                () = queue.closed() => return,
+                permit = taken.acquire_many(size) => permit,
+            };
+            // The reader gives the bytes back once it has them.
+            queued.expect("the semaphore is never closed").forget();
+            if queue.send(part).is_err() || failed {
                 return;
             }
         }
     });
     BodyParts {
         parts,
+        room,
         failed: None,
     }
 }
@@ -209,22 +229,36 @@ async fn read_some(body: &mut BodyParts) -> Result<(Vec<u8>, bool), String> {
     if let Some(e) = body.failed.take() {
         return Err(e);
     }
-    let mut bytes = match body.parts.recv().await {
+    // The reader counted each part as at most READ_AHEAD bytes; what this read takes of
+    // them is given back.
+    let counted = |part: &Bytes| part.len().min(READ_AHEAD);
+    let (mut bytes, mut given) = match body.parts.recv().await {
         None => return Ok((Vec::new(), false)),
-        Some(part) => part?.to_vec(),
+        Some(part) => {
+            let part = part?;
+            (part.to_vec(), counted(&part))
+        }
     };
+    let mut more = true;
     while bytes.len() < READ_AHEAD {
         match body.parts.try_recv() {
-            Ok(Ok(more)) => bytes.extend_from_slice(&more),
+            Ok(Ok(part)) => {
+                bytes.extend_from_slice(&part);
+                given += counted(&part);
+            }
             Ok(Err(e)) => {
                 body.failed = Some(e);
                 break;
             }
-            Err(mpsc::error::TryRecvError::Disconnected) => return Ok((bytes, false)),
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                more = false;
+                break;
+            }
             Err(mpsc::error::TryRecvError::Empty) => break,
         }
     }
-    Ok((bytes, true))
+    body.room.add_permits(given);
+    Ok((bytes, more))
 }
 
 /// Runs `work` until it ends or its fetch is stopped (aborted, its body cancelled, its
@@ -254,6 +288,7 @@ fn http_client(config: &crate::js::JsConfig) -> Result<HttpClient, String> {
         .build();
     Ok(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http1_max_buf_size(CLIENT_BUFFER)
             .build(connector),
     )
 }
@@ -325,7 +360,11 @@ pub(super) fn install<'js>(
                 .clone()
                 .map_err(|e| Exception::throw_type(&ctx, &format!("fetch: {e}")))?;
             let gate = output_gate(&s, instance);
-            let id = s.open_fetches.borrow_mut().open(instance);
+            let id = s
+                .open_fetches
+                .borrow_mut()
+                .open(instance)
+                .map_err(|e| Exception::throw_type(&ctx, &e))?;
             let stopped = s.open_fetches.borrow_mut().stopper(id);
             keep_sweeping(&s);
             let opened = s.clone();
