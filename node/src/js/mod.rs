@@ -21,11 +21,13 @@
 //!   (`crypto.js`: `crypto.subtle`'s keys, on the natives in `natives/crypto/`), storage
 //!   values with structured-clone semantics, and the PartyKit API over the natives.
 
+mod answers;
 mod assets;
 mod event;
 mod natives;
 mod party;
 mod shared;
+mod timers;
 mod worker;
 
 pub use assets::StaticAssets;

@@ -1,8 +1,11 @@
 //! What a worker's natives reach: the events in progress (each with its room lent to the
-//! worker), the CPU clock the interrupt handler checks, and the timers.
+//! worker), the CPU clock the interrupt handler checks, the timers (`timers.rs`), the
+//! answers due (`answers.rs`) and the outside fetches open (`natives/outside.rs`).
 
+use super::answers::LaterAnswers;
 use super::event::Failure;
 use super::natives::outside::OpenFetches;
+use super::timers::{Timer, Timers};
 use super::worker::RoomLease;
 use super::{InstanceId, JsConfig};
 use crate::message::Response;
@@ -27,7 +30,6 @@ pub(super) struct Shared {
     /// The instance whose JavaScript is running now (logs, timers).
     pub current: Cell<Option<InstanceId>>,
     timers: RefCell<Timers>,
-    next_timer: Cell<u32>,
     /// Timers that fired, and promises of natives that settled, after the event that set or
     /// started them ended: they run in a wake event of their room (`run_due`; a wake asks
     /// for one), in the order they came, as their own step.
@@ -39,10 +41,8 @@ pub(super) struct Shared {
     /// Savepoint ids, unique on the worker: a transaction whose body outlived its event
     /// cannot name a savepoint of a later one.
     next_savepoint: Cell<u32>,
-    /// Where the answers go of requests whose `onRequest` went on after its event, by id
-    /// (`Worker::drive`); the instance's going drops them, and its requesters hear so.
-    answers: RefCell<HashMap<u32, (InstanceId, oneshot::Sender<Response>)>>,
-    next_answer: Cell<u32>,
+    /// Where the answers go of requests whose `onRequest` went on after its event.
+    answers: RefCell<LaterAnswers>,
     /// Outside fetches waiting for their response, or with a body left to read.
     pub open_fetches: RefCell<OpenFetches>,
 }
@@ -116,67 +116,6 @@ enum Due {
 /// Settles a native's promise in the instance's context.
 pub(super) type Settle = Box<dyn for<'js> FnOnce(Ctx<'js>)>;
 
-/// A pending `setTimeout`/`setInterval`.
-pub(super) struct Timer {
-    instance: InstanceId,
-    task: tokio::task::AbortHandle,
-    /// Its room's count, for a timer of a room's instance.
-    under_way: Option<Arc<UnderWay>>,
-}
-
-/// The worker's pending timers by id, counted in `conclave_js_timers` (all workers).
-struct Timers {
-    by_id: HashMap<u32, Timer>,
-    pending: metrics::Gauge,
-}
-
-impl Timers {
-    /// Adds a timer under an id not in use ([`Shared::next_timer_id`]).
-    fn insert(&mut self, id: u32, timer: Timer) {
-        if let Some(u) = &timer.under_way {
-            u.timers.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(replaced) = self.by_id.insert(id, timer) {
-            if let Some(u) = &replaced.under_way {
-                u.timers.fetch_sub(1, Ordering::Relaxed);
-            }
-        } else {
-            self.pending.increment(1.0);
-        }
-    }
-
-    fn remove(&mut self, id: u32) -> Option<Timer> {
-        let timer = self.by_id.remove(&id)?;
-        self.pending.decrement(1.0);
-        if let Some(u) = &timer.under_way {
-            u.timers.fetch_sub(1, Ordering::Relaxed);
-        }
-        Some(timer)
-    }
-
-    /// Stops and removes `instance`'s timers; returns their ids.
-    fn remove_instance(&mut self, instance: InstanceId) -> Vec<u32> {
-        let ids: Vec<u32> = self
-            .by_id
-            .iter()
-            .filter(|(_, t)| t.instance == instance)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &ids {
-            if let Some(t) = self.remove(*id) {
-                t.task.abort();
-            }
-        }
-        ids
-    }
-}
-
-impl Drop for Timers {
-    fn drop(&mut self) {
-        self.pending.decrement(self.by_id.len() as f64);
-    }
-}
-
 /// The deadline QuickJS's interrupt handler checks.
 #[derive(Default)]
 pub(super) struct Clock {
@@ -249,17 +188,12 @@ impl Shared {
             started: Instant::now(),
             config,
             current: Cell::new(None),
-            timers: RefCell::new(Timers {
-                by_id: HashMap::new(),
-                pending: metrics::gauge!("conclave_js_timers"),
-            }),
-            next_timer: Cell::new(1),
+            timers: RefCell::default(),
             due: RefCell::default(),
             next_job: Cell::new(1),
             rooms: RefCell::default(),
             next_savepoint: Cell::new(1),
             answers: RefCell::default(),
-            next_answer: Cell::new(1),
             open_fetches: RefCell::default(),
         })
     }
@@ -363,7 +297,7 @@ impl Shared {
             None if !self.rooms.borrow().contains_key(&instance) => return None,
             None => {}
         }
-        let id = self.next_timer_id();
+        let id = self.timers.borrow_mut().next_id();
         let creator = self.current_job_serial(instance);
         let (shared, context) = (self.clone(), context.clone());
         let task = tokio::task::spawn_local(async move {
@@ -376,35 +310,19 @@ impl Shared {
                 }
             }
         });
-        let timer = Timer {
-            instance,
-            task: task.abort_handle(),
-            under_way: self
-                .rooms
-                .borrow()
-                .get(&instance)
-                .map(|r| r.under_way.clone()),
-        };
+        let under_way = self
+            .rooms
+            .borrow()
+            .get(&instance)
+            .map(|r| r.under_way.clone());
+        let timer = Timer::new(instance, task.abort_handle(), under_way);
         self.timers.borrow_mut().insert(id, timer);
         Some(id)
     }
 
-    /// The next timer id not in use (ids wrap after 2^32 timers; a long interval may
-    /// still hold one).
-    fn next_timer_id(&self) -> u32 {
-        let timers = self.timers.borrow();
-        loop {
-            let id = self.next_timer.get();
-            self.next_timer.set(id.wrapping_add(1).max(1));
-            if !timers.by_id.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
     pub(super) fn clear_timer(&self, id: u32) {
         if let Some(t) = self.timers.borrow_mut().remove(id) {
-            t.task.abort();
+            t.stop();
         }
     }
 
@@ -563,7 +481,7 @@ impl Shared {
     /// Forgets an instance's timers and room; returns the timer ids for party.js to drop
     /// (those that fired and wait for the room's next event too).
     pub(super) fn forget(&self, instance: InstanceId) -> Vec<u32> {
-        self.answers.borrow_mut().retain(|_, (i, _)| *i != instance);
+        self.answers.borrow_mut().forget(instance);
         self.open_fetches.borrow_mut().forget(instance);
         let due = self.due.borrow_mut().remove(&instance).unwrap_or_default();
         if let Some(room) = self.rooms.borrow_mut().remove(&instance) {
@@ -579,18 +497,9 @@ impl Shared {
     }
 
     /// An id for the answer `instance` will give a request after its event, and where the
-    /// answer will arrive. Requesters that gave up are forgotten here.
+    /// answer will arrive.
     pub(super) fn answer_later(&self, instance: InstanceId) -> (u32, oneshot::Receiver<Response>) {
-        let mut answers = self.answers.borrow_mut();
-        answers.retain(|_, (_, to)| !to.is_closed());
-        let mut id = self.next_answer.get();
-        while answers.contains_key(&id) {
-            id = id.wrapping_add(1);
-        }
-        self.next_answer.set(id.wrapping_add(1));
-        let (to, from) = oneshot::channel();
-        answers.insert(id, (instance, to));
-        (id, from)
+        self.answers.borrow_mut().later(instance)
     }
 
     /// Where `instance`'s answer `id` goes, once.
@@ -599,11 +508,7 @@ impl Shared {
         instance: InstanceId,
         id: u32,
     ) -> Option<oneshot::Sender<Response>> {
-        let mut answers = self.answers.borrow_mut();
-        match answers.get(&id) {
-            Some((i, _)) if *i == instance => answers.remove(&id).map(|(_, to)| to),
-            _ => None,
-        }
+        self.answers.borrow_mut().take(instance, id)
     }
 }
 

@@ -467,6 +467,17 @@ const decodeUtf8Text = (bytes) => decodeUtf8(hasBOM(bytes) ? bytes.subarray(3) :
 // and body helpers expect to find.
 let blobBytes; // (blob) → its bytes, not a copy
 
+/** `chunks` (byte arrays) one after another, in a new array. */
+function joinBytes(chunks) {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
 class Blob {
   #bytes;
   #type;
@@ -486,13 +497,7 @@ class Blob {
       else if (ArrayBuffer.isView(part) || isArrayBuffer(part)) chunks.push(bytesOf(part).slice());
       else chunks.push(utf8Bytes(part));
     }
-    const bytes = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-    let at = 0;
-    for (const c of chunks) {
-      bytes.set(c, at);
-      at += c.length;
-    }
-    this.#bytes = bytes;
+    this.#bytes = joinBytes(chunks);
     this.#type = blobType(options?.type);
   }
 
@@ -1552,14 +1557,7 @@ async function collectStream(stream, limitMs = Infinity) {
     }
     chunks.push(bytes);
   }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
+  return chunks.length === 1 ? chunks[0] : joinBytes(chunks);
 }
 
 // The spec's Body mixin, as a hidden base class of Request and Response.
