@@ -50,8 +50,11 @@ pub struct GatewayConfig {
     /// How long a client may take to finish a message (all its fragments) from its first
     /// byte; checked at each ping, so a socket is closed (1008) within a ping interval of it.
     pub message_timeout: Duration,
-    /// How long to wait for the node to answer an admission or HTTP request.
+    /// How long to wait for the node to answer an admission, or a request outside rooms.
     pub node_timeout: Duration,
+    /// How long an HTTP request to a room waits for the room's answer (its `onRequest`
+    /// may wait on slow services meanwhile); then 504.
+    pub answer_timeout: Duration,
     /// Client frames buffered per connection until the node acknowledges them (replayed to
     /// the room's next node on failover). Over it, the gateway stops reading the socket.
     pub replay_buffer_bytes: usize,
@@ -88,6 +91,9 @@ impl Default for GatewayConfig {
             address_connects: None,
             trusted_proxies: Vec::new(),
             node_timeout: Duration::from_secs(10),
+            // As long as Cloudflare's edge waits for an origin; the nodes wait as long
+            // (`NodeConfig::fetch_timeout`).
+            answer_timeout: Duration::from_secs(100),
             replay_buffer_bytes: 256 * 1024,
             reattach_timeout: Duration::from_secs(30),
             max_conn_id_bytes: 256,

@@ -113,8 +113,8 @@ pub(crate) async fn for_node(gw: Arc<GatewayState>, link: Arc<NodeLink>, request
         outside_rooms: false,
         ..request
     };
-    // No longer than the node waits for the answer.
-    let timeout = gw.config.node_timeout;
+    // As long as a client's request waits (the asking node waits as long).
+    let timeout = gw.config.answer_timeout;
     let reply = match request.room.as_ref().map(RoomKey::from_wire) {
         Some(Ok(key)) => tokio::time::timeout(timeout, ask_owner(&gw, &key, request))
             .await
@@ -171,7 +171,14 @@ async fn ask_room(
     } else {
         gw.link_for(key).await?
     };
-    match link.request(request).await {
+    // A room's answer may take its handler's time; a request outside rooms is bounded
+    // there (code outside rooms gets 8 s) and waits only the node's usual time.
+    let timeout = if outside_rooms {
+        gw.config.node_timeout
+    } else {
+        gw.config.answer_timeout
+    };
+    match link.request_within(request, timeout).await {
         Ok(r) if r.status == u32::from(MISPLACED) => Err(Refusal {
             status: MISPLACED,
             body: String::from_utf8_lossy(&r.body).into_owned(),

@@ -211,6 +211,15 @@ impl NodeLink {
 
     /// Sends a request and waits, up to the link's request timeout, for its reply.
     pub async fn request<R: RelayRequest>(&self, request: R) -> Result<R::Reply, LinkError> {
+        self.request_within(request, self.request_timeout).await
+    }
+
+    /// Sends a request and waits, up to `timeout`, for its reply.
+    pub async fn request_within<R: RelayRequest>(
+        &self,
+        request: R,
+        timeout: Duration,
+    ) -> Result<R::Reply, LinkError> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending().insert(request_id, tx);
@@ -218,7 +227,7 @@ impl NodeLink {
             link: self,
             request_id,
         };
-        let reply = tokio::time::timeout(self.request_timeout, async {
+        let reply = tokio::time::timeout(timeout, async {
             self.send(request.into_event(request_id)).await?;
             rx.await.map_err(|_| LinkError::Unavailable)
         })

@@ -25,7 +25,8 @@ pub struct NodeConfig {
     /// The largest HTTP request body a gateway may forward (the gateways'
     /// `max_http_body_bytes`): a bigger one is answered 413.
     pub max_http_body_bytes: usize,
-    /// How long a room-to-room `fetch` waits for the answer.
+    /// How long an HTTP request to a room (a gateway's, or another room's `fetch`) waits
+    /// for the room's answer; as long as the gateway's `answer_timeout`.
     pub fetch_timeout: Duration,
     /// Start fenced: serve no room (not even an alarm) until told to (`Node::set_serving`).
     /// A node of a dynamic cluster starts so: until its membership says it is alive and on
@@ -59,7 +60,7 @@ impl Default for NodeConfig {
             room_mailbox: 4096,
             max_frame_bytes: 1024 * 1024,
             max_http_body_bytes: 1024 * 1024,
-            fetch_timeout: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(100),
             start_fenced: false,
             storage_quota: StorageQuota::default(),
             party_storage_quotas: BTreeMap::new(),

@@ -116,6 +116,7 @@ pub struct FileLimits {
     pub max_http_body_bytes: Option<usize>,
     pub replay_buffer_bytes: Option<usize>,
     pub reattach_timeout_ms: Option<u64>,
+    pub room_answer_timeout_ms: Option<u64>,
     pub max_connections_per_address: Option<usize>,
     pub address_messages_per_second: Option<f64>,
     pub address_message_burst: Option<f64>,

@@ -70,6 +70,12 @@ pub struct GatewayLimitOpts {
         gateway().reattach_timeout.as_millis(),
     ))]
     pub reattach_timeout_ms: Option<u64>,
+    #[arg(long, env = "CONCLAVE_ROOM_ANSWER_TIMEOUT_MS", help = with_default(
+        "How long an HTTP request to a room waits for its answer (its onRequest may wait on \
+         slow services meanwhile), in ms; then 504. Nodes wait at most 100 s",
+        gateway().answer_timeout.as_millis(),
+    ))]
+    pub room_answer_timeout_ms: Option<u64>,
     /// Messages and room requests per second one address's connections share, sustained;
     /// past it its sockets are read more slowly and its room requests answered 429 (0: off)
     /// [default: 20 × --messages-per-second]
@@ -148,6 +154,11 @@ impl GatewayLimitOpts {
                 millis(l.reattach_timeout_ms),
                 d.reattach_timeout,
             ),
+            answer_timeout: layer(
+                millis(self.room_answer_timeout_ms),
+                millis(l.room_answer_timeout_ms),
+                d.answer_timeout,
+            ),
             admin_token: admin_token(self.admin_token.as_ref(), self.admin_token_file.as_ref())?,
             address_messages_per_second: self
                 .address_messages_per_second
@@ -204,6 +215,9 @@ fn check_gateway(g: &GatewayConfig) -> anyhow::Result<()> {
     }
     if g.ping_interval < Duration::from_millis(100) {
         bail!("ping_interval_ms must be at least 100");
+    }
+    if g.answer_timeout < Duration::from_millis(100) {
+        bail!("room_answer_timeout_ms must be at least 100");
     }
     Ok(())
 }

@@ -108,9 +108,12 @@ impl DevOpts {
     pub fn resolve_with(&self, kinds: &PartyKinds) -> anyhow::Result<DevConfig> {
         let file = FileConfig::load_opt(self.config.as_ref())?;
         let gateway = self.gateway.resolve(&file)?;
+        let answer_limit = gateway.answer_timeout;
         let node = NodeConfig {
             max_frame_bytes: gateway.max_frame_bytes,
             max_http_body_bytes: gateway.max_http_body_bytes,
+            // The room waits for its own answer as long as the client does.
+            fetch_timeout: answer_limit,
             ..self.node.resolve(&file)?
         };
         Ok(DevConfig {
@@ -123,6 +126,7 @@ impl DevOpts {
             // As PartyKit's dev server: /__scheduled__?cron=NAME runs a cron at once.
             js_engine: JsConfig {
                 scheduled_route: true,
+                answer_limit,
                 ..self.js.engine_config()
             },
         })

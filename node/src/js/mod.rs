@@ -51,6 +51,9 @@ pub struct JsConfig {
     /// its room, or a `blockConcurrencyWhile`); past it, the room's instance starts afresh,
     /// so a handler awaiting what never comes cannot hold its room for good.
     pub wait_limit: Duration,
+    /// How long a room's answer to an HTTP request may take (the requester's wait): a
+    /// stream body is read into the answer for no longer.
+    pub answer_limit: Duration,
     /// Memory one worker's QuickJS runtime may allocate, for all its rooms.
     pub memory_limit: usize,
     /// Hosts (`host` or `host:port`; `*` for any) that `fetch` may reach. Empty: `fetch`
@@ -119,6 +122,8 @@ impl Default for JsConfig {
             cpu_budget: Duration::from_millis(1000),
             // A Durable Object's `blockConcurrencyWhile` resets the object after 30 s.
             wait_limit: Duration::from_secs(30),
+            // `NodeConfig::fetch_timeout`'s default.
+            answer_limit: Duration::from_secs(100),
             memory_limit: 512 * 1024 * 1024,
             fetch_allow: Vec::new(),
             fetch_ca: None,

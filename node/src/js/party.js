@@ -15,9 +15,9 @@
   let isClass = false;
   let partyName = "";
   let partyEnv = {};
-  // How long a stream body may take to end before it is given up (--js-wait-limit-ms):
-  // past it no one waits for the answer it is part of.
-  let streamBodyLimitMs = 30000;
+  // How long a stream body may take to end before it is given up (the room's answer
+  // limit, --room-answer-timeout-ms): past it no one waits for the answer it is part of.
+  let streamBodyLimitMs = 100000;
 
   // ---- values crossing into Rust -------------------------------------------------------
 
@@ -644,9 +644,9 @@
   const conclave = {
     /** Before the party's bundle runs: its name and `room.env`, and the `process` PartyKit
      * gives a project's code, whose `env` holds the project's variables (as strings). */
-    prepare(name, envJson, waitLimitMs) {
+    prepare(name, envJson, answerLimitMs) {
       partyName = name;
-      streamBodyLimitMs = waitLimitMs;
+      streamBodyLimitMs = answerLimitMs;
       partyEnv = JSON.parse(envJson);
       const env = {};
       for (const [k, v] of Object.entries(partyEnv)) env[k] = typeof v === "string" ? v : JSON.stringify(v);

@@ -352,28 +352,22 @@ impl Party for JsParty {
 
     /// A throw answers with the error's message, and the status its `code` names (500
     /// without one), as PartyKit does. A handler that waits on something other than
-    /// storage answers from a later step (`Outcome::AnswerLater`), within the wait limit.
+    /// storage answers from a later step (`Outcome::AnswerLater`), while its requester
+    /// waits.
     async fn on_request(&mut self, room: &mut Room, req: Request) -> Result<Response, PartyError> {
         let event = request_event(req);
         match self.run(room, event).await {
             Ok(Outcome::Response(r)) => response_of(r),
             Ok(Outcome::AnswerLater(answer)) => {
-                let limit = self.engine.config().wait_limit;
+                // Awaited as long as its requester waits (`fetch_timeout`, the gateway's
+                // `answer_timeout`): the handler does not hold the room meanwhile.
                 let due = self.under_way.start(|u| &u.answers);
                 room.answer_later(Box::pin(async move {
                     let _due = due;
-                    match tokio::time::timeout(limit, answer).await {
-                        Ok(Ok(answer)) => answer,
+                    answer.await.unwrap_or_else(|_| {
                         // The step that gave it was discarded, or the instance went.
-                        Ok(Err(_)) => text_response(500, "The room failed to handle the request"),
-                        Err(_) => text_response(
-                            504,
-                            &format!(
-                                "onRequest did not answer within {} ms (--js-wait-limit-ms)",
-                                limit.as_millis()
-                            ),
-                        ),
-                    }
+                        text_response(500, "The room failed to handle the request")
+                    })
                 }));
                 // Not sent: the room answers with the later answer.
                 Ok(text_response(202, ""))

@@ -179,7 +179,7 @@ impl Worker {
                 .call::<_, ()>((
                     source.name.as_str(),
                     source.env.to_string(),
-                    self.shared.config.wait_limit.as_millis() as f64,
+                    self.shared.config.answer_limit.as_millis() as f64,
                 ))
                 .catch(&ctx)
                 .map_err(|e| caught_text(&e).trace)?;
