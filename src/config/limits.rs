@@ -72,7 +72,8 @@ pub struct GatewayLimitOpts {
     pub reattach_timeout_ms: Option<u64>,
     #[arg(long, env = "CONCLAVE_ROOM_ANSWER_TIMEOUT_MS", help = with_default(
         "How long an HTTP request to a room waits for its answer (its onRequest may wait on \
-         slow services meanwhile), in ms; then 504. Nodes wait at most 100 s",
+         slow services meanwhile), in ms; then 504. A cluster's nodes read \
+         limits.room_answer_timeout_ms from their config file",
         gateway().answer_timeout.as_millis(),
     ))]
     pub room_answer_timeout_ms: Option<u64>,

@@ -90,6 +90,8 @@ placement = ["http://placement-1:7300", "http://placement-2:7300"]
 cluster_secret_file = "{}"
 heartbeat_ms = 400
 heartbeat_ttl_ms = 1600
+[limits]
+room_answer_timeout_ms = 20000
 [node]
 id = "n1"
 advertise_url = "http://n1:7100"
@@ -126,6 +128,9 @@ http_listen = "0.0.0.0:7301"
         assert_eq!(node.liveness.ttl.as_millis(), 1600);
         assert!(node.auth.secret.is_some());
         assert!(matches!(node.storage, StorageTarget::Postgres { .. }));
+        // A room's answer takes as long at the nodes as at the gateways.
+        assert_eq!(node.node.fetch_timeout.as_millis(), 20000);
+        assert_eq!(node.js_engine.answer_limit.as_millis(), 20000);
 
         let flagged = NodeOpts {
             config: config.clone(),
@@ -150,6 +155,7 @@ http_listen = "0.0.0.0:7301"
         assert_eq!(gateway.placement, placement);
         assert_eq!(gateway.ops_listen.to_string(), "0.0.0.0:7400");
         assert_eq!(gateway.drain_delay.as_millis(), 3000);
+        assert_eq!(gateway.gateway.answer_timeout.as_millis(), 20000);
         assert!(gateway.auth.secret.is_some());
 
         let placement = PlacementOpts {

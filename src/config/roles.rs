@@ -8,7 +8,7 @@ use super::cluster::{
 use super::file::{registry_for, FileConfig, FileParty};
 use super::js::JsOpts;
 use super::kinds::PartyKinds;
-use super::layer::{admin_token, layer, with_default};
+use super::layer::{admin_token, layer, millis, with_default};
 use super::limits::{GatewayLimitOpts, NodeLimitOpts};
 use super::storage::{StorageOpts, StorageTarget};
 use crate::project::PartySourceSpec;
@@ -261,6 +261,13 @@ impl NodeOpts {
             file.limits.max_http_body_bytes,
             node.max_http_body_bytes,
         );
+        // As long as the gateways wait (`--room-answer-timeout-ms`, a gateway's flag), from
+        // the config file they share.
+        node.fetch_timeout = layer(
+            None,
+            millis(file.limits.room_answer_timeout_ms),
+            node.fetch_timeout,
+        );
         if let Some(region) = self.region.clone().or(file.cluster.region.clone()) {
             node.region = valid_region(&region)?;
         }
@@ -316,10 +323,13 @@ impl NodeOpts {
             relay_listen,
             http_listen: layer(self.http_listen, file.node.http_listen, DEFAULT_HTTP_LISTEN),
             storage,
-            node,
             parties: file.parties(kinds)?,
             js: self.js.source(false),
-            js_engine: self.js.engine_config(),
+            js_engine: JsConfig {
+                answer_limit: node.fetch_timeout,
+                ..self.js.engine_config()
+            },
+            node,
             auth,
         })
     }

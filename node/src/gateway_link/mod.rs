@@ -47,6 +47,9 @@ pub(crate) struct GatewayLink {
     /// up on one after its node timeout (it sends `Closed`): the socket leaves this set and
     /// is not admitted when its check passes later, or it would stay in its room for good.
     checking: SocketMap<()>,
+    /// HTTP requests to rooms being answered: they stop when the link goes (no one would
+    /// hear the answer), so a slow handler's request does not wait out its time.
+    requests: tokio::task::JoinSet<()>,
 }
 
 /// How a party's asynchronous check of a socket ended.
@@ -76,6 +79,7 @@ impl GatewayLink {
             sockets_gauge: metrics::gauge!(SOCKETS_GAUGE),
             checked,
             checking: SocketMap::default(),
+            requests: tokio::task::JoinSet::new(),
         };
         loop {
             let ev = tokio::select! {
@@ -430,18 +434,24 @@ impl GatewayLink {
         });
     }
 
-    fn http_request(&self, r: HttpRequest) {
-        let host = self.host.clone();
-        self.reply_later(async move {
+    fn http_request(&mut self, r: HttpRequest) {
+        while self.requests.try_join_next().is_some() {}
+        let (host, links, gateway) = (self.host.clone(), self.host.links.clone(), self.gateway);
+        self.requests.spawn(async move {
             let request_id = r.request_id;
-            node_event::Event::HttpReply(http_reply(request_id, http_request(&host, r).await))
+            let reply = http_reply(request_id, http_request(&host, r).await);
+            let event = NodeEvent {
+                event: Some(node_event::Event::HttpReply(reply)),
+            };
+            links.send(gateway, event).await;
         });
     }
 
     /// The link is gone. If the gateway lives, it re-attaches its sockets (here or on
     /// another node) over a new link; whatever has not come back after a grace period has
     /// left with the gateway.
-    async fn lost(self) {
+    async fn lost(mut self) {
+        self.requests.abort_all();
         self.host.links.remove(self.gateway);
         self.host.link_lost(self.gateway);
         if self.sockets.is_empty() {
