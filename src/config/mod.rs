@@ -184,12 +184,21 @@ http_listen = "0.0.0.0:7301"
         assert!(format!("{e:#}").contains("unknown kind"), "{e:#}");
         std::fs::write(&path, "prot = 1\n").unwrap();
         let e = DevOpts {
-            config: Some(path),
+            config: Some(path.clone()),
             ..Default::default()
         }
         .resolve()
         .unwrap_err();
         assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
+        // A node checks the rooms' answer time it reads, as a gateway does.
+        std::fs::write(&path, "[limits]\nroom_answer_timeout_ms = 0\n").unwrap();
+        let e = NodeOpts {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("room_answer_timeout_ms"), "{e:#}");
     }
 
     #[test]

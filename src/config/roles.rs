@@ -268,6 +268,9 @@ impl NodeOpts {
             millis(file.limits.room_answer_timeout_ms),
             node.fetch_timeout,
         );
+        if node.fetch_timeout < std::time::Duration::from_millis(100) {
+            bail!("room_answer_timeout_ms must be at least 100");
+        }
         if let Some(region) = self.region.clone().or(file.cluster.region.clone()) {
             node.region = valid_region(&region)?;
         }
