@@ -217,7 +217,12 @@ fn check_gateway(g: &GatewayConfig) -> anyhow::Result<()> {
     if g.ping_interval < Duration::from_millis(100) {
         bail!("ping_interval_ms must be at least 100");
     }
-    if g.answer_timeout < Duration::from_millis(100) {
+    check_answer_timeout(g.answer_timeout)
+}
+
+/// The time a room's HTTP answer may take, as gateways and nodes both read it.
+pub(super) fn check_answer_timeout(t: Duration) -> anyhow::Result<()> {
+    if t < Duration::from_millis(100) {
         bail!("room_answer_timeout_ms must be at least 100");
     }
     Ok(())

@@ -9,7 +9,7 @@ use super::file::{registry_for, FileConfig, FileParty};
 use super::js::JsOpts;
 use super::kinds::PartyKinds;
 use super::layer::{admin_token, layer, millis, with_default};
-use super::limits::{GatewayLimitOpts, NodeLimitOpts};
+use super::limits::{check_answer_timeout, GatewayLimitOpts, NodeLimitOpts};
 use super::storage::{StorageOpts, StorageTarget};
 use crate::project::PartySourceSpec;
 use anyhow::{bail, Context};
@@ -268,9 +268,7 @@ impl NodeOpts {
             millis(file.limits.room_answer_timeout_ms),
             node.fetch_timeout,
         );
-        if node.fetch_timeout < std::time::Duration::from_millis(100) {
-            bail!("room_answer_timeout_ms must be at least 100");
-        }
+        check_answer_timeout(node.fetch_timeout)?;
         if let Some(region) = self.region.clone().or(file.cluster.region.clone()) {
             node.region = valid_region(&region)?;
         }

@@ -66,9 +66,10 @@ struct BodyParts {
 }
 
 impl OpenFetches {
-    /// Registers a fetch of `instance`; returns its id. Past [`FETCHES_PER_INSTANCE`]
-    /// open, the instance's body idle longest is dropped; with none, the fetch refused.
-    fn open(&mut self, instance: InstanceId) -> Result<u32, String> {
+    /// Registers a fetch of `instance`; returns its id, and what stops its request (its
+    /// cancel). Past [`FETCHES_PER_INSTANCE`] open, the instance's body idle longest is
+    /// dropped; with none, the fetch refused.
+    fn open(&mut self, instance: InstanceId) -> Result<(u32, oneshot::Receiver<()>), String> {
         let open = self
             .by_id
             .values()
@@ -93,16 +94,17 @@ impl OpenFetches {
             id = id.wrapping_add(1);
         }
         self.next_id = id.wrapping_add(1);
+        let (stop, stopped) = oneshot::channel();
         self.by_id.insert(
             id,
             OpenFetch {
                 instance,
-                stop: None,
+                stop: Some(stop),
                 body: None,
                 idle_since: Instant::now(),
             },
         );
-        Ok(id)
+        Ok((id, stopped))
     }
 
     /// Drops bodies left unread past [`BODY_IDLE`]; whether any fetch is still open.
@@ -124,34 +126,47 @@ impl OpenFetches {
         }
     }
 
-    /// What stops the work about to begin on fetch `id` (it was cancelled meanwhile: at
-    /// once).
-    fn stopper(&mut self, id: u32) -> oneshot::Receiver<()> {
-        let (stop, stopped) = oneshot::channel();
-        if let Some(f) = self.by_id.get_mut(&id) {
-            f.stop = Some(stop);
+    /// What the request or a read of fetch `id` came to: a body to read on is put back
+    /// between reads (dropped if the fetch was cancelled meanwhile); at its end, or at an
+    /// error, the fetch is done.
+    fn settle<T>(
+        &mut self,
+        id: u32,
+        got: Result<(T, Option<BodyParts>), String>,
+    ) -> Result<T, String> {
+        match got {
+            Ok((value, Some(body))) => {
+                if let Some(f) = self.by_id.get_mut(&id) {
+                    f.stop = None;
+                    f.body = Some(body);
+                    f.idle_since = Instant::now();
+                }
+                Ok(value)
+            }
+            Ok((value, None)) => {
+                self.cancel(id);
+                Ok(value)
+            }
+            Err(e) => {
+                self.cancel(id);
+                Err(e)
+            }
         }
-        stopped
     }
 
-    /// Puts fetch `id`'s body back between reads; dropped if it was cancelled meanwhile.
-    fn put_back(&mut self, id: u32, body: BodyParts) {
-        if let Some(f) = self.by_id.get_mut(&id) {
-            f.stop = None;
-            f.body = Some(body);
-            f.idle_since = Instant::now();
-        }
-    }
-
-    /// Takes fetch `id`'s body for a read.
-    fn take_body(&mut self, id: u32) -> Result<BodyParts, &'static str> {
+    /// Takes fetch `id`'s body for a read, with what stops the read (its cancel).
+    fn take_body(&mut self, id: u32) -> Result<(BodyParts, oneshot::Receiver<()>), &'static str> {
         let f = self
             .by_id
             .get_mut(&id)
             .ok_or("the response body was cancelled, or left unread too long")?;
-        f.body
+        let body = f
+            .body
             .take()
-            .ok_or("a read of this response body is under way")
+            .ok_or("a read of this response body is under way")?;
+        let (stop, stopped) = oneshot::channel();
+        f.stop = Some(stop);
+        Ok((body, stopped))
     }
 }
 
@@ -360,12 +375,11 @@ pub(super) fn install<'js>(
                 .clone()
                 .map_err(|e| Exception::throw_type(&ctx, &format!("fetch: {e}")))?;
             let gate = output_gate(&s, instance);
-            let id = s
+            let (id, stopped) = s
                 .open_fetches
                 .borrow_mut()
                 .open(instance)
                 .map_err(|e| Exception::throw_type(&ctx, &e))?;
-            let stopped = s.open_fetches.borrow_mut().stopper(id);
             keep_sweeping(&s);
             let opened = s.clone();
             let head = async move {
@@ -386,18 +400,10 @@ pub(super) fn install<'js>(
                 instance,
                 false,
                 async move {
-                    let got = unless_stopped(stopped, head).await;
-                    let mut open = opened.open_fetches.borrow_mut();
-                    match got {
-                        Ok((head, body)) => {
-                            open.put_back(id, read_ahead(body));
-                            Ok(head)
-                        }
-                        Err(e) => {
-                            open.cancel(id);
-                            Err(e)
-                        }
-                    }
+                    let got = unless_stopped(stopped, head)
+                        .await
+                        .map(|(head, body)| (head, Some(read_ahead(body))));
+                    opened.open_fetches.borrow_mut().settle(id, got)
                 },
                 |ctx, head| head_value(ctx, &head),
             )?;
@@ -417,12 +423,11 @@ pub(super) fn install<'js>(
                     "a response body can only be read while a room's code runs",
                 )
             })?;
-            let mut body = s
+            let (mut body, stopped) = s
                 .open_fetches
                 .borrow_mut()
                 .take_body(id)
                 .map_err(|e| Exception::throw_type(&ctx, e))?;
-            let stopped = s.open_fetches.borrow_mut().stopper(id);
             let read = s.clone();
             promise_of(
                 &ctx,
@@ -431,22 +436,10 @@ pub(super) fn install<'js>(
                 instance,
                 false,
                 async move {
-                    let got = unless_stopped(stopped, read_some(&mut body)).await;
-                    let mut open = read.open_fetches.borrow_mut();
-                    match got {
-                        Ok((bytes, true)) => {
-                            open.put_back(id, body);
-                            Ok((bytes, true))
-                        }
-                        Ok((bytes, false)) => {
-                            open.cancel(id);
-                            Ok((bytes, false))
-                        }
-                        Err(e) => {
-                            open.cancel(id);
-                            Err(e)
-                        }
-                    }
+                    let got = unless_stopped(stopped, read_some(&mut body))
+                        .await
+                        .map(|(bytes, more)| ((bytes, more), more.then_some(body)));
+                    read.open_fetches.borrow_mut().settle(id, got)
                 },
                 |ctx, (bytes, more)| {
                     let out = Array::new(ctx.clone())?;
