@@ -24,6 +24,7 @@
 mod answers;
 mod assets;
 mod event;
+mod loading;
 mod natives;
 mod party;
 mod shared;

@@ -5,28 +5,20 @@
 use super::event::{
     caught_text, event_args, event_kind, outcome_of, Event, Failure, Outcome, Thrown,
 };
-use super::natives;
+use super::loading::{load_party, LoadedParty};
 use super::shared::{ActiveJob, Shared};
 use super::{InstanceId, JsConfig, PartyId, PartySource, PartyTraits};
 use crate::room::{RoomFetcher, RoomShared};
 use crate::storage::Storage;
 use conclave_proto::RoomKey;
 use rquickjs::promise::PromiseState;
-use rquickjs::{
-    CatchResultExt, CaughtError, Context, Ctx, Function, Persistent, Promise, Runtime, Value,
-};
+use rquickjs::{CatchResultExt, CaughtError, Persistent, Promise, Runtime, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
-
-const STREAMS_JS: &str = include_str!("streams.js");
-const WEB_JS: &str = include_str!("web.js");
-const CRYPTO_JS: &str = include_str!("crypto.js");
-const CODEC_JS: &str = include_str!("codec.js");
-const PARTY_JS: &str = include_str!("party.js");
 
 /// How long an event stays open, after its handler is done, for the storage calls the
 /// handler started without awaiting them: well inside the gateway's wait for the room's
@@ -122,15 +114,6 @@ async fn serve(config: JsConfig, mut rx: mpsc::UnboundedReceiver<Command>) {
     }
 }
 
-/// A party loaded in this worker: its context and the entry points of party.js.
-struct LoadedParty {
-    context: Context,
-    dispatch: Persistent<Function<'static>>,
-    create: Persistent<Function<'static>>,
-    destroy: Persistent<Function<'static>>,
-    detach: Persistent<Function<'static>>,
-}
-
 struct Worker {
     runtime: Runtime,
     shared: Rc<Shared>,
@@ -155,60 +138,9 @@ impl Worker {
         })
     }
 
-    /// Evaluates the globals, party.js and the party's script in a new context.
+    /// Loads `source` into a new context of this worker's runtime.
     fn load(&self, party: PartyId, source: &Arc<PartySource>) -> Result<PartyTraits, String> {
-        let context = Context::full(&self.runtime).map_err(|e| e.to_string())?;
-        let loaded = context.with(|ctx| -> Result<(LoadedParty, PartyTraits), String> {
-            natives::install(&ctx, &self.shared, &context, source.assets.clone())
-                .map_err(|e| e.to_string())?;
-            for (name, code) in [
-                ("streams.js", STREAMS_JS),
-                ("web.js", WEB_JS),
-                ("crypto.js", CRYPTO_JS),
-                ("codec.js", CODEC_JS),
-                ("party.js", PARTY_JS),
-            ] {
-                eval_script(&ctx, name, code)?;
-            }
-            let conclave: rquickjs::Object = ctx
-                .globals()
-                .get("__conclave")
-                .map_err(|e| e.to_string())?;
-            let prepare: Function = conclave.get("prepare").map_err(|e| e.to_string())?;
-            prepare
-                .call::<_, ()>((
-                    source.name.as_str(),
-                    source.env.to_string(),
-                    self.shared.config.answer_limit.as_millis() as f64,
-                ))
-                .catch(&ctx)
-                .map_err(|e| caught_text(&e).trace)?;
-            eval_script(&ctx, &source.origin, &source.script)?;
-            let exported: Value = ctx.globals().get("__party").map_err(|e| e.to_string())?;
-            if exported.is_undefined() {
-                return Err("the script did not define globalThis.__party (bundle it with esbuild --format=iife --global-name=__party)".into());
-            }
-            let load: Function = conclave.get("load").map_err(|e| e.to_string())?;
-            let traits: String = load
-                .call((exported,))
-                .catch(&ctx)
-                .map_err(|e| caught_text(&e).trace)?;
-            let traits: PartyTraits =
-                serde_json::from_str(&traits).map_err(|e| e.to_string())?;
-            let get = |name: &str| -> Result<Persistent<Function<'static>>, String> {
-                let f: Function = conclave.get(name).map_err(|e| e.to_string())?;
-                Ok(Persistent::save(&ctx, f))
-            };
-            let loaded = LoadedParty {
-                context: context.clone(),
-                dispatch: get("dispatch")?,
-                create: get("create")?,
-                destroy: get("destroy")?,
-                detach: get("detach")?,
-            };
-            Ok((loaded, traits))
-        })?;
-        let (loaded, traits) = loaded;
+        let (loaded, traits) = load_party(&self.runtime, &self.shared, source)?;
         self.parties.borrow_mut().insert(party, Rc::new(loaded));
         Ok(traits)
     }
@@ -562,14 +494,4 @@ fn failure_of(active: &ActiveJob, error: Thrown) -> Failure {
         return Failure::Reset(format!("the JavaScript runtime ran out of memory: {error}"));
     }
     Failure::Threw(error)
-}
-
-fn eval_script(ctx: &Ctx<'_>, name: &str, code: &str) -> Result<(), String> {
-    let mut opts = rquickjs::context::EvalOptions::default();
-    opts.global = true;
-    opts.strict = false;
-    opts.filename = Some(name.to_string());
-    ctx.eval_with_options::<(), _>(code, opts)
-        .catch(ctx)
-        .map_err(|e| format!("{name}: {}", caught_text(&e).trace))
 }
